@@ -1,0 +1,47 @@
+//! API errors and their HTTP status: the one place where failures become status codes.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::API_VERSION;
+
+/// A failed API call, by what the client should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(json!({ "message": self.to_string() }))).into_response()
+    }
+}
+
+/// Unknown routes answer like dockerd: 404 with a JSON message.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("page not found: {}", uri.path()))
+}
+
+/// Headers dockerd sends on every response.
+pub async fn common_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert(
+        header::SERVER,
+        HeaderValue::from_static(concat!("berth/", env!("CARGO_PKG_VERSION"), " (linux)")),
+    );
+    resp
+}

@@ -1,0 +1,70 @@
+//! berthd: the berth daemon, a Docker-compatible engine on one host that can federate into
+//! a cluster.
+//!
+//! Owns: command-line flags (named as dockerd names them), the Engine API server on unix
+//! sockets ([`api`]), and the wiring of the service layer to the runtime, image store,
+//! networking and cluster crates as they are built.
+//!
+//! Does not own: container execution (`berth-runtime`), blobs and registries
+//! (`berth-registry-mirror`), raft state (`berth-consensus`), links and nftables
+//! (`berth-overlay-net`).
+//!
+//! ```text
+//!  docker CLI --HTTP/unix--> api::router --> service traits --> runtime / images / net
+//! ```
+
+mod api;
+mod config;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+fn main() -> Result<()> {
+    let cfg = config::Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+                .context("invalid --log-level")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: config::Config) -> Result<()> {
+    let hosts = cfg.unix_sockets()?;
+    std::fs::create_dir_all(&cfg.data_root)
+        .with_context(|| format!("create data root {}", cfg.data_root.display()))?;
+    std::fs::create_dir_all(&cfg.exec_root)
+        .with_context(|| format!("create exec root {}", cfg.exec_root.display()))?;
+    let _pidfile = config::PidFile::create(&cfg.pidfile)?;
+    let state = api::AppState::new(api::EngineInfo::from_config(&cfg));
+    let router = api::router(state);
+    let shutdown = api::Shutdown::new();
+    let mut servers = Vec::new();
+    for path in hosts {
+        let listener = api::bind_unix(&path)?;
+        tracing::info!(socket = %path.display(), "API listening");
+        servers.push(tokio::spawn(api::serve_unix(
+            listener,
+            path,
+            router.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+    shutdown.trigger();
+    for s in servers {
+        s.await??;
+    }
+    Ok(())
+}
