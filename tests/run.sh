@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs every test dependency (Debian packages only) and runs the whole test suite,
+# lints included. Run as root on Debian 12 from anywhere in the repository.
+#
+#   1. apt: the packages in tests/apt-packages.txt (+ docker.io when no docker CLI exists)
+#   2. cargo fmt --check, cargo clippy -D warnings
+#   3. berth-fixture starts a real registry (docker-registry) on a free loopback port,
+#      pushes the test images, runs the test runner, and stops the registry afterwards
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/.."
+. deploy/lib.sh
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "tests/run.sh: run as root (the tests create containers, cgroups and namespaces)" >&2
+    exit 1
+fi
+apt_install_missing tests/apt-packages.txt
+if ! command -v docker >/dev/null 2>&1; then
+    echo docker.io > "${TMPDIR:-/tmp}/berth-docker-cli.txt"
+    apt_install_missing "${TMPDIR:-/tmp}/berth-docker-cli.txt"
+    rm -f "${TMPDIR:-/tmp}/berth-docker-cli.txt"
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+echo "==> build"
+cargo build --locked --workspace --bins
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --workspace --no-run
+    runner=(cargo nextest run --locked --workspace --no-fail-fast)
+else
+    cargo test --locked --workspace --no-run
+    runner=(cargo test --locked --workspace --no-fail-fast)
+fi
+echo "==> tests: ${runner[*]}"
+exec ./target/debug/berth-fixture run -- "${runner[@]}" "$@"
