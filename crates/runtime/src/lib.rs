@@ -6,3 +6,4 @@
 //!
 //! Does not own: image pulls and the blob store (`berth-registry-mirror`), networking
 //! (`berth-overlay-net`), the Engine API and cluster state (`berth-node`, `berth-consensus`).
+pub mod unpack;

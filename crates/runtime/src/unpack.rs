@@ -497,14 +497,16 @@ impl Applier {
                 .map_err(io_err("hardlink", &shown))?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                let major = header
-                    .device_major()
-                    .map_err(|source| UnpackError::Read { source })?
-                    .unwrap_or(0);
-                let minor = header
-                    .device_minor()
-                    .map_err(|source| UnpackError::Read { source })?
-                    .unwrap_or(0);
+                // FIFOs carry no device numbers (some writers leave the fields empty).
+                let (major, minor) = if kind == tar::EntryType::Fifo {
+                    (0, 0)
+                } else {
+                    let num = |r: io::Result<Option<u32>>| {
+                        r.map(|v| v.unwrap_or(0))
+                            .map_err(|source| UnpackError::Read { source })
+                    };
+                    (num(header.device_major())?, num(header.device_minor())?)
+                };
                 let ft = match kind {
                     tar::EntryType::Char => FileType::CharacterDevice,
                     tar::EntryType::Block => FileType::BlockDevice,
