@@ -15,6 +15,9 @@
 
 mod api;
 mod config;
+mod error;
+mod service;
+mod store;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -42,7 +45,12 @@ async fn run(cfg: config::Config) -> Result<()> {
     std::fs::create_dir_all(&cfg.exec_root)
         .with_context(|| format!("create exec root {}", cfg.exec_root.display()))?;
     let _pidfile = config::PidFile::create(&cfg.pidfile)?;
-    let state = api::AppState::new(api::EngineInfo::from_config(&cfg));
+    let store = store::Store::open(&cfg.data_root)?;
+    let state = api::AppState {
+        engine: std::sync::Arc::new(api::EngineInfo::from_config(&cfg)),
+        events: service::events::EventBus::new(),
+        volumes: service::volumes::VolumeService::open(&cfg.data_root, store.clone())?,
+    };
     let router = api::router(state);
     let shutdown = api::Shutdown::new();
     let mut servers = Vec::new();

@@ -16,6 +16,7 @@
 //!                    (registry stopped and its data removed when the runner ends)
 //! ```
 
+pub mod daemon;
 pub mod image;
 pub mod registry;
 

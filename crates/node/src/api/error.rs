@@ -6,24 +6,56 @@ use axum::Json;
 use serde_json::json;
 
 use super::API_VERSION;
+use crate::error::ServiceError;
 
 /// A failed API call, by what the client should do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotModified(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound { message } => ApiError::NotFound(message),
+            ServiceError::Conflict { message } => ApiError::Conflict(message),
+            ServiceError::InvalidArgument { message } => ApiError::BadRequest(message),
+            ServiceError::NotModified { message } => ApiError::NotModified(message),
+            e @ (ServiceError::Store(_) | ServiceError::Io { .. }) => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
 }
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::NotModified(_) = self {
+            // 304 carries no body.
+            return self.status().into_response();
+        }
         (self.status(), Json(json!({ "message": self.to_string() }))).into_response()
     }
 }

@@ -8,7 +8,10 @@
 //! ```
 
 mod error;
+mod events;
+mod filters;
 mod system;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +22,11 @@ use axum::Router;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 
+pub use error::ApiError;
 pub use system::EngineInfo;
+
+use crate::service::events::EventBus;
+use crate::service::volumes::VolumeService;
 
 /// The newest Engine API version berthd speaks; clients negotiate down from it.
 pub const API_VERSION: &str = "1.50";
@@ -30,20 +37,63 @@ pub const MIN_API_VERSION: &str = "1.24";
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub engine: Arc<EngineInfo>,
+    pub events: EventBus,
+    pub volumes: VolumeService,
 }
 
-impl AppState {
-    pub fn new(engine: EngineInfo) -> Self {
-        AppState {
-            engine: Arc::new(engine),
+/// A JSON request body; malformed JSON is a Docker-shaped 400, not axum's plain text.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("failed to read request body: {e}")))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::BadRequest("request body is empty".into()));
         }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
     }
+}
+
+/// Docker's boolean query values: `1`, `true`, `True`; `0`, `false`, empty.
+pub fn query_bool(v: Option<&str>) -> Result<bool, ApiError> {
+    match v {
+        None | Some("") | Some("0") | Some("false") | Some("False") => Ok(false),
+        Some("1") | Some("true") | Some("True") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "invalid boolean value {other:?}"
+        ))),
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// The current time as RFC 3339 with nanoseconds, as Docker prints it.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// All routes, unversioned; [`strip_version`] maps `/v1.NN/...` onto them.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(system::routes())
+        .merge(events::routes())
+        .merge(volumes::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::common_headers))
         .with_state(state)

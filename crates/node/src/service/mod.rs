@@ -1,0 +1,8 @@
+//! berthd's service layer: what each API call does, independent of HTTP.
+//!
+//! Owns: the rules of volumes, containers, images and events on this node, and their
+//! records in the state database. Does not own HTTP shapes (api/) or kernel work (the
+//! runtime, registry-mirror and overlay-net crates, which services call).
+
+pub mod events;
+pub mod volumes;
