@@ -1,9 +1,38 @@
 //! berth-runtime: the containers of one host.
 //!
-//! Owns (as it is built): overlayfs snapshots of unpacked image layers, the OCI runtime spec
-//! derived from an image config plus run options, the adapter to youki's libcontainer and
-//! libcgroups, the per-container supervisor (shim), container logs, exec and stats.
+//! Owns: overlayfs snapshots of unpacked image layers ([`snapshot`]), the OCI runtime spec
+//! derived from an image config plus run options ([`spec`]), the container lifecycle rules
+//! ([`lifecycle`]), the per-container supervisor (`berth-shim`, [`shim`]) and its wire
+//! protocol ([`protocol`]), container logs ([`logs`]), and the [`Runtime`] API that ties them
+//! together. Only [`oci`] (libcontainer), [`cgroups`] (libcgroups) and the shim's
+//! supervisor loop touch the kernel.
 //!
 //! Does not own: image pulls and the blob store (`berth-registry-mirror`), networking
 //! (`berth-overlay-net`), the Engine API and cluster state (`berth-node`, `berth-consensus`).
-pub mod unpack;
+//!
+//! ```text
+//!  berthd --Runtime API--> Runtime ---spawn---> berth-shim (one per container, detached)
+//!                            |   \                 | libcontainer build/start, owns stdio,
+//!                            |    \--unix socket-->| log file, exit record, attach, kill
+//!                            v                     v
+//!                      SnapshotStore          container init (PID 1 in its namespaces)
+//!                      (overlay mount)
+//! ```
+
+pub mod cgroups;
+pub mod error;
+pub mod lifecycle;
+pub mod logs;
+pub mod oci;
+pub mod protocol;
+pub mod runtime;
+pub mod shim;
+pub mod snapshot;
+pub mod spec;
+
+pub use error::{Result, RuntimeError};
+pub use lifecycle::{Action, Status};
+pub use runtime::{
+    AttachOptions, ContainerInfo, CreateRequest, ExecOptions, ExitStatus, LogOptions, LogStream,
+    Runtime, RuntimeConfig, Stats, TopResult,
+};

@@ -1,0 +1,1160 @@
+//! The `Runtime`: the API berthd calls for one host's containers.
+//!
+//! Owns the on-disk layout of containers and their shims, and sequences the other modules:
+//! snapshots and the spec at create, a shim per start and per exec, the lifecycle checks
+//! before every action, and teardown at delete. Does not pull images or set up networks.
+//!
+//! Every method is **blocking** (file I/O, unix sockets, waiting for processes) and takes
+//! `&self`: an async daemon shares one `Arc<Runtime>` and calls methods inside
+//! `tokio::task::spawn_blocking`. `create`, `start`, `pause`, `kill`, `inspect`, `list`,
+//! `stats` and `top` return quickly (milliseconds); `stop`, `wait`, `exec_wait`, `restart`
+//! and following [`LogStream`]s block for as long as the process runs. Nothing here forks
+//! except spawning `berth-shim` (fork+exec through `std::process::Command`, safe from a
+//! multi-threaded process); libcontainer's own forks happen inside the shim.
+//!
+//! ```text
+//!  <data_root>/snapshots/...                  SnapshotStore
+//!  <data_root>/containers/<id>/container.json ContainerRecord (versioned)
+//!                             /bundle/config.json, rootfs/ (overlay mount), hostname, hosts
+//!                             /container.log, exit.json, shim.json
+//!                             /execs/<exec-id>/process.json, shim.json, exit.json
+//!  <exec_root>/<id>/shim.sock, shim.pid, <exec-id>.sock, <exec-id>.pid
+//!  <exec_root>/lc/<id>/                       libcontainer state
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups;
+use crate::error::{Result, RuntimeError};
+use crate::lifecycle::{self, Action, Status};
+use crate::logs::{self, LogFile, LogRecord};
+use crate::oci;
+use crate::protocol::{self, ExitRecord, Ready, Request, Response, ShimConfig, ShimTask};
+use crate::snapshot::{Mounter, SnapshotStore, SysMounter};
+use crate::spec::{self, HostFacts, ImageConfig, RunOptions, SpecInputs};
+
+pub use crate::logs::LogOptions;
+pub use crate::protocol::ExitStatus;
+
+/// Where a runtime keeps things and which shim binary it runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Persistent state: snapshots, container records, logs (e.g. `/var/lib/berth/runtime`).
+    pub data_root: PathBuf,
+    /// Volatile state: shim sockets, libcontainer state (e.g. `/run/berth/runtime`). Keep it
+    /// short: unix socket paths are limited to 107 bytes.
+    pub exec_root: PathBuf,
+    /// Path of the `berth-shim` binary.
+    pub shim_path: PathBuf,
+}
+
+impl RuntimeConfig {
+    /// `berth-shim` next to the current executable (where cargo and packages install it).
+    pub fn shim_next_to_current_exe() -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let dir = exe.parent()?;
+        [dir.join("berth-shim"), dir.parent()?.join("berth-shim")]
+            .into_iter()
+            .find(|p| p.is_file())
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub id: String,
+    /// Chain IDs of the image's layers, bottom first; each must be in the snapshot store.
+    pub layers: Vec<String>,
+    pub image: ImageConfig,
+    pub options: RunOptions,
+}
+
+/// The persisted record of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub version: u32,
+    pub request: CreateRequest,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub restart_count: u32,
+}
+
+/// What `inspect` and `list` report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub status: Status,
+    /// Host pid of the init while it runs.
+    pub pid: Option<i32>,
+    /// The last exit, once the process has exited.
+    pub exit: Option<ExitStatus>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub restart_count: u32,
+    pub rootfs: PathBuf,
+    pub log_path: PathBuf,
+    pub request: CreateRequest,
+}
+
+/// An extra process to run in a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOptions {
+    pub cmd: Vec<String>,
+    /// Added to (and overriding) the container's env.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub tty: bool,
+    pub open_stdin: bool,
+}
+
+/// Which streams an attach carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachOptions {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// Resource usage read from the container's cgroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub read_at: DateTime<Utc>,
+    pub cpu_total_ns: u64,
+    pub cpu_user_ns: u64,
+    pub cpu_kernel_ns: u64,
+    pub cpu_periods: u64,
+    pub cpu_throttled_periods: u64,
+    pub cpu_throttled_ns: u64,
+    pub memory_usage: u64,
+    pub memory_max_usage: u64,
+    pub memory_limit: u64,
+    pub memory_failcnt: u64,
+    pub pids_current: u64,
+    pub pids_limit: u64,
+}
+
+/// `top`: one row per process, Docker's column titles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopResult {
+    pub titles: Vec<String>,
+    pub processes: Vec<Vec<String>>,
+}
+
+const RECORD_VERSION: u32 = 1;
+static EXEC_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Which supervised process a path or request concerns.
+#[derive(Debug, Clone, Copy)]
+enum Proc<'a> {
+    Init,
+    Exec(&'a str),
+}
+
+/// One host's containers. See the module docs: all methods block.
+#[derive(Debug)]
+pub struct Runtime {
+    config: RuntimeConfig,
+    snapshots: SnapshotStore,
+    mounter: Box<dyn Mounter>,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !id.starts_with('.')
+}
+
+fn mkdir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| RuntimeError::io("create", p, e))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path, what: &'static str) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| RuntimeError::io("read", path, e))?;
+    serde_json::from_slice(&bytes).map_err(|source| RuntimeError::Json { what, source })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T, what: &'static str) -> Result<()> {
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| RuntimeError::Json { what, source })?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| RuntimeError::io("write", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("rename", path, e))
+}
+
+fn remove_file_quiet(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::io("remove", p, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn remove_dir_quiet(p: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(RuntimeError::io("remove", p, e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Current hard limits of the rlimits the spec may set.
+fn host_rlimit_hard() -> BTreeMap<String, u64> {
+    use nix::sys::resource::{getrlimit, Resource};
+    let mut out = BTreeMap::new();
+    for (name, res) in [
+        ("RLIMIT_NOFILE", Resource::RLIMIT_NOFILE),
+        ("RLIMIT_NPROC", Resource::RLIMIT_NPROC),
+        ("RLIMIT_CORE", Resource::RLIMIT_CORE),
+        ("RLIMIT_MEMLOCK", Resource::RLIMIT_MEMLOCK),
+        ("RLIMIT_STACK", Resource::RLIMIT_STACK),
+        ("RLIMIT_FSIZE", Resource::RLIMIT_FSIZE),
+        ("RLIMIT_NICE", Resource::RLIMIT_NICE),
+        ("RLIMIT_RTPRIO", Resource::RLIMIT_RTPRIO),
+        ("RLIMIT_MSGQUEUE", Resource::RLIMIT_MSGQUEUE),
+        ("RLIMIT_SIGPENDING", Resource::RLIMIT_SIGPENDING),
+        ("RLIMIT_AS", Resource::RLIMIT_AS),
+        ("RLIMIT_CPU", Resource::RLIMIT_CPU),
+        ("RLIMIT_DATA", Resource::RLIMIT_DATA),
+        ("RLIMIT_RSS", Resource::RLIMIT_RSS),
+    ] {
+        if let Ok((_, hard)) = getrlimit(res) {
+            out.insert(name.to_string(), hard);
+        }
+    }
+    out
+}
+
+/// Reads a file of the image inside the mounted rootfs, without following symlinks out of it
+/// (an absent or unreadable file reads as empty).
+fn read_image_file(rootfs: &Path, rel: &str) -> String {
+    let p = rootfs.join(rel);
+    match std::fs::symlink_metadata(&p) {
+        Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+impl Runtime {
+    /// Opens the runtime at the configured roots with the real mounter. Existing containers
+    /// and their shims are found again on demand (`list`, `inspect`): nothing is cached.
+    pub fn open(config: RuntimeConfig) -> Result<Self> {
+        Self::with_mounter(config, Box::new(SysMounter))
+    }
+
+    /// As [`Runtime::open`] with another mount executor.
+    pub fn with_mounter(config: RuntimeConfig, mounter: Box<dyn Mounter>) -> Result<Self> {
+        mkdir(&config.data_root.join("containers"))?;
+        mkdir(&config.exec_root.join("lc"))?;
+        let snapshots = SnapshotStore::open(config.data_root.join("snapshots"))?;
+        Ok(Runtime {
+            config,
+            snapshots,
+            mounter,
+        })
+    }
+
+    /// The snapshot store (for the image unpacker to commit layers into).
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.config.data_root.join("containers").join(id)
+    }
+
+    fn run_dir(&self, id: &str) -> PathBuf {
+        self.config.exec_root.join(id)
+    }
+
+    fn lc_root(&self) -> PathBuf {
+        self.config.exec_root.join("lc")
+    }
+
+    fn rootfs(&self, id: &str) -> PathBuf {
+        self.dir(id).join("rootfs")
+    }
+
+    /// The log file of a container.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join("container.log")
+    }
+
+    fn socket(&self, id: &str, p: Proc<'_>) -> PathBuf {
+        match p {
+            Proc::Init => self.run_dir(id).join("shim.sock"),
+            Proc::Exec(e) => self.run_dir(id).join(format!("{e}.sock")),
+        }
+    }
+
+    fn shim_pid_file(&self, id: &str, p: Proc<'_>) -> PathBuf {
+        match p {
+            Proc::Init => self.run_dir(id).join("shim.pid"),
+            Proc::Exec(e) => self.run_dir(id).join(format!("{e}.pid")),
+        }
+    }
+
+    fn exit_file(&self, id: &str, p: Proc<'_>) -> PathBuf {
+        match p {
+            Proc::Init => self.dir(id).join("exit.json"),
+            Proc::Exec(e) => self.dir(id).join("execs").join(e).join("exit.json"),
+        }
+    }
+
+    fn record(&self, id: &str) -> Result<ContainerRecord> {
+        if !valid_id(id) {
+            return Err(RuntimeError::InvalidId { id: id.to_string() });
+        }
+        let path = self.dir(id).join("container.json");
+        if !path.exists() {
+            return Err(RuntimeError::NotFound { id: id.to_string() });
+        }
+        read_json(&path, "container record")
+    }
+
+    fn save_record(&self, rec: &ContainerRecord) -> Result<()> {
+        write_json(
+            &self.dir(&rec.request.id).join("container.json"),
+            rec,
+            "container record",
+        )
+    }
+
+    // ---- create ---------------------------------------------------------------------------
+
+    /// Prepares a container: upper dir, overlay rootfs mount, `config.json`. Nothing runs yet.
+    pub fn create(&self, req: CreateRequest) -> Result<ContainerInfo> {
+        let id = req.id.clone();
+        if !valid_id(&id) {
+            return Err(RuntimeError::InvalidId { id });
+        }
+        let dir = self.dir(&id);
+        if dir.exists() {
+            return Err(RuntimeError::AlreadyExists { id });
+        }
+        mkdir(&dir)?;
+        let rec = ContainerRecord {
+            version: RECORD_VERSION,
+            request: req,
+            created_at: Utc::now(),
+            started_at: None,
+            restart_count: 0,
+        };
+        let result = self
+            .save_record(&rec)
+            .and_then(|()| self.mount_rootfs(&rec))
+            .and_then(|()| self.write_bundle(&rec));
+        if let Err(e) = result {
+            let _ = self.teardown(&id);
+            return Err(e);
+        }
+        self.inspect(&id)
+    }
+
+    fn mount_rootfs(&self, rec: &ContainerRecord) -> Result<()> {
+        let id = &rec.request.id;
+        let target = self.rootfs(id);
+        if self.mounter.is_mounted(&target)? {
+            return Ok(());
+        }
+        mkdir(&target)?;
+        let plan = self
+            .snapshots
+            .prepare_active(id, &rec.request.layers, &target)?;
+        self.mounter.mount(&plan)
+    }
+
+    fn write_bundle(&self, rec: &ContainerRecord) -> Result<()> {
+        let id = &rec.request.id;
+        let dir = self.dir(id);
+        let rootfs = self.rootfs(id);
+        let opts = &rec.request.options;
+        let hostname = opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id.chars().take(12).collect());
+        let hostname_file = dir.join("hostname");
+        let hosts_file = dir.join("hosts");
+        std::fs::write(&hostname_file, format!("{hostname}\n"))
+            .map_err(|e| RuntimeError::io("write", &hostname_file, e))?;
+        std::fs::write(
+            &hosts_file,
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            ),
+        )
+        .map_err(|e| RuntimeError::io("write", &hosts_file, e))?;
+        let host = HostFacts {
+            rlimit_hard: host_rlimit_hard(),
+            passwd: read_image_file(&rootfs, "etc/passwd"),
+            group: read_image_file(&rootfs, "etc/group"),
+        };
+        let mut etc_files = Vec::new();
+        // Bind targets must exist in the image; only mount over files that do.
+        for (src, dest) in [(&hostname_file, "/etc/hostname"), (&hosts_file, "/etc/hosts")] {
+            if rootfs.join(&dest[1..]).is_file() || rootfs.join("etc").is_dir() {
+                etc_files.push((src.clone(), dest.to_string()));
+            }
+        }
+        let spec = spec::build_spec(&SpecInputs {
+            id,
+            rootfs: rootfs.clone(),
+            image: &rec.request.image,
+            options: opts,
+            host: &host,
+            etc_files,
+        })?;
+        let bundle = dir.join("bundle");
+        mkdir(&bundle)?;
+        write_json(&bundle.join("config.json"), &spec, "OCI runtime spec")
+    }
+
+    // ---- state ----------------------------------------------------------------------------
+
+    fn read_exit(&self, id: &str, p: Proc<'_>) -> Option<ExitStatus> {
+        read_json::<ExitRecord>(&self.exit_file(id, p), "exit record")
+            .ok()
+            .map(|r| r.exit)
+    }
+
+    fn connect(&self, id: &str, p: Proc<'_>) -> Result<UnixStream> {
+        let socket = self.socket(id, p);
+        UnixStream::connect(&socket).map_err(|source| RuntimeError::ShimUnreachable {
+            id: id.to_string(),
+            socket,
+            source,
+        })
+    }
+
+    /// One request, one response.
+    fn request(&self, id: &str, p: Proc<'_>, req: &Request, timeout: Option<Duration>) -> Result<Response> {
+        let mut s = self.connect(id, p)?;
+        s.set_read_timeout(timeout)
+            .map_err(|e| RuntimeError::io("set timeout", self.socket(id, p), e))?;
+        protocol::write_line(&mut s, req)
+            .map_err(|e| RuntimeError::io("write", self.socket(id, p), e))?;
+        match protocol::read_line::<Response>(&mut s) {
+            Err(RuntimeError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(RuntimeError::Timeout {
+                    what: "shim response",
+                    millis: timeout.map_or(0, |t| t.as_millis() as u64),
+                })
+            }
+            Err(e) => Err(e),
+            Ok(Response::Error { message }) => Err(RuntimeError::ShimRequest {
+                id: id.to_string(),
+                message,
+            }),
+            Ok(r) => Ok(r),
+        }
+    }
+
+    /// The shim's view: `Some(pid, exit)` while the shim answers.
+    fn shim_state(&self, id: &str, p: Proc<'_>) -> Option<(i32, Option<ExitStatus>)> {
+        match self.request(id, p, &Request::State, Some(Duration::from_secs(5))) {
+            Ok(Response::State { pid, exit }) => Some((pid, exit)),
+            _ => None,
+        }
+    }
+
+    fn status_of(&self, rec: &ContainerRecord) -> (Status, Option<i32>, Option<ExitStatus>) {
+        let id = &rec.request.id;
+        let shim = self.shim_state(id, Proc::Init);
+        let recorded = self.read_exit(id, Proc::Init);
+        let live_exit = shim.and_then(|(_, e)| e);
+        let exit = recorded.or(live_exit);
+        let paused = shim.is_some() && exit.is_none() && oci::is_paused(id, &self.lc_root()).unwrap_or(false);
+        let status = lifecycle::observe(
+            shim.is_some(),
+            paused,
+            exit.is_some(),
+            rec.started_at.is_some(),
+        );
+        let pid = shim.filter(|_| status.is_live()).map(|(p, _)| p);
+        (status, pid, exit)
+    }
+
+    /// The container as it is now (asks its shim).
+    pub fn inspect(&self, id: &str) -> Result<ContainerInfo> {
+        let rec = self.record(id)?;
+        let (status, pid, exit) = self.status_of(&rec);
+        Ok(ContainerInfo {
+            id: id.to_string(),
+            status,
+            pid,
+            exit,
+            created_at: rec.created_at,
+            started_at: rec.started_at,
+            restart_count: rec.restart_count,
+            rootfs: self.rootfs(id),
+            log_path: self.log_path(id),
+            request: rec.request,
+        })
+    }
+
+    /// Every container under the data root, with its current status (live restore: a new
+    /// `Runtime` sees the containers and shims an earlier one started).
+    pub fn list(&self) -> Result<Vec<ContainerInfo>> {
+        let dir = self.config.data_root.join("containers");
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(|e| RuntimeError::io("read dir", &dir, e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(info) = self.inspect(&name) {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(out)
+    }
+
+    fn require(&self, id: &str, action: Action) -> Result<ContainerInfo> {
+        let info = self.inspect(id)?;
+        if info.status.check(action) {
+            Ok(info)
+        } else {
+            Err(RuntimeError::InvalidTransition {
+                id: id.to_string(),
+                action,
+                status: info.status,
+            })
+        }
+    }
+
+    // ---- start ----------------------------------------------------------------------------
+
+    /// Starts the container's init under a new detached shim; returns once it runs.
+    pub fn start(&self, id: &str) -> Result<ContainerInfo> {
+        self.require(id, Action::Start)?;
+        let mut rec = self.record(id)?;
+        self.wait_shim_gone(id, Proc::Init, Duration::from_secs(10))?;
+        self.mount_rootfs(&rec)?;
+        remove_file_quiet(&self.exit_file(id, Proc::Init))?;
+        mkdir(&self.run_dir(id))?;
+        let cfg = ShimConfig {
+            version: protocol::RECORD_VERSION,
+            id: id.to_string(),
+            task: ShimTask::Init {
+                bundle: self.dir(id).join("bundle"),
+            },
+            state_root: self.lc_root(),
+            socket: self.socket(id, Proc::Init),
+            exit_file: self.exit_file(id, Proc::Init),
+            pid_file: self.shim_pid_file(id, Proc::Init),
+            log_file: Some(self.log_path(id)),
+            cgroups_path: spec::cgroups_path(id),
+            tty: rec.request.options.tty,
+            open_stdin: rec.request.options.open_stdin,
+        };
+        let cfg_path = self.dir(id).join("shim.json");
+        self.spawn_shim(id, &cfg, &cfg_path)?;
+        if rec.started_at.is_some() {
+            rec.restart_count += 1;
+        }
+        rec.started_at = Some(Utc::now());
+        self.save_record(&rec)?;
+        self.inspect(id)
+    }
+
+    fn spawn_shim(&self, id: &str, cfg: &ShimConfig, cfg_path: &Path) -> Result<i32> {
+        write_json(cfg_path, cfg, "shim config")?;
+        let mut child = Command::new(&self.config.shim_path)
+            .arg(cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| RuntimeError::io("spawn", &self.config.shim_path, e))?;
+        let mut out = child.stdout.take().ok_or(RuntimeError::Protocol {
+            detail: "shim stdout not captured",
+        })?;
+        // The first process forks the supervisor and exits at once; reap it.
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.contains(&b'\n') {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: out.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd, count 1.
+            let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as libc::c_int) };
+            if n == 0 {
+                return Err(RuntimeError::Timeout {
+                    what: "shim start",
+                    millis: 60_000,
+                });
+            }
+            match out.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(RuntimeError::io("read", "shim ready pipe", e)),
+            }
+        }
+        let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+        match serde_json::from_slice::<Ready>(line) {
+            Ok(Ready::Started { pid, .. }) => Ok(pid),
+            Ok(Ready::Failed { message }) => Err(RuntimeError::ShimStart {
+                id: id.to_string(),
+                message,
+            }),
+            Err(_) => Err(RuntimeError::ShimStart {
+                id: id.to_string(),
+                message: format!(
+                    "no ready message (got {:?})",
+                    String::from_utf8_lossy(&buf)
+                ),
+            }),
+        }
+    }
+
+    /// Waits until a previous shim of this process has finished its teardown.
+    fn wait_shim_gone(&self, id: &str, p: Proc<'_>, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let pid = std::fs::read_to_string(self.shim_pid_file(id, p))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            match pid {
+                Some(pid) if pid_alive(pid) => {}
+                _ => return Ok(()),
+            }
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Timeout {
+                    what: "previous shim to exit",
+                    millis: limit.as_millis() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    // ---- signals, wait, stop --------------------------------------------------------------
+
+    /// Sends `signal` to the container's init.
+    pub fn kill(&self, id: &str, signal: i32) -> Result<()> {
+        self.require(id, Action::Kill)?;
+        self.request(
+            id,
+            Proc::Init,
+            &Request::Kill { signal, all: false },
+            Some(Duration::from_secs(10)),
+        )
+        .map(|_| ())
+    }
+
+    fn wait_proc(&self, id: &str, p: Proc<'_>, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
+        if let Some(e) = self.read_exit(id, p) {
+            return Ok(Some(e));
+        }
+        match self.request(id, p, &Request::Wait, timeout) {
+            Ok(Response::Exited { exit }) => Ok(Some(exit)),
+            Ok(_) => Err(RuntimeError::Protocol {
+                detail: "unexpected answer to wait",
+            }),
+            Err(RuntimeError::Timeout { .. }) => Ok(None),
+            Err(e @ RuntimeError::ShimUnreachable { .. }) => {
+                // The shim may have finished between the two checks.
+                match self.read_exit(id, p) {
+                    Some(x) => Ok(Some(x)),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the init to exit (`None` timeout: forever); `Ok(None)` on timeout.
+    /// Returns at once with the recorded exit of a container that is not running.
+    pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
+        let info = self.inspect(id)?;
+        match info.status {
+            Status::Created => Err(RuntimeError::InvalidTransition {
+                id: id.to_string(),
+                action: Action::Wait,
+                status: Status::Created,
+            }),
+            Status::Exited => Ok(info.exit),
+            _ => self.wait_proc(id, Proc::Init, timeout),
+        }
+    }
+
+    /// Stops the container: its stop signal, then SIGKILL after `timeout` (default: the
+    /// container's stop timeout, else 10 s). Returns the exit, or `None` if it was not running.
+    pub fn stop(&self, id: &str, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
+        let info = self.inspect(id)?;
+        let opts = &info.request.options;
+        let signal = opts
+            .stop_signal
+            .as_deref()
+            .or(info.request.image.stop_signal.as_deref())
+            .and_then(spec::signal_number)
+            .unwrap_or(libc::SIGTERM);
+        let grace = timeout.unwrap_or(Duration::from_secs(opts.stop_timeout.unwrap_or(10)));
+        let Some(plan) = lifecycle::plan_stop(info.status, signal, grace.as_millis() as u64) else {
+            return Ok(info.exit);
+        };
+        if plan.thaw_first {
+            oci::resume(id, &self.lc_root())?;
+        }
+        let _ = self.request(
+            id,
+            Proc::Init,
+            &Request::Kill {
+                signal: plan.signal,
+                all: false,
+            },
+            Some(Duration::from_secs(10)),
+        );
+        if let Some(e) = self.wait_proc(id, Proc::Init, Some(Duration::from_millis(plan.grace_ms.max(1))))? {
+            return Ok(Some(e));
+        }
+        let _ = self.request(
+            id,
+            Proc::Init,
+            &Request::Kill {
+                signal: libc::SIGKILL,
+                all: true,
+            },
+            Some(Duration::from_secs(10)),
+        );
+        self.wait_proc(id, Proc::Init, Some(Duration::from_secs(30)))
+    }
+
+    /// Stop, then start again (same rootfs and upper dir).
+    pub fn restart(&self, id: &str, timeout: Option<Duration>) -> Result<ContainerInfo> {
+        self.stop(id, timeout)?;
+        self.start(id)
+    }
+
+    /// Freezes the container (cgroup freezer).
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.require(id, Action::Pause)?;
+        oci::pause(id, &self.lc_root())
+    }
+
+    /// Thaws a paused container.
+    pub fn unpause(&self, id: &str) -> Result<()> {
+        self.require(id, Action::Unpause)?;
+        oci::resume(id, &self.lc_root())
+    }
+
+    // ---- delete ---------------------------------------------------------------------------
+
+    /// Removes the container: libcontainer state and cgroups, the rootfs mount, the upper dir,
+    /// its records and logs. Without `force` it must not be running; with `force` it is
+    /// killed first.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let info = self.inspect(id)?;
+        if !info.status.check(if force { Action::ForceDelete } else { Action::Delete }) {
+            return Err(RuntimeError::InvalidTransition {
+                id: id.to_string(),
+                action: Action::Delete,
+                status: info.status,
+            });
+        }
+        if info.status.is_live() {
+            self.stop(id, Some(Duration::ZERO))?;
+        }
+        self.teardown(id)
+    }
+
+    /// Removes everything of `id`, collecting every error instead of stopping at the first.
+    fn teardown(&self, id: &str) -> Result<()> {
+        let mut errors = Vec::new();
+        let _ = self.wait_shim_gone(id, Proc::Init, Duration::from_secs(10));
+        if let Err(e) = oci::delete(id, &self.lc_root(), true) {
+            errors.push(e);
+        }
+        // libcontainer removes the cgroups; this catches a shim that died before it could.
+        if Path::new("/sys/fs/cgroup").join("pids/berth").join(id).exists()
+            || Path::new("/sys/fs/cgroup/berth").join(id).exists()
+        {
+            if let Err(e) = cgroups::remove(id, &spec::cgroups_path(id)) {
+                errors.push(e);
+            }
+        }
+        if let Err(e) = self.mounter.unmount(&self.rootfs(id)) {
+            errors.push(e);
+        }
+        for r in [
+            self.snapshots.remove_active(id),
+            remove_dir_quiet(&self.dir(id)),
+            remove_dir_quiet(&self.run_dir(id)),
+        ] {
+            if let Err(e) = r {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Teardown {
+                id: id.to_string(),
+                errors,
+            })
+        }
+    }
+
+    // ---- exec -----------------------------------------------------------------------------
+
+    /// Starts an extra process in a running container under its own shim; returns its exec
+    /// id. Its output is kept for the first [`Runtime::exec_attach`] (not logged).
+    pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<String> {
+        self.require(id, Action::Exec)?;
+        let rec = self.record(id)?;
+        let exec_id = format!(
+            "x{:x}{:x}",
+            std::process::id(),
+            EXEC_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = self.dir(id).join("execs").join(&exec_id);
+        mkdir(&dir)?;
+        let spec: oci_spec::runtime::Spec =
+            read_json(&self.dir(id).join("bundle/config.json"), "OCI runtime spec")?;
+        let process = exec_process(&spec, &rec, opts, &self.rootfs(id))?;
+        let process_path = dir.join("process.json");
+        write_json(&process_path, &process, "exec process")?;
+        let p = Proc::Exec(&exec_id);
+        let cfg = ShimConfig {
+            version: protocol::RECORD_VERSION,
+            id: id.to_string(),
+            task: ShimTask::Exec {
+                exec_id: exec_id.clone(),
+                process: process_path,
+            },
+            state_root: self.lc_root(),
+            socket: self.socket(id, p),
+            exit_file: self.exit_file(id, p),
+            pid_file: self.shim_pid_file(id, p),
+            log_file: None,
+            cgroups_path: spec::cgroups_path(id),
+            tty: opts.tty,
+            open_stdin: opts.open_stdin,
+        };
+        self.spawn_shim(id, &cfg, &dir.join("shim.json"))?;
+        Ok(exec_id)
+    }
+
+    fn check_exec(&self, id: &str, exec_id: &str) -> Result<()> {
+        if valid_id(exec_id) && self.dir(id).join("execs").join(exec_id).is_dir() {
+            Ok(())
+        } else {
+            Err(RuntimeError::ExecNotFound {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            })
+        }
+    }
+
+    /// Waits for an exec'd process; `Ok(None)` on timeout.
+    pub fn exec_wait(&self, id: &str, exec_id: &str, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
+        self.check_exec(id, exec_id)?;
+        self.wait_proc(id, Proc::Exec(exec_id), timeout)
+    }
+
+    /// Attaches to an exec'd process (see [`Runtime::attach`]).
+    pub fn exec_attach(&self, id: &str, exec_id: &str, opts: AttachOptions) -> Result<UnixStream> {
+        self.check_exec(id, exec_id)?;
+        self.attach_proc(id, Proc::Exec(exec_id), opts)
+    }
+
+    /// Resizes an exec'd process's tty.
+    pub fn exec_resize(&self, id: &str, exec_id: &str, rows: u16, cols: u16) -> Result<()> {
+        self.check_exec(id, exec_id)?;
+        self.request(
+            id,
+            Proc::Exec(exec_id),
+            &Request::Resize { rows, cols },
+            Some(Duration::from_secs(5)),
+        )
+        .map(|_| ())
+    }
+
+    // ---- attach, resize -------------------------------------------------------------------
+
+    /// Attaches to the container's init. The returned stream speaks the frames of
+    /// [`crate::protocol`]: output frames (Docker's multiplexed header) arrive until the
+    /// process exits and the stream closes; write STDIN, STDIN_CLOSE and RESIZE frames.
+    /// Convert it for tokio with `set_nonblocking(true)` and `tokio::net::UnixStream::from_std`.
+    pub fn attach(&self, id: &str, opts: AttachOptions) -> Result<UnixStream> {
+        self.require(id, Action::Attach)?;
+        self.attach_proc(id, Proc::Init, opts)
+    }
+
+    fn attach_proc(&self, id: &str, p: Proc<'_>, opts: AttachOptions) -> Result<UnixStream> {
+        let mut s = self.connect(id, p)?;
+        let sock = self.socket(id, p);
+        protocol::write_line(
+            &mut s,
+            &Request::Attach {
+                stdin: opts.stdin,
+                stdout: opts.stdout,
+                stderr: opts.stderr,
+            },
+        )
+        .map_err(|e| RuntimeError::io("write", &sock, e))?;
+        match protocol::read_line::<Response>(&mut s)? {
+            Response::Ok => Ok(s),
+            Response::Error { message } => Err(RuntimeError::ShimRequest {
+                id: id.to_string(),
+                message,
+            }),
+            _ => Err(RuntimeError::Protocol {
+                detail: "unexpected answer to attach",
+            }),
+        }
+    }
+
+    /// Resizes the init's tty.
+    pub fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<()> {
+        self.require(id, Action::Attach)?;
+        self.request(
+            id,
+            Proc::Init,
+            &Request::Resize { rows, cols },
+            Some(Duration::from_secs(5)),
+        )
+        .map(|_| ())
+    }
+
+    // ---- logs -----------------------------------------------------------------------------
+
+    /// The container's log records. Without `follow` the stream ends at the end of the file;
+    /// with it, the stream blocks for new records until the container is no longer running.
+    pub fn logs(&self, id: &str, opts: LogOptions) -> Result<LogStream<'_>> {
+        self.record(id)?;
+        let mut file = LogFile::new(self.log_path(id));
+        let initial = logs::select(file.read_new()?, &opts);
+        Ok(LogStream {
+            runtime: self,
+            id: id.to_string(),
+            file,
+            pending: initial.into(),
+            opts,
+            done: false,
+        })
+    }
+
+    // ---- stats, top -----------------------------------------------------------------------
+
+    /// CPU, memory and pids usage from the container's cgroups.
+    pub fn stats(&self, id: &str) -> Result<Stats> {
+        self.require(id, Action::Stats)?;
+        let s = cgroups::stats(id, &spec::cgroups_path(id))?;
+        Ok(Stats {
+            read_at: Utc::now(),
+            cpu_total_ns: s.cpu.usage.usage_total,
+            cpu_user_ns: s.cpu.usage.usage_user,
+            cpu_kernel_ns: s.cpu.usage.usage_kernel,
+            cpu_periods: s.cpu.throttling.periods,
+            cpu_throttled_periods: s.cpu.throttling.throttled_periods,
+            cpu_throttled_ns: s.cpu.throttling.throttled_time,
+            memory_usage: s.memory.memory.usage,
+            memory_max_usage: s.memory.memory.max_usage,
+            memory_limit: s.memory.memory.limit,
+            memory_failcnt: s.memory.memory.fail_count,
+            pids_current: s.pids.current,
+            pids_limit: s.pids.limit,
+        })
+    }
+
+    /// The container's processes: `UID PID PPID CMD` (host pids, as `docker top` shows).
+    pub fn top(&self, id: &str) -> Result<TopResult> {
+        self.require(id, Action::Top)?;
+        let mut pids = cgroups::pids(id, &spec::cgroups_path(id))?;
+        pids.sort_unstable();
+        let mut processes = Vec::new();
+        for pid in pids {
+            let base = PathBuf::from(format!("/proc/{pid}"));
+            let (Ok(stat), Ok(status)) = (
+                std::fs::read_to_string(base.join("stat")),
+                std::fs::read_to_string(base.join("status")),
+            ) else {
+                continue; // exited meanwhile
+            };
+            let cmdline = std::fs::read(base.join("cmdline")).unwrap_or_default();
+            processes.push(top_row(pid, &stat, &status, &cmdline));
+        }
+        Ok(TopResult {
+            titles: ["UID", "PID", "PPID", "CMD"].map(String::from).to_vec(),
+            processes,
+        })
+    }
+}
+
+/// One `top` row from /proc/<pid>/{stat,status,cmdline}.
+pub fn top_row(pid: i32, stat: &str, status: &str, cmdline: &[u8]) -> Vec<String> {
+    // stat: "pid (comm) state ppid ..."; comm may contain spaces and parens.
+    let close = stat.rfind(')').unwrap_or(0);
+    let comm = stat
+        .find('(')
+        .map(|o| stat[o + 1..close].to_string())
+        .unwrap_or_default();
+    let ppid = stat[close.min(stat.len())..]
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("0")
+        .to_string();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("0")
+        .to_string();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let cmd = if args.is_empty() {
+        format!("[{comm}]")
+    } else {
+        args.join(" ")
+    };
+    vec![uid, pid.to_string(), ppid, cmd]
+}
+
+/// The OCI process of an exec: the container's process with the exec's overrides.
+fn exec_process(
+    spec: &oci_spec::runtime::Spec,
+    rec: &ContainerRecord,
+    opts: &ExecOptions,
+    rootfs: &Path,
+) -> Result<serde_json::Value> {
+    if opts.cmd.is_empty() {
+        return Err(RuntimeError::NoCommand);
+    }
+    let mut p = serde_json::to_value(spec.process()).map_err(|source| RuntimeError::Json {
+        what: "OCI process",
+        source,
+    })?;
+    p["args"] = serde_json::json!(opts.cmd);
+    p["terminal"] = serde_json::json!(opts.tty);
+    let mut env: Vec<String> = p["env"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    for e in &opts.env {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        env.retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
+        env.push(e.clone());
+    }
+    p["env"] = serde_json::json!(env);
+    if let Some(w) = &opts.working_dir {
+        p["cwd"] = serde_json::json!(w);
+    }
+    if let Some(u) = &opts.user {
+        let (ids, extra) = spec::resolve_user(
+            u,
+            &read_image_file(rootfs, "etc/passwd"),
+            &read_image_file(rootfs, "etc/group"),
+        )?;
+        p["user"] = serde_json::json!({"uid": ids.uid, "gid": ids.gid, "additionalGids": extra});
+    }
+    let _ = rec;
+    Ok(p)
+}
+
+/// Log records of one container; see [`Runtime::logs`]. Blocking iterator.
+#[derive(Debug)]
+pub struct LogStream<'a> {
+    runtime: &'a Runtime,
+    id: String,
+    file: LogFile,
+    pending: std::collections::VecDeque<LogRecord>,
+    opts: LogOptions,
+    done: bool,
+}
+
+impl Iterator for LogStream<'_> {
+    type Item = Result<LogRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.pending.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.done || !self.opts.follow {
+                return None;
+            }
+            let live = self
+                .runtime
+                .inspect(&self.id)
+                .map(|i| i.status.is_live())
+                .unwrap_or(false);
+            let mut no_tail = self.opts.clone();
+            no_tail.tail = None;
+            match self.file.read_new() {
+                Ok(new) => self.pending.extend(logs::select(new, &no_tail)),
+                Err(e) => return Some(Err(e)),
+            }
+            if self.pending.is_empty() {
+                if !live {
+                    self.done = true;
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_id("abc-1_2.3"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("../x"));
+        assert!(!valid_id(".hidden"));
+        assert!(!valid_id(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn top_row_parses_proc_files() {
+        let stat = "42 (my (odd) cmd) S 7 42 42 0 -1";
+        let status = "Name:\tx\nUid:\t1000\t1000\t1000\t1000\n";
+        let row = top_row(42, stat, status, b"sleep\x0010\x00");
+        assert_eq!(row, ["1000", "42", "7", "sleep 10"]);
+        let row = top_row(42, stat, status, b"");
+        assert_eq!(row[3], "[my (odd) cmd]");
+    }
+}

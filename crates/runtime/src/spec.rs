@@ -1,0 +1,857 @@
+//! The OCI runtime spec of a container, computed from the image config and the run options.
+//!
+//! Pure: no file or process access. The caller reads the image's /etc/passwd and /etc/group
+//! and the host's rlimit hard limits and passes them in ([`SpecInputs`]). Owns Docker's
+//! defaults: capability set, masked and read-only /proc paths, the default mounts, and the
+//! default seccomp profile ([`default_seccomp`]).
+//!
+//! ```text
+//!  ImageConfig + RunOptions + HostFacts --build_spec()--> oci_spec::runtime::Spec (config.json)
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::error::{Result, RuntimeError};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Docker's masked paths.
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's read-only paths.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The default PATH when the image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The parts of an OCI image config that shape the process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+}
+
+/// cgroup limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Memory plus swap in bytes (-1: unlimited swap).
+    pub memory_swap: Option<i64>,
+    /// CPUs in units of 1e-9 (Docker's NanoCPUs): quota = nano * period / 1e9.
+    pub nano_cpus: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub pids_limit: Option<i64>,
+}
+
+/// One rlimit request, e.g. `RLIMIT_NOFILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// `RLIMIT_*` name.
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Which network namespace the container gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkMode {
+    /// A new, empty network namespace (only `lo`).
+    #[default]
+    Isolated,
+    /// The host's network namespace.
+    Host,
+    /// An existing namespace (e.g. one prepared by overlay-net), by path.
+    Join(PathBuf),
+}
+
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// What `docker run` options say about the container (everything optional overrides the
+/// image).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOptions {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// `KEY=value`; overrides the image's value of the same key.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub tty: bool,
+    /// Keep stdin open (`-i`).
+    pub open_stdin: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub read_only_rootfs: bool,
+    pub resources: Resources,
+    pub rlimits: Vec<Rlimit>,
+    pub network: NetworkMode,
+    pub mounts: Vec<BindMount>,
+    /// Signal for stop (default: image StopSignal, else SIGTERM).
+    pub stop_signal: Option<String>,
+    /// Seconds before SIGKILL on stop (default 10).
+    pub stop_timeout: Option<u64>,
+}
+
+/// Facts about the host and the image's files, read by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    /// Current hard limit per `RLIMIT_*` name; requests are clamped to it.
+    pub rlimit_hard: BTreeMap<String, u64>,
+    /// Contents of the image's /etc/passwd and /etc/group (empty when absent).
+    pub passwd: String,
+    pub group: String,
+}
+
+/// Everything [`build_spec`] needs.
+#[derive(Debug, Clone)]
+pub struct SpecInputs<'a> {
+    pub id: &'a str,
+    pub rootfs: PathBuf,
+    pub image: &'a ImageConfig,
+    pub options: &'a RunOptions,
+    pub host: &'a HostFacts,
+    /// Files the runtime wrote for this container (hostname, hosts), bind-mounted read-only.
+    pub etc_files: Vec<(PathBuf, String)>,
+}
+
+/// Resolved user of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UserIds {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The cgroups path of a container: always under the `berth` parent.
+pub fn cgroups_path(id: &str) -> String {
+    format!("/berth/{id}")
+}
+
+/// Resolves Docker's `user[:group]` against passwd and group file contents.
+pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<(UserIds, Vec<u32>)> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd_entries: Vec<Vec<&str>> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    let group_entries: Vec<Vec<&str>> = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    let user = if user.is_empty() { "0" } else { user };
+    let found = passwd_entries
+        .iter()
+        .find(|f| f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user));
+    let (uid, mut gid, name) = match (found, user.parse::<u32>()) {
+        (Some(f), _) => (
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            Some(f[0]),
+        ),
+        (None, Ok(n)) => (n, 0, None),
+        (None, Err(_)) => {
+            return Err(RuntimeError::UnknownUser {
+                user: user.to_string(),
+            })
+        }
+    };
+    if let Some(g) = grp {
+        gid = match group_entries.iter().find(|f| f[0] == g) {
+            Some(f) => f[2].parse().unwrap_or(0),
+            None => g.parse().map_err(|_| RuntimeError::UnknownGroup {
+                group: g.to_string(),
+            })?,
+        };
+    }
+    let mut extra: Vec<u32> = match name {
+        Some(n) => group_entries
+            .iter()
+            .filter(|f| f.get(3).is_some_and(|m| m.split(',').any(|m| m == n)))
+            .filter_map(|f| f[2].parse().ok())
+            .filter(|g| *g != gid)
+            .collect(),
+        None => Vec::new(),
+    };
+    extra.sort_unstable();
+    extra.dedup();
+    Ok((UserIds { uid, gid }, extra))
+}
+
+/// Docker's rule: `--entrypoint` resets the image Cmd unless a command is given too.
+pub fn process_args(image: &ImageConfig, options: &RunOptions) -> Result<Vec<String>> {
+    let entry = options
+        .entrypoint
+        .clone()
+        .or_else(|| image.entrypoint.clone())
+        .unwrap_or_default();
+    let cmd = match (&options.cmd, &options.entrypoint) {
+        (Some(c), _) => c.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd.clone().unwrap_or_default(),
+    };
+    let args: Vec<String> = entry.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(RuntimeError::NoCommand);
+    }
+    Ok(args)
+}
+
+/// Image env overridden key by key by the run env; PATH defaulted, HOSTNAME and (with a tty)
+/// TERM added as Docker does.
+pub fn merge_env(image: &ImageConfig, options: &RunOptions, hostname: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut vals: BTreeMap<String, String> = BTreeMap::new();
+    let mut put = |kv: &str| {
+        let (k, _) = kv.split_once('=').unwrap_or((kv, ""));
+        if !vals.contains_key(k) {
+            keys.push(k.to_string());
+        }
+        vals.insert(k.to_string(), kv.to_string());
+    };
+    if !image
+        .env
+        .iter()
+        .flatten()
+        .chain(options.env.iter())
+        .any(|e| e.starts_with("PATH="))
+    {
+        put(&format!("PATH={DEFAULT_PATH}"));
+    }
+    put(&format!("HOSTNAME={hostname}"));
+    if options.tty {
+        put("TERM=xterm");
+    }
+    for e in image.env.iter().flatten() {
+        put(e);
+    }
+    for e in &options.env {
+        put(e);
+    }
+    keys.into_iter().map(|k| vals.remove(&k).unwrap_or_default()).collect()
+}
+
+/// The capability set: Docker's default, plus `cap_add`, minus `cap_drop` (`ALL` accepted).
+pub fn capabilities(options: &RunOptions) -> Vec<String> {
+    let norm = |c: &String| {
+        let c = c.to_ascii_uppercase();
+        if c.starts_with("CAP_") || c == "ALL" {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    let drop: Vec<String> = options.cap_drop.iter().map(norm).collect();
+    let add: Vec<String> = options.cap_add.iter().map(norm).collect();
+    let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPS
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    };
+    for c in add {
+        if c == "ALL" {
+            continue;
+        }
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    caps
+}
+
+/// Clamps rlimits to the host's current hard limits (no CAP_SYS_RESOURCE: a raise would fail).
+/// Adds Docker's default `RLIMIT_NOFILE` (1048576) when none was requested.
+pub fn clamp_rlimits(requested: &[Rlimit], host_hard: &BTreeMap<String, u64>) -> Vec<Rlimit> {
+    let mut list = requested.to_vec();
+    if !list.iter().any(|r| r.name == "RLIMIT_NOFILE") {
+        list.push(Rlimit {
+            name: "RLIMIT_NOFILE".into(),
+            soft: 1_048_576,
+            hard: 1_048_576,
+        });
+    }
+    list.into_iter()
+        .map(|r| {
+            let cap = host_hard.get(&r.name).copied().unwrap_or(u64::MAX);
+            let hard = r.hard.min(cap);
+            Rlimit {
+                soft: r.soft.min(hard),
+                hard,
+                name: r.name,
+            }
+        })
+        .collect()
+}
+
+/// Syscalls the default profile always denies (outside Docker's allowlist whatever the caps).
+const ALWAYS_DENIED: &[&str] = &[
+    "add_key",
+    "keyctl",
+    "request_key",
+    "kexec_load",
+    "kexec_file_load",
+    "userfaultfd",
+    "uselib",
+    "ustat",
+    "sysfs",
+    "_sysctl",
+    "nfsservctl",
+    "create_module",
+    "get_kernel_syms",
+    "query_module",
+    "vm86",
+    "vm86old",
+];
+
+/// Syscalls Docker's profile allows only when the container holds a capability.
+const CAP_GATED: &[(&str, &[&str])] = &[
+    (
+        "CAP_SYS_ADMIN",
+        &[
+            "bpf",
+            "fanotify_init",
+            "fsconfig",
+            "fsmount",
+            "fsopen",
+            "fspick",
+            "lookup_dcookie",
+            "mount",
+            "mount_setattr",
+            "move_mount",
+            "name_to_handle_at",
+            "open_tree",
+            "perf_event_open",
+            "pivot_root",
+            "quotactl",
+            "quotactl_fd",
+            "setdomainname",
+            "sethostname",
+            "setns",
+            "swapon",
+            "swapoff",
+            "umount",
+            "umount2",
+            "unshare",
+        ],
+    ),
+    ("CAP_SYS_BOOT", &["reboot"]),
+    ("CAP_SYS_CHROOT", &["chroot"]),
+    (
+        "CAP_SYS_MODULE",
+        &["delete_module", "init_module", "finit_module"],
+    ),
+    ("CAP_SYS_PACCT", &["acct"]),
+    (
+        "CAP_SYS_PTRACE",
+        &[
+            "kcmp",
+            "pidfd_getfd",
+            "process_madvise",
+            "process_vm_readv",
+            "process_vm_writev",
+            "ptrace",
+        ],
+    ),
+    ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
+    (
+        "CAP_SYS_TIME",
+        &["settimeofday", "stime", "clock_settime", "clock_adjtime", "adjtimex"],
+    ),
+    ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
+    (
+        "CAP_SYS_NICE",
+        &["get_mempolicy", "mbind", "set_mempolicy", "move_pages"],
+    ),
+    ("CAP_SYSLOG", &["syslog"]),
+    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
+];
+
+/// The syscalls the default profile denies (EPERM) for a container holding `caps`.
+///
+/// Docker's profile is an allowlist; ours is the equivalent denylist: every syscall Docker
+/// leaves out of its allowlist, or allows only with a capability the container lacks, fails
+/// with EPERM. Everything else is allowed.
+pub fn denied_syscalls(caps: &[String]) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = ALWAYS_DENIED.to_vec();
+    for (cap, calls) in CAP_GATED {
+        if !caps.iter().any(|c| c == cap) {
+            out.extend_from_slice(calls);
+        }
+    }
+    out
+}
+
+/// The default seccomp profile (as the `linux.seccomp` JSON of the spec).
+pub fn default_seccomp(caps: &[String]) -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{
+            "names": denied_syscalls(caps),
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": libc::EPERM,
+        }]
+    })
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
+    json!({"destination": dest, "type": typ, "source": source, "options": options})
+}
+
+/// Builds the OCI runtime spec.
+pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
+    let opts = input.options;
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| input.id.chars().take(12).collect());
+    let args = process_args(input.image, opts)?;
+    let env = merge_env(input.image, opts, &hostname);
+    let user_spec = opts
+        .user
+        .clone()
+        .or_else(|| input.image.user.clone())
+        .unwrap_or_default();
+    let (ids, extra_gids) = resolve_user(&user_spec, &input.host.passwd, &input.host.group)?;
+    let cwd = opts
+        .working_dir
+        .clone()
+        .or_else(|| input.image.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let caps = capabilities(opts);
+    let rlimits: Vec<Value> = clamp_rlimits(&opts.rlimits, &input.host.rlimit_hard)
+        .into_iter()
+        .map(|r| json!({"type": r.name, "soft": r.soft, "hard": r.hard}))
+        .collect();
+
+    let mut mounts = vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ),
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
+        ),
+    ];
+    for (src, dest) in &input.etc_files {
+        mounts.push(json!({
+            "destination": dest, "type": "bind", "source": src,
+            "options": ["rbind", "rprivate", "ro"]
+        }));
+    }
+    for m in &opts.mounts {
+        let mut o = vec!["rbind", "rprivate"];
+        if m.read_only {
+            o.push("ro");
+        }
+        mounts.push(json!({
+            "destination": m.destination, "type": "bind", "source": m.source, "options": o
+        }));
+    }
+
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    match &opts.network {
+        NetworkMode::Isolated => namespaces.push(json!({"type": "network"})),
+        NetworkMode::Host => {}
+        NetworkMode::Join(p) => namespaces.push(json!({"type": "network", "path": p})),
+    }
+
+    let r = &opts.resources;
+    let mut resources = json!({
+        "devices": [{"allow": false, "access": "rwm"}],
+    });
+    if r.memory.is_some() || r.memory_swap.is_some() {
+        let mut m = json!({});
+        if let Some(v) = r.memory {
+            m["limit"] = json!(v);
+        }
+        if let Some(v) = r.memory_swap {
+            m["swap"] = json!(v);
+        }
+        resources["memory"] = m;
+    }
+    if r.nano_cpus.is_some() || r.cpu_shares.is_some() {
+        let mut c = json!({});
+        if let Some(n) = r.nano_cpus {
+            let period: u64 = 100_000;
+            c["period"] = json!(period);
+            c["quota"] = json!(n.saturating_mul(period as i64) / 1_000_000_000);
+        }
+        if let Some(s) = r.cpu_shares {
+            c["shares"] = json!(s);
+        }
+        resources["cpu"] = c;
+    }
+    if let Some(p) = r.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+
+    let spec = json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": input.rootfs, "readonly": opts.read_only_rootfs},
+        "hostname": hostname,
+        "process": {
+            "terminal": opts.tty,
+            "user": {"uid": ids.uid, "gid": ids.gid, "additionalGids": extra_gids},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps,
+            },
+            "rlimits": rlimits,
+            "noNewPrivileges": opts.no_new_privileges,
+        },
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": cgroups_path(input.id),
+            "resources": resources,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": default_seccomp(&caps),
+        },
+    });
+    serde_json::from_value(spec).map_err(|source| RuntimeError::Json {
+        what: "OCI runtime spec",
+        source,
+    })
+}
+
+/// Stop signal number from a name such as `SIGTERM`, `TERM` or `15`.
+pub fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nwww:x:33:\nalice:x:1000:\nwheel:x:10:alice\naudio:x:29:alice,www\n";
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: None,
+            cmd: Some(vec!["sh".into()]),
+            env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
+            working_dir: Some("/srv".into()),
+            user: None,
+            stop_signal: None,
+        }
+    }
+
+    fn inputs<'a>(img: &'a ImageConfig, opts: &'a RunOptions, host: &'a HostFacts) -> SpecInputs<'a> {
+        SpecInputs {
+            id: "abcdef0123456789",
+            rootfs: PathBuf::from("/r"),
+            image: img,
+            options: opts,
+            host,
+            etc_files: vec![],
+        }
+    }
+
+    #[test]
+    fn user_resolution() {
+        let (ids, extra) = resolve_user("alice", PASSWD, GROUP).unwrap();
+        assert_eq!(ids, UserIds { uid: 1000, gid: 1000 });
+        assert_eq!(extra, vec![10, 29]);
+        let (ids, _) = resolve_user("www:alice", PASSWD, GROUP).unwrap();
+        assert_eq!(ids, UserIds { uid: 33, gid: 1000 });
+        let (ids, extra) = resolve_user("4242:7", PASSWD, GROUP).unwrap();
+        assert_eq!(ids, UserIds { uid: 4242, gid: 7 });
+        assert!(extra.is_empty());
+        let (ids, _) = resolve_user("", PASSWD, GROUP).unwrap();
+        assert_eq!(ids, UserIds::default());
+        assert!(matches!(
+            resolve_user("nobody", PASSWD, GROUP),
+            Err(RuntimeError::UnknownUser { .. })
+        ));
+        assert!(matches!(
+            resolve_user("alice:nogroup", PASSWD, GROUP),
+            Err(RuntimeError::UnknownGroup { .. })
+        ));
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_rules() {
+        let mut img = image();
+        img.entrypoint = Some(vec!["/init".into()]);
+        let mut o = RunOptions::default();
+        assert_eq!(process_args(&img, &o).unwrap(), ["/init", "sh"]);
+        o.cmd = Some(vec!["x".into()]);
+        assert_eq!(process_args(&img, &o).unwrap(), ["/init", "x"]);
+        o.cmd = None;
+        o.entrypoint = Some(vec!["/other".into()]);
+        assert_eq!(process_args(&img, &o).unwrap(), ["/other"]);
+        let empty = ImageConfig::default();
+        assert!(matches!(
+            process_args(&empty, &RunOptions::default()),
+            Err(RuntimeError::NoCommand)
+        ));
+    }
+
+    #[test]
+    fn env_overrides_keep_order() {
+        let o = RunOptions {
+            env: vec!["A=2".into(), "B=3".into()],
+            tty: true,
+            ..Default::default()
+        };
+        let env = merge_env(&image(), &o, "h");
+        assert_eq!(env, ["HOSTNAME=h", "TERM=xterm", "PATH=/bin", "A=2", "B=3"]);
+        let env = merge_env(&ImageConfig::default(), &RunOptions::default(), "h");
+        assert_eq!(env[0], format!("PATH={DEFAULT_PATH}"));
+    }
+
+    #[test]
+    fn caps_add_and_drop() {
+        let o = RunOptions {
+            cap_add: vec!["sys_admin".into()],
+            cap_drop: vec!["NET_RAW".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(&o);
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_NET_RAW".to_string()));
+        assert_eq!(caps.len(), 14);
+        let none = capabilities(&RunOptions {
+            cap_drop: vec!["ALL".into()],
+            ..Default::default()
+        });
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn rlimits_never_exceed_host_hard_limit() {
+        let host: BTreeMap<String, u64> = [("RLIMIT_NOFILE".to_string(), 20_000)].into();
+        let out = clamp_rlimits(&[], &host);
+        assert_eq!(
+            out,
+            [Rlimit {
+                name: "RLIMIT_NOFILE".into(),
+                soft: 20_000,
+                hard: 20_000
+            }]
+        );
+        let out = clamp_rlimits(
+            &[Rlimit {
+                name: "RLIMIT_NOFILE".into(),
+                soft: 100,
+                hard: 50_000,
+            }],
+            &host,
+        );
+        assert_eq!((out[0].soft, out[0].hard), (100, 20_000));
+    }
+
+    #[test]
+    fn seccomp_denies_mount_unless_sys_admin() {
+        let default: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+        let d = denied_syscalls(&default);
+        for s in ["mount", "kexec_load", "open_by_handle_at", "unshare", "ptrace"] {
+            assert!(d.contains(&s), "{s} should be denied");
+        }
+        assert!(!d.contains(&"chroot"));
+        let mut admin = default.clone();
+        admin.push("CAP_SYS_ADMIN".into());
+        let d = denied_syscalls(&admin);
+        assert!(!d.contains(&"mount"));
+        assert!(d.contains(&"kexec_load"));
+    }
+
+    #[test]
+    fn full_spec_has_docker_defaults() {
+        let img = image();
+        let host = HostFacts {
+            passwd: PASSWD.into(),
+            group: GROUP.into(),
+            ..Default::default()
+        };
+        let opts = RunOptions {
+            user: Some("alice".into()),
+            resources: Resources {
+                memory: Some(32 << 20),
+                nano_cpus: Some(500_000_000),
+                pids_limit: Some(32),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let spec = build_spec(&inputs(&img, &opts, &host)).unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert_eq!(v["hostname"], "abcdef012345");
+        assert_eq!(v["process"]["args"], json!(["sh"]));
+        assert_eq!(v["process"]["cwd"], "/srv");
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(v["linux"]["cgroupsPath"], "/berth/abcdef0123456789");
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50_000);
+        assert_eq!(v["linux"]["resources"]["cpu"]["period"], 100_000);
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 32 << 20);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 32);
+        assert_eq!(
+            v["process"]["capabilities"]["effective"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert!(v["linux"]["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/kcore")));
+        assert!(v["linux"]["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/sys")));
+        let ns: Vec<_> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap().to_string())
+            .collect();
+        assert!(ns.contains(&"network".to_string()));
+        let dests: Vec<_> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap().to_string())
+            .collect();
+        for d in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"] {
+            assert!(dests.contains(&d.to_string()), "missing {d}");
+        }
+    }
+
+    #[test]
+    fn host_network_has_no_netns() {
+        let img = image();
+        let host = HostFacts::default();
+        let opts = RunOptions {
+            network: NetworkMode::Host,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(build_spec(&inputs(&img, &opts, &host)).unwrap()).unwrap();
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("kill"), Some(9));
+        assert_eq!(signal_number("2"), Some(2));
+        assert_eq!(signal_number("SIGBOGUS"), None);
+    }
+}
