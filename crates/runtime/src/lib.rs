@@ -29,6 +29,7 @@ pub mod runtime;
 pub mod shim;
 pub mod snapshot;
 pub mod spec;
+pub mod unpack;
 
 pub use error::{Result, RuntimeError};
 pub use lifecycle::{Action, Status};
