@@ -1,0 +1,713 @@
+//! The node handle berthd drives: init, join, restart, leave, writes, reads, node admin.
+//!
+//! Owns: the lifecycle of one node (data directory layout, Raft instance, gRPC server),
+//! forwarding leader operations to the leader, the join protocol on the joining side, and
+//! force-new-cluster.
+//!
+//! Does not own: the meaning of commands ([`crate::state`]), storage ([`crate::store`]),
+//! wire encodings ([`crate::transport`]), certificates ([`crate::pki`]).
+//!
+//! ```text
+//!  berthd ─> ClusterNode::write(cmd) ─> on_leader ─┬─ leader is me ──> execute_as_leader ─> raft.client_write
+//!                                                  └─ leader is L ───> gRPC Forward ─> L: execute_as_leader
+//!  joiner: GetCaCertificate ─> check fingerprint ─> Join(secret, CSR) ─> cert ─> start raft ─> AddMember
+//! ```
+//!
+//! Managers are Raft voters; workers are Raft learners. Learners were chosen over plain
+//! clients because every node then holds a replica of the state (the agent can read and
+//! watch it locally, reads do not load the managers), promotion is a membership change of an
+//! already caught-up node, and one code path serves both roles. Workers never hold the CA
+//! key, and join-token secrets are not in the state (only their generations), so a
+//! worker's replica grants nothing; later secret objects must be stored encrypted.
+//!
+//! Data directory: `node.json` (id, advertise address), `pki/` (certificates; `ca.key` on
+//! managers), `raft.redb` (log, vote, applied state, snapshot).
+
+mod config;
+mod leader;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Vote};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{ClusterConfig, RaftTuning};
+use config::NodeFile;
+
+use crate::error::ConsensusError;
+use crate::pki::{self, tls, JoinToken, NodeIdentity};
+use crate::raft_types::Raft;
+use crate::state::{ClusterState, Command, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate, Response};
+use crate::store::{self, StateView};
+use crate::transport::join::{JoinApplication, JoinGrant};
+use crate::transport::leader_op::{LeaderReply, LeaderRequest, RemoteError};
+use crate::transport::network::{Network, PeerChannels};
+use crate::transport::pb::cluster_client::ClusterClient;
+use crate::transport::pb::{ForwardResponse, GetCaCertificateRequest};
+use crate::transport::{server, MAX_MESSAGE_BYTES};
+
+/// How long leader operations retry while no leader is known or the leader moves.
+const LEADER_RETRY_WINDOW: Duration = Duration::from_secs(20);
+/// Metadata key marking a forwarded request (the receiver must not forward again).
+pub(crate) const FORWARDED: &str = "x-berth-forwarded";
+
+/// Freshness of a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// This node's applied state: may lag the leader, never blocks.
+    Local,
+    /// Confirmed by the leader with a quorum round (any node; forwarded when needed).
+    Linearizable,
+}
+
+/// Both join tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinTokens {
+    /// Grants the manager role.
+    pub manager: JoinToken,
+    /// Grants the worker role.
+    pub worker: JoinToken,
+}
+
+impl std::fmt::Debug for JoinTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JoinTokens").finish_non_exhaustive()
+    }
+}
+
+/// Shared internals of a running node (also used by the gRPC server).
+pub(crate) struct NodeCore {
+    id: NodeId,
+    data_dir: PathBuf,
+    advertise_addr: String,
+    raft: Raft,
+    state: StateView,
+    identity: RwLock<NodeIdentity>,
+    peers: PeerChannels,
+}
+
+impl NodeCore {
+    pub(crate) fn identity(&self) -> NodeIdentity {
+        self.identity
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn state_view(&self) -> StateView {
+        self.state.clone()
+    }
+
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// Send `op` to the node at `addr`. `forwarded`: the receiver must execute, not forward.
+    pub(crate) async fn forward_to(
+        &self,
+        addr: &str,
+        op: &LeaderRequest,
+        forwarded: bool,
+    ) -> Result<LeaderReply, ConsensusError> {
+        let channel = self.peers.get(addr)?;
+        let mut client = ClusterClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let mut request = tonic::Request::new(op.try_into()?);
+        request.set_timeout(Duration::from_secs(40));
+        if forwarded {
+            request
+                .metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        }
+        let response: ForwardResponse = client
+            .forward(request)
+            .await
+            .map_err(|status| ConsensusError::Rpc {
+                rpc: "Forward",
+                addr: addr.to_string(),
+                status,
+            })?
+            .into_inner();
+        let result: Result<LeaderReply, RemoteError> = (&response).try_into()?;
+        result.map_err(|e| e.into_error(addr))
+    }
+
+    /// Run `op` on the leader: here if this node leads, else forwarded. Retries while the
+    /// leader is unknown or moves, up to [`LEADER_RETRY_WINDOW`].
+    pub(crate) async fn on_leader(&self, op: LeaderRequest) -> Result<LeaderReply, ConsensusError> {
+        self.on_leader_from(op, "", true).await
+    }
+
+    async fn on_leader_from(
+        &self,
+        op: LeaderRequest,
+        caller_fp: &str,
+        may_forward: bool,
+    ) -> Result<LeaderReply, ConsensusError> {
+        let deadline = Instant::now() + LEADER_RETRY_WINDOW;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let leader = self.raft.current_leader().await;
+            let result = match leader {
+                Some(l) if l == self.id => self.execute_as_leader(op.clone(), caller_fp).await,
+                Some(l) if may_forward => match self.member_addr(l) {
+                    Some(addr) => self.forward_to(&addr, &op, true).await,
+                    None => Err(ConsensusError::NoLeader { attempts }),
+                },
+                Some(l) => return Err(ConsensusError::NotLeader { leader: Some(l) }),
+                None => Err(ConsensusError::NoLeader { attempts }),
+            };
+            match result {
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    tracing::debug!(error = %e, attempts, "leader operation retried");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(ConsensusError::NoLeader { .. }) => return Err(ConsensusError::NoLeader { attempts }),
+                other => return other,
+            }
+        }
+    }
+
+    /// Entry point of the `Forward` RPC.
+    pub(crate) async fn handle_forward(
+        &self,
+        op: LeaderRequest,
+        caller_fp: &str,
+        forwarded: bool,
+    ) -> Result<LeaderReply, ConsensusError> {
+        if forwarded || matches!(op, LeaderRequest::FetchCaKey) {
+            self.execute_as_leader(op, caller_fp).await
+        } else {
+            self.on_leader_from(op, caller_fp, true).await
+        }
+    }
+}
+
+/// A running cluster node. Dropping it without [`shutdown`](Self::shutdown) leaves its
+/// tasks running until the runtime stops; call `shutdown`.
+pub struct ClusterNode {
+    core: Arc<NodeCore>,
+    local_addr: SocketAddr,
+    server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("id", &self.core.id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_node_id() -> NodeId {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+fn raft_err(op: &'static str) -> impl FnOnce(openraft::error::Fatal<NodeId>) -> ConsensusError {
+    move |e| ConsensusError::Raft {
+        op,
+        source: Box::new(e),
+    }
+}
+
+impl ClusterNode {
+    /// True when `data_dir` holds a cluster node (restart with [`restart`](Self::restart)).
+    pub fn is_member(data_dir: &Path) -> bool {
+        NodeFile::path(data_dir).exists() && NodeIdentity::exists(data_dir)
+    }
+
+    /// Create a new cluster with this node as its only manager (`docker swarm init`).
+    pub async fn init(config: ClusterConfig) -> Result<ClusterNode, ConsensusError> {
+        Self::refuse_existing(&config.data_dir)?;
+        let listener = bind(config.listen_addr).await?;
+        let local_addr = local_addr(&listener, config.listen_addr)?;
+        let advertise = config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        let id = random_node_id();
+        let identity = pki::new_cluster(id)?;
+        let cluster_id = hex::encode(rand::random::<[u8; 16]>());
+        identity.save(&config.data_dir)?;
+        let node = Self::start(&config, listener, local_addr, id, advertise.clone(), identity).await?;
+        let members = BTreeMap::from([(id, BasicNode::new(advertise.clone()))]);
+        node.core
+            .raft
+            .initialize(members)
+            .await
+            .map_err(|e| ConsensusError::Raft {
+                op: "initialize",
+                source: Box::new(e),
+            })?;
+        let first = NodeSpec {
+            id,
+            hostname: config.hostname.clone(),
+            addr: advertise.clone(),
+            role: NodeRole::Manager,
+            cert_fingerprint: node.core.identity().cert_fingerprint(),
+        };
+        node.write(Command::InitCluster {
+            cluster_id: cluster_id.clone(),
+            first_node: first,
+        })
+        .await?;
+        NodeFile::new(id, advertise, config.hostname.clone(), cluster_id).save(&config.data_dir)?;
+        Ok(node)
+    }
+
+    /// Join the cluster that `remote_addr` (a manager's `host:port`) belongs to, with a
+    /// `SWMTKN-1-...` token (`docker swarm join`).
+    pub async fn join(
+        config: ClusterConfig,
+        remote_addr: &str,
+        token: &str,
+    ) -> Result<ClusterNode, ConsensusError> {
+        Self::refuse_existing(&config.data_dir)?;
+        let token: JoinToken = token.parse()?;
+        // 1. The remote's CA, checked against the token's fingerprint.
+        let ca_cert_der = fetch_ca(remote_addr).await?;
+        let actual = pki::fingerprint(&ca_cert_der);
+        if actual != token.ca_fingerprint {
+            return Err(ConsensusError::CaFingerprintMismatch {
+                expected: token.ca_fingerprint,
+                actual,
+            });
+        }
+        let listener = bind(config.listen_addr).await?;
+        let local_addr = local_addr(&listener, config.listen_addr)?;
+        let advertise = config
+            .advertise_addr
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string());
+        // 2. Prove the secret over a server-verified connection, get a certificate.
+        let id = random_node_id();
+        let (key_der, csr_der) = pki::new_csr(id)?;
+        let application = JoinApplication {
+            secret: token.secret.clone(),
+            node_id: id,
+            hostname: config.hostname.clone(),
+            advertise_addr: advertise.clone(),
+            csr_der,
+        };
+        let grant = request_join(remote_addr, &ca_cert_der, application).await?;
+        let identity = NodeIdentity {
+            ca_cert_der,
+            cert_der: grant.node_cert_der,
+            key_der,
+            ca_key_der: grant.ca_key_der,
+        };
+        tls::verify_node_cert(&identity.ca_cert_der, &identity.cert_der)?;
+        identity.save(&config.data_dir)?;
+        NodeFile::new(id, advertise.clone(), config.hostname.clone(), grant.cluster_id)
+            .save(&config.data_dir)?;
+        // 3. Start Raft and the server, then ask the leader to add us as a member.
+        let node = Self::start(&config, listener, local_addr, id, advertise, identity).await?;
+        let deadline = Instant::now() + LEADER_RETRY_WINDOW;
+        loop {
+            match node
+                .core
+                .forward_to(remote_addr, &LeaderRequest::AddMember { id }, false)
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    let _ = node.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(node)
+    }
+
+    /// Restart a node from its data directory (certificates, Raft log and state).
+    pub async fn restart(config: ClusterConfig) -> Result<ClusterNode, ConsensusError> {
+        if !Self::is_member(&config.data_dir) {
+            return Err(ConsensusError::NotMember {
+                dir: config.data_dir.clone(),
+            });
+        }
+        let file = NodeFile::load(&config.data_dir)?;
+        let identity = NodeIdentity::load(&config.data_dir)?;
+        let listener = bind(config.listen_addr).await?;
+        let local_addr = local_addr(&listener, config.listen_addr)?;
+        let advertise = config.advertise_addr.clone().unwrap_or(file.advertise_addr);
+        Self::start(&config, listener, local_addr, file.id, advertise, identity).await
+    }
+
+    /// Quorum-loss recovery (`--force-new-cluster`): restart this manager as the only voter,
+    /// keeping all state. Other managers are demoted to workers in the state and dropped
+    /// from Raft membership (they must rejoin); workers stay learners.
+    pub async fn force_new_cluster(config: ClusterConfig) -> Result<ClusterNode, ConsensusError> {
+        if !Self::is_member(&config.data_dir) {
+            return Err(ConsensusError::NotMember {
+                dir: config.data_dir.clone(),
+            });
+        }
+        let file = NodeFile::load(&config.data_dir)?;
+        rewrite_membership_for_force_new_cluster(&config.data_dir, file.id)?;
+        let node = Self::restart(config).await?;
+        node.wait_for_leader(Duration::from_secs(20)).await?;
+        node.write(Command::ForceNewCluster { survivor: file.id }).await?;
+        Ok(node)
+    }
+
+    fn refuse_existing(data_dir: &Path) -> Result<(), ConsensusError> {
+        if Self::is_member(data_dir) || data_dir.join("raft.redb").exists() {
+            return Err(ConsensusError::AlreadyMember {
+                dir: data_dir.to_path_buf(),
+            });
+        }
+        std::fs::create_dir_all(data_dir).map_err(|e| ConsensusError::io(data_dir, e))
+    }
+
+    async fn start(
+        config: &ClusterConfig,
+        listener: tokio::net::TcpListener,
+        local_addr: SocketAddr,
+        id: NodeId,
+        advertise_addr: String,
+        identity: NodeIdentity,
+    ) -> Result<ClusterNode, ConsensusError> {
+        let (log_store, sm) = store::open(&config.data_dir.join("raft.redb"))?;
+        let state = sm.view();
+        let peers = PeerChannels::new(tls::client_config(&identity)?);
+        let server_tls = tls::server_config(&identity)?;
+        let raft_config = Arc::new(config.raft.openraft_config()?);
+        let raft = Raft::new(id, raft_config, Network::new(peers.clone()), log_store, sm)
+            .await
+            .map_err(raft_err("start raft"))?;
+        let core = Arc::new(NodeCore {
+            id,
+            data_dir: config.data_dir.clone(),
+            advertise_addr,
+            raft,
+            state,
+            identity: RwLock::new(identity),
+            peers,
+        });
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let server_core = core.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = server::serve(listener, server_tls, server_core, shutdown).await {
+                tracing::error!(error = %e, "cluster gRPC server stopped");
+            }
+        });
+        Ok(ClusterNode {
+            core,
+            local_addr,
+            server: Some((stop_tx, task)),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.core.id
+    }
+
+    /// Address the gRPC server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Address other nodes use for this node.
+    pub fn advertise_addr(&self) -> &str {
+        &self.core.advertise_addr
+    }
+
+    /// Current leader as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.core.raft.metrics().borrow().current_leader
+    }
+
+    /// Wait until a leader is known.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ConsensusError> {
+        let mut rx = self.core.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(l) = rx.borrow_and_update().current_leader {
+                    return Ok(l);
+                }
+                if rx.changed().await.is_err() {
+                    return Err(ConsensusError::Shutdown);
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(ConsensusError::NoLeader { attempts: 1 }),
+        }
+    }
+
+    /// Raft metrics (leader, term, log indexes, membership) as a watch channel.
+    pub fn raft_metrics(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>> {
+        self.core.raft.metrics()
+    }
+
+    /// Append a command through Raft, from any node (forwarded to the leader when this node
+    /// is not it). Returns once committed and applied on the leader; a `Rejected` response
+    /// becomes [`ConsensusError::Rejected`].
+    pub async fn write(&self, command: Command) -> Result<Response, ConsensusError> {
+        match self.core.on_leader(LeaderRequest::Write { command }).await? {
+            LeaderReply::Written { response, .. } => Ok(response),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The cluster state.
+    pub async fn state(&self, consistency: ReadConsistency) -> Result<ClusterState, ConsensusError> {
+        match consistency {
+            ReadConsistency::Local => Ok(self.core.state.read(|s| s.clone())),
+            ReadConsistency::Linearizable => match self.core.on_leader(LeaderRequest::Read).await? {
+                LeaderReply::State { state } => Ok(*state),
+                other => Err(unexpected(other)),
+            },
+        }
+    }
+
+    /// A view of this node's applied state (cheap, local; for watchers and the agent).
+    pub fn state_view(&self) -> StateView {
+        self.core.state.clone()
+    }
+
+    /// All nodes.
+    pub async fn nodes(&self, consistency: ReadConsistency) -> Result<Vec<NodeRecord>, ConsensusError> {
+        Ok(self.state(consistency).await?.nodes.into_values().collect())
+    }
+
+    /// This node's role as recorded in its applied state.
+    pub fn role(&self) -> Option<NodeRole> {
+        self.core
+            .state
+            .read(|s| s.nodes.get(&self.core.id).map(|n| n.role))
+    }
+
+    /// Both join tokens (`GET /swarm` `JoinTokens`). Any node; computed by the leader.
+    pub async fn join_tokens(&self) -> Result<JoinTokens, ConsensusError> {
+        match self.core.on_leader(LeaderRequest::JoinTokens).await? {
+            LeaderReply::Tokens { manager, worker } => Ok(JoinTokens {
+                manager: manager.parse()?,
+                worker: worker.parse()?,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Invalidate `role`'s join token (`docker swarm join-token --rotate`).
+    pub async fn rotate_join_token(&self, role: NodeRole) -> Result<(), ConsensusError> {
+        self.core
+            .on_leader(LeaderRequest::RotateJoinToken { role })
+            .await?;
+        Ok(())
+    }
+
+    /// Change a node's availability, labels or role (promote/demote change Raft
+    /// membership too).
+    pub async fn update_node(&self, id: NodeId, update: NodeUpdate) -> Result<NodeRecord, ConsensusError> {
+        match self
+            .core
+            .on_leader(LeaderRequest::UpdateNode { id, update })
+            .await?
+        {
+            LeaderReply::Written {
+                response: Response::Node { node },
+                ..
+            } => Ok(node),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Remove a worker (demote managers first) and revoke its certificate.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ConsensusError> {
+        self.core.on_leader(LeaderRequest::RemoveNode { id }).await?;
+        Ok(())
+    }
+
+    /// Leave the cluster: demote (if a manager), remove this node, stop, and delete the
+    /// cluster files from the data directory. The last manager cannot leave.
+    pub async fn leave(self) -> Result<(), ConsensusError> {
+        let id = self.core.id;
+        if self.role() == Some(NodeRole::Manager) {
+            self.update_node(
+                id,
+                NodeUpdate {
+                    role: Some(NodeRole::Worker),
+                    ..NodeUpdate::default()
+                },
+            )
+            .await?;
+        }
+        self.remove_node(id).await?;
+        let data_dir = self.core.data_dir.clone();
+        self.shutdown().await?;
+        let mut errors = Vec::new();
+        for path in [
+            data_dir.join("raft.redb"),
+            NodeFile::path(&data_dir),
+            data_dir.join("pki"),
+        ] {
+            let result = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = result {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    errors.push(ConsensusError::io(path, e));
+                }
+            }
+        }
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Stop Raft and the server. The data directory is kept (restart with
+    /// [`restart`](Self::restart)).
+    pub async fn shutdown(mut self) -> Result<(), ConsensusError> {
+        let raft_result = self.core.raft.shutdown().await;
+        if let Some((stop, mut task)) = self.server.take() {
+            let _ = stop.send(());
+            if tokio::time::timeout(Duration::from_secs(3), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+        raft_result.map_err(|e| ConsensusError::Raft {
+            op: "shutdown",
+            source: Box::new(e),
+        })
+    }
+}
+
+fn unexpected(reply: LeaderReply) -> ConsensusError {
+    ConsensusError::Rpc {
+        rpc: "Forward",
+        addr: String::new(),
+        status: tonic::Status::internal(format!("unexpected reply {reply:?}")),
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ConsensusError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ConsensusError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn local_addr(listener: &tokio::net::TcpListener, requested: SocketAddr) -> Result<SocketAddr, ConsensusError> {
+    listener
+        .local_addr()
+        .map_err(|source| ConsensusError::Bind {
+            addr: requested.to_string(),
+            source,
+        })
+}
+
+async fn fetch_ca(remote_addr: &str) -> Result<Vec<u8>, ConsensusError> {
+    let channel = tls::channel(remote_addr, tls::ca_fetch_client_config()?)?;
+    let mut client = ClusterClient::new(channel);
+    let mut request = tonic::Request::new(GetCaCertificateRequest {});
+    request.set_timeout(Duration::from_secs(10));
+    let response = client
+        .get_ca_certificate(request)
+        .await
+        .map_err(|status| ConsensusError::Rpc {
+            rpc: "GetCaCertificate",
+            addr: remote_addr.to_string(),
+            status,
+        })?;
+    Ok(response.into_inner().ca_cert_der)
+}
+
+async fn request_join(
+    remote_addr: &str,
+    ca_cert_der: &[u8],
+    application: JoinApplication,
+) -> Result<JoinGrant, ConsensusError> {
+    let channel = tls::channel(remote_addr, tls::join_client_config(ca_cert_der)?)?;
+    let mut client = ClusterClient::new(channel);
+    let mut request = tonic::Request::new(application.into());
+    request.set_timeout(Duration::from_secs(40));
+    match client.join(request).await {
+        Ok(r) => JoinGrant::try_from(r.into_inner()).map_err(|status| ConsensusError::Rpc {
+            rpc: "Join",
+            addr: remote_addr.to_string(),
+            status,
+        }),
+        Err(status) if status.code() == tonic::Code::PermissionDenied => Err(ConsensusError::JoinRefused {
+            addr: remote_addr.to_string(),
+            message: status.message().to_string(),
+        }),
+        Err(status) => Err(ConsensusError::Rpc {
+            rpc: "Join",
+            addr: remote_addr.to_string(),
+            status,
+        }),
+    }
+}
+
+/// Append a membership entry naming this node the only voter (workers stay learners),
+/// in a term above any seen, before Raft starts. Raft then elects this node alone and
+/// commits everything in its log.
+fn rewrite_membership_for_force_new_cluster(data_dir: &Path, id: NodeId) -> Result<(), ConsensusError> {
+    let (log_store, sm) = store::open(&data_dir.join("raft.redb"))?;
+    let view = sm.view();
+    let is_manager = view.read(|s| s.nodes.get(&id).is_some_and(|n| n.role == NodeRole::Manager));
+    if !is_manager {
+        return Err(ConsensusError::NotManager {
+            op: "force new cluster",
+        });
+    }
+    let vote = log_store.stored_vote()?;
+    let last = log_store.last_entry()?;
+    let last_log_id = last.as_ref().map(|e| e.log_id).or(view.last_applied());
+    let term = vote.map(|v| v.leader_id().term).unwrap_or(0).max(last_log_id.map(|l| l.leader_id.term).unwrap_or(0)) + 1;
+    let index = last_log_id.map(|l| l.index + 1).unwrap_or(0);
+    let workers: Vec<NodeId> = view.read(|s| {
+        s.nodes
+            .values()
+            .filter(|n| n.role == NodeRole::Worker)
+            .map(|n| n.id)
+            .collect()
+    });
+    let membership = view.membership();
+    let nodes: BTreeMap<NodeId, BasicNode> = membership
+        .nodes()
+        .filter(|(n, _)| **n == id || workers.contains(n))
+        .map(|(n, node)| (*n, node.clone()))
+        .collect();
+    let membership = Membership::new(vec![std::collections::BTreeSet::from([id])], nodes);
+    let entry: Entry<crate::raft_types::TypeConfig> = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, id), index),
+        payload: EntryPayload::Membership(membership),
+    };
+    log_store.append_blocking(&[entry])?;
+    log_store.save_vote_blocking(&Vote::new(term, id))?;
+    tracing::warn!(node = id, term, index, "force-new-cluster: this node is now the only voter");
+    Ok(())
+}

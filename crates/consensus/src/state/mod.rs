@@ -1,0 +1,495 @@
+//! The replicated cluster state: a deterministic `apply(index, command) -> response`.
+//!
+//! Owns: the cluster objects (nodes today; services, tasks, networks, secrets and configs
+//! later), the commands that change them, and the versioned encoding of the whole state
+//! (used for Raft snapshots and the state-machine record in redb).
+//!
+//! Does not own: storage, Raft, the network, clocks or randomness. Everything random (node
+//! ids, cluster id) is chosen by the driver and carried inside the command, so every
+//! replica computes the same state from the same log.
+//!
+//! ```text
+//!   Raft log entry (index, Command) --> ClusterState::apply --> Response
+//!                                           |
+//!                     encode()/decode() <---+---> snapshot bytes (versioned)
+//! ```
+
+mod command;
+mod node;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{Command, Rejection, Response};
+pub use node::{Availability, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
+
+use crate::error::ConsensusError;
+
+/// Current encoding version of [`ClusterState`] (see [`ClusterState::encode`]).
+pub const STATE_FORMAT: u32 = 1;
+
+/// Generations of the two join tokens; a token's secret is derived from its generation,
+/// so rotating a token is bumping a number (the secret itself never enters the state).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenGenerations {
+    /// Generation of the manager token.
+    pub manager: u64,
+    /// Generation of the worker token.
+    pub worker: u64,
+}
+
+impl TokenGenerations {
+    /// Generation of `role`'s token.
+    pub fn get(&self, role: NodeRole) -> u64 {
+        match role {
+            NodeRole::Manager => self.manager,
+            NodeRole::Worker => self.worker,
+        }
+    }
+}
+
+/// The whole replicated state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Set by `InitCluster`.
+    pub cluster_id: Option<String>,
+    /// Log index of the last applied command (0 before any).
+    pub last_index: u64,
+    /// All nodes, by id.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Fingerprints of certificates of removed nodes: refused at the transport.
+    pub revoked_certs: BTreeSet<String>,
+    /// Join token generations.
+    pub tokens: TokenGenerations,
+}
+
+/// On-disk / on-wire envelope of the state. `format` selects the decoder; older formats
+/// are migrated in [`ClusterState::decode`].
+#[derive(Serialize, Deserialize)]
+struct StateEnvelope {
+    format: u32,
+    state: serde_json::Value,
+}
+
+impl ClusterState {
+    /// Apply the command of log entry `index`. Deterministic: no clock, randomness or I/O.
+    pub fn apply(&mut self, index: u64, command: &Command) -> Response {
+        self.last_index = index;
+        match self.apply_inner(index, command) {
+            Ok(response) => response,
+            Err(rejection) => Response::Rejected { rejection },
+        }
+    }
+
+    /// Record that a Raft-internal entry (blank or membership change) was applied.
+    pub fn apply_internal(&mut self, index: u64) -> Response {
+        self.last_index = index;
+        Response::Internal
+    }
+
+    fn apply_inner(&mut self, index: u64, command: &Command) -> Result<Response, Rejection> {
+        if self.cluster_id.is_none() && !matches!(command, Command::InitCluster { .. }) {
+            return Err(Rejection::NotInitialized);
+        }
+        match command {
+            Command::InitCluster {
+                cluster_id,
+                first_node,
+            } => {
+                if self.cluster_id.is_some() {
+                    return Err(Rejection::AlreadyInitialized);
+                }
+                self.cluster_id = Some(cluster_id.clone());
+                let mut spec = first_node.clone();
+                spec.role = NodeRole::Manager;
+                self.insert_node(index, &spec)?;
+                Ok(Response::ClusterInitialized {
+                    cluster_id: cluster_id.clone(),
+                })
+            }
+            Command::AddNode(spec) => {
+                let node = self.insert_node(index, spec)?;
+                Ok(Response::Node { node })
+            }
+            Command::UpdateNode { id, update } => self.update_node(index, *id, update),
+            Command::RemoveNode { id } => {
+                let node = self.nodes.get(id).ok_or(Rejection::NodeNotFound { id: *id })?;
+                if node.role == NodeRole::Manager {
+                    return Err(Rejection::RemoveManager { id: *id });
+                }
+                let fingerprint = node.cert_fingerprint.clone();
+                self.nodes.remove(id);
+                self.revoked_certs.insert(fingerprint);
+                Ok(Response::NodeRemoved { id: *id })
+            }
+            Command::RotateJoinToken { role } => {
+                let generation = match role {
+                    NodeRole::Manager => &mut self.tokens.manager,
+                    NodeRole::Worker => &mut self.tokens.worker,
+                };
+                *generation += 1;
+                Ok(Response::TokenRotated {
+                    role: *role,
+                    generation: *generation,
+                })
+            }
+            Command::ForceNewCluster { survivor } => {
+                if !self.nodes.contains_key(survivor) {
+                    return Err(Rejection::NodeNotFound { id: *survivor });
+                }
+                let mut demoted = Vec::new();
+                for node in self.nodes.values_mut() {
+                    if node.id == *survivor {
+                        if node.role != NodeRole::Manager {
+                            node.role = NodeRole::Manager;
+                            node.version = index;
+                        }
+                    } else if node.role == NodeRole::Manager {
+                        node.role = NodeRole::Worker;
+                        node.version = index;
+                        demoted.push(node.id);
+                    }
+                }
+                Ok(Response::ForcedNewCluster { demoted })
+            }
+        }
+    }
+
+    fn insert_node(&mut self, index: u64, spec: &NodeSpec) -> Result<NodeRecord, Rejection> {
+        if self.nodes.contains_key(&spec.id) {
+            return Err(Rejection::NodeExists { id: spec.id });
+        }
+        let node = NodeRecord {
+            id: spec.id,
+            hostname: spec.hostname.clone(),
+            addr: spec.addr.clone(),
+            role: spec.role,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+            cert_fingerprint: spec.cert_fingerprint.clone(),
+            created_index: index,
+            version: index,
+        };
+        self.nodes.insert(spec.id, node.clone());
+        Ok(node)
+    }
+
+    fn update_node(
+        &mut self,
+        index: u64,
+        id: NodeId,
+        update: &NodeUpdate,
+    ) -> Result<Response, Rejection> {
+        let managers = self.managers().count();
+        let node = self.nodes.get_mut(&id).ok_or(Rejection::NodeNotFound { id })?;
+        if let Some(expected) = update.expected_version {
+            if expected != node.version {
+                return Err(Rejection::VersionMismatch {
+                    id,
+                    expected,
+                    actual: node.version,
+                });
+            }
+        }
+        if update.role == Some(NodeRole::Worker) && node.role == NodeRole::Manager && managers <= 1
+        {
+            return Err(Rejection::LastManager { id });
+        }
+        if let Some(role) = update.role {
+            node.role = role;
+        }
+        if let Some(availability) = update.availability {
+            node.availability = availability;
+        }
+        if let Some(labels) = &update.labels {
+            node.labels = labels.clone();
+        }
+        node.version = index;
+        Ok(Response::Node { node: node.clone() })
+    }
+
+    /// Managers in id order.
+    pub fn managers(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.values().filter(|n| n.role == NodeRole::Manager)
+    }
+
+    /// The node holding a certificate with this fingerprint.
+    pub fn node_by_fingerprint(&self, fingerprint: &str) -> Option<&NodeRecord> {
+        self.nodes
+            .values()
+            .find(|n| n.cert_fingerprint == fingerprint)
+    }
+
+    /// Versioned encoding (JSON inside an envelope carrying [`STATE_FORMAT`]).
+    pub fn encode(&self) -> Result<Vec<u8>, ConsensusError> {
+        let envelope = StateEnvelope {
+            format: STATE_FORMAT,
+            state: serde_json::to_value(self).map_err(|source| ConsensusError::Encode {
+                what: "cluster state",
+                source,
+            })?,
+        };
+        serde_json::to_vec(&envelope).map_err(|source| ConsensusError::Encode {
+            what: "cluster state",
+            source,
+        })
+    }
+
+    /// Decode any known format, migrating older ones to the current shape.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ConsensusError> {
+        let envelope: StateEnvelope =
+            serde_json::from_slice(bytes).map_err(|source| ConsensusError::Decode {
+                what: "cluster state",
+                source,
+            })?;
+        match envelope.format {
+            // Format 1 is current. A future format 2 decodes here and format 1 gets a
+            // `migrate_v1` step that turns the old value into the new struct.
+            1 => serde_json::from_value(envelope.state).map_err(|source| ConsensusError::Decode {
+                what: "cluster state",
+                source,
+            }),
+            found => Err(ConsensusError::UnknownFormat {
+                what: "cluster state",
+                found,
+                supported: STATE_FORMAT,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: NodeId, role: NodeRole) -> NodeSpec {
+        NodeSpec {
+            id,
+            hostname: format!("host{id}"),
+            addr: format!("127.0.0.1:{}", 7000 + id),
+            role,
+            cert_fingerprint: format!("fp{id}"),
+        }
+    }
+
+    fn initialised() -> ClusterState {
+        let mut state = ClusterState::default();
+        let r = state.apply(
+            1,
+            &Command::InitCluster {
+                cluster_id: "c1".into(),
+                first_node: spec(1, NodeRole::Manager),
+            },
+        );
+        assert_eq!(
+            r,
+            Response::ClusterInitialized {
+                cluster_id: "c1".into()
+            }
+        );
+        state
+    }
+
+    #[test]
+    fn commands_before_init_are_rejected() {
+        let mut state = ClusterState::default();
+        let r = state.apply(1, &Command::AddNode(spec(2, NodeRole::Worker)));
+        assert_eq!(
+            r,
+            Response::Rejected {
+                rejection: Rejection::NotInitialized
+            }
+        );
+        assert!(state.nodes.is_empty());
+    }
+
+    #[test]
+    fn init_twice_is_rejected() {
+        let mut state = initialised();
+        let r = state.apply(
+            2,
+            &Command::InitCluster {
+                cluster_id: "c2".into(),
+                first_node: spec(9, NodeRole::Manager),
+            },
+        );
+        assert!(matches!(
+            r,
+            Response::Rejected {
+                rejection: Rejection::AlreadyInitialized
+            }
+        ));
+        assert_eq!(state.cluster_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn add_update_remove_node_versions_follow_log_index() {
+        let mut state = initialised();
+        let r = state.apply(2, &Command::AddNode(spec(2, NodeRole::Worker)));
+        let Response::Node { node } = r else {
+            panic!("unexpected {r:?}")
+        };
+        assert_eq!((node.version, node.created_index), (2, 2));
+        assert_eq!(
+            state.apply(3, &Command::AddNode(spec(2, NodeRole::Worker))),
+            Response::Rejected {
+                rejection: Rejection::NodeExists { id: 2 }
+            }
+        );
+        let mut labels = BTreeMap::new();
+        labels.insert("zone".to_string(), "a".to_string());
+        let r = state.apply(
+            4,
+            &Command::UpdateNode {
+                id: 2,
+                update: NodeUpdate {
+                    expected_version: Some(2),
+                    availability: Some(Availability::Drain),
+                    labels: Some(labels.clone()),
+                    role: None,
+                },
+            },
+        );
+        let Response::Node { node } = r else {
+            panic!("unexpected {r:?}")
+        };
+        assert_eq!(node.availability, Availability::Drain);
+        assert_eq!(node.labels, labels);
+        assert_eq!(node.version, 4);
+        // Stale version is refused and changes nothing.
+        let r = state.apply(
+            5,
+            &Command::UpdateNode {
+                id: 2,
+                update: NodeUpdate {
+                    expected_version: Some(2),
+                    availability: Some(Availability::Active),
+                    ..NodeUpdate::default()
+                },
+            },
+        );
+        assert_eq!(
+            r,
+            Response::Rejected {
+                rejection: Rejection::VersionMismatch {
+                    id: 2,
+                    expected: 2,
+                    actual: 4
+                }
+            }
+        );
+        assert_eq!(state.nodes[&2].availability, Availability::Drain);
+        assert_eq!(
+            state.apply(6, &Command::RemoveNode { id: 2 }),
+            Response::NodeRemoved { id: 2 }
+        );
+        assert!(!state.nodes.contains_key(&2));
+        assert!(state.revoked_certs.contains("fp2"));
+        assert_eq!(state.last_index, 6);
+    }
+
+    #[test]
+    fn last_manager_cannot_be_demoted_and_managers_cannot_be_removed() {
+        let mut state = initialised();
+        let demote = Command::UpdateNode {
+            id: 1,
+            update: NodeUpdate {
+                role: Some(NodeRole::Worker),
+                ..NodeUpdate::default()
+            },
+        };
+        assert_eq!(
+            state.apply(2, &demote),
+            Response::Rejected {
+                rejection: Rejection::LastManager { id: 1 }
+            }
+        );
+        assert_eq!(
+            state.apply(3, &Command::RemoveNode { id: 1 }),
+            Response::Rejected {
+                rejection: Rejection::RemoveManager { id: 1 }
+            }
+        );
+        state.apply(4, &Command::AddNode(spec(2, NodeRole::Manager)));
+        assert!(matches!(state.apply(5, &demote), Response::Node { .. }));
+        assert_eq!(state.nodes[&1].role, NodeRole::Worker);
+    }
+
+    #[test]
+    fn token_rotation_bumps_one_generation() {
+        let mut state = initialised();
+        assert_eq!(
+            state.apply(
+                2,
+                &Command::RotateJoinToken {
+                    role: NodeRole::Worker
+                }
+            ),
+            Response::TokenRotated {
+                role: NodeRole::Worker,
+                generation: 1
+            }
+        );
+        assert_eq!(state.tokens, TokenGenerations { manager: 0, worker: 1 });
+    }
+
+    #[test]
+    fn force_new_cluster_demotes_other_managers() {
+        let mut state = initialised();
+        state.apply(2, &Command::AddNode(spec(2, NodeRole::Manager)));
+        state.apply(3, &Command::AddNode(spec(3, NodeRole::Manager)));
+        state.apply(4, &Command::AddNode(spec(4, NodeRole::Worker)));
+        assert_eq!(
+            state.apply(5, &Command::ForceNewCluster { survivor: 3 }),
+            Response::ForcedNewCluster {
+                demoted: vec![1, 2]
+            }
+        );
+        let managers: Vec<_> = state.managers().map(|n| n.id).collect();
+        assert_eq!(managers, vec![3]);
+        assert_eq!(state.nodes.len(), 4);
+    }
+
+    #[test]
+    fn apply_is_deterministic_across_replicas() {
+        let log = [
+            Command::InitCluster {
+                cluster_id: "c".into(),
+                first_node: spec(1, NodeRole::Manager),
+            },
+            Command::AddNode(spec(2, NodeRole::Worker)),
+            Command::RotateJoinToken {
+                role: NodeRole::Manager,
+            },
+            Command::RemoveNode { id: 2 },
+        ];
+        let mut a = ClusterState::default();
+        let mut b = ClusterState::default();
+        let ra: Vec<_> = log
+            .iter()
+            .enumerate()
+            .map(|(i, c)| a.apply(i as u64 + 1, c))
+            .collect();
+        let rb: Vec<_> = log
+            .iter()
+            .enumerate()
+            .map(|(i, c)| b.apply(i as u64 + 1, c))
+            .collect();
+        assert_eq!(ra, rb);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn encoding_round_trips_and_refuses_unknown_formats() {
+        let mut state = initialised();
+        state.apply(2, &Command::AddNode(spec(2, NodeRole::Worker)));
+        let bytes = state.encode().unwrap();
+        assert_eq!(ClusterState::decode(&bytes).unwrap(), state);
+        let future = br#"{"format":99,"state":{}}"#;
+        assert!(matches!(
+            ClusterState::decode(future),
+            Err(ConsensusError::UnknownFormat { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,69 @@
+//! Durable Raft storage in one redb file: the log store and the state-machine store.
+//!
+//! Owns: `raft.redb` in the node's data directory, with the log, the vote, the committed
+//! log id, the applied state, and the current snapshot. Every write is a redb transaction
+//! committed with `Durability::Immediate` (fsync) before openraft is told it is done, so an
+//! acknowledged write survives kill -9.
+//!
+//! Does not own: what the commands mean ([`crate::state`]), the network, Raft itself.
+//!
+//! ```text
+//!  openraft ──RaftLogStorage──> LogStore ──┐
+//!           ──RaftStateMachine─> StateMachineStore ──> ClusterState::apply (pure)
+//!                                          │                │
+//!                                          └──── redb (raft.redb) <── encoded state
+//! ```
+
+mod log_store;
+pub(crate) mod record;
+mod state_machine;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition};
+
+pub use log_store::LogStore;
+pub use state_machine::{StateMachineStore, StateView};
+
+use crate::error::ConsensusError;
+
+/// Log entries by index.
+pub(crate) const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("raft_log");
+/// Log metadata: vote, committed, last purged.
+pub(crate) const LOG_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("raft_meta");
+/// State machine: applied state, membership, snapshot.
+pub(crate) const SM: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("state_machine");
+
+/// Open (or create) the redb file at `path` and return its two stores.
+pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), ConsensusError> {
+    let db = Database::create(path).map_err(|e| ConsensusError::db("open database", e))?;
+    let db = Arc::new(db);
+    let txn = db
+        .begin_write()
+        .map_err(|e| ConsensusError::db("begin write", e))?;
+    {
+        txn.open_table(LOG)
+            .map_err(|e| ConsensusError::db("create log table", e))?;
+        txn.open_table(LOG_META)
+            .map_err(|e| ConsensusError::db("create meta table", e))?;
+        txn.open_table(SM)
+            .map_err(|e| ConsensusError::db("create state machine table", e))?;
+    }
+    txn.commit().map_err(|e| ConsensusError::db("commit", e))?;
+    let sm = StateMachineStore::load(db.clone())?;
+    Ok((LogStore::new(db), sm))
+}
+
+/// Run blocking redb work off the async executor.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ConsensusError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ConsensusError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => Err(ConsensusError::Shutdown),
+    }
+}

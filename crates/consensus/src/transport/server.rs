@@ -1,0 +1,219 @@
+//! The gRPC server: `Raft` and `Cluster` services on one TLS listener.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tonic::{Request, Response as GrpcResponse, Status};
+
+use super::join::JoinApplication;
+use super::leader_op::{LeaderRequest, RemoteError};
+use super::pb::cluster_server::{Cluster, ClusterServer};
+use super::pb::raft_server::{Raft as RaftService, RaftServer};
+use super::pb::{
+    ForwardRequest, ForwardResponse, GetCaCertificateRequest, GetCaCertificateResponse,
+    JoinRequest, JoinResponse, RaftMessage,
+};
+use super::{raft_message, MAX_MESSAGE_BYTES};
+use crate::cluster::NodeCore;
+use crate::pki::fingerprint;
+use crate::raft_types::TypeConfig;
+use crate::store::StateView;
+
+/// Which callers an RPC admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// Any holder of a non-revoked cluster certificate.
+    Member,
+    /// A holder of a non-revoked certificate not known to belong to a worker.
+    RaftPeer,
+}
+
+/// Check the caller's certificate (already verified against the CA by rustls) against the
+/// replicated revocation list and roles.
+fn authorize<T>(request: &Request<T>, state: &StateView, caller: Caller) -> Result<(), Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("a cluster client certificate is required"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("a cluster client certificate is required"))?;
+    let fp = fingerprint(leaf);
+    state.read(|s| {
+        if s.revoked_certs.contains(&fp) {
+            return Err(Status::permission_denied("certificate revoked (node removed)"));
+        }
+        if caller == Caller::RaftPeer {
+            if let Some(node) = s.node_by_fingerprint(&fp) {
+                if node.role == crate::state::NodeRole::Worker && s.managers().count() > 0 {
+                    // Workers are learners: they never send Raft RPCs. A demoted manager
+                    // may still send a few until its Raft learns the new membership;
+                    // refusing them is exactly what the demotion means.
+                    return Err(Status::permission_denied("workers do not send raft RPCs"));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn internal(e: &crate::error::ConsensusError) -> Status {
+    Status::internal(super::leader_op::error_chain(e))
+}
+
+struct RaftRpc {
+    raft: openraft::Raft<TypeConfig>,
+    state: StateView,
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<GrpcResponse<RaftMessage>, Status> {
+        authorize(&request, &self.state, Caller::RaftPeer)?;
+        let req = raft_message::decode("AppendEntries", request.get_ref()).map_err(|e| internal(&e))?;
+        let result = self.raft.append_entries(req).await;
+        let msg = raft_message::encode("AppendEntries", &result).map_err(|e| internal(&e))?;
+        Ok(GrpcResponse::new(msg))
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<GrpcResponse<RaftMessage>, Status> {
+        authorize(&request, &self.state, Caller::RaftPeer)?;
+        let req = raft_message::decode("Vote", request.get_ref()).map_err(|e| internal(&e))?;
+        let result = self.raft.vote(req).await;
+        let msg = raft_message::encode("Vote", &result).map_err(|e| internal(&e))?;
+        Ok(GrpcResponse::new(msg))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<GrpcResponse<RaftMessage>, Status> {
+        authorize(&request, &self.state, Caller::RaftPeer)?;
+        let req = raft_message::decode("InstallSnapshot", request.get_ref()).map_err(|e| internal(&e))?;
+        let result = self.raft.install_snapshot(req).await;
+        let msg = raft_message::encode("InstallSnapshot", &result).map_err(|e| internal(&e))?;
+        Ok(GrpcResponse::new(msg))
+    }
+}
+
+struct ClusterRpc {
+    core: Arc<NodeCore>,
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterRpc {
+    async fn get_ca_certificate(
+        &self,
+        _request: Request<GetCaCertificateRequest>,
+    ) -> Result<GrpcResponse<GetCaCertificateResponse>, Status> {
+        Ok(GrpcResponse::new(GetCaCertificateResponse {
+            ca_cert_der: self.core.identity().ca_cert_der.clone(),
+        }))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<GrpcResponse<JoinResponse>, Status> {
+        let application = JoinApplication::from(request.into_inner());
+        match self
+            .core
+            .on_leader(LeaderRequest::Join { application })
+            .await
+        {
+            Ok(super::leader_op::LeaderReply::Joined { grant }) => Ok(GrpcResponse::new(grant.into())),
+            Ok(other) => Err(Status::internal(format!("unexpected leader reply {other:?}"))),
+            Err(crate::error::ConsensusError::JoinRefused { message, .. }) => {
+                Err(Status::permission_denied(message))
+            }
+            Err(e) if e.is_retryable() => Err(Status::unavailable(super::leader_op::error_chain(&e))),
+            Err(e) => Err(internal(&e)),
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<GrpcResponse<ForwardResponse>, Status> {
+        authorize(&request, &self.core.state_view(), Caller::Member)?;
+        let certs = request.peer_certs();
+        let caller_fp = certs
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|c| fingerprint(c))
+            .unwrap_or_default();
+        let forwarded = request.metadata().get(crate::cluster::FORWARDED).is_some();
+        let op = LeaderRequest::try_from(request.get_ref()).map_err(|e| internal(&e))?;
+        let result = self
+            .core
+            .handle_forward(op, &caller_fp, forwarded)
+            .await
+            .map_err(|e| RemoteError::from_error(&e));
+        let response = ForwardResponse::try_from(&result).map_err(|e| internal(&e))?;
+        Ok(GrpcResponse::new(response))
+    }
+}
+
+/// Serve both services on `listener` until `shutdown` resolves. TLS handshakes run per
+/// connection, off the accept loop.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    core: Arc<NodeCore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let accept_loop = tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    acceptor.accept(tcp),
+                )
+                .await;
+                match handshake {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(stream).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    let incoming = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|s| (Ok::<_, std::io::Error>(s), rx))
+    });
+    let raft = RaftServer::new(RaftRpc {
+        raft: core.raft().clone(),
+        state: core.state_view(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let cluster = ClusterServer::new(ClusterRpc { core })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let result = tonic::transport::Server::builder()
+        .add_service(raft)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    accept_loop.abort();
+    result
+}
