@@ -1,8 +1,73 @@
 //! berth-registry-mirror: OCI distribution for one node.
 //!
-//! Owns (as it is built): the content-addressed blob store, the registry client that pulls
-//! and pushes images, the pull-through mirror server, single-flight fetches, cluster
-//! owner-per-digest routing, peer transfer and garbage collection.
+//! Owns: the content-addressed blob store ([`blob_store`]), image references parsed as
+//! Docker parses them ([`reference`]), manifests and platform selection ([`manifest`]),
+//! the registry client with auth and the plain-HTTP policy ([`client`], [`auth`]), the
+//! pull pipeline ([`pull`]), push ([`push`]), the image metadata store ([`images`]) and
+//! `docker save`/`load`/`import` archives ([`archive`]).
+//! Later: the pull-through mirror server, single-flight across nodes, owner-per-digest
+//! routing, peer transfer.
 //!
-//! Does not own: unpacking layers into snapshots (`berth-runtime`), the Engine API
+//! Does not own: unpacking layers into snapshots (`berth-runtime`; a pull hands each
+//! layer's decompressed stream to a caller-supplied [`pull::LayerSink`]), the Engine API
 //! (`berth-node`).
+//!
+//! ```text
+//!  berthd ──pull(ref)──> Puller ──RegistryClient──> registry (HTTP/HTTPS, auth)
+//!                          │ verified chunks
+//!                          ├──> BlobStore   <data-root>/blobs/sha256/<hex>
+//!                          ├──> LayerSink   (berthd: runtime snapshot store + unpack_layer)
+//!                          └──> ImageStore  <data-root>/images/repositories.json
+//! ```
+//!
+//! Construct with [`Images::open`] for a data root; everything async runs on tokio.
+
+pub mod archive;
+pub mod auth;
+pub mod blob_store;
+pub mod client;
+pub mod digest;
+pub mod error;
+pub mod images;
+pub mod manifest;
+pub mod pull;
+pub mod push;
+pub mod reference;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use auth::Credentials;
+pub use blob_store::BlobStore;
+pub use client::{ClientConfig, RegistryClient};
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use images::{ImageDetails, ImageRecord, ImageStore, ImageSummary, RemoveReport};
+pub use manifest::Platform;
+pub use pull::{LayerRef, LayerSink, PullEvent, PullOptions, PullOutcome, Puller, StagedLayer};
+pub use push::{PushEvent, PushOutcome, Pusher};
+pub use reference::Reference;
+
+/// The image service of one data root: store, puller and pusher sharing one client.
+#[derive(Debug, Clone)]
+pub struct Images {
+    pub store: Arc<ImageStore>,
+    pub client: RegistryClient,
+    pub puller: Puller,
+    pub pusher: Pusher,
+}
+
+impl Images {
+    /// Opens `<data_root>/blobs` and `<data_root>/images` (creating them), with Docker's
+    /// default of 3 concurrent layer downloads.
+    pub fn open(data_root: &Path, config: ClientConfig) -> Result<Self> {
+        let store = Arc::new(ImageStore::open(data_root)?);
+        let client = RegistryClient::new(config)?;
+        Ok(Images {
+            puller: Puller::new(client.clone(), store.clone(), 3),
+            pusher: Pusher::new(client.clone(), store.clone()),
+            store,
+            client,
+        })
+    }
+}

@@ -1,0 +1,425 @@
+//! Image archives: `docker save` (the Docker 25+ layout, which is also an OCI image
+//! layout), `docker load` (that layout and the older `<id>/layer.tar` one), and
+//! `docker import` of a root filesystem tar as a one-layer image. Blocking functions:
+//! run them on a blocking thread.
+//!
+//! ```text
+//!  save.tar
+//!  ├── blobs/sha256/<config>       image config (its digest is the image ID)
+//!  ├── blobs/sha256/<diff id>      each layer as an uncompressed tar
+//!  ├── blobs/sha256/<manifest>     OCI manifest of those (index.json points at it)
+//!  ├── index.json, oci-layout
+//!  ├── manifest.json               [{"Config", "RepoTags", "Layers"}] (what docker load reads)
+//!  └── repositories
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::io::{self, BufReader, Read, Seek, Write};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
+use crate::error::{ArchiveProblem, Error, Result};
+use crate::images::{ImageRecord, ImageStore, LayerRecord};
+use crate::manifest::{
+    chain_ids, Compression, Descriptor, ImageConfig, ImageManifest, OCI_CONFIG, OCI_LAYER,
+    OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST,
+};
+use crate::pull::{apply_stored, LayerRef, LayerSink};
+use crate::reference::Reference;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SaveManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, data: &[u8]) -> Result<()> {
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, path, data)
+        .map_err(Error::io("write archive entry", path))
+}
+
+/// Writes the images `names` resolve to (references or IDs) to `out` as `docker save` does.
+pub fn save(store: &ImageStore, names: &[String], out: impl Write) -> Result<()> {
+    let blobs = store.blobs();
+    let mut tar = tar::Builder::new(out);
+    let mut written: HashSet<Digest> = HashSet::new();
+    let mut manifest_json = Vec::new();
+    let mut index_manifests = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for name in names {
+        let record = store.resolve(name)?;
+        let repo_tags: Vec<String> = Reference::parse_normalized(name)
+            .ok()
+            .filter(|r| {
+                r.tag().is_some()
+                    && !record
+                        .id
+                        .hex()
+                        .starts_with(name.trim_start_matches("sha256:"))
+            })
+            .and_then(|r| r.familiar_tagged())
+            .into_iter()
+            .collect();
+        let cfg = blobs.read(&record.id)?;
+        if written.insert(record.id.clone()) {
+            append_bytes(&mut tar, &format!("blobs/sha256/{}", record.id.hex()), &cfg)?;
+        }
+        let mut layer_paths = Vec::new();
+        let mut layer_descs = Vec::new();
+        for l in &record.layers {
+            let path = format!("blobs/sha256/{}", l.diff_id.hex());
+            if written.insert(l.diff_id.clone()) {
+                let f = blobs.open_blob(&l.digest)?;
+                let mut raw = BufReader::with_capacity(256 * 1024, f);
+                let head = io::BufRead::fill_buf(&mut raw)
+                    .map_err(Error::io("read blob", blobs.path(&l.digest)))?;
+                let mut dec: Box<dyn Read> = match Compression::sniff(head) {
+                    Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+                    Compression::Zstd => {
+                        Box::new(zstd::stream::read::Decoder::with_buffer(raw).map_err(
+                            |source| Error::Decompress {
+                                digest: l.digest.clone(),
+                                source,
+                            },
+                        )?)
+                    }
+                    Compression::None => Box::new(raw),
+                };
+                let mut h = tar::Header::new_ustar();
+                h.set_mode(0o644);
+                h.set_size(l.diff_size);
+                h.set_mtime(0);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_entry_type(tar::EntryType::Regular);
+                tar.append_data(&mut h, &path, &mut dec)
+                    .map_err(|source| Error::Decompress {
+                        digest: l.digest.clone(),
+                        source,
+                    })?;
+            }
+            layer_descs.push(json!({"mediaType": OCI_LAYER, "digest": l.diff_id.to_string(), "size": l.diff_size}));
+            layer_paths.push(path);
+        }
+        let oci_manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": record.id.to_string(), "size": cfg.len()},
+            "layers": layer_descs,
+        }))
+        .expect("manifest serialises");
+        let md = Digest::of(&oci_manifest);
+        if written.insert(md.clone()) {
+            append_bytes(
+                &mut tar,
+                &format!("blobs/sha256/{}", md.hex()),
+                &oci_manifest,
+            )?;
+        }
+        let mut annotations = BTreeMap::new();
+        if let Some(t) = repo_tags.first() {
+            if let Ok(r) = Reference::parse(t) {
+                annotations.insert("io.containerd.image.name".to_string(), format!("{r:?}"));
+                annotations.insert(
+                    "org.opencontainers.image.ref.name".to_string(),
+                    r.tag().unwrap_or("latest").to_string(),
+                );
+                if let Some(last) = record.layers.last() {
+                    repositories.entry(r.familiar_name()).or_default().insert(
+                        r.tag().unwrap_or("latest").to_string(),
+                        last.diff_id.hex().to_string(),
+                    );
+                }
+            }
+        }
+        index_manifests.push(json!({
+            "mediaType": OCI_MANIFEST, "digest": md.to_string(), "size": oci_manifest.len(),
+            "annotations": annotations,
+        }));
+        manifest_json.push(SaveManifestEntry {
+            config: format!("blobs/sha256/{}", record.id.hex()),
+            repo_tags: Some(repo_tags),
+            layers: layer_paths,
+        });
+    }
+    let index = json!({"schemaVersion": 2, "mediaType": crate::manifest::OCI_INDEX, "manifests": index_manifests});
+    append_bytes(
+        &mut tar,
+        "index.json",
+        &serde_json::to_vec(&index).expect("index serialises"),
+    )?;
+    append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    append_bytes(
+        &mut tar,
+        "manifest.json",
+        &serde_json::to_vec(&manifest_json).expect("manifest.json serialises"),
+    )?;
+    append_bytes(
+        &mut tar,
+        "repositories",
+        &serde_json::to_vec(&repositories).expect("repositories serialises"),
+    )?;
+    tar.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(Error::io("finish archive", "<output>"))?;
+    Ok(())
+}
+
+/// An image that [`load`] or [`import`] stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedImage {
+    pub id: Digest,
+    pub tags: Vec<String>,
+}
+
+fn safe_rel(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+fn hash_file(path: &Path) -> Result<(Digest, u64)> {
+    let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
+    let mut h = Sha256::new();
+    let n = io::copy(&mut f, &mut h).map_err(Error::io("read", path))?;
+    Ok((Digest::from_hasher(h), n))
+}
+
+fn layer_media_type(path: &Path) -> Result<&'static str> {
+    let mut f = fs::File::open(path).map_err(Error::io("open", path))?;
+    let mut head = [0u8; 4];
+    let n = f.read(&mut head).map_err(Error::io("read", path))?;
+    Ok(match Compression::sniff(&head[..n]) {
+        Compression::Gzip => OCI_LAYER_GZIP,
+        Compression::Zstd => OCI_LAYER_ZSTD,
+        Compression::None => OCI_LAYER,
+    })
+}
+
+/// Stores a config + layer files as an image with a generated OCI manifest, unpacks the
+/// layers into `sink`, and tags it.
+fn store_image(
+    store: &ImageStore,
+    cfg_bytes: &[u8],
+    layer_files: &[PathBuf],
+    tags: &[Reference],
+    sink: Option<&dyn LayerSink>,
+) -> Result<ImageRecord> {
+    let blobs = store.blobs();
+    let id = blobs.put(cfg_bytes)?;
+    let config = ImageConfig::parse(cfg_bytes, &id)?;
+    if config.rootfs.diff_ids.len() != layer_files.len() {
+        return Err(Error::InvalidArchive {
+            problem: ArchiveProblem::BadManifest(format!(
+                "config {id} has {} diff IDs but {} layers are listed",
+                config.rootfs.diff_ids.len(),
+                layer_files.len()
+            )),
+        });
+    }
+    let chains = chain_ids(&config.rootfs.diff_ids);
+    let mut layers = Vec::new();
+    for (i, path) in layer_files.iter().enumerate() {
+        let (digest, size) = hash_file(path)?;
+        let media_type = layer_media_type(path)?;
+        let f = fs::File::open(path).map_err(Error::io("open", path))?;
+        blobs.put_reader(&digest, f)?;
+        let layer = LayerRef {
+            index: i,
+            digest: digest.clone(),
+            diff_id: config.rootfs.diff_ids[i].clone(),
+            chain_id: chains[i].clone(),
+        };
+        let sink = sink.filter(|s| !s.is_unpacked(&layer));
+        let diff_size = apply_stored(blobs, &layer, sink)?;
+        layers.push(LayerRecord {
+            digest,
+            media_type: media_type.to_string(),
+            size,
+            diff_id: layer.diff_id,
+            diff_size,
+        });
+    }
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_MANIFEST.into()),
+        config: Descriptor {
+            media_type: OCI_CONFIG.into(),
+            digest: id.clone(),
+            size: cfg_bytes.len() as u64,
+            platform: None,
+            annotations: None,
+        },
+        layers: layers
+            .iter()
+            .map(|l| Descriptor {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+                size: l.size,
+                platform: None,
+                annotations: None,
+            })
+            .collect(),
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serialises");
+    let manifest_digest = blobs.put(&manifest_bytes)?;
+    let record = ImageRecord {
+        id,
+        manifest: manifest_digest,
+        manifest_media_type: OCI_MANIFEST.into(),
+        index: None,
+        layers,
+        repo_digests: Vec::new(),
+        added: ImageStore::now(),
+    };
+    store.record(record.clone(), tags)?;
+    Ok(record)
+}
+
+/// Loads a `docker save` archive from `input`. Layers are unpacked into `sink` if given.
+pub fn load(
+    store: &ImageStore,
+    input: impl Read,
+    sink: Option<&dyn LayerSink>,
+) -> Result<Vec<LoadedImage>> {
+    let scratch = tempfile::Builder::new()
+        .prefix("load-")
+        .tempdir_in(store.blobs().root())
+        .map_err(Error::io("create temp dir", store.blobs().root()))?;
+    let mut archive = tar::Archive::new(input);
+    let entries = archive
+        .entries()
+        .map_err(Error::io("read archive", "<input>"))?;
+    for entry in entries {
+        let mut entry = entry.map_err(Error::io("read archive", "<input>"))?;
+        if !matches!(
+            entry.header().entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            continue;
+        }
+        let raw = entry
+            .path()
+            .map_err(Error::io("read archive", "<input>"))?
+            .into_owned();
+        let rel = safe_rel(&raw).ok_or_else(|| Error::InvalidArchive {
+            problem: ArchiveProblem::UnsafePath(raw.display().to_string()),
+        })?;
+        let dest = scratch.path().join(&rel);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
+        }
+        let mut f = fs::File::create(&dest).map_err(Error::io("create", &dest))?;
+        io::copy(&mut entry, &mut f).map_err(Error::io("write", &dest))?;
+    }
+    let mpath = scratch.path().join("manifest.json");
+    let mbytes = fs::read(&mpath).map_err(|_| Error::InvalidArchive {
+        problem: ArchiveProblem::NoManifest,
+    })?;
+    let entries: Vec<SaveManifestEntry> =
+        serde_json::from_slice(&mbytes).map_err(|e| Error::InvalidArchive {
+            problem: ArchiveProblem::BadManifest(e.to_string()),
+        })?;
+    let file = |p: &str| -> Result<PathBuf> {
+        let rel = safe_rel(Path::new(p)).ok_or_else(|| Error::InvalidArchive {
+            problem: ArchiveProblem::UnsafePath(p.to_string()),
+        })?;
+        let full = scratch.path().join(rel);
+        if full.is_file() {
+            Ok(full)
+        } else {
+            Err(Error::InvalidArchive {
+                problem: ArchiveProblem::MissingFile(p.to_string()),
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let cfg_bytes = fs::read(file(&e.config)?).map_err(Error::io("read", &e.config))?;
+        let layer_files = e
+            .layers
+            .iter()
+            .map(|l| file(l))
+            .collect::<Result<Vec<_>>>()?;
+        let tags = e
+            .repo_tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| Reference::parse(t))
+            .collect::<Result<Vec<_>>>()?;
+        let record = store_image(store, &cfg_bytes, &layer_files, &tags, sink)?;
+        out.push(LoadedImage {
+            id: record.id,
+            tags: tags.iter().filter_map(|t| t.familiar_tagged()).collect(),
+        });
+    }
+    Ok(out)
+}
+
+/// Imports a root filesystem tar (plain, gzip or zstd) as a one-layer linux/amd64 image,
+/// like `docker import`, tagged `reference` if given.
+pub fn import(
+    store: &ImageStore,
+    input: impl Read,
+    reference: Option<&Reference>,
+    sink: Option<&dyn LayerSink>,
+) -> Result<LoadedImage> {
+    let scratch = tempfile::Builder::new()
+        .prefix("import-")
+        .tempdir_in(store.blobs().root())
+        .map_err(Error::io("create temp dir", store.blobs().root()))?;
+    let layer = scratch.path().join("layer.tar");
+    {
+        let mut raw = BufReader::with_capacity(256 * 1024, input);
+        let head = io::BufRead::fill_buf(&mut raw).map_err(Error::io("read", "<input>"))?;
+        let mut dec: Box<dyn Read> = match Compression::sniff(head) {
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::with_buffer(raw)
+                    .map_err(Error::io("read", "<input>"))?,
+            ),
+            Compression::None => Box::new(raw),
+        };
+        let mut f = fs::File::create(&layer).map_err(Error::io("create", &layer))?;
+        io::copy(&mut dec, &mut f).map_err(Error::io("write", &layer))?;
+        f.rewind().map_err(Error::io("rewind", &layer))?;
+    }
+    let (diff_id, _) = hash_file(&layer)?;
+    let now = ImageStore::now();
+    let cfg = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": now,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+        "history": [{"created": now, "created_by": "berth import", "comment": "Imported from tarball"}],
+    }))
+    .expect("config serialises");
+    let tags: Vec<Reference> = reference.cloned().into_iter().collect();
+    let record = store_image(store, &cfg, &[layer], &tags, sink)?;
+    Ok(LoadedImage {
+        id: record.id,
+        tags: tags.iter().filter_map(|t| t.familiar_tagged()).collect(),
+    })
+}

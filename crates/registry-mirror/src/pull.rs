@@ -1,0 +1,619 @@
+//! Pulling an image: resolve the manifest (selecting a platform from an index), fetch the
+//! config, then download the missing layers in parallel while each one is verified,
+//! stored and handed — decompressed, as it streams — to the caller's [`LayerSink`].
+//!
+//! ```text
+//!  registry --GET blob--> [async: progress] --chunks--> [blocking thread per layer]
+//!                                                          | tee -> BlobWriter (sha256)
+//!                                                          | gunzip / unzstd
+//!                                                          | diff-ID hasher
+//!                                                          v
+//!                                                   LayerSink::unpack -> StagedLayer
+//!  end of stream: blob digest ok? -> blob committed -> diff ID ok? -> staged.commit()
+//!                 otherwise       -> partial blob removed, staged layer dropped (aborted)
+//! ```
+//!
+//! Does not own: where layers are unpacked (the sink: in berthd, the runtime's snapshot
+//! store, glued there so this crate does not depend on the runtime), or turning
+//! [`PullEvent`]s into Docker's JSON progress stream (the API layer).
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::auth::Credentials;
+use crate::blob_store::{BlobStore, BlobWriter, IngestLock};
+use crate::client::{RegistryClient, Repository};
+use crate::digest::Digest;
+use crate::error::{BoxError, Error, Result};
+use crate::images::{ImageRecord, ImageStore, LayerRecord};
+use crate::manifest::{select_platform, Compression, Descriptor, ImageConfig, Manifest, Platform};
+use crate::reference::Reference;
+
+/// One layer as the sink sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRef {
+    /// Position in the image, 0 = bottom.
+    pub index: usize,
+    /// The blob (compressed) digest.
+    pub digest: Digest,
+    /// Digest of the uncompressed tar, from the image config.
+    pub diff_id: Digest,
+    /// Chain ID of the stack up to and including this layer (a natural snapshot key).
+    pub chain_id: Digest,
+}
+
+/// A layer unpacked into a staging place, waiting for its download to be verified.
+/// Dropping it without [`StagedLayer::commit`] must discard it.
+pub trait StagedLayer: Send {
+    /// Makes the layer visible (e.g. renames the staging directory into place).
+    fn commit(self: Box<Self>) -> std::result::Result<(), BoxError>;
+}
+
+/// Where pulled layers go. berthd implements it over the runtime's snapshot store with
+/// `berth_runtime::unpack::unpack_layer`. Methods are called from blocking threads.
+pub trait LayerSink: Send + Sync {
+    /// Whether this layer is already unpacked (then it is not unpacked again).
+    fn is_unpacked(&self, layer: &LayerRef) -> bool;
+    /// Reads the uncompressed layer tar from `tar` into a staging place. `tar` fails with
+    /// an error if the download fails; the pull drains whatever the sink leaves unread.
+    fn unpack(
+        &self,
+        layer: &LayerRef,
+        tar: &mut dyn Read,
+    ) -> std::result::Result<Box<dyn StagedLayer>, BoxError>;
+}
+
+/// Progress of a pull, per layer, in the order Docker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullEvent {
+    /// The reference resolved to a manifest (an index digest for multi-platform images).
+    Resolved { reference: String, digest: Digest },
+    /// "Already exists": the layer is stored and unpacked.
+    LayerExists { layer: Digest },
+    /// "Pulling fs layer": the layer will be fetched.
+    LayerQueued { layer: Digest },
+    /// "Downloading": bytes received so far of `total`.
+    LayerProgress {
+        layer: Digest,
+        done: u64,
+        total: u64,
+    },
+    /// "Verifying Checksum".
+    LayerVerifying { layer: Digest },
+    /// "Download complete".
+    LayerDownloaded { layer: Digest },
+    /// "Pull complete": verified, stored and unpacked.
+    LayerComplete { layer: Digest },
+    /// All done. `new` is false when the image was already present ("Image is up to date").
+    Done {
+        image_id: Digest,
+        digest: Digest,
+        new: bool,
+    },
+}
+
+impl PullEvent {
+    /// Docker's `(id, status, progressDetail(current,total))` for the JSON stream.
+    pub fn docker_status(&self) -> (Option<String>, String, Option<(u64, u64)>) {
+        let id = |d: &Digest| Some(d.short().to_string());
+        match self {
+            PullEvent::Resolved { reference, .. } => {
+                (None, format!("Pulling from {reference}"), None)
+            }
+            PullEvent::LayerExists { layer } => (id(layer), "Already exists".into(), None),
+            PullEvent::LayerQueued { layer } => (id(layer), "Pulling fs layer".into(), None),
+            PullEvent::LayerProgress { layer, done, total } => {
+                (id(layer), "Downloading".into(), Some((*done, *total)))
+            }
+            PullEvent::LayerVerifying { layer } => (id(layer), "Verifying Checksum".into(), None),
+            PullEvent::LayerDownloaded { layer } => (id(layer), "Download complete".into(), None),
+            PullEvent::LayerComplete { layer } => (id(layer), "Pull complete".into(), None),
+            PullEvent::Done { digest, .. } => (None, format!("Digest: {digest}"), None),
+        }
+    }
+}
+
+/// Options of one pull.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Platform to select from an index (default linux/amd64).
+    pub platform: Platform,
+    pub credentials: Credentials,
+}
+
+/// What a pull did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullOutcome {
+    pub image_id: Digest,
+    /// Digest of what the reference resolved to (index or manifest).
+    pub digest: Digest,
+    /// Digest of the platform's image manifest.
+    pub manifest: Digest,
+    /// Blobs downloaded (config and layers; manifests not counted).
+    pub blobs_fetched: usize,
+    pub bytes_fetched: u64,
+    /// Whether the image was new to the store.
+    pub new: bool,
+}
+
+/// Runs pulls into one [`ImageStore`].
+#[derive(Clone)]
+pub struct Puller {
+    client: RegistryClient,
+    images: Arc<ImageStore>,
+    downloads: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Puller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Puller").finish_non_exhaustive()
+    }
+}
+
+/// Progress callback type.
+pub type ProgressFn<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
+
+/// Emit "Downloading" at most every this many bytes (and at the end).
+const PROGRESS_STEP: u64 = 512 * 1024;
+
+impl Puller {
+    /// `max_concurrent_downloads` as Docker's daemon option (Docker's default is 3).
+    pub fn new(
+        client: RegistryClient,
+        images: Arc<ImageStore>,
+        max_concurrent_downloads: usize,
+    ) -> Self {
+        Puller {
+            client,
+            images,
+            downloads: Arc::new(Semaphore::new(max_concurrent_downloads.max(1))),
+        }
+    }
+
+    /// Pulls `reference` into the store, unpacking layers into `sink` if given.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        opts: &PullOptions,
+        sink: Option<Arc<dyn LayerSink>>,
+        progress: ProgressFn<'_>,
+    ) -> Result<PullOutcome> {
+        let repo = Repository {
+            host: reference.registry_host().to_string(),
+            path: reference.path().to_string(),
+            credentials: opts.credentials.clone(),
+        };
+        let blobs = self.images.blobs().clone();
+        let top = self
+            .client
+            .get_manifest(&repo, &reference.manifest_reference())
+            .await?;
+        progress(PullEvent::Resolved {
+            reference: reference.to_string(),
+            digest: top.digest.clone(),
+        });
+        let (index, fetched) =
+            match Manifest::parse(&top.body, top.content_type.as_deref(), &top.digest)? {
+                Manifest::Index(idx) => {
+                    let chosen = select_platform(&idx, &opts.platform).ok_or_else(|| {
+                        Error::NoMatchingPlatform {
+                            reference: reference.to_string(),
+                            platform: opts.platform.to_string(),
+                        }
+                    })?;
+                    let child = self
+                        .client
+                        .get_manifest(&repo, &chosen.digest.to_string())
+                        .await?;
+                    (Some(top), child)
+                }
+                Manifest::Image(_) => (None, top),
+            };
+        let manifest = match Manifest::parse(
+            &fetched.body,
+            fetched.content_type.as_deref(),
+            &fetched.digest,
+        )? {
+            Manifest::Image(m) => m,
+            Manifest::Index(_) => {
+                return Err(Error::UnsupportedMediaType {
+                    what: "manifest (an index inside an index)",
+                    media_type: fetched.content_type.clone().unwrap_or_default(),
+                })
+            }
+        };
+        for l in &manifest.layers {
+            if !Compression::layer_media_type_supported(&l.media_type) {
+                return Err(Error::UnsupportedMediaType {
+                    what: "layer",
+                    media_type: l.media_type.clone(),
+                });
+            }
+        }
+
+        // Config: small, fetched whole and verified.
+        let mut blobs_fetched = 0;
+        let mut bytes_fetched = 0;
+        let cfg_desc = &manifest.config;
+        if !blobs.contains(&cfg_desc.digest) {
+            let data = self.fetch_small_blob(&repo, cfg_desc).await?;
+            blobs_fetched += 1;
+            bytes_fetched += data.len() as u64;
+            let b = blobs.clone();
+            let d = cfg_desc.digest.clone();
+            blocking(move || b.put_verified(&d, &data)).await?;
+        }
+        let cfg_bytes = blobs.read(&cfg_desc.digest)?;
+        let config = ImageConfig::parse(&cfg_bytes, &cfg_desc.digest)?;
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            return Err(Error::LayerCountMismatch {
+                manifest: fetched.digest.clone(),
+                config: cfg_desc.digest.clone(),
+                layers: manifest.layers.len(),
+                diff_ids: config.rootfs.diff_ids.len(),
+            });
+        }
+        let chains = crate::manifest::chain_ids(&config.rootfs.diff_ids);
+        let layer_refs: Vec<LayerRef> = manifest
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LayerRef {
+                index: i,
+                digest: l.digest.clone(),
+                diff_id: config.rootfs.diff_ids[i].clone(),
+                chain_id: chains[i].clone(),
+            })
+            .collect();
+
+        let jobs = manifest.layers.iter().zip(layer_refs).map(|(desc, layer)| {
+            let sink = sink.clone();
+            let repo = repo.clone();
+            async move { self.pull_layer(&repo, desc, layer, sink, progress).await }
+        });
+        let results = futures::future::try_join_all(jobs).await?;
+        let mut layers = Vec::new();
+        for (desc, (diff_size, fetched)) in manifest.layers.iter().zip(results) {
+            if fetched {
+                blobs_fetched += 1;
+                bytes_fetched += desc.size;
+            }
+            layers.push(LayerRecord {
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+                size: desc.size,
+                diff_id: config.rootfs.diff_ids[layers.len()].clone(),
+                diff_size,
+            });
+        }
+
+        // Manifests last: the image is recorded only once everything it names is stored.
+        {
+            let b = blobs.clone();
+            let (fd, fb) = (fetched.digest.clone(), fetched.body.clone());
+            let idx = index.as_ref().map(|i| (i.digest.clone(), i.body.clone()));
+            blocking(move || {
+                b.put_verified(&fd, &fb)?;
+                if let Some((d, body)) = idx {
+                    b.put_verified(&d, &body)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let top_digest = index
+            .as_ref()
+            .map_or(&fetched.digest, |i| &i.digest)
+            .clone();
+        let record = ImageRecord {
+            id: cfg_desc.digest.clone(),
+            manifest: fetched.digest.clone(),
+            manifest_media_type: Manifest::Image(manifest.clone()).media_type().to_string(),
+            index: index.as_ref().map(|i| i.digest.clone()),
+            layers,
+            repo_digests: vec![format!("{}@{top_digest}", reference.familiar_name())],
+            added: ImageStore::now(),
+        };
+        let tags: Vec<Reference> = reference
+            .tag()
+            .map(|_| reference.clone())
+            .into_iter()
+            .collect();
+        let images = self.images.clone();
+        let new = blocking(move || images.record(record, &tags)).await?;
+        progress(PullEvent::Done {
+            image_id: cfg_desc.digest.clone(),
+            digest: top_digest.clone(),
+            new: new || blobs_fetched > 0,
+        });
+        Ok(PullOutcome {
+            image_id: cfg_desc.digest.clone(),
+            digest: top_digest,
+            manifest: fetched.digest,
+            blobs_fetched,
+            bytes_fetched,
+            new,
+        })
+    }
+
+    async fn fetch_small_blob(&self, repo: &Repository, desc: &Descriptor) -> Result<Vec<u8>> {
+        let resp = self.client.get_blob(repo, &desc.digest).await?;
+        let url = resp.url().to_string();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|source| Error::Transport { url, source })?;
+        let actual = Digest::of(&body);
+        if actual != desc.digest {
+            return Err(Error::DigestMismatch {
+                what: "config",
+                expected: desc.digest.clone(),
+                actual,
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    /// Fetches (if missing) and unpacks (if the sink lacks it) one layer. Returns the
+    /// uncompressed size and whether the blob was downloaded.
+    async fn pull_layer(
+        &self,
+        repo: &Repository,
+        desc: &Descriptor,
+        layer: LayerRef,
+        sink: Option<Arc<dyn LayerSink>>,
+        progress: ProgressFn<'_>,
+    ) -> Result<(u64, bool)> {
+        let blobs = self.images.blobs().clone();
+        let d = desc.digest.clone();
+        let sink_needs = |sink: &Option<Arc<dyn LayerSink>>, layer: &LayerRef| {
+            sink.as_ref().is_some_and(|s| !s.is_unpacked(layer))
+        };
+        if blobs.contains(&d) && !sink_needs(&sink, &layer) {
+            progress(PullEvent::LayerExists { layer: d.clone() });
+            let size = match self.images.layer_diff_size(&layer.diff_id) {
+                Some(s) => s,
+                None => {
+                    let (b, l) = (blobs.clone(), layer.clone());
+                    blocking(move || apply_stored(&b, &l, None)).await?
+                }
+            };
+            return Ok((size, false));
+        }
+        progress(PullEvent::LayerQueued { layer: d.clone() });
+        let _permit = self
+            .downloads
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let lock = blobs.lock_async(&d).await?;
+        if blobs.contains(&d) {
+            // Another pull stored it while we waited; unpack from the store if needed.
+            drop(lock);
+            let (b, l, s) = (blobs.clone(), layer.clone(), sink.clone());
+            let size =
+                blocking(move || apply_stored(&b, &l, s.as_deref().filter(|s| !s.is_unpacked(&l))))
+                    .await?;
+            progress(PullEvent::LayerComplete { layer: d });
+            return Ok((size, false));
+        }
+
+        let writer = blobs.writer(&lock, Some(desc.size))?;
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(32);
+        let consumer = {
+            let layer = layer.clone();
+            let sink = sink.clone();
+            tokio::task::spawn_blocking(move || {
+                consume_download(rx, writer, lock, &layer, sink.as_deref())
+            })
+        };
+        let download = async {
+            let resp = self.client.get_blob(repo, &d).await?;
+            let url = resp.url().to_string();
+            let mut stream = resp.bytes_stream();
+            let (mut done, mut reported) = (0u64, 0u64);
+            progress(PullEvent::LayerProgress {
+                layer: d.clone(),
+                done: 0,
+                total: desc.size,
+            });
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(source) => {
+                        let _ = tx.send(Err(io::Error::other("download failed"))).await;
+                        return Err(Error::Transport { url, source });
+                    }
+                };
+                done += chunk.len() as u64;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    // The consumer stopped (unpack failed): its error is the one to report.
+                    return Ok(());
+                }
+                if done - reported >= PROGRESS_STEP || done == desc.size {
+                    reported = done;
+                    progress(PullEvent::LayerProgress {
+                        layer: d.clone(),
+                        done,
+                        total: desc.size,
+                    });
+                }
+            }
+            Ok(())
+        };
+        let download_result = download.await;
+        drop(tx);
+        progress(PullEvent::LayerVerifying { layer: d.clone() });
+        let consumed = consumer.await.map_err(|source| Error::Join { source })?;
+        download_result?;
+        let size = consumed?;
+        progress(PullEvent::LayerDownloaded { layer: d.clone() });
+        progress(PullEvent::LayerComplete { layer: d });
+        Ok((size, true))
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| Error::Join { source })?
+}
+
+/// Reads chunks from the channel, writing each to the blob as it is read.
+struct TeeReader<'a> {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    cur: Bytes,
+    writer: &'a mut BlobWriter,
+}
+
+impl Read for TeeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(chunk)) => {
+                    io::Write::write_all(self.writer, &chunk)?;
+                    self.cur = chunk;
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        let _ = self.cur.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Counts and hashes what passes through (the uncompressed tar: its diff ID).
+struct DiffHasher<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for DiffHasher<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn decoder<'a, R: BufRead + 'a>(mut r: R, digest: &Digest) -> Result<Box<dyn Read + 'a>> {
+    let head = r.fill_buf().map_err(|source| Error::Decompress {
+        digest: digest.clone(),
+        source,
+    })?;
+    Ok(match Compression::sniff(head) {
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(r).map_err(
+            |source| Error::Decompress {
+                digest: digest.clone(),
+                source,
+            },
+        )?),
+        Compression::None => Box::new(r),
+    })
+}
+
+/// Decompresses `raw` into the sink (or just through the hasher), checks the diff ID and
+/// returns the staged layer (not yet committed) and the uncompressed size.
+fn unpack_stream(
+    raw: &mut dyn Read,
+    layer: &LayerRef,
+    sink: Option<&dyn LayerSink>,
+) -> Result<(Option<Box<dyn StagedLayer>>, Digest, u64)> {
+    let dec = decoder(BufReader::with_capacity(256 * 1024, raw), &layer.digest)?;
+    let mut h = DiffHasher {
+        inner: dec,
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let staged = match sink {
+        Some(s) => Some(s.unpack(layer, &mut h).map_err(|source| Error::LayerSink {
+            digest: layer.digest.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    io::copy(&mut h, &mut io::sink()).map_err(|source| Error::Decompress {
+        digest: layer.digest.clone(),
+        source,
+    })?;
+    Ok((staged, Digest::from_hasher(h.hasher), h.bytes))
+}
+
+fn check_diff_id(layer: &LayerRef, actual: Digest) -> Result<()> {
+    if actual != layer.diff_id {
+        return Err(Error::DigestMismatch {
+            what: "layer diff ID",
+            expected: layer.diff_id.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// The blocking half of a layer download.
+fn consume_download(
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    mut writer: BlobWriter,
+    lock: IngestLock,
+    layer: &LayerRef,
+    sink: Option<&dyn LayerSink>,
+) -> Result<u64> {
+    let mut tee = TeeReader {
+        rx,
+        cur: Bytes::new(),
+        writer: &mut writer,
+    };
+    let unpacked = unpack_stream(&mut tee, layer, sink);
+    // Whatever happened, take in the rest of the download so the blob digest is judged
+    // on every byte (a sink error or a short tar must not hide a tampered blob).
+    let drained = io::copy(&mut tee, &mut io::sink());
+    drop(tee);
+    if drained.is_ok() {
+        // A blob that does not match its digest is the first thing to report.
+        writer.verify()?;
+    }
+    let (staged, diff_id, size) = unpacked?;
+    drained.map_err(|source| Error::Decompress {
+        digest: layer.digest.clone(),
+        source,
+    })?;
+    writer.commit()?;
+    drop(lock);
+    check_diff_id(layer, diff_id)?;
+    if let Some(staged) = staged {
+        staged.commit().map_err(|source| Error::LayerSink {
+            digest: layer.digest.clone(),
+            source,
+        })?;
+    }
+    Ok(size)
+}
+
+/// Unpacks a stored blob into `sink` (or only measures it). Returns the uncompressed size.
+pub(crate) fn apply_stored(
+    blobs: &BlobStore,
+    layer: &LayerRef,
+    sink: Option<&dyn LayerSink>,
+) -> Result<u64> {
+    let mut f = blobs.open_blob(&layer.digest)?;
+    let (staged, diff_id, size) = unpack_stream(&mut f, layer, sink)?;
+    check_diff_id(layer, diff_id)?;
+    if let Some(staged) = staged {
+        staged.commit().map_err(|source| Error::LayerSink {
+            digest: layer.digest.clone(),
+            source,
+        })?;
+    }
+    Ok(size)
+}
