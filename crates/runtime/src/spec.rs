@@ -599,7 +599,6 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
                 "bounding": caps, "effective": caps, "permitted": caps,
             },
             "rlimits": rlimits,
-            "noNewPrivileges": opts.no_new_privileges,
         },
         "mounts": mounts,
         "linux": {
@@ -611,6 +610,12 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
             "seccomp": default_seccomp(&caps),
         },
     });
+    // Only ever `true` or absent: libcontainer 0.7 loads seccomp before dropping capabilities
+    // only when the field is absent, and an explicit `false` makes the load fail.
+    let mut spec = spec;
+    if opts.no_new_privileges {
+        spec["process"]["noNewPrivileges"] = json!(true);
+    }
     serde_json::from_value(spec).map_err(|source| RuntimeError::Json {
         what: "OCI runtime spec",
         source,
