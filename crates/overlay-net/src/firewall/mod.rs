@@ -136,7 +136,7 @@ impl Ruleset {
         s.push_str("\t}\n");
 
         s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
-        s.push_str("\tchain output {\n\t\ttype nat hook output priority dstnat; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
+        s.push_str("\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
 
         s.push_str("\tchain published {\n");
         for d in &self.dnats {
@@ -397,7 +397,7 @@ mod tests {
     fn publishes_ports_by_dnat_from_prerouting_and_output() {
         let script = Ruleset::from_state(&state()).render();
         assert!(script.contains("type nat hook prerouting priority dstnat; policy accept;\n\t\tfib daddr type local jump published"));
-        assert!(script.contains("type nat hook output priority dstnat; policy accept;\n\t\tfib daddr type local jump published"));
+        assert!(script.contains("type nat hook output priority -100; policy accept;\n\t\tfib daddr type local jump published"));
         assert!(script.contains("\t\ttcp dport 18080 dnat to 172.17.0.2:8080 comment \"e1\""));
         assert!(script.contains("\t\tip daddr 127.0.0.1 udp dport 5353 dnat to 172.17.0.2:53"));
         // Internal networks publish nothing.

@@ -1,0 +1,296 @@
+//! Root tests of the real executor (rtnetlink + nft) in throwaway network namespaces: the
+//! test's "host" is a fresh namespace, containers are namespaces, and a second host is a
+//! namespace joined to the first by a veth pair. Nothing outside namespaces the tests
+//! create is touched; every namespace is deleted on drop, pass or fail.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use anyhow::Result;
+use berth_overlay_net::*;
+use support::*;
+
+fn hex(c: char) -> String {
+    c.to_string().repeat(64)
+}
+
+fn driver(state: NetState) -> Result<HostBridgeDriver> {
+    Ok(BridgeDriver::new(
+        RtnetlinkExecutor::connect()?,
+        NftCli::default(),
+        BindProbe,
+        state,
+        DriverConfig::default(),
+    ))
+}
+
+fn endpoint(id: char, network: &str, ns: &TestNetns, ports: &[&str]) -> EndpointRequest {
+    EndpointRequest {
+        endpoint_id: hex(id),
+        container_id: format!("{id}{}", "0".repeat(63)),
+        container_name: format!("c{id}"),
+        aliases: vec![],
+        network: network.into(),
+        netns: ns.path(),
+        address: None,
+        ports: ports
+            .iter()
+            .map(|p| PortRequest::parse(p).unwrap())
+            .collect(),
+    }
+}
+
+/// Links in `host` that berth created or that are bridges/veths other than the test's own
+/// uplink.
+async fn leftovers(links: &RtnetlinkExecutor) -> Result<Vec<String>> {
+    Ok(links
+        .list_links()
+        .await?
+        .into_iter()
+        .filter(|l| {
+            l.is_berths()
+                || (matches!(l.kind.as_deref(), Some("bridge") | Some("veth"))
+                    && !l.name.starts_with("uplink"))
+        })
+        .map(|l| l.name)
+        .collect())
+}
+
+#[test]
+fn containers_on_one_bridge_reach_each_other_and_other_bridges_are_isolated() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let (a, b, c) = (TestNetns::new()?, TestNetns::new()?, TestNetns::new()?);
+    host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        let bridge = d.ensure_default_network(&hex('0')).await?;
+        assert_eq!(bridge.bridge, "berth0");
+        let other = d
+            .create_network(NetworkRequest {
+                id: hex('f'),
+                name: "other".into(),
+                subnet: Some("10.251.0.0/24".parse()?),
+                gateway: None,
+                internal: false,
+            })
+            .await?;
+        let ea = d.connect(endpoint('a', "bridge", &a, &[])).await?;
+        let eb = d.connect(endpoint('b', "bridge", &b, &[])).await?;
+        let ec = d.connect(endpoint('c', "other", &c, &[])).await?;
+        assert_eq!(ec.address, Ipv4Addr::new(10, 251, 0, 2));
+
+        // Inside a container: eth0 with its address and lo up, default route via gateway.
+        let addr = a.ip(&["-4", "-o", "addr", "show", "dev", "eth0"])?;
+        assert!(addr.contains(&format!("{}/16", ea.address)), "{addr}");
+        let route = a.ip(&["route", "show", "default"])?;
+        assert!(
+            route.contains(&format!("via {}", bridge.pool.gateway)),
+            "{route}"
+        );
+        assert!(a.ip(&["link", "show", "lo"])?.contains("UP"));
+
+        assert!(
+            a.ping(&eb.address.to_string()),
+            "a cannot reach b on the same bridge"
+        );
+        assert!(
+            b.ping(&ea.address.to_string()),
+            "b cannot reach a on the same bridge"
+        );
+        assert!(
+            c.ping(&other.pool.gateway.to_string()),
+            "c cannot reach its gateway"
+        );
+        assert!(
+            !c.ping(&ea.address.to_string()),
+            "c reached a across bridges"
+        );
+        assert!(
+            !a.ping(&ec.address.to_string()),
+            "a reached c across bridges"
+        );
+
+        // The isolation is berth's forward rule: without the table, the host routes
+        // between the bridges and c reaches a.
+        run(
+            "ip",
+            &[
+                "netns", "exec", &host.name, "nft", "delete", "table", "ip", "berth",
+            ],
+        )?;
+        assert!(
+            c.ping(&ea.address.to_string()),
+            "routing between bridges is broken"
+        );
+        d.sync_firewall().await?;
+        assert!(!c.ping(&ea.address.to_string()), "isolation not restored");
+
+        for id in [&ea.id, &eb.id, &ec.id] {
+            d.disconnect(id).await?;
+        }
+        d.remove_network("other").await?;
+        d.teardown_host().await?;
+        assert_eq!(leftovers(d.links()).await?, Vec::<String>::new());
+        assert!(!d.firewall().table_present().await?);
+        // The containers' eth0 went with the veth pairs.
+        assert!(a.ip(&["link", "show", "eth0"]).is_err());
+        anyhow::Ok(())
+    })
+}
+
+/// Joins `remote` to `host` by a veth pair: host side 10.250.<n>.1/24, remote side .2.
+fn uplink(host: &TestNetns, remote: &TestNetns, n: u8) -> Result<(Ipv4Addr, Ipv4Addr)> {
+    host.ip(&[
+        "link",
+        "add",
+        "uplink0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "uplink1",
+        "netns",
+        &remote.name,
+    ])?;
+    let h = Ipv4Addr::new(10, 250, n, 1);
+    let r = Ipv4Addr::new(10, 250, n, 2);
+    host.ip(&["addr", "add", &format!("{h}/24"), "dev", "uplink0"])?;
+    host.ip(&["link", "set", "uplink0", "up"])?;
+    remote.ip(&["addr", "add", &format!("{r}/24"), "dev", "uplink1"])?;
+    remote.ip(&["link", "set", "uplink1", "up"])?;
+    Ok((h, r))
+}
+
+#[test]
+fn published_port_answers_on_localhost_and_from_another_host_with_real_source() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let remote = TestNetns::new()?;
+    let web = TestNetns::new()?;
+    let (host_ip, remote_ip) = uplink(&host, &remote, 1)?;
+    let _server = PeerEchoServer::start(&web, 8080)?;
+    let gateway = host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        let net = d.ensure_default_network(&hex('0')).await?;
+        let ep = d
+            .connect(endpoint('a', "bridge", &web, &["18080:8080"]))
+            .await?;
+        assert_eq!(ep.ports[0].host_port, 18080);
+        anyhow::Ok(net.pool.gateway)
+    })?;
+
+    // From the host itself through localhost: DNAT in output, source masqueraded to the
+    // gateway (the container cannot answer 127.0.0.1).
+    let seen = host.run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 18080))))?;
+    assert_eq!(seen, gateway.to_string());
+    // From the host through its own non-loopback address.
+    let seen = host.run_in(|| peer_seen_by(SocketAddr::from((host_ip, 18080))))?;
+    assert!(!seen.is_empty());
+    // From another host: DNAT in prerouting, the container sees the client's address.
+    let seen = remote.run_in(|| peer_seen_by(SocketAddr::from((host_ip, 18080))))?;
+    assert_eq!(seen, remote_ip.to_string());
+    // A port nobody published is not forwarded.
+    assert!(remote
+        .run_in(|| peer_seen_by(SocketAddr::from((host_ip, 18081))))
+        .is_err());
+
+    host.block_on(|| async {
+        // Restart from persisted state: a host socket on a port is refused with a clear
+        // error, as is a port berth already published.
+        let mut d = driver(NetState::default())?;
+        d.ensure_default_network(&hex('0')).await?;
+        let busy = std::net::TcpListener::bind("0.0.0.0:18090")?;
+        let err = d
+            .connect(endpoint('b', "bridge", &remote, &["18090:80"]))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NetError::PortInUse {
+                    holder: PortHolder::HostSocket,
+                    host_port: 18090,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        drop(busy);
+        d.teardown_host().await?;
+        assert_eq!(leftovers(d.links()).await?, Vec::<String>::new());
+        assert!(!d.firewall().table_present().await?);
+        anyhow::Ok(())
+    })?;
+    // After teardown the port no longer answers.
+    assert!(host
+        .run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 18080))))
+        .is_err());
+    Ok(())
+}
+
+#[test]
+fn restart_after_crash_keeps_ports_answering_without_duplicate_rules() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let containers: Vec<TestNetns> = (0..3).map(|_| TestNetns::new()).collect::<Result<_>>()?;
+    let servers: Vec<PeerEchoServer> = containers
+        .iter()
+        .map(|c| PeerEchoServer::start(c, 80))
+        .collect::<Result<_>>()?;
+    let ids = ['a', 'b', 'c'];
+    let lost = TestNetns::new()?;
+    let (saved, lost_veth) = host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        d.ensure_default_network(&hex('0')).await?;
+        for (i, (c, id)) in containers.iter().zip(ids).enumerate() {
+            let spec = format!("{}:80", 19000 + i);
+            d.connect(endpoint(id, "bridge", c, &[&spec])).await?;
+        }
+        // What berthd persisted before a fourth container whose record is lost in the crash.
+        let saved = d.state().to_json();
+        let lost_ep = d.connect(endpoint('d', "bridge", &lost, &[])).await?;
+        // kill -9: the driver vanishes without cleaning up.
+        drop(d);
+        anyhow::Ok((saved, lost_ep.host_veth))
+    })?;
+
+    host.block_on(|| async {
+        let mut d = driver(NetState::from_json(&saved)?)?;
+        let report = d.reconcile().await?;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(report.table_was_present);
+        assert!(report.plan.missing_endpoints.is_empty());
+        assert_eq!(report.plan.stale_links, vec![lost_veth.clone()]);
+        assert!(
+            lost.ip(&["link", "show", "eth0"]).is_err(),
+            "stale pair survived"
+        );
+        // Reconciling twice more must not duplicate anything.
+        d.reconcile().await?;
+        d.reconcile().await?;
+        let table = run(
+            "ip",
+            &[
+                "netns", "exec", &host.name, "nft", "list", "table", "ip", "berth",
+            ],
+        )?;
+        for i in 0..3 {
+            assert_eq!(
+                table.matches(&format!("dport {} ", 19000 + i)).count(),
+                1,
+                "{table}"
+            );
+        }
+        assert_eq!(table.matches("masquerade").count(), 3, "{table}");
+        for i in 0..3u16 {
+            let seen = peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 19000 + i)))?;
+            assert_eq!(seen, d.state().networks[&hex('0')].pool.gateway.to_string());
+        }
+        d.teardown_host().await?;
+        assert_eq!(leftovers(d.links()).await?, Vec::<String>::new());
+        anyhow::Ok(())
+    })?;
+    drop(servers);
+    Ok(())
+}
