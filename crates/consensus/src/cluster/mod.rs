@@ -196,6 +196,8 @@ pub struct ClusterNode {
     core: Arc<NodeCore>,
     local_addr: SocketAddr,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// Dropped to zero strong references once Raft's tasks have released the store.
+    db: std::sync::Weak<redb::Database>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -384,7 +386,9 @@ impl ClusterNode {
         advertise_addr: String,
         identity: NodeIdentity,
     ) -> Result<ClusterNode, ConsensusError> {
-        let (log_store, sm) = store::open(&config.data_dir.join("raft.redb"))?;
+        let path = config.data_dir.join("raft.redb");
+        let (log_store, sm) = store::blocking(move || store::open(&path)).await?;
+        let db = log_store.db_weak();
         let state = sm.view();
         let peers = PeerChannels::new(tls::client_config(&identity)?);
         let server_tls = tls::server_config(&identity)?;
@@ -415,6 +419,7 @@ impl ClusterNode {
             core,
             local_addr,
             server: Some((stop_tx, task)),
+            db,
         })
     }
 
@@ -598,7 +603,20 @@ impl ClusterNode {
         raft_result.map_err(|e| ConsensusError::Raft {
             op: "shutdown",
             source: Box::new(e),
-        })
+        })?;
+        // openraft's replication and state-machine tasks end shortly after the core; wait
+        // until they have dropped the database so a restart in this process can reopen it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.db.strong_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(ConsensusError::Raft {
+                    op: "shutdown",
+                    source: "raft tasks still hold the store after 10 s".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 }
 

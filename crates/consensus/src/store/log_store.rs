@@ -139,6 +139,11 @@ impl LogStore {
         .await
     }
 
+    /// A handle that tells when every user of the database has let go of it.
+    pub(crate) fn db_weak(&self) -> std::sync::Weak<Database> {
+        Arc::downgrade(&self.db)
+    }
+
     /// The vote persisted in this store (used by force-new-cluster).
     pub(crate) fn stored_vote(&self) -> Result<Option<Vote<u64>>, ConsensusError> {
         Self::read_meta(&self.db, VOTE)

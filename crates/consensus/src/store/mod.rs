@@ -35,9 +35,27 @@ pub(crate) const LOG_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::n
 /// State machine: applied state, membership, snapshot.
 pub(crate) const SM: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("state_machine");
 
+/// How long [`open`] waits for a previous user of the file in this process to let go.
+const OPEN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Open (or create) the redb file at `path` and return its two stores.
+///
+/// redb holds an exclusive `flock` on the file. A node restarted within the same process
+/// (tests, berthd re-init) may find the previous instance's database still closing (its
+/// drop writes a final commit), so a held lock is waited for up to [`OPEN_LOCK_WAIT`].
 pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), ConsensusError> {
-    let db = Database::create(path).map_err(|e| ConsensusError::db("open database", e))?;
+    let deadline = std::time::Instant::now() + OPEN_LOCK_WAIT;
+    let db = loop {
+        match Database::create(path) {
+            Ok(db) => break db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(ConsensusError::db("open database", e)),
+        }
+    };
     let db = Arc::new(db);
     let txn = db
         .begin_write()
@@ -65,5 +83,19 @@ where
         Ok(r) => r,
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
         Err(_) => Err(ConsensusError::Shutdown),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reopen_after_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft.redb");
+        let (l, s) = super::open(&path).unwrap();
+        let weak = l.db_weak();
+        drop((l, s));
+        assert_eq!(weak.strong_count(), 0);
+        let (_l, _s) = super::open(&path).unwrap();
     }
 }

@@ -10,9 +10,10 @@ use crate::state::{ClusterState, Command, NodeId, NodeRole, NodeUpdate, Rejectio
 /// Encoding of the forward envelope's body written by this build (JSON).
 pub const FORWARD_FORMAT: u32 = 1;
 
-/// An operation executed by the leader on behalf of any node.
+/// An operation executed by the leader on behalf of any node. Externally tagged: serde's
+/// internally tagged enums cannot carry maps with integer keys (node ids) through JSON.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LeaderRequest {
     /// Append a command to the log.
     Write {
@@ -56,7 +57,7 @@ pub enum LeaderRequest {
 
 /// The leader's answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LeaderReply {
     /// The command was committed and applied at `index`.
     Written {
