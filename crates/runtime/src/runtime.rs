@@ -586,11 +586,17 @@ impl Runtime {
 
     fn spawn_shim(&self, id: &str, cfg: &ShimConfig, cfg_path: &Path) -> Result<i32> {
         write_json(cfg_path, cfg, "shim config")?;
+        let diag_path = cfg_path.with_extension("stderr");
+        let diag = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&diag_path)
+            .map_err(|e| RuntimeError::io("open", &diag_path, e))?;
         let mut child = Command::new(&self.config.shim_path)
             .arg(cfg_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(diag)
             .spawn()
             .map_err(|e| RuntimeError::io("spawn", &self.config.shim_path, e))?;
         let mut out = child.stdout.take().ok_or(RuntimeError::Protocol {
@@ -676,23 +682,42 @@ impl Runtime {
     }
 
     fn wait_proc(&self, id: &str, p: Proc<'_>, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
-        if let Some(e) = self.read_exit(id, p) {
-            return Ok(Some(e));
-        }
-        match self.request(id, p, &Request::Wait, timeout) {
-            Ok(Response::Exited { exit }) => Ok(Some(exit)),
-            Ok(_) => Err(RuntimeError::Protocol {
-                detail: "unexpected answer to wait",
-            }),
-            Err(RuntimeError::Timeout { .. }) => Ok(None),
-            Err(e @ RuntimeError::ShimUnreachable { .. }) => {
-                // The shim may have finished between the two checks.
-                match self.read_exit(id, p) {
-                    Some(x) => Ok(Some(x)),
-                    None => Err(e),
-                }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(e) = self.read_exit(id, p) {
+                return Ok(Some(e));
             }
-            Err(e) => Err(e),
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            match self.request(id, p, &Request::Wait, left) {
+                Ok(Response::Exited { exit }) => return Ok(Some(exit)),
+                Ok(_) => {
+                    return Err(RuntimeError::Protocol {
+                        detail: "unexpected answer to wait",
+                    })
+                }
+                Err(RuntimeError::Timeout { .. }) => return Ok(None),
+                // The shim is finishing (socket gone or closed while it writes the exit
+                // record): look again until the record appears or the shim is gone.
+                Err(e @ (RuntimeError::ShimUnreachable { .. } | RuntimeError::Protocol { .. })) => {
+                    if let Some(x) = self.read_exit(id, p) {
+                        return Ok(Some(x));
+                    }
+                    let pid = std::fs::read_to_string(self.shim_pid_file(id, p))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok());
+                    if !pid.is_some_and(pid_alive) {
+                        return match self.read_exit(id, p) {
+                            Some(x) => Ok(Some(x)),
+                            None => Err(e),
+                        };
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 

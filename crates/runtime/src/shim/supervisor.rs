@@ -74,10 +74,11 @@ pub(super) fn run(cfg: ShimConfig) -> i32 {
     }
 }
 
-/// Points fds 0, 1 and 2 at /dev/null so the starter's pipe closes.
+/// Points fds 0 and 1 at /dev/null so the starter's pipe closes (fd 2 is the shim's own
+/// diagnostics file, opened by the starter).
 fn silence_stdio() {
     if let Ok(null) = File::options().read(true).write(true).open("/dev/null") {
-        for fd in 0..3 {
+        for fd in 0..2 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
         }
     }
@@ -792,7 +793,7 @@ impl Supervisor {
         // Late connections made before the socket was removed: answer them too.
         while let Ok((mut s, _)) = self.listener.accept() {
             let _ = s.set_nonblocking(false);
-            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
             if let Ok(req) = protocol::read_line::<Request>(&mut s) {
                 let resp = match req {
                     Request::State => Response::State {

@@ -177,6 +177,13 @@ impl TestRuntime {
 /// Best-effort removal of everything below `root` and of the containers' cgroups.
 fn cleanup(rt: &Runtime, root: &Path, ids: &[String]) {
     for id in ids {
+        // Shim diagnostics (panics, errors) help explain a failure.
+        let diag = rt.config().data_root.join("containers").join(id).join("shim.stderr");
+        if let Ok(text) = std::fs::read_to_string(&diag) {
+            if !text.is_empty() {
+                eprintln!("shim of {id} wrote:\n{text}");
+            }
+        }
         let _ = rt.delete(id, true);
         for ctrl in [
             "memory", "cpu", "cpu,cpuacct", "cpuacct", "pids", "freezer", "devices", "blkio",
