@@ -214,6 +214,15 @@ pub enum NetError {
         /// What nft printed on stderr.
         stderr: String,
     },
+    /// The embedded DNS server could not bind its address.
+    #[error("embedded DNS cannot bind {addr}: {source}")]
+    DnsBind {
+        /// Address it tried.
+        addr: std::net::SocketAddrV4,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The persisted state could not be decoded.
     #[error("decoding persisted network state: {source}")]
     StateDecode {

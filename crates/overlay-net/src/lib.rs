@@ -4,13 +4,15 @@
 //! Owns: IPAM ([`ipam`]), the desired networking state and its versioned encoding
 //! ([`state`]), link plans and their rtnetlink executor ([`links`]), berth's nftables table
 //! (NAT, published ports, isolation; [`firewall`]), published-port parsing and host-port
-//! choice ([`ports`]), `/etc/hosts` and `/etc/resolv.conf` contents ([`netfiles`]), and the
-//! driver berthd calls ([`BridgeDriver`]), including start-up reconciliation.
+//! choice ([`ports`]), `/etc/hosts` and `/etc/resolv.conf` contents ([`netfiles`]), the
+//! embedded DNS server of user-defined networks ([`dns`]), and the driver berthd calls
+//! ([`BridgeDriver`]), including start-up reconciliation.
 //!
 //! Does not own: container namespaces and lifecycle (`berth-runtime` creates the netns and
 //! writes the files), where the state is persisted (berthd), cluster state
-//! (`berth-consensus`), the Engine API and the embedded DNS server (`berth-node`; not built
-//! yet).
+//! (`berth-consensus`), the Engine API (`berth-node`), and the `host` and `none` network
+//! modes (berthd simply does not call this crate for them: `host` shares the host's
+//! namespace, `none` leaves the container's namespace with only `lo`).
 //!
 //! ```text
 //!            berthd
@@ -45,6 +47,7 @@
 //! # let _ = report; Ok(()) }
 //! ```
 
+pub mod dns;
 pub mod driver;
 pub mod error;
 pub mod firewall;
@@ -56,6 +59,7 @@ pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use dns::{DnsRecords, DnsServer, DnsServers};
 pub use driver::{
     plan_reconcile, BridgeDriver, DriverConfig, EndpointRequest, NetworkRequest, ReconcilePlan,
     ReconcileReport,

@@ -294,3 +294,68 @@ fn restart_after_crash_keeps_ports_answering_without_duplicate_rules() -> Result
     drop(servers);
     Ok(())
 }
+
+#[test]
+fn embedded_dns_resolves_names_on_the_same_user_network_only() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let (a, b, c) = (TestNetns::new()?, TestNetns::new()?, TestNetns::new()?);
+    host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        let mut dns = DnsServers::default();
+        let app = d
+            .create_network(NetworkRequest {
+                id: hex('a'),
+                name: "app".into(),
+                subnet: Some("10.252.0.0/24".parse()?),
+                gateway: None,
+                internal: false,
+            })
+            .await?;
+        let other = d
+            .create_network(NetworkRequest {
+                id: hex('b'),
+                name: "other".into(),
+                subnet: Some("10.253.0.0/24".parse()?),
+                gateway: None,
+                internal: false,
+            })
+            .await?;
+        d.connect(endpoint('1', "app", &a, &[])).await?;
+        let mut req = endpoint('2', "app", &b, &[]);
+        req.container_name = "db".into();
+        req.aliases = vec!["database".into()];
+        let eb = d.connect(req).await?;
+        d.connect(endpoint('3', "other", &c, &[])).await?;
+        let errors = dns.sync(d.state(), &[]).await;
+        assert!(errors.is_empty(), "{errors:?}");
+
+        let gw = app.pool.gateway.to_string();
+        for name in ["db", "database", "DB"] {
+            let (ok, out) =
+                output_in(&a, &["timeout", "5", "/bin/busybox", "nslookup", name, &gw]).await;
+            assert!(ok, "nslookup {name} failed: {out}");
+            assert!(out.contains(&eb.address.to_string()), "{out}");
+        }
+        // From the other network, through its own server, "db" is unknown (and with no
+        // upstream reachable, unanswered).
+        let gw_other = other.pool.gateway.to_string();
+        let (ok, out) = output_in(
+            &c,
+            &["timeout", "3", "/bin/busybox", "nslookup", "db", &gw_other],
+        )
+        .await;
+        assert!(!ok || !out.contains(&eb.address.to_string()), "{out}");
+
+        // Disconnecting removes the name.
+        d.disconnect(&eb.id).await?;
+        dns.sync(d.state(), &[]).await;
+        assert!(dns.get(&app.id).unwrap().local_addr().port() == 53);
+        let (ok, out) =
+            output_in(&a, &["timeout", "3", "/bin/busybox", "nslookup", "db", &gw]).await;
+        assert!(!ok || !out.contains(&eb.address.to_string()), "{out}");
+        drop(dns);
+        d.teardown_host().await?;
+        anyhow::Ok(())
+    })
+}

@@ -205,3 +205,20 @@ pub fn peer_seen_by(addr: SocketAddr) -> Result<String> {
     s.read_to_string(&mut out)?;
     Ok(out)
 }
+
+/// Runs a command inside the namespace without blocking the async runtime (for tests whose
+/// servers run on the same current-thread runtime). Returns (success, stdout).
+pub async fn output_in(ns: &TestNetns, cmd: &[&str]) -> (bool, String) {
+    match tokio::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .args(cmd)
+        .output()
+        .await
+    {
+        Ok(o) => (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        ),
+        Err(_) => (false, String::new()),
+    }
+}

@@ -1,0 +1,495 @@
+//! Embedded DNS for user-defined networks: container names, aliases and short ids resolve
+//! to their addresses on that network; other names are forwarded to the host's resolvers.
+//!
+//! Owns: [`DnsRecords`] and [`records_for`] (pure: which names a network answers),
+//! [`answer`] (pure: a query packet in, a reply packet or "forward" out), [`DnsServer`]
+//! (one UDP server on a network's gateway address, port 53), and [`DnsServers`] (starts,
+//! updates and stops one server per user-defined network from the desired state).
+//!
+//! Does not own: the container's `/etc/resolv.conf` (render it with
+//! [`crate::netfiles::render_resolv_conf`] and `embedded_dns: Some(gateway)`).
+//!
+//! ```text
+//!  container ──udp──> gateway:53 (host netns, DnsServer) ── answer(query, records)
+//!                                            │ local name: reply A records
+//!                                            └ otherwise: relay to host upstreams
+//! ```
+//!
+//! Decision: the server listens on the bridge's gateway address in the host namespace (as
+//! podman's aardvark-dns does) rather than on 127.0.0.11 inside every container (Docker):
+//! one socket per network instead of one per container, no per-container NAT rules, and it
+//! can forward to a loopback resolver of the host (systemd-resolved, dnsmasq). The default
+//! `bridge` network gets no embedded DNS, as in Docker. UDP only for now (no TCP fallback
+//! for truncated answers).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+use crate::error::{NetError, Result};
+use crate::state::NetState;
+
+/// TTL of local answers, in seconds.
+const LOCAL_TTL: u32 = 600;
+const TYPE_A: u16 = 1;
+const CLASS_IN: u16 = 1;
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Names one network answers: lower-case name (no trailing dot) to addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsRecords {
+    /// Name to addresses.
+    pub names: BTreeMap<String, Vec<Ipv4Addr>>,
+}
+
+impl DnsRecords {
+    fn add(&mut self, name: &str, ip: Ipv4Addr) {
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        if key.is_empty() {
+            return;
+        }
+        let ips = self.names.entry(key).or_default();
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+
+    /// Addresses for a name (case-insensitive, trailing dot ignored).
+    pub fn lookup(&self, name: &str) -> Option<&[Ipv4Addr]> {
+        self.names
+            .get(&name.trim_end_matches('.').to_ascii_lowercase())
+            .map(Vec::as_slice)
+    }
+}
+
+/// The records of one network: each attached container's name, its aliases on this
+/// network and its 12-character short id.
+pub fn records_for(state: &NetState, network_id: &str) -> DnsRecords {
+    let mut r = DnsRecords::default();
+    for ep in state.endpoints_of(network_id) {
+        r.add(&ep.container_name, ep.address);
+        for alias in &ep.aliases {
+            r.add(alias, ep.address);
+        }
+        r.add(
+            &ep.container_id[..ep.container_id.len().min(12)],
+            ep.address,
+        );
+    }
+    r
+}
+
+/// What to do with a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsDecision {
+    /// Send this reply to the client.
+    Reply(Vec<u8>),
+    /// Not a local name: relay the query to an upstream resolver.
+    Forward,
+    /// Not a parseable query: ignore it.
+    Drop,
+}
+
+struct Question {
+    name: String,
+    qtype: u16,
+    qclass: u16,
+    /// Offset just past the question.
+    end: usize,
+}
+
+fn parse_question(packet: &[u8]) -> Option<Question> {
+    if packet.len() < 12 {
+        return None;
+    }
+    let flags = u16::from_be_bytes([packet[2], packet[3]]);
+    let qdcount = u16::from_be_bytes([packet[4], packet[5]]);
+    // Only standard queries (QR=0, opcode 0) with exactly one question.
+    if flags & 0x8000 != 0 || (flags >> 11) & 0xf != 0 || qdcount != 1 {
+        return None;
+    }
+    let mut pos = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*packet.get(pos)?);
+        pos += 1;
+        if len == 0 {
+            break;
+        }
+        if len & 0xc0 != 0 {
+            return None; // compression in a question: not from a sane stub resolver
+        }
+        let label = packet.get(pos..pos + len)?;
+        labels.push(String::from_utf8_lossy(label).into_owned());
+        pos += len;
+    }
+    let qtype = u16::from_be_bytes([*packet.get(pos)?, *packet.get(pos + 1)?]);
+    let qclass = u16::from_be_bytes([*packet.get(pos + 2)?, *packet.get(pos + 3)?]);
+    Some(Question {
+        name: labels.join("."),
+        qtype,
+        qclass,
+        end: pos + 4,
+    })
+}
+
+/// Decides how to answer one query packet (pure).
+///
+/// A local name gets an authoritative reply: its A records for an A query, no records
+/// (NOERROR) for any other type, so clients do not go looking elsewhere. Anything else is
+/// forwarded.
+pub fn answer(query: &[u8], records: &DnsRecords) -> DnsDecision {
+    let Some(q) = parse_question(query) else {
+        return DnsDecision::Drop;
+    };
+    let Some(ips) = records.lookup(&q.name) else {
+        return DnsDecision::Forward;
+    };
+    let ips: &[Ipv4Addr] = if q.qtype == TYPE_A && q.qclass == CLASS_IN {
+        ips
+    } else {
+        &[]
+    };
+    let mut out = Vec::with_capacity(q.end + ips.len() * 16);
+    out.extend_from_slice(&query[0..2]); // id
+    let rd = query[2] & 0x01;
+    out.push(0x84 | rd); // QR=1, opcode 0, AA=1, RD copied
+    out.push(0x80); // RA=1, rcode NOERROR
+    out.extend_from_slice(&1u16.to_be_bytes()); // qdcount
+    out.extend_from_slice(&(ips.len() as u16).to_be_bytes()); // ancount
+    out.extend_from_slice(&0u16.to_be_bytes()); // nscount
+    out.extend_from_slice(&0u16.to_be_bytes()); // arcount
+    out.extend_from_slice(&query[12..q.end]);
+    for ip in ips {
+        out.extend_from_slice(&[0xc0, 0x0c]); // pointer to the question's name
+        out.extend_from_slice(&TYPE_A.to_be_bytes());
+        out.extend_from_slice(&CLASS_IN.to_be_bytes());
+        out.extend_from_slice(&LOCAL_TTL.to_be_bytes());
+        out.extend_from_slice(&4u16.to_be_bytes());
+        out.extend_from_slice(&ip.octets());
+    }
+    DnsDecision::Reply(out)
+}
+
+/// One UDP DNS server for one network. Stops when dropped.
+#[derive(Debug)]
+pub struct DnsServer {
+    records: Arc<RwLock<DnsRecords>>,
+    local: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl DnsServer {
+    /// Binds `addr` (a gateway address, port 53) in the calling thread's namespace and
+    /// serves. Must be called inside a tokio runtime.
+    pub async fn bind(addr: SocketAddrV4, upstreams: Vec<SocketAddr>) -> Result<Self> {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| NetError::DnsBind { addr, source })?;
+        let local = socket
+            .local_addr()
+            .map_err(|source| NetError::DnsBind { addr, source })?;
+        let records = Arc::new(RwLock::new(DnsRecords::default()));
+        let task = tokio::spawn(serve(
+            Arc::new(socket),
+            records.clone(),
+            Arc::new(upstreams),
+        ));
+        Ok(DnsServer {
+            records,
+            local,
+            task,
+        })
+    }
+
+    /// Replaces the names this server answers.
+    pub fn set_records(&self, records: DnsRecords) {
+        *self.records.write().unwrap_or_else(|e| e.into_inner()) = records;
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    socket: Arc<UdpSocket>,
+    records: Arc<RwLock<DnsRecords>>,
+    upstreams: Arc<Vec<SocketAddr>>,
+) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, client) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "embedded DNS receive failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let query = buf[..n].to_vec();
+        let decision = answer(&query, &records.read().unwrap_or_else(|e| e.into_inner()));
+        match decision {
+            DnsDecision::Reply(reply) => {
+                let _ = socket.send_to(&reply, client).await;
+            }
+            DnsDecision::Forward => {
+                let socket = socket.clone();
+                let upstreams = upstreams.clone();
+                tokio::spawn(async move {
+                    if let Some(reply) = forward(&query, &upstreams).await {
+                        let _ = socket.send_to(&reply, client).await;
+                    }
+                });
+            }
+            DnsDecision::Drop => {}
+        }
+    }
+}
+
+/// Relays a query to each upstream in turn until one answers.
+async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    for upstream in upstreams {
+        let bind: SocketAddr = if upstream.is_ipv4() {
+            "0.0.0.0:0".parse().ok()?
+        } else {
+            "[::]:0".parse().ok()?
+        };
+        let Ok(sock) = UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if sock.send_to(query, upstream).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match tokio::time::timeout(UPSTREAM_TIMEOUT, sock.recv_from(&mut buf)).await {
+                Ok(Ok((n, from))) if from == *upstream && n >= 2 && buf[..2] == query[..2] => {
+                    return Some(buf[..n].to_vec())
+                }
+                Ok(Ok(_)) => continue, // stray datagram
+                _ => break,            // timeout or error: next upstream
+            }
+        }
+    }
+    None
+}
+
+/// One [`DnsServer`] per user-defined network, kept in line with the desired state.
+#[derive(Debug, Default)]
+pub struct DnsServers {
+    servers: HashMap<String, DnsServer>,
+}
+
+impl DnsServers {
+    /// Starts servers for new user-defined networks (on `gateway:53`), stops those of
+    /// removed networks, and refreshes every server's records. Call after each change of
+    /// the driver's state. Returns every bind error (other networks are still served).
+    pub async fn sync(&mut self, state: &NetState, upstreams: &[SocketAddr]) -> Vec<NetError> {
+        self.servers.retain(|id, _| {
+            state
+                .networks
+                .get(id)
+                .is_some_and(|n| !n.is_default && !n.internal)
+        });
+        let mut errors = Vec::new();
+        for net in state.networks.values().filter(|n| !n.is_default) {
+            if net.internal {
+                continue;
+            }
+            if !self.servers.contains_key(&net.id) {
+                match DnsServer::bind(SocketAddrV4::new(net.pool.gateway, 53), upstreams.to_vec())
+                    .await
+                {
+                    Ok(server) => {
+                        self.servers.insert(net.id.clone(), server);
+                    }
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                }
+            }
+            self.servers[&net.id].set_records(records_for(state, &net.id));
+        }
+        errors
+    }
+
+    /// The server of a network, if running.
+    pub fn get(&self, network_id: &str) -> Option<&DnsServer> {
+        self.servers.get(network_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a query the way a stub resolver does.
+    pub(crate) fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = Vec::new();
+        q.extend_from_slice(&id.to_be_bytes());
+        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&CLASS_IN.to_be_bytes());
+        q
+    }
+
+    fn records() -> DnsRecords {
+        let mut r = DnsRecords::default();
+        r.add("web", Ipv4Addr::new(10, 1, 0, 2));
+        r.add("Db.", Ipv4Addr::new(10, 1, 0, 3));
+        r
+    }
+
+    #[test]
+    fn answers_local_names_with_a_records() {
+        let q = query(0xbeef, "WEB", TYPE_A);
+        let DnsDecision::Reply(r) = answer(&q, &records()) else {
+            panic!("expected a reply")
+        };
+        assert_eq!(&r[0..2], &[0xbe, 0xef]);
+        assert_eq!(r[2] & 0x80, 0x80, "QR");
+        assert_eq!(r[2] & 0x01, 0x01, "RD copied");
+        assert_eq!(r[3] & 0x0f, 0, "NOERROR");
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1, "one answer");
+        assert_eq!(&r[12..q.len()], &q[12..]);
+        assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 2]);
+        assert_eq!(&r[q.len()..q.len() + 2], &[0xc0, 0x0c]);
+    }
+
+    #[test]
+    fn other_types_of_local_names_get_an_empty_answer() {
+        let DnsDecision::Reply(r) = answer(&query(1, "db", 28), &records()) else {
+            panic!("expected a reply")
+        };
+        assert_eq!(u16::from_be_bytes([r[6], r[7]]), 0);
+        assert_eq!(r[3] & 0x0f, 0);
+    }
+
+    #[test]
+    fn unknown_names_are_forwarded_and_garbage_dropped() {
+        assert_eq!(
+            answer(&query(1, "example.org", TYPE_A), &records()),
+            DnsDecision::Forward
+        );
+        assert_eq!(answer(&[0u8; 5], &records()), DnsDecision::Drop);
+        let mut response = query(1, "web", TYPE_A);
+        response[2] |= 0x80;
+        assert_eq!(answer(&response, &records()), DnsDecision::Drop);
+        let truncated = &query(1, "web", TYPE_A)[..15];
+        assert_eq!(answer(truncated, &records()), DnsDecision::Drop);
+    }
+
+    #[test]
+    fn records_cover_names_aliases_and_short_ids_of_one_network() {
+        use crate::ipam::AddressPool;
+        use crate::state::{Endpoint, Network};
+        let mut s = NetState::default();
+        for id in ["n1", "n2"] {
+            s.networks.insert(
+                id.into(),
+                Network {
+                    id: id.into(),
+                    name: id.into(),
+                    bridge: format!("br-{id}"),
+                    pool: AddressPool::new("10.1.0.0/24".parse().unwrap(), None).unwrap(),
+                    is_default: false,
+                    internal: false,
+                },
+            );
+        }
+        let ep = |id: &str, net: &str, name: &str, ip: [u8; 4]| Endpoint {
+            id: id.into(),
+            container_id: format!("{id}0123456789abcdef"),
+            container_name: name.into(),
+            aliases: vec![format!("{name}-alias")],
+            network_id: net.into(),
+            netns: "/x".into(),
+            netns_inode: None,
+            ifname: "eth0".into(),
+            default_route: true,
+            host_veth: "v".into(),
+            address: ip.into(),
+            ports: vec![],
+        };
+        s.endpoints
+            .insert("e1".into(), ep("e1", "n1", "web", [10, 1, 0, 2]));
+        s.endpoints
+            .insert("e2".into(), ep("e2", "n2", "db", [10, 1, 0, 3]));
+        let r = records_for(&s, "n1");
+        assert_eq!(r.lookup("web"), Some(&[Ipv4Addr::new(10, 1, 0, 2)][..]));
+        assert_eq!(
+            r.lookup("web-alias."),
+            Some(&[Ipv4Addr::new(10, 1, 0, 2)][..])
+        );
+        assert_eq!(
+            r.lookup("e10123456789"),
+            Some(&[Ipv4Addr::new(10, 1, 0, 2)][..])
+        );
+        assert_eq!(r.lookup("db"), None, "names of other networks leak");
+    }
+
+    #[tokio::test]
+    async fn server_answers_locally_and_forwards_the_rest() {
+        // A fake upstream on loopback that answers every query with its own id and a
+        // marker byte.
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = upstream.recv_from(&mut buf).await {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80;
+                reply.push(0x42);
+                let _ = upstream.send_to(&reply, from).await;
+            }
+        });
+        let server = DnsServer::bind(
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            vec![upstream_addr],
+        )
+        .await
+        .unwrap();
+        server.set_records(records());
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = [0u8; 512];
+
+        client
+            .send_to(&query(7, "web", TYPE_A), server.local_addr())
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[n - 4..n], &[10, 1, 0, 2]);
+
+        client
+            .send_to(&query(8, "example.org", TYPE_A), server.local_addr())
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[0..2], &8u16.to_be_bytes());
+        assert_eq!(buf[n - 1], 0x42, "not the upstream's reply");
+    }
+}
