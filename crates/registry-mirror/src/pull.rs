@@ -589,7 +589,6 @@ fn consume_download(
         source,
     })?;
     writer.commit()?;
-    drop(lock);
     check_diff_id(layer, diff_id)?;
     if let Some(staged) = staged {
         staged.commit().map_err(|source| Error::LayerSink {
@@ -597,6 +596,9 @@ fn consume_download(
             source,
         })?;
     }
+    // Released only now: a pull waiting on this digest then finds the blob stored and
+    // the layer unpacked, and does neither again.
+    drop(lock);
     Ok(size)
 }
 

@@ -33,30 +33,55 @@ impl Hostile {
     fn pull(&self) -> Result<berth_registry_mirror::PullOutcome, Error> {
         let r = Reference::parse(&self.reg.reference("evil:latest")).unwrap();
         let ev = Events::default();
-        rt().block_on(
-            self.env
-                .images
-                .puller
-                .pull(&r, &PullOptions::default(), self.env.sink_dyn(), &ev.callback()),
-        )
+        rt().block_on(self.env.images.puller.pull(
+            &r,
+            &PullOptions::default(),
+            self.env.sink_dyn(),
+            &ev.callback(),
+        ))
     }
 
     fn assert_nothing_happened(&self) {
         assert_eq!(fs::read(self.outside.join("victim")).unwrap(), VICTIM);
-        assert_eq!(tree(&self.outside), vec!["victim".to_string()], "nothing new outside");
-        assert!(self.env.sink.entries().is_empty(), "no snapshot, no staging dir left: {:?}", self.env.sink.entries());
+        assert_eq!(
+            tree(&self.outside),
+            vec!["victim".to_string()],
+            "nothing new outside"
+        );
+        assert!(
+            self.env.sink.entries().is_empty(),
+            "no snapshot, no staging dir left: {:?}",
+            self.env.sink.entries()
+        );
         let blobs = self.env.images.store.blobs();
         let stored = blobs.list().unwrap();
-        assert!(stored.len() <= 1, "at most the config is stored: {stored:?}");
+        assert!(
+            stored.len() <= 1,
+            "at most the config is stored: {stored:?}"
+        );
         assert!(blobs.partial_writes().unwrap().is_empty());
-        assert!(self.env.images.store.list().unwrap().is_empty(), "no image recorded");
+        assert!(
+            self.env.images.store.list().unwrap().is_empty(),
+            "no image recorded"
+        );
     }
 }
 
 fn assert_sink_error(err: &Error, needle: &str) {
-    assert!(matches!(err, Error::LayerSink { .. }), "want a layer error, got {err}");
-    let chain = format!("{err}: {}", std::error::Error::source(err).map(|s| s.to_string()).unwrap_or_default());
-    assert!(chain.contains(needle), "{chain:?} should mention {needle:?}");
+    assert!(
+        matches!(err, Error::LayerSink { .. }),
+        "want a layer error, got {err}"
+    );
+    let chain = format!(
+        "{err}: {}",
+        std::error::Error::source(err)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(
+        chain.contains(needle),
+        "{chain:?} should mention {needle:?}"
+    );
 }
 
 #[test]
@@ -68,16 +93,29 @@ fn tampered_blob_fails_with_digest_mismatch_and_stores_nothing() {
     let mut bad = img.layer.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0x55;
-    let other = FakeImage { manifest: Vec::new(), config: Vec::new(), layer: bad };
+    let other = FakeImage {
+        manifest: Vec::new(),
+        config: Vec::new(),
+        layer: bad,
+    };
     let reg = FakeRegistry::start(FakeAuth::None);
     reg.add("app", "latest", &img, Some(other.layer.clone()));
     let r = Reference::parse(&reg.reference("app:latest")).unwrap();
     let ev = Events::default();
     let err = rt()
-        .block_on(env.images.puller.pull(&r, &PullOptions::default(), env.sink_dyn(), &ev.callback()))
+        .block_on(env.images.puller.pull(
+            &r,
+            &PullOptions::default(),
+            env.sink_dyn(),
+            &ev.callback(),
+        ))
         .unwrap_err();
     match &err {
-        Error::DigestMismatch { what, expected, actual } => {
+        Error::DigestMismatch {
+            what,
+            expected,
+            actual,
+        } => {
             assert_eq!(*what, "blob");
             assert_eq!(expected.to_string(), sha256(&img.layer));
             assert_eq!(actual.to_string(), sha256(&other.layer));
@@ -90,7 +128,11 @@ fn tampered_blob_fails_with_digest_mismatch_and_stores_nothing() {
     assert!(!blobs.contains(&sha256(&img.layer).parse().unwrap()));
     assert!(!blobs.contains(&sha256(&other.layer).parse().unwrap()));
     assert!(blobs.partial_writes().unwrap().is_empty());
-    assert!(env.sink.entries().is_empty(), "no snapshot: {:?}", env.sink.entries());
+    assert!(
+        env.sink.entries().is_empty(),
+        "no snapshot: {:?}",
+        env.sink.entries()
+    );
     assert!(env.images.store.list().unwrap().is_empty());
 }
 
@@ -106,16 +148,28 @@ fn tampered_config_fails_and_stores_nothing() {
     let r = Reference::parse(&reg.reference("app:latest")).unwrap();
     let ev = Events::default();
     let err = rt()
-        .block_on(env.images.puller.pull(&r, &PullOptions::default(), None, &ev.callback()))
+        .block_on(
+            env.images
+                .puller
+                .pull(&r, &PullOptions::default(), None, &ev.callback()),
+        )
         .unwrap_err();
-    assert!(matches!(err, Error::DigestMismatch { what: "config", .. }), "{err}");
+    assert!(
+        matches!(err, Error::DigestMismatch { what: "config", .. }),
+        "{err}"
+    );
     assert!(env.images.store.blobs().list().unwrap().is_empty());
     assert!(env.images.store.list().unwrap().is_empty());
 }
 
 #[test]
 fn hostile_layer_dotdot_path_is_refused() {
-    let h = Hostile::new(&raw_tar(&[("../outside/victim", EntryType::Regular, None, b"pwned")]));
+    let h = Hostile::new(&raw_tar(&[(
+        "../outside/victim",
+        EntryType::Regular,
+        None,
+        b"pwned",
+    )]));
     let err = h.pull().unwrap_err();
     assert_sink_error(&err, "contains '..'");
     h.assert_nothing_happened();
@@ -146,7 +200,12 @@ fn hostile_layer_symlink_then_write_through_it_is_refused() {
     fs::write(outside.join("victim"), VICTIM).unwrap();
     let reg = FakeRegistry::start(FakeAuth::None);
     let tar = raw_tar(&[
-        ("escape", EntryType::Symlink, Some(outside.to_str().unwrap()), b""),
+        (
+            "escape",
+            EntryType::Symlink,
+            Some(outside.to_str().unwrap()),
+            b"",
+        ),
         ("escape/victim", EntryType::Regular, None, b"pwned"),
         ("escape/new-file", EntryType::Regular, None, b"pwned"),
     ]);
@@ -166,7 +225,12 @@ fn hostile_layer_hardlink_to_outside_file_is_refused() {
         fs::write(outside.join("victim"), VICTIM).unwrap();
         let reg = FakeRegistry::start(FakeAuth::None);
         let tar = raw_tar(&[
-            ("escape", EntryType::Symlink, Some(outside.to_str().unwrap()), b""),
+            (
+                "escape",
+                EntryType::Symlink,
+                Some(outside.to_str().unwrap()),
+                b"",
+            ),
             ("stolen", EntryType::Link, Some(target), b""),
         ]);
         reg.add("evil", "latest", &FakeImage::from_layer_tar(&tar), None);
@@ -175,7 +239,11 @@ fn hostile_layer_hardlink_to_outside_file_is_refused() {
         assert_sink_error(&err, "unsafe hardlink");
         h.assert_nothing_happened();
         let md = fs::metadata(h.outside.join("victim")).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::nlink(&md), 1, "{target}: no link made to the victim");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::nlink(&md),
+            1,
+            "{target}: no link made to the victim"
+        );
     }
 }
 
@@ -183,25 +251,43 @@ fn hostile_layer_hardlink_to_outside_file_is_refused() {
 fn bearer_token_challenge_is_answered_with_credentials() {
     let env = Env::new();
     let img = FakeImage::from_layer_tar(&raw_tar(&[("f", EntryType::Regular, None, b"data")]));
-    let reg = FakeRegistry::start(FakeAuth::Bearer { user: "alice".into(), pass: "s3cret".into() });
+    let reg = FakeRegistry::start(FakeAuth::Bearer {
+        user: "alice".into(),
+        pass: "s3cret".into(),
+    });
     reg.add("private/app", "v1", &img, None);
     let r = Reference::parse(&reg.reference("private/app:v1")).unwrap();
     let ev = Events::default();
     let err = rt()
-        .block_on(env.images.puller.pull(&r, &PullOptions::default(), None, &ev.callback()))
+        .block_on(
+            env.images
+                .puller
+                .pull(&r, &PullOptions::default(), None, &ev.callback()),
+        )
         .unwrap_err();
-    assert!(matches!(err, Error::Unauthorized { status: 401, .. }), "anonymous: {err}");
+    assert!(
+        matches!(err, Error::Unauthorized { status: 401, .. }),
+        "anonymous: {err}"
+    );
     let opts = PullOptions {
-        credentials: Credentials::Basic { username: "alice".into(), password: "s3cret".into() },
+        credentials: Credentials::Basic {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        },
         ..PullOptions::default()
     };
     let out = rt()
-        .block_on(env.images.puller.pull(&r, &opts, env.sink_dyn(), &ev.callback()))
+        .block_on(
+            env.images
+                .puller
+                .pull(&r, &opts, env.sink_dyn(), &ev.callback()),
+        )
         .unwrap();
     assert_eq!(out.image_id.to_string(), sha256(&img.config));
     let reqs = reg.requests();
     assert!(
-        reqs.iter().any(|r| r.starts_with("GET /token?") && r.contains("scope=repository%3Aprivate%2Fapp%3Apull")),
+        reqs.iter().any(|r| r.starts_with("GET /token?")
+            && r.contains("scope=repository%3Aprivate%2Fapp%3Apull")),
         "{reqs:?}"
     );
 }
@@ -210,12 +296,18 @@ fn bearer_token_challenge_is_answered_with_credentials() {
 fn basic_auth_challenge_is_answered() {
     let env = Env::new();
     let img = FakeImage::from_layer_tar(&raw_tar(&[("f", EntryType::Regular, None, b"data")]));
-    let reg = FakeRegistry::start(FakeAuth::Basic { user: "bob".into(), pass: "pw".into() });
+    let reg = FakeRegistry::start(FakeAuth::Basic {
+        user: "bob".into(),
+        pass: "pw".into(),
+    });
     reg.add("app", "latest", &img, None);
     let r = Reference::parse(&reg.reference("app")).unwrap();
     let ev = Events::default();
     let opts = PullOptions {
-        credentials: Credentials::Basic { username: "bob".into(), password: "pw".into() },
+        credentials: Credentials::Basic {
+            username: "bob".into(),
+            password: "pw".into(),
+        },
         ..PullOptions::default()
     };
     let out = rt()
@@ -223,7 +315,10 @@ fn basic_auth_challenge_is_answered() {
         .unwrap();
     assert_eq!(out.image_id.to_string(), sha256(&img.config));
     let wrong = PullOptions {
-        credentials: Credentials::Basic { username: "bob".into(), password: "nope".into() },
+        credentials: Credentials::Basic {
+            username: "bob".into(),
+            password: "nope".into(),
+        },
         ..PullOptions::default()
     };
     let env2 = Env::new();

@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use berth_registry_mirror::{
-    ClientConfig, Images, LayerRef, LayerSink, PullEvent, StagedLayer,
-};
+use berth_registry_mirror::{ClientConfig, Images, LayerRef, LayerSink, PullEvent, StagedLayer};
 use sha2::{Digest as _, Sha256};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,6 +51,11 @@ struct StagedDir {
 impl StagedLayer for StagedDir {
     fn commit(mut self: Box<Self>) -> Result<(), BoxError> {
         let tmp = self.tmp.take().expect("commit once");
+        if self.dest.is_dir() {
+            // Another pull unpacked the same layer first: same content, keep theirs.
+            std::fs::remove_dir_all(&tmp)?;
+            return Ok(());
+        }
         std::fs::rename(&tmp, &self.dest)?;
         Ok(())
     }
@@ -70,7 +73,11 @@ impl LayerSink for DirSink {
     fn is_unpacked(&self, layer: &LayerRef) -> bool {
         self.root.join(layer.chain_id.hex()).is_dir()
     }
-    fn unpack(&self, layer: &LayerRef, tar: &mut dyn Read) -> Result<Box<dyn StagedLayer>, BoxError> {
+    fn unpack(
+        &self,
+        layer: &LayerRef,
+        tar: &mut dyn Read,
+    ) -> Result<Box<dyn StagedLayer>, BoxError> {
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempdir_in(&self.root)?
@@ -158,7 +165,11 @@ impl FakeImage {
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(&layer), "size": layer.len()}],
         }))
         .unwrap();
-        FakeImage { manifest, config, layer }
+        FakeImage {
+            manifest,
+            config,
+            layer,
+        }
     }
 }
 
@@ -225,10 +236,19 @@ impl FakeRegistry {
     pub fn add(&self, repo: &str, tag: &str, img: &FakeImage, layer_override: Option<Vec<u8>>) {
         let mut st = self.state.lock().unwrap();
         let mt = "application/vnd.oci.image.manifest.v1+json".to_string();
-        st.routes.insert(format!("/v2/{repo}/manifests/{tag}"), (mt.clone(), img.manifest.clone()));
-        st.routes.insert(format!("/v2/{repo}/manifests/{}", sha256(&img.manifest)), (mt, img.manifest.clone()));
+        st.routes.insert(
+            format!("/v2/{repo}/manifests/{tag}"),
+            (mt.clone(), img.manifest.clone()),
+        );
+        st.routes.insert(
+            format!("/v2/{repo}/manifests/{}", sha256(&img.manifest)),
+            (mt, img.manifest.clone()),
+        );
         let bin = "application/octet-stream".to_string();
-        st.routes.insert(format!("/v2/{repo}/blobs/{}", sha256(&img.config)), (bin.clone(), img.config.clone()));
+        st.routes.insert(
+            format!("/v2/{repo}/blobs/{}", sha256(&img.config)),
+            (bin.clone(), img.config.clone()),
+        );
         st.routes.insert(
             format!("/v2/{repo}/blobs/{}", sha256(&img.layer)),
             (bin, layer_override.unwrap_or_else(|| img.layer.clone())),
@@ -262,8 +282,17 @@ impl Drop for FakeRegistry {
     }
 }
 
-fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8], head_only: bool) -> std::io::Result<()> {
-    let mut out = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+fn respond(
+    conn: &mut TcpStream,
+    status: &str,
+    headers: &[(&str, String)],
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -304,34 +333,60 @@ fn serve_conn(mut conn: TcpStream, st: &Mutex<Served>, addr: SocketAddr) -> std:
     };
     let basic = |u: &str, p: &str| {
         use base64::Engine as _;
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
     };
     if target.starts_with("/token") {
         if let FakeAuth::Bearer { user, pass } = &auth {
             if authz.as_deref() == Some(basic(user, pass).as_str()) {
                 let body = format!(r#"{{"token":"{TOKEN}"}}"#);
-                return respond(&mut conn, "200 OK", &[("Content-Type", "application/json".into())], body.as_bytes(), false);
+                return respond(
+                    &mut conn,
+                    "200 OK",
+                    &[("Content-Type", "application/json".into())],
+                    body.as_bytes(),
+                    false,
+                );
             }
             return respond(&mut conn, "401 Unauthorized", &[], b"{}", false);
         }
     }
     let challenge = match &auth {
         FakeAuth::None => None,
-        FakeAuth::Basic { user, pass } => {
-            (authz.as_deref() != Some(basic(user, pass).as_str())).then(|| r#"Basic realm="fake""#.to_string())
-        }
+        FakeAuth::Basic { user, pass } => (authz.as_deref() != Some(basic(user, pass).as_str()))
+            .then(|| r#"Basic realm="fake""#.to_string()),
         FakeAuth::Bearer { .. } => (authz.as_deref() != Some(format!("Bearer {TOKEN}").as_str()))
             .then(|| format!(r#"Bearer realm="http://{addr}/token",service="fake""#)),
     };
     if let Some(c) = challenge {
-        return respond(&mut conn, "401 Unauthorized", &[("WWW-Authenticate", c)], b"{}", method == "HEAD");
+        return respond(
+            &mut conn,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", c)],
+            b"{}",
+            method == "HEAD",
+        );
     }
     if target == "/v2/" {
         return respond(&mut conn, "200 OK", &[], b"{}", method == "HEAD");
     }
     match route {
-        Some((ct, body)) => respond(&mut conn, "200 OK", &[("Content-Type", ct)], &body, method == "HEAD"),
-        None => respond(&mut conn, "404 Not Found", &[], br#"{"errors":[{"code":"UNKNOWN"}]}"#, method == "HEAD"),
+        Some((ct, body)) => respond(
+            &mut conn,
+            "200 OK",
+            &[("Content-Type", ct)],
+            &body,
+            method == "HEAD",
+        ),
+        None => respond(
+            &mut conn,
+            "404 Not Found",
+            &[],
+            br#"{"errors":[{"code":"UNKNOWN"}]}"#,
+            method == "HEAD",
+        ),
     }
 }
 
