@@ -54,9 +54,9 @@ pub enum ConsensusError {
     Db {
         /// Operation.
         op: &'static str,
-        /// Cause.
+        /// Cause (boxed: `redb::Error` is large).
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// An openraft operation failed with an error other than "not leader".
     #[error("raft: {op}")]
@@ -143,8 +143,8 @@ pub enum ConsensusError {
         rpc: &'static str,
         /// Peer address.
         addr: String,
-        /// Status returned.
-        status: tonic::Status,
+        /// Status returned (boxed: `Status` is large).
+        status: Box<tonic::Status>,
     },
     /// Binding the listen address failed.
     #[error("binding {addr}")]
@@ -197,7 +197,7 @@ impl ConsensusError {
     pub(crate) fn db(op: &'static str, source: impl Into<redb::Error>) -> Self {
         ConsensusError::Db {
             op,
-            source: source.into(),
+            source: Box::new(source.into()),
         }
     }
 

@@ -6,9 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use berth_consensus::{
-    ClusterNode, ConsensusError, NodeRole, NodeUpdate, ReadConsistency,
-};
+use berth_consensus::{ClusterNode, ConsensusError, NodeRole, NodeUpdate, ReadConsistency};
 use common::{eventually, Harness, Slot};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -60,9 +58,17 @@ async fn three_managers_two_workers_failover_catch_up_and_full_restart() {
 
     let leader = converged(&[&m1, &m2, &m3, &w1, &w2], 5).await;
     // Roles as recorded, and Raft membership: 3 voters, 2 learners.
-    let nodes = w1.node().nodes(ReadConsistency::Linearizable).await.expect("read from worker");
+    let nodes = w1
+        .node()
+        .nodes(ReadConsistency::Linearizable)
+        .await
+        .expect("read from worker");
     assert_eq!(nodes.len(), 5);
-    let managers: Vec<_> = nodes.iter().filter(|n| n.role == NodeRole::Manager).map(|n| n.id).collect();
+    let managers: Vec<_> = nodes
+        .iter()
+        .filter(|n| n.role == NodeRole::Manager)
+        .map(|n| n.id)
+        .collect();
     assert_eq!(managers.len(), 3);
     for id in [m1.id(), m2.id(), m3.id()] {
         assert!(managers.contains(&id));
@@ -70,13 +76,20 @@ async fn three_managers_two_workers_failover_catch_up_and_full_restart() {
     let metrics = m1.node().raft_metrics().borrow().clone();
     let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
     assert_eq!(voters.len(), 3, "voters: {voters:?}");
-    let learners: Vec<u64> = metrics.membership_config.membership().learner_ids().collect();
+    let learners: Vec<u64> = metrics
+        .membership_config
+        .membership()
+        .learner_ids()
+        .collect();
     assert_eq!(learners.len(), 2, "learners: {learners:?}");
     assert!(learners.contains(&w1.id()) && learners.contains(&w2.id()));
 
     // A worker's write is forwarded to the leader.
     let w1_id = w1.id();
-    w1.node().update_node(w1_id, label_update("k", "before")).await.expect("write from worker");
+    w1.node()
+        .update_node(w1_id, label_update("k", "before"))
+        .await
+        .expect("write from worker");
 
     // Leader shutdown: a new leader is elected.
     let slots: [&mut Slot; 5] = [&mut m1, &mut m2, &mut m3, &mut w1, &mut w2];
@@ -102,11 +115,19 @@ async fn three_managers_two_workers_failover_catch_up_and_full_restart() {
     })
     .await;
     let failover = stopped_at.elapsed();
-    eprintln!("failover: leader {leader_name} stopped, new leader {new_leader:x} after {failover:?}");
-    assert!(failover < Duration::from_secs(10), "failover took {failover:?}");
+    eprintln!(
+        "failover: leader {leader_name} stopped, new leader {new_leader:x} after {failover:?}"
+    );
+    assert!(
+        failover < Duration::from_secs(10),
+        "failover took {failover:?}"
+    );
 
     // Writes continue, from a worker and from a manager.
-    w2.node().update_node(w1_id, label_update("k", "after")).await.expect("write after failover");
+    w2.node()
+        .update_node(w1_id, label_update("k", "after"))
+        .await
+        .expect("write after failover");
     let follower_manager = survivors
         .iter()
         .find(|s| s.node().role() == Some(NodeRole::Manager))
@@ -128,10 +149,17 @@ async fn three_managers_two_workers_failover_catch_up_and_full_restart() {
         (label_of(old.node(), w1_id, "k").await.as_deref() == Some("after2")).then_some(())
     })
     .await;
-    assert_ne!(old.node().leader(), Some(old.id()), "old leader came back as follower");
+    assert_ne!(
+        old.node().leader(),
+        Some(old.id()),
+        "old leader came back as follower"
+    );
 
     // A write acknowledged before every node stops is there after all restart.
-    w2.node().update_node(w1_id, label_update("durable", "yes")).await.expect("durable write");
+    w2.node()
+        .update_node(w1_id, label_update("durable", "yes"))
+        .await
+        .expect("durable write");
     let all: [&mut Slot; 5] = [m1, m2, m3, w1, w2];
     for s in all.iter() {
         assert!(s.node.is_some());
@@ -145,19 +173,39 @@ async fn three_managers_two_workers_failover_catch_up_and_full_restart() {
     }
     converged(&[&*m1, &*m2, &*m3, &*w1, &*w2], 5).await;
     for s in [&*m1, &*m2, &*m3, &*w1, &*w2] {
-        eventually("acknowledged write present after full restart", WAIT, || async {
-            (label_of(s.node(), w1_id, "durable").await.as_deref() == Some("yes")).then_some(())
-        })
+        eventually(
+            "acknowledged write present after full restart",
+            WAIT,
+            || async {
+                (label_of(s.node(), w1_id, "durable").await.as_deref() == Some("yes")).then_some(())
+            },
+        )
         .await;
     }
-    let state = w1.node().state(ReadConsistency::Linearizable).await.expect("linearizable read");
-    assert_eq!(state.nodes[&w1_id].labels.get("durable").map(String::as_str), Some("yes"));
+    let state = w1
+        .node()
+        .state(ReadConsistency::Linearizable)
+        .await
+        .expect("linearizable read");
+    assert_eq!(
+        state.nodes[&w1_id]
+            .labels
+            .get("durable")
+            .map(String::as_str),
+        Some("yes")
+    );
 
     // Promote a worker, demote it again, remove the other worker.
     let w2_id = w2.id();
     let promoted = m1
         .node()
-        .update_node(w1_id, NodeUpdate { role: Some(NodeRole::Manager), ..NodeUpdate::default() })
+        .update_node(
+            w1_id,
+            NodeUpdate {
+                role: Some(NodeRole::Manager),
+                ..NodeUpdate::default()
+            },
+        )
         .await
         .expect("promote");
     assert_eq!(promoted.role, NodeRole::Manager);
@@ -171,7 +219,13 @@ async fn three_managers_two_workers_failover_catch_up_and_full_restart() {
     let tokens_from_promoted = w1.node().join_tokens().await.expect("tokens via promoted");
     assert_eq!(tokens_from_promoted.worker.to_string(), worker_token);
     w1.node()
-        .update_node(w1_id, NodeUpdate { role: Some(NodeRole::Worker), ..NodeUpdate::default() })
+        .update_node(
+            w1_id,
+            NodeUpdate {
+                role: Some(NodeRole::Worker),
+                ..NodeUpdate::default()
+            },
+        )
         .await
         .expect("demote");
     eventually("demoted node is a learner again", WAIT, || async {
@@ -182,7 +236,11 @@ async fn three_managers_two_workers_failover_catch_up_and_full_restart() {
     })
     .await;
     m2.node().remove_node(w2_id).await.expect("remove worker");
-    let nodes = m3.node().nodes(ReadConsistency::Linearizable).await.expect("read");
+    let nodes = m3
+        .node()
+        .nodes(ReadConsistency::Linearizable)
+        .await
+        .expect("read");
     assert_eq!(nodes.len(), 4);
     // The removed node's certificate is revoked: its forwarded writes are refused.
     let err = w2
@@ -198,7 +256,11 @@ async fn three_managers_two_workers_failover_catch_up_and_full_restart() {
     }
     // Managers cannot be removed without demotion.
     let m3_id = m3.id();
-    let err = m1.node().remove_node(m3_id).await.expect_err("manager removal refused");
+    let err = m1
+        .node()
+        .remove_node(m3_id)
+        .await
+        .expect_err("manager removal refused");
     assert!(matches!(err, ConsensusError::Rejected(_)), "{err:?}");
 
     for s in [m1, m2, m3, w1, w2] {
@@ -216,22 +278,43 @@ async fn wrong_token_rotated_token_and_foreign_ca_are_refused() {
     // Wrong secret, right CA.
     let mut wrong = good.clone();
     wrong.secret = "0".repeat(32);
-    let err = h.try_join("x1", &a, &wrong.to_string()).await.expect_err("wrong secret");
+    let err = h
+        .try_join("x1", &a, &wrong.to_string())
+        .await
+        .expect_err("wrong secret");
     assert!(matches!(err, ConsensusError::JoinRefused { .. }), "{err:?}");
 
     // Token of another cluster: the CA fingerprint does not match.
     let mut b = h.init("b").await;
     let b_token = b.node().join_tokens().await.expect("b tokens").worker;
-    let err = h.try_join("x2", &a, &b_token.to_string()).await.expect_err("foreign token");
-    assert!(matches!(err, ConsensusError::CaFingerprintMismatch { .. }), "{err:?}");
+    let err = h
+        .try_join("x2", &a, &b_token.to_string())
+        .await
+        .expect_err("foreign token");
+    assert!(
+        matches!(err, ConsensusError::CaFingerprintMismatch { .. }),
+        "{err:?}"
+    );
 
     // Malformed token.
-    let err = h.try_join("x3", &a, "SWMTKN-1-nope").await.expect_err("malformed");
-    assert!(matches!(err, ConsensusError::MalformedToken { .. }), "{err:?}");
+    let err = h
+        .try_join("x3", &a, "SWMTKN-1-nope")
+        .await
+        .expect_err("malformed");
+    assert!(
+        matches!(err, ConsensusError::MalformedToken { .. }),
+        "{err:?}"
+    );
 
     // Rotation: the old worker token stops working, the new one works.
-    a.node().rotate_join_token(NodeRole::Worker).await.expect("rotate");
-    let err = h.try_join("x4", &a, &good.to_string()).await.expect_err("rotated token");
+    a.node()
+        .rotate_join_token(NodeRole::Worker)
+        .await
+        .expect("rotate");
+    let err = h
+        .try_join("x4", &a, &good.to_string())
+        .await
+        .expect_err("rotated token");
     assert!(matches!(err, ConsensusError::JoinRefused { .. }), "{err:?}");
     let new = a.node().join_tokens().await.expect("tokens").worker;
     assert_ne!(new, good);
@@ -244,9 +327,9 @@ async fn wrong_token_rotated_token_and_foreign_ca_are_refused() {
     // A certificate from another CA is refused at the TLS layer, even when the client
     // trusts our server. Control: our own identity succeeds on the same call.
     use berth_consensus::pki::{tls, NodeIdentity};
+    use berth_consensus::transport::leader_op::LeaderRequest;
     use berth_consensus::transport::pb::cluster_client::ClusterClient;
     use berth_consensus::transport::pb::ForwardRequest;
-    use berth_consensus::transport::leader_op::LeaderRequest;
     let ours = NodeIdentity::load(&a.dir).expect("a identity");
     let theirs = NodeIdentity::load(&b.dir).expect("b identity");
     let forged = NodeIdentity {
@@ -268,8 +351,12 @@ async fn wrong_token_rotated_token_and_foreign_ca_are_refused() {
             ClusterClient::new(channel).forward(req).await
         }
     };
-    call(Some(ours.clone())).await.expect("own certificate accepted");
-    let status = call(Some(forged)).await.expect_err("foreign certificate refused");
+    call(Some(ours.clone()))
+        .await
+        .expect("own certificate accepted");
+    let status = call(Some(forged))
+        .await
+        .expect_err("foreign certificate refused");
     assert_ne!(status.code(), tonic::Code::Ok);
     let status = call(None).await.expect_err("no certificate refused");
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
@@ -283,12 +370,21 @@ async fn wrong_token_rotated_token_and_foreign_ca_are_refused() {
 async fn force_new_cluster_on_the_survivor_of_three_keeps_state() {
     let h = Harness::new();
     let mut m1 = h.init("m1").await;
-    let token = m1.node().join_tokens().await.expect("tokens").manager.to_string();
+    let token = m1
+        .node()
+        .join_tokens()
+        .await
+        .expect("tokens")
+        .manager
+        .to_string();
     let mut m2 = h.join("m2", &m1, &token).await;
     let mut m3 = h.join("m3", &m1, &token).await;
     converged(&[&m1, &m2, &m3], 3).await;
     let m1_id = m1.id();
-    m2.node().update_node(m1_id, label_update("keep", "me")).await.expect("write");
+    m2.node()
+        .update_node(m1_id, label_update("keep", "me"))
+        .await
+        .expect("write");
     // Make sure m3 has applied it before it becomes the survivor.
     eventually("m3 applied the write", WAIT, || async {
         (label_of(m3.node(), m1_id, "keep").await.as_deref() == Some("me")).then_some(())
@@ -300,22 +396,42 @@ async fn force_new_cluster_on_the_survivor_of_three_keeps_state() {
     m2.stop().await;
     m3.stop().await;
     let survivor_config = m3.config();
-    let survivor = ClusterNode::force_new_cluster(survivor_config).await.expect("force new cluster");
+    let survivor = ClusterNode::force_new_cluster(survivor_config)
+        .await
+        .expect("force new cluster");
     let survivor_id = survivor.id();
     assert_eq!(survivor.leader(), Some(survivor_id));
-    let state = survivor.state(ReadConsistency::Linearizable).await.expect("read");
+    let state = survivor
+        .state(ReadConsistency::Linearizable)
+        .await
+        .expect("read");
     assert_eq!(state.nodes.len(), 3, "all node records kept");
-    assert_eq!(state.nodes[&m1_id].labels.get("keep").map(String::as_str), Some("me"));
+    assert_eq!(
+        state.nodes[&m1_id].labels.get("keep").map(String::as_str),
+        Some("me")
+    );
     let managers: Vec<u64> = state.managers().map(|n| n.id).collect();
     assert_eq!(managers, vec![survivor_id]);
     // The one-node cluster takes writes.
-    survivor.update_node(m1_id, label_update("after", "force")).await.expect("write");
-    let voters: Vec<u64> = survivor.raft_metrics().borrow().membership_config.membership().voter_ids().collect();
+    survivor
+        .update_node(m1_id, label_update("after", "force"))
+        .await
+        .expect("write");
+    let voters: Vec<u64> = survivor
+        .raft_metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
     assert_eq!(voters, vec![survivor_id]);
     survivor.shutdown().await.expect("shutdown");
     // And it restarts normally afterwards.
     m3.restart().await;
-    m3.node().wait_for_leader(WAIT).await.expect("leader after restart");
+    m3.node()
+        .wait_for_leader(WAIT)
+        .await
+        .expect("leader after restart");
     assert_eq!(
         label_of(m3.node(), m1_id, "after").await.as_deref(),
         Some("force")

@@ -116,10 +116,11 @@ impl NodeFile {
     pub fn load(data_dir: &Path) -> Result<Self, ConsensusError> {
         let path = Self::path(data_dir);
         let bytes = std::fs::read(&path).map_err(|e| ConsensusError::io(&path, e))?;
-        let file: NodeFile = serde_json::from_slice(&bytes).map_err(|source| ConsensusError::Decode {
-            what: "node.json",
-            source,
-        })?;
+        let file: NodeFile =
+            serde_json::from_slice(&bytes).map_err(|source| ConsensusError::Decode {
+                what: "node.json",
+                source,
+            })?;
         if file.format != NODE_FILE_FORMAT {
             return Err(ConsensusError::UnknownFormat {
                 what: "node.json",

@@ -33,7 +33,10 @@ fn write_err(
 
 impl NodeCore {
     /// Append `command` through Raft on this node, which must be the leader.
-    pub(crate) async fn write_local(&self, command: Command) -> Result<(Response, u64), ConsensusError> {
+    pub(crate) async fn write_local(
+        &self,
+        command: Command,
+    ) -> Result<(Response, u64), ConsensusError> {
         let resp = self
             .raft
             .client_write(command)
@@ -151,12 +154,18 @@ impl NodeCore {
                                 .await
                                 .map_err(|e| write_err("add learner", e))?;
                         }
-                        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-                            .await?;
+                        self.change_membership(
+                            ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                            false,
+                        )
+                        .await?;
                     }
                     (NodeRole::Manager, Some(NodeRole::Worker)) => {
-                        self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), true)
-                            .await?;
+                        self.change_membership(
+                            ChangeMembers::RemoveVoters(BTreeSet::from([id])),
+                            true,
+                        )
+                        .await?;
                     }
                     _ => {}
                 }
@@ -270,7 +279,9 @@ impl NodeCore {
                 .is_some_and(|n| n.role == NodeRole::Manager)
         });
         if !me_manager {
-            return Err(ConsensusError::NotManager { op: "use the CA key" });
+            return Err(ConsensusError::NotManager {
+                op: "use the CA key",
+            });
         }
         let managers: Vec<(NodeId, String)> = self.state.read(|s| {
             s.managers()
@@ -278,9 +289,14 @@ impl NodeCore {
                 .map(|n| (n.id, n.addr.clone()))
                 .collect()
         });
-        let mut last_err = ConsensusError::NotManager { op: "use the CA key" };
+        let mut last_err = ConsensusError::NotManager {
+            op: "use the CA key",
+        };
         for (_, addr) in managers {
-            match self.forward_to(&addr, &LeaderRequest::FetchCaKey, true).await {
+            match self
+                .forward_to(&addr, &LeaderRequest::FetchCaKey, true)
+                .await
+            {
                 Ok(LeaderReply::CaKey { der }) => {
                     pki::NodeIdentity::save_ca_key(&self.data_dir, &der)?;
                     self.identity
@@ -305,6 +321,9 @@ impl NodeCore {
             .nodes()
             .find(|(n, _)| **n == id)
             .map(|(_, node)| node.addr.clone());
-        from_membership.or_else(|| self.state.read(|s| s.nodes.get(&id).map(|n| n.addr.clone())))
+        from_membership.or_else(|| {
+            self.state
+                .read(|s| s.nodes.get(&id).map(|n| n.addr.clone()))
+        })
     }
 }

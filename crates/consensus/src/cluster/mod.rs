@@ -36,13 +36,15 @@ use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Members
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{ClusterConfig, RaftTuning};
 use config::NodeFile;
+pub use config::{ClusterConfig, RaftTuning};
 
 use crate::error::ConsensusError;
 use crate::pki::{self, tls, JoinToken, NodeIdentity};
 use crate::raft_types::Raft;
-use crate::state::{ClusterState, Command, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate, Response};
+use crate::state::{
+    ClusterState, Command, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate, Response,
+};
 use crate::store::{self, StateView};
 use crate::transport::join::{JoinApplication, JoinGrant};
 use crate::transport::leader_op::{LeaderReply, LeaderRequest, RemoteError};
@@ -131,7 +133,7 @@ impl NodeCore {
             .map_err(|status| ConsensusError::Rpc {
                 rpc: "Forward",
                 addr: addr.to_string(),
-                status,
+                status: Box::new(status),
             })?
             .into_inner();
         let result: Result<LeaderReply, RemoteError> = (&response).try_into()?;
@@ -169,7 +171,9 @@ impl NodeCore {
                     tracing::debug!(error = %e, attempts, "leader operation retried");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(ConsensusError::NoLeader { .. }) => return Err(ConsensusError::NoLeader { attempts }),
+                Err(ConsensusError::NoLeader { .. }) => {
+                    return Err(ConsensusError::NoLeader { attempts })
+                }
                 other => return other,
             }
         }
@@ -244,7 +248,15 @@ impl ClusterNode {
         let identity = pki::new_cluster(id)?;
         let cluster_id = hex::encode(rand::random::<[u8; 16]>());
         identity.save(&config.data_dir)?;
-        let node = Self::start(&config, listener, local_addr, id, advertise.clone(), identity).await?;
+        let node = Self::start(
+            &config,
+            listener,
+            local_addr,
+            id,
+            advertise.clone(),
+            identity,
+        )
+        .await?;
         let members = BTreeMap::from([(id, BasicNode::new(advertise.clone()))]);
         node.core
             .raft
@@ -313,8 +325,13 @@ impl ClusterNode {
         };
         tls::verify_node_cert(&identity.ca_cert_der, &identity.cert_der)?;
         identity.save(&config.data_dir)?;
-        NodeFile::new(id, advertise.clone(), config.hostname.clone(), grant.cluster_id)
-            .save(&config.data_dir)?;
+        NodeFile::new(
+            id,
+            advertise.clone(),
+            config.hostname.clone(),
+            grant.cluster_id,
+        )
+        .save(&config.data_dir)?;
         // 3. Start Raft and the server, then ask the leader to add us as a member.
         let node = Self::start(&config, listener, local_addr, id, advertise, identity).await?;
         let deadline = Instant::now() + LEADER_RETRY_WINDOW;
@@ -365,7 +382,8 @@ impl ClusterNode {
         rewrite_membership_for_force_new_cluster(&config.data_dir, file.id)?;
         let node = Self::restart(config).await?;
         node.wait_for_leader(Duration::from_secs(20)).await?;
-        node.write(Command::ForceNewCluster { survivor: file.id }).await?;
+        node.write(Command::ForceNewCluster { survivor: file.id })
+            .await?;
         Ok(node)
     }
 
@@ -463,7 +481,9 @@ impl ClusterNode {
     }
 
     /// Raft metrics (leader, term, log indexes, membership) as a watch channel.
-    pub fn raft_metrics(&self) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>> {
+    pub fn raft_metrics(
+        &self,
+    ) -> tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>> {
         self.core.raft.metrics()
     }
 
@@ -471,20 +491,29 @@ impl ClusterNode {
     /// is not it). Returns once committed and applied on the leader; a `Rejected` response
     /// becomes [`ConsensusError::Rejected`].
     pub async fn write(&self, command: Command) -> Result<Response, ConsensusError> {
-        match self.core.on_leader(LeaderRequest::Write { command }).await? {
+        match self
+            .core
+            .on_leader(LeaderRequest::Write { command })
+            .await?
+        {
             LeaderReply::Written { response, .. } => Ok(response),
             other => Err(unexpected(other)),
         }
     }
 
     /// The cluster state.
-    pub async fn state(&self, consistency: ReadConsistency) -> Result<ClusterState, ConsensusError> {
+    pub async fn state(
+        &self,
+        consistency: ReadConsistency,
+    ) -> Result<ClusterState, ConsensusError> {
         match consistency {
             ReadConsistency::Local => Ok(self.core.state.read(|s| s.clone())),
-            ReadConsistency::Linearizable => match self.core.on_leader(LeaderRequest::Read).await? {
-                LeaderReply::State { state } => Ok(*state),
-                other => Err(unexpected(other)),
-            },
+            ReadConsistency::Linearizable => {
+                match self.core.on_leader(LeaderRequest::Read).await? {
+                    LeaderReply::State { state } => Ok(*state),
+                    other => Err(unexpected(other)),
+                }
+            }
         }
     }
 
@@ -494,7 +523,10 @@ impl ClusterNode {
     }
 
     /// All nodes.
-    pub async fn nodes(&self, consistency: ReadConsistency) -> Result<Vec<NodeRecord>, ConsensusError> {
+    pub async fn nodes(
+        &self,
+        consistency: ReadConsistency,
+    ) -> Result<Vec<NodeRecord>, ConsensusError> {
         Ok(self.state(consistency).await?.nodes.into_values().collect())
     }
 
@@ -526,7 +558,11 @@ impl ClusterNode {
 
     /// Change a node's availability, labels or role (promote/demote change Raft
     /// membership too).
-    pub async fn update_node(&self, id: NodeId, update: NodeUpdate) -> Result<NodeRecord, ConsensusError> {
+    pub async fn update_node(
+        &self,
+        id: NodeId,
+        update: NodeUpdate,
+    ) -> Result<NodeRecord, ConsensusError> {
         match self
             .core
             .on_leader(LeaderRequest::UpdateNode { id, update })
@@ -542,7 +578,9 @@ impl ClusterNode {
 
     /// Remove a worker (demote managers first) and revoke its certificate.
     pub async fn remove_node(&self, id: NodeId) -> Result<(), ConsensusError> {
-        self.core.on_leader(LeaderRequest::RemoveNode { id }).await?;
+        self.core
+            .on_leader(LeaderRequest::RemoveNode { id })
+            .await?;
         Ok(())
     }
 
@@ -624,7 +662,9 @@ fn unexpected(reply: LeaderReply) -> ConsensusError {
     ConsensusError::Rpc {
         rpc: "Forward",
         addr: String::new(),
-        status: tonic::Status::internal(format!("unexpected reply {reply:?}")),
+        status: Box::new(tonic::Status::internal(format!(
+            "unexpected reply {reply:?}"
+        ))),
     }
 }
 
@@ -637,7 +677,10 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ConsensusErro
         })
 }
 
-fn local_addr(listener: &tokio::net::TcpListener, requested: SocketAddr) -> Result<SocketAddr, ConsensusError> {
+fn local_addr(
+    listener: &tokio::net::TcpListener,
+    requested: SocketAddr,
+) -> Result<SocketAddr, ConsensusError> {
     listener
         .local_addr()
         .map_err(|source| ConsensusError::Bind {
@@ -651,14 +694,15 @@ async fn fetch_ca(remote_addr: &str) -> Result<Vec<u8>, ConsensusError> {
     let mut client = ClusterClient::new(channel);
     let mut request = tonic::Request::new(GetCaCertificateRequest {});
     request.set_timeout(Duration::from_secs(10));
-    let response = client
-        .get_ca_certificate(request)
-        .await
-        .map_err(|status| ConsensusError::Rpc {
-            rpc: "GetCaCertificate",
-            addr: remote_addr.to_string(),
-            status,
-        })?;
+    let response =
+        client
+            .get_ca_certificate(request)
+            .await
+            .map_err(|status| ConsensusError::Rpc {
+                rpc: "GetCaCertificate",
+                addr: remote_addr.to_string(),
+                status: Box::new(status),
+            })?;
     Ok(response.into_inner().ca_cert_der)
 }
 
@@ -675,16 +719,18 @@ async fn request_join(
         Ok(r) => JoinGrant::try_from(r.into_inner()).map_err(|status| ConsensusError::Rpc {
             rpc: "Join",
             addr: remote_addr.to_string(),
-            status,
+            status: Box::new(status),
         }),
-        Err(status) if status.code() == tonic::Code::PermissionDenied => Err(ConsensusError::JoinRefused {
-            addr: remote_addr.to_string(),
-            message: status.message().to_string(),
-        }),
+        Err(status) if status.code() == tonic::Code::PermissionDenied => {
+            Err(ConsensusError::JoinRefused {
+                addr: remote_addr.to_string(),
+                message: status.message().to_string(),
+            })
+        }
         Err(status) => Err(ConsensusError::Rpc {
             rpc: "Join",
             addr: remote_addr.to_string(),
-            status,
+            status: Box::new(status),
         }),
     }
 }
@@ -692,10 +738,17 @@ async fn request_join(
 /// Append a membership entry naming this node the only voter (workers stay learners),
 /// in a term above any seen, before Raft starts. Raft then elects this node alone and
 /// commits everything in its log.
-fn rewrite_membership_for_force_new_cluster(data_dir: &Path, id: NodeId) -> Result<(), ConsensusError> {
+fn rewrite_membership_for_force_new_cluster(
+    data_dir: &Path,
+    id: NodeId,
+) -> Result<(), ConsensusError> {
     let (log_store, sm) = store::open(&data_dir.join("raft.redb"))?;
     let view = sm.view();
-    let is_manager = view.read(|s| s.nodes.get(&id).is_some_and(|n| n.role == NodeRole::Manager));
+    let is_manager = view.read(|s| {
+        s.nodes
+            .get(&id)
+            .is_some_and(|n| n.role == NodeRole::Manager)
+    });
     if !is_manager {
         return Err(ConsensusError::NotManager {
             op: "force new cluster",
@@ -704,7 +757,11 @@ fn rewrite_membership_for_force_new_cluster(data_dir: &Path, id: NodeId) -> Resu
     let vote = log_store.stored_vote()?;
     let last = log_store.last_entry()?;
     let last_log_id = last.as_ref().map(|e| e.log_id).or(view.last_applied());
-    let term = vote.map(|v| v.leader_id().term).unwrap_or(0).max(last_log_id.map(|l| l.leader_id.term).unwrap_or(0)) + 1;
+    let term = vote
+        .map(|v| v.leader_id().term)
+        .unwrap_or(0)
+        .max(last_log_id.map(|l| l.leader_id.term).unwrap_or(0))
+        + 1;
     let index = last_log_id.map(|l| l.index + 1).unwrap_or(0);
     let workers: Vec<NodeId> = view.read(|s| {
         s.nodes
@@ -726,6 +783,11 @@ fn rewrite_membership_for_force_new_cluster(data_dir: &Path, id: NodeId) -> Resu
     };
     log_store.append_blocking(&[entry])?;
     log_store.save_vote_blocking(&Vote::new(term, id))?;
-    tracing::warn!(node = id, term, index, "force-new-cluster: this node is now the only voter");
+    tracing::warn!(
+        node = id,
+        term,
+        index,
+        "force-new-cluster: this node is now the only voter"
+    );
     Ok(())
 }

@@ -158,8 +158,8 @@ fn ca_params() -> Result<CertificateParams, ConsensusError> {
 }
 
 fn node_params(node_id: NodeId) -> Result<CertificateParams, ConsensusError> {
-    let mut params =
-        CertificateParams::new(vec![NODE_SERVER_NAME.to_string()]).map_err(cert_err("node params"))?;
+    let mut params = CertificateParams::new(vec![NODE_SERVER_NAME.to_string()])
+        .map_err(cert_err("node params"))?;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, format!("{node_id:016x}"));
     dn.push(DnType::OrganizationName, "berth");
@@ -212,8 +212,9 @@ pub fn sign_csr(
     let ca_key = KeyPair::try_from(ca_key_der).map_err(cert_err("load CA key"))?;
     let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(ca_cert_der), &ca_key)
         .map_err(cert_err("load CA certificate"))?;
-    let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
-        .map_err(cert_err("parse CSR"))?;
+    let csr =
+        CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+            .map_err(cert_err("parse CSR"))?;
     let cert = node_params(node_id)?
         .signed_by(&csr.public_key, &issuer)
         .map_err(cert_err("sign node certificate"))?;

@@ -38,14 +38,19 @@ fn key(identity: &NodeIdentity) -> PrivateKeyDer<'static> {
 
 /// Server side: node certificate, optional client certificate chained to the cluster CA.
 pub fn server_config(identity: &NodeIdentity) -> Result<Arc<ServerConfig>, ConsensusError> {
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&identity.ca_cert_der)?), provider())
-            .allow_unauthenticated()
-            .build()?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots(&identity.ca_cert_der)?),
+        provider(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![CertificateDer::from(identity.cert_der.clone())], key(identity))?;
+        .with_single_cert(
+            vec![CertificateDer::from(identity.cert_der.clone())],
+            key(identity),
+        )?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
@@ -55,7 +60,10 @@ pub fn client_config(identity: &NodeIdentity) -> Result<Arc<ClientConfig>, Conse
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots(&identity.ca_cert_der)?)
-        .with_client_auth_cert(vec![CertificateDer::from(identity.cert_der.clone())], key(identity))?;
+        .with_client_auth_cert(
+            vec![CertificateDer::from(identity.cert_der.clone())],
+            key(identity),
+        )?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
@@ -89,7 +97,8 @@ pub fn ca_fetch_client_config() -> Result<Arc<ClientConfig>, ConsensusError> {
 /// Check that `cert_der` chains to `ca_cert_der` as a client certificate.
 pub fn verify_node_cert(ca_cert_der: &[u8], cert_der: &[u8]) -> Result<(), ConsensusError> {
     let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_cert_der)?), provider()).build()?;
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca_cert_der)?), provider())
+            .build()?;
     verifier.verify_client_cert(&CertificateDer::from(cert_der), &[], UnixTime::now())?;
     Ok(())
 }

@@ -46,7 +46,9 @@ impl fmt::Display for JoinToken {
 }
 
 fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl FromStr for JoinToken {
@@ -87,9 +89,17 @@ impl FromStr for JoinToken {
 }
 
 /// Secret of `role`'s join token at `generation`.
-pub fn token_secret(ca_key_der: &[u8], cluster_id: &str, role: NodeRole, generation: u64) -> String {
+pub fn token_secret(
+    ca_key_der: &[u8],
+    cluster_id: &str,
+    role: NodeRole,
+    generation: u64,
+) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, ca_key_der);
-    let message = format!("berth-join-token/v1/{cluster_id}/{}/{generation}", role.as_str());
+    let message = format!(
+        "berth-join-token/v1/{cluster_id}/{}/{generation}",
+        role.as_str()
+    );
     let tag = hmac::sign(&key, message.as_bytes());
     hex::encode(&tag.as_ref()[..16])
 }
@@ -152,11 +162,23 @@ mod tests {
         let manager = token_secret(key, "c", NodeRole::Manager, 0);
         let worker = token_secret(key, "c", NodeRole::Worker, 0);
         assert_ne!(manager, worker);
-        assert_eq!(role_for_secret(key, "c", &gens, &manager), Some(NodeRole::Manager));
-        assert_eq!(role_for_secret(key, "c", &gens, &worker), Some(NodeRole::Worker));
+        assert_eq!(
+            role_for_secret(key, "c", &gens, &manager),
+            Some(NodeRole::Manager)
+        );
+        assert_eq!(
+            role_for_secret(key, "c", &gens, &worker),
+            Some(NodeRole::Worker)
+        );
         assert_eq!(role_for_secret(b"other", "c", &gens, &worker), None);
-        let rotated = TokenGenerations { manager: 0, worker: 1 };
+        let rotated = TokenGenerations {
+            manager: 0,
+            worker: 1,
+        };
         assert_eq!(role_for_secret(key, "c", &rotated, &worker), None);
-        assert_eq!(role_for_secret(key, "c", &rotated, &manager), Some(NodeRole::Manager));
+        assert_eq!(
+            role_for_secret(key, "c", &rotated, &manager),
+            Some(NodeRole::Manager)
+        );
     }
 }

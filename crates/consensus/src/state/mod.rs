@@ -114,7 +114,10 @@ impl ClusterState {
             }
             Command::UpdateNode { id, update } => self.update_node(index, *id, update),
             Command::RemoveNode { id } => {
-                let node = self.nodes.get(id).ok_or(Rejection::NodeNotFound { id: *id })?;
+                let node = self
+                    .nodes
+                    .get(id)
+                    .ok_or(Rejection::NodeNotFound { id: *id })?;
                 if node.role == NodeRole::Manager {
                     return Err(Rejection::RemoveManager { id: *id });
                 }
@@ -182,7 +185,10 @@ impl ClusterState {
         update: &NodeUpdate,
     ) -> Result<Response, Rejection> {
         let managers = self.managers().count();
-        let node = self.nodes.get_mut(&id).ok_or(Rejection::NodeNotFound { id })?;
+        let node = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(Rejection::NodeNotFound { id })?;
         if let Some(expected) = update.expected_version {
             if expected != node.version {
                 return Err(Rejection::VersionMismatch {
@@ -431,7 +437,13 @@ mod tests {
                 generation: 1
             }
         );
-        assert_eq!(state.tokens, TokenGenerations { manager: 0, worker: 1 });
+        assert_eq!(
+            state.tokens,
+            TokenGenerations {
+                manager: 0,
+                worker: 1
+            }
+        );
     }
 
     #[test]

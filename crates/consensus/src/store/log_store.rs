@@ -54,9 +54,7 @@ impl LogStore {
         let value = table
             .get(key)
             .map_err(|e| ConsensusError::db("read meta", e))?;
-        value
-            .map(|v| record::decode(key, v.value()))
-            .transpose()
+        value.map(|v| record::decode(key, v.value())).transpose()
     }
 
     async fn write_meta<T: serde::Serialize>(
@@ -158,7 +156,9 @@ impl LogStore {
         let table = txn
             .open_table(LOG)
             .map_err(|e| ConsensusError::db("open log", e))?;
-        let last = table.last().map_err(|e| ConsensusError::db("read log", e))?;
+        let last = table
+            .last()
+            .map_err(|e| ConsensusError::db("read log", e))?;
         last.map(|(_, v)| record::decode("log entry", v.value()))
             .transpose()
     }

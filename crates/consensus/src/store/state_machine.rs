@@ -110,7 +110,10 @@ fn read_sm_record(db: &Database, key: &str) -> Result<Option<Vec<u8>>, Consensus
     Ok(value.map(|v| v.value().to_vec()))
 }
 
-fn write_sm_records(db: &Database, records: Vec<(&'static str, Vec<u8>)>) -> Result<(), ConsensusError> {
+fn write_sm_records(
+    db: &Database,
+    records: Vec<(&'static str, Vec<u8>)>,
+) -> Result<(), ConsensusError> {
     let txn = db
         .begin_write()
         .map_err(|e| ConsensusError::db("begin write", e))?;

@@ -95,7 +95,11 @@ impl TryFrom<JoinResponse> for JoinGrant {
         let role = match r.role.as_str() {
             "manager" => NodeRole::Manager,
             "worker" => NodeRole::Worker,
-            _ => return Err(tonic::Status::invalid_argument("unknown role in JoinResponse")),
+            _ => {
+                return Err(tonic::Status::invalid_argument(
+                    "unknown role in JoinResponse",
+                ))
+            }
         };
         Ok(JoinGrant {
             node_cert_der: r.node_cert_der,

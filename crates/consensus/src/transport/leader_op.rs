@@ -150,15 +150,17 @@ impl RemoteError {
                 addr: addr.to_string(),
                 message: reason,
             },
-            RemoteError::NotManager => ConsensusError::NotManager { op: "forwarded operation" },
+            RemoteError::NotManager => ConsensusError::NotManager {
+                op: "forwarded operation",
+            },
             RemoteError::Failed { reason, retryable } => ConsensusError::Rpc {
                 rpc: "Forward",
                 addr: addr.to_string(),
-                status: if retryable {
+                status: Box::new(if retryable {
                     tonic::Status::unavailable(reason)
                 } else {
                     tonic::Status::internal(reason)
-                },
+                }),
             },
         }
     }
@@ -251,10 +253,14 @@ mod tests {
         let back = LeaderRequest::try_from(&wire).unwrap();
         assert!(matches!(back, LeaderRequest::RemoveNode { id: 5 }));
 
-        let reply: Result<LeaderReply, RemoteError> = Err(RemoteError::NotLeader { leader: Some(3) });
+        let reply: Result<LeaderReply, RemoteError> =
+            Err(RemoteError::NotLeader { leader: Some(3) });
         let wire = ForwardResponse::try_from(&reply).unwrap();
         let back: Result<LeaderReply, RemoteError> = (&wire).try_into().unwrap();
-        assert_eq!(back.unwrap_err(), RemoteError::NotLeader { leader: Some(3) });
+        assert_eq!(
+            back.unwrap_err(),
+            RemoteError::NotLeader { leader: Some(3) }
+        );
         assert!(RemoteError::NotLeader { leader: None }
             .into_error("x")
             .is_retryable());

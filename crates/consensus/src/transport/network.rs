@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -126,7 +128,7 @@ impl NetworkClient {
                 let err = ConsensusError::Rpc {
                     rpc,
                     addr: self.addr.clone(),
-                    status,
+                    status: Box::new(status),
                 };
                 return Err(if err.is_retryable() {
                     RPCError::Unreachable(Unreachable::new(&err))
@@ -137,11 +139,13 @@ impl NetworkClient {
         };
         let decoded: Result<Resp, RaftError<NodeId, E>> = raft_message::decode(rpc, &reply)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(
-            self.target,
-            BasicNode::new(self.addr.clone()),
-            e,
-        )))
+        decoded.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                BasicNode::new(self.addr.clone()),
+                e,
+            ))
+        })
     }
 }
 

@@ -13,12 +13,16 @@ pub const RAFT_MESSAGE_FORMAT: u32 = 1;
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<RaftMessage, ConsensusError> {
     Ok(RaftMessage {
         format: RAFT_MESSAGE_FORMAT,
-        body: serde_json::to_vec(value).map_err(|source| ConsensusError::Encode { what, source })?,
+        body: serde_json::to_vec(value)
+            .map_err(|source| ConsensusError::Encode { what, source })?,
     })
 }
 
 /// Unwrap an openraft value.
-pub fn decode<T: DeserializeOwned>(what: &'static str, message: &RaftMessage) -> Result<T, ConsensusError> {
+pub fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    message: &RaftMessage,
+) -> Result<T, ConsensusError> {
     if message.format != RAFT_MESSAGE_FORMAT {
         return Err(ConsensusError::UnknownFormat {
             what,
@@ -40,7 +44,10 @@ mod tests {
         let msg = encode("vote", &vote).unwrap();
         let back: Vote<u64> = decode("vote", &msg).unwrap();
         assert_eq!(back, vote);
-        let wrong = RaftMessage { format: 2, body: msg.body };
+        let wrong = RaftMessage {
+            format: 2,
+            body: msg.body,
+        };
         assert!(decode::<Vote<u64>>("vote", &wrong).is_err());
     }
 }

@@ -42,7 +42,9 @@ fn authorize<T>(request: &Request<T>, state: &StateView, caller: Caller) -> Resu
     let fp = fingerprint(leaf);
     state.read(|s| {
         if s.revoked_certs.contains(&fp) {
-            return Err(Status::permission_denied("certificate revoked (node removed)"));
+            return Err(Status::permission_denied(
+                "certificate revoked (node removed)",
+            ));
         }
         if caller == Caller::RaftPeer {
             if let Some(node) = s.node_by_fingerprint(&fp) {
@@ -74,13 +76,17 @@ impl RaftService for RaftRpc {
         request: Request<RaftMessage>,
     ) -> Result<GrpcResponse<RaftMessage>, Status> {
         authorize(&request, &self.state, Caller::RaftPeer)?;
-        let req = raft_message::decode("AppendEntries", request.get_ref()).map_err(|e| internal(&e))?;
+        let req =
+            raft_message::decode("AppendEntries", request.get_ref()).map_err(|e| internal(&e))?;
         let result = self.raft.append_entries(req).await;
         let msg = raft_message::encode("AppendEntries", &result).map_err(|e| internal(&e))?;
         Ok(GrpcResponse::new(msg))
     }
 
-    async fn vote(&self, request: Request<RaftMessage>) -> Result<GrpcResponse<RaftMessage>, Status> {
+    async fn vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<GrpcResponse<RaftMessage>, Status> {
         authorize(&request, &self.state, Caller::RaftPeer)?;
         let req = raft_message::decode("Vote", request.get_ref()).map_err(|e| internal(&e))?;
         let result = self.raft.vote(req).await;
@@ -93,7 +99,8 @@ impl RaftService for RaftRpc {
         request: Request<RaftMessage>,
     ) -> Result<GrpcResponse<RaftMessage>, Status> {
         authorize(&request, &self.state, Caller::RaftPeer)?;
-        let req = raft_message::decode("InstallSnapshot", request.get_ref()).map_err(|e| internal(&e))?;
+        let req =
+            raft_message::decode("InstallSnapshot", request.get_ref()).map_err(|e| internal(&e))?;
         let result = self.raft.install_snapshot(req).await;
         let msg = raft_message::encode("InstallSnapshot", &result).map_err(|e| internal(&e))?;
         Ok(GrpcResponse::new(msg))
@@ -115,19 +122,28 @@ impl Cluster for ClusterRpc {
         }))
     }
 
-    async fn join(&self, request: Request<JoinRequest>) -> Result<GrpcResponse<JoinResponse>, Status> {
+    async fn join(
+        &self,
+        request: Request<JoinRequest>,
+    ) -> Result<GrpcResponse<JoinResponse>, Status> {
         let application = JoinApplication::from(request.into_inner());
         match self
             .core
             .on_leader(LeaderRequest::Join { application })
             .await
         {
-            Ok(super::leader_op::LeaderReply::Joined { grant }) => Ok(GrpcResponse::new(grant.into())),
-            Ok(other) => Err(Status::internal(format!("unexpected leader reply {other:?}"))),
+            Ok(super::leader_op::LeaderReply::Joined { grant }) => {
+                Ok(GrpcResponse::new(grant.into()))
+            }
+            Ok(other) => Err(Status::internal(format!(
+                "unexpected leader reply {other:?}"
+            ))),
             Err(crate::error::ConsensusError::JoinRefused { message, .. }) => {
                 Err(Status::permission_denied(message))
             }
-            Err(e) if e.is_retryable() => Err(Status::unavailable(super::leader_op::error_chain(&e))),
+            Err(e) if e.is_retryable() => {
+                Err(Status::unavailable(super::leader_op::error_chain(&e)))
+            }
             Err(e) => Err(internal(&e)),
         }
     }
@@ -182,11 +198,9 @@ pub(crate) async fn serve(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(
-                    std::time::Duration::from_secs(10),
-                    acceptor.accept(tcp),
-                )
-                .await;
+                let handshake =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+                        .await;
                 match handshake {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(stream).await;
