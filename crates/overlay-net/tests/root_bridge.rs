@@ -7,7 +7,7 @@ mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use berth_overlay_net::*;
 use support::*;
 
@@ -170,14 +170,14 @@ fn published_port_answers_on_localhost_and_from_another_host_with_real_source() 
     let web = TestNetns::new()?;
     let (host_ip, remote_ip) = uplink(&host, &remote, 1)?;
     let _server = PeerEchoServer::start(&web, 8080)?;
-    let gateway = host.block_on(|| async {
+    let (gateway, saved) = host.block_on(|| async {
         let mut d = driver(NetState::default())?;
         let net = d.ensure_default_network(&hex('0')).await?;
         let ep = d
             .connect(endpoint('a', "bridge", &web, &["18080:8080"]))
             .await?;
         assert_eq!(ep.ports[0].host_port, 18080);
-        anyhow::Ok(net.pool.gateway)
+        anyhow::Ok((net.pool.gateway, d.state().to_json()))
     })?;
 
     // From the host itself through localhost: DNAT in output, source masqueraded to the
@@ -190,6 +190,22 @@ fn published_port_answers_on_localhost_and_from_another_host_with_real_source() 
     // From another host: DNAT in prerouting, the container sees the client's address.
     let seen = remote.run_in(|| peer_seen_by(SocketAddr::from((host_ip, 18080))))?;
     assert_eq!(seen, remote_ip.to_string());
+    // From containers through the host's address: the container itself (hairpin) and a
+    // neighbour on the same bridge (masqueraded so the reply comes back through the host).
+    let neighbour = TestNetns::new()?;
+    host.block_on(|| async {
+        let mut d = driver(NetState::from_json(&saved)?)?;
+        d.connect(endpoint('n', "bridge", &neighbour, &[])).await?;
+        anyhow::Ok(())
+    })?;
+    let seen = web
+        .run_in(|| peer_seen_by(SocketAddr::from((host_ip, 18080))))
+        .context("hairpin: the container reaches its own published port")?;
+    assert_eq!(seen, gateway.to_string());
+    let seen = neighbour
+        .run_in(|| peer_seen_by(SocketAddr::from((host_ip, 18080))))
+        .context("a neighbour reaches a published port through the host")?;
+    assert_eq!(seen, gateway.to_string());
     // A port nobody published is not forwarded.
     assert!(remote
         .run_in(|| peer_seen_by(SocketAddr::from((host_ip, 18081))))

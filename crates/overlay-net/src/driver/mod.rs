@@ -492,6 +492,9 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
                     link: ep.host_veth.clone(),
                     bridge: net.bridge.clone(),
                 },
+                LinkOp::SetHairpin {
+                    link: ep.host_veth.clone(),
+                },
                 LinkOp::SetUp {
                     netns: Netns::Host,
                     link: ep.host_veth.clone(),

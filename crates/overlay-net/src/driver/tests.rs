@@ -154,6 +154,7 @@ async fn connect_builds_the_endpoint_and_publishes_ports() {
     );
     let host_end = d.links().link(&Netns::Host, &ep.host_veth).unwrap();
     assert_eq!(host_end.master.as_deref(), Some("berth0"));
+    assert!(host_end.hairpin && host_end.up);
     let script = d.firewall().last().unwrap();
     assert!(
         script.contains("tcp dport 18080 dnat to 172.17.0.2:8080"),

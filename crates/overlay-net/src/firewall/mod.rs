@@ -164,9 +164,13 @@ impl Ruleset {
         for b in &self.bridges {
             let br = &b.bridge;
             let _ = writeln!(s, "\t\toifname \"{br}\" ip saddr 127.0.0.0/8 masquerade");
+            // A container reaching a published port of itself or of a neighbour through a
+            // host address: without masquerade the reply would not come back through the
+            // host (`iifname` is not available in postrouting, so match the source subnet).
             let _ = writeln!(
                 s,
-                "\t\tiifname \"{br}\" oifname \"{br}\" ct status dnat masquerade"
+                "\t\toifname \"{br}\" ip saddr {} ct status dnat masquerade",
+                b.subnet
             );
             if !b.internal {
                 let _ = writeln!(
@@ -412,6 +416,15 @@ mod tests {
         assert!(
             !script.contains("ip saddr 172.19.0.0/16 oifname"),
             "internal network NATed"
+        );
+        assert!(
+            script.contains("oifname \"berth0\" ip saddr 172.17.0.0/16 ct status dnat masquerade")
+        );
+        let post = &script[script.find("chain postrouting").unwrap()..];
+        let post = &post[..post.find("\t}").unwrap()];
+        assert!(
+            !post.contains("iifname"),
+            "iifname never matches in postrouting"
         );
         // No rule masquerades traffic merely because it goes into a bridge.
         for line in script.lines().filter(|l| l.contains("masquerade")) {

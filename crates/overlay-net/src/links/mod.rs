@@ -63,6 +63,14 @@ pub enum LinkOp {
         /// The bridge.
         bridge: String,
     },
+    /// Turn on hairpin mode on a bridge port: a frame may leave by the port it came in. Routed
+    /// traffic does not need it, but with `br_netfilter` loaded DNAT happens while bridging,
+    /// and a container reaching its own published port then needs it (Docker sets it too
+    /// when it runs without its userland proxy).
+    SetHairpin {
+        /// The port.
+        link: String,
+    },
     /// Move a host link into another namespace.
     MoveToNetns {
         /// Link name in the host namespace.
@@ -186,7 +194,8 @@ pub fn network_teardown_plan(net: &Network) -> Vec<LinkOp> {
     }]
 }
 
-/// Steps that attach an endpoint: veth pair, host end on the bridge and up, container end
+/// Steps that attach an endpoint: veth pair, host end on the bridge (hairpin on) and up,
+/// container end
 /// moved into the container's namespace, renamed, addressed and up, `lo` up, and (for the
 /// container's first network) the default route via the gateway.
 pub fn endpoint_setup_plan(ep: &Endpoint, net: &Network) -> Vec<LinkOp> {
@@ -200,6 +209,9 @@ pub fn endpoint_setup_plan(ep: &Endpoint, net: &Network) -> Vec<LinkOp> {
         LinkOp::SetMaster {
             link: ep.host_veth.clone(),
             bridge: net.bridge.clone(),
+        },
+        LinkOp::SetHairpin {
+            link: ep.host_veth.clone(),
         },
         LinkOp::SetUp {
             netns: Netns::Host,

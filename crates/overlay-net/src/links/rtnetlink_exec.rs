@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 use nix::sched::CloneFlags;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::{LinkExecutor, LinkOp, Netns, ObservedLink, BERTH_ALIAS};
 use crate::error::{NetError, Result};
@@ -162,6 +162,15 @@ impl LinkExecutor for RtnetlinkExecutor {
                 let master = link_index(h, bridge, op).await?;
                 h.link()
                     .set(LinkUnspec::new_with_index(index).controller(master).build())
+                    .execute()
+                    .await
+                    .map_err(netlink_err(op))
+            }
+            LinkOp::SetHairpin { link } => {
+                let h = &self.host;
+                let index = link_index(h, link, op).await?;
+                h.link()
+                    .set_port(LinkBridgePort::new(index).hairpin(true).build())
                     .execute()
                     .await
                     .map_err(netlink_err(op))

@@ -28,9 +28,11 @@ pub struct FakeLink {
     pub alias: Option<String>,
     /// Up?
     pub up: bool,
+    /// Hairpin mode on (bridge ports).
+    pub hairpin: bool,
     /// Addresses.
     pub addresses: Vec<(Ipv4Addr, u8)>,
-    /// The other end of a veth, by (netns, name) at creation; tracked on moves/renames.
+    /// The other end of a veth (its id in the simulation).
     pub peer: Option<usize>,
 }
 
@@ -133,6 +135,7 @@ impl FakeLinks {
                     master: master.map(str::to_string),
                     alias: alias.map(str::to_string),
                     up: true,
+                    hairpin: false,
                     addresses: vec![],
                     peer: None,
                 },
@@ -193,6 +196,7 @@ impl LinkExecutor for FakeLinks {
             master: None,
             alias: alias.map(str::to_string),
             up: false,
+            hairpin: false,
             addresses: vec![],
             peer: None,
         };
@@ -231,6 +235,17 @@ impl LinkExecutor for FakeLinks {
                 find(&inner, &Netns::Host, bridge).ok_or_else(|| not_found(bridge))?;
                 let id = find(&inner, &Netns::Host, link).ok_or_else(|| not_found(link))?;
                 inner.links.get_mut(&id).unwrap().1.master = Some(bridge.clone());
+            }
+            LinkOp::SetHairpin { link } => {
+                let id = find(&inner, &Netns::Host, link).ok_or_else(|| not_found(link))?;
+                let l = &mut inner.links.get_mut(&id).unwrap().1;
+                if l.master.is_none() {
+                    return Err(NetError::Netlink {
+                        op: Box::new(op.clone()),
+                        source: rtnetlink::Error::RequestFailed,
+                    });
+                }
+                l.hairpin = true;
             }
             LinkOp::MoveToNetns { link, netns } => {
                 let id = find(&inner, &Netns::Host, link).ok_or_else(|| not_found(link))?;
