@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use berth_consensus::cluster::ClusterConfig;
+use berth_consensus::cluster::{ClusterConfig, RaftTuning};
 use berth_consensus::{ClusterNode, NodeId};
 use tempfile::TempDir;
 
@@ -16,6 +16,7 @@ pub struct Slot {
     pub name: String,
     pub dir: PathBuf,
     pub addr: SocketAddr,
+    pub tuning: RaftTuning,
     pub node: Option<ClusterNode>,
 }
 
@@ -31,6 +32,7 @@ impl Slot {
     pub fn config(&self) -> ClusterConfig {
         let mut c = ClusterConfig::new(&self.dir, self.addr);
         c.hostname = self.name.clone();
+        c.raft = self.tuning;
         c
     }
 
@@ -76,13 +78,21 @@ impl Harness {
 
     /// `init` a new cluster on a fresh loopback port.
     pub async fn init(&self, name: &str) -> Slot {
+        self.init_with(name, RaftTuning::default()).await
+    }
+
+    /// `init` with custom Raft tuning.
+    pub async fn init_with(&self, name: &str, tuning: RaftTuning) -> Slot {
         let mut config = ClusterConfig::new(self.dir(name), Self::any_port());
         config.hostname = name.to_string();
+        config.raft = tuning;
         let node = ClusterNode::init(config).await.expect("init");
+        let node_tuning = tuning;
         Slot {
             name: name.to_string(),
             dir: self.dir(name),
             addr: node.local_addr(),
+            tuning: node_tuning,
             node: Some(node),
         }
     }
@@ -90,10 +100,12 @@ impl Harness {
     /// `join` via `remote` with `token`.
     pub async fn join(&self, name: &str, remote: &Slot, token: &str) -> Slot {
         let node = self.try_join(name, remote, token).await.expect("join");
+        let node_tuning = remote.tuning;
         Slot {
             name: name.to_string(),
             dir: self.dir(name),
             addr: node.local_addr(),
+            tuning: node_tuning,
             node: Some(node),
         }
     }
@@ -106,6 +118,7 @@ impl Harness {
     ) -> Result<ClusterNode, berth_consensus::ConsensusError> {
         let mut config = ClusterConfig::new(self.dir(name), Self::any_port());
         config.hostname = name.to_string();
+        config.raft = remote.tuning;
         ClusterNode::join(config, &remote.addr.to_string(), token).await
     }
 }
