@@ -70,7 +70,10 @@ pub fn parse_oom_kills(text: &str) -> u64 {
 pub fn oom_files(cgroup_root: &Path, cgroups_path: &str) -> [PathBuf; 2] {
     let rel = cgroups_path.trim_start_matches('/');
     [
-        cgroup_root.join("memory").join(rel).join("memory.oom_control"),
+        cgroup_root
+            .join("memory")
+            .join(rel)
+            .join("memory.oom_control"),
         cgroup_root.join(rel).join("memory.events"),
     ]
 }
@@ -94,14 +97,20 @@ mod tests {
             parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
             2
         );
-        assert_eq!(parse_oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"), 1);
+        assert_eq!(
+            parse_oom_kills("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n"),
+            1
+        );
         assert_eq!(parse_oom_kills("oom_kill_disable 0\n"), 0);
     }
 
     #[test]
     fn oom_file_locations() {
         let [v1, v2] = oom_files(Path::new("/sys/fs/cgroup"), "/berth/x");
-        assert_eq!(v1, Path::new("/sys/fs/cgroup/memory/berth/x/memory.oom_control"));
+        assert_eq!(
+            v1,
+            Path::new("/sys/fs/cgroup/memory/berth/x/memory.oom_control")
+        );
         assert_eq!(v2, Path::new("/sys/fs/cgroup/berth/x/memory.events"));
     }
 }

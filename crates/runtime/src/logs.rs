@@ -225,7 +225,10 @@ mod tests {
             until: Some(Utc.timestamp_opt(3, 0).unwrap()),
             ..LogOptions::all()
         };
-        let got: Vec<_> = select(all.clone(), &window).into_iter().map(|r| r.log).collect();
+        let got: Vec<_> = select(all.clone(), &window)
+            .into_iter()
+            .map(|r| r.log)
+            .collect();
         assert_eq!(got, ["b\n", "c\n"]);
         let tail = LogOptions {
             tail: Some(2),

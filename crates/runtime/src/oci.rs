@@ -22,7 +22,10 @@ pub struct Stdio {
     pub stderr: Option<OwnedFd>,
 }
 
-fn wrap<'a>(op: &'static str, id: &'a str) -> impl FnOnce(libcontainer::error::LibcontainerError) -> RuntimeError + 'a {
+fn wrap<'a>(
+    op: &'static str,
+    id: &'a str,
+) -> impl FnOnce(libcontainer::error::LibcontainerError) -> RuntimeError + 'a {
     move |e| RuntimeError::Container {
         op,
         id: id.to_string(),
@@ -30,7 +33,12 @@ fn wrap<'a>(op: &'static str, id: &'a str) -> impl FnOnce(libcontainer::error::L
     }
 }
 
-fn builder(id: &str, root: &Path, stdio: Stdio, console: Option<&Path>) -> Result<ContainerBuilder> {
+fn builder(
+    id: &str,
+    root: &Path,
+    stdio: Stdio,
+    console: Option<&Path>,
+) -> Result<ContainerBuilder> {
     let mut b = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .validate_id()
         .map_err(wrap("validate id", id))?
@@ -51,18 +59,22 @@ fn builder(id: &str, root: &Path, stdio: Stdio, console: Option<&Path>) -> Resul
 
 /// Creates the container from `bundle` (its init waits for [`start`]); returns the init pid.
 /// Forks.
-pub fn create_init(id: &str, root: &Path, bundle: &Path, stdio: Stdio, console: Option<&Path>) -> Result<i32> {
+pub fn create_init(
+    id: &str,
+    root: &Path,
+    bundle: &Path,
+    stdio: Stdio,
+    console: Option<&Path>,
+) -> Result<i32> {
     let c = builder(id, root, stdio, console)?
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
         .build()
         .map_err(wrap("create", id))?;
-    c.pid()
-        .map(|p| p.as_raw())
-        .ok_or(RuntimeError::Protocol {
-            detail: "libcontainer created a container without a pid",
-        })
+    c.pid().map(|p| p.as_raw()).ok_or(RuntimeError::Protocol {
+        detail: "libcontainer created a container without a pid",
+    })
 }
 
 fn load(id: &str, root: &Path) -> Result<Container> {
@@ -76,7 +88,13 @@ pub fn start(id: &str, root: &Path) -> Result<()> {
 
 /// Runs an extra process (OCI process JSON at `process`) in the container; returns its pid.
 /// Forks.
-pub fn exec(id: &str, root: &Path, process: &Path, stdio: Stdio, console: Option<&Path>) -> Result<i32> {
+pub fn exec(
+    id: &str,
+    root: &Path,
+    process: &Path,
+    stdio: Stdio,
+    console: Option<&Path>,
+) -> Result<i32> {
     let pid = builder(id, root, stdio, console)?
         .as_tenant()
         .with_process(Some(process))

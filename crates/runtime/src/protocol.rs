@@ -45,10 +45,16 @@ pub enum Request {
     /// What the shim knows now.
     State,
     /// Signal the process (`all`: every process of the container).
-    Kill { signal: i32, all: bool },
+    Kill {
+        signal: i32,
+        all: bool,
+    },
     /// Answer once the process has exited.
     Wait,
-    Resize { rows: u16, cols: u16 },
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
     /// Switch this connection to frames.
     Attach {
         stdin: bool,
@@ -62,16 +68,9 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Ok,
-    State {
-        pid: i32,
-        exit: Option<ExitStatus>,
-    },
-    Exited {
-        exit: ExitStatus,
-    },
-    Error {
-        message: String,
-    },
+    State { pid: i32, exit: Option<ExitStatus> },
+    Exited { exit: ExitStatus },
+    Error { message: String },
 }
 
 /// How a process ended.
@@ -279,11 +278,24 @@ mod tests {
     #[test]
     fn lines_round_trip() {
         let mut buf = Vec::new();
-        write_line(&mut buf, &Request::Kill { signal: 9, all: false }).unwrap();
+        write_line(
+            &mut buf,
+            &Request::Kill {
+                signal: 9,
+                all: false,
+            },
+        )
+        .unwrap();
         buf.extend_from_slice(b"trailing");
         let mut r = &buf[..];
         let req: Request = read_line(&mut r).unwrap();
-        assert_eq!(req, Request::Kill { signal: 9, all: false });
+        assert_eq!(
+            req,
+            Request::Kill {
+                signal: 9,
+                all: false
+            }
+        );
         assert_eq!(r, b"trailing");
     }
 

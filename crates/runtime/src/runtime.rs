@@ -197,18 +197,14 @@ fn write_json<T: Serialize>(path: &Path, value: &T, what: &'static str) -> Resul
 
 fn remove_file_quiet(p: &Path) -> Result<()> {
     match std::fs::remove_file(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(RuntimeError::io("remove", p, e))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::io("remove", p, e)),
         _ => Ok(()),
     }
 }
 
 fn remove_dir_quiet(p: &Path) -> Result<()> {
     match std::fs::remove_dir_all(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(RuntimeError::io("remove", p, e))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::io("remove", p, e)),
         _ => Ok(()),
     }
 }
@@ -414,7 +410,10 @@ impl Runtime {
         };
         let mut etc_files = Vec::new();
         // Bind targets must exist in the image; only mount over files that do.
-        for (src, dest) in [(&hostname_file, "/etc/hostname"), (&hosts_file, "/etc/hosts")] {
+        for (src, dest) in [
+            (&hostname_file, "/etc/hostname"),
+            (&hosts_file, "/etc/hosts"),
+        ] {
             if rootfs.join(&dest[1..]).is_file() || rootfs.join("etc").is_dir() {
                 etc_files.push((src.clone(), dest.to_string()));
             }
@@ -450,7 +449,13 @@ impl Runtime {
     }
 
     /// One request, one response.
-    fn request(&self, id: &str, p: Proc<'_>, req: &Request, timeout: Option<Duration>) -> Result<Response> {
+    fn request(
+        &self,
+        id: &str,
+        p: Proc<'_>,
+        req: &Request,
+        timeout: Option<Duration>,
+    ) -> Result<Response> {
         let mut s = self.connect(id, p)?;
         s.set_read_timeout(timeout)
             .map_err(|e| RuntimeError::io("set timeout", self.socket(id, p), e))?;
@@ -491,7 +496,9 @@ impl Runtime {
         let recorded = self.read_exit(id, Proc::Init);
         let live_exit = shim.and_then(|(_, e)| e);
         let exit = recorded.or(live_exit);
-        let paused = shim.is_some() && exit.is_none() && oci::is_paused(id, &self.lc_root()).unwrap_or(false);
+        let paused = shim.is_some()
+            && exit.is_none()
+            && oci::is_paused(id, &self.lc_root()).unwrap_or(false);
         let status = lifecycle::observe(
             shim.is_some(),
             paused,
@@ -532,7 +539,7 @@ impl Runtime {
                 out.push(info);
             }
         }
-        out.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        out.sort_by_key(|a| a.created_at);
         Ok(out)
     }
 
@@ -638,10 +645,7 @@ impl Runtime {
             }),
             Err(_) => Err(RuntimeError::ShimStart {
                 id: id.to_string(),
-                message: format!(
-                    "no ready message (got {:?})",
-                    String::from_utf8_lossy(&buf)
-                ),
+                message: format!("no ready message (got {:?})", String::from_utf8_lossy(&buf)),
             }),
         }
     }
@@ -681,7 +685,12 @@ impl Runtime {
         .map(|_| ())
     }
 
-    fn wait_proc(&self, id: &str, p: Proc<'_>, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
+    fn wait_proc(
+        &self,
+        id: &str,
+        p: Proc<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ExitStatus>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(e) = self.read_exit(id, p) {
@@ -763,7 +772,11 @@ impl Runtime {
             },
             Some(Duration::from_secs(10)),
         );
-        if let Some(e) = self.wait_proc(id, Proc::Init, Some(Duration::from_millis(plan.grace_ms.max(1))))? {
+        if let Some(e) = self.wait_proc(
+            id,
+            Proc::Init,
+            Some(Duration::from_millis(plan.grace_ms.max(1))),
+        )? {
             return Ok(Some(e));
         }
         let _ = self.request(
@@ -803,7 +816,11 @@ impl Runtime {
     /// killed first.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let info = self.inspect(id)?;
-        if !info.status.check(if force { Action::ForceDelete } else { Action::Delete }) {
+        if !info.status.check(if force {
+            Action::ForceDelete
+        } else {
+            Action::Delete
+        }) {
             return Err(RuntimeError::InvalidTransition {
                 id: id.to_string(),
                 action: Action::Delete,
@@ -824,7 +841,10 @@ impl Runtime {
             errors.push(e);
         }
         // libcontainer removes the cgroups; this catches a shim that died before it could.
-        if Path::new("/sys/fs/cgroup").join("pids/berth").join(id).exists()
+        if Path::new("/sys/fs/cgroup")
+            .join("pids/berth")
+            .join(id)
+            .exists()
             || Path::new("/sys/fs/cgroup/berth").join(id).exists()
         {
             if let Err(e) = cgroups::remove(id, &spec::cgroups_path(id)) {
@@ -905,7 +925,12 @@ impl Runtime {
     }
 
     /// Waits for an exec'd process; `Ok(None)` on timeout.
-    pub fn exec_wait(&self, id: &str, exec_id: &str, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
+    pub fn exec_wait(
+        &self,
+        id: &str,
+        exec_id: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ExitStatus>> {
         self.check_exec(id, exec_id)?;
         self.wait_proc(id, Proc::Exec(exec_id), timeout)
     }
@@ -1090,7 +1115,11 @@ fn exec_process(
     p["terminal"] = serde_json::json!(opts.tty);
     let mut env: Vec<String> = p["env"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());

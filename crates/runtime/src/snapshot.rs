@@ -172,7 +172,12 @@ impl SnapshotStore {
     /// Creates the upper and work dirs of container `id` (kept if they exist: a restarted
     /// container keeps its writes) and returns the overlay mount of `chain_ids` (bottom first)
     /// onto `target`.
-    pub fn prepare_active(&self, id: &str, chain_ids: &[String], target: &Path) -> Result<MountPlan> {
+    pub fn prepare_active(
+        &self,
+        id: &str,
+        chain_ids: &[String],
+        target: &Path,
+    ) -> Result<MountPlan> {
         let mut lowers = Vec::with_capacity(chain_ids.len());
         for c in chain_ids {
             let dir = self.layer_dir(c)?;
@@ -308,7 +313,9 @@ mod tests {
         let plan = store
             .prepare_active("c1", &[D0.to_string()], Path::new("/x"))
             .unwrap();
-        assert!(plan.options.contains(&format!("lowerdir={}", dir.display())));
+        assert!(plan
+            .options
+            .contains(&format!("lowerdir={}", dir.display())));
         assert!(store.upper_dir("c1").is_dir());
         store.remove_active("c1").unwrap();
         assert!(!store.upper_dir("c1").exists());

@@ -290,7 +290,9 @@ pub fn merge_env(image: &ImageConfig, options: &RunOptions, hostname: &str) -> V
     for e in &options.env {
         put(e);
     }
-    keys.into_iter().map(|k| vals.remove(&k).unwrap_or_default()).collect()
+    keys.into_iter()
+        .map(|k| vals.remove(&k).unwrap_or_default())
+        .collect()
 }
 
 /// The capability set: Docker's default, plus `cap_add`, minus `cap_drop` (`ALL` accepted).
@@ -421,7 +423,13 @@ const CAP_GATED: &[(&str, &[&str])] = &[
     ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
     (
         "CAP_SYS_TIME",
-        &["settimeofday", "stime", "clock_settime", "clock_adjtime", "adjtimex"],
+        &[
+            "settimeofday",
+            "stime",
+            "clock_settime",
+            "clock_adjtime",
+            "adjtimex",
+        ],
     ),
     ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
     (
@@ -512,14 +520,24 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
                 "gid=5",
             ],
         ),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
         mount(
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
             &["nosuid", "noexec", "nodev", "relatime", "ro"],
         ),
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
         mount(
             "/dev/shm",
             "tmpfs",
@@ -633,7 +651,9 @@ pub fn signal_number(name: &str) -> Option<i32> {
     } else {
         format!("SIG{upper}")
     };
-    full.parse::<nix::sys::signal::Signal>().ok().map(|s| s as i32)
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
 }
 
 #[cfg(test)]
@@ -641,7 +661,8 @@ mod tests {
     use super::*;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\nalice:x:1000:1000::/home/alice:/bin/sh\n";
-    const GROUP: &str = "root:x:0:\nwww:x:33:\nalice:x:1000:\nwheel:x:10:alice\naudio:x:29:alice,www\n";
+    const GROUP: &str =
+        "root:x:0:\nwww:x:33:\nalice:x:1000:\nwheel:x:10:alice\naudio:x:29:alice,www\n";
 
     fn image() -> ImageConfig {
         ImageConfig {
@@ -654,7 +675,11 @@ mod tests {
         }
     }
 
-    fn inputs<'a>(img: &'a ImageConfig, opts: &'a RunOptions, host: &'a HostFacts) -> SpecInputs<'a> {
+    fn inputs<'a>(
+        img: &'a ImageConfig,
+        opts: &'a RunOptions,
+        host: &'a HostFacts,
+    ) -> SpecInputs<'a> {
         SpecInputs {
             id: "abcdef0123456789",
             rootfs: PathBuf::from("/r"),
@@ -668,7 +693,13 @@ mod tests {
     #[test]
     fn user_resolution() {
         let (ids, extra) = resolve_user("alice", PASSWD, GROUP).unwrap();
-        assert_eq!(ids, UserIds { uid: 1000, gid: 1000 });
+        assert_eq!(
+            ids,
+            UserIds {
+                uid: 1000,
+                gid: 1000
+            }
+        );
         assert_eq!(extra, vec![10, 29]);
         let (ids, _) = resolve_user("www:alice", PASSWD, GROUP).unwrap();
         assert_eq!(ids, UserIds { uid: 33, gid: 1000 });
@@ -763,7 +794,13 @@ mod tests {
     fn seccomp_denies_mount_unless_sys_admin() {
         let default: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
         let d = denied_syscalls(&default);
-        for s in ["mount", "kexec_load", "open_by_handle_at", "unshare", "ptrace"] {
+        for s in [
+            "mount",
+            "kexec_load",
+            "open_by_handle_at",
+            "unshare",
+            "ptrace",
+        ] {
             assert!(d.contains(&s), "{s} should be denied");
         }
         assert!(!d.contains(&"chroot"));
@@ -831,7 +868,14 @@ mod tests {
             .iter()
             .map(|m| m["destination"].as_str().unwrap().to_string())
             .collect();
-        for d in ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"] {
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+        ] {
             assert!(dests.contains(&d.to_string()), "missing {d}");
         }
     }

@@ -47,9 +47,8 @@ fn echo_logs_in_order_with_stderr_apart() -> Result<()> {
     let streams: Vec<Stream> = all.iter().map(|r| r.stream).collect();
     assert_eq!(streams.iter().filter(|s| **s == Stream::Stderr).count(), 2);
     assert!(all.windows(2).all(|w| w[0].time <= w[1].time));
-    let tail = t
-        .rt
-        .logs(
+    let tail =
+        t.rt.logs(
             &id,
             berth_runtime::LogOptions {
                 stdout: true,
@@ -84,7 +83,10 @@ fn pid1_own_hostname_and_only_lo() -> Result<()> {
 fn writes_land_in_upper_dir_and_go_with_delete() -> Result<()> {
     let t = TestRuntime::new()?;
     let layer = t.rt.snapshots().layer_dir(t.layers.last().unwrap())?;
-    let before: Vec<_> = std::fs::read_dir(&layer)?.flatten().map(|e| e.file_name()).collect();
+    let before: Vec<_> = std::fs::read_dir(&layer)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     let (id, exit) = t.run(
         &["sh", "-c", "echo hello > /written && rm /bin/true"],
         opts(),
@@ -93,10 +95,16 @@ fn writes_land_in_upper_dir_and_go_with_delete() -> Result<()> {
     let upper = t.rt.snapshots().upper_dir(&id);
     assert_eq!(std::fs::read_to_string(upper.join("written"))?, "hello\n");
     // The image's layer is unchanged: no new file, and the deleted file is still there.
-    let after: Vec<_> = std::fs::read_dir(&layer)?.flatten().map(|e| e.file_name()).collect();
+    let after: Vec<_> = std::fs::read_dir(&layer)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(before, after);
     assert!(!layer.join("written").exists());
-    assert!(layer.join("bin/true").exists() || std::fs::symlink_metadata(layer.join("bin/true")).is_ok());
+    assert!(
+        layer.join("bin/true").exists()
+            || std::fs::symlink_metadata(layer.join("bin/true")).is_ok()
+    );
     t.rt.delete(&id, false)?;
     assert!(!upper.exists());
     assert!(matches!(
@@ -167,7 +175,12 @@ fn half_a_cpu_is_throttled() -> Result<()> {
     // Half a CPU over ~1.5 s: well under one full CPU-second.
     assert!(s.cpu_total_ns < 1_200_000_000, "{s:?}");
     let exit = t.rt.stop(&id, Some(Duration::from_secs(1)))?.unwrap();
-    assert_eq!(exit.signal, Some(libc::SIGTERM).filter(|_| exit.code == 143).or(exit.signal));
+    assert_eq!(
+        exit.signal,
+        Some(libc::SIGTERM)
+            .filter(|_| exit.code == 143)
+            .or(exit.signal)
+    );
     Ok(())
 }
 
@@ -189,7 +202,11 @@ fn security_defaults_hold_inside() -> Result<()> {
     let out = t.output(&id, false)?;
     let lines: Vec<&str> = out.lines().collect();
     // Docker's default capability set.
-    assert_eq!(lines[0].split_whitespace().nth(1), Some("00000000a80425fb"), "{out}");
+    assert_eq!(
+        lines[0].split_whitespace().nth(1),
+        Some("00000000a80425fb"),
+        "{out}"
+    );
     assert!(lines.contains(&"MOUNT=failed"), "{out}");
     assert!(lines.contains(&"KCORE=0"), "{out}");
     assert!(lines.contains(&"SYSCTL=failed"), "{out}");
@@ -200,7 +217,12 @@ fn security_defaults_hold_inside() -> Result<()> {
 fn httpd_ignores_sigterm_so_stop_kills() -> Result<()> {
     let t = TestRuntime::new()?;
     let mut o = opts();
-    o.cmd = Some(vec!["httpd".into(), "-f".into(), "-p".into(), "8080".into()]);
+    o.cmd = Some(vec![
+        "httpd".into(),
+        "-f".into(),
+        "-p".into(),
+        "8080".into(),
+    ]);
     let id = t.create(o)?;
     t.rt.start(&id)?;
     std::thread::sleep(Duration::from_millis(200));
@@ -224,14 +246,20 @@ fn pause_unpause_restart_and_top() -> Result<()> {
     let id = t.create(o)?;
     t.rt.start(&id)?;
     let top = t.rt.top(&id)?;
-    assert!(top.processes.iter().any(|p| p[3].starts_with("sh -c")), "{top:?}");
+    assert!(
+        top.processes.iter().any(|p| p[3].starts_with("sh -c")),
+        "{top:?}"
+    );
     t.rt.pause(&id)?;
     assert_eq!(t.rt.inspect(&id)?.status, Status::Paused);
     let n = t.logs(&id)?.len();
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(t.logs(&id)?.len(), n, "a paused container wrote output");
     t.rt.unpause(&id)?;
-    assert!(eventually(Duration::from_secs(5), || t.logs(&id).map(|l| l.len() > n).unwrap_or(false)));
+    assert!(eventually(Duration::from_secs(5), || t
+        .logs(&id)
+        .map(|l| l.len() > n)
+        .unwrap_or(false)));
     let info = t.rt.restart(&id, Some(Duration::from_secs(2)))?;
     assert_eq!(info.status, Status::Running);
     assert_eq!(info.restart_count, 1);

@@ -27,6 +27,8 @@ const MAX_CLIENT_BACKLOG: usize = 8 << 20;
 const MAX_EXEC_BACKLOG: usize = 4 << 20;
 /// After the process exits, how long to keep draining output held open by leftovers.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// How long an exited exec keeps unread output for a late first attacher.
+const EXEC_LINGER: Duration = Duration::from_secs(60);
 
 fn sys(call: &'static str) -> impl FnOnce(nix::Error) -> RuntimeError {
     move |source| RuntimeError::Sys { call, source }
@@ -109,7 +111,11 @@ fn resize(master: &File, rows: u16, cols: u16) {
     };
     // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which points to a live local.
     unsafe {
-        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws as *const libc::winsize);
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &ws as *const libc::winsize,
+        );
     }
 }
 
@@ -258,8 +264,8 @@ impl Supervisor {
             format!("{}\n", std::process::id()).as_bytes(),
         )?;
         let _ = std::fs::remove_file(&cfg.socket);
-        let listener =
-            UnixListener::bind(&cfg.socket).map_err(|e| RuntimeError::io("bind", &cfg.socket, e))?;
+        let listener = UnixListener::bind(&cfg.socket)
+            .map_err(|e| RuntimeError::io("bind", &cfg.socket, e))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| RuntimeError::io("set nonblocking", &cfg.socket, e))?;
@@ -391,7 +397,11 @@ impl Supervisor {
         loop {
             self.reap();
             if let Some(at) = self.exited_at {
-                if self.outputs.is_empty() || at.elapsed() > DRAIN_GRACE {
+                let drained = self.outputs.is_empty() || at.elapsed() > DRAIN_GRACE;
+                // An exec's output waits (a while) for its first attacher.
+                let delivered = self.backlog.as_ref().is_none_or(|b| b.is_empty())
+                    || at.elapsed() > EXEC_LINGER;
+                if drained && delivered {
                     break;
                 }
             }
@@ -710,7 +720,9 @@ impl Supervisor {
                     self.flush_stdin();
                 }
                 (kind::RESIZE, p) => {
-                    if let (Some(m), Some((rows, cols))) = (&self.master, protocol::parse_resize(&p)) {
+                    if let (Some(m), Some((rows, cols))) =
+                        (&self.master, protocol::parse_resize(&p))
+                    {
                         resize(m, rows, cols);
                     }
                 }
@@ -771,7 +783,9 @@ impl Supervisor {
             let _ = oci::delete(&self.cfg.id, &self.cfg.state_root, true);
             self.reap_all();
         }
-        let exit = self.exit.unwrap_or_else(|| ExitStatus::from_wait(None, None, false));
+        let exit = self
+            .exit
+            .unwrap_or_else(|| ExitStatus::from_wait(None, None, false));
         let record = ExitRecord {
             version: RECORD_VERSION,
             pid: self.pid,

@@ -25,7 +25,9 @@ struct Busybox {
 
 fn fetch(registry: &str, repo: &str, digest: &str) -> Result<Vec<u8>> {
     let url = format!("http://{registry}/v2/{repo}/blobs/{digest}");
-    let resp = ureq::get(&url).call().with_context(|| format!("GET {url}"))?;
+    let resp = ureq::get(&url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
     let mut buf = Vec::new();
     resp.into_reader().read_to_end(&mut buf)?;
     Ok(buf)
@@ -40,7 +42,10 @@ fn busybox() -> Result<&'static Busybox> {
     let img = fx.image("busybox:latest");
     let mut layers = Vec::new();
     for l in &img.layers {
-        layers.push((l.diff_id.clone(), fetch(&fx.registry, "busybox", &l.digest)?));
+        layers.push((
+            l.diff_id.clone(),
+            fetch(&fx.registry, "busybox", &l.digest)?,
+        ));
     }
     let cfg: serde_json::Value =
         serde_json::from_slice(&fetch(&fx.registry, "busybox", &img.config_digest)?)?;
@@ -178,7 +183,12 @@ impl TestRuntime {
 fn cleanup(rt: &Runtime, root: &Path, ids: &[String]) {
     for id in ids {
         // Shim diagnostics (panics, errors) help explain a failure.
-        let diag = rt.config().data_root.join("containers").join(id).join("shim.stderr");
+        let diag = rt
+            .config()
+            .data_root
+            .join("containers")
+            .join(id)
+            .join("shim.stderr");
         if let Ok(text) = std::fs::read_to_string(&diag) {
             if !text.is_empty() {
                 eprintln!("shim of {id} wrote:\n{text}");
@@ -186,11 +196,30 @@ fn cleanup(rt: &Runtime, root: &Path, ids: &[String]) {
         }
         let _ = rt.delete(id, true);
         for ctrl in [
-            "memory", "cpu", "cpu,cpuacct", "cpuacct", "pids", "freezer", "devices", "blkio",
-            "cpuset", "hugetlb", "net_cls", "net_prio", "perf_event", "rdma", "misc", "systemd",
+            "memory",
+            "cpu",
+            "cpu,cpuacct",
+            "cpuacct",
+            "pids",
+            "freezer",
+            "devices",
+            "blkio",
+            "cpuset",
+            "hugetlb",
+            "net_cls",
+            "net_prio",
+            "perf_event",
+            "rdma",
+            "misc",
+            "systemd",
             "unified",
         ] {
-            let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(ctrl).join("berth").join(id));
+            let _ = std::fs::remove_dir(
+                Path::new("/sys/fs/cgroup")
+                    .join(ctrl)
+                    .join("berth")
+                    .join(id),
+            );
         }
         let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup/berth").join(id));
     }
@@ -240,4 +269,47 @@ pub fn sh(script: &str) -> Vec<String> {
 
 pub fn fail(msg: &str) -> Result<()> {
     bail!("{msg}")
+}
+
+/// Reads output frames from an attach stream until `needle` shows up in the collected
+/// output (or EOF / the 20 s read timeout); returns everything read.
+pub fn read_until(
+    s: &mut std::os::unix::net::UnixStream,
+    dec: &mut berth_runtime::protocol::FrameDecoder,
+    collected: &mut Vec<(u8, Vec<u8>)>,
+    needle: Option<&str>,
+) -> Result<String> {
+    use std::io::Read as _;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let text = |c: &Vec<(u8, Vec<u8>)>| -> String {
+        c.iter()
+            .map(|(_, p)| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    };
+    loop {
+        while let Some(f) = dec.next_frame()? {
+            collected.push(f);
+        }
+        if let Some(n) = needle {
+            if text(collected).contains(n) {
+                return Ok(text(collected));
+            }
+        }
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).context("read attach stream")?;
+        if n == 0 {
+            if needle.is_some() {
+                bail!("stream ended before {needle:?}; got {:?}", text(collected));
+            }
+            return Ok(text(collected));
+        }
+        dec.push(&buf[..n]);
+    }
+}
+
+/// Writes one frame.
+pub fn send(s: &mut std::os::unix::net::UnixStream, frame: Vec<u8>) -> Result<()> {
+    use std::io::Write as _;
+    s.write_all(&frame)?;
+    Ok(())
 }
