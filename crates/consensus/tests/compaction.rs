@@ -21,7 +21,10 @@ async fn log_is_compacted_and_late_joiner_installs_snapshot() {
     };
     let mut m1 = h.init_with("m1", tuning).await;
     for _ in 0..60 {
-        m1.node().rotate_join_token(NodeRole::Manager).await.expect("write");
+        m1.node()
+            .rotate_join_token(NodeRole::Manager)
+            .await
+            .expect("write");
     }
     let (snapshot, purged) = eventually("snapshot built and log purged", WAIT, || async {
         let m = m1.node().raft_metrics().borrow().clone();
@@ -31,10 +34,19 @@ async fn log_is_compacted_and_late_joiner_installs_snapshot() {
         }
     })
     .await;
-    assert!(purged.index <= snapshot.index, "purged {purged:?} beyond snapshot {snapshot:?}");
+    assert!(
+        purged.index <= snapshot.index,
+        "purged {purged:?} beyond snapshot {snapshot:?}"
+    );
 
     // A worker joining now needs entries that were purged: it gets the snapshot.
-    let token = m1.node().join_tokens().await.expect("tokens").worker.to_string();
+    let token = m1
+        .node()
+        .join_tokens()
+        .await
+        .expect("tokens")
+        .worker
+        .to_string();
     let mut w1 = h.join("w1", &m1, &token).await;
     eventually("joiner has the compacted history", WAIT, || async {
         let s = w1.node().state(ReadConsistency::Local).await.ok()?;
@@ -54,7 +66,10 @@ async fn log_is_compacted_and_late_joiner_installs_snapshot() {
     m1.restart().await;
     w1.restart().await;
     m1.node().wait_for_leader(WAIT).await.expect("leader");
-    m1.node().rotate_join_token(NodeRole::Manager).await.expect("write after restart");
+    m1.node()
+        .rotate_join_token(NodeRole::Manager)
+        .await
+        .expect("write after restart");
     eventually("worker follows after restart", WAIT, || async {
         let s = w1.node().state(ReadConsistency::Local).await.ok()?;
         (s.tokens.manager == 61).then_some(())
