@@ -375,3 +375,47 @@ fn embedded_dns_resolves_names_on_the_same_user_network_only() -> Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[test]
+fn udp_and_address_bound_and_daemon_chosen_ports_are_published() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let remote = TestNetns::new()?;
+    let web = TestNetns::new()?;
+    let (host_ip, remote_ip) = uplink(&host, &remote, 2)?;
+    let _udp = UdpPeerEchoServer::start(&web, 5353)?;
+    let _tcp = PeerEchoServer::start(&web, 80)?;
+    let (chosen, other_port) = host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        d.ensure_default_network(&hex('0')).await?;
+        let spec_bound = format!("{host_ip}:18443:80");
+        let ep = d
+            .connect(endpoint(
+                'a',
+                "bridge",
+                &web,
+                &["15353:5353/udp", &spec_bound, "80"],
+            ))
+            .await?;
+        assert_eq!(ep.ports[2].host_port, PortRange::default().first);
+        anyhow::Ok((ep.ports[2].host_port, 18443u16))
+    })?;
+    // UDP from another host keeps the client's address.
+    let seen = remote.run_in(|| udp_peer_seen_by(SocketAddr::from((host_ip, 15353))))?;
+    assert_eq!(seen, remote_ip.to_string());
+    // ip:hostPort:containerPort answers on that address only.
+    let seen = remote.run_in(|| peer_seen_by(SocketAddr::from((host_ip, other_port))))?;
+    assert_eq!(seen, remote_ip.to_string());
+    assert!(host
+        .run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], other_port))))
+        .is_err());
+    // The daemon-chosen port (publish-all style) answers too.
+    let seen = remote.run_in(|| peer_seen_by(SocketAddr::from((host_ip, chosen))))?;
+    assert_eq!(seen, remote_ip.to_string());
+    host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        d.teardown_host().await?;
+        assert_eq!(leftovers(d.links()).await?, Vec::<String>::new());
+        anyhow::Ok(())
+    })
+}

@@ -525,3 +525,43 @@ async fn teardown_host_removes_every_berth_link_and_the_table() {
         .collect();
     assert!(deletes[0].starts_with("veth"), "{deletes:?}");
 }
+
+#[tokio::test]
+async fn nft_runs_only_when_the_ruleset_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = driver_with_routes(vec![]);
+    d.ensure_default_network(&hex('0')).await.unwrap();
+    assert_eq!(d.firewall().scripts().len(), 1);
+    let plain = d
+        .connect(ep_req('1', 'c', "bridge", netns_file(&dir, "c1"), &[]))
+        .await
+        .unwrap();
+    assert_eq!(d.firewall().scripts().len(), 1, "no ports, no nft run");
+    let web = d
+        .connect(ep_req(
+            '2',
+            'd',
+            "bridge",
+            netns_file(&dir, "c2"),
+            &["8080:80"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(d.firewall().scripts().len(), 2);
+    d.disconnect(&plain.id).await.unwrap();
+    assert_eq!(d.firewall().scripts().len(), 2);
+    d.disconnect(&web.id).await.unwrap();
+    assert_eq!(d.firewall().scripts().len(), 3);
+    // The explicit sync and reconcile always apply.
+    d.sync_firewall().await.unwrap();
+    d.reconcile().await.unwrap();
+    assert_eq!(d.firewall().scripts().len(), 5);
+    // After a failed apply the next change is applied even if it looks the same.
+    d.firewall().set_failing(true);
+    assert!(d.sync_firewall().await.is_err());
+    d.firewall().set_failing(false);
+    d.connect(ep_req('3', 'e', "bridge", netns_file(&dir, "c3"), &[]))
+        .await
+        .unwrap();
+    assert_eq!(d.firewall().scripts().len(), 6);
+}

@@ -49,12 +49,16 @@ pub enum LinkOp {
         /// Device name.
         name: String,
     },
-    /// Create a veth pair in the host namespace.
+    /// Create a veth pair: one end in the host namespace, the other created directly in
+    /// another namespace under its final name (no temporary name, no later move: moving a
+    /// link between namespaces costs a kernel synchronisation of about 20 ms).
     CreateVeth {
         /// Host end.
         host: String,
-        /// Container end (temporary name until renamed inside the container).
+        /// Container end's name (`eth0`).
         peer: String,
+        /// The namespace the container end is created in.
+        peer_netns: PathBuf,
     },
     /// Attach a host link to a bridge.
     SetMaster {
@@ -70,22 +74,6 @@ pub enum LinkOp {
     SetHairpin {
         /// The port.
         link: String,
-    },
-    /// Move a host link into another namespace.
-    MoveToNetns {
-        /// Link name in the host namespace.
-        link: String,
-        /// Target namespace file.
-        netns: PathBuf,
-    },
-    /// Rename a (down) link.
-    Rename {
-        /// Where the link is.
-        netns: Netns,
-        /// Current name.
-        link: String,
-        /// New name.
-        new_name: String,
     },
     /// Add an IPv4 address (replacing an identical one).
     AddAddress {
@@ -194,17 +182,17 @@ pub fn network_teardown_plan(net: &Network) -> Vec<LinkOp> {
     }]
 }
 
-/// Steps that attach an endpoint: veth pair, host end on the bridge (hairpin on) and up,
-/// container end
-/// moved into the container's namespace, renamed, addressed and up, `lo` up, and (for the
-/// container's first network) the default route via the gateway.
+/// Steps that attach an endpoint: a veth pair whose container end is created inside the
+/// container's namespace as `eth<N>`, the host end on the bridge (hairpin on) and up, the
+/// container end addressed and up, `lo` up, and (for the container's first network) the
+/// default route via the gateway.
 pub fn endpoint_setup_plan(ep: &Endpoint, net: &Network) -> Vec<LinkOp> {
-    let peer = Endpoint::temp_peer_for(&ep.id);
     let ns = Netns::Path(ep.netns.clone());
     let mut plan = vec![
         LinkOp::CreateVeth {
             host: ep.host_veth.clone(),
-            peer: peer.clone(),
+            peer: ep.ifname.clone(),
+            peer_netns: ep.netns.clone(),
         },
         LinkOp::SetMaster {
             link: ep.host_veth.clone(),
@@ -216,15 +204,6 @@ pub fn endpoint_setup_plan(ep: &Endpoint, net: &Network) -> Vec<LinkOp> {
         LinkOp::SetUp {
             netns: Netns::Host,
             link: ep.host_veth.clone(),
-        },
-        LinkOp::MoveToNetns {
-            link: peer.clone(),
-            netns: ep.netns.clone(),
-        },
-        LinkOp::Rename {
-            netns: ns.clone(),
-            link: peer,
-            new_name: ep.ifname.clone(),
         },
         LinkOp::AddAddress {
             netns: ns.clone(),
@@ -342,16 +321,26 @@ mod tests {
     }
 
     #[test]
-    fn endpoint_plan_moves_peer_before_configuring_it_inside() {
+    fn endpoint_plan_creates_the_peer_inside_then_configures_it() {
         let plan = endpoint_setup_plan(&ep(), &net());
+        assert_eq!(
+            plan[0],
+            LinkOp::CreateVeth {
+                host: ep().host_veth,
+                peer: "eth0".into(),
+                peer_netns: "/run/netns/x".into()
+            }
+        );
         let pos = |pred: &dyn Fn(&LinkOp) -> bool| plan.iter().position(pred).unwrap();
-        let mv = pos(&|op| matches!(op, LinkOp::MoveToNetns { .. }));
-        let rename = pos(&|op| matches!(op, LinkOp::Rename { new_name, .. } if new_name == "eth0"));
         let addr = pos(&|op| matches!(op, LinkOp::AddAddress { link, .. } if link == "eth0"));
+        let up = pos(&|op| matches!(op, LinkOp::SetUp { link, .. } if link == "eth0"));
         let route = pos(
             &|op| matches!(op, LinkOp::AddDefaultRoute { gateway, .. } if *gateway == Ipv4Addr::new(10, 77, 0, 1)),
         );
-        assert!(mv < rename && rename < addr && addr < route);
+        assert!(
+            addr < up && up < route,
+            "the route needs the address and the link up"
+        );
         assert!(plan.contains(&LinkOp::SetUp {
             netns: Netns::Path("/run/netns/x".into()),
             link: "lo".into()
@@ -359,6 +348,9 @@ mod tests {
         assert!(plan.contains(&LinkOp::SetMaster {
             link: ep().host_veth,
             bridge: "br-ffffffffffff".into()
+        }));
+        assert!(plan.contains(&LinkOp::SetHairpin {
+            link: ep().host_veth
         }));
         let second = endpoint_setup_plan(
             &Endpoint {

@@ -13,9 +13,16 @@ use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt;
 use nix::sched::CloneFlags;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use std::os::fd::AsRawFd;
+
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-use rtnetlink::{Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
+};
 
 use super::{LinkExecutor, LinkOp, Netns, ObservedLink, BERTH_ALIAS};
 use crate::error::{NetError, Result};
@@ -146,13 +153,27 @@ impl LinkExecutor for RtnetlinkExecutor {
                 let index = link_index(h, name, op).await?;
                 set_alias(h, index, op).await
             }
-            LinkOp::CreateVeth { host, peer } => {
+            LinkOp::CreateVeth {
+                host,
+                peer,
+                peer_netns,
+            } => {
                 let h = &self.host;
-                h.link()
-                    .add(LinkVeth::new(host, peer).build())
-                    .execute()
-                    .await
-                    .map_err(netlink_err(op))?;
+                let file = File::open(peer_netns).map_err(|source| NetError::Netns {
+                    path: peer_netns.clone(),
+                    source,
+                })?;
+                let peer_msg = LinkUnspec::new_with_name(peer)
+                    .setns_by_fd(file.as_raw_fd())
+                    .build();
+                let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                    .name(host.clone())
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+                    .build();
+                // `file` stays open until the kernel has taken the namespace reference.
+                let added = h.link().add(msg).execute().await.map_err(netlink_err(op));
+                drop(file);
+                added?;
                 let index = link_index(h, host, op).await?;
                 set_alias(h, index, op).await
             }
@@ -171,45 +192,6 @@ impl LinkExecutor for RtnetlinkExecutor {
                 let index = link_index(h, link, op).await?;
                 h.link()
                     .set_port(LinkBridgePort::new(index).hairpin(true).build())
-                    .execute()
-                    .await
-                    .map_err(netlink_err(op))
-            }
-            LinkOp::MoveToNetns { link, netns } => {
-                use std::os::fd::AsRawFd;
-                let h = &self.host;
-                let index = link_index(h, link, op).await?;
-                let file = File::open(netns).map_err(|source| NetError::Netns {
-                    path: netns.clone(),
-                    source,
-                })?;
-                // `file` stays open until the request completed.
-                let result = h
-                    .link()
-                    .set(
-                        LinkUnspec::new_with_index(index)
-                            .setns_by_fd(file.as_raw_fd())
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(netlink_err(op));
-                drop(file);
-                result
-            }
-            LinkOp::Rename {
-                netns,
-                link,
-                new_name,
-            } => {
-                let h = self.handle_in(netns).await?;
-                let index = link_index(&h, link, op).await?;
-                h.link()
-                    .set(
-                        LinkUnspec::new_with_index(index)
-                            .name(new_name.clone())
-                            .build(),
-                    )
                     .execute()
                     .await
                     .map_err(netlink_err(op))

@@ -89,11 +89,6 @@ impl Endpoint {
     pub fn host_veth_for(endpoint_id: &str) -> String {
         format!("veth{}", short_hex(endpoint_id, 11))
     }
-
-    /// Temporary name of the container end while it is still in the host namespace.
-    pub fn temp_peer_for(endpoint_id: &str) -> String {
-        format!("vbtmp{}", short_hex(endpoint_id, 10))
-    }
 }
 
 fn short_hex(id: &str, n: usize) -> String {
@@ -276,7 +271,6 @@ mod tests {
         let id = "0123456789abcdef".repeat(4);
         assert_eq!(Network::bridge_name_for(&id), "br-0123456789ab");
         assert_eq!(Endpoint::host_veth_for(&id), "veth0123456789a");
-        assert!(Endpoint::temp_peer_for(&id).len() <= 15);
         let odd = Endpoint::host_veth_for("not-hex!");
         assert_eq!(odd.len(), 15);
         assert_eq!(odd, Endpoint::host_veth_for("not-hex!"));

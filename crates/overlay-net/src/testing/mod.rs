@@ -212,9 +212,14 @@ impl LinkExecutor for FakeLinks {
                         .insert(id, (name.clone(), new_link("bridge", Some(BERTH_ALIAS))));
                 }
             }
-            LinkOp::CreateVeth { host, peer } => {
+            LinkOp::CreateVeth {
+                host,
+                peer,
+                peer_netns,
+            } => {
+                let inside = Netns::Path(peer_netns.clone());
                 if find(&inner, &Netns::Host, host).is_some()
-                    || find(&inner, &Netns::Host, peer).is_some()
+                    || find(&inner, &inside, peer).is_some()
                 {
                     return Err(NetError::Netlink {
                         op: Box::new(op.clone()),
@@ -228,6 +233,7 @@ impl LinkExecutor for FakeLinks {
                 host_end.peer = Some(b);
                 let mut peer_end = new_link("veth", None);
                 peer_end.peer = Some(a);
+                peer_end.netns = inside;
                 inner.links.insert(a, (host.clone(), host_end));
                 inner.links.insert(b, (peer.clone(), peer_end));
             }
@@ -246,26 +252,6 @@ impl LinkExecutor for FakeLinks {
                     });
                 }
                 l.hairpin = true;
-            }
-            LinkOp::MoveToNetns { link, netns } => {
-                let id = find(&inner, &Netns::Host, link).ok_or_else(|| not_found(link))?;
-                let l = &mut inner.links.get_mut(&id).unwrap().1;
-                l.netns = Netns::Path(netns.clone());
-                l.up = false;
-            }
-            LinkOp::Rename {
-                netns,
-                link,
-                new_name,
-            } => {
-                if find(&inner, netns, new_name).is_some() {
-                    return Err(NetError::Netlink {
-                        op: Box::new(op.clone()),
-                        source: rtnetlink::Error::RequestFailed,
-                    });
-                }
-                let id = find(&inner, netns, link).ok_or_else(|| not_found(link))?;
-                inner.links.get_mut(&id).unwrap().0 = new_name.clone();
             }
             LinkOp::AddAddress {
                 netns,

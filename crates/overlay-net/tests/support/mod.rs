@@ -222,3 +222,67 @@ pub async fn output_in(ns: &TestNetns, cmd: &[&str]) -> (bool, String) {
         Err(_) => (false, String::new()),
     }
 }
+
+/// A UDP server inside a namespace that answers every datagram with the sender's address.
+/// Stops on drop.
+pub struct UdpPeerEchoServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpPeerEchoServer {
+    pub fn start(ns: &TestNetns, port: u16) -> Result<Self> {
+        let path = ns.path();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let socket = match enter(&path)
+                .and_then(|_| std::net::UdpSocket::bind(("0.0.0.0", port)).context("bind"))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            socket
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .expect("timeout");
+            let _ = tx.send(Ok(()));
+            let mut buf = [0u8; 64];
+            while !stop2.load(Ordering::SeqCst) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(peer.ip().to_string().as_bytes(), peer);
+                }
+            }
+        });
+        rx.recv().context("server thread died")??;
+        Ok(UdpPeerEchoServer {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for UdpPeerEchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends one datagram (from the calling thread's namespace) and returns the reply: the
+/// sender address the server saw.
+pub fn udp_peer_seen_by(addr: SocketAddr) -> Result<String> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.send_to(b"?", addr)?;
+    let mut buf = [0u8; 64];
+    let (n, _) = s
+        .recv_from(&mut buf)
+        .with_context(|| format!("no reply from {addr}"))?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
