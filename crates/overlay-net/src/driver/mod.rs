@@ -401,7 +401,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
         let ep = Endpoint {
-            host_veth: Endpoint::host_veth_for(&req.endpoint_id),
+            host_veth: self.state.unique_host_veth(&req.endpoint_id),
             id: req.endpoint_id,
             container_id: req.container_id,
             container_name: req.container_name,

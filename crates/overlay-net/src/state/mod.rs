@@ -91,17 +91,21 @@ impl Endpoint {
     }
 }
 
+fn fnv64(bytes: &[u8], salt: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 fn short_hex(id: &str, n: usize) -> String {
     let hex: String = id.chars().filter(char::is_ascii_hexdigit).take(n).collect();
     if hex.len() == n {
         hex
     } else {
         // Ids that are not hex (tests, odd callers): derive a stable hex from the bytes.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in id.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        format!("{h:016x}")[..n].to_string()
+        format!("{:016x}", fnv64(id.as_bytes(), 0))[..n].to_string()
     }
 }
 
@@ -181,6 +185,21 @@ impl NetState {
         self.endpoints
             .values()
             .filter(move |e| e.network_id == network_id)
+    }
+
+    /// A host veth name for a new endpoint that no endpoint in the state uses:
+    /// [`Endpoint::host_veth_for`], or, if two ids share their first 11 hex digits, a name
+    /// derived from a hash of the whole id.
+    pub fn unique_host_veth(&self, endpoint_id: &str) -> String {
+        let taken = |name: &str| self.endpoints.values().any(|e| e.host_veth == name);
+        let first = Endpoint::host_veth_for(endpoint_id);
+        if !taken(&first) {
+            return first;
+        }
+        (1u64..)
+            .map(|salt| format!("veth{:011x}", fnv64(endpoint_id.as_bytes(), salt) >> 20))
+            .find(|name| !taken(name))
+            .expect("a free name exists")
     }
 
     /// Subnets in use by berth networks.
@@ -274,5 +293,36 @@ mod tests {
         let odd = Endpoint::host_veth_for("not-hex!");
         assert_eq!(odd.len(), 15);
         assert_eq!(odd, Endpoint::host_veth_for("not-hex!"));
+    }
+
+    #[test]
+    fn host_veth_names_stay_unique_when_id_prefixes_collide() {
+        let mut s = NetState::default();
+        let a = format!("{:064x}", 1);
+        let b = format!("{:064x}", 2);
+        let name_a = s.unique_host_veth(&a);
+        assert_eq!(name_a, "veth00000000000");
+        s.endpoints.insert(
+            a.clone(),
+            Endpoint {
+                id: a.clone(),
+                container_id: a.clone(),
+                container_name: "a".into(),
+                aliases: vec![],
+                network_id: "n".into(),
+                netns: "/x".into(),
+                netns_inode: None,
+                ifname: "eth0".into(),
+                default_route: true,
+                host_veth: name_a.clone(),
+                address: Ipv4Addr::new(10, 0, 0, 2),
+                ports: vec![],
+            },
+        );
+        let name_b = s.unique_host_veth(&b);
+        assert_ne!(name_b, name_a);
+        assert_eq!(name_b.len(), 15);
+        assert!(name_b.starts_with("veth"));
+        assert_eq!(name_b, s.unique_host_veth(&b), "deterministic");
     }
 }
