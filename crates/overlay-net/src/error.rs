@@ -184,7 +184,7 @@ pub enum NetError {
     /// A network namespace file could not be opened or entered.
     #[error("network namespace {path}: {source}")]
     Netns {
-        /// The netns file (e.g. /proc/<pid>/ns/net or /run/netns/<name>).
+        /// The netns file (e.g. `/proc/<pid>/ns/net` or `/run/netns/<name>`).
         path: PathBuf,
         /// The I/O error.
         #[source]

@@ -26,7 +26,33 @@
 //!         └─ Firewall (NftCli: nft -f -)     ──> table ip berth, one transaction
 //! ```
 //!
-//! Usage from berthd (inside a tokio runtime, in the host network namespace):
+//! # How berthd uses it
+//!
+//! All calls are `async` and run in berthd's tokio runtime, in the host's network namespace
+//! (the driver acts in the namespace of the threads running it). Keep one
+//! [`HostBridgeDriver`] behind a `tokio::sync::Mutex`; its futures are `Send`.
+//!
+//! - **Start-up:** decode the persisted state ([`NetState::from_json`]; empty state:
+//!   `NetState::default()`), build the driver, call [`BridgeDriver::reconcile`] (removes
+//!   berth links nothing wants, re-creates bridges and missing veths, rebuilds the nftables
+//!   table in one transaction; report lists orphaned endpoints whose container died: call
+//!   [`BridgeDriver::disconnect`] for them), then [`BridgeDriver::ensure_default_network`].
+//! - **Persistence:** berthd owns it. After every mutating call (success or error), save
+//!   [`NetState::to_json`] (versioned JSON: `{"version": 1, "state": ...}`).
+//! - **`docker network create/rm/ls/inspect`:** [`BridgeDriver::create_network`],
+//!   [`BridgeDriver::remove_network`], [`BridgeDriver::state`] (`networks`, `endpoints_of`,
+//!   `find_network` by id, name or id prefix). `host` and `none` need no call.
+//! - **Container start** (its netns exists, e.g. `/proc/<pid>/ns/net`, better a bind-mounted
+//!   netns file): [`BridgeDriver::connect`] with an [`EndpointRequest`] per network (ports
+//!   from [`PortRequest::parse`] or [`PortRequest::publish_all`] for `-P`); the returned
+//!   [`Endpoint`] has the address, `eth<N>` and the decided host ports. Then write the
+//!   container's files from [`render_hosts`] and [`render_resolv_conf`] (on user networks
+//!   with `embedded_dns: Some(gateway)`), and call [`DnsServers::sync`] with the state.
+//! - **`docker network connect/disconnect`, container stop/removal:**
+//!   [`BridgeDriver::connect`] / [`BridgeDriver::disconnect`] (the latter keeps going and
+//!   returns every failure in [`NetError::Teardown`]; the endpoint leaves the state anyway).
+//! - **Daemon stop with no containers left:** [`BridgeDriver::teardown_host`] removes every
+//!   berth link and the `ip berth` table.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), berth_overlay_net::NetError> {
@@ -46,6 +72,11 @@
 //! driver.disconnect(&ep.id).await?;
 //! # let _ = report; Ok(()) }
 //! ```
+//!
+//! Host-wide effects, all undone by deleting what berth created except the first:
+//! `net.ipv4.ip_forward=1` (needed for routing and NAT; Docker sets it too), berth's
+//! bridges (`berth0`, `br-<12 hex>`, with `route_localnet=1` on them only), `veth*` host
+//! ends (all carrying the ifalias `berth`), and the nftables table `ip berth`.
 
 pub mod dns;
 pub mod driver;

@@ -565,3 +565,35 @@ async fn nft_runs_only_when_the_ruleset_changes() {
         .unwrap();
     assert_eq!(d.firewall().scripts().len(), 6);
 }
+
+/// Compile-time check: berthd holds the real driver behind a tokio mutex and awaits its
+/// futures inside spawned tasks, so they must be `Send` (and the driver `Send + Sync`).
+#[allow(dead_code)]
+async fn host_driver_and_its_futures_are_send(
+    d: &mut crate::HostBridgeDriver,
+    dns: &mut crate::DnsServers,
+    req: EndpointRequest,
+    net: NetworkRequest,
+) {
+    fn is_send<T: Send>(_: &T) {}
+    fn is_sync<T: Send + Sync>() {}
+    is_sync::<crate::HostBridgeDriver>();
+    let f = d.connect(req);
+    is_send(&f);
+    drop(f);
+    let f = d.create_network(net);
+    is_send(&f);
+    drop(f);
+    let f = d.reconcile();
+    is_send(&f);
+    drop(f);
+    let f = d.disconnect("x");
+    is_send(&f);
+    drop(f);
+    let f = d.teardown_host();
+    is_send(&f);
+    drop(f);
+    let state = NetState::default();
+    let f = dns.sync(&state, &[]);
+    is_send(&f);
+}

@@ -222,7 +222,7 @@ pub fn delete_table_script() -> String {
 }
 
 /// The kernel seam for nftables. One real implementation ([`NftCli`]) and a fake in
-/// [`crate::testing`].
+/// `testing` (feature `testing`).
 pub trait Firewall: Send + Sync {
     /// Applies an nft script as one transaction; all or nothing.
     fn apply(&self, script: &str) -> impl Future<Output = Result<()>> + Send;

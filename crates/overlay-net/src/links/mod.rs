@@ -4,7 +4,7 @@
 //! Owns: [`LinkOp`] (one step), the plan builders ([`network_setup_plan`],
 //! [`endpoint_setup_plan`] and their teardowns), the [`LinkExecutor`] seam, and
 //! [`run_setup`] / [`run_teardown`] (stop-and-roll-back vs keep-going-and-collect).
-//! The real executor is [`RtnetlinkExecutor`]; a recording fake is in [`crate::testing`].
+//! The real executor is [`RtnetlinkExecutor`]; a recording fake is in `testing` (feature `testing`).
 //!
 //! Does not own: nftables (`firewall`), address choice (`ipam`).
 //!

@@ -158,7 +158,7 @@ impl PublishedPort {
 }
 
 /// Whether a host socket already holds a port. One real implementation ([`BindProbe`]) and
-/// a fake in [`crate::testing`].
+/// a fake in `testing` (feature `testing`).
 pub trait PortProbe: Send + Sync {
     /// True when nothing on the host holds `ip:port` (`ip` None = any address).
     fn is_free(&self, ip: Option<Ipv4Addr>, port: u16, protocol: Protocol) -> bool;
