@@ -20,6 +20,12 @@ pub enum ServiceError {
     /// The state database failed (500).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The image store or a registry failed (500, or what the registry said).
+    #[error(transparent)]
+    Image(Box<berth_registry_mirror::Error>),
+    /// The container runtime failed (500).
+    #[error(transparent)]
+    Runtime(Box<berth_runtime::RuntimeError>),
     /// A filesystem operation failed (500).
     #[error("{what} {path}: {source}")]
     Io {
@@ -44,6 +50,26 @@ impl ServiceError {
     pub fn invalid(message: impl Into<String>) -> Self {
         ServiceError::InvalidArgument {
             message: message.into(),
+        }
+    }
+    pub fn image(e: berth_registry_mirror::Error) -> Self {
+        ServiceError::Image(Box::new(e))
+    }
+    /// Maps runtime failures onto what the client can act on.
+    pub fn runtime(e: berth_runtime::RuntimeError) -> Self {
+        use berth_runtime::RuntimeError as R;
+        match e {
+            R::NotFound { id } => ServiceError::not_found(format!("No such container: {id}")),
+            R::ExecNotFound { exec_id, .. } => {
+                ServiceError::not_found(format!("No such exec instance: {exec_id}"))
+            }
+            R::InvalidTransition { id, status, action } => {
+                ServiceError::conflict(format!("container {id} is {status:?}: cannot {action:?}"))
+            }
+            e @ (R::UnknownUser { .. } | R::UnknownGroup { .. } | R::NoCommand) => {
+                ServiceError::invalid(e.to_string())
+            }
+            e => ServiceError::Runtime(Box::new(e)),
         }
     }
     pub fn io(what: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {

@@ -46,10 +46,44 @@ async fn run(cfg: config::Config) -> Result<()> {
         .with_context(|| format!("create exec root {}", cfg.exec_root.display()))?;
     let _pidfile = config::PidFile::create(&cfg.pidfile)?;
     let store = store::Store::open(&cfg.data_root)?;
+    let shim_path = berth_runtime::RuntimeConfig::shim_next_to_current_exe()
+        .context("berth-shim not found next to berthd: build it with `cargo build --bins`")?;
+    let runtime = std::sync::Arc::new(
+        berth_runtime::Runtime::open(berth_runtime::RuntimeConfig {
+            data_root: cfg.data_root.join("runtime"),
+            exec_root: cfg.exec_root.join("rt"),
+            shim_path,
+        })
+        .context("open container runtime")?,
+    );
+    let images = berth_registry_mirror::Images::open(
+        &cfg.data_root,
+        berth_registry_mirror::ClientConfig {
+            insecure_registries: cfg.insecure_registries.clone(),
+            ..Default::default()
+        },
+    )
+    .context("open image store")?;
+    let events = service::events::EventBus::new();
+    let volumes = service::volumes::VolumeService::open(&cfg.data_root, store.clone())?;
+    let images = service::images::ImageService::new(images, runtime.clone());
+    let containers = service::containers::ContainerService::open(
+        runtime,
+        images.clone(),
+        volumes.clone(),
+        events.clone(),
+        store.clone(),
+    )?;
+    {
+        let c = containers.clone();
+        tokio::task::spawn_blocking(move || c.recover()).await?;
+    }
     let state = api::AppState {
         engine: std::sync::Arc::new(api::EngineInfo::from_config(&cfg)),
-        events: service::events::EventBus::new(),
-        volumes: service::volumes::VolumeService::open(&cfg.data_root, store.clone())?,
+        events,
+        volumes,
+        images,
+        containers,
     };
     let router = api::router(state);
     let shutdown = api::Shutdown::new();

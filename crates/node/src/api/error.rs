@@ -30,7 +30,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict { message } => ApiError::Conflict(message),
             ServiceError::InvalidArgument { message } => ApiError::BadRequest(message),
             ServiceError::NotModified { message } => ApiError::NotModified(message),
-            e @ (ServiceError::Store(_) | ServiceError::Io { .. }) => {
+            e @ (ServiceError::Store(_)
+            | ServiceError::Io { .. }
+            | ServiceError::Image(_)
+            | ServiceError::Runtime(_)) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::Internal(e.to_string())
             }

@@ -7,9 +7,12 @@
 //!                                  ApiError -> (status, {"message": ...}) in error.rs
 //! ```
 
+mod containers;
 mod error;
 mod events;
 mod filters;
+mod images;
+mod stream;
 mod system;
 mod volumes;
 
@@ -25,7 +28,9 @@ use tokio::sync::watch;
 pub use error::ApiError;
 pub use system::EngineInfo;
 
+use crate::service::containers::ContainerService;
 use crate::service::events::EventBus;
+use crate::service::images::ImageService;
 use crate::service::volumes::VolumeService;
 
 /// The newest Engine API version berthd speaks; clients negotiate down from it.
@@ -39,6 +44,8 @@ pub struct AppState {
     pub engine: Arc<EngineInfo>,
     pub events: EventBus,
     pub volumes: VolumeService,
+    pub images: ImageService,
+    pub containers: ContainerService,
 }
 
 /// A JSON request body; malformed JSON is a Docker-shaped 400, not axum's plain text.
@@ -94,6 +101,8 @@ pub fn router(state: AppState) -> Router {
         .merge(system::routes())
         .merge(events::routes())
         .merge(volumes::routes())
+        .merge(images::routes())
+        .merge(containers::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::common_headers))
         .with_state(state)

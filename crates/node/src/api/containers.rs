@@ -1,0 +1,1008 @@
+//! Container and exec routes: translate requests into [`ContainerService`] calls and
+//! results into Docker-shaped responses and streams.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_runtime::logs::{LogRecord, Stream};
+use berth_runtime::protocol::{encode_frame, kind, FrameDecoder};
+use berth_runtime::{AttachOptions, ExecOptions, LogOptions};
+use bollard_stubs::models::ContainerCreateBody;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::filters::Filters;
+use super::stream::{frame, hijack};
+use super::{query_bool, ApiError, AppState, JsonBody};
+use crate::service::containers::{blocking, ExecEntry, WaitCondition};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/containers/create", post(create))
+        .route("/containers/json", get(list))
+        .route("/containers/prune", post(prune))
+        .route("/containers/{id}/json", get(inspect))
+        .route("/containers/{id}", axum::routing::delete(remove))
+        .route("/containers/{id}/start", post(start))
+        .route("/containers/{id}/stop", post(stop))
+        .route("/containers/{id}/restart", post(restart))
+        .route("/containers/{id}/kill", post(kill))
+        .route("/containers/{id}/pause", post(pause))
+        .route("/containers/{id}/unpause", post(unpause))
+        .route("/containers/{id}/wait", post(wait))
+        .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/attach", post(attach))
+        .route("/containers/{id}/resize", post(resize))
+        .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}/top", get(top))
+        .route("/containers/{id}/stats", get(stats))
+        .route("/containers/{id}/exec", post(exec_create))
+        .route("/exec/{id}/start", post(exec_start))
+        .route("/exec/{id}/json", get(exec_inspect))
+        .route("/exec/{id}/resize", post(exec_resize))
+}
+
+fn now_secs() -> i64 {
+    super::now_nanos() / 1_000_000_000
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateQuery {
+    name: Option<String>,
+}
+
+async fn create(
+    State(st): State<AppState>,
+    Query(q): Query<CreateQuery>,
+    JsonBody(body): JsonBody<ContainerCreateBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let svc = st.containers.clone();
+    let (id, warnings) = blocking(move || svc.create_blocking(q.name.as_deref(), body)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"Id": id, "Warnings": warnings})),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    all: Option<String>,
+    limit: Option<i64>,
+    filters: Option<String>,
+}
+
+async fn list(
+    State(st): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let all = query_bool(q.all.as_deref())?;
+    let f = Filters::parse(q.filters.as_deref())?;
+    f.only(&[
+        "id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
+        "network", "is-task", "health", "expose", "publish",
+    ])?;
+    let svc = st.containers.clone();
+    let mut recs = blocking(move || Ok(svc.all())).await?;
+    let statuses = f.get("status");
+    for s in &statuses {
+        if !matches!(
+            s.as_str(),
+            "created" | "restarting" | "running" | "removing" | "paused" | "exited" | "dead"
+        ) {
+            return Err(ApiError::BadRequest(format!("invalid filter 'status={s}'")));
+        }
+    }
+    let all = all || !statuses.is_empty() || !f.get("exited").is_empty();
+    recs.retain(|r| {
+        (all || matches!(r.state.status.as_str(), "running" | "paused" | "restarting"))
+            && (statuses.is_empty() || statuses.contains(&r.state.status))
+            && f.get("id").iter().all(|i| r.id.starts_with(i.as_str()))
+            && f.get("name")
+                .iter()
+                .all(|n| r.name.contains(n.trim_start_matches('/')))
+            && f.get("label").iter().all(|l| match l.split_once('=') {
+                Some((k, v)) => r.labels.get(k).is_some_and(|x| x == v),
+                None => r.labels.contains_key(l.as_str()),
+            })
+            && f.get("exited").iter().all(|c| {
+                r.state.status == "exited" && c.parse::<i64>().ok() == Some(r.state.exit_code)
+            })
+            && f.get("ancestor").iter().all(|a| {
+                &r.spec.image == a
+                    || r.image_id
+                        .trim_start_matches("sha256:")
+                        .starts_with(a.trim_start_matches("sha256:"))
+            })
+            && f.get("volume")
+                .iter()
+                .all(|v| r.mounts.iter().any(|m| &m.name == v || &m.destination == v))
+    });
+    if let Some(limit) = q.limit.filter(|l| *l > 0) {
+        recs.truncate(limit as usize);
+    }
+    let now = now_secs();
+    Ok(Json(Value::Array(
+        recs.iter().map(|r| r.summary(now)).collect(),
+    )))
+}
+
+async fn inspect(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = st.containers.clone();
+    let rec = blocking(move || svc.get(&id)).await?;
+    Ok(Json(rec.inspect()))
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoveQuery {
+    force: Option<String>,
+    v: Option<String>,
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<StatusCode, ApiError> {
+    let force = query_bool(q.force.as_deref())?;
+    let volumes = query_bool(q.v.as_deref())?;
+    let svc = st.containers.clone();
+    blocking(move || svc.remove_blocking(&id, force, volumes)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start(State(st): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let svc = st.containers.clone();
+    blocking(move || svc.start_blocking(&id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct StopQuery {
+    t: Option<i64>,
+    signal: Option<String>,
+}
+
+fn timeout(t: Option<i64>) -> Option<Duration> {
+    t.filter(|t| *t >= 0).map(|t| Duration::from_secs(t as u64))
+}
+
+async fn stop(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<StatusCode, ApiError> {
+    let svc = st.containers.clone();
+    blocking(move || svc.stop_blocking(&id, timeout(q.t))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restart(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<StatusCode, ApiError> {
+    let svc = st.containers.clone();
+    blocking(move || svc.restart_blocking(&id, timeout(q.t))).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn kill(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<StatusCode, ApiError> {
+    let svc = st.containers.clone();
+    let sig = q.signal.unwrap_or_default();
+    blocking(move || svc.kill_blocking(&id, &sig)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pause(State(st): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let svc = st.containers.clone();
+    blocking(move || svc.pause_blocking(&id, true)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unpause(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let svc = st.containers.clone();
+    blocking(move || svc.pause_blocking(&id, false)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    condition: Option<String>,
+}
+
+/// Headers go out at once (the CLI waits for them before `start`); the body follows when
+/// the condition is met.
+async fn wait(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    let cond = WaitCondition::parse(q.condition.as_deref())?;
+    let svc = st.containers.clone();
+    // Resolve first, so a missing container is a plain 404.
+    let id = svc.resolve(&id)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, Infallible>>(1);
+    tokio::spawn(async move {
+        let body = match svc.wait(&id, cond).await {
+            Ok(code) => json!({"StatusCode": code, "Error": null}),
+            Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
+        };
+        let _ = tx.send(Ok(serde_json::to_vec(&body).expect("json"))).await;
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(receiver_stream(rx)))
+        .expect("valid response"))
+}
+
+fn receiver_stream(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, Infallible>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, Infallible>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[derive(Debug, Deserialize)]
+struct RenameQuery {
+    name: Option<String>,
+}
+
+async fn rename(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RenameQuery>,
+) -> Result<StatusCode, ApiError> {
+    let name = q
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("name cannot be empty".into()))?;
+    st.containers.rename(&id, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct PruneQuery {
+    filters: Option<String>,
+}
+
+async fn prune(
+    State(st): State<AppState>,
+    Query(q): Query<PruneQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let f = Filters::parse(q.filters.as_deref())?;
+    f.only(&["label", "until"])?;
+    let labels = f.get("label");
+    let svc = st.containers.clone();
+    let removed = blocking(move || svc.prune_blocking(&labels)).await?;
+    Ok(Json(
+        json!({"ContainersDeleted": removed, "SpaceReclaimed": 0}),
+    ))
+}
+
+// ---- attach, resize ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct AttachQuery {
+    stdin: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    logs: Option<String>,
+}
+
+async fn attach(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<AttachQuery>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let opts = AttachOptions {
+        stdin: query_bool(q.stdin.as_deref())?,
+        stdout: query_bool(q.stdout.as_deref())?,
+        stderr: query_bool(q.stderr.as_deref())?,
+    };
+    let with_logs = query_bool(q.logs.as_deref())?;
+    let svc = st.containers.clone();
+    let rec = {
+        let svc = svc.clone();
+        blocking(move || svc.get(&id)).await?
+    };
+    let tty = rec.spec.run.tty;
+    let stdin_once = rec.spec.stdin_once;
+    let open_stdin = rec.spec.run.open_stdin;
+    let id = rec.id.clone();
+    let mut life = svc.life(&id)?;
+    let starts_before = life.borrow_and_update().starts;
+    let running = matches!(rec.state.status.as_str(), "running" | "paused");
+    let attached_at = chrono::Utc::now();
+    hijack(req, tty, move |conn| async move {
+        let (mut client_rd, mut client_wr) = tokio::io::split(conn);
+        if with_logs {
+            let rt = svc.runtime().clone();
+            let lid = id.clone();
+            let past = tokio::task::spawn_blocking(move || {
+                rt.logs(&lid, LogOptions::all())
+                    .map(|s| s.filter_map(Result::ok).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            for r in past {
+                if client_wr
+                    .write_all(&log_payload(&r, tty, false))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        // Stdin that arrives before the container starts is kept for it.
+        let mut early_stdin: Vec<u8> = Vec::new();
+        let mut client_eof = false;
+        if !running {
+            // Wait for the start, reading (and keeping) stdin meanwhile.
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                if life.borrow_and_update().starts > starts_before {
+                    break;
+                }
+                if life.borrow().removed {
+                    return;
+                }
+                tokio::select! {
+                    r = life.changed() => if r.is_err() { return },
+                    n = client_rd.read(&mut buf), if !client_eof => match n {
+                        Ok(0) | Err(_) => client_eof = true,
+                        Ok(n) => if opts.stdin { early_stdin.extend_from_slice(&buf[..n]) },
+                    },
+                }
+            }
+        }
+        // Output: live from the shim for tty or running containers; for a container
+        // started under this attach without a tty, from its log (nothing is lost between
+        // the start and the connection to the shim).
+        let from_log = !running && !tty;
+        let shim_opts = AttachOptions {
+            stdin: opts.stdin && open_stdin,
+            stdout: opts.stdout && !from_log,
+            stderr: opts.stderr && !from_log,
+        };
+        let rt = svc.runtime().clone();
+        let aid = id.clone();
+        let shim = if shim_opts.stdin || shim_opts.stdout || shim_opts.stderr {
+            match tokio::task::spawn_blocking(move || rt.attach(&aid, shim_opts)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nonblocking(true);
+                    tokio::net::UnixStream::from_std(s).ok()
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let (shim_rd, shim_wr) = match shim {
+            Some(s) => {
+                let (r, w) = s.into_split();
+                (Some(r), Some(w))
+            }
+            None => (None, None),
+        };
+        // stdin pump: client -> shim. A client half-close is not a detach.
+        let stdin_task = shim_wr.filter(|_| shim_opts.stdin).map(|mut w| {
+            tokio::spawn(async move {
+                if !early_stdin.is_empty()
+                    && w.write_all(&encode_frame(kind::STDIN, &early_stdin))
+                        .await
+                        .is_err()
+                {
+                    return;
+                }
+                if !client_eof {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        match client_rd.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if w.write_all(&encode_frame(kind::STDIN, &buf[..n]))
+                                    .await
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                if stdin_once || !tty {
+                    let _ = w.write_all(&encode_frame(kind::STDIN_CLOSE, &[])).await;
+                }
+                // Keep the write half open until the output side ends.
+                std::future::pending::<()>().await;
+            })
+        });
+        if from_log {
+            let rt = svc.runtime().clone();
+            let lid = id.clone();
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<LogRecord>(256);
+            let lopts = LogOptions {
+                stdout: opts.stdout,
+                stderr: opts.stderr,
+                since: Some(attached_at),
+                until: None,
+                tail: None,
+                follow: true,
+            };
+            tokio::task::spawn_blocking(move || {
+                if let Ok(stream) = rt.logs(&lid, lopts) {
+                    for r in stream.flatten() {
+                        if tx.blocking_send(r).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            while let Some(r) = rx.recv().await {
+                if client_wr
+                    .write_all(&log_payload(&r, tty, false))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        } else if let Some(mut r) = shim_rd {
+            let mut buf = vec![0u8; 32 * 1024];
+            let mut dec = FrameDecoder::default();
+            'out: loop {
+                match r.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if !tty {
+                            if client_wr.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        dec.push(&buf[..n]);
+                        while let Ok(Some((_, payload))) = dec.next_frame() {
+                            if client_wr.write_all(&payload).await.is_err() {
+                                break 'out;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let _ = client_wr.flush().await;
+        let _ = client_wr.shutdown().await;
+        if let Some(t) = stdin_task {
+            t.abort();
+        }
+    })
+}
+
+/// One log record as attach and logs send it.
+fn log_payload(r: &LogRecord, tty: bool, timestamps: bool) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(r.log.len() + 40);
+    if timestamps {
+        payload.extend_from_slice(
+            r.time
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+                .as_bytes(),
+        );
+        payload.push(b' ');
+    }
+    payload.extend_from_slice(r.log.as_bytes());
+    if tty {
+        payload
+    } else {
+        let stream = match r.stream {
+            Stream::Stdout => super::stream::STDOUT,
+            Stream::Stderr => super::stream::STDERR,
+        };
+        frame(stream, &payload)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ResizeQuery {
+    h: Option<u16>,
+    w: Option<u16>,
+}
+
+async fn resize(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ResizeQuery>,
+) -> Result<StatusCode, ApiError> {
+    let (rows, cols) = (q.h.unwrap_or(0), q.w.unwrap_or(0));
+    let svc = st.containers.clone();
+    blocking(move || {
+        let rec = svc.get(&id)?;
+        svc.runtime()
+            .resize(&rec.id, rows, cols)
+            .map_err(crate::error::ServiceError::runtime)
+    })
+    .await?;
+    Ok(StatusCode::OK)
+}
+
+// ---- logs, top, stats -------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    follow: Option<String>,
+    stdout: Option<String>,
+    stderr: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    timestamps: Option<String>,
+    tail: Option<String>,
+}
+
+fn log_time(s: Option<&str>) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    match s.filter(|s| !s.is_empty() && *s != "0") {
+        None => Ok(None),
+        Some(s) => {
+            let nanos = super::events::parse_timestamp_nanos(s)?;
+            Ok(Some(chrono::DateTime::from_timestamp_nanos(nanos)))
+        }
+    }
+}
+
+async fn logs(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let stdout = query_bool(q.stdout.as_deref())?;
+    let stderr = query_bool(q.stderr.as_deref())?;
+    if !stdout && !stderr {
+        return Err(ApiError::BadRequest(
+            "Bad parameters: you must choose at least one stream".into(),
+        ));
+    }
+    let tail = match q.tail.as_deref() {
+        None | Some("") | Some("all") => None,
+        Some(t) => match t.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n as usize),
+            Ok(_) => None,
+            Err(_) => return Err(ApiError::BadRequest(format!("invalid tail value {t:?}"))),
+        },
+    };
+    let opts = LogOptions {
+        stdout,
+        stderr,
+        since: log_time(q.since.as_deref())?,
+        until: log_time(q.until.as_deref())?,
+        tail,
+        follow: query_bool(q.follow.as_deref())?,
+    };
+    let timestamps = query_bool(q.timestamps.as_deref())?;
+    let svc = st.containers.clone();
+    let rec = {
+        let svc = svc.clone();
+        blocking(move || svc.get(&id)).await?
+    };
+    let tty = rec.spec.run.tty;
+    let rt = svc.runtime().clone();
+    // Fail before the 200 if the runtime cannot read the log.
+    let cid = rec.id.clone();
+    {
+        let rt = rt.clone();
+        let cid = cid.clone();
+        blocking(move || {
+            rt.logs(&cid, LogOptions::default())
+                .map(|_| ())
+                .map_err(crate::error::ServiceError::runtime)
+        })
+        .await?;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, Infallible>>(256);
+    tokio::task::spawn_blocking(move || {
+        let Ok(stream) = rt.logs(&cid, opts) else {
+            return;
+        };
+        for r in stream.flatten() {
+            if tx
+                .blocking_send(Ok(log_payload(&r, tty, timestamps)))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let ct = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, ct)
+        .body(Body::from_stream(receiver_stream(rx)))
+        .expect("valid response"))
+}
+
+async fn top(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let svc = st.containers.clone();
+    let t = blocking(move || {
+        let rec = svc.get(&id)?;
+        if rec.state.status != "running" && rec.state.status != "paused" {
+            return Err(crate::error::ServiceError::conflict(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        svc.runtime()
+            .top(&rec.id)
+            .map_err(crate::error::ServiceError::runtime)
+    })
+    .await?;
+    Ok(Json(json!({"Titles": t.titles, "Processes": t.processes})))
+}
+
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    stream: Option<String>,
+    #[serde(rename = "one-shot")]
+    one_shot: Option<String>,
+}
+
+/// Total CPU time of the host in nanoseconds (from /proc/stat), Docker's `system_cpu_usage`.
+fn system_cpu_ns() -> u64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let ticks: u64 = line
+        .split_whitespace()
+        .skip(1)
+        .take(7)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks * (1_000_000_000 / hz)
+}
+
+fn stats_json(
+    rec: &crate::service::containers::record::ContainerRecord,
+    s: &berth_runtime::Stats,
+    pre: Option<&(berth_runtime::Stats, u64)>,
+    system: u64,
+) -> Value {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = |s: &berth_runtime::Stats, system: u64| {
+        json!({
+            "cpu_usage": {"total_usage": s.cpu_total_ns, "usage_in_kernelmode": s.cpu_kernel_ns,
+                          "usage_in_usermode": s.cpu_user_ns},
+            "system_cpu_usage": system,
+            "online_cpus": cpus,
+            "throttling_data": {"periods": s.cpu_periods, "throttled_periods": s.cpu_throttled_periods,
+                                "throttled_time": s.cpu_throttled_ns},
+        })
+    };
+    let limit = if s.memory_limit == 0 || s.memory_limit > (1u64 << 62) {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024)
+    } else {
+        s.memory_limit
+    };
+    json!({
+        "read": s.read_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "preread": pre.map(|p| p.0.read_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        "name": format!("/{}", rec.name),
+        "id": rec.id,
+        "pids_stats": {"current": s.pids_current, "limit": s.pids_limit},
+        "cpu_stats": cpu(s, system),
+        "precpu_stats": pre.map(|p| cpu(&p.0, p.1)).unwrap_or_else(|| json!({"cpu_usage": {"total_usage": 0}, "throttling_data": {}})),
+        "memory_stats": {"usage": s.memory_usage, "max_usage": s.memory_max_usage, "limit": limit,
+                         "failcnt": s.memory_failcnt, "stats": {}},
+        "blkio_stats": {},
+        "networks": {},
+    })
+}
+
+async fn stats(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Response, ApiError> {
+    let stream = q
+        .stream
+        .as_deref()
+        .map_or(Ok(true), |s| query_bool(Some(s)))?;
+    let one_shot = query_bool(q.one_shot.as_deref())?;
+    let svc = st.containers.clone();
+    let rec = {
+        let svc = svc.clone();
+        blocking(move || svc.get(&id)).await?
+    };
+    let rt = svc.runtime().clone();
+    let read = move |rt: &berth_runtime::Runtime, id: &str| rt.stats(id).ok();
+    if !stream {
+        let id = rec.id.clone();
+        let rt2 = rt.clone();
+        let (first, sys1) = tokio::task::spawn_blocking(move || (read(&rt2, &id), system_cpu_ns()))
+            .await
+            .unwrap_or((None, 0));
+        let Some(first) = first else {
+            // Not running: Docker answers with zeroed stats.
+            return Ok(Json(json!({"name": format!("/{}", rec.name), "id": rec.id,
+                "read": "0001-01-01T00:00:00Z", "cpu_stats": {"cpu_usage": {"total_usage": 0}},
+                "precpu_stats": {"cpu_usage": {"total_usage": 0}}, "memory_stats": {},
+                "pids_stats": {}, "networks": {}}))
+            .into_response());
+        };
+        if one_shot {
+            return Ok(Json(stats_json(&rec, &first, None, sys1)).into_response());
+        }
+        // Two samples so the CLI can compute a CPU percentage.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let id = rec.id.clone();
+        let (second, sys2) = tokio::task::spawn_blocking(move || (read(&rt, &id), system_cpu_ns()))
+            .await
+            .unwrap_or((None, 0));
+        let body = match second {
+            Some(s) => stats_json(&rec, &s, Some(&(first, sys1)), sys2),
+            None => stats_json(&rec, &first, None, sys1),
+        };
+        return Ok(Json(body).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, Infallible>>(4);
+    tokio::spawn(async move {
+        let mut pre: Option<(berth_runtime::Stats, u64)> = None;
+        loop {
+            let rt2 = rt.clone();
+            let id = rec.id.clone();
+            let (s, sys) = tokio::task::spawn_blocking(move || (read(&rt2, &id), system_cpu_ns()))
+                .await
+                .unwrap_or((None, 0));
+            let Some(s) = s else { return };
+            let mut line =
+                serde_json::to_vec(&stats_json(&rec, &s, pre.as_ref(), sys)).expect("json");
+            line.push(b'\n');
+            if tx.send(Ok(line)).await.is_err() {
+                return;
+            }
+            pre = Some((s, sys));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(receiver_stream(rx)))
+        .expect("valid response"))
+}
+
+// ---- exec -------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ExecCreateBody {
+    attach_stdin: Option<bool>,
+    attach_stdout: Option<bool>,
+    attach_stderr: Option<bool>,
+    tty: Option<bool>,
+    env: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    working_dir: Option<String>,
+    user: Option<String>,
+    privileged: Option<bool>,
+}
+
+async fn exec_create(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ExecCreateBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    if b.privileged.unwrap_or(false) {
+        return Err(ApiError::BadRequest(
+            "privileged exec is not supported by berth".into(),
+        ));
+    }
+    let attach_stdin = b.attach_stdin.unwrap_or(false);
+    let entry = ExecEntry {
+        id: String::new(),
+        container: String::new(),
+        opts: ExecOptions {
+            cmd: b.cmd.unwrap_or_default(),
+            env: b.env.unwrap_or_default(),
+            working_dir: b.working_dir.filter(|w| !w.is_empty()),
+            user: b.user.filter(|u| !u.is_empty()),
+            tty: b.tty.unwrap_or(false),
+            open_stdin: attach_stdin,
+        },
+        attach_stdin,
+        attach_stdout: b.attach_stdout.unwrap_or(false),
+        attach_stderr: b.attach_stderr.unwrap_or(false),
+        runtime_id: None,
+        running: false,
+        exit_code: None,
+    };
+    let svc = st.containers.clone();
+    let exec_id = blocking(move || svc.exec_create(&id, entry)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"Id": exec_id}))))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct ExecStartBody {
+    detach: Option<bool>,
+    tty: Option<bool>,
+}
+
+async fn exec_start(
+    State(st): State<AppState>,
+    Path(exec_id): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("failed to read request body: {e}")))?;
+    let b: ExecStartBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        ExecStartBody::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?
+    };
+    let req = Request::from_parts(parts, Body::empty());
+    let svc = st.containers.clone();
+    let entry = {
+        let svc = svc.clone();
+        let exec_id = exec_id.clone();
+        blocking(move || svc.exec_start_blocking(&exec_id)).await?
+    };
+    let container = entry.container.clone();
+    let rid = entry.runtime_id.clone().unwrap_or_default();
+    if b.detach.unwrap_or(false) {
+        let svc = svc.clone();
+        tokio::task::spawn_blocking(move || svc.exec_wait_blocking(&exec_id));
+        return Ok(StatusCode::OK.into_response());
+    }
+    let tty = b.tty.unwrap_or(entry.opts.tty);
+    let opts = AttachOptions {
+        stdin: entry.attach_stdin,
+        stdout: entry.attach_stdout,
+        stderr: entry.attach_stderr,
+    };
+    let rt = svc.runtime().clone();
+    let shim = {
+        let rt = rt.clone();
+        let (container, rid) = (container.clone(), rid.clone());
+        blocking(move || {
+            rt.exec_attach(&container, &rid, opts)
+                .map_err(crate::error::ServiceError::runtime)
+        })
+        .await?
+    };
+    hijack(req, tty, move |conn| async move {
+        let (mut client_rd, mut client_wr) = tokio::io::split(conn);
+        let _ = shim.set_nonblocking(true);
+        let Ok(shim) = tokio::net::UnixStream::from_std(shim) else {
+            return;
+        };
+        let (mut shim_rd, mut shim_wr) = shim.into_split();
+        let stdin_task = opts.stdin.then(|| {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match client_rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if shim_wr
+                                .write_all(&encode_frame(kind::STDIN, &buf[..n]))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = shim_wr
+                    .write_all(&encode_frame(kind::STDIN_CLOSE, &[]))
+                    .await;
+                std::future::pending::<()>().await;
+            })
+        });
+        let mut buf = vec![0u8; 32 * 1024];
+        let mut dec = FrameDecoder::default();
+        'out: loop {
+            match shim_rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !tty {
+                        if client_wr.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    dec.push(&buf[..n]);
+                    while let Ok(Some((_, payload))) = dec.next_frame() {
+                        if client_wr.write_all(&payload).await.is_err() {
+                            break 'out;
+                        }
+                    }
+                }
+            }
+        }
+        // Record the exit code before the client asks for it.
+        let _ = tokio::task::spawn_blocking(move || svc.exec_wait_blocking(&exec_id)).await;
+        let _ = client_wr.flush().await;
+        let _ = client_wr.shutdown().await;
+        if let Some(t) = stdin_task {
+            t.abort();
+        }
+    })
+}
+
+async fn exec_inspect(
+    State(st): State<AppState>,
+    Path(exec_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let e = st.containers.exec_get(&exec_id)?;
+    Ok(Json(json!({
+        "ID": e.id,
+        "ContainerID": e.container,
+        "Running": e.running,
+        "ExitCode": e.exit_code,
+        "OpenStdin": e.attach_stdin,
+        "OpenStdout": e.attach_stdout,
+        "OpenStderr": e.attach_stderr,
+        "CanRemove": false,
+        "DetachKeys": "",
+        "Pid": 0,
+        "ProcessConfig": {
+            "tty": e.opts.tty,
+            "entrypoint": e.opts.cmd.first(),
+            "arguments": e.opts.cmd.iter().skip(1).collect::<Vec<_>>(),
+            "privileged": false,
+            "user": e.opts.user,
+        },
+    })))
+}
+
+async fn exec_resize(
+    State(st): State<AppState>,
+    Path(exec_id): Path<String>,
+    Query(q): Query<ResizeQuery>,
+) -> Result<StatusCode, ApiError> {
+    let e = st.containers.exec_get(&exec_id)?;
+    let Some(rid) = e.runtime_id else {
+        return Err(ApiError::Conflict(format!("exec {exec_id} is not running")));
+    };
+    let (rows, cols) = (q.h.unwrap_or(0), q.w.unwrap_or(0));
+    let rt = st.containers.runtime().clone();
+    blocking(move || {
+        rt.exec_resize(&e.container, &rid, rows, cols)
+            .map_err(crate::error::ServiceError::runtime)
+    })
+    .await?;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,737 @@
+//! Image routes: pull (`/images/create`) with Docker's JSON progress stream, list, inspect,
+//! history, tag, remove, push, save (`get`), load, import and prune.
+
+use std::convert::Infallible;
+use std::io::Read;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_registry_mirror::{Credentials, PullEvent, PushEvent, Reference};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::filters::Filters;
+use super::{query_bool, ApiError, AppState};
+use crate::service::containers::blocking;
+use crate::service::events::Event;
+use crate::service::images::ImageService;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/images/create", post(create))
+        .route("/images/json", get(list))
+        .route("/images/load", post(load))
+        .route("/images/get", get(save_many))
+        .route("/images/prune", post(prune))
+        .route(
+            "/images/{*rest}",
+            get(get_dispatch).post(post_dispatch).delete(remove),
+        )
+}
+
+/// Credentials from `X-Registry-Auth` (base64url JSON), anonymous when absent or empty.
+fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+    use base64::Engine as _;
+    let Some(raw) = headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) else {
+        return Ok(Credentials::Anonymous);
+    };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(Credentials::Anonymous);
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(raw)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(raw))
+        .map_err(|_| ApiError::BadRequest("invalid X-Registry-Auth header".into()))?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::BadRequest("invalid X-Registry-Auth header".into()))?;
+    let user = v["username"].as_str().unwrap_or("");
+    let pass = v["password"].as_str().unwrap_or("");
+    Ok(if user.is_empty() {
+        Credentials::Anonymous
+    } else {
+        Credentials::Basic {
+            username: user.into(),
+            password: pass.into(),
+        }
+    })
+}
+
+fn progress_line(v: Value) -> Result<Vec<u8>, Infallible> {
+    let mut line = serde_json::to_vec(&v).expect("json");
+    line.extend_from_slice(b"\r\n");
+    Ok(line)
+}
+
+fn error_line(msg: &str) -> Result<Vec<u8>, Infallible> {
+    progress_line(json!({"errorDetail": {"message": msg}, "error": msg}))
+}
+
+fn progress_bar(done: u64, total: u64) -> String {
+    let width = 50u64;
+    let filled = (done.min(total) * width).checked_div(total).unwrap_or(0);
+    let bar: String = (0..width)
+        .map(|i| match i.cmp(&filled) {
+            std::cmp::Ordering::Less => '=',
+            std::cmp::Ordering::Equal => '>',
+            std::cmp::Ordering::Greater => ' ',
+        })
+        .collect();
+    format!("[{bar}] {}/{}", human_bytes(done), human_bytes(total))
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.3}{}", units[i])
+    }
+}
+
+fn pull_event_json(e: &PullEvent, tag: &str, repo_path: &str) -> Value {
+    let (id, mut status, detail) = e.docker_status();
+    if let PullEvent::Resolved { .. } = e {
+        status = format!("Pulling from {repo_path}");
+    }
+    let mut v = json!({"status": status});
+    match (id, e) {
+        (Some(id), _) => v["id"] = json!(id),
+        (None, PullEvent::Resolved { .. }) => v["id"] = json!(tag),
+        _ => {}
+    }
+    if let Some((done, total)) = detail {
+        v["progressDetail"] = json!({"current": done, "total": total});
+        v["progress"] = json!(progress_bar(done, total));
+    } else if v.get("id").is_some() {
+        v["progressDetail"] = json!({});
+    }
+    v
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateQuery {
+    #[serde(rename = "fromImage")]
+    from_image: Option<String>,
+    #[serde(rename = "fromSrc")]
+    from_src: Option<String>,
+    repo: Option<String>,
+    tag: Option<String>,
+    platform: Option<String>,
+}
+
+/// The reference `fromImage` + `tag` name.
+pub fn pull_reference(from: &str, tag: Option<&str>) -> Result<Reference, ApiError> {
+    let tag = tag.filter(|t| !t.is_empty());
+    let joined = match tag {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.to_string(),
+    };
+    ImageService::parse_reference(&joined).map_err(ApiError::from)
+}
+
+async fn create(
+    State(st): State<AppState>,
+    Query(q): Query<CreateQuery>,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if let Some(src) = q.from_src.as_deref().filter(|s| !s.is_empty()) {
+        return import(st, src, q.repo.as_deref(), q.tag.as_deref(), req).await;
+    }
+    let from = q
+        .from_image
+        .as_deref()
+        .filter(|f| !f.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("fromImage or fromSrc is required".into()))?;
+    let reference = pull_reference(from, q.tag.as_deref())?;
+    let creds = credentials(&headers)?;
+    let tag_shown = reference
+        .tag()
+        .map(str::to_owned)
+        .or_else(|| reference.digest().map(|d| d.to_string()))
+        .unwrap_or_else(|| "latest".into());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, Infallible>>();
+    let images = st.images.clone();
+    let events = st.events.clone();
+    let platform = q.platform.clone();
+    tokio::spawn(async move {
+        let tx2 = tx.clone();
+        let tag2 = tag_shown.clone();
+        let path = reference.path().to_string();
+        let progress = move |e: PullEvent| {
+            let _ = tx2.send(progress_line(pull_event_json(&e, &tag2, &path)));
+        };
+        match images
+            .pull(&reference, platform.as_deref(), creds, &progress)
+            .await
+        {
+            Ok(outcome) => {
+                let familiar = reference
+                    .familiar_tagged()
+                    .unwrap_or_else(|| reference.to_string());
+                let status = if outcome.new {
+                    format!("Status: Downloaded newer image for {familiar}")
+                } else {
+                    format!("Status: Image is up to date for {familiar}")
+                };
+                let _ = tx.send(progress_line(json!({"status": status})));
+                events.publish(Event::now(
+                    "image",
+                    "pull",
+                    &reference.to_string(),
+                    [("name".to_string(), reference.to_string())].into(),
+                ));
+            }
+            Err(e) => {
+                let _ = tx.send(error_line(&e.to_string()));
+            }
+        }
+    });
+    Ok(json_stream(futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+    })))
+}
+
+fn json_stream(
+    stream: impl futures::Stream<Item = Result<Vec<u8>, Infallible>> + Send + 'static,
+) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .expect("valid response")
+}
+
+/// Collects a request body into a blocking reader (bounded memory through a channel).
+fn body_reader(req: Request) -> impl Read + Send + 'static {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+    let mut stream = req.into_body().into_data_stream();
+    tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    let tx = tx.clone();
+                    let data = c.to_vec();
+                    if tokio::task::spawn_blocking(move || tx.send(data))
+                        .await
+                        .map(|r| r.is_err())
+                        .unwrap_or(true)
+                    {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    ChannelReader {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+    }
+}
+
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.buf.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    self.buf = b;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+async fn import(
+    st: AppState,
+    src: &str,
+    repo: Option<&str>,
+    tag: Option<&str>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    if src != "-" {
+        return Err(ApiError::BadRequest(
+            "import from a URL is not supported: use fromSrc=- with the tar as the body".into(),
+        ));
+    }
+    let reference = match repo.filter(|r| !r.is_empty()) {
+        Some(r) => Some(pull_reference(r, tag)?),
+        None => None,
+    };
+    let reader = body_reader(req);
+    let images = st.images.clone();
+    let id = blocking(move || images.import(reader, reference.as_ref())).await?;
+    Ok(json_stream(futures::stream::iter([progress_line(
+        json!({"status": id.to_string()}),
+    )])))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    all: Option<String>,
+    filters: Option<String>,
+}
+
+async fn list(
+    State(st): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let _all = query_bool(q.all.as_deref())?;
+    let f = Filters::parse(q.filters.as_deref())?;
+    f.only(&["reference", "dangling", "label", "before", "since"])?;
+    let images = st.images.clone();
+    let list = blocking(move || {
+        images
+            .images
+            .store
+            .list()
+            .map_err(crate::service::images::image_error)
+    })
+    .await?;
+    let dangling = f.bool("dangling")?;
+    let refs = f.get("reference");
+    let out: Vec<Value> = list
+        .into_iter()
+        .filter(|i| dangling.is_none_or(|d| d == i.repo_tags.is_empty()))
+        .filter(|i| {
+            refs.is_empty()
+                || refs.iter().any(|r| {
+                    i.repo_tags.iter().any(|t| {
+                        t == r || t.split(':').next() == Some(r.as_str()) || glob_match(r, t)
+                    })
+                })
+        })
+        .map(|i| {
+            let created = i
+                .created
+                .as_deref()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map_or(0, |t| t.timestamp());
+            json!({
+                "Id": i.id.to_string(),
+                "ParentId": "",
+                "RepoTags": i.repo_tags,
+                "RepoDigests": i.repo_digests,
+                "Created": created,
+                "Size": i.size,
+                "SharedSize": -1,
+                "Labels": {},
+                "Containers": -1,
+            })
+        })
+        .collect();
+    Ok(Json(Value::Array(out)))
+}
+
+/// `*` wildcards as in `docker images --filter reference=busy*`.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let mut rest = s;
+    for (i, p) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(p) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(p);
+        } else {
+            match rest.find(p) {
+                Some(pos) => rest = &rest[pos + p.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+async fn get_dispatch(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Some(name) = rest.strip_suffix("/json") {
+        return inspect(st, name).await.map(IntoResponse::into_response);
+    }
+    if let Some(name) = rest.strip_suffix("/history") {
+        return history(st, name).await.map(IntoResponse::into_response);
+    }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return save(st, vec![name.to_string()]).await;
+    }
+    Err(ApiError::NotFound(format!(
+        "page not found: /images/{rest}"
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+struct PostQuery {
+    repo: Option<String>,
+    tag: Option<String>,
+}
+
+async fn post_dispatch(
+    State(st): State<AppState>,
+    Path(rest): Path<String>,
+    Query(q): Query<PostQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(name) = rest.strip_suffix("/tag") {
+        let repo = q.repo.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| {
+            ApiError::BadRequest("repository name must have at least one component".into())
+        })?;
+        let target = pull_reference(repo, q.tag.as_deref())?;
+        if target.digest().is_some() {
+            return Err(ApiError::BadRequest(
+                "refusing to create a tag with a digest reference".into(),
+            ));
+        }
+        let images = st.images.clone();
+        let name = name.to_string();
+        let t = target.clone();
+        blocking(move || {
+            images
+                .images
+                .store
+                .tag(&name, &t)
+                .map_err(crate::service::images::image_error)
+        })
+        .await?;
+        st.events.publish(Event::now(
+            "image",
+            "tag",
+            &target.to_string(),
+            [("name".to_string(), target.to_string())].into(),
+        ));
+        return Ok(StatusCode::CREATED.into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/push") {
+        return push(st, name, q.tag.as_deref(), &headers).await;
+    }
+    Err(ApiError::NotFound(format!(
+        "page not found: /images/{rest}"
+    )))
+}
+
+async fn inspect(st: AppState, name: &str) -> Result<Json<Value>, ApiError> {
+    let images = st.images.clone();
+    let name = name.to_string();
+    let d = blocking(move || images.inspect(&name)).await?;
+    Ok(Json(json!({
+        "Id": d.id.to_string(),
+        "RepoTags": d.repo_tags,
+        "RepoDigests": d.repo_digests,
+        "Parent": "",
+        "Comment": "",
+        "Created": d.created,
+        "DockerVersion": "",
+        "Author": d.author.unwrap_or_default(),
+        "Config": d.config,
+        "Architecture": d.architecture,
+        "Variant": d.variant,
+        "Os": d.os,
+        "Size": d.size,
+        "GraphDriver": {"Name": "overlay2", "Data": null},
+        "RootFS": {"Type": "layers", "Layers": d.rootfs_layers.iter().map(|l| l.to_string()).collect::<Vec<_>>()},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    })))
+}
+
+async fn history(st: AppState, name: &str) -> Result<Json<Value>, ApiError> {
+    let images = st.images.clone();
+    let name = name.to_string();
+    let d = blocking(move || images.inspect(&name)).await?;
+    // Newest first; layers are matched to non-empty history entries bottom-up.
+    let mut sizes = d.record.layers.iter().map(|l| l.diff_size);
+    let mut rows: Vec<Value> = d
+        .history
+        .iter()
+        .map(|h| {
+            let size = if h.empty_layer {
+                0
+            } else {
+                sizes.next().unwrap_or(0)
+            };
+            let created = h
+                .created
+                .as_deref()
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                .map_or(0, |t| t.timestamp());
+            json!({
+                "Id": "<missing>",
+                "Created": created,
+                "CreatedBy": h.created_by.clone().unwrap_or_default(),
+                "Tags": null,
+                "Size": size,
+                "Comment": h.comment.clone().unwrap_or_default(),
+            })
+        })
+        .collect();
+    if let Some(last) = rows.last_mut() {
+        last["Id"] = json!(d.id.to_string());
+        last["Tags"] = json!(d.repo_tags);
+    }
+    rows.reverse();
+    Ok(Json(Value::Array(rows)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoveQuery {
+    force: Option<String>,
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let force = query_bool(q.force.as_deref())?;
+    let images = st.images.clone();
+    let containers = st.containers.clone();
+    let report = blocking(move || {
+        images.remove(&name, force, &|id| containers.image_in_use(&id.to_string()))
+    })
+    .await?;
+    let mut out: Vec<Value> = report
+        .untagged
+        .iter()
+        .map(|u| json!({"Untagged": u}))
+        .collect();
+    for d in &report.deleted {
+        out.push(json!({"Deleted": d.to_string()}));
+        st.events.publish(Event::now(
+            "image",
+            "delete",
+            &d.to_string(),
+            Default::default(),
+        ));
+    }
+    for u in &report.untagged {
+        st.events
+            .publish(Event::now("image", "untag", u, Default::default()));
+    }
+    Ok(Json(Value::Array(out)))
+}
+
+async fn push(
+    st: AppState,
+    name: &str,
+    tag: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let reference = pull_reference(name, tag)?;
+    let creds = credentials(headers)?;
+    // Fail before the 200 when the image is not here.
+    st.images.inspect(&reference.to_string())?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, Infallible>>();
+    let images = st.images.clone();
+    let events = st.events.clone();
+    let _ = tx.send(progress_line(json!({
+        "status": format!("The push refers to repository [{}]", reference.name())
+    })));
+    tokio::spawn(async move {
+        let tx2 = tx.clone();
+        let progress = move |e: PushEvent| {
+            let v = match e {
+                PushEvent::BlobExists { digest } => {
+                    json!({"status": "Layer already exists", "progressDetail": {}, "id": digest.short()})
+                }
+                PushEvent::BlobUploading { digest, size } => json!({
+                    "status": "Pushing", "id": digest.short(),
+                    "progressDetail": {"current": 0, "total": size},
+                }),
+                PushEvent::BlobPushed { digest } => {
+                    json!({"status": "Pushed", "progressDetail": {}, "id": digest.short()})
+                }
+                PushEvent::Done { tag, digest, size } => {
+                    let _ = tx2.send(progress_line(json!({
+                        "status": format!("{tag}: digest: {digest} size: {size}")
+                    })));
+                    json!({"progressDetail": {}, "aux": {"Tag": tag, "Digest": digest.to_string(), "Size": size}})
+                }
+            };
+            let _ = tx2.send(progress_line(v));
+        };
+        match images.push(&reference, creds, &progress).await {
+            Ok(()) => events.publish(Event::now(
+                "image",
+                "push",
+                &reference.to_string(),
+                Default::default(),
+            )),
+            Err(e) => {
+                let _ = tx.send(error_line(&e.to_string()));
+            }
+        }
+    });
+    Ok(json_stream(futures::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+    })))
+}
+
+async fn save_many(
+    State(st): State<AppState>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Response, ApiError> {
+    let mut names = Vec::new();
+    for pair in raw.unwrap_or_default().split('&') {
+        if let Some(v) = pair.strip_prefix("names=") {
+            names.push(percent_decode(v));
+        }
+    }
+    if names.is_empty() {
+        return Err(ApiError::BadRequest("names is required".into()));
+    }
+    save(st, names).await
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%' && i + 2 < b.len())
+            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (hex, b[i]) {
+            (Some(v), _) => {
+                out.push(v);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, c) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn save(st: AppState, names: Vec<String>) -> Result<Response, ApiError> {
+    // Resolve everything first: a missing image is a 404, not a broken tar.
+    for n in &names {
+        st.images.inspect(n)?;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, Infallible>>(16);
+    let images = st.images.clone();
+    tokio::task::spawn_blocking(move || {
+        let w = ChannelWriter { tx };
+        if let Err(e) = images.save(&names, w) {
+            tracing::warn!(error = %e, "image save failed mid-stream");
+        }
+    });
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from_stream(futures::stream::poll_fn(move |cx| {
+            rx.poll_recv(cx)
+        })))
+        .expect("valid response"))
+}
+
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, Infallible>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(buf.to_vec()))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LoadQuery {
+    quiet: Option<String>,
+}
+
+async fn load(
+    State(st): State<AppState>,
+    Query(q): Query<LoadQuery>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let _quiet = query_bool(q.quiet.as_deref())?;
+    let reader = body_reader(req);
+    let images = st.images.clone();
+    let loaded = blocking(move || images.load(reader)).await?;
+    let mut lines = Vec::new();
+    for (id, tags) in loaded {
+        if tags.is_empty() {
+            lines.push(progress_line(
+                json!({"stream": format!("Loaded image ID: {id}\n")}),
+            ));
+        }
+        for t in tags {
+            lines.push(progress_line(
+                json!({"stream": format!("Loaded image: {t}\n")}),
+            ));
+            st.events
+                .publish(Event::now("image", "load", &t, Default::default()));
+        }
+    }
+    Ok(json_stream(futures::stream::iter(lines)))
+}
+
+async fn prune(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    // Dangling images (no tags) that no container uses.
+    let images = st.images.clone();
+    let containers = st.containers.clone();
+    let deleted = blocking(move || {
+        let list = images
+            .images
+            .store
+            .list()
+            .map_err(crate::service::images::image_error)?;
+        let mut deleted = Vec::new();
+        for i in list.into_iter().filter(|i| i.repo_tags.is_empty()) {
+            let id = i.id.to_string();
+            if containers.image_in_use(&id) {
+                continue;
+            }
+            if let Ok(r) = images.remove(&id, false, &|d| containers.image_in_use(&d.to_string())) {
+                deleted.extend(r.deleted.into_iter().map(|d| d.to_string()));
+            }
+        }
+        Ok(deleted)
+    })
+    .await?;
+    let items: Vec<Value> = deleted.iter().map(|d| json!({"Deleted": d})).collect();
+    Ok(Json(json!({"ImagesDeleted": items, "SpaceReclaimed": 0})))
+}

@@ -1,0 +1,1064 @@
+//! Containers on this node: the rules of create, start, stop, restart policies, wait, remove
+//! and exec, over the runtime crate. Records live in the state database; what a container
+//! is doing right now comes from the runtime (and so from its shim), which survives daemon
+//! restarts.
+//!
+//! ```text
+//!  API --> ContainerService --spawn_blocking--> berth_runtime::Runtime --> shims
+//!              |  records (redb), names, volumes, events
+//!              +-- one monitor thread per running container: waits for its exit, then
+//!                  records it, applies --rm and the restart policy, wakes `wait` callers
+//! ```
+
+pub mod config;
+pub mod names;
+pub mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_runtime::spec::{BindMount, ImageConfig};
+use berth_runtime::{CreateRequest, ExecOptions, Runtime, Status};
+use bollard_stubs::models::ContainerCreateBody;
+use tokio::sync::watch;
+
+use self::config::{parse_create, validate_name, MountRequest};
+use self::names::NameIndex;
+use self::record::{ContainerRecord, ContainerState, ResolvedMount};
+use super::events::{Event, EventBus};
+use super::images::ImageService;
+use super::volumes::{random_hex64, CreateVolume, VolumeService};
+use crate::error::ServiceError;
+use crate::store::{Store, CONTAINERS};
+
+/// Counters a `wait` watches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Life {
+    pub starts: u64,
+    pub exits: u64,
+    pub removed: bool,
+    pub exit_code: i64,
+    pub running: bool,
+}
+
+/// `wait`'s `condition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCondition {
+    NotRunning,
+    NextExit,
+    Removed,
+}
+
+impl WaitCondition {
+    pub fn parse(s: Option<&str>) -> Result<Self, ServiceError> {
+        match s.unwrap_or("") {
+            "" | "not-running" => Ok(WaitCondition::NotRunning),
+            "next-exit" => Ok(WaitCondition::NextExit),
+            "removed" => Ok(WaitCondition::Removed),
+            other => Err(ServiceError::invalid(format!(
+                "invalid condition: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// An exec instance: created by `POST /containers/{id}/exec`, run by `/exec/{id}/start`.
+#[derive(Debug, Clone)]
+pub struct ExecEntry {
+    pub id: String,
+    pub container: String,
+    pub opts: ExecOptions,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    /// The runtime's exec id once started.
+    pub runtime_id: Option<String>,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    names: NameIndex,
+    records: BTreeMap<String, ContainerRecord>,
+    lives: HashMap<String, watch::Sender<Life>>,
+    execs: HashMap<String, ExecEntry>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    runtime: Arc<Runtime>,
+    images: ImageService,
+    volumes: VolumeService,
+    events: EventBus,
+    store: Store,
+    table: Mutex<Table>,
+}
+
+/// The containers of this node.
+#[derive(Debug, Clone)]
+pub struct ContainerService {
+    inner: Arc<Inner>,
+}
+
+/// Runs blocking runtime work off the async executor.
+pub async fn blocking<T, F>(f: F) -> Result<T, ServiceError>
+where
+    F: FnOnce() -> Result<T, ServiceError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Created => "created",
+        Status::Running => "running",
+        Status::Paused => "paused",
+        Status::Exited => "exited",
+    }
+}
+
+/// Signal names and numbers as `docker kill -s` accepts them.
+pub fn parse_signal(s: &str) -> Result<i32, ServiceError> {
+    if s.is_empty() {
+        return Ok(libc::SIGKILL);
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    berth_runtime::spec::signal_number(s)
+        .ok_or_else(|| ServiceError::invalid(format!("Invalid signal: {s}")))
+}
+
+impl ContainerService {
+    /// Loads container records and starts watching every container that still runs.
+    pub fn open(
+        runtime: Arc<Runtime>,
+        images: ImageService,
+        volumes: VolumeService,
+        events: EventBus,
+        store: Store,
+    ) -> Result<Self, ServiceError> {
+        let mut table = Table::default();
+        for (id, rec) in store.list::<ContainerRecord>(CONTAINERS)? {
+            table.names.insert(&id, &rec.name)?;
+            for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
+                let _ = volumes.acquire(&m.name, &id);
+            }
+            table
+                .lives
+                .insert(id.clone(), watch::channel(Life::default()).0);
+            table.records.insert(id, rec);
+        }
+        Ok(ContainerService {
+            inner: Arc::new(Inner {
+                runtime,
+                images,
+                volumes,
+                events,
+                store,
+                table: Mutex::new(table),
+            }),
+        })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.runtime
+    }
+
+    /// After a daemon start: re-attach monitors to running containers, record exits that
+    /// happened while the daemon was away, and apply restart policies.
+    pub fn recover(&self) {
+        let ids: Vec<String> = self.table().records.keys().cloned().collect();
+        for id in ids {
+            let info = match self.inner.runtime.inspect(&id) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "container lost its runtime state");
+                    continue;
+                }
+            };
+            match info.status {
+                Status::Running | Status::Paused => {
+                    self.update(&id, |r| {
+                        r.state.status = status_name(info.status).into();
+                        r.state.pid = info.pid.unwrap_or(0) as u32;
+                    });
+                    self.set_life(&id, |l| l.running = true);
+                    self.spawn_monitor(id);
+                }
+                Status::Exited => {
+                    let (policy, stopped, old_status) = {
+                        let t = self.table();
+                        let r = &t.records[&id];
+                        (
+                            r.spec.restart,
+                            r.state.stopped_by_user,
+                            r.state.status.clone(),
+                        )
+                    };
+                    if old_status == "running" || old_status == "restarting" {
+                        if let Some(e) = info.exit {
+                            self.record_exit(&id, e.code as i64, e.oom_killed, e.finished_at);
+                        }
+                    }
+                    if policy.start_on_boot(stopped)
+                        || (old_status != "exited"
+                            && policy.should_restart(
+                                info.exit.map_or(0, |e| e.code as i64),
+                                0,
+                                stopped,
+                            ))
+                    {
+                        let svc = self.clone();
+                        std::thread::spawn(move || {
+                            if let Err(e) = svc.start_blocking(&id) {
+                                tracing::warn!(container = %id, error = %e, "restart on daemon start failed");
+                            }
+                        });
+                    }
+                }
+                Status::Created => {}
+            }
+        }
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Option<ContainerRecord> {
+        let mut t = self.table();
+        let rec = t.records.get_mut(id)?;
+        f(rec);
+        let rec = rec.clone();
+        drop(t);
+        if let Err(e) = self.inner.store.put(CONTAINERS, id, &rec) {
+            tracing::error!(container = %id, error = %e, "persisting container record");
+        }
+        Some(rec)
+    }
+
+    fn set_life(&self, id: &str, f: impl FnOnce(&mut Life)) {
+        if let Some(tx) = self.table().lives.get(id) {
+            tx.send_modify(f);
+        }
+    }
+
+    fn event(&self, action: &str, rec: &ContainerRecord, extra: &[(&str, String)]) {
+        let mut attrs: BTreeMap<String, String> = rec.labels.clone();
+        attrs.insert("name".into(), rec.name.clone());
+        attrs.insert("image".into(), rec.spec.image.clone());
+        for (k, v) in extra {
+            attrs.insert((*k).to_string(), v.clone());
+        }
+        self.inner
+            .events
+            .publish(Event::now("container", action, &rec.id, attrs));
+    }
+
+    /// Watches a container's starts, exits and removal.
+    pub fn life(&self, id: &str) -> Result<watch::Receiver<Life>, ServiceError> {
+        self.table()
+            .lives
+            .get(id)
+            .map(|tx| tx.subscribe())
+            .ok_or_else(|| ServiceError::not_found(format!("No such container: {id}")))
+    }
+
+    /// Resolves an ID, name or unique ID prefix.
+    pub fn resolve(&self, key: &str) -> Result<String, ServiceError> {
+        self.table().names.resolve(key)
+    }
+
+    /// The record, with its state refreshed from the runtime.
+    pub fn get(&self, key: &str) -> Result<ContainerRecord, ServiceError> {
+        let id = self.resolve(key)?;
+        let mut rec = self
+            .table()
+            .records
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ServiceError::not_found(format!("No such container: {key}")))?;
+        if let Ok(info) = self.inner.runtime.inspect(&id) {
+            refresh_state(&mut rec.state, &info);
+        }
+        Ok(rec)
+    }
+
+    /// Every container, state refreshed.
+    pub fn all(&self) -> Vec<ContainerRecord> {
+        let mut recs: Vec<ContainerRecord> = self.table().records.values().cloned().collect();
+        let infos: HashMap<String, berth_runtime::ContainerInfo> = self
+            .inner
+            .runtime
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| (i.id.clone(), i))
+            .collect();
+        for r in &mut recs {
+            if let Some(info) = infos.get(&r.id) {
+                refresh_state(&mut r.state, info);
+            }
+        }
+        recs.sort_by(|a, b| b.created.cmp(&a.created));
+        recs
+    }
+
+    /// Whether any container uses image `image_id`.
+    pub fn image_in_use(&self, image_id: &str) -> bool {
+        self.table()
+            .records
+            .values()
+            .any(|r| r.image_id == image_id)
+    }
+
+    // ---- create ----------------------------------------------------------------------------
+
+    /// Creates a container (blocking). Returns its ID and warnings.
+    pub fn create_blocking(
+        &self,
+        name: Option<&str>,
+        body: ContainerCreateBody,
+    ) -> Result<(String, Vec<String>), ServiceError> {
+        let spec = parse_create(body)?;
+        let details = self
+            .inner
+            .images
+            .inspect(&spec.image)
+            .map_err(|e| match e {
+                ServiceError::NotFound { .. } => {
+                    ServiceError::not_found(format!("No such image: {}", spec.image))
+                }
+                e => e,
+            })?;
+        let image_cfg: ImageConfig = match &details.config {
+            Some(c) => serde_json::from_value(c.clone()).unwrap_or_default(),
+            None => ImageConfig::default(),
+        };
+        let id = random_hex64();
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => validate_name(n)?,
+            None => self.table().names.generate_name(id.as_bytes()),
+        };
+        self.table().names.insert(&id, &name)?;
+        let result = self.create_reserved(&id, &name, spec, &details, image_cfg);
+        if result.is_err() {
+            self.table().names.remove(&id);
+            for (vname, anonymous) in self.volumes_of_failed(&id) {
+                self.inner.volumes.release(&vname, &id);
+                if anonymous {
+                    let _ = self.inner.volumes.remove(&vname, true);
+                }
+            }
+        }
+        result.map(|()| (id, Vec::new()))
+    }
+
+    fn volumes_of_failed(&self, id: &str) -> Vec<(String, bool)> {
+        self.inner
+            .volumes
+            .list(&Default::default())
+            .into_iter()
+            .filter(|v| self.inner.volumes.users(&v.name).iter().any(|u| u == id))
+            .map(|v| {
+                let anon = v.is_anonymous();
+                (v.name, anon)
+            })
+            .collect()
+    }
+
+    fn create_reserved(
+        &self,
+        id: &str,
+        name: &str,
+        mut spec: config::ContainerSpec,
+        details: &berth_registry_mirror::ImageDetails,
+        image_cfg: ImageConfig,
+    ) -> Result<(), ServiceError> {
+        // Mounts: volumes are created (or found) and taken into use; bind sources made.
+        let mut resolved = Vec::new();
+        let mut binds = Vec::new();
+        for m in &spec.mounts {
+            match m {
+                MountRequest::Bind {
+                    source,
+                    destination,
+                    read_only,
+                } => {
+                    if !source.exists() {
+                        std::fs::create_dir_all(source)
+                            .map_err(|e| ServiceError::io("create bind source", source, e))?;
+                    }
+                    binds.push(BindMount {
+                        source: source.clone(),
+                        destination: destination.clone(),
+                        read_only: *read_only,
+                    });
+                    resolved.push(ResolvedMount {
+                        kind: "bind".into(),
+                        name: String::new(),
+                        source: source.display().to_string(),
+                        destination: destination.clone(),
+                        read_write: !read_only,
+                    });
+                }
+                MountRequest::Volume {
+                    name: vname,
+                    destination,
+                    read_only,
+                } => {
+                    let v = self.inner.volumes.create(
+                        CreateVolume {
+                            name: vname.clone(),
+                            ..Default::default()
+                        },
+                        &now_rfc3339(),
+                    )?;
+                    self.inner.volumes.acquire(&v.name, id)?;
+                    binds.push(BindMount {
+                        source: v.mountpoint.clone(),
+                        destination: destination.clone(),
+                        read_only: *read_only,
+                    });
+                    resolved.push(ResolvedMount {
+                        kind: "volume".into(),
+                        name: v.name.clone(),
+                        source: v.mountpoint.display().to_string(),
+                        destination: destination.clone(),
+                        read_write: !read_only,
+                    });
+                }
+            }
+        }
+        // Image volumes (VOLUME in the image config) get anonymous volumes.
+        if let Some(vols) = details
+            .config
+            .as_ref()
+            .and_then(|c| c.get("Volumes"))
+            .and_then(|v| v.as_object())
+        {
+            for dst in vols.keys() {
+                if resolved.iter().any(|m| &m.destination == dst) {
+                    continue;
+                }
+                let v = self
+                    .inner
+                    .volumes
+                    .create(CreateVolume::default(), &now_rfc3339())?;
+                self.inner.volumes.acquire(&v.name, id)?;
+                binds.push(BindMount {
+                    source: v.mountpoint.clone(),
+                    destination: dst.clone(),
+                    read_only: false,
+                });
+                resolved.push(ResolvedMount {
+                    kind: "volume".into(),
+                    name: v.name,
+                    source: v.mountpoint.display().to_string(),
+                    destination: dst.clone(),
+                    read_write: true,
+                });
+            }
+        }
+        let hostname = spec
+            .run
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id[..12].to_string());
+        spec.run.hostname = Some(hostname.clone());
+        spec.run.mounts = binds;
+        let args = berth_runtime::spec::process_args(&image_cfg, &spec.run)
+            .map_err(ServiceError::runtime)?;
+        let env = berth_runtime::spec::merge_env(&image_cfg, &spec.run, &hostname);
+        let layers: Vec<String> = details
+            .record
+            .chain_ids()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let mut exposed = spec.exposed.clone();
+        if let Some(ports) = details
+            .config
+            .as_ref()
+            .and_then(|c| c.get("ExposedPorts"))
+            .and_then(|v| v.as_object())
+        {
+            for p in ports.keys() {
+                if let Ok(pp) = config::PortProto::parse(p) {
+                    exposed.push(pp);
+                }
+            }
+        }
+        for p in &spec.ports {
+            exposed.push(p.container);
+        }
+        exposed.sort();
+        exposed.dedup();
+        let mut labels: BTreeMap<String, String> = details
+            .config
+            .as_ref()
+            .and_then(|c| c.get("Labels"))
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
+        labels.extend(spec.labels.clone());
+        let req = CreateRequest {
+            id: id.to_string(),
+            layers,
+            image: image_cfg.clone(),
+            options: spec.run.clone(),
+        };
+        let info = self
+            .inner
+            .runtime
+            .create(req)
+            .map_err(ServiceError::runtime)?;
+        let rec = ContainerRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            created: now_rfc3339(),
+            image_id: details.id.to_string(),
+            path: args.first().cloned().unwrap_or_default(),
+            args: args.iter().skip(1).cloned().collect(),
+            env,
+            working_dir: spec
+                .run
+                .working_dir
+                .clone()
+                .or(image_cfg.working_dir.clone())
+                .unwrap_or_default(),
+            user: spec
+                .run
+                .user
+                .clone()
+                .or(image_cfg.user.clone())
+                .unwrap_or_default(),
+            hostname,
+            labels,
+            exposed,
+            mounts: resolved,
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            log_path: info.log_path.display().to_string(),
+            state: ContainerState {
+                status: "created".into(),
+                ..Default::default()
+            },
+            spec,
+        };
+        if let Err(e) = self.inner.store.put(CONTAINERS, id, &rec) {
+            let _ = self.inner.runtime.delete(id, true);
+            return Err(e.into());
+        }
+        {
+            let mut t = self.table();
+            t.records.insert(id.to_string(), rec.clone());
+            t.lives
+                .insert(id.to_string(), watch::channel(Life::default()).0);
+        }
+        self.event("create", &rec, &[]);
+        Ok(())
+    }
+
+    // ---- start, stop, kill -------------------------------------------------------------------
+
+    /// Starts a created or exited container (blocking).
+    pub fn start_blocking(&self, key: &str) -> Result<(), ServiceError> {
+        let rec = self.get(key)?;
+        let id = rec.id.clone();
+        if rec.state.status == "running" || rec.state.status == "paused" {
+            return Err(ServiceError::NotModified {
+                message: format!("container {id} is already running"),
+            });
+        }
+        let info = self
+            .inner
+            .runtime
+            .start(&id)
+            .map_err(ServiceError::runtime)?;
+        let rec = self
+            .update(&id, |r| {
+                r.state.status = "running".into();
+                r.state.pid = info.pid.unwrap_or(0) as u32;
+                r.state.started_at = info
+                    .started_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                    .unwrap_or_else(now_rfc3339);
+                r.state.finished_at.clear();
+                r.state.exit_code = 0;
+                r.state.oom_killed = false;
+                r.state.error.clear();
+                r.state.stopped_by_user = false;
+            })
+            .ok_or_else(|| ServiceError::not_found(format!("No such container: {key}")))?;
+        self.set_life(&id, |l| {
+            l.starts += 1;
+            l.running = true;
+        });
+        self.event("start", &rec, &[]);
+        self.spawn_monitor(id);
+        Ok(())
+    }
+
+    fn spawn_monitor(&self, id: String) {
+        let svc = self.clone();
+        std::thread::Builder::new()
+            .name(format!("monitor-{}", &id[..12.min(id.len())]))
+            .spawn(move || svc.monitor(id))
+            .expect("spawn monitor thread");
+    }
+
+    /// Waits for the container's exit, records it, then applies `--rm` and the restart
+    /// policy. Runs on its own thread.
+    fn monitor(&self, id: String) {
+        loop {
+            let exit = match self.inner.runtime.wait(&id, None) {
+                Ok(Some(e)) => e,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(container = %id, error = %e, "monitor: wait ended");
+                    return;
+                }
+            };
+            // Started again by someone else (restart) while we were waking up?
+            if let Ok(info) = self.inner.runtime.inspect(&id) {
+                if info.status.is_live() {
+                    continue;
+                }
+            }
+            let Some(rec) =
+                self.record_exit(&id, exit.code as i64, exit.oom_killed, exit.finished_at)
+            else {
+                return;
+            };
+            if rec.spec.auto_remove {
+                if let Err(e) = self.remove_blocking(&id, true, true) {
+                    tracing::warn!(container = %id, error = %e, "auto-remove failed");
+                }
+                return;
+            }
+            let restarts = rec.state.restart_count;
+            if !rec.spec.restart.should_restart(
+                exit.code as i64,
+                restarts,
+                rec.state.stopped_by_user,
+            ) {
+                return;
+            }
+            self.update(&id, |r| r.state.status = "restarting".into());
+            std::thread::sleep(Duration::from_millis(config::RestartPolicy::backoff_ms(
+                restarts,
+            )));
+            let Ok(current) = self.get(&id) else { return };
+            if current.state.stopped_by_user || current.state.status != "restarting" {
+                return;
+            }
+            match self.inner.runtime.start(&id) {
+                Ok(info) => {
+                    let rec = self.update(&id, |r| {
+                        r.state.status = "running".into();
+                        r.state.pid = info.pid.unwrap_or(0) as u32;
+                        r.state.started_at = now_rfc3339();
+                        r.state.restart_count += 1;
+                    });
+                    self.set_life(&id, |l| {
+                        l.starts += 1;
+                        l.running = true;
+                    });
+                    if let Some(rec) = rec {
+                        self.event("start", &rec, &[]);
+                    }
+                }
+                Err(e) => {
+                    self.update(&id, |r| {
+                        r.state.status = "exited".into();
+                        r.state.error = e.to_string();
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn record_exit(
+        &self,
+        id: &str,
+        code: i64,
+        oom: bool,
+        finished: chrono::DateTime<chrono::Utc>,
+    ) -> Option<ContainerRecord> {
+        let rec = self.update(id, |r| {
+            r.state.status = "exited".into();
+            r.state.pid = 0;
+            r.state.exit_code = code;
+            r.state.oom_killed = oom;
+            r.state.finished_at = finished.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        })?;
+        if oom {
+            self.event("oom", &rec, &[]);
+        }
+        self.event("die", &rec, &[("exitCode", code.to_string())]);
+        self.set_life(id, |l| {
+            l.exits += 1;
+            l.exit_code = code;
+            l.running = false;
+        });
+        Some(rec)
+    }
+
+    /// Stops a container (blocking): its stop signal, SIGKILL after `timeout`.
+    pub fn stop_blocking(&self, key: &str, timeout: Option<Duration>) -> Result<(), ServiceError> {
+        let rec = self.get(key)?;
+        if rec.state.status != "running" && rec.state.status != "paused" {
+            if rec.state.status == "restarting" {
+                self.update(&rec.id, |r| {
+                    r.state.stopped_by_user = true;
+                    r.state.status = "exited".into();
+                });
+                return Ok(());
+            }
+            return Err(ServiceError::NotModified {
+                message: format!("container {} is not running", rec.id),
+            });
+        }
+        self.update(&rec.id, |r| r.state.stopped_by_user = true);
+        self.inner
+            .runtime
+            .stop(&rec.id, timeout)
+            .map_err(ServiceError::runtime)?;
+        self.event("stop", &rec, &[]);
+        self.wait_exit_recorded(&rec.id);
+        Ok(())
+    }
+
+    /// Waits (briefly) until the monitor has recorded the exit, so a following inspect
+    /// shows it.
+    fn wait_exit_recorded(&self, id: &str) {
+        let Some(mut rx) = self.table().lives.get(id).map(|tx| tx.subscribe()) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while rx.borrow_and_update().running && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `signal` to the container's init (blocking).
+    pub fn kill_blocking(&self, key: &str, signal: &str) -> Result<(), ServiceError> {
+        let sig = parse_signal(signal)?;
+        let rec = self.get(key)?;
+        if rec.state.status != "running" && rec.state.status != "paused" {
+            return Err(ServiceError::conflict(format!(
+                "Cannot kill container: {key}: container {} is not running",
+                rec.id
+            )));
+        }
+        if matches!(
+            sig,
+            libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT
+        ) {
+            self.update(&rec.id, |r| r.state.stopped_by_user = true);
+        }
+        self.inner
+            .runtime
+            .kill(&rec.id, sig)
+            .map_err(ServiceError::runtime)?;
+        self.event("kill", &rec, &[("signal", sig.to_string())]);
+        if sig == libc::SIGKILL {
+            self.wait_exit_recorded(&rec.id);
+        }
+        Ok(())
+    }
+
+    /// Stops (if running) and starts again (blocking).
+    pub fn restart_blocking(
+        &self,
+        key: &str,
+        timeout: Option<Duration>,
+    ) -> Result<(), ServiceError> {
+        match self.stop_blocking(key, timeout) {
+            Ok(()) | Err(ServiceError::NotModified { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.start_blocking(key)?;
+        let rec = self.get(key)?;
+        self.event("restart", &rec, &[]);
+        Ok(())
+    }
+
+    pub fn pause_blocking(&self, key: &str, pause: bool) -> Result<(), ServiceError> {
+        let rec = self.get(key)?;
+        let r = if pause {
+            self.inner.runtime.pause(&rec.id)
+        } else {
+            self.inner.runtime.unpause(&rec.id)
+        };
+        r.map_err(|e| match e {
+            berth_runtime::RuntimeError::InvalidTransition { .. } => {
+                ServiceError::conflict(if pause {
+                    format!("Container {} is not running", rec.id)
+                } else {
+                    format!("Container {} is not paused", rec.id)
+                })
+            }
+            e => ServiceError::runtime(e),
+        })?;
+        self.update(&rec.id, |r| {
+            r.state.status = if pause { "paused" } else { "running" }.into()
+        });
+        self.event(if pause { "pause" } else { "unpause" }, &rec, &[]);
+        Ok(())
+    }
+
+    // ---- wait, remove, rename --------------------------------------------------------------
+
+    /// Waits for `condition`; returns the exit code.
+    pub async fn wait(&self, key: &str, condition: WaitCondition) -> Result<i64, ServiceError> {
+        let rec = self.get(key)?;
+        let mut rx = self
+            .table()
+            .lives
+            .get(&rec.id)
+            .map(|tx| tx.subscribe())
+            .ok_or_else(|| ServiceError::not_found(format!("No such container: {key}")))?;
+        let start = rx.borrow_and_update().clone();
+        let running = matches!(
+            rec.state.status.as_str(),
+            "running" | "paused" | "restarting"
+        );
+        if condition == WaitCondition::NotRunning && !running {
+            return Ok(rec.state.exit_code);
+        }
+        loop {
+            let life = rx.borrow_and_update().clone();
+            let done = match condition {
+                WaitCondition::NotRunning => life.exits > start.exits || life.removed,
+                WaitCondition::NextExit => life.exits > start.exits || life.removed,
+                WaitCondition::Removed => life.removed,
+            };
+            if done {
+                return Ok(life.exit_code);
+            }
+            if rx.changed().await.is_err() {
+                // Sender dropped: the container is gone.
+                return Ok(rx.borrow().exit_code);
+            }
+        }
+    }
+
+    /// Removes a container (blocking). `volumes`: also its anonymous volumes.
+    pub fn remove_blocking(
+        &self,
+        key: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<(), ServiceError> {
+        let rec = self.get(key)?;
+        let id = rec.id.clone();
+        if matches!(
+            rec.state.status.as_str(),
+            "running" | "paused" | "restarting"
+        ) && !force
+        {
+            return Err(ServiceError::conflict(format!(
+                "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                rec.name
+            )));
+        }
+        if force {
+            self.update(&id, |r| r.state.stopped_by_user = true);
+        }
+        self.update(&id, |r| r.state.status = "removing".into());
+        match self.inner.runtime.delete(&id, force) {
+            Ok(()) | Err(berth_runtime::RuntimeError::NotFound { .. }) => {}
+            Err(e) => {
+                self.update(&id, |r| r.state.status = "dead".into());
+                return Err(ServiceError::runtime(e));
+            }
+        }
+        for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
+            self.inner.volumes.release(&m.name, &id);
+            if volumes {
+                if let Ok(v) = self.inner.volumes.inspect(&m.name) {
+                    if v.is_anonymous() {
+                        let _ = self.inner.volumes.remove(&m.name, false);
+                    }
+                }
+            }
+        }
+        self.inner.store.delete(CONTAINERS, &id)?;
+        let life = {
+            let mut t = self.table();
+            t.records.remove(&id);
+            t.names.remove(&id);
+            t.execs.retain(|_, e| e.container != id);
+            t.lives.remove(&id)
+        };
+        if let Some(tx) = life {
+            tx.send_modify(|l| {
+                l.removed = true;
+                l.running = false;
+            });
+        }
+        self.event("destroy", &rec, &[]);
+        Ok(())
+    }
+
+    pub fn rename(&self, key: &str, new_name: &str) -> Result<(), ServiceError> {
+        let new_name = validate_name(new_name)?;
+        let rec = self.get(key)?;
+        if rec.name == new_name {
+            return Err(ServiceError::conflict(format!(
+                "Renaming a container with the same name as its current name"
+            )));
+        }
+        self.table().names.insert(&rec.id, &new_name)?;
+        let rec = self.update(&rec.id, |r| r.name = new_name.clone());
+        if let Some(rec) = rec {
+            self.event("rename", &rec, &[]);
+        }
+        Ok(())
+    }
+
+    /// Removes every stopped container; returns their IDs.
+    pub fn prune_blocking(&self, labels: &[String]) -> Result<Vec<String>, ServiceError> {
+        let mut removed = Vec::new();
+        for rec in self.all() {
+            if matches!(
+                rec.state.status.as_str(),
+                "running" | "paused" | "restarting"
+            ) {
+                continue;
+            }
+            if !labels.iter().all(|l| match l.split_once('=') {
+                Some((k, v)) => rec.labels.get(k).is_some_and(|x| x == v),
+                None => rec.labels.contains_key(l.as_str()),
+            }) {
+                continue;
+            }
+            match self.remove_blocking(&rec.id, false, false) {
+                Ok(()) => removed.push(rec.id),
+                Err(ServiceError::Conflict { .. }) | Err(ServiceError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    // ---- exec --------------------------------------------------------------------------------
+
+    pub fn exec_create(&self, key: &str, entry: ExecEntry) -> Result<String, ServiceError> {
+        let rec = self.get(key)?;
+        if rec.state.status != "running" {
+            return Err(ServiceError::conflict(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        if entry.opts.cmd.is_empty() {
+            return Err(ServiceError::invalid("No exec command specified"));
+        }
+        let id = random_hex64();
+        self.table().execs.insert(
+            id.clone(),
+            ExecEntry {
+                id: id.clone(),
+                container: rec.id.clone(),
+                ..entry
+            },
+        );
+        self.event("exec_create", &rec, &[]);
+        Ok(id)
+    }
+
+    pub fn exec_get(&self, exec_id: &str) -> Result<ExecEntry, ServiceError> {
+        self.table()
+            .execs
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| ServiceError::not_found(format!("No such exec instance: {exec_id}")))
+    }
+
+    /// Starts the exec'd process (blocking); returns the runtime's exec id.
+    pub fn exec_start_blocking(&self, exec_id: &str) -> Result<ExecEntry, ServiceError> {
+        let entry = self.exec_get(exec_id)?;
+        if entry.runtime_id.is_some() {
+            return Err(ServiceError::conflict(format!(
+                "exec {exec_id} has already been started"
+            )));
+        }
+        let rid = self
+            .inner
+            .runtime
+            .exec(&entry.container, &entry.opts)
+            .map_err(ServiceError::runtime)?;
+        let mut t = self.table();
+        let e = t
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| ServiceError::not_found(format!("No such exec instance: {exec_id}")))?;
+        e.runtime_id = Some(rid);
+        e.running = true;
+        Ok(e.clone())
+    }
+
+    /// Waits for an exec'd process and records its exit code (blocking).
+    pub fn exec_wait_blocking(&self, exec_id: &str) -> Result<i64, ServiceError> {
+        let entry = self.exec_get(exec_id)?;
+        let rid = entry.runtime_id.ok_or_else(|| {
+            ServiceError::conflict(format!("exec {exec_id} has not been started"))
+        })?;
+        let code = loop {
+            match self
+                .inner
+                .runtime
+                .exec_wait(&entry.container, &rid, None)
+                .map_err(ServiceError::runtime)?
+            {
+                Some(e) => break e.code as i64,
+                None => continue,
+            }
+        };
+        if let Some(e) = self.table().execs.get_mut(exec_id) {
+            e.running = false;
+            e.exit_code = Some(code);
+        }
+        if let Ok(rec) = self.get(&entry.container) {
+            self.event("exec_die", &rec, &[("exitCode", code.to_string())]);
+        }
+        Ok(code)
+    }
+}
+
+fn refresh_state(state: &mut ContainerState, info: &berth_runtime::ContainerInfo) {
+    let observed = status_name(info.status);
+    // The daemon's own transitional states win over the runtime's view.
+    if matches!(state.status.as_str(), "restarting" | "removing" | "dead") && observed == "exited" {
+        return;
+    }
+    state.status = observed.into();
+    state.pid = info.pid.unwrap_or(0).max(0) as u32;
+    if let Some(t) = info.started_at {
+        state.started_at = t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    }
+    if info.status == Status::Exited {
+        if let Some(e) = info.exit {
+            state.exit_code = e.code as i64;
+            state.oom_killed = e.oom_killed;
+            state.finished_at = e
+                .finished_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Images on this node: pulls through the registry-mirror crate with layers unpacked into
+//! the runtime's snapshot store, and the image metadata operations the API exposes.
+//!
+//! ```text
+//!  pull(ref) --Puller--> registry --verified layer tar--> SnapshotSink::unpack
+//!                                                          | unpack_layer into ingest dir
+//!                                                          v commit after verification
+//!                                                   SnapshotStore layers/<chain id>
+//! ```
+
+use std::io::Read;
+use std::sync::Arc;
+
+use berth_registry_mirror::error::BoxError;
+use berth_registry_mirror::{
+    Credentials, Digest, Error as ImageError, ImageDetails, Images, LayerRef, LayerSink, Platform,
+    PullEvent, PullOptions, PullOutcome, PushEvent, Reference, RemoveReport, StagedLayer,
+};
+use berth_runtime::Runtime;
+
+use crate::error::ServiceError;
+
+/// Unpacks pulled layers into the runtime's snapshot store.
+#[derive(Debug)]
+pub struct SnapshotSink {
+    runtime: Arc<Runtime>,
+}
+
+struct Staged {
+    runtime: Arc<Runtime>,
+    ingest: std::path::PathBuf,
+    chain_id: String,
+    committed: bool,
+}
+
+impl StagedLayer for Staged {
+    fn commit(mut self: Box<Self>) -> Result<(), BoxError> {
+        self.runtime
+            .snapshots()
+            .commit_layer(&self.ingest, &self.chain_id)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.ingest);
+        }
+    }
+}
+
+impl LayerSink for SnapshotSink {
+    fn is_unpacked(&self, layer: &LayerRef) -> bool {
+        self.runtime
+            .snapshots()
+            .has_layer(&layer.chain_id.to_string())
+            .unwrap_or(false)
+    }
+
+    fn unpack(
+        &self,
+        layer: &LayerRef,
+        tar: &mut dyn Read,
+    ) -> Result<Box<dyn StagedLayer>, BoxError> {
+        let ingest = self.runtime.snapshots().begin_layer()?;
+        let staged = Staged {
+            runtime: self.runtime.clone(),
+            ingest: ingest.clone(),
+            chain_id: layer.chain_id.to_string(),
+            committed: false,
+        };
+        berth_runtime::unpack::unpack_layer(tar, &ingest)?;
+        Ok(Box::new(staged))
+    }
+}
+
+/// Maps image errors onto what the API reports.
+pub fn image_error(e: ImageError) -> ServiceError {
+    match e {
+        ImageError::ImageNotFound { reference } => {
+            ServiceError::not_found(format!("No such image: {reference}"))
+        }
+        e @ ImageError::ImageInUse { .. } => ServiceError::conflict(e.to_string()),
+        e @ ImageError::ImageHasManyTags { .. } => ServiceError::conflict(e.to_string()),
+        e @ ImageError::InvalidReference { .. } => ServiceError::invalid(e.to_string()),
+        e => ServiceError::image(e),
+    }
+}
+
+/// The image service of berthd.
+#[derive(Debug, Clone)]
+pub struct ImageService {
+    pub images: Images,
+    sink: Arc<SnapshotSink>,
+}
+
+impl ImageService {
+    pub fn new(images: Images, runtime: Arc<Runtime>) -> Self {
+        ImageService {
+            images,
+            sink: Arc::new(SnapshotSink { runtime }),
+        }
+    }
+
+    pub fn parse_reference(s: &str) -> Result<Reference, ServiceError> {
+        Reference::parse_normalized(s).map_err(image_error)
+    }
+
+    /// Pulls `reference` for `platform` (default linux/amd64), reporting progress.
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        platform: Option<&str>,
+        credentials: Credentials,
+        progress: &(dyn Fn(PullEvent) + Send + Sync),
+    ) -> Result<PullOutcome, ServiceError> {
+        let platform = match platform.filter(|p| !p.is_empty()) {
+            Some(p) => Platform::parse(p).map_err(image_error)?,
+            None => Platform::default(),
+        };
+        let opts = PullOptions {
+            platform,
+            credentials,
+        };
+        let sink: Arc<dyn LayerSink> = self.sink.clone();
+        self.images
+            .puller
+            .pull(reference, &opts, Some(sink), progress)
+            .await
+            .map_err(image_error)
+    }
+
+    pub async fn push(
+        &self,
+        reference: &Reference,
+        credentials: Credentials,
+        progress: &(dyn Fn(PushEvent) + Send + Sync),
+    ) -> Result<(), ServiceError> {
+        self.images
+            .pusher
+            .push(reference, &credentials, progress)
+            .await
+            .map(|_| ())
+            .map_err(image_error)
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<ImageDetails, ServiceError> {
+        self.images.store.inspect(name).map_err(image_error)
+    }
+
+    /// Removes an image or reference; unused layer snapshots go with it.
+    pub fn remove(
+        &self,
+        name: &str,
+        force: bool,
+        in_use: &dyn Fn(&Digest) -> bool,
+    ) -> Result<RemoveReport, ServiceError> {
+        let report = self
+            .images
+            .store
+            .remove(name, force, in_use)
+            .map_err(image_error)?;
+        for chain in &report.unused_chain_ids {
+            if let Err(e) = self
+                .sink
+                .runtime
+                .snapshots()
+                .remove_layer(&chain.to_string())
+            {
+                tracing::warn!(chain = %chain, error = %e, "removing unused layer snapshot");
+            }
+        }
+        Ok(report)
+    }
+
+    /// Loads a `docker save` archive; returns `(image ID, tags)` per image.
+    pub fn load(&self, input: impl Read) -> Result<Vec<(Digest, Vec<String>)>, ServiceError> {
+        let loaded = berth_registry_mirror::archive::load(
+            &self.images.store,
+            input,
+            Some(self.sink.as_ref() as &dyn LayerSink),
+        )
+        .map_err(image_error)?;
+        Ok(loaded.into_iter().map(|l| (l.id, l.tags)).collect())
+    }
+
+    /// Imports a rootfs tar as a one-layer image.
+    pub fn import(
+        &self,
+        input: impl Read,
+        reference: Option<&Reference>,
+    ) -> Result<Digest, ServiceError> {
+        berth_registry_mirror::archive::import(
+            &self.images.store,
+            input,
+            reference,
+            Some(self.sink.as_ref() as &dyn LayerSink),
+        )
+        .map(|l| l.id)
+        .map_err(image_error)
+    }
+
+    /// Writes `docker save` output for `names`.
+    pub fn save(&self, names: &[String], out: impl std::io::Write) -> Result<(), ServiceError> {
+        berth_registry_mirror::archive::save(&self.images.store, names, out).map_err(image_error)
+    }
+}
