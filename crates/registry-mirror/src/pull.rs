@@ -523,13 +523,16 @@ fn decoder<'a, R: BufRead + 'a>(mut r: R, digest: &Digest) -> Result<Box<dyn Rea
     })
 }
 
+/// A layer read to its end: the staged layer (if a sink took it), its diff ID and size.
+type Unpacked = (Option<Box<dyn StagedLayer>>, Digest, u64);
+
 /// Decompresses `raw` into the sink (or just through the hasher), checks the diff ID and
 /// returns the staged layer (not yet committed) and the uncompressed size.
 fn unpack_stream(
     raw: &mut dyn Read,
     layer: &LayerRef,
     sink: Option<&dyn LayerSink>,
-) -> Result<(Option<Box<dyn StagedLayer>>, Digest, u64)> {
+) -> Result<Unpacked> {
     let dec = decoder(BufReader::with_capacity(256 * 1024, raw), &layer.digest)?;
     let mut h = DiffHasher {
         inner: dec,

@@ -349,7 +349,7 @@ fn save_remove_load_gives_the_same_image_id() {
     let tar = env.dir.path().join("web.tar");
     archive::save(
         &env.images.store,
-        &[name.clone()],
+        std::slice::from_ref(&name),
         fs::File::create(&tar).unwrap(),
     )
     .unwrap();
