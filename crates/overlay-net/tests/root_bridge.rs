@@ -89,6 +89,9 @@ fn containers_on_one_bridge_reach_each_other_and_other_bridges_are_isolated() ->
             "{route}"
         );
         assert!(a.ip(&["link", "show", "lo"])?.contains("UP"));
+        let [o1, o2, o3, o4] = ea.address.octets();
+        let mac = format!("02:42:{o1:02x}:{o2:02x}:{o3:02x}:{o4:02x}");
+        assert!(a.ip(&["link", "show", "eth0"])?.contains(&mac));
 
         assert!(
             a.ping(&eb.address.to_string()),
@@ -249,14 +252,14 @@ fn published_port_answers_on_localhost_and_from_another_host_with_real_source() 
 fn restart_after_crash_keeps_ports_answering_without_duplicate_rules() -> Result<()> {
     require_root();
     let host = TestNetns::new()?;
-    let containers: Vec<TestNetns> = (0..3).map(|_| TestNetns::new()).collect::<Result<_>>()?;
+    let containers: Vec<TestNetns> = (0..5).map(|_| TestNetns::new()).collect::<Result<_>>()?;
     let servers: Vec<PeerEchoServer> = containers
         .iter()
         .map(|c| PeerEchoServer::start(c, 80))
         .collect::<Result<_>>()?;
-    let ids = ['a', 'b', 'c'];
+    let ids = ['a', 'b', 'c', 'd', 'e'];
     let lost = TestNetns::new()?;
-    let (saved, lost_veth) = host.block_on(|| async {
+    let (saved, lost_veth, gone_veth) = host.block_on(|| async {
         let mut d = driver(NetState::default())?;
         d.ensure_default_network(&hex('0')).await?;
         for (i, (c, id)) in containers.iter().zip(ids).enumerate() {
@@ -265,18 +268,30 @@ fn restart_after_crash_keeps_ports_answering_without_duplicate_rules() -> Result
         }
         // What berthd persisted before a fourth container whose record is lost in the crash.
         let saved = d.state().to_json();
-        let lost_ep = d.connect(endpoint('d', "bridge", &lost, &[])).await?;
+        let lost_ep = d.connect(endpoint('f', "bridge", &lost, &[])).await?;
+        let gone_veth = d.state().endpoints[&hex('b')].host_veth.clone();
         // kill -9: the driver vanishes without cleaning up.
         drop(d);
-        anyhow::Ok((saved, lost_ep.host_veth))
+        anyhow::Ok((saved, lost_ep.host_veth, gone_veth))
     })?;
+    // While berthd is down every published port still answers: the rules are in the
+    // kernel, not in a proxy process.
+    for i in 0..5u16 {
+        host.run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 19000 + i))))
+            .with_context(|| format!("port {} while the daemon is down", 19000 + i))?;
+    }
+    // Meanwhile someone deletes container b's host veth (its namespace lives on).
+    host.ip(&["link", "del", &gone_veth])?;
+    assert!(host
+        .run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 19001))))
+        .is_err());
 
     host.block_on(|| async {
         let mut d = driver(NetState::from_json(&saved)?)?;
         let report = d.reconcile().await?;
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert!(report.table_was_present);
-        assert!(report.plan.missing_endpoints.is_empty());
+        assert_eq!(report.plan.missing_endpoints, vec![hex('b')]);
         assert_eq!(report.plan.stale_links, vec![lost_veth.clone()]);
         assert!(
             lost.ip(&["link", "show", "eth0"]).is_err(),
@@ -291,7 +306,7 @@ fn restart_after_crash_keeps_ports_answering_without_duplicate_rules() -> Result
                 "netns", "exec", &host.name, "nft", "list", "table", "ip", "berth",
             ],
         )?;
-        for i in 0..3 {
+        for i in 0..5 {
             assert_eq!(
                 table.matches(&format!("dport {} ", 19000 + i)).count(),
                 1,
@@ -299,8 +314,9 @@ fn restart_after_crash_keeps_ports_answering_without_duplicate_rules() -> Result
             );
         }
         assert_eq!(table.matches("masquerade").count(), 3, "{table}");
-        for i in 0..3u16 {
-            let seen = peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 19000 + i)))?;
+        for i in 0..5u16 {
+            let seen = peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 19000 + i)))
+                .with_context(|| format!("port {} after restart", 19000 + i))?;
             assert_eq!(seen, d.state().networks[&hex('0')].pool.gateway.to_string());
         }
         d.teardown_host().await?;
@@ -416,6 +432,43 @@ fn udp_and_address_bound_and_daemon_chosen_ports_are_published() -> Result<()> {
         let mut d = driver(NetState::default())?;
         d.teardown_host().await?;
         assert_eq!(leftovers(d.links()).await?, Vec::<String>::new());
+        anyhow::Ok(())
+    })
+}
+
+#[test]
+fn internal_network_has_no_way_out() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let remote = TestNetns::new()?;
+    let (a, b) = (TestNetns::new()?, TestNetns::new()?);
+    let (_, remote_ip) = uplink(&host, &remote, 3)?;
+    host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        d.create_network(NetworkRequest {
+            id: hex('e'),
+            name: "backend".into(),
+            subnet: Some("10.254.0.0/24".parse()?),
+            gateway: None,
+            internal: true,
+        })
+        .await?;
+        d.ensure_default_network(&hex('0')).await?;
+        let ea = d.connect(endpoint('a', "backend", &a, &[])).await?;
+        d.connect(endpoint('b', "bridge", &b, &[])).await?;
+        assert!(
+            b.ping(&remote_ip.to_string()),
+            "a normal network cannot get out"
+        );
+        assert!(
+            !a.ping(&remote_ip.to_string()),
+            "an internal network got out"
+        );
+        assert!(
+            !b.ping(&ea.address.to_string()),
+            "reached into an internal network"
+        );
+        d.teardown_host().await?;
         anyhow::Ok(())
     })
 }

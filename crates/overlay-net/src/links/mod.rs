@@ -59,6 +59,10 @@ pub enum LinkOp {
         peer: String,
         /// The namespace the container end is created in.
         peer_netns: PathBuf,
+        /// The container end's MAC address (derived from its IPv4 address, as Docker
+        /// does, so a re-created endpoint or a reused address keeps peers' ARP caches
+        /// valid).
+        peer_mac: [u8; 6],
     },
     /// Attach a host link to a bridge.
     SetMaster {
@@ -193,6 +197,7 @@ pub fn endpoint_setup_plan(ep: &Endpoint, net: &Network) -> Vec<LinkOp> {
             host: ep.host_veth.clone(),
             peer: ep.ifname.clone(),
             peer_netns: ep.netns.clone(),
+            peer_mac: ep.mac_address(),
         },
         LinkOp::SetMaster {
             link: ep.host_veth.clone(),
@@ -328,7 +333,8 @@ mod tests {
             LinkOp::CreateVeth {
                 host: ep().host_veth,
                 peer: "eth0".into(),
-                peer_netns: "/run/netns/x".into()
+                peer_netns: "/run/netns/x".into(),
+                peer_mac: [0x02, 0x42, 10, 77, 0, 2],
             }
         );
         let pos = |pred: &dyn Fn(&LinkOp) -> bool| plan.iter().position(pred).unwrap();

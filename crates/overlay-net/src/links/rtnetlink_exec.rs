@@ -157,6 +157,7 @@ impl LinkExecutor for RtnetlinkExecutor {
                 host,
                 peer,
                 peer_netns,
+                peer_mac,
             } => {
                 let h = &self.host;
                 let file = File::open(peer_netns).map_err(|source| NetError::Netns {
@@ -164,6 +165,7 @@ impl LinkExecutor for RtnetlinkExecutor {
                     source,
                 })?;
                 let peer_msg = LinkUnspec::new_with_name(peer)
+                    .address(peer_mac.to_vec())
                     .setns_by_fd(file.as_raw_fd())
                     .build();
                 let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)

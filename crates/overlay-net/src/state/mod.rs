@@ -84,6 +84,13 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The container end's MAC address: `02:42` and the four octets of its IPv4 address
+    /// (Docker's scheme; locally administered, unicast).
+    pub fn mac_address(&self) -> [u8; 6] {
+        let [a, b, c, d] = self.address.octets();
+        [0x02, 0x42, a, b, c, d]
+    }
+
     /// Host-side veth name for an endpoint id: `veth` + 11 hex (15 characters, the
     /// kernel's limit).
     pub fn host_veth_for(endpoint_id: &str) -> String {

@@ -216,6 +216,7 @@ impl LinkExecutor for FakeLinks {
                 host,
                 peer,
                 peer_netns,
+                peer_mac: _,
             } => {
                 let inside = Netns::Path(peer_netns.clone());
                 if find(&inner, &Netns::Host, host).is_some()
