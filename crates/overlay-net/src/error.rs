@@ -140,6 +140,12 @@ pub enum NetError {
         /// Who holds it.
         holder: PortHolder,
     },
+    /// A port was to be published on a host address this host does not have.
+    #[error("cannot publish on {address}: not an address of this host")]
+    HostAddressNotLocal {
+        /// The address.
+        address: Ipv4Addr,
+    },
     /// `-P` found no free port in the ephemeral range.
     #[error("no free host port for {protocol} in {first}..={last}")]
     NoFreePort {

@@ -100,7 +100,9 @@ pub use firewall::{Firewall, NftCli, Ruleset, NFT_TABLE};
 pub use ipam::{AddressPool, Ipv4Net};
 pub use links::{LinkExecutor, LinkOp, Netns, ObservedLink, RtnetlinkExecutor};
 pub use netfiles::{render_hosts, render_resolv_conf, ResolvConfOptions};
-pub use ports::{BindProbe, PortProbe, PortRange, PortRequest, Protocol, PublishedPort};
+pub use ports::{
+    BindProbe, PortProbe, PortRange, PortRequest, PortStatus, Protocol, PublishedPort,
+};
 pub use state::{Endpoint, NetState, Network};
 
 /// The real driver berthd uses.

@@ -157,11 +157,22 @@ impl PublishedPort {
     }
 }
 
+/// What a [`PortProbe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortStatus {
+    /// Nothing on the host holds the port.
+    Free,
+    /// A host socket holds it.
+    InUse,
+    /// The host address is not one of this host's addresses.
+    AddressNotLocal,
+}
+
 /// Whether a host socket already holds a port. One real implementation ([`BindProbe`]) and
 /// a fake in `testing` (feature `testing`).
 pub trait PortProbe: Send + Sync {
-    /// True when nothing on the host holds `ip:port` (`ip` None = any address).
-    fn is_free(&self, ip: Option<Ipv4Addr>, port: u16, protocol: Protocol) -> bool;
+    /// Checks `ip:port` (`ip` None = any address).
+    fn probe(&self, ip: Option<Ipv4Addr>, port: u16, protocol: Protocol) -> PortStatus;
 }
 
 /// Probes by binding a socket (in the calling thread's network namespace) and closing it.
@@ -170,11 +181,18 @@ pub trait PortProbe: Send + Sync {
 pub struct BindProbe;
 
 impl PortProbe for BindProbe {
-    fn is_free(&self, ip: Option<Ipv4Addr>, port: u16, protocol: Protocol) -> bool {
+    fn probe(&self, ip: Option<Ipv4Addr>, port: u16, protocol: Protocol) -> PortStatus {
         let addr = SocketAddrV4::new(ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port);
-        match protocol {
-            Protocol::Tcp => TcpListener::bind(addr).is_ok(),
-            Protocol::Udp => UdpSocket::bind(addr).is_ok(),
+        let result = match protocol {
+            Protocol::Tcp => TcpListener::bind(addr).map(drop),
+            Protocol::Udp => UdpSocket::bind(addr).map(drop),
+        };
+        match result {
+            Ok(()) => PortStatus::Free,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                PortStatus::AddressNotLocal
+            }
+            Err(_) => PortStatus::InUse,
         }
     }
 }
@@ -212,26 +230,34 @@ pub fn allocate_ports(
     range: PortRange,
 ) -> Result<Vec<PublishedPort>> {
     let mut decided: Vec<PublishedPort> = Vec::with_capacity(requests.len());
-    let holder = |ip, port, proto, decided: &[PublishedPort]| -> Option<PortHolder> {
+    // Err: the host address is not local; Ok(Some): who holds the port.
+    let holder = |ip: Option<Ipv4Addr>,
+                  port,
+                  proto,
+                  decided: &[PublishedPort]|
+     -> Result<Option<PortHolder>> {
         if let Some((endpoint, _)) = taken.iter().find(|(_, p)| p.clashes(ip, port, proto)) {
-            return Some(PortHolder::Endpoint {
+            return Ok(Some(PortHolder::Endpoint {
                 endpoint: endpoint.clone(),
-            });
+            }));
         }
         if decided.iter().any(|p| p.clashes(ip, port, proto)) {
-            return Some(PortHolder::Endpoint {
+            return Ok(Some(PortHolder::Endpoint {
                 endpoint: owner.to_string(),
-            });
+            }));
         }
-        if !probe.is_free(ip, port, proto) {
-            return Some(PortHolder::HostSocket);
+        match probe.probe(ip, port, proto) {
+            PortStatus::Free => Ok(None),
+            PortStatus::InUse => Ok(Some(PortHolder::HostSocket)),
+            PortStatus::AddressNotLocal => Err(NetError::HostAddressNotLocal {
+                address: ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            }),
         }
-        None
     };
     for req in requests {
         let host_port = match req.host_port {
             Some(port) => {
-                if let Some(h) = holder(req.host_ip, port, req.protocol, &decided) {
+                if let Some(h) = holder(req.host_ip, port, req.protocol, &decided)? {
                     return Err(NetError::PortInUse {
                         host_ip: req.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
                         host_port: port,
@@ -241,13 +267,20 @@ pub fn allocate_ports(
                 }
                 port
             }
-            None => (range.first..=range.last)
-                .find(|&p| holder(req.host_ip, p, req.protocol, &decided).is_none())
-                .ok_or(NetError::NoFreePort {
+            None => {
+                let mut chosen = None;
+                for p in range.first..=range.last {
+                    if holder(req.host_ip, p, req.protocol, &decided)?.is_none() {
+                        chosen = Some(p);
+                        break;
+                    }
+                }
+                chosen.ok_or(NetError::NoFreePort {
                     protocol: req.protocol,
                     first: range.first,
                     last: range.last,
-                })?,
+                })?
+            }
         };
         decided.push(PublishedPort {
             host_ip: req.host_ip,
@@ -389,6 +422,20 @@ mod tests {
     }
 
     #[test]
+    fn a_host_address_that_is_not_local_is_refused_clearly() {
+        let probe = FakePortProbe::default();
+        probe.not_local(Ipv4Addr::new(192, 0, 2, 1));
+        for spec in ["192.0.2.1:8080:80", "192.0.2.1::80"] {
+            let req = PortRequest::parse(spec).unwrap();
+            let err = allocate_ports(&[req], "b", &[], &probe, PortRange::default()).unwrap_err();
+            assert!(
+                matches!(err, NetError::HostAddressNotLocal { address } if address == Ipv4Addr::new(192, 0, 2, 1)),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn duplicate_fixed_ports_in_one_request_are_refused() {
         let probe = FakePortProbe::default();
         let reqs = [
@@ -405,9 +452,23 @@ mod tests {
     fn bind_probe_sees_a_real_listener() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        assert!(!BindProbe.is_free(Some(Ipv4Addr::LOCALHOST), port, Protocol::Tcp));
-        assert!(!BindProbe.is_free(None, port, Protocol::Tcp));
+        assert_eq!(
+            BindProbe.probe(Some(Ipv4Addr::LOCALHOST), port, Protocol::Tcp),
+            PortStatus::InUse
+        );
+        assert_eq!(
+            BindProbe.probe(None, port, Protocol::Tcp),
+            PortStatus::InUse
+        );
+        // 192.0.2.0/24 is TEST-NET-1: never a local address.
+        assert_eq!(
+            BindProbe.probe(Some(Ipv4Addr::new(192, 0, 2, 1)), port, Protocol::Tcp),
+            PortStatus::AddressNotLocal
+        );
         drop(l);
-        assert!(BindProbe.is_free(Some(Ipv4Addr::LOCALHOST), port, Protocol::Tcp));
+        assert_eq!(
+            BindProbe.probe(Some(Ipv4Addr::LOCALHOST), port, Protocol::Tcp),
+            PortStatus::Free
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::error::{NetError, Result};
 use crate::firewall::{Firewall, NFT_TABLE};
 use crate::ipam::Ipv4Net;
 use crate::links::{LinkExecutor, LinkOp, Netns, ObservedLink, BERTH_ALIAS};
-use crate::ports::{PortProbe, Protocol};
+use crate::ports::{PortProbe, PortStatus, Protocol};
 
 /// A simulated link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,10 +371,12 @@ impl Firewall for FakeFirewall {
     }
 }
 
-/// A port probe with a settable set of held ports (any address).
+/// A port probe with a settable set of held ports (any address) and of addresses that are
+/// not local.
 #[derive(Debug, Default)]
 pub struct FakePortProbe {
     held: Mutex<BTreeSet<(u16, Protocol)>>,
+    foreign: Mutex<BTreeSet<Ipv4Addr>>,
 }
 
 impl FakePortProbe {
@@ -384,8 +386,21 @@ impl FakePortProbe {
     }
 }
 
+impl FakePortProbe {
+    /// Marks an address as not belonging to the host.
+    pub fn not_local(&self, ip: Ipv4Addr) {
+        self.foreign.lock().unwrap().insert(ip);
+    }
+}
+
 impl PortProbe for FakePortProbe {
-    fn is_free(&self, _ip: Option<Ipv4Addr>, port: u16, protocol: Protocol) -> bool {
-        !self.held.lock().unwrap().contains(&(port, protocol))
+    fn probe(&self, ip: Option<Ipv4Addr>, port: u16, protocol: Protocol) -> PortStatus {
+        if ip.is_some_and(|ip| self.foreign.lock().unwrap().contains(&ip)) {
+            PortStatus::AddressNotLocal
+        } else if self.held.lock().unwrap().contains(&(port, protocol)) {
+            PortStatus::InUse
+        } else {
+            PortStatus::Free
+        }
     }
 }
