@@ -236,6 +236,15 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
     /// Checks a network request against the state and picks its subnet (no side effects
     /// beyond reading the host's routes when no subnet was given).
     pub async fn validate_network(&self, req: &NetworkRequest, bridge: &str) -> Result<Network> {
+        // Docker's predefined networks: `host` and `none` are berthd's, not bridges.
+        let reserved = ["host", "none"];
+        if reserved.contains(&req.name.as_str())
+            || (req.name == DEFAULT_NETWORK_NAME && bridge != DEFAULT_BRIDGE_DEVICE)
+        {
+            return Err(NetError::NetworkExists {
+                network: req.name.clone(),
+            });
+        }
         for n in self.state.networks.values() {
             if n.name == req.name || n.id == req.id {
                 return Err(NetError::NetworkExists {

@@ -111,6 +111,12 @@ async fn user_networks_validate_names_and_overlaps() {
         Err(NetError::SubnetOverlap { other_network, .. }) => assert_eq!(other_network, "web"),
         other => panic!("expected overlap, got {other:?}"),
     }
+    for reserved in ["host", "none", "bridge"] {
+        assert!(matches!(
+            d.create_network(user_net('c', reserved, None)).await,
+            Err(NetError::NetworkExists { .. })
+        ));
+    }
     let mut req = user_net('b', "db", Some("10.50.0.0/24"));
     req.gateway = Some(Ipv4Addr::new(10, 50, 0, 254));
     let db = d.create_network(req).await.unwrap();
