@@ -472,3 +472,19 @@ fn internal_network_has_no_way_out() -> Result<()> {
         anyhow::Ok(())
     })
 }
+
+#[test]
+fn rtnetlink_executor_passes_the_conformance_suite() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let container = TestNetns::new()?;
+    let path = container.path();
+    host.block_on(|| async {
+        let links = RtnetlinkExecutor::connect()?;
+        berth_overlay_net::testing::conformance::link_executor_suite(&links, &path).await;
+        anyhow::Ok(())
+    })?;
+    // The suite's last veth is gone from the container as well.
+    assert!(container.ip(&["link", "show", "eth7"]).is_err());
+    Ok(())
+}

@@ -3,7 +3,10 @@
 //!
 //! Owns: [`FakeLinks`] (a simulated host namespace with links, masters, aliases and
 //! namespaces, recording every step and able to fail chosen steps), [`FakeFirewall`]
-//! (records scripts, simulates the table's presence, can fail), [`FakePortProbe`].
+//! (records scripts, simulates the table's presence, can fail), [`FakePortProbe`], and
+//! the [`conformance`] suite every link executor must pass.
+
+pub mod conformance;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -402,5 +405,21 @@ impl PortProbe for FakePortProbe {
         } else {
             PortStatus::Free
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fake_links_pass_the_conformance_suite() {
+        let fake = FakeLinks::default();
+        conformance::link_executor_suite(&fake, std::path::Path::new("/run/netns/fake")).await;
+        let inside = Netns::Path("/run/netns/fake".into());
+        assert_eq!(
+            fake.default_route(&inside),
+            Some(Ipv4Addr::new(10, 199, 0, 1))
+        );
     }
 }
