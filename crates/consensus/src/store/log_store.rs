@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError, Vote};
-use redb::{Database, ReadableTable};
+use redb::{Database, Durability, ReadableTable};
 
 use super::{blocking, record, LOG, LOG_META};
 use crate::error::ConsensusError;
@@ -61,13 +61,15 @@ impl LogStore {
         &self,
         key: &'static str,
         value: &T,
+        durability: Durability,
     ) -> Result<(), ConsensusError> {
         let bytes = record::encode(key, value)?;
         let db = self.db.clone();
         blocking(move || {
-            let txn = db
+            let mut txn = db
                 .begin_write()
                 .map_err(|e| ConsensusError::db("begin write", e))?;
+            txn.set_durability(durability);
             {
                 let mut table = txn
                     .open_table(LOG_META)
@@ -243,7 +245,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        self.write_meta(VOTE, vote)
+        self.write_meta(VOTE, vote, Durability::Immediate)
             .await
             .map_err(|e| StorageIOError::write_vote(&e).into())
     }
@@ -253,7 +255,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(COMMITTED, &committed)
+        // fsync'd like everything else in this file: mixing `Durability::None` commits into
+        // the shared redb file lost an acknowledged write under kill -9 (see state_machine.rs).
+        self.write_meta(COMMITTED, &committed, Durability::Immediate)
             .await
             .map_err(write_err)
     }
