@@ -162,6 +162,14 @@ pub enum NetError {
         /// Interface name.
         name: String,
     },
+    /// A link that should be one of berth's bridges exists and is something else.
+    #[error("link {name} exists and is not a bridge (kind {kind:?})")]
+    LinkNotABridge {
+        /// Interface name.
+        name: String,
+        /// Its kind.
+        kind: Option<String>,
+    },
     /// A netlink request failed.
     #[error("netlink operation {op:?} failed: {source}")]
     Netlink {

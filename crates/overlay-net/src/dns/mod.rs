@@ -66,12 +66,17 @@ impl DnsRecords {
     }
 }
 
-/// The records of one network: each attached container's name, its aliases on this
-/// network and its 12-character short id.
+/// The records of one network: each attached container's name (also as
+/// `<name>.<network name>`, as Docker answers), its aliases on this network and its
+/// 12-character short id.
 pub fn records_for(state: &NetState, network_id: &str) -> DnsRecords {
     let mut r = DnsRecords::default();
+    let net_name = state.networks.get(network_id).map(|n| n.name.as_str());
     for ep in state.endpoints_of(network_id) {
         r.add(&ep.container_name, ep.address);
+        if let Some(net) = net_name {
+            r.add(&format!("{}.{net}", ep.container_name), ep.address);
+        }
         for alias in &ep.aliases {
             r.add(alias, ep.address);
         }
@@ -443,6 +448,7 @@ mod tests {
             r.lookup("e10123456789"),
             Some(&[Ipv4Addr::new(10, 1, 0, 2)][..])
         );
+        assert_eq!(r.lookup("web.n1"), Some(&[Ipv4Addr::new(10, 1, 0, 2)][..]));
         assert_eq!(r.lookup("db"), None, "names of other networks leak");
     }
 

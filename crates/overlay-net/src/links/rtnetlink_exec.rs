@@ -142,13 +142,20 @@ impl LinkExecutor for RtnetlinkExecutor {
         match op {
             LinkOp::CreateBridge { name } => {
                 let h = &self.host;
-                if find_link(h, name).await.map_err(netlink_err(op))?.is_none() {
-                    match h.link().add(LinkBridge::new(name).build()).execute().await {
+                match find_link(h, name).await.map_err(netlink_err(op))? {
+                    None => match h.link().add(LinkBridge::new(name).build()).execute().await {
                         Err(e) if errno(&e) != Some(libc::EEXIST) => {
                             return Err(netlink_err(op)(e))
                         }
                         _ => {}
+                    },
+                    Some(link) if link_kind(&link).as_deref() != Some("bridge") => {
+                        return Err(NetError::LinkNotABridge {
+                            name: name.clone(),
+                            kind: link_kind(&link),
+                        })
                     }
+                    Some(_) => {}
                 }
                 let index = link_index(h, name, op).await?;
                 set_alias(h, index, op).await
@@ -289,13 +296,7 @@ impl LinkExecutor for RtnetlinkExecutor {
                     match attr {
                         LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
                         LinkAttribute::Controller(i) => link.master = names.get(i).cloned(),
-                        LinkAttribute::LinkInfo(infos) => {
-                            for info in infos {
-                                if let LinkInfo::Kind(kind) = info {
-                                    link.kind = Some(kind_name(kind));
-                                }
-                            }
-                        }
+                        LinkAttribute::LinkInfo(_) => link.kind = link_kind(m),
                         _ => {}
                     }
                 }
@@ -330,6 +331,16 @@ impl LinkExecutor for RtnetlinkExecutor {
             })
             .collect())
     }
+}
+
+fn link_kind(link: &LinkMessage) -> Option<String> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind_name(kind)),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 fn kind_name(kind: &InfoKind) -> String {

@@ -63,7 +63,8 @@ pub async fn link_executor_suite<L: LinkExecutor>(links: &L, container_netns: &P
         other => panic!("expected LinkNotFound, got {other:?}"),
     }
 
-    // Veth with its peer created inside the namespace; a second identical create fails.
+    // Veth with its peer created inside the namespace; a second identical create fails,
+    // and a bridge cannot be "created" over it.
     let create_veth = LinkOp::CreateVeth {
         host: veth.into(),
         peer: "eth7".into(),

@@ -206,7 +206,14 @@ impl LinkExecutor for FakeLinks {
         match op {
             LinkOp::CreateBridge { name } => {
                 if let Some(id) = find(&inner, &Netns::Host, name) {
-                    inner.links.get_mut(&id).unwrap().1.alias = Some(BERTH_ALIAS.into());
+                    let link = &mut inner.links.get_mut(&id).unwrap().1;
+                    if link.kind != "bridge" {
+                        return Err(NetError::LinkNotABridge {
+                            name: name.clone(),
+                            kind: Some(link.kind.clone()),
+                        });
+                    }
+                    link.alias = Some(BERTH_ALIAS.into());
                 } else {
                     let id = inner.next_id;
                     inner.next_id += 1;
