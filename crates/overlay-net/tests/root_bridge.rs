@@ -488,3 +488,62 @@ fn rtnetlink_executor_passes_the_conformance_suite() -> Result<()> {
     assert!(container.ip(&["link", "show", "eth7"]).is_err());
     Ok(())
 }
+
+#[test]
+fn nft_transactions_are_all_or_nothing_and_deleting_the_table_is_idempotent() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    host.block_on(|| async {
+        let nft = NftCli::default();
+        assert!(!nft.table_present().await?);
+        // Deleting an absent table is fine (teardown must be re-runnable).
+        nft.apply(&berth_overlay_net::firewall::delete_table_script())
+            .await?;
+        let mut state = NetState::default();
+        state.networks.insert(
+            hex('0'),
+            Network {
+                id: hex('0'),
+                name: "bridge".into(),
+                bridge: "berth0".into(),
+                pool: AddressPool::new("172.17.0.0/16".parse()?, None)?,
+                is_default: true,
+                internal: false,
+            },
+        );
+        let good = Ruleset::from_state(&state).render();
+        nft.apply(&good).await?;
+        nft.apply(&good).await?;
+        let before = String::from_utf8(
+            tokio::process::Command::new("nft")
+                .args(["list", "table", "ip", "berth"])
+                .output()
+                .await?
+                .stdout,
+        )?;
+        assert_eq!(before.matches("masquerade").count(), 3, "{before}");
+        // A broken transaction changes nothing, and says why.
+        let broken = good.replace("policy accept;", "policy nonsense;");
+        match nft.apply(&broken).await {
+            Err(NetError::NftFailed {
+                status: Some(1),
+                stderr,
+            }) => {
+                assert!(stderr.contains("nonsense"), "{stderr}")
+            }
+            other => panic!("expected NftFailed, got {other:?}"),
+        }
+        let after = String::from_utf8(
+            tokio::process::Command::new("nft")
+                .args(["list", "table", "ip", "berth"])
+                .output()
+                .await?
+                .stdout,
+        )?;
+        assert_eq!(before, after);
+        nft.apply(&berth_overlay_net::firewall::delete_table_script())
+            .await?;
+        assert!(!nft.table_present().await?);
+        anyhow::Ok(())
+    })
+}
