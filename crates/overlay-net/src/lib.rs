@@ -42,15 +42,17 @@
 //! - **`docker network create/rm/ls/inspect`:** [`BridgeDriver::create_network`],
 //!   [`BridgeDriver::remove_network`], [`BridgeDriver::state`] (`networks`, `endpoints_of`,
 //!   `find_network` by id, name or id prefix). `host` and `none` need no call.
-//! - **Container start** (its netns exists, e.g. `/proc/<pid>/ns/net`, better a bind-mounted
-//!   netns file): [`BridgeDriver::connect`] with an [`EndpointRequest`] per network (ports
-//!   from [`PortRequest::parse`] or [`PortRequest::publish_all`] for `-P`); the returned
+//! - **Container start:** create its network namespace with [`create_netns_file`] (e.g.
+//!   `/run/berth/netns/<id>`; the OCI spec joins it by path), then
+//!   [`BridgeDriver::connect`] with an [`EndpointRequest`] per network (ports from
+//!   [`PortRequest::parse`] or [`PortRequest::publish_all`] for `-P`); the returned
 //!   [`Endpoint`] has the address, `eth<N>` and the decided host ports. Then write the
 //!   container's files from [`render_hosts`] and [`render_resolv_conf`] (on user networks
 //!   with `embedded_dns: Some(gateway)`), and call [`DnsServers::sync`] with the state.
 //! - **`docker network connect/disconnect`, container stop/removal:**
 //!   [`BridgeDriver::connect`] / [`BridgeDriver::disconnect`] (the latter keeps going and
-//!   returns every failure in [`NetError::Teardown`]; the endpoint leaves the state anyway).
+//!   returns every failure in [`NetError::Teardown`]; the endpoint leaves the state anyway),
+//!   then [`remove_netns_file`]. A `/proc/<pid>/ns/net` path works as well.
 //! - **Daemon stop with no containers left:** [`BridgeDriver::teardown_host`] removes every
 //!   berth link and the `ip berth` table.
 //!
@@ -85,6 +87,7 @@ pub mod firewall;
 pub mod ipam;
 pub mod links;
 pub mod netfiles;
+pub mod netns;
 pub mod ports;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
@@ -100,6 +103,7 @@ pub use firewall::{Firewall, NftCli, Ruleset, NFT_TABLE};
 pub use ipam::{AddressPool, Ipv4Net};
 pub use links::{LinkExecutor, LinkOp, Netns, ObservedLink, RtnetlinkExecutor};
 pub use netfiles::{render_hosts, render_resolv_conf, ResolvConfOptions};
+pub use netns::{create_netns_file, remove_netns_file};
 pub use ports::{
     BindProbe, PortProbe, PortRange, PortRequest, PortStatus, Protocol, PublishedPort,
 };

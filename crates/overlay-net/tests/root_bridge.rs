@@ -547,3 +547,61 @@ fn nft_transactions_are_all_or_nothing_and_deleting_the_table_is_idempotent() ->
         anyhow::Ok(())
     })
 }
+
+#[test]
+fn a_pinned_netns_file_carries_the_endpoint_and_removing_it_removes_the_veth() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("netns").join("c1");
+    // Unpins the namespace even if the test fails half way (before the tempdir goes).
+    struct Unpin(std::path::PathBuf);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = remove_netns_file(&self.0);
+        }
+    }
+    let _unpin = Unpin(file.clone());
+    host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        d.ensure_default_network(&hex('0')).await?;
+        create_netns_file(&file)?;
+        assert!(matches!(
+            create_netns_file(&file),
+            Err(NetError::Netns { .. })
+        ));
+        let ep = d.connect(endpoint_at('a', "bridge", &file)).await?;
+        let veth_present = |links: Vec<ObservedLink>| links.iter().any(|l| l.name == ep.host_veth);
+        assert!(veth_present(d.links().list_links().await?));
+        // The container's namespace goes away (container exited, file removed): the kernel
+        // removes the pair; disconnect then has nothing to delete and succeeds.
+        remove_netns_file(&file)?;
+        remove_netns_file(&file)?;
+        assert!(!file.exists());
+        let mut gone = false;
+        for _ in 0..100 {
+            if !veth_present(d.links().list_links().await?) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(gone, "veth outlived its namespace");
+        d.disconnect(&ep.id).await?;
+        d.teardown_host().await?;
+        anyhow::Ok(())
+    })
+}
+
+fn endpoint_at(id: char, network: &str, netns: &std::path::Path) -> EndpointRequest {
+    EndpointRequest {
+        endpoint_id: hex(id),
+        container_id: format!("{id}{}", "0".repeat(63)),
+        container_name: format!("c{id}"),
+        aliases: vec![],
+        network: network.into(),
+        netns: netns.to_path_buf(),
+        address: None,
+        ports: vec![],
+    }
+}
