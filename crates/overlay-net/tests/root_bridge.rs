@@ -94,15 +94,15 @@ fn containers_on_one_bridge_reach_each_other_and_other_bridges_are_isolated() ->
         assert!(a.ip(&["link", "show", "eth0"])?.contains(&mac));
 
         assert!(
-            a.ping(&eb.address.to_string()),
+            a.reaches(&eb.address.to_string()),
             "a cannot reach b on the same bridge"
         );
         assert!(
-            b.ping(&ea.address.to_string()),
+            b.reaches(&ea.address.to_string()),
             "b cannot reach a on the same bridge"
         );
         assert!(
-            c.ping(&other.pool.gateway.to_string()),
+            c.reaches(&other.pool.gateway.to_string()),
             "c cannot reach its gateway"
         );
         assert!(
@@ -123,7 +123,7 @@ fn containers_on_one_bridge_reach_each_other_and_other_bridges_are_isolated() ->
             ],
         )?;
         assert!(
-            c.ping(&ea.address.to_string()),
+            c.reaches(&ea.address.to_string()),
             "routing between bridges is broken"
         );
         d.sync_firewall().await?;
@@ -457,7 +457,7 @@ fn internal_network_has_no_way_out() -> Result<()> {
         let ea = d.connect(endpoint('a', "backend", &a, &[])).await?;
         d.connect(endpoint('b', "bridge", &b, &[])).await?;
         assert!(
-            b.ping(&remote_ip.to_string()),
+            b.reaches(&remote_ip.to_string()),
             "a normal network cannot get out"
         );
         assert!(

@@ -72,9 +72,15 @@ impl TestNetns {
             .unwrap_or(false)
     }
 
-    /// One busybox ping (1 s timeout).
+    /// One busybox ping (1 s timeout). For "cannot reach" assertions.
     pub fn ping(&self, ip: &str) -> bool {
         self.succeeds(&["/bin/busybox", "ping", "-c", "1", "-W", "1", ip])
+    }
+
+    /// Up to three pings, for "can reach" assertions (the first packet may wait for ARP
+    /// on a loaded machine).
+    pub fn reaches(&self, ip: &str) -> bool {
+        (0..3).any(|_| self.ping(ip))
     }
 
     /// Runs `f` on a thread inside this namespace, in a current-thread tokio runtime, so
