@@ -410,7 +410,7 @@ fn udp_and_address_bound_and_daemon_chosen_ports_are_published() -> Result<()> {
                 'a',
                 "bridge",
                 &web,
-                &["15353:5353/udp", &spec_bound, "80"],
+                &["15353:5353/udp", &spec_bound, "80", "127.0.0.1:18444:80"],
             ))
             .await?;
         assert_eq!(ep.ports[2].host_port, PortRange::default().first);
@@ -424,6 +424,12 @@ fn udp_and_address_bound_and_daemon_chosen_ports_are_published() -> Result<()> {
     assert_eq!(seen, remote_ip.to_string());
     assert!(host
         .run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], other_port))))
+        .is_err());
+    // 127.0.0.1:hostPort:containerPort answers on the host's loopback only.
+    let seen = host.run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 18444))))?;
+    assert!(!seen.is_empty());
+    assert!(remote
+        .run_in(|| peer_seen_by(SocketAddr::from((host_ip, 18444))))
         .is_err());
     // The daemon-chosen port (publish-all style) answers too.
     let seen = remote.run_in(|| peer_seen_by(SocketAddr::from((host_ip, chosen))))?;
