@@ -3,14 +3,14 @@
 //!
 //! Owns: [`DnsRecords`] and [`records_for`] (pure: which names a network answers),
 //! [`answer`] (pure: a query packet in, a reply packet or "forward" out), [`DnsServer`]
-//! (one UDP server on a network's gateway address, port 53), and [`DnsServers`] (starts,
+//! (one UDP+TCP server on a network's gateway address, port 53), and [`DnsServers`] (starts,
 //! updates and stops one server per user-defined network from the desired state).
 //!
 //! Does not own: the container's `/etc/resolv.conf` (render it with
 //! [`crate::netfiles::render_resolv_conf`] and `embedded_dns: Some(gateway)`).
 //!
 //! ```text
-//!  container ──udp──> gateway:53 (host netns, DnsServer) ── answer(query, records)
+//!  container ─udp/tcp─> gateway:53 (host netns, DnsServer) ── answer(query, records)
 //!                                            │ local name: reply A records
 //!                                            └ otherwise: relay to host upstreams
 //! ```
@@ -19,20 +19,23 @@
 //! podman's aardvark-dns does) rather than on 127.0.0.11 inside every container (Docker):
 //! one socket per network instead of one per container, no per-container NAT rules, and it
 //! can forward to a loopback resolver of the host (systemd-resolved, dnsmasq). The default
-//! `bridge` network gets no embedded DNS, as in Docker. UDP only for now (no TCP fallback
-//! for truncated answers).
+//! `bridge` network gets no embedded DNS, as in Docker. UDP and TCP (queries forwarded over
+//! the transport they came in on, so truncated UDP answers can be retried over TCP).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
 use crate::error::{NetError, Result};
 use crate::state::NetState;
 
+/// How long a TCP client may stay idle between queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TTL of local answers, in seconds.
 const LOCAL_TTL: u32 = 600;
 const TYPE_A: u16 = 1;
@@ -180,17 +183,18 @@ pub fn answer(query: &[u8], records: &DnsRecords) -> DnsDecision {
     DnsDecision::Reply(out)
 }
 
-/// One UDP DNS server for one network. Stops when dropped.
+/// One DNS server (UDP and TCP on the same port) for one network. Stops when dropped.
 #[derive(Debug)]
 pub struct DnsServer {
     records: Arc<RwLock<DnsRecords>>,
     local: SocketAddr,
-    task: JoinHandle<()>,
+    udp_task: JoinHandle<()>,
+    tcp_task: JoinHandle<()>,
 }
 
 impl DnsServer {
-    /// Binds `addr` (a gateway address, port 53) in the calling thread's namespace and
-    /// serves. Must be called inside a tokio runtime.
+    /// Binds `addr` (a gateway address, port 53) for UDP and TCP in the calling thread's
+    /// namespace and serves. Must be called inside a tokio runtime.
     pub async fn bind(addr: SocketAddrV4, upstreams: Vec<SocketAddr>) -> Result<Self> {
         let socket = UdpSocket::bind(addr)
             .await
@@ -198,16 +202,22 @@ impl DnsServer {
         let local = socket
             .local_addr()
             .map_err(|source| NetError::DnsBind { addr, source })?;
+        let tcp_addr = SocketAddrV4::new(*addr.ip(), local.port());
+        let listener = TcpListener::bind(tcp_addr)
+            .await
+            .map_err(|source| NetError::DnsBind {
+                addr: tcp_addr,
+                source,
+            })?;
         let records = Arc::new(RwLock::new(DnsRecords::default()));
-        let task = tokio::spawn(serve(
-            Arc::new(socket),
-            records.clone(),
-            Arc::new(upstreams),
-        ));
+        let upstreams = Arc::new(upstreams);
+        let udp_task = tokio::spawn(serve(Arc::new(socket), records.clone(), upstreams.clone()));
+        let tcp_task = tokio::spawn(serve_tcp(listener, records.clone(), upstreams));
         Ok(DnsServer {
             records,
             local,
-            task,
+            udp_task,
+            tcp_task,
         })
     }
 
@@ -224,8 +234,84 @@ impl DnsServer {
 
 impl Drop for DnsServer {
     fn drop(&mut self) {
-        self.task.abort();
+        self.udp_task.abort();
+        self.tcp_task.abort();
     }
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    records: Arc<RwLock<DnsRecords>>,
+    upstreams: Arc<Vec<SocketAddr>>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "embedded DNS accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tokio::spawn(serve_tcp_client(stream, records.clone(), upstreams.clone()));
+    }
+}
+
+/// Reads one length-prefixed DNS message (RFC 1035 4.2.2).
+async fn read_framed(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let len = tokio::time::timeout(TCP_IDLE, stream.read_u16())
+        .await
+        .ok()?
+        .ok()?;
+    let mut msg = vec![0u8; usize::from(len)];
+    tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut msg))
+        .await
+        .ok()?
+        .ok()?;
+    Some(msg)
+}
+
+async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> Option<()> {
+    let len = u16::try_from(msg.len()).ok()?;
+    stream.write_u16(len).await.ok()?;
+    stream.write_all(msg).await.ok()
+}
+
+async fn serve_tcp_client(
+    mut stream: TcpStream,
+    records: Arc<RwLock<DnsRecords>>,
+    upstreams: Arc<Vec<SocketAddr>>,
+) {
+    while let Some(query) = read_framed(&mut stream).await {
+        let decision = answer(&query, &records.read().unwrap_or_else(|e| e.into_inner()));
+        let reply = match decision {
+            DnsDecision::Reply(reply) => reply,
+            DnsDecision::Forward => match forward_tcp(&query, &upstreams).await {
+                Some(reply) => reply,
+                None => return,
+            },
+            DnsDecision::Drop => return,
+        };
+        if write_framed(&mut stream, &reply).await.is_none() {
+            return;
+        }
+    }
+}
+
+/// Relays a query over TCP to each upstream in turn until one answers (large answers
+/// that UDP truncated).
+async fn forward_tcp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    for upstream in upstreams {
+        let attempt = async {
+            let mut s = TcpStream::connect(upstream).await.ok()?;
+            write_framed(&mut s, query).await?;
+            read_framed(&mut s).await
+        };
+        if let Ok(Some(reply)) = tokio::time::timeout(UPSTREAM_TIMEOUT, attempt).await {
+            return Some(reply);
+        }
+    }
+    None
 }
 
 async fn serve(
@@ -497,5 +583,51 @@ mod tests {
             .unwrap();
         assert_eq!(&buf[0..2], &8u16.to_be_bytes());
         assert_eq!(buf[n - 1], 0x42, "not the upstream's reply");
+    }
+
+    #[tokio::test]
+    async fn tcp_queries_are_answered_and_forwarded_over_tcp() {
+        // A fake TCP upstream answering with the query plus a marker byte.
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream_addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = upstream.accept().await {
+                tokio::spawn(async move {
+                    while let Some(mut q) = read_framed(&mut s).await {
+                        q[2] |= 0x80;
+                        q.push(0x43);
+                        if write_framed(&mut s, &q).await.is_none() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let server = DnsServer::bind(
+            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            vec![upstream_addr],
+        )
+        .await
+        .unwrap();
+        server.set_records(records());
+        let mut client = TcpStream::connect(server.local_addr()).await.unwrap();
+        // Two queries on one connection: one local, one forwarded.
+        write_framed(&mut client, &query(9, "db", TYPE_A))
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(2), read_framed(&mut client))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 3]);
+        write_framed(&mut client, &query(10, "example.org", TYPE_A))
+            .await
+            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(3), read_framed(&mut client))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&r[0..2], &10u16.to_be_bytes());
+        assert_eq!(r[r.len() - 1], 0x43, "not the upstream's TCP reply");
     }
 }
