@@ -603,3 +603,23 @@ async fn host_driver_and_its_futures_are_send(
     let f = dns.sync(&state, &[]);
     is_send(&f);
 }
+
+#[tokio::test]
+async fn a_failed_creation_does_not_delete_a_link_that_already_had_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = driver_with_routes(vec![]);
+    d.ensure_default_network(&hex('0')).await.unwrap();
+    // Someone else's link squats the name berth would give the host end.
+    let name = Endpoint::host_veth_for(&hex('1'));
+    d.links().insert(&name, "veth", None, None);
+    let err = d
+        .connect(ep_req('1', 'c', "bridge", netns_file(&dir, "c1"), &[]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::Netlink { .. }), "{err}");
+    assert!(
+        d.links().link(&Netns::Host, &name).is_some(),
+        "squatter deleted"
+    );
+    assert!(d.state().endpoints.is_empty());
+}

@@ -242,17 +242,21 @@ pub fn endpoint_teardown_plan(ep: &Endpoint) -> Vec<LinkOp> {
     }]
 }
 
-/// Runs a setup plan in order, stopping at the first failure. On failure, runs `rollback`
-/// (collecting, not stopping) and returns the setup error; rollback errors are logged.
+/// Runs a setup plan in order, stopping at the first failure. If a step after the first
+/// fails, runs `rollback` (collecting, not stopping) and returns the setup error; rollback
+/// errors are logged. If the first step (the creation) fails, nothing was made, and the
+/// rollback is not run: it would delete whatever already had that name.
 pub async fn run_setup<L: LinkExecutor>(
     links: &L,
     plan: &[LinkOp],
     rollback: &[LinkOp],
 ) -> Result<()> {
-    for op in plan {
+    for (i, op) in plan.iter().enumerate() {
         if let Err(err) = links.apply(op).await {
-            for rb in run_teardown(links, rollback).await {
-                tracing::warn!(error = %rb, "rollback step failed");
+            if i > 0 {
+                for rb in run_teardown(links, rollback).await {
+                    tracing::warn!(error = %rb, "rollback step failed");
+                }
             }
             return Err(err);
         }
