@@ -166,6 +166,12 @@ fn netns_inode(path: &std::path::Path) -> Option<u64> {
     std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
+/// Whether an endpoint's namespace file still exists and is the namespace it was set up in.
+fn netns_alive(ep: &Endpoint) -> bool {
+    let now = netns_inode(&ep.netns);
+    now.is_some() && (ep.netns_inode.is_none() || now == ep.netns_inode)
+}
+
 /// Bridge networking for one host. Methods that change anything are `async` and take
 /// `&mut self`; berthd keeps one driver behind a `tokio::sync::Mutex` and persists
 /// [`BridgeDriver::state`] after each successful or failed mutating call.
@@ -468,11 +474,54 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
             errors.push(e);
         }
         errors.extend(run_teardown(&self.links, &endpoint_teardown_plan(&ep)).await);
+        // The container's default route went with this endpoint: hand it to another of its
+        // endpoints (the lowest interface), as Docker does.
+        if ep.default_route {
+            if let Err(e) = self.move_default_route(&ep.container_id).await {
+                errors.push(e);
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(NetError::Teardown { errors })
         }
+    }
+
+    async fn move_default_route(&mut self, container_id: &str) -> Result<()> {
+        let Some(next) = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| {
+                e.container_id == container_id
+                    && !self
+                        .state
+                        .networks
+                        .get(&e.network_id)
+                        .is_some_and(|n| n.internal)
+            })
+            .min_by_key(|e| (e.ifname.len(), e.ifname.clone()))
+        else {
+            return Ok(());
+        };
+        let Some(net) = self.state.networks.get(&next.network_id) else {
+            return Ok(());
+        };
+        if !netns_alive(next) {
+            // The container is gone; nothing to route.
+            return Ok(());
+        }
+        let op = LinkOp::AddDefaultRoute {
+            netns: Netns::Path(next.netns.clone()),
+            gateway: net.pool.gateway,
+        };
+        let id = next.id.clone();
+        self.links.apply(&op).await?;
+        if let Some(e) = self.state.endpoints.get_mut(&id) {
+            e.default_route = true;
+        }
+        Ok(())
     }
 
     /// Start-up reconciliation after a crash or restart: observes the host's links and
@@ -483,10 +532,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
     pub async fn reconcile(&mut self) -> Result<ReconcileReport> {
         let observed = self.links.list_links().await?;
         let table_was_present = self.firewall.table_present().await?;
-        let plan = plan_reconcile(&self.state, &observed, |ep| {
-            let now = netns_inode(&ep.netns);
-            now.is_some() && (ep.netns_inode.is_none() || now == ep.netns_inode)
-        });
+        let plan = plan_reconcile(&self.state, &observed, netns_alive);
         let mut errors = Vec::new();
         // Veths before bridges: a bridge deletion would detach, not delete, its ports.
         let (bridges, others): (Vec<&String>, Vec<&String>) =

@@ -623,3 +623,40 @@ async fn a_failed_creation_does_not_delete_a_link_that_already_had_the_name() {
     );
     assert!(d.state().endpoints.is_empty());
 }
+
+#[tokio::test]
+async fn disconnecting_the_default_route_network_hands_the_route_to_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = driver_with_routes(vec![]);
+    d.ensure_default_network(&hex('0')).await.unwrap();
+    d.create_network(user_net('a', "web", None)).await.unwrap();
+    let ns = netns_file(&dir, "c1");
+    let first = d
+        .connect(ep_req('1', 'c', "bridge", ns.clone(), &[]))
+        .await
+        .unwrap();
+    let second = d
+        .connect(ep_req('2', 'c', "web", ns.clone(), &[]))
+        .await
+        .unwrap();
+    assert!(!second.default_route);
+    d.disconnect(&first.id).await.unwrap();
+    let web_gateway = d.state().networks[&hex('a')].pool.gateway;
+    assert_eq!(
+        d.links().default_route(&Netns::Path(ns.clone())),
+        Some(web_gateway)
+    );
+    assert!(d.state().endpoints[&second.id].default_route);
+    // When the container is gone, removing its endpoints does not try to route in it.
+    let third = d
+        .connect(ep_req('3', 'c', "bridge", ns.clone(), &[]))
+        .await
+        .unwrap();
+    std::fs::remove_file(&ns).unwrap();
+    d.links().fail_on(LinkOp::AddDefaultRoute {
+        netns: Netns::Path(ns.clone()),
+        gateway: Ipv4Addr::new(172, 17, 0, 1),
+    });
+    d.disconnect(&second.id).await.unwrap();
+    d.disconnect(&third.id).await.unwrap();
+}
