@@ -361,7 +361,22 @@ async fn wrong_token_rotated_token_and_foreign_ca_are_refused() {
     let status = call(None).await.expect_err("no certificate refused");
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
 
-    joined.stop().await;
+    // The worker leaves: it is removed from the state and its cluster files are gone.
+    let leaver = joined.node.take().expect("running");
+    let leaver_id = leaver.id();
+    leaver.leave().await.expect("leave");
+    assert!(!ClusterNode::is_member(&joined.dir));
+    let nodes = a
+        .node()
+        .nodes(ReadConsistency::Linearizable)
+        .await
+        .expect("read");
+    assert!(
+        nodes.iter().all(|n| n.id != leaver_id),
+        "left node still listed"
+    );
+    assert_eq!(nodes.len(), 1);
+
     b.stop().await;
     a.stop().await;
 }

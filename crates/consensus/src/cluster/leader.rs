@@ -32,19 +32,15 @@ fn write_err(
 }
 
 impl NodeCore {
-    /// Append `command` through Raft on this node, which must be the leader.
+    /// Append `command` through Raft on this node, which must be the leader (group-committed
+    /// with concurrent writes).
     pub(crate) async fn write_local(
         &self,
         command: Command,
     ) -> Result<(Response, u64), ConsensusError> {
-        let resp = self
-            .raft
-            .client_write(command)
-            .await
-            .map_err(|e| write_err("client write", e))?;
-        match resp.data {
-            Response::Rejected { rejection } => Err(ConsensusError::Rejected(rejection)),
-            data => Ok((data, resp.log_id.index)),
+        match self.batcher.write(command).await? {
+            (Response::Rejected { rejection }, _) => Err(ConsensusError::Rejected(rejection)),
+            ok => Ok(ok),
         }
     }
 

@@ -23,6 +23,7 @@
 //! Data directory: `node.json` (id, advertise address), `pki/` (certificates; `ca.key` on
 //! managers), `raft.redb` (log, vote, applied state, snapshot).
 
+mod batcher;
 mod config;
 mod leader;
 
@@ -91,6 +92,7 @@ pub(crate) struct NodeCore {
     state: StateView,
     identity: RwLock<NodeIdentity>,
     peers: PeerChannels,
+    batcher: batcher::WriteBatcher,
 }
 
 impl NodeCore {
@@ -414,10 +416,12 @@ impl ClusterNode {
         let raft = Raft::new(id, raft_config, Network::new(peers.clone()), log_store, sm)
             .await
             .map_err(raft_err("start raft"))?;
+        let batcher = batcher::WriteBatcher::spawn(raft.clone(), advertise_addr.clone());
         let core = Arc::new(NodeCore {
             id,
             data_dir: config.data_dir.clone(),
             advertise_addr,
+            batcher,
             raft,
             state,
             identity: RwLock::new(identity),

@@ -37,6 +37,12 @@ pub enum Command {
         /// Which token.
         role: NodeRole,
     },
+    /// Several commands in one log entry (group commit of concurrent writes). Applied in
+    /// order; each gets its own response, a rejected one does not stop the others.
+    Batch {
+        /// The commands.
+        commands: Vec<Command>,
+    },
     /// Make a single remaining manager the only manager after quorum loss: every other
     /// manager is demoted to worker in the state (they are no longer Raft voters).
     ForceNewCluster {
@@ -124,6 +130,11 @@ pub enum Response {
     ForcedNewCluster {
         /// Managers demoted to workers.
         demoted: Vec<NodeId>,
+    },
+    /// Responses of a `Batch`, in order.
+    Batch {
+        /// One per command.
+        responses: Vec<Response>,
     },
     /// The command was refused; the state is unchanged.
     Rejected {

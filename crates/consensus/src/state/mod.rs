@@ -137,6 +137,9 @@ impl ClusterState {
                     generation: *generation,
                 })
             }
+            Command::Batch { commands } => Ok(Response::Batch {
+                responses: commands.iter().map(|c| self.apply(index, c)).collect(),
+            }),
             Command::ForceNewCluster { survivor } => {
                 if !self.nodes.contains_key(survivor) {
                     return Err(Rejection::NodeNotFound { id: *survivor });
@@ -490,6 +493,34 @@ mod tests {
             .collect();
         assert_eq!(ra, rb);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn batch_applies_each_command_and_keeps_going_after_a_rejection() {
+        let mut state = initialised();
+        let r = state.apply(
+            2,
+            &Command::Batch {
+                commands: vec![
+                    Command::AddNode(spec(2, NodeRole::Worker)),
+                    Command::AddNode(spec(2, NodeRole::Worker)),
+                    Command::AddNode(spec(3, NodeRole::Worker)),
+                ],
+            },
+        );
+        let Response::Batch { responses } = r else {
+            panic!("unexpected {r:?}")
+        };
+        assert!(matches!(responses[0], Response::Node { .. }));
+        assert_eq!(
+            responses[1],
+            Response::Rejected {
+                rejection: Rejection::NodeExists { id: 2 }
+            }
+        );
+        assert!(matches!(responses[2], Response::Node { .. }));
+        assert_eq!(state.nodes.len(), 3);
+        assert_eq!(state.last_index, 2);
     }
 
     #[test]

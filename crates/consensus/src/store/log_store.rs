@@ -13,7 +13,6 @@ use crate::error::ConsensusError;
 use crate::raft_types::{Entry, LogId, StorageError, TypeConfig};
 
 const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
 /// Raft log, vote and committed id in redb. Cheap to clone (shares the database).
@@ -254,19 +253,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Self::read_meta(&self.db, VOTE).map_err(|e| StorageIOError::read_vote(&e).into())
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // fsync'd like everything else in this file: mixing `Durability::None` commits into
-        // the shared redb file lost an acknowledged write under kill -9 (see state_machine.rs).
-        self.write_meta(COMMITTED, &committed, Durability::Immediate)
-            .await
-            .map_err(write_err)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let stored: Option<Option<LogId>> =
-            Self::read_meta(&self.db, COMMITTED).map_err(read_err)?;
-        Ok(stored.flatten())
-    }
+    // `save_committed`/`read_committed` keep openraft's defaults (not persisted): the
+    // committed index is re-learned from the leader after a restart, and persisting it would
+    // put one more fsync on every commit's critical path.
 
     async fn append<I>(
         &mut self,
