@@ -5,11 +5,14 @@
 //! ([`state`]), link plans and their rtnetlink executor ([`links`]), berth's nftables table
 //! (NAT, published ports, isolation; [`firewall`]), published-port parsing and host-port
 //! choice ([`ports`]), `/etc/hosts` and `/etc/resolv.conf` contents ([`netfiles`]), the
-//! embedded DNS server of user-defined networks ([`dns`]), and the driver berthd calls
-//! ([`BridgeDriver`]), including start-up reconciliation.
+//! embedded DNS server of user-defined networks ([`dns`]), pinned network namespace files
+//! ([`netns`]), and the driver berthd calls ([`BridgeDriver`]), including start-up
+//! reconciliation. Fakes of the kernel seams and the link executor conformance suite are in
+//! `testing` (feature `testing`).
 //!
-//! Does not own: container namespaces and lifecycle (`berth-runtime` creates the netns and
-//! writes the files), where the state is persisted (berthd), cluster state
+//! Does not own: container lifecycle and writing files into containers (`berth-runtime`,
+//! berthd), where the state is persisted (berthd), VXLAN/WireGuard overlays (later), IPv6
+//! (not yet), cluster state
 //! (`berth-consensus`), the Engine API (`berth-node`), and the `host` and `none` network
 //! modes (berthd simply does not call this crate for them: `host` shares the host's
 //! namespace, `none` leaves the container's namespace with only `lo`).
