@@ -280,8 +280,10 @@ fn restart_after_crash_keeps_ports_answering_without_duplicate_rules() -> Result
         host.run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 19000 + i))))
             .with_context(|| format!("port {} while the daemon is down", 19000 + i))?;
     }
-    // Meanwhile someone deletes container b's host veth (its namespace lives on).
+    // Meanwhile someone deletes container b's host veth (its namespace lives on), and the
+    // bridge itself (the other veths survive, detached).
     host.ip(&["link", "del", &gone_veth])?;
+    host.ip(&["link", "del", "berth0"])?;
     assert!(host
         .run_in(|| peer_seen_by(SocketAddr::from(([127, 0, 0, 1], 19001))))
         .is_err());
@@ -292,6 +294,11 @@ fn restart_after_crash_keeps_ports_answering_without_duplicate_rules() -> Result
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         assert!(report.table_was_present);
         assert_eq!(report.plan.missing_endpoints, vec![hex('b')]);
+        assert_eq!(report.plan.missing_bridges, vec![hex('0')]);
+        assert_eq!(
+            report.plan.detached_endpoints,
+            vec![hex('a'), hex('c'), hex('d'), hex('e')]
+        );
         assert_eq!(report.plan.stale_links, vec![lost_veth.clone()]);
         assert!(
             lost.ip(&["link", "show", "eth0"]).is_err(),
