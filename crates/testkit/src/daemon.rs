@@ -42,6 +42,8 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 pub struct Berthd {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Kept short: shim sockets live below it and unix socket paths are limited to 107 bytes.
+    exec_dir: tempfile::TempDir,
     extra_args: Vec<String>,
 }
 
@@ -49,9 +51,14 @@ impl Berthd {
     /// Starts berthd with a fresh data root and waits until its socket answers.
     pub fn start(extra_args: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("berth-e2e-").tempdir()?;
+        let exec_dir = tempfile::Builder::new()
+            .prefix("bt")
+            .rand_bytes(4)
+            .tempdir_in("/run")?;
         let mut d = Berthd {
             child: None,
             dir,
+            exec_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         d.spawn()?;
@@ -67,7 +74,7 @@ impl Berthd {
     }
 
     pub fn exec_root(&self) -> PathBuf {
-        self.root().join("run")
+        self.exec_dir.path().to_path_buf()
     }
 
     pub fn socket(&self) -> PathBuf {

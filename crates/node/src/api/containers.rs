@@ -327,10 +327,12 @@ async fn attach(
     let open_stdin = rec.spec.run.open_stdin;
     let id = rec.id.clone();
     let mut life = svc.life(&id)?;
+    let guard = svc.attach_guard(&id)?;
     let starts_before = life.borrow_and_update().starts;
     let running = matches!(rec.state.status.as_str(), "running" | "paused");
     let attached_at = chrono::Utc::now();
     hijack(req, tty, move |conn| async move {
+        let _guard = guard;
         let (mut client_rd, mut client_wr) = tokio::io::split(conn);
         if with_logs {
             let rt = svc.runtime().clone();
@@ -391,7 +393,11 @@ async fn attach(
                     let _ = s.set_nonblocking(true);
                     tokio::net::UnixStream::from_std(s).ok()
                 }
-                _ => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(container = %id, error = %e, "attach to shim failed");
+                    None
+                }
+                Err(_) => None,
             }
         } else {
             None
@@ -403,8 +409,14 @@ async fn attach(
             }
             None => (None, None),
         };
-        // stdin pump: client -> shim. A client half-close is not a detach.
-        let stdin_task = shim_wr.filter(|_| shim_opts.stdin).map(|mut w| {
+        // stdin pump: client -> shim. A client half-close is not a detach. Without stdin
+        // the write half is held (not dropped: that would half-close the shim's stream).
+        let (stdin_wr, _held_wr) = if shim_opts.stdin {
+            (shim_wr, None)
+        } else {
+            (None, shim_wr)
+        };
+        let stdin_task = stdin_wr.map(|mut w| {
             tokio::spawn(async move {
                 if !early_stdin.is_empty()
                     && w.write_all(&encode_frame(kind::STDIN, &early_stdin))
@@ -892,23 +904,46 @@ async fn exec_start(
         stderr: entry.attach_stderr,
     };
     let rt = svc.runtime().clone();
-    let shim = {
+    let attached = {
         let rt = rt.clone();
         let (container, rid) = (container.clone(), rid.clone());
-        blocking(move || {
-            rt.exec_attach(&container, &rid, opts)
-                .map_err(crate::error::ServiceError::runtime)
-        })
-        .await?
+        tokio::task::spawn_blocking(move || rt.exec_attach(&container, &rid, opts))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    };
+    let shim = match attached {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // A process that exits at once with no output may be gone (with its shim)
+            // before the attach: then there is nothing to stream but its exit code.
+            let svc2 = svc.clone();
+            let exec_id2 = exec_id.clone();
+            match blocking(move || svc2.exec_wait_blocking(&exec_id2)).await {
+                Ok(_) => None,
+                Err(we) => {
+                    tracing::warn!(exec = %exec_id, attach = %e, wait = %we, "exec attach failed");
+                    return Err(crate::error::ServiceError::runtime(e).into());
+                }
+            }
+        }
     };
     hijack(req, tty, move |conn| async move {
         let (mut client_rd, mut client_wr) = tokio::io::split(conn);
+        let Some(shim) = shim else {
+            let _ = client_wr.shutdown().await;
+            return;
+        };
         let _ = shim.set_nonblocking(true);
         let Ok(shim) = tokio::net::UnixStream::from_std(shim) else {
             return;
         };
-        let (mut shim_rd, mut shim_wr) = shim.into_split();
-        let stdin_task = opts.stdin.then(|| {
+        let (mut shim_rd, shim_wr) = shim.into_split();
+        let (stdin_wr, _held_wr) = if opts.stdin {
+            (Some(shim_wr), None)
+        } else {
+            (None, Some(shim_wr))
+        };
+        let stdin_task = stdin_wr.map(|mut shim_wr| {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 loop {

@@ -40,6 +40,22 @@ pub struct Life {
     pub removed: bool,
     pub exit_code: i64,
     pub running: bool,
+    /// Attach streams in progress: `--rm` waits for them before it removes the container
+    /// (and its log, which they may still be reading).
+    pub attachers: u32,
+}
+
+/// Counts an attach stream while it lives.
+#[derive(Debug)]
+pub struct AttachGuard {
+    tx: watch::Sender<Life>,
+}
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        self.tx
+            .send_modify(|l| l.attachers = l.attachers.saturating_sub(1));
+    }
 }
 
 /// `wait`'s `condition`.
@@ -274,6 +290,18 @@ impl ContainerService {
             .get(id)
             .map(|tx| tx.subscribe())
             .ok_or_else(|| ServiceError::not_found(format!("No such container: {id}")))
+    }
+
+    /// Registers an attach stream; `--rm` waits until it is dropped.
+    pub fn attach_guard(&self, id: &str) -> Result<AttachGuard, ServiceError> {
+        let tx = self
+            .table()
+            .lives
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ServiceError::not_found(format!("No such container: {id}")))?;
+        tx.send_modify(|l| l.attachers += 1);
+        Ok(AttachGuard { tx })
     }
 
     /// Resolves an ID, name or unique ID prefix.
@@ -643,6 +671,15 @@ impl ContainerService {
                 return;
             };
             if rec.spec.auto_remove {
+                // Let attached clients read the whole output first.
+                if let Ok(mut rx) = self.life(&id) {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    while rx.borrow_and_update().attachers > 0
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
                 if let Err(e) = self.remove_blocking(&id, true, true) {
                     tracing::warn!(container = %id, error = %e, "auto-remove failed");
                 }
