@@ -574,3 +574,46 @@ fn push_save_and_load() -> Result<()> {
     assert_eq!(run, "loaded\n");
     Ok(())
 }
+
+#[test]
+fn info_system_df_and_events() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    let mut events =
+        e.d.docker_cmd(&[
+            "events",
+            "--format",
+            "{{.Type}} {{.Action}}",
+            "--filter",
+            "type=container",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    e.ok(&["run", "--name", "evt", &bb, "true"])?;
+    e.ok(&["volume", "create", "dfvol"])?;
+    let info = e.ok(&[
+        "info",
+        "--format",
+        "{{.Containers}} {{.ContainersStopped}} {{.Images}}",
+    ])?;
+    assert_eq!(info.trim(), "1 1 1");
+    let df = e.ok(&["system", "df", "--format", "{{.Type}} {{.TotalCount}}"])?;
+    assert!(df.contains("Images 1"), "{df}");
+    assert!(df.contains("Containers 1"), "{df}");
+    assert!(df.contains("Local Volumes 1"), "{df}");
+    e.ok(&["rm", "evt"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    events.kill()?;
+    let out = events.wait_with_output()?;
+    let text = String::from_utf8(out.stdout)?;
+    for want in [
+        "container create",
+        "container start",
+        "container die",
+        "container destroy",
+    ] {
+        assert!(text.contains(want), "events lack {want}: {text}");
+    }
+    Ok(())
+}

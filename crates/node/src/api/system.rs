@@ -59,6 +59,66 @@ pub fn routes() -> Router<AppState> {
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
+        .route("/system/df", get(system_df))
+}
+
+/// `docker system df`: images, containers and volumes with their sizes.
+async fn system_df(State(st): State<AppState>) -> Result<Json<Value>, super::ApiError> {
+    let images = st.images.clone();
+    let containers = st.containers.clone();
+    let volumes = st.volumes.clone();
+    let (imgs, ctrs, vols) = crate::service::containers::blocking(move || {
+        let imgs = images
+            .images
+            .store
+            .list()
+            .map_err(crate::service::images::image_error)?;
+        Ok((imgs, containers.all(), volumes.list(&Default::default())))
+    })
+    .await?;
+    let now = super::now_nanos() / 1_000_000_000;
+    let layers_size: u64 = imgs.iter().map(|i| i.size).sum();
+    let images_json: Vec<Value> = imgs
+        .iter()
+        .map(|i| {
+            let id = i.id.to_string();
+            let used = ctrs.iter().filter(|c| c.image_id == id).count();
+            json!({
+                "Id": id, "ParentId": "", "RepoTags": i.repo_tags, "RepoDigests": i.repo_digests,
+                "Created": i.created.as_deref()
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                    .map_or(0, |t| t.timestamp()),
+                "Size": i.size, "SharedSize": 0, "Labels": {}, "Containers": used,
+            })
+        })
+        .collect();
+    let containers_json: Vec<Value> = ctrs
+        .iter()
+        .map(|c| {
+            let mut v = c.summary(now);
+            v["SizeRw"] = json!(0);
+            v["SizeRootFs"] = json!(0);
+            v
+        })
+        .collect();
+    let volumes_json: Vec<Value> = vols
+        .iter()
+        .map(|v| {
+            let refs = st.volumes.users(&v.name).len();
+            json!({
+                "Name": v.name, "Driver": v.driver, "Mountpoint": v.mountpoint,
+                "CreatedAt": v.created_at, "Labels": v.labels, "Scope": "local", "Options": v.options,
+                "UsageData": {"Size": crate::service::volumes::dir_size(&v.mountpoint), "RefCount": refs},
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "LayersSize": layers_size,
+        "Images": images_json,
+        "Containers": containers_json,
+        "Volumes": volumes_json,
+        "BuildCache": [],
+    })))
 }
 
 async fn ping() -> Response {
@@ -109,10 +169,24 @@ pub fn go_arch() -> &'static str {
 
 async fn info(State(st): State<AppState>) -> Json<Value> {
     let e = &st.engine;
+    let containers = st.containers.clone();
+    let images = st.images.clone();
+    let (ctrs, n_images) = tokio::task::spawn_blocking(move || {
+        (
+            containers.all(),
+            images.images.store.list().map_or(0, |l| l.len()),
+        )
+    })
+    .await
+    .unwrap_or_default();
+    let count = |s: &str| ctrs.iter().filter(|c| c.state.status == s).count();
     Json(json!({
         "ID": "",
-        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
-        "Images": 0,
+        "Containers": ctrs.len(),
+        "ContainersRunning": count("running"),
+        "ContainersPaused": count("paused"),
+        "ContainersStopped": ctrs.len() - count("running") - count("paused"),
+        "Images": n_images,
         "Driver": "overlay2",
         "DockerRootDir": e.data_root,
         "Name": e.hostname,
