@@ -73,6 +73,7 @@ fn containers_on_one_bridge_reach_each_other_and_other_bridges_are_isolated() ->
                 subnet: Some("10.251.0.0/24".parse()?),
                 gateway: None,
                 internal: false,
+                mtu: Some(1400),
             })
             .await?;
         let ea = d.connect(endpoint('a', "bridge", &a, &[])).await?;
@@ -92,6 +93,8 @@ fn containers_on_one_bridge_reach_each_other_and_other_bridges_are_isolated() ->
         let [o1, o2, o3, o4] = ea.address.octets();
         let mac = format!("02:42:{o1:02x}:{o2:02x}:{o3:02x}:{o4:02x}");
         assert!(a.ip(&["link", "show", "eth0"])?.contains(&mac));
+        assert!(a.ip(&["link", "show", "eth0"])?.contains("mtu 1500"));
+        assert!(c.ip(&["link", "show", "eth0"])?.contains("mtu 1400"));
 
         assert!(
             a.reaches(&eb.address.to_string()),
@@ -349,6 +352,7 @@ fn embedded_dns_resolves_names_on_the_same_user_network_only() -> Result<()> {
                 subnet: Some("10.252.0.0/24".parse()?),
                 gateway: None,
                 internal: false,
+                mtu: None,
             })
             .await?;
         let other = d
@@ -358,6 +362,7 @@ fn embedded_dns_resolves_names_on_the_same_user_network_only() -> Result<()> {
                 subnet: Some("10.253.0.0/24".parse()?),
                 gateway: None,
                 internal: false,
+                mtu: None,
             })
             .await?;
         d.connect(endpoint('1', "app", &a, &[])).await?;
@@ -464,6 +469,7 @@ fn internal_network_has_no_way_out() -> Result<()> {
             subnet: Some("10.254.0.0/24".parse()?),
             gateway: None,
             internal: true,
+            mtu: None,
         })
         .await?;
         d.ensure_default_network(&hex('0')).await?;
@@ -522,6 +528,7 @@ fn nft_transactions_are_all_or_nothing_and_deleting_the_table_is_idempotent() ->
                 pool: AddressPool::new("172.17.0.0/16".parse()?, None)?,
                 is_default: true,
                 internal: false,
+                mtu: None,
             },
         );
         let good = Ruleset::from_state(&state).render();

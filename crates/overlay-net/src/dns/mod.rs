@@ -503,6 +503,7 @@ mod tests {
                     pool: AddressPool::new("10.1.0.0/24".parse().unwrap(), None).unwrap(),
                     is_default: false,
                     internal: false,
+                    mtu: None,
                 },
             );
         }

@@ -41,6 +41,9 @@ pub struct DriverConfig {
     pub pools: Vec<Ipv4Net>,
     /// Subnet of the default network (`--bip`); `None` picks the first free pool.
     pub default_subnet: Option<Ipv4Net>,
+    /// MTU for networks whose request gives none (berthd's `--mtu`); `None` is the
+    /// kernel's default, 1500.
+    pub mtu: Option<u32>,
 }
 
 impl Default for DriverConfig {
@@ -49,6 +52,7 @@ impl Default for DriverConfig {
             port_range: PortRange::default(),
             pools: default_pools(),
             default_subnet: None,
+            mtu: None,
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct NetworkRequest {
     pub gateway: Option<Ipv4Addr>,
     /// `--internal`.
     pub internal: bool,
+    /// `--opt com.docker.network.driver.mtu`; `None` uses [`DriverConfig::mtu`].
+    pub mtu: Option<u32>,
 }
 
 /// Attaching a container to a network (`docker run --network`, `docker network connect`).
@@ -291,6 +297,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
             pool: AddressPool::new(subnet, req.gateway)?,
             is_default: false,
             internal: req.internal,
+            mtu: req.mtu.or(self.config.mtu),
         })
     }
 
@@ -324,6 +331,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
             subnet: self.config.default_subnet,
             gateway: None,
             internal: false,
+            mtu: None,
         };
         let mut net = self.validate_network(&req, DEFAULT_BRIDGE_DEVICE).await?;
         net.is_default = true;

@@ -62,6 +62,7 @@ fn user_net(id: char, name: &str, subnet: Option<&str>) -> NetworkRequest {
         subnet: subnet.map(net),
         gateway: None,
         internal: false,
+        mtu: None,
     }
 }
 
@@ -659,4 +660,41 @@ async fn disconnecting_the_default_route_network_hands_the_route_to_another() {
     });
     d.disconnect(&second.id).await.unwrap();
     d.disconnect(&third.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn network_mtu_applies_to_bridge_and_veths_and_defaults_from_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = BridgeDriver::new(
+        FakeLinks::default(),
+        FakeFirewall::default(),
+        FakePortProbe::default(),
+        NetState::default(),
+        DriverConfig {
+            mtu: Some(1450),
+            ..DriverConfig::default()
+        },
+    );
+    let mut req = user_net('a', "jumbo", None);
+    req.mtu = Some(9000);
+    d.create_network(req).await.unwrap();
+    d.create_network(user_net('b', "plain", None))
+        .await
+        .unwrap();
+    let ns = netns_file(&dir, "c1");
+    d.connect(ep_req('1', 'c', "jumbo", ns.clone(), &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.links().link(&Netns::Host, "br-aaaaaaaaaaaa").unwrap().mtu,
+        Some(9000)
+    );
+    assert_eq!(
+        d.links().link(&Netns::Path(ns), "eth0").unwrap().mtu,
+        Some(9000)
+    );
+    assert_eq!(
+        d.links().link(&Netns::Host, "br-bbbbbbbbbbbb").unwrap().mtu,
+        Some(1450)
+    );
 }

@@ -340,6 +340,7 @@ mod tests {
                     pool: AddressPool::new(subnet.parse().unwrap(), None).unwrap(),
                     is_default: name == "bridge",
                     internal,
+                    mtu: None,
                 },
             );
         }

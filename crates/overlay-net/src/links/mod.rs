@@ -48,6 +48,8 @@ pub enum LinkOp {
     CreateBridge {
         /// Device name.
         name: String,
+        /// MTU; `None` keeps the kernel's default (1500).
+        mtu: Option<u32>,
     },
     /// Create a veth pair: one end in the host namespace, the other created directly in
     /// another namespace under its final name (no temporary name, no later move: moving a
@@ -63,6 +65,8 @@ pub enum LinkOp {
         /// does, so a re-created endpoint or a reused address keeps peers' ARP caches
         /// valid).
         peer_mac: [u8; 6],
+        /// MTU of both ends; `None` keeps the kernel's default.
+        mtu: Option<u32>,
     },
     /// Attach a host link to a bridge.
     SetMaster {
@@ -129,6 +133,8 @@ pub struct ObservedLink {
     pub master: Option<String>,
     /// Its `ifalias`.
     pub alias: Option<String>,
+    /// Its MTU.
+    pub mtu: Option<u32>,
 }
 
 impl ObservedLink {
@@ -157,6 +163,7 @@ pub fn network_setup_plan(net: &Network) -> Vec<LinkOp> {
     vec![
         LinkOp::CreateBridge {
             name: net.bridge.clone(),
+            mtu: net.mtu,
         },
         LinkOp::AddAddress {
             netns: Netns::Host,
@@ -198,6 +205,7 @@ pub fn endpoint_setup_plan(ep: &Endpoint, net: &Network) -> Vec<LinkOp> {
             peer: ep.ifname.clone(),
             peer_netns: ep.netns.clone(),
             peer_mac: ep.mac_address(),
+            mtu: net.mtu,
         },
         LinkOp::SetMaster {
             link: ep.host_veth.clone(),
@@ -288,6 +296,7 @@ mod tests {
             pool: AddressPool::new("10.77.0.0/24".parse().unwrap(), None).unwrap(),
             is_default: false,
             internal: false,
+            mtu: Some(1450),
         }
     }
 
@@ -314,7 +323,8 @@ mod tests {
         assert_eq!(
             plan[0],
             LinkOp::CreateBridge {
-                name: "br-ffffffffffff".into()
+                name: "br-ffffffffffff".into(),
+                mtu: Some(1450)
             }
         );
         assert!(plan.contains(&LinkOp::AddAddress {
@@ -339,6 +349,7 @@ mod tests {
                 peer: "eth0".into(),
                 peer_netns: "/run/netns/x".into(),
                 peer_mac: [0x02, 0x42, 10, 77, 0, 2],
+                mtu: Some(1450),
             }
         );
         let pos = |pred: &dyn Fn(&LinkOp) -> bool| plan.iter().position(pred).unwrap();

@@ -140,10 +140,14 @@ async fn set_alias(handle: &Handle, index: u32, op: &LinkOp) -> Result<()> {
 impl LinkExecutor for RtnetlinkExecutor {
     async fn apply(&self, op: &LinkOp) -> Result<()> {
         match op {
-            LinkOp::CreateBridge { name } => {
+            LinkOp::CreateBridge { name, mtu } => {
                 let h = &self.host;
+                let mut bridge = LinkBridge::new(name);
+                if let Some(mtu) = mtu {
+                    bridge = bridge.mtu(*mtu);
+                }
                 match find_link(h, name).await.map_err(netlink_err(op))? {
-                    None => match h.link().add(LinkBridge::new(name).build()).execute().await {
+                    None => match h.link().add(bridge.build()).execute().await {
                         Err(e) if errno(&e) != Some(libc::EEXIST) => {
                             return Err(netlink_err(op)(e))
                         }
@@ -165,19 +169,24 @@ impl LinkExecutor for RtnetlinkExecutor {
                 peer,
                 peer_netns,
                 peer_mac,
+                mtu,
             } => {
                 let h = &self.host;
                 let file = File::open(peer_netns).map_err(|source| NetError::Netns {
                     path: peer_netns.clone(),
                     source,
                 })?;
-                let peer_msg = LinkUnspec::new_with_name(peer)
+                let mut peer_msg = LinkUnspec::new_with_name(peer)
                     .address(peer_mac.to_vec())
-                    .setns_by_fd(file.as_raw_fd())
-                    .build();
-                let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-                    .name(host.clone())
-                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+                    .setns_by_fd(file.as_raw_fd());
+                let mut msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                    .name(host.clone());
+                if let Some(mtu) = mtu {
+                    peer_msg = peer_msg.mtu(*mtu);
+                    msg = msg.mtu(*mtu);
+                }
+                let msg = msg
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg.build())))
                     .build();
                 // `file` stays open until the kernel has taken the namespace reference.
                 let added = h.link().add(msg).execute().await.map_err(netlink_err(op));
@@ -291,9 +300,11 @@ impl LinkExecutor for RtnetlinkExecutor {
                     kind: None,
                     master: None,
                     alias: None,
+                    mtu: None,
                 };
                 for attr in &m.attributes {
                     match attr {
+                        LinkAttribute::Mtu(mtu) => link.mtu = Some(*mtu),
                         LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
                         LinkAttribute::Controller(i) => link.master = names.get(i).cloned(),
                         LinkAttribute::LinkInfo(_) => link.kind = link_kind(m),

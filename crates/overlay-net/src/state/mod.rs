@@ -41,6 +41,10 @@ pub struct Network {
     /// Internal networks get no outbound NAT and no published ports.
     #[serde(default)]
     pub internal: bool,
+    /// MTU of the bridge and its veths (`--opt com.docker.network.driver.mtu`, or berthd's
+    /// `--mtu`); `None` is the kernel's default, 1500.
+    #[serde(default)]
+    pub mtu: Option<u32>,
 }
 
 impl Network {
@@ -239,6 +243,7 @@ mod tests {
                 pool,
                 is_default: true,
                 internal: false,
+                mtu: None,
             },
         );
         s.networks.insert(
@@ -250,6 +255,7 @@ mod tests {
                 pool: AddressPool::new("172.18.0.0/16".parse().unwrap(), None).unwrap(),
                 is_default: false,
                 internal: false,
+                mtu: Some(1400),
             },
         );
         s

@@ -23,6 +23,7 @@ pub async fn link_executor_suite<L: LinkExecutor>(links: &L, container_netns: &P
     // Bridges: creating twice is fine; addresses replace; the alias marks it as berth's.
     let create_bridge = LinkOp::CreateBridge {
         name: bridge.into(),
+        mtu: Some(1400),
     };
     ok(links.apply(&create_bridge).await, "create bridge");
     ok(links.apply(&create_bridge).await, "create bridge again");
@@ -50,6 +51,7 @@ pub async fn link_executor_suite<L: LinkExecutor>(links: &L, container_netns: &P
         .expect("bridge listed");
     assert_eq!(b.kind.as_deref(), Some("bridge"));
     assert_eq!(b.alias.as_deref(), Some(BERTH_ALIAS));
+    assert_eq!(b.mtu, Some(1400));
 
     // A step on a missing link says so.
     match links
@@ -70,12 +72,26 @@ pub async fn link_executor_suite<L: LinkExecutor>(links: &L, container_netns: &P
         peer: "eth7".into(),
         peer_netns: container_netns.to_path_buf(),
         peer_mac: [0x02, 0x42, 10, 199, 0, 2],
+        mtu: Some(1400),
     };
     ok(links.apply(&create_veth).await, "create veth");
     assert!(
         links.apply(&create_veth).await.is_err(),
         "duplicate veth accepted"
     );
+    // A bridge cannot be "created" over a link of another kind.
+    match links
+        .apply(&LinkOp::CreateBridge {
+            name: veth.into(),
+            mtu: None,
+        })
+        .await
+    {
+        Err(NetError::LinkNotABridge { name, kind }) => {
+            assert_eq!((name.as_str(), kind.as_deref()), (veth, Some("veth")))
+        }
+        other => panic!("expected LinkNotABridge, got {other:?}"),
+    }
     ok(
         links
             .apply(&LinkOp::SetMaster {
@@ -102,6 +118,7 @@ pub async fn link_executor_suite<L: LinkExecutor>(links: &L, container_netns: &P
     let v = listed.iter().find(|l| l.name == veth).expect("veth listed");
     assert_eq!(v.kind.as_deref(), Some("veth"));
     assert_eq!(v.master.as_deref(), Some(bridge));
+    assert_eq!(v.mtu, Some(1400));
     assert!(v.is_berths());
     assert!(
         !listed.iter().any(|l| l.name == "eth7"),

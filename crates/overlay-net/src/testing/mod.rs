@@ -33,6 +33,8 @@ pub struct FakeLink {
     pub up: bool,
     /// Hairpin mode on (bridge ports).
     pub hairpin: bool,
+    /// MTU, if set.
+    pub mtu: Option<u32>,
     /// Addresses.
     pub addresses: Vec<(Ipv4Addr, u8)>,
     /// The other end of a veth (its id in the simulation).
@@ -139,6 +141,7 @@ impl FakeLinks {
                     alias: alias.map(str::to_string),
                     up: true,
                     hairpin: false,
+                    mtu: None,
                     addresses: vec![],
                     peer: None,
                 },
@@ -200,11 +203,12 @@ impl LinkExecutor for FakeLinks {
             alias: alias.map(str::to_string),
             up: false,
             hairpin: false,
+            mtu: None,
             addresses: vec![],
             peer: None,
         };
         match op {
-            LinkOp::CreateBridge { name } => {
+            LinkOp::CreateBridge { name, mtu } => {
                 if let Some(id) = find(&inner, &Netns::Host, name) {
                     let link = &mut inner.links.get_mut(&id).unwrap().1;
                     if link.kind != "bridge" {
@@ -217,9 +221,9 @@ impl LinkExecutor for FakeLinks {
                 } else {
                     let id = inner.next_id;
                     inner.next_id += 1;
-                    inner
-                        .links
-                        .insert(id, (name.clone(), new_link("bridge", Some(BERTH_ALIAS))));
+                    let mut bridge = new_link("bridge", Some(BERTH_ALIAS));
+                    bridge.mtu = *mtu;
+                    inner.links.insert(id, (name.clone(), bridge));
                 }
             }
             LinkOp::CreateVeth {
@@ -227,6 +231,7 @@ impl LinkExecutor for FakeLinks {
                 peer,
                 peer_netns,
                 peer_mac: _,
+                mtu,
             } => {
                 let inside = Netns::Path(peer_netns.clone());
                 if find(&inner, &Netns::Host, host).is_some()
@@ -242,9 +247,11 @@ impl LinkExecutor for FakeLinks {
                 inner.next_id += 2;
                 let mut host_end = new_link("veth", Some(BERTH_ALIAS));
                 host_end.peer = Some(b);
+                host_end.mtu = *mtu;
                 let mut peer_end = new_link("veth", None);
                 peer_end.peer = Some(a);
                 peer_end.netns = inside;
+                peer_end.mtu = *mtu;
                 inner.links.insert(a, (host.clone(), host_end));
                 inner.links.insert(b, (peer.clone(), peer_end));
             }
@@ -315,6 +322,7 @@ impl LinkExecutor for FakeLinks {
                 kind: Some(l.kind.clone()),
                 master: l.master.clone(),
                 alias: l.alias.clone(),
+                mtu: l.mtu,
             })
             .collect())
     }
