@@ -326,6 +326,19 @@ impl BlobWriter {
         self.written
     }
 
+    /// The digest this writer must produce.
+    pub fn digest(&self) -> &Digest {
+        &self.expected
+    }
+
+    /// Flushes what was written to disk (commit then has little left to sync).
+    pub fn sync(&self) -> Result<()> {
+        if let Some(f) = &self.file {
+            f.sync_data().map_err(Error::io("fsync blob", &self.tmp))?;
+        }
+        Ok(())
+    }
+
     /// Checks size and digest of what was written so far, without publishing.
     pub fn verify(&self) -> Result<()> {
         if let Some(want) = self.expected_size {

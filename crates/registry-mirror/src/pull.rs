@@ -26,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::auth::Credentials;
-use crate::blob_store::{BlobStore, BlobWriter, IngestLock};
+use crate::blob_store::{BlobStore, BlobWriter};
 use crate::client::{RegistryClient, Repository};
 use crate::digest::Digest;
 use crate::error::{BoxError, Error, Result};
@@ -403,13 +403,36 @@ impl Puller {
             return Ok((size, false));
         }
 
-        let writer = blobs.writer(&lock, Some(desc.size))?;
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(32);
-        let consumer = {
+        // Two blocking consumers of the same chunks, so the two cores overlap the work:
+        // one hashes and writes (and fsyncs) the blob, the other decompresses, hashes the
+        // diff and unpacks. Nothing is published until both have finished and agree.
+        let mut writer = blobs.writer(&lock, Some(desc.size))?;
+        let (wtx, mut wrx) = mpsc::channel::<io::Result<Bytes>>(64);
+        let (utx, urx) = mpsc::channel::<io::Result<Bytes>>(64);
+        let store_task = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
+            while let Some(chunk) = wrx.blocking_recv() {
+                let Ok(chunk) = chunk else {
+                    // The download failed; its error is reported by the async side.
+                    return Ok(writer);
+                };
+                io::Write::write_all(&mut writer, &chunk)
+                    .map_err(Error::io("write blob", blobs.path(writer.digest())))?;
+            }
+            writer.verify()?;
+            writer.sync()?;
+            Ok(writer)
+        });
+        let unpack_task = {
             let layer = layer.clone();
             let sink = sink.clone();
             tokio::task::spawn_blocking(move || {
-                consume_download(rx, writer, lock, &layer, sink.as_deref())
+                let mut reader = ChannelReader {
+                    rx: urx,
+                    cur: Bytes::new(),
+                };
+                let unpacked = unpack_stream(&mut reader, &layer, sink.as_deref());
+                drop(reader);
+                unpacked
             })
         };
         let download = async {
@@ -417,6 +440,7 @@ impl Puller {
             let url = resp.url().to_string();
             let mut stream = resp.bytes_stream();
             let (mut done, mut reported) = (0u64, 0u64);
+            let mut unpacking = true;
             progress(PullEvent::LayerProgress {
                 layer: d.clone(),
                 done: 0,
@@ -426,14 +450,19 @@ impl Puller {
                 let chunk = match chunk {
                     Ok(c) => c,
                     Err(source) => {
-                        let _ = tx.send(Err(io::Error::other("download failed"))).await;
+                        let _ = wtx.send(Err(io::Error::other("download failed"))).await;
+                        let _ = utx.send(Err(io::Error::other("download failed"))).await;
                         return Err(Error::Transport { url, source });
                     }
                 };
                 done += chunk.len() as u64;
-                if tx.send(Ok(chunk)).await.is_err() {
-                    // The consumer stopped (unpack failed): its error is the one to report.
-                    return Ok(());
+                // Once the unpacker stops (e.g. a hostile layer), the download still runs
+                // to the end so the blob's digest is judged on every byte.
+                if unpacking && utx.send(Ok(chunk.clone())).await.is_err() {
+                    unpacking = false;
+                }
+                if wtx.send(Ok(chunk)).await.is_err() {
+                    break;
                 }
                 if done - reported >= PROGRESS_STEP || done == desc.size {
                     reported = done;
@@ -447,11 +476,31 @@ impl Puller {
             Ok(())
         };
         let download_result = download.await;
-        drop(tx);
+        drop(wtx);
+        drop(utx);
         progress(PullEvent::LayerVerifying { layer: d.clone() });
-        let consumed = consumer.await.map_err(|source| Error::Join { source })?;
+        let stored = store_task.await.map_err(|source| Error::Join { source })?;
+        let unpacked = unpack_task.await.map_err(|source| Error::Join { source })?;
+        // Report in order of precedence: transport, blob digest, then the layer itself.
         download_result?;
-        let size = consumed?;
+        let writer = stored?;
+        let (staged, diff_id, size) = unpacked?;
+        let layer2 = layer.clone();
+        blocking(move || {
+            writer.commit()?;
+            check_diff_id(&layer2, diff_id)?;
+            if let Some(staged) = staged {
+                staged.commit().map_err(|source| Error::LayerSink {
+                    digest: layer2.digest.clone(),
+                    source,
+                })?;
+            }
+            // Released only now: a pull waiting on this digest then finds the blob stored
+            // and the layer unpacked, and does neither again.
+            drop(lock);
+            Ok(())
+        })
+        .await?;
         progress(PullEvent::LayerDownloaded { layer: d.clone() });
         progress(PullEvent::LayerComplete { layer: d });
         Ok((size, true))
@@ -464,23 +513,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|source| Error::Join { source })?
 }
 
-/// Reads chunks from the channel, writing each to the blob as it is read.
-struct TeeReader<'a> {
+/// Reads the chunks a download sends.
+struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
     cur: Bytes,
-    writer: &'a mut BlobWriter,
 }
 
-impl Read for TeeReader<'_> {
+impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.cur.is_empty() {
             match self.rx.blocking_recv() {
                 None => return Ok(0),
                 Some(Err(e)) => return Err(e),
-                Some(Ok(chunk)) => {
-                    io::Write::write_all(self.writer, &chunk)?;
-                    self.cur = chunk;
-                }
+                Some(Ok(chunk)) => self.cur = chunk,
             }
         }
         let n = buf.len().min(self.cur.len());
@@ -562,47 +607,6 @@ fn check_diff_id(layer: &LayerRef, actual: Digest) -> Result<()> {
         });
     }
     Ok(())
-}
-
-/// The blocking half of a layer download.
-fn consume_download(
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    mut writer: BlobWriter,
-    lock: IngestLock,
-    layer: &LayerRef,
-    sink: Option<&dyn LayerSink>,
-) -> Result<u64> {
-    let mut tee = TeeReader {
-        rx,
-        cur: Bytes::new(),
-        writer: &mut writer,
-    };
-    let unpacked = unpack_stream(&mut tee, layer, sink);
-    // Whatever happened, take in the rest of the download so the blob digest is judged
-    // on every byte (a sink error or a short tar must not hide a tampered blob).
-    let drained = io::copy(&mut tee, &mut io::sink());
-    drop(tee);
-    if drained.is_ok() {
-        // A blob that does not match its digest is the first thing to report.
-        writer.verify()?;
-    }
-    let (staged, diff_id, size) = unpacked?;
-    drained.map_err(|source| Error::Decompress {
-        digest: layer.digest.clone(),
-        source,
-    })?;
-    writer.commit()?;
-    check_diff_id(layer, diff_id)?;
-    if let Some(staged) = staged {
-        staged.commit().map_err(|source| Error::LayerSink {
-            digest: layer.digest.clone(),
-            source,
-        })?;
-    }
-    // Released only now: a pull waiting on this digest then finds the blob stored and
-    // the layer unpacked, and does neither again.
-    drop(lock);
-    Ok(size)
 }
 
 /// Unpacks a stored blob into `sink` (or only measures it). Returns the uncompressed size.

@@ -327,3 +327,79 @@ fn basic_auth_challenge_is_answered() {
         .unwrap_err();
     assert!(matches!(err, Error::Unauthorized { .. }), "{err}");
 }
+
+#[test]
+fn gzip_zstd_and_uncompressed_layers_unpack_the_same_tree() {
+    let tar = raw_tar(&[
+        ("etc/", EntryType::Directory, None, b""),
+        ("etc/motd", EntryType::Regular, None, b"layer content\n"),
+    ]);
+    let reg = FakeRegistry::start(FakeAuth::None);
+    for c in ["gzip", "zstd", "none"] {
+        reg.add(
+            &format!("img-{c}"),
+            "latest",
+            &FakeImage::with_compression(&tar, c),
+            None,
+        );
+    }
+    for c in ["gzip", "zstd", "none"] {
+        let env = Env::new();
+        let r = Reference::parse(&reg.reference(&format!("img-{c}:latest"))).unwrap();
+        let out = rt()
+            .block_on(
+                env.images
+                    .puller
+                    .pull(&r, &PullOptions::default(), env.sink_dyn(), &|_| {}),
+            )
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+        let rec = env.images.store.resolve(&out.image_id.to_string()).unwrap();
+        assert_eq!(rec.layers[0].diff_size, tar.len() as u64, "{c}");
+        let dir = env.sink.layer_dir(rec.chain_ids()[0].hex());
+        assert_eq!(
+            fs::read(dir.join("etc/motd")).unwrap(),
+            b"layer content\n",
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn layer_whose_diff_id_does_not_match_the_config_is_refused() {
+    let env = Env::new();
+    let tar = raw_tar(&[("a", EntryType::Regular, None, b"a")]);
+    let mut img = FakeImage::from_layer_tar(&tar);
+    // A config naming another diff ID; the manifest is rebuilt to match that config.
+    let other = raw_tar(&[("b", EntryType::Regular, None, b"b")]);
+    let cfg: serde_json::Value = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&other)]},
+    });
+    img.config = serde_json::to_vec(&cfg).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest).unwrap();
+    m["config"]["digest"] = sha256(&img.config).into();
+    m["config"]["size"] = img.config.len().into();
+    img.manifest = serde_json::to_vec(&m).unwrap();
+    let reg = FakeRegistry::start(FakeAuth::None);
+    reg.add("app", "latest", &img, None);
+    let r = Reference::parse(&reg.reference("app:latest")).unwrap();
+    let err = rt()
+        .block_on(
+            env.images
+                .puller
+                .pull(&r, &PullOptions::default(), env.sink_dyn(), &|_| {}),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::DigestMismatch {
+                what: "layer diff ID",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(env.sink.entries().is_empty(), "{:?}", env.sink.entries());
+    assert!(env.images.store.list().unwrap().is_empty());
+}

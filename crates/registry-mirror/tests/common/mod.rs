@@ -150,9 +150,26 @@ pub struct FakeImage {
 impl FakeImage {
     /// An OCI image whose one layer is `tar` (uncompressed bytes), gzip'd.
     pub fn from_layer_tar(tar: &[u8]) -> Self {
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(tar).unwrap();
-        let layer = gz.finish().unwrap();
+        Self::with_compression(tar, "gzip")
+    }
+
+    /// `compression`: "gzip", "zstd" or "none".
+    pub fn with_compression(tar: &[u8], compression: &str) -> Self {
+        let (layer, media_type) = match compression {
+            "gzip" => {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(tar).unwrap();
+                (
+                    gz.finish().unwrap(),
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                )
+            }
+            "zstd" => (
+                zstd::encode_all(tar, 3).unwrap(),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+            _ => (tar.to_vec(), "application/vnd.oci.image.layer.v1.tar"),
+        };
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": "amd64", "os": "linux", "config": {"Cmd": ["sh"]},
             "rootfs": {"type": "layers", "diff_ids": [sha256(tar)]},
@@ -162,7 +179,7 @@ impl FakeImage {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(&layer), "size": layer.len()}],
+            "layers": [{"mediaType": media_type, "digest": sha256(&layer), "size": layer.len()}],
         }))
         .unwrap();
         FakeImage {
