@@ -14,6 +14,12 @@ pub enum ServiceError {
     /// The request is malformed or asks for something unsupported (400).
     #[error("{message}")]
     InvalidArgument { message: String },
+    /// Not allowed for this object, e.g. removing a pre-defined network (403).
+    #[error("{message}")]
+    Forbidden { message: String },
+    /// Networking failed (500).
+    #[error(transparent)]
+    Network(Box<berth_overlay_net::NetError>),
     /// Nothing to do: already started, already stopped (304).
     #[error("{message}")]
     NotModified { message: String },

@@ -67,10 +67,14 @@ async fn run(cfg: config::Config) -> Result<()> {
     let events = service::events::EventBus::new();
     let volumes = service::volumes::VolumeService::open(&cfg.data_root, store.clone())?;
     let images = service::images::ImageService::new(images, runtime.clone());
+    let networks = service::networks::NetworkService::open(&cfg.data_root, &cfg.exec_root)
+        .await
+        .context("set up networking")?;
     let containers = service::containers::ContainerService::open(
         runtime,
         images.clone(),
         volumes.clone(),
+        networks.clone(),
         events.clone(),
         store.clone(),
     )?;
@@ -84,6 +88,7 @@ async fn run(cfg: config::Config) -> Result<()> {
         volumes,
         images,
         containers,
+        networks: networks.clone(),
     };
     let router = api::router(state);
     let shutdown = api::Shutdown::new();
@@ -108,5 +113,8 @@ async fn run(cfg: config::Config) -> Result<()> {
     for s in servers {
         s.await??;
     }
+    // Containers keep running (and keep their networking) across a daemon restart; with
+    // none left, berth's links and nftables table go.
+    networks.teardown_if_idle().await;
     Ok(())
 }

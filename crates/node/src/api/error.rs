@@ -20,6 +20,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotModified(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -30,10 +32,12 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict { message } => ApiError::Conflict(message),
             ServiceError::InvalidArgument { message } => ApiError::BadRequest(message),
             ServiceError::NotModified { message } => ApiError::NotModified(message),
+            ServiceError::Forbidden { message } => ApiError::Forbidden(message),
             e @ (ServiceError::Store(_)
             | ServiceError::Io { .. }
             | ServiceError::Image(_)
-            | ServiceError::Runtime(_)) => {
+            | ServiceError::Runtime(_)
+            | ServiceError::Network(_)) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::Internal(e.to_string())
             }
@@ -48,6 +52,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

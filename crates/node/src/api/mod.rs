@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod filters;
 mod images;
+mod networks;
 mod stream;
 mod system;
 mod volumes;
@@ -31,6 +32,7 @@ pub use system::EngineInfo;
 use crate::service::containers::ContainerService;
 use crate::service::events::EventBus;
 use crate::service::images::ImageService;
+use crate::service::networks::NetworkService;
 use crate::service::volumes::VolumeService;
 
 /// The newest Engine API version berthd speaks; clients negotiate down from it.
@@ -46,6 +48,7 @@ pub struct AppState {
     pub volumes: VolumeService,
     pub images: ImageService,
     pub containers: ContainerService,
+    pub networks: NetworkService,
 }
 
 /// A JSON request body; malformed JSON is a Docker-shaped 400, not axum's plain text.
@@ -103,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(volumes::routes())
         .merge(images::routes())
         .merge(containers::routes())
+        .merge(networks::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::common_headers))
         .with_state(state)

@@ -7,4 +7,5 @@
 pub mod containers;
 pub mod events;
 pub mod images;
+pub mod networks;
 pub mod volumes;

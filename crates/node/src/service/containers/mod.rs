@@ -18,16 +18,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth_runtime::spec::{BindMount, ImageConfig};
+use berth_runtime::spec::{BindMount, ImageConfig, NetworkMode};
 use berth_runtime::{CreateRequest, ExecOptions, Runtime, Status};
 use bollard_stubs::models::ContainerCreateBody;
 use tokio::sync::watch;
 
-use self::config::{parse_create, validate_name, MountRequest};
+use self::config::{parse_create, validate_name, ContainerSpec, MountRequest, NetworkChoice};
 use self::names::NameIndex;
 use self::record::{ContainerRecord, ContainerState, ResolvedMount};
 use super::events::{Event, EventBus};
 use super::images::ImageService;
+use super::networks::NetworkService;
 use super::volumes::{random_hex64, CreateVolume, VolumeService};
 use crate::error::ServiceError;
 use crate::store::{Store, CONTAINERS};
@@ -107,6 +108,7 @@ struct Inner {
     runtime: Arc<Runtime>,
     images: ImageService,
     volumes: VolumeService,
+    networks: NetworkService,
     events: EventBus,
     store: Store,
     table: Mutex<Table>,
@@ -162,6 +164,7 @@ impl ContainerService {
         runtime: Arc<Runtime>,
         images: ImageService,
         volumes: VolumeService,
+        networks: NetworkService,
         events: EventBus,
         store: Store,
     ) -> Result<Self, ServiceError> {
@@ -181,6 +184,7 @@ impl ContainerService {
                 runtime,
                 images,
                 volumes,
+                networks,
                 events,
                 store,
                 table: Mutex::new(table),
@@ -292,6 +296,22 @@ impl ContainerService {
             .ok_or_else(|| ServiceError::not_found(format!("No such container: {id}")))
     }
 
+    /// Records an endpoint added by `docker network connect`.
+    pub fn add_endpoint(
+        &self,
+        id: &str,
+        net: &berth_overlay_net::Network,
+        ep: &berth_overlay_net::Endpoint,
+    ) {
+        let e = endpoint_record(net, ep);
+        self.update(id, |r| r.endpoints.push(e));
+    }
+
+    /// Forgets an endpoint removed by `docker network disconnect`.
+    pub fn remove_endpoint(&self, id: &str, network_id: &str) {
+        self.update(id, |r| r.endpoints.retain(|e| e.network_id != network_id));
+    }
+
     /// Registers an attach stream; `--rm` waits until it is dropped.
     pub fn attach_guard(&self, id: &str) -> Result<AttachGuard, ServiceError> {
         let tx = self
@@ -384,6 +404,7 @@ impl ContainerService {
         let result = self.create_reserved(&id, &name, spec, &details, image_cfg);
         if result.is_err() {
             self.table().names.remove(&id);
+            self.inner.networks.detach_blocking(&id);
             for (vname, anonymous) in self.volumes_of_failed(&id) {
                 self.inner.volumes.release(&vname, &id);
                 if anonymous {
@@ -506,10 +527,6 @@ impl ContainerService {
             .clone()
             .unwrap_or_else(|| id[..12].to_string());
         spec.run.hostname = Some(hostname.clone());
-        spec.run.mounts = binds;
-        let args = berth_runtime::spec::process_args(&image_cfg, &spec.run)
-            .map_err(ServiceError::runtime)?;
-        let env = berth_runtime::spec::merge_env(&image_cfg, &spec.run, &hostname);
         let layers: Vec<String> = details
             .record
             .chain_ids()
@@ -534,6 +551,74 @@ impl ContainerService {
         }
         exposed.sort();
         exposed.dedup();
+        // Networking: a namespace of its own joined to a bridge network, the host's, or
+        // one with only `lo`.
+        let mut endpoints = Vec::new();
+        let mut published = Vec::new();
+        match &spec.network {
+            NetworkChoice::Bridge | NetworkChoice::Named(_) => {
+                let net_name = match &spec.network {
+                    NetworkChoice::Named(n) => n.as_str(),
+                    _ => "bridge",
+                };
+                let ports = port_requests(&spec, &exposed)?;
+                let att = self.inner.networks.attach_blocking(
+                    id,
+                    name,
+                    &hostname,
+                    &spec.domainname,
+                    net_name,
+                    ports,
+                )?;
+                spec.run.network = NetworkMode::Join(att.netns.clone());
+                binds.push(BindMount {
+                    source: att.hosts.clone(),
+                    destination: "/etc/hosts".into(),
+                    read_only: false,
+                });
+                binds.push(BindMount {
+                    source: att.resolv_conf.clone(),
+                    destination: "/etc/resolv.conf".into(),
+                    read_only: false,
+                });
+                for (net, ep) in &att.endpoints {
+                    endpoints.push(endpoint_record(net, ep));
+                    for p in &ep.ports {
+                        published.push(record::PublishedPort {
+                            container: config::PortProto {
+                                port: p.container_port,
+                                proto: match p.protocol {
+                                    berth_overlay_net::Protocol::Tcp => config::Protocol::Tcp,
+                                    berth_overlay_net::Protocol::Udp => config::Protocol::Udp,
+                                },
+                            },
+                            host_ip: p
+                                .host_ip
+                                .map_or_else(|| "0.0.0.0".to_string(), |a| a.to_string()),
+                            host_port: p.host_port,
+                        });
+                    }
+                }
+            }
+            NetworkChoice::Host => {
+                let (hosts, resolv) = self.inner.networks.host_mode_files(id, &hostname)?;
+                binds.push(BindMount {
+                    source: hosts,
+                    destination: "/etc/hosts".into(),
+                    read_only: false,
+                });
+                binds.push(BindMount {
+                    source: resolv,
+                    destination: "/etc/resolv.conf".into(),
+                    read_only: false,
+                });
+            }
+            NetworkChoice::None => {}
+        }
+        spec.run.mounts = binds;
+        let args = berth_runtime::spec::process_args(&image_cfg, &spec.run)
+            .map_err(ServiceError::runtime)?;
+        let env = berth_runtime::spec::merge_env(&image_cfg, &spec.run, &hostname);
         let mut labels: BTreeMap<String, String> = details
             .config
             .as_ref()
@@ -576,8 +661,8 @@ impl ContainerService {
             labels,
             exposed,
             mounts: resolved,
-            ports: Vec::new(),
-            endpoints: Vec::new(),
+            ports: published,
+            endpoints,
             log_path: info.log_path.display().to_string(),
             state: ContainerState {
                 status: "created".into(),
@@ -924,6 +1009,7 @@ impl ContainerService {
                 return Err(ServiceError::runtime(e));
             }
         }
+        self.inner.networks.detach_blocking(&id);
         for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
             self.inner.volumes.release(&m.name, &id);
             if volumes {
@@ -1075,6 +1161,68 @@ impl ContainerService {
             self.event("exec_die", &rec, &[("exitCode", code.to_string())]);
         }
         Ok(code)
+    }
+}
+
+/// The `-p` and `-P` requests of a container for the network driver.
+fn port_requests(
+    spec: &ContainerSpec,
+    exposed: &[config::PortProto],
+) -> Result<Vec<berth_overlay_net::PortRequest>, ServiceError> {
+    use berth_overlay_net::{PortRequest, Protocol};
+    let proto = |p: config::Protocol| match p {
+        config::Protocol::Tcp => Protocol::Tcp,
+        config::Protocol::Udp => Protocol::Udp,
+    };
+    let mut out = Vec::new();
+    for p in &spec.ports {
+        let host_ip = match p.host_ip {
+            None => None,
+            Some(std::net::IpAddr::V4(a)) if a.is_unspecified() => None,
+            Some(std::net::IpAddr::V4(a)) => Some(a),
+            Some(std::net::IpAddr::V6(a)) if a.is_unspecified() => continue,
+            Some(std::net::IpAddr::V6(a)) => {
+                return Err(ServiceError::invalid(format!(
+                    "publishing on IPv6 address {a} is not supported"
+                )))
+            }
+        };
+        out.push(PortRequest {
+            host_ip,
+            host_port: p.host_port,
+            container_port: p.container.port,
+            protocol: proto(p.container.proto),
+        });
+    }
+    if spec.publish_all {
+        for e in exposed {
+            if !spec.ports.iter().any(|p| p.container == *e) {
+                out.push(PortRequest::publish_all(e.port, proto(e.proto)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The record of an endpoint, as inspect shows it.
+pub fn endpoint_record(
+    net: &berth_overlay_net::Network,
+    ep: &berth_overlay_net::Endpoint,
+) -> record::Endpoint {
+    let mac = ep.mac_address();
+    record::Endpoint {
+        network: net.name.clone(),
+        network_id: net.id.clone(),
+        endpoint_id: ep.id.clone(),
+        ip_address: ep.address.to_string(),
+        prefix_len: net.pool.subnet.prefix(),
+        gateway: net.pool.gateway.to_string(),
+        mac_address: mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        aliases: ep.aliases.clone(),
     }
 }
 

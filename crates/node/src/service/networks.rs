@@ -1,0 +1,413 @@
+//! Networks on this node: the default `bridge` network and user-defined bridge networks,
+//! through the overlay-net crate's driver, with its state persisted under the data root.
+//! `host` and `none` need no driver: they are modes of the container's namespace.
+//!
+//! ```text
+//!  containers ──connect/disconnect──> NetworkService ──> HostBridgeDriver (links, nftables)
+//!                                        │  state.json (after every change)
+//!                                        └─> DnsServers (one per user network, on its gateway)
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_overlay_net::{
+    create_netns_file, remove_netns_file, render_hosts, render_resolv_conf, BindProbe,
+    BridgeDriver, DnsServers, DriverConfig, Endpoint, EndpointRequest, Ipv4Net, NetError,
+    NetState, Network, NetworkRequest, NftCli, PortRequest, ResolvConfOptions,
+    RtnetlinkExecutor,
+};
+use tokio::sync::Mutex;
+
+use crate::error::ServiceError;
+use crate::service::volumes::random_hex64;
+
+/// IDs of the two namespace-mode networks, fixed so they are stable across restarts.
+pub const HOST_NETWORK_ID: &str =
+    "4a6f5f9b2c3d8e1f0a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f";
+pub const NONE_NETWORK_ID: &str =
+    "5b7e6a0c3d4e9f2a1b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a";
+
+type Driver = BridgeDriver<RtnetlinkExecutor, NftCli, BindProbe>;
+
+/// Maps network errors onto what the API reports.
+pub fn net_error(e: NetError) -> ServiceError {
+    match e {
+        e @ (NetError::NetworkNotFound { .. } | NetError::EndpointNotFound { .. }) => {
+            ServiceError::not_found(e.to_string())
+        }
+        e @ (NetError::NetworkExists { .. }
+        | NetError::NetworkHasEndpoints { .. }
+        | NetError::EndpointExists { .. }
+        | NetError::AlreadyAttached { .. }
+        | NetError::PortInUse { .. }
+        | NetError::AddressInUse { .. }
+        | NetError::SubnetOverlap { .. }) => ServiceError::conflict(e.to_string()),
+        e @ (NetError::InvalidSubnet { .. }
+        | NetError::InvalidPortSpec { .. }
+        | NetError::AddressOutsideSubnet { .. }
+        | NetError::HostAddressNotLocal { .. }) => ServiceError::invalid(e.to_string()),
+        e => ServiceError::Network(Box::new(e)),
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    driver: Mutex<Driver>,
+    dns: Mutex<DnsServers>,
+    state_path: PathBuf,
+    netns_dir: PathBuf,
+    files_dir: PathBuf,
+    upstreams: Vec<SocketAddr>,
+    host_resolv: String,
+    handle: tokio::runtime::Handle,
+}
+
+/// What a container gets from joining its networks.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    pub netns: PathBuf,
+    pub endpoints: Vec<(Network, Endpoint)>,
+    /// `/etc/hosts` and `/etc/resolv.conf` files to bind into the container.
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+}
+
+/// The networks of this node.
+#[derive(Debug, Clone)]
+pub struct NetworkService {
+    inner: Arc<Inner>,
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl NetworkService {
+    /// Loads the persisted state, repairs what a crashed daemon left (links, the nftables
+    /// table) and makes sure the default `bridge` network exists.
+    pub async fn open(data_root: &Path, exec_root: &Path) -> Result<Self, ServiceError> {
+        let dir = data_root.join("network");
+        std::fs::create_dir_all(&dir).map_err(|e| ServiceError::io("create", &dir, e))?;
+        let state_path = dir.join("state.json");
+        let state = match std::fs::read(&state_path) {
+            Ok(bytes) => NetState::from_json(&bytes).map_err(net_error)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => NetState::default(),
+            Err(e) => return Err(ServiceError::io("read", &state_path, e)),
+        };
+        let links = RtnetlinkExecutor::connect().map_err(net_error)?;
+        let mut driver = BridgeDriver::new(
+            links,
+            NftCli::default(),
+            BindProbe,
+            state,
+            DriverConfig::default(),
+        );
+        let report = driver.reconcile().await.map_err(net_error)?;
+        for e in &report.errors {
+            tracing::warn!(error = %e, "network reconcile");
+        }
+        for ep in &report.plan.orphaned_endpoints {
+            if let Err(e) = driver.disconnect(ep).await {
+                tracing::warn!(endpoint = %ep, error = %e, "removing orphaned endpoint");
+            }
+        }
+        let default_id = driver
+            .state()
+            .find_network(berth_overlay_net::state::DEFAULT_NETWORK_NAME)
+            .map(|n| n.id.clone())
+            .unwrap_or_else(|_| random_hex64());
+        driver
+            .ensure_default_network(&default_id)
+            .await
+            .map_err(net_error)?;
+        write_atomic(&state_path, &driver.state().to_json())
+            .map_err(|e| ServiceError::io("write", &state_path, e))?;
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let upstreams: Vec<SocketAddr> =
+            berth_overlay_net::netfiles::upstream_nameservers(&host_resolv)
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 53))
+                .collect();
+        let mut dns = DnsServers::default();
+        for e in dns.sync(driver.state(), &upstreams).await {
+            tracing::warn!(error = %e, "embedded DNS");
+        }
+        let files_dir = data_root.join("netfiles");
+        std::fs::create_dir_all(&files_dir)
+            .map_err(|e| ServiceError::io("create", &files_dir, e))?;
+        Ok(NetworkService {
+            inner: Arc::new(Inner {
+                driver: Mutex::new(driver),
+                dns: Mutex::new(dns),
+                state_path,
+                netns_dir: exec_root.join("netns"),
+                files_dir,
+                upstreams,
+                host_resolv,
+                handle: tokio::runtime::Handle::current(),
+            }),
+        })
+    }
+
+    async fn saved(&self, driver: &Driver) {
+        if let Err(e) = write_atomic(&self.inner.state_path, &driver.state().to_json()) {
+            tracing::error!(error = %e, "persisting network state");
+        }
+        let mut dns = self.inner.dns.lock().await;
+        for e in dns.sync(driver.state(), &self.inner.upstreams).await {
+            tracing::warn!(error = %e, "embedded DNS");
+        }
+    }
+
+    /// A snapshot of the networks and endpoints.
+    pub async fn state(&self) -> NetState {
+        self.inner.driver.lock().await.state().clone()
+    }
+
+    pub async fn create(&self, req: NetworkRequest) -> Result<Network, ServiceError> {
+        let mut d = self.inner.driver.lock().await;
+        let r = d.create_network(req).await.map_err(net_error);
+        self.saved(&d).await;
+        r
+    }
+
+    pub async fn remove(&self, id_or_name: &str) -> Result<Network, ServiceError> {
+        let mut d = self.inner.driver.lock().await;
+        let net = d.state().find_network(id_or_name).map_err(net_error)?.clone();
+        if net.is_default {
+            return Err(ServiceError::Forbidden {
+                message: format!("{} is a pre-defined network and cannot be removed", net.name),
+            });
+        }
+        let r = d.remove_network(&net.id).await.map_err(net_error);
+        self.saved(&d).await;
+        r.map(|()| net)
+    }
+
+    /// The netns file of a container.
+    pub fn netns_path(&self, container_id: &str) -> PathBuf {
+        self.inner.netns_dir.join(container_id)
+    }
+
+    fn files(&self, container_id: &str) -> (PathBuf, PathBuf) {
+        let dir = self.inner.files_dir.join(container_id);
+        (dir.join("hosts"), dir.join("resolv.conf"))
+    }
+
+    /// Writes the container's `/etc/hosts` and `/etc/resolv.conf`.
+    fn write_files(
+        &self,
+        container_id: &str,
+        hostname: &str,
+        domainname: &str,
+        endpoints: &[(Network, Endpoint)],
+        host_mode: bool,
+    ) -> Result<(PathBuf, PathBuf), ServiceError> {
+        let (hosts, resolv) = self.files(container_id);
+        let dir = hosts.parent().expect("files have a parent");
+        std::fs::create_dir_all(dir).map_err(|e| ServiceError::io("create", dir, e))?;
+        let hosts_text = if host_mode {
+            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+        } else {
+            let own: Vec<_> = endpoints.iter().map(|(_, e)| e.address).collect();
+            render_hosts(hostname, Some(domainname), &own, &[])
+        };
+        let embedded = endpoints
+            .iter()
+            .find(|(n, _)| !n.is_default && !n.internal)
+            .map(|(n, _)| n.pool.gateway);
+        let resolv_text = if host_mode {
+            self.inner.host_resolv.clone()
+        } else {
+            render_resolv_conf(
+                &self.inner.host_resolv,
+                &ResolvConfOptions {
+                    embedded_dns: embedded,
+                    ..Default::default()
+                },
+            )
+        };
+        std::fs::write(&hosts, hosts_text).map_err(|e| ServiceError::io("write", &hosts, e))?;
+        std::fs::write(&resolv, resolv_text)
+            .map_err(|e| ServiceError::io("write", &resolv, e))?;
+        Ok((hosts, resolv))
+    }
+
+    /// Files for a container in the host's namespace.
+    pub fn host_mode_files(
+        &self,
+        container_id: &str,
+        hostname: &str,
+    ) -> Result<(PathBuf, PathBuf), ServiceError> {
+        self.write_files(container_id, hostname, "", &[], true)
+    }
+
+    /// Gives a new container its namespace and joins it to `network` (blocking; call from
+    /// a blocking thread).
+    pub fn attach_blocking(
+        &self,
+        container_id: &str,
+        container_name: &str,
+        hostname: &str,
+        domainname: &str,
+        network: &str,
+        ports: Vec<PortRequest>,
+    ) -> Result<Attachment, ServiceError> {
+        let netns = self.netns_path(container_id);
+        let _ = remove_netns_file(&netns);
+        create_netns_file(&netns).map_err(net_error)?;
+        let result = self.inner.handle.block_on(async {
+            let mut d = self.inner.driver.lock().await;
+            let net = d.state().find_network(network).map_err(net_error)?.clone();
+            let r = d
+                .connect(EndpointRequest {
+                    endpoint_id: random_hex64(),
+                    container_id: container_id.to_string(),
+                    container_name: container_name.to_string(),
+                    aliases: Vec::new(),
+                    network: net.id.clone(),
+                    netns: netns.clone(),
+                    address: None,
+                    ports,
+                })
+                .await
+                .map_err(net_error);
+            self.saved(&d).await;
+            r.map(|ep| (net, ep))
+        });
+        let (net, ep) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = remove_netns_file(&netns);
+                return Err(e);
+            }
+        };
+        let endpoints = vec![(net, ep)];
+        match self.write_files(container_id, hostname, domainname, &endpoints, false) {
+            Ok((hosts, resolv_conf)) => Ok(Attachment {
+                netns,
+                endpoints,
+                hosts,
+                resolv_conf,
+            }),
+            Err(e) => {
+                self.detach_blocking(container_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Joins a container that already has its namespace to another network.
+    pub async fn connect(
+        &self,
+        container_id: &str,
+        container_name: &str,
+        network: &str,
+        aliases: Vec<String>,
+    ) -> Result<(Network, Endpoint), ServiceError> {
+        let netns = self.netns_path(container_id);
+        if !netns.exists() {
+            return Err(ServiceError::conflict(format!(
+                "container {container_id} has no network namespace of its own (host or none mode)"
+            )));
+        }
+        let mut d = self.inner.driver.lock().await;
+        let net = d.state().find_network(network).map_err(net_error)?.clone();
+        let r = d
+            .connect(EndpointRequest {
+                endpoint_id: random_hex64(),
+                container_id: container_id.to_string(),
+                container_name: container_name.to_string(),
+                aliases,
+                network: net.id.clone(),
+                netns,
+                address: None,
+                ports: Vec::new(),
+            })
+            .await
+            .map_err(net_error);
+        self.saved(&d).await;
+        r.map(|ep| (net, ep))
+    }
+
+    /// Removes a container's endpoint on one network.
+    pub async fn disconnect(&self, container_id: &str, network: &str) -> Result<(), ServiceError> {
+        let mut d = self.inner.driver.lock().await;
+        let net = d.state().find_network(network).map_err(net_error)?.clone();
+        let ep = d
+            .state()
+            .endpoints
+            .values()
+            .find(|e| e.container_id == container_id && e.network_id == net.id)
+            .map(|e| e.id.clone())
+            .ok_or_else(|| {
+                ServiceError::not_found(format!(
+                    "container {container_id} is not connected to network {}",
+                    net.name
+                ))
+            })?;
+        let r = d.disconnect(&ep).await.map_err(net_error);
+        self.saved(&d).await;
+        r
+    }
+
+    /// Removes every endpoint of a container and its namespace (blocking). Keeps going on
+    /// errors and logs each.
+    pub fn detach_blocking(&self, container_id: &str) {
+        self.inner.handle.block_on(async {
+            let mut d = self.inner.driver.lock().await;
+            let eps: Vec<String> = d
+                .state()
+                .endpoints
+                .values()
+                .filter(|e| e.container_id == container_id)
+                .map(|e| e.id.clone())
+                .collect();
+            for ep in eps {
+                if let Err(e) = d.disconnect(&ep).await {
+                    tracing::warn!(container = %container_id, endpoint = %ep, error = %e, "disconnect");
+                }
+            }
+            self.saved(&d).await;
+        });
+        let netns = self.netns_path(container_id);
+        if netns.exists() {
+            if let Err(e) = remove_netns_file(&netns) {
+                tracing::warn!(container = %container_id, error = %e, "remove netns");
+            }
+        }
+        let dir = self.inner.files_dir.join(container_id);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// When no container is left: removes every berth link and the nftables table.
+    pub async fn teardown_if_idle(&self) {
+        let mut d = self.inner.driver.lock().await;
+        if !d.state().endpoints.is_empty() {
+            return;
+        }
+        self.inner.dns.lock().await.sync(&NetState::default(), &[]).await;
+        if let Err(e) = d.teardown_host().await {
+            tracing::warn!(error = %e, "network teardown");
+        }
+    }
+}
+
+/// Parses `--subnet` / `--gateway` for `docker network create`.
+pub fn parse_subnet(s: &str) -> Result<Ipv4Net, ServiceError> {
+    s.parse::<Ipv4Net>()
+        .map_err(|_| ServiceError::invalid(format!("invalid subnet {s:?}: IPv4 CIDR expected")))
+}
+
+/// Parses an IPv4 gateway address.
+pub fn parse_gateway(s: &str) -> Result<std::net::Ipv4Addr, ServiceError> {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(a)) => Ok(a),
+        _ => Err(ServiceError::invalid(format!("invalid gateway {s:?}: IPv4 address expected"))),
+    }
+}
