@@ -1,5 +1,11 @@
-//! A berthd under test: its own data root, exec root and socket in a temp directory,
-//! driven with the real docker CLI. Stopped (by PID) and cleaned up on drop.
+//! A berthd under test: its own data root, exec root and socket in a temp directory, and its
+//! own network namespace (a "host" of its own: its bridge, veths and nftables table cannot
+//! meet those of other daemons running at the same time), driven with the real docker CLI
+//! over its unix socket. Stopped (by PID) and cleaned up on drop.
+//!
+//! The fixture registry listens on the real host's loopback; a forwarder listens on the
+//! same `127.0.0.1:<port>` inside the daemon's namespace, so image references are the same
+//! everywhere. Traffic stays on the two loopbacks.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +47,8 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct Berthd {
     child: Option<Child>,
+    netns: NetnsGuard,
+    _forwarder: Option<crate::netns::Forwarder>,
     dir: tempfile::TempDir,
     /// Kept short: shim sockets live below it and unix socket paths are limited to 107 bytes.
     exec_dir: tempfile::TempDir,
@@ -55,8 +63,15 @@ impl Berthd {
             .prefix("bt")
             .rand_bytes(4)
             .tempdir_in("/run")?;
+        let netns = NetnsGuard::create()?;
+        let forwarder = match crate::Fixture::from_env() {
+            Ok(fx) => Some(crate::netns::Forwarder::start(&netns.path(), &fx.registry)?),
+            Err(_) => None,
+        };
         let mut d = Berthd {
             child: None,
+            netns,
+            _forwarder: forwarder,
             dir,
             exec_dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -111,10 +126,16 @@ impl Berthd {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe; the daemon dies with the test.
+        let ns = std::fs::File::open(self.netns.path())?;
+        let ns_fd = std::os::fd::AsRawFd::as_raw_fd(&ns);
+        // SAFETY: prctl(PR_SET_PDEATHSIG) and setns(2) are async-signal-safe and touch no
+        // memory of the parent; `ns` outlives the spawn, so its fd is valid in the child.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -140,6 +161,21 @@ impl Berthd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The daemon's network namespace file (`/run/netns/<name>`).
+    pub fn netns(&self) -> PathBuf {
+        self.netns.path()
+    }
+
+    /// A command that runs inside the daemon's network namespace (on its "host").
+    pub fn in_netns(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.netns.path().display()))
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null());
+        c
     }
 
     /// berthd's log so far.
@@ -217,5 +253,62 @@ impl Berthd {
 impl Drop for Berthd {
     fn drop(&mut self) {
         let _ = self.stop();
+        // A test that failed half-way may leave container rootfs mounts: lazily detach
+        // whatever is still mounted under this daemon's directories.
+        let roots = [self.root().to_path_buf(), self.exec_root()];
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|p| roots.iter().any(|r| Path::new(p).starts_with(r)))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// A network namespace made with `ip netns add`, deleted on drop.
+#[derive(Debug)]
+pub struct NetnsGuard {
+    name: String,
+}
+
+impl NetnsGuard {
+    /// A new namespace with a unique name and `lo` up.
+    pub fn create() -> Result<Self> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "berth-t{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let ok = Command::new("ip").args(["netns", "add", &name]).status()?;
+        anyhow::ensure!(ok.success(), "ip netns add {name} failed");
+        let g = NetnsGuard { name };
+        let ok = Command::new("ip")
+            .args(["-n", &g.name, "link", "set", "lo", "up"])
+            .status()?;
+        anyhow::ensure!(ok.success(), "bringing lo up in {} failed", g.name);
+        Ok(g)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }

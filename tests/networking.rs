@@ -1,0 +1,406 @@
+//! Bridge networking through the docker CLI: published ports (locally and from a second
+//! "host"), user networks with name resolution and isolation, the network commands, clean
+//! teardown, and ports that survive a daemon crash. Each daemon runs in its own network
+//! namespace; the second host is another namespace joined to it by a veth pair.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use berth_testkit::daemon::{Berthd, NetnsGuard};
+use berth_testkit::Fixture;
+
+struct Env {
+    fx: Fixture,
+    d: Berthd,
+}
+
+impl Env {
+    fn new() -> Result<Self> {
+        Ok(Env {
+            fx: Fixture::from_env()?,
+            d: Berthd::start(&[])?,
+        })
+    }
+    fn img(&self, t: &str) -> String {
+        self.fx.reference(t)
+    }
+    fn ok(&self, args: &[&str]) -> Result<String> {
+        self.d.docker_ok(args)
+    }
+    /// `curl` from the daemon's host namespace.
+    fn curl_on_host(&self, url: &str) -> Result<String> {
+        let out = self.d.in_netns("curl", &["-s", "-m", "5", url]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+    fn nft_ruleset(&self) -> String {
+        self.d
+            .in_netns("nft", &["list", "ruleset"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+    fn links(&self) -> String {
+        Command::new("ip")
+            .args(["-n", &netns_name(&self.d), "-o", "link"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(ids) = self.d.docker_ok(&["ps", "-aq"]) {
+            for id in ids.split_whitespace() {
+                let _ = self.d.docker(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+fn netns_name(d: &Berthd) -> String {
+    d.netns()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let st = cmd.status()?;
+    anyhow::ensure!(st.success(), "{cmd:?} failed");
+    Ok(())
+}
+
+#[test]
+fn published_port_answers_locally_and_from_a_second_host() -> Result<()> {
+    let e = Env::new()?;
+    let web = e.img("web:latest");
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "18080:8080",
+        &web,
+        "httpd",
+        "-f",
+        "-v",
+        "-p",
+        "8080",
+        "-h",
+        "/www",
+    ])?;
+    let page = retry(Duration::from_secs(10), || {
+        let p = e.curl_on_host("http://127.0.0.1:18080/")?;
+        Ok(p.contains("hello from web").then_some(p))
+    })?;
+    assert_eq!(page, berth_testkit::image::WEB_INDEX_HTML);
+    let ports = e.ok(&["port", "web"])?;
+    assert!(ports.contains("8080/tcp -> 0.0.0.0:18080"), "{ports}");
+
+    // A second host: its own namespace, a veth pair to the daemon's host.
+    let other = NetnsGuard::create()?;
+    let tag = std::process::id() % 200 + 20;
+    let (va, vb) = (format!("bta{tag}"), format!("btb{tag}"));
+    let (host_ip, peer_ip) = (format!("10.251.{tag}.1"), format!("10.251.{tag}.2"));
+    let a = netns_name(&e.d);
+    run(Command::new("ip").args([
+        "link",
+        "add",
+        &va,
+        "netns",
+        &a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &vb,
+        "netns",
+        other.name(),
+    ]))?;
+    run(Command::new("ip").args([
+        "-n",
+        &a,
+        "addr",
+        "add",
+        &format!("{host_ip}/24"),
+        "dev",
+        &va,
+    ]))?;
+    run(Command::new("ip").args(["-n", &a, "link", "set", &va, "up"]))?;
+    run(Command::new("ip").args([
+        "-n",
+        other.name(),
+        "addr",
+        "add",
+        &format!("{peer_ip}/24"),
+        "dev",
+        &vb,
+    ]))?;
+    run(Command::new("ip").args(["-n", other.name(), "link", "set", &vb, "up"]))?;
+    let url = format!("http://{host_ip}:18080/");
+    let page = retry(Duration::from_secs(10), || {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", other.path().display()))
+            .args(["curl", "-s", "-m", "5", &url])
+            .output()?;
+        let p = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(p.contains("hello from web").then_some(p))
+    })?;
+    assert_eq!(page, berth_testkit::image::WEB_INDEX_HTML);
+    // httpd saw the second host's own address: no SNAT on the way in.
+    let logs = retry(Duration::from_secs(5), || {
+        let out = e.d.docker(&["logs", "web"])?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(text.contains(&peer_ip).then_some(text))
+    });
+    assert!(logs.is_ok(), "httpd never logged {peer_ip}");
+
+    // A port already published is refused with a clear error.
+    let busy = e.d.docker(&["run", "-d", "-p", "18080:8080", &web])?;
+    assert!(!busy.status.success());
+    let err = String::from_utf8_lossy(&busy.stderr).to_lowercase();
+    assert!(
+        err.contains("18080") && (err.contains("in use") || err.contains("allocated")),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn user_networks_resolve_names_and_stay_apart() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    let web = e.img("web:latest");
+    e.ok(&["network", "create", "neta"])?;
+    e.ok(&["network", "create", "netb"])?;
+    e.ok(&["run", "-d", "--name", "w1", "--network", "neta", &web])?;
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a1",
+        "--network",
+        "neta",
+        &bb,
+        "sleep",
+        "60",
+    ])?;
+    let page = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "neta",
+        &bb,
+        "timeout",
+        "10",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://w1:8080/",
+    ])?;
+    assert_eq!(page, berth_testkit::image::WEB_INDEX_HTML);
+    let ping = e.d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "neta",
+        &bb,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "a1",
+    ])?;
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+
+    let ip = e.ok(&[
+        "inspect",
+        "--format",
+        "{{.NetworkSettings.Networks.neta.IPAddress}}",
+        "a1",
+    ])?;
+    let ip = ip.trim();
+    assert!(!ip.is_empty());
+    let cross = e.d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "netb",
+        &bb,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        ip,
+    ])?;
+    assert!(!cross.status.success(), "netb reached neta's container");
+    let name = e.d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "netb",
+        &bb,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "a1",
+    ])?;
+    assert!(
+        !name.status.success(),
+        "netb resolved neta's container name"
+    );
+    Ok(())
+}
+
+#[test]
+fn network_commands_create_inspect_connect_disconnect_remove() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    let id = e.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.252.7.0/24",
+        "--gateway",
+        "10.252.7.1",
+        "net1",
+    ])?;
+    assert_eq!(id.trim().len(), 64);
+    let ls = e.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"])?;
+    for want in ["bridge bridge", "host host", "none null", "net1 bridge"] {
+        assert!(ls.lines().any(|l| l == want), "ls lacks {want}: {ls}");
+    }
+    let subnet = e.ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{(index .IPAM.Config 0).Subnet}} {{(index .IPAM.Config 0).Gateway}}",
+        "net1",
+    ])?;
+    assert_eq!(subnet.trim(), "10.252.7.0/24 10.252.7.1");
+
+    e.ok(&["run", "-d", "--name", "cc", &bb, "sleep", "60"])?;
+    e.ok(&["network", "connect", "net1", "cc"])?;
+    let addrs = e.ok(&["exec", "cc", "ip", "-4", "-o", "addr"])?;
+    assert!(addrs.contains("10.252.7."), "{addrs}");
+    let members = e.ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{range .Containers}}{{.Name}}{{end}}",
+        "net1",
+    ])?;
+    assert_eq!(members.trim(), "cc");
+    let busy = e.d.docker(&["network", "rm", "net1"])?;
+    assert!(
+        !busy.status.success(),
+        "removing a network in use must fail"
+    );
+    e.ok(&["network", "disconnect", "net1", "cc"])?;
+    let addrs = e.ok(&["exec", "cc", "ip", "-4", "-o", "addr"])?;
+    assert!(!addrs.contains("10.252.7."), "{addrs}");
+    e.ok(&["network", "rm", "net1"])?;
+    assert!(!e
+        .d
+        .docker(&["network", "inspect", "net1"])?
+        .status
+        .success());
+    let bridge_rm = e.d.docker(&["network", "rm", "bridge"])?;
+    assert!(!bridge_rm.status.success());
+
+    // --network none: only lo; host: the daemon host's interfaces.
+    let none = e.ok(&["run", "--rm", "--network", "none", &bb, "ip", "-o", "link"])?;
+    assert_eq!(none.lines().count(), 1, "{none}");
+    Ok(())
+}
+
+#[test]
+fn everything_is_gone_after_rm_and_daemon_stop() -> Result<()> {
+    let mut e = Env::new()?;
+    let web = e.img("web:latest");
+    e.ok(&["network", "create", "gone"])?;
+    e.ok(&["run", "-d", "-p", "18081:8080", &web])?;
+    e.ok(&["run", "-d", "--network", "gone", &web])?;
+    assert!(e.nft_ruleset().contains("table ip berth"));
+    assert!(e.links().contains("berth0"));
+    let ids = e.ok(&["ps", "-aq"])?;
+    for id in ids.split_whitespace() {
+        e.ok(&["rm", "-f", id])?;
+    }
+    e.ok(&["network", "rm", "gone"])?;
+    e.d.stop()?;
+    let links = e.links();
+    assert!(
+        !links.contains("veth") && !links.contains("berth0") && !links.contains("br-"),
+        "{links}"
+    );
+    assert!(!e.nft_ruleset().contains("berth"), "{}", e.nft_ruleset());
+    e.d.restart()?;
+    Ok(())
+}
+
+#[test]
+fn ports_survive_a_daemon_kill_without_duplicate_rules() -> Result<()> {
+    let mut e = Env::new()?;
+    let web = e.img("web:latest");
+    e.ok(&["pull", &web])?;
+    for i in 0..5 {
+        e.ok(&["run", "-d", "-p", &format!("{}:8080", 18090 + i), &web])?;
+    }
+    let answer_all = |e: &Env| -> Result<()> {
+        for i in 0..5 {
+            let url = format!("http://127.0.0.1:{}/", 18090 + i);
+            retry(Duration::from_secs(10), || {
+                Ok(e.curl_on_host(&url)?
+                    .contains("hello from web")
+                    .then_some(()))
+            })?;
+        }
+        Ok(())
+    };
+    answer_all(&e)?;
+    let before = e.nft_ruleset();
+    e.d.kill9()?;
+    // Published ports keep answering while no daemon runs.
+    answer_all(&e)?;
+    e.d.restart()?;
+    answer_all(&e)?;
+    let after = e.nft_ruleset();
+    let dnat = |r: &str| r.lines().filter(|l| l.contains("dnat")).count();
+    assert_eq!(
+        dnat(&before),
+        dnat(&after),
+        "before:\n{before}\nafter:\n{after}"
+    );
+    assert_eq!(after.matches("table ip berth").count(), 1);
+    Ok(())
+}
