@@ -19,6 +19,25 @@
 //!                      (overlay mount)
 //! ```
 
+//! # Using it from berthd
+//!
+//! ```text
+//!  let rt = Arc::new(Runtime::open(RuntimeConfig {
+//!      data_root: "/var/lib/berth/runtime".into(),   // snapshots, records, logs
+//!      exec_root: "/run/berth/runtime".into(),       // shim sockets, libcontainer state
+//!      shim_path: RuntimeConfig::shim_next_to_current_exe().unwrap(), // berth-shim binary
+//!  })?);
+//!  // layers: unpack each into rt.snapshots().begin_layer(), then commit_layer(dir, chain_id)
+//!  rt.create(CreateRequest { id, layers: chain_ids, image: image_config, options })?;
+//!  rt.start(&id)?;   rt.wait(&id, None)?;   rt.logs(&id, LogOptions::all())?;
+//!  rt.exec(&id, &ExecOptions{..})? -> exec_id; rt.exec_attach / exec_resize / exec_wait
+//!  rt.stop(&id, Some(timeout))?;  rt.delete(&id, force)?;
+//! ```
+//!
+//! Every `Runtime` method blocks: call it from `tokio::task::spawn_blocking`. `Runtime` is
+//! `Send + Sync`; share one `Arc<Runtime>`. Containers outlive the process that started them:
+//! a new `Runtime` over the same roots sees them in `list()` with their current status.
+
 pub mod cgroups;
 pub mod error;
 pub mod lifecycle;

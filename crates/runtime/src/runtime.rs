@@ -667,7 +667,7 @@ impl Runtime {
                     millis: limit.as_millis() as u64,
                 });
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 
@@ -683,6 +683,14 @@ impl Runtime {
             Some(Duration::from_secs(10)),
         )
         .map(|_| ())
+    }
+
+    /// Whether the shim supervising `p` still runs.
+    fn shim_running(&self, id: &str, p: Proc<'_>) -> bool {
+        std::fs::read_to_string(self.shim_pid_file(id, p))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .is_some_and(pid_alive)
     }
 
     fn wait_proc(
@@ -710,7 +718,11 @@ impl Runtime {
                 Err(RuntimeError::Timeout { .. }) => return Ok(None),
                 // The shim is finishing (socket gone or closed while it writes the exit
                 // record): look again until the record appears or the shim is gone.
-                Err(e @ (RuntimeError::ShimUnreachable { .. } | RuntimeError::Protocol { .. })) => {
+                Err(
+                    e @ (RuntimeError::ShimUnreachable { .. }
+                    | RuntimeError::Protocol { .. }
+                    | RuntimeError::Io { .. }),
+                ) => {
                     if let Some(x) = self.read_exit(id, p) {
                         return Ok(Some(x));
                     }
@@ -1167,11 +1179,14 @@ impl Iterator for LogStream<'_> {
             if self.done || !self.opts.follow {
                 return None;
             }
+            // Live until the shim is gone: it drains the output into the log after the
+            // process exits, and only then removes its pid file.
             let live = self
                 .runtime
                 .inspect(&self.id)
                 .map(|i| i.status.is_live())
-                .unwrap_or(false);
+                .unwrap_or(false)
+                || self.runtime.shim_running(&self.id, Proc::Init);
             let mut no_tail = self.opts.clone();
             no_tail.tail = None;
             match self.file.read_new() {
@@ -1192,6 +1207,12 @@ impl Iterator for LogStream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Runtime>();
+    }
 
     #[test]
     fn ids_are_checked() {

@@ -795,6 +795,8 @@ impl Supervisor {
             let _ = write_atomic(&self.cfg.exit_file, &bytes);
         }
         let _ = std::fs::remove_file(&self.cfg.socket);
+        // Everything the runtime relies on is done: from here the shim counts as gone.
+        let _ = std::fs::remove_file(&self.cfg.pid_file);
         for c in &mut self.clients {
             if matches!(c.phase, Phase::Waiting) {
                 c.queue_response(&Response::Exited { exit });
@@ -819,7 +821,6 @@ impl Supervisor {
                 let _ = protocol::write_line(&mut s, &resp);
             }
         }
-        let _ = std::fs::remove_file(&self.cfg.pid_file);
     }
 
     fn reap_all(&mut self) {

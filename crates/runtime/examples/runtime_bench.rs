@@ -1,0 +1,263 @@
+//! Runtime benchmark: create+start+wait+delete of `/bin/true` on one busybox bundle, through
+//! berth's `Runtime` (shim + libcontainer + overlay rootfs), `runc run` and `crun run`.
+//!
+//! `runtime_bench [iterations]` prints a Markdown table (medians and ratios) on stdout.
+//! crun refuses this host's hybrid cgroups; it runs in a private mount namespace with the
+//! cgroup2 mount at /sys/fs/cgroup/unified unmounted (`crun-child` mode of this binary, started
+//! under `unshare --mount --propagation private`). Run as root; `bench/run` is the entry point.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use berth_runtime::spec::{self, HostFacts, ImageConfig, RunOptions, SpecInputs};
+use berth_runtime::{CreateRequest, Runtime, RuntimeConfig};
+
+const WARMUP: usize = 3;
+
+fn busybox_rootfs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir.join("bin"))?;
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
+    std::os::unix::fs::symlink("busybox", dir.join("bin/true"))?;
+    std::os::unix::fs::symlink("busybox", dir.join("bin/sh"))?;
+    for d in ["proc", "sys", "dev", "etc", "tmp"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
+    std::fs::write(dir.join("etc/group"), "root:x:0:\n")?;
+    Ok(())
+}
+
+fn image() -> ImageConfig {
+    ImageConfig {
+        cmd: Some(vec!["/bin/true".into()]),
+        ..Default::default()
+    }
+}
+
+/// The same OCI spec berth generates, written as a plain bundle for runc and crun.
+fn write_bundle(bundle: &Path) -> Result<()> {
+    let rootfs = bundle.join("rootfs");
+    busybox_rootfs(&rootfs)?;
+    let opts = RunOptions::default();
+    let host = HostFacts {
+        rlimit_hard: [("RLIMIT_NOFILE".to_string(), 20_000u64)].into(),
+        passwd: String::new(),
+        group: String::new(),
+    };
+    let img = image();
+    let spec = spec::build_spec(&SpecInputs {
+        id: "berth-bench",
+        rootfs,
+        image: &img,
+        options: &opts,
+        host: &host,
+        etc_files: vec![],
+    })?;
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec)?,
+    )?;
+    Ok(())
+}
+
+fn time_ms(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+fn run_oci(bin: &str, root: &Path, bundle: &Path, id: &str) -> Result<()> {
+    let st = Command::new(bin)
+        .arg("--root")
+        .arg(root)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .with_context(|| format!("spawn {bin}"))?;
+    if !st.success() {
+        bail!("{bin} run {id}: {st}");
+    }
+    Ok(())
+}
+
+fn bench_oci(bin: &str, work: &Path, bundle: &Path, n: usize) -> Result<Vec<f64>> {
+    let root = work.join(format!("{bin}-state"));
+    std::fs::create_dir_all(&root)?;
+    let mut out = Vec::new();
+    for i in 0..n + WARMUP {
+        let id = format!("bench-{bin}-{}-{i}", std::process::id());
+        let ms = time_ms(|| run_oci(bin, &root, bundle, &id))?;
+        if i >= WARMUP {
+            out.push(ms);
+        }
+    }
+    Ok(out)
+}
+
+/// Per-run berth phases: create, start, wait, delete (ms).
+type Phases = Vec<[f64; 4]>;
+
+fn bench_berth(work: &Path, n: usize, phases: &mut Phases) -> Result<Vec<f64>> {
+    let exe = std::env::current_exe()?;
+    let shim = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("berth-shim"))
+        .filter(|p| p.is_file())
+        .or_else(RuntimeConfig::shim_next_to_current_exe)
+        .context("berth-shim binary not found next to the bench binary")?;
+    let rt = Runtime::open(RuntimeConfig {
+        data_root: work.join("berth-data"),
+        exec_root: work.join("berth-run"),
+        shim_path: shim,
+    })?;
+    let chain = "sha256:62656e6368000000000000000000000000000000000000000000000000000000";
+    if !rt.snapshots().has_layer(chain)? {
+        let dir = rt.snapshots().begin_layer()?;
+        busybox_rootfs(&dir)?;
+        rt.snapshots().commit_layer(&dir, chain)?;
+    }
+    let mut out = Vec::new();
+    for i in 0..n + WARMUP {
+        let id = format!("bench-{}-{i}", std::process::id());
+        let req = CreateRequest {
+            id: id.clone(),
+            layers: vec![chain.to_string()],
+            image: image(),
+            options: RunOptions::default(),
+        };
+        let mut marks = [0f64; 4];
+        let ms = time_ms(|| {
+            let t = Instant::now();
+            rt.create(req)?;
+            marks[0] = t.elapsed().as_secs_f64() * 1000.0;
+            rt.start(&id)?;
+            marks[1] = t.elapsed().as_secs_f64() * 1000.0;
+            let exit = rt
+                .wait(&id, Some(Duration::from_secs(30)))?
+                .context("no exit")?;
+            marks[2] = t.elapsed().as_secs_f64() * 1000.0;
+            if exit.code != 0 {
+                bail!("/bin/true exited {}", exit.code);
+            }
+            rt.delete(&id, false)?;
+            marks[3] = t.elapsed().as_secs_f64() * 1000.0;
+            Ok(())
+        })?;
+        if i >= WARMUP {
+            out.push(ms);
+            phases.push([
+                marks[0],
+                marks[1] - marks[0],
+                marks[2] - marks[1],
+                marks[3] - marks[2],
+            ]);
+        }
+    }
+    Ok(out)
+}
+
+/// In a private mount namespace: hide the cgroup2 mount, run crun, print one time per line.
+fn crun_child(work: &Path, bundle: &Path, n: usize) -> Result<()> {
+    nix::mount::umount2("/sys/fs/cgroup/unified", nix::mount::MntFlags::MNT_DETACH)
+        .context("umount /sys/fs/cgroup/unified")?;
+    for ms in bench_oci("crun", work, bundle, n)? {
+        println!("{ms}");
+    }
+    Ok(())
+}
+
+fn bench_crun(work: &Path, bundle: &Path, n: usize) -> Result<Vec<f64>> {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private"])
+        .arg(std::env::current_exe()?)
+        .arg("crun-child")
+        .arg(work)
+        .arg(bundle)
+        .arg(n.to_string())
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("crun child failed: {}", out.status);
+    }
+    String::from_utf8(out.stdout)?
+        .lines()
+        .map(|l| l.parse::<f64>().context("crun child output"))
+        .collect()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+fn p90(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[(s.len() * 9 / 10).min(s.len() - 1)]
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("crun-child") {
+        let work = PathBuf::from(&args[2]);
+        let bundle = PathBuf::from(&args[3]);
+        let n: usize = args[4].parse()?;
+        return crun_child(&work, &bundle, n);
+    }
+    let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
+    let work = PathBuf::from(format!("/tmp/berth-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let bundle = work.join("bundle");
+    std::fs::create_dir_all(&bundle)?;
+    write_bundle(&bundle)?;
+
+    let mut phases = Phases::new();
+    let result = (|| -> Result<Vec<(&str, Vec<f64>)>> {
+        Ok(vec![
+            (
+                "berth (Runtime: overlay + shim + libcontainer)",
+                bench_berth(&work, n, &mut phases)?,
+            ),
+            ("runc run", bench_oci("runc", &work, &bundle, n)?),
+            (
+                "crun run (private mount ns, cgroup2 unmounted)",
+                bench_crun(&work, &bundle, n)?,
+            ),
+        ])
+    })();
+    let _ = std::fs::remove_dir_all(&work);
+    let rows = result?;
+    let crun = median(&rows[2].1);
+    println!(
+        "create+start+wait+delete of `/bin/true`, busybox bundle, {n} runs each after {WARMUP} warm-up runs:\n"
+    );
+    println!("| runtime | median ms | p90 ms | median / crun |");
+    println!("|---|---|---|---|");
+    for (name, v) in &rows {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.2}x |",
+            median(v),
+            p90(v),
+            median(v) / crun
+        );
+    }
+    let col = |i: usize| median(&phases.iter().map(|p| p[i]).collect::<Vec<_>>());
+    println!(
+        "\nberth phases, median ms: create {:.1} (overlay mount, spec), start {:.1} (shim spawn, \
+         libcontainer create+start), wait {:.1} (run, reap, cgroup removal, exit record), \
+         delete {:.1} (unmount, remove).",
+        col(0),
+        col(1),
+        col(2),
+        col(3)
+    );
+    Ok(())
+}
