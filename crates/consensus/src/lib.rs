@@ -16,6 +16,38 @@
 //!                              ▲ join: CA fingerprint + secret ──> signed node cert
 //! ```
 
+//!
+//! # Using it from berthd
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use berth_consensus::cluster::ClusterConfig;
+//! use berth_consensus::{ClusterNode, NodeRole, NodeUpdate, Availability, ReadConsistency};
+//!
+//! # async fn demo() -> Result<(), berth_consensus::ConsensusError> {
+//! let dir = std::path::Path::new("/var/lib/berth/cluster");
+//! let mut config = ClusterConfig::new(dir, "0.0.0.0:2377".parse().unwrap());
+//! config.advertise_addr = Some("10.0.0.1:2377".to_string());
+//! let node = if ClusterNode::is_member(dir) {
+//!     ClusterNode::restart(config).await?                 // berthd start
+//! } else {
+//!     ClusterNode::init(config).await?                    // POST /swarm/init
+//! };
+//! // On another host: ClusterNode::join(config, "10.0.0.1:2377", &token).await?
+//! let tokens = node.join_tokens().await?;                 // GET /swarm JoinTokens
+//! println!("{} {}", tokens.manager, tokens.worker);       // SWMTKN-1-<fp>-<secret>
+//! node.wait_for_leader(Duration::from_secs(10)).await?;
+//! let nodes = node.nodes(ReadConsistency::Linearizable).await?; // GET /nodes
+//! let id = nodes[0].id;
+//! node.update_node(id, NodeUpdate {                       // POST /nodes/{id}/update
+//!     availability: Some(Availability::Drain),
+//!     role: Some(NodeRole::Manager),
+//!     ..NodeUpdate::default()
+//! }).await?;
+//! node.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
 pub mod cluster;
 pub mod error;
 pub mod pki;
@@ -24,9 +56,11 @@ pub mod state;
 pub mod store;
 pub mod transport;
 
-pub use cluster::{ClusterConfig, ClusterNode, ReadConsistency};
+pub use cluster::{ClusterConfig, ClusterNode, JoinTokens, RaftTuning, ReadConsistency};
 pub use error::ConsensusError;
 pub use pki::JoinToken;
 pub use state::{
-    Availability, ClusterState, Command, NodeId, NodeRecord, NodeRole, NodeUpdate, Response,
+    Availability, ClusterState, Command, NodeId, NodeRecord, NodeRole, NodeUpdate, Rejection,
+    Response,
 };
+pub use store::StateView;

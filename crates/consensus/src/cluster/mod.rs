@@ -335,7 +335,13 @@ impl ClusterNode {
         )
         .save(&config.data_dir)?;
         // 3. Start Raft and the server, then ask the leader to add us as a member.
-        let node = Self::start(&config, listener, local_addr, id, advertise, identity).await?;
+        let node = match Self::start(&config, listener, local_addr, id, advertise, identity).await {
+            Ok(node) => node,
+            Err(e) => {
+                let _ = remove_cluster_files(&config.data_dir);
+                return Err(e);
+            }
+        };
         let deadline = Instant::now() + LEADER_RETRY_WINDOW;
         loop {
             match node
@@ -348,7 +354,10 @@ impl ClusterNode {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => {
+                    // Leave the data dir as it was so the join can be retried; the admitted
+                    // (never activated) node record can be removed with `remove_node`.
                     let _ = node.shutdown().await;
+                    let _ = remove_cluster_files(&config.data_dir);
                     return Err(e);
                 }
             }
@@ -605,27 +614,7 @@ impl ClusterNode {
         self.remove_node(id).await?;
         let data_dir = self.core.data_dir.clone();
         self.shutdown().await?;
-        let mut errors = Vec::new();
-        for path in [
-            data_dir.join("raft.redb"),
-            NodeFile::path(&data_dir),
-            data_dir.join("pki"),
-        ] {
-            let result = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            if let Err(e) = result {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    errors.push(ConsensusError::io(path, e));
-                }
-            }
-        }
-        match errors.into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        remove_cluster_files(&data_dir)
     }
 
     /// Stop Raft and the server. The data directory is kept (restart with
@@ -659,6 +648,32 @@ impl ClusterNode {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
+    }
+}
+
+/// Delete `node.json`, `pki/` and `raft.redb`; reports the first failure after trying all.
+fn remove_cluster_files(data_dir: &Path) -> Result<(), ConsensusError> {
+    let mut errors = Vec::new();
+    for path in [
+        data_dir.join("raft.redb"),
+        NodeFile::path(data_dir),
+        data_dir.join("pki"),
+    ] {
+        let result = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = result {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "removing cluster file");
+                errors.push(ConsensusError::io(path, e));
+            }
+        }
+    }
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }
 
