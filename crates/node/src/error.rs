@@ -25,7 +25,7 @@ pub enum ServiceError {
     NotModified { message: String },
     /// The state database failed (500).
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(Box<StoreError>),
     /// The image store or a registry failed (500, or what the registry said).
     #[error(transparent)]
     Image(Box<berth_registry_mirror::Error>),
@@ -40,6 +40,12 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(Box::new(e))
+    }
 }
 
 impl ServiceError {

@@ -40,10 +40,10 @@ pub enum StoreError {
     Open {
         path: String,
         #[source]
-        source: redb::DatabaseError,
+        source: Box<redb::DatabaseError>,
     },
     #[error("state database: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("record {key} in {table}: {source}")]
     Decode {
         table: &'static str,
@@ -64,7 +64,7 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.into())
+                StoreError::Db(Box::new(e.into()))
             }
         }
     )*};
@@ -98,7 +98,7 @@ impl Store {
         let path = dir.join("berthd.redb");
         let db = Database::create(&path).map_err(|source| StoreError::Open {
             path: path.display().to_string(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(Store { db: Arc::new(db) })
     }

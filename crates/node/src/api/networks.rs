@@ -193,7 +193,9 @@ async fn create(
         }
     }
     if b.enable_ipv6.unwrap_or(false) {
-        return Err(ApiError::BadRequest("IPv6 networks are not supported yet".into()));
+        return Err(ApiError::BadRequest(
+            "IPv6 networks are not supported yet".into(),
+        ));
     }
     let configs = b.ipam.and_then(|i| i.config).unwrap_or_default();
     if configs.len() > 1 {
@@ -203,8 +205,16 @@ async fn create(
     }
     let (subnet, gateway) = match configs.first() {
         Some(c) => (
-            c.subnet.as_deref().filter(|s| !s.is_empty()).map(parse_subnet).transpose()?,
-            c.gateway.as_deref().filter(|s| !s.is_empty()).map(parse_gateway).transpose()?,
+            c.subnet
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(parse_subnet)
+                .transpose()?,
+            c.gateway
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(parse_gateway)
+                .transpose()?,
         ),
         None => (None, None),
     };
@@ -225,10 +235,16 @@ async fn create(
         &net.id,
         [("name".to_string(), net.name.clone())].into(),
     ));
-    Ok((StatusCode::CREATED, Json(json!({"Id": net.id, "Warning": ""}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"Id": net.id, "Warning": ""})),
+    ))
 }
 
-async fn remove(State(st): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     if id == "host" || id == "none" || id == HOST_NETWORK_ID || id == NONE_NETWORK_ID {
         return Err(ApiError::Forbidden(format!(
             "{id} is a pre-defined network and cannot be removed"
@@ -266,8 +282,14 @@ async fn connect(
     let svc = st.containers.clone();
     let key = b.container.clone();
     let rec = blocking(move || svc.get(&key)).await?;
-    let aliases = b.endpoint_config.and_then(|e| e.aliases).unwrap_or_default();
-    let (net, ep) = st.networks.connect(&rec.id, &rec.name, &id, aliases).await?;
+    let aliases = b
+        .endpoint_config
+        .and_then(|e| e.aliases)
+        .unwrap_or_default();
+    let (net, ep) = st
+        .networks
+        .connect(&rec.id, &rec.name, &id, aliases)
+        .await?;
     st.containers.add_endpoint(&rec.id, &net, &ep);
     st.events.publish(Event::now(
         "network",

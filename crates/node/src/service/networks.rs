@@ -14,9 +14,8 @@ use std::sync::Arc;
 
 use berth_overlay_net::{
     create_netns_file, remove_netns_file, render_hosts, render_resolv_conf, BindProbe,
-    BridgeDriver, DnsServers, DriverConfig, Endpoint, EndpointRequest, Ipv4Net, NetError,
-    NetState, Network, NetworkRequest, NftCli, PortRequest, ResolvConfOptions,
-    RtnetlinkExecutor,
+    BridgeDriver, DnsServers, DriverConfig, Endpoint, EndpointRequest, Ipv4Net, NetError, NetState,
+    Network, NetworkRequest, NftCli, PortRequest, ResolvConfOptions, RtnetlinkExecutor,
 };
 use tokio::sync::Mutex;
 
@@ -178,10 +177,17 @@ impl NetworkService {
 
     pub async fn remove(&self, id_or_name: &str) -> Result<Network, ServiceError> {
         let mut d = self.inner.driver.lock().await;
-        let net = d.state().find_network(id_or_name).map_err(net_error)?.clone();
+        let net = d
+            .state()
+            .find_network(id_or_name)
+            .map_err(net_error)?
+            .clone();
         if net.is_default {
             return Err(ServiceError::Forbidden {
-                message: format!("{} is a pre-defined network and cannot be removed", net.name),
+                message: format!(
+                    "{} is a pre-defined network and cannot be removed",
+                    net.name
+                ),
             });
         }
         let r = d.remove_network(&net.id).await.map_err(net_error);
@@ -233,8 +239,7 @@ impl NetworkService {
             )
         };
         std::fs::write(&hosts, hosts_text).map_err(|e| ServiceError::io("write", &hosts, e))?;
-        std::fs::write(&resolv, resolv_text)
-            .map_err(|e| ServiceError::io("write", &resolv, e))?;
+        std::fs::write(&resolv, resolv_text).map_err(|e| ServiceError::io("write", &resolv, e))?;
         Ok((hosts, resolv))
     }
 
@@ -391,7 +396,12 @@ impl NetworkService {
         if !d.state().endpoints.is_empty() {
             return;
         }
-        self.inner.dns.lock().await.sync(&NetState::default(), &[]).await;
+        self.inner
+            .dns
+            .lock()
+            .await
+            .sync(&NetState::default(), &[])
+            .await;
         if let Err(e) = d.teardown_host().await {
             tracing::warn!(error = %e, "network teardown");
         }
@@ -408,6 +418,8 @@ pub fn parse_subnet(s: &str) -> Result<Ipv4Net, ServiceError> {
 pub fn parse_gateway(s: &str) -> Result<std::net::Ipv4Addr, ServiceError> {
     match s.parse::<IpAddr>() {
         Ok(IpAddr::V4(a)) => Ok(a),
-        _ => Err(ServiceError::invalid(format!("invalid gateway {s:?}: IPv4 address expected"))),
+        _ => Err(ServiceError::invalid(format!(
+            "invalid gateway {s:?}: IPv4 address expected"
+        ))),
     }
 }

@@ -1042,9 +1042,9 @@ impl ContainerService {
         let new_name = validate_name(new_name)?;
         let rec = self.get(key)?;
         if rec.name == new_name {
-            return Err(ServiceError::conflict(format!(
-                "Renaming a container with the same name as its current name"
-            )));
+            return Err(ServiceError::conflict(
+                "Renaming a container with the same name as its current name",
+            ));
         }
         self.table().names.insert(&rec.id, &new_name)?;
         let rec = self.update(&rec.id, |r| r.name = new_name.clone());
