@@ -226,6 +226,7 @@ fn store_image(
     tags: &[Reference],
     sink: Option<&dyn LayerSink>,
 ) -> Result<ImageRecord> {
+    let _activity = store.begin_activity();
     let blobs = store.blobs();
     let id = blobs.put(cfg_bytes)?;
     let config = ImageConfig::parse(cfg_bytes, &id)?;

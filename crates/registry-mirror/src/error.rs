@@ -166,6 +166,11 @@ pub enum Error {
     },
     #[error("image archive: {problem}")]
     InvalidArchive { problem: ArchiveProblem },
+    /// GC was asked for while pulls, loads or imports run. Retryable.
+    #[error(
+        "image store busy: {operations} operation(s) adding blobs; garbage collection deferred"
+    )]
+    Busy { operations: usize },
     #[error("blocking task failed: {source}")]
     Join {
         #[source]
@@ -201,7 +206,7 @@ impl Error {
     /// Whether trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } => true,
+            Error::Transport { .. } | Error::Busy { .. } => true,
             Error::RegistryStatus { status, .. } => *status >= 500 || *status == 429,
             Error::Io { source, .. } => matches!(
                 source.kind(),

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +138,27 @@ pub struct ImageStore {
     path: PathBuf,
     blobs: BlobStore,
     state: Mutex<Persisted>,
+    activity: Arc<Mutex<Activity>>,
+}
+
+/// Pulls, loads and imports in progress vs a running GC: they exclude each other, so GC
+/// never removes a blob that an operation stored but has not yet recorded.
+#[derive(Debug, Default)]
+struct Activity {
+    running: usize,
+    collecting: bool,
+}
+
+/// Held while an operation that adds blobs runs; see [`ImageStore::gc`].
+#[derive(Debug)]
+pub struct ActivityGuard {
+    activity: Arc<Mutex<Activity>>,
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.activity.lock().expect("activity").running -= 1;
+    }
 }
 
 fn now_rfc3339() -> String {
@@ -163,7 +185,39 @@ impl ImageStore {
             path,
             blobs,
             state: Mutex::new(state),
+            activity: Arc::default(),
         })
+    }
+
+    fn try_begin_activity(&self) -> Option<ActivityGuard> {
+        let mut a = self.activity.lock().expect("activity");
+        if a.collecting {
+            return None;
+        }
+        a.running += 1;
+        Some(ActivityGuard {
+            activity: self.activity.clone(),
+        })
+    }
+
+    /// Marks an operation that adds blobs (waits while a GC runs). Blocking.
+    pub fn begin_activity(&self) -> ActivityGuard {
+        loop {
+            if let Some(g) = self.try_begin_activity() {
+                return g;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// [`ImageStore::begin_activity`] for async callers.
+    pub async fn begin_activity_async(&self) -> ActivityGuard {
+        loop {
+            if let Some(g) = self.try_begin_activity() {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Decodes a persisted file, migrating older versions (there are none before 1).
@@ -408,20 +462,76 @@ impl ImageStore {
         Ok(report)
     }
 
-    /// Removes every blob no image references. Hold no pull while this runs (the
-    /// [`crate::pull::Puller`] and this share the caller's exclusion; see its docs).
+    /// Removes every blob no image references. Refused with [`Error::Busy`] (retryable)
+    /// while a pull, load or import runs; those wait while a GC runs.
     pub fn gc(&self) -> Result<GcReport> {
-        let st = self.state.lock().expect("image store");
-        let keep: HashSet<Digest> = st
-            .images
-            .values()
-            .flat_map(|i| i.blobs().cloned())
-            .collect();
-        self.blobs.gc(&keep)
+        {
+            let mut a = self.activity.lock().expect("activity");
+            if a.running > 0 || a.collecting {
+                return Err(Error::Busy {
+                    operations: a.running,
+                });
+            }
+            a.collecting = true;
+        }
+        let result = {
+            let st = self.state.lock().expect("image store");
+            let keep: HashSet<Digest> = st
+                .images
+                .values()
+                .flat_map(|i| i.blobs().cloned())
+                .collect();
+            self.blobs.gc(&keep)
+        };
+        self.activity.lock().expect("activity").collecting = false;
+        result
     }
 
     /// A new record's `added` time.
     pub fn now() -> String {
         now_rfc3339()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_waits_for_no_activity_and_keeps_referenced_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(dir.path()).unwrap();
+        let orphan = store.blobs().put(b"orphan").unwrap();
+        let guard = store.begin_activity();
+        let err = store.gc().unwrap_err();
+        assert!(matches!(err, Error::Busy { operations: 1 }), "{err}");
+        assert!(err.is_retryable());
+        assert!(
+            store.blobs().contains(&orphan),
+            "nothing collected while busy"
+        );
+        drop(guard);
+        let report = store.gc().unwrap();
+        assert_eq!(report.removed, vec![orphan]);
+    }
+
+    #[test]
+    fn unknown_metadata_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(ImageStore::open(dir.path()).unwrap());
+        let path = dir.path().join("images/repositories.json");
+        std::fs::write(&path, br#"{"version": 99, "images": {}, "tags": {}}"#).unwrap();
+        let err = ImageStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::MetadataVersion {
+                    found: 99,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

@@ -183,6 +183,16 @@ impl Puller {
         sink: Option<Arc<dyn LayerSink>>,
         progress: ProgressFn<'_>,
     ) -> Result<PullOutcome> {
+        // `docker pull busybox` means busybox:latest: tag what a bare name resolves to.
+        let tagged;
+        let reference = if reference.tag().is_none() && reference.digest().is_none() {
+            tagged = reference.with_tag(crate::reference::DEFAULT_TAG)?;
+            &tagged
+        } else {
+            reference
+        };
+        // Keeps GC from collecting blobs this pull stores before it records the image.
+        let _activity = self.images.begin_activity_async().await;
         let repo = Repository {
             host: reference.registry_host().to_string(),
             path: reference.path().to_string(),

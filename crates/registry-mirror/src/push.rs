@@ -58,6 +58,13 @@ impl Pusher {
         credentials: &Credentials,
         progress: &(dyn Fn(PushEvent) + Send + Sync),
     ) -> Result<PushOutcome> {
+        let tagged;
+        let target = if target.tag().is_none() && target.digest().is_none() {
+            tagged = target.with_tag(crate::reference::DEFAULT_TAG)?;
+            &tagged
+        } else {
+            target
+        };
         let key = target.to_string();
         let record = self.images.resolve(&key)?;
         let repo = Repository {

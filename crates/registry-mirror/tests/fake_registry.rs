@@ -403,3 +403,26 @@ fn layer_whose_diff_id_does_not_match_the_config_is_refused() {
     assert!(env.sink.entries().is_empty(), "{:?}", env.sink.entries());
     assert!(env.images.store.list().unwrap().is_empty());
 }
+
+#[test]
+fn bare_name_pull_is_tagged_latest() {
+    let env = Env::new();
+    let img = FakeImage::from_layer_tar(&raw_tar(&[("f", EntryType::Regular, None, b"x")]));
+    let reg = FakeRegistry::start(FakeAuth::None);
+    reg.add("app", "latest", &img, None);
+    let r = Reference::parse_normalized(&reg.reference("app")).unwrap();
+    assert_eq!(r.tag(), None);
+    let out = rt()
+        .block_on(
+            env.images
+                .puller
+                .pull(&r, &PullOptions::default(), None, &|_| {}),
+        )
+        .unwrap();
+    let rec = env
+        .images
+        .store
+        .resolve(&reg.reference("app:latest"))
+        .unwrap();
+    assert_eq!(rec.id, out.image_id);
+}
