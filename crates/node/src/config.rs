@@ -31,25 +31,73 @@ pub struct Config {
     /// Registries reachable over plain HTTP besides loopback ones. Repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Serve TCP hosts with TLS and require client certificates signed by --tlscacert.
+    #[arg(long = "tlsverify")]
+    pub tls_verify: bool,
+    /// CA that client certificates must chain to.
+    #[arg(long = "tlscacert")]
+    pub tls_ca_cert: Option<PathBuf>,
+    /// The server's certificate (PEM).
+    #[arg(long = "tlscert")]
+    pub tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long = "tlskey")]
+    pub tls_key: Option<PathBuf>,
     /// Log filter: error, warn, info, debug, trace (or a tracing directive).
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     pub log_level: String,
 }
 
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Unix(PathBuf),
+    /// TCP with TLS and client-certificate verification (never plain text).
+    Tls(std::net::SocketAddr),
+}
+
+/// The files of `--tlsverify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 impl Config {
-    /// The unix socket paths of `--host`. TCP needs TLS with client certificates, which
-    /// berthd does not serve yet, so a `tcp://` host is refused rather than served in clear.
-    pub fn unix_sockets(&self) -> Result<Vec<PathBuf>> {
+    /// The listeners of `--host`. A `tcp://` host needs `--tlsverify` with a CA, a
+    /// certificate and a key: the API is root on this host, so it is never served in clear
+    /// or to unauthenticated clients.
+    pub fn listeners(&self) -> Result<Vec<Listen>> {
         self.hosts
             .iter()
             .map(|h| match h.split_once("://") {
-                Some(("unix", path)) if !path.is_empty() => Ok(PathBuf::from(path)),
-                Some(("tcp", _)) => {
-                    bail!("--host {h}: TCP listeners require TLS client verification, which this build does not serve")
+                Some(("unix", path)) if !path.is_empty() => Ok(Listen::Unix(PathBuf::from(path))),
+                Some(("tcp", addr)) => {
+                    if self.tls_files().is_none() {
+                        bail!("--host {h}: a TCP host requires --tlsverify with --tlscacert, --tlscert and --tlskey");
+                    }
+                    let addr = addr.trim_end_matches('/');
+                    let sa = addr
+                        .parse::<std::net::SocketAddr>()
+                        .with_context(|| format!("--host {h}: expected tcp://IP:PORT"))?;
+                    Ok(Listen::Tls(sa))
                 }
-                _ => bail!("--host {h}: expected unix:///path/to/socket"),
+                _ => bail!("--host {h}: expected unix:///path/to/socket or tcp://IP:PORT"),
             })
             .collect()
+    }
+
+    /// The TLS files, when `--tlsverify` and all three are given.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        if !self.tls_verify {
+            return None;
+        }
+        Some(TlsFiles {
+            ca: self.tls_ca_cert.clone()?,
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
     }
 }
 
@@ -102,18 +150,34 @@ mod tests {
         let c = Config::parse_from(["berthd"]);
         assert_eq!(c.data_root, PathBuf::from("/var/lib/berth"));
         assert_eq!(
-            c.unix_sockets().unwrap(),
-            vec![PathBuf::from("/run/berth/berth.sock")]
+            c.listeners().unwrap(),
+            vec![Listen::Unix(PathBuf::from("/run/berth/berth.sock"))]
         );
     }
 
     #[test]
     fn hosts_repeat_and_tcp_is_refused() {
         let c = Config::parse_from(["berthd", "-H", "unix:///a.sock", "--host", "unix:///b.sock"]);
-        assert_eq!(c.unix_sockets().unwrap().len(), 2);
+        assert_eq!(c.listeners().unwrap().len(), 2);
         let c = Config::parse_from(["berthd", "-H", "tcp://0.0.0.0:2375"]);
-        assert!(c.unix_sockets().is_err());
+        assert!(c.listeners().is_err(), "plain TCP is refused");
+        let c = Config::parse_from([
+            "berthd",
+            "-H",
+            "tcp://127.0.0.1:2376",
+            "--tlsverify",
+            "--tlscacert",
+            "ca.pem",
+            "--tlscert",
+            "cert.pem",
+            "--tlskey",
+            "key.pem",
+        ]);
+        assert_eq!(
+            c.listeners().unwrap(),
+            vec![Listen::Tls("127.0.0.1:2376".parse().unwrap())]
+        );
         let c = Config::parse_from(["berthd", "-H", "/no/scheme"]);
-        assert!(c.unix_sockets().is_err());
+        assert!(c.listeners().is_err());
     }
 }

@@ -18,6 +18,7 @@ mod config;
 mod error;
 mod service;
 mod store;
+mod tls;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -39,7 +40,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(cfg: config::Config) -> Result<()> {
-    let hosts = cfg.unix_sockets()?;
+    let listeners = cfg.listeners()?;
     std::fs::create_dir_all(&cfg.data_root)
         .with_context(|| format!("create data root {}", cfg.data_root.display()))?;
     std::fs::create_dir_all(&cfg.exec_root)
@@ -93,15 +94,33 @@ async fn run(cfg: config::Config) -> Result<()> {
     let router = api::router(state);
     let shutdown = api::Shutdown::new();
     let mut servers = Vec::new();
-    for path in hosts {
-        let listener = api::bind_unix(&path)?;
-        tracing::info!(socket = %path.display(), "API listening");
-        servers.push(tokio::spawn(api::serve_unix(
-            listener,
-            path,
-            router.clone(),
-            shutdown.clone(),
-        )));
+    for l in listeners {
+        match l {
+            config::Listen::Unix(path) => {
+                let listener = api::bind_unix(&path)?;
+                tracing::info!(socket = %path.display(), "API listening");
+                servers.push(tokio::spawn(api::serve_unix(
+                    listener,
+                    path,
+                    router.clone(),
+                    shutdown.clone(),
+                )));
+            }
+            config::Listen::Tls(addr) => {
+                let files = cfg.tls_files().context("TLS files")?;
+                let tls = tls::server_config(&files.ca, &files.cert, &files.key)?;
+                let tcp = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("bind {addr}"))?;
+                let listener = tls::TlsListener::new(tcp, tls)?;
+                tracing::info!(%addr, "API listening (TLS, client certificates required)");
+                servers.push(tokio::spawn(api::serve_listener(
+                    listener,
+                    router.clone(),
+                    shutdown.clone(),
+                )));
+            }
+        }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

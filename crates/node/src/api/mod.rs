@@ -188,15 +188,24 @@ pub async fn serve_unix(
     router: Router,
     shutdown: Shutdown,
 ) -> Result<()> {
+    serve_listener(listener, router, shutdown).await?;
+    let _ = std::fs::remove_file(&path);
+    Ok(())
+}
+
+/// Serves `router` on any listener (unix socket, TLS) until `shutdown`.
+pub async fn serve_listener<L>(listener: L, router: Router, shutdown: Shutdown) -> Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     use axum::ServiceExt;
     let app = tower::util::MapRequestLayer::new(strip_version);
     let app = tower::Layer::layer(&app, router);
     axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
-        .context("API server")?;
-    let _ = std::fs::remove_file(&path);
-    Ok(())
+        .context("API server")
 }
 
 #[cfg(test)]
