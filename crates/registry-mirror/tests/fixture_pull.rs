@@ -353,6 +353,27 @@ fn save_remove_load_gives_the_same_image_id() {
         fs::File::create(&tar).unwrap(),
     )
     .unwrap();
+    // Other tools read the archive: as a docker-archive and as an OCI layout.
+    let diff_ids: Vec<String> = fx
+        .image("web:latest")
+        .layers
+        .iter()
+        .map(|l| l.diff_id.clone())
+        .collect();
+    for transport in ["docker-archive", "oci-archive"] {
+        let o = std::process::Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("{transport}:{}", tar.display()))
+            .output()
+            .expect("run skopeo");
+        assert!(
+            o.status.success(),
+            "skopeo {transport}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["Layers"], serde_json::json!(diff_ids), "{transport}");
+    }
     let report = env.images.store.remove(&name, false, &|_| false).unwrap();
     assert_eq!(report.deleted, vec![out.image_id.clone()]);
     assert_eq!(report.unused_chain_ids.len(), 2);
