@@ -135,3 +135,23 @@ async fn acknowledged_write_survives_kill_9_of_every_node() {
         p.kill9().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_node_acknowledged_writes_survive_kill_9() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let dir = root.path().join("solo");
+    let (mut a, _) = NodeProcess::spawn(&["init", arg(&dir), "127.0.0.1:0"]).await;
+    for i in 0..5 {
+        assert_eq!(a.ask(&format!("set k{i} v{i}")).await, format!("ack k{i}"));
+    }
+    let addr = a.addr.clone();
+    a.kill9().await;
+    let (mut a, _) = NodeProcess::spawn(&["restart", arg(&dir), &addr]).await;
+    for i in 0..5 {
+        assert_eq!(
+            a.ask(&format!("get k{i}")).await,
+            format!("value k{i} v{i}")
+        );
+    }
+    a.kill9().await;
+}

@@ -10,6 +10,7 @@
 //! stdin:  "set <key> <value>" -> "ack <key>"          (label on this node, via the leader)
 //!         "get <key>"         -> "value <key> <value>" (linearizable; "-" when absent)
 //!         "nodes"             -> "nodes <count> leader <id hex>"
+//!         "debug"             -> "debug <raft metrics and labels>"
 //! ```
 
 use std::error::Error;
@@ -99,6 +100,16 @@ async fn main() -> BoxResult<()> {
                     .map(|l| format!("{l:x}"))
                     .unwrap_or_else(|_| "-".to_string());
                 say(&format!("nodes {count} leader {leader}"));
+            }
+            ["debug"] => {
+                let m = node.raft_metrics().borrow().clone();
+                let labels: Vec<_> = node
+                    .state_view()
+                    .read(|s| s.nodes.values().map(|n| n.labels.clone()).collect());
+                say(&format!(
+                    "debug state={:?} last_log={:?} applied={:?} leader={:?} labels={labels:?}",
+                    m.state, m.last_log_index, m.last_applied, m.current_leader
+                ));
             }
             _ => say(&format!("error unknown command {line:?}")),
         }

@@ -15,6 +15,8 @@ use crate::transport::leader_op::{LeaderReply, LeaderRequest};
 
 /// How long adding a learner may take to catch up before the join fails (retryable).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a linearizable read waits for the leader to apply its log (retryable after).
+const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn write_err(
     op: &'static str,
@@ -96,6 +98,18 @@ impl NodeCore {
                             source: Box::new(e),
                         },
                     })?;
+                // openraft 0.9's read index is max(noop, committed). A leader restarted in its
+                // old term (committed vote for itself) neither appends a new noop nor knows
+                // its old commit index, so that can lag entries it acknowledged before the
+                // restart. Waiting until everything in the leader's log at this point is
+                // applied covers every committed entry (in-flight ones commit as long as
+                // this node stays leader); seen in tests/kill9.rs.
+                let last_log_index = self.raft.metrics().borrow().last_log_index;
+                self.raft
+                    .wait(Some(READ_APPLY_TIMEOUT))
+                    .applied_index_at_least(last_log_index, "read index")
+                    .await
+                    .map_err(|_| ConsensusError::NoLeader { attempts: 1 })?;
                 Ok(LeaderReply::State {
                     state: Box::new(self.state.read(|s| s.clone())),
                 })

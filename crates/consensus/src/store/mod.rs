@@ -1,9 +1,11 @@
 //! Durable Raft storage in one redb file: the log store and the state-machine store.
 //!
-//! Owns: `raft.redb` in the node's data directory, with the log, the vote, the committed
-//! log id, the applied state, and the current snapshot. Every write is a redb transaction
-//! committed with `Durability::Immediate` (fsync) before openraft is told it is done, so an
-//! acknowledged write survives kill -9.
+//! Owns: `raft.redb` in the node's data directory, with the log, the vote, the applied
+//! state and the current snapshot. Log appends, votes, snapshots and snapshot installs are
+//! redb transactions committed with `Durability::Immediate` (fsync) before openraft is told
+//! they are done, so an acknowledged write survives kill -9 (tests/kill9.rs). Applied state
+//! is committed without fsync (it is recomputed from the durable log), and the committed
+//! index is not persisted (openraft re-learns it).
 //!
 //! Does not own: what the commands mean ([`crate::state`]), the network, Raft itself.
 //!
