@@ -26,7 +26,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::auth::Credentials;
-use crate::blob_store::{BlobStore, BlobWriter};
+use crate::blob_store::{BlobStore, BlobWriter, IngestLock};
 use crate::client::{RegistryClient, Repository};
 use crate::digest::Digest;
 use crate::error::{BoxError, Error, Result};
@@ -157,6 +157,9 @@ impl std::fmt::Debug for Puller {
 
 /// Progress callback type.
 pub type ProgressFn<'a> = &'a (dyn Fn(PullEvent) + Send + Sync);
+
+/// Attempts per layer download when the failure is retryable (network, 5xx, 429).
+const DOWNLOAD_ATTEMPTS: u32 = 3;
 
 /// Emit "Downloading" at most every this many bytes (and at the end).
 const PROGRESS_STEP: u64 = 512 * 1024;
@@ -413,10 +416,47 @@ impl Puller {
             return Ok((size, false));
         }
 
+        let mut attempt = 1;
+        let size = loop {
+            match self
+                .download_layer(repo, desc, &layer, sink.clone(), progress, &lock)
+                .await
+            {
+                Ok(size) => break size,
+                Err(e) if e.is_retryable() && attempt < DOWNLOAD_ATTEMPTS => {
+                    tracing::warn!(layer = %d, attempt, error = %e, "layer download failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt as u64))
+                        .await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // Released only now: a pull waiting on this digest then finds the blob stored and
+        // the layer unpacked, and does neither again.
+        drop(lock);
+        progress(PullEvent::LayerDownloaded { layer: d.clone() });
+        progress(PullEvent::LayerComplete { layer: d });
+        Ok((size, true))
+    }
+
+    /// One attempt at downloading, verifying, storing and unpacking a layer whose writer
+    /// lock the caller holds. Returns the uncompressed size.
+    async fn download_layer(
+        &self,
+        repo: &Repository,
+        desc: &Descriptor,
+        layer: &LayerRef,
+        sink: Option<Arc<dyn LayerSink>>,
+        progress: ProgressFn<'_>,
+        lock: &IngestLock,
+    ) -> Result<u64> {
+        let blobs = self.images.blobs().clone();
+        let d = desc.digest.clone();
         // Two blocking consumers of the same chunks, so the two cores overlap the work:
         // one hashes and writes (and fsyncs) the blob, the other decompresses, hashes the
         // diff and unpacks. Nothing is published until both have finished and agree.
-        let mut writer = blobs.writer(&lock, Some(desc.size))?;
+        let mut writer = blobs.writer(lock, Some(desc.size))?;
         let (wtx, mut wrx) = mpsc::channel::<io::Result<Bytes>>(64);
         let (utx, urx) = mpsc::channel::<io::Result<Bytes>>(64);
         let store_task = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
@@ -505,15 +545,10 @@ impl Puller {
                     source,
                 })?;
             }
-            // Released only now: a pull waiting on this digest then finds the blob stored
-            // and the layer unpacked, and does neither again.
-            drop(lock);
             Ok(())
         })
         .await?;
-        progress(PullEvent::LayerDownloaded { layer: d.clone() });
-        progress(PullEvent::LayerComplete { layer: d });
-        Ok((size, true))
+        Ok(size)
     }
 }
 

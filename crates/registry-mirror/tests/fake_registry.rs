@@ -426,3 +426,55 @@ fn bare_name_pull_is_tagged_latest() {
         .unwrap();
     assert_eq!(rec.id, out.image_id);
 }
+
+#[test]
+fn transient_registry_errors_are_retried_and_permanent_ones_reported() {
+    let img = FakeImage::from_layer_tar(&raw_tar(&[("f", EntryType::Regular, None, b"x")]));
+    let reg = FakeRegistry::start(FakeAuth::None);
+    reg.add("app", "latest", &img, None);
+    let r = Reference::parse(&reg.reference("app:latest")).unwrap();
+    // The config GET is not retried (small, first); fail only the layer's first two GETs.
+    let env = Env::new();
+    rt().block_on(
+        env.images
+            .puller
+            .pull(&r, &PullOptions::default(), None, &|_| {}),
+    )
+    .unwrap();
+    let env = Env::new();
+    env.images.store.blobs().put(&img.config).unwrap();
+    reg.fail_next_blob_gets(2);
+    let out = rt()
+        .block_on(
+            env.images
+                .puller
+                .pull(&r, &PullOptions::default(), env.sink_dyn(), &|_| {}),
+        )
+        .unwrap();
+    assert_eq!(out.blobs_fetched, 1);
+    assert!(env.images.store.blobs().fsck().unwrap().is_empty());
+    // Three failures in a row exhaust the attempts: a retryable error is returned.
+    let env = Env::new();
+    env.images.store.blobs().put(&img.config).unwrap();
+    reg.fail_next_blob_gets(3);
+    let err = rt()
+        .block_on(
+            env.images
+                .puller
+                .pull(&r, &PullOptions::default(), env.sink_dyn(), &|_| {}),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::RegistryStatus { status: 503, .. }),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+    assert!(env.sink.entries().is_empty());
+    assert!(env
+        .images
+        .store
+        .blobs()
+        .partial_writes()
+        .unwrap()
+        .is_empty());
+}

@@ -203,6 +203,8 @@ struct Served {
     routes: HashMap<String, (String, Vec<u8>)>,
     auth: FakeAuth,
     requests: Vec<String>,
+    /// Blob GETs still to answer with 503.
+    fail_blob_gets: usize,
 }
 
 /// A minimal HTTP/1.1 distribution registry on 127.0.0.1:0, one thread per connection.
@@ -224,6 +226,7 @@ impl FakeRegistry {
             routes: HashMap::new(),
             auth,
             requests: Vec::new(),
+            fail_blob_gets: 0,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
@@ -279,6 +282,11 @@ impl FakeRegistry {
             format!("/v2/{repo}/blobs/{digest}"),
             ("application/octet-stream".into(), body),
         );
+    }
+
+    /// Answers the next `n` blob GETs with 503 Service Unavailable.
+    pub fn fail_next_blob_gets(&self, n: usize) {
+        self.state.lock().unwrap().fail_blob_gets = n;
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -345,6 +353,11 @@ fn serve_conn(mut conn: TcpStream, st: &Mutex<Served>, addr: SocketAddr) -> std:
     let (auth, route) = {
         let mut s = st.lock().unwrap();
         s.requests.push(format!("{method} {target}"));
+        if method == "GET" && target.contains("/blobs/") && s.fail_blob_gets > 0 {
+            s.fail_blob_gets -= 1;
+            drop(s);
+            return respond(&mut conn, "503 Service Unavailable", &[], b"busy", false);
+        }
         let path = target.split('?').next().unwrap_or("").to_string();
         (s.auth.clone(), s.routes.get(&path).cloned())
     };
