@@ -1,7 +1,7 @@
 //! berth-registry-mirror: OCI distribution for one node.
 //!
 //! Owns: the content-addressed blob store ([`blob_store`]), image references parsed as
-//! Docker parses them ([`reference`]), manifests and platform selection ([`manifest`]),
+//! Docker parses them ([`mod@reference`]), manifests and platform selection ([`manifest`]),
 //! the registry client with auth and the plain-HTTP policy ([`client`], [`auth`]), the
 //! pull pipeline ([`pull`]), push ([`push`]), the image metadata store ([`images`]) and
 //! `docker save`/`load`/`import` archives ([`archive`]).
@@ -21,6 +21,21 @@
 //! ```
 //!
 //! Construct with [`Images::open`] for a data root; everything async runs on tokio.
+//!
+//! How berthd uses it:
+//! - `Images::open(data_root, ClientConfig { insecure_registries, .. })` once at start.
+//! - `images.puller.pull(&reference, &PullOptions { platform, credentials }, Some(sink),
+//!   &progress).await` (async): `sink` implements [`pull::LayerSink`] over the runtime's
+//!   snapshot store (each layer's decompressed tar goes to `unpack_layer` in a staging
+//!   directory; [`pull::StagedLayer::commit`] is called only after the blob digest and the
+//!   diff ID verified). `progress` receives [`PullEvent`]s; [`PullEvent::docker_status`]
+//!   gives the `(id, status, progressDetail)` of Docker's JSON stream.
+//! - `images.pusher.push(&reference, &credentials, &progress).await` (async).
+//! - `images.store` ([`ImageStore`], blocking, fast): `resolve`, `inspect`, `list`, `tag`,
+//!   `remove(name, force, &in_use)` (returns the layer chain IDs no image uses any more),
+//!   `gc` (refused with a retryable [`Error::Busy`] while pulls/loads/imports run).
+//! - [`archive::save`] / [`archive::load`] / [`archive::import`] (blocking: run them on a
+//!   blocking thread).
 
 pub mod archive;
 pub mod auth;
