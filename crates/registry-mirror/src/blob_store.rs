@@ -173,7 +173,7 @@ impl BlobStore {
         rustix::fs::flock(&file, FlockOperation::LockExclusive)
             .map_err(|e| Error::io("lock partial blob", &tmp)(e.into()))?;
         Ok(BlobWriter {
-            file: Some(file),
+            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
             tmp,
             dest: self.path(&lock.digest),
             hasher: Sha256::new(),
@@ -298,7 +298,7 @@ impl BlobStore {
 /// Dropped without commit, the partial file is removed.
 #[derive(Debug)]
 pub struct BlobWriter {
-    file: Option<File>,
+    file: Option<io::BufWriter<File>>,
     tmp: PathBuf,
     dest: PathBuf,
     hasher: Sha256,
@@ -332,9 +332,12 @@ impl BlobWriter {
     }
 
     /// Flushes what was written to disk (commit then has little left to sync).
-    pub fn sync(&self) -> Result<()> {
-        if let Some(f) = &self.file {
-            f.sync_data().map_err(Error::io("fsync blob", &self.tmp))?;
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(f) = &mut self.file {
+            f.flush().map_err(Error::io("write blob", &self.tmp))?;
+            f.get_ref()
+                .sync_data()
+                .map_err(Error::io("fsync blob", &self.tmp))?;
         }
         Ok(())
     }
@@ -380,7 +383,12 @@ impl BlobWriter {
                 actual,
             });
         }
-        let file = self.file.take().expect("commit once");
+        let file = self
+            .file
+            .take()
+            .expect("commit once")
+            .into_inner()
+            .map_err(|e| Error::io("write blob", &self.tmp)(e.into_error()))?;
         file.sync_all()
             .map_err(Error::io("fsync blob", &self.tmp))?;
         drop(file);

@@ -471,4 +471,20 @@ mod tests {
             assert!(!plain_http_allowed(h, &insecure), "{h}");
         }
     }
+
+    #[test]
+    fn base_url_uses_https_unless_plain_http_is_allowed() {
+        let c = RegistryClient::new(ClientConfig {
+            insecure_registries: vec!["reg.lan:5000".into()],
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.base_url("registry-1.docker.io"),
+            "https://registry-1.docker.io"
+        );
+        assert_eq!(c.base_url("ghcr.io:443"), "https://ghcr.io:443");
+        assert_eq!(c.base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");
+        assert_eq!(c.base_url("reg.lan:5000"), "http://reg.lan:5000");
+    }
 }
