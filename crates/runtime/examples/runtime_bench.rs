@@ -251,9 +251,9 @@ fn main() -> Result<()> {
     }
     let col = |i: usize| median(&phases.iter().map(|p| p[i]).collect::<Vec<_>>());
     println!(
-        "\nberth phases, median ms: create {:.1} (overlay mount, spec), start {:.1} (shim spawn, \
-         libcontainer create+start), wait {:.1} (run, reap, cgroup removal, exit record), \
-         delete {:.1} (unmount, remove).",
+        "\nberth phases, median ms: create {:.1} (records, spec), start {:.1} (shim spawn, overlay \
+         mount in the shim's mount namespace, libcontainer create+start), wait {:.1} (run, reap, \
+         cgroup removal, exit record), delete {:.1} (remove dirs).",
         col(0),
         col(1),
         col(2),

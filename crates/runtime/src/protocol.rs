@@ -128,6 +128,10 @@ pub struct ShimConfig {
     pub log_file: Option<PathBuf>,
     /// The container's cgroups path (for the OOM check).
     pub cgroups_path: String,
+    /// The rootfs overlay (init only): the shim mounts it in a mount namespace of its own,
+    /// so it disappears with the shim and no unmount is ever needed on the host.
+    #[serde(default)]
+    pub rootfs_mount: Option<crate::snapshot::MountPlan>,
     pub tty: bool,
     pub open_stdin: bool,
 }

@@ -14,6 +14,7 @@
 //!
 //! ```text
 //!  <data_root>/snapshots/...                  SnapshotStore
+//!  <data_root>/trash/                         rootfs mountpoints being removed
 //!  <data_root>/containers/<id>/container.json ContainerRecord (versioned)
 //!                             /bundle/config.json, rootfs/ (overlay mount), hostname, hosts
 //!                             /container.log, exit.json, shim.json
@@ -40,7 +41,7 @@ use crate::lifecycle::{self, Action, Status};
 use crate::logs::{self, LogFile, LogRecord};
 use crate::oci;
 use crate::protocol::{self, ExitRecord, Ready, Request, Response, ShimConfig, ShimTask};
-use crate::snapshot::{Mounter, SnapshotStore, SysMounter};
+use crate::snapshot::{MountPlan, Mounter, SnapshotStore, SysMounter};
 use crate::spec::{self, HostFacts, ImageConfig, RunOptions, SpecInputs};
 
 pub use crate::logs::LogOptions;
@@ -236,16 +237,6 @@ fn host_rlimit_hard() -> BTreeMap<String, u64> {
     out
 }
 
-/// Reads a file of the image inside the mounted rootfs, without following symlinks out of it
-/// (an absent or unreadable file reads as empty).
-fn read_image_file(rootfs: &Path, rel: &str) -> String {
-    let p = rootfs.join(rel);
-    match std::fs::symlink_metadata(&p) {
-        Ok(m) if m.is_file() => std::fs::read_to_string(&p).unwrap_or_default(),
-        _ => String::new(),
-    }
-}
-
 fn pid_alive(pid: i32) -> bool {
     pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
@@ -262,6 +253,12 @@ impl Runtime {
         mkdir(&config.data_root.join("containers"))?;
         mkdir(&config.exec_root.join("lc"))?;
         let snapshots = SnapshotStore::open(config.data_root.join("snapshots"))?;
+        // Rootfs mountpoints a previous process moved aside but did not get to remove.
+        if let Ok(entries) = std::fs::read_dir(config.data_root.join("trash")) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
         Ok(Runtime {
             config,
             snapshots,
@@ -361,7 +358,7 @@ impl Runtime {
         };
         let result = self
             .save_record(&rec)
-            .and_then(|()| self.mount_rootfs(&rec))
+            .and_then(|()| mkdir(&self.rootfs(&id)))
             .and_then(|()| self.write_bundle(&rec));
         if let Err(e) = result {
             let _ = self.teardown(&id);
@@ -370,17 +367,19 @@ impl Runtime {
         self.inspect(&id)
     }
 
-    fn mount_rootfs(&self, rec: &ContainerRecord) -> Result<()> {
+    /// The overlay mount of the container's rootfs (creates its upper and work dirs).
+    fn rootfs_plan(&self, rec: &ContainerRecord) -> Result<MountPlan> {
         let id = &rec.request.id;
-        let target = self.rootfs(id);
-        if self.mounter.is_mounted(&target)? {
-            return Ok(());
-        }
-        mkdir(&target)?;
-        let plan = self
+        self.snapshots
+            .prepare_active(id, &rec.request.layers, &self.rootfs(id))
+    }
+
+    fn image_file(&self, rec: &ContainerRecord, rel: &str) -> Result<String> {
+        Ok(self
             .snapshots
-            .prepare_active(id, &rec.request.layers, &target)?;
-        self.mounter.mount(&plan)
+            .read_image_file(&rec.request.layers, rel)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default())
     }
 
     fn write_bundle(&self, rec: &ContainerRecord) -> Result<()> {
@@ -405,19 +404,13 @@ impl Runtime {
         .map_err(|e| RuntimeError::io("write", &hosts_file, e))?;
         let host = HostFacts {
             rlimit_hard: host_rlimit_hard(),
-            passwd: read_image_file(&rootfs, "etc/passwd"),
-            group: read_image_file(&rootfs, "etc/group"),
+            passwd: self.image_file(rec, "etc/passwd")?,
+            group: self.image_file(rec, "etc/group")?,
         };
-        let mut etc_files = Vec::new();
-        // Bind targets must exist in the image; only mount over files that do.
-        for (src, dest) in [
-            (&hostname_file, "/etc/hostname"),
-            (&hosts_file, "/etc/hosts"),
-        ] {
-            if rootfs.join(&dest[1..]).is_file() || rootfs.join("etc").is_dir() {
-                etc_files.push((src.clone(), dest.to_string()));
-            }
-        }
+        let etc_files = vec![
+            (hostname_file.clone(), "/etc/hostname".to_string()),
+            (hosts_file.clone(), "/etc/hosts".to_string()),
+        ];
         let spec = spec::build_spec(&SpecInputs {
             id,
             rootfs: rootfs.clone(),
@@ -563,7 +556,7 @@ impl Runtime {
         self.require(id, Action::Start)?;
         let mut rec = self.record(id)?;
         self.wait_shim_gone(id, Proc::Init, Duration::from_secs(10))?;
-        self.mount_rootfs(&rec)?;
+        let plan = self.rootfs_plan(&rec)?;
         remove_file_quiet(&self.exit_file(id, Proc::Init))?;
         mkdir(&self.run_dir(id))?;
         let cfg = ShimConfig {
@@ -580,6 +573,7 @@ impl Runtime {
             cgroups_path: spec::cgroups_path(id),
             tty: rec.request.options.tty,
             open_stdin: rec.request.options.open_stdin,
+            rootfs_mount: Some(plan),
         };
         let cfg_path = self.dir(id).join("shim.json");
         self.spawn_shim(id, &cfg, &cfg_path)?;
@@ -866,6 +860,26 @@ impl Runtime {
         if let Err(e) = self.mounter.unmount(&self.rootfs(id)) {
             errors.push(e);
         }
+        // The rootfs dir is the overlay's mountpoint inside the (possibly still exiting)
+        // shim's mount namespace; removing it detaches that mount, which waits for an RCU
+        // grace period. Move it aside and remove it off the caller's path.
+        let rootfs = self.rootfs(id);
+        if rootfs.exists() {
+            let trash = self.config.data_root.join("trash").join(format!(
+                "{id}.{}",
+                Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ));
+            match mkdir(&self.config.data_root.join("trash")).and_then(|()| {
+                std::fs::rename(&rootfs, &trash).map_err(|e| RuntimeError::io("rename", &rootfs, e))
+            }) {
+                Ok(()) => {
+                    std::thread::spawn(move || {
+                        let _ = std::fs::remove_dir(&trash);
+                    });
+                }
+                Err(e) => errors.push(e),
+            }
+        }
         for r in [
             self.snapshots.remove_active(id),
             remove_dir_quiet(&self.dir(id)),
@@ -901,7 +915,15 @@ impl Runtime {
         mkdir(&dir)?;
         let spec: oci_spec::runtime::Spec =
             read_json(&self.dir(id).join("bundle/config.json"), "OCI runtime spec")?;
-        let process = exec_process(&spec, &rec, opts, &self.rootfs(id))?;
+        let (passwd, group) = if opts.user.is_some() {
+            (
+                self.image_file(&rec, "etc/passwd")?,
+                self.image_file(&rec, "etc/group")?,
+            )
+        } else {
+            (String::new(), String::new())
+        };
+        let process = exec_process(&spec, opts, &passwd, &group)?;
         let process_path = dir.join("process.json");
         write_json(&process_path, &process, "exec process")?;
         let p = Proc::Exec(&exec_id);
@@ -920,6 +942,7 @@ impl Runtime {
             cgroups_path: spec::cgroups_path(id),
             tty: opts.tty,
             open_stdin: opts.open_stdin,
+            rootfs_mount: None,
         };
         self.spawn_shim(id, &cfg, &dir.join("shim.json"))?;
         Ok(exec_id)
@@ -1112,9 +1135,9 @@ pub fn top_row(pid: i32, stat: &str, status: &str, cmdline: &[u8]) -> Vec<String
 /// The OCI process of an exec: the container's process with the exec's overrides.
 fn exec_process(
     spec: &oci_spec::runtime::Spec,
-    rec: &ContainerRecord,
     opts: &ExecOptions,
-    rootfs: &Path,
+    passwd: &str,
+    group: &str,
 ) -> Result<serde_json::Value> {
     if opts.cmd.is_empty() {
         return Err(RuntimeError::NoCommand);
@@ -1146,14 +1169,9 @@ fn exec_process(
         p["cwd"] = serde_json::json!(w);
     }
     if let Some(u) = &opts.user {
-        let (ids, extra) = spec::resolve_user(
-            u,
-            &read_image_file(rootfs, "etc/passwd"),
-            &read_image_file(rootfs, "etc/group"),
-        )?;
+        let (ids, extra) = spec::resolve_user(u, passwd, group)?;
         p["user"] = serde_json::json!({"uid": ids.uid, "gid": ids.gid, "additionalGids": extra});
     }
-    let _ = rec;
     Ok(p)
 }
 

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Result, RuntimeError};
 
 /// A mount to perform, computed as data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MountPlan {
     pub fstype: String,
     pub source: String,
@@ -162,6 +162,36 @@ impl SnapshotStore {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Reads file `rel` of the image made of `chain_ids` (bottom first) straight from the
+    /// layers, top layer first, without a mount: the first layer holding it decides; a
+    /// whiteout there means the file is absent. Only regular files are read (no symlinks).
+    pub fn read_image_file(&self, chain_ids: &[String], rel: &str) -> Result<Option<Vec<u8>>> {
+        use std::os::unix::fs::FileTypeExt;
+        let (dir, name) = match rel.rsplit_once('/') {
+            Some((d, n)) => (d, n),
+            None => ("", rel),
+        };
+        for c in chain_ids.iter().rev() {
+            let layer = self.layer_dir(c)?;
+            let p = layer.join(rel);
+            if let Ok(m) = std::fs::symlink_metadata(&p) {
+                if m.file_type().is_char_device() {
+                    return Ok(None); // overlay whiteout
+                }
+                if !m.is_file() {
+                    return Ok(None);
+                }
+                return std::fs::read(&p)
+                    .map(Some)
+                    .map_err(|e| RuntimeError::io("read", &p, e));
+            }
+            if layer.join(dir).join(format!(".wh.{name}")).exists() {
+                return Ok(None);
+            }
+        }
+        Ok(None)
     }
 
     /// The writable directory of container `id`.
@@ -334,6 +364,31 @@ mod tests {
         let dir = store.commit_layer(&b, D0).unwrap();
         assert!(dir.join("first").is_file());
         assert!(!b.exists());
+    }
+
+    #[test]
+    fn image_files_are_read_from_the_top_layer_that_has_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(tmp.path()).unwrap();
+        let bottom = store.begin_layer().unwrap();
+        std::fs::create_dir(bottom.join("etc")).unwrap();
+        std::fs::write(bottom.join("etc/passwd"), b"old").unwrap();
+        std::fs::write(bottom.join("etc/group"), b"g").unwrap();
+        store.commit_layer(&bottom, D0).unwrap();
+        let top = store.begin_layer().unwrap();
+        std::fs::create_dir(top.join("etc")).unwrap();
+        std::fs::write(top.join("etc/passwd"), b"new").unwrap();
+        store.commit_layer(&top, D1).unwrap();
+        let chain = [D0.to_string(), D1.to_string()];
+        assert_eq!(
+            store.read_image_file(&chain, "etc/passwd").unwrap(),
+            Some(b"new".to_vec())
+        );
+        assert_eq!(
+            store.read_image_file(&chain, "etc/group").unwrap(),
+            Some(b"g".to_vec())
+        );
+        assert_eq!(store.read_image_file(&chain, "etc/shadow").unwrap(), None);
     }
 
     #[test]

@@ -119,6 +119,24 @@ fn resize(master: &File, rows: u16, cols: u16) {
     }
 }
 
+/// Moves the shim into a mount namespace of its own (host mounts still propagate in, ours do
+/// not propagate out) and mounts the container's rootfs there. The mount goes away with the
+/// last process of that namespace, so the host never needs an unmount.
+fn private_rootfs_mount(plan: &crate::snapshot::MountPlan) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(sys("unshare(CLONE_NEWNS)"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(sys("make / rslave"))?;
+    crate::snapshot::Mounter::mount(&crate::snapshot::SysMounter, plan)
+}
+
 /// Accepts the console socket connection libcontainer makes and receives the pty master.
 fn receive_pty_master(listener: &UnixListener) -> Result<File> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -322,7 +340,11 @@ impl Supervisor {
             ShimTask::Init { bundle } => {
                 // A crashed earlier run may have left libcontainer state behind.
                 let _ = oci::delete(&cfg.id, &cfg.state_root, true);
-                oci::create_init(&cfg.id, &cfg.state_root, bundle, stdio, console)
+                match &cfg.rootfs_mount {
+                    Some(plan) => private_rootfs_mount(plan),
+                    None => Ok(()),
+                }
+                .and_then(|()| oci::create_init(&cfg.id, &cfg.state_root, bundle, stdio, console))
             }
             ShimTask::Exec { process, .. } => {
                 oci::exec(&cfg.id, &cfg.state_root, process, stdio, console)
