@@ -453,3 +453,53 @@ async fn force_new_cluster_on_the_survivor_of_three_keeps_state() {
     );
     m3.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_demotes_itself_and_leadership_moves() {
+    let h = Harness::new();
+    let mut m1 = h.init("m1").await;
+    let token = m1
+        .node()
+        .join_tokens()
+        .await
+        .expect("tokens")
+        .manager
+        .to_string();
+    let mut m2 = h.join("m2", &m1, &token).await;
+    let mut m3 = h.join("m3", &m1, &token).await;
+    let leader = converged(&[&m1, &m2, &m3], 3).await;
+    let slots = [&m1, &m2, &m3];
+    let leader_slot = slots
+        .iter()
+        .find(|s| s.id() == leader)
+        .expect("leader slot");
+    let demoted = leader_slot
+        .node()
+        .update_node(
+            leader,
+            NodeUpdate {
+                role: Some(NodeRole::Worker),
+                ..NodeUpdate::default()
+            },
+        )
+        .await
+        .expect("leader demotes itself");
+    assert_eq!(demoted.role, NodeRole::Worker);
+    let other = slots.iter().find(|s| s.id() != leader).expect("other");
+    eventually("a new leader with two voters", WAIT, || async {
+        let m = other.node().raft_metrics().borrow().clone();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let new_leader = m.current_leader?;
+        (voters.len() == 2 && !voters.contains(&leader) && new_leader != leader).then_some(())
+    })
+    .await;
+    // The demoted node still takes writes (forwarded) and follows as a learner.
+    leader_slot
+        .node()
+        .update_node(leader, label_update("after", "demotion"))
+        .await
+        .expect("write from demoted node");
+    for s in [&mut m1, &mut m2, &mut m3] {
+        s.stop().await;
+    }
+}

@@ -15,6 +15,8 @@ use crate::transport::leader_op::{LeaderReply, LeaderRequest};
 
 /// How long adding a learner may take to catch up before the join fails (retryable).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a demoted leader stays quiet waiting for the voters to elect a successor.
+const LEADERSHIP_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a linearizable read waits for the leader to apply its log (retryable after).
 const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -176,6 +178,9 @@ impl NodeCore {
                             true,
                         )
                         .await?;
+                        if id == self.id {
+                            self.hand_over_leadership().await;
+                        }
                     }
                     _ => {}
                 }
@@ -223,6 +228,26 @@ impl NodeCore {
             .ca_key_der
             .ok_or(ConsensusError::NotManager { op: "fetch CA key" })?;
         Ok(LeaderReply::CaKey { der })
+    }
+
+    /// openraft 0.9 keeps a leader that removed itself from the voters as leader (of a
+    /// cluster it no longer votes in) and has no leadership transfer. Going quiet makes the
+    /// voters elect one of themselves; the higher term then turns this node into a learner.
+    async fn hand_over_leadership(&self) {
+        self.raft.runtime_config().heartbeat(false);
+        let me = self.id;
+        let moved = self
+            .raft
+            .wait(Some(LEADERSHIP_HANDOVER_TIMEOUT))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != me),
+                "leadership handed over",
+            )
+            .await;
+        if moved.is_err() {
+            tracing::warn!("demoted leader: no other leader elected in time");
+        }
+        self.raft.runtime_config().heartbeat(true);
     }
 
     /// Both join tokens from this node's CA key and applied state.

@@ -21,18 +21,10 @@ use crate::pki::fingerprint;
 use crate::raft_types::TypeConfig;
 use crate::store::StateView;
 
-/// Which callers an RPC admits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Caller {
-    /// Any holder of a non-revoked cluster certificate.
-    Member,
-    /// A holder of a non-revoked certificate not known to belong to a worker.
-    RaftPeer,
-}
-
 /// Check the caller's certificate (already verified against the CA by rustls) against the
-/// replicated revocation list and roles.
-fn authorize<T>(request: &Request<T>, state: &StateView, caller: Caller) -> Result<(), Status> {
+/// replicated revocation list. Roles are not checked here: a demoted manager (possibly
+/// the leader that is demoting itself) must still finish the membership change.
+fn authorize<T>(request: &Request<T>, state: &StateView) -> Result<(), Status> {
     let certs = request
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("a cluster client certificate is required"))?;
@@ -40,24 +32,12 @@ fn authorize<T>(request: &Request<T>, state: &StateView, caller: Caller) -> Resu
         .first()
         .ok_or_else(|| Status::unauthenticated("a cluster client certificate is required"))?;
     let fp = fingerprint(leaf);
-    state.read(|s| {
-        if s.revoked_certs.contains(&fp) {
-            return Err(Status::permission_denied(
-                "certificate revoked (node removed)",
-            ));
-        }
-        if caller == Caller::RaftPeer {
-            if let Some(node) = s.node_by_fingerprint(&fp) {
-                if node.role == crate::state::NodeRole::Worker && s.managers().count() > 0 {
-                    // Workers are learners: they never send Raft RPCs. A demoted manager
-                    // may still send a few until its Raft learns the new membership;
-                    // refusing them is exactly what the demotion means.
-                    return Err(Status::permission_denied("workers do not send raft RPCs"));
-                }
-            }
-        }
-        Ok(())
-    })
+    if state.read(|s| s.revoked_certs.contains(&fp)) {
+        return Err(Status::permission_denied(
+            "certificate revoked (node removed)",
+        ));
+    }
+    Ok(())
 }
 
 fn internal(e: &crate::error::ConsensusError) -> Status {
@@ -75,7 +55,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<GrpcResponse<RaftMessage>, Status> {
-        authorize(&request, &self.state, Caller::RaftPeer)?;
+        authorize(&request, &self.state)?;
         let req =
             raft_message::decode("AppendEntries", request.get_ref()).map_err(|e| internal(&e))?;
         let result = self.raft.append_entries(req).await;
@@ -87,7 +67,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<GrpcResponse<RaftMessage>, Status> {
-        authorize(&request, &self.state, Caller::RaftPeer)?;
+        authorize(&request, &self.state)?;
         let req = raft_message::decode("Vote", request.get_ref()).map_err(|e| internal(&e))?;
         let result = self.raft.vote(req).await;
         let msg = raft_message::encode("Vote", &result).map_err(|e| internal(&e))?;
@@ -98,7 +78,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<GrpcResponse<RaftMessage>, Status> {
-        authorize(&request, &self.state, Caller::RaftPeer)?;
+        authorize(&request, &self.state)?;
         let req =
             raft_message::decode("InstallSnapshot", request.get_ref()).map_err(|e| internal(&e))?;
         let result = self.raft.install_snapshot(req).await;
@@ -152,7 +132,7 @@ impl Cluster for ClusterRpc {
         &self,
         request: Request<ForwardRequest>,
     ) -> Result<GrpcResponse<ForwardResponse>, Status> {
-        authorize(&request, &self.core.state_view(), Caller::Member)?;
+        authorize(&request, &self.core.state_view())?;
         let certs = request.peer_certs();
         let caller_fp = certs
             .as_ref()
