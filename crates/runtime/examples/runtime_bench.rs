@@ -219,25 +219,35 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&bundle)?;
     write_bundle(&bundle)?;
 
+    // Interleaved rounds, so that load from other work on the machine falls on every runtime
+    // alike.
+    const ROUNDS: usize = 5;
+    let per_round = n.div_ceil(ROUNDS);
     let mut phases = Phases::new();
     let result = (|| -> Result<Vec<(&str, Vec<f64>)>> {
-        Ok(vec![
-            (
-                "berth (Runtime: overlay + shim + libcontainer)",
-                bench_berth(&work, n, &mut phases)?,
-            ),
-            ("runc run", bench_oci("runc", &work, &bundle, n)?),
-            (
-                "crun run (private mount ns, cgroup2 unmounted)",
-                bench_crun(&work, &bundle, n)?,
-            ),
-        ])
+        let mut rows: Vec<(&str, Vec<f64>)> = vec![
+            ("berth (Runtime: overlay + shim + libcontainer)", Vec::new()),
+            ("runc run", Vec::new()),
+            ("crun run (private mount ns, cgroup2 unmounted)", Vec::new()),
+        ];
+        for _ in 0..ROUNDS {
+            rows[0]
+                .1
+                .extend(bench_berth(&work, per_round, &mut phases)?);
+            rows[1]
+                .1
+                .extend(bench_oci("runc", &work, &bundle, per_round)?);
+            rows[2].1.extend(bench_crun(&work, &bundle, per_round)?);
+        }
+        Ok(rows)
     })();
     let _ = std::fs::remove_dir_all(&work);
     let rows = result?;
     let crun = median(&rows[2].1);
     println!(
-        "create+start+wait+delete of `/bin/true`, busybox bundle, {n} runs each after {WARMUP} warm-up runs:\n"
+        "create+start+wait+delete of `/bin/true`, busybox bundle, {} runs each in {ROUNDS} \
+         interleaved rounds (each round after {WARMUP} warm-up runs):\n",
+        rows[0].1.len()
     );
     println!("| runtime | median ms | p90 ms | median / crun |");
     println!("|---|---|---|---|");
