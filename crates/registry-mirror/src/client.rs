@@ -40,6 +40,9 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Connect timeout per request.
     pub connect_timeout: Duration,
+    /// Extra trusted CA certificates (PEM), beside the system roots (Docker's
+    /// `certs.d/<host>/ca.crt`).
+    pub extra_root_certs_pem: Vec<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -48,12 +51,14 @@ impl Default for ClientConfig {
             insecure_registries: Vec::new(),
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(15),
+            extra_root_certs_pem: Vec::new(),
         }
     }
 }
 
 /// Whether `host` (`name[:port]`) may be reached over plain HTTP: loopback always, plus
-/// the configured insecure list (matched with or without the port).
+/// the configured insecure list (matched with or without the port). As Docker does, such a
+/// host is still tried over HTTPS first; plain HTTP is used when no TLS handshake succeeds.
 pub fn plain_http_allowed(host: &str, insecure: &[String]) -> bool {
     let bare = strip_port(host);
     if bare.eq_ignore_ascii_case("localhost") {
@@ -101,6 +106,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     config: Arc<ClientConfig>,
     auth_cache: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Scheme found for hosts allowed plain HTTP (probed once: HTTPS, else HTTP).
+    schemes: Arc<Mutex<HashMap<String, &'static str>>>,
 }
 
 /// A fetched manifest.
@@ -121,29 +128,65 @@ fn install_crypto_provider() {
 impl RegistryClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
         install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|source| Error::Transport {
-                url: String::new(),
+            .pool_idle_timeout(Duration::from_secs(30));
+        for pem in &config.extra_root_certs_pem {
+            let cert = reqwest::Certificate::from_pem(pem).map_err(|source| Error::Transport {
+                url: "<extra root certificate>".into(),
                 source,
             })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|source| Error::Transport {
+            url: String::new(),
+            source,
+        })?;
         Ok(RegistryClient {
             http,
             config: Arc::new(config),
             auth_cache: Arc::default(),
+            schemes: Arc::default(),
         })
     }
 
-    /// `http://host` or `https://host` by policy.
+    /// `https://host`, or for a host allowed plain HTTP, whatever the probe found
+    /// (`http://host` before any probe).
     pub fn base_url(&self, host: &str) -> String {
-        if plain_http_allowed(host, &self.config.insecure_registries) {
-            format!("http://{host}")
-        } else {
-            format!("https://{host}")
+        if !plain_http_allowed(host, &self.config.insecure_registries) {
+            return format!("https://{host}");
         }
+        let scheme = self
+            .schemes
+            .lock()
+            .expect("scheme cache")
+            .get(host)
+            .copied()
+            .unwrap_or("http");
+        format!("{scheme}://{host}")
+    }
+
+    /// The base URL for `host`, probing HTTPS once for hosts allowed plain HTTP.
+    pub async fn resolve_base_url(&self, host: &str) -> String {
+        if !plain_http_allowed(host, &self.config.insecure_registries) {
+            return format!("https://{host}");
+        }
+        if let Some(s) = self.schemes.lock().expect("scheme cache").get(host) {
+            return format!("{s}://{host}");
+        }
+        let probe = self
+            .http
+            .get(format!("https://{host}/v2/"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await;
+        let scheme = if probe.is_ok() { "https" } else { "http" };
+        self.schemes
+            .lock()
+            .expect("scheme cache")
+            .insert(host.to_string(), scheme);
+        format!("{scheme}://{host}")
     }
 
     /// Sends a request built by `build` (called again for the retry after an auth
@@ -275,8 +318,12 @@ impl RegistryClient {
         }
     }
 
-    fn url(&self, repo: &Repository, rest: &str) -> String {
-        format!("{}/v2/{}/{rest}", self.base_url(&repo.host), repo.path)
+    async fn url(&self, repo: &Repository, rest: &str) -> String {
+        format!(
+            "{}/v2/{}/{rest}",
+            self.resolve_base_url(&repo.host).await,
+            repo.path
+        )
     }
 
     /// GETs a manifest by tag or digest. The body's digest is computed and checked against
@@ -286,7 +333,7 @@ impl RegistryClient {
         repo: &Repository,
         reference: &str,
     ) -> Result<FetchedManifest> {
-        let url = self.url(repo, &format!("manifests/{reference}"));
+        let url = self.url(repo, &format!("manifests/{reference}")).await;
         let resp = self
             .send(repo, "pull", Method::GET, &url, &|r| {
                 r.header(ACCEPT, MANIFEST_ACCEPT)
@@ -327,7 +374,7 @@ impl RegistryClient {
 
     /// Starts a blob download; the caller streams and verifies the body.
     pub async fn get_blob(&self, repo: &Repository, digest: &Digest) -> Result<Response> {
-        let url = self.url(repo, &format!("blobs/{digest}"));
+        let url = self.url(repo, &format!("blobs/{digest}")).await;
         let resp = self.send(repo, "pull", Method::GET, &url, &|r| r).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Err(Error::BlobNotFound {
@@ -345,7 +392,7 @@ impl RegistryClient {
         digest: &Digest,
         actions: &str,
     ) -> Result<Option<u64>> {
-        let url = self.url(repo, &format!("blobs/{digest}"));
+        let url = self.url(repo, &format!("blobs/{digest}")).await;
         let resp = self.send(repo, actions, Method::HEAD, &url, &|r| r).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -363,7 +410,7 @@ impl RegistryClient {
         size: u64,
         body: &(dyn Fn() -> reqwest::Body + Sync),
     ) -> Result<()> {
-        let start = self.url(repo, "blobs/uploads/");
+        let start = self.url(repo, "blobs/uploads/").await;
         let resp = self
             .send(repo, "pull,push", Method::POST, &start, &|r| {
                 r.header("content-length", "0")
@@ -410,7 +457,7 @@ impl RegistryClient {
         media_type: &str,
         body: &[u8],
     ) -> Result<Option<String>> {
-        let url = self.url(repo, &format!("manifests/{reference}"));
+        let url = self.url(repo, &format!("manifests/{reference}")).await;
         let body = bytes::Bytes::copy_from_slice(body);
         let resp = self
             .send(repo, "pull,push", Method::PUT, &url, &|r| {
