@@ -12,11 +12,12 @@
 //!
 //! ```text
 //!  berthd --Runtime API--> Runtime ---spawn---> berth-shim (one per container, detached)
-//!                            |   \                 | libcontainer build/start, owns stdio,
-//!                            |    \--unix socket-->| log file, exit record, attach, kill
-//!                            v                     v
-//!                      SnapshotStore          container init (PID 1 in its namespaces)
-//!                      (overlay mount)
+//!                            |   \                 | mounts the overlay (MountPlan from the
+//!                            |    \--unix socket-->| SnapshotStore) in its own mount ns,
+//!                            v                     | libcontainer build/start, owns stdio,
+//!                      SnapshotStore               | log file, exit record, attach, kill
+//!                      (layers, upper dirs,        v
+//!                       mount plan)           container init (PID 1 in its namespaces)
 //! ```
 
 //! # Using it from berthd

@@ -1,8 +1,9 @@
 //! The per-container supervisor (`berth-shim`): one detached process per container init or
 //! exec process.
 //!
-//! Owns, for its one process: creation through libcontainer (from this single-threaded
-//! process, since libcontainer forks), the stdio pipes or the pty master, the log file, the
+//! Owns, for its one process: the rootfs overlay mount, made inside a mount namespace of the
+//! shim's own (so it vanishes with the shim and the host never unmounts), creation through
+//! libcontainer (from this single-threaded process, since libcontainer forks), the stdio pipes or the pty master, the log file, the
 //! reaping and the exit record, and the unix socket that serves [`crate::protocol`]. Does not
 //! own the rootfs mount, the bundle or the decision to start or stop (the runtime's).
 //!
