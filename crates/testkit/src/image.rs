@@ -249,9 +249,14 @@ fn image_config(
             "type": "layers",
             "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>(),
         },
-        "history": history.iter().map(|h| json!({
-            "created": CREATED, "author": "berth-testkit", "created_by": h,
-        })).collect::<Vec<_>>(),
+        // Steps that add no layer (CMD, ...) are marked empty_layer, as Docker requires.
+        "history": history.iter().map(|h| {
+            let mut e = json!({"created": CREATED, "author": "berth-testkit", "created_by": h});
+            if h.starts_with("CMD") {
+                e["empty_layer"] = json!(true);
+            }
+            e
+        }).collect::<Vec<_>>(),
     });
     if let Some(v) = variant {
         cfg["variant"] = json!(v);
@@ -435,6 +440,26 @@ mod tests {
             a.blob.digest, a.diff_id,
             "compressed and tar digests differ"
         );
+    }
+
+    #[test]
+    fn history_has_one_non_empty_entry_per_layer() {
+        let layers = vec![web_layer().unwrap()];
+        let cfg = image_config(
+            "amd64",
+            None,
+            json!({}),
+            &layers,
+            &["ADD www /www", "CMD [\"sh\"]"],
+        );
+        let v: Value = serde_json::from_slice(&cfg.data).unwrap();
+        let non_empty = v["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h.get("empty_layer").is_none())
+            .count();
+        assert_eq!(non_empty, layers.len());
     }
 
     #[test]
