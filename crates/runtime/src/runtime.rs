@@ -1100,7 +1100,7 @@ impl Runtime {
     }
 }
 
-/// One `top` row from /proc/<pid>/{stat,status,cmdline}.
+/// One `top` row from `/proc/<pid>/{stat,status,cmdline}`.
 pub fn top_row(pid: i32, stat: &str, status: &str, cmdline: &[u8]) -> Vec<String> {
     // stat: "pid (comm) state ppid ..."; comm may contain spaces and parens.
     let close = stat.rfind(')').unwrap_or(0);

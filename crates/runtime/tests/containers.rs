@@ -270,3 +270,47 @@ fn pause_unpause_restart_and_top() -> Result<()> {
     t.rt.delete(&id, true)?;
     Ok(())
 }
+
+#[test]
+fn user_caps_and_no_new_privileges_follow_run_options() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let o = berth_runtime::spec::RunOptions {
+        user: Some("1234:5678".into()),
+        no_new_privileges: true,
+        ..opts()
+    };
+    let (id, exit) = t.run(
+        &[
+            "sh",
+            "-c",
+            "id -u; id -g; grep NoNewPrivs /proc/self/status",
+        ],
+        o,
+    )?;
+    assert_eq!(exit.code, 0, "stderr: {}", t.output(&id, true)?);
+    let out = t.output(&id, false)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1234");
+    assert_eq!(lines[1], "5678");
+    assert_eq!(lines[2].split_whitespace().nth(1), Some("1"), "{out}");
+
+    // With CAP_SYS_ADMIN added, the default seccomp profile lets mount through (Docker's
+    // capability-gated rules) and CapEff gains bit 21.
+    let o = berth_runtime::spec::RunOptions {
+        cap_add: vec!["SYS_ADMIN".into()],
+        ..opts()
+    };
+    let (id, exit) = t.run(
+        &[
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status; mkdir -p /mnt/x && mount -t tmpfs none /mnt/x && echo MOUNT=ok",
+        ],
+        o,
+    )?;
+    let out = t.output(&id, false)?;
+    assert_eq!(exit.code, 0, "{out} {}", t.output(&id, true)?);
+    assert!(out.contains("00000000a82425fb"), "{out}");
+    assert!(out.contains("MOUNT=ok"), "{out}");
+    Ok(())
+}
