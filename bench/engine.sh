@@ -6,6 +6,7 @@
 #   docker run --rm --network none busybox true    berthd vs dockerd
 #   docker run --rm busybox true                   berthd, default bridge (networking cost)
 #   docker ps -a with 100 containers               berthd vs dockerd
+#   docker pull of big (50 MiB layer), cold         berthd vs dockerd (image removed each round)
 #
 #   bash bench/engine.sh          # starts its own fixture registry; needs docker.io for dockerd
 set -euo pipefail
@@ -62,6 +63,16 @@ for i in $(seq 1 "$runs"); do
     if [ $have_dockerd = 1 ]; then t=$(date +%s%N); D run --rm --network none "$img" true; d_none+=("$(ms "$t")"); fi
     t=$(date +%s%N); B run --rm "$img" true; b_bridge+=("$(ms "$t")")
 done
+declare -a b_pull d_pull
+big=$reg/big:latest
+for i in $(seq 1 "$runs"); do
+    t=$(date +%s%N); B pull -q "$big" >/dev/null; b_pull+=("$(ms "$t")")
+    B rmi -f "$big" >/dev/null
+    if [ $have_dockerd = 1 ]; then
+        t=$(date +%s%N); D pull -q "$big" >/dev/null; d_pull+=("$(ms "$t")")
+        D rmi -f "$big" >/dev/null
+    fi
+done
 for i in $(seq 1 100); do
     B create --network none "$img" true >/dev/null
     [ $have_dockerd = 1 ] && D create --network none "$img" true >/dev/null
@@ -82,6 +93,8 @@ if [ $have_dockerd = 1 ]; then
     dn=$(median "${d_none[@]}"); dp=$(median "${d_ps[@]}")
     echo "| \`run --rm --network none busybox true\` | $bn | $dn | $(ratio "$bn" "$dn") |"
     echo "| \`ps -a\`, 100 containers | $bp | $dp | $(ratio "$bp" "$dp") |"
+    bl=$(median "${b_pull[@]}"); dl=$(median "${d_pull[@]}")
+    echo "| \`pull\` of big (50 MiB layer), cold | $bl | $dl | $(ratio "$bl" "$dl") |"
 else
     echo "| \`run --rm --network none busybox true\` | $bn | (dockerd not installed) | - |"
     echo "| \`ps -a\`, 100 containers | $bp | (dockerd not installed) | - |"
