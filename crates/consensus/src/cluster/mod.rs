@@ -687,13 +687,28 @@ fn unexpected(reply: LeaderReply) -> ConsensusError {
     }
 }
 
+/// Bind `addr`, waiting up to 5 s while the port is still held (a node restarted in the
+/// same process whose previous listener is still closing).
 async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ConsensusError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ConsensusError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && addr.port() != 0
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(source) => {
+                return Err(ConsensusError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 fn local_addr(

@@ -208,6 +208,8 @@ pub(crate) async fn serve(
         .add_service(cluster)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
+    // Close the listening socket before returning, so the port can be bound again at once.
     accept_loop.abort();
+    let _ = accept_loop.await;
     result
 }
