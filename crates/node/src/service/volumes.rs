@@ -341,6 +341,7 @@ mod tests {
         assert_eq!(anon.name.len(), 64);
         assert!(anon.is_anonymous());
 
+        drop(s); // one process opens the state database at a time
         let store = Store::open(dir.path()).unwrap();
         let again = VolumeService::open(dir.path(), store).unwrap();
         assert_eq!(again.inspect("data").unwrap(), a);
