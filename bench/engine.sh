@@ -63,8 +63,9 @@ for i in $(seq 1 "$runs"); do
     if [ $have_dockerd = 1 ]; then t=$(date +%s%N); D run --rm --network none "$img" true; d_none+=("$(ms "$t")"); fi
     t=$(date +%s%N); B run --rm "$img" true; b_bridge+=("$(ms "$t")")
 done
-declare -a b_pull d_pull
+declare -a b_pull d_pull s_pull c_pull
 big=$reg/big:latest
+big_blob=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['images']['big:latest']['layers'][1]['digest'])" "$BERTH_TEST_FIXTURE")
 for i in $(seq 1 "$runs"); do
     t=$(date +%s%N); B pull -q "$big" >/dev/null; b_pull+=("$(ms "$t")")
     B rmi -f "$big" >/dev/null
@@ -72,6 +73,12 @@ for i in $(seq 1 "$runs"); do
         t=$(date +%s%N); D pull -q "$big" >/dev/null; d_pull+=("$(ms "$t")")
         D rmi -f "$big" >/dev/null
     fi
+    if command -v skopeo >/dev/null; then
+        rm -rf "$work/skopeo"
+        t=$(date +%s%N); skopeo copy -q --src-tls-verify=false "docker://$big" "dir:$work/skopeo" >/dev/null; s_pull+=("$(ms "$t")")
+    fi
+    t=$(date +%s%N); curl -sf -o "$work/blob" "http://$reg/v2/big/blobs/$big_blob"; c_pull+=("$(ms "$t")")
+    rm -rf "$work/skopeo" "$work/blob"
 done
 for i in $(seq 1 100); do
     B create --network none "$img" true >/dev/null
@@ -99,6 +106,9 @@ else
     echo "| \`run --rm --network none busybox true\` | $bn | (dockerd not installed) | - |"
     echo "| \`ps -a\`, 100 containers | $bp | (dockerd not installed) | - |"
 fi
+bl=$(median "${b_pull[@]}"); cl=$(median "${c_pull[@]}")
+echo
+echo "Cold pull of big, same rounds: berthd $bl ms, curl of the 50 MiB blob $cl ms ($(ratio "$bl" "$cl") the plain download)${s_pull:+, skopeo copy $(median "${s_pull[@]}") ms}."
 bb=$(median "${b_bridge[@]}")
 echo
 echo "Networking cost: \`run --rm busybox true\` on berth's default bridge $bb ms vs $bn ms with"

@@ -404,3 +404,43 @@ fn ports_survive_a_daemon_kill_without_duplicate_rules() -> Result<()> {
     assert_eq!(after.matches("table ip berth").count(), 1);
     Ok(())
 }
+
+#[test]
+fn publish_all_and_address_bound_ports() -> Result<()> {
+    let e = Env::new()?;
+    let web = e.img("web:latest");
+    // -P publishes the image's exposed port on a daemon-chosen host port.
+    e.ok(&["run", "-d", "--name", "pub", "-P", &web])?;
+    let port = e.ok(&["port", "pub", "8080/tcp"])?;
+    let host_port: u16 = port
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(host_port >= 1024, "{port}");
+    let url = format!("http://127.0.0.1:{host_port}/");
+    retry(Duration::from_secs(10), || {
+        Ok(e.curl_on_host(&url)?
+            .contains("hello from web")
+            .then_some(()))
+    })?;
+    // -p ip:hostPort:containerPort binds that address only.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lo",
+        "-p",
+        "127.0.0.1:18070:8080",
+        &web,
+    ])?;
+    retry(Duration::from_secs(10), || {
+        Ok(e.curl_on_host("http://127.0.0.1:18070/")?
+            .contains("hello from web")
+            .then_some(()))
+    })?;
+    let ports = e.ok(&["port", "lo"])?;
+    assert!(ports.contains("127.0.0.1:18070"), "{ports}");
+    Ok(())
+}

@@ -129,8 +129,17 @@ async fn run(cfg: config::Config) -> Result<()> {
     }
     tracing::info!("shutting down");
     shutdown.trigger();
-    for s in servers {
-        s.await??;
+    // In-flight requests get a moment to finish; long streams (attach, logs -f, events)
+    // would hold the shutdown forever, so they are cut after it.
+    let drain = async {
+        for s in servers {
+            s.await??;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), drain).await {
+        Ok(r) => r?,
+        Err(_) => tracing::info!("closing connections still open after 3 s"),
     }
     // Containers keep running (and keep their networking) across a daemon restart; with
     // none left, berth's links and nftables table go.

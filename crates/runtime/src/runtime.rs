@@ -1050,6 +1050,7 @@ impl Runtime {
             pending: initial.into(),
             opts,
             done: false,
+            idle: 0,
         })
     }
 
@@ -1184,6 +1185,8 @@ pub struct LogStream<'a> {
     pending: std::collections::VecDeque<LogRecord>,
     opts: LogOptions,
     done: bool,
+    /// Empty polls in a row (sets the poll interval).
+    idle: u32,
 }
 
 impl Iterator for LogStream<'_> {
@@ -1216,7 +1219,12 @@ impl Iterator for LogStream<'_> {
                     self.done = true;
                     return None;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                // Poll quickly right after activity (a short-lived container's output and
+                // exit arrive within milliseconds), backing off to 50 ms when idle.
+                std::thread::sleep(Duration::from_millis((2u64 << self.idle.min(5)).min(50)));
+                self.idle = self.idle.saturating_add(1);
+            } else {
+                self.idle = 0;
             }
         }
     }

@@ -112,6 +112,8 @@ struct Inner {
     events: EventBus,
     store: Store,
     table: Mutex<Table>,
+    /// For waiting on watch channels from blocking threads.
+    handle: tokio::runtime::Handle,
 }
 
 /// The containers of this node.
@@ -188,6 +190,7 @@ impl ContainerService {
                 events,
                 store,
                 table: Mutex::new(table),
+                handle: tokio::runtime::Handle::current(),
             }),
         })
     }
@@ -758,12 +761,13 @@ impl ContainerService {
             if rec.spec.auto_remove {
                 // Let attached clients read the whole output first.
                 if let Ok(mut rx) = self.life(&id) {
-                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-                    while rx.borrow_and_update().attachers > 0
-                        && std::time::Instant::now() < deadline
-                    {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
+                    self.inner.handle.block_on(async {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            rx.wait_for(|l| l.attachers == 0),
+                        )
+                        .await;
+                    });
                 }
                 if let Err(e) = self.remove_blocking(&id, true, true) {
                     tracing::warn!(container = %id, error = %e, "auto-remove failed");
@@ -870,10 +874,9 @@ impl ContainerService {
         let Some(mut rx) = self.table().lives.get(id).map(|tx| tx.subscribe()) else {
             return;
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while rx.borrow_and_update().running && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.inner.handle.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|l| !l.running)).await;
+        });
     }
 
     /// Sends `signal` to the container's init (blocking).
