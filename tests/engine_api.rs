@@ -6,67 +6,20 @@ use std::io::Write;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use berth_testkit::daemon::Berthd;
-use berth_testkit::Fixture;
+use anyhow::{Context, Result};
+use berth_testkit::daemon::{retry, DockerEnv};
 
-struct Env {
-    fx: Fixture,
-    d: Berthd,
-}
+type Env = DockerEnv;
 
-impl Env {
-    fn new() -> Result<Self> {
-        Ok(Env {
-            fx: Fixture::from_env()?,
-            d: Berthd::start(&[])?,
-        })
-    }
-
-    fn img(&self, repo_tag: &str) -> String {
-        self.fx.reference(repo_tag)
-    }
-
-    fn ok(&self, args: &[&str]) -> Result<String> {
-        self.d.docker_ok(args)
-    }
-
-    fn inspect(&self, id: &str, fmt: &str) -> Result<String> {
-        Ok(self
-            .ok(&["inspect", "--format", fmt, id])?
-            .trim()
-            .to_string())
-    }
-
-    /// Polls `f` until it returns true or `timeout` passes.
-    fn eventually(
-        &self,
-        timeout: Duration,
-        what: &str,
-        mut f: impl FnMut() -> Result<bool>,
-    ) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if f()? {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("timed out waiting for {what}\n{}", self.d.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        // Remove every container, so no shim, mount or cgroup outlives the test.
-        if let Ok(ids) = self.d.docker_ok(&["ps", "-aq"]) {
-            for id in ids.split_whitespace() {
-                let _ = self.d.docker(&["rm", "-f", id]);
-            }
-        }
-    }
+/// Polls `f` until it returns true or `timeout` passes.
+fn eventually(
+    e: &Env,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    retry(timeout, || Ok(f()?.then_some(())))
+        .map_err(|err| anyhow::anyhow!("waiting for {what}: {err}\n{}", e.d.log()))
 }
 
 #[test]
@@ -436,7 +389,7 @@ fn memory_limit_oom_and_restart_policy() -> Result<()> {
         ])?
         .trim()
         .to_string();
-    e.eventually(Duration::from_secs(30), "the OOM kill", || {
+    eventually(&e, Duration::from_secs(30), "the OOM kill", || {
         Ok(e.inspect(&id, "{{.State.Status}}")? == "exited")
     })?;
     assert_eq!(e.inspect(&id, "{{.State.OOMKilled}}")?, "true");
@@ -454,7 +407,7 @@ fn memory_limit_oom_and_restart_policy() -> Result<()> {
         ])?
         .trim()
         .to_string();
-    e.eventually(Duration::from_secs(30), "two restarts", || {
+    eventually(&e, Duration::from_secs(30), "two restarts", || {
         Ok(e.inspect(&id, "{{.RestartCount}} {{.State.Status}}")? == "2 exited")
     })?;
     std::thread::sleep(Duration::from_millis(1500));

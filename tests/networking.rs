@@ -4,59 +4,32 @@
 //! namespace; the second host is another namespace joined to it by a veth pair.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
-use berth_testkit::daemon::{Berthd, NetnsGuard};
-use berth_testkit::Fixture;
+use anyhow::Result;
+use berth_testkit::daemon::{retry, Berthd, DockerEnv, NetnsGuard};
 
-struct Env {
-    fx: Fixture,
-    d: Berthd,
+type Env = DockerEnv;
+
+/// `curl` from the daemon's host namespace.
+fn curl_on_host(e: &Env, url: &str) -> Result<String> {
+    let out = e.d.in_netns("curl", &["-s", "-m", "5", url]).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-impl Env {
-    fn new() -> Result<Self> {
-        Ok(Env {
-            fx: Fixture::from_env()?,
-            d: Berthd::start(&[])?,
-        })
-    }
-    fn img(&self, t: &str) -> String {
-        self.fx.reference(t)
-    }
-    fn ok(&self, args: &[&str]) -> Result<String> {
-        self.d.docker_ok(args)
-    }
-    /// `curl` from the daemon's host namespace.
-    fn curl_on_host(&self, url: &str) -> Result<String> {
-        let out = self.d.in_netns("curl", &["-s", "-m", "5", url]).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-    fn nft_ruleset(&self) -> String {
-        self.d
-            .in_netns("nft", &["list", "ruleset"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-    fn links(&self) -> String {
-        Command::new("ip")
-            .args(["-n", &netns_name(&self.d), "-o", "link"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
+fn nft_ruleset(e: &Env) -> String {
+    e.d.in_netns("nft", &["list", "ruleset"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Ok(ids) = self.d.docker_ok(&["ps", "-aq"]) {
-            for id in ids.split_whitespace() {
-                let _ = self.d.docker(&["rm", "-f", id]);
-            }
-        }
-    }
+fn links(e: &Env) -> String {
+    Command::new("ip")
+        .args(["-n", &netns_name(&e.d), "-o", "link"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
 }
 
 fn netns_name(d: &Berthd) -> String {
@@ -64,19 +37,6 @@ fn netns_name(d: &Berthd) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
@@ -106,7 +66,7 @@ fn published_port_answers_locally_and_from_a_second_host() -> Result<()> {
         "/www",
     ])?;
     let page = retry(Duration::from_secs(10), || {
-        let p = e.curl_on_host("http://127.0.0.1:18080/")?;
+        let p = curl_on_host(&e, "http://127.0.0.1:18080/")?;
         Ok(p.contains("hello from web").then_some(p))
     })?;
     assert_eq!(page, berth_testkit::image::WEB_INDEX_HTML);
@@ -350,20 +310,20 @@ fn everything_is_gone_after_rm_and_daemon_stop() -> Result<()> {
     e.ok(&["network", "create", "gone"])?;
     e.ok(&["run", "-d", "-p", "18081:8080", &web])?;
     e.ok(&["run", "-d", "--network", "gone", &web])?;
-    assert!(e.nft_ruleset().contains("table ip berth"));
-    assert!(e.links().contains("berth0"));
+    assert!(nft_ruleset(&e).contains("table ip berth"));
+    assert!(links(&e).contains("berth0"));
     let ids = e.ok(&["ps", "-aq"])?;
     for id in ids.split_whitespace() {
         e.ok(&["rm", "-f", id])?;
     }
     e.ok(&["network", "rm", "gone"])?;
     e.d.stop()?;
-    let links = e.links();
+    let links = links(&e);
     assert!(
         !links.contains("veth") && !links.contains("berth0") && !links.contains("br-"),
         "{links}"
     );
-    assert!(!e.nft_ruleset().contains("berth"), "{}", e.nft_ruleset());
+    assert!(!nft_ruleset(&e).contains("berth"), "{}", nft_ruleset(&e));
     e.d.restart()?;
     Ok(())
 }
@@ -380,7 +340,7 @@ fn ports_survive_a_daemon_kill_without_duplicate_rules() -> Result<()> {
         for i in 0..5 {
             let url = format!("http://127.0.0.1:{}/", 18090 + i);
             retry(Duration::from_secs(10), || {
-                Ok(e.curl_on_host(&url)?
+                Ok(curl_on_host(e, &url)?
                     .contains("hello from web")
                     .then_some(()))
             })?;
@@ -388,13 +348,13 @@ fn ports_survive_a_daemon_kill_without_duplicate_rules() -> Result<()> {
         Ok(())
     };
     answer_all(&e)?;
-    let before = e.nft_ruleset();
+    let before = nft_ruleset(&e);
     e.d.kill9()?;
     // Published ports keep answering while no daemon runs.
     answer_all(&e)?;
     e.d.restart()?;
     answer_all(&e)?;
-    let after = e.nft_ruleset();
+    let after = nft_ruleset(&e);
     let dnat = |r: &str| r.lines().filter(|l| l.contains("dnat")).count();
     assert_eq!(
         dnat(&before),
@@ -421,7 +381,7 @@ fn publish_all_and_address_bound_ports() -> Result<()> {
     assert!(host_port >= 1024, "{port}");
     let url = format!("http://127.0.0.1:{host_port}/");
     retry(Duration::from_secs(10), || {
-        Ok(e.curl_on_host(&url)?
+        Ok(curl_on_host(&e, &url)?
             .contains("hello from web")
             .then_some(()))
     })?;
@@ -436,7 +396,7 @@ fn publish_all_and_address_bound_ports() -> Result<()> {
         &web,
     ])?;
     retry(Duration::from_secs(10), || {
-        Ok(e.curl_on_host("http://127.0.0.1:18070/")?
+        Ok(curl_on_host(&e, "http://127.0.0.1:18070/")?
             .contains("hello from web")
             .then_some(()))
     })?;

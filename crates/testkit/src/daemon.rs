@@ -312,3 +312,62 @@ impl Drop for NetnsGuard {
             .status();
     }
 }
+
+/// A test's engine: the fixture and a berthd of its own, driven with the docker CLI. Every
+/// container is removed on drop, so no shim, mount or cgroup outlives the test.
+#[derive(Debug)]
+pub struct DockerEnv {
+    pub fx: crate::Fixture,
+    pub d: Berthd,
+}
+
+impl DockerEnv {
+    pub fn new() -> Result<Self> {
+        Ok(DockerEnv {
+            fx: crate::Fixture::from_env()?,
+            d: Berthd::start(&[])?,
+        })
+    }
+
+    /// The fixture registry's reference for `repo:tag`.
+    pub fn img(&self, repo_tag: &str) -> String {
+        self.fx.reference(repo_tag)
+    }
+
+    /// Runs the docker CLI and fails unless it exits 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> Result<String> {
+        self.d.docker_ok(args)
+    }
+
+    /// `docker inspect --format FMT ID`, trimmed.
+    pub fn inspect(&self, id: &str, fmt: &str) -> Result<String> {
+        Ok(self
+            .ok(&["inspect", "--format", fmt, id])?
+            .trim()
+            .to_string())
+    }
+}
+
+impl Drop for DockerEnv {
+    fn drop(&mut self) {
+        if let Ok(ids) = self.d.docker_ok(&["ps", "-aq"]) {
+            for id in ids.split_whitespace() {
+                let _ = self.d.docker(&["rm", "-f", id]);
+            }
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn retry<T>(timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -711,15 +711,7 @@ fn stats_json(
         })
     };
     let limit = if s.memory_limit == 0 || s.memory_limit > (1u64 << 62) {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find(|l| l.starts_with("MemTotal:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<u64>().ok())
-            })
-            .map_or(0, |kb| kb * 1024)
+        super::system::total_memory()
     } else {
         s.memory_limit
     };

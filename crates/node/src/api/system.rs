@@ -42,7 +42,8 @@ impl EngineInfo {
     }
 }
 
-fn total_memory() -> u64 {
+/// The host's memory in bytes (`MemTotal`).
+pub fn total_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
