@@ -161,6 +161,8 @@ fn user_networks_resolve_names_and_stay_apart() -> Result<()> {
         "a1",
         "--network",
         "neta",
+        "--network-alias",
+        "db",
         &bb,
         "sleep",
         "60",
@@ -197,6 +199,25 @@ fn user_networks_resolve_names_and_stay_apart() -> Result<()> {
         ping.status.success(),
         "{}",
         String::from_utf8_lossy(&ping.stdout)
+    );
+    // --network-alias names it too.
+    let alias = e.d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "neta",
+        &bb,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "db",
+    ])?;
+    assert!(
+        alias.status.success(),
+        "alias db: {}",
+        String::from_utf8_lossy(&alias.stdout)
     );
 
     let ip = e.ok(&[

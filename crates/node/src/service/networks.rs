@@ -261,6 +261,7 @@ impl NetworkService {
         hostname: &str,
         domainname: &str,
         network: &str,
+        aliases: Vec<String>,
         ports: Vec<PortRequest>,
     ) -> Result<Attachment, ServiceError> {
         let netns = self.netns_path(container_id);
@@ -274,7 +275,7 @@ impl NetworkService {
                     endpoint_id: random_hex64(),
                     container_id: container_id.to_string(),
                     container_name: container_name.to_string(),
-                    aliases: Vec::new(),
+                    aliases,
                     network: net.id.clone(),
                     netns: netns.clone(),
                     address: None,

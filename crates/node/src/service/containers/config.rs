@@ -198,6 +198,9 @@ pub struct ContainerSpec {
     pub attach_stderr: bool,
     pub stdin_once: bool,
     pub domainname: String,
+    /// `--network-alias`: extra DNS names on the container's network.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// Docker's rule for container names: `/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -392,6 +395,16 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         }
         Some(other) => NetworkChoice::Named(other.to_string()),
     };
+    let aliases: Vec<String> = body
+        .networking_config
+        .as_ref()
+        .and_then(|n| n.endpoints_config.as_ref())
+        .map(|eps| {
+            eps.values()
+                .flat_map(|e| e.aliases.clone().unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
     let network = if body.network_disabled.unwrap_or(false) {
         NetworkChoice::None
     } else {
@@ -574,6 +587,7 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         attach_stderr: body.attach_stderr.unwrap_or(false),
         stdin_once: body.stdin_once.unwrap_or(false),
         domainname: body.domainname.unwrap_or_default(),
+        aliases,
     })
 }
 

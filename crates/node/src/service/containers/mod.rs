@@ -571,6 +571,7 @@ impl ContainerService {
                     &hostname,
                     &spec.domainname,
                     net_name,
+                    spec.aliases.clone(),
                     ports,
                 )?;
                 spec.run.network = NetworkMode::Join(att.netns.clone());
