@@ -73,6 +73,21 @@ pub struct Attachment {
     pub resolv_conf: PathBuf,
 }
 
+/// What a new container asks of its network.
+#[derive(Debug, Clone)]
+pub struct AttachRequest<'a> {
+    pub container_id: &'a str,
+    pub container_name: &'a str,
+    pub hostname: &'a str,
+    pub domainname: &'a str,
+    /// Network name or ID (`bridge` for the default one).
+    pub network: &'a str,
+    /// `--network-alias` names.
+    pub aliases: Vec<String>,
+    /// `-p` / `-P`.
+    pub ports: Vec<PortRequest>,
+}
+
 /// The networks of this node.
 #[derive(Debug, Clone)]
 pub struct NetworkService {
@@ -252,18 +267,18 @@ impl NetworkService {
         self.write_files(container_id, hostname, "", &[], true)
     }
 
-    /// Gives a new container its namespace and joins it to `network` (blocking; call from
-    /// a blocking thread).
-    pub fn attach_blocking(
-        &self,
-        container_id: &str,
-        container_name: &str,
-        hostname: &str,
-        domainname: &str,
-        network: &str,
-        aliases: Vec<String>,
-        ports: Vec<PortRequest>,
-    ) -> Result<Attachment, ServiceError> {
+    /// Gives a new container its namespace and joins it to its network (blocking; call
+    /// from a blocking thread).
+    pub fn attach_blocking(&self, req: AttachRequest<'_>) -> Result<Attachment, ServiceError> {
+        let AttachRequest {
+            container_id,
+            container_name,
+            hostname,
+            domainname,
+            network,
+            aliases,
+            ports,
+        } = req;
         let netns = self.netns_path(container_id);
         let _ = remove_netns_file(&netns);
         create_netns_file(&netns).map_err(net_error)?;

@@ -28,7 +28,7 @@ use self::names::NameIndex;
 use self::record::{ContainerRecord, ContainerState, ResolvedMount};
 use super::events::{Event, EventBus};
 use super::images::ImageService;
-use super::networks::NetworkService;
+use super::networks::{AttachRequest, NetworkService};
 use super::volumes::{random_hex64, CreateVolume, VolumeService};
 use crate::error::ServiceError;
 use crate::store::{Store, CONTAINERS};
@@ -565,15 +565,15 @@ impl ContainerService {
                     _ => "bridge",
                 };
                 let ports = port_requests(&spec, &exposed)?;
-                let att = self.inner.networks.attach_blocking(
-                    id,
-                    name,
-                    &hostname,
-                    &spec.domainname,
-                    net_name,
-                    spec.aliases.clone(),
+                let att = self.inner.networks.attach_blocking(AttachRequest {
+                    container_id: id,
+                    container_name: name,
+                    hostname: &hostname,
+                    domainname: &spec.domainname,
+                    network: net_name,
+                    aliases: spec.aliases.clone(),
                     ports,
-                )?;
+                })?;
                 spec.run.network = NetworkMode::Join(att.netns.clone());
                 binds.push(BindMount {
                     source: att.hosts.clone(),
