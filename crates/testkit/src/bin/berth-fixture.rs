@@ -92,5 +92,24 @@ fn real_main() -> Result<ExitCode> {
     registry.stop();
     drop(registry);
     drop(dir);
+    if mode == "run" {
+        remove_empty_cgroup_parents();
+    }
     Ok(code)
+}
+
+/// The engine keeps a `berth` parent cgroup in every hierarchy (as dockerd keeps `docker`);
+/// after a test run it is removed where it is empty, so the run leaves nothing behind. A
+/// parent that still has children (a berthd of the user's running) is left alone: rmdir of a
+/// non-empty cgroup fails.
+fn remove_empty_cgroup_parents() {
+    let mut candidates = vec![std::path::PathBuf::from("/sys/fs/cgroup/berth")];
+    if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+        candidates.extend(rd.flatten().map(|e| e.path().join("berth")));
+    }
+    for c in candidates {
+        if c.is_dir() {
+            let _ = std::fs::remove_dir(&c);
+        }
+    }
 }
