@@ -1002,10 +1002,12 @@ impl ContainerService {
                 rec.name
             )));
         }
-        if force {
-            self.update(&id, |r| r.state.stopped_by_user = true);
+        // Transitional state, kept in memory only: the record is deleted right after, and
+        // after a crash in between the runtime's view is what counts.
+        if let Some(r) = self.table().records.get_mut(&id) {
+            r.state.stopped_by_user |= force;
+            r.state.status = "removing".into();
         }
-        self.update(&id, |r| r.state.status = "removing".into());
         match self.inner.runtime.delete(&id, force) {
             Ok(()) | Err(berth_runtime::RuntimeError::NotFound { .. }) => {}
             Err(e) => {
