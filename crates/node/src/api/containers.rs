@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_runtime::logs::{LogRecord, Stream};
-use berth_runtime::protocol::{encode_frame, kind, FrameDecoder};
 use berth_runtime::{AttachOptions, ExecOptions, LogOptions};
 use bollard_stubs::models::ContainerCreateBody;
 use serde::Deserialize;
@@ -19,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::filters::Filters;
-use super::stream::{frame, hijack};
+use super::stream::{channel_body, frame, hijack, pump_output, pump_stdin};
 use super::{query_bool, ApiError, AppState, JsonBody};
 use crate::service::containers::{blocking, ExecEntry, WaitCondition};
 
@@ -248,14 +247,8 @@ async fn wait(
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(receiver_stream(rx)))
+        .body(channel_body(rx))
         .expect("valid response"))
-}
-
-fn receiver_stream(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, Infallible>>,
-) -> impl futures::Stream<Item = Result<Vec<u8>, Infallible>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[derive(Debug, Deserialize)]
@@ -416,38 +409,9 @@ async fn attach(
         } else {
             (None, shim_wr)
         };
-        let stdin_task = stdin_wr.map(|mut w| {
-            tokio::spawn(async move {
-                if !early_stdin.is_empty()
-                    && w.write_all(&encode_frame(kind::STDIN, &early_stdin))
-                        .await
-                        .is_err()
-                {
-                    return;
-                }
-                if !client_eof {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    loop {
-                        match client_rd.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if w.write_all(&encode_frame(kind::STDIN, &buf[..n]))
-                                    .await
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                }
-                if stdin_once || !tty {
-                    let _ = w.write_all(&encode_frame(kind::STDIN_CLOSE, &[])).await;
-                }
-                // Keep the write half open until the output side ends.
-                std::future::pending::<()>().await;
-            })
-        });
+        let close = stdin_once || !tty;
+        let stdin_task = stdin_wr
+            .map(|w| tokio::spawn(pump_stdin(client_rd, w, early_stdin, client_eof, close)));
         if from_log {
             let rt = svc.runtime().clone();
             let lid = id.clone();
@@ -478,28 +442,8 @@ async fn attach(
                     break;
                 }
             }
-        } else if let Some(mut r) = shim_rd {
-            let mut buf = vec![0u8; 32 * 1024];
-            let mut dec = FrameDecoder::default();
-            'out: loop {
-                match r.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if !tty {
-                            if client_wr.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                            continue;
-                        }
-                        dec.push(&buf[..n]);
-                        while let Ok(Some((_, payload))) = dec.next_frame() {
-                            if client_wr.write_all(&payload).await.is_err() {
-                                break 'out;
-                            }
-                        }
-                    }
-                }
-            }
+        } else if let Some(r) = shim_rd {
+            pump_output(r, &mut client_wr, tty).await;
         }
         let _ = client_wr.flush().await;
         let _ = client_wr.shutdown().await;
@@ -647,7 +591,7 @@ async fn logs(
     };
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, ct)
-        .body(Body::from_stream(receiver_stream(rx)))
+        .body(channel_body(rx))
         .expect("valid response"))
 }
 
@@ -799,7 +743,7 @@ async fn stats(
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(receiver_stream(rx)))
+        .body(channel_body(rx))
         .expect("valid response"))
 }
 
@@ -920,7 +864,7 @@ async fn exec_start(
         }
     };
     hijack(req, tty, move |conn| async move {
-        let (mut client_rd, mut client_wr) = tokio::io::split(conn);
+        let (client_rd, mut client_wr) = tokio::io::split(conn);
         let Some(shim) = shim else {
             let _ = client_wr.shutdown().await;
             return;
@@ -929,56 +873,15 @@ async fn exec_start(
         let Ok(shim) = tokio::net::UnixStream::from_std(shim) else {
             return;
         };
-        let (mut shim_rd, shim_wr) = shim.into_split();
+        let (shim_rd, shim_wr) = shim.into_split();
         let (stdin_wr, _held_wr) = if opts.stdin {
             (Some(shim_wr), None)
         } else {
             (None, Some(shim_wr))
         };
-        let stdin_task = stdin_wr.map(|mut shim_wr| {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    match client_rd.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if shim_wr
-                                .write_all(&encode_frame(kind::STDIN, &buf[..n]))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    }
-                }
-                let _ = shim_wr
-                    .write_all(&encode_frame(kind::STDIN_CLOSE, &[]))
-                    .await;
-                std::future::pending::<()>().await;
-            })
-        });
-        let mut buf = vec![0u8; 32 * 1024];
-        let mut dec = FrameDecoder::default();
-        'out: loop {
-            match shim_rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if !tty {
-                        if client_wr.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                    dec.push(&buf[..n]);
-                    while let Ok(Some((_, payload))) = dec.next_frame() {
-                        if client_wr.write_all(&payload).await.is_err() {
-                            break 'out;
-                        }
-                    }
-                }
-            }
-        }
+        let stdin_task =
+            stdin_wr.map(|w| tokio::spawn(pump_stdin(client_rd, w, Vec::new(), false, true)));
+        pump_output(shim_rd, &mut client_wr, tty).await;
         // Record the exit code before the client asks for it.
         let _ = tokio::task::spawn_blocking(move || svc.exec_wait_blocking(&exec_id)).await;
         let _ = client_wr.flush().await;

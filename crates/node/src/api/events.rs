@@ -4,7 +4,6 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::Response;
@@ -125,17 +124,10 @@ async fn events(
             }
         }
     });
-    let stream = tokio_stream_from(body_rx);
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(stream))
+        .body(super::stream::channel_body(body_rx))
         .expect("valid response"))
-}
-
-fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, Infallible>>,
-) -> impl futures::Stream<Item = Result<Vec<u8>, Infallible>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[cfg(test)]

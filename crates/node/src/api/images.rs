@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::filters::Filters;
+use super::stream::{channel_body, unbounded_body};
 use super::{query_bool, ApiError, AppState};
 use crate::service::containers::blocking;
 use crate::service::events::Event;
@@ -164,7 +165,7 @@ async fn create(
         .map(str::to_owned)
         .or_else(|| reference.digest().map(|d| d.to_string()))
         .unwrap_or_else(|| "latest".into());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, Infallible>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, Infallible>>();
     let images = st.images.clone();
     let events = st.events.clone();
     let platform = q.platform.clone();
@@ -201,17 +202,14 @@ async fn create(
             }
         }
     });
-    Ok(json_stream(futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-    })))
+    Ok(json_body(unbounded_body(rx)))
 }
 
-fn json_stream(
-    stream: impl futures::Stream<Item = Result<Vec<u8>, Infallible>> + Send + 'static,
-) -> Response {
+/// A streamed JSON-lines response.
+fn json_body(body: Body) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(stream))
+        .body(body)
         .expect("valid response")
 }
 
@@ -287,9 +285,9 @@ async fn import(
     let reader = body_reader(req);
     let images = st.images.clone();
     let id = blocking(move || images.import(reader, reference.as_ref())).await?;
-    Ok(json_stream(futures::stream::iter([progress_line(
-        json!({"status": id.to_string()}),
-    )])))
+    Ok(json_body(Body::from_stream(futures::stream::iter([
+        progress_line(json!({"status": id.to_string()})),
+    ]))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -551,7 +549,7 @@ async fn push(
     let creds = credentials(headers)?;
     // Fail before the 200 when the image is not here.
     st.images.inspect(&reference.to_string())?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, Infallible>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, Infallible>>();
     let images = st.images.clone();
     let events = st.events.clone();
     let _ = tx.send(progress_line(json!({
@@ -592,9 +590,7 @@ async fn push(
             }
         }
     });
-    Ok(json_stream(futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-    })))
+    Ok(json_body(unbounded_body(rx)))
 }
 
 async fn save_many(
@@ -645,7 +641,7 @@ async fn save(st: AppState, names: Vec<String>) -> Result<Response, ApiError> {
     for n in &names {
         st.images.inspect(n)?;
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, Infallible>>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, Infallible>>(16);
     let images = st.images.clone();
     tokio::task::spawn_blocking(move || {
         let w = ChannelWriter { tx };
@@ -655,9 +651,7 @@ async fn save(st: AppState, names: Vec<String>) -> Result<Response, ApiError> {
     });
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/x-tar")
-        .body(Body::from_stream(futures::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx)
-        })))
+        .body(channel_body(rx))
         .expect("valid response"))
 }
 
@@ -706,7 +700,7 @@ async fn load(
                 .publish(Event::now("image", "load", &t, Default::default()));
         }
     }
-    Ok(json_stream(futures::stream::iter(lines)))
+    Ok(json_body(Body::from_stream(futures::stream::iter(lines))))
 }
 
 async fn prune(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {

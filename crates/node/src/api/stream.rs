@@ -6,11 +6,15 @@
 //!  no tty: each chunk from the server is [stream, 0, 0, 0, len(u32 BE)] + payload
 //! ```
 
+use std::convert::Infallible;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
+use berth_runtime::protocol::{encode_frame, kind, FrameDecoder};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ApiError;
 
@@ -18,14 +22,9 @@ use super::ApiError;
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 
-/// One multiplexed frame: header + payload.
-pub fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + payload.len());
-    out.extend_from_slice(&[stream, 0, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
+/// One multiplexed frame: header + payload. The shim protocol uses the same header, so
+/// this is its encoder.
+pub use berth_runtime::protocol::encode_frame as frame;
 
 /// The upgraded connection of a hijacked request.
 pub type Hijacked = TokioIo<hyper::upgrade::Upgraded>;
@@ -67,6 +66,89 @@ where
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     Ok(resp)
+}
+
+/// A response body fed by a channel (streams: progress, logs, events, stats, wait).
+pub fn channel_body(mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, Infallible>>) -> Body {
+    Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// The same, from an unbounded channel.
+pub fn unbounded_body(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Result<Vec<u8>, Infallible>>,
+) -> Body {
+    Body::from_stream(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// Copies a shim's output frames to a hijacked client until either side closes: as they are
+/// without a tty (they already carry Docker's multiplexed header), payloads only with one.
+pub async fn pump_output(
+    mut shim: impl AsyncRead + Unpin,
+    client: &mut (impl AsyncWrite + Unpin),
+    tty: bool,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut dec = FrameDecoder::default();
+    loop {
+        let n = match shim.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !tty {
+            if client.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        dec.push(&buf[..n]);
+        while let Ok(Some((_, payload))) = dec.next_frame() {
+            if client.write_all(&payload).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Copies a hijacked client's input to a shim as STDIN frames (after `early`, input that
+/// came before the shim was reachable), then STDIN_CLOSE if `close`. A client half-close is
+/// not a detach: the write half stays open (the future never returns) until the caller
+/// aborts it when the output side ends.
+pub async fn pump_stdin(
+    mut client: impl AsyncRead + Unpin,
+    mut shim: impl AsyncWrite + Unpin,
+    early: Vec<u8>,
+    client_done: bool,
+    close: bool,
+) {
+    if !early.is_empty()
+        && shim
+            .write_all(&encode_frame(kind::STDIN, &early))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    if !client_done {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if shim
+                        .write_all(&encode_frame(kind::STDIN, &buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    if close {
+        let _ = shim.write_all(&encode_frame(kind::STDIN_CLOSE, &[])).await;
+    }
+    std::future::pending::<()>().await;
 }
 
 #[cfg(test)]
