@@ -282,25 +282,14 @@ impl NetworkService {
         let netns = self.netns_path(container_id);
         let _ = remove_netns_file(&netns);
         create_netns_file(&netns).map_err(net_error)?;
-        let result = self.inner.handle.block_on(async {
-            let mut d = self.inner.driver.lock().await;
-            let net = d.state().find_network(network).map_err(net_error)?.clone();
-            let r = d
-                .connect(EndpointRequest {
-                    endpoint_id: random_hex64(),
-                    container_id: container_id.to_string(),
-                    container_name: container_name.to_string(),
-                    aliases,
-                    network: net.id.clone(),
-                    netns: netns.clone(),
-                    address: None,
-                    ports,
-                })
-                .await
-                .map_err(net_error);
-            self.saved(&d).await;
-            r.map(|ep| (net, ep))
-        });
+        let result = self.inner.handle.block_on(self.join(
+            container_id,
+            container_name,
+            network,
+            &netns,
+            aliases,
+            ports,
+        ));
         let (net, ep) = match result {
             Ok(x) => x,
             Err(e) => {
@@ -323,6 +312,35 @@ impl NetworkService {
         }
     }
 
+    /// Connects the namespace at `netns` to `network` and persists the state.
+    async fn join(
+        &self,
+        container_id: &str,
+        container_name: &str,
+        network: &str,
+        netns: &Path,
+        aliases: Vec<String>,
+        ports: Vec<PortRequest>,
+    ) -> Result<(Network, Endpoint), ServiceError> {
+        let mut d = self.inner.driver.lock().await;
+        let net = d.state().find_network(network).map_err(net_error)?.clone();
+        let r = d
+            .connect(EndpointRequest {
+                endpoint_id: random_hex64(),
+                container_id: container_id.to_string(),
+                container_name: container_name.to_string(),
+                aliases,
+                network: net.id.clone(),
+                netns: netns.to_path_buf(),
+                address: None,
+                ports,
+            })
+            .await
+            .map_err(net_error);
+        self.saved(&d).await;
+        r.map(|ep| (net, ep))
+    }
+
     /// Joins a container that already has its namespace to another network.
     pub async fn connect(
         &self,
@@ -337,23 +355,15 @@ impl NetworkService {
                 "container {container_id} has no network namespace of its own (host or none mode)"
             )));
         }
-        let mut d = self.inner.driver.lock().await;
-        let net = d.state().find_network(network).map_err(net_error)?.clone();
-        let r = d
-            .connect(EndpointRequest {
-                endpoint_id: random_hex64(),
-                container_id: container_id.to_string(),
-                container_name: container_name.to_string(),
-                aliases,
-                network: net.id.clone(),
-                netns,
-                address: None,
-                ports: Vec::new(),
-            })
-            .await
-            .map_err(net_error);
-        self.saved(&d).await;
-        r.map(|ep| (net, ep))
+        self.join(
+            container_id,
+            container_name,
+            network,
+            &netns,
+            aliases,
+            Vec::new(),
+        )
+        .await
     }
 
     /// Removes a container's endpoint on one network.
