@@ -43,6 +43,10 @@ pub struct Config {
     /// The server's private key (PEM).
     #[arg(long = "tlskey")]
     pub tls_key: Option<PathBuf>,
+    /// Quorum-loss recovery: restart this manager as the only manager of its cluster,
+    /// keeping all cluster state (the other managers must leave and join again).
+    #[arg(long = "force-new-cluster")]
+    pub force_new_cluster: bool,
     /// Log filter: error, warn, info, debug, trace (or a tracing directive).
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     pub log_level: String,

@@ -20,6 +20,12 @@ pub enum ServiceError {
     /// Networking failed (500).
     #[error(transparent)]
     Network(Box<berth_overlay_net::NetError>),
+    /// Not possible in this node's current state, or the cluster cannot be reached (503).
+    #[error("{message}")]
+    Unavailable { message: String },
+    /// The cluster layer failed (500).
+    #[error("{0}")]
+    Cluster(String),
     /// Nothing to do: already started, already stopped (304).
     #[error("{message}")]
     NotModified { message: String },
@@ -61,6 +67,11 @@ impl ServiceError {
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         ServiceError::InvalidArgument {
+            message: message.into(),
+        }
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ServiceError::Unavailable {
             message: message.into(),
         }
     }

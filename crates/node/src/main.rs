@@ -83,13 +83,21 @@ async fn run(cfg: config::Config) -> Result<()> {
         let c = containers.clone();
         tokio::task::spawn_blocking(move || c.recover()).await?;
     }
+    let engine = std::sync::Arc::new(api::EngineInfo::from_config(&cfg));
+    let cluster = service::cluster::ClusterService::open(
+        &cfg.data_root,
+        engine.hostname.clone(),
+        cfg.force_new_cluster,
+    )
+    .await;
     let state = api::AppState {
-        engine: std::sync::Arc::new(api::EngineInfo::from_config(&cfg)),
+        engine,
         events,
         volumes,
         images,
         containers,
         networks: networks.clone(),
+        cluster: cluster.clone(),
     };
     let router = api::router(state);
     let shutdown = api::Shutdown::new();
@@ -141,6 +149,7 @@ async fn run(cfg: config::Config) -> Result<()> {
         Ok(r) => r?,
         Err(_) => tracing::info!("closing connections still open after 3 s"),
     }
+    cluster.shutdown().await;
     // Containers keep running (and keep their networking) across a daemon restart; with
     // none left, berth's links and nftables table go.
     networks.teardown_if_idle().await;

@@ -168,6 +168,11 @@ impl Berthd {
         self.netns.path()
     }
 
+    /// The name of the daemon's network namespace (for `ip -n`).
+    pub fn netns_name(&self) -> &str {
+        self.netns.name()
+    }
+
     /// A command that runs inside the daemon's network namespace (on its "host").
     pub fn in_netns(&self, program: &str, args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
@@ -246,6 +251,13 @@ impl Berthd {
     /// Starts the daemon again on the same data root.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
+        self.spawn()
+    }
+
+    /// Starts the daemon again on the same data root with other extra arguments.
+    pub fn restart_with(&mut self, extra_args: &[&str]) -> Result<()> {
+        self.stop()?;
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
         self.spawn()
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod daemon;
 pub mod image;
+pub mod lan;
 pub mod netns;
 pub mod registry;
 

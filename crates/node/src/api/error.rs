@@ -22,6 +22,8 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -33,7 +35,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::InvalidArgument { message } => ApiError::BadRequest(message),
             ServiceError::NotModified { message } => ApiError::NotModified(message),
             ServiceError::Forbidden { message } => ApiError::Forbidden(message),
+            ServiceError::Unavailable { message } => ApiError::Unavailable(message),
             e @ (ServiceError::Store(_)
+            | ServiceError::Cluster(_)
             | ServiceError::Io { .. }
             | ServiceError::Image(_)
             | ServiceError::Runtime(_)
@@ -53,6 +57,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

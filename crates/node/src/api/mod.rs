@@ -14,6 +14,7 @@ mod filters;
 mod images;
 mod networks;
 mod stream;
+mod swarm;
 mod system;
 mod volumes;
 
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 pub use error::ApiError;
 pub use system::EngineInfo;
 
+use crate::service::cluster::ClusterService;
 use crate::service::containers::ContainerService;
 use crate::service::events::EventBus;
 use crate::service::images::ImageService;
@@ -49,6 +51,7 @@ pub struct AppState {
     pub images: ImageService,
     pub containers: ContainerService,
     pub networks: NetworkService,
+    pub cluster: ClusterService,
 }
 
 /// A JSON request body; malformed JSON is a Docker-shaped 400, not axum's plain text.
@@ -107,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .merge(images::routes())
         .merge(containers::routes())
         .merge(networks::routes())
+        .merge(swarm::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::common_headers))
         .with_state(state)

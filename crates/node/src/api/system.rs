@@ -122,7 +122,7 @@ async fn system_df(State(st): State<AppState>) -> Result<Json<Value>, super::Api
     })))
 }
 
-async fn ping() -> Response {
+async fn ping(State(st): State<AppState>) -> Response {
     let mut resp = "OK".into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -130,11 +130,14 @@ async fn ping() -> Response {
         HeaderValue::from_static("no-cache, no-store, must-revalidate"),
     );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert("Swarm", HeaderValue::from_static("inactive"));
+    h.insert(
+        "Swarm",
+        HeaderValue::from_static(super::swarm::ping_header(&st)),
+    );
     resp
 }
 
-const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 async fn version(State(st): State<AppState>) -> Json<Value> {
     let e = &st.engine;
@@ -202,8 +205,7 @@ async fn info(State(st): State<AppState>) -> Json<Value> {
         "LoggingDriver": "json-file",
         "DefaultRuntime": "berth",
         "Runtimes": {"berth": {"path": "libcontainer"}},
-        "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "",
-                  "ControlAvailable": false, "Error": "", "RemoteManagers": null},
+        "Swarm": super::swarm::info_json(&st),
         "RegistryConfig": {
             "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"],
             "IndexConfigs": {},

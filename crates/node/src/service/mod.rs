@@ -4,6 +4,7 @@
 //! records in the state database. Does not own HTTP shapes (api/) or kernel work (the
 //! runtime, registry-mirror and overlay-net crates, which services call).
 
+pub mod cluster;
 pub mod containers;
 pub mod events;
 pub mod images;

@@ -1,0 +1,423 @@
+//! Swarm and node routes: `/swarm`, `/swarm/init|join|leave|update`, `/nodes`,
+//! `/nodes/{id}`, `/nodes/{id}/update`; and the `Swarm` part of `/info`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_consensus::{Availability, NodeRole};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::filters::Filters;
+use super::{query_bool, ApiError, AppState, JsonBody};
+use crate::service::cluster::{node_id_str, Addresses, LocalState, NodeView, SwarmView};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/swarm", get(inspect))
+        .route("/swarm/init", post(init))
+        .route("/swarm/join", post(join))
+        .route("/swarm/leave", post(leave))
+        .route("/swarm/update", post(update))
+        .route("/nodes", get(list))
+        .route("/nodes/{id}", get(node_inspect).delete(node_remove))
+        .route("/nodes/{id}/update", post(node_update))
+}
+
+/// Go's zero time: what Docker prints for a time it does not know.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InitBody {
+    #[serde(default)]
+    listen_addr: String,
+    #[serde(default)]
+    advertise_addr: String,
+    #[serde(default)]
+    force_new_cluster: bool,
+}
+
+async fn init(
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<InitBody>,
+) -> Result<Json<String>, ApiError> {
+    let addrs = Addresses {
+        listen: body.listen_addr,
+        advertise: body.advertise_addr,
+    };
+    Ok(Json(st.cluster.init(&addrs, body.force_new_cluster).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct JoinBody {
+    #[serde(default)]
+    listen_addr: String,
+    #[serde(default)]
+    advertise_addr: String,
+    #[serde(default)]
+    remote_addrs: Option<Vec<String>>,
+    #[serde(default)]
+    join_token: String,
+    #[serde(default)]
+    availability: String,
+}
+
+async fn join(
+    State(st): State<AppState>,
+    JsonBody(body): JsonBody<JoinBody>,
+) -> Result<(), ApiError> {
+    let availability = match body.availability.as_str() {
+        "" => None,
+        a => Some(parse_availability(a)?),
+    };
+    let addrs = Addresses {
+        listen: body.listen_addr,
+        advertise: body.advertise_addr,
+    };
+    st.cluster
+        .join(
+            &addrs,
+            &body.remote_addrs.unwrap_or_default(),
+            &body.join_token,
+        )
+        .await?;
+    if let Some(a) = availability.filter(|a| *a != Availability::Active) {
+        let me = st.cluster.node_view_self().await?;
+        st.cluster
+            .update_node(
+                &node_id_str(me.record.id),
+                me.record.version,
+                me.record.role,
+                a,
+                me.record.labels,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct ForceQuery {
+    force: Option<String>,
+}
+
+async fn leave(State(st): State<AppState>, Query(q): Query<ForceQuery>) -> Result<(), ApiError> {
+    st.cluster.leave(query_bool(q.force.as_deref())?).await?;
+    Ok(())
+}
+
+/// The cluster spec berth runs with (its values, in Docker's shape).
+fn spec() -> Value {
+    json!({
+        "Name": "default",
+        "Labels": {},
+        "Orchestration": {"TaskHistoryRetentionLimit": 5},
+        // Raft ticks of 100 ms: heartbeat every tick, elections after 5 to 10.
+        "Raft": {"SnapshotInterval": 5000, "KeepOldSnapshots": 0,
+                 "LogEntriesForSlowFollowers": 1000, "ElectionTick": 5, "HeartbeatTick": 1},
+        "Dispatcher": {"HeartbeatPeriod": 5_000_000_000u64},
+        "CAConfig": {"NodeCertExpiry": 7_776_000_000_000_000u64},
+        "TaskDefaults": {},
+        "EncryptionConfig": {"AutoLockManagers": false},
+    })
+}
+
+fn cluster_json(v: &SwarmView) -> Value {
+    json!({
+        "ID": v.cluster_id,
+        "Version": {"Index": v.version},
+        "CreatedAt": ZERO_TIME,
+        "UpdatedAt": ZERO_TIME,
+        "Spec": spec(),
+        "TLSInfo": {"TrustRoot": v.ca_cert_pem, "CertIssuerSubject": "", "CertIssuerPublicKey": ""},
+        "RootRotationInProgress": false,
+        "DefaultAddrPool": [],
+        "SubnetSize": 24,
+        "DataPathPort": 4789,
+    })
+}
+
+async fn inspect(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let view = st.cluster.inspect(true).await?;
+    let mut v = cluster_json(&view);
+    if let Some((worker, manager)) = &view.tokens {
+        v["JoinTokens"] = json!({"Worker": worker, "Manager": manager});
+    }
+    Ok(Json(v))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateQuery {
+    version: Option<String>,
+    rotate_worker_token: Option<String>,
+    rotate_manager_token: Option<String>,
+    rotate_manager_unlock_key: Option<String>,
+}
+
+/// `docker swarm join-token --rotate` and `docker swarm update`. Token rotation is
+/// supported; a spec differing from berth's fixed one is refused, not ignored.
+async fn update(
+    State(st): State<AppState>,
+    Query(q): Query<UpdateQuery>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<(), ApiError> {
+    if q.version.as_deref().unwrap_or("").is_empty() {
+        return Err(ApiError::BadRequest("version is required".into()));
+    }
+    if query_bool(q.rotate_manager_unlock_key.as_deref())? {
+        return Err(ApiError::BadRequest(
+            "berth does not lock managers (no autolock), so there is no unlock key to rotate"
+                .into(),
+        ));
+    }
+    let ours = spec();
+    for path in [
+        "/Orchestration/TaskHistoryRetentionLimit",
+        "/Raft/SnapshotInterval",
+        "/Dispatcher/HeartbeatPeriod",
+        "/CAConfig/NodeCertExpiry",
+        "/EncryptionConfig/AutoLockManagers",
+    ] {
+        if let Some(theirs) = body.pointer(path) {
+            if Some(theirs) != ours.pointer(path) && !theirs.is_null() {
+                return Err(ApiError::BadRequest(format!(
+                    "changing the cluster spec ({}) is not supported by berth",
+                    path.trim_start_matches('/').replace('/', ".")
+                )));
+            }
+        }
+    }
+    if query_bool(q.rotate_worker_token.as_deref())? {
+        st.cluster.rotate_token(NodeRole::Worker).await?;
+    }
+    if query_bool(q.rotate_manager_token.as_deref())? {
+        st.cluster.rotate_token(NodeRole::Manager).await?;
+    }
+    Ok(())
+}
+
+fn node_json(n: &NodeView, engine_version: &str, hostname_os: &Value) -> Value {
+    let r = &n.record;
+    let ip = r.addr.rsplit_once(':').map_or(r.addr.as_str(), |(h, _)| h);
+    let ip = ip.trim_matches(['[', ']']);
+    let mut v = json!({
+        "ID": node_id_str(r.id),
+        "Version": {"Index": r.version},
+        "CreatedAt": ZERO_TIME,
+        "UpdatedAt": ZERO_TIME,
+        "Spec": {
+            "Labels": r.labels,
+            "Role": r.role.as_str(),
+            "Availability": r.availability.as_str(),
+        },
+        "Description": {
+            "Hostname": r.hostname,
+            "Platform": hostname_os,
+            "Resources": {},
+            "Engine": {"EngineVersion": if n.is_self { engine_version } else { "" }},
+            "TLSInfo": {},
+        },
+        "Status": {"State": if n.reachable { "ready" } else { "down" }, "Addr": ip},
+    });
+    if r.role == NodeRole::Manager {
+        v["ManagerStatus"] = json!({
+            "Leader": n.leader,
+            "Reachability": if n.reachable { "reachable" } else { "unreachable" },
+            "Addr": r.addr,
+        });
+    }
+    v
+}
+
+fn platform() -> Value {
+    json!({"Architecture": std::env::consts::ARCH, "OS": "linux"})
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    filters: Option<String>,
+}
+
+async fn list(
+    State(st): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let filters = Filters::parse(q.filters.as_deref())?;
+    filters.only(&["id", "name", "role", "membership", "label", "node.label"])?;
+    let ids = filters.get("id");
+    let names = filters.get("name");
+    let roles = filters.get("role");
+    for r in &roles {
+        if r != "manager" && r != "worker" {
+            return Err(ApiError::BadRequest(format!("invalid filter 'role={r}'")));
+        }
+    }
+    let labels = [filters.get("label"), filters.get("node.label")].concat();
+    let memberships = filters.get("membership");
+    let nodes = st.cluster.nodes()?;
+    let platform = platform();
+    let out = nodes
+        .iter()
+        .filter(|n| {
+            let id = node_id_str(n.record.id);
+            (ids.is_empty() || ids.iter().any(|i| id.starts_with(i.as_str())))
+                && (names.is_empty() || names.contains(&n.record.hostname))
+                && (roles.is_empty() || roles.iter().any(|r| r == n.record.role.as_str()))
+                && (memberships.is_empty() || memberships.iter().any(|m| m == "accepted"))
+                && labels.iter().all(|l| match l.split_once('=') {
+                    Some((k, v)) => n.record.labels.get(k).is_some_and(|x| x == v),
+                    None => n.record.labels.contains_key(l.as_str()),
+                })
+        })
+        .map(|n| node_json(n, super::system::ENGINE_VERSION, &platform))
+        .collect();
+    Ok(Json(out))
+}
+
+async fn node_inspect(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let n = st.cluster.node_view(&id)?;
+    Ok(Json(node_json(
+        &n,
+        super::system::ENGINE_VERSION,
+        &platform(),
+    )))
+}
+
+async fn node_remove(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ForceQuery>,
+) -> Result<(), ApiError> {
+    st.cluster
+        .remove_node(&id, query_bool(q.force.as_deref())?)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct VersionQuery {
+    version: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeSpecBody {
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    availability: String,
+}
+
+fn parse_availability(s: &str) -> Result<Availability, ApiError> {
+    match s {
+        "active" => Ok(Availability::Active),
+        "pause" => Ok(Availability::Pause),
+        "drain" => Ok(Availability::Drain),
+        other => Err(ApiError::BadRequest(format!(
+            "invalid availability {other:?}: expected active, pause or drain"
+        ))),
+    }
+}
+
+async fn node_update(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<VersionQuery>,
+    JsonBody(body): JsonBody<NodeSpecBody>,
+) -> Result<(), ApiError> {
+    let version = q
+        .version
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("version is required".into()))?
+        .parse::<u64>()
+        .map_err(|_| ApiError::BadRequest("invalid node version".into()))?;
+    let role = match body.role.as_str() {
+        "manager" => NodeRole::Manager,
+        "worker" => NodeRole::Worker,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid role {other:?}: expected manager or worker"
+            )))
+        }
+    };
+    let availability = parse_availability(&body.availability)?;
+    st.cluster
+        .update_node(
+            &id,
+            version,
+            role,
+            availability,
+            body.labels.unwrap_or_default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The `Swarm` object of `/info`.
+pub fn info_json(st: &AppState) -> Value {
+    match st.cluster.local_state() {
+        LocalState::Inactive => json!({
+            "LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "",
+            "ControlAvailable": false, "Error": "", "RemoteManagers": null,
+        }),
+        LocalState::Error(e) => json!({
+            "LocalNodeState": "error", "NodeID": "", "NodeAddr": "",
+            "ControlAvailable": false, "Error": e, "RemoteManagers": null,
+        }),
+        LocalState::Active {
+            node_id,
+            addr,
+            manager,
+        } => {
+            let state = st.cluster.local_cluster_state().unwrap_or_default();
+            let managers: Vec<Value> = state
+                .nodes
+                .values()
+                .filter(|n| n.role == NodeRole::Manager)
+                .map(|n| json!({"NodeID": node_id_str(n.id), "Addr": n.addr}))
+                .collect();
+            let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+            let mut v = json!({
+                "LocalNodeState": "active",
+                "NodeID": node_id,
+                "NodeAddr": ip.trim_matches(['[', ']']),
+                "ControlAvailable": manager,
+                "Error": "",
+                "Nodes": state.nodes.len(),
+                "Managers": managers.len(),
+                "RemoteManagers": managers,
+            });
+            if manager {
+                let view = SwarmView {
+                    cluster_id: state.cluster_id.clone().unwrap_or_default(),
+                    version: state.last_index,
+                    ca_cert_pem: String::new(),
+                    tokens: None,
+                };
+                v["Cluster"] = cluster_json(&view);
+            }
+            v
+        }
+    }
+}
+
+/// The `/_ping` `Swarm` header value.
+pub fn ping_header(st: &AppState) -> &'static str {
+    match st.cluster.local_state() {
+        LocalState::Active { manager: true, .. } => "active/manager",
+        LocalState::Active { manager: false, .. } => "active/worker",
+        LocalState::Error(_) => "error",
+        LocalState::Inactive => "inactive",
+    }
+}
