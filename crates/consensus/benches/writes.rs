@@ -1,4 +1,6 @@
-//! Cluster write latency and throughput on 3 managers in one process over loopback mTLS.
+//! Cluster write latency and throughput on 3 managers, each in its own network namespace on a
+//! veth LAN (a bridge in a switch namespace), in one process: each node runs on a thread
+//! of its own that entered its host's namespace. Needs root.
 //!
 //! `cargo bench -p berth-consensus --bench writes`; knobs: BENCH_SEQ (sequential writes,
 //! default 500), BENCH_CONCURRENCY (default 64), BENCH_TOTAL (concurrent writes, 5000).
@@ -86,72 +88,163 @@ async fn concurrent(
     (all, start.elapsed())
 }
 
-async fn run() {
-    let root = tempfile::tempdir().expect("temp dir");
-    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let m1 = ClusterNode::init(ClusterConfig::new(root.path().join("m1"), any))
-        .await
-        .expect("init");
-    let token = m1.join_tokens().await.expect("tokens").manager.to_string();
-    let remote = m1.local_addr().to_string();
-    let m2 = ClusterNode::join(
-        ClusterConfig::new(root.path().join("m2"), any),
-        &remote,
-        &token,
-    )
-    .await
-    .expect("join");
-    let m3 = ClusterNode::join(
-        ClusterConfig::new(root.path().join("m3"), any),
-        &remote,
-        &token,
-    )
-    .await
-    .expect("join");
-    let leader_id = m1
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .expect("leader");
-    let nodes = [Arc::new(m1), Arc::new(m2), Arc::new(m3)];
-    let leader = nodes
-        .iter()
-        .find(|n| n.id() == leader_id)
-        .expect("leader")
-        .clone();
-    let follower = nodes
-        .iter()
-        .find(|n| n.id() != leader_id)
-        .expect("follower")
-        .clone();
+/// A cluster node on a thread of its own whose network namespace is its host's: every
+/// socket the node opens (listener, peer connections) lives in that namespace.
+struct Host {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
-    // Warm up connections and caches.
-    sequential(&leader, leader_id, 50).await;
-    sequential(&follower, leader_id, 50).await;
+impl Host {
+    fn start(netns: &std::path::Path) -> Host {
+        let ns = std::fs::File::open(netns).expect("open netns");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns(2) on a valid namespace fd; it changes only this thread.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            tx.send(rt.handle().clone()).expect("send handle");
+            rt.block_on(async {
+                let _ = stopped.await;
+            });
+        });
+        Host {
+            handle: rx.recv().expect("handle"),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
 
-    let seq = env("BENCH_SEQ", 500);
-    let concurrency = env("BENCH_CONCURRENCY", 64);
-    let total = env("BENCH_TOTAL", 5000);
-    println!("3 managers, loopback mTLS gRPC, redb fsync per commit");
-    let (s, w) = sequential(&leader, leader_id, seq).await;
-    report("sequential, on leader", s, w);
-    let (s, w) = sequential(&follower, leader_id, seq).await;
-    report("sequential, via follower", s, w);
-    let (s, w) = concurrent(leader.clone(), leader_id, concurrency, total).await;
-    report(&format!("{concurrency} concurrent, on leader"), s, w);
-    let (s, w) = concurrent(follower.clone(), leader_id, concurrency, total).await;
-    report(&format!("{concurrency} concurrent, via follower"), s, w);
+    /// Runs `f` on this host's runtime.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        self.handle.spawn(f).await.expect("host task")
+    }
+}
 
-    drop((leader, follower));
-    for node in nodes {
-        match Arc::try_unwrap(node) {
-            Ok(n) => n.shutdown().await.expect("shutdown"),
-            Err(_) => panic!("node still shared"),
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
 
+async fn run() {
+    use berth_testkit::daemon::NetnsGuard;
+    use berth_testkit::lan::Lan;
+
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut lan = Lan::new().expect("lan");
+    let mut namespaces = Vec::new();
+    let mut hosts = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let ns = NetnsGuard::create().expect("netns");
+        addrs.push(lan.attach(ns.name()).expect("attach"));
+        hosts.push(Host::start(&ns.path()));
+        namespaces.push(ns);
+    }
+    let config = |i: usize| {
+        let mut c = ClusterConfig::new(
+            root.path().join(format!("m{i}")),
+            format!("{}:2377", addrs[i]).parse().expect("addr"),
+        );
+        c.hostname = format!("m{i}");
+        c
+    };
+    let c0 = config(0);
+    let m1 = hosts[0]
+        .run(async move { ClusterNode::init(c0).await })
+        .await
+        .expect("init");
+    let token = m1.join_tokens().await.expect("tokens").manager.to_string();
+    let remote = format!("{}:2377", addrs[0]);
+    let mut nodes = vec![Arc::new(m1)];
+    for (i, host) in hosts.iter().enumerate().skip(1) {
+        let (c, remote, token) = (config(i), remote.clone(), token.clone());
+        let m = host
+            .run(async move { ClusterNode::join(c, &remote, &token).await })
+            .await
+            .expect("join");
+        nodes.push(Arc::new(m));
+    }
+    let leader_id = nodes[0]
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let li = nodes
+        .iter()
+        .position(|n| n.id() == leader_id)
+        .expect("leader");
+    let fi = (li + 1) % nodes.len();
+    let (leader, follower) = (nodes[li].clone(), nodes[fi].clone());
+    let (lh, fh) = (&hosts[li], &hosts[fi]);
+
+    // Warm up connections and caches.
+    let n = leader.clone();
+    lh.run(async move { sequential(&n, leader_id, 50).await })
+        .await;
+    let n = follower.clone();
+    fh.run(async move { sequential(&n, leader_id, 50).await })
+        .await;
+
+    let seq = env("BENCH_SEQ", 500);
+    let concurrency = env("BENCH_CONCURRENCY", 64);
+    let total = env("BENCH_TOTAL", 5000);
+    println!(
+        "3 managers, each in its own network namespace on a veth LAN, mTLS gRPC, redb fsync per commit"
+    );
+    let n = leader.clone();
+    let (s, w) = lh
+        .run(async move { sequential(&n, leader_id, seq).await })
+        .await;
+    report("sequential, on leader", s, w);
+    let n = follower.clone();
+    let (s, w) = fh
+        .run(async move { sequential(&n, leader_id, seq).await })
+        .await;
+    report("sequential, via follower", s, w);
+    let n = leader.clone();
+    let (s, w) = lh
+        .run(async move { concurrent(n, leader_id, concurrency, total).await })
+        .await;
+    report(&format!("{concurrency} concurrent, on leader"), s, w);
+    let n = follower.clone();
+    let (s, w) = fh
+        .run(async move { concurrent(n, leader_id, concurrency, total).await })
+        .await;
+    report(&format!("{concurrency} concurrent, via follower"), s, w);
+
+    drop((leader, follower));
+    for (node, host) in nodes.into_iter().zip(&hosts) {
+        match Arc::try_unwrap(node) {
+            Ok(n) => host
+                .run(async move { n.shutdown().await })
+                .await
+                .expect("shutdown"),
+            Err(_) => panic!("node still shared"),
+        }
+    }
+    drop(hosts);
+    drop(namespaces);
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("runtime");
