@@ -213,6 +213,62 @@ fn three_managers_two_workers_and_every_node_lists_all_five() -> Result<()> {
     let out = c.h(3).docker(&["swarm", "join-token", "-q", "worker"])?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a swarm manager"));
+
+    // Node administration from a manager: promote, demote, drain.
+    let m = c.h(1);
+    m.docker_ok(&["node", "promote", &ids[3]])?;
+    retry(Duration::from_secs(20), || {
+        Ok(node_ls(c.h(3))
+            .ok()
+            .filter(|rows| rows.iter().filter(|r| !r.manager_status.is_empty()).count() == 4))
+    })?;
+    let control = c
+        .h(3)
+        .docker_ok(&["info", "--format", "{{.Swarm.ControlAvailable}}"])?;
+    assert_eq!(control.trim(), "true");
+    m.docker_ok(&["node", "demote", &ids[3]])?;
+    m.docker_ok(&["node", "update", "--availability", "drain", &ids[4]])?;
+    let avail = c.h(0).docker_ok(&[
+        "node",
+        "inspect",
+        "--format",
+        "{{.Spec.Availability}} {{.Spec.Role}}",
+        &ids[4],
+    ])?;
+    assert_eq!(avail.trim(), "drain worker");
+    let role = c
+        .h(0)
+        .docker_ok(&["node", "inspect", "--format", "{{.Spec.Role}}", &ids[3]])?;
+    assert_eq!(role.trim(), "worker");
+
+    // A manager does not leave without --force; a worker leaves and is gone from the list.
+    let out = c.h(2).docker(&["swarm", "leave"])?;
+    assert!(!out.status.success());
+    c.h(4).docker_ok(&["swarm", "leave"])?;
+    let state = c
+        .h(4)
+        .docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
+    assert_eq!(state.trim(), "inactive");
+    retry(Duration::from_secs(20), || {
+        Ok(node_ls(c.h(0)).ok().filter(|r| r.len() == 4))
+    })?;
+
+    // A rotated token no longer admits anyone; the new one does.
+    let old = c.h(0).docker_ok(&["swarm", "join-token", "-q", "worker"])?;
+    c.h(0)
+        .docker_ok(&["swarm", "join-token", "--rotate", "-q", "worker"])?;
+    let new = c.h(0).docker_ok(&["swarm", "join-token", "-q", "worker"])?;
+    assert_ne!(old, new);
+    let remote = format!("{}:2377", c.hosts[0].addr);
+    let out = c
+        .h(4)
+        .docker(&["swarm", "join", "--token", old.trim(), &remote])?;
+    assert!(!out.status.success(), "a rotated token was accepted");
+    c.h(4)
+        .docker_ok(&["swarm", "join", "--token", new.trim(), &remote])?;
+    retry(Duration::from_secs(20), || {
+        Ok(node_ls(c.h(0)).ok().filter(|r| r.len() == 5))
+    })?;
     Ok(())
 }
 
