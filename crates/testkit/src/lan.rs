@@ -77,25 +77,16 @@ impl Lan {
 
     /// Cuts host number `n` (1-based, in attach order) off the LAN.
     pub fn cut(&self, n: u8) -> Result<()> {
-        ip(&[
-            "-n",
-            self.switch.name(),
-            "link",
-            "set",
-            &format!("p{n}"),
-            "down",
-        ])
+        self.set_port(n, "down")
     }
 
     /// Plugs host `n` back in.
     pub fn heal(&self, n: u8) -> Result<()> {
-        ip(&[
-            "-n",
-            self.switch.name(),
-            "link",
-            "set",
-            &format!("p{n}"),
-            "up",
-        ])
+        self.set_port(n, "up")
+    }
+
+    fn set_port(&self, n: u8, state: &str) -> Result<()> {
+        let port = format!("p{n}");
+        ip(&["-n", self.switch.name(), "link", "set", &port, state])
     }
 }
