@@ -163,7 +163,7 @@ fn wait_label(d: &Berthd, node: &str, key: &str, value: &str) -> Result<()> {
 
 #[test]
 fn three_managers_two_workers_and_every_node_lists_all_five() -> Result<()> {
-    let c = Cluster::new(5)?;
+    let mut c = Cluster::new(5)?;
     c.form(3)?;
     let ids: Vec<String> = (0..5).map(|i| node_id(c.h(i))).collect::<Result<_>>()?;
     for i in 0..5 {
@@ -213,6 +213,10 @@ fn three_managers_two_workers_and_every_node_lists_all_five() -> Result<()> {
     let out = c.h(3).docker(&["swarm", "join-token", "-q", "worker"])?;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a swarm manager"));
+
+    // A worker accepts cluster writes too (forwarded to the leader).
+    label_add(c.h(4), &ids[0], "from-worker", "1")?;
+    wait_label(c.h(0), &ids[0], "from-worker", "1")?;
 
     // Node administration from a manager: promote, demote, drain.
     let m = c.h(1);
@@ -268,6 +272,25 @@ fn three_managers_two_workers_and_every_node_lists_all_five() -> Result<()> {
         .docker_ok(&["swarm", "join", "--token", new.trim(), &remote])?;
     retry(Duration::from_secs(20), || {
         Ok(node_ls(c.h(0)).ok().filter(|r| r.len() == 5))
+    })?;
+
+    // `node rm`: refused while the node is up (unless forced) and for managers; a worker
+    // that is down goes.
+    let out = c.h(0).docker(&["node", "rm", &ids[3]])?;
+    assert!(!out.status.success(), "removed a node that is up");
+    let out = c.h(0).docker(&["node", "rm", &ids[1]])?;
+    assert!(!out.status.success(), "removed a manager");
+    c.hosts[3].d.kill9()?;
+    retry(Duration::from_secs(10), || {
+        Ok(node_ls(c.h(0))
+            .ok()
+            .filter(|rows| rows.iter().any(|r| r.id == ids[3] && r.status == "Down")))
+    })?;
+    c.h(0).docker_ok(&["node", "rm", &ids[3]])?;
+    retry(Duration::from_secs(20), || {
+        Ok(node_ls(c.h(1))
+            .ok()
+            .filter(|rows| rows.len() == 4 && rows.iter().all(|r| r.id != ids[3])))
     })?;
     Ok(())
 }
