@@ -13,6 +13,8 @@ pub enum Credentials {
     Anonymous,
     /// Username and password (or personal access token).
     Basic { username: String, password: String },
+    /// A static bearer token (a registry access token), sent with every request.
+    BearerToken(String),
 }
 
 impl fmt::Debug for Credentials {
@@ -25,6 +27,7 @@ impl fmt::Debug for Credentials {
                     "Basic {{ username: {username:?}, password: <redacted> }}"
                 )
             }
+            Credentials::BearerToken(_) => f.write_str("BearerToken(<redacted>)"),
         }
     }
 }
@@ -34,11 +37,21 @@ impl Credentials {
     pub fn basic_header(&self) -> Option<String> {
         use base64::Engine as _;
         match self {
-            Credentials::Anonymous => None,
+            Credentials::Anonymous | Credentials::BearerToken(_) => None,
             Credentials::Basic { username, password } => Some(format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
             )),
+        }
+    }
+}
+
+impl Credentials {
+    /// The `Authorization` header sent before any challenge (static bearer tokens only).
+    pub fn preemptive_header(&self) -> Option<String> {
+        match self {
+            Credentials::BearerToken(t) => Some(format!("Bearer {t}")),
+            _ => None,
         }
     }
 }

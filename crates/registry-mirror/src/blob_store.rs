@@ -316,14 +316,23 @@ impl Write for BlobWriter {
         self.written += n as u64;
         Ok(n)
     }
+    /// Hands buffered bytes to the file (no fsync): readers of the partial file see them.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
     }
 }
 
 impl BlobWriter {
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// The partial file being written (readers may follow it after [`Write::flush`]).
+    pub fn part_path(&self) -> &Path {
+        &self.tmp
     }
 
     /// The digest this writer must produce.

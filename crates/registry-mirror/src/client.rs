@@ -43,6 +43,25 @@ pub struct ClientConfig {
     /// Extra trusted CA certificates (PEM), beside the system roots (Docker's
     /// `certs.d/<host>/ca.crt`).
     pub extra_root_certs_pem: Vec<Vec<u8>>,
+    /// Pull-through mirrors tried in order before the registry itself (dockerd's
+    /// `--registry-mirror`, but for every registry): manifests and blobs of anonymous pulls
+    /// are asked of `<url>/v2/<repo>/...?ns=<registry>`; any failure of a mirror (down,
+    /// 5xx, 404) falls through to the next one and finally to the registry. Pulls with
+    /// credentials always go to the registry directly (a shared cache must not serve
+    /// what those credentials unlock to others).
+    pub mirrors: Vec<MirrorEndpoint>,
+}
+
+/// A pull-through mirror a [`RegistryClient`] pulls through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorEndpoint {
+    /// Base URL, e.g. `http://127.0.0.1:5001` (no trailing `/v2`).
+    pub url: String,
+    /// Whether the mirror writes into the same blob store as the puller using this client
+    /// (berthd's own in-process mirror). The puller then lets the mirror store the blob
+    /// and only unpacks the stream, instead of storing it a second time; and it never asks
+    /// such a mirror for a blob while holding that blob's ingest lock (the mirror needs it).
+    pub shares_blob_store: bool,
 }
 
 impl Default for ClientConfig {
@@ -52,6 +71,7 @@ impl Default for ClientConfig {
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(15),
             extra_root_certs_pem: Vec::new(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -207,7 +227,7 @@ impl RegistryClient {
             .expect("auth cache")
             .get(&key)
             .cloned();
-        let mut attempt_auth = cached;
+        let mut attempt_auth = cached.or_else(|| repo.credentials.preemptive_header());
         for attempt in 0..2 {
             let mut req = build(self.http.request(method.clone(), url));
             if let Some(h) = &attempt_auth {
@@ -326,9 +346,81 @@ impl RegistryClient {
         )
     }
 
-    /// GETs a manifest by tag or digest. The body's digest is computed and checked against
-    /// `reference` when it is a digest, and against `Docker-Content-Digest` when sent.
+    /// The mirrors an anonymous request for `repo` may go through (`shared`: include those
+    /// sharing our blob store).
+    fn mirrors_for(&self, repo: &Repository, shared: bool) -> Vec<&MirrorEndpoint> {
+        if repo.credentials != Credentials::Anonymous {
+            return Vec::new();
+        }
+        self.config
+            .mirrors
+            .iter()
+            .filter(|m| shared || !m.shares_blob_store)
+            .collect()
+    }
+
+    fn mirror_url(m: &MirrorEndpoint, repo: &Repository, rest: &str) -> String {
+        let mut url = format!("{}/v2/{}/{rest}", m.url.trim_end_matches('/'), repo.path);
+        url.push_str("?ns=");
+        url.push_str(
+            &url::form_urlencoded::byte_serialize(repo.host.as_bytes()).collect::<String>(),
+        );
+        url
+    }
+
+    /// GETs `rest` of `repo` from the first mirror that answers 200.
+    async fn get_from_mirrors(
+        &self,
+        mirrors: &[&MirrorEndpoint],
+        repo: &Repository,
+        rest: &str,
+        accept: Option<&str>,
+    ) -> Option<(Response, String)> {
+        for m in mirrors {
+            let url = Self::mirror_url(m, repo, rest);
+            let mut req = self.http.get(&url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::OK => return Some((resp, url)),
+                Ok(resp) => {
+                    tracing::debug!(%url, status = %resp.status(), "mirror did not serve; trying the next source")
+                }
+                Err(e) => {
+                    tracing::debug!(%url, error = %e, "mirror unreachable; trying the next source")
+                }
+            }
+        }
+        None
+    }
+
+    /// GETs a manifest by tag or digest, through the configured mirrors first. The body's
+    /// digest is computed and checked against `reference` when it is a digest, and against
+    /// `Docker-Content-Digest` when sent.
     pub async fn get_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+    ) -> Result<FetchedManifest> {
+        let rest = format!("manifests/{reference}");
+        let mirrors = self.mirrors_for(repo, true);
+        if let Some((resp, url)) = self
+            .get_from_mirrors(&mirrors, repo, &rest, Some(MANIFEST_ACCEPT))
+            .await
+        {
+            match Self::read_manifest(resp, &url, reference).await {
+                Ok(m) => return Ok(m),
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "bad manifest from mirror; asking the registry")
+                }
+            }
+        }
+        self.get_manifest_direct(repo, reference).await
+    }
+
+    /// GETs a manifest from the registry itself (never through a mirror).
+    pub async fn get_manifest_direct(
         &self,
         repo: &Repository,
         reference: &str,
@@ -345,10 +437,14 @@ impl RegistryClient {
             });
         }
         let resp = check_status(resp, "GET", &url).await?;
+        Self::read_manifest(resp, &url, reference).await
+    }
+
+    async fn read_manifest(resp: Response, url: &str, reference: &str) -> Result<FetchedManifest> {
         let content_type = header_str(resp.headers(), CONTENT_TYPE.as_str());
         let header_digest = header_str(resp.headers(), "docker-content-digest");
         let body = resp.bytes().await.map_err(|source| Error::Transport {
-            url: url.clone(),
+            url: url.to_string(),
             source,
         })?;
         let digest = Digest::of(&body);
@@ -372,8 +468,75 @@ impl RegistryClient {
         })
     }
 
-    /// Starts a blob download; the caller streams and verifies the body.
+    /// GETs `/v2/<repo>/tags/list` from the registry itself; returns the JSON body.
+    pub async fn list_tags(&self, repo: &Repository) -> Result<bytes::Bytes> {
+        let url = self.url(repo, "tags/list").await;
+        let resp = self.send(repo, "pull", Method::GET, &url, &|r| r).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::ManifestNotFound {
+                reference: format!("{}/{}", repo.host, repo.path),
+            });
+        }
+        let resp = check_status(resp, "GET", &url).await?;
+        resp.bytes()
+            .await
+            .map_err(|source| Error::Transport { url, source })
+    }
+
+    /// Whether some configured mirror shares the caller's blob store (see
+    /// [`MirrorEndpoint::shares_blob_store`]).
+    pub fn has_shared_store_mirror(&self) -> bool {
+        self.config.mirrors.iter().any(|m| m.shares_blob_store)
+    }
+
+    /// Starts a blob download from a mirror that shares our blob store, if one answers.
+    /// When the body has been read to its end, that mirror has verified and stored the
+    /// blob. Do not call while holding the blob's ingest lock.
+    pub async fn get_blob_from_shared_store_mirror(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> Option<Response> {
+        let shared: Vec<&MirrorEndpoint> = self
+            .mirrors_for(repo, true)
+            .into_iter()
+            .filter(|m| m.shares_blob_store)
+            .collect();
+        self.get_from_mirrors(&shared, repo, &format!("blobs/{digest}"), None)
+            .await
+            .map(|(r, _)| r)
+    }
+
+    /// Starts a blob download through the mirrors (all of them), then the registry; the
+    /// caller streams and verifies the body. Do not hold the blob's ingest lock: a mirror
+    /// sharing the store would wait for it (use [`RegistryClient::get_blob_locked`]).
     pub async fn get_blob(&self, repo: &Repository, digest: &Digest) -> Result<Response> {
+        let mirrors = self.mirrors_for(repo, true);
+        if let Some((resp, _)) = self
+            .get_from_mirrors(&mirrors, repo, &format!("blobs/{digest}"), None)
+            .await
+        {
+            return Ok(resp);
+        }
+        self.get_blob_direct(repo, digest).await
+    }
+
+    /// Like [`RegistryClient::get_blob`], skipping mirrors that share our blob store: for
+    /// callers holding the blob's ingest lock.
+    pub async fn get_blob_locked(&self, repo: &Repository, digest: &Digest) -> Result<Response> {
+        let mirrors = self.mirrors_for(repo, false);
+        if let Some((resp, _)) = self
+            .get_from_mirrors(&mirrors, repo, &format!("blobs/{digest}"), None)
+            .await
+        {
+            return Ok(resp);
+        }
+        self.get_blob_direct(repo, digest).await
+    }
+
+    /// Starts a blob download from the registry itself (never a mirror); the caller
+    /// streams and verifies the body.
+    pub async fn get_blob_direct(&self, repo: &Repository, digest: &Digest) -> Result<Response> {
         let url = self.url(repo, &format!("blobs/{digest}")).await;
         let resp = self.send(repo, "pull", Method::GET, &url, &|r| r).await?;
         if resp.status() == StatusCode::NOT_FOUND {

@@ -144,6 +144,14 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The mirror never cached this tag and could not ask upstream. Not retryable here;
+    /// the upstream failure is the source.
+    #[error("manifest unknown: {reference} was never cached by this mirror and upstream failed: {source}")]
+    TagNotCached {
+        reference: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("No such image: {reference}")]
     ImageNotFound { reference: String },
     #[error("conflict: unable to remove image {id}: image is in use by a container")]

@@ -465,6 +465,17 @@ impl ImageStore {
     /// Removes every blob no image references. Refused with [`Error::Busy`] (retryable)
     /// while a pull, load or import runs; those wait while a GC runs.
     pub fn gc(&self) -> Result<GcReport> {
+        self.with_references_locked(|keep| self.blobs.gc(keep))
+    }
+
+    /// Runs `f` with the set of blobs recorded images reference, excluding pulls, loads
+    /// and imports meanwhile (as [`ImageStore::gc`] does): what `f` deletes outside that
+    /// set cannot be a blob an operation is about to reference. Refused with
+    /// [`Error::Busy`] (retryable) while such an operation runs.
+    pub fn with_references_locked<T>(
+        &self,
+        f: impl FnOnce(&HashSet<Digest>) -> Result<T>,
+    ) -> Result<T> {
         {
             let mut a = self.activity.lock().expect("activity");
             if a.running > 0 || a.collecting {
@@ -481,7 +492,8 @@ impl ImageStore {
                 .values()
                 .flat_map(|i| i.blobs().cloned())
                 .collect();
-            self.blobs.gc(&keep)
+            drop(st);
+            f(&keep)
         };
         self.activity.lock().expect("activity").collecting = false;
         result

@@ -5,8 +5,9 @@
 //! the registry client with auth and the plain-HTTP policy ([`client`], [`auth`]), the
 //! pull pipeline ([`pull`]), push ([`push`]), the image metadata store ([`images`]) and
 //! `docker save`/`load`/`import` archives ([`archive`]).
-//! Later: the pull-through mirror server, single-flight across nodes, owner-per-digest
-//! routing, peer transfer.
+//! The pull-through mirror server ([`mirror`]) serves the same blob store to other
+//! clients and nodes. Later: single-flight across nodes, owner-per-digest routing, peer
+//! transfer.
 //!
 //! Does not own: unpacking layers into snapshots (`berth-runtime`; a pull hands each
 //! layer's decompressed stream to a caller-supplied [`pull::LayerSink`]), the Engine API
@@ -45,6 +46,7 @@ pub mod digest;
 pub mod error;
 pub mod images;
 pub mod manifest;
+pub mod mirror;
 pub mod pull;
 pub mod push;
 pub mod reference;
@@ -54,11 +56,12 @@ use std::sync::Arc;
 
 pub use auth::Credentials;
 pub use blob_store::BlobStore;
-pub use client::{ClientConfig, RegistryClient};
+pub use client::{ClientConfig, MirrorEndpoint, RegistryClient};
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use images::{ImageDetails, ImageRecord, ImageStore, ImageSummary, RemoveReport};
 pub use manifest::Platform;
+pub use mirror::{Mirror, MirrorConfig, UpstreamConfig};
 pub use pull::{LayerRef, LayerSink, PullEvent, PullOptions, PullOutcome, Puller, StagedLayer};
 pub use push::{PushEvent, PushOutcome, Pusher};
 pub use reference::Reference;

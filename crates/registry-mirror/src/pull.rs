@@ -404,6 +404,37 @@ impl Puller {
             .acquire()
             .await
             .expect("semaphore never closed");
+        // berthd's own mirror writes into our store: let it fetch, verify and store the
+        // blob (once, however many pulls and mirror clients want it) and only unpack the
+        // stream here. Any failure falls back to fetching under our own ingest lock.
+        if self.client.has_shared_store_mirror() && !blobs.contains(&d) {
+            if let Some(resp) = self
+                .client
+                .get_blob_from_shared_store_mirror(repo, &d)
+                .await
+            {
+                match self
+                    .download_layer(
+                        repo,
+                        desc,
+                        &layer,
+                        sink.clone(),
+                        progress,
+                        BlobSource::SharedStoreMirror(resp),
+                    )
+                    .await
+                {
+                    Ok(size) => {
+                        progress(PullEvent::LayerDownloaded { layer: d.clone() });
+                        progress(PullEvent::LayerComplete { layer: d });
+                        return Ok((size, true));
+                    }
+                    Err(e) => {
+                        tracing::warn!(layer = %d, error = %e, "pull through the node's mirror failed; fetching directly")
+                    }
+                }
+            }
+        }
         let lock = blobs.lock_async(&d).await?;
         if blobs.contains(&d) {
             // Another pull stored it while we waited; unpack from the store if needed.
@@ -419,7 +450,14 @@ impl Puller {
         let mut attempt = 1;
         let size = loop {
             match self
-                .download_layer(repo, desc, &layer, sink.clone(), progress, &lock)
+                .download_layer(
+                    repo,
+                    desc,
+                    &layer,
+                    sink.clone(),
+                    progress,
+                    BlobSource::Locked(&lock),
+                )
                 .await
             {
                 Ok(size) => break size,
@@ -440,8 +478,10 @@ impl Puller {
         Ok((size, true))
     }
 
-    /// One attempt at downloading, verifying, storing and unpacking a layer whose writer
-    /// lock the caller holds. Returns the uncompressed size.
+    /// One attempt at downloading, verifying, storing and unpacking a layer. Returns the
+    /// uncompressed size. With [`BlobSource::Locked`] this pull stores the blob; with
+    /// [`BlobSource::SharedStoreMirror`] the mirror does, and the blob must be in the store
+    /// once the body has ended.
     async fn download_layer(
         &self,
         repo: &Repository,
@@ -449,29 +489,43 @@ impl Puller {
         layer: &LayerRef,
         sink: Option<Arc<dyn LayerSink>>,
         progress: ProgressFn<'_>,
-        lock: &IngestLock,
+        source: BlobSource<'_>,
     ) -> Result<u64> {
         let blobs = self.images.blobs().clone();
         let d = desc.digest.clone();
         // Two blocking consumers of the same chunks, so the two cores overlap the work:
         // one hashes and writes (and fsyncs) the blob, the other decompresses, hashes the
         // diff and unpacks. Nothing is published until both have finished and agree.
-        let mut writer = blobs.writer(lock, Some(desc.size))?;
         let (wtx, mut wrx) = mpsc::channel::<io::Result<Bytes>>(64);
         let (utx, urx) = mpsc::channel::<io::Result<Bytes>>(64);
-        let store_task = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
-            while let Some(chunk) = wrx.blocking_recv() {
-                let Ok(chunk) = chunk else {
-                    // The download failed; its error is reported by the async side.
-                    return Ok(writer);
-                };
-                io::Write::write_all(&mut writer, &chunk)
-                    .map_err(Error::io("write blob", blobs.path(writer.digest())))?;
+        let (store_task, mirror_resp) = match source {
+            BlobSource::Locked(lock) => {
+                let mut writer = blobs.writer(lock, Some(desc.size))?;
+                let blobs = blobs.clone();
+                let task = tokio::task::spawn_blocking(move || -> Result<Option<BlobWriter>> {
+                    while let Some(chunk) = wrx.blocking_recv() {
+                        let Ok(chunk) = chunk else {
+                            // The download failed; its error is reported by the async side.
+                            return Ok(Some(writer));
+                        };
+                        io::Write::write_all(&mut writer, &chunk)
+                            .map_err(Error::io("write blob", blobs.path(writer.digest())))?;
+                    }
+                    writer.verify()?;
+                    writer.sync()?;
+                    Ok(Some(writer))
+                });
+                (task, None)
             }
-            writer.verify()?;
-            writer.sync()?;
-            Ok(writer)
-        });
+            BlobSource::SharedStoreMirror(resp) => {
+                // Nothing to write: drain the channel so the download loop never blocks.
+                let task = tokio::task::spawn_blocking(move || -> Result<Option<BlobWriter>> {
+                    while wrx.blocking_recv().is_some() {}
+                    Ok(None)
+                });
+                (task, Some(resp))
+            }
+        };
         let unpack_task = {
             let layer = layer.clone();
             let sink = sink.clone();
@@ -486,7 +540,10 @@ impl Puller {
             })
         };
         let download = async {
-            let resp = self.client.get_blob(repo, &d).await?;
+            let resp = match mirror_resp {
+                Some(r) => r,
+                None => self.client.get_blob_locked(repo, &d).await?,
+            };
             let url = resp.url().to_string();
             let mut stream = resp.bytes_stream();
             let (mut done, mut reported) = (0u64, 0u64);
@@ -537,7 +594,16 @@ impl Puller {
         let (staged, diff_id, size) = unpacked?;
         let layer2 = layer.clone();
         blocking(move || {
-            writer.commit()?;
+            match writer {
+                Some(w) => w.commit()?,
+                None if blobs.contains(&layer2.digest) => {}
+                None => {
+                    return Err(Error::BlobNotFound {
+                        repository: "the node's mirror (body ended, blob not stored)".into(),
+                        digest: layer2.digest.clone(),
+                    })
+                }
+            }
             check_diff_id(&layer2, diff_id)?;
             if let Some(staged) = staged {
                 staged.commit().map_err(|source| Error::LayerSink {
@@ -550,6 +616,14 @@ impl Puller {
         .await?;
         Ok(size)
     }
+}
+
+/// Who stores a layer blob being downloaded.
+enum BlobSource<'a> {
+    /// This pull, under the blob's ingest lock.
+    Locked(&'a IngestLock),
+    /// A mirror sharing our blob store, whose response this is.
+    SharedStoreMirror(reqwest::Response),
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -1,0 +1,945 @@
+//! The pull-through registry mirror: an OCI distribution API server (read side) that
+//! serves any number of upstream registries from the node's blob store, fetching what it
+//! lacks once and caching it.
+//!
+//! Owns: routing a request to an upstream ([`route`]), the tag cache with TTL and
+//! stale-if-error ([`tags`]), single-flight downloads streamed to every waiter
+//! ([`flight`]), LRU eviction under a size cap ([`lru`]), metrics, and the HTTP layer
+//! ([`http`]). Does not own: the blob store (shared with image pulls: a blob is stored
+//! once per node), the registry client (upstream requests, auth, plain-HTTP policy), or
+//! which blobs local images reference (asked through [`BlobReferences`]).
+//!
+//! ```text
+//!  client ──HTTP──> http (parse -> MirrorRequest) ──> Mirror ──hit──> BlobStore <data-root>/blobs
+//!                                                       │ miss
+//!                                                       ├─ Flights: one download per digest,
+//!                                                       │  every waiter follows the .part file
+//!                                                       └─ RegistryClient ──> upstream registry
+//!  state: <state_dir>/tags.json (tag -> digest, confirmed time), <state_dir>/lru.json (access times)
+//! ```
+//!
+//! # Which client uses which request form
+//!
+//! | client | how it is configured | what it sends |
+//! |---|---|---|
+//! | containerd / nerdctl / k3s (`hosts.toml`, `[host."http://node:5001"]`) | per upstream | `/v2/<repo>/...?ns=<upstream>` |
+//! | berthd ([`crate::ClientConfig::mirrors`]) | `--registry-mirror URL`, and its own mirror by default | `/v2/<repo>/...?ns=<upstream>` |
+//! | dockerd (`"registry-mirrors": ["http://node:5001"]`) | Docker Hub only | `/v2/library/busybox/...` (no upstream: the mirror's default upstream, normally `docker.io`) |
+//! | skopeo, podman, crane, curl: any plain client | `docker://node:5001/<upstream-host>/<repo>:tag`, or `registries.conf` `[[registry.mirror]] location = "node:5001/<upstream-host>"` | `/v2/<upstream-host>/<repo>/...` (the first component names the upstream when it contains `.` or `:` or is `localhost`, as Docker's reference rules decide). A docker reference cannot carry a port in a path component, so an upstream with a port is reached in this form through an alias ([`UpstreamConfig::endpoint`]). |
+//!
+//! # Behaviour
+//!
+//! - Blobs: a hit is served from the store (with `Range`, 206); a miss joins or starts the
+//!   one download of that digest. Bytes reach every waiter as they land on disk; the last
+//!   byte only after the digest verified and the blob was committed, so a corrupted
+//!   upstream blob ends every body in an error and nothing is cached.
+//! - Manifests are cached by digest in the blob store. Tags map to digests for `tag_ttl`;
+//!   after that upstream is asked again, and if it is unreachable or failing the last
+//!   known mapping is served (stale-if-error), across restarts. A tag upstream reports
+//!   missing (404) is not served stale.
+//! - Size cap: after each download the least recently used blobs are deleted until the
+//!   store fits, never one being served or downloaded, referenced by a local image, or
+//!   named by a cached tag.
+//!
+//! # Integration with berthd
+//!
+//! ```text
+//!  let images = Images::open(data_root, ClientConfig {
+//!      mirrors: vec![MirrorEndpoint { url: "http://127.0.0.1:5001".into(), shares_blob_store: true },   // own mirror
+//!                    /* --registry-mirror URLs of other nodes: shares_blob_store: false */],
+//!      ..
+//!  })?;
+//!  let mirror = Mirror::new(
+//!      MirrorConfig::new(data_root.join("mirror")),           // + upstream credentials, cap, TTL
+//!      images.store.blobs().clone(),                          // the same store
+//!      RegistryClient::new(ClientConfig { mirrors: vec![], insecure_registries, .. })?, // no mirrors!
+//!      images.store.clone(),                                  // ImageStore: BlobReferences
+//!  )?;
+//!  tokio::spawn(mirror.clone().serve(TcpListener::bind("127.0.0.1:5001").await?, shutdown));
+//! ```
+//!
+//! The puller then asks the mirror for manifests and blobs (`?ns=`); for a mirror with
+//! `shares_blob_store` it lets the mirror store each layer and only unpacks the stream, so
+//! nothing is written twice. If the mirror is unreachable or fails, the pull goes to the
+//! registry directly.
+
+pub mod flight;
+pub mod http;
+pub mod lru;
+pub mod route;
+pub mod tags;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+
+use crate::auth::Credentials;
+use crate::blob_store::{BlobStore, BlobWriter};
+use crate::client::{RegistryClient, Repository};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::images::ImageStore;
+use flight::{Flight, Flights, Phase};
+use lru::{choose_victims, AccessLog, StoredBlob};
+use route::{api_host, ManifestRef, UpstreamRepo};
+use tags::{decide, TagCache, TagDecision};
+
+/// How the mirror reaches one upstream registry.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamConfig {
+    /// Anonymous, basic (username/password) or a static bearer token.
+    pub credentials: Credentials,
+    /// `host[:port]` that actually serves this upstream's API, when it is not the
+    /// upstream's own name (an alias, e.g. `fixture.test` -> `127.0.0.1:5000`).
+    pub endpoint: Option<String>,
+}
+
+/// Settings of a [`Mirror`].
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// Where `tags.json` and `lru.json` live (berthd: `<data-root>/mirror`).
+    pub state_dir: PathBuf,
+    /// Per upstream name (`docker.io`, `ghcr.io`, `127.0.0.1:5000`). Upstreams not listed
+    /// are reached anonymously at their own name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The upstream of requests that name none (dockerd's mirror requests): `docker.io`.
+    pub default_upstream: Option<String>,
+    /// How long a tag -> digest mapping is served without asking upstream.
+    pub tag_ttl: Duration,
+    /// Evict least recently used blobs above this many bytes in the store (`None`: never).
+    pub size_cap_bytes: Option<u64>,
+}
+
+impl MirrorConfig {
+    /// Defaults: Docker Hub as the default upstream, tags fresh for 5 minutes, no cap.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        MirrorConfig {
+            state_dir: state_dir.into(),
+            upstreams: BTreeMap::new(),
+            default_upstream: Some(crate::reference::DEFAULT_DOMAIN.to_string()),
+            tag_ttl: Duration::from_secs(300),
+            size_cap_bytes: None,
+        }
+    }
+}
+
+/// Who knows which blobs local images reference (berthd: the [`ImageStore`]).
+pub trait BlobReferences: Send + Sync + std::fmt::Debug {
+    /// Runs `f` with the referenced set while no operation adding references runs;
+    /// [`Error::Busy`] (retryable) if one does.
+    fn with_references_locked(
+        &self,
+        f: &mut dyn FnMut(&HashSet<Digest>) -> Result<()>,
+    ) -> Result<()>;
+}
+
+impl BlobReferences for ImageStore {
+    fn with_references_locked(
+        &self,
+        f: &mut dyn FnMut(&HashSet<Digest>) -> Result<()>,
+    ) -> Result<()> {
+        ImageStore::with_references_locked(self, |set| f(set))
+    }
+}
+
+/// No local images (a standalone mirror).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLocalImages;
+
+impl BlobReferences for NoLocalImages {
+    fn with_references_locked(
+        &self,
+        f: &mut dyn FnMut(&HashSet<Digest>) -> Result<()>,
+    ) -> Result<()> {
+        f(&HashSet::new())
+    }
+}
+
+/// Counters exposed on `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub blob_hits: AtomicU64,
+    pub blob_misses: AtomicU64,
+    pub manifest_hits: AtomicU64,
+    pub manifest_misses: AtomicU64,
+    /// Bytes received from upstreams (blobs and manifests).
+    pub upstream_bytes: AtomicU64,
+    /// Blob downloads started upstream.
+    pub upstream_blob_fetches: AtomicU64,
+    /// Blob downloads that failed (transport, status, digest mismatch).
+    pub upstream_blob_failures: AtomicU64,
+    /// Bytes sent to clients (blob and manifest bodies).
+    pub served_bytes: AtomicU64,
+    /// Tag requests answered from a stale mapping because upstream failed.
+    pub stale_served: AtomicU64,
+    pub evicted_blobs: AtomicU64,
+    pub evicted_bytes: AtomicU64,
+}
+
+impl Metrics {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        counter(
+            "berth_mirror_hits_total",
+            "Requests served from the local store.",
+            &[
+                ("{kind=\"blob\"}", g(&self.blob_hits)),
+                ("{kind=\"manifest\"}", g(&self.manifest_hits)),
+            ],
+        );
+        counter(
+            "berth_mirror_misses_total",
+            "Requests that needed upstream.",
+            &[
+                ("{kind=\"blob\"}", g(&self.blob_misses)),
+                ("{kind=\"manifest\"}", g(&self.manifest_misses)),
+            ],
+        );
+        counter(
+            "berth_mirror_upstream_bytes_total",
+            "Bytes received from upstream registries.",
+            &[("", g(&self.upstream_bytes))],
+        );
+        counter(
+            "berth_mirror_served_bytes_total",
+            "Blob and manifest bytes sent to clients.",
+            &[("", g(&self.served_bytes))],
+        );
+        counter(
+            "berth_mirror_upstream_blob_fetches_total",
+            "Blob downloads started upstream.",
+            &[("", g(&self.upstream_blob_fetches))],
+        );
+        counter(
+            "berth_mirror_upstream_blob_failures_total",
+            "Blob downloads that failed (nothing cached).",
+            &[("", g(&self.upstream_blob_failures))],
+        );
+        counter(
+            "berth_mirror_stale_served_total",
+            "Tags served from a stale mapping because upstream failed.",
+            &[("", g(&self.stale_served))],
+        );
+        counter(
+            "berth_mirror_evicted_blobs_total",
+            "Blobs deleted by the size cap.",
+            &[("", g(&self.evicted_blobs))],
+        );
+        counter(
+            "berth_mirror_evicted_bytes_total",
+            "Bytes deleted by the size cap.",
+            &[("", g(&self.evicted_bytes))],
+        );
+        out
+    }
+}
+
+/// A manifest to send.
+#[derive(Debug, Clone)]
+pub struct ManifestReply {
+    pub digest: Digest,
+    pub media_type: String,
+    pub body: Bytes,
+    /// Served from a stale tag mapping (upstream failed).
+    pub stale: bool,
+}
+
+/// A blob to send. Holding it keeps the blob from eviction.
+#[derive(Debug)]
+pub enum BlobReply {
+    /// Stored and verified: serve (a range of) the file.
+    Stored {
+        file: std::fs::File,
+        size: u64,
+        pin: ServingGuard,
+    },
+    /// Being downloaded: stream it as it arrives ([`Flight::body`]).
+    Streaming {
+        flight: Arc<Flight>,
+        total: Option<u64>,
+        pin: ServingGuard,
+    },
+    /// HEAD of a blob the store lacks: upstream's size.
+    Head { size: u64 },
+}
+
+/// Errors of the mirror service: shared, because one failed download fails every waiter.
+pub type MirrorResult<T> = std::result::Result<T, Arc<Error>>;
+
+/// Marks a blob as being served (eviction skips it) until dropped.
+#[derive(Debug)]
+pub struct ServingGuard {
+    inner: Weak<Inner>,
+    digest: Digest,
+}
+
+impl Drop for ServingGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            let mut s = inner.serving.lock().expect("serving");
+            if let Some(n) = s.get_mut(&self.digest) {
+                *n -= 1;
+                if *n == 0 {
+                    s.remove(&self.digest);
+                }
+            }
+        }
+    }
+}
+
+/// What one eviction pass removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EvictReport {
+    pub removed: Vec<Digest>,
+    pub bytes_freed: u64,
+}
+
+/// The mirror of one node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: MirrorConfig,
+    blobs: BlobStore,
+    client: RegistryClient,
+    references: Arc<dyn BlobReferences>,
+    tags: Mutex<TagCache>,
+    lru: Mutex<AccessLog>,
+    flights: Flights,
+    serving: Mutex<HashMap<Digest, usize>>,
+    metrics: Metrics,
+    /// Wakes the background evictor (eviction and LRU persistence run there).
+    evictor: Arc<Notify>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.lru.lock().map(|mut l| l.persist());
+        // Wakes the evictor so it sees the mirror is gone and ends.
+        self.evictor.notify_one();
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| Error::Join { source })?
+}
+
+impl Mirror {
+    /// Opens the mirror's state under `config.state_dir` and starts its background
+    /// evictor. Must be called inside a tokio runtime. `client` must not itself be
+    /// configured with mirrors.
+    pub fn new(
+        config: MirrorConfig,
+        blobs: BlobStore,
+        client: RegistryClient,
+        references: Arc<dyn BlobReferences>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(Error::io("create", &config.state_dir))?;
+        let tags = TagCache::open(&config.state_dir.join("tags.json"))?;
+        let lru = AccessLog::open(&config.state_dir.join("lru.json"))?;
+        let evictor = Arc::new(Notify::new());
+        let inner = Arc::new(Inner {
+            config,
+            blobs,
+            client,
+            references,
+            tags: Mutex::new(tags),
+            lru: Mutex::new(lru),
+            flights: Flights::default(),
+            serving: Mutex::default(),
+            metrics: Metrics::default(),
+            evictor: evictor.clone(),
+        });
+        tokio::spawn(run_evictor(Arc::downgrade(&inner), evictor.clone()));
+        // The cap may have shrunk since the last run.
+        evictor.notify_one();
+        Ok(Mirror { inner })
+    }
+
+    pub fn config(&self) -> &MirrorConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn blob_store(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// The HTTP API ([`http::router`]).
+    pub fn router(&self) -> axum::Router {
+        http::router(self.clone())
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves, then persists state.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.persist_state().map_err(std::io::Error::other)
+    }
+
+    /// Writes the access times now (they are otherwise written every second or so).
+    pub fn persist_state(&self) -> Result<()> {
+        self.inner.lru.lock().expect("lru").persist()
+    }
+
+    fn repository(&self, t: &UpstreamRepo) -> Repository {
+        let up = self.inner.config.upstreams.get(&t.upstream);
+        Repository {
+            host: up
+                .and_then(|u| u.endpoint.clone())
+                .unwrap_or_else(|| api_host(&t.upstream).to_string()),
+            path: t.repository.clone(),
+            credentials: up.map(|u| u.credentials.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn touch(&self, d: &Digest) {
+        self.inner.lru.lock().expect("lru").touch(d, now_ms());
+    }
+
+    fn pin(&self, d: &Digest) -> ServingGuard {
+        *self
+            .inner
+            .serving
+            .lock()
+            .expect("serving")
+            .entry(d.clone())
+            .or_insert(0) += 1;
+        ServingGuard {
+            inner: Arc::downgrade(&self.inner),
+            digest: d.clone(),
+        }
+    }
+
+    /// Counts bytes handed to a client.
+    pub fn count_served(&self, n: u64) {
+        Metrics::add(&self.inner.metrics.served_bytes, n);
+    }
+
+    /// Repositories with cached tags, as `upstream/repository`.
+    pub fn catalog(&self) -> Vec<String> {
+        self.inner.tags.lock().expect("tags").repositories()
+    }
+
+    /// The manifest `reference` of `target`: from the cache when it may be, else
+    /// upstream (cached on the way), else a stale mapping if upstream fails.
+    pub async fn manifest(
+        &self,
+        target: &UpstreamRepo,
+        reference: &ManifestRef,
+    ) -> MirrorResult<ManifestReply> {
+        let m = &self.inner.metrics;
+        match reference {
+            ManifestRef::Digest(d) => {
+                if let Some(reply) = self.cached_manifest(d).await? {
+                    Metrics::add(&m.manifest_hits, 1);
+                    return Ok(reply);
+                }
+                Metrics::add(&m.manifest_misses, 1);
+                self.fetch_manifest(target, &d.to_string(), None)
+                    .await
+                    .map_err(Arc::new)
+            }
+            ManifestRef::Tag(tag) => {
+                let entry = self
+                    .inner
+                    .tags
+                    .lock()
+                    .expect("tags")
+                    .get(target, tag)
+                    .cloned();
+                let stale = match decide(entry.as_ref(), now_ms(), self.inner.config.tag_ttl) {
+                    TagDecision::Fresh(d) => {
+                        if let Some(reply) = self.cached_manifest(&d).await? {
+                            Metrics::add(&m.manifest_hits, 1);
+                            return Ok(reply);
+                        }
+                        Some(d)
+                    }
+                    TagDecision::Revalidate { stale } => stale,
+                };
+                Metrics::add(&m.manifest_misses, 1);
+                match self.fetch_manifest(target, tag, Some(tag)).await {
+                    Ok(reply) => Ok(reply),
+                    // Upstream says the tag does not exist: that is an answer, not a failure.
+                    Err(e @ Error::ManifestNotFound { .. }) => Err(Arc::new(e)),
+                    Err(e) => {
+                        if let Some(d) = stale {
+                            if let Some(mut reply) = self.cached_manifest(&d).await? {
+                                tracing::warn!(upstream = %target.upstream, repository = %target.repository, %tag, error = %e, "upstream failed; serving the last known tag mapping");
+                                Metrics::add(&m.stale_served, 1);
+                                reply.stale = true;
+                                return Ok(reply);
+                            }
+                        }
+                        Err(Arc::new(Error::TagNotCached {
+                            reference: format!("{}/{}:{tag}", target.upstream, target.repository),
+                            source: Box::new(e),
+                        }))
+                    }
+                }
+            }
+        }
+    }
+
+    async fn cached_manifest(&self, d: &Digest) -> MirrorResult<Option<ManifestReply>> {
+        if !self.inner.blobs.contains(d) {
+            return Ok(None);
+        }
+        let (store, d2) = (self.inner.blobs.clone(), d.clone());
+        let body = match blocking(move || store.read(&d2)).await {
+            Ok(b) => b,
+            // Evicted meanwhile, or damaged on disk: fetch it again.
+            Err(e) => {
+                tracing::warn!(digest = %d, error = %e, "cached manifest unreadable; refetching");
+                return Ok(None);
+            }
+        };
+        let media_type = self
+            .inner
+            .tags
+            .lock()
+            .expect("tags")
+            .media_type(d)
+            .map(str::to_string)
+            .unwrap_or_else(|| sniff_media_type(&body));
+        self.touch(d);
+        Ok(Some(ManifestReply {
+            digest: d.clone(),
+            media_type,
+            body: Bytes::from(body),
+            stale: false,
+        }))
+    }
+
+    async fn fetch_manifest(
+        &self,
+        target: &UpstreamRepo,
+        reference: &str,
+        tag: Option<&str>,
+    ) -> Result<ManifestReply> {
+        let repo = self.repository(target);
+        let fetched = self
+            .inner
+            .client
+            .get_manifest_direct(&repo, reference)
+            .await?;
+        Metrics::add(
+            &self.inner.metrics.upstream_bytes,
+            fetched.body.len() as u64,
+        );
+        let media_type = fetched
+            .content_type
+            .clone()
+            .filter(|c| !c.is_empty() && c != "application/octet-stream")
+            .unwrap_or_else(|| sniff_media_type(&fetched.body));
+        let (store, d, body) = (
+            self.inner.blobs.clone(),
+            fetched.digest.clone(),
+            fetched.body.clone(),
+        );
+        blocking(move || store.put_verified(&d, &body)).await?;
+        {
+            let mut tags = self.inner.tags.lock().expect("tags");
+            match tag {
+                Some(t) => tags.confirm(target, t, &fetched.digest, &media_type, now_ms())?,
+                None => tags.remember_media_type(&fetched.digest, &media_type)?,
+            }
+        }
+        self.touch(&fetched.digest);
+        self.inner.evictor.notify_one();
+        Ok(ManifestReply {
+            digest: fetched.digest,
+            media_type,
+            body: Bytes::from(fetched.body),
+            stale: false,
+        })
+    }
+
+    /// Tags of `target`: upstream's list, or the cached tags if upstream fails.
+    pub async fn tags(&self, target: &UpstreamRepo) -> MirrorResult<Bytes> {
+        let repo = self.repository(target);
+        match self.inner.client.list_tags(&repo).await {
+            Ok(body) => Ok(body),
+            Err(e) => {
+                let cached = self.inner.tags.lock().expect("tags").tags_of(target);
+                if cached.is_empty() {
+                    return Err(Arc::new(e));
+                }
+                let body = serde_json::json!({
+                    "name": target.display_name(), "tags": cached,
+                });
+                Ok(Bytes::from(body.to_string()))
+            }
+        }
+    }
+
+    /// The blob `digest`: from the store, or the (single) download of it.
+    pub async fn blob(
+        &self,
+        target: &UpstreamRepo,
+        digest: &Digest,
+        head: bool,
+    ) -> MirrorResult<BlobReply> {
+        let m = &self.inner.metrics;
+        let pin = self.pin(digest);
+        match self.inner.blobs.open_blob(digest) {
+            Ok(file) => {
+                let size = file
+                    .metadata()
+                    .map_err(|e| {
+                        Arc::new(Error::io("stat blob", self.inner.blobs.path(digest))(e))
+                    })?
+                    .len();
+                Metrics::add(&m.blob_hits, 1);
+                self.touch(digest);
+                return Ok(BlobReply::Stored { file, size, pin });
+            }
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Arc::new(e)),
+        }
+        if head {
+            if let Some(f) = self.inner.flights.get(digest) {
+                if let Some(size) = f.started().await.total {
+                    return Ok(BlobReply::Head { size });
+                }
+            }
+            let repo = self.repository(target);
+            return match self.inner.client.blob_exists(&repo, digest, "pull").await {
+                Ok(Some(size)) => Ok(BlobReply::Head { size }),
+                Ok(None) => Err(Arc::new(Error::BlobNotFound {
+                    repository: target.display_name(),
+                    digest: digest.clone(),
+                })),
+                Err(e) => Err(Arc::new(e)),
+            };
+        }
+        Metrics::add(&m.blob_misses, 1);
+        let (flight, created) = self.inner.flights.join_or_start(digest);
+        if created {
+            tokio::spawn(self.clone().run_flight(flight.clone(), target.clone()));
+        }
+        let st = flight.started().await;
+        if let Phase::Failed(e) = st.phase {
+            return Err(e);
+        }
+        Ok(BlobReply::Streaming {
+            flight,
+            total: st.total,
+            pin,
+        })
+    }
+
+    async fn run_flight(self, flight: Arc<Flight>, target: UpstreamRepo) {
+        let d = flight.digest.clone();
+        match self.download(&flight, &target).await {
+            Ok(()) => {
+                flight.update(|s| s.phase = Phase::Done);
+                self.inner.flights.finish(&d);
+                self.touch(&d);
+                self.inner.evictor.notify_one();
+            }
+            Err(e) => {
+                tracing::warn!(digest = %d, upstream = %target.upstream, error = %e, "blob download failed; nothing cached");
+                Metrics::add(&self.inner.metrics.upstream_blob_failures, 1);
+                // New requests start afresh; the current waiters all see the error.
+                self.inner.flights.finish(&d);
+                flight.update(|s| s.phase = Phase::Failed(Arc::new(e)));
+            }
+        }
+    }
+
+    async fn download(&self, flight: &Arc<Flight>, target: &UpstreamRepo) -> Result<()> {
+        let store = &self.inner.blobs;
+        let d = &flight.digest;
+        let lock = store.lock_async(d).await?;
+        if let Some(size) = store.size(d)? {
+            // Stored meanwhile (by a pull or another process).
+            flight.set_file(store.open_blob(d)?);
+            flight.update(|s| {
+                s.total = Some(size);
+                s.written = size;
+            });
+            return Ok(());
+        }
+        let repo = self.repository(target);
+        let resp = self.inner.client.get_blob_direct(&repo, d).await?;
+        Metrics::add(&self.inner.metrics.upstream_blob_fetches, 1);
+        let url = resp.url().to_string();
+        let total = resp.content_length();
+        let writer = store.writer(&lock, total)?;
+        let part = writer.part_path().to_path_buf();
+        flight.set_file(std::fs::File::open(&part).map_err(Error::io("open partial blob", &part))?);
+        flight.update(|s| {
+            s.phase = Phase::Streaming;
+            s.total = total;
+        });
+        let (tx, mut rx) = mpsc::channel::<Bytes>(32);
+        let f2 = flight.clone();
+        let write_task = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
+            let mut writer = writer;
+            while let Some(chunk) = rx.blocking_recv() {
+                std::io::Write::write_all(&mut writer, &chunk)
+                    .and_then(|()| std::io::Write::flush(&mut writer))
+                    .map_err(Error::io("write blob", &part))?;
+                f2.update(|s| s.written += chunk.len() as u64);
+            }
+            Ok(writer)
+        });
+        let mut stream = resp.bytes_stream();
+        let mut failure = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    Metrics::add(&self.inner.metrics.upstream_bytes, c.len() as u64);
+                    if tx.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                Err(source) => {
+                    failure = Some(Error::Transport {
+                        url: url.clone(),
+                        source,
+                    });
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let writer = write_task
+            .await
+            .map_err(|source| Error::Join { source })??;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        // Verifies size and digest; on mismatch the partial file is removed.
+        blocking(move || writer.commit()).await?;
+        drop(lock);
+        flight.update(|s| s.total = Some(s.written));
+        Ok(())
+    }
+
+    /// One eviction pass (blocking): deletes least recently used blobs until the store
+    /// fits the cap. [`Error::Busy`] if local image operations run (try again later).
+    pub fn evict(&self) -> Result<EvictReport> {
+        let Some(cap) = self.inner.config.size_cap_bytes else {
+            return Ok(EvictReport::default());
+        };
+        let inner = &self.inner;
+        let mut report = EvictReport::default();
+        inner.references.with_references_locked(&mut |referenced| {
+            let mut stored = Vec::new();
+            for d in inner.blobs.list()? {
+                if let Some(size) = inner.blobs.size(&d)? {
+                    stored.push(StoredBlob { digest: d, size });
+                }
+            }
+            let mut protected: HashSet<Digest> = referenced.clone();
+            protected.extend(inner.flights.digests());
+            protected.extend(inner.tags.lock().expect("tags").tagged_digests());
+            protected.extend(inner.serving.lock().expect("serving").keys().cloned());
+            let victims = {
+                let lru = inner.lru.lock().expect("lru");
+                choose_victims(&stored, lru.last_access(), cap, &protected, now_ms())
+            };
+            let sizes: HashMap<&Digest, u64> = stored.iter().map(|b| (&b.digest, b.size)).collect();
+            for v in &victims {
+                // A request may have started serving it since: pinning and this check
+                // exclude each other, and a request that pins after the delete misses.
+                let serving = inner.serving.lock().expect("serving");
+                if serving.contains_key(v) || inner.flights.get(v).is_some() {
+                    continue;
+                }
+                if inner.blobs.delete(v)? {
+                    report.bytes_freed += sizes.get(v).copied().unwrap_or(0);
+                    report.removed.push(v.clone());
+                }
+                drop(serving);
+                inner.lru.lock().expect("lru").forget(v);
+            }
+            Ok(())
+        })?;
+        Metrics::add(&inner.metrics.evicted_blobs, report.removed.len() as u64);
+        Metrics::add(&inner.metrics.evicted_bytes, report.bytes_freed);
+        inner.lru.lock().expect("lru").persist()?;
+        Ok(report)
+    }
+}
+
+/// Runs eviction when woken (after downloads) and persists access times every second.
+/// Ends when the mirror is dropped.
+async fn run_evictor(inner: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        let woken = tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .is_ok();
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let mirror = Mirror { inner: strong };
+        if woken && mirror.inner.config.size_cap_bytes.is_some() {
+            loop {
+                let m = mirror.clone();
+                match blocking(move || m.evict()).await {
+                    Err(Error::Busy { .. }) => {
+                        // Local pulls running: they may be about to reference any blob.
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mirror eviction failed");
+                        break;
+                    }
+                    Ok(r) => {
+                        if !r.removed.is_empty() {
+                            tracing::info!(
+                                blobs = r.removed.len(),
+                                bytes = r.bytes_freed,
+                                "mirror evicted least recently used blobs"
+                            );
+                        }
+                        break;
+                    }
+                }
+            }
+        } else {
+            let m = mirror.clone();
+            if let Err(e) = blocking(move || m.persist_state()).await {
+                tracing::warn!(error = %e, "could not persist mirror access times");
+            }
+        }
+    }
+}
+
+/// The media type a manifest body declares, or the OCI type its shape implies.
+fn sniff_media_type(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Probe>(body) {
+        Ok(Probe {
+            media_type: Some(mt),
+            ..
+        }) => mt,
+        Ok(Probe {
+            manifests: Some(_), ..
+        }) => "application/vnd.oci.image.index.v1+json".into(),
+        _ => "application/vnd.oci.image.manifest.v1+json".into(),
+    }
+}
+
+/// Reads a versioned JSON file; `None` if absent. Refuses other versions (there are no
+/// older ones to migrate from yet).
+fn load_versioned<T: DeserializeOwned>(path: &Path, version: u32) -> Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", path)(e)),
+    };
+    #[derive(serde::Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let corrupt = |source| Error::MetadataCorrupt {
+        path: path.to_path_buf(),
+        source,
+    };
+    let v: VersionOnly = serde_json::from_slice(&bytes).map_err(corrupt)?;
+    if v.version != version {
+        return Err(Error::MetadataVersion {
+            path: path.to_path_buf(),
+            found: v.version,
+            supported: version,
+        });
+    }
+    serde_json::from_slice(&bytes).map(Some).map_err(corrupt)
+}
+
+/// Writes `value` as JSON atomically (temp file, fsync, rename).
+fn persist_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let data = serde_json::to_vec(value).expect("mirror state serialises");
+    let mut f = std::fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    std::io::Write::write_all(&mut f, &data).map_err(Error::io("write", &tmp))?;
+    f.sync_all().map_err(Error::io("fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io("rename", path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_media_types() {
+        assert_eq!(
+            sniff_media_type(br#"{"mediaType":"application/x","schemaVersion":2}"#),
+            "application/x"
+        );
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":2,"manifests":[]}"#),
+            "application/vnd.oci.image.index.v1+json"
+        );
+        assert_eq!(
+            sniff_media_type(br#"{"schemaVersion":2,"layers":[]}"#),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+    }
+
+    #[test]
+    fn metrics_render_in_prometheus_text_format() {
+        let m = Metrics::default();
+        Metrics::add(&m.blob_hits, 3);
+        Metrics::add(&m.served_bytes, 10);
+        let text = m.render();
+        assert!(text.contains("# TYPE berth_mirror_hits_total counter\n"));
+        assert!(text.contains("berth_mirror_hits_total{kind=\"blob\"} 3\n"));
+        assert!(text.contains("berth_mirror_served_bytes_total 10\n"));
+        assert!(text.contains("berth_mirror_misses_total{kind=\"manifest\"} 0\n"));
+        assert!(text.contains("berth_mirror_upstream_bytes_total 0\n"));
+    }
+}
