@@ -803,11 +803,19 @@ fn a_small_size_cap_evicts_lru_blobs_but_never_ones_in_use_or_referenced() {
         while !store2.contains(&layer2) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let m = mirror.clone();
-        let report = tokio::task::spawn_blocking(move || m.evict())
-            .await
-            .unwrap()
-            .unwrap();
+        let report = loop {
+            let m = mirror.clone();
+            // Busy: the background evictor runs a pass right now.
+            match tokio::task::spawn_blocking(move || m.evict())
+                .await
+                .unwrap()
+            {
+                Err(berth_registry_mirror::Error::Busy { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                r => break r.unwrap(),
+            }
+        };
         assert!(!report.removed.contains(&layer2), "evicted while served");
         assert!(store2.contains(&layer2));
         while let Some(c) = body.next().await {
@@ -857,7 +865,14 @@ fn a_restarted_mirror_keeps_its_lru_order() {
     // 162 + 714 bytes stored; a cap of 800 forces one eviction: the least recently used.
     s.cap = Some(800);
     let served = Served::start(&s);
-    let report = served.mirror.evict().unwrap();
+    let report = loop {
+        match served.mirror.evict() {
+            Err(berth_registry_mirror::Error::Busy { .. }) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => break r.unwrap(),
+        }
+    };
     let web = Digest::parse(&web_layer).unwrap();
     let cfg = Digest::parse(&big_config).unwrap();
     assert!(!s.blobs.contains(&web), "{report:?}");
