@@ -549,7 +549,7 @@ fn ten_concurrent_cold_pulls_of_big_make_one_upstream_fetch() {
                 let mut h = Sha256::new();
                 let mut s = resp.bytes_stream();
                 while let Some(c) = s.next().await {
-                    h.update(&c.unwrap());
+                    h.update(c.unwrap());
                 }
                 format!("sha256:{}", hex::encode(h.finalize()))
             })
@@ -798,7 +798,7 @@ fn a_small_size_cap_evicts_lru_blobs_but_never_ones_in_use_or_referenced() {
         let resp = get(&url).await;
         let mut body = resp.bytes_stream();
         let mut h = Sha256::new();
-        h.update(&body.next().await.unwrap().unwrap());
+        h.update(body.next().await.unwrap().unwrap());
         // Wait for the download to finish and commit, then try to evict.
         while !store2.contains(&layer2) {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -819,7 +819,7 @@ fn a_small_size_cap_evicts_lru_blobs_but_never_ones_in_use_or_referenced() {
         assert!(!report.removed.contains(&layer2), "evicted while served");
         assert!(store2.contains(&layer2));
         while let Some(c) = body.next().await {
-            h.update(&c.unwrap());
+            h.update(c.unwrap());
         }
         format!("sha256:{}", hex::encode(h.finalize()))
     });

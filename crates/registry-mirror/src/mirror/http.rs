@@ -12,7 +12,7 @@ use axum::Router;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::route::{parse_range, parse_request, MirrorRequest, RouteError};
+use super::route::{parse_range, parse_request, ByteRange, MirrorRequest, RouteError};
 use super::{BlobReply, ManifestReply, Mirror};
 use crate::digest::Digest;
 use crate::error::Error;
@@ -128,9 +128,9 @@ async fn blob_response(
             .expect("valid response")),
         BlobReply::Stored { file, size, pin } => {
             let (status, start, end) = match parse_range(range, size) {
-                Ok(None) => (StatusCode::OK, 0, size.saturating_sub(1)),
-                Ok(Some((a, b))) => (StatusCode::PARTIAL_CONTENT, a, b),
-                Err(()) => {
+                ByteRange::Whole => (StatusCode::OK, 0, size.saturating_sub(1)),
+                ByteRange::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+                ByteRange::Unsatisfiable => {
                     return Ok(blob_headers(digest)
                         .status(StatusCode::RANGE_NOT_SATISFIABLE)
                         .header(header::CONTENT_RANGE, format!("bytes */{size}"))

@@ -240,41 +240,54 @@ pub fn parse_request(
     Err(RouteError::NotFound)
 }
 
-/// A parsed `Range: bytes=a-b` header against a blob of `size` bytes: the inclusive byte
-/// range to send, `Ok(None)` for "the whole blob", `Err(())` for unsatisfiable (416).
-pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(h) = header else { return Ok(None) };
+/// What a `Range` header asks of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// No (usable) range: send the whole blob, 200.
+    Whole,
+    /// The inclusive byte range `start..=end`, 206.
+    Part { start: u64, end: u64 },
+    /// Outside the blob, 416.
+    Unsatisfiable,
+}
+
+/// Parses a `Range: bytes=a-b` header against a blob of `size` bytes.
+pub fn parse_range(header: Option<&str>, size: u64) -> ByteRange {
+    let Some(h) = header else {
+        return ByteRange::Whole;
+    };
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
-        return Ok(None);
+        return ByteRange::Whole;
     };
     if spec.contains(',') {
         // Multipart ranges: not supported, answer with the whole blob as HTTP allows.
-        return Ok(None);
+        return ByteRange::Whole;
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
-    let (a, b) = (a.trim(), b.trim());
-    let (start, end) = if a.is_empty() {
-        // Suffix: the last `b` bytes.
-        let n: u64 = b.parse().map_err(|_| ())?;
-        if n == 0 || size == 0 {
-            return Err(());
-        }
-        (size.saturating_sub(n), size - 1)
-    } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
-        let end = if b.is_empty() {
-            size.saturating_sub(1)
-        } else {
-            b.parse::<u64>()
-                .map_err(|_| ())?
-                .min(size.saturating_sub(1))
-        };
-        (start, end)
+    let Some((a, b)) = spec.split_once('-') else {
+        return ByteRange::Unsatisfiable;
     };
-    if start >= size || start > end {
-        return Err(());
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = if a.is_empty() {
+        // Suffix: the last `b` bytes.
+        match b.parse::<u64>() {
+            Ok(n) if n > 0 && size > 0 => Some((size.saturating_sub(n), size - 1)),
+            _ => None,
+        }
+    } else {
+        let end = if b.is_empty() {
+            Ok(size.saturating_sub(1))
+        } else {
+            b.parse::<u64>().map(|e| e.min(size.saturating_sub(1)))
+        };
+        match (a.parse::<u64>(), end) {
+            (Ok(start), Ok(end)) => Some((start, end)),
+            _ => None,
+        }
+    };
+    match parsed {
+        Some((start, end)) if start < size && start <= end => ByteRange::Part { start, end },
+        _ => ByteRange::Unsatisfiable,
     }
-    Ok(Some((start, end)))
 }
 
 #[cfg(test)]
@@ -411,13 +424,16 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range(None, 10), Ok(None));
-        assert_eq!(parse_range(Some("bytes=0-4"), 10), Ok(Some((0, 4))));
-        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
-        assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some((7, 9))));
-        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
-        assert_eq!(parse_range(Some("bytes=5-2"), 10), Err(()));
-        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Ok(None));
+        use ByteRange::*;
+        let part = |start, end| Part { start, end };
+        assert_eq!(parse_range(None, 10), Whole);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), part(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), part(5, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), part(7, 9));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), part(8, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=x-2"), 10), Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Whole);
     }
 }
