@@ -37,6 +37,12 @@
 //!   `gc` (refused with a retryable [`Error::Busy`] while pulls/loads/imports run).
 //! - [`archive::save`] / [`archive::load`] / [`archive::import`] (blocking: run them on a
 //!   blocking thread).
+//! - The node's mirror ([`mirror`], details and a sketch in its docs): bind the mirror's
+//!   listener first, open `Images` with `ClientConfig { mirrors: vec![MirrorEndpoint {
+//!   url: <own mirror URL>, shares_blob_store: true }, <each --registry-mirror URL with
+//!   shares_blob_store: false>], .. }`, then `Mirror::new(MirrorConfig { state_dir:
+//!   <data-root>/mirror, .. }, images.store.blobs().clone(), <a RegistryClient without
+//!   mirrors>, images.store.clone())` and spawn `mirror.serve(listener, shutdown)`.
 
 pub mod archive;
 pub mod auth;

@@ -37,6 +37,9 @@
 //!   after that upstream is asked again, and if it is unreachable or failing the last
 //!   known mapping is served (stale-if-error), across restarts. A tag upstream reports
 //!   missing (404) is not served stale.
+//! - Metrics: a request answered from the store is a hit; one that needed upstream
+//!   (including joining a download already running, or revalidating a tag) is a miss.
+//!   Upstream bytes count blob and manifest bodies received; served bytes, bodies sent.
 //! - Size cap: after each download the least recently used blobs are deleted until the
 //!   store fits, never one being served or downloaded, referenced by a local image, or
 //!   named by a cached tag.
