@@ -35,8 +35,8 @@ ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 # start_proxy NAME -> sets proxy_port; log in $work/NAME.log
 start_proxy() {
     rm -f "$work/$1.port" "$work/$1.log"; touch "$work/$1.log"
-    python3 "$here/counting_proxy.py" "$work/$1.port" "$reg" "$work/$1.log" &
-    pids+=($!)
+    python3 "$here/counting_proxy.py" "$work/$1.port" "$reg" "$work/$1.log" >/dev/null 2>&1 &
+    proxy_pid=$!; pids+=($proxy_pid)
     for _ in $(seq 100); do [ -s "$work/$1.port" ] && break; sleep 0.05; done
     proxy_port=$(cat "$work/$1.port")
 }
@@ -61,19 +61,19 @@ pull_all() {
 }
 
 run_berth() {
-    start_proxy berth; local pp=$proxy_port
+    start_proxy berth; local pp=$proxy_port pxp=$proxy_pid
     mkdir -p "$work/berth-root"
     "$bin" --data-root "$work/berth-root" --listen 127.0.0.1:0 --upstream "127.0.0.1:$pp" >"$work/berth.out" 2>"$work/berth.err" &
     local mp=$!; pids+=($mp)
     for _ in $(seq 100); do grep -q listening "$work/berth.out" && break; sleep 0.05; done
     local addr; addr=$(awk '{print $3}' "$work/berth.out")
     local wall; wall=$(pull_all "$addr" "$work/berth-c")
-    kill "$mp"; wait "$mp" 2>/dev/null || true
-    echo "$wall $(upstream_bytes berth) $(blob_gets berth)"
+    kill "$mp" "$pxp"; wait "$mp" "$pxp" 2>/dev/null || true
+    echo "$wall $(upstream_bytes berth) $(blob_gets berth)" >"$work/result"
 }
 
 run_distribution() {
-    start_proxy dist; local pp=$proxy_port
+    start_proxy dist; local pp=$proxy_port pxp=$proxy_pid
     local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     mkdir -p "$work/dist-data"
     cat >"$work/dist.yml" <<CONF
@@ -94,22 +94,23 @@ CONF
     local rp=$!; pids+=($rp)
     for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
     local wall; wall=$(pull_all "127.0.0.1:$port" "$work/dist-c")
-    kill "$rp"; wait "$rp" 2>/dev/null || true
-    echo "$wall $(upstream_bytes dist) $(blob_gets dist)"
+    kill "$rp" "$pxp"; wait "$rp" "$pxp" 2>/dev/null || true
+    echo "$wall $(upstream_bytes dist) $(blob_gets dist)" >"$work/result"
 }
 
 declare -a bw bb bg dw db dg
 for r in $(seq 1 "$runs"); do
     rm -rf "$work"/berth-* "$work"/dist-*; sync
-    if [ $((r % 2)) = 1 ]; then
-        read -r w b g < <(run_berth); bw+=("$w"); bb+=("$b"); bg+=("$g")
-        rm -rf "$work"/dist-*; sync
-        read -r w b g < <(run_distribution); dw+=("$w"); db+=("$b"); dg+=("$g")
-    else
-        read -r w b g < <(run_distribution); dw+=("$w"); db+=("$b"); dg+=("$g")
-        rm -rf "$work"/berth-*; sync
-        read -r w b g < <(run_berth); bw+=("$w"); bb+=("$b"); bg+=("$g")
-    fi
+    # Functions run in this shell (not a subshell) so cleanup knows every PID.
+    if [ $((r % 2)) = 1 ]; then order="berth dist"; else order="dist berth"; fi
+    for who in $order; do
+        rm -rf "$work/$who"-*; sync
+        if [ "$who" = berth ]; then
+            run_berth; read -r w b g <"$work/result"; bw+=("$w"); bb+=("$b"); bg+=("$g")
+        else
+            run_distribution; read -r w b g <"$work/result"; dw+=("$w"); db+=("$b"); dg+=("$g")
+        fi
+    done
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.1f", b/1048576}'; }

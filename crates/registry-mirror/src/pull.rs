@@ -596,7 +596,11 @@ impl Puller {
         blocking(move || {
             match writer {
                 Some(w) => w.commit()?,
-                None if blobs.contains(&layer2.digest) => {}
+                // The mirror holds the blob's ingest lock until its commit is durable.
+                None if {
+                    let _committed = blobs.lock(&layer2.digest)?;
+                    blobs.contains(&layer2.digest)
+                } => {}
                 None => {
                     return Err(Error::BlobNotFound {
                         repository: "the node's mirror (body ended, blob not stored)".into(),

@@ -6,7 +6,7 @@
 //!                          | written += n (watch channel)                     | pread
 //!                          v                                                  v
 //!                       verify digest -> fsync -> rename        waiter 1..N: read [offset, written)
-//!                          | Done / Failed(error)               (the last byte only after Done:
+//!                          | verified, Done / Failed(error)     (the last byte only once verified:
 //!                          v                                     a bad blob always ends in an error)
 //! ```
 //!
@@ -48,6 +48,8 @@ pub struct FlightState {
     pub total: Option<u64>,
     /// Bytes written and flushed to the file so far.
     pub written: u64,
+    /// All bytes arrived and hash to the digest (the commit to the store may still run).
+    pub verified: bool,
 }
 
 /// One download in progress.
@@ -64,6 +66,7 @@ impl Flight {
             phase: Phase::Starting,
             total: None,
             written: 0,
+            verified: false,
         });
         Flight {
             digest,
@@ -130,6 +133,7 @@ impl Flight {
                         return Some((Err(err), None));
                     }
                     Phase::Done => st.written,
+                    _ if st.verified => st.written,
                     // Hold the last byte back until the digest is verified.
                     _ => st.written.saturating_sub(1),
                 };
@@ -155,7 +159,7 @@ impl Flight {
                         Err(e) => Some((Err(e), None)),
                     };
                 }
-                if matches!(st.phase, Phase::Done) {
+                if matches!(st.phase, Phase::Done) || st.verified {
                     return None;
                 }
                 // The sender lives in the flight we hold: `changed` cannot fail for good.
@@ -225,10 +229,13 @@ mod tests {
         // A late joiner reads what is on disk.
         let mut late = Box::pin(flight.clone().body((), |_| {}));
         assert_eq!(&late.next().await.unwrap().unwrap()[..], b"abcde");
-        flight.update(|s| s.phase = Phase::Done);
+        // Verified (the commit may still run): the last byte goes out and bodies end.
+        flight.update(|s| s.verified = true);
         assert_eq!(&body.next().await.unwrap().unwrap()[..], b"f");
         assert!(body.next().await.is_none());
+        flight.update(|s| s.phase = Phase::Done);
         assert_eq!(&late.next().await.unwrap().unwrap()[..], b"f");
+        assert!(late.next().await.is_none());
     }
 
     #[tokio::test]

@@ -722,13 +722,40 @@ impl Mirror {
         let (tx, mut rx) = mpsc::channel::<Bytes>(32);
         let f2 = flight.clone();
         let write_task = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
+            // Waiters are woken per 256 KiB, or whenever the writer catches up with the
+            // network: batches when upstream is fast, low latency when it is slow.
+            const PUBLISH_STEP: u64 = 256 * 1024;
             let mut writer = writer;
-            while let Some(chunk) = rx.blocking_recv() {
+            let mut unpublished = 0u64;
+            let publish = |writer: &mut BlobWriter, n: &mut u64| -> Result<()> {
+                if *n > 0 {
+                    std::io::Write::flush(writer).map_err(Error::io("write blob", &part))?;
+                    let done = *n;
+                    f2.update(|s| s.written += done);
+                    *n = 0;
+                }
+                Ok(())
+            };
+            loop {
+                let chunk = match rx.try_recv() {
+                    Ok(c) => c,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        publish(&mut writer, &mut unpublished)?;
+                        match rx.blocking_recv() {
+                            Some(c) => c,
+                            None => break,
+                        }
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                };
                 std::io::Write::write_all(&mut writer, &chunk)
-                    .and_then(|()| std::io::Write::flush(&mut writer))
-                    .map_err(Error::io("write blob", &part))?;
-                f2.update(|s| s.written += chunk.len() as u64);
+                    .map_err(Error::io("write blob", writer.part_path()))?;
+                unpublished += chunk.len() as u64;
+                if unpublished >= PUBLISH_STEP {
+                    publish(&mut writer, &mut unpublished)?;
+                }
             }
+            publish(&mut writer, &mut unpublished)?;
             Ok(writer)
         });
         let mut stream = resp.bytes_stream();
@@ -757,7 +784,10 @@ impl Mirror {
         if let Some(e) = failure {
             return Err(e);
         }
-        // Verifies size and digest; on mismatch the partial file is removed.
+        // Verified content may go to the waiters while it is made durable; on a mismatch
+        // the writer is dropped and the partial file removed.
+        writer.verify()?;
+        flight.update(|s| s.verified = true);
         blocking(move || writer.commit()).await?;
         drop(lock);
         flight.update(|s| s.total = Some(s.written));
