@@ -24,6 +24,10 @@ def handle(client):
             if not chunk:
                 return
             data += chunk
+            if data[:1] == b"\x16":
+                # A TLS ClientHello (clients probe HTTPS first): not HTTP, hang up at
+                # once, as an HTTP server does, instead of waiting for a request head.
+                return
         head, _, rest = data.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         method, path = lines[0].split(b" ")[:2]

@@ -53,11 +53,12 @@ pull_all() {
     done
     local fail=0
     for p in "${cpids[@]}"; do wait "$p" || fail=1; done
+    local wall; wall=$(ms "$t")
     [ "$fail" = 0 ] || { echo "a client failed pulling through $1" >&2; exit 1; }
     for i in $(seq 1 "$n"); do
         [ "$(sha256sum "$2$i/${big#sha256:}" | cut -d' ' -f1)" = "${big#sha256:}" ] || { echo "bad blob in $2$i" >&2; exit 1; }
     done
-    ms "$t"
+    echo "$wall"
 }
 
 run_berth() {

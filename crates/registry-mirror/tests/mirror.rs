@@ -121,6 +121,12 @@ fn relay(
     delay: Duration,
 ) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
+    let mut first = [0u8; 1];
+    if client.peek(&mut first)? == 0 || first[0] == 0x16 {
+        // A TLS ClientHello (the client probes HTTPS first): hang up as an HTTP server
+        // would, rather than wait for a request line that never comes.
+        return Ok(());
+    }
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = String::new();
     let mut line = String::new();
