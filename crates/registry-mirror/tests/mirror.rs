@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use berth_registry_mirror::mirror::{BlobReferences, NoLocalImages};
 use berth_registry_mirror::{
-    BlobStore, ClientConfig, Digest, Images, LayerSink, Mirror, MirrorConfig, MirrorEndpoint,
-    PullOptions, Reference, RegistryClient, UpstreamConfig,
+    BlobStore, ClientConfig, Credentials, Digest, Images, LayerSink, Mirror, MirrorConfig,
+    MirrorEndpoint, PullOptions, Reference, RegistryClient, UpstreamConfig,
 };
 use berth_testkit::Fixture;
 use common::*;
@@ -186,6 +186,8 @@ struct Setup {
     tag_ttl: Duration,
     cap: Option<u64>,
     references: Arc<dyn BlobReferences>,
+    /// Credentials for the upstream (by its own name).
+    credentials: Credentials,
 }
 
 impl Served {
@@ -204,7 +206,14 @@ impl Served {
             ALIAS.into(),
             UpstreamConfig {
                 endpoint: Some(s.upstream.clone()),
-                ..UpstreamConfig::default()
+                credentials: s.credentials.clone(),
+            },
+        );
+        config.upstreams.insert(
+            s.upstream.clone(),
+            UpstreamConfig {
+                endpoint: None,
+                credentials: s.credentials.clone(),
             },
         );
         let client = RegistryClient::new(ClientConfig::default()).unwrap();
@@ -259,6 +268,7 @@ fn setup(dir: &Path, upstream: &str) -> Setup {
         tag_ttl: Duration::from_secs(300),
         cap: None,
         references: Arc::new(NoLocalImages),
+        credentials: Credentials::Anonymous,
     }
 }
 
@@ -744,6 +754,7 @@ fn a_small_size_cap_evicts_lru_blobs_but_never_ones_in_use_or_referenced() {
         // Room for busybox (about 1 MiB) but not for big's 50 MiB layer.
         cap: Some(3 << 20),
         references: images.store.clone(),
+        credentials: Credentials::Anonymous,
     };
     let served = Served::start_on(&s, listener);
 
@@ -884,4 +895,72 @@ fn a_restarted_mirror_keeps_its_lru_order() {
     assert!(!s.blobs.contains(&web), "{report:?}");
     assert!(s.blobs.contains(&cfg), "{report:?}");
     served.stop();
+}
+
+#[test]
+fn upstream_credentials_come_from_the_mirror_configuration_basic_and_bearer() {
+    let tar = raw_tar(&[("a.txt", tar::EntryType::Regular, None, b"private")]);
+    let img = FakeImage::from_layer_tar(&tar);
+    let manifest = sha256(&img.manifest);
+    let user = || ("mirror".to_string(), "s3cret".to_string());
+    let cases = [
+        (
+            FakeAuth::Basic {
+                user: user().0,
+                pass: user().1,
+            },
+            Credentials::Basic {
+                username: user().0,
+                password: user().1,
+            },
+        ),
+        // Bearer challenge answered through the token endpoint with basic credentials.
+        (
+            FakeAuth::Bearer {
+                user: user().0,
+                pass: user().1,
+            },
+            Credentials::Basic {
+                username: user().0,
+                password: user().1,
+            },
+        ),
+        // A static bearer token, sent with every request.
+        (
+            FakeAuth::Bearer {
+                user: user().0,
+                pass: user().1,
+            },
+            Credentials::BearerToken("fake-token-123".into()),
+        ),
+    ];
+    for (auth, creds) in cases {
+        let fake = FakeRegistry::start(auth.clone());
+        fake.add("private/app", "v1", &img, None);
+        for (with_creds, want) in [(false, 403), (true, 200)] {
+            let dir = tempdir("berth-mirror-auth-");
+            let mut s = setup(dir.path(), &fake.addr.to_string());
+            if with_creds {
+                s.credentials = creds.clone();
+            }
+            let served = Served::start(&s);
+            served.rt.block_on(async {
+                let url = format!("{}/v2/private/app/manifests/v1", served.url());
+                let resp = get(&url).await;
+                assert_eq!(resp.status(), want, "{auth:?} with {creds:?}: {with_creds}");
+                if want == 200 {
+                    assert_eq!(resp.headers()["docker-content-digest"], manifest.as_str());
+                    let layer = sha256(&img.layer);
+                    let resp = get(&format!("{}/v2/private/app/blobs/{layer}", served.url())).await;
+                    assert_eq!(resp.status(), 200);
+                    assert_eq!(sha256(&resp.bytes().await.unwrap()), layer);
+                } else {
+                    let body = resp.bytes().await.unwrap();
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(v["errors"][0]["code"], "DENIED");
+                }
+            });
+            served.stop();
+        }
+    }
 }

@@ -517,6 +517,10 @@ impl Mirror {
                                 return Ok(reply);
                             }
                         }
+                        if !e.is_retryable() {
+                            // Refused (credentials), or bad content: say so as it is.
+                            return Err(Arc::new(e));
+                        }
                         Err(Arc::new(Error::TagNotCached {
                             reference: format!("{}/{}:{tag}", target.upstream, target.repository),
                             source: Box::new(e),
