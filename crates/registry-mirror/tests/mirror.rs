@@ -427,6 +427,31 @@ fn skopeo_and_berth_pull_through_every_form_and_a_fresh_pull_makes_no_upstream_b
             format!("bytes 10-19/{}", big.layers[1].size)
         );
         assert_eq!(resp.bytes().await.unwrap().len(), 10);
+        // Tags (upstream's list) and the catalog (what the mirror has cached tags of).
+        let resp = get(&format!("{}/v2/{ALIAS}/busybox/tags/list", served.url())).await;
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        assert!(
+            v["tags"].as_array().unwrap().contains(&"v2s2".into()),
+            "{v}"
+        );
+        let resp = get(&format!("{}/v2/_catalog", served.url())).await;
+        let v: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        let repos = v["repositories"].as_array().unwrap();
+        for r in [
+            format!("{ALIAS}/busybox"),
+            format!("{up}/big"),
+            format!("{up}/web"),
+        ] {
+            assert!(repos.contains(&r.clone().into()), "{r} not in {v}");
+        }
+        // Writes are refused: the mirror is read-only.
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v2/busybox/blobs/uploads/", served.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405);
     });
     let node_a = tempdir("berth-mirror-node-a-");
     let remote = vec![MirrorEndpoint {

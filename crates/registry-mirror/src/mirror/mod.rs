@@ -32,7 +32,8 @@
 //! - Blobs: a hit is served from the store (with `Range`, 206); a miss joins or starts the
 //!   one download of that digest. Bytes reach every waiter as they land on disk; the last
 //!   byte only after the digest verified and the blob was committed, so a corrupted
-//!   upstream blob ends every body in an error and nothing is cached.
+//!   upstream blob ends every body in an error and nothing is cached. A `Range` on a blob
+//!   still downloading is answered with the whole blob (200), as HTTP allows.
 //! - Manifests are cached by digest in the blob store. Tags map to digests for `tag_ttl`;
 //!   after that upstream is asked again, and if it is unreachable or failing the last
 //!   known mapping is served (stale-if-error), across restarts. A tag upstream reports
