@@ -989,3 +989,44 @@ fn upstream_credentials_come_from_the_mirror_configuration_basic_and_bearer() {
         }
     }
 }
+
+#[test]
+fn a_blob_damaged_on_disk_is_not_served_and_is_fetched_again() {
+    let fx = fixture();
+    let proxy = CountingProxy::start(fx.registry.parse().unwrap(), Duration::ZERO);
+    let dir = tempdir("berth-mirror-damaged-");
+    let s = setup(dir.path(), &proxy.addr.to_string());
+    let served = Served::start(&s);
+    let layer = fx.image("busybox:latest").layers[0].digest.clone();
+    let d = Digest::parse(&layer).unwrap();
+    let url = format!("{}/v2/busybox/blobs/{layer}", served.url());
+    let fetch = |url: String| async move {
+        let resp = get(&url).await;
+        assert_eq!(resp.status(), 200);
+        let mut s = resp.bytes_stream();
+        let mut data = Vec::new();
+        while let Some(c) = s.next().await {
+            match c {
+                Ok(c) => data.extend_from_slice(&c),
+                Err(_) => return None,
+            }
+        }
+        Some(data)
+    };
+    let first = served.rt.block_on(fetch(url.clone())).unwrap();
+    assert_eq!(sha256(&first), layer);
+    // Flip one byte of the stored copy.
+    let path = s.blobs.path(&d);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[1000] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(
+        served.rt.block_on(fetch(url.clone())).is_none(),
+        "damaged blob served"
+    );
+    assert!(!s.blobs.contains(&d), "damaged blob kept");
+    let again = served.rt.block_on(fetch(url)).unwrap();
+    assert_eq!(sha256(&again), layer);
+    assert_eq!(proxy.blob_gets_of(&layer), 2);
+    served.stop();
+}

@@ -2,15 +2,11 @@
 //! turns typed results into responses. Errors become Distribution-shaped JSON
 //! (`{"errors":[{"code":...,"message":...}]}`) in one place, [`error_response`].
 
-use std::io::SeekFrom;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::Router;
-use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::route::{parse_range, parse_request, ByteRange, MirrorRequest, RouteError};
 use super::{BlobReply, ManifestReply, Mirror};
@@ -148,23 +144,7 @@ async fn blob_response(
             if head {
                 return Ok(b.body(Body::empty()).expect("valid response"));
             }
-            let mut f = tokio::fs::File::from_std(file);
-            if start > 0 {
-                f.seek(SeekFrom::Start(start))
-                    .await
-                    .map_err(Error::io("seek blob", mirror.blob_store().path(digest)))?;
-            }
-            let m = mirror.clone();
-            let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 * 1024).map(
-                move |chunk| {
-                    // The pin lives as long as the body.
-                    let _keep = &pin;
-                    if let Ok(c) = &chunk {
-                        m.count_served(c.len() as u64);
-                    }
-                    chunk
-                },
-            );
+            let stream = mirror.stored_body(file, digest.clone(), start, len, size, pin);
             Ok(b.body(Body::from_stream(stream)).expect("valid response"))
         }
         BlobReply::Streaming { flight, total, pin } => {

@@ -29,7 +29,9 @@
 //!
 //! # Behaviour
 //!
-//! - Blobs: a hit is served from the store (with `Range`, 206); a miss joins or starts the
+//! - Blobs: a hit is served from the store (with `Range`, 206), a whole blob re-hashed as
+//!   it goes out (a copy damaged on disk ends the body in an error and is removed, so the
+//!   next request fetches it again); a miss joins or starts the
 //!   one download of that digest. Bytes reach every waiter as they land on disk; the last
 //!   byte only after the digest verified and the blob was committed, so a corrupted
 //!   upstream blob ends every body in an error and nothing is cached. A `Range` on a blob
@@ -797,6 +799,96 @@ impl Mirror {
         drop(lock);
         flight.update(|s| s.total = Some(s.written));
         Ok(())
+    }
+
+    /// The body of a stored blob: bytes `start..start+len` of `file`. A whole-blob body
+    /// is hashed as it goes and its last chunk sent only if the digest matches; on a
+    /// mismatch (the file was damaged on disk) the body ends in an error and the blob is
+    /// removed from the store, so the next request fetches it again.
+    pub fn stored_body(
+        &self,
+        file: std::fs::File,
+        digest: Digest,
+        start: u64,
+        len: u64,
+        size: u64,
+        pin: ServingGuard,
+    ) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+        use sha2::Digest as _;
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        struct State {
+            mirror: Mirror,
+            digest: Digest,
+            inner: Option<tokio_util::io::ReaderStream<tokio::io::Take<tokio::fs::File>>>,
+            file: Option<tokio::fs::File>,
+            start: u64,
+            len: u64,
+            hasher: Option<sha2::Sha256>,
+            held: Option<Bytes>,
+            _pin: ServingGuard,
+        }
+        let st = State {
+            mirror: self.clone(),
+            digest,
+            inner: None,
+            file: Some(tokio::fs::File::from_std(file)),
+            start,
+            len,
+            hasher: (start == 0 && len == size).then(sha2::Sha256::new),
+            held: None,
+            _pin: pin,
+        };
+        futures::stream::unfold(Some(st), |st| async move {
+            let mut st = st?;
+            if st.inner.is_none() {
+                let mut f = st.file.take().expect("file until the stream starts");
+                if st.start > 0 {
+                    if let Err(e) = f.seek(std::io::SeekFrom::Start(st.start)).await {
+                        return Some((Err(e), None));
+                    }
+                }
+                st.inner = Some(tokio_util::io::ReaderStream::with_capacity(
+                    f.take(st.len),
+                    256 * 1024,
+                ));
+            }
+            loop {
+                let next = st.inner.as_mut().expect("reader").next().await;
+                match next {
+                    Some(Ok(chunk)) => {
+                        let Some(h) = st.hasher.as_mut() else {
+                            st.mirror.count_served(chunk.len() as u64);
+                            return Some((Ok(chunk), Some(st)));
+                        };
+                        h.update(&chunk);
+                        // Send the previous chunk; keep this one until the end is verified.
+                        if let Some(prev) = st.held.replace(chunk) {
+                            st.mirror.count_served(prev.len() as u64);
+                            return Some((Ok(prev), Some(st)));
+                        }
+                    }
+                    Some(Err(e)) => return Some((Err(e), None)),
+                    None => {
+                        let h = st.hasher.take()?;
+                        let actual = Digest::from_hasher(h);
+                        if actual != st.digest {
+                            tracing::error!(digest = %st.digest, %actual, "stored blob is damaged; removing it");
+                            if let Err(e) = st.mirror.inner.blobs.delete(&st.digest) {
+                                tracing::warn!(digest = %st.digest, error = %e, "could not remove a damaged blob");
+                            }
+                            let err = std::io::Error::other(format!(
+                                "stored blob {} is damaged (hashes to {actual})",
+                                st.digest
+                            ));
+                            return Some((Err(err), None));
+                        }
+                        let last = st.held.take()?;
+                        st.mirror.count_served(last.len() as u64);
+                        return Some((Ok(last), None));
+                    }
+                }
+            }
+        })
     }
 
     /// One eviction pass (blocking): deletes least recently used blobs until the store
