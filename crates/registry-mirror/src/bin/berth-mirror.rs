@@ -9,7 +9,7 @@
 //!
 //! Blobs go to `DIR/blobs` (the layout of berthd's data root, so a node's store can be
 //! served as is), state to `DIR/mirror`. Prints `listening on ADDR` once it accepts
-//! connections; stops on SIGINT or SIGTERM.
+//! connections; stops on SIGINT or SIGTERM. Logs to stderr (`RUST_LOG`, default `info`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -94,6 +94,13 @@ fn parse_args() -> Result<Args, BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = parse_args()?;
     let blobs = BlobStore::open(args.data_root.join("blobs"))?;
     let client = RegistryClient::new(ClientConfig {
