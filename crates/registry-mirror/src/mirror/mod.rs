@@ -592,11 +592,18 @@ impl Mirror {
         );
         blocking(move || store.put_verified(&d, &body)).await?;
         {
-            let mut tags = self.inner.tags.lock().expect("tags");
-            match tag {
-                Some(t) => tags.confirm(target, t, &fetched.digest, &media_type, now_ms())?,
-                None => tags.remember_media_type(&fetched.digest, &media_type)?,
-            }
+            // The tag file is fsynced: off the async threads.
+            let (inner, target, tag) =
+                (self.inner.clone(), target.clone(), tag.map(str::to_string));
+            let (d, mt) = (fetched.digest.clone(), media_type.clone());
+            blocking(move || {
+                let mut tags = inner.tags.lock().expect("tags");
+                match tag {
+                    Some(t) => tags.confirm(&target, &t, &d, &mt, now_ms()),
+                    None => tags.remember_media_type(&d, &mt),
+                }
+            })
+            .await?;
         }
         self.touch(&fetched.digest);
         self.inner.evictor.notify_one();
