@@ -902,6 +902,13 @@ fn a_restarted_mirror_keeps_its_lru_order() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+    // Bodies end once verified; wait for the commits before stopping.
+    for d in [&web_layer, &big_config] {
+        let d = Digest::parse(d).unwrap();
+        while !s.blobs.contains(&d) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     served.stop();
 
     // 162 + 714 bytes stored; a cap of 800 forces one eviction: the least recently used.
@@ -1015,6 +1022,12 @@ fn a_blob_damaged_on_disk_is_not_served_and_is_fetched_again() {
     };
     let first = served.rt.block_on(fetch(url.clone())).unwrap();
     assert_eq!(sha256(&first), layer);
+    // The body ends once the content verified; the commit (fsync, rename) may still run.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.blobs.contains(&d) {
+        assert!(Instant::now() < deadline, "blob never committed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Flip one byte of the stored copy.
     let path = s.blobs.path(&d);
     let mut bytes = std::fs::read(&path).unwrap();

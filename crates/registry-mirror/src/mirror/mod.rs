@@ -695,7 +695,6 @@ impl Mirror {
             Ok(()) => {
                 flight.update(|s| s.phase = Phase::Done);
                 self.inner.flights.finish(&d);
-                self.touch(&d);
                 self.inner.evictor.notify_one();
             }
             Err(e) => {
@@ -801,6 +800,7 @@ impl Mirror {
         // Verified content may go to the waiters while it is made durable; on a mismatch
         // the writer is dropped and the partial file removed.
         writer.verify()?;
+        self.touch(d);
         flight.update(|s| s.verified = true);
         blocking(move || writer.commit()).await?;
         drop(lock);
