@@ -31,6 +31,24 @@ pub struct Config {
     /// Registries reachable over plain HTTP besides loopback ones. Repeatable.
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
+    /// Pull through this registry mirror (another node's berth mirror, or any pull-through
+    /// cache speaking the OCI distribution API) before this node's own mirror and the
+    /// registry itself. `http://HOST:PORT` or `https://...`. Repeatable.
+    #[arg(long = "registry-mirror", value_parser = parse_mirror_url)]
+    pub registry_mirrors: Vec<String>,
+    /// Where this node's pull-through registry mirror listens (`IP:PORT`), or `none`.
+    /// berthd pulls through it, so every image the node has is cached there; other nodes
+    /// use it with `--registry-mirror http://IP:PORT`.
+    #[arg(long = "mirror-addr", default_value = "127.0.0.1:5001")]
+    pub mirror_addr: String,
+    /// Evict the mirror's least recently used blobs above this many bytes in the store
+    /// (blobs of local images are never evicted).
+    #[arg(long = "mirror-size-cap")]
+    pub mirror_size_cap: Option<u64>,
+    /// How long the mirror serves a tag's digest without asking the registry again; after
+    /// that a registry that cannot be reached still gets the last known digest served.
+    #[arg(long = "mirror-tag-ttl", default_value_t = 300)]
+    pub mirror_tag_ttl_secs: u64,
     /// Serve TCP hosts with TLS and require client certificates signed by --tlscacert.
     #[arg(long = "tlsverify")]
     pub tls_verify: bool,
@@ -50,6 +68,30 @@ pub struct Config {
     /// Log filter: error, warn, info, debug, trace (or a tracing directive).
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     pub log_level: String,
+}
+
+fn parse_mirror_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("invalid mirror URL {s:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "invalid mirror URL {s:?}: expected http://HOST[:PORT] or https://HOST[:PORT]"
+        ));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(format!(
+            "invalid mirror URL {s:?}: a mirror URL has no path"
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// The URL berthd itself uses for its own mirror bound at `addr` (a wildcard address is
+/// reached over loopback).
+pub fn own_mirror_url(mut addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 /// Where the API listens.
@@ -90,6 +132,19 @@ impl Config {
                 _ => bail!("--host {h}: expected unix:///path/to/socket or tcp://IP:PORT"),
             })
             .collect()
+    }
+
+    /// The address of this node's mirror, `None` for `--mirror-addr none`.
+    pub fn mirror_listen(&self) -> Result<Option<std::net::SocketAddr>> {
+        if self.mirror_addr == "none" {
+            return Ok(None);
+        }
+        self.mirror_addr.parse().map(Some).with_context(|| {
+            format!(
+                "--mirror-addr {}: expected IP:PORT or none",
+                self.mirror_addr
+            )
+        })
     }
 
     /// The TLS files, when `--tlsverify` and all three are given.

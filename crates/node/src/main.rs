@@ -57,14 +57,60 @@ async fn run(cfg: config::Config) -> Result<()> {
         })
         .context("open container runtime")?,
     );
+    // The node's own pull-through mirror: bound first, so pulls can go through it.
+    let mirror_listener = match cfg.mirror_listen()? {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!("bind the registry mirror on {addr} (--mirror-addr IP:PORT, or none)")
+        })?),
+        None => None,
+    };
+    let mut mirrors: Vec<berth_registry_mirror::MirrorEndpoint> = cfg
+        .registry_mirrors
+        .iter()
+        .map(|url| berth_registry_mirror::MirrorEndpoint {
+            url: url.clone(),
+            shares_blob_store: false,
+        })
+        .collect();
+    if let Some(l) = &mirror_listener {
+        mirrors.push(berth_registry_mirror::MirrorEndpoint {
+            url: config::own_mirror_url(l.local_addr()?),
+            shares_blob_store: true,
+        });
+    }
     let images = berth_registry_mirror::Images::open(
         &cfg.data_root,
         berth_registry_mirror::ClientConfig {
             insecure_registries: cfg.insecure_registries.clone(),
+            mirrors,
             ..Default::default()
         },
     )
     .context("open image store")?;
+    let mirror = match mirror_listener {
+        Some(listener) => {
+            let mut config = berth_registry_mirror::MirrorConfig::new(cfg.data_root.join("mirror"));
+            config.size_cap_bytes = cfg.mirror_size_cap;
+            config.tag_ttl = std::time::Duration::from_secs(cfg.mirror_tag_ttl_secs);
+            // The mirror's own client goes to the registries, never to a mirror.
+            let client =
+                berth_registry_mirror::RegistryClient::new(berth_registry_mirror::ClientConfig {
+                    insecure_registries: cfg.insecure_registries.clone(),
+                    ..Default::default()
+                })
+                .context("registry client of the mirror")?;
+            let mirror = berth_registry_mirror::Mirror::new(
+                config,
+                images.store.blobs().clone(),
+                client,
+                images.store.clone(),
+            )
+            .context("open the registry mirror")?;
+            tracing::info!(addr = %listener.local_addr()?, "registry mirror listening");
+            Some((mirror, listener))
+        }
+        None => None,
+    };
     let events = service::events::EventBus::new();
     let volumes = service::volumes::VolumeService::open(&cfg.data_root, store.clone())?;
     let images = service::images::ImageService::new(images, runtime.clone());
@@ -129,6 +175,15 @@ async fn run(cfg: config::Config) -> Result<()> {
                 )));
             }
         }
+    }
+    if let Some((mirror, listener)) = mirror {
+        let stop = shutdown.clone();
+        servers.push(tokio::spawn(async move {
+            mirror
+                .serve(listener, async move { stop.wait().await })
+                .await
+                .context("registry mirror")
+        }));
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

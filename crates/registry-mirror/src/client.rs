@@ -416,7 +416,14 @@ impl RegistryClient {
                 }
             }
         }
-        self.get_manifest_direct(repo, reference).await
+        match self.get_manifest_direct(repo, reference).await {
+            // No mirror had it and the registry cannot be reached: say both.
+            Err(e) if e.is_retryable() && !mirrors.is_empty() => Err(Error::TagNotCached {
+                reference: format!("{}/{}:{reference}", repo.host, repo.path),
+                source: Box::new(e),
+            }),
+            other => other,
+        }
     }
 
     /// GETs a manifest from the registry itself (never through a mirror).
@@ -483,10 +490,14 @@ impl RegistryClient {
             .map_err(|source| Error::Transport { url, source })
     }
 
-    /// Whether some configured mirror shares the caller's blob store (see
-    /// [`MirrorEndpoint::shares_blob_store`]).
-    pub fn has_shared_store_mirror(&self) -> bool {
-        self.config.mirrors.iter().any(|m| m.shares_blob_store)
+    /// Whether the first mirror an anonymous pull of `repo` asks shares the caller's blob
+    /// store (see [`MirrorEndpoint::shares_blob_store`]). Mirrors are asked in the order
+    /// configured: berthd lists `--registry-mirror`s (other nodes) before its own, so a
+    /// node set up to use another node's mirror fetches through that one.
+    pub fn shared_store_mirror_first(&self, repo: &Repository) -> bool {
+        self.mirrors_for(repo, true)
+            .first()
+            .is_some_and(|m| m.shares_blob_store)
     }
 
     /// Starts a blob download from a mirror that shares our blob store, if one answers.

@@ -144,9 +144,9 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// The mirror never cached this tag and could not ask upstream. Not retryable here;
+    /// No mirror had this tag cached and upstream could not be asked. Not retryable here;
     /// the upstream failure is the source.
-    #[error("manifest unknown: {reference} was never cached by this mirror and upstream failed: {source}")]
+    #[error("manifest unknown: {reference} was never cached by a mirror and the registry failed: {source}")]
     TagNotCached {
         reference: String,
         #[source]

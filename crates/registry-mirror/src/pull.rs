@@ -407,7 +407,7 @@ impl Puller {
         // berthd's own mirror writes into our store: let it fetch, verify and store the
         // blob (once, however many pulls and mirror clients want it) and only unpack the
         // stream here. Any failure falls back to fetching under our own ingest lock.
-        if self.client.has_shared_store_mirror() && !blobs.contains(&d) {
+        if self.client.shared_store_mirror_first(repo) && !blobs.contains(&d) {
             if let Some(resp) = self
                 .client
                 .get_blob_from_shared_store_mirror(repo, &d)

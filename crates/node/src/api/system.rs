@@ -21,6 +21,8 @@ pub struct EngineInfo {
     pub cpus: usize,
     pub memory_bytes: u64,
     pub insecure_registries: Vec<String>,
+    /// `--registry-mirror` URLs, then this node's own mirror.
+    pub registry_mirrors: Vec<String>,
 }
 
 impl EngineInfo {
@@ -38,6 +40,13 @@ impl EngineInfo {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             memory_bytes: total_memory(),
             insecure_registries: cfg.insecure_registries.clone(),
+            registry_mirrors: {
+                let mut m = cfg.registry_mirrors.clone();
+                if let Ok(Some(addr)) = cfg.mirror_listen() {
+                    m.push(crate::config::own_mirror_url(addr));
+                }
+                m
+            },
         }
     }
 }
@@ -209,7 +218,7 @@ async fn info(State(st): State<AppState>) -> Json<Value> {
         "RegistryConfig": {
             "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"],
             "IndexConfigs": {},
-            "Mirrors": [],
+            "Mirrors": e.registry_mirrors,
         },
         "InsecureRegistries": e.insecure_registries,
         "Labels": [],
