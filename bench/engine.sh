@@ -41,7 +41,7 @@ median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1
 wait_sock() { for _ in $(seq 1 200); do [ -S "$1" ] && DOCKER_HOST=unix://$1 "$docker" version >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
 ./target/release/berthd --data-root "$work/berth" --exec-root "$run_dir/b" -H "unix://$work/berth.sock" \
-    --pidfile "$work/berthd.pid" --log-level warn 2>"$work/berthd.log" &
+    --pidfile "$work/berthd.pid" --mirror-addr 127.0.0.1:0 --log-level warn 2>"$work/berthd.log" &
 pids+=($!)
 wait_sock "$work/berth.sock"
 have_dockerd=0
