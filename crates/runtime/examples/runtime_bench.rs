@@ -1,7 +1,9 @@
 //! Runtime benchmark: create+start+wait+delete of `/bin/true` on one busybox bundle, through
 //! berth's `Runtime` (shim + libcontainer + overlay rootfs), `runc run` and `crun run`.
 //!
-//! `runtime_bench [iterations]` prints a Markdown table (medians and ratios) on stdout.
+//! `runtime_bench [iterations] [runtimes]` prints a Markdown table (medians and ratios) on
+//! stdout; `runtimes` is a comma-separated subset of `berth,runc,crun` (default: all three; the
+//! ratio column needs crun), handy under `perf` or `strace` when only berth matters.
 //! crun refuses this host's hybrid cgroups; it runs in a private mount namespace with the
 //! cgroup2 mount at /sys/fs/cgroup/unified unmounted (`crun-child` mode of this binary, started
 //! under `unshare --mount --propagation private`). Run as root; `bench/run` is the entry point.
@@ -213,6 +215,11 @@ fn main() -> Result<()> {
         return crun_child(&work, &bundle, n);
     }
     let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
+    let only: Vec<&str> = args
+        .get(2)
+        .map(|s| s.split(',').collect())
+        .unwrap_or_else(|| vec!["berth", "runc", "crun"]);
+    let enabled = |name: &str| only.contains(&name);
     let work = PathBuf::from(format!("/tmp/berth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let bundle = work.join("bundle");
@@ -231,33 +238,47 @@ fn main() -> Result<()> {
             ("crun run (private mount ns, cgroup2 unmounted)", Vec::new()),
         ];
         for _ in 0..ROUNDS {
-            rows[0]
-                .1
-                .extend(bench_berth(&work, per_round, &mut phases)?);
-            rows[1]
-                .1
-                .extend(bench_oci("runc", &work, &bundle, per_round)?);
-            rows[2].1.extend(bench_crun(&work, &bundle, per_round)?);
+            if enabled("berth") {
+                rows[0]
+                    .1
+                    .extend(bench_berth(&work, per_round, &mut phases)?);
+            }
+            if enabled("runc") {
+                rows[1]
+                    .1
+                    .extend(bench_oci("runc", &work, &bundle, per_round)?);
+            }
+            if enabled("crun") {
+                rows[2].1.extend(bench_crun(&work, &bundle, per_round)?);
+            }
         }
+        rows.retain(|(_, v)| !v.is_empty());
         Ok(rows)
     })();
     let _ = std::fs::remove_dir_all(&work);
     let rows = result?;
-    let crun = median(&rows[2].1);
+    let crun = rows
+        .iter()
+        .find(|(name, _)| name.starts_with("crun"))
+        .map(|(_, v)| median(v))
+        .unwrap_or(f64::NAN);
     println!(
         "create+start+wait+delete of `/bin/true`, busybox bundle, {} runs each in {ROUNDS} \
          interleaved rounds (each round after {WARMUP} warm-up runs):\n",
-        rows[0].1.len()
+        rows.first().map_or(0, |r| r.1.len())
     );
     println!("| runtime | median ms | p90 ms | median / crun |");
     println!("|---|---|---|---|");
     for (name, v) in &rows {
-        println!(
-            "| {name} | {:.1} | {:.1} | {:.2}x |",
-            median(v),
-            p90(v),
-            median(v) / crun
-        );
+        let ratio = if crun.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2}x", median(v) / crun)
+        };
+        println!("| {name} | {:.1} | {:.1} | {ratio} |", median(v), p90(v));
+    }
+    if phases.is_empty() {
+        return Ok(());
     }
     let col = |i: usize| median(&phases.iter().map(|p| p[i]).collect::<Vec<_>>());
     println!(
