@@ -454,7 +454,9 @@ impl Runtime {
             .map_err(|e| RuntimeError::io("set timeout", self.socket(id, p), e))?;
         protocol::write_line(&mut s, req)
             .map_err(|e| RuntimeError::io("write", self.socket(id, p), e))?;
-        match protocol::read_line::<Response>(&mut s) {
+        // The connection ends with this response, so reading ahead is harmless: one read
+        // instead of one per byte.
+        match protocol::read_line::<Response>(&mut std::io::BufReader::new(&mut s)) {
             Err(RuntimeError::Io { source, .. })
                 if matches!(
                     source.kind(),
