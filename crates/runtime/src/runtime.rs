@@ -508,8 +508,19 @@ impl Runtime {
     pub fn inspect(&self, id: &str) -> Result<ContainerInfo> {
         let rec = self.record(id)?;
         let (status, pid, exit) = self.status_of(&rec);
-        Ok(ContainerInfo {
-            id: id.to_string(),
+        Ok(self.info(rec, status, pid, exit))
+    }
+
+    fn info(
+        &self,
+        rec: ContainerRecord,
+        status: Status,
+        pid: Option<i32>,
+        exit: Option<ExitStatus>,
+    ) -> ContainerInfo {
+        let id = &rec.request.id;
+        ContainerInfo {
+            id: id.clone(),
             status,
             pid,
             exit,
@@ -519,7 +530,7 @@ impl Runtime {
             rootfs: self.rootfs(id),
             log_path: self.log_path(id),
             request: rec.request,
-        })
+        }
     }
 
     /// Every container under the data root, with its current status (live restore: a new
@@ -553,7 +564,9 @@ impl Runtime {
 
     // ---- start ----------------------------------------------------------------------------
 
-    /// Starts the container's init under a new detached shim; returns once it runs.
+    /// Starts the container's init under a new detached shim; returns once it runs. The info
+    /// returned is what the shim reported (running, with the init's pid), not asked again: a
+    /// short-lived process may have exited since.
     pub fn start(&self, id: &str) -> Result<ContainerInfo> {
         self.require(id, Action::Start)?;
         let mut rec = self.record(id)?;
@@ -578,13 +591,13 @@ impl Runtime {
             rootfs_mount: Some(plan),
         };
         let cfg_path = self.dir(id).join("shim.json");
-        self.spawn_shim(id, &cfg, &cfg_path)?;
+        let pid = self.spawn_shim(id, &cfg, &cfg_path)?;
         if rec.started_at.is_some() {
             rec.restart_count += 1;
         }
         rec.started_at = Some(Utc::now());
         self.save_record(&rec)?;
-        self.inspect(id)
+        Ok(self.info(rec, Status::Running, Some(pid), None))
     }
 
     fn spawn_shim(&self, id: &str, cfg: &ShimConfig, cfg_path: &Path) -> Result<i32> {
