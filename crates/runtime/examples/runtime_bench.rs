@@ -4,6 +4,7 @@
 //! `runtime_bench [iterations] [runtimes]` prints a Markdown table (medians and ratios) on
 //! stdout; `runtimes` is a comma-separated subset of `berth,runc,crun` (default: all three; the
 //! ratio column needs crun), handy under `perf` or `strace` when only berth matters.
+//! `BERTH_BENCH_DIR` sets the parent of the work dir (default `/tmp`).
 //! crun refuses this host's hybrid cgroups; it runs in a private mount namespace with the
 //! cgroup2 mount at /sys/fs/cgroup/unified unmounted (`crun-child` mode of this binary, started
 //! under `unshare --mount --propagation private`). Run as root; `bench/run` is the entry point.
@@ -220,7 +221,13 @@ fn main() -> Result<()> {
         .map(|s| s.split(',').collect())
         .unwrap_or_else(|| vec!["berth", "runc", "crun"]);
     let enabled = |name: &str| only.contains(&name);
-    let work = PathBuf::from(format!("/tmp/berth-bench-{}", std::process::id()));
+    // The work dir (bundle, state, berth's data and exec roots) goes under $BERTH_BENCH_DIR,
+    // default /tmp. On an ext4 without a journal (this VM's root fs) creating an inode costs
+    // more the more inodes were deleted in the same block group in the last minutes, and /tmp
+    // is where tests churn: the parent dir changes every runtime's figures.
+    let parent =
+        std::env::var_os("BERTH_BENCH_DIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    let work = parent.join(format!("berth-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let bundle = work.join("bundle");
     std::fs::create_dir_all(&bundle)?;
