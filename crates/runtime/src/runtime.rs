@@ -486,12 +486,23 @@ impl Runtime {
     }
 
     fn status_of(&self, rec: &ContainerRecord) -> (Status, Option<i32>, Option<ExitStatus>) {
+        self.observe(rec, true)
+    }
+
+    /// `with_pause`: tell a paused container from a running one (libcontainer reads its state
+    /// and the freezer cgroup); callers that treat both alike pass false and see Running.
+    fn observe(
+        &self,
+        rec: &ContainerRecord,
+        with_pause: bool,
+    ) -> (Status, Option<i32>, Option<ExitStatus>) {
         let id = &rec.request.id;
         let shim = self.shim_state(id, Proc::Init);
         let recorded = self.read_exit(id, Proc::Init);
         let live_exit = shim.and_then(|(_, e)| e);
         let exit = recorded.or(live_exit);
-        let paused = shim.is_some()
+        let paused = with_pause
+            && shim.is_some()
             && exit.is_none()
             && oci::is_paused(id, &self.lc_root()).unwrap_or(false);
         let status = lifecycle::observe(
@@ -754,14 +765,15 @@ impl Runtime {
     /// Waits for the init to exit (`None` timeout: forever); `Ok(None)` on timeout.
     /// Returns at once with the recorded exit of a container that is not running.
     pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
-        let info = self.inspect(id)?;
-        match info.status {
+        // A paused container is waited for like a running one: no need to tell them apart.
+        let (status, _, exit) = self.observe(&self.record(id)?, false);
+        match status {
             Status::Created => Err(RuntimeError::InvalidTransition {
                 id: id.to_string(),
                 action: Action::Wait,
                 status: Status::Created,
             }),
-            Status::Exited => Ok(info.exit),
+            Status::Exited => Ok(exit),
             _ => self.wait_proc(id, Proc::Init, timeout),
         }
     }
