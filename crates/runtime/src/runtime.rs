@@ -612,6 +612,9 @@ impl Runtime {
     }
 
     fn spawn_shim(&self, id: &str, cfg: &ShimConfig, cfg_path: &Path) -> Result<i32> {
+        // libcontainer joins the container's cgroups a few ms into the shim's work (init
+        // and exec alike): let the kernel's grace period for that elapse meanwhile.
+        cgroups::warm_cgroup_attach();
         write_json(cfg_path, cfg, "shim config")?;
         let diag_path = cfg_path.with_extension("stderr");
         let diag = std::fs::File::options()
