@@ -107,7 +107,7 @@ fn valid_domain(d: &str) -> bool {
 }
 
 /// `[\w][\w.-]{0,127}`
-fn valid_tag(t: &str) -> bool {
+pub(crate) fn valid_tag(t: &str) -> bool {
     let w = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
     let b = t.as_bytes();
     !b.is_empty()

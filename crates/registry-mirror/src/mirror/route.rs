@@ -123,15 +123,6 @@ fn valid_repository(path: &str) -> bool {
         })
 }
 
-fn valid_tag(t: &str) -> bool {
-    let w = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    let b = t.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && w(b[0])
-        && b.iter().all(|x| w(*x) || *x == b'.' || *x == b'-')
-}
-
 /// Finds the value of `key` in a query string (`a=b&ns=docker.io`), percent-decoded.
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes())
@@ -214,7 +205,7 @@ pub fn parse_request(
                 Digest::parse(reference)
                     .map_err(|_| RouteError::DigestInvalid(reference.to_string()))?,
             )
-        } else if valid_tag(reference) {
+        } else if crate::reference::valid_tag(reference) {
             ManifestRef::Tag(reference.to_string())
         } else {
             return Err(RouteError::TagInvalid(reference.to_string()));
