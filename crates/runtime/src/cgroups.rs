@@ -142,16 +142,65 @@ pub fn warm_cgroup_attach() {
     }
 }
 
-/// `cgroup.procs` of this process's own cgroup in the cgroup2 hierarchy, else in the first
-/// mounted v1 hierarchy.
-fn own_procs_file() -> Option<PathBuf> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    own_procs_file_from(&own, &mountinfo)
+/// A mounted cgroup hierarchy, from `/proc/self/mountinfo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CgroupMount {
+    /// `None` for cgroup2; the controllers (super options) of a v1 hierarchy.
+    controllers: Option<Vec<String>>,
+    /// The hierarchy path shown at the mount point.
+    root: PathBuf,
+    point: PathBuf,
 }
 
-/// Pure part of [`own_procs_file`]: `/proc/self/cgroup` and `/proc/self/mountinfo` texts.
-fn own_procs_file_from(own: &str, mountinfo: &str) -> Option<PathBuf> {
+/// `cgroup.procs` of this process's own cgroup in the cgroup2 hierarchy, else in the first
+/// mounted v1 hierarchy. The mounts are read once per process (mountinfo can be long and
+/// this runs on every container start); the process's cgroup is read each time, so a
+/// daemon moved to another cgroup is never moved back.
+fn own_procs_file() -> Option<PathBuf> {
+    static MOUNTS: std::sync::OnceLock<Vec<CgroupMount>> = std::sync::OnceLock::new();
+    let mounts = MOUNTS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| cgroup_mounts(&m))
+            .unwrap_or_default()
+    });
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    own_procs_file_from(&own, mounts)
+}
+
+/// The cgroup hierarchies of a `/proc/self/mountinfo` text, cgroup2 first.
+fn cgroup_mounts(mountinfo: &str) -> Vec<CgroupMount> {
+    let mut mounts: Vec<CgroupMount> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            let (root, point, fstype) = (fields.get(3)?, fields.get(4)?, fields.get(sep + 1)?);
+            let controllers = match *fstype {
+                "cgroup2" => None,
+                "cgroup" => Some(
+                    fields
+                        .get(sep + 3)
+                        .copied()
+                        .unwrap_or("")
+                        .split(',')
+                        .map(str::to_string)
+                        .collect(),
+                ),
+                _ => return None,
+            };
+            Some(CgroupMount {
+                controllers,
+                root: PathBuf::from(root),
+                point: PathBuf::from(point),
+            })
+        })
+        .collect();
+    mounts.sort_by_key(|m| m.controllers.is_some());
+    mounts
+}
+
+/// Pure part of [`own_procs_file`]: a `/proc/self/cgroup` text and the mounted hierarchies.
+fn own_procs_file_from(own: &str, mounts: &[CgroupMount]) -> Option<PathBuf> {
     // (hierarchy controllers, path) per line: "0::/a" is cgroup2, "4:memory:/b" v1.
     let groups: Vec<(&str, &str)> = own
         .lines()
@@ -161,36 +210,18 @@ fn own_procs_file_from(own: &str, mountinfo: &str) -> Option<PathBuf> {
             Some((f.next()?, f.next()?))
         })
         .collect();
-    for mount in mountinfo.lines() {
-        let fields: Vec<&str> = mount.split_whitespace().collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(root), Some(point), Some(fstype)) =
-            (fields.get(3), fields.get(4), fields.get(sep + 1))
-        else {
-            continue;
-        };
-        let (root, point, fstype) = (*root, *point, *fstype);
-        let super_opts = fields.get(sep + 3).copied().unwrap_or("");
-        let path = match fstype {
-            "cgroup2" => groups.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| *p),
-            "cgroup" => groups
+    mounts.iter().find_map(|m| {
+        let path = match &m.controllers {
+            None => groups.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| *p),
+            Some(opts) => groups
                 .iter()
-                .find(|(c, _)| {
-                    !c.is_empty() && c.split(',').all(|c| super_opts.split(',').any(|o| o == c))
-                })
+                .find(|(c, _)| !c.is_empty() && c.split(',').all(|c| opts.iter().any(|o| o == c)))
                 .map(|(_, p)| *p),
-            _ => None,
-        };
-        let Some(path) = path else { continue };
+        }?;
         // The mount shows the hierarchy from `root` down; our path is from its top.
-        let Some(rel) = Path::new(path).strip_prefix(root).ok() else {
-            continue;
-        };
-        return Some(Path::new(point).join(rel).join("cgroup.procs"));
-    }
-    None
+        let rel = Path::new(path).strip_prefix(&m.root).ok()?;
+        Some(m.point.join(rel).join("cgroup.procs"))
+    })
 }
 
 #[cfg(test)]
@@ -207,7 +238,7 @@ mod warm_tests {
     fn the_cgroup2_mount_is_preferred_and_paths_join() {
         let own = "4:memory:/m/x\n2:cpu,cpuacct:/c\n0::/user/slice\n";
         assert_eq!(
-            own_procs_file_from(own, MOUNTINFO),
+            own_procs_file_from(own, &cgroup_mounts(MOUNTINFO)),
             Some(PathBuf::from(
                 "/sys/fs/cgroup/unified/user/slice/cgroup.procs"
             ))
@@ -223,7 +254,7 @@ mod warm_tests {
             .collect::<Vec<_>>()
             .join("\n");
         assert_eq!(
-            own_procs_file_from(own, &v1),
+            own_procs_file_from(own, &cgroup_mounts(&v1)),
             Some(PathBuf::from("/sys/fs/cgroup/memory/m/x/cgroup.procs"))
         );
     }
@@ -232,9 +263,12 @@ mod warm_tests {
     fn a_mount_of_a_subtree_is_joined_below_its_root() {
         let mi = "30 29 0:27 /kubepods /sys/fs/cgroup rw - cgroup2 cgroup2 rw";
         assert_eq!(
-            own_procs_file_from("0::/kubepods/pod1\n", mi),
+            own_procs_file_from("0::/kubepods/pod1\n", &cgroup_mounts(mi)),
             Some(PathBuf::from("/sys/fs/cgroup/pod1/cgroup.procs"))
         );
-        assert_eq!(own_procs_file_from("0::/elsewhere\n", mi), None);
+        assert_eq!(
+            own_procs_file_from("0::/elsewhere\n", &cgroup_mounts(mi)),
+            None
+        );
     }
 }
