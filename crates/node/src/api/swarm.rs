@@ -203,8 +203,7 @@ async fn update(
 
 fn node_json(n: &NodeView, engine_version: &str, hostname_os: &Value) -> Value {
     let r = &n.record;
-    let ip = r.addr.rsplit_once(':').map_or(r.addr.as_str(), |(h, _)| h);
-    let ip = ip.trim_matches(['[', ']']);
+    let ip = host_of(&r.addr);
     let mut v = json!({
         "ID": node_id_str(r.id),
         "Version": {"Index": r.version},
@@ -232,6 +231,13 @@ fn node_json(n: &NodeView, engine_version: &str, hostname_os: &Value) -> Value {
         });
     }
     v
+}
+
+/// The IP of a `host:port` (`[v6]:port` too), as Docker shows node addresses.
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_matches(['[', ']'])
 }
 
 fn platform() -> Value {
@@ -387,11 +393,10 @@ pub fn info_json(st: &AppState) -> Value {
                 .filter(|n| n.role == NodeRole::Manager)
                 .map(|n| json!({"NodeID": node_id_str(n.id), "Addr": n.addr}))
                 .collect();
-            let ip = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
             let mut v = json!({
                 "LocalNodeState": "active",
                 "NodeID": node_id,
-                "NodeAddr": ip.trim_matches(['[', ']']),
+                "NodeAddr": host_of(&addr),
                 "ControlAvailable": manager,
                 "Error": "",
                 "Nodes": state.nodes.len(),
