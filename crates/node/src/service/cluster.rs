@@ -484,35 +484,23 @@ impl ClusterService {
 
     /// One node by id, unique id prefix or hostname.
     pub fn node_view(&self, name: &str) -> Result<NodeView, ServiceError> {
-        let nodes = self.nodes()?;
-        let by_id: Vec<&NodeView> = nodes
-            .iter()
-            .filter(|n| node_id_str(n.record.id).starts_with(name) && !name.is_empty())
+        let mut nodes = self.nodes()?;
+        let mut matches: Vec<usize> = (0..nodes.len())
+            .filter(|&i| !name.is_empty() && node_id_str(nodes[i].record.id).starts_with(name))
             .collect();
-        let found = match by_id.as_slice() {
-            [one] => Some((*one).clone()),
-            [] => {
-                let by_name: Vec<&NodeView> =
-                    nodes.iter().filter(|n| n.record.hostname == name).collect();
-                match by_name.as_slice() {
-                    [one] => Some((*one).clone()),
-                    [] => None,
-                    _ => {
-                        return Err(ServiceError::invalid(format!(
-                            "node {name} is ambiguous ({} matches found)",
-                            by_name.len()
-                        )))
-                    }
-                }
-            }
-            _ => {
-                return Err(ServiceError::invalid(format!(
-                    "node {name} is ambiguous ({} matches found)",
-                    by_id.len()
-                )))
-            }
-        };
-        found.ok_or_else(|| ServiceError::not_found(format!("node {name} not found")))
+        if matches.is_empty() {
+            matches = (0..nodes.len())
+                .filter(|&i| nodes[i].record.hostname == name)
+                .collect();
+        }
+        match matches.as_slice() {
+            [one] => Ok(nodes.swap_remove(*one)),
+            [] => Err(ServiceError::not_found(format!("node {name} not found"))),
+            many => Err(ServiceError::invalid(format!(
+                "node {name} is ambiguous ({} matches found)",
+                many.len()
+            ))),
+        }
     }
 
     /// `POST /nodes/{id}/update`: a replacement spec checked against `version`.
