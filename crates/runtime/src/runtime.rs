@@ -776,7 +776,13 @@ impl Runtime {
                 action: Action::Wait,
                 status: Status::Created,
             }),
-            Status::Exited => Ok(exit),
+            // Exited as the shim saw it, but the shim may still be writing the last of the
+            // log: only the exit record (written after the log is complete) or the shim's
+            // answer to Wait ends the wait.
+            Status::Exited => match self.read_exit(id, Proc::Init) {
+                Some(recorded) => Ok(Some(recorded)),
+                None => self.wait_proc(id, Proc::Init, timeout).or(Ok(exit)),
+            },
             _ => self.wait_proc(id, Proc::Init, timeout),
         }
     }

@@ -252,6 +252,10 @@ struct Supervisor {
     clients: Vec<Client>,
     exit: Option<ExitStatus>,
     exited_at: Option<Instant>,
+    /// The process exited and all of its output is in the log (drained, last partial
+    /// lines written, synced). Only then is a `Wait` answered: whoever waits for the exit
+    /// may read the complete log right after.
+    output_done: bool,
     /// Exec output produced before anyone attached.
     backlog: Option<Vec<u8>>,
 }
@@ -414,6 +418,7 @@ impl Supervisor {
             clients: Vec::new(),
             exit: None,
             exited_at: None,
+            output_done: false,
             backlog,
         })
     }
@@ -423,6 +428,9 @@ impl Supervisor {
             self.reap();
             if let Some(at) = self.exited_at {
                 let drained = self.outputs.is_empty() || at.elapsed() > DRAIN_GRACE;
+                if drained && !self.output_done {
+                    self.complete_output();
+                }
                 // An exec's output waits (a while) for its first attacher.
                 let delivered = self.backlog.as_ref().is_none_or(|b| b.is_empty())
                     || at.elapsed() > EXEC_LINGER;
@@ -679,8 +687,8 @@ impl Supervisor {
                 },
             },
             Request::Wait => match self.exit {
-                Some(exit) => Response::Exited { exit },
-                None => {
+                Some(exit) if self.output_done => Response::Exited { exit },
+                _ => {
                     self.clients[i].phase = Phase::Waiting;
                     return;
                 }
@@ -795,7 +803,9 @@ impl Supervisor {
         self.exited_at = Some(Instant::now());
     }
 
-    fn finish(&mut self) {
+    /// Writes the last partial lines, syncs the log and answers the waiters: once the
+    /// process has exited and its output is drained.
+    fn complete_output(&mut self) {
         for idx in 0..2 {
             if let Some(rest) = self.splitters[idx].finish() {
                 self.write_log(idx, vec![rest]);
@@ -806,6 +816,22 @@ impl Supervisor {
         // between the container's exit and its exit record.
         if let (Some(log), true) = (&mut self.log, self.log_written) {
             let _ = log.sync_data();
+        }
+        self.output_done = true;
+        if let Some(exit) = self.exit {
+            for c in &mut self.clients {
+                if matches!(c.phase, Phase::Waiting) {
+                    c.queue_response(&Response::Exited { exit });
+                    c.phase = Phase::Closing;
+                    c.flush();
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.output_done {
+            self.complete_output();
         }
         if let ShimTask::Init { .. } = self.cfg.task {
             // Removes the cgroups and libcontainer's state; anything left is killed.
