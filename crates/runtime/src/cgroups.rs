@@ -4,7 +4,8 @@
 //! warm-up write that keeps container starts from waiting on the kernel (see
 //! [`warm_cgroup_attach`]). Works on cgroup
 //! v1, the hybrid layout (v1 controllers plus a cgroup2 mount) and pure v2, as libcgroups
-//! detects it. Does not create cgroups (libcontainer does, from the spec).
+//! detects it. Does not create cgroups (libcontainer does, from the spec); removes them when
+//! a container's init has exited ([`remove_dirs`]).
 
 use std::path::{Path, PathBuf};
 
@@ -157,14 +158,75 @@ struct CgroupMount {
 /// this runs on every container start); the process's cgroup is read each time, so a
 /// daemon moved to another cgroup is never moved back.
 fn own_procs_file() -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    own_procs_file_from(&own, mounts())
+}
+
+/// The mounted cgroup hierarchies, read once per process.
+fn mounts() -> &'static [CgroupMount] {
     static MOUNTS: std::sync::OnceLock<Vec<CgroupMount>> = std::sync::OnceLock::new();
-    let mounts = MOUNTS.get_or_init(|| {
+    MOUNTS.get_or_init(|| {
         std::fs::read_to_string("/proc/self/mountinfo")
             .map(|m| cgroup_mounts(&m))
             .unwrap_or_default()
-    });
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    own_procs_file_from(&own, mounts)
+    })
+}
+
+/// Removes the container's cgroup (`cgroups_path`, absolute as in the spec) from every
+/// mounted hierarchy, first killing whatever is still in it; hierarchies without it are
+/// skipped. This is what libcgroups' `remove` does, minus building a cgroup manager, which
+/// parses the mount table and `/proc/self/cgroup` once per controller (most of the 2 ms
+/// libcontainer's delete took here, on the path between a container's exit and its exit
+/// record). Errors name the first directory that would not go.
+pub fn remove_dirs(cgroups_path: &str) -> std::io::Result<()> {
+    let rel = Path::new(cgroups_path.trim_start_matches('/'));
+    let mut first_err = None;
+    for m in mounts() {
+        if let Err(e) = remove_dir_killing(&m.point.join(rel)) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Kills the processes of one cgroup directory and removes it, retrying while the kernel
+/// still counts exiting processes in it (up to 2 s, as libcgroups allows about as long).
+fn remove_dir_killing(dir: &Path) -> std::io::Result<()> {
+    use std::io::ErrorKind::NotFound;
+    let procs = match std::fs::read_to_string(dir.join("cgroup.procs")) {
+        Ok(p) => p,
+        Err(e) if e.kind() == NotFound => return Ok(()),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", dir.display()),
+            ))
+        }
+    };
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == NotFound => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", dir.display()),
+                ))
+            }
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 /// The cgroup hierarchies of a `/proc/self/mountinfo` text, cgroup2 first.

@@ -210,6 +210,43 @@ fn remove_dir_quiet(p: &Path) -> Result<()> {
     }
 }
 
+/// Renames `dir` into `trash` (created if needed) under a unique name; `None` when `dir`
+/// does not exist.
+fn move_aside(dir: &Path, trash: &Path) -> Result<Option<PathBuf>> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    mkdir(trash)?;
+    let name = format!(
+        "{}.{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let to = trash.join(name);
+    std::fs::rename(dir, &to).map_err(|e| RuntimeError::io("rename", dir, e))?;
+    Ok(Some(to))
+}
+
+/// Removes a directory moved to the trash. One whose `rootfs` is still a mountpoint in this
+/// mount namespace (a host-side mount that would not come off) is left for a later run
+/// rather than emptied through the mount.
+fn purge(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let rootfs = path.join("rootfs");
+    if let (Ok(inner), Ok(outer)) = (
+        std::fs::symlink_metadata(&rootfs),
+        std::fs::symlink_metadata(path),
+    ) {
+        if inner.dev() != outer.dev() {
+            tracing::warn!(path = %rootfs.display(), "trash entry still mounted; left in place");
+            return;
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(path) {
+        tracing::warn!(path = %path.display(), error = %e, "could not empty the trash");
+    }
+}
+
 /// Current hard limits of the rlimits the spec may set.
 fn host_rlimit_hard() -> BTreeMap<String, u64> {
     use nix::sys::resource::{getrlimit, Resource};
@@ -253,10 +290,11 @@ impl Runtime {
         mkdir(&config.data_root.join("containers"))?;
         mkdir(&config.exec_root.join("lc"))?;
         let snapshots = SnapshotStore::open(config.data_root.join("snapshots"))?;
-        // Rootfs mountpoints a previous process moved aside but did not get to remove.
+        // What a previous process moved aside in teardowns but did not get to remove.
         if let Ok(entries) = std::fs::read_dir(config.data_root.join("trash")) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_dir(e.path());
+            let doomed: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            if !doomed.is_empty() {
+                std::thread::spawn(move || doomed.iter().for_each(|p| purge(p)));
             }
         }
         Ok(Runtime {
@@ -348,6 +386,9 @@ impl Runtime {
         if dir.exists() {
             return Err(RuntimeError::AlreadyExists { id });
         }
+        // A start usually follows: let the kernel's grace period for its cgroup joins run
+        // from now on (see `spawn_shim`).
+        cgroups::warm_cgroup_attach();
         mkdir(&dir)?;
         let rec = ContainerRecord {
             version: RECORD_VERSION,
@@ -896,34 +937,31 @@ impl Runtime {
         if let Err(e) = self.mounter.unmount(&self.rootfs(id)) {
             errors.push(e);
         }
-        // The rootfs dir is the overlay's mountpoint inside the (possibly still exiting)
-        // shim's mount namespace; removing it detaches that mount, which waits for an RCU
-        // grace period. Move it aside and remove it off the caller's path.
-        let rootfs = self.rootfs(id);
-        if rootfs.exists() {
-            let trash = self.config.data_root.join("trash").join(format!(
-                "{id}.{}",
-                Utc::now().timestamp_nanos_opt().unwrap_or_default()
-            ));
-            match mkdir(&self.config.data_root.join("trash")).and_then(|()| {
-                std::fs::rename(&rootfs, &trash).map_err(|e| RuntimeError::io("rename", &rootfs, e))
-            }) {
-                Ok(()) => {
-                    std::thread::spawn(move || {
-                        let _ = std::fs::remove_dir(&trash);
-                    });
+        // The container's directory (records, bundle, log, rootfs mountpoint) and its upper
+        // and work dirs are moved aside at once and removed off the caller's path: removing
+        // them takes milliseconds (many small files; the rootfs may still be the overlay's
+        // mountpoint in the exiting shim's mount namespace, and removing it detaches that
+        // mount, which waits for an RCU grace period). The id is free when this returns; a
+        // restarted runtime finishes what a dead one left in the trash.
+        let trash = self.config.data_root.join("trash");
+        let mut doomed = Vec::new();
+        for dir in [self.dir(id), self.snapshots.active_dir(id)] {
+            match move_aside(&dir, &trash) {
+                Ok(Some(p)) => doomed.push(p),
+                Ok(None) => {}
+                // Another filesystem (no rename into the trash): remove it here.
+                Err(_) => {
+                    if let Err(e) = remove_dir_quiet(&dir) {
+                        errors.push(e);
+                    }
                 }
-                Err(e) => errors.push(e),
             }
         }
-        for r in [
-            self.snapshots.remove_active(id),
-            remove_dir_quiet(&self.dir(id)),
-            remove_dir_quiet(&self.run_dir(id)),
-        ] {
-            if let Err(e) = r {
-                errors.push(e);
-            }
+        if !doomed.is_empty() {
+            std::thread::spawn(move || doomed.iter().for_each(|p| purge(p)));
+        }
+        if let Err(e) = remove_dir_quiet(&self.run_dir(id)) {
+            errors.push(e);
         }
         if errors.is_empty() {
             Ok(())
@@ -1274,6 +1312,40 @@ mod tests {
     fn runtime_can_be_shared_across_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Runtime>();
+    }
+
+    /// Needs root (mounts a tmpfs in a temporary directory, unmounted even on failure).
+    #[test]
+    fn purge_leaves_a_still_mounted_rootfs_alone() {
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let entry = tmp.path().join("c1.123");
+        let rootfs = entry.join("rootfs");
+        std::fs::create_dir_all(&rootfs).unwrap();
+        std::fs::write(entry.join("config.json"), "{}").unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &rootfs,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        let guard = Unmount(rootfs.clone());
+        std::fs::write(rootfs.join("image-file"), "keep").unwrap();
+        purge(&entry);
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("image-file")).unwrap(),
+            "keep"
+        );
+        drop(guard);
+        purge(&entry);
+        assert!(!entry.exists());
     }
 
     #[test]

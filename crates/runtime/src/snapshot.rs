@@ -196,7 +196,12 @@ impl SnapshotStore {
 
     /// The writable directory of container `id`.
     pub fn upper_dir(&self, id: &str) -> PathBuf {
-        self.root.join("active").join(id).join("upper")
+        self.active_dir(id).join("upper")
+    }
+
+    /// The directory holding container `id`'s upper and work dirs.
+    pub fn active_dir(&self, id: &str) -> PathBuf {
+        self.root.join("active").join(id)
     }
 
     /// Creates the upper and work dirs of container `id` (kept if they exist: a restarted
@@ -218,7 +223,7 @@ impl SnapshotStore {
             }
             lowers.push(dir);
         }
-        let base = self.root.join("active").join(id);
+        let base = self.active_dir(id);
         let upper = base.join("upper");
         let work = base.join("work");
         for d in [&upper, &work] {
@@ -229,7 +234,7 @@ impl SnapshotStore {
 
     /// Removes the upper and work dirs of container `id` (after its rootfs is unmounted).
     pub fn remove_active(&self, id: &str) -> Result<()> {
-        let dir = self.root.join("active").join(id);
+        let dir = self.active_dir(id);
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(RuntimeError::io("remove", &dir, e))

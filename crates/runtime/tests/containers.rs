@@ -113,6 +113,31 @@ fn writes_land_in_upper_dir_and_go_with_delete() -> Result<()> {
     ));
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
     assert!(!mountinfo.contains(&id));
+    // The shim removed the container's cgroups in every hierarchy and libcontainer's state.
+    let mut left = Vec::new();
+    for h in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
+        for dir in [h.path().join("berth").join(&id), h.path().join(&id)] {
+            if dir.exists() {
+                left.push(dir);
+            }
+        }
+    }
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+    assert!(!t.rt.config().exec_root.join("lc").join(&id).exists());
+    // The container's directories went to the trash, which empties in the background.
+    assert!(!t
+        .rt
+        .config()
+        .data_root
+        .join("containers")
+        .join(&id)
+        .exists());
+    let trash = t.rt.config().data_root.join("trash");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some()) {
+        assert!(std::time::Instant::now() < deadline, "trash not emptied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(())
 }
 

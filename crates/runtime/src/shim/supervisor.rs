@@ -835,7 +835,7 @@ impl Supervisor {
         }
         if let ShimTask::Init { .. } = self.cfg.task {
             // Removes the cgroups and libcontainer's state; anything left is killed.
-            let _ = oci::delete(&self.cfg.id, &self.cfg.state_root, true);
+            self.remove_container();
             self.reap_all();
         }
         let exit = self
@@ -874,6 +874,23 @@ impl Supervisor {
                     _ => Response::Exited { exit },
                 };
                 let _ = protocol::write_line(&mut s, &resp);
+            }
+        }
+    }
+
+    /// What libcontainer's delete does for a container whose init has exited and that has
+    /// no hooks (berth's specs have none): kill what is left in its cgroups, remove them and
+    /// its state directory. Done directly because building libcontainer's cgroup manager
+    /// alone costs more than the removal; libcontainer's delete remains the fallback when
+    /// a cgroup will not go.
+    fn remove_container(&self) {
+        match cgroups::remove_dirs(&self.cfg.cgroups_path) {
+            Ok(()) => {
+                let _ = std::fs::remove_dir_all(self.cfg.state_root.join(&self.cfg.id));
+            }
+            Err(e) => {
+                eprintln!("berth-shim: removing cgroups of {}: {e}", self.cfg.id);
+                let _ = oci::delete(&self.cfg.id, &self.cfg.state_root, true);
             }
         }
     }
