@@ -48,6 +48,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod shim;
 pub mod snapshot;
+mod spare;
 pub mod spec;
 pub mod unpack;
 

@@ -144,6 +144,14 @@ pub struct ExitRecord {
     pub exit: ExitStatus,
 }
 
+/// What a standby shim (`berth-shim --standby`, started ahead of need) is told on its stdin:
+/// the config to run, and where its diagnostics (stderr) go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandbyOrder {
+    pub config: PathBuf,
+    pub stderr: PathBuf,
+}
+
 /// The first line a shim writes to its starter: started (with pid) or why not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]

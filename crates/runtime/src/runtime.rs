@@ -28,7 +28,6 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -40,8 +39,11 @@ use crate::error::{Result, RuntimeError};
 use crate::lifecycle::{self, Action, Status};
 use crate::logs::{self, LogFile, LogRecord};
 use crate::oci;
-use crate::protocol::{self, ExitRecord, Ready, Request, Response, ShimConfig, ShimTask};
+use crate::protocol::{
+    self, ExitRecord, Ready, Request, Response, ShimConfig, ShimTask, StandbyOrder,
+};
 use crate::snapshot::{MountPlan, Mounter, SnapshotStore, SysMounter};
+use crate::spare::{Launched, Spares};
 use crate::spec::{self, HostFacts, ImageConfig, RunOptions, SpecInputs};
 
 pub use crate::logs::LogOptions;
@@ -168,6 +170,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     snapshots: SnapshotStore,
     mounter: Box<dyn Mounter>,
+    spares: Spares,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -298,6 +301,7 @@ impl Runtime {
             }
         }
         Ok(Runtime {
+            spares: Spares::new(config.shim_path.clone()),
             config,
             snapshots,
             mounter,
@@ -657,21 +661,12 @@ impl Runtime {
         // and exec alike): let the kernel's grace period for that elapse meanwhile.
         cgroups::warm_cgroup_attach();
         write_json(cfg_path, cfg, "shim config")?;
-        let diag_path = cfg_path.with_extension("stderr");
-        let diag = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&diag_path)
-            .map_err(|e| RuntimeError::io("open", &diag_path, e))?;
-        let mut child = Command::new(&self.config.shim_path)
-            .arg(cfg_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(diag)
-            .spawn()
-            .map_err(|e| RuntimeError::io("spawn", &self.config.shim_path, e))?;
-        let mut out = child.stdout.take().ok_or(RuntimeError::Protocol {
-            detail: "shim stdout not captured",
+        let Launched {
+            mut child,
+            stdout: mut out,
+        } = self.spares.launch(&StandbyOrder {
+            config: cfg_path.to_path_buf(),
+            stderr: cfg_path.with_extension("stderr"),
         })?;
         // The first process forks the supervisor and exits at once; reap it.
         let _ = child.wait();

@@ -19,20 +19,30 @@
 
 mod supervisor;
 
+use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Result, RuntimeError};
-use crate::protocol::{self, Ready, ShimConfig};
+use crate::protocol::{self, Ready, ShimConfig, StandbyOrder};
 
 /// Entry point of the `berth-shim` binary: `berth-shim <shim.json>`. Returns the exit code.
 pub fn main_from_args() -> i32 {
     let mut args = std::env::args_os().skip(1);
-    let Some(path) = args.next() else {
-        eprintln!("usage: berth-shim <shim.json>");
+    let Some(arg) = args.next() else {
+        eprintln!("usage: berth-shim <shim.json> | berth-shim --standby");
         return 2;
     };
-    let config = match load_config(Path::new(&path)) {
+    let path = if arg == "--standby" {
+        match standby_order() {
+            Some(p) => p,
+            None => return 0, // retired unused
+        }
+    } else {
+        PathBuf::from(arg)
+    };
+    let config = match load_config(&path) {
         Ok(c) => c,
         Err(e) => {
             let _ = protocol::write_line(
@@ -58,6 +68,24 @@ pub fn main_from_args() -> i32 {
             1
         }
     }
+}
+
+/// A standby shim (started ahead of need by `Runtime`) waits here for its order on stdin,
+/// then points stderr at the diagnostics file named there and stdin at /dev/null, as a
+/// directly spawned shim has them. `None` when stdin closes without an order.
+fn standby_order() -> Option<PathBuf> {
+    let order: StandbyOrder = protocol::read_line(&mut std::io::stdin().lock()).ok()?;
+    if let Ok(diag) = File::options()
+        .create(true)
+        .append(true)
+        .open(&order.stderr)
+    {
+        let _ = nix::unistd::dup2(diag.as_raw_fd(), 2);
+    }
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+    }
+    Some(order.config)
 }
 
 fn load_config(path: &Path) -> Result<ShimConfig> {
