@@ -339,3 +339,76 @@ fn user_caps_and_no_new_privileges_follow_run_options() -> Result<()> {
     assert!(out.contains("MOUNT=ok"), "{out}");
     Ok(())
 }
+
+/// Pids of this process's children running `berth-shim --standby`.
+fn standby_shims() -> Vec<i32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        // "pid (comm) state ppid ...": the ppid follows the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .unwrap_or("");
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if ppid == me && cmdline.split(|b| *b == 0).any(|a| a == b"--standby") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_for_standby(not: Option<i32>) -> i32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found: Vec<i32> = standby_shims()
+            .into_iter()
+            .filter(|p| Some(*p) != not)
+            .collect();
+        if let [pid] = found[..] {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected one standby shim, found {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_standby_shim_serves_the_next_start_and_goes_with_the_runtime() -> Result<()> {
+    let t = TestRuntime::new()?;
+    // One shim waits ahead of need; a start hands it the container and a new one follows.
+    let first = wait_for_standby(None);
+    let (_, exit) = t.run(&["/bin/true"], opts())?;
+    assert_eq!(exit.code, 0);
+    assert!(
+        !standby_shims().contains(&first),
+        "the standby was not used"
+    );
+    let second = wait_for_standby(Some(first));
+    // A standby that died is replaced by a fresh shim for that start.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let (id, exit) = t.run(&["sh", "-c", "exit 4"], opts())?;
+    assert_eq!(exit.code, 4, "stderr: {}", t.output(&id, true)?);
+    // The runtime's end retires its standby: nothing of it is left running.
+    drop(t);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !standby_shims().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "standby shims left: {:?}",
+            standby_shims()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
