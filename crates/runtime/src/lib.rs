@@ -11,7 +11,8 @@
 //! (`berth-overlay-net`), the Engine API and cluster state (`berth-node`, `berth-consensus`).
 //!
 //! ```text
-//!  berthd --Runtime API--> Runtime ---spawn---> berth-shim (one per container, detached)
+//!  berthd --Runtime API--> Runtime ---order---> berth-shim (one per container, detached;
+//!                            |                     started ahead as a standby, spare.rs)
 //!                            |   \                 | mounts the overlay (MountPlan from the
 //!                            |    \--unix socket-->| SnapshotStore) in its own mount ns,
 //!                            v                     | libcontainer build/start, owns stdio,

@@ -16,6 +16,10 @@
 //!
 //! Because P2 is reparented away from the starter, killing the daemon leaves every shim and
 //! its container running; a new `Runtime` finds them by their sockets and pid files.
+//!
+//! P1 is usually started ahead of need as `berth-shim --standby` (see `spare.rs`): it waits
+//! for a [`protocol::StandbyOrder`] (config path, diagnostics file) on stdin and then goes on
+//! as `berth-shim <config>` would; closing its stdin without an order ends it.
 
 mod supervisor;
 
