@@ -9,6 +9,7 @@
 //! cgroup2 mount at /sys/fs/cgroup/unified unmounted (`crun-child` mode of this binary, started
 //! under `unshare --mount --propagation private`). Run as root; `bench/run` is the entry point.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -89,52 +90,96 @@ fn run_oci(bin: &str, root: &Path, bundle: &Path, id: &str) -> Result<()> {
     Ok(())
 }
 
-fn bench_oci(bin: &str, work: &Path, bundle: &Path, n: usize) -> Result<Vec<f64>> {
-    let root = work.join(format!("{bin}-state"));
-    std::fs::create_dir_all(&root)?;
-    let mut out = Vec::new();
-    for i in 0..n + WARMUP {
-        let id = format!("bench-{bin}-{}-{i}", std::process::id());
-        let ms = time_ms(|| run_oci(bin, &root, bundle, &id))?;
-        if i >= WARMUP {
-            out.push(ms);
-        }
+/// One runtime under test: `run` does one create+start+wait+delete and returns its ms.
+trait Runner {
+    fn run(&mut self) -> Result<f64>;
+    /// berth's per-run phases, warm-up runs included.
+    fn phases(&self) -> &[[f64; 4]] {
+        &[]
     }
-    Ok(out)
+}
+
+/// `runc run` (or `crun run`) on the shared bundle, state under the work dir.
+struct Oci {
+    bin: &'static str,
+    root: PathBuf,
+    bundle: PathBuf,
+    seq: usize,
+}
+
+impl Oci {
+    fn new(bin: &'static str, work: &Path, bundle: &Path) -> Result<Oci> {
+        let root = work.join(format!("{bin}-state"));
+        std::fs::create_dir_all(&root)?;
+        Ok(Oci {
+            bin,
+            root,
+            bundle: bundle.to_path_buf(),
+            seq: 0,
+        })
+    }
+}
+
+impl Runner for Oci {
+    fn run(&mut self) -> Result<f64> {
+        self.seq += 1;
+        let id = format!("bench-{}-{}-{}", self.bin, std::process::id(), self.seq);
+        time_ms(|| run_oci(self.bin, &self.root, &self.bundle, &id))
+    }
 }
 
 /// Per-run berth phases: create, start, wait, delete (ms).
 type Phases = Vec<[f64; 4]>;
 
-fn bench_berth(work: &Path, n: usize, phases: &mut Phases) -> Result<Vec<f64>> {
-    let exe = std::env::current_exe()?;
-    let shim = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .map(|p| p.join("berth-shim"))
-        .filter(|p| p.is_file())
-        .or_else(RuntimeConfig::shim_next_to_current_exe)
-        .context("berth-shim binary not found next to the bench binary")?;
-    let rt = Runtime::open(RuntimeConfig {
-        data_root: work.join("berth-data"),
-        exec_root: work.join("berth-run"),
-        shim_path: shim,
-    })?;
-    let chain = "sha256:62656e6368000000000000000000000000000000000000000000000000000000";
-    if !rt.snapshots().has_layer(chain)? {
-        let dir = rt.snapshots().begin_layer()?;
-        busybox_rootfs(&dir)?;
-        rt.snapshots().commit_layer(&dir, chain)?;
+/// berth's whole `Runtime` path, one runtime opened for the whole benchmark (as berthd
+/// does).
+struct Berth {
+    rt: Runtime,
+    seq: usize,
+    phases: Phases,
+}
+
+const BENCH_CHAIN: &str = "sha256:62656e6368000000000000000000000000000000000000000000000000000000";
+
+impl Berth {
+    fn new(work: &Path) -> Result<Berth> {
+        let exe = std::env::current_exe()?;
+        let shim = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.join("berth-shim"))
+            .filter(|p| p.is_file())
+            .or_else(RuntimeConfig::shim_next_to_current_exe)
+            .context("berth-shim binary not found next to the bench binary")?;
+        let rt = Runtime::open(RuntimeConfig {
+            data_root: work.join("berth-data"),
+            exec_root: work.join("berth-run"),
+            shim_path: shim,
+        })?;
+        if !rt.snapshots().has_layer(BENCH_CHAIN)? {
+            let dir = rt.snapshots().begin_layer()?;
+            busybox_rootfs(&dir)?;
+            rt.snapshots().commit_layer(&dir, BENCH_CHAIN)?;
+        }
+        Ok(Berth {
+            rt,
+            seq: 0,
+            phases: Phases::new(),
+        })
     }
-    let mut out = Vec::new();
-    for i in 0..n + WARMUP {
-        let id = format!("bench-{}-{i}", std::process::id());
+}
+
+impl Runner for Berth {
+    fn run(&mut self) -> Result<f64> {
+        self.seq += 1;
+        let id = format!("bench-{}-{}", std::process::id(), self.seq);
         let req = CreateRequest {
             id: id.clone(),
-            layers: vec![chain.to_string()],
+            layers: vec![BENCH_CHAIN.to_string()],
             image: image(),
             options: RunOptions::default(),
         };
+        let rt = &self.rt;
         let mut marks = [0f64; 4];
         let ms = time_ms(|| {
             let t = Instant::now();
@@ -153,46 +198,84 @@ fn bench_berth(work: &Path, n: usize, phases: &mut Phases) -> Result<Vec<f64>> {
             marks[3] = t.elapsed().as_secs_f64() * 1000.0;
             Ok(())
         })?;
-        if i >= WARMUP {
-            out.push(ms);
-            phases.push([
-                marks[0],
-                marks[1] - marks[0],
-                marks[2] - marks[1],
-                marks[3] - marks[2],
-            ]);
-        }
+        self.phases.push([
+            marks[0],
+            marks[1] - marks[0],
+            marks[2] - marks[1],
+            marks[3] - marks[2],
+        ]);
+        Ok(ms)
     }
-    Ok(out)
+
+    fn phases(&self) -> &[[f64; 4]] {
+        &self.phases
+    }
 }
 
-/// In a private mount namespace: hide the cgroup2 mount, run crun, print one time per line.
-fn crun_child(work: &Path, bundle: &Path, n: usize) -> Result<()> {
+/// In a private mount namespace: hide the cgroup2 mount, then run crun once per line read
+/// from stdin and print each time.
+fn crun_child(work: &Path, bundle: &Path) -> Result<()> {
     nix::mount::umount2("/sys/fs/cgroup/unified", nix::mount::MntFlags::MNT_DETACH)
         .context("umount /sys/fs/cgroup/unified")?;
-    for ms in bench_oci("crun", work, bundle, n)? {
-        println!("{ms}");
+    let mut crun = Oci::new("crun", work, bundle)?;
+    let mut out = std::io::stdout();
+    for line in std::io::stdin().lines() {
+        line?;
+        writeln!(out, "{}", crun.run()?)?;
+        out.flush()?;
     }
     Ok(())
 }
 
-fn bench_crun(work: &Path, bundle: &Path, n: usize) -> Result<Vec<f64>> {
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private"])
-        .arg(std::env::current_exe()?)
-        .arg("crun-child")
-        .arg(work)
-        .arg(bundle)
-        .arg(n.to_string())
-        .stderr(Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        bail!("crun child failed: {}", out.status);
+/// crun, through a `crun-child` of this binary started under `unshare --mount`.
+struct Crun {
+    child: std::process::Child,
+    to: Option<std::process::ChildStdin>,
+    from: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Crun {
+    fn new(work: &Path, bundle: &Path) -> Result<Crun> {
+        let mut child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private"])
+            .arg(std::env::current_exe()?)
+            .arg("crun-child")
+            .arg(work)
+            .arg(bundle)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let to = child.stdin.take().context("crun child stdin")?;
+        let from = std::io::BufReader::new(child.stdout.take().context("crun child stdout")?);
+        Ok(Crun {
+            child,
+            to: Some(to),
+            from,
+        })
     }
-    String::from_utf8(out.stdout)?
-        .lines()
-        .map(|l| l.parse::<f64>().context("crun child output"))
-        .collect()
+}
+
+impl Runner for Crun {
+    fn run(&mut self) -> Result<f64> {
+        use std::io::BufRead;
+        let to = self.to.as_mut().context("crun child closed")?;
+        writeln!(to, "run")?;
+        to.flush()?;
+        let mut line = String::new();
+        if self.from.read_line(&mut line)? == 0 {
+            bail!("crun child ended: {:?}", self.child.try_wait()?);
+        }
+        line.trim().parse::<f64>().context("crun child output")
+    }
+}
+
+impl Drop for Crun {
+    fn drop(&mut self) {
+        // Closing its stdin ends the child.
+        self.to.take();
+        let _ = self.child.wait();
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -212,8 +295,7 @@ fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some("crun-child") {
         let work = PathBuf::from(&args[2]);
         let bundle = PathBuf::from(&args[3]);
-        let n: usize = args[4].parse()?;
-        return crun_child(&work, &bundle, n);
+        return crun_child(&work, &bundle);
     }
     let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(30);
     let only: Vec<&str> = args
@@ -233,33 +315,45 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&bundle)?;
     write_bundle(&bundle)?;
 
-    // Interleaved rounds, so that load from other work on the machine falls on every runtime
-    // alike.
-    const ROUNDS: usize = 5;
-    let per_round = n.div_ceil(ROUNDS);
+    // The runtimes take turns run by run (the first of each turn rotating), so that load
+    // from other work on the machine, which comes and goes within seconds on a shared VM,
+    // falls on every runtime alike.
     let mut phases = Phases::new();
     let result = (|| -> Result<Vec<(&str, Vec<f64>)>> {
-        let mut rows: Vec<(&str, Vec<f64>)> = vec![
-            ("berth (Runtime: overlay + shim + libcontainer)", Vec::new()),
-            ("runc run", Vec::new()),
-            ("crun run (private mount ns, cgroup2 unmounted)", Vec::new()),
-        ];
-        for _ in 0..ROUNDS {
-            if enabled("berth") {
-                rows[0]
-                    .1
-                    .extend(bench_berth(&work, per_round, &mut phases)?);
-            }
-            if enabled("runc") {
-                rows[1]
-                    .1
-                    .extend(bench_oci("runc", &work, &bundle, per_round)?);
-            }
-            if enabled("crun") {
-                rows[2].1.extend(bench_crun(&work, &bundle, per_round)?);
+        let mut runners: Vec<(&str, Box<dyn Runner>)> = Vec::new();
+        if enabled("berth") {
+            runners.push((
+                "berth (Runtime: overlay + shim + libcontainer)",
+                Box::new(Berth::new(&work)?),
+            ));
+        }
+        if enabled("runc") {
+            runners.push(("runc run", Box::new(Oci::new("runc", &work, &bundle)?)));
+        }
+        if enabled("crun") {
+            runners.push((
+                "crun run (private mount ns, cgroup2 unmounted)",
+                Box::new(Crun::new(&work, &bundle)?),
+            ));
+        }
+        for (_, r) in runners.iter_mut() {
+            for _ in 0..WARMUP {
+                r.run()?;
             }
         }
-        rows.retain(|(_, v)| !v.is_empty());
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); runners.len()];
+        let k = runners.len();
+        for i in 0..n {
+            for j in 0..k {
+                let idx = (i + j) % k;
+                times[idx].push(runners[idx].1.run()?);
+            }
+        }
+        let mut rows = Vec::new();
+        for ((name, runner), t) in runners.into_iter().zip(times) {
+            phases.extend(runner.phases().iter().skip(WARMUP));
+            rows.push((name, t));
+        }
         Ok(rows)
     })();
     let _ = std::fs::remove_dir_all(&work);
@@ -270,8 +364,8 @@ fn main() -> Result<()> {
         .map(|(_, v)| median(v))
         .unwrap_or(f64::NAN);
     println!(
-        "create+start+wait+delete of `/bin/true`, busybox bundle, {} runs each in {ROUNDS} \
-         interleaved rounds (each round after {WARMUP} warm-up runs):\n",
+        "create+start+wait+delete of `/bin/true`, busybox bundle, {} runs each, the runtimes \
+         taking turns run by run (after {WARMUP} warm-up runs each):\n",
         rows.first().map_or(0, |r| r.1.len())
     );
     println!("| runtime | median ms | p90 ms | median / crun |");
