@@ -97,6 +97,8 @@ trait Runner {
     fn phases(&self) -> &[[f64; 4]] {
         &[]
     }
+    /// Waits (untimed) for work the runtime left running in the background.
+    fn settle(&self) {}
 }
 
 /// `runc run` (or `crun run`) on the shared bundle, state under the work dir.
@@ -210,6 +212,10 @@ impl Runner for Berth {
     fn phases(&self) -> &[[f64; 4]] {
         &self.phases
     }
+
+    fn settle(&self) {
+        self.rt.settle(Duration::from_secs(30));
+    }
 }
 
 /// In a private mount namespace: hide the cgroup2 mount, then run crun once per line read
@@ -290,6 +296,24 @@ fn p90(v: &[f64]) -> f64 {
     s[(s.len() * 9 / 10).min(s.len() - 1)]
 }
 
+fn print_table(rows: &[(&str, Vec<f64>)]) {
+    let crun = rows
+        .iter()
+        .find(|(name, _)| name.starts_with("crun"))
+        .map(|(_, v)| median(v))
+        .unwrap_or(f64::NAN);
+    println!("| runtime | median ms | p90 ms | median / crun |");
+    println!("|---|---|---|---|");
+    for (name, v) in rows {
+        let ratio = if crun.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2}x", median(v) / crun)
+        };
+        println!("| {name} | {:.1} | {:.1} | {ratio} |", median(v), p90(v));
+    }
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("crun-child") {
@@ -319,7 +343,8 @@ fn main() -> Result<()> {
     // from other work on the machine, which comes and goes within seconds on a shared VM,
     // falls on every runtime alike.
     let mut phases = Phases::new();
-    let result = (|| -> Result<Vec<(&str, Vec<f64>)>> {
+    type Rows<'a> = Vec<(&'a str, Vec<f64>)>;
+    let result = (|| -> Result<(Rows<'_>, Rows<'_>)> {
         let mut runners: Vec<(&str, Box<dyn Runner>)> = Vec::new();
         if enabled("berth") {
             runners.push((
@@ -340,50 +365,68 @@ fn main() -> Result<()> {
             for _ in 0..WARMUP {
                 r.run()?;
             }
+            r.settle();
         }
-        let mut times: Vec<Vec<f64>> = vec![Vec::new(); runners.len()];
         let k = runners.len();
+        let mut turns: Vec<Vec<f64>> = vec![Vec::new(); k];
         for i in 0..n {
             for j in 0..k {
                 let idx = (i + j) % k;
-                times[idx].push(runners[idx].1.run()?);
+                turns[idx].push(runners[idx].1.run()?);
+                // berth's background work (trash, next standby shim) must not fall on the
+                // next runtime's run.
+                runners[idx].1.settle();
             }
         }
-        let mut rows = Vec::new();
-        for ((name, runner), t) in runners.into_iter().zip(times) {
-            phases.extend(runner.phases().iter().skip(WARMUP));
-            rows.push((name, t));
+        for (_, r) in &runners {
+            phases.extend(r.phases().iter().skip(WARMUP));
         }
-        Ok(rows)
+        // Back to back: blocks of BLOCK runs of one runtime, the runtimes still taking turns
+        // block by block; the first run of each block (right after another runtime's) is not
+        // counted. A start right after one of its own kind can find the kernel's cgroup state
+        // (and caches) as that one left them.
+        const BLOCK: usize = 5;
+        let mut alone: Vec<Vec<f64>> = vec![Vec::new(); k];
+        for i in 0..n.div_ceil(BLOCK - 1) {
+            for j in 0..k {
+                let idx = (i + j) % k;
+                for b in 0..BLOCK {
+                    let ms = runners[idx].1.run()?;
+                    if b > 0 {
+                        alone[idx].push(ms);
+                    }
+                }
+                runners[idx].1.settle();
+            }
+        }
+        let names: Vec<&str> = runners.iter().map(|(name, _)| *name).collect();
+        drop(runners);
+        Ok((
+            names.iter().copied().zip(turns).collect(),
+            names.iter().copied().zip(alone).collect(),
+        ))
     })();
     let _ = std::fs::remove_dir_all(&work);
-    let rows = result?;
-    let crun = rows
-        .iter()
-        .find(|(name, _)| name.starts_with("crun"))
-        .map(|(_, v)| median(v))
-        .unwrap_or(f64::NAN);
+    let (turns, alone) = result?;
     println!(
-        "create+start+wait+delete of `/bin/true`, busybox bundle, {} runs each, the runtimes \
-         taking turns run by run (after {WARMUP} warm-up runs each):\n",
-        rows.first().map_or(0, |r| r.1.len())
+        "create+start+wait+delete of `/bin/true`, busybox bundle, {n} runs each, the runtimes \
+         taking turns run by run (after {WARMUP} warm-up runs each; berth's background work, \
+         trash removal and its next standby shim, done before the next run and not timed):\n"
     );
-    println!("| runtime | median ms | p90 ms | median / crun |");
-    println!("|---|---|---|---|");
-    for (name, v) in &rows {
-        let ratio = if crun.is_nan() {
-            "-".to_string()
-        } else {
-            format!("{:.2}x", median(v) / crun)
-        };
-        println!("| {name} | {:.1} | {:.1} | {ratio} |", median(v), p90(v));
-    }
+    print_table(&turns);
+    println!(
+        "\nBack to back: blocks of 5 runs of one runtime, the runtimes taking turns block by \
+         block, the first run of each block not counted ({} runs each; berth's background work \
+         competes with its next run):\n",
+        alone.first().map_or(0, |r| r.1.len())
+    );
+    print_table(&alone);
     if phases.is_empty() {
         return Ok(());
     }
     let col = |i: usize| median(&phases.iter().map(|p| p[i]).collect::<Vec<_>>());
     println!(
-        "\nberth phases, median ms: create {:.1} (records, spec), start {:.1} (shim spawn, overlay \
+        "\nberth phases (runs taking turns), median ms: create {:.1} (records, spec), start {:.1} (shim spawn, overlay \
          mount in the shim's mount namespace, libcontainer create+start), wait {:.1} (run, reap, \
          cgroup removal, exit record), delete {:.1} (remove dirs).",
         col(0),

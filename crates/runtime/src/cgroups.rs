@@ -2,7 +2,7 @@
 //!
 //! Owns the reads of cgroup files for one container, given its cgroups path, and the
 //! warm-up write that keeps container starts from waiting on the kernel (see
-//! [`warm_cgroup_attach`]). Works on cgroup
+//! [`attach_warmer`]). Works on cgroup
 //! v1, the hybrid layout (v1 controllers plus a cgroup2 mount) and pure v2, as libcgroups
 //! detects it. Does not create cgroups (libcontainer does, from the spec); removes them when
 //! a container's init has exited ([`remove_dirs`]).
@@ -118,9 +118,9 @@ mod tests {
     }
 }
 
-/// Starts, on a thread of its own, a no-op move of this process into the cgroup it is
+/// A job for a thread of its own: a no-op move of this process into the cgroup it is
 /// already in, so that the cgroup joins libcontainer makes while starting a container do
-/// not wait for an RCU grace period.
+/// not wait for an RCU grace period. `None` when this process's cgroup is unknown.
 ///
 /// Any write to a `cgroup.procs` file takes the kernel's global `cgroup_threadgroup_rwsem`
 /// for writing; when no such write happened in roughly the last grace period, that waits
@@ -129,18 +129,11 @@ mod tests {
 /// milliseconds into every start (after the shim was spawned and the rootfs mounted): with
 /// this write running meanwhile, the grace period elapses in parallel with that work
 /// instead of after it. Best effort: any failure only means the start does not get faster.
-pub fn warm_cgroup_attach() {
-    let Some(procs) = own_procs_file() else {
-        return;
-    };
-    let spawned = std::thread::Builder::new()
-        .name("cgroup-warm".into())
-        .spawn(move || {
-            let _ = std::fs::write(&procs, std::process::id().to_string());
-        });
-    if let Err(e) = spawned {
-        tracing::debug!(error = %e, "cgroup warm-up thread not started");
-    }
+pub fn attach_warmer() -> Option<impl FnOnce() + Send + 'static> {
+    let procs = own_procs_file()?;
+    Some(move || {
+        let _ = std::fs::write(&procs, std::process::id().to_string());
+    })
 }
 
 /// A mounted cgroup hierarchy, from `/proc/self/mountinfo`.

@@ -40,6 +40,7 @@
 //! `Send + Sync`; share one `Arc<Runtime>`. Containers outlive the process that started them:
 //! a new `Runtime` over the same roots sees them in `list()` with their current status.
 
+mod background;
 pub mod cgroups;
 pub mod error;
 pub mod lifecycle;

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::background::Background;
 use crate::cgroups;
 use crate::error::{Result, RuntimeError};
 use crate::lifecycle::{self, Action, Status};
@@ -171,6 +172,7 @@ pub struct Runtime {
     snapshots: SnapshotStore,
     mounter: Box<dyn Mounter>,
     spares: Spares,
+    background: Background,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -293,19 +295,35 @@ impl Runtime {
         mkdir(&config.data_root.join("containers"))?;
         mkdir(&config.exec_root.join("lc"))?;
         let snapshots = SnapshotStore::open(config.data_root.join("snapshots"))?;
+        let background = Background::default();
         // What a previous process moved aside in teardowns but did not get to remove.
         if let Ok(entries) = std::fs::read_dir(config.data_root.join("trash")) {
             let doomed: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
             if !doomed.is_empty() {
-                std::thread::spawn(move || doomed.iter().for_each(|p| purge(p)));
+                background.spawn("trash", move || doomed.iter().for_each(|p| purge(p)));
             }
         }
         Ok(Runtime {
-            spares: Spares::new(config.shim_path.clone()),
+            spares: Spares::new(config.shim_path.clone(), background.clone()),
+            background,
             config,
             snapshots,
             mounter,
         })
+    }
+
+    /// Waits (at most `limit`) until the work calls left running in the background is done:
+    /// emptying the trash after deletes, starting the next standby shim, the cgroup warm-up.
+    /// None of it is needed for correctness; benchmarks call this so that one runtime's
+    /// leftovers do not slow whatever is measured next. True when all of it finished.
+    pub fn settle(&self, limit: Duration) -> bool {
+        self.background.settle(limit)
+    }
+
+    fn warm_cgroup_attach(&self) {
+        if let Some(job) = cgroups::attach_warmer() {
+            self.background.spawn("cgroup-warm", job);
+        }
     }
 
     /// The snapshot store (for the image unpacker to commit layers into).
@@ -392,7 +410,7 @@ impl Runtime {
         }
         // A start usually follows: let the kernel's grace period for its cgroup joins run
         // from now on (see `spawn_shim`).
-        cgroups::warm_cgroup_attach();
+        self.warm_cgroup_attach();
         mkdir(&dir)?;
         let rec = ContainerRecord {
             version: RECORD_VERSION,
@@ -659,7 +677,7 @@ impl Runtime {
     fn spawn_shim(&self, id: &str, cfg: &ShimConfig, cfg_path: &Path) -> Result<i32> {
         // libcontainer joins the container's cgroups a few ms into the shim's work (init
         // and exec alike): let the kernel's grace period for that elapse meanwhile.
-        cgroups::warm_cgroup_attach();
+        self.warm_cgroup_attach();
         write_json(cfg_path, cfg, "shim config")?;
         let Launched {
             mut child,
@@ -953,7 +971,8 @@ impl Runtime {
             }
         }
         if !doomed.is_empty() {
-            std::thread::spawn(move || doomed.iter().for_each(|p| purge(p)));
+            self.background
+                .spawn("trash", move || doomed.iter().for_each(|p| purge(p)));
         }
         if let Err(e) = remove_dir_quiet(&self.run_dir(id)) {
             errors.push(e);

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::background::Background;
 use crate::error::{Result, RuntimeError};
 use crate::protocol::{self, StandbyOrder};
 
@@ -72,6 +73,7 @@ struct Slot {
 pub(crate) struct Spares {
     shim: PathBuf,
     slot: Arc<Mutex<Slot>>,
+    background: Background,
 }
 
 fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
@@ -80,10 +82,11 @@ fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
 
 impl Spares {
     /// Starts the first spare of `shim` in the background.
-    pub fn new(shim: PathBuf) -> Spares {
+    pub fn new(shim: PathBuf, background: Background) -> Spares {
         let spares = Spares {
             shim,
             slot: Arc::default(),
+            background,
         };
         spares.refill();
         spares
@@ -134,22 +137,20 @@ impl Spares {
         }
         let slot = Arc::clone(&self.slot);
         let shim = self.shim.clone();
-        let started = std::thread::Builder::new()
-            .name("spare-shim".into())
-            .spawn(move || {
-                let spare = Spare::spawn(&shim);
-                let mut s = lock(&slot);
-                s.refilling = false;
-                match spare {
-                    Ok(spare) if !s.closed && s.spare.is_none() => s.spare = Some(spare),
-                    Ok(spare) => {
-                        drop(s);
-                        spare.retire();
-                    }
-                    Err(e) => tracing::debug!(error = %e, "spare shim not started"),
+        let started = self.background.spawn("spare-shim", move || {
+            let spare = Spare::spawn(&shim);
+            let mut s = lock(&slot);
+            s.refilling = false;
+            match spare {
+                Ok(spare) if !s.closed && s.spare.is_none() => s.spare = Some(spare),
+                Ok(spare) => {
+                    drop(s);
+                    spare.retire();
                 }
-            });
-        if started.is_err() {
+                Err(e) => tracing::debug!(error = %e, "spare shim not started"),
+            }
+        });
+        if !started {
             lock(&self.slot).refilling = false;
         }
     }
