@@ -49,17 +49,6 @@ pub fn pids(id: &str, cgroups_path: &str) -> Result<Vec<i32>> {
     Ok(list.into_iter().map(|p| p.as_raw()).collect())
 }
 
-/// Removes the container's cgroups (teardown when libcontainer's state is gone).
-pub fn remove(id: &str, cgroups_path: &str) -> Result<()> {
-    manager(id, cgroups_path)?
-        .remove()
-        .map_err(|e| RuntimeError::Cgroup {
-            op: "remove",
-            id: id.to_string(),
-            message: e.to_string(),
-        })
-}
-
 /// The `oom_kill` counter in a memory.oom_control (v1) or memory.events (v2) text.
 pub fn parse_oom_kills(text: &str) -> u64 {
     text.lines()
@@ -182,6 +171,11 @@ pub fn remove_dirs(cgroups_path: &str) -> std::io::Result<()> {
     first_err.map_or(Ok(()), Err)
 }
 
+/// `e` with `dir` in its message.
+fn naming(dir: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", dir.display()))
+}
+
 /// Kills the processes of one cgroup directory and removes it, retrying while the kernel
 /// still counts exiting processes in it (up to 2 s, as libcgroups allows about as long).
 fn remove_dir_killing(dir: &Path) -> std::io::Result<()> {
@@ -189,12 +183,7 @@ fn remove_dir_killing(dir: &Path) -> std::io::Result<()> {
     let procs = match std::fs::read_to_string(dir.join("cgroup.procs")) {
         Ok(p) => p,
         Err(e) if e.kind() == NotFound => return Ok(()),
-        Err(e) => {
-            return Err(std::io::Error::new(
-                e.kind(),
-                format!("{}: {e}", dir.display()),
-            ))
-        }
+        Err(e) => return Err(naming(dir, e)),
     };
     for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
         let _ = nix::sys::signal::kill(
@@ -208,12 +197,7 @@ fn remove_dir_killing(dir: &Path) -> std::io::Result<()> {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == NotFound => return Ok(()),
-            Err(e) if std::time::Instant::now() >= deadline => {
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", dir.display()),
-                ))
-            }
+            Err(e) if std::time::Instant::now() >= deadline => return Err(naming(dir, e)),
             Err(_) => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(std::time::Duration::from_millis(50));

@@ -936,16 +936,13 @@ impl Runtime {
         if let Err(e) = oci::delete(id, &self.lc_root(), true) {
             errors.push(e);
         }
-        // libcontainer removes the cgroups; this catches a shim that died before it could.
-        if Path::new("/sys/fs/cgroup")
-            .join("pids/berth")
-            .join(id)
-            .exists()
-            || Path::new("/sys/fs/cgroup/berth").join(id).exists()
-        {
-            if let Err(e) = cgroups::remove(id, &spec::cgroups_path(id)) {
-                errors.push(e);
-            }
+        // The shim removes the cgroups; this catches a shim that died before it could.
+        if let Err(e) = cgroups::remove_dirs(&spec::cgroups_path(id)) {
+            errors.push(RuntimeError::Cgroup {
+                op: "remove",
+                id: id.to_string(),
+                message: e.to_string(),
+            });
         }
         if let Err(e) = self.mounter.unmount(&self.rootfs(id)) {
             errors.push(e);
