@@ -182,43 +182,27 @@ fn user_networks_resolve_names_and_stay_apart() -> Result<()> {
         "http://w1:8080/",
     ])?;
     assert_eq!(page, berth_testkit::image::WEB_INDEX_HTML);
-    let ping = e.d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "neta",
-        &bb,
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "3",
-        "a1",
-    ])?;
-    assert!(
-        ping.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ping.stdout)
-    );
-    // --network-alias names it too.
-    let alias = e.d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "neta",
-        &bb,
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "3",
-        "db",
-    ])?;
-    assert!(
-        alias.status.success(),
-        "alias db: {}",
-        String::from_utf8_lossy(&alias.stdout)
-    );
+    // By container name, and by --network-alias.
+    for name in ["a1", "db"] {
+        let ping = e.d.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "neta",
+            &bb,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "3",
+            name,
+        ])?;
+        assert!(
+            ping.status.success(),
+            "ping {name}: {}",
+            String::from_utf8_lossy(&ping.stdout)
+        );
+    }
 
     let ip = e.ok(&[
         "inspect",

@@ -522,20 +522,22 @@ impl RegistryClient {
     /// caller streams and verifies the body. Do not hold the blob's ingest lock: a mirror
     /// sharing the store would wait for it (use [`RegistryClient::get_blob_locked`]).
     pub async fn get_blob(&self, repo: &Repository, digest: &Digest) -> Result<Response> {
-        let mirrors = self.mirrors_for(repo, true);
-        if let Some((resp, _)) = self
-            .get_from_mirrors(&mirrors, repo, &format!("blobs/{digest}"), None)
-            .await
-        {
-            return Ok(resp);
-        }
-        self.get_blob_direct(repo, digest).await
+        self.get_blob_via(repo, digest, true).await
     }
 
     /// Like [`RegistryClient::get_blob`], skipping mirrors that share our blob store: for
     /// callers holding the blob's ingest lock.
     pub async fn get_blob_locked(&self, repo: &Repository, digest: &Digest) -> Result<Response> {
-        let mirrors = self.mirrors_for(repo, false);
+        self.get_blob_via(repo, digest, false).await
+    }
+
+    async fn get_blob_via(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        shared_store_mirrors: bool,
+    ) -> Result<Response> {
+        let mirrors = self.mirrors_for(repo, shared_store_mirrors);
         if let Some((resp, _)) = self
             .get_from_mirrors(&mirrors, repo, &format!("blobs/{digest}"), None)
             .await
