@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use berth_testkit::daemon::{docker_cli, Berthd};
+use berth_testkit::daemon::{docker_cli, DockerEnv};
 use berth_testkit::dockerd::Dockerd;
 use berth_testkit::Fixture;
 
@@ -248,7 +248,8 @@ const CASES: &[Case] = &[
             &["run", "-d", "--network", "none", "--init", "--name", "c1", "{busybox}", "sleep", "100"],
             // SIGTERM only once the command runs (not while the init is still starting it).
             &["exec", "c1", "sh", "-c", "until pidof sleep >/dev/null; do sleep 0.05; done"],
-            &["stop", "c1"],
+            // Without an init the command (PID 1) ignores SIGTERM: SIGKILL after 2 s, 137.
+            &["stop", "-t", "2", "c1"],
             &["inspect", "--format", "{{.State.ExitCode}} {{.HostConfig.Init}}", "c1"],
         ],
         expect_divergence: Some("create drops fields: --init (`docker stop` then takes under a second with exit 143)"),
@@ -355,6 +356,32 @@ const CASES: &[Case] = &[
         expect_divergence: Some("an unknown log driver is accepted"),
         // dockerd looks for a logging plugin of that name for about 15 s before it fails.
         timeout: Duration::from_secs(60),
+        ..C
+    },
+    // --- health checks
+    Case {
+        name: "health_config_in_inspect",
+        steps: &[
+            &["create", "--name", "c1", "--health-cmd", "exit 0", "--health-interval", "1h", "--health-retries", "2", "--health-start-period", "5s", "{busybox}"],
+            &["inspect", "--format", "{{json .Config.Healthcheck}}", "c1"],
+        ],
+        expect_divergence: Some("no health checks: --health-cmd ... leaves State.Health null (Config.Healthcheck is dropped at create: inspect shows null)"),
+        ..C
+    },
+    Case {
+        name: "health_starting_state_and_filter",
+        steps: &[
+            // The first probe is an hour away: the state stays `starting` throughout.
+            &["run", "-d", "--network", "none", "--name", "c1", "--health-cmd", "exit 0", "--health-interval", "1h", "{busybox}", "sleep", "100"],
+            &["inspect", "--format", "{{.State.Health.Status}} {{.State.Health.FailingStreak}} {{len .State.Health.Log}}", "c1"],
+            &["ps", "--filter", "health=starting", "--format", "{{.Names}}"],
+        ],
+        expect_divergence: Some("no health checks: --health-cmd leaves State.Health null (and `ps --filter health=starting` lists the container all the same)"),
+        ..C
+    },
+    Case {
+        name: "web_image_runs",
+        steps: &[&["run", "--rm", "--network", "none", "{web}", "sh", "-c", "pwd; cat /www/index.html"]],
         ..C
     },
     // --- ps filters
@@ -892,7 +919,8 @@ fn docker_cli_against_dockerd_and_berthd() -> Result<()> {
     let berthd_config = scratch.path().join("berthd-cli");
 
     let reference = Dockerd::start(&[])?;
-    let berthd = Berthd::start(&[])?;
+    // DockerEnv removes every container on drop, also when a case left one behind.
+    let berth = DockerEnv::new()?;
     let targets = [
         Target {
             name: "dockerd",
@@ -901,7 +929,7 @@ fn docker_cli_against_dockerd_and_berthd() -> Result<()> {
         },
         Target {
             name: "berthd",
-            host: berthd.host(),
+            host: berth.d.host(),
             config: &berthd_config,
         },
     ];
