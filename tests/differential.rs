@@ -195,6 +195,14 @@ const CASES: &[Case] = &[
         ],
         ..C
     },
+    Case {
+        name: "logs_tail",
+        steps: &[
+            &["run", "--network", "none", "--name", "c1", "{busybox}", "sh", "-c", "echo a; echo b; echo c"],
+            &["logs", "--tail", "1", "c1"],
+        ],
+        ..C
+    },
     // --- create fields: effect and inspect
     Case {
         name: "env_unset_in_client_is_absent",
@@ -406,6 +414,16 @@ const CASES: &[Case] = &[
         expect_divergence: Some("two `name` filters return nothing (Docker: either matches)"),
         ..C
     },
+    Case {
+        name: "ps_filter_status",
+        steps: &[
+            &["run", "--network", "none", "--name", "c1", "{busybox}", "true"],
+            &["create", "--name", "c2", "{busybox}"],
+            &["ps", "-a", "--filter", "status=exited", "--format", "{{.Names}} {{.State}}"],
+            &["ps", "-a", "--filter", "status=created", "--format", "{{.Names}} {{.State}}"],
+        ],
+        ..C
+    },
     // --- exec
     Case {
         name: "exec_exit_code",
@@ -595,6 +613,15 @@ const CASES: &[Case] = &[
         ..C
     },
     Case {
+        name: "network_created_time",
+        steps: &[
+            &["network", "create", "net1"],
+            &["network", "inspect", "--format", "{{.Created.IsZero}}", "net1"],
+        ],
+        expect_divergence: Some("network `Created` is the zero time"),
+        ..C
+    },
+    Case {
         name: "network_create_duplicate",
         steps: &[
             &["network", "create", "net1"],
@@ -626,6 +653,15 @@ const CASES: &[Case] = &[
         steps: &[
             &["create", "--name", "c1", "-v", "v1:/data", "{busybox}"],
             &["volume", "rm", "v1"],
+        ],
+        ..C
+    },
+    Case {
+        name: "volume_create_twice",
+        steps: &[
+            &["volume", "create", "v1"],
+            &["volume", "create", "v1"],
+            &["volume", "ls", "-q"],
         ],
         ..C
     },
@@ -675,6 +711,22 @@ const CASES: &[Case] = &[
         name: "load_corrupt_archive",
         steps: &[&["load", "-i", "{corrupt}"]],
         expect_divergence: Some("a corrupt `docker load` archive is a 500 (dockerd: 400-class with its message)"),
+        ..C
+    },
+    Case {
+        name: "load_corrupt_stdin",
+        steps: &[&["load"]],
+        stdin: Input::Bytes(b"not a tar archive, not gzip either\n"),
+        expect_divergence: Some("a corrupt `docker load` archive is a 500 (dockerd: 400-class with its message)"),
+        ..C
+    },
+    Case {
+        name: "image_name_with_underscore",
+        steps: &[
+            &["tag", "{busybox}", "{registry}/dockerpytest_7c8b:1"],
+            &["image", "inspect", "--format", "{{.Id}}", "{registry}/dockerpytest_7c8b:1"],
+            &["rmi", "{registry}/dockerpytest_7c8b:1"],
+        ],
         ..C
     },
 ];
