@@ -805,68 +805,74 @@ async fn exec_start(
     let req = Request::from_parts(parts, Body::empty());
     let svc = st.containers.clone();
     let detach = b.detach.unwrap_or(false);
-    let entry = {
-        let svc = svc.clone();
-        let exec_id = exec_id.clone();
-        blocking(move || svc.exec_start_blocking(&exec_id, detach)).await?
-    };
-    let tty = b.tty.unwrap_or(entry.opts.tty);
-    if let Some(message) = entry.start_error {
-        if detach {
+    if detach {
+        let entry = {
+            let svc = svc.clone();
+            let exec_id = exec_id.clone();
+            blocking(move || svc.exec_start_blocking(&exec_id, true)).await?
+        };
+        if let Some(message) = entry.start_error {
             return Err(ApiError::BadRequest(message));
         }
-        // As dockerd: the stream is upgraded, then carries the error (on stdout, with a
-        // CRLF) and ends; the exec's exit code is 126.
-        return hijack(req, tty, move |conn| async move {
-            let (_, mut client_wr) = tokio::io::split(conn);
+        tokio::task::spawn_blocking(move || svc.exec_wait_blocking(&exec_id));
+        return Ok(StatusCode::OK.into_response());
+    }
+    // As dockerd: what can be checked without starting is answered as HTTP; the process
+    // starts once the connection is upgraded (so a client reading the 101 through a
+    // buffer gets no output with it), and a start that fails is reported on the stream.
+    let entry = svc.exec_get(&exec_id)?;
+    if entry.runtime_id.is_some() || entry.start_error.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "exec {exec_id} has already been started"
+        )));
+    }
+    let tty = b.tty.unwrap_or(entry.opts.tty);
+    hijack(req, tty, move |conn| async move {
+        let (client_rd, mut client_wr) = tokio::io::split(conn);
+        let started = {
+            let svc = svc.clone();
+            let exec_id = exec_id.clone();
+            blocking(move || svc.exec_start_blocking(&exec_id, false)).await
+        };
+        let failure = match &started {
+            Ok(entry) => entry.start_error.clone(),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(message) = failure {
+            // On stdout, with a CRLF; the exec's exit code is 126.
             let text = format!("{message}\r\n").into_bytes();
             let bytes = if tty { text } else { frame(STDOUT, &text) };
             let _ = client_wr.write_all(&bytes).await;
             let _ = client_wr.flush().await;
             let _ = client_wr.shutdown().await;
-        });
-    }
-    let container = entry.container.clone();
-    let rid = entry.runtime_id.clone().unwrap_or_default();
-    if detach {
-        let svc = svc.clone();
-        tokio::task::spawn_blocking(move || svc.exec_wait_blocking(&exec_id));
-        return Ok(StatusCode::OK.into_response());
-    }
-    let opts = AttachOptions {
-        stdin: entry.attach_stdin,
-        stdout: entry.attach_stdout,
-        stderr: entry.attach_stderr,
-    };
-    let rt = svc.runtime().clone();
-    let attached = {
-        let rt = rt.clone();
-        let (container, rid) = (container.clone(), rid.clone());
-        tokio::task::spawn_blocking(move || rt.exec_attach(&container, &rid, opts))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-    };
-    let shim = match attached {
-        Ok(s) => Some(s),
-        Err(e) => {
-            // A process that exits at once with no output may be gone (with its shim)
-            // before the attach: then there is nothing to stream but its exit code.
-            let svc2 = svc.clone();
-            let exec_id2 = exec_id.clone();
-            match blocking(move || svc2.exec_wait_blocking(&exec_id2)).await {
-                Ok(_) => None,
-                Err(we) => {
-                    tracing::warn!(exec = %exec_id, attach = %e, wait = %we, "exec attach failed");
-                    return Err(crate::error::ServiceError::runtime(e).into());
-                }
-            }
-        }
-    };
-    hijack(req, tty, move |conn| async move {
-        let (client_rd, mut client_wr) = tokio::io::split(conn);
-        let Some(shim) = shim else {
-            let _ = client_wr.shutdown().await;
             return;
+        }
+        let Ok(entry) = started else { return };
+        let container = entry.container.clone();
+        let rid = entry.runtime_id.clone().unwrap_or_default();
+        let opts = AttachOptions {
+            stdin: entry.attach_stdin,
+            stdout: entry.attach_stdout,
+            stderr: entry.attach_stderr,
+        };
+        let rt = svc.runtime().clone();
+        let attached = tokio::task::spawn_blocking(move || rt.exec_attach(&container, &rid, opts))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let shim = match attached {
+            Ok(s) => s,
+            Err(e) => {
+                // A process that exits at once with no output may be gone (with its
+                // shim) before the attach: then there is nothing to stream.
+                let svc2 = svc.clone();
+                let exec_id2 = exec_id.clone();
+                if let Err(we) = blocking(move || svc2.exec_wait_blocking(&exec_id2)).await {
+                    tracing::warn!(exec = %exec_id, attach = %e, wait = %we, "exec attach failed");
+                }
+                let _ = client_wr.shutdown().await;
+                return;
+            }
         };
         let _ = shim.set_nonblocking(true);
         let Ok(shim) = tokio::net::UnixStream::from_std(shim) else {
