@@ -272,3 +272,36 @@ fn held_start_gives_a_late_attacher_all_output() -> Result<()> {
     assert_eq!(exit.code, 4);
     Ok(())
 }
+
+/// An exec nobody attaches to is waited for like any other: its exit does not wait for the
+/// output it holds for a first attacher.
+#[test]
+fn exec_wait_without_an_attacher_returns_at_exit() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let id = sleeper(&t)?;
+    let exec = t.rt.exec(
+        &id,
+        &ExecOptions {
+            cmd: sh("echo held; exit 6"),
+            ..Default::default()
+        },
+    )?;
+    let exit =
+        t.rt.exec_wait(&id, &exec, Some(Duration::from_secs(20)))?
+            .context("exec_wait timed out")?;
+    assert_eq!(exit.code, 6);
+    // The output is still there for a late attacher.
+    let mut s = t.rt.exec_attach(
+        &id,
+        &exec,
+        AttachOptions {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        },
+    )?;
+    let mut got = Vec::new();
+    let out = read_until(&mut s, &mut FrameDecoder::default(), &mut got, None)?;
+    assert_eq!(out, "held\n");
+    Ok(())
+}

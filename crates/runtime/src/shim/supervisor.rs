@@ -436,6 +436,7 @@ impl Supervisor {
     fn serve(&mut self) {
         loop {
             self.reap();
+            self.answer_waiters();
             if self.output_paused() {
                 self.last_output = Instant::now();
             }
@@ -717,7 +718,7 @@ impl Supervisor {
                 },
             },
             Request::Wait => match self.exit {
-                Some(exit) if self.output_done => Response::Exited { exit },
+                Some(exit) if self.wait_answerable() => Response::Exited { exit },
                 _ => {
                     self.clients[i].phase = Phase::Waiting;
                     return;
@@ -840,13 +841,27 @@ impl Supervisor {
             let _ = log.sync_data();
         }
         self.output_done = true;
-        if let Some(exit) = self.exit {
-            for c in &mut self.clients {
-                if matches!(c.phase, Phase::Waiting) {
-                    c.queue_response(&Response::Exited { exit });
-                    c.phase = Phase::Closing;
-                    c.flush();
-                }
+        self.answer_waiters();
+    }
+
+    /// Whether a `Wait` may be answered: the process has exited and its output is complete
+    /// (all in the log, for an init). An exec's output is not logged: while it is held for
+    /// an attacher that has not come, its exit is known all the same.
+    fn wait_answerable(&self) -> bool {
+        self.exit.is_some()
+            && (self.output_done
+                || (matches!(self.cfg.task, ShimTask::Exec { .. }) && self.hold > 0))
+    }
+
+    fn answer_waiters(&mut self) {
+        let Some(exit) = self.exit.filter(|_| self.wait_answerable()) else {
+            return;
+        };
+        for c in &mut self.clients {
+            if matches!(c.phase, Phase::Waiting) {
+                c.queue_response(&Response::Exited { exit });
+                c.phase = Phase::Closing;
+                c.flush();
             }
         }
     }
