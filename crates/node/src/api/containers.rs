@@ -826,6 +826,17 @@ async fn exec_start(
             "exec {exec_id} has already been started"
         )));
     }
+    let container = {
+        let svc = svc.clone();
+        let id = entry.container.clone();
+        blocking(move || svc.get(&id)).await?
+    };
+    if container.state.status != "running" {
+        return Err(ApiError::Conflict(format!(
+            "Container {} is not running",
+            container.id
+        )));
+    }
     let tty = b.tty.unwrap_or(entry.opts.tty);
     hijack(req, tty, move |conn| async move {
         let (client_rd, mut client_wr) = tokio::io::split(conn);
