@@ -278,8 +278,22 @@ async fn import(
             "import from a URL is not supported: use fromSrc=- with the tar as the body".into(),
         ));
     }
+    // As dockerd: a repository without a tag is tagged `latest`; a digest is refused.
     let reference = match repo.filter(|r| !r.is_empty()) {
-        Some(r) => Some(pull_reference(r, tag)?),
+        Some(r) => {
+            let r = pull_reference(r, tag)?;
+            if r.digest().is_some() {
+                return Err(ApiError::BadRequest(
+                    "cannot import digest reference".into(),
+                ));
+            }
+            Some(match r.tag() {
+                Some(_) => r,
+                None => r
+                    .with_tag(berth_registry_mirror::reference::DEFAULT_TAG)
+                    .map_err(|e| ApiError::from(crate::service::images::image_error(e)))?,
+            })
+        }
         None => None,
     };
     let reader = body_reader(req);
