@@ -130,6 +130,8 @@ pub struct RemoveReport {
     pub deleted: Vec<Digest>,
     /// Layer chain IDs no remaining image uses: the caller may remove their snapshots.
     pub unused_chain_ids: Vec<Digest>,
+    /// Uncompressed bytes of those layers (what dockerd reports as `SpaceReclaimed`).
+    pub unused_bytes: u64,
 }
 
 /// The image metadata of one data root.
@@ -449,11 +451,12 @@ impl ImageStore {
         let img = st.images.remove(&id).expect("resolved image exists");
         report.untagged.extend(img.repo_digests.iter().cloned());
         let still_used: HashSet<Digest> = st.images.values().flat_map(|i| i.chain_ids()).collect();
-        report.unused_chain_ids = img
-            .chain_ids()
-            .into_iter()
-            .filter(|c| !still_used.contains(c))
-            .collect();
+        for (chain, layer) in img.chain_ids().into_iter().zip(&img.layers) {
+            if !still_used.contains(&chain) {
+                report.unused_bytes += layer.diff_size;
+                report.unused_chain_ids.push(chain);
+            }
+        }
         report.deleted.push(id);
         self.persist(&st)?;
         let keep: HashSet<Digest> = st

@@ -491,17 +491,48 @@ async fn disconnect(
     Ok(StatusCode::OK)
 }
 
-async fn prune(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `POST /networks/prune`: user networks no container is connected to, narrowed by the
+/// `until` (created before) and `label` / `label!` filters.
+async fn prune(
+    State(st): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let f = Filters::parse(q.filters.as_deref())?;
+    f.only(&["until", "label", "label!"])?;
+    let until = match f.get("until").as_slice() {
+        [] => None,
+        [u] => Some(super::filters::parse_until(u, super::now_nanos())?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "more than one until filter specified".into(),
+            ))
+        }
+    };
     let state = st.networks.state().await;
+    let meta = st.networks.meta();
     let unused: Vec<Network> = state
         .networks
         .values()
         .filter(|n| !n.is_default && !state.endpoints.values().any(|e| e.network_id == n.id))
+        .filter(|n| {
+            let m = meta.get(&n.id).cloned().unwrap_or_default();
+            let created = chrono::DateTime::parse_from_rfc3339(&m.created)
+                .ok()
+                .and_then(|c| c.timestamp_nanos_opt())
+                .unwrap_or(i64::MIN);
+            super::filters::labels_match(&f, &m.labels) && until.is_none_or(|u| created < u)
+        })
         .cloned()
         .collect();
     let mut deleted = Vec::new();
     for n in unused {
         if st.networks.remove(&n.id).await.is_ok() {
+            st.events.publish(Event::now(
+                "network",
+                "destroy",
+                &n.id,
+                [("name".to_string(), n.name.clone())].into(),
+            ));
             deleted.push(n.name);
         }
     }
