@@ -631,10 +631,7 @@ fn prune_removes_what_dockerd_removes() -> Result<()> {
     let vols = || -> Result<usize> { Ok(e.ok(&["volume", "ls", "-q"])?.lines().count()) };
     assert_eq!(vols()?, 3);
     e.ok(&["volume", "prune", "-f"])?;
-    assert_eq!(
-        e.ok(&["volume", "ls", "-q"])?.trim(),
-        "labelled\nnamed"
-    );
+    assert_eq!(e.ok(&["volume", "ls", "-q"])?.trim(), "labelled\nnamed");
     e.ok(&["volume", "prune", "-a", "-f", "--filter", "label!=keep"])?;
     assert_eq!(e.ok(&["volume", "ls", "-q"])?.trim(), "labelled");
     // An API older than 1.42 prunes named volumes too.
@@ -657,5 +654,13 @@ fn prune_removes_what_dockerd_removes() -> Result<()> {
         "{nets}"
     );
     e.ok(&["network", "rm", "pb"])?;
+
+    // `docker system prune` prunes containers, networks, images and the build cache
+    // (berthd has none, so nothing to delete there).
+    e.ok(&["create", "--name", "stopped", &bb, "true"])?;
+    let out = e.ok(&["system", "prune", "-a", "-f"])?;
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert!(out.contains(&format!("untagged: {bb}")), "{out}");
+    assert_eq!(e.ok(&["ps", "-aq"])?.trim(), "");
     Ok(())
 }

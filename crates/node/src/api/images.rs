@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/images/load", post(load))
         .route("/images/get", get(save_many))
         .route("/images/prune", post(prune))
+        .route("/build/prune", post(build_prune))
         .route(
             "/images/{*rest}",
             get(get_dispatch).post(post_dispatch).delete(remove),
@@ -722,6 +723,25 @@ struct PruneQuery {
     filters: Option<String>,
 }
 
+/// `POST /build/prune` (part of `docker system prune`): berthd has no builder, so there is
+/// never a build cache to remove: `CachesDeleted` is null and `SpaceReclaimed` 0, as
+/// dockerd answers with an empty cache. Filters are checked against BuildKit's keys.
+async fn build_prune(Query(q): Query<PruneQuery>) -> Result<Json<Value>, ApiError> {
+    let f = super::filters::Filters::parse(q.filters.as_deref())?;
+    f.only(&[
+        "until",
+        "unused-for",
+        "id",
+        "parent",
+        "type",
+        "description",
+        "inuse",
+        "shared",
+        "private",
+    ])?;
+    Ok(Json(json!({"CachesDeleted": null, "SpaceReclaimed": 0})))
+}
+
 /// `POST /images/prune`, as dockerd: images no container (running or not) uses; only
 /// dangling (untagged) ones unless the `dangling=false` filter (`docker image prune -a`);
 /// `until` (created before) and `label` / `label!` (image config labels) narrow it. A
@@ -745,7 +765,7 @@ async fn prune(
     let by_label = !f.get("label").is_empty() || !f.get("label!").is_empty();
     let images = st.images.clone();
     let containers = st.containers.clone();
-    let (untagged, deleted, bytes) = blocking(move || {
+    let (untagged, deleted, bytes, items) = blocking(move || {
         let list = images
             .images
             .store
@@ -753,6 +773,7 @@ async fn prune(
             .map_err(crate::service::images::image_error)?;
         let in_use = |d: &berth_registry_mirror::Digest| containers.image_in_use(&d.to_string());
         let (mut untagged, mut deleted, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+        let mut items: Vec<Value> = Vec::new();
         for i in list {
             if (dangling_only && !i.repo_tags.is_empty()) || in_use(&i.id) {
                 continue;
@@ -794,16 +815,22 @@ async fn prune(
                 let Ok(report) = images.remove(&r, false, &in_use) else {
                     continue;
                 };
+                // Per image, as dockerd lists them: its references, then its ID.
+                items.extend(report.untagged.iter().map(|u| json!({"Untagged": u})));
+                items.extend(
+                    report
+                        .deleted
+                        .iter()
+                        .map(|d| json!({"Deleted": d.to_string()})),
+                );
                 untagged.extend(report.untagged);
                 deleted.extend(report.deleted);
                 bytes += report.unused_bytes;
             }
         }
-        Ok::<_, crate::error::ServiceError>((untagged, deleted, bytes))
+        Ok::<_, crate::error::ServiceError>((untagged, deleted, bytes, items))
     })
     .await?;
-    let mut items: Vec<Value> = untagged.iter().map(|u| json!({"Untagged": u})).collect();
-    items.extend(deleted.iter().map(|d| json!({"Deleted": d.to_string()})));
     for u in &untagged {
         st.events
             .publish(Event::now("image", "untag", u, Default::default()));
