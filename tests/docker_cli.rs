@@ -216,3 +216,50 @@ fn bad_image_input_is_a_4xx_with_docker_messages() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn network_create_fields_are_shown_back_and_survive_a_restart() -> Result<()> {
+    let mut d = Berthd::start(&[])?;
+    d.docker_ok(&[
+        "network",
+        "create",
+        "--label",
+        "team=a",
+        "--opt",
+        "com.docker.network.driver.mtu=1400",
+        "--attachable",
+        "kept",
+    ])?;
+    let fmt = "{{json .Labels}} {{json .Options}} {{.Attachable}} {{.IPAM.Driver}} {{.Created}}";
+    let before = d.docker_ok(&["network", "inspect", "--format", fmt, "kept"])?;
+    assert!(
+        before
+            .starts_with(r#"{"team":"a"} {"com.docker.network.driver.mtu":"1400"} true default "#),
+        "{before}"
+    );
+    assert!(!before.contains("0001-01-01"), "{before}");
+    let listed = d.docker_ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=team=a",
+        "--format",
+        "{{.Name}}",
+    ])?;
+    assert_eq!(listed.trim(), "kept");
+    d.restart()?;
+    let after = d.docker_ok(&["network", "inspect", "--format", fmt, "kept"])?;
+    assert_eq!(after, before);
+    // An option berth's bridge driver does not implement is refused, not dropped.
+    let bad = d.docker(&[
+        "network",
+        "create",
+        "--opt",
+        "com.docker.network.bridge.enable_icc=false",
+        "x",
+    ])?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("enable_icc"));
+    d.docker_ok(&["network", "rm", "kept"])?;
+    Ok(())
+}
