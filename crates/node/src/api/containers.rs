@@ -279,10 +279,27 @@ async fn prune(
     Query(q): Query<PruneQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = Filters::parse(q.filters.as_deref())?;
-    f.only(&["label", "until"])?;
-    let labels = f.get("label");
+    f.only(&["label", "label!", "until"])?;
+    let until = match f.get("until").as_slice() {
+        [] => None,
+        [u] => Some(super::filters::parse_until(u, super::now_nanos())?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "more than one until filter specified".into(),
+            ))
+        }
+    };
     let svc = st.containers.clone();
-    let removed = blocking(move || svc.prune_blocking(&labels)).await?;
+    let removed = blocking(move || {
+        svc.prune_blocking(&|labels, created| {
+            let created = chrono::DateTime::parse_from_rfc3339(created)
+                .ok()
+                .and_then(|c| c.timestamp_nanos_opt())
+                .unwrap_or(i64::MIN);
+            super::filters::labels_match(&f, labels) && until.is_none_or(|u| created < u)
+        })
+    })
+    .await?;
     Ok(Json(
         json!({"ContainersDeleted": removed, "SpaceReclaimed": 0}),
     ))

@@ -46,6 +46,8 @@ pub struct VolumeFilter {
     pub names: Vec<String>,
     /// `key` or `key=value`.
     pub labels: Vec<String>,
+    /// `label!` filters: volumes with any of these labels are left out.
+    pub not_labels: Vec<String>,
     pub dangling: Option<bool>,
     pub drivers: Vec<String>,
     /// Prune named volumes too (API >= 1.42 prunes only anonymous ones by default).
@@ -207,6 +209,7 @@ impl VolumeService {
             .values()
             .filter(|v| f.names.is_empty() || f.names.iter().any(|n| v.name.contains(n.as_str())))
             .filter(|v| f.labels.iter().all(|l| label_matches(&v.labels, l)))
+            .filter(|v| !f.not_labels.iter().any(|l| label_matches(&v.labels, l)))
             .filter(|v| f.drivers.is_empty() || f.drivers.contains(&v.driver))
             .filter(|v| match f.dangling {
                 None => true,

@@ -1169,7 +1169,12 @@ impl ContainerService {
     }
 
     /// Removes every stopped container; returns their IDs.
-    pub fn prune_blocking(&self, labels: &[String]) -> Result<Vec<String>, ServiceError> {
+    /// Removes stopped containers for which `select(labels, created)` holds (`created` is
+    /// the record's RFC 3339 creation time); returns their IDs.
+    pub fn prune_blocking(
+        &self,
+        select: &dyn Fn(&BTreeMap<String, String>, &str) -> bool,
+    ) -> Result<Vec<String>, ServiceError> {
         let mut removed = Vec::new();
         for rec in self.all() {
             if matches!(
@@ -1178,10 +1183,7 @@ impl ContainerService {
             ) {
                 continue;
             }
-            if !labels.iter().all(|l| match l.split_once('=') {
-                Some((k, v)) => rec.labels.get(k).is_some_and(|x| x == v),
-                None => rec.labels.contains_key(l.as_str()),
-            }) {
+            if !select(&rec.labels, &rec.created) {
                 continue;
             }
             match self.remove_blocking(&rec.id, false, false) {
