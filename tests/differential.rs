@@ -40,6 +40,11 @@ const RUNTIME_PREFIX: Norm = (
     "$1<runtime>: $2",
 );
 
+/// containerd's gRPC status code that dockerd appends to a runtime error (`...: unknown`):
+/// containerd's transport, not the cause; berth has no containerd between it and the
+/// runtime. The docker CLI maps exit codes (127/126) from the cause, not from this suffix.
+const GRPC_UNKNOWN: Norm = (r": unknown(\r?\n)", "$1");
+
 /// dockerd 20.10 capitalises `Container ID is not running`; Docker 23 and later (and berth)
 /// do not.
 const NOT_RUNNING_V20: Norm = (
@@ -120,15 +125,15 @@ const CASES: &[Case] = &[
     Case {
         name: "run_missing_command_127",
         steps: &[&["run", "--rm", "--network", "none", "{busybox}", "nosuchcmd"]],
-        norm: &[IDS, RUNTIME_PREFIX],
-        expect_divergence: Some("a container that cannot start hangs the client forever (dockerd: the runtime's message, exit 127)"),
+        norm: &[IDS, RUNTIME_PREFIX, GRPC_UNKNOWN],
+        expect_divergence: None,
         ..C
     },
     Case {
         name: "run_directory_126",
         steps: &[&["run", "--rm", "--network", "none", "{busybox}", "/etc"]],
-        norm: &[IDS, RUNTIME_PREFIX],
-        expect_divergence: Some("a container that cannot start hangs the client forever (dockerd: 126)"),
+        norm: &[IDS, RUNTIME_PREFIX, GRPC_UNKNOWN],
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -137,8 +142,8 @@ const CASES: &[Case] = &[
             &["run", "-d", "--network", "none", "--name", "c1", "{busybox}", "/bin/topsy"],
             &["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "c1"],
         ],
-        norm: &[IDS, RUNTIME_PREFIX],
-        expect_divergence: Some("`docker run -d --name x busybox /bin/topsy` leaves State.ExitCode 0 (dockerd: created 127)"),
+        norm: &[IDS, RUNTIME_PREFIX, GRPC_UNKNOWN],
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -159,14 +164,14 @@ const CASES: &[Case] = &[
     Case {
         name: "stdout_byte_exact",
         steps: &[&["run", "--rm", "--network", "none", "{busybox}", "sh", "-c", r#"printf "\000\001\377""#]],
-        expect_divergence: Some("streams are not byte-exact: bytes are decoded as UTF-8 somewhere (dockerd: 00 01 ff)"),
+        expect_divergence: None,
         ..C
     },
     Case {
         name: "stdin_4mib_wc",
         steps: &[&["run", "--rm", "-i", "--network", "none", "{busybox}", "wc", "-c"]],
         stdin: Input::Zeros(4 * 1024 * 1024),
-        expect_divergence: Some("`head -c 4194304 /dev/zero | R -i busybox wc -c` hangs (dockerd: 4194304)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -184,7 +189,7 @@ const CASES: &[Case] = &[
         name: "tty_output_10_runs",
         steps: &[&["run", "--rm", "-t", "--network", "none", "{busybox}", "sh", "-c", "echo out"]],
         repeat: 10,
-        expect_divergence: Some("`R -t busybox sh -c 'echo out'` prints nothing in about 6 runs of 10 (dockerd 10/10)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -439,8 +444,8 @@ const CASES: &[Case] = &[
             &["run", "-d", "--network", "none", "--name", "c1", "{busybox}", "sleep", "100"],
             &["exec", "c1", "nosuchcmd"],
         ],
-        norm: &[IDS, RUNTIME_PREFIX],
-        expect_divergence: Some("`docker exec` of a missing command answers HTTP 500, the CLI prints \"unable to upgrade to tcp\" and exits 1 (dockerd: exit 126 with the runtime's message)"),
+        norm: &[IDS, RUNTIME_PREFIX, GRPC_UNKNOWN],
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -449,8 +454,8 @@ const CASES: &[Case] = &[
             &["run", "-d", "--network", "none", "--name", "c1", "{busybox}", "sleep", "100"],
             &["exec", "-w", "/nope", "c1", "pwd"],
         ],
-        norm: &[IDS, RUNTIME_PREFIX],
-        expect_divergence: Some("`docker exec` with a missing -w dir: HTTP 500, \"unable to upgrade to tcp\", exit 1 (dockerd: exit 126 with the runtime's message)"),
+        norm: &[IDS, RUNTIME_PREFIX, GRPC_UNKNOWN],
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -459,8 +464,8 @@ const CASES: &[Case] = &[
             &["run", "-d", "--network", "none", "--name", "c1", "{busybox}", "sleep", "100"],
             &["exec", "-u", "nosuchuser", "c1", "id"],
         ],
-        norm: &[IDS, RUNTIME_PREFIX],
-        expect_divergence: Some("`docker exec` with an unknown -u user: HTTP 500, \"unable to upgrade to tcp\", exit 1 (dockerd: exit 126 with the runtime's message)"),
+        norm: &[IDS, RUNTIME_PREFIX, GRPC_UNKNOWN],
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -600,7 +605,7 @@ const CASES: &[Case] = &[
             &["network", "ls", "--filter", "name=net1", "--format", "{{.Name}} {{.Driver}} {{.Scope}}"],
             &["network", "rm", "net1"],
         ],
-        expect_divergence: Some("network labels given at create are dropped (Labels: {})"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -609,7 +614,7 @@ const CASES: &[Case] = &[
             &["network", "create", "--subnet", "10.99.0.0/24", "--gateway", "10.99.0.1", "net1"],
             &["network", "inspect", "--format", "{{json .IPAM.Config}} {{json .Options}}", "net1"],
         ],
-        expect_divergence: Some("berth reports an option the client never set (com.docker.network.bridge.name)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -618,7 +623,7 @@ const CASES: &[Case] = &[
             &["network", "create", "net1"],
             &["network", "inspect", "--format", "{{.Created.IsZero}}", "net1"],
         ],
-        expect_divergence: Some("network `Created` is the zero time"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -704,20 +709,20 @@ const CASES: &[Case] = &[
             &["image", "prune", "-af"],
             &["images", "--format", "{{.Repository}}:{{.Tag}}"],
         ],
-        expect_divergence: Some("`docker image prune -a` removes nothing (dockerd removes every image no container uses)"),
+        expect_divergence: Some("`docker image prune -a`: berth lists only the image id as deleted, not each layer, and reclaims the layer tar size (2.56kB) where dockerd counts unpacked content (57B)"),
         ..C
     },
     Case {
         name: "load_corrupt_archive",
         steps: &[&["load", "-i", "{corrupt}"]],
-        expect_divergence: Some("a corrupt `docker load` archive is a 500 (dockerd: 400-class with its message)"),
+        expect_divergence: Some("a corrupt `docker load` archive: berth answers 400 with the tar error (issue #13 asks for a 4xx); dockerd 20.10 answers 200 and reports `Error processing tar file(exit status 1): ...` inside the load stream"),
         ..C
     },
     Case {
         name: "load_corrupt_stdin",
         steps: &[&["load"]],
         stdin: Input::Bytes(b"not a tar archive, not gzip either\n"),
-        expect_divergence: Some("a corrupt `docker load` archive is a 500 (dockerd: 400-class with its message)"),
+        expect_divergence: Some("a corrupt `docker load` archive: berth answers 400 with the tar error (issue #13 asks for a 4xx); dockerd 20.10 answers 200 and reports `Error processing tar file(exit status 1): ...` inside the load stream"),
         ..C
     },
     Case {
