@@ -548,7 +548,7 @@ const CASES: &[Case] = &[
             &["create", "--name", "c2", "{busybox}"],
             &["rename", "c1", "c2"],
         ],
-        expect_divergence: Some("rename onto a name in use: the message lacks dockerd's `Error when allocating new name: ` prefix"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -583,7 +583,7 @@ const CASES: &[Case] = &[
             &["tag", "nosuch", "other"],
         ],
         norm: &[IDS, NO_SUCH_IMAGE_V20],
-        expect_divergence: Some("errors for a missing image name the reference as typed (`No such image: nosuch`; dockerd: normalised, `No such image: nosuch:latest`)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -632,7 +632,7 @@ const CASES: &[Case] = &[
             &["network", "create", "net1"],
             &["network", "create", "net1"],
         ],
-        expect_divergence: Some("duplicate network name: `network with name or id net1 already exists` (dockerd: `network with name net1 already exists`)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -650,7 +650,7 @@ const CASES: &[Case] = &[
             &["volume", "rm", "v1"],
             &["volume", "ls", "-q"],
         ],
-        expect_divergence: Some("volume inspect: `Options` is `{}` for a volume created without options (dockerd: null)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -684,7 +684,7 @@ const CASES: &[Case] = &[
             &["rmi", "{registry}/mytag:1"],
             &["images", "-q", "{registry}/mytag"],
         ],
-        expect_divergence: Some("`docker images REPO` with a registry host:port in REPO lists nothing"),
+        expect_divergence: None,
         ..C
     },
     Case {

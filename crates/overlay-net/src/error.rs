@@ -95,7 +95,7 @@ pub enum NetError {
         network: String,
     },
     /// A network with this name or id exists already.
-    #[error("network with name or id {network} already exists")]
+    #[error("network with name {network} already exists")]
     NetworkExists {
         /// The clashing name or id.
         network: String,

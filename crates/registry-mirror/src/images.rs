@@ -295,8 +295,10 @@ impl ImageStore {
             Some(id) => Ok(id),
             None => match Reference::parse(s) {
                 Err(e) => Err(e),
-                Ok(_) => Err(Error::ImageNotFound {
-                    reference: s.to_string(),
+                // Named as dockerd names it: familiar, with the default tag added
+                // (`nosuch` -> `nosuch:latest`).
+                Ok(r) => Err(Error::ImageNotFound {
+                    reference: r.to_string(),
                 }),
             },
         }

@@ -332,13 +332,17 @@ async fn list(
     let out: Vec<Value> = list
         .into_iter()
         .filter(|i| dangling.is_none_or(|d| d == i.repo_tags.is_empty()))
-        .filter(|i| {
-            refs.is_empty()
-                || refs.iter().any(|r| {
-                    i.repo_tags.iter().any(|t| {
-                        t == r || t.split(':').next() == Some(r.as_str()) || glob_match(r, t)
-                    })
-                })
+        .filter_map(|mut i| {
+            if refs.is_empty() {
+                return Some(i);
+            }
+            // As dockerd: an image matches when one of its tags does, and only the
+            // matching tags are listed.
+            i.repo_tags.retain(|t| {
+                refs.iter()
+                    .any(|r| t == r || repository_of(t) == r || glob_match(r, t))
+            });
+            (!i.repo_tags.is_empty()).then_some(i)
         })
         .map(|i| {
             let created = i
@@ -360,6 +364,16 @@ async fn list(
         })
         .collect();
     Ok(Json(Value::Array(out)))
+}
+
+/// The repository part of a `repo:tag` string: the text before the last `:` that comes
+/// after the last `/` (`127.0.0.1:5000/app:1` -> `127.0.0.1:5000/app`).
+fn repository_of(tagged: &str) -> &str {
+    let slash = tagged.rfind('/').map_or(0, |i| i + 1);
+    match tagged[slash..].rfind(':') {
+        Some(i) => &tagged[..slash + i],
+        None => tagged,
+    }
 }
 
 /// `*` wildcards as in `docker images --filter reference=busy*`.
@@ -847,4 +861,16 @@ async fn prune(
         "ImagesDeleted": if items.is_empty() { Value::Null } else { Value::Array(items) },
         "SpaceReclaimed": bytes,
     })))
+}
+
+#[cfg(test)]
+mod reference_filter_tests {
+    use super::repository_of;
+
+    #[test]
+    fn the_repository_of_a_tag_keeps_a_registry_port() {
+        assert_eq!(repository_of("127.0.0.1:5000/app:1"), "127.0.0.1:5000/app");
+        assert_eq!(repository_of("busybox:latest"), "busybox");
+        assert_eq!(repository_of("localhost:5000/a/b"), "localhost:5000/a/b");
+    }
 }

@@ -30,7 +30,8 @@ fn to_json(v: &VolumeRecord) -> Value {
         "Mountpoint": v.mountpoint,
         "CreatedAt": v.created_at,
         "Labels": v.labels,
-        "Options": v.options,
+        // dockerd shows `null` for a volume created without options.
+        "Options": (!v.options.is_empty()).then_some(&v.options),
         "Scope": "local",
     })
 }

@@ -1160,7 +1160,16 @@ impl ContainerService {
                 "Renaming a container with the same name as its current name",
             ));
         }
-        self.table().names.insert(&rec.id, &new_name)?;
+        self.table()
+            .names
+            .insert(&rec.id, &new_name)
+            .map_err(|e| match e {
+                // dockerd's wording for a rename onto a name in use.
+                ServiceError::Conflict { message } => {
+                    ServiceError::conflict(format!("Error when allocating new name: {message}"))
+                }
+                e => e,
+            })?;
         let rec = self.update(&rec.id, |r| r.name = new_name.clone());
         if let Some(rec) = rec {
             self.event("rename", &rec, &[]);
