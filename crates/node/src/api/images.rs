@@ -338,11 +338,16 @@ async fn list(
             }
             // As dockerd: an image matches when one of its tags does, and only the
             // matching tags are listed.
-            i.repo_tags.retain(|t| {
+            // The same for the digests (`repo@sha256:...`), which the CLI would otherwise
+            // show as `repo:<none>`.
+            let matches = |name: &str, repo: &str| {
                 refs.iter()
-                    .any(|r| t == r || repository_of(t) == r || glob_match(r, t))
-            });
-            (!i.repo_tags.is_empty()).then_some(i)
+                    .any(|r| name == r || repo == r || glob_match(r, name))
+            };
+            i.repo_tags.retain(|t| matches(t, repository_of(t)));
+            i.repo_digests
+                .retain(|d| matches(d, d.split_once('@').map_or(d.as_str(), |(repo, _)| repo)));
+            (!i.repo_tags.is_empty() || !i.repo_digests.is_empty()).then_some(i)
         })
         .map(|i| {
             let created = i
