@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_runtime::logs::{LogRecord, Stream};
 use berth_runtime::{AttachOptions, ExecOptions, LogOptions};
-use bollard_stubs::models::ContainerCreateBody;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,8 +59,9 @@ struct CreateQuery {
 async fn create(
     State(st): State<AppState>,
     Query(q): Query<CreateQuery>,
-    JsonBody(body): JsonBody<ContainerCreateBody>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let body = crate::service::containers::config::create_body_from_json(body)?;
     let svc = st.containers.clone();
     let (id, warnings) = blocking(move || svc.create_blocking(q.name.as_deref(), body)).await?;
     Ok((

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use berth_runtime::spec::{NetworkMode, Resources, Rlimit, RunOptions};
+use berth_runtime::spec::{NetworkMode, Resources, Rlimit, RunOptions, TmpfsMount};
 use bollard_stubs::models::{ContainerCreateBody, RestartPolicyNameEnum};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::ServiceError;
 
@@ -179,8 +180,38 @@ impl NetworkChoice {
     }
 }
 
-/// A validated create request.
+/// Where an `--add-host` name points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostTarget {
+    Ip(IpAddr),
+    /// `host-gateway`: the default bridge's gateway address, resolved at create.
+    HostGateway,
+}
+
+/// One `--add-host name:address` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraHost {
+    pub name: String,
+    pub target: HostTarget,
+}
+
+/// `--dns`, `--dns-search`, `--dns-option` and `--add-host`: what the container's
+/// `/etc/resolv.conf` and `/etc/hosts` say beyond the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameResolution {
+    pub extra_hosts: Vec<ExtraHost>,
+    pub dns: Vec<IpAddr>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+}
+
+/// A validated create request.
+///
+/// `request` is the body exactly as the client sent it (every field of the API model,
+/// normalised: `Cmd`/`Entrypoint` as lists); the other fields are what berth derived from
+/// it. [`refuse_unsupported`] guarantees every non-default field of `request` is one berth
+/// honours, so nothing the client asked for is silently dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     /// The image as the client named it.
     pub image: String,
@@ -201,6 +232,272 @@ pub struct ContainerSpec {
     /// `--network-alias`: extra DNS names on the container's network.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The create body as received (see the type's doc).
+    #[serde(default)]
+    pub request: ContainerCreateBody,
+    #[serde(default)]
+    pub name_resolution: NameResolution,
+    /// `--init`: run an init (tini) as PID 1. `run.init` holds its host path once created.
+    #[serde(default)]
+    pub init: bool,
+}
+
+/// Keys of the create body's `Config` part berth honours: applied, kept in the spec and
+/// shown back by inspect. `Healthcheck` is run by the health checker; `OnBuild` and `Shell`
+/// only matter to builds and commits and are kept and shown as dockerd does.
+pub const CONFIG_HONOURED: &[&str] = &[
+    "Hostname",
+    "Domainname",
+    "User",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ExposedPorts",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "Image",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "NetworkDisabled",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+    "HostConfig",
+    "NetworkingConfig",
+];
+
+/// Keys of `HostConfig` berth honours (values checked by [`parse_create`]). `LogConfig` is
+/// the log driver's; `ContainerIDFile` is written by the client and only shown back.
+pub const HOST_CONFIG_HONOURED: &[&str] = &[
+    "Binds",
+    "ContainerIDFile",
+    "LogConfig",
+    "NetworkMode",
+    "PortBindings",
+    "RestartPolicy",
+    "AutoRemove",
+    "ConsoleSize",
+    "Annotations",
+    "CapAdd",
+    "CapDrop",
+    "CgroupnsMode",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "ExtraHosts",
+    "GroupAdd",
+    "IpcMode",
+    "OomScoreAdj",
+    "PidMode",
+    "PublishAllPorts",
+    "ReadonlyRootfs",
+    "SecurityOpt",
+    "Tmpfs",
+    "UsernsMode",
+    "ShmSize",
+    "Sysctls",
+    "CpuShares",
+    "Memory",
+    "CpuPeriod",
+    "CpuQuota",
+    "CpusetCpus",
+    "CpusetMems",
+    "MemoryReservation",
+    "MemorySwap",
+    "MemorySwappiness",
+    "NanoCpus",
+    "OomKillDisable",
+    "Init",
+    "PidsLimit",
+    "Ulimits",
+    "Mounts",
+    "MaskedPaths",
+    "ReadonlyPaths",
+];
+
+/// Keys of a `NetworkingConfig.EndpointsConfig` entry berth honours. The rest of the
+/// model's keys are either refused or, for `NetworkID`, `EndpointID`, `Gateway`,
+/// `IPAddress`, `IPPrefixLen`, `IPv6Gateway`, `GlobalIPv6Address`, `GlobalIPv6PrefixLen`
+/// and `DNSNames`, read-only in the API (dockerd ignores them on create too).
+pub const ENDPOINT_HONOURED: &[&str] = &[
+    "Aliases",
+    "NetworkID",
+    "EndpointID",
+    "Gateway",
+    "IPAddress",
+    "IPPrefixLen",
+    "IPv6Gateway",
+    "GlobalIPv6Address",
+    "GlobalIPv6PrefixLen",
+    "DNSNames",
+];
+
+/// Whether a JSON value is its field's zero value as clients send it for "not set": null,
+/// false, 0, "", and arrays or objects of nothing but zero values (`"ConsoleSize":[0,0]`,
+/// `"LogConfig":{"Type":"","Config":{}}`).
+pub fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.iter().all(is_unset),
+        Value::Object(o) => o.values().all(is_unset),
+    }
+}
+
+/// The first key of `obj` set to a non-default value and not in `honoured`, for the error.
+fn first_unsupported<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    honoured: &[&str],
+    special_default: impl Fn(&str, &Value) -> bool,
+) -> Option<&'a str> {
+    obj.iter()
+        .find(|(k, v)| !honoured.contains(&k.as_str()) && !is_unset(v) && !special_default(k, v))
+        .map(|(k, _)| k.as_str())
+}
+
+fn unsupported(field: &str) -> ServiceError {
+    ServiceError::invalid(format!(
+        "{field} is not supported by berth: remove the option (or leave it at its default)"
+    ))
+}
+
+/// Refuses a create body that sets, to a non-default value, any field berth does not
+/// honour; the error names the field (`HostConfig.Privileged`). Checks the keys of the
+/// model as serialised, so a field added to the model is refused until it is implemented.
+pub fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ServiceError> {
+    let v = serde_json::to_value(body).map_err(|e| ServiceError::invalid(e.to_string()))?;
+    let Some(obj) = v.as_object() else {
+        return Ok(());
+    };
+    if let Some(k) = first_unsupported(obj, CONFIG_HONOURED, |_, _| false) {
+        return Err(unsupported(k));
+    }
+    if let Some(hc) = obj.get("HostConfig").and_then(Value::as_object) {
+        // -1 is the CLI's "unset" for swappiness.
+        let special = |k: &str, v: &Value| k == "MemorySwappiness" && v.as_i64() == Some(-1);
+        if let Some(k) = first_unsupported(hc, HOST_CONFIG_HONOURED, special) {
+            return Err(unsupported(&format!("HostConfig.{k}")));
+        }
+    }
+    if let Some(eps) = obj
+        .get("NetworkingConfig")
+        .and_then(|n| n.get("EndpointsConfig"))
+        .and_then(Value::as_object)
+    {
+        for ep in eps.values().filter_map(Value::as_object) {
+            if let Some(k) = first_unsupported(ep, ENDPOINT_HONOURED, |_, _| false) {
+                return Err(unsupported(&format!(
+                    "NetworkingConfig.EndpointsConfig.{k}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a create body. `Cmd` and `Entrypoint` may be a string (docker-py sends one) or a
+/// list, as dockerd's `strslice` accepts: a string is a one-element list.
+pub fn create_body_from_json(mut v: Value) -> Result<ContainerCreateBody, ServiceError> {
+    if let Some(obj) = v.as_object_mut() {
+        for key in ["Cmd", "Entrypoint"] {
+            if let Some(Value::String(s)) = obj.get(key) {
+                let one = Value::Array(vec![Value::String(s.clone())]);
+                obj.insert(key.to_string(), one);
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(|e| ServiceError::invalid(format!("invalid JSON: {e}")))
+}
+
+/// Parses `--add-host` entries: `name:address` (or `name=address`); the address may be
+/// IPv6 (the first separator splits) or `host-gateway`.
+pub fn parse_extra_host(entry: &str) -> Result<ExtraHost, ServiceError> {
+    let bad = || ServiceError::invalid(format!("invalid IP address in add-host: {entry:?}"));
+    let (name, addr) = entry
+        .split_once('=')
+        .or_else(|| entry.split_once(':'))
+        .ok_or_else(bad)?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    let target = match addr {
+        "host-gateway" => HostTarget::HostGateway,
+        a => HostTarget::Ip(
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| bad())?,
+        ),
+    };
+    Ok(ExtraHost {
+        name: name.to_string(),
+        target,
+    })
+}
+
+/// Docker's tmpfs option syntax (`size=64m,mode=1777,noexec`) checked loosely: comma
+/// separated, no empty item. The kernel judges the values at mount.
+fn tmpfs_options(dest: &str, opts: &str) -> Result<Vec<String>, ServiceError> {
+    if !dest.starts_with('/') || dest == "/" {
+        return Err(ServiceError::invalid(format!(
+            "invalid tmpfs mount {dest:?}: the destination must be an absolute path other than /"
+        )));
+    }
+    opts.split(',')
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            if o.contains(char::is_whitespace) {
+                Err(ServiceError::invalid(format!(
+                    "invalid tmpfs option {o:?} for {dest}"
+                )))
+            } else {
+                Ok(o.to_string())
+            }
+        })
+        .collect()
+}
+
+/// Docker's rule for `--sysctl`: only namespaced parameters; `net.*` not with the host's
+/// network, IPC ones not with the host's IPC namespace.
+fn check_sysctl(key: &str, net_host: bool, ipc_host: bool) -> Result<(), ServiceError> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let ipc = IPC.contains(&key) || key.starts_with("fs.mqueue.");
+    let net = key.starts_with("net.");
+    if ipc && ipc_host {
+        return Err(ServiceError::invalid(format!(
+            "sysctl {key:?} is not allowed in host IPC namespace"
+        )));
+    }
+    if net && net_host {
+        return Err(ServiceError::invalid(format!(
+            "sysctl {key:?} not allowed in host network namespace"
+        )));
+    }
+    if ipc || net {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(format!(
+            "sysctl {key:?} is not whitelisted"
+        )))
+    }
 }
 
 /// Docker's rule for container names: `/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -286,6 +583,8 @@ fn non_negative(v: Option<i64>, what: &str) -> Result<Option<i64>, ServiceError>
 
 /// Validates a create request.
 pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceError> {
+    refuse_unsupported(&body)?;
+    let request = body.clone();
     let image = body.image.filter(|i| !i.is_empty()).ok_or_else(|| {
         ServiceError::invalid("config cannot be empty in order to create a container")
     })?;
@@ -340,7 +639,57 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             mounts.push(parse_bind(&dst)?);
         }
     }
+    let mut tmpfs = Vec::new();
+    for (dest, opts) in hc.tmpfs.clone().unwrap_or_default() {
+        tmpfs.push(TmpfsMount {
+            options: tmpfs_options(&dest, &opts)?,
+            destination: dest,
+        });
+    }
+    tmpfs.sort_by(|a, b| a.destination.cmp(&b.destination));
     for m in hc.mounts.unwrap_or_default() {
+        use bollard_stubs::models::MountTypeEnum;
+        if m.typ == Some(MountTypeEnum::TMPFS) {
+            let dest = m.target.clone().unwrap_or_default();
+            if m.source.as_deref().is_some_and(|s| !s.is_empty()) {
+                return Err(ServiceError::invalid(
+                    "invalid mount config for type \"tmpfs\": source must not be specified",
+                ));
+            }
+            let mut o = tmpfs_options(&dest, "")?;
+            if m.read_only.unwrap_or(false) {
+                o.push("ro".into());
+            }
+            if let Some(t) = &m.tmpfs_options {
+                if let Some(size) = t.size_bytes.filter(|s| *s != 0) {
+                    if size < 0 {
+                        return Err(ServiceError::invalid(format!(
+                            "invalid mount config for type \"tmpfs\": SizeBytes {size} must not be negative"
+                        )));
+                    }
+                    o.push(format!("size={size}"));
+                }
+                if let Some(mode) = t.mode.filter(|m| *m != 0) {
+                    o.push(format!("mode={mode:o}"));
+                }
+                for kv in t.options.iter().flatten() {
+                    match kv.as_slice() {
+                        [k] => o.push(k.clone()),
+                        [k, v] => o.push(format!("{k}={v}")),
+                        _ => {
+                            return Err(ServiceError::invalid(format!(
+                                "invalid mount config for type \"tmpfs\": option {kv:?} must have one or two items"
+                            )))
+                        }
+                    }
+                }
+            }
+            tmpfs.push(TmpfsMount {
+                destination: dest,
+                options: o,
+            });
+            continue;
+        }
         let dst = m
             .target
             .clone()
@@ -349,7 +698,6 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
                 ServiceError::invalid("invalid mount config: Target must be an absolute path")
             })?;
         let ro = m.read_only.unwrap_or(false);
-        use bollard_stubs::models::MountTypeEnum;
         mounts.push(match m.typ {
             Some(MountTypeEnum::BIND) => MountRequest::Bind {
                 source: m
@@ -375,12 +723,13 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         });
     }
     let mut seen = std::collections::BTreeSet::new();
-    for m in &mounts {
-        if !seen.insert(m.destination().to_string()) {
-            return Err(ServiceError::invalid(format!(
-                "Duplicate mount point: {}",
-                m.destination()
-            )));
+    let dests = mounts
+        .iter()
+        .map(MountRequest::destination)
+        .chain(tmpfs.iter().map(|t| t.destination.as_str()));
+    for d in dests {
+        if !seen.insert(d.to_string()) {
+            return Err(ServiceError::invalid(format!("Duplicate mount point: {d}")));
         }
     }
 
@@ -512,12 +861,124 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             hard: hard as u64,
         });
     }
-    let no_new_privileges = hc.security_opt.unwrap_or_default().iter().any(|o| {
-        matches!(
-            o.as_str(),
-            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
-        )
-    });
+    let mut no_new_privileges = false;
+    let mut seccomp_unconfined = false;
+    for o in hc.security_opt.clone().unwrap_or_default() {
+        match o.replacen(':', "=", 1).as_str() {
+            "no-new-privileges" | "no-new-privileges=true" => no_new_privileges = true,
+            "no-new-privileges=false" => no_new_privileges = false,
+            "seccomp=unconfined" => seccomp_unconfined = true,
+            // This host runs neither SELinux nor AppArmor profiles for containers: these
+            // ask for what the container gets anyway.
+            "label=disable" | "apparmor=unconfined" => {}
+            _ => {
+                return Err(ServiceError::invalid(format!(
+                    "HostConfig.SecurityOpt {o:?} is not supported by berth (supported: no-new-privileges, seccomp=unconfined, label=disable, apparmor=unconfined)"
+                )))
+            }
+        }
+    }
+    let net_host = network == NetworkChoice::Host;
+    let pid_host = match hc.pid_mode.as_deref().unwrap_or("") {
+        "" => false,
+        "host" => true,
+        other => {
+            return Err(ServiceError::invalid(format!(
+                "HostConfig.PidMode {other:?} is not supported by berth (supported: host)"
+            )))
+        }
+    };
+    let ipc_host = match hc.ipc_mode.as_deref().unwrap_or("") {
+        "" | "private" | "shareable" => false,
+        "host" => true,
+        other => {
+            return Err(ServiceError::invalid(format!(
+                "HostConfig.IpcMode {other:?} is not supported by berth (supported: private, shareable, host)"
+            )))
+        }
+    };
+    match hc.cgroupns_mode.map(|m| m.to_string()).as_deref() {
+        None | Some("") | Some("host") => {}
+        Some(other) => {
+            return Err(ServiceError::invalid(format!(
+                "HostConfig.CgroupnsMode {other:?} is not supported by berth (supported: host)"
+            )))
+        }
+    }
+    match hc.userns_mode.as_deref().unwrap_or("") {
+        "" | "host" => {}
+        other => {
+            return Err(ServiceError::invalid(format!(
+                "HostConfig.UsernsMode {other:?} is not supported by berth (supported: host)"
+            )))
+        }
+    }
+    let mut sysctls = BTreeMap::new();
+    for (k, v) in hc.sysctls.clone().unwrap_or_default() {
+        check_sysctl(&k, net_host, ipc_host)?;
+        sysctls.insert(k, v);
+    }
+    let shm_size = match hc.shm_size {
+        Some(s) if s < 0 => return Err(ServiceError::invalid("SHM size can not be less than 0")),
+        Some(0) | None => None,
+        Some(s) => Some(s),
+    };
+    let oom_score_adj = match hc.oom_score_adj {
+        Some(0) | None => None,
+        Some(a) if (-1000..=1000).contains(&a) => Some(a as i32),
+        Some(a) => {
+            return Err(ServiceError::invalid(format!(
+                "Invalid value {a}, range for oom score adj is [-1000, 1000]"
+            )))
+        }
+    };
+    let memory_swappiness = match hc.memory_swappiness {
+        None | Some(-1) => None,
+        Some(s) if (0..=100).contains(&s) => Some(s as u64),
+        Some(s) => {
+            return Err(ServiceError::invalid(format!(
+                "Invalid value: {s}, valid memory swappiness range is 0-100"
+            )))
+        }
+    };
+    let memory_reservation = non_negative(hc.memory_reservation, "memory reservation")?;
+    let cpuset = |v: Option<String>, what: &str| -> Result<Option<String>, ServiceError> {
+        let Some(v) = v.filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let ok = v.split(',').all(|part| {
+            let mut ends = part.splitn(2, '-');
+            ends.all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if ok {
+            Ok(Some(v))
+        } else {
+            Err(ServiceError::invalid(format!(
+                "Invalid value {v} for {what}"
+            )))
+        }
+    };
+    let cpuset_cpus = cpuset(hc.cpuset_cpus.clone(), "cpuset cpus")?;
+    let cpuset_mems = cpuset(hc.cpuset_mems.clone(), "cpuset mems")?;
+    let mut name_resolution = NameResolution::default();
+    for e in hc.extra_hosts.clone().unwrap_or_default() {
+        name_resolution.extra_hosts.push(parse_extra_host(&e)?);
+    }
+    for d in hc.dns.clone().unwrap_or_default() {
+        name_resolution.dns.push(
+            d.parse()
+                .map_err(|_| ServiceError::invalid(format!("{d} is not an ip address")))?,
+        );
+    }
+    name_resolution.dns_search = hc.dns_search.clone().unwrap_or_default();
+    name_resolution.dns_options = hc.dns_options.clone().unwrap_or_default();
+    if let Some(size) = &hc.console_size {
+        if size.len() != 2 {
+            return Err(ServiceError::invalid(
+                "HostConfig.ConsoleSize must be [height, width]",
+            ));
+        }
+    }
 
     let hostname = body.hostname.filter(|h| !h.is_empty());
     if let Some(h) = &hostname {
@@ -553,6 +1014,11 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             nano_cpus,
             cpu_shares,
             pids_limit,
+            cpuset_cpus,
+            cpuset_mems,
+            memory_reservation,
+            memory_swappiness,
+            oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
         },
         rlimits,
         network: match network {
@@ -562,9 +1028,27 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         mounts: Vec::new(),
         stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout,
+        tmpfs,
+        // The host path is the daemon's: filled in at create.
+        init: None,
+        sysctls,
+        shm_size,
+        group_add: hc.group_add.clone().unwrap_or_default(),
+        oom_score_adj,
+        pid_host,
+        ipc_host,
+        masked_paths: hc.masked_paths.clone(),
+        readonly_paths: hc.readonly_paths.clone(),
+        seccomp_unconfined,
+        annotations: hc
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     };
     for e in &run.env {
-        if e.is_empty() || e.starts_with('=') {
+        if e.is_empty() || e.starts_with('=') || e.contains('\0') {
             return Err(ServiceError::invalid(format!(
                 "invalid environment variable: {e:?}"
             )));
@@ -588,6 +1072,9 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         stdin_once: body.stdin_once.unwrap_or(false),
         domainname: body.domainname.unwrap_or_default(),
         aliases,
+        request,
+        name_resolution,
+        init: hc.init.unwrap_or(false),
     })
 }
 

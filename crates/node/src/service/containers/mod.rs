@@ -15,6 +15,7 @@ pub mod names;
 pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use self::names::NameIndex;
 use self::record::{ContainerRecord, ContainerState, ResolvedMount};
 use super::events::{Event, EventBus};
 use super::images::ImageService;
-use super::networks::{AttachRequest, NetworkService};
+use super::networks::{AttachRequest, NameFiles, NetworkService};
 use super::volumes::{random_hex64, CreateVolume, VolumeService};
 use crate::error::ServiceError;
 use crate::store::{Store, CONTAINERS};
@@ -114,6 +115,8 @@ struct Inner {
     table: Mutex<Table>,
     /// For waiting on watch channels from blocking threads.
     handle: tokio::runtime::Handle,
+    /// The init binary `--init` runs as PID 1 (tini), if the host has one.
+    init_path: Option<PathBuf>,
 }
 
 /// The containers of this node.
@@ -169,6 +172,7 @@ impl ContainerService {
         networks: NetworkService,
         events: EventBus,
         store: Store,
+        init_path: Option<PathBuf>,
     ) -> Result<Self, ServiceError> {
         let mut table = Table::default();
         for (id, rec) in store.list::<ContainerRecord>(CONTAINERS)? {
@@ -191,6 +195,7 @@ impl ContainerService {
                 store,
                 table: Mutex::new(table),
                 handle: tokio::runtime::Handle::current(),
+                init_path,
             }),
         })
     }
@@ -418,6 +423,28 @@ impl ContainerService {
         result.map(|()| (id, Vec::new()))
     }
 
+    /// Resolves `--add-host`/`--dns*` into what the network files say (`host-gateway`
+    /// becomes the default bridge's gateway).
+    fn name_files(&self, r: &config::NameResolution) -> Result<NameFiles, ServiceError> {
+        let mut extra_hosts = Vec::new();
+        for h in &r.extra_hosts {
+            let ip = match h.target {
+                config::HostTarget::Ip(ip) => ip,
+                config::HostTarget::HostGateway => self.inner.networks.host_gateway_blocking()?,
+            };
+            extra_hosts.push((h.name.clone(), ip));
+        }
+        Ok(NameFiles {
+            extra_hosts,
+            resolv: berth_overlay_net::ResolvConfOptions {
+                nameservers: r.dns.clone(),
+                search: r.dns_search.clone(),
+                options: r.dns_options.clone(),
+                embedded_dns: None,
+            },
+        })
+    }
+
     fn volumes_of_failed(&self, id: &str) -> Vec<(String, bool)> {
         self.inner
             .volumes
@@ -554,6 +581,15 @@ impl ContainerService {
         }
         exposed.sort();
         exposed.dedup();
+        if spec.init {
+            let init = self.inner.init_path.clone().ok_or_else(|| {
+                ServiceError::invalid(
+                    "HostConfig.Init: no init binary found on this host (install tini or start berthd with --init-path)",
+                )
+            })?;
+            spec.run.init = Some(init);
+        }
+        let names = self.name_files(&spec.name_resolution)?;
         // Networking: a namespace of its own joined to a bridge network, the host's, or
         // one with only `lo`.
         let mut endpoints = Vec::new();
@@ -573,6 +609,7 @@ impl ContainerService {
                     network: net_name,
                     aliases: spec.aliases.clone(),
                     ports,
+                    names: &names,
                 })?;
                 spec.run.network = NetworkMode::Join(att.netns.clone());
                 binds.push(BindMount {
@@ -604,8 +641,14 @@ impl ContainerService {
                     }
                 }
             }
-            NetworkChoice::Host => {
-                let (hosts, resolv) = self.inner.networks.host_mode_files(id, &hostname)?;
+            NetworkChoice::Host | NetworkChoice::None => {
+                let (hosts, resolv) = if spec.network == NetworkChoice::Host {
+                    self.inner.networks.host_mode_files(id, &hostname, &names)?
+                } else {
+                    self.inner
+                        .networks
+                        .no_network_files(id, &hostname, &names)?
+                };
                 binds.push(BindMount {
                     source: hosts,
                     destination: "/etc/hosts".into(),
@@ -617,12 +660,14 @@ impl ContainerService {
                     read_only: false,
                 });
             }
-            NetworkChoice::None => {}
         }
         spec.run.mounts = binds;
         let args = berth_runtime::spec::process_args(&image_cfg, &spec.run)
             .map_err(ServiceError::runtime)?;
-        let env = berth_runtime::spec::merge_env(&image_cfg, &spec.run, &hostname);
+        let mut env = berth_runtime::spec::merge_env(&image_cfg, &spec.run, &hostname);
+        // `-e FOO` with FOO unset: not in the process's environment, but inspect shows the
+        // entry as sent, as dockerd does.
+        env.extend(spec.run.env.iter().filter(|e| !e.contains('=')).cloned());
         let mut labels: BTreeMap<String, String> = details
             .config
             .as_ref()
@@ -723,6 +768,25 @@ impl ContainerService {
             l.starts += 1;
             l.running = true;
         });
+        // `ConsoleSize` of the create request: the tty's first size, as dockerd sets it.
+        if let (true, Some([h, w])) = (
+            rec.spec.run.tty,
+            rec.spec
+                .request
+                .host_config
+                .as_ref()
+                .and_then(|h| h.console_size.as_deref()),
+        ) {
+            if *h > 0 && *w > 0 {
+                let (h, w) = (
+                    u16::try_from(*h).unwrap_or(u16::MAX),
+                    u16::try_from(*w).unwrap_or(u16::MAX),
+                );
+                if let Err(e) = self.inner.runtime.resize(&id, h, w) {
+                    tracing::debug!(%id, error = %e, "initial console size");
+                }
+            }
+        }
         self.event("start", &rec, &[]);
         self.spawn_monitor(id);
         Ok(())
