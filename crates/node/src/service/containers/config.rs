@@ -816,6 +816,11 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             "Conflicting options: Nano CPUs and CPU Period cannot both be set",
         ));
     }
+    if hc.cpu_period.unwrap_or(0) > 0 && hc.cpu_quota.unwrap_or(0) <= 0 {
+        return Err(ServiceError::invalid(
+            "HostConfig.CpuPeriod without HostConfig.CpuQuota is not supported by berth",
+        ));
+    }
     let nano_cpus = match (nano_cpus, hc.cpu_quota.filter(|q| *q > 0)) {
         (Some(n), _) => Some(n),
         (None, Some(q)) => {
@@ -1081,6 +1086,349 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard_stubs::models::{EndpointSettings, HostConfig};
+    use serde_json::json;
+
+    /// A serde Deserializer that records the field names a struct's `Deserialize` asks for:
+    /// the keys of the API model, straight from bollard's types.
+    struct KeyGrab<'a>(&'a mut Vec<&'static str>);
+
+    #[derive(Debug)]
+    struct Stop;
+
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+
+    impl std::error::Error for Stop {}
+
+    impl serde::de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> serde::Deserializer<'de> for KeyGrab<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.extend_from_slice(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    fn model_keys<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let _ = T::deserialize(KeyGrab(&mut keys));
+        assert!(!keys.is_empty(), "no keys captured");
+        keys
+    }
+
+    /// A non-default value for every `HostConfig` key of the model. A key missing here
+    /// fails the walk, so a field added to the model must be classified.
+    fn host_config_sample(key: &str) -> Option<Value> {
+        Some(match key {
+            "CpuShares" => json!(512),
+            "Memory" => json!(10_000_000),
+            "CgroupParent" => json!("elsewhere"),
+            "BlkioWeight" => json!(300),
+            "BlkioWeightDevice" => json!([{"Path": "/dev/sda", "Weight": 300}]),
+            "BlkioDeviceReadBps"
+            | "BlkioDeviceWriteBps"
+            | "BlkioDeviceReadIOps"
+            | "BlkioDeviceWriteIOps" => json!([{"Path": "/dev/sda", "Rate": 1}]),
+            "CpuPeriod" => json!(50_000),
+            "CpuQuota" => json!(50_000),
+            "CpuRealtimePeriod" | "CpuRealtimeRuntime" => json!(1000),
+            "CpusetCpus" | "CpusetMems" => json!("0"),
+            "Devices" => {
+                json!([{"PathOnHost": "/dev/null", "PathInContainer": "/dev/n", "CgroupPermissions": "rwm"}])
+            }
+            "DeviceCgroupRules" => json!(["c 1:3 rwm"]),
+            "DeviceRequests" => json!([{"Count": 1}]),
+            "KernelMemory" | "KernelMemoryTCP" => json!(1_000_000),
+            "MemoryReservation" => json!(10_000_000),
+            "MemorySwap" => json!(-1),
+            "MemorySwappiness" => json!(10),
+            "NanoCpus" => json!(500_000_000),
+            "OomKillDisable" => json!(true),
+            "Init" => json!(true),
+            "PidsLimit" => json!(10),
+            "Ulimits" => json!([{"Name": "nofile", "Soft": 10, "Hard": 20}]),
+            "CpuCount" | "CpuPercent" | "IOMaximumIOps" | "IOMaximumBandwidth" => json!(1),
+            "Binds" => json!(["/a:/b"]),
+            "ContainerIDFile" => json!("/tmp/cid"),
+            "LogConfig" => json!({"Type": "json-file"}),
+            "NetworkMode" => json!("host"),
+            "PortBindings" => json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}),
+            "RestartPolicy" => json!({"Name": "always"}),
+            "AutoRemove" => json!(true),
+            "VolumeDriver" => json!("other"),
+            "VolumesFrom" => json!(["c1"]),
+            "Mounts" => json!([{"Type": "volume", "Target": "/v"}]),
+            "ConsoleSize" => json!([24, 80]),
+            "Annotations" => json!({"a": "b"}),
+            "CapAdd" => json!(["NET_ADMIN"]),
+            "CapDrop" => json!(["NET_RAW"]),
+            "CgroupnsMode" => json!("host"),
+            "Dns" => json!(["1.1.1.1"]),
+            "DnsOptions" => json!(["ndots:2"]),
+            "DnsSearch" => json!(["ex.com"]),
+            "ExtraHosts" => json!(["a:1.2.3.4"]),
+            "GroupAdd" => json!(["10"]),
+            "IpcMode" => json!("host"),
+            "Cgroup" => json!("x"),
+            "Links" => json!(["a:b"]),
+            "OomScoreAdj" => json!(5),
+            "PidMode" => json!("host"),
+            "Privileged" => json!(true),
+            "PublishAllPorts" => json!(true),
+            "ReadonlyRootfs" => json!(true),
+            "SecurityOpt" => json!(["no-new-privileges"]),
+            "StorageOpt" => json!({"size": "1G"}),
+            "Tmpfs" => json!({"/t": "size=1m"}),
+            "UTSMode" => json!("host"),
+            "UsernsMode" => json!("host"),
+            "ShmSize" => json!(1_000_000),
+            "Sysctls" => json!({"net.ipv4.ip_forward": "1"}),
+            "Runtime" => json!("runc"),
+            "Isolation" => json!("hyperv"),
+            "MaskedPaths" => json!(["/proc/kcore"]),
+            "ReadonlyPaths" => json!(["/proc/sys"]),
+            _ => return None,
+        })
+    }
+
+    /// A non-default value for every key of `Config` (the create body minus HostConfig and
+    /// NetworkingConfig).
+    fn config_sample(key: &str) -> Option<Value> {
+        Some(match key {
+            "Hostname" => json!("h1"),
+            "Domainname" => json!("example.com"),
+            "User" => json!("nobody"),
+            "AttachStdin" | "AttachStdout" | "AttachStderr" | "Tty" | "OpenStdin" | "StdinOnce"
+            | "NetworkDisabled" | "ArgsEscaped" => json!(true),
+            "ExposedPorts" => json!({"80/tcp": {}}),
+            "Env" => json!(["A=1"]),
+            "Cmd" => json!(["run"]),
+            "Healthcheck" => json!({"Test": ["CMD", "true"]}),
+            "Image" => json!("img"),
+            "Volumes" => json!({"/v": {}}),
+            "WorkingDir" => json!("/w"),
+            "Entrypoint" => json!(["/e"]),
+            "MacAddress" => json!("02:42:ac:11:00:02"),
+            "OnBuild" => json!(["RUN x"]),
+            "Labels" => json!({"a": "b"}),
+            "StopSignal" => json!("SIGINT"),
+            "StopTimeout" => json!(5),
+            "Shell" => json!(["/bin/sh", "-c"]),
+            _ => return None,
+        })
+    }
+
+    fn endpoint_sample(key: &str) -> Option<Value> {
+        Some(match key {
+            "IPAMConfig" => json!({"IPv4Address": "10.0.0.5"}),
+            "Links" | "Aliases" | "DNSNames" => json!(["a"]),
+            "MacAddress" => json!("02:42:ac:11:00:02"),
+            "DriverOpts" => json!({"a": "b"}),
+            "GwPriority" => json!(1),
+            "NetworkID" | "EndpointID" | "Gateway" | "IPAddress" | "IPv6Gateway"
+            | "GlobalIPv6Address" => json!("x"),
+            "IPPrefixLen" | "GlobalIPv6PrefixLen" => json!(24),
+            _ => return None,
+        })
+    }
+
+    /// The record create would build from `spec`, for inspect.
+    fn record_of(spec: ContainerSpec) -> super::super::record::ContainerRecord {
+        super::super::record::ContainerRecord {
+            id: "0".repeat(64),
+            name: "c".into(),
+            created: String::new(),
+            image_id: String::new(),
+            path: String::new(),
+            args: Vec::new(),
+            env: spec.run.env.clone(),
+            working_dir: spec.run.working_dir.clone().unwrap_or_default(),
+            user: spec.run.user.clone().unwrap_or_default(),
+            hostname: spec.run.hostname.clone().unwrap_or_default(),
+            labels: spec.labels.clone(),
+            exposed: spec.exposed.clone(),
+            mounts: Vec::new(),
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            log_path: String::new(),
+            state: Default::default(),
+            spec,
+        }
+    }
+
+    /// Whether inspect's `shown` value carries everything of `sent`.
+    fn shows(shown: &Value, sent: &Value) -> bool {
+        match (shown, sent) {
+            (Value::Object(a), Value::Object(b)) => {
+                b.iter().all(|(k, v)| a.get(k).is_some_and(|x| shows(x, v)))
+            }
+            _ => shown == sent,
+        }
+    }
+
+    /// Walks every key of the model: honoured ones are accepted and shown back by inspect,
+    /// the rest are refused with an error naming the field.
+    #[test]
+    fn every_model_field_is_honoured_or_refused_by_name() {
+        let mut refused = Vec::new();
+        for key in model_keys::<HostConfig>() {
+            let sample = host_config_sample(key)
+                .unwrap_or_else(|| panic!("HostConfig.{key}: new field; classify it"));
+            assert!(!is_unset(&sample), "{key}");
+            let mut b = json!({"Image": "img", "HostConfig": {key: sample}});
+            // A period alone says nothing: it goes with a quota.
+            if key == "CpuPeriod" {
+                b["HostConfig"]["CpuQuota"] = json!(25_000);
+            }
+            let got = parse_create(serde_json::from_value(b).unwrap());
+            if HOST_CONFIG_HONOURED.contains(&key) {
+                let spec = got.unwrap_or_else(|e| panic!("HostConfig.{key}: {e}"));
+                let v = record_of(spec).inspect();
+                assert!(
+                    shows(&v["HostConfig"][key], &sample),
+                    "HostConfig.{key}: inspect shows {} for {sample}",
+                    v["HostConfig"][key]
+                );
+            } else {
+                let e = got.expect_err(key).to_string();
+                assert!(e.contains(&format!("HostConfig.{key}")), "{key}: {e}");
+                refused.push(key);
+            }
+        }
+        assert!(refused.contains(&"Privileged"), "{refused:?}");
+        for key in model_keys::<ContainerCreateBody>() {
+            if key == "HostConfig" || key == "NetworkingConfig" {
+                continue;
+            }
+            let sample = config_sample(key)
+                .unwrap_or_else(|| panic!("Config.{key}: new field; classify it"));
+            let mut b = json!({"Image": "img"});
+            b[key] = sample.clone();
+            let got = parse_create(serde_json::from_value(b).unwrap());
+            if CONFIG_HONOURED.contains(&key) {
+                let spec = got.unwrap_or_else(|e| panic!("Config.{key}: {e}"));
+                let v = record_of(spec).inspect();
+                // Volumes show the mounts resolved at create (an anonymous volume each).
+                if key != "Volumes" {
+                    assert!(
+                        shows(&v["Config"][key], &sample),
+                        "Config.{key}: inspect shows {} for {sample}",
+                        v["Config"][key]
+                    );
+                }
+            } else {
+                let e = got.expect_err(key).to_string();
+                assert!(e.contains(key), "{key}: {e}");
+            }
+        }
+        for key in model_keys::<EndpointSettings>() {
+            let sample = endpoint_sample(key)
+                .unwrap_or_else(|| panic!("EndpointSettings.{key}: new field; classify it"));
+            let b = json!({"Image": "img", "HostConfig": {"NetworkMode": "n1"},
+                           "NetworkingConfig": {"EndpointsConfig": {"n1": {key: sample}}}});
+            let got = parse_create(serde_json::from_value(b).unwrap());
+            if ENDPOINT_HONOURED.contains(&key) {
+                got.unwrap_or_else(|e| panic!("EndpointSettings.{key}: {e}"));
+            } else {
+                let e = got.expect_err(key).to_string();
+                assert!(
+                    e.contains(&format!("NetworkingConfig.EndpointsConfig.{key}")),
+                    "{key}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn zero_values_as_the_cli_sends_them_are_not_refused() {
+        // The HostConfig of `docker run` with no options (docker-run-transcript.txt).
+        let b: Value = serde_json::from_str(
+            r#"{"Image": "img", "Hostname":"","Domainname":"","User":"","Env":null,"Volumes":{},"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":{},"HostConfig":{"Binds":null,"ContainerIDFile":"","LogConfig":{"Type":"","Config":{}},"NetworkMode":"default","PortBindings":{},"RestartPolicy":{"Name":"no","MaximumRetryCount":0},"AutoRemove":true,"VolumeDriver":"","VolumesFrom":null,"ConsoleSize":[0,0],"CapAdd":null,"CapDrop":null,"CgroupnsMode":"","Dns":[],"DnsOptions":[],"DnsSearch":[],"ExtraHosts":null,"GroupAdd":null,"IpcMode":"","Cgroup":"","Links":null,"OomScoreAdj":0,"PidMode":"","Privileged":false,"PublishAllPorts":false,"ReadonlyRootfs":false,"SecurityOpt":null,"UTSMode":"","UsernsMode":"","ShmSize":0,"Isolation":"","CpuShares":0,"Memory":0,"NanoCpus":0,"CgroupParent":"","BlkioWeight":0,"BlkioWeightDevice":[],"BlkioDeviceReadBps":[],"BlkioDeviceWriteBps":[],"BlkioDeviceReadIOps":[],"BlkioDeviceWriteIOps":[],"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,"CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],"DeviceCgroupRules":null,"DeviceRequests":null,"MemoryReservation":0,"MemorySwap":0,"MemorySwappiness":-1,"OomKillDisable":false,"PidsLimit":0,"Ulimits":[],"CpuCount":0,"CpuPercent":0,"IOMaximumIOps":0,"IOMaximumBandwidth":0,"MaskedPaths":null,"ReadonlyPaths":null},"NetworkingConfig":{"EndpointsConfig":{"default":{"IPAMConfig":null,"Links":null,"Aliases":null,"MacAddress":"","DriverOpts":null,"GwPriority":0,"NetworkID":"","EndpointID":"","Gateway":"","IPAddress":"","IPPrefixLen":0,"IPv6Gateway":"","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"DNSNames":null}}}}"#,
+        )
+        .unwrap();
+        parse_create(serde_json::from_value(b).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn cmd_and_entrypoint_may_be_strings() {
+        let b = create_body_from_json(json!({"Image": "i", "Cmd": "echo hi", "Entrypoint": "/e"}))
+            .unwrap();
+        assert_eq!(b.cmd, Some(vec!["echo hi".to_string()]));
+        assert_eq!(b.entrypoint, Some(vec!["/e".to_string()]));
+        assert!(create_body_from_json(json!({"Image": "i", "Cmd": 5})).is_err());
+    }
+
+    #[test]
+    fn extra_hosts_tmpfs_and_sysctls_parse() {
+        assert_eq!(
+            parse_extra_host("foo:1.2.3.4").unwrap(),
+            ExtraHost {
+                name: "foo".into(),
+                target: HostTarget::Ip("1.2.3.4".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            parse_extra_host("six:::1").unwrap().target,
+            HostTarget::Ip("::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_extra_host("gw:host-gateway").unwrap().target,
+            HostTarget::HostGateway
+        );
+        assert!(parse_extra_host("nocolon").is_err());
+        assert!(parse_extra_host("a:notanip").is_err());
+        let s = parse_create(body(json!({"Image": "i", "HostConfig": {
+            "Tmpfs": {"/tmp": "size=1m,mode=1777"},
+            "Mounts": [{"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 2097152, "Mode": 448}}],
+        }})))
+        .unwrap();
+        assert_eq!(
+            s.run.tmpfs,
+            vec![
+                TmpfsMount {
+                    destination: "/tmp".into(),
+                    options: vec!["size=1m".into(), "mode=1777".into()]
+                },
+                TmpfsMount {
+                    destination: "/t".into(),
+                    options: vec!["size=2097152".into(), "mode=700".into()]
+                },
+            ]
+        );
+        let bad =
+            |hc: Value| parse_create(body(json!({"Image": "i", "HostConfig": hc}))).unwrap_err();
+        bad(json!({"Sysctls": {"kernel.hostname": "x"}}));
+        bad(json!({"NetworkMode": "host", "Sysctls": {"net.ipv4.ip_forward": "1"}}));
+        bad(json!({"IpcMode": "host", "Sysctls": {"kernel.shmmax": "1"}}));
+        bad(json!({"Tmpfs": {"relative": ""}}));
+        bad(json!({"Mounts": [{"Type": "tmpfs", "Target": "/t", "Source": "/x"}]}));
+        bad(json!({"PidMode": "container:x"}));
+        bad(json!({"OomScoreAdj": 1001}));
+        bad(json!({"CpuPeriod": 50000}));
+        bad(json!({"SecurityOpt": ["seccomp=/some/profile.json"]}));
+    }
 
     fn body(json: serde_json::Value) -> ContainerCreateBody {
         serde_json::from_value(json).unwrap()

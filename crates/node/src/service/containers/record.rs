@@ -364,7 +364,10 @@ impl ContainerRecord {
                         if let Value::Object(hc) = val {
                             for (hk, hv) in hc {
                                 if let Some(o) = v["HostConfig"].as_object_mut() {
-                                    o.entry(hk).or_insert(hv);
+                                    let shown = o.entry(hk).or_insert(Value::Null);
+                                    if shown.is_null() {
+                                        *shown = hv;
+                                    }
                                 }
                             }
                         }
@@ -374,7 +377,10 @@ impl ContainerRecord {
                     _ => ("Config", k),
                 };
                 if let Some(o) = v[section].as_object_mut() {
-                    o.entry(key).or_insert(val);
+                    let shown = o.entry(key).or_insert(Value::Null);
+                    if shown.is_null() {
+                        *shown = val;
+                    }
                 }
             }
         }
