@@ -317,6 +317,31 @@ fn unsupported_options_are_refused_naming_the_field() -> Result<()> {
         assert!(!out.status.success(), "{flags:?} was accepted");
         assert!(err.contains(field), "{flags:?}: {err}");
     }
+    // Exec create: the same rule.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ex",
+        "--network",
+        "none",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    for (flags, field) in [
+        (&["--privileged"][..], "Privileged"),
+        (&["--detach-keys", "ctrl-x"][..], "DetachKeys"),
+    ] {
+        let mut a = vec!["exec"];
+        a.extend_from_slice(flags);
+        a.extend(["ex", "true"]);
+        let out = e.d.docker(&a)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        assert!(err.contains(field), "{flags:?}: {err}");
+    }
+    e.ok(&["exec", "ex", "true"])?;
     Ok(())
 }
 

@@ -760,19 +760,30 @@ struct ExecCreateBody {
     cmd: Option<Vec<String>>,
     working_dir: Option<String>,
     user: Option<String>,
-    privileged: Option<bool>,
+    console_size: Option<Vec<u64>>,
 }
 
 async fn exec_create(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    JsonBody(b): JsonBody<ExecCreateBody>,
+    JsonBody(raw): JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if b.privileged.unwrap_or(false) {
-        return Err(ApiError::BadRequest(
-            "privileged exec is not supported by berth".into(),
-        ));
-    }
+    use crate::service::containers::config::{refuse_fields, EXEC_REFUSED};
+    refuse_fields(&raw, "", EXEC_REFUSED)?;
+    let b: ExecCreateBody = serde_json::from_value(raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
+    let console_size = match b.console_size.as_deref() {
+        None | Some([0, 0]) => None,
+        Some([h, w]) => Some((
+            u16::try_from(*h).unwrap_or(u16::MAX),
+            u16::try_from(*w).unwrap_or(u16::MAX),
+        )),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "ConsoleSize must be [height, width]".into(),
+            ))
+        }
+    };
     let attach_stdin = b.attach_stdin.unwrap_or(false);
     let entry = ExecEntry {
         id: String::new(),
@@ -791,6 +802,7 @@ async fn exec_create(
         runtime_id: None,
         running: false,
         exit_code: None,
+        console_size,
     };
     let svc = st.containers.clone();
     let exec_id = blocking(move || svc.exec_create(&id, entry)).await?;

@@ -404,6 +404,35 @@ pub fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ServiceError
     Ok(())
 }
 
+/// Refuses a JSON request body that sets one of the model's `refused` keys to a non-default
+/// value; the error names the field (`section.Key`, or `Key` when `section` is empty). Keys
+/// outside the model are ignored, as dockerd ignores them (compose sends `CheckDuplicate`).
+/// For bodies berth reads with its own narrower types (exec, volume, network create); the
+/// unit tests check that `refused` and the honoured keys cover the whole model.
+pub fn refuse_fields(body: &Value, section: &str, refused: &[&str]) -> Result<(), ServiceError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ServiceError::invalid(
+            "the request body must be a JSON object",
+        ));
+    };
+    match obj
+        .iter()
+        .find(|(k, v)| refused.contains(&k.as_str()) && !is_unset(v))
+    {
+        None => Ok(()),
+        Some((k, _)) if section.is_empty() => Err(unsupported(k)),
+        Some((k, _)) => Err(unsupported(&format!("{section}.{k}"))),
+    }
+}
+
+/// Keys of the exec create body (`ExecConfig`) berth refuses. The rest are honoured:
+/// `ConsoleSize` is the tty's first size, set right after the exec starts.
+pub const EXEC_REFUSED: &[&str] = &["DetachKeys", "Privileged"];
+
+/// Keys of the volume create body (`VolumeCreateOptions`) berth refuses; the volume
+/// service checks the driver and its options.
+pub const VOLUME_REFUSED: &[&str] = &["ClusterVolumeSpec"];
+
 /// Reads a create body. `Cmd` and `Entrypoint` may be a string (docker-py sends one) or a
 /// list, as dockerd's `strslice` accepts: a string is a one-element list.
 pub fn create_body_from_json(mut v: Value) -> Result<ContainerCreateBody, ServiceError> {
@@ -1357,6 +1386,45 @@ mod tests {
                     e.contains(&format!("NetworkingConfig.EndpointsConfig.{key}")),
                     "{key}: {e}"
                 );
+            }
+        }
+    }
+
+    /// Every key of the exec and volume create models is honoured or refused by name.
+    #[test]
+    fn exec_and_volume_bodies_walk_their_models() {
+        use bollard_stubs::models::{ExecConfig, VolumeCreateOptions};
+        for key in model_keys::<ExecConfig>() {
+            let sample = match key {
+                "AttachStdin" | "AttachStdout" | "AttachStderr" | "Tty" | "Privileged" => {
+                    json!(true)
+                }
+                "ConsoleSize" => json!([24, 80]),
+                "DetachKeys" => json!("ctrl-x"),
+                "Env" | "Cmd" => json!(["A=1"]),
+                "User" | "WorkingDir" => json!("x"),
+                _ => panic!("ExecConfig.{key}: new field; classify it"),
+            };
+            let got = refuse_fields(&json!({key: sample}), "", EXEC_REFUSED);
+            match (!EXEC_REFUSED.contains(&key), got) {
+                (true, Ok(())) => {}
+                (false, Err(e)) => assert!(e.to_string().contains(key), "{e}"),
+                (h, g) => panic!("ExecConfig.{key}: honoured {h}, got {g:?}"),
+            }
+            assert!(refuse_fields(&json!({key: Value::Null}), "", EXEC_REFUSED).is_ok());
+        }
+        for key in model_keys::<VolumeCreateOptions>() {
+            let sample = match key {
+                "Name" | "Driver" => json!("x"),
+                "DriverOpts" | "Labels" => json!({"a": "b"}),
+                "ClusterVolumeSpec" => json!({"Group": "g"}),
+                _ => panic!("VolumeCreateOptions.{key}: new field; classify it"),
+            };
+            let got = refuse_fields(&json!({key: sample}), "", VOLUME_REFUSED);
+            match (!VOLUME_REFUSED.contains(&key), got) {
+                (true, Ok(())) => {}
+                (false, Err(e)) => assert!(e.to_string().contains(key), "{e}"),
+                (h, g) => panic!("VolumeCreateOptions.{key}: honoured {h}, got {g:?}"),
             }
         }
     }

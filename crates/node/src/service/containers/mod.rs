@@ -94,6 +94,8 @@ pub struct ExecEntry {
     pub runtime_id: Option<String>,
     pub running: bool,
     pub exit_code: Option<i64>,
+    /// The tty's first size (rows, columns), from the request's `ConsoleSize`.
+    pub console_size: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Default)]
@@ -1196,6 +1198,11 @@ impl ContainerService {
             .runtime
             .exec(&entry.container, &entry.opts)
             .map_err(ServiceError::runtime)?;
+        if let (true, Some((h, w))) = (entry.opts.tty, entry.console_size) {
+            if let Err(e) = self.inner.runtime.exec_resize(&entry.container, &rid, h, w) {
+                tracing::debug!(exec = %exec_id, error = %e, "initial console size");
+            }
+        }
         let mut t = self.table();
         let e = t
             .execs
