@@ -342,6 +342,29 @@ fn unsupported_options_are_refused_naming_the_field() -> Result<()> {
         assert!(err.contains(field), "{flags:?}: {err}");
     }
     e.ok(&["exec", "ex", "true"])?;
+    // Network create: the same rule; a plain one still works.
+    for (flags, field) in [
+        (&["--attachable"][..], "Attachable"),
+        (
+            &["--subnet", "10.77.0.0/24", "--ip-range", "10.77.0.128/25"][..],
+            "IPRange",
+        ),
+        (
+            &["--subnet", "10.77.0.0/24", "--aux-address", "a=10.77.0.5"][..],
+            "AuxiliaryAddresses",
+        ),
+        (&["--ipam-opt", "a=b"][..], "IPAM.Options"),
+    ] {
+        let mut a = vec!["network", "create"];
+        a.extend_from_slice(flags);
+        a.push("refused-net");
+        let out = e.d.docker(&a)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        assert!(err.contains(field), "{flags:?}: {err}");
+    }
+    e.ok(&["network", "create", "--subnet", "10.77.0.0/24", "plain-net"])?;
+    e.ok(&["network", "rm", "plain-net"])?;
     Ok(())
 }
 

@@ -433,6 +433,53 @@ pub const EXEC_REFUSED: &[&str] = &["DetachKeys", "Privileged"];
 /// service checks the driver and its options.
 pub const VOLUME_REFUSED: &[&str] = &["ClusterVolumeSpec"];
 
+/// Keys of the network create body (`NetworkCreateRequest`) berth refuses when set; `Scope`,
+/// `EnableIPv4` and `IPAM` are checked by [`refuse_network_fields`], the rest honoured.
+pub const NETWORK_REFUSED: &[&str] = &["Attachable", "Ingress", "ConfigOnly", "ConfigFrom"];
+
+/// Keys of `IPAM` berth refuses when set (`Driver` other than `default` is refused too).
+pub const IPAM_REFUSED: &[&str] = &["Options"];
+
+/// Keys of an `IPAM.Config` entry berth refuses when set.
+pub const IPAM_CONFIG_REFUSED: &[&str] = &["IPRange", "AuxiliaryAddresses"];
+
+/// Refuses a network create body that asks for what berth's bridge networks cannot give,
+/// naming the field. Unknown keys (compose's `CheckDuplicate`) are ignored as by dockerd.
+pub fn refuse_network_fields(body: &Value) -> Result<(), ServiceError> {
+    refuse_fields(body, "", NETWORK_REFUSED)?;
+    match body.get("Scope").and_then(Value::as_str) {
+        None | Some("") | Some("local") => {}
+        Some(other) => {
+            return Err(ServiceError::invalid(format!(
+                "Scope {other:?} is not supported by berth (supported: local)"
+            )))
+        }
+    }
+    if body.get("EnableIPv4") == Some(&Value::Bool(false)) {
+        return Err(unsupported("EnableIPv4=false"));
+    }
+    if let Some(ipam) = body.get("IPAM").filter(|v| !v.is_null()) {
+        refuse_fields(ipam, "IPAM", IPAM_REFUSED)?;
+        match ipam.get("Driver").and_then(Value::as_str) {
+            None | Some("") | Some("default") => {}
+            Some(other) => {
+                return Err(ServiceError::invalid(format!(
+                    "IPAM.Driver {other:?} is not supported by berth (supported: default)"
+                )))
+            }
+        }
+        for c in ipam
+            .get("Config")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            refuse_fields(c, "IPAM.Config", IPAM_CONFIG_REFUSED)?;
+        }
+    }
+    Ok(())
+}
+
 /// Reads a create body. `Cmd` and `Entrypoint` may be a string (docker-py sends one) or a
 /// list, as dockerd's `strslice` accepts: a string is a one-element list.
 pub fn create_body_from_json(mut v: Value) -> Result<ContainerCreateBody, ServiceError> {
@@ -1427,6 +1474,64 @@ mod tests {
                 (h, g) => panic!("VolumeCreateOptions.{key}: honoured {h}, got {g:?}"),
             }
         }
+    }
+
+    /// Every key of the network create model (and its IPAM parts) is honoured or refused.
+    #[test]
+    fn network_bodies_walk_their_model() {
+        use bollard_stubs::models::{Ipam, IpamConfig, NetworkCreateRequest};
+        let check = |body: Value, key: &str, refused: bool| {
+            let got = refuse_network_fields(&body);
+            match (refused, got) {
+                (false, Ok(())) => {}
+                (true, Err(e)) => assert!(e.to_string().contains(key), "{key}: {e}"),
+                (r, g) => panic!("{key}: refused {r}, got {g:?}"),
+            }
+        };
+        for key in model_keys::<NetworkCreateRequest>() {
+            let (sample, refused) = match key {
+                "Name" | "Driver" | "Id" | "Warning" => (json!("x"), false),
+                "Internal" | "EnableIPv6" => (json!(true), false),
+                "Options" | "Labels" => (json!({"a": "b"}), false),
+                "IPAM" => (json!({"Config": [{"Subnet": "10.9.0.0/24"}]}), false),
+                "Scope" => (json!("swarm"), true),
+                "EnableIPv4" => (json!(false), true),
+                "Attachable" | "Ingress" | "ConfigOnly" => (json!(true), true),
+                "ConfigFrom" => (json!({"Network": "n"}), true),
+                _ => panic!("NetworkCreateRequest.{key}: new field; classify it"),
+            };
+            check(json!({"Name": "n", key: sample}), key, refused);
+        }
+        for key in model_keys::<Ipam>() {
+            let (sample, refused) = match key {
+                "Driver" => (json!("other"), true),
+                "Config" => (json!([{"Subnet": "10.9.0.0/24"}]), false),
+                "Options" => (json!({"a": "b"}), true),
+                _ => panic!("Ipam.{key}: new field; classify it"),
+            };
+            check(json!({"Name": "n", "IPAM": {key: sample}}), key, refused);
+        }
+        for key in model_keys::<IpamConfig>() {
+            let (sample, refused) = match key {
+                "Subnet" | "Gateway" => (json!("10.9.0.1"), false),
+                "IPRange" => (json!("10.9.0.128/25"), true),
+                "AuxiliaryAddresses" => (json!({"a": "10.9.0.5"}), true),
+                _ => panic!("IpamConfig.{key}: new field; classify it"),
+            };
+            check(
+                json!({"Name": "n", "IPAM": {"Config": [{key: sample}]}}),
+                key,
+                refused,
+            );
+        }
+        // What the CLI and compose send by default.
+        check(
+            json!({"Name": "n", "CheckDuplicate": true, "Driver": "bridge", "Scope": "local",
+                   "Attachable": false, "Ingress": false, "ConfigOnly": false, "ConfigFrom": null,
+                   "EnableIPv4": true, "IPAM": {"Driver": "default", "Options": {}, "Config": []}}),
+            "",
+            false,
+        );
     }
 
     #[test]
