@@ -172,7 +172,7 @@ fn init_runs_as_pid_1_and_stop_ends_with_143() -> Result<()> {
         "1000",
     ])?;
     let cmdline = e.ok(&["exec", "in", "cat", "/proc/1/cmdline"])?;
-    assert_eq!(cmdline, "/sbin/docker-init\0--\0sleep\01000\0");
+    assert_eq!(cmdline, "/sbin/docker-init\0--\0sleep\x001000\0");
     assert_eq!(e.inspect("in", "{{.HostConfig.Init}}")?, "true");
     e.ok(&["stop", "-t", "60", "in"])?;
     assert_eq!(
