@@ -1039,6 +1039,86 @@ mod tests {
     }
 
     #[test]
+    fn run_options_reach_the_spec() {
+        let img = image();
+        let host = HostFacts {
+            passwd: PASSWD.into(),
+            group: GROUP.into(),
+            ..Default::default()
+        };
+        let opts = RunOptions {
+            tmpfs: vec![TmpfsMount {
+                destination: "/tmp".into(),
+                options: vec!["size=1m".into()],
+            }],
+            init: Some(PathBuf::from("/usr/bin/tini-static")),
+            sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+            shm_size: Some(1 << 27),
+            group_add: vec!["audio".into(), "4242".into()],
+            oom_score_adj: Some(100),
+            pid_host: true,
+            seccomp_unconfined: true,
+            resources: Resources {
+                cpuset_cpus: Some("0".into()),
+                memory_reservation: Some(1 << 24),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let v = serde_json::to_value(build_spec(&inputs(&img, &opts, &host)).unwrap()).unwrap();
+        assert_eq!(
+            v["process"]["args"],
+            json!([INIT_PATH_IN_CONTAINER, "--", "sh"])
+        );
+        let mounts = v["mounts"].as_array().unwrap();
+        let at = |d: &str| {
+            mounts
+                .iter()
+                .find(|m| m["destination"] == d)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            at("/tmp")["options"],
+            json!(["nosuid", "nodev", "noexec", "size=1m"])
+        );
+        assert_eq!(at(INIT_PATH_IN_CONTAINER)["source"], "/usr/bin/tini-static");
+        assert!(at("/dev/shm")["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("size=134217728")));
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([29, 4242]));
+        assert_eq!(v["process"]["oomScoreAdj"], 100);
+        assert!(v["linux"]["seccomp"].is_null());
+        assert_eq!(v["linux"]["resources"]["cpu"]["cpus"], "0");
+        assert_eq!(v["linux"]["resources"]["memory"]["reservation"], 1 << 24);
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "pid"));
+        let bad = RunOptions {
+            group_add: vec!["nosuchgroup".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            build_spec(&inputs(&img, &bad, &host)),
+            Err(RuntimeError::UnknownGroup { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bare_env_key_removes_the_variable() {
+        let o = RunOptions {
+            env: vec!["A".into(), "FOO".into(), "B=2".into()],
+            ..Default::default()
+        };
+        let env = merge_env(&image(), &o, "h");
+        assert_eq!(env, ["HOSTNAME=h", "PATH=/bin", "B=2"]);
+    }
+
+    #[test]
     fn signal_names() {
         assert_eq!(signal_number("SIGTERM"), Some(15));
         assert_eq!(signal_number("kill"), Some(9));
