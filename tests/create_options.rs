@@ -259,6 +259,19 @@ fn kernel_and_resource_options_apply_and_show_back() -> Result<()> {
     assert!(lines[1].contains(" 131072 "), "{out}");
     assert!(lines[2].split_whitespace().any(|g| g == "10"), "{out}");
     assert_eq!(lines[3], "100", "{out}");
+    // --device: the node is made and usable; inspect shows the mapping back.
+    let out = run_none(
+        &e,
+        &[
+            "--device",
+            "/dev/zero:/dev/myzero",
+            &bb,
+            "sh",
+            "-c",
+            "stat -c '%t,%T %F' /dev/myzero; head -c 3 /dev/myzero | od -An -tx1",
+        ],
+    )?;
+    assert_eq!(out, "1,5 character special file\n 00 00 00\n");
     let out = run_none(&e, &["--pid", "host", &bb, "sh", "-c", "echo $$"])?;
     assert_ne!(out.trim(), "1", "{out}");
     e.ok(&[
@@ -279,8 +292,14 @@ fn kernel_and_resource_options_apply_and_show_back() -> Result<()> {
         "0",
         "--pid",
         "host",
+        "--device",
+        "/dev/zero:/dev/myzero:r",
         &bb,
     ])?;
+    assert_eq!(
+        e.inspect("res", "{{json .HostConfig.Devices}}")?,
+        r#"[{"PathOnHost":"/dev/zero","PathInContainer":"/dev/myzero","CgroupPermissions":"r"}]"#
+    );
     assert_eq!(
         e.inspect(
             "res",
@@ -298,6 +317,7 @@ fn unsupported_options_are_refused_naming_the_field() -> Result<()> {
     e.ok(&["pull", "-q", &bb])?;
     for (flags, field) in [
         (&["--privileged"][..], "HostConfig.Privileged"),
+        (&["--device", "/etc/hostname"][..], "HostConfig.Devices"),
         (
             &["--cgroup-parent", "elsewhere"][..],
             "HostConfig.CgroupParent",

@@ -118,6 +118,23 @@ pub struct TmpfsMount {
     pub options: Vec<String>,
 }
 
+/// A host device node made in the container (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    /// Path in the container.
+    pub path: String,
+    /// `c` (character) or `b` (block).
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    /// Permission bits of the node (as on the host).
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device cgroup access, a subset of `rwm`.
+    pub access: String,
+}
+
 /// The init process run as PID 1 in front of the command (`--init`).
 pub const INIT_PATH_IN_CONTAINER: &str = "/sbin/docker-init";
 
@@ -215,6 +232,9 @@ pub struct RunOptions {
     /// OCI annotations of the container.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// `--device`: host device nodes made in the container and allowed in its cgroup.
+    #[serde(default)]
+    pub devices: Vec<DeviceNode>,
 }
 
 /// Facts about the host and the image's files, read by the caller.
@@ -685,9 +705,19 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
     }
 
     let r = &opts.resources;
-    let mut resources = json!({
-        "devices": [{"allow": false, "access": "rwm"}],
-    });
+    let mut device_rules = vec![json!({"allow": false, "access": "rwm"})];
+    let mut devices = Vec::new();
+    for d in &opts.devices {
+        let kind = d.kind.to_string();
+        devices.push(json!({
+            "path": d.path, "type": kind, "major": d.major, "minor": d.minor,
+            "fileMode": d.file_mode, "uid": d.uid, "gid": d.gid,
+        }));
+        device_rules.push(json!({
+            "allow": true, "type": kind, "major": d.major, "minor": d.minor, "access": d.access,
+        }));
+    }
+    let mut resources = json!({ "devices": device_rules });
     if r.memory.is_some()
         || r.memory_swap.is_some()
         || r.memory_reservation.is_some()
@@ -761,6 +791,7 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
             "maskedPaths": opts.masked_paths.clone().unwrap_or_else(|| MASKED_PATHS.map(String::from).to_vec()),
             "readonlyPaths": opts.readonly_paths.clone().unwrap_or_else(|| READONLY_PATHS.map(String::from).to_vec()),
             "sysctl": opts.sysctls,
+            "devices": devices,
         },
         "annotations": opts.annotations,
     });

@@ -240,6 +240,54 @@ pub struct ContainerSpec {
     /// `--init`: run an init (tini) as PID 1. `run.init` holds its host path once created.
     #[serde(default)]
     pub init: bool,
+    /// `--device`: host devices asked for; `run.devices` holds the nodes once created.
+    #[serde(default)]
+    pub devices: Vec<DeviceRequest>,
+}
+
+/// One `--device HOST[:CONTAINER[:PERMS]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRequest {
+    pub path_on_host: PathBuf,
+    pub path_in_container: String,
+    /// Subset of `rwm`.
+    pub permissions: String,
+}
+
+/// Checks `HostConfig.Devices` entries: absolute paths, permissions within `rwm`.
+fn parse_devices(
+    list: &[bollard_stubs::models::DeviceMapping],
+) -> Result<Vec<DeviceRequest>, ServiceError> {
+    list.iter()
+        .map(|d| {
+            let host = d.path_on_host.clone().unwrap_or_default();
+            let inside = d
+                .path_in_container
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| host.clone());
+            let perms = d
+                .cgroup_permissions
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "rwm".into());
+            if !host.starts_with('/') || !inside.starts_with('/') {
+                return Err(ServiceError::invalid(format!(
+                    "HostConfig.Devices: {host:?}:{inside:?}: paths must be absolute"
+                )));
+            }
+            if !perms.chars().all(|c| "rwm".contains(c)) {
+                return Err(ServiceError::invalid(format!(
+                    "HostConfig.Devices: invalid cgroup permissions {perms:?} for {host}"
+                )));
+            }
+            Ok(DeviceRequest {
+                path_on_host: PathBuf::from(host),
+                path_in_container: inside,
+                permissions: perms,
+            })
+        })
+        .collect()
 }
 
 /// Keys of the create body's `Config` part berth honours: applied, kept in the spec and
@@ -315,6 +363,7 @@ pub const HOST_CONFIG_HONOURED: &[&str] = &[
     "NanoCpus",
     "OomKillDisable",
     "Init",
+    "Devices",
     "PidsLimit",
     "Ulimits",
     "Mounts",
@@ -1041,6 +1090,7 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
     };
     let cpuset_cpus = cpuset(hc.cpuset_cpus.clone(), "cpuset cpus")?;
     let cpuset_mems = cpuset(hc.cpuset_mems.clone(), "cpuset mems")?;
+    let devices = parse_devices(hc.devices.as_deref().unwrap_or_default())?;
     let mut name_resolution = NameResolution::default();
     for e in hc.extra_hosts.clone().unwrap_or_default() {
         name_resolution.extra_hosts.push(parse_extra_host(&e)?);
@@ -1121,6 +1171,8 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         masked_paths: hc.masked_paths.clone(),
         readonly_paths: hc.readonly_paths.clone(),
         seccomp_unconfined,
+        // Device numbers are the host's: read at create.
+        devices: Vec::new(),
         annotations: hc
             .annotations
             .clone()
@@ -1156,6 +1208,7 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         request,
         name_resolution,
         init: hc.init.unwrap_or(false),
+        devices,
     })
 }
 

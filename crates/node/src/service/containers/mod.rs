@@ -591,6 +591,11 @@ impl ContainerService {
             })?;
             spec.run.init = Some(init);
         }
+        spec.run.devices = spec
+            .devices
+            .iter()
+            .map(device_node)
+            .collect::<Result<_, _>>()?;
         let names = self.name_files(&spec.name_resolution)?;
         // Networking: a namespace of its own joined to a bridge network, the host's, or
         // one with only `lo`.
@@ -1242,6 +1247,39 @@ impl ContainerService {
 }
 
 /// The `-p` and `-P` requests of a container for the network driver.
+/// The node `--device` makes: the host device's type, numbers, mode and owner.
+fn device_node(d: &config::DeviceRequest) -> Result<berth_runtime::spec::DeviceNode, ServiceError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let host = &d.path_on_host;
+    let md = std::fs::metadata(host).map_err(|e| {
+        ServiceError::invalid(format!(
+            "error gathering device information while adding custom device {:?}: {e}",
+            host.display()
+        ))
+    })?;
+    let kind = if md.file_type().is_char_device() {
+        'c'
+    } else if md.file_type().is_block_device() {
+        'b'
+    } else {
+        return Err(ServiceError::invalid(format!(
+            "HostConfig.Devices: {:?} is not a device node (directories of devices are not supported by berth)",
+            host.display()
+        )));
+    };
+    let dev = md.rdev();
+    Ok(berth_runtime::spec::DeviceNode {
+        path: d.path_in_container.clone(),
+        kind,
+        major: (((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)) as i64,
+        minor: ((dev & 0xff) | ((dev >> 12) & !0xff)) as i64,
+        file_mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        access: d.permissions.clone(),
+    })
+}
+
 fn port_requests(
     spec: &ContainerSpec,
     exposed: &[config::PortProto],
