@@ -364,7 +364,7 @@ fn unsupported_options_are_refused_naming_the_field() -> Result<()> {
     e.ok(&["exec", "ex", "true"])?;
     // Network create: the same rule; a plain one still works.
     for (flags, field) in [
-        (&["--attachable"][..], "Attachable"),
+        (&["--ingress"][..], "Ingress"),
         (
             &["--subnet", "10.77.0.0/24", "--ip-range", "10.77.0.128/25"][..],
             "IPRange",
@@ -383,7 +383,15 @@ fn unsupported_options_are_refused_naming_the_field() -> Result<()> {
         assert!(!out.status.success(), "{flags:?} was accepted");
         assert!(err.contains(field), "{flags:?}: {err}");
     }
-    e.ok(&["network", "create", "--subnet", "10.77.0.0/24", "plain-net"])?;
+    // compose 1.29 sends Attachable: every local network is.
+    e.ok(&[
+        "network",
+        "create",
+        "--attachable",
+        "--subnet",
+        "10.77.0.0/24",
+        "plain-net",
+    ])?;
     e.ok(&["network", "rm", "plain-net"])?;
     Ok(())
 }

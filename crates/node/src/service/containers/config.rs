@@ -484,7 +484,8 @@ pub const VOLUME_REFUSED: &[&str] = &["ClusterVolumeSpec"];
 
 /// Keys of the network create body (`NetworkCreateRequest`) berth refuses when set; `Scope`,
 /// `EnableIPv4` and `IPAM` are checked by [`refuse_network_fields`], the rest honoured.
-pub const NETWORK_REFUSED: &[&str] = &["Attachable", "Ingress", "ConfigOnly", "ConfigFrom"];
+/// `Attachable` is what every local network is (compose 1.29 sends `true` on API >= 1.24).
+pub const NETWORK_REFUSED: &[&str] = &["Ingress", "ConfigOnly", "ConfigFrom"];
 
 /// Keys of `IPAM` berth refuses when set (`Driver` other than `default` is refused too).
 pub const IPAM_REFUSED: &[&str] = &["Options"];
@@ -1549,7 +1550,8 @@ mod tests {
                 "IPAM" => (json!({"Config": [{"Subnet": "10.9.0.0/24"}]}), false),
                 "Scope" => (json!("swarm"), true),
                 "EnableIPv4" => (json!(false), true),
-                "Attachable" | "Ingress" | "ConfigOnly" => (json!(true), true),
+                "Attachable" => (json!(true), false),
+                "Ingress" | "ConfigOnly" => (json!(true), true),
                 "ConfigFrom" => (json!({"Network": "n"}), true),
                 _ => panic!("NetworkCreateRequest.{key}: new field; classify it"),
             };
