@@ -424,3 +424,46 @@ print(c.wait(cid)["StatusCode"], c.logs(cid).decode().strip())
     assert_eq!(text, "['/bin/echo'] ['true']\n0 true\n");
     Ok(())
 }
+
+#[test]
+fn compose_create_options_reach_the_container() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", "-q", &bb])?;
+    let dir = tempfile::tempdir()?;
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        format!(
+            "version: '3.7'\nservices:\n  app:\n    image: {bb}\n    command: sleep 1000\n    init: true\n    read_only: true\n    tmpfs: [/tmp]\n    extra_hosts: ['foo:1.2.3.4']\n    dns: [9.9.9.9]\n    sysctls: [net.ipv4.ip_forward=1]\n"
+        ),
+    )?;
+    let compose = |args: &[&str]| -> Result<String> {
+        let out = std::process::Command::new("docker-compose")
+            .args(["-p", "cs"])
+            .args(args)
+            .current_dir(dir.path())
+            .env("DOCKER_HOST", e.d.host())
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "docker-compose {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    compose(&["up", "-d"])?;
+    let out = e.ok(&[
+        "exec",
+        "cs_app_1",
+        "sh",
+        "-c",
+        "touch /tmp/x && grep foo /etc/hosts && cat /etc/resolv.conf /proc/sys/net/ipv4/ip_forward && tr '\\0' ' ' < /proc/1/cmdline",
+    ])?;
+    assert!(out.contains("1.2.3.4\tfoo\n"), "{out}");
+    // A user network: the embedded DNS server, with --dns as its upstream (as dockerd).
+    assert!(out.contains("# ExtServers: [host(9.9.9.9)]\n"), "{out}");
+    assert!(out.contains("\n1\n"), "{out}");
+    assert!(out.ends_with("/sbin/docker-init -- sleep 1000 "), "{out}");
+    compose(&["down", "-v"])?;
+    Ok(())
+}
