@@ -183,6 +183,25 @@ fn init_runs_as_pid_1_and_stop_ends_with_143() -> Result<()> {
 }
 
 #[test]
+fn init_is_refused_without_an_init_binary() -> Result<()> {
+    let e = Env {
+        fx: berth_testkit::Fixture::from_env()?,
+        d: berth_testkit::daemon::Berthd::start(&["--init-path", "/nonexistent/tini"])?,
+    };
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", "-q", &bb])?;
+    let out =
+        e.d.docker(&["create", "--init", "--network", "none", &bb])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("HostConfig.Init") && err.contains("/nonexistent/tini"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
 fn unset_env_is_left_out_and_a_missing_workdir_is_created() -> Result<()> {
     let e = Env::new()?;
     let bb = e.img("busybox:latest");

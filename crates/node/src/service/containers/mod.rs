@@ -589,6 +589,12 @@ impl ContainerService {
                     "HostConfig.Init: no init binary found on this host (install tini or start berthd with --init-path)",
                 )
             })?;
+            if !init.is_file() {
+                return Err(ServiceError::invalid(format!(
+                    "HostConfig.Init: init binary {} not found (berthd --init-path)",
+                    init.display()
+                )));
+            }
             spec.run.init = Some(init);
         }
         spec.run.devices = spec
