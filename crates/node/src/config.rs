@@ -68,7 +68,15 @@ pub struct Config {
     /// Log filter: error, warn, info, debug, trace (or a tracing directive).
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     pub log_level: String,
+    /// The init binary `docker run --init` runs as PID 1 (tini). Default: `docker-init`
+    /// on PATH, else Debian's `/usr/bin/tini-static` (package `tini`).
+    #[arg(long = "init-path")]
+    pub init_path: Option<PathBuf>,
 }
+
+/// Where berthd looks for an init binary when `--init-path` is not given, after
+/// `docker-init` on PATH. The static build first: it runs in any image.
+pub const INIT_CANDIDATES: [&str; 2] = ["/usr/bin/tini-static", "/usr/libexec/docker/docker-init"];
 
 fn parse_mirror_url(s: &str) -> Result<String, String> {
     let url = url::Url::parse(s).map_err(|e| format!("invalid mirror URL {s:?}: {e}"))?;
@@ -111,6 +119,25 @@ pub struct TlsFiles {
 }
 
 impl Config {
+    /// The init binary for `--init`: `--init-path`, else `docker-init` on PATH, else the
+    /// first of [`INIT_CANDIDATES`] that exists. None: `--init` is refused.
+    pub fn init_binary(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.init_path {
+            return Some(p.clone());
+        }
+        let on_path = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("docker-init"))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        on_path
+            .into_iter()
+            .chain(INIT_CANDIDATES.iter().map(PathBuf::from))
+            .find(|p| p.is_file())
+    }
+
     /// The listeners of `--host`. A `tcp://` host needs `--tlsverify` with a CA, a
     /// certificate and a key: the API is root on this host, so it is never served in clear
     /// or to unauthenticated clients.

@@ -124,6 +124,7 @@ async fn run(cfg: config::Config) -> Result<()> {
         networks.clone(),
         events.clone(),
         store.clone(),
+        cfg.init_binary(),
     )?;
     {
         let c = containers.clone();

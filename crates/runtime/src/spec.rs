@@ -92,7 +92,51 @@ pub struct Resources {
     pub nano_cpus: Option<i64>,
     pub cpu_shares: Option<u64>,
     pub pids_limit: Option<i64>,
+    /// CPUs the container may run on, cpuset syntax (`0-2,4`).
+    #[serde(default)]
+    pub cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use, cpuset syntax.
+    #[serde(default)]
+    pub cpuset_mems: Option<String>,
+    /// Soft memory limit in bytes.
+    #[serde(default)]
+    pub memory_reservation: Option<i64>,
+    /// Swappiness, 0 to 100.
+    #[serde(default)]
+    pub memory_swappiness: Option<u64>,
+    /// Do not kill the container's processes when it runs out of memory.
+    #[serde(default)]
+    pub oom_kill_disable: bool,
 }
+
+/// A tmpfs mounted into the container (`--tmpfs`, `--mount type=tmpfs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    pub destination: String,
+    /// mount(8) options (`size=64m`, `mode=1777`, `noexec`...), after Docker's defaults
+    /// `nosuid,nodev,noexec`, so the caller's win.
+    pub options: Vec<String>,
+}
+
+/// A host device node made in the container (`--device`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceNode {
+    /// Path in the container.
+    pub path: String,
+    /// `c` (character) or `b` (block).
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    /// Permission bits of the node (as on the host).
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Device cgroup access, a subset of `rwm`.
+    pub access: String,
+}
+
+/// The init process run as PID 1 in front of the command (`--init`).
+pub const INIT_PATH_IN_CONTAINER: &str = "/sbin/docker-init";
 
 /// One rlimit request, e.g. `RLIMIT_NOFILE`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +193,48 @@ pub struct RunOptions {
     pub stop_signal: Option<String>,
     /// Seconds before SIGKILL on stop (default 10).
     pub stop_timeout: Option<u64>,
+    /// tmpfs mounts, in order.
+    #[serde(default)]
+    pub tmpfs: Vec<TmpfsMount>,
+    /// `--init`: the host path of the init binary (tini) bind-mounted read-only at
+    /// [`INIT_PATH_IN_CONTAINER`] and run as PID 1 with the command as its child.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Namespaced kernel parameters (`--sysctl`), written at container start.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    /// Size of `/dev/shm` in bytes (default 64 MiB).
+    #[serde(default)]
+    pub shm_size: Option<i64>,
+    /// `--group-add`: extra groups of the process, by name (from the image's /etc/group) or
+    /// number.
+    #[serde(default)]
+    pub group_add: Vec<String>,
+    /// `--oom-score-adj`, -1000 to 1000.
+    #[serde(default)]
+    pub oom_score_adj: Option<i32>,
+    /// `--pid host`: the host's PID namespace.
+    #[serde(default)]
+    pub pid_host: bool,
+    /// `--ipc host`: the host's IPC namespace and /dev/shm.
+    #[serde(default)]
+    pub ipc_host: bool,
+    /// Replaces Docker's masked paths when set (`--security-opt systempaths=unconfined`
+    /// sends an empty list).
+    #[serde(default)]
+    pub masked_paths: Option<Vec<String>>,
+    /// Replaces Docker's read-only paths when set.
+    #[serde(default)]
+    pub readonly_paths: Option<Vec<String>>,
+    /// `--security-opt seccomp=unconfined`: no seccomp filter.
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
+    /// OCI annotations of the container.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// `--device`: host device nodes made in the container and allowed in its cgroup.
+    #[serde(default)]
+    pub devices: Vec<DeviceNode>,
 }
 
 /// Facts about the host and the image's files, read by the caller.
@@ -240,6 +326,19 @@ pub fn resolve_user(spec: &str, passwd: &str, group: &str) -> Result<(UserIds, V
     Ok((UserIds { uid, gid }, extra))
 }
 
+/// Resolves a `--group-add` entry: a group name of the image's /etc/group, or a number.
+pub fn resolve_group(name: &str, group: &str) -> Result<u32> {
+    group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == name)
+        .and_then(|f| f[2].parse().ok())
+        .or_else(|| name.parse().ok())
+        .ok_or_else(|| RuntimeError::UnknownGroup {
+            group: name.to_string(),
+        })
+}
+
 /// Docker's rule: `--entrypoint` resets the image Cmd unless a command is given too.
 pub fn process_args(image: &ImageConfig, options: &RunOptions) -> Result<Vec<String>> {
     let entry = options
@@ -260,7 +359,8 @@ pub fn process_args(image: &ImageConfig, options: &RunOptions) -> Result<Vec<Str
 }
 
 /// Image env overridden key by key by the run env; PATH defaulted, HOSTNAME and (with a tty)
-/// TERM added as Docker does.
+/// TERM added as Docker does. A run entry without `=` (`-e FOO` with FOO unset in the
+/// client's environment) removes the key, as dockerd does: the process does not get it.
 pub fn merge_env(image: &ImageConfig, options: &RunOptions, hostname: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
     let mut vals: BTreeMap<String, String> = BTreeMap::new();
@@ -291,7 +391,8 @@ pub fn merge_env(image: &ImageConfig, options: &RunOptions, hostname: &str) -> V
         put(e);
     }
     keys.into_iter()
-        .map(|k| vals.remove(&k).unwrap_or_default())
+        .filter_map(|k| vals.remove(&k))
+        .filter(|kv| kv.contains('='))
         .collect()
 }
 
@@ -479,14 +580,23 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
         .hostname
         .clone()
         .unwrap_or_else(|| input.id.chars().take(12).collect());
-    let args = process_args(input.image, opts)?;
+    let mut args = process_args(input.image, opts)?;
+    if opts.init.is_some() {
+        args.splice(0..0, [INIT_PATH_IN_CONTAINER.to_string(), "--".to_string()]);
+    }
     let env = merge_env(input.image, opts, &hostname);
     let user_spec = opts
         .user
         .clone()
         .or_else(|| input.image.user.clone())
         .unwrap_or_default();
-    let (ids, extra_gids) = resolve_user(&user_spec, &input.host.passwd, &input.host.group)?;
+    let (ids, mut extra_gids) = resolve_user(&user_spec, &input.host.passwd, &input.host.group)?;
+    for g in &opts.group_add {
+        let gid = resolve_group(g, &input.host.group)?;
+        if !extra_gids.contains(&gid) {
+            extra_gids.push(gid);
+        }
+    }
     let cwd = opts
         .working_dir
         .clone()
@@ -538,13 +648,21 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount(
+    ];
+    if opts.ipc_host {
+        mounts.push(json!({
+            "destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+            "options": ["rbind", "rprivate"]
+        }));
+    } else {
+        let size = format!("size={}", opts.shm_size.unwrap_or(67_108_864));
+        mounts.push(mount(
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"],
-        ),
-    ];
+            &["nosuid", "noexec", "nodev", "mode=1777", &size],
+        ));
+    }
     for (src, dest) in &input.etc_files {
         mounts.push(json!({
             "destination": dest, "type": "bind", "source": src,
@@ -561,12 +679,25 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
         }));
     }
 
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
+    for t in &opts.tmpfs {
+        let mut o: Vec<&str> = vec!["nosuid", "nodev", "noexec"];
+        o.extend(t.options.iter().map(String::as_str));
+        mounts.push(mount(&t.destination, "tmpfs", "tmpfs", &o));
+    }
+    if let Some(init) = &opts.init {
+        mounts.push(json!({
+            "destination": INIT_PATH_IN_CONTAINER, "type": "bind", "source": init,
+            "options": ["bind", "rprivate", "ro"]
+        }));
+    }
+
+    let mut namespaces = vec![json!({"type": "uts"}), json!({"type": "mount"})];
+    if !opts.pid_host {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if !opts.ipc_host {
+        namespaces.push(json!({"type": "ipc"}));
+    }
     match &opts.network {
         NetworkMode::Isolated => namespaces.push(json!({"type": "network"})),
         NetworkMode::Host => {}
@@ -574,11 +705,35 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
     }
 
     let r = &opts.resources;
-    let mut resources = json!({
-        "devices": [{"allow": false, "access": "rwm"}],
-    });
-    if r.memory.is_some() || r.memory_swap.is_some() {
+    let mut device_rules = vec![json!({"allow": false, "access": "rwm"})];
+    let mut devices = Vec::new();
+    for d in &opts.devices {
+        let kind = d.kind.to_string();
+        devices.push(json!({
+            "path": d.path, "type": kind, "major": d.major, "minor": d.minor,
+            "fileMode": d.file_mode, "uid": d.uid, "gid": d.gid,
+        }));
+        device_rules.push(json!({
+            "allow": true, "type": kind, "major": d.major, "minor": d.minor, "access": d.access,
+        }));
+    }
+    let mut resources = json!({ "devices": device_rules });
+    if r.memory.is_some()
+        || r.memory_swap.is_some()
+        || r.memory_reservation.is_some()
+        || r.memory_swappiness.is_some()
+        || r.oom_kill_disable
+    {
         let mut m = json!({});
+        if let Some(v) = r.memory_reservation {
+            m["reservation"] = json!(v);
+        }
+        if let Some(v) = r.memory_swappiness {
+            m["swappiness"] = json!(v);
+        }
+        if r.oom_kill_disable {
+            m["disableOOMKiller"] = json!(true);
+        }
         if let Some(v) = r.memory {
             m["limit"] = json!(v);
         }
@@ -587,8 +742,18 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
         }
         resources["memory"] = m;
     }
-    if r.nano_cpus.is_some() || r.cpu_shares.is_some() {
+    if r.nano_cpus.is_some()
+        || r.cpu_shares.is_some()
+        || r.cpuset_cpus.is_some()
+        || r.cpuset_mems.is_some()
+    {
         let mut c = json!({});
+        if let Some(v) = &r.cpuset_cpus {
+            c["cpus"] = json!(v);
+        }
+        if let Some(v) = &r.cpuset_mems {
+            c["mems"] = json!(v);
+        }
         if let Some(n) = r.nano_cpus {
             let period: u64 = 100_000;
             c["period"] = json!(period);
@@ -623,14 +788,22 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path(input.id),
             "resources": resources,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "seccomp": default_seccomp(&caps),
+            "maskedPaths": opts.masked_paths.clone().unwrap_or_else(|| MASKED_PATHS.map(String::from).to_vec()),
+            "readonlyPaths": opts.readonly_paths.clone().unwrap_or_else(|| READONLY_PATHS.map(String::from).to_vec()),
+            "sysctl": opts.sysctls,
+            "devices": devices,
         },
+        "annotations": opts.annotations,
     });
     // Only ever `true` or absent: libcontainer 0.7 loads seccomp before dropping capabilities
     // only when the field is absent, and an explicit `false` makes the load fail.
     let mut spec = spec;
+    if !opts.seccomp_unconfined {
+        spec["linux"]["seccomp"] = default_seccomp(&caps);
+    }
+    if let Some(adj) = opts.oom_score_adj {
+        spec["process"]["oomScoreAdj"] = json!(adj);
+    }
     if opts.no_new_privileges {
         spec["process"]["noNewPrivileges"] = json!(true);
     }
@@ -894,6 +1067,86 @@ mod tests {
             .unwrap()
             .iter()
             .any(|n| n["type"] == "network"));
+    }
+
+    #[test]
+    fn run_options_reach_the_spec() {
+        let img = image();
+        let host = HostFacts {
+            passwd: PASSWD.into(),
+            group: GROUP.into(),
+            ..Default::default()
+        };
+        let opts = RunOptions {
+            tmpfs: vec![TmpfsMount {
+                destination: "/tmp".into(),
+                options: vec!["size=1m".into()],
+            }],
+            init: Some(PathBuf::from("/usr/bin/tini-static")),
+            sysctls: [("net.ipv4.ip_forward".to_string(), "1".to_string())].into(),
+            shm_size: Some(1 << 27),
+            group_add: vec!["audio".into(), "4242".into()],
+            oom_score_adj: Some(100),
+            pid_host: true,
+            seccomp_unconfined: true,
+            resources: Resources {
+                cpuset_cpus: Some("0".into()),
+                memory_reservation: Some(1 << 24),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let v = serde_json::to_value(build_spec(&inputs(&img, &opts, &host)).unwrap()).unwrap();
+        assert_eq!(
+            v["process"]["args"],
+            json!([INIT_PATH_IN_CONTAINER, "--", "sh"])
+        );
+        let mounts = v["mounts"].as_array().unwrap();
+        let at = |d: &str| {
+            mounts
+                .iter()
+                .find(|m| m["destination"] == d)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            at("/tmp")["options"],
+            json!(["nosuid", "nodev", "noexec", "size=1m"])
+        );
+        assert_eq!(at(INIT_PATH_IN_CONTAINER)["source"], "/usr/bin/tini-static");
+        assert!(at("/dev/shm")["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("size=134217728")));
+        assert_eq!(v["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        assert_eq!(v["process"]["user"]["additionalGids"], json!([29, 4242]));
+        assert_eq!(v["process"]["oomScoreAdj"], 100);
+        assert!(v["linux"]["seccomp"].is_null());
+        assert_eq!(v["linux"]["resources"]["cpu"]["cpus"], "0");
+        assert_eq!(v["linux"]["resources"]["memory"]["reservation"], 1 << 24);
+        assert!(!v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "pid"));
+        let bad = RunOptions {
+            group_add: vec!["nosuchgroup".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            build_spec(&inputs(&img, &bad, &host)),
+            Err(RuntimeError::UnknownGroup { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bare_env_key_removes_the_variable() {
+        let o = RunOptions {
+            env: vec!["A".into(), "FOO".into(), "B=2".into()],
+            ..Default::default()
+        };
+        let env = merge_env(&image(), &o, "h");
+        assert_eq!(env, ["HOSTNAME=h", "PATH=/bin", "B=2"]);
     }
 
     #[test]

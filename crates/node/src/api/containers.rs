@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_runtime::logs::{LogRecord, Stream};
 use berth_runtime::{AttachOptions, ExecOptions, LogOptions};
-use bollard_stubs::models::ContainerCreateBody;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -60,8 +59,9 @@ struct CreateQuery {
 async fn create(
     State(st): State<AppState>,
     Query(q): Query<CreateQuery>,
-    JsonBody(body): JsonBody<ContainerCreateBody>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let body = crate::service::containers::config::create_body_from_json(body)?;
     let svc = st.containers.clone();
     let (id, warnings) = blocking(move || svc.create_blocking(q.name.as_deref(), body)).await?;
     Ok((
@@ -758,19 +758,30 @@ struct ExecCreateBody {
     cmd: Option<Vec<String>>,
     working_dir: Option<String>,
     user: Option<String>,
-    privileged: Option<bool>,
+    console_size: Option<Vec<u64>>,
 }
 
 async fn exec_create(
     State(st): State<AppState>,
     Path(id): Path<String>,
-    JsonBody(b): JsonBody<ExecCreateBody>,
+    JsonBody(raw): JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if b.privileged.unwrap_or(false) {
-        return Err(ApiError::BadRequest(
-            "privileged exec is not supported by berth".into(),
-        ));
-    }
+    use crate::service::containers::config::{refuse_fields, EXEC_REFUSED};
+    refuse_fields(&raw, "", EXEC_REFUSED)?;
+    let b: ExecCreateBody = serde_json::from_value(raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
+    let console_size = match b.console_size.as_deref() {
+        None | Some([0, 0]) => None,
+        Some([h, w]) => Some((
+            u16::try_from(*h).unwrap_or(u16::MAX),
+            u16::try_from(*w).unwrap_or(u16::MAX),
+        )),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "ConsoleSize must be [height, width]".into(),
+            ))
+        }
+    };
     let attach_stdin = b.attach_stdin.unwrap_or(false);
     let entry = ExecEntry {
         id: String::new(),
@@ -791,6 +802,7 @@ async fn exec_create(
         running: false,
         exit_code: None,
         start_error: None,
+        console_size,
     };
     let svc = st.containers.clone();
     let exec_id = blocking(move || svc.exec_create(&id, entry)).await?;

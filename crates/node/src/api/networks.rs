@@ -251,8 +251,11 @@ const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
 async fn create(
     State(st): State<AppState>,
-    JsonBody(b): JsonBody<CreateBody>,
+    JsonBody(raw): JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    crate::service::containers::config::refuse_network_fields(&raw)?;
+    let b: CreateBody = serde_json::from_value(raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
     if b.name.is_empty() {
         return Err(ApiError::BadRequest("network name is required".into()));
     }

@@ -47,8 +47,12 @@ struct CreateBody {
 
 async fn create(
     State(st): State<AppState>,
-    JsonBody(body): JsonBody<CreateBody>,
+    JsonBody(raw): JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    use crate::service::containers::config::{refuse_fields, VOLUME_REFUSED};
+    refuse_fields(&raw, "", VOLUME_REFUSED)?;
+    let body: CreateBody = serde_json::from_value(raw)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
     let v = st.volumes.create(
         CreateVolume {
             name: body.name,

@@ -96,6 +96,23 @@ pub struct Attachment {
     pub resolv_conf: PathBuf,
 }
 
+/// What a container's `/etc/hosts` and `/etc/resolv.conf` say beyond the defaults:
+/// `--add-host` entries (addresses resolved) and `--dns`/`--dns-search`/`--dns-option`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameFiles {
+    pub extra_hosts: Vec<(String, IpAddr)>,
+    /// Its `embedded_dns` is ignored: the network decides.
+    pub resolv: ResolvConfOptions,
+}
+
+impl NameFiles {
+    fn resolv_overridden(&self) -> bool {
+        !(self.resolv.nameservers.is_empty()
+            && self.resolv.search.is_empty()
+            && self.resolv.options.is_empty())
+    }
+}
+
 /// What a new container asks of its network.
 #[derive(Debug, Clone)]
 pub struct AttachRequest<'a> {
@@ -109,6 +126,8 @@ pub struct AttachRequest<'a> {
     pub aliases: Vec<String>,
     /// `-p` / `-P`.
     pub ports: Vec<PortRequest>,
+    /// `--add-host`, `--dns*`.
+    pub names: &'a NameFiles,
 }
 
 /// The networks of this node.
@@ -302,28 +321,40 @@ impl NetworkService {
         domainname: &str,
         endpoints: &[(Network, Endpoint)],
         host_mode: bool,
+        names: &NameFiles,
     ) -> Result<(PathBuf, PathBuf), ServiceError> {
+        use std::fmt::Write as _;
         let (hosts, resolv) = self.files(container_id);
         let dir = hosts.parent().expect("files have a parent");
         std::fs::create_dir_all(dir).map_err(|e| ServiceError::io("create", dir, e))?;
+        // As dockerd: the host's files in the host's namespace (`--add-host` entries
+        // appended, `--dns*` rendered over the host's resolv.conf); otherwise Docker's
+        // boilerplate, the extra hosts, then the container's own addresses.
         let hosts_text = if host_mode {
-            std::fs::read_to_string("/etc/hosts").unwrap_or_default()
+            let mut t = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+            if !t.is_empty() && !t.ends_with('\n') {
+                t.push('\n');
+            }
+            for (name, ip) in &names.extra_hosts {
+                let _ = writeln!(t, "{ip}\t{name}");
+            }
+            t
         } else {
             let own: Vec<_> = endpoints.iter().map(|(_, e)| e.address).collect();
-            render_hosts(hostname, Some(domainname), &own, &[])
+            render_hosts(hostname, Some(domainname), &own, &names.extra_hosts)
         };
         let embedded = endpoints
             .iter()
             .find(|(n, _)| !n.is_default && !n.internal)
             .map(|(n, _)| n.pool.gateway);
-        let resolv_text = if host_mode {
+        let resolv_text = if host_mode && !names.resolv_overridden() {
             self.inner.host_resolv.clone()
         } else {
             render_resolv_conf(
                 &self.inner.host_resolv,
                 &ResolvConfOptions {
                     embedded_dns: embedded,
-                    ..Default::default()
+                    ..names.resolv.clone()
                 },
             )
         };
@@ -337,8 +368,31 @@ impl NetworkService {
         &self,
         container_id: &str,
         hostname: &str,
+        names: &NameFiles,
     ) -> Result<(PathBuf, PathBuf), ServiceError> {
-        self.write_files(container_id, hostname, "", &[], true)
+        self.write_files(container_id, hostname, "", &[], true, names)
+    }
+
+    /// Files for a container with no network (`--network none`): dockerd writes them too,
+    /// with no address of the container's own.
+    pub fn no_network_files(
+        &self,
+        container_id: &str,
+        hostname: &str,
+        names: &NameFiles,
+    ) -> Result<(PathBuf, PathBuf), ServiceError> {
+        self.write_files(container_id, hostname, "", &[], false, names)
+    }
+
+    /// The default bridge's gateway: what `--add-host name:host-gateway` points to.
+    pub fn host_gateway_blocking(&self) -> Result<IpAddr, ServiceError> {
+        self.inner.handle.block_on(async {
+            let d = self.inner.driver.lock().await;
+            d.state()
+                .find_network(berth_overlay_net::state::DEFAULT_NETWORK_NAME)
+                .map(|n| IpAddr::V4(n.pool.gateway))
+                .map_err(net_error)
+        })
     }
 
     /// Gives a new container its namespace and joins it to its network (blocking; call
@@ -352,6 +406,7 @@ impl NetworkService {
             network,
             aliases,
             ports,
+            names,
         } = req;
         let netns = self.netns_path(container_id);
         let _ = remove_netns_file(&netns);
@@ -372,7 +427,7 @@ impl NetworkService {
             }
         };
         let endpoints = vec![(net, ep)];
-        match self.write_files(container_id, hostname, domainname, &endpoints, false) {
+        match self.write_files(container_id, hostname, domainname, &endpoints, false, names) {
             Ok((hosts, resolv_conf)) => Ok(Attachment {
                 netns,
                 endpoints,

@@ -114,7 +114,11 @@ pub fn render_resolv_conf(host_resolv_conf: &str, opts: &ResolvConfOptions) -> S
         opts.options.clone()
     };
 
+    // dockerd's order (libnetwork's resolvconf.Build): search, nameservers, options.
     let mut s = String::new();
+    if !search.is_empty() {
+        let _ = writeln!(s, "search {}", search.join(" "));
+    }
     match opts.embedded_dns {
         Some(dns) => {
             let _ = writeln!(s, "nameserver {dns}");
@@ -124,9 +128,6 @@ pub fn render_resolv_conf(host_resolv_conf: &str, opts: &ResolvConfOptions) -> S
                 let _ = writeln!(s, "nameserver {ns}");
             }
         }
-    }
-    if !search.is_empty() {
-        let _ = writeln!(s, "search {}", search.join(" "));
     }
     if !options.is_empty() {
         let _ = writeln!(s, "options {}", options.join(" "));
@@ -170,7 +171,7 @@ mod tests {
         let text = render_resolv_conf(HOST, &ResolvConfOptions::default());
         assert_eq!(
             text,
-            "nameserver 10.0.0.2\nsearch corp.example lab\noptions edns0 trust-ad\n"
+            "search corp.example lab\nnameserver 10.0.0.2\noptions edns0 trust-ad\n"
         );
     }
 
@@ -190,7 +191,7 @@ mod tests {
         };
         assert_eq!(
             render_resolv_conf(HOST, &opts),
-            "nameserver 1.1.1.1\nsearch svc\noptions ndots:2\n"
+            "search svc\nnameserver 1.1.1.1\noptions ndots:2\n"
         );
         let opts = ResolvConfOptions {
             embedded_dns: Some(Ipv4Addr::new(127, 0, 0, 11)),
@@ -198,7 +199,7 @@ mod tests {
         };
         let text = render_resolv_conf(HOST, &opts);
         assert!(
-            text.starts_with("nameserver 127.0.0.11\nsearch corp.example lab\n"),
+            text.starts_with("search corp.example lab\nnameserver 127.0.0.11\n"),
             "{text}"
         );
         assert!(text.contains("# ExtServers: [host(10.0.0.2)]"));
@@ -211,6 +212,6 @@ mod tests {
             "domain lan\nnameserver 192.168.1.1\n",
             &ResolvConfOptions::default(),
         );
-        assert_eq!(text, "nameserver 192.168.1.1\nsearch lan\n");
+        assert_eq!(text, "search lan\nnameserver 192.168.1.1\n");
     }
 }

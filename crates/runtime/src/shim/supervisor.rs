@@ -137,6 +137,60 @@ fn private_rootfs_mount(plan: &crate::snapshot::MountPlan) -> Result<()> {
     crate::snapshot::Mounter::mount(&crate::snapshot::SysMounter, plan)
 }
 
+/// Creates the process's working directory inside the mounted rootfs when it is missing
+/// (dockerd does: owned by root, mode 0755). Every component is resolved with
+/// `RESOLVE_IN_ROOT`, so a symlink in the image cannot lead outside the rootfs.
+fn ensure_working_dir(bundle: &Path) -> Result<()> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use nix::sys::stat::Mode;
+    let spec: oci_spec::runtime::Spec = serde_json::from_slice(
+        &std::fs::read(bundle.join("config.json"))
+            .map_err(|e| RuntimeError::io("read", bundle.join("config.json"), e))?,
+    )
+    .map_err(|source| RuntimeError::Json {
+        what: "OCI runtime spec",
+        source,
+    })?;
+    let (Some(root), Some(process)) = (spec.root(), spec.process()) else {
+        return Ok(());
+    };
+    let root_path = bundle.join(root.path());
+    let root_fd = File::open(&root_path).map_err(|e| RuntimeError::io("open", &root_path, e))?;
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT)
+    };
+    let mut prefix = PathBuf::from(".");
+    for comp in process.cwd().components() {
+        let std::path::Component::Normal(name) = comp else {
+            continue;
+        };
+        let parent = prefix.clone();
+        prefix.push(name);
+        match openat2(root_fd.as_raw_fd(), &prefix, how()) {
+            // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
+            Ok(fd) => drop(unsafe { OwnedFd::from_raw_fd(fd) }),
+            Err(nix::errno::Errno::ENOENT) => {
+                let pfd = openat2(root_fd.as_raw_fd(), &parent, how())
+                    .map_err(sys("openat2 working dir parent"))?;
+                // SAFETY: openat2 returned a fresh descriptor that nothing else owns.
+                let pfd = unsafe { OwnedFd::from_raw_fd(pfd) };
+                match nix::sys::stat::mkdirat(
+                    Some(pfd.as_raw_fd()),
+                    name,
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(sys("mkdirat working dir")(e)),
+                }
+            }
+            Err(e) => return Err(sys("openat2 working dir")(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Accepts the console socket connection libcontainer makes and receives the pty master.
 fn receive_pty_master(listener: &UnixListener) -> Result<File> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -358,6 +412,7 @@ impl Supervisor {
                     Some(plan) => private_rootfs_mount(plan),
                     None => Ok(()),
                 }
+                .and_then(|()| ensure_working_dir(bundle))
                 .and_then(|()| oci::create_init(&cfg.id, &cfg.state_root, bundle, stdio, console))
             }
             ShimTask::Exec { process, .. } => {

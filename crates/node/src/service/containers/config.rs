@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use berth_runtime::spec::{NetworkMode, Resources, Rlimit, RunOptions};
+use berth_runtime::spec::{NetworkMode, Resources, Rlimit, RunOptions, TmpfsMount};
 use bollard_stubs::models::{ContainerCreateBody, RestartPolicyNameEnum};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::ServiceError;
 
@@ -179,8 +180,38 @@ impl NetworkChoice {
     }
 }
 
-/// A validated create request.
+/// Where an `--add-host` name points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostTarget {
+    Ip(IpAddr),
+    /// `host-gateway`: the default bridge's gateway address, resolved at create.
+    HostGateway,
+}
+
+/// One `--add-host name:address` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraHost {
+    pub name: String,
+    pub target: HostTarget,
+}
+
+/// `--dns`, `--dns-search`, `--dns-option` and `--add-host`: what the container's
+/// `/etc/resolv.conf` and `/etc/hosts` say beyond the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameResolution {
+    pub extra_hosts: Vec<ExtraHost>,
+    pub dns: Vec<IpAddr>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+}
+
+/// A validated create request.
+///
+/// `request` is the body exactly as the client sent it (every field of the API model,
+/// normalised: `Cmd`/`Entrypoint` as lists); the other fields are what berth derived from
+/// it. [`refuse_unsupported`] guarantees every non-default field of `request` is one berth
+/// honours, so nothing the client asked for is silently dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerSpec {
     /// The image as the client named it.
     pub image: String,
@@ -201,6 +232,398 @@ pub struct ContainerSpec {
     /// `--network-alias`: extra DNS names on the container's network.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The create body as received (see the type's doc).
+    #[serde(default)]
+    pub request: ContainerCreateBody,
+    #[serde(default)]
+    pub name_resolution: NameResolution,
+    /// `--init`: run an init (tini) as PID 1. `run.init` holds its host path once created.
+    #[serde(default)]
+    pub init: bool,
+    /// `--device`: host devices asked for; `run.devices` holds the nodes once created.
+    #[serde(default)]
+    pub devices: Vec<DeviceRequest>,
+}
+
+/// One `--device HOST[:CONTAINER[:PERMS]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRequest {
+    pub path_on_host: PathBuf,
+    pub path_in_container: String,
+    /// Subset of `rwm`.
+    pub permissions: String,
+}
+
+/// Checks `HostConfig.Devices` entries: absolute paths, permissions within `rwm`.
+fn parse_devices(
+    list: &[bollard_stubs::models::DeviceMapping],
+) -> Result<Vec<DeviceRequest>, ServiceError> {
+    list.iter()
+        .map(|d| {
+            let host = d.path_on_host.clone().unwrap_or_default();
+            let inside = d
+                .path_in_container
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| host.clone());
+            let perms = d
+                .cgroup_permissions
+                .clone()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "rwm".into());
+            if !host.starts_with('/') || !inside.starts_with('/') {
+                return Err(ServiceError::invalid(format!(
+                    "HostConfig.Devices: {host:?}:{inside:?}: paths must be absolute"
+                )));
+            }
+            if !perms.chars().all(|c| "rwm".contains(c)) {
+                return Err(ServiceError::invalid(format!(
+                    "HostConfig.Devices: invalid cgroup permissions {perms:?} for {host}"
+                )));
+            }
+            Ok(DeviceRequest {
+                path_on_host: PathBuf::from(host),
+                path_in_container: inside,
+                permissions: perms,
+            })
+        })
+        .collect()
+}
+
+/// Keys of the create body's `Config` part berth honours: applied, kept in the spec and
+/// shown back by inspect. `Healthcheck` is run by the health checker; `OnBuild` and `Shell`
+/// only matter to builds and commits and are kept and shown as dockerd does.
+pub const CONFIG_HONOURED: &[&str] = &[
+    "Hostname",
+    "Domainname",
+    "User",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ExposedPorts",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "Image",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "NetworkDisabled",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+    "HostConfig",
+    "NetworkingConfig",
+];
+
+/// Keys of `HostConfig` berth honours (values checked by [`parse_create`]). `LogConfig` is
+/// the log driver's; `ContainerIDFile` is written by the client and only shown back.
+pub const HOST_CONFIG_HONOURED: &[&str] = &[
+    "Binds",
+    "ContainerIDFile",
+    "LogConfig",
+    "NetworkMode",
+    "PortBindings",
+    "RestartPolicy",
+    "AutoRemove",
+    "ConsoleSize",
+    "Annotations",
+    "CapAdd",
+    "CapDrop",
+    "CgroupnsMode",
+    "Dns",
+    "DnsOptions",
+    "DnsSearch",
+    "ExtraHosts",
+    "GroupAdd",
+    "IpcMode",
+    "OomScoreAdj",
+    "PidMode",
+    "PublishAllPorts",
+    "ReadonlyRootfs",
+    "SecurityOpt",
+    "Tmpfs",
+    "UsernsMode",
+    "ShmSize",
+    "Sysctls",
+    "CpuShares",
+    "Memory",
+    "CpuPeriod",
+    "CpuQuota",
+    "CpusetCpus",
+    "CpusetMems",
+    "MemoryReservation",
+    "MemorySwap",
+    "MemorySwappiness",
+    "NanoCpus",
+    "OomKillDisable",
+    "Init",
+    "Devices",
+    "PidsLimit",
+    "Ulimits",
+    "Mounts",
+    "MaskedPaths",
+    "ReadonlyPaths",
+];
+
+/// Keys of a `NetworkingConfig.EndpointsConfig` entry berth honours. The rest of the
+/// model's keys are either refused or, for `NetworkID`, `EndpointID`, `Gateway`,
+/// `IPAddress`, `IPPrefixLen`, `IPv6Gateway`, `GlobalIPv6Address`, `GlobalIPv6PrefixLen`
+/// and `DNSNames`, read-only in the API (dockerd ignores them on create too).
+pub const ENDPOINT_HONOURED: &[&str] = &[
+    "Aliases",
+    "NetworkID",
+    "EndpointID",
+    "Gateway",
+    "IPAddress",
+    "IPPrefixLen",
+    "IPv6Gateway",
+    "GlobalIPv6Address",
+    "GlobalIPv6PrefixLen",
+    "DNSNames",
+];
+
+/// Whether a JSON value is its field's zero value as clients send it for "not set": null,
+/// false, 0, "", and arrays or objects of nothing but zero values (`"ConsoleSize":[0,0]`,
+/// `"LogConfig":{"Type":"","Config":{}}`).
+pub fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.iter().all(is_unset),
+        Value::Object(o) => o.values().all(is_unset),
+    }
+}
+
+/// The first key of `obj` set to a non-default value and not in `honoured`, for the error.
+fn first_unsupported<'a>(
+    obj: &'a serde_json::Map<String, Value>,
+    honoured: &[&str],
+    special_default: impl Fn(&str, &Value) -> bool,
+) -> Option<&'a str> {
+    obj.iter()
+        .find(|(k, v)| !honoured.contains(&k.as_str()) && !is_unset(v) && !special_default(k, v))
+        .map(|(k, _)| k.as_str())
+}
+
+fn unsupported(field: &str) -> ServiceError {
+    ServiceError::invalid(format!(
+        "{field} is not supported by berth: remove the option (or leave it at its default)"
+    ))
+}
+
+/// Refuses a create body that sets, to a non-default value, any field berth does not
+/// honour; the error names the field (`HostConfig.Privileged`). Checks the keys of the
+/// model as serialised, so a field added to the model is refused until it is implemented.
+pub fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ServiceError> {
+    let v = serde_json::to_value(body).map_err(|e| ServiceError::invalid(e.to_string()))?;
+    let Some(obj) = v.as_object() else {
+        return Ok(());
+    };
+    if let Some(k) = first_unsupported(obj, CONFIG_HONOURED, |_, _| false) {
+        return Err(unsupported(k));
+    }
+    if let Some(hc) = obj.get("HostConfig").and_then(Value::as_object) {
+        // -1 is the CLI's "unset" for swappiness.
+        let special = |k: &str, v: &Value| k == "MemorySwappiness" && v.as_i64() == Some(-1);
+        if let Some(k) = first_unsupported(hc, HOST_CONFIG_HONOURED, special) {
+            return Err(unsupported(&format!("HostConfig.{k}")));
+        }
+    }
+    if let Some(eps) = obj
+        .get("NetworkingConfig")
+        .and_then(|n| n.get("EndpointsConfig"))
+        .and_then(Value::as_object)
+    {
+        for ep in eps.values().filter_map(Value::as_object) {
+            if let Some(k) = first_unsupported(ep, ENDPOINT_HONOURED, |_, _| false) {
+                return Err(unsupported(&format!(
+                    "NetworkingConfig.EndpointsConfig.{k}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a JSON request body that sets one of the model's `refused` keys to a non-default
+/// value; the error names the field (`section.Key`, or `Key` when `section` is empty). Keys
+/// outside the model are ignored, as dockerd ignores them (compose sends `CheckDuplicate`).
+/// For bodies berth reads with its own narrower types (exec, volume, network create); the
+/// unit tests check that `refused` and the honoured keys cover the whole model.
+pub fn refuse_fields(body: &Value, section: &str, refused: &[&str]) -> Result<(), ServiceError> {
+    let Some(obj) = body.as_object() else {
+        return Err(ServiceError::invalid(
+            "the request body must be a JSON object",
+        ));
+    };
+    match obj
+        .iter()
+        .find(|(k, v)| refused.contains(&k.as_str()) && !is_unset(v))
+    {
+        None => Ok(()),
+        Some((k, _)) if section.is_empty() => Err(unsupported(k)),
+        Some((k, _)) => Err(unsupported(&format!("{section}.{k}"))),
+    }
+}
+
+/// Keys of the exec create body (`ExecConfig`) berth refuses. The rest are honoured:
+/// `ConsoleSize` is the tty's first size, set right after the exec starts.
+pub const EXEC_REFUSED: &[&str] = &["DetachKeys", "Privileged"];
+
+/// Keys of the volume create body (`VolumeCreateOptions`) berth refuses; the volume
+/// service checks the driver and its options.
+pub const VOLUME_REFUSED: &[&str] = &["ClusterVolumeSpec"];
+
+/// Keys of the network create body (`NetworkCreateRequest`) berth refuses when set; `Scope`,
+/// `EnableIPv4` and `IPAM` are checked by [`refuse_network_fields`], the rest honoured.
+/// `Attachable` is what every local network is (compose 1.29 sends `true` on API >= 1.24).
+pub const NETWORK_REFUSED: &[&str] = &["Ingress", "ConfigOnly", "ConfigFrom"];
+
+/// Keys of `IPAM` berth refuses when set (`Driver` other than `default` is refused too).
+pub const IPAM_REFUSED: &[&str] = &["Options"];
+
+/// Keys of an `IPAM.Config` entry berth refuses when set.
+pub const IPAM_CONFIG_REFUSED: &[&str] = &["IPRange", "AuxiliaryAddresses"];
+
+/// Refuses a network create body that asks for what berth's bridge networks cannot give,
+/// naming the field. Unknown keys (compose's `CheckDuplicate`) are ignored as by dockerd.
+pub fn refuse_network_fields(body: &Value) -> Result<(), ServiceError> {
+    refuse_fields(body, "", NETWORK_REFUSED)?;
+    match body.get("Scope").and_then(Value::as_str) {
+        None | Some("") | Some("local") => {}
+        Some(other) => {
+            return Err(ServiceError::invalid(format!(
+                "Scope {other:?} is not supported by berth (supported: local)"
+            )))
+        }
+    }
+    if body.get("EnableIPv4") == Some(&Value::Bool(false)) {
+        return Err(unsupported("EnableIPv4=false"));
+    }
+    if let Some(ipam) = body.get("IPAM").filter(|v| !v.is_null()) {
+        refuse_fields(ipam, "IPAM", IPAM_REFUSED)?;
+        match ipam.get("Driver").and_then(Value::as_str) {
+            None | Some("") | Some("default") => {}
+            Some(other) => {
+                return Err(ServiceError::invalid(format!(
+                    "IPAM.Driver {other:?} is not supported by berth (supported: default)"
+                )))
+            }
+        }
+        for c in ipam
+            .get("Config")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            refuse_fields(c, "IPAM.Config", IPAM_CONFIG_REFUSED)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads a create body. `Cmd` and `Entrypoint` may be a string (docker-py sends one) or a
+/// list, as dockerd's `strslice` accepts: a string is a one-element list.
+pub fn create_body_from_json(mut v: Value) -> Result<ContainerCreateBody, ServiceError> {
+    if let Some(obj) = v.as_object_mut() {
+        for key in ["Cmd", "Entrypoint"] {
+            if let Some(Value::String(s)) = obj.get(key) {
+                let one = Value::Array(vec![Value::String(s.clone())]);
+                obj.insert(key.to_string(), one);
+            }
+        }
+    }
+    serde_json::from_value(v).map_err(|e| ServiceError::invalid(format!("invalid JSON: {e}")))
+}
+
+/// Parses `--add-host` entries: `name:address` (or `name=address`); the address may be
+/// IPv6 (the first separator splits) or `host-gateway`.
+pub fn parse_extra_host(entry: &str) -> Result<ExtraHost, ServiceError> {
+    let bad = || ServiceError::invalid(format!("invalid IP address in add-host: {entry:?}"));
+    let (name, addr) = entry
+        .split_once('=')
+        .or_else(|| entry.split_once(':'))
+        .ok_or_else(bad)?;
+    if name.is_empty() {
+        return Err(bad());
+    }
+    let target = match addr {
+        "host-gateway" => HostTarget::HostGateway,
+        a => HostTarget::Ip(
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| bad())?,
+        ),
+    };
+    Ok(ExtraHost {
+        name: name.to_string(),
+        target,
+    })
+}
+
+/// Docker's tmpfs option syntax (`size=64m,mode=1777,noexec`) checked loosely: comma
+/// separated, no empty item. The kernel judges the values at mount.
+fn tmpfs_options(dest: &str, opts: &str) -> Result<Vec<String>, ServiceError> {
+    if !dest.starts_with('/') || dest == "/" {
+        return Err(ServiceError::invalid(format!(
+            "invalid tmpfs mount {dest:?}: the destination must be an absolute path other than /"
+        )));
+    }
+    opts.split(',')
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            if o.contains(char::is_whitespace) {
+                Err(ServiceError::invalid(format!(
+                    "invalid tmpfs option {o:?} for {dest}"
+                )))
+            } else {
+                Ok(o.to_string())
+            }
+        })
+        .collect()
+}
+
+/// Docker's rule for `--sysctl`: only namespaced parameters; `net.*` not with the host's
+/// network, IPC ones not with the host's IPC namespace.
+fn check_sysctl(key: &str, net_host: bool, ipc_host: bool) -> Result<(), ServiceError> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let ipc = IPC.contains(&key) || key.starts_with("fs.mqueue.");
+    let net = key.starts_with("net.");
+    if ipc && ipc_host {
+        return Err(ServiceError::invalid(format!(
+            "sysctl {key:?} is not allowed in host IPC namespace"
+        )));
+    }
+    if net && net_host {
+        return Err(ServiceError::invalid(format!(
+            "sysctl {key:?} not allowed in host network namespace"
+        )));
+    }
+    if ipc || net {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(format!(
+            "sysctl {key:?} is not whitelisted"
+        )))
+    }
 }
 
 /// Docker's rule for container names: `/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -286,6 +709,8 @@ fn non_negative(v: Option<i64>, what: &str) -> Result<Option<i64>, ServiceError>
 
 /// Validates a create request.
 pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceError> {
+    refuse_unsupported(&body)?;
+    let request = body.clone();
     let image = body.image.filter(|i| !i.is_empty()).ok_or_else(|| {
         ServiceError::invalid("config cannot be empty in order to create a container")
     })?;
@@ -340,7 +765,57 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             mounts.push(parse_bind(&dst)?);
         }
     }
+    let mut tmpfs = Vec::new();
+    for (dest, opts) in hc.tmpfs.clone().unwrap_or_default() {
+        tmpfs.push(TmpfsMount {
+            options: tmpfs_options(&dest, &opts)?,
+            destination: dest,
+        });
+    }
+    tmpfs.sort_by(|a, b| a.destination.cmp(&b.destination));
     for m in hc.mounts.unwrap_or_default() {
+        use bollard_stubs::models::MountTypeEnum;
+        if m.typ == Some(MountTypeEnum::TMPFS) {
+            let dest = m.target.clone().unwrap_or_default();
+            if m.source.as_deref().is_some_and(|s| !s.is_empty()) {
+                return Err(ServiceError::invalid(
+                    "invalid mount config for type \"tmpfs\": source must not be specified",
+                ));
+            }
+            let mut o = tmpfs_options(&dest, "")?;
+            if m.read_only.unwrap_or(false) {
+                o.push("ro".into());
+            }
+            if let Some(t) = &m.tmpfs_options {
+                if let Some(size) = t.size_bytes.filter(|s| *s != 0) {
+                    if size < 0 {
+                        return Err(ServiceError::invalid(format!(
+                            "invalid mount config for type \"tmpfs\": SizeBytes {size} must not be negative"
+                        )));
+                    }
+                    o.push(format!("size={size}"));
+                }
+                if let Some(mode) = t.mode.filter(|m| *m != 0) {
+                    o.push(format!("mode={mode:o}"));
+                }
+                for kv in t.options.iter().flatten() {
+                    match kv.as_slice() {
+                        [k] => o.push(k.clone()),
+                        [k, v] => o.push(format!("{k}={v}")),
+                        _ => {
+                            return Err(ServiceError::invalid(format!(
+                                "invalid mount config for type \"tmpfs\": option {kv:?} must have one or two items"
+                            )))
+                        }
+                    }
+                }
+            }
+            tmpfs.push(TmpfsMount {
+                destination: dest,
+                options: o,
+            });
+            continue;
+        }
         let dst = m
             .target
             .clone()
@@ -349,7 +824,6 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
                 ServiceError::invalid("invalid mount config: Target must be an absolute path")
             })?;
         let ro = m.read_only.unwrap_or(false);
-        use bollard_stubs::models::MountTypeEnum;
         mounts.push(match m.typ {
             Some(MountTypeEnum::BIND) => MountRequest::Bind {
                 source: m
@@ -375,12 +849,13 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         });
     }
     let mut seen = std::collections::BTreeSet::new();
-    for m in &mounts {
-        if !seen.insert(m.destination().to_string()) {
-            return Err(ServiceError::invalid(format!(
-                "Duplicate mount point: {}",
-                m.destination()
-            )));
+    let dests = mounts
+        .iter()
+        .map(MountRequest::destination)
+        .chain(tmpfs.iter().map(|t| t.destination.as_str()));
+    for d in dests {
+        if !seen.insert(d.to_string()) {
+            return Err(ServiceError::invalid(format!("Duplicate mount point: {d}")));
         }
     }
 
@@ -467,6 +942,11 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             "Conflicting options: Nano CPUs and CPU Period cannot both be set",
         ));
     }
+    if hc.cpu_period.unwrap_or(0) > 0 && hc.cpu_quota.unwrap_or(0) <= 0 {
+        return Err(ServiceError::invalid(
+            "HostConfig.CpuPeriod without HostConfig.CpuQuota is not supported by berth",
+        ));
+    }
     let nano_cpus = match (nano_cpus, hc.cpu_quota.filter(|q| *q > 0)) {
         (Some(n), _) => Some(n),
         (None, Some(q)) => {
@@ -512,12 +992,125 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             hard: hard as u64,
         });
     }
-    let no_new_privileges = hc.security_opt.unwrap_or_default().iter().any(|o| {
-        matches!(
-            o.as_str(),
-            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
-        )
-    });
+    let mut no_new_privileges = false;
+    let mut seccomp_unconfined = false;
+    for o in hc.security_opt.clone().unwrap_or_default() {
+        match o.replacen(':', "=", 1).as_str() {
+            "no-new-privileges" | "no-new-privileges=true" => no_new_privileges = true,
+            "no-new-privileges=false" => no_new_privileges = false,
+            "seccomp=unconfined" => seccomp_unconfined = true,
+            // This host runs neither SELinux nor AppArmor profiles for containers: these
+            // ask for what the container gets anyway.
+            "label=disable" | "apparmor=unconfined" => {}
+            _ => {
+                return Err(ServiceError::invalid(format!(
+                    "HostConfig.SecurityOpt {o:?} is not supported by berth (supported: no-new-privileges, seccomp=unconfined, label=disable, apparmor=unconfined)"
+                )))
+            }
+        }
+    }
+    let net_host = network == NetworkChoice::Host;
+    let pid_host = match hc.pid_mode.as_deref().unwrap_or("") {
+        "" => false,
+        "host" => true,
+        other => {
+            return Err(ServiceError::invalid(format!(
+                "HostConfig.PidMode {other:?} is not supported by berth (supported: host)"
+            )))
+        }
+    };
+    let ipc_host = match hc.ipc_mode.as_deref().unwrap_or("") {
+        "" | "private" | "shareable" => false,
+        "host" => true,
+        other => {
+            return Err(ServiceError::invalid(format!(
+                "HostConfig.IpcMode {other:?} is not supported by berth (supported: private, shareable, host)"
+            )))
+        }
+    };
+    match hc.cgroupns_mode.map(|m| m.to_string()).as_deref() {
+        None | Some("") | Some("host") => {}
+        Some(other) => {
+            return Err(ServiceError::invalid(format!(
+                "HostConfig.CgroupnsMode {other:?} is not supported by berth (supported: host)"
+            )))
+        }
+    }
+    match hc.userns_mode.as_deref().unwrap_or("") {
+        "" | "host" => {}
+        other => {
+            return Err(ServiceError::invalid(format!(
+                "HostConfig.UsernsMode {other:?} is not supported by berth (supported: host)"
+            )))
+        }
+    }
+    let mut sysctls = BTreeMap::new();
+    for (k, v) in hc.sysctls.clone().unwrap_or_default() {
+        check_sysctl(&k, net_host, ipc_host)?;
+        sysctls.insert(k, v);
+    }
+    let shm_size = match hc.shm_size {
+        Some(s) if s < 0 => return Err(ServiceError::invalid("SHM size can not be less than 0")),
+        Some(0) | None => None,
+        Some(s) => Some(s),
+    };
+    let oom_score_adj = match hc.oom_score_adj {
+        Some(0) | None => None,
+        Some(a) if (-1000..=1000).contains(&a) => Some(a as i32),
+        Some(a) => {
+            return Err(ServiceError::invalid(format!(
+                "Invalid value {a}, range for oom score adj is [-1000, 1000]"
+            )))
+        }
+    };
+    let memory_swappiness = match hc.memory_swappiness {
+        None | Some(-1) => None,
+        Some(s) if (0..=100).contains(&s) => Some(s as u64),
+        Some(s) => {
+            return Err(ServiceError::invalid(format!(
+                "Invalid value: {s}, valid memory swappiness range is 0-100"
+            )))
+        }
+    };
+    let memory_reservation = non_negative(hc.memory_reservation, "memory reservation")?;
+    let cpuset = |v: Option<String>, what: &str| -> Result<Option<String>, ServiceError> {
+        let Some(v) = v.filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let ok = v.split(',').all(|part| {
+            let mut ends = part.splitn(2, '-');
+            ends.all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if ok {
+            Ok(Some(v))
+        } else {
+            Err(ServiceError::invalid(format!(
+                "Invalid value {v} for {what}"
+            )))
+        }
+    };
+    let cpuset_cpus = cpuset(hc.cpuset_cpus.clone(), "cpuset cpus")?;
+    let cpuset_mems = cpuset(hc.cpuset_mems.clone(), "cpuset mems")?;
+    let devices = parse_devices(hc.devices.as_deref().unwrap_or_default())?;
+    let mut name_resolution = NameResolution::default();
+    for e in hc.extra_hosts.clone().unwrap_or_default() {
+        name_resolution.extra_hosts.push(parse_extra_host(&e)?);
+    }
+    for d in hc.dns.clone().unwrap_or_default() {
+        name_resolution.dns.push(
+            d.parse()
+                .map_err(|_| ServiceError::invalid(format!("{d} is not an ip address")))?,
+        );
+    }
+    name_resolution.dns_search = hc.dns_search.clone().unwrap_or_default();
+    name_resolution.dns_options = hc.dns_options.clone().unwrap_or_default();
+    if let Some(size) = &hc.console_size {
+        if size.len() != 2 {
+            return Err(ServiceError::invalid(
+                "HostConfig.ConsoleSize must be [height, width]",
+            ));
+        }
+    }
 
     let hostname = body.hostname.filter(|h| !h.is_empty());
     if let Some(h) = &hostname {
@@ -553,6 +1146,11 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             nano_cpus,
             cpu_shares,
             pids_limit,
+            cpuset_cpus,
+            cpuset_mems,
+            memory_reservation,
+            memory_swappiness,
+            oom_kill_disable: hc.oom_kill_disable.unwrap_or(false),
         },
         rlimits,
         network: match network {
@@ -562,9 +1160,29 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         mounts: Vec::new(),
         stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout,
+        tmpfs,
+        // The host path is the daemon's: filled in at create.
+        init: None,
+        sysctls,
+        shm_size,
+        group_add: hc.group_add.clone().unwrap_or_default(),
+        oom_score_adj,
+        pid_host,
+        ipc_host,
+        masked_paths: hc.masked_paths.clone(),
+        readonly_paths: hc.readonly_paths.clone(),
+        seccomp_unconfined,
+        // Device numbers are the host's: read at create.
+        devices: Vec::new(),
+        annotations: hc
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     };
     for e in &run.env {
-        if e.is_empty() || e.starts_with('=') {
+        if e.is_empty() || e.starts_with('=') || e.contains('\0') {
             return Err(ServiceError::invalid(format!(
                 "invalid environment variable: {e:?}"
             )));
@@ -588,12 +1206,457 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         stdin_once: body.stdin_once.unwrap_or(false),
         domainname: body.domainname.unwrap_or_default(),
         aliases,
+        request,
+        name_resolution,
+        init: hc.init.unwrap_or(false),
+        devices,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bollard_stubs::models::{EndpointSettings, HostConfig};
+    use serde_json::json;
+
+    /// A serde Deserializer that records the field names a struct's `Deserialize` asks for:
+    /// the keys of the API model, straight from bollard's types.
+    struct KeyGrab<'a>(&'a mut Vec<&'static str>);
+
+    #[derive(Debug)]
+    struct Stop;
+
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("stop")
+        }
+    }
+
+    impl std::error::Error for Stop {}
+
+    impl serde::de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+
+    impl<'de> serde::Deserializer<'de> for KeyGrab<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.extend_from_slice(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    fn model_keys<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let _ = T::deserialize(KeyGrab(&mut keys));
+        assert!(!keys.is_empty(), "no keys captured");
+        keys
+    }
+
+    /// A non-default value for every `HostConfig` key of the model. A key missing here
+    /// fails the walk, so a field added to the model must be classified.
+    fn host_config_sample(key: &str) -> Option<Value> {
+        Some(match key {
+            "CpuShares" => json!(512),
+            "Memory" => json!(10_000_000),
+            "CgroupParent" => json!("elsewhere"),
+            "BlkioWeight" => json!(300),
+            "BlkioWeightDevice" => json!([{"Path": "/dev/sda", "Weight": 300}]),
+            "BlkioDeviceReadBps"
+            | "BlkioDeviceWriteBps"
+            | "BlkioDeviceReadIOps"
+            | "BlkioDeviceWriteIOps" => json!([{"Path": "/dev/sda", "Rate": 1}]),
+            "CpuPeriod" => json!(50_000),
+            "CpuQuota" => json!(50_000),
+            "CpuRealtimePeriod" | "CpuRealtimeRuntime" => json!(1000),
+            "CpusetCpus" | "CpusetMems" => json!("0"),
+            "Devices" => {
+                json!([{"PathOnHost": "/dev/null", "PathInContainer": "/dev/n", "CgroupPermissions": "rwm"}])
+            }
+            "DeviceCgroupRules" => json!(["c 1:3 rwm"]),
+            "DeviceRequests" => json!([{"Count": 1}]),
+            "KernelMemory" | "KernelMemoryTCP" => json!(1_000_000),
+            "MemoryReservation" => json!(10_000_000),
+            "MemorySwap" => json!(-1),
+            "MemorySwappiness" => json!(10),
+            "NanoCpus" => json!(500_000_000),
+            "OomKillDisable" => json!(true),
+            "Init" => json!(true),
+            "PidsLimit" => json!(10),
+            "Ulimits" => json!([{"Name": "nofile", "Soft": 10, "Hard": 20}]),
+            "CpuCount" | "CpuPercent" | "IOMaximumIOps" | "IOMaximumBandwidth" => json!(1),
+            "Binds" => json!(["/a:/b"]),
+            "ContainerIDFile" => json!("/tmp/cid"),
+            "LogConfig" => json!({"Type": "json-file"}),
+            "NetworkMode" => json!("host"),
+            "PortBindings" => json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}),
+            "RestartPolicy" => json!({"Name": "always"}),
+            "AutoRemove" => json!(true),
+            "VolumeDriver" => json!("other"),
+            "VolumesFrom" => json!(["c1"]),
+            "Mounts" => json!([{"Type": "volume", "Target": "/v"}]),
+            "ConsoleSize" => json!([24, 80]),
+            "Annotations" => json!({"a": "b"}),
+            "CapAdd" => json!(["NET_ADMIN"]),
+            "CapDrop" => json!(["NET_RAW"]),
+            "CgroupnsMode" => json!("host"),
+            "Dns" => json!(["1.1.1.1"]),
+            "DnsOptions" => json!(["ndots:2"]),
+            "DnsSearch" => json!(["ex.com"]),
+            "ExtraHosts" => json!(["a:1.2.3.4"]),
+            "GroupAdd" => json!(["10"]),
+            "IpcMode" => json!("host"),
+            "Cgroup" => json!("x"),
+            "Links" => json!(["a:b"]),
+            "OomScoreAdj" => json!(5),
+            "PidMode" => json!("host"),
+            "Privileged" => json!(true),
+            "PublishAllPorts" => json!(true),
+            "ReadonlyRootfs" => json!(true),
+            "SecurityOpt" => json!(["no-new-privileges"]),
+            "StorageOpt" => json!({"size": "1G"}),
+            "Tmpfs" => json!({"/t": "size=1m"}),
+            "UTSMode" => json!("host"),
+            "UsernsMode" => json!("host"),
+            "ShmSize" => json!(1_000_000),
+            "Sysctls" => json!({"net.ipv4.ip_forward": "1"}),
+            "Runtime" => json!("runc"),
+            "Isolation" => json!("hyperv"),
+            "MaskedPaths" => json!(["/proc/kcore"]),
+            "ReadonlyPaths" => json!(["/proc/sys"]),
+            _ => return None,
+        })
+    }
+
+    /// A non-default value for every key of `Config` (the create body minus HostConfig and
+    /// NetworkingConfig).
+    fn config_sample(key: &str) -> Option<Value> {
+        Some(match key {
+            "Hostname" => json!("h1"),
+            "Domainname" => json!("example.com"),
+            "User" => json!("nobody"),
+            "AttachStdin" | "AttachStdout" | "AttachStderr" | "Tty" | "OpenStdin" | "StdinOnce"
+            | "NetworkDisabled" | "ArgsEscaped" => json!(true),
+            "ExposedPorts" => json!({"80/tcp": {}}),
+            "Env" => json!(["A=1"]),
+            "Cmd" => json!(["run"]),
+            "Healthcheck" => json!({"Test": ["CMD", "true"]}),
+            "Image" => json!("img"),
+            "Volumes" => json!({"/v": {}}),
+            "WorkingDir" => json!("/w"),
+            "Entrypoint" => json!(["/e"]),
+            "MacAddress" => json!("02:42:ac:11:00:02"),
+            "OnBuild" => json!(["RUN x"]),
+            "Labels" => json!({"a": "b"}),
+            "StopSignal" => json!("SIGINT"),
+            "StopTimeout" => json!(5),
+            "Shell" => json!(["/bin/sh", "-c"]),
+            _ => return None,
+        })
+    }
+
+    fn endpoint_sample(key: &str) -> Option<Value> {
+        Some(match key {
+            "IPAMConfig" => json!({"IPv4Address": "10.0.0.5"}),
+            "Links" | "Aliases" | "DNSNames" => json!(["a"]),
+            "MacAddress" => json!("02:42:ac:11:00:02"),
+            "DriverOpts" => json!({"a": "b"}),
+            "GwPriority" => json!(1),
+            "NetworkID" | "EndpointID" | "Gateway" | "IPAddress" | "IPv6Gateway"
+            | "GlobalIPv6Address" => json!("x"),
+            "IPPrefixLen" | "GlobalIPv6PrefixLen" => json!(24),
+            _ => return None,
+        })
+    }
+
+    /// The record create would build from `spec`, for inspect.
+    fn record_of(spec: ContainerSpec) -> super::super::record::ContainerRecord {
+        super::super::record::ContainerRecord {
+            id: "0".repeat(64),
+            name: "c".into(),
+            created: String::new(),
+            image_id: String::new(),
+            path: String::new(),
+            args: Vec::new(),
+            env: spec.run.env.clone(),
+            working_dir: spec.run.working_dir.clone().unwrap_or_default(),
+            user: spec.run.user.clone().unwrap_or_default(),
+            hostname: spec.run.hostname.clone().unwrap_or_default(),
+            labels: spec.labels.clone(),
+            exposed: spec.exposed.clone(),
+            mounts: Vec::new(),
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            log_path: String::new(),
+            state: Default::default(),
+            spec,
+        }
+    }
+
+    /// Whether inspect's `shown` value carries everything of `sent`.
+    fn shows(shown: &Value, sent: &Value) -> bool {
+        match (shown, sent) {
+            (Value::Object(a), Value::Object(b)) => {
+                b.iter().all(|(k, v)| a.get(k).is_some_and(|x| shows(x, v)))
+            }
+            _ => shown == sent,
+        }
+    }
+
+    /// Walks every key of the model: honoured ones are accepted and shown back by inspect,
+    /// the rest are refused with an error naming the field.
+    #[test]
+    fn every_model_field_is_honoured_or_refused_by_name() {
+        let mut refused = Vec::new();
+        for key in model_keys::<HostConfig>() {
+            let sample = host_config_sample(key)
+                .unwrap_or_else(|| panic!("HostConfig.{key}: new field; classify it"));
+            assert!(!is_unset(&sample), "{key}");
+            let mut b = json!({"Image": "img", "HostConfig": {key: sample}});
+            // A period alone says nothing: it goes with a quota.
+            if key == "CpuPeriod" {
+                b["HostConfig"]["CpuQuota"] = json!(25_000);
+            }
+            let got = parse_create(serde_json::from_value(b).unwrap());
+            if HOST_CONFIG_HONOURED.contains(&key) {
+                let spec = got.unwrap_or_else(|e| panic!("HostConfig.{key}: {e}"));
+                let v = record_of(spec).inspect();
+                assert!(
+                    shows(&v["HostConfig"][key], &sample),
+                    "HostConfig.{key}: inspect shows {} for {sample}",
+                    v["HostConfig"][key]
+                );
+            } else {
+                let e = got.expect_err(key).to_string();
+                assert!(e.contains(&format!("HostConfig.{key}")), "{key}: {e}");
+                refused.push(key);
+            }
+        }
+        assert!(refused.contains(&"Privileged"), "{refused:?}");
+        for key in model_keys::<ContainerCreateBody>() {
+            if key == "HostConfig" || key == "NetworkingConfig" {
+                continue;
+            }
+            let sample = config_sample(key)
+                .unwrap_or_else(|| panic!("Config.{key}: new field; classify it"));
+            let mut b = json!({"Image": "img"});
+            b[key] = sample.clone();
+            let got = parse_create(serde_json::from_value(b).unwrap());
+            if CONFIG_HONOURED.contains(&key) {
+                let spec = got.unwrap_or_else(|e| panic!("Config.{key}: {e}"));
+                let v = record_of(spec).inspect();
+                // Volumes show the mounts resolved at create (an anonymous volume each).
+                if key != "Volumes" {
+                    assert!(
+                        shows(&v["Config"][key], &sample),
+                        "Config.{key}: inspect shows {} for {sample}",
+                        v["Config"][key]
+                    );
+                }
+            } else {
+                let e = got.expect_err(key).to_string();
+                assert!(e.contains(key), "{key}: {e}");
+            }
+        }
+        for key in model_keys::<EndpointSettings>() {
+            let sample = endpoint_sample(key)
+                .unwrap_or_else(|| panic!("EndpointSettings.{key}: new field; classify it"));
+            let b = json!({"Image": "img", "HostConfig": {"NetworkMode": "n1"},
+                           "NetworkingConfig": {"EndpointsConfig": {"n1": {key: sample}}}});
+            let got = parse_create(serde_json::from_value(b).unwrap());
+            if ENDPOINT_HONOURED.contains(&key) {
+                got.unwrap_or_else(|e| panic!("EndpointSettings.{key}: {e}"));
+            } else {
+                let e = got.expect_err(key).to_string();
+                assert!(
+                    e.contains(&format!("NetworkingConfig.EndpointsConfig.{key}")),
+                    "{key}: {e}"
+                );
+            }
+        }
+    }
+
+    /// Every key of the exec and volume create models is honoured or refused by name.
+    #[test]
+    fn exec_and_volume_bodies_walk_their_models() {
+        use bollard_stubs::models::{ExecConfig, VolumeCreateOptions};
+        for key in model_keys::<ExecConfig>() {
+            let sample = match key {
+                "AttachStdin" | "AttachStdout" | "AttachStderr" | "Tty" | "Privileged" => {
+                    json!(true)
+                }
+                "ConsoleSize" => json!([24, 80]),
+                "DetachKeys" => json!("ctrl-x"),
+                "Env" | "Cmd" => json!(["A=1"]),
+                "User" | "WorkingDir" => json!("x"),
+                _ => panic!("ExecConfig.{key}: new field; classify it"),
+            };
+            let got = refuse_fields(&json!({key: sample}), "", EXEC_REFUSED);
+            match (!EXEC_REFUSED.contains(&key), got) {
+                (true, Ok(())) => {}
+                (false, Err(e)) => assert!(e.to_string().contains(key), "{e}"),
+                (h, g) => panic!("ExecConfig.{key}: honoured {h}, got {g:?}"),
+            }
+            assert!(refuse_fields(&json!({key: Value::Null}), "", EXEC_REFUSED).is_ok());
+        }
+        for key in model_keys::<VolumeCreateOptions>() {
+            let sample = match key {
+                "Name" | "Driver" => json!("x"),
+                "DriverOpts" | "Labels" => json!({"a": "b"}),
+                "ClusterVolumeSpec" => json!({"Group": "g"}),
+                _ => panic!("VolumeCreateOptions.{key}: new field; classify it"),
+            };
+            let got = refuse_fields(&json!({key: sample}), "", VOLUME_REFUSED);
+            match (!VOLUME_REFUSED.contains(&key), got) {
+                (true, Ok(())) => {}
+                (false, Err(e)) => assert!(e.to_string().contains(key), "{e}"),
+                (h, g) => panic!("VolumeCreateOptions.{key}: honoured {h}, got {g:?}"),
+            }
+        }
+    }
+
+    /// Every key of the network create model (and its IPAM parts) is honoured or refused.
+    #[test]
+    fn network_bodies_walk_their_model() {
+        use bollard_stubs::models::{Ipam, IpamConfig, NetworkCreateRequest};
+        let check = |body: Value, key: &str, refused: bool| {
+            let got = refuse_network_fields(&body);
+            match (refused, got) {
+                (false, Ok(())) => {}
+                (true, Err(e)) => assert!(e.to_string().contains(key), "{key}: {e}"),
+                (r, g) => panic!("{key}: refused {r}, got {g:?}"),
+            }
+        };
+        for key in model_keys::<NetworkCreateRequest>() {
+            let (sample, refused) = match key {
+                "Name" | "Driver" | "Id" | "Warning" => (json!("x"), false),
+                "Internal" | "EnableIPv6" => (json!(true), false),
+                "Options" | "Labels" => (json!({"a": "b"}), false),
+                "IPAM" => (json!({"Config": [{"Subnet": "10.9.0.0/24"}]}), false),
+                "Scope" => (json!("swarm"), true),
+                "EnableIPv4" => (json!(false), true),
+                "Attachable" => (json!(true), false),
+                "Ingress" | "ConfigOnly" => (json!(true), true),
+                "ConfigFrom" => (json!({"Network": "n"}), true),
+                _ => panic!("NetworkCreateRequest.{key}: new field; classify it"),
+            };
+            check(json!({"Name": "n", key: sample}), key, refused);
+        }
+        for key in model_keys::<Ipam>() {
+            let (sample, refused) = match key {
+                "Driver" => (json!("other"), true),
+                "Config" => (json!([{"Subnet": "10.9.0.0/24"}]), false),
+                "Options" => (json!({"a": "b"}), true),
+                _ => panic!("Ipam.{key}: new field; classify it"),
+            };
+            check(json!({"Name": "n", "IPAM": {key: sample}}), key, refused);
+        }
+        for key in model_keys::<IpamConfig>() {
+            let (sample, refused) = match key {
+                "Subnet" | "Gateway" => (json!("10.9.0.1"), false),
+                "IPRange" => (json!("10.9.0.128/25"), true),
+                "AuxiliaryAddresses" => (json!({"a": "10.9.0.5"}), true),
+                _ => panic!("IpamConfig.{key}: new field; classify it"),
+            };
+            check(
+                json!({"Name": "n", "IPAM": {"Config": [{key: sample}]}}),
+                key,
+                refused,
+            );
+        }
+        // What the CLI and compose send by default.
+        check(
+            json!({"Name": "n", "CheckDuplicate": true, "Driver": "bridge", "Scope": "local",
+                   "Attachable": false, "Ingress": false, "ConfigOnly": false, "ConfigFrom": null,
+                   "EnableIPv4": true, "IPAM": {"Driver": "default", "Options": {}, "Config": []}}),
+            "",
+            false,
+        );
+    }
+
+    #[test]
+    fn zero_values_as_the_cli_sends_them_are_not_refused() {
+        // The HostConfig of `docker run` with no options (docker-run-transcript.txt).
+        let b: Value = serde_json::from_str(
+            r#"{"Image": "img", "Hostname":"","Domainname":"","User":"","Env":null,"Volumes":{},"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":{},"HostConfig":{"Binds":null,"ContainerIDFile":"","LogConfig":{"Type":"","Config":{}},"NetworkMode":"default","PortBindings":{},"RestartPolicy":{"Name":"no","MaximumRetryCount":0},"AutoRemove":true,"VolumeDriver":"","VolumesFrom":null,"ConsoleSize":[0,0],"CapAdd":null,"CapDrop":null,"CgroupnsMode":"","Dns":[],"DnsOptions":[],"DnsSearch":[],"ExtraHosts":null,"GroupAdd":null,"IpcMode":"","Cgroup":"","Links":null,"OomScoreAdj":0,"PidMode":"","Privileged":false,"PublishAllPorts":false,"ReadonlyRootfs":false,"SecurityOpt":null,"UTSMode":"","UsernsMode":"","ShmSize":0,"Isolation":"","CpuShares":0,"Memory":0,"NanoCpus":0,"CgroupParent":"","BlkioWeight":0,"BlkioWeightDevice":[],"BlkioDeviceReadBps":[],"BlkioDeviceWriteBps":[],"BlkioDeviceReadIOps":[],"BlkioDeviceWriteIOps":[],"CpuPeriod":0,"CpuQuota":0,"CpuRealtimePeriod":0,"CpuRealtimeRuntime":0,"CpusetCpus":"","CpusetMems":"","Devices":[],"DeviceCgroupRules":null,"DeviceRequests":null,"MemoryReservation":0,"MemorySwap":0,"MemorySwappiness":-1,"OomKillDisable":false,"PidsLimit":0,"Ulimits":[],"CpuCount":0,"CpuPercent":0,"IOMaximumIOps":0,"IOMaximumBandwidth":0,"MaskedPaths":null,"ReadonlyPaths":null},"NetworkingConfig":{"EndpointsConfig":{"default":{"IPAMConfig":null,"Links":null,"Aliases":null,"MacAddress":"","DriverOpts":null,"GwPriority":0,"NetworkID":"","EndpointID":"","Gateway":"","IPAddress":"","IPPrefixLen":0,"IPv6Gateway":"","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0,"DNSNames":null}}}}"#,
+        )
+        .unwrap();
+        parse_create(serde_json::from_value(b).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn cmd_and_entrypoint_may_be_strings() {
+        let b = create_body_from_json(json!({"Image": "i", "Cmd": "echo hi", "Entrypoint": "/e"}))
+            .unwrap();
+        assert_eq!(b.cmd, Some(vec!["echo hi".to_string()]));
+        assert_eq!(b.entrypoint, Some(vec!["/e".to_string()]));
+        assert!(create_body_from_json(json!({"Image": "i", "Cmd": 5})).is_err());
+    }
+
+    #[test]
+    fn extra_hosts_tmpfs_and_sysctls_parse() {
+        assert_eq!(
+            parse_extra_host("foo:1.2.3.4").unwrap(),
+            ExtraHost {
+                name: "foo".into(),
+                target: HostTarget::Ip("1.2.3.4".parse().unwrap())
+            }
+        );
+        assert_eq!(
+            parse_extra_host("six:::1").unwrap().target,
+            HostTarget::Ip("::1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_extra_host("gw:host-gateway").unwrap().target,
+            HostTarget::HostGateway
+        );
+        assert!(parse_extra_host("nocolon").is_err());
+        assert!(parse_extra_host("a:notanip").is_err());
+        let s = parse_create(body(json!({"Image": "i", "HostConfig": {
+            "Tmpfs": {"/tmp": "size=1m,mode=1777"},
+            "Mounts": [{"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 2097152, "Mode": 448}}],
+        }})))
+        .unwrap();
+        assert_eq!(
+            s.run.tmpfs,
+            vec![
+                TmpfsMount {
+                    destination: "/tmp".into(),
+                    options: vec!["size=1m".into(), "mode=1777".into()]
+                },
+                TmpfsMount {
+                    destination: "/t".into(),
+                    options: vec!["size=2097152".into(), "mode=700".into()]
+                },
+            ]
+        );
+        let bad =
+            |hc: Value| parse_create(body(json!({"Image": "i", "HostConfig": hc}))).unwrap_err();
+        bad(json!({"Sysctls": {"kernel.hostname": "x"}}));
+        bad(json!({"NetworkMode": "host", "Sysctls": {"net.ipv4.ip_forward": "1"}}));
+        bad(json!({"IpcMode": "host", "Sysctls": {"kernel.shmmax": "1"}}));
+        bad(json!({"Tmpfs": {"relative": ""}}));
+        bad(json!({"Mounts": [{"Type": "tmpfs", "Target": "/t", "Source": "/x"}]}));
+        bad(json!({"PidMode": "container:x"}));
+        bad(json!({"OomScoreAdj": 1001}));
+        bad(json!({"CpuPeriod": 50000}));
+        bad(json!({"SecurityOpt": ["seccomp=/some/profile.json"]}));
+    }
 
     fn body(json: serde_json::Value) -> ContainerCreateBody {
         serde_json::from_value(json).unwrap()

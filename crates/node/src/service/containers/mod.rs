@@ -15,6 +15,7 @@ pub mod names;
 pub mod record;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use self::names::NameIndex;
 use self::record::{ContainerRecord, ContainerState, ResolvedMount};
 use super::events::{Event, EventBus};
 use super::images::ImageService;
-use super::networks::{AttachRequest, NetworkService};
+use super::networks::{AttachRequest, NameFiles, NetworkService};
 use super::volumes::{random_hex64, CreateVolume, VolumeService};
 use crate::error::ServiceError;
 use crate::store::{Store, CONTAINERS};
@@ -112,6 +113,8 @@ pub struct ExecEntry {
     pub exit_code: Option<i64>,
     /// Why the process could not be started (exit code 126 then, as with Docker).
     pub start_error: Option<String>,
+    /// The tty's first size (rows, columns), from the request's `ConsoleSize`.
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// What dockerd 20.10 makes of a process that could not be started (its
@@ -175,6 +178,8 @@ struct Inner {
     table: Mutex<Table>,
     /// For waiting on watch channels from blocking threads.
     handle: tokio::runtime::Handle,
+    /// The init binary `--init` runs as PID 1 (tini), if the host has one.
+    init_path: Option<PathBuf>,
 }
 
 /// The containers of this node.
@@ -230,6 +235,7 @@ impl ContainerService {
         networks: NetworkService,
         events: EventBus,
         store: Store,
+        init_path: Option<PathBuf>,
     ) -> Result<Self, ServiceError> {
         let mut table = Table::default();
         for (id, rec) in store.list::<ContainerRecord>(CONTAINERS)? {
@@ -252,6 +258,7 @@ impl ContainerService {
                 store,
                 table: Mutex::new(table),
                 handle: tokio::runtime::Handle::current(),
+                init_path,
             }),
         })
     }
@@ -492,6 +499,28 @@ impl ContainerService {
         result.map(|()| (id, Vec::new()))
     }
 
+    /// Resolves `--add-host`/`--dns*` into what the network files say (`host-gateway`
+    /// becomes the default bridge's gateway).
+    fn name_files(&self, r: &config::NameResolution) -> Result<NameFiles, ServiceError> {
+        let mut extra_hosts = Vec::new();
+        for h in &r.extra_hosts {
+            let ip = match h.target {
+                config::HostTarget::Ip(ip) => ip,
+                config::HostTarget::HostGateway => self.inner.networks.host_gateway_blocking()?,
+            };
+            extra_hosts.push((h.name.clone(), ip));
+        }
+        Ok(NameFiles {
+            extra_hosts,
+            resolv: berth_overlay_net::ResolvConfOptions {
+                nameservers: r.dns.clone(),
+                search: r.dns_search.clone(),
+                options: r.dns_options.clone(),
+                embedded_dns: None,
+            },
+        })
+    }
+
     fn volumes_of_failed(&self, id: &str) -> Vec<(String, bool)> {
         self.inner
             .volumes
@@ -628,6 +657,26 @@ impl ContainerService {
         }
         exposed.sort();
         exposed.dedup();
+        if spec.init {
+            let init = self.inner.init_path.clone().ok_or_else(|| {
+                ServiceError::invalid(
+                    "HostConfig.Init: no init binary found on this host (install tini or start berthd with --init-path)",
+                )
+            })?;
+            if !init.is_file() {
+                return Err(ServiceError::invalid(format!(
+                    "HostConfig.Init: init binary {} not found (berthd --init-path)",
+                    init.display()
+                )));
+            }
+            spec.run.init = Some(init);
+        }
+        spec.run.devices = spec
+            .devices
+            .iter()
+            .map(device_node)
+            .collect::<Result<_, _>>()?;
+        let names = self.name_files(&spec.name_resolution)?;
         // Networking: a namespace of its own joined to a bridge network, the host's, or
         // one with only `lo`.
         let mut endpoints = Vec::new();
@@ -647,6 +696,7 @@ impl ContainerService {
                     network: net_name,
                     aliases: spec.aliases.clone(),
                     ports,
+                    names: &names,
                 })?;
                 spec.run.network = NetworkMode::Join(att.netns.clone());
                 binds.push(BindMount {
@@ -678,8 +728,14 @@ impl ContainerService {
                     }
                 }
             }
-            NetworkChoice::Host => {
-                let (hosts, resolv) = self.inner.networks.host_mode_files(id, &hostname)?;
+            NetworkChoice::Host | NetworkChoice::None => {
+                let (hosts, resolv) = if spec.network == NetworkChoice::Host {
+                    self.inner.networks.host_mode_files(id, &hostname, &names)?
+                } else {
+                    self.inner
+                        .networks
+                        .no_network_files(id, &hostname, &names)?
+                };
                 binds.push(BindMount {
                     source: hosts,
                     destination: "/etc/hosts".into(),
@@ -691,12 +747,14 @@ impl ContainerService {
                     read_only: false,
                 });
             }
-            NetworkChoice::None => {}
         }
         spec.run.mounts = binds;
         let args = berth_runtime::spec::process_args(&image_cfg, &spec.run)
             .map_err(ServiceError::runtime)?;
-        let env = berth_runtime::spec::merge_env(&image_cfg, &spec.run, &hostname);
+        let mut env = berth_runtime::spec::merge_env(&image_cfg, &spec.run, &hostname);
+        // `-e FOO` with FOO unset: not in the process's environment, but inspect shows the
+        // entry as sent, as dockerd does.
+        env.extend(spec.run.env.iter().filter(|e| !e.contains('=')).cloned());
         let mut labels: BTreeMap<String, String> = details
             .config
             .as_ref()
@@ -801,6 +859,25 @@ impl ContainerService {
             l.starts += 1;
             l.running = true;
         });
+        // `ConsoleSize` of the create request: the tty's first size, as dockerd sets it.
+        if let (true, Some([h, w])) = (
+            rec.spec.run.tty,
+            rec.spec
+                .request
+                .host_config
+                .as_ref()
+                .and_then(|h| h.console_size.as_deref()),
+        ) {
+            if *h > 0 && *w > 0 {
+                let (h, w) = (
+                    u16::try_from(*h).unwrap_or(u16::MAX),
+                    u16::try_from(*w).unwrap_or(u16::MAX),
+                );
+                if let Err(e) = self.inner.runtime.resize(&id, h, w) {
+                    tracing::debug!(%id, error = %e, "initial console size");
+                }
+            }
+        }
         self.event("start", &rec, &[]);
         self.spawn_monitor(id);
         Ok(())
@@ -1266,6 +1343,11 @@ impl ContainerService {
             ) => return Err(ServiceError::runtime(e)),
             Err(e) => Err(start_failure_message("OCI runtime exec failed", &e)),
         };
+        if let (true, Some((h, w)), Ok(rid)) = (entry.opts.tty, entry.console_size, &started) {
+            if let Err(e) = self.inner.runtime.exec_resize(&entry.container, rid, h, w) {
+                tracing::debug!(exec = %exec_id, error = %e, "initial console size");
+            }
+        }
         let mut t = self.table();
         let e = t
             .execs
@@ -1313,6 +1395,39 @@ impl ContainerService {
 }
 
 /// The `-p` and `-P` requests of a container for the network driver.
+/// The node `--device` makes: the host device's type, numbers, mode and owner.
+fn device_node(d: &config::DeviceRequest) -> Result<berth_runtime::spec::DeviceNode, ServiceError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let host = &d.path_on_host;
+    let md = std::fs::metadata(host).map_err(|e| {
+        ServiceError::invalid(format!(
+            "error gathering device information while adding custom device {:?}: {e}",
+            host.display()
+        ))
+    })?;
+    let kind = if md.file_type().is_char_device() {
+        'c'
+    } else if md.file_type().is_block_device() {
+        'b'
+    } else {
+        return Err(ServiceError::invalid(format!(
+            "HostConfig.Devices: {:?} is not a device node (directories of devices are not supported by berth)",
+            host.display()
+        )));
+    };
+    let dev = md.rdev();
+    Ok(berth_runtime::spec::DeviceNode {
+        path: d.path_in_container.clone(),
+        kind,
+        major: (((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff)) as i64,
+        minor: ((dev & 0xff) | ((dev >> 12) & !0xff)) as i64,
+        file_mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        access: d.permissions.clone(),
+    })
+}
+
 fn port_requests(
     spec: &ContainerSpec,
     exposed: &[config::PortProto],

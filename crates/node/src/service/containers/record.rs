@@ -60,7 +60,7 @@ pub struct Endpoint {
 }
 
 /// Everything berthd keeps about one container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
     pub name: String,
@@ -263,7 +263,7 @@ impl ContainerRecord {
             .filter(|m| m.kind == "volume")
             .map(|m| (m.destination.clone(), json!({})))
             .collect();
-        json!({
+        let mut v = json!({
             "Id": self.id,
             "Created": self.created,
             "Path": self.path,
@@ -345,7 +345,46 @@ impl ContainerRecord {
                 "MacAddress": self.endpoints.first().map(|e| e.mac_address.clone()).unwrap_or_default(),
                 "Networks": self.networks(),
             },
-        })
+        });
+        let hc = s.request.host_config.clone().unwrap_or_default();
+        v["HostConfig"]["Init"] = json!(s.init);
+        v["HostConfig"]["Tmpfs"] = json!(hc.tmpfs);
+        v["HostConfig"]["ExtraHosts"] = json!(hc.extra_hosts);
+        v["HostConfig"]["Dns"] = json!(hc.dns.unwrap_or_default());
+        v["HostConfig"]["DnsSearch"] = json!(hc.dns_search.unwrap_or_default());
+        v["HostConfig"]["DnsOptions"] = json!(hc.dns_options.unwrap_or_default());
+        v["HostConfig"]["ShmSize"] = json!(r.shm_size.unwrap_or(67_108_864));
+        // Every other field of the request shows back as sent (only honoured fields can
+        // be set: see `config::refuse_unsupported`).
+        let request = serde_json::to_value(&s.request).unwrap_or(Value::Null);
+        if let Value::Object(req) = request {
+            for (k, val) in req {
+                let (section, key) = match k.as_str() {
+                    "HostConfig" => {
+                        if let Value::Object(hc) = val {
+                            for (hk, hv) in hc {
+                                if let Some(o) = v["HostConfig"].as_object_mut() {
+                                    let shown = o.entry(hk).or_insert(Value::Null);
+                                    if shown.is_null() {
+                                        *shown = hv;
+                                    }
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    "NetworkingConfig" => continue,
+                    _ => ("Config", k),
+                };
+                if let Some(o) = v[section].as_object_mut() {
+                    let shown = o.entry(key).or_insert(Value::Null);
+                    if shown.is_null() {
+                        *shown = val;
+                    }
+                }
+            }
+        }
+        v
     }
 
     /// One entry of `GET /containers/json`.
