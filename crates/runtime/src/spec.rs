@@ -149,6 +149,10 @@ pub struct RunOptions {
     pub stop_signal: Option<String>,
     /// Seconds before SIGKILL on stop (default 10).
     pub stop_timeout: Option<u64>,
+    /// `HostConfig.LogConfig`, validated (absent in records older than log drivers:
+    /// json-file without options).
+    #[serde(default)]
+    pub log: crate::log_config::LogConfig,
 }
 
 /// Facts about the host and the image's files, read by the caller.

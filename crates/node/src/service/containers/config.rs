@@ -562,6 +562,8 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         mounts: Vec::new(),
         stop_signal: body.stop_signal.filter(|s| !s.is_empty()),
         stop_timeout,
+        // HostConfig.LogConfig needs the daemon's default: resolved by the service.
+        log: Default::default(),
     };
     for e in &run.env {
         if e.is_empty() || e.starts_with('=') {
