@@ -590,4 +590,138 @@ mod tests {
         let c = Config::parse_from(["berthd", "-H", "/no/scheme"]);
         assert!(c.listeners().is_err());
     }
+
+    fn file(json: &str) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn cli(args: &[&str]) -> ArgMatches {
+        Config::command().get_matches_from(std::iter::once("berthd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn file_keys_become_flags() {
+        let f = file(
+            r#"{"data-root": "/d", "hosts": ["unix:///a.sock", "unix:///b.sock"],
+                "tlsverify": true, "force-new-cluster": false, "mirror-tag-ttl": 5,
+                "log-opts": {"max-size": "1k"}, "bip": "10.9.0.1/24",
+                "default-address-pools": [{"base": "10.10.0.0/16", "size": 24}]}"#,
+        );
+        let args = file_args(&f, &cli(&[])).unwrap();
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "--data-root",
+                "/d",
+                "--host",
+                "unix:///a.sock",
+                "--host",
+                "unix:///b.sock",
+                "--mirror-tag-ttl",
+                "5",
+                "--tlsverify",
+                "--log-opt",
+                "max-size=1k",
+                "--bip",
+                "10.9.0.1/24",
+                "--default-address-pool",
+                "base=10.10.0.0/16,size=24",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_then_conflicts_are_refused_as_dockerd_does() {
+        let e = file_args(
+            &file(r#"{"bogus": 1, "data-root": "/x"}"#),
+            &cli(&["--data-root", "/y"]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "the following directives don't match any configuration option: bogus"
+        );
+        let e = file_args(
+            &file(r#"{"log-driver": "local", "hosts": ["unix:///x"]}"#),
+            &cli(&[
+                "--log-driver",
+                "json-file",
+                "-H",
+                "unix:///a",
+                "-H",
+                "unix:///b",
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "the following directives are specified both as a flag and in the configuration file: \
+             hosts: (from flag: [unix:///a unix:///b], from file: [\"unix:///x\"]), \
+             log-driver: (from flag: json-file, from file: \"local\")"
+        );
+        // A default value is not a flag given.
+        assert!(file_args(&file(r#"{"log-driver": "local"}"#), &cli(&[])).is_ok());
+        let e = file_args(&file(r#"{"hosts": "unix:///x"}"#), &cli(&[])).unwrap_err();
+        assert!(e.contains("invalid value for \"hosts\""), "{e}");
+    }
+
+    #[test]
+    fn config_file_merges_with_flags_and_a_missing_explicit_file_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        std::fs::write(
+            &path,
+            r#"{"log-driver": "local", "log-opts": {"max-file": "3"}, "registry-mirrors": ["http://10.0.0.2:5001"]}"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let args = |a: &[&str]| -> Vec<OsString> {
+            std::iter::once("berthd")
+                .chain(a.iter().copied())
+                .map(OsString::from)
+                .collect()
+        };
+        let c = Config::load_from(args(&["--config-file", p, "--data-root", "/d"])).unwrap();
+        assert_eq!(c.data_root, PathBuf::from("/d"));
+        assert_eq!(c.log_driver, "local");
+        assert_eq!(c.log_opts, [("max-file".to_string(), "3".to_string())]);
+        assert_eq!(c.registry_mirrors, ["http://10.0.0.2:5001"]);
+        assert_eq!(
+            c.log_default().unwrap().driver,
+            berth_runtime::log_config::LogDriver::Local
+        );
+        // File values go through the flags' own checks.
+        std::fs::write(&path, r#"{"registry-mirrors": ["ftp://x"]}"#).unwrap();
+        assert!(Config::load_from(args(&["--config-file", p])).is_err());
+        let missing = dir.path().join("missing.json");
+        let e = Config::load_from(args(&["--config-file", missing.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unable to configure the berth daemon with file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bip_and_address_pools_configure_the_bridge_driver() {
+        let c = Config::parse_from([
+            "berthd",
+            "--bip",
+            "10.9.0.1/24",
+            "--default-address-pool",
+            "base=10.10.0.0/16,size=24",
+        ]);
+        let d = c.network_driver();
+        assert_eq!(d.default_subnet, Some("10.9.0.0/24".parse().unwrap()));
+        assert_eq!(d.default_gateway, Some("10.9.0.1".parse().unwrap()));
+        assert_eq!(d.pools.len(), 256);
+        assert_eq!(d.pools[1], "10.10.1.0/24".parse().unwrap());
+        assert!(
+            parse_bip("10.9.0.0/24").is_err(),
+            "the network address is no gateway"
+        );
+        assert!(parse_address_pool("base=10.10.0.0/16,size=8").is_err());
+    }
 }
