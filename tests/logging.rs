@@ -77,6 +77,38 @@ fn json_file_rotation_keeps_the_newest_lines_in_bounded_files() -> Result<()> {
 }
 
 #[test]
+fn follow_reads_across_rotations_in_order() -> Result<()> {
+    let e = DockerEnv::new()?;
+    let bb = e.img("busybox:latest");
+    for driver in ["json-file", "local"] {
+        // Enough files that nothing is dropped: every line must come out once, in order.
+        let id = e.ok(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--log-driver",
+            driver,
+            "--log-opt",
+            "max-size=2k",
+            "--log-opt",
+            "max-file=100",
+            &bb,
+            "sh",
+            "-c",
+            "sleep 1; seq 1 2000",
+        ])?;
+        let id = id.trim();
+        let lines = log_lines(&e, &["--follow", id])?;
+        let want: Vec<String> = (1..=2000).map(|i| i.to_string()).collect();
+        assert_eq!(lines, want, "{driver}");
+        let since = log_lines(&e, &["--since", "2000-01-01T00:00:00Z", "--tail", "2", id])?;
+        assert_eq!(since, ["1999", "2000"], "{driver}");
+    }
+    Ok(())
+}
+
+#[test]
 fn local_and_none_drivers_and_refused_configs() -> Result<()> {
     let e = DockerEnv::new()?;
     let bb = e.img("busybox:latest");
