@@ -220,13 +220,18 @@ fn daemon_json_sets_log_defaults_and_conflicts_are_refused() -> Result<()> {
         .output()?;
     assert!(!out.status.success());
 
+    // The file's defaults apply to containers that give no LogConfig.
+    std::fs::write(
+        &cfg,
+        r#"{"log-driver": "local", "log-opts": {"max-size": "5k", "max-file": "3"}}"#,
+    )?;
     let e = DockerEnv {
         fx: berth_testkit::Fixture::from_env()?,
         d: Berthd::start(&["--config-file", cfg.to_str().context("path")?])?,
     };
     assert_eq!(
         e.ok(&["info", "--format", "{{.LoggingDriver}}"])?.trim(),
-        "json-file"
+        "local"
     );
     let bb = e.img("busybox:latest");
     let id = e.ok(&[
@@ -243,18 +248,30 @@ fn daemon_json_sets_log_defaults_and_conflicts_are_refused() -> Result<()> {
     e.ok(&["wait", id])?;
     assert_eq!(
         e.inspect(id, "{{json .HostConfig.LogConfig}}")?,
-        r#"{"Type":"json-file","Config":{"max-file":"3","max-size":"5k"}}"#
+        r#"{"Type":"local","Config":{"max-file":"3","max-size":"5k"}}"#
     );
-    let log_path = e.inspect(id, "{{.LogPath}}")?;
-    let p = std::path::Path::new(&log_path);
-    let name = p
-        .file_name()
-        .context("name")?
-        .to_string_lossy()
-        .into_owned();
-    let files = files_named(p.parent().context("dir")?, &name)?;
-    assert_eq!(files.len(), 3, "{files:?}");
+    // dockerd shows no LogPath for the local driver.
+    assert_eq!(e.inspect(id, "{{.LogPath}}")?, "");
+    let dir =
+        e.d.data_root()
+            .join("runtime/containers")
+            .join(id)
+            .join("local-logs");
+    let files = files_named(&dir, "container.log")?;
+    assert_eq!(
+        files,
+        ["container.log", "container.log.1.gz", "container.log.2.gz"],
+        "local compresses rotated files by default"
+    );
     let lines = log_lines(&e, &[id])?;
     assert_eq!(lines.last().map(String::as_str), Some("3000"));
+    let n: Vec<u32> = lines.iter().map(|l| l.parse()).collect::<Result<_, _>>()?;
+    assert_eq!(n, (n[0]..=3000).collect::<Vec<_>>());
+    // A driver other than the default one does not take the default's options.
+    let id = e.ok(&["create", "--log-driver", "json-file", &bb, "true"])?;
+    assert_eq!(
+        e.inspect(id.trim(), "{{json .HostConfig.LogConfig}}")?,
+        r#"{"Type":"json-file","Config":{}}"#
+    );
     Ok(())
 }
