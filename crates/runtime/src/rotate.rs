@@ -14,7 +14,9 @@
 //! ```
 //!
 //! The shim is the only writer and writes whole records, so a rotation never splits or
-//! drops a record: it happens between two writes.
+//! drops a record: it happens between two writes. A rotation holds an exclusive `flock` on
+//! the log's directory; a reader lists and opens the set under a shared one (and reads
+//! after releasing it), so it never sees a rotation half done: no file missed or read twice.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
