@@ -1,9 +1,35 @@
-//! berthd's command line, with dockerd's flag names.
+//! berthd's command line, with dockerd's flag names, and its configuration file in
+//! dockerd's `daemon.json` format.
+//!
+//! The file (`--config-file`, default `/etc/berth/daemon.json`; a missing default file is
+//! fine, a missing file given explicitly is an error) is one JSON object whose keys are
+//! dockerd's names where dockerd has the option and the flag's name for berth-only flags:
+//!
+//! ```json
+//! { "data-root": "/var/lib/berth", "exec-root": "/run/berth",
+//!   "hosts": ["unix:///run/berth/berth.sock"], "pidfile": "/run/berth/berthd.pid",
+//!   "insecure-registries": ["10.0.0.5:5000"], "registry-mirrors": ["http://10.0.0.2:5001"],
+//!   "tlsverify": true, "tlscacert": "ca.pem", "tlscert": "cert.pem", "tlskey": "key.pem",
+//!   "log-level": "info", "log-driver": "json-file", "log-opts": {"max-size": "10m"},
+//!   "bip": "172.20.0.1/16",
+//!   "default-address-pools": [{"base": "10.10.0.0/16", "size": 24}],
+//!   "mirror-addr": "127.0.0.1:5001", "mirror-size-cap": 10000000000, "mirror-tag-ttl": 300,
+//!   "force-new-cluster": false }
+//! ```
+//!
+//! As with dockerd, an unknown key is an error, and so is a key given both in the file and
+//! as a flag ("the following directives are specified both as a flag and in the
+//! configuration file: ..."); otherwise the file's values apply as if given as flags.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
+use berth_overlay_net::Ipv4Net;
+use berth_runtime::log_config::LogConfig;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -72,6 +98,332 @@ pub struct Config {
     /// on PATH, else Debian's `/usr/bin/tini-static` (package `tini`).
     #[arg(long = "init-path")]
     pub init_path: Option<PathBuf>,
+    /// The daemon configuration file (dockerd's daemon.json format, see the module docs).
+    #[arg(long = "config-file", default_value = DEFAULT_CONFIG_FILE)]
+    pub config_file: PathBuf,
+    /// Default logging driver of containers: json-file, local or none.
+    #[arg(long = "log-driver", default_value = "json-file")]
+    pub log_driver: String,
+    /// Default logging driver option `KEY=VALUE` (e.g. max-size=10m). Repeatable.
+    #[arg(long = "log-opt", value_parser = parse_key_value)]
+    pub log_opts: Vec<(String, String)>,
+    /// Address and prefix of the default bridge network's gateway (e.g. 172.20.0.1/16);
+    /// without it the first free default address pool is used.
+    #[arg(long = "bip", value_parser = parse_bip)]
+    pub bip: Option<Bip>,
+    /// Pool for networks created without a subnet: `base=CIDR,size=PREFIX` (the base is
+    /// cut into subnets of that prefix length). Repeatable; replaces Docker's defaults.
+    #[arg(long = "default-address-pool", value_parser = parse_address_pool)]
+    pub default_address_pools: Vec<AddressPoolSpec>,
+}
+
+/// Where berthd looks for its configuration file when `--config-file` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/berth/daemon.json";
+
+/// `--bip`: the default bridge's gateway address and its subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bip {
+    pub gateway: std::net::Ipv4Addr,
+    pub subnet: Ipv4Net,
+}
+
+fn parse_bip(s: &str) -> Result<Bip, String> {
+    let bad = || format!("invalid bip {s:?}: expected IPv4 address/prefix, e.g. 172.20.0.1/16");
+    let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+    let gateway: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let subnet = Ipv4Net::new(gateway, prefix).map_err(|_| bad())?;
+    if prefix > 30 || gateway == subnet.network() {
+        return Err(bad());
+    }
+    Ok(Bip { gateway, subnet })
+}
+
+/// One `--default-address-pool`: `base` cut into subnets of prefix length `size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressPoolSpec {
+    pub base: Ipv4Net,
+    pub size: u8,
+}
+
+impl AddressPoolSpec {
+    /// The subnets of the pool in order (at most 65536 of them).
+    pub fn subnets(&self) -> Vec<Ipv4Net> {
+        let step = 1u64 << (32 - u32::from(self.size));
+        let count = 1u64 << (u32::from(self.size) - u32::from(self.base.prefix()));
+        let start = u64::from(u32::from(self.base.network()));
+        (0..count.min(65536))
+            .filter_map(|i| {
+                let addr = std::net::Ipv4Addr::from((start + i * step) as u32);
+                Ipv4Net::new(addr, self.size).ok()
+            })
+            .collect()
+    }
+}
+
+fn parse_address_pool(s: &str) -> Result<AddressPoolSpec, String> {
+    let bad = |why: &str| format!("invalid default address pool {s:?}: {why}");
+    let (mut base, mut size) = (None, None);
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some(("base", v)) => {
+                base = Some(v.parse::<Ipv4Net>().map_err(|e| bad(&e.to_string()))?)
+            }
+            Some(("size", v)) => size = Some(v.parse::<u8>().map_err(|_| bad("size"))?),
+            _ => return Err(bad("expected base=CIDR,size=PREFIX")),
+        }
+    }
+    let (Some(base), Some(size)) = (base, size) else {
+        return Err(bad("expected base=CIDR,size=PREFIX"));
+    };
+    if size < base.prefix() || size > 30 {
+        return Err(bad("size must be between the base's prefix length and 30"));
+    }
+    Ok(AddressPoolSpec { base, size })
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("invalid log opt {s:?}: expected KEY=VALUE"))
+}
+
+/// How a key of the configuration file becomes flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileValue {
+    /// A string (or number): `--flag VALUE`.
+    Scalar,
+    /// `true` gives `--flag`, `false` nothing.
+    Bool,
+    /// An array of strings: the flag repeated.
+    List,
+    /// An object of strings (`log-opts`): `--flag KEY=VALUE` repeated.
+    Map,
+    /// `default-address-pools`: `[{"base": CIDR, "size": N}]`.
+    Pools,
+}
+
+/// The keys of the configuration file: (key, clap argument id, flag, kind).
+const FILE_KEYS: &[(&str, &str, &str, FileValue)] = &[
+    ("data-root", "data_root", "data-root", FileValue::Scalar),
+    ("exec-root", "exec_root", "exec-root", FileValue::Scalar),
+    ("hosts", "hosts", "host", FileValue::List),
+    ("pidfile", "pidfile", "pidfile", FileValue::Scalar),
+    (
+        "insecure-registries",
+        "insecure_registries",
+        "insecure-registry",
+        FileValue::List,
+    ),
+    (
+        "registry-mirrors",
+        "registry_mirrors",
+        "registry-mirror",
+        FileValue::List,
+    ),
+    (
+        "mirror-addr",
+        "mirror_addr",
+        "mirror-addr",
+        FileValue::Scalar,
+    ),
+    (
+        "mirror-size-cap",
+        "mirror_size_cap",
+        "mirror-size-cap",
+        FileValue::Scalar,
+    ),
+    (
+        "mirror-tag-ttl",
+        "mirror_tag_ttl_secs",
+        "mirror-tag-ttl",
+        FileValue::Scalar,
+    ),
+    ("tlsverify", "tls_verify", "tlsverify", FileValue::Bool),
+    ("tlscacert", "tls_ca_cert", "tlscacert", FileValue::Scalar),
+    ("tlscert", "tls_cert", "tlscert", FileValue::Scalar),
+    ("tlskey", "tls_key", "tlskey", FileValue::Scalar),
+    (
+        "force-new-cluster",
+        "force_new_cluster",
+        "force-new-cluster",
+        FileValue::Bool,
+    ),
+    ("log-level", "log_level", "log-level", FileValue::Scalar),
+    ("log-driver", "log_driver", "log-driver", FileValue::Scalar),
+    ("init-path", "init_path", "init-path", FileValue::Scalar),
+    ("log-opts", "log_opts", "log-opt", FileValue::Map),
+    ("bip", "bip", "bip", FileValue::Scalar),
+    (
+        "default-address-pools",
+        "default_address_pools",
+        "default-address-pool",
+        FileValue::Pools,
+    ),
+];
+
+/// The flags a configuration file's keys stand for, checked against the flags given on the
+/// command line (`cli`): unknown keys, then keys also given as flags, are errors with
+/// dockerd's messages.
+fn file_args(
+    file: &serde_json::Map<String, serde_json::Value>,
+    cli: &ArgMatches,
+) -> Result<Vec<OsString>, String> {
+    let unknown: Vec<&str> = file
+        .keys()
+        .filter(|k| !FILE_KEYS.iter().any(|(key, ..)| key == k))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "the following directives don't match any configuration option: {}",
+            unknown.join(", ")
+        ));
+    }
+    let mut conflicts = Vec::new();
+    let mut args = Vec::new();
+    for (key, id, flag, kind) in FILE_KEYS {
+        let Some(value) = file.get(*key) else {
+            continue;
+        };
+        if cli.value_source(id) == Some(ValueSource::CommandLine) {
+            let given: Vec<String> = cli
+                .get_raw(id)
+                .map(|v| v.map(|s| s.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            let given = match given.as_slice() {
+                [one] => one.clone(),
+                [] => "true".into(),
+                many => format!("[{}]", many.join(" ")),
+            };
+            conflicts.push(format!("{key}: (from flag: {given}, from file: {value})"));
+            continue;
+        }
+        let bad = |what: &str| format!("invalid value for {key:?}: expected {what}, got {value}");
+        let flag = format!("--{flag}");
+        match kind {
+            FileValue::Scalar => match value {
+                serde_json::Value::String(v) => args.extend([flag, v.clone()]),
+                serde_json::Value::Number(n) => args.extend([flag, n.to_string()]),
+                _ => return Err(bad("a string")),
+            },
+            FileValue::Bool => match value {
+                serde_json::Value::Bool(true) => args.push(flag),
+                serde_json::Value::Bool(false) => {}
+                _ => return Err(bad("true or false")),
+            },
+            FileValue::List => {
+                let items = value.as_array().ok_or_else(|| bad("an array of strings"))?;
+                for v in items {
+                    let v = v.as_str().ok_or_else(|| bad("an array of strings"))?;
+                    args.extend([flag.clone(), v.to_string()]);
+                }
+            }
+            FileValue::Map => {
+                let items = value
+                    .as_object()
+                    .ok_or_else(|| bad("an object of strings"))?;
+                for (k, v) in items {
+                    let v = v.as_str().ok_or_else(|| bad("an object of strings"))?;
+                    args.extend([flag.clone(), format!("{k}={v}")]);
+                }
+            }
+            FileValue::Pools => {
+                let items = value
+                    .as_array()
+                    .ok_or_else(|| bad(r#"[{"base": CIDR, "size": N}]"#))?;
+                for p in items {
+                    let (Some(base), Some(size)) = (
+                        p.get("base").and_then(|b| b.as_str()),
+                        p.get("size").and_then(|s| s.as_u64()),
+                    ) else {
+                        return Err(bad(r#"[{"base": CIDR, "size": N}]"#));
+                    };
+                    args.extend([flag.clone(), format!("base={base},size={size}")]);
+                }
+            }
+        }
+    }
+    if !conflicts.is_empty() {
+        return Err(format!(
+            "the following directives are specified both as a flag and in the configuration file: {}",
+            conflicts.join(", ")
+        ));
+    }
+    Ok(args.into_iter().map(OsString::from).collect())
+}
+
+impl Config {
+    /// The configuration from the process's arguments and the configuration file. Exits
+    /// (as clap does) on a command-line error, `--help` or `--version`.
+    pub fn load() -> Result<Self> {
+        Self::load_from(std::env::args_os().collect())
+    }
+
+    /// [`Config::load`] with explicit arguments (the first is the program name).
+    pub fn load_from(args: Vec<OsString>) -> Result<Self> {
+        let cli = Config::command().get_matches_from(args.clone());
+        let cfg = Config::from_arg_matches(&cli)?;
+        let explicit = cli.value_source("config_file") == Some(ValueSource::CommandLine);
+        let path = &cfg.config_file;
+        let failed = |why: String| {
+            anyhow::anyhow!(
+                "unable to configure the berth daemon with file {}: {why}",
+                path.display()
+            )
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(cfg),
+            Err(e) => return Err(failed(format!("open {}: {e}", path.display()))),
+        };
+        let file: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| failed(e.to_string()))?;
+        let extra = file_args(&file, &cli).map_err(failed)?;
+        let mut merged = args;
+        let program = if merged.is_empty() {
+            OsString::from("berthd")
+        } else {
+            merged.remove(0)
+        };
+        let all: Vec<OsString> = std::iter::once(program)
+            .chain(extra)
+            .chain(merged)
+            .collect();
+        let m = Config::command()
+            .try_get_matches_from(all)
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Config::from_arg_matches(&m)?)
+    }
+
+    /// The containers' default logging configuration (`--log-driver`, `--log-opt`),
+    /// validated as a container's is.
+    pub fn log_default(&self) -> Result<LogConfig> {
+        let opts: BTreeMap<String, String> = self.log_opts.iter().cloned().collect();
+        LogConfig::new(&self.log_driver, opts).with_context(|| {
+            format!(
+                "invalid default log configuration (--log-driver {} --log-opt)",
+                self.log_driver
+            )
+        })
+    }
+
+    /// Settings of the bridge driver from `--bip` and `--default-address-pool`.
+    pub fn network_driver(&self) -> berth_overlay_net::DriverConfig {
+        let mut d = berth_overlay_net::DriverConfig::default();
+        if !self.default_address_pools.is_empty() {
+            d.pools = self
+                .default_address_pools
+                .iter()
+                .flat_map(AddressPoolSpec::subnets)
+                .collect();
+        }
+        if let Some(b) = self.bip {
+            d.default_subnet = Some(b.subnet);
+            d.default_gateway = Some(b.gateway);
+        }
+        d
+    }
 }
 
 /// Where berthd looks for an init binary when `--init-path` is not given, after
@@ -265,5 +617,139 @@ mod tests {
         );
         let c = Config::parse_from(["berthd", "-H", "/no/scheme"]);
         assert!(c.listeners().is_err());
+    }
+
+    fn file(json: &str) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    fn cli(args: &[&str]) -> ArgMatches {
+        Config::command().get_matches_from(std::iter::once("berthd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn file_keys_become_flags() {
+        let f = file(
+            r#"{"data-root": "/d", "hosts": ["unix:///a.sock", "unix:///b.sock"],
+                "tlsverify": true, "force-new-cluster": false, "mirror-tag-ttl": 5,
+                "log-opts": {"max-size": "1k"}, "bip": "10.9.0.1/24",
+                "default-address-pools": [{"base": "10.10.0.0/16", "size": 24}]}"#,
+        );
+        let args = file_args(&f, &cli(&[])).unwrap();
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(
+            args,
+            [
+                "--data-root",
+                "/d",
+                "--host",
+                "unix:///a.sock",
+                "--host",
+                "unix:///b.sock",
+                "--mirror-tag-ttl",
+                "5",
+                "--tlsverify",
+                "--log-opt",
+                "max-size=1k",
+                "--bip",
+                "10.9.0.1/24",
+                "--default-address-pool",
+                "base=10.10.0.0/16,size=24",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_then_conflicts_are_refused_as_dockerd_does() {
+        let e = file_args(
+            &file(r#"{"bogus": 1, "data-root": "/x"}"#),
+            &cli(&["--data-root", "/y"]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "the following directives don't match any configuration option: bogus"
+        );
+        let e = file_args(
+            &file(r#"{"log-driver": "local", "hosts": ["unix:///x"]}"#),
+            &cli(&[
+                "--log-driver",
+                "json-file",
+                "-H",
+                "unix:///a",
+                "-H",
+                "unix:///b",
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "the following directives are specified both as a flag and in the configuration file: \
+             hosts: (from flag: [unix:///a unix:///b], from file: [\"unix:///x\"]), \
+             log-driver: (from flag: json-file, from file: \"local\")"
+        );
+        // A default value is not a flag given.
+        assert!(file_args(&file(r#"{"log-driver": "local"}"#), &cli(&[])).is_ok());
+        let e = file_args(&file(r#"{"hosts": "unix:///x"}"#), &cli(&[])).unwrap_err();
+        assert!(e.contains("invalid value for \"hosts\""), "{e}");
+    }
+
+    #[test]
+    fn config_file_merges_with_flags_and_a_missing_explicit_file_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        std::fs::write(
+            &path,
+            r#"{"log-driver": "local", "log-opts": {"max-file": "3"}, "registry-mirrors": ["http://10.0.0.2:5001"]}"#,
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let args = |a: &[&str]| -> Vec<OsString> {
+            std::iter::once("berthd")
+                .chain(a.iter().copied())
+                .map(OsString::from)
+                .collect()
+        };
+        let c = Config::load_from(args(&["--config-file", p, "--data-root", "/d"])).unwrap();
+        assert_eq!(c.data_root, PathBuf::from("/d"));
+        assert_eq!(c.log_driver, "local");
+        assert_eq!(c.log_opts, [("max-file".to_string(), "3".to_string())]);
+        assert_eq!(c.registry_mirrors, ["http://10.0.0.2:5001"]);
+        assert_eq!(
+            c.log_default().unwrap().driver,
+            berth_runtime::log_config::LogDriver::Local
+        );
+        // File values go through the flags' own checks.
+        std::fs::write(&path, r#"{"registry-mirrors": ["ftp://x"]}"#).unwrap();
+        assert!(Config::load_from(args(&["--config-file", p])).is_err());
+        let missing = dir.path().join("missing.json");
+        let e = Config::load_from(args(&["--config-file", missing.to_str().unwrap()]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unable to configure the berth daemon with file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bip_and_address_pools_configure_the_bridge_driver() {
+        let c = Config::parse_from([
+            "berthd",
+            "--bip",
+            "10.9.0.1/24",
+            "--default-address-pool",
+            "base=10.10.0.0/16,size=24",
+        ]);
+        let d = c.network_driver();
+        assert_eq!(d.default_subnet, Some("10.9.0.0/24".parse().unwrap()));
+        assert_eq!(d.default_gateway, Some("10.9.0.1".parse().unwrap()));
+        assert_eq!(d.pools.len(), 256);
+        assert_eq!(d.pools[1], "10.10.1.0/24".parse().unwrap());
+        assert!(
+            parse_bip("10.9.0.0/24").is_err(),
+            "the network address is no gateway"
+        );
+        assert!(parse_address_pool("base=10.10.0.0/16,size=8").is_err());
     }
 }

@@ -26,6 +26,10 @@ pub enum ServiceError {
     /// The cluster layer failed (500).
     #[error("{0}")]
     Cluster(String),
+    /// The object cannot do this by its configuration, e.g. `logs` with the `none`
+    /// logging driver (501).
+    #[error("{message}")]
+    NotImplemented { message: String },
     /// Nothing to do: already started, already stopped (304).
     #[error("{message}")]
     NotModified { message: String },
@@ -89,6 +93,9 @@ impl ServiceError {
             R::InvalidTransition { id, status, action } => {
                 ServiceError::conflict(format!("container {id} is {status:?}: cannot {action:?}"))
             }
+            e @ R::LogsNotReadable { .. } => ServiceError::NotImplemented {
+                message: e.to_string(),
+            },
             e @ (R::UnknownUser { .. } | R::UnknownGroup { .. } | R::NoCommand) => {
                 ServiceError::invalid(e.to_string())
             }

@@ -21,10 +21,9 @@ mod store;
 mod tls;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 
 fn main() -> Result<()> {
-    let cfg = config::Config::parse();
+    let cfg = config::Config::load()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
@@ -41,6 +40,7 @@ fn main() -> Result<()> {
 
 async fn run(cfg: config::Config) -> Result<()> {
     let listeners = cfg.listeners()?;
+    let log_default = cfg.log_default()?;
     std::fs::create_dir_all(&cfg.data_root)
         .with_context(|| format!("create data root {}", cfg.data_root.display()))?;
     std::fs::create_dir_all(&cfg.exec_root)
@@ -114,9 +114,13 @@ async fn run(cfg: config::Config) -> Result<()> {
     let events = service::events::EventBus::new();
     let volumes = service::volumes::VolumeService::open(&cfg.data_root, store.clone())?;
     let images = service::images::ImageService::new(images, runtime.clone());
-    let networks = service::networks::NetworkService::open(&cfg.data_root, &cfg.exec_root)
-        .await
-        .context("set up networking")?;
+    let networks = service::networks::NetworkService::open(
+        &cfg.data_root,
+        &cfg.exec_root,
+        cfg.network_driver(),
+    )
+    .await
+    .context("set up networking")?;
     let containers = service::containers::ContainerService::open(
         runtime,
         images.clone(),
@@ -125,6 +129,7 @@ async fn run(cfg: config::Config) -> Result<()> {
         events.clone(),
         store.clone(),
         cfg.init_binary(),
+        log_default,
     )?;
     {
         let c = containers.clone();

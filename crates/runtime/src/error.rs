@@ -17,6 +17,9 @@ pub enum RuntimeError {
     },
     #[error("no such container: {id}")]
     NotFound { id: String },
+    /// `logs` of a container whose driver keeps nothing (`none`); dockerd's message.
+    #[error("configured logging driver does not support reading")]
+    LogsNotReadable { id: String },
     #[error("container {id} already exists")]
     AlreadyExists { id: String },
     #[error("invalid container id {id:?}")]

@@ -1,18 +1,21 @@
-//! Container logs: one JSON record per line, `{"time","stream","log"}` (Docker's json-file
-//! shape), written by the shim and read by the runtime.
+//! Container logs: the records the shim writes and the runtime reads, in two encodings:
+//! json-file's one JSON object per line, `{"time","stream","log"}` (Docker's shape), and the
+//! `local` driver's length-delimited binary frames that keep the output's exact bytes.
 //!
-//! Owns the record format, the line splitter the shim writes through ([`LineSplitter`]), and
-//! the selection of records for `logs` (since/until/tail) as a pure function ([`select`]).
-//! Does not own the file's location (the runtime's layout) nor when a follow ends (the
-//! runtime knows when the container has exited).
+//! Owns the record formats ([`encode`], [`parse_records_as`]), the line splitter the shim
+//! writes through ([`LineSplitter`]), and the selection of records for `logs`
+//! (since/until/tail) as a pure function ([`select`]). Does not own the files (their
+//! location is the runtime's layout; rotation and reading across rotated files are
+//! `rotate`'s) nor when a follow ends (the runtime knows when the container has exited).
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RuntimeError};
+pub use crate::log_config::LogFormat;
 
 /// Which output stream a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +30,23 @@ pub enum Stream {
 pub struct LogRecord {
     pub time: DateTime<Utc>,
     pub stream: Stream,
-    pub log: String,
+    /// The output's bytes. In JSON (json-file) a string: invalid UTF-8 is replaced by
+    /// U+FFFD there, as Docker's json-file does; the binary format keeps them exactly.
+    #[serde(with = "lossy_text")]
+    pub log: Vec<u8>,
+}
+
+/// `log` as a JSON string.
+mod lossy_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        String::deserialize(d).map(String::into_bytes)
+    }
 }
 
 impl LogRecord {
@@ -37,6 +56,69 @@ impl LogRecord {
         v.push(b'\n');
         v
     }
+
+    /// The record as one binary frame: `len: u32 BE`, then `len` bytes of payload (`stream:
+    /// u8` 1 stdout / 2 stderr, `time: i64 BE` nanoseconds since the Unix epoch, the output's
+    /// bytes), then `len` again, so a damaged tail is detected.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let len = (1 + 8 + self.log.len()) as u32;
+        let mut v = Vec::with_capacity(len as usize + 8);
+        v.extend_from_slice(&len.to_be_bytes());
+        v.push(match self.stream {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        });
+        let nanos = self.time.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        v.extend_from_slice(&nanos.to_be_bytes());
+        v.extend_from_slice(&self.log);
+        v.extend_from_slice(&len.to_be_bytes());
+        v
+    }
+}
+
+/// A record in the given on-disk format.
+pub fn encode(format: LogFormat, r: &LogRecord) -> Vec<u8> {
+    match format {
+        LogFormat::JsonLines => r.to_line(),
+        LogFormat::Binary => r.to_frame(),
+    }
+}
+
+/// Parses the complete records of `data` in `format`; returns them and the bytes consumed
+/// (an incomplete last record is left for the next read).
+pub fn parse_records_as(format: LogFormat, data: &[u8]) -> (Vec<LogRecord>, usize) {
+    match format {
+        LogFormat::JsonLines => parse_records(data),
+        LogFormat::Binary => parse_frames(data),
+    }
+}
+
+fn parse_frames(data: &[u8]) -> (Vec<LogRecord>, usize) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while data.len() - at >= 8 {
+        let len = u32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let end = at + 4 + len;
+        if len < 9 || data.len() < end + 4 {
+            break;
+        }
+        if data[end..end + 4] != data[at..at + 4] {
+            break; // damaged: stop here rather than misread what follows
+        }
+        let p = &data[at + 4..end];
+        let nanos = i64::from_be_bytes(p[1..9].try_into().expect("8 bytes"));
+        out.push(LogRecord {
+            time: Utc.timestamp_nanos(nanos),
+            stream: if p[0] == 2 {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            },
+            log: p[9..].to_vec(),
+        });
+        at = end + 4;
+    }
+    (out, at)
 }
 
 /// Longest record the splitter holds back waiting for a newline.
@@ -132,44 +214,6 @@ pub fn parse_records(text: &[u8]) -> (Vec<LogRecord>, usize) {
     (out, consumed)
 }
 
-/// Reads a container log file from the start, and (when following) what is appended later.
-#[derive(Debug)]
-pub struct LogFile {
-    path: PathBuf,
-    offset: u64,
-}
-
-impl LogFile {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        LogFile {
-            path: path.into(),
-            offset: 0,
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Every complete record appended since the last call.
-    pub fn read_new(&mut self) -> Result<Vec<LogRecord>> {
-        let file = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(RuntimeError::io("open", &self.path, e)),
-        };
-        let mut r = BufReader::new(file);
-        r.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| RuntimeError::io("seek", &self.path, e))?;
-        let mut buf = Vec::new();
-        r.read_to_end(&mut buf)
-            .map_err(|e| RuntimeError::io("read", &self.path, e))?;
-        let (records, used) = parse_records(&buf);
-        self.offset += used as u64;
-        Ok(records)
-    }
-}
-
 /// Counts the lines of a file (for tests and diagnostics).
 pub fn count_lines(path: &Path) -> Result<usize> {
     let f = std::fs::File::open(path).map_err(|e| RuntimeError::io("open", path, e))?;
@@ -179,13 +223,12 @@ pub fn count_lines(path: &Path) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn rec(sec: i64, stream: Stream, log: &str) -> LogRecord {
         LogRecord {
             time: Utc.timestamp_opt(sec, 0).unwrap(),
             stream,
-            log: log.into(),
+            log: log.as_bytes().to_vec(),
         }
     }
 
@@ -229,13 +272,13 @@ mod tests {
             .into_iter()
             .map(|r| r.log)
             .collect();
-        assert_eq!(got, ["b\n", "c\n"]);
+        assert_eq!(got, [b"b\n".to_vec(), b"c\n".to_vec()]);
         let tail = LogOptions {
             tail: Some(2),
             ..LogOptions::all()
         };
         let got: Vec<_> = select(all, &tail).into_iter().map(|r| r.log).collect();
-        assert_eq!(got, ["c\n", "d\n"]);
+        assert_eq!(got, [b"c\n".to_vec(), b"d\n".to_vec()]);
     }
 
     #[test]
@@ -249,17 +292,19 @@ mod tests {
     }
 
     #[test]
-    fn log_file_reads_incrementally() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("log");
-        let mut lf = LogFile::new(&p);
-        assert!(lf.read_new().unwrap().is_empty());
-        std::fs::write(&p, rec(1, Stream::Stdout, "1\n").to_line()).unwrap();
-        assert_eq!(lf.read_new().unwrap().len(), 1);
-        let mut more = rec(1, Stream::Stdout, "1\n").to_line();
-        more.extend(rec(2, Stream::Stdout, "2\n").to_line());
-        std::fs::write(&p, &more).unwrap();
-        let got = lf.read_new().unwrap();
-        assert_eq!(got, vec![rec(2, Stream::Stdout, "2\n")]);
+    fn frames_keep_bytes_and_wait_for_the_rest() {
+        let a = LogRecord {
+            time: Utc.timestamp_opt(7, 123).unwrap(),
+            stream: Stream::Stderr,
+            log: vec![0, 1, 0xff, b'\n'],
+        };
+        let b = rec(8, Stream::Stdout, "x");
+        let mut bytes = a.to_frame();
+        bytes.extend(b.to_frame());
+        let full = bytes.len();
+        bytes.extend(&b.to_frame()[..5]);
+        let (got, used) = parse_records_as(LogFormat::Binary, &bytes);
+        assert_eq!(got, vec![a, b]);
+        assert_eq!(used, full);
     }
 }

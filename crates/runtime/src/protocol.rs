@@ -124,8 +124,13 @@ pub struct ShimConfig {
     pub exit_file: PathBuf,
     /// The pid file of the shim itself.
     pub pid_file: PathBuf,
-    /// Log file (container init only; execs are not logged, as with Docker).
+    /// Log file (container init only; execs are not logged, as with Docker; none with the
+    /// `none` driver).
     pub log_file: Option<PathBuf>,
+    /// How the log file is written: record format and rotation (absent in configs written
+    /// before log drivers: json-file without rotation).
+    #[serde(default)]
+    pub log_policy: crate::log_config::LogPolicy,
     /// The container's cgroups path (for the OOM check).
     pub cgroups_path: String,
     /// The rootfs overlay (init only): the shim mounts it in a mount namespace of its own,

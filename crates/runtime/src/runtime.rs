@@ -17,7 +17,8 @@
 //!  <data_root>/trash/                         rootfs mountpoints being removed
 //!  <data_root>/containers/<id>/container.json ContainerRecord (versioned)
 //!                             /bundle/config.json, rootfs/ (overlay mount), hostname, hosts
-//!                             /container.log, exit.json, shim.json
+//!                             /container.log[.N[.gz]] (json-file), exit.json, shim.json
+//!                             /local-logs/container.log[.N[.gz]] (local driver)
 //!                             /execs/<exec-id>/process.json, shim.json, exit.json
 //!  <exec_root>/<id>/shim.sock, shim.pid, <exec-id>.sock, <exec-id>.pid
 //!  <exec_root>/lc/<id>/                       libcontainer state
@@ -38,11 +39,13 @@ use crate::background::Background;
 use crate::cgroups;
 use crate::error::{Result, RuntimeError};
 use crate::lifecycle::{self, Action, Status};
-use crate::logs::{self, LogFile, LogRecord};
+use crate::log_config::LogDriver;
+use crate::logs::{self, LogRecord};
 use crate::oci;
 use crate::protocol::{
     self, ExitRecord, Ready, Request, Response, ShimConfig, ShimTask, StandbyOrder,
 };
+use crate::rotate::LogReader;
 use crate::snapshot::{MountPlan, Mounter, SnapshotStore, SysMounter};
 use crate::spare::{Launched, Spares};
 use crate::spec::{self, HostFacts, ImageConfig, RunOptions, SpecInputs};
@@ -355,9 +358,19 @@ impl Runtime {
         self.dir(id).join("rootfs")
     }
 
-    /// The log file of a container.
+    /// The live json-file log of a container (rotated files are `<path>.N[.gz]`).
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir(id).join("container.log")
+    }
+
+    /// The live log file of a container by its driver; `None` for `none`.
+    fn log_file_of(&self, rec: &ContainerRecord) -> Option<PathBuf> {
+        let id = &rec.request.id;
+        match rec.request.options.log.driver {
+            LogDriver::JsonFile => Some(self.log_path(id)),
+            LogDriver::Local => Some(self.dir(id).join("local-logs").join("container.log")),
+            LogDriver::None => None,
+        }
     }
 
     fn socket(&self, id: &str, p: Proc<'_>) -> PathBuf {
@@ -606,7 +619,7 @@ impl Runtime {
             started_at: rec.started_at,
             restart_count: rec.restart_count,
             rootfs: self.rootfs(id),
-            log_path: self.log_path(id),
+            log_path: self.log_file_of(&rec).unwrap_or_default(),
             request: rec.request,
         }
     }
@@ -670,7 +683,8 @@ impl Runtime {
             socket: self.socket(id, Proc::Init),
             exit_file: self.exit_file(id, Proc::Init),
             pid_file: self.shim_pid_file(id, Proc::Init),
-            log_file: Some(self.log_path(id)),
+            log_file: self.log_file_of(&rec),
+            log_policy: rec.request.options.log.policy().unwrap_or_default(),
             cgroups_path: spec::cgroups_path(id),
             tty: rec.request.options.tty,
             open_stdin: rec.request.options.open_stdin,
@@ -1038,6 +1052,7 @@ impl Runtime {
             exit_file: self.exit_file(id, p),
             pid_file: self.shim_pid_file(id, p),
             log_file: None,
+            log_policy: Default::default(),
             cgroups_path: spec::cgroups_path(id),
             tty: opts.tty,
             open_stdin: opts.open_stdin,
@@ -1157,10 +1172,19 @@ impl Runtime {
 
     /// The container's log records. Without `follow` the stream ends at the end of the file;
     /// with it, the stream blocks for new records until the container is no longer running.
+    /// Reads across the rotated files in order. Fails with
+    /// [`RuntimeError::LogsNotReadable`] for a driver that keeps nothing.
     pub fn logs(&self, id: &str, opts: LogOptions) -> Result<LogStream<'_>> {
-        self.record(id)?;
-        let mut file = LogFile::new(self.log_path(id));
-        let initial = logs::select(file.read_new()?, &opts);
+        let rec = self.record(id)?;
+        let (Some(path), Some(policy)) = (self.log_file_of(&rec), rec.request.options.log.policy())
+        else {
+            return Err(RuntimeError::LogsNotReadable { id: id.to_string() });
+        };
+        let mut file = LogReader::new(path, policy.format);
+        let initial = file
+            .read_all()
+            .map_err(|e| RuntimeError::io("read log", file.path(), e))?;
+        let initial = logs::select(initial, &opts);
         Ok(LogStream {
             runtime: self,
             id: id.to_string(),
@@ -1332,7 +1356,7 @@ fn explain_exec_failure(
 pub struct LogStream<'a> {
     runtime: &'a Runtime,
     id: String,
-    file: LogFile,
+    file: LogReader,
     pending: std::collections::VecDeque<LogRecord>,
     opts: LogOptions,
     done: bool,
@@ -1363,7 +1387,7 @@ impl Iterator for LogStream<'_> {
             no_tail.tail = None;
             match self.file.read_new() {
                 Ok(new) => self.pending.extend(logs::select(new, &no_tail)),
-                Err(e) => return Some(Err(e)),
+                Err(e) => return Some(Err(RuntimeError::io("read log", self.file.path(), e))),
             }
             if self.pending.is_empty() {
                 if !live {

@@ -235,6 +235,10 @@ pub struct RunOptions {
     /// `--device`: host device nodes made in the container and allowed in its cgroup.
     #[serde(default)]
     pub devices: Vec<DeviceNode>,
+    /// `HostConfig.LogConfig`, validated (absent in records older than log drivers:
+    /// json-file without options).
+    #[serde(default)]
+    pub log: crate::log_config::LogConfig,
 }
 
 /// Facts about the host and the image's files, read by the caller.

@@ -58,7 +58,7 @@ fn echo_logs_in_order_with_stderr_apart() -> Result<()> {
         )?
         .collect::<Result<Vec<_>, _>>()?;
     assert_eq!(tail.len(), 1);
-    assert_eq!(tail[0].log, "partial");
+    assert_eq!(tail[0].log, b"partial");
     Ok(())
 }
 

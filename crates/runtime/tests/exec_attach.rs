@@ -130,7 +130,7 @@ fn attach_to_init_stdin_and_follow_logs() -> Result<()> {
             let h = scope.spawn(move || -> Result<Vec<String>> {
                 Ok(rt
                     .logs(&id, opts)?
-                    .map(|r| r.map(|r| r.log))
+                    .map(|r| r.map(|r| String::from_utf8_lossy(&r.log).into_owned()))
                     .collect::<Result<Vec<_>, _>>()?)
             });
             std::thread::sleep(Duration::from_millis(200));

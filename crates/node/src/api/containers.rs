@@ -462,7 +462,7 @@ fn log_payload(r: &LogRecord, tty: bool, timestamps: bool) -> Vec<u8> {
         );
         payload.push(b' ');
     }
-    payload.extend_from_slice(r.log.as_bytes());
+    payload.extend_from_slice(&r.log);
     if tty {
         payload
     } else {

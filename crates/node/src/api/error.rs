@@ -24,6 +24,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -36,6 +38,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotModified { message } => ApiError::NotModified(message),
             ServiceError::Forbidden { message } => ApiError::Forbidden(message),
             ServiceError::Unavailable { message } => ApiError::Unavailable(message),
+            ServiceError::NotImplemented { message } => ApiError::NotImplemented(message),
             e @ (ServiceError::Store(_)
             | ServiceError::Cluster(_)
             | ServiceError::Io { .. }
@@ -58,6 +61,7 @@ impl ApiError {
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

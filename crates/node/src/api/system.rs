@@ -23,6 +23,8 @@ pub struct EngineInfo {
     pub insecure_registries: Vec<String>,
     /// `--registry-mirror` URLs, then this node's own mirror.
     pub registry_mirrors: Vec<String>,
+    /// The containers' default logging driver (`--log-driver`).
+    pub logging_driver: String,
 }
 
 impl EngineInfo {
@@ -47,6 +49,7 @@ impl EngineInfo {
                 }
                 m
             },
+            logging_driver: cfg.log_driver.clone(),
         }
     }
 }
@@ -211,7 +214,7 @@ async fn info(State(st): State<AppState>) -> Json<Value> {
         "MemTotal": e.memory_bytes,
         "ServerVersion": ENGINE_VERSION,
         "CgroupDriver": "cgroupfs",
-        "LoggingDriver": "json-file",
+        "LoggingDriver": e.logging_driver,
         "DefaultRuntime": "berth",
         "Runtimes": {"berth": {"path": "libcontainer"}},
         "Swarm": super::swarm::info_json(&st),

@@ -146,7 +146,12 @@ fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 impl NetworkService {
     /// Loads the persisted state, repairs what a crashed daemon left (links, the nftables
     /// table) and makes sure the default `bridge` network exists.
-    pub async fn open(data_root: &Path, exec_root: &Path) -> Result<Self, ServiceError> {
+    /// `config`: the bridge driver's settings (berthd's `--bip`, `--default-address-pool`).
+    pub async fn open(
+        data_root: &Path,
+        exec_root: &Path,
+        config: DriverConfig,
+    ) -> Result<Self, ServiceError> {
         let dir = data_root.join("network");
         std::fs::create_dir_all(&dir).map_err(|e| ServiceError::io("create", &dir, e))?;
         let state_path = dir.join("state.json");
@@ -156,13 +161,7 @@ impl NetworkService {
             Err(e) => return Err(ServiceError::io("read", &state_path, e)),
         };
         let links = RtnetlinkExecutor::connect().map_err(net_error)?;
-        let mut driver = BridgeDriver::new(
-            links,
-            NftCli::default(),
-            BindProbe,
-            state,
-            DriverConfig::default(),
-        );
+        let mut driver = BridgeDriver::new(links, NftCli::default(), BindProbe, state, config);
         let report = driver.reconcile().await.map_err(net_error)?;
         for e in &report.errors {
             tracing::warn!(error = %e, "network reconcile");

@@ -41,6 +41,9 @@ pub struct DriverConfig {
     pub pools: Vec<Ipv4Net>,
     /// Subnet of the default network (`--bip`); `None` picks the first free pool.
     pub default_subnet: Option<Ipv4Net>,
+    /// Gateway of the default network (`--bip`'s address); `None` is the subnet's first
+    /// host address.
+    pub default_gateway: Option<Ipv4Addr>,
     /// MTU for networks whose request gives none (berthd's `--mtu`); `None` is the
     /// kernel's default, 1500.
     pub mtu: Option<u32>,
@@ -52,6 +55,7 @@ impl Default for DriverConfig {
             port_range: PortRange::default(),
             pools: default_pools(),
             default_subnet: None,
+            default_gateway: None,
             mtu: None,
         }
     }
@@ -329,7 +333,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
             id: id.to_string(),
             name: DEFAULT_NETWORK_NAME.to_string(),
             subnet: self.config.default_subnet,
-            gateway: None,
+            gateway: self.config.default_gateway,
             internal: false,
             mtu: None,
         };

@@ -20,6 +20,7 @@ use crate::protocol::{
     self, kind, ExitRecord, ExitStatus, FrameDecoder, Ready, Request, Response, ShimConfig,
     ShimTask, RECORD_VERSION,
 };
+use crate::rotate::LogWriter;
 
 /// No output is read while an attached client has this much unsent: the process then
 /// blocks on its full pipe (backpressure) instead of output being dropped.
@@ -303,9 +304,8 @@ struct Supervisor {
     stdin_buf: Vec<u8>,
     close_stdin_when_flushed: bool,
     master: Option<File>,
-    log: Option<File>,
-    /// Whether this shim appended anything to `log` (only then is there something to sync).
-    log_written: bool,
+    /// The container's log, rotated by its policy.
+    log: Option<LogWriter>,
     splitters: [LineSplitter; 2],
     clients: Vec<Client>,
     /// Attach clients still expected before output is read (see
@@ -358,11 +358,7 @@ impl Supervisor {
 
         let log = match &cfg.log_file {
             Some(p) => Some(
-                File::options()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(|e| RuntimeError::io("open", p, e))?,
+                LogWriter::open(p, cfg.log_policy).map_err(|e| RuntimeError::io("open", p, e))?,
             ),
             None => None,
         };
@@ -476,7 +472,6 @@ impl Supervisor {
             close_stdin_when_flushed: false,
             master,
             log,
-            log_written: false,
             splitters: [LineSplitter::default(), LineSplitter::default()],
             clients: Vec::new(),
             hold,
@@ -667,18 +662,13 @@ impl Supervisor {
         } else {
             Stream::Stdout
         };
-        let mut buf = Vec::new();
-        for l in lines {
-            let rec = LogRecord {
-                time: Utc::now(),
-                stream,
-                log: String::from_utf8_lossy(&l).into_owned(),
-            };
-            buf.extend(rec.to_line());
-        }
-        if !buf.is_empty() {
-            let _ = log.write_all(&buf);
-            self.log_written = true;
+        let time = Utc::now();
+        let records: Vec<LogRecord> = lines
+            .into_iter()
+            .map(|log| LogRecord { time, stream, log })
+            .collect();
+        if let Err(e) = log.write(&records) {
+            eprintln!("berth-shim: writing the log of {}: {e}", self.cfg.id);
         }
     }
 
@@ -892,8 +882,8 @@ impl Supervisor {
         // Only a log this run wrote to needs a sync: on a fresh, empty log file fdatasync
         // still forces a journal commit (0.5 ms idle, several ms under I/O load) on the path
         // between the container's exit and its exit record.
-        if let (Some(log), true) = (&mut self.log, self.log_written) {
-            let _ = log.sync_data();
+        if let Some(log) = &mut self.log {
+            let _ = log.sync();
         }
         self.output_done = true;
         self.answer_waiters();

@@ -174,7 +174,7 @@ impl TestRuntime {
             .logs(id, opts)?
             .collect::<Result<Vec<_>, _>>()?
             .into_iter()
-            .map(|r| r.log)
+            .map(|r| String::from_utf8_lossy(&r.log).into_owned())
             .collect())
     }
 }

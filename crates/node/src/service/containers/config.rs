@@ -1180,6 +1180,8 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        // HostConfig.LogConfig needs the daemon's default: resolved by the service.
+        log: Default::default(),
     };
     for e in &run.env {
         if e.is_empty() || e.starts_with('=') || e.contains('\0') {

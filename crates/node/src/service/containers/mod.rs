@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_runtime::log_config::{LogConfig, LogDriver};
 use berth_runtime::spec::{BindMount, ImageConfig, NetworkMode};
 use berth_runtime::{CreateRequest, ExecOptions, Runtime, Status};
 use bollard_stubs::models::ContainerCreateBody;
@@ -175,6 +176,8 @@ struct Inner {
     networks: NetworkService,
     events: EventBus,
     store: Store,
+    /// The daemon's default logging configuration (`--log-driver`, `--log-opt`).
+    log_default: LogConfig,
     table: Mutex<Table>,
     /// For waiting on watch channels from blocking threads.
     handle: tokio::runtime::Handle,
@@ -236,6 +239,7 @@ impl ContainerService {
         events: EventBus,
         store: Store,
         init_path: Option<PathBuf>,
+        log_default: LogConfig,
     ) -> Result<Self, ServiceError> {
         let mut table = Table::default();
         for (id, rec) in store.list::<ContainerRecord>(CONTAINERS)? {
@@ -256,6 +260,7 @@ impl ContainerService {
                 networks,
                 events,
                 store,
+                log_default,
                 table: Mutex::new(table),
                 handle: tokio::runtime::Handle::current(),
                 init_path,
@@ -464,7 +469,23 @@ impl ContainerService {
         name: Option<&str>,
         body: ContainerCreateBody,
     ) -> Result<(String, Vec<String>), ServiceError> {
-        let spec = parse_create(body)?;
+        let requested_log = body
+            .host_config
+            .as_ref()
+            .and_then(|h| h.log_config.clone())
+            .unwrap_or_default();
+        let mut spec = parse_create(body)?;
+        // dockerd's merge with the daemon default, then its checks (400 with its message).
+        spec.run.log = LogConfig::resolve(
+            requested_log.typ.as_deref(),
+            requested_log
+                .config
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            &self.inner.log_default,
+        )
+        .map_err(|e| ServiceError::invalid(e.to_string()))?;
         let details = self
             .inner
             .images
@@ -799,7 +820,12 @@ impl ContainerService {
             mounts: resolved,
             ports: published,
             endpoints,
-            log_path: info.log_path.display().to_string(),
+            // dockerd shows a path only for json-file.
+            log_path: if spec.run.log.driver == LogDriver::JsonFile {
+                info.log_path.display().to_string()
+            } else {
+                String::new()
+            },
             state: ContainerState {
                 status: "created".into(),
                 ..Default::default()

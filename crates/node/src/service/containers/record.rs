@@ -310,7 +310,7 @@ impl ContainerRecord {
                 "CapAdd": r.cap_add,
                 "CapDrop": r.cap_drop,
                 "Privileged": false,
-                "LogConfig": {"Type": "json-file", "Config": {}},
+                "LogConfig": {"Type": r.log.driver.name(), "Config": r.log.options},
             },
             "GraphDriver": {"Name": "overlay2", "Data": null},
             "Mounts": self.mounts_json(),
