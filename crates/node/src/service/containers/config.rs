@@ -201,6 +201,9 @@ pub struct ContainerSpec {
     /// `--network-alias`: extra DNS names on the container's network.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// `Config.Healthcheck` as asked for (merged with the image's at create).
+    #[serde(default)]
+    pub healthcheck: Option<super::health::Healthcheck>,
 }
 
 /// Docker's rule for container names: `/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -290,6 +293,11 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         ServiceError::invalid("config cannot be empty in order to create a container")
     })?;
     let hc = body.host_config.unwrap_or_default();
+    let healthcheck = body
+        .healthcheck
+        .as_ref()
+        .map(super::health::Healthcheck::from_api)
+        .transpose()?;
 
     let retry_count = hc
         .restart_policy
@@ -588,6 +596,7 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         stdin_once: body.stdin_once.unwrap_or(false),
         domainname: body.domainname.unwrap_or_default(),
         aliases,
+        healthcheck,
     })
 }
 

@@ -11,6 +11,8 @@
 //! ```
 
 pub mod config;
+pub mod health;
+pub mod list;
 pub mod names;
 pub mod record;
 
@@ -101,6 +103,8 @@ struct Table {
     records: BTreeMap<String, ContainerRecord>,
     lives: HashMap<String, watch::Sender<Life>>,
     execs: HashMap<String, ExecEntry>,
+    /// Running health monitors by container ID.
+    health_monitors: HashMap<String, health::MonitorHandle>,
 }
 
 #[derive(Debug)]
@@ -222,7 +226,10 @@ impl ContainerService {
                         r.state.pid = info.pid.unwrap_or(0) as u32;
                     });
                     self.set_life(&id, |l| l.running = true);
-                    self.spawn_monitor(id);
+                    self.spawn_monitor(id.clone());
+                    if info.status == Status::Running {
+                        self.start_health_monitor(&id, true);
+                    }
                 }
                 Status::Exited => {
                     let (policy, stopped, old_status) = {
@@ -630,6 +637,16 @@ impl ContainerService {
             .and_then(|l| serde_json::from_value(l.clone()).ok())
             .unwrap_or_default();
         labels.extend(spec.labels.clone());
+        let healthcheck = health::Healthcheck::merged(
+            spec.healthcheck.clone(),
+            health::Healthcheck::from_image_config(details.config.as_ref()),
+        );
+        let shell: Vec<String> = details
+            .config
+            .as_ref()
+            .and_then(|c| c.get("Shell"))
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default();
         let req = CreateRequest {
             id: id.to_string(),
             layers,
@@ -673,6 +690,8 @@ impl ContainerService {
                 ..Default::default()
             },
             spec,
+            healthcheck,
+            shell,
         };
         if let Err(e) = self.inner.store.put(CONTAINERS, id, &rec) {
             let _ = self.inner.runtime.delete(id, true);
@@ -724,7 +743,8 @@ impl ContainerService {
             l.running = true;
         });
         self.event("start", &rec, &[]);
-        self.spawn_monitor(id);
+        self.spawn_monitor(id.clone());
+        self.start_health_monitor(&id, true);
         Ok(())
     }
 
@@ -806,6 +826,7 @@ impl ContainerService {
                     if let Some(rec) = rec {
                         self.event("start", &rec, &[]);
                     }
+                    self.start_health_monitor(&id, true);
                 }
                 Err(e) => {
                     self.update(&id, |r| {
@@ -825,6 +846,7 @@ impl ContainerService {
         oom: bool,
         finished: chrono::DateTime<chrono::Utc>,
     ) -> Option<ContainerRecord> {
+        self.stop_health_monitor(id);
         let rec = self.update(id, |r| {
             r.state.status = "exited".into();
             r.state.pid = 0;
@@ -860,6 +882,7 @@ impl ContainerService {
             });
         }
         self.update(&rec.id, |r| r.state.stopped_by_user = true);
+        self.stop_health_monitor(&rec.id);
         self.inner
             .runtime
             .stop(&rec.id, timeout)
@@ -943,6 +966,12 @@ impl ContainerService {
         self.update(&rec.id, |r| {
             r.state.status = if pause { "paused" } else { "running" }.into()
         });
+        // dockerd probes only running, unpaused containers.
+        if pause {
+            self.stop_health_monitor(&rec.id);
+        } else {
+            self.start_health_monitor(&rec.id, false);
+        }
         self.event(if pause { "pause" } else { "unpause" }, &rec, &[]);
         Ok(())
     }
@@ -1032,6 +1061,7 @@ impl ContainerService {
             t.records.remove(&id);
             t.names.remove(&id);
             t.execs.retain(|_, e| e.container != id);
+            t.health_monitors.remove(&id);
             t.lives.remove(&id)
         };
         if let Some(tx) = life {
@@ -1107,7 +1137,11 @@ impl ContainerService {
                 ..entry
             },
         );
-        self.event("exec_create", &rec, &[]);
+        self.event(
+            &format!("exec_create: {}", entry_cmd(&self.table().execs[&id])),
+            &rec,
+            &[("execID", id.clone())],
+        );
         Ok(id)
     }
 
@@ -1139,7 +1173,16 @@ impl ContainerService {
             .ok_or_else(|| ServiceError::not_found(format!("No such exec instance: {exec_id}")))?;
         e.runtime_id = Some(rid);
         e.running = true;
-        Ok(e.clone())
+        let e = e.clone();
+        drop(t);
+        if let Ok(rec) = self.get(&e.container) {
+            self.event(
+                &format!("exec_start: {}", entry_cmd(&e)),
+                &rec,
+                &[("execID", e.id.clone())],
+            );
+        }
+        Ok(e)
     }
 
     /// Waits for an exec'd process and records its exit code (blocking).
@@ -1164,10 +1207,23 @@ impl ContainerService {
             e.exit_code = Some(code);
         }
         if let Ok(rec) = self.get(&entry.container) {
-            self.event("exec_die", &rec, &[("exitCode", code.to_string())]);
+            self.event(
+                "exec_die",
+                &rec,
+                &[
+                    ("execID", exec_id.to_string()),
+                    ("exitCode", code.to_string()),
+                ],
+            );
         }
         Ok(code)
     }
+}
+
+/// An exec's command line as dockerd's `exec_create: ...` and `exec_start: ...` events
+/// show it.
+fn entry_cmd(e: &ExecEntry) -> String {
+    e.opts.cmd.join(" ")
 }
 
 /// The `-p` and `-P` requests of a container for the network driver.

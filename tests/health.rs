@@ -1,0 +1,564 @@
+//! Health checks and `docker ps` filters through the real docker CLI, against a berthd this
+//! test starts and the fixture registry. Expected texts are dockerd 20.10's.
+
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use berth_testkit::daemon::{retry, DockerEnv};
+use serde_json::{json, Value};
+
+type Env = DockerEnv;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `docker inspect` until `{{.State.Health.Status}}` is `want`.
+fn wait_health(e: &Env, name: &str, want: &str) -> Result<()> {
+    retry(DEADLINE, || {
+        let s = e.inspect(name, "{{if .State.Health}}{{.State.Health.Status}}{{end}}")?;
+        Ok((s == want).then_some(()))
+    })
+    .with_context(|| format!("waiting for {name} to be {want}\n{}", e.d.log()))
+}
+
+fn health(e: &Env, name: &str) -> Result<Value> {
+    Ok(serde_json::from_str(
+        &e.inspect(name, "{{json .State.Health}}")?,
+    )?)
+}
+
+/// `docker ps` names, one per line, in order.
+fn ps_names(e: &Env, args: &[&str]) -> Result<Vec<String>> {
+    let mut a = vec!["ps", "--format", "{{.Names}}"];
+    a.extend_from_slice(args);
+    Ok(e.ok(&a)?.lines().map(str::to_string).collect())
+}
+
+/// Starts `docker events` with `args`; `finish` stops it and returns what it printed.
+fn events(e: &Env, args: &[&str]) -> Result<Child> {
+    let mut a = vec!["events"];
+    a.extend_from_slice(args);
+    let child = e.d.docker_cmd(&a).stdout(Stdio::piped()).spawn()?;
+    // The subscription is in place once the CLI has connected; a ping round-trip later it is.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(child)
+}
+
+fn finish(mut child: Child) -> Result<String> {
+    child.kill()?;
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .context("events stdout")?
+        .read_to_string(&mut out)?;
+    child.wait()?;
+    Ok(out)
+}
+
+#[test]
+fn health_cmd_goes_unhealthy_then_healthy_with_ps_status_filter_and_events() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    let ev = events(
+        &e,
+        &[
+            "--filter",
+            "event=health_status",
+            "--format",
+            "{{.Actor.Attributes.name}} {{.Action}}",
+        ],
+    )?;
+    // A check that has not run yet: starting.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--network",
+        "none",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1h",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    assert_eq!(
+        health(&e, "slow")?,
+        json!({"Status": "starting", "FailingStreak": 0, "Log": []})
+    );
+    let status = e.ok(&["ps", "--filter", "name=^slow$", "--format", "{{.Status}}"])?;
+    assert!(
+        status.trim().starts_with("Up ") && status.trim().ends_with(" (health: starting)"),
+        "{status}"
+    );
+    assert_eq!(ps_names(&e, &["--filter", "health=starting"])?, ["slow"]);
+    assert_eq!(
+        e.inspect("slow", "{{json .Config.Healthcheck}}")?,
+        r#"{"Interval":3600000000000,"Test":["CMD-SHELL","true"]}"#
+    );
+
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--network",
+        "none",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "2",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--network",
+        "none",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    wait_health(&e, "hc", "unhealthy")?;
+    let h = health(&e, "hc")?;
+    assert!(h["FailingStreak"].as_i64().unwrap() >= 2, "{h}");
+    let log = h["Log"].as_array().context("Log")?;
+    assert!(!log.is_empty() && log.len() <= 5, "{h}");
+    for entry in log {
+        assert_eq!(entry["ExitCode"], 1, "{h}");
+        assert_eq!(entry["Output"], "", "{h}");
+        assert!(entry["Start"].as_str().unwrap() <= entry["End"].as_str().unwrap());
+    }
+    let status = e.ok(&["ps", "--filter", "name=^hc$", "--format", "{{.Status}}"])?;
+    assert!(status.trim().ends_with(" (unhealthy)"), "{status}");
+    assert_eq!(ps_names(&e, &["--filter", "health=unhealthy"])?, ["hc"]);
+
+    e.ok(&["exec", "hc", "touch", "/tmp/ok"])?;
+    wait_health(&e, "hc", "healthy")?;
+    let h = health(&e, "hc")?;
+    assert_eq!(h["FailingStreak"], 0, "{h}");
+    assert_eq!(h["Log"].as_array().unwrap().last().unwrap()["ExitCode"], 0);
+    let status = e.ok(&["ps", "--filter", "name=^hc$", "--format", "{{.Status}}"])?;
+    assert!(
+        status.trim().starts_with("Up ") && status.trim().ends_with(" (healthy)"),
+        "{status}"
+    );
+    assert_eq!(ps_names(&e, &["--filter", "health=healthy"])?, ["hc"]);
+    assert_eq!(ps_names(&e, &["--filter", "health=none"])?, ["plain"]);
+    assert_eq!(
+        ps_names(
+            &e,
+            &["--filter", "health=healthy", "--filter", "health=starting"]
+        )?,
+        ["hc", "slow"]
+    );
+    let bad = e.d.docker(&["ps", "--filter", "health=bogus"])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("Unrecognised filter value for health: bogus"),
+        "{bad:?}"
+    );
+    assert_eq!(e.inspect("plain", "{{json .State.Health}}")?, "null");
+
+    // Stopped: the monitor ends and dockerd reports unhealthy; a start resets to starting.
+    e.ok(&["stop", "-t", "0", "hc"])?;
+    assert_eq!(e.inspect("hc", "{{.State.Health.Status}}")?, "unhealthy");
+    e.ok(&["start", "hc"])?;
+    let h = health(&e, "hc")?;
+    assert_eq!(h["FailingStreak"], 0, "{h}");
+    wait_health(&e, "hc", "healthy")?;
+
+    let text = finish(ev)?;
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("hc ")).collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("hc health_status: unhealthy"),
+        "{text}"
+    );
+    assert!(lines.contains(&"hc health_status: healthy"), "{text}");
+    Ok(())
+}
+
+#[test]
+fn probe_timeout_output_and_exec_events() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    let ev = events(
+        &e,
+        &["--filter", "container=slowprobe", "--format", "{{json .}}"],
+    )?;
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slowprobe",
+        "--network",
+        "none",
+        "--health-cmd",
+        "echo out; echo err >&2; sleep 30",
+        "--health-timeout",
+        "300ms",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    wait_health(&e, "slowprobe", "unhealthy")?;
+    let h = health(&e, "slowprobe")?;
+    assert_eq!(h["Log"][0]["ExitCode"], -1, "{h}");
+    assert_eq!(
+        h["Log"][0]["Output"], "Health check exceeded timeout (300ms)",
+        "{h}"
+    );
+    // Output of a probe that finishes: stdout and stderr, as dockerd keeps them.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talky",
+        "--network",
+        "none",
+        "--health-cmd",
+        "echo out; echo err >&2; exit 3",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    wait_health(&e, "talky", "unhealthy")?;
+    let h = health(&e, "talky")?;
+    assert_eq!(h["Log"][0]["ExitCode"], 3, "{h}");
+    assert_eq!(h["Log"][0]["Output"], "out\nerr\n", "{h}");
+    // The killed probe's exec dies.
+    retry(DEADLINE, || {
+        let s = e.inspect("slowprobe", "{{len .State.Health.Log}}")?;
+        Ok((s.parse::<usize>()? >= 2).then_some(()))
+    })?;
+    let text = finish(ev)?;
+    let seen: Vec<(String, String, String)> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("event JSON");
+            let attr = |k: &str| {
+                v["Actor"]["Attributes"][k]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (
+                v["Action"].as_str().unwrap_or("").to_string(),
+                attr("execID"),
+                attr("exitCode"),
+            )
+        })
+        .collect();
+    let probe = "/bin/sh -c echo out; echo err >&2; sleep 30";
+    let created = seen
+        .iter()
+        .find(|(a, _, _)| *a == format!("exec_create: {probe}"))
+        .with_context(|| format!("no exec_create: {text}"))?;
+    assert_eq!(created.1.len(), 64, "{text}");
+    assert!(
+        seen.iter()
+            .any(|(a, x, _)| *a == format!("exec_start: {probe}") && *x == created.1),
+        "{text}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(a, x, c)| a == "exec_die" && *x == created.1 && c == "137"),
+        "{text}"
+    );
+    assert!(
+        seen.iter().any(|(a, _, _)| a == "health_status: unhealthy"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// A `docker save` archive of the fixture busybox layer with `config` as its image config.
+fn image_archive(e: &Env, tag: &str, config: Value) -> Result<Vec<u8>> {
+    let layer = &e.fx.image("busybox:latest").layers[0];
+    let url = format!("http://{}/v2/busybox/blobs/{}", e.fx.registry, layer.digest);
+    let mut blob = Vec::new();
+    ureq::get(&url)
+        .call()?
+        .into_reader()
+        .read_to_end(&mut blob)?;
+    let cfg = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2023-11-14T22:13:20Z",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "busybox"}],
+    });
+    let cfg = serde_json::to_vec(&cfg)?;
+    let manifest = serde_json::to_vec(&json!([
+        {"Config": "config.json", "RepoTags": [tag], "Layers": ["layer.tar.gz"]}
+    ]))?;
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        ("config.json", &cfg),
+        ("layer.tar.gz", &blob),
+        ("manifest.json", &manifest),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data.as_slice())?;
+    }
+    Ok(tar.into_inner()?)
+}
+
+#[test]
+fn image_healthcheck_is_merged_and_no_healthcheck_disables_it() -> Result<()> {
+    let e = Env::new()?;
+    let archive = image_archive(
+        &e,
+        "hcimage:test",
+        json!({
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["sleep", "1000"],
+            "Healthcheck": {"Test": ["CMD-SHELL", "echo probed; test -f /tmp/ok"],
+                            "Interval": 1_000_000_000i64, "Retries": 1},
+        }),
+    )?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("hc.tar");
+    std::fs::write(&path, archive)?;
+    e.ok(&["load", "-i", path.to_str().unwrap()])?;
+
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fromimage",
+        "--network",
+        "none",
+        "hcimage:test",
+    ])?;
+    assert_eq!(
+        e.inspect("fromimage", "{{json .Config.Healthcheck}}")?,
+        r#"{"Interval":1000000000,"Retries":1,"Test":["CMD-SHELL","echo probed; test -f /tmp/ok"]}"#
+    );
+    wait_health(&e, "fromimage", "unhealthy")?;
+    assert_eq!(health(&e, "fromimage")?["Log"][0]["Output"], "probed\n");
+    e.ok(&["exec", "fromimage", "touch", "/tmp/ok"])?;
+    wait_health(&e, "fromimage", "healthy")?;
+
+    // Container fields override the image's, the rest is inherited.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "override",
+        "--network",
+        "none",
+        "--health-interval",
+        "1h",
+        "hcimage:test",
+    ])?;
+    assert_eq!(
+        e.inspect("override", "{{json .Config.Healthcheck}}")?,
+        r#"{"Interval":3600000000000,"Retries":1,"Test":["CMD-SHELL","echo probed; test -f /tmp/ok"]}"#
+    );
+    assert_eq!(
+        e.inspect("override", "{{.State.Health.Status}}")?,
+        "starting"
+    );
+
+    // --no-healthcheck: Test ["NONE"], no State.Health, no "(health" in ps.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "nocheck",
+        "--network",
+        "none",
+        "--no-healthcheck",
+        "hcimage:test",
+    ])?;
+    assert_eq!(
+        e.inspect("nocheck", "{{json .Config.Healthcheck}}")?,
+        r#"{"Test":["NONE"]}"#
+    );
+    assert_eq!(e.inspect("nocheck", "{{json .State.Health}}")?, "null");
+    let status = e.ok(&["ps", "--filter", "name=nocheck", "--format", "{{.Status}}"])?;
+    assert!(!status.contains("health"), "{status}");
+    assert_eq!(ps_names(&e, &["--filter", "health=none"])?, ["nocheck"]);
+
+    // dockerd's validation.
+    let bad = e.d.docker(&[
+        "create",
+        "--health-cmd",
+        "true",
+        "--health-retries",
+        "-1",
+        "hcimage:test",
+    ])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Retries in Healthcheck cannot be negative"),
+        "{bad:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn health_monitors_resume_after_a_daemon_restart() -> Result<()> {
+    let mut e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "survivor",
+        "--network",
+        "none",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "1s",
+        "--health-retries",
+        "1",
+        &bb,
+        "sh",
+        "-c",
+        "touch /tmp/ok; exec sleep 1000",
+    ])?;
+    wait_health(&e, "survivor", "healthy")?;
+    e.d.restart()?;
+    assert_eq!(e.inspect("survivor", "{{.State.Status}}")?, "running");
+    e.ok(&["exec", "survivor", "rm", "/tmp/ok"])?;
+    wait_health(&e, "survivor", "unhealthy")?;
+    e.ok(&["exec", "survivor", "touch", "/tmp/ok"])?;
+    wait_health(&e, "survivor", "healthy")?;
+    Ok(())
+}
+
+#[test]
+fn ps_filters_as_dockerd_applies_them() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    let run = |name: &str, extra: &[&str]| -> Result<()> {
+        let mut a = vec!["run", "-d", "--name", name, "--network", "none"];
+        a.extend_from_slice(extra);
+        a.extend_from_slice(&[&bb, "sleep", "1000"]);
+        e.ok(&a).map(drop)
+    };
+    run("us1", &["-l", "a=1", "-l", "b=2"])?;
+    run("us10", &["-l", "a=1"])?;
+    e.ok(&[
+        "create",
+        "--name",
+        "xus1",
+        "--network",
+        "none",
+        "-v",
+        "/data",
+        &bb,
+    ])?;
+    e.ok(&[
+        "run",
+        "--name",
+        "done",
+        "--network",
+        "none",
+        &bb,
+        "sh",
+        "-c",
+        "exit 3",
+    ])?;
+
+    let names = |args: &[&str]| ps_names(&e, args);
+    assert_eq!(names(&["--filter", "name=^us1$"])?, ["us1"]);
+    assert_eq!(names(&["--filter", "name=us1"])?, ["us10", "us1"]);
+    assert_eq!(
+        names(&["--filter", "name=^us1$", "--filter", "name=^us10$"])?,
+        ["us10", "us1"]
+    );
+    assert_eq!(
+        names(&["-a", "--filter", "name=^xus1$", "--filter", "name=^done$"])?,
+        ["done", "xus1"]
+    );
+    assert!(names(&["-a", "--filter", "name=["])?.is_empty());
+    assert_eq!(
+        names(&["--filter", "label=a=1", "--filter", "label=b=2"])?,
+        ["us1"]
+    );
+    assert_eq!(
+        names(&["--filter", "label=a", "--filter", "label=b"])?,
+        ["us1"]
+    );
+    assert!(names(&["--filter", "label=a=1", "--filter", "label=a=2"])?.is_empty());
+    assert_eq!(
+        names(&["--filter", "label=a", "--filter", "name=10"])?,
+        ["us10"]
+    );
+    assert_eq!(names(&["--filter", "status=created"])?, ["xus1"]);
+    assert_eq!(
+        names(&["--filter", "status=created", "--filter", "status=exited"])?,
+        ["done", "xus1"]
+    );
+    assert!(names(&["--filter", "exited=3"])?.is_empty());
+    assert_eq!(names(&["-a", "--filter", "exited=3"])?, ["done"]);
+    assert_eq!(names(&["--filter", "before=us10"])?, ["us1"]);
+    assert_eq!(names(&["--filter", "since=us1"])?, ["us10"]);
+    assert_eq!(names(&["-a", "--filter", "since=us10"])?, ["done", "xus1"]);
+    assert_eq!(names(&["-n", "2"])?, ["done", "xus1"]);
+    assert_eq!(names(&["-a", "--filter", "volume=/data"])?, ["xus1"]);
+    assert_eq!(names(&["--filter", "network=none"])?, ["us10", "us1"]);
+    assert_eq!(names(&["--filter", "is-task=false"])?, ["us10", "us1"]);
+    assert!(names(&["-a", "--filter", "is-task=true"])?.is_empty());
+    assert_eq!(
+        names(&["-a", "--filter", &format!("ancestor={bb}")])?.len(),
+        4
+    );
+    assert!(names(&["-a", "--filter", "ancestor=nosuchimage"])?.is_empty());
+    let id = e.inspect("us10", "{{.Id}}")?;
+    assert_eq!(
+        names(&["--filter", &format!("id={}", &id[..12])])?,
+        ["us10"]
+    );
+    assert!(names(&["--filter", &format!("id={}", &id[4..12])])?.is_empty());
+
+    for (filter, message) in [
+        ("status=foo", "Invalid filter 'status=foo'"),
+        ("exited=x", "strconv.Atoi: parsing \"x\": invalid syntax"),
+        ("is-task=maybe", "Invalid filter 'is-task=[maybe]'"),
+        (
+            "publish=80:80",
+            "filter for 'publish' should not contain ':': 80:80",
+        ),
+        ("bogus=1", "Invalid filter 'bogus'"),
+        ("since=nonexist", "no such container nonexist"),
+    ] {
+        let out = e.d.docker(&["ps", "--filter", filter])?;
+        assert!(!out.status.success(), "{filter}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{filter}: {err}");
+    }
+    Ok(())
+}
