@@ -99,7 +99,7 @@ fn health_cmd_goes_unhealthy_then_healthy_with_ps_status_filter_and_events() -> 
     assert_eq!(ps_names(&e, &["--filter", "health=starting"])?, ["slow"]);
     assert_eq!(
         e.inspect("slow", "{{json .Config.Healthcheck}}")?,
-        r#"{"Interval":3600000000000,"Test":["CMD-SHELL","true"]}"#
+        r#"{"Test":["CMD-SHELL","true"],"Interval":3600000000000}"#
     );
 
     e.ok(&[
@@ -294,6 +294,20 @@ fn probe_timeout_output_and_exec_events() -> Result<()> {
     Ok(())
 }
 
+/// `POST /containers/create` with `body`; the status code and the JSON answer.
+fn create_raw(e: &Env, body: &Value) -> Result<(String, Value)> {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(e.d.socket())
+        .args(["-X", "POST", "-H", "Content-Type: application/json", "-d"])
+        .arg(body.to_string())
+        .arg("http://berth/v1.44/containers/create")
+        .output()?;
+    let text = String::from_utf8(out.stdout)?;
+    let (json, code) = text.rsplit_once('\n').context("status")?;
+    Ok((code.to_string(), serde_json::from_str(json)?))
+}
+
 /// A `docker save` archive of the fixture busybox layer with `config` as its image config.
 fn image_archive(e: &Env, tag: &str, config: Value) -> Result<Vec<u8>> {
     let layer = &e.fx.image("busybox:latest").layers[0];
@@ -359,7 +373,7 @@ fn image_healthcheck_is_merged_and_no_healthcheck_disables_it() -> Result<()> {
     ])?;
     assert_eq!(
         e.inspect("fromimage", "{{json .Config.Healthcheck}}")?,
-        r#"{"Interval":1000000000,"Retries":1,"Test":["CMD-SHELL","echo probed; test -f /tmp/ok"]}"#
+        r#"{"Test":["CMD-SHELL","echo probed; test -f /tmp/ok"],"Interval":1000000000,"Retries":1}"#
     );
     wait_health(&e, "fromimage", "unhealthy")?;
     assert_eq!(health(&e, "fromimage")?["Log"][0]["Output"], "probed\n");
@@ -380,14 +394,15 @@ fn image_healthcheck_is_merged_and_no_healthcheck_disables_it() -> Result<()> {
     ])?;
     assert_eq!(
         e.inspect("override", "{{json .Config.Healthcheck}}")?,
-        r#"{"Interval":3600000000000,"Retries":1,"Test":["CMD-SHELL","echo probed; test -f /tmp/ok"]}"#
+        r#"{"Test":["CMD-SHELL","echo probed; test -f /tmp/ok"],"Interval":3600000000000,"Retries":1}"#
     );
     assert_eq!(
         e.inspect("override", "{{.State.Health.Status}}")?,
         "starting"
     );
 
-    // --no-healthcheck: Test ["NONE"], no State.Health, no "(health" in ps.
+    // --no-healthcheck: Test ["NONE"] (the other fields still merged, as dockerd does), no
+    // State.Health, no "(health" in ps.
     e.ok(&[
         "run",
         "-d",
@@ -400,27 +415,32 @@ fn image_healthcheck_is_merged_and_no_healthcheck_disables_it() -> Result<()> {
     ])?;
     assert_eq!(
         e.inspect("nocheck", "{{json .Config.Healthcheck}}")?,
-        r#"{"Test":["NONE"]}"#
+        r#"{"Test":["NONE"],"Interval":1000000000,"Retries":1}"#
     );
     assert_eq!(e.inspect("nocheck", "{{json .State.Health}}")?, "null");
     let status = e.ok(&["ps", "--filter", "name=nocheck", "--format", "{{.Status}}"])?;
     assert!(!status.contains("health"), "{status}");
     assert_eq!(ps_names(&e, &["--filter", "health=none"])?, ["nocheck"]);
 
-    // dockerd's validation.
-    let bad = e.d.docker(&[
-        "create",
-        "--health-cmd",
-        "true",
-        "--health-retries",
-        "-1",
-        "hcimage:test",
-    ])?;
-    assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("Retries in Healthcheck cannot be negative"),
-        "{bad:?}"
-    );
+    // dockerd's validation (the CLI checks some of it itself: ask the API directly).
+    for (hc, message) in [
+        (
+            json!({"Test": ["CMD", "true"], "Interval": 5}),
+            "Interval in Healthcheck cannot be less than 1ms",
+        ),
+        (
+            json!({"Test": ["CMD", "true"], "Retries": -1}),
+            "Retries in Healthcheck cannot be negative",
+        ),
+        (
+            json!({"Test": ["CMD", "true"], "StartInterval": 999}),
+            "StartInterval in Healthcheck cannot be less than 1ms",
+        ),
+    ] {
+        let (code, body) = create_raw(&e, &json!({"Image": "hcimage:test", "Healthcheck": hc}))?;
+        assert_eq!(code, "400", "{body}");
+        assert_eq!(body["message"], message, "{body}");
+    }
     Ok(())
 }
 
@@ -480,7 +500,7 @@ fn ps_filters_as_dockerd_applies_them() -> Result<()> {
         "/data",
         &bb,
     ])?;
-    e.ok(&[
+    let out = e.d.docker(&[
         "run",
         "--name",
         "done",
@@ -491,6 +511,7 @@ fn ps_filters_as_dockerd_applies_them() -> Result<()> {
         "-c",
         "exit 3",
     ])?;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
 
     let names = |args: &[&str]| ps_names(&e, args);
     assert_eq!(names(&["--filter", "name=^us1$"])?, ["us1"]);
