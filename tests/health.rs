@@ -583,3 +583,55 @@ fn ps_filters_as_dockerd_applies_them() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn volume_and_network_ls_filters_as_dockerd_applies_them() -> Result<()> {
+    let e = Env::new()?;
+    for v in ["ab", "abc"] {
+        e.ok(&["volume", "create", v])?;
+    }
+    let vols = |args: &[&str]| -> Result<Vec<String>> {
+        let mut a = vec!["volume", "ls", "-q"];
+        a.extend_from_slice(args);
+        Ok(e.ok(&a)?.lines().map(str::to_string).collect())
+    };
+    assert_eq!(vols(&["--filter", "name=^ab$"])?, ["ab"]);
+    assert_eq!(
+        vols(&["--filter", "name=^ab$", "--filter", "name=c$"])?,
+        ["ab", "abc"]
+    );
+    assert!(vols(&["--filter", "name=["])?.is_empty());
+
+    e.ok(&["network", "create", "--label", "team=a", "n1"])?;
+    e.ok(&["network", "create", "n10"])?;
+    let nets = |args: &[&str]| -> Result<Vec<String>> {
+        let mut a = vec!["network", "ls", "--format", "{{.Name}}"];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = e.ok(&a)?.lines().map(str::to_string).collect();
+        v.sort();
+        Ok(v)
+    };
+    assert_eq!(nets(&["--filter", "name=^n1$"])?, ["n1"]);
+    assert_eq!(
+        nets(&["--filter", "name=^n1$", "--filter", "name=^host$"])?,
+        ["host", "n1"]
+    );
+    assert_eq!(nets(&["--filter", "type=custom"])?, ["n1", "n10"]);
+    assert_eq!(
+        nets(&["--filter", "type=builtin"])?,
+        ["bridge", "host", "none"]
+    );
+    assert_eq!(nets(&["--filter", "dangling=true"])?, ["n1", "n10"]);
+    let id = e.ok(&["network", "inspect", "--format", "{{.Id}}", "n10"])?;
+    assert_eq!(
+        nets(&["--filter", &format!("id={}", &id.trim()[2..10])])?,
+        ["n10"]
+    );
+    let bad = e.d.docker(&["network", "ls", "--filter", "type=bogus"])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Invalid filter: 'type'='bogus'"),
+        "{bad:?}"
+    );
+    Ok(())
+}

@@ -15,6 +15,7 @@ use super::{ApiError, AppState, JsonBody};
 use crate::service::containers::blocking;
 use crate::service::events::Event;
 use crate::service::networks::{parse_gateway, parse_subnet, HOST_NETWORK_ID, NONE_NETWORK_ID};
+use crate::service::pattern::any_matches;
 use crate::service::volumes::random_hex64;
 
 pub fn routes() -> Router<AppState> {
@@ -100,23 +101,76 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = Filters::parse(q.filters.as_deref())?;
-    f.only(&["name", "id", "driver", "type", "label", "scope", "dangling"])?;
     let state = st.networks.state().await;
-    let names = f.get("name");
-    let ids = f.get("id");
-    let drivers = f.get("driver");
-    let out: Vec<Value> = all_networks(&state)
+    Ok(Json(Value::Array(filter_networks(
+        all_networks(&state),
+        &f,
+    )?)))
+}
+
+/// Networks dockerd always has.
+fn predefined(name: &str) -> bool {
+    matches!(name, "bridge" | "host" | "none" | "default" | "ingress")
+}
+
+/// dockerd's `FilterNetworks` over inspect-shaped networks: `driver` and `scope` exact,
+/// `name` and `id` as patterns (see [`Pattern`]), every `label` must match, `dangling`
+/// (unused, not predefined) and `type` (`builtin` or `custom`).
+fn filter_networks(nets: Vec<Value>, f: &Filters) -> Result<Vec<Value>, ApiError> {
+    f.only(&["name", "id", "driver", "type", "label", "scope", "dangling"])?;
+    let (names, ids, labels) = (f.get("name"), f.get("id"), f.get("label"));
+    let (drivers, scopes) = (f.get("driver"), f.get("scope"));
+    let dangling = match f.get("dangling").as_slice() {
+        [] => None,
+        [v] => match v.as_str() {
+            "1" | "true" => Some(true),
+            "0" | "false" => Some(false),
+            _ => {
+                return Err(ApiError::BadRequest(
+                    r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#
+                        .into(),
+                ))
+            }
+        },
+        _ => {
+            return Err(ApiError::BadRequest(
+                r#"got more than one value for filter key "dangling""#.into(),
+            ))
+        }
+    };
+    let types = f.get("type");
+    if let Some(t) = types
+        .iter()
+        .find(|t| !matches!(t.as_str(), "builtin" | "custom"))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid filter: 'type'='{t}'"
+        )));
+    }
+    let str_of = |n: &Value, k: &str| n[k].as_str().unwrap_or("").to_string();
+    Ok(nets
         .into_iter()
         .filter(|n| {
-            let name = n["Name"].as_str().unwrap_or("");
-            let id = n["Id"].as_str().unwrap_or("");
-            let driver = n["Driver"].as_str().unwrap_or("");
-            (names.is_empty() || names.iter().any(|x| name.contains(x.as_str())))
-                && (ids.is_empty() || ids.iter().any(|x| id.starts_with(x.as_str())))
-                && (drivers.is_empty() || drivers.iter().any(|x| x == driver))
+            let name = str_of(n, "Name");
+            let used = n["Containers"].as_object().is_some_and(|c| !c.is_empty());
+            (drivers.is_empty() || drivers.contains(&str_of(n, "Driver")))
+                && any_matches(&names, &name)
+                && any_matches(&ids, &str_of(n, "Id"))
+                && labels.iter().all(|l| {
+                    let (k, v) = l
+                        .split_once('=')
+                        .map_or((l.as_str(), None), |(k, v)| (k, Some(v)));
+                    match (n["Labels"].get(k).and_then(Value::as_str), v) {
+                        (Some(have), Some(want)) => have == want,
+                        (Some(_), None) => true,
+                        (None, _) => false,
+                    }
+                })
+                && (scopes.is_empty() || scopes.contains(&str_of(n, "Scope")))
+                && dangling.is_none_or(|d| d == (!predefined(&name) && !used))
+                && (types.is_empty() || types.iter().any(|t| (t == "builtin") == predefined(&name)))
         })
-        .collect();
-    Ok(Json(Value::Array(out)))
+        .collect())
 }
 
 fn find(state: &NetState, key: &str) -> Result<Value, ApiError> {
@@ -348,4 +402,61 @@ async fn prune(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
         }
     }
     Ok(Json(json!({"NetworksDeleted": deleted})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets() -> Vec<Value> {
+        let mut n1 = mode_json("n1", "aaaa1111", "bridge");
+        n1["Labels"] = json!({"team": "a", "tier": "db"});
+        let mut n10 = mode_json("n10", "bbbb2222", "bridge");
+        n10["Containers"] = json!({"c1": {}});
+        vec![
+            n1,
+            n10,
+            mode_json("host", HOST_NETWORK_ID, "host"),
+            mode_json("none", NONE_NETWORK_ID, "null"),
+        ]
+    }
+
+    fn names(filters: &str) -> Result<Vec<String>, ApiError> {
+        let f = Filters::parse(Some(filters))?;
+        Ok(filter_networks(nets(), &f)?
+            .iter()
+            .map(|n| n["Name"].as_str().unwrap().to_string())
+            .collect())
+    }
+
+    #[test]
+    fn network_filters_as_dockerd_applies_them() {
+        assert_eq!(names(r#"{"name":{"^n1$":true}}"#).unwrap(), ["n1"]);
+        assert_eq!(
+            names(r#"{"name":{"n1":true,"host":true}}"#).unwrap(),
+            ["n1", "n10", "host"]
+        );
+        assert_eq!(names(r#"{"id":{"a1111":true}}"#).unwrap(), ["n1"]);
+        assert_eq!(
+            names(r#"{"label":{"team=a":true,"tier":true}}"#).unwrap(),
+            ["n1"]
+        );
+        assert!(names(r#"{"label":{"team=a":true,"other":true}}"#)
+            .unwrap()
+            .is_empty());
+        assert_eq!(names(r#"{"dangling":{"true":true}}"#).unwrap(), ["n1"]);
+        assert_eq!(
+            names(r#"{"dangling":{"0":true}}"#).unwrap(),
+            ["n10", "host", "none"]
+        );
+        assert_eq!(
+            names(r#"{"type":{"builtin":true}}"#).unwrap(),
+            ["host", "none"]
+        );
+        assert_eq!(names(r#"{"type":{"custom":true}}"#).unwrap(), ["n1", "n10"]);
+        assert_eq!(names(r#"{"driver":{"null":true}}"#).unwrap(), ["none"]);
+        assert!(names(r#"{"type":{"bogus":true}}"#).is_err());
+        assert!(names(r#"{"dangling":{"maybe":true}}"#).is_err());
+        assert!(names(r#"{"scope":{"swarm":true}}"#).unwrap().is_empty());
+    }
 }

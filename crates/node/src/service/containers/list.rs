@@ -10,12 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use regex::Regex;
-
 use super::config::{PortProto, Protocol};
 use super::record::ContainerRecord;
 use super::ContainerService;
 use crate::error::ServiceError;
+use crate::service::pattern::Pattern;
 
 /// The keys `GET /containers/json` accepts (dockerd's `acceptedPsFilterTags`).
 pub const KEYS: &[&str] = &[
@@ -50,26 +49,6 @@ const HEALTH: &[&str] = &["starting", "healthy", "unhealthy", "none"];
 
 /// The label dockerd's swarm puts on task containers (its `Managed` flag).
 pub const TASK_LABEL: &str = "com.docker.swarm.task.id";
-
-/// A value matched as dockerd's `filters.Args.Match`: exactly, else as a regex.
-#[derive(Debug, Clone)]
-struct Pattern {
-    text: String,
-    re: Option<Regex>,
-}
-
-impl Pattern {
-    fn new(text: &str) -> Self {
-        Pattern {
-            text: text.to_string(),
-            re: Regex::new(text).ok(),
-        }
-    }
-
-    fn matches(&self, s: &str) -> bool {
-        self.text == s || self.re.as_ref().is_some_and(|r| r.is_match(s))
-    }
-}
 
 /// Validated `docker ps` filters.
 #[derive(Debug, Clone, Default)]
