@@ -635,3 +635,65 @@ fn volume_and_network_ls_filters_as_dockerd_applies_them() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn compose_healthcheck_turns_healthy_and_gates_depends_on() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"version: "2.4"
+services:
+  web:
+    image: {bb}
+    command: ["sh", "-c", "sleep 2; touch /tmp/ready; exec sleep 1000"]
+    network_mode: none
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 1s
+      retries: 60
+  client:
+    image: {bb}
+    command: ["sleep", "1000"]
+    network_mode: none
+    depends_on:
+      web:
+        condition: service_healthy
+"#
+        ),
+    )?;
+    let compose = |args: &[&str]| -> Result<std::process::Output> {
+        Ok(std::process::Command::new("docker-compose")
+            .arg("-p")
+            .arg("hcproj")
+            .arg("-f")
+            .arg(&file)
+            .args(args)
+            .env("DOCKER_HOST", e.d.host())
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(Stdio::null())
+            .output()?)
+    };
+    let up = compose(&["up", "-d"])?;
+    assert!(up.status.success(), "{up:?}\n{}", e.d.log());
+    // `up` returns once client started, which it does only after web is healthy.
+    assert_eq!(
+        e.inspect("hcproj_web_1", "{{.State.Health.Status}}")?,
+        "healthy"
+    );
+    assert_eq!(
+        e.inspect("hcproj_client_1", "{{.State.Status}}")?,
+        "running"
+    );
+    assert_eq!(
+        e.inspect("hcproj_web_1", "{{json .Config.Healthcheck}}")?,
+        r#"{"Test":["CMD","test","-f","/tmp/ready"],"Interval":1000000000,"Retries":60}"#
+    );
+    let down = compose(&["down"])?;
+    assert!(down.status.success(), "{down:?}");
+    Ok(())
+}
