@@ -172,6 +172,42 @@ fn health_cmd_goes_unhealthy_then_healthy_with_ps_status_filter_and_events() -> 
     );
     assert_eq!(e.inspect("plain", "{{json .State.Health}}")?, "null");
 
+    // A user's exec: the same events as a probe's, as dockerd emits them.
+    let unix_now = || {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+    };
+    let since = unix_now();
+    e.ok(&["exec", "plain", "sh", "-c", "exit 0"])?;
+    let text = retry(DEADLINE, || {
+        let out = e.ok(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &unix_now(),
+            "--filter",
+            "container=plain",
+            "--format",
+            "{{.Action}}|{{.Actor.Attributes.execID}}|{{.Actor.Attributes.exitCode}}",
+        ])?;
+        Ok((out.lines().count() >= 3).then_some(out))
+    })?;
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let exec_id = lines[0]
+        .strip_prefix("exec_create: sh -c exit 0|")
+        .and_then(|r| r.split('|').next())
+        .with_context(|| text.clone())?;
+    assert_eq!(exec_id.len(), 64, "{text}");
+    assert!(
+        lines[1].starts_with(&format!("exec_start: sh -c exit 0|{exec_id}|")),
+        "{text}"
+    );
+    assert_eq!(lines[2], format!("exec_die|{exec_id}|0"), "{text}");
+
     // Stopped: the monitor ends and dockerd reports unhealthy; a start resets to starting.
     e.ok(&["stop", "-t", "0", "hc"])?;
     assert_eq!(e.inspect("hc", "{{.State.Health.Status}}")?, "unhealthy");
