@@ -330,12 +330,12 @@ impl Health {
 
     /// `State.Health` as inspect shows it.
     pub fn to_json(&self) -> Value {
-        let ts = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let ts = go_time;
         json!({
             "Status": self.status.as_str(),
             "FailingStreak": self.failing_streak,
             "Log": self.log.iter().map(|r| json!({
-                "Start": ts(&r.start), "End": ts(&r.end),
+                "Start": ts(r.start), "End": ts(r.end),
                 "ExitCode": r.exit_code, "Output": r.output,
             })).collect::<Vec<_>>(),
         })
@@ -374,6 +374,23 @@ impl ProbeOutput {
             s.push_str("...");
         }
         s
+    }
+}
+
+/// A time as Go's JSON encoding writes it (RFC 3339 with nanoseconds, trailing zeros of the
+/// fraction dropped): `2026-11-30T22:04:31.16204133Z`.
+pub fn go_time(t: DateTime<Utc>) -> String {
+    let s = t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    match s.split_once('.') {
+        Some((secs, frac)) => {
+            let digits = frac.trim_end_matches('Z').trim_end_matches('0');
+            if digits.is_empty() {
+                format!("{secs}Z")
+            } else {
+                format!("{secs}.{digits}Z")
+            }
+        }
+        None => s,
     }
 }
 
@@ -865,6 +882,13 @@ mod tests {
         let t = o.text();
         assert_eq!(t.len(), MAX_OUTPUT_LEN + 3);
         assert!(t.ends_with("x..."));
+    }
+
+    #[test]
+    fn times_print_as_go_prints_them() {
+        let t = DateTime::from_timestamp(1_700_000_000, 162_041_330).unwrap();
+        assert_eq!(go_time(t), "2023-11-14T22:13:20.16204133Z");
+        assert_eq!(go_time(at(0)), "2023-11-14T22:13:20Z");
     }
 
     #[test]

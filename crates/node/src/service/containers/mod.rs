@@ -883,10 +883,11 @@ impl ContainerService {
         }
         self.update(&rec.id, |r| r.state.stopped_by_user = true);
         self.stop_health_monitor(&rec.id);
-        self.inner
-            .runtime
-            .stop(&rec.id, timeout)
-            .map_err(ServiceError::runtime)?;
+        if let Err(e) = self.inner.runtime.stop(&rec.id, timeout) {
+            // Still running: keep probing it.
+            self.start_health_monitor(&rec.id, false);
+            return Err(ServiceError::runtime(e));
+        }
         self.event("stop", &rec, &[]);
         self.wait_exit_recorded(&rec.id);
         Ok(())
