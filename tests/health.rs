@@ -155,6 +155,20 @@ fn health_cmd_goes_unhealthy_then_healthy_with_ps_status_filter_and_events() -> 
         "{status}"
     );
     assert_eq!(ps_names(&e, &["--filter", "health=healthy"])?, ["hc"]);
+    // Finished probes leave no exec records behind (a full log: at least 5 probes ran).
+    retry(DEADLINE, || {
+        Ok((e.inspect("hc", "{{len .State.Health.Log}}")? == "5").then_some(()))
+    })?;
+    let id = e.inspect("hc", "{{.Id}}")?;
+    let execs =
+        e.d.data_root()
+            .join("runtime/containers")
+            .join(&id)
+            .join("execs");
+    let left = std::fs::read_dir(&execs)
+        .with_context(|| execs.display().to_string())?
+        .count();
+    assert!(left <= 3, "{left} exec records kept in {}", execs.display());
     assert_eq!(ps_names(&e, &["--filter", "health=none"])?, ["plain"]);
     assert_eq!(
         ps_names(
