@@ -360,6 +360,11 @@ fn create_raw(e: &Env, body: &Value) -> Result<(String, Value)> {
 
 /// A `docker save` archive of the fixture busybox layer with `config` as its image config.
 fn image_archive(e: &Env, tag: &str, config: Value) -> Result<Vec<u8>> {
+    image_archive_at(e, tag, config, "2023-11-14T22:13:20Z")
+}
+
+/// As [`image_archive`], created at `created` (RFC 3339).
+fn image_archive_at(e: &Env, tag: &str, config: Value, created: &str) -> Result<Vec<u8>> {
     let layer = &e.fx.image("busybox:latest").layers[0];
     let url = format!("http://{}/v2/busybox/blobs/{}", e.fx.registry, layer.digest);
     let mut blob = Vec::new();
@@ -370,7 +375,7 @@ fn image_archive(e: &Env, tag: &str, config: Value) -> Result<Vec<u8>> {
     let cfg = json!({
         "architecture": "amd64",
         "os": "linux",
-        "created": "2023-11-14T22:13:20Z",
+        "created": created,
         "config": config,
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
         "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "busybox"}],
@@ -745,5 +750,46 @@ services:
     );
     let down = compose(&["down"])?;
     assert!(down.status.success(), "{down:?}");
+    Ok(())
+}
+
+#[test]
+fn image_ls_label_before_and_since_filters() -> Result<()> {
+    let e = Env::new()?;
+    let dir = tempfile::tempdir()?;
+    for (tag, labels, created) in [
+        (
+            "lbl-a:v1",
+            json!({"team": "a", "tier": "db"}),
+            "2023-01-01T00:00:00Z",
+        ),
+        ("lbl-b:v1", json!({"team": "b"}), "2024-01-01T00:00:00Z"),
+    ] {
+        let cfg = json!({"Cmd": ["sh"], "Labels": labels});
+        let path = dir.path().join(format!("{tag}.tar"));
+        std::fs::write(&path, image_archive_at(&e, tag, cfg, created)?)?;
+        e.ok(&["load", "-i", path.to_str().unwrap()])?;
+    }
+    let repos = |args: &[&str]| -> Result<Vec<String>> {
+        let mut a = vec!["images", "--format", "{{.Repository}}"];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = e.ok(&a)?.lines().map(str::to_string).collect();
+        v.sort();
+        Ok(v)
+    };
+    assert_eq!(repos(&["--filter", "label=team=a"])?, ["lbl-a"]);
+    assert_eq!(repos(&["--filter", "label=team"])?, ["lbl-a", "lbl-b"]);
+    assert_eq!(
+        repos(&["--filter", "label=team", "--filter", "label=tier"])?,
+        ["lbl-a"]
+    );
+    assert_eq!(repos(&["--filter", "since=lbl-a:v1"])?, ["lbl-b"]);
+    assert_eq!(repos(&["--filter", "before=lbl-b:v1"])?, ["lbl-a"]);
+    let bad = e.d.docker(&["images", "--filter", "before=nosuch:v1"])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("No such image: nosuch:v1"),
+        "{bad:?}"
+    );
     Ok(())
 }
