@@ -793,3 +793,36 @@ fn image_ls_label_before_and_since_filters() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn prune_filters_until_and_not_label() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    for (name, label) in [("keepme", "keep=yes"), ("dropme", "keep=no")] {
+        e.ok(&[
+            "create",
+            "--name",
+            name,
+            "-l",
+            label,
+            "--network",
+            "none",
+            &bb,
+        ])?;
+    }
+    // Created within the last hour: `until=1h` keeps both.
+    e.ok(&["container", "prune", "-f", "--filter", "until=1h"])?;
+    assert_eq!(ps_names(&e, &["-a"])?, ["dropme", "keepme"]);
+    e.ok(&["container", "prune", "-f", "--filter", "label!=keep=yes"])?;
+    assert_eq!(ps_names(&e, &["-a"])?, ["keepme"]);
+    let bad =
+        e.d.docker(&["container", "prune", "-f", "--filter", "until=soon"])?;
+    assert!(!bad.status.success(), "{bad:?}");
+
+    e.ok(&["volume", "create", "--label", "keep=yes", "v-keep"])?;
+    e.ok(&["volume", "create", "v-drop"])?;
+    e.ok(&["volume", "prune", "-a", "-f", "--filter", "label!=keep"])?;
+    assert_eq!(e.ok(&["volume", "ls", "-q"])?.trim(), "v-keep");
+    Ok(())
+}

@@ -22,6 +22,7 @@ use super::stream::{channel_body, frame, hijack, pump_output, pump_stdin};
 use super::{query_bool, ApiError, AppState, JsonBody};
 use crate::service::containers::list::ListFilter;
 use crate::service::containers::{blocking, ExecEntry, WaitCondition};
+use crate::service::prune::PruneFilter;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -241,10 +242,15 @@ async fn prune(
     Query(q): Query<PruneQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = Filters::parse(q.filters.as_deref())?;
-    f.only(&["label", "until"])?;
-    let labels = f.get("label");
+    f.only(&["label", "label!", "until"])?;
+    let filter = PruneFilter::new(
+        f.get("label"),
+        f.get("label!"),
+        &f.get("until"),
+        super::now_nanos(),
+    )?;
     let svc = st.containers.clone();
-    let removed = blocking(move || svc.prune_blocking(&labels)).await?;
+    let removed = blocking(move || svc.prune_blocking(&filter)).await?;
     Ok(Json(
         json!({"ContainersDeleted": removed, "SpaceReclaimed": 0}),
     ))

@@ -77,6 +77,7 @@ fn volume_filter(raw: Option<&str>, prune: bool) -> Result<VolumeFilter, ApiErro
     Ok(VolumeFilter {
         names: f.get("name"),
         labels: f.get("label"),
+        not_labels: f.get("label!"),
         dangling: f.bool("dangling")?,
         drivers: f.get("driver"),
         all: f.bool("all")?.unwrap_or(false),

@@ -47,6 +47,8 @@ pub struct VolumeFilter {
     pub names: Vec<String>,
     /// `key` or `key=value`.
     pub labels: Vec<String>,
+    /// `label!` (prune): a volume matching every one of these is kept.
+    pub not_labels: Vec<String>,
     pub dangling: Option<bool>,
     pub drivers: Vec<String>,
     /// Prune named volumes too (API >= 1.42 prunes only anonymous ones by default).
@@ -208,6 +210,9 @@ impl VolumeService {
             .values()
             .filter(|v| super::pattern::any_matches(&f.names, &v.name))
             .filter(|v| f.labels.iter().all(|l| label_matches(&v.labels, l)))
+            .filter(|v| {
+                f.not_labels.is_empty() || !f.not_labels.iter().all(|l| label_matches(&v.labels, l))
+            })
             .filter(|v| f.drivers.is_empty() || f.drivers.contains(&v.driver))
             .filter(|v| match f.dangling {
                 None => true,

@@ -1091,8 +1091,11 @@ impl ContainerService {
         Ok(())
     }
 
-    /// Removes every stopped container; returns their IDs.
-    pub fn prune_blocking(&self, labels: &[String]) -> Result<Vec<String>, ServiceError> {
+    /// Removes every stopped container `filter` allows; returns their IDs.
+    pub fn prune_blocking(
+        &self,
+        filter: &super::prune::PruneFilter,
+    ) -> Result<Vec<String>, ServiceError> {
         let mut removed = Vec::new();
         for rec in self.all() {
             if matches!(
@@ -1101,10 +1104,11 @@ impl ContainerService {
             ) {
                 continue;
             }
-            if !labels.iter().all(|l| match l.split_once('=') {
-                Some((k, v)) => rec.labels.get(k).is_some_and(|x| x == v),
-                None => rec.labels.contains_key(l.as_str()),
-            }) {
+            let created = chrono::DateTime::parse_from_rfc3339(&rec.created)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            if !filter.allows(&rec.labels, created) {
                 continue;
             }
             match self.remove_blocking(&rec.id, false, false) {
