@@ -16,6 +16,7 @@ use crate::service::containers::blocking;
 use crate::service::events::Event;
 use crate::service::networks::{parse_gateway, parse_subnet, HOST_NETWORK_ID, NONE_NETWORK_ID};
 use crate::service::pattern::any_matches;
+use crate::service::prune::PruneFilter;
 use crate::service::volumes::random_hex64;
 
 pub fn routes() -> Router<AppState> {
@@ -387,12 +388,48 @@ async fn disconnect(
     Ok(StatusCode::OK)
 }
 
-async fn prune(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Debug, Deserialize)]
+struct PruneQuery {
+    filters: Option<String>,
+}
+
+/// `until`, `label` and `label!` over a network as inspect shows it (its `Labels` and
+/// `Created`).
+fn prune_allows(filter: &PruneFilter, net: &Value) -> bool {
+    let labels: std::collections::BTreeMap<String, String> = net["Labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let created = net["Created"]
+        .as_str()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(i64::MIN);
+    filter.allows(&labels, created)
+}
+
+async fn prune(
+    State(st): State<AppState>,
+    Query(q): Query<PruneQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let f = Filters::parse(q.filters.as_deref())?;
+    f.only(&["label", "label!", "until"])?;
+    let filter = PruneFilter::new(
+        f.get("label"),
+        f.get("label!"),
+        &f.get("until"),
+        super::now_nanos(),
+    )?;
     let state = st.networks.state().await;
     let unused: Vec<Network> = state
         .networks
         .values()
         .filter(|n| !n.is_default && !state.endpoints.values().any(|e| e.network_id == n.id))
+        .filter(|n| prune_allows(&filter, &bridge_json(n, &state)))
         .cloned()
         .collect();
     let mut deleted = Vec::new();
@@ -427,6 +464,22 @@ mod tests {
             .iter()
             .map(|n| n["Name"].as_str().unwrap().to_string())
             .collect())
+    }
+
+    #[test]
+    fn prune_filters_read_labels_and_created() {
+        let mut n = mode_json("n1", "aaaa1111", "bridge");
+        n["Labels"] = json!({"keep": "yes"});
+        n["Created"] = json!("2023-11-14T22:13:20Z");
+        let f = |l: &[&str], nl: &[&str], u: &[&str]| {
+            let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+            PruneFilter::new(s(l), s(nl), &s(u), 1_800_000_000_000_000_000).unwrap()
+        };
+        assert!(prune_allows(&f(&["keep=yes"], &[], &[]), &n));
+        assert!(!prune_allows(&f(&[], &["keep"], &[]), &n));
+        assert!(prune_allows(&f(&[], &[], &["1h"]), &n));
+        assert!(prune_allows(&f(&[], &[], &["1700000000"]), &n));
+        assert!(!prune_allows(&f(&[], &[], &["1699999999"]), &n));
     }
 
     #[test]
