@@ -221,6 +221,25 @@ fn health_cmd_goes_unhealthy_then_healthy_with_ps_status_filter_and_events() -> 
         "{text}"
     );
     assert_eq!(lines[2], format!("exec_die|{exec_id}|0"), "{text}");
+    // Event filter keys are AND'ed (values of one key OR'ed), as dockerd does.
+    let until = unix_now();
+    let both = |image: &str| {
+        e.ok(&[
+            "events",
+            "--since",
+            &since,
+            "--until",
+            &until,
+            "--filter",
+            "container=plain",
+            "--filter",
+            &format!("image={image}"),
+            "--format",
+            "{{.Action}}",
+        ])
+    };
+    assert_eq!(both(&bb)?.lines().count(), 3);
+    assert_eq!(both("nosuchimage")?, "");
 
     // Stopped: the monitor ends and dockerd reports unhealthy; a start resets to starting.
     e.ok(&["stop", "-t", "0", "hc"])?;
