@@ -75,3 +75,191 @@ fn bad_input_gets_docker_shaped_errors() -> Result<()> {
     assert!(v["message"].as_str().unwrap_or("").contains("invalid JSON"));
     Ok(())
 }
+
+/// `curl` against the daemon's socket: (HTTP status, body as JSON or Null).
+fn curl(
+    d: &Berthd,
+    method: &str,
+    path: &str,
+    body: Option<&std::path::Path>,
+) -> Result<(String, serde_json::Value)> {
+    let mut c = std::process::Command::new("curl");
+    c.args([
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        "--unix-socket",
+    ])
+    .arg(d.socket());
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/x-tar", "--data-binary"])
+            .arg(format!("@{}", b.display()));
+    }
+    let out = c.arg(format!("http://berth{path}")).output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    Ok((
+        code.to_string(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+#[test]
+fn unpadded_layer_imports_and_underscore_names_work() -> Result<()> {
+    let d = Berthd::start(&[])?;
+    let dir = tempfile::tempdir()?;
+    // A layer whose stream ends right after the last file's data, as umoci 0.4.7 writes.
+    let data = b"hello from an unpadded layer\n";
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_600_000_000);
+    h.set_cksum();
+    b.append_data(&mut h, "www/index.html", &data[..])?;
+    let full = b.into_inner()?;
+    let cut = full.len() - 1024 - 512 + data.len();
+    let layer = dir.path().join("layer.tar");
+    std::fs::write(&layer, &full[..cut])?;
+
+    // Docker's grammar allows `_` (docker-py names its test images `dockerpytest_<hex>`);
+    // a repository without a tag is tagged `latest`, as dockerd does.
+    d.docker_ok(&["import", layer.to_str().unwrap(), "dockerpytest_7c8b"])?;
+    let tags = d.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?;
+    assert_eq!(tags.trim(), "dockerpytest_7c8b:latest");
+    let py = format!(
+        "import docker\n\
+         c = docker.DockerClient(base_url='{}')\n\
+         assert c.images.get('dockerpytest_7c8b').tag('dockerpytest_7c8b', 'py_1')\n\
+         print(sorted(c.images.get('dockerpytest_7c8b:py_1').tags))\n",
+        d.host()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &py])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout)?.trim(),
+        "['dockerpytest_7c8b:latest', 'dockerpytest_7c8b:py_1']"
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_image_input_is_a_4xx_with_docker_messages() -> Result<()> {
+    let d = Berthd::start(&[])?;
+    let dir = tempfile::tempdir()?;
+    let garbage = dir.path().join("garbage");
+    let bytes: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(&garbage, bytes)?;
+    let empty = dir.path().join("empty.tar");
+    std::fs::write(&empty, tar::Builder::new(Vec::new()).into_inner()?)?;
+
+    // A corrupt or empty `docker load` archive, a corrupt import: the client's fault.
+    for (path, file, want) in [
+        ("/v1.41/images/load", &garbage, "invalid tar archive"),
+        ("/v1.41/images/load", &empty, "no manifest.json"),
+        (
+            "/v1.41/images/create?fromSrc=-&repo=imp",
+            &garbage,
+            "unpacking failed",
+        ),
+    ] {
+        let (code, body) = curl(&d, "POST", path, Some(file))?;
+        assert_eq!(code, "400", "{path}: {body}");
+        let msg = body["message"].as_str().unwrap_or("");
+        assert!(msg.contains(want), "{path}: {msg}");
+        assert!(msg.is_ascii(), "{path}: raw bytes in {msg:?}");
+    }
+    let out = d
+        .docker_cmd(&["load", "-i", garbage.to_str().unwrap()])
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid tar archive"));
+
+    // A name that is no reference: 400 "invalid reference format" for inspect, history,
+    // remove and tag (dockerd 20.10 answers all four so); a valid one naming nothing: 404.
+    for (method, path) in [
+        ("GET", "/v1.41/images/Bad%20Ref/json"),
+        ("GET", "/v1.41/images/Bad%20Ref/history"),
+        ("DELETE", "/v1.41/images/Bad%20Ref"),
+        ("POST", "/v1.41/images/Bad%20Ref/tag?repo=x"),
+    ] {
+        let (code, body) = curl(&d, method, path, None)?;
+        assert_eq!(code, "400", "{method} {path}: {body}");
+        let msg = body["message"].as_str().unwrap_or("");
+        assert!(msg.contains("invalid reference format"), "{path}: {msg}");
+    }
+    for (method, path) in [
+        ("GET", "/v1.41/images/nosuch/json"),
+        ("DELETE", "/v1.41/images/nosuch"),
+        ("POST", "/v1.41/images/nosuch/tag?repo=x"),
+    ] {
+        let (code, body) = curl(&d, method, path, None)?;
+        assert_eq!(code, "404", "{method} {path}: {body}");
+        assert!(body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No such image"));
+    }
+    Ok(())
+}
+
+#[test]
+fn network_create_fields_are_shown_back_and_survive_a_restart() -> Result<()> {
+    let mut d = Berthd::start(&[])?;
+    d.docker_ok(&[
+        "network",
+        "create",
+        "--label",
+        "team=a",
+        "--opt",
+        "com.docker.network.driver.mtu=1400",
+        "--attachable",
+        "kept",
+    ])?;
+    let fmt = "{{json .Labels}} {{json .Options}} {{.Attachable}} {{.IPAM.Driver}} {{.Created}}";
+    let before = d.docker_ok(&["network", "inspect", "--format", fmt, "kept"])?;
+    assert!(
+        before
+            .starts_with(r#"{"team":"a"} {"com.docker.network.driver.mtu":"1400"} true default "#),
+        "{before}"
+    );
+    assert!(!before.contains("0001-01-01"), "{before}");
+    let listed = d.docker_ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=team=a",
+        "--format",
+        "{{.Name}}",
+    ])?;
+    assert_eq!(listed.trim(), "kept");
+    d.restart()?;
+    let after = d.docker_ok(&["network", "inspect", "--format", fmt, "kept"])?;
+    assert_eq!(after, before);
+    // An option berth's bridge driver does not implement is refused, not dropped.
+    let bad = d.docker(&[
+        "network",
+        "create",
+        "--opt",
+        "com.docker.network.bridge.enable_icc=false",
+        "x",
+    ])?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("enable_icc"));
+    d.docker_ok(&["network", "rm", "kept"])?;
+    Ok(())
+}

@@ -570,3 +570,97 @@ fn info_system_df_and_events() -> Result<()> {
     }
     Ok(())
 }
+
+/// `docker image prune` (with and without `-a`), `container prune --filter until=`,
+/// `volume prune` (anonymous only since API 1.42, `-a`, `label!`, everything unused for an
+/// older API) and `network prune --filter label=`, as dockerd prunes them.
+#[test]
+fn prune_removes_what_dockerd_removes() -> Result<()> {
+    let e = DockerEnv::new()?;
+    let bb = e.img("busybox:latest");
+    let web = e.img("web:latest");
+    e.ok(&["pull", "-q", &bb])?;
+    e.ok(&["pull", "-q", &web])?;
+    e.ok(&["tag", &bb, "keep:1"])?;
+    let tags = || -> Result<Vec<String>> {
+        let mut t: Vec<String> = e
+            .ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        t.sort();
+        Ok(t)
+    };
+    // A stopped container keeps its image in use.
+    e.ok(&["create", "--name", "user", "-v", "/anon", &bb, "true"])?;
+
+    // Without -a only dangling images go: there are none.
+    let out = e.ok(&["image", "prune", "-f"])?;
+    assert_eq!(out.trim(), "Total reclaimed space: 0B");
+    // -a with a label no image has: nothing.
+    let out = e.ok(&["image", "prune", "-a", "-f", "--filter", "label=nosuch"])?;
+    assert_eq!(out.trim(), "Total reclaimed space: 0B");
+    // -a: every image no container uses.
+    let out = e.ok(&["image", "prune", "-a", "-f"])?;
+    assert!(out.contains(&format!("untagged: {web}")), "{out}");
+    assert!(out.contains("deleted: sha256:"), "{out}");
+    assert!(!out.contains("Total reclaimed space: 0B"), "{out}");
+    let mut want = vec![bb.clone(), "keep:1".to_string()];
+    want.sort();
+    assert_eq!(tags()?, want);
+
+    // A container created just now is not older than an hour.
+    let out = e.ok(&["container", "prune", "-f", "--filter", "until=1h"])?;
+    assert_eq!(out.trim(), "Total reclaimed space: 0B");
+    assert_eq!(e.ok(&["ps", "-aq"])?.lines().count(), 1);
+    let bad =
+        e.d.docker(&["container", "prune", "-f", "--filter", "until=soon"])?;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("failed to parse value as time or duration")
+    );
+    e.ok(&["container", "prune", "-f"])?;
+    assert_eq!(e.ok(&["ps", "-aq"])?.trim(), "");
+    // Now nothing uses busybox: -a removes both its tags and the image.
+    e.ok(&["image", "prune", "-a", "-f"])?;
+    assert_eq!(tags()?, Vec::<String>::new());
+
+    // Volumes: the container's anonymous one, a named one, a labelled named one.
+    e.ok(&["volume", "create", "named"])?;
+    e.ok(&["volume", "create", "--label", "keep=1", "labelled"])?;
+    let vols = || -> Result<usize> { Ok(e.ok(&["volume", "ls", "-q"])?.lines().count()) };
+    assert_eq!(vols()?, 3);
+    e.ok(&["volume", "prune", "-f"])?;
+    assert_eq!(e.ok(&["volume", "ls", "-q"])?.trim(), "labelled\nnamed");
+    e.ok(&["volume", "prune", "-a", "-f", "--filter", "label!=keep"])?;
+    assert_eq!(e.ok(&["volume", "ls", "-q"])?.trim(), "labelled");
+    // An API older than 1.42 prunes named volumes too.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-X", "POST", "--unix-socket"])
+        .arg(e.d.socket())
+        .arg("http://berth/v1.41/volumes/prune")
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["VolumesDeleted"], serde_json::json!(["labelled"]), "{v}");
+
+    // Networks: only the labelled one goes.
+    e.ok(&["network", "create", "--label", "team=a", "pa"])?;
+    e.ok(&["network", "create", "pb"])?;
+    let out = e.ok(&["network", "prune", "-f", "--filter", "label=team=a"])?;
+    assert!(out.contains("pa"), "{out}");
+    let nets = e.ok(&["network", "ls", "--format", "{{.Name}}"])?;
+    assert!(
+        nets.lines().any(|n| n == "pb") && !nets.lines().any(|n| n == "pa"),
+        "{nets}"
+    );
+    e.ok(&["network", "rm", "pb"])?;
+
+    // `docker system prune` prunes containers, networks, images and the build cache
+    // (berthd has none, so nothing to delete there).
+    e.ok(&["create", "--name", "stopped", &bb, "true"])?;
+    let out = e.ok(&["system", "prune", "-a", "-f"])?;
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert!(out.contains(&format!("untagged: {bb}")), "{out}");
+    assert_eq!(e.ok(&["ps", "-aq"])?.trim(), "");
+    Ok(())
+}

@@ -704,7 +704,7 @@ fn volume_and_network_ls_filters_as_dockerd_applies_them() -> Result<()> {
     let bad = e.d.docker(&["network", "ls", "--filter", "type=bogus"])?;
     assert!(!bad.status.success());
     assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("Invalid filter: 'type'='bogus'"),
+        String::from_utf8_lossy(&bad.stderr).contains("invalid filter: 'type'='bogus'"),
         "{bad:?}"
     );
     Ok(())

@@ -2,7 +2,8 @@
 # Installs every test dependency (Debian packages only) and runs the whole test suite,
 # lints included. Run as root on Debian 12 from anywhere in the repository.
 #
-#   1. apt: the packages in tests/apt-packages.txt (+ docker.io when no docker CLI exists)
+#   1. apt: the packages in tests/apt-packages.txt (docker.io among them: dockerd 20.10 is
+#      the reference tests/differential.rs compares berthd with, and its CLI the fallback)
 #   2. cargo fmt --check, cargo clippy -D warnings
 #   3. berth-fixture starts a real registry (docker-registry) on a free loopback port,
 #      pushes the test images, runs the test runner, and stops the registry afterwards
@@ -15,11 +16,19 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "tests/run.sh: run as root (the tests create containers, cgroups and namespaces)" >&2
     exit 1
 fi
+# docker.io's and containerd's maintainer scripts would start a host dockerd/containerd
+# (with dockerd's iptables rules, and a /run/containerd/containerd.sock that makes every
+# later dockerd share that containerd); the tests start private ones, so service starts
+# are refused (policy-rc.d, exit 101) while installing.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+fi
 apt_install_missing tests/apt-packages.txt
-if ! command -v docker >/dev/null 2>&1; then
-    echo docker.io > "${TMPDIR:-/tmp}/berth-docker-cli.txt"
-    apt_install_missing "${TMPDIR:-/tmp}/berth-docker-cli.txt"
-    rm -f "${TMPDIR:-/tmp}/berth-docker-cli.txt"
+if [ "$(trap -p EXIT)" != "" ]; then
+    rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
 fi
 
 echo "==> cargo fmt --check"

@@ -298,6 +298,34 @@ fn store_image(
     Ok(record)
 }
 
+/// A tar stream that cannot be read: the client's input is bad. The tar reader's message
+/// can quote raw header bytes, so it is shown printable only.
+fn bad_tar(e: io::Error) -> Error {
+    let msg = e.to_string();
+    let msg = match msg.find(|c: char| !(c.is_ascii_graphic() || c == ' ')) {
+        Some(i) => format!("{}(unprintable bytes)", &msg[..i]),
+        None => msg,
+    };
+    Error::InvalidArchive {
+        problem: ArchiveProblem::Tar(msg),
+    }
+}
+
+/// Copies one archive entry to `f`: a read failure is the archive's fault, a write
+/// failure the store's.
+fn copy_entry(entry: &mut impl Read, f: &mut fs::File, dest: &Path) -> Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match entry.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad_tar(e)),
+        };
+        io::Write::write_all(f, &buf[..n]).map_err(Error::io("write", dest))?;
+    }
+}
+
 /// Loads a `docker save` archive from `input`. Layers are unpacked into `sink` if given.
 pub fn load(
     store: &ImageStore,
@@ -309,21 +337,16 @@ pub fn load(
         .tempdir_in(store.blobs().root())
         .map_err(Error::io("create temp dir", store.blobs().root()))?;
     let mut archive = tar::Archive::new(input);
-    let entries = archive
-        .entries()
-        .map_err(Error::io("read archive", "<input>"))?;
+    let entries = archive.entries().map_err(bad_tar)?;
     for entry in entries {
-        let mut entry = entry.map_err(Error::io("read archive", "<input>"))?;
+        let mut entry = entry.map_err(bad_tar)?;
         if !matches!(
             entry.header().entry_type(),
             tar::EntryType::Regular | tar::EntryType::Continuous
         ) {
             continue;
         }
-        let raw = entry
-            .path()
-            .map_err(Error::io("read archive", "<input>"))?
-            .into_owned();
+        let raw = entry.path().map_err(bad_tar)?.into_owned();
         let rel = safe_rel(&raw).ok_or_else(|| Error::InvalidArchive {
             problem: ArchiveProblem::UnsafePath(raw.display().to_string()),
         })?;
@@ -332,7 +355,7 @@ pub fn load(
             fs::create_dir_all(parent).map_err(Error::io("create", parent))?;
         }
         let mut f = fs::File::create(&dest).map_err(Error::io("create", &dest))?;
-        io::copy(&mut entry, &mut f).map_err(Error::io("write", &dest))?;
+        copy_entry(&mut entry, &mut f, &dest)?;
     }
     let mpath = scratch.path().join("manifest.json");
     let mbytes = fs::read(&mpath).map_err(|_| Error::InvalidArchive {

@@ -22,8 +22,13 @@ pub enum ReferenceErrorKind {
     NameTooLong,
     /// A 64-hex string is an image ID, not a repository name.
     LooksLikeImageId,
-    /// The digest part is malformed.
+    /// The digest part has the digest grammar but its encoded part is not what the
+    /// algorithm needs (go-digest's "invalid checksum digest format").
     Digest,
+    /// The digest's encoded part has the wrong length for its algorithm.
+    DigestLength,
+    /// The digest's algorithm is not one berth verifies (berth: sha256 only).
+    DigestUnsupported,
 }
 
 impl std::fmt::Display for ReferenceErrorKind {
@@ -39,7 +44,9 @@ impl std::fmt::Display for ReferenceErrorKind {
             ReferenceErrorKind::LooksLikeImageId => {
                 "invalid repository name, cannot specify 64-byte hexadecimal strings"
             }
-            ReferenceErrorKind::Digest => "invalid reference format: invalid digest",
+            ReferenceErrorKind::Digest => "invalid checksum digest format",
+            ReferenceErrorKind::DigestLength => "invalid checksum digest length",
+            ReferenceErrorKind::DigestUnsupported => "unsupported digest algorithm",
         })
     }
 }
@@ -197,6 +204,8 @@ pub enum ArchiveProblem {
     UnsafePath(String),
     /// `manifest.json` is not valid.
     BadManifest(String),
+    /// The archive is not a readable tar stream (the tar reader's message).
+    Tar(String),
 }
 
 impl std::fmt::Display for ArchiveProblem {
@@ -206,6 +215,7 @@ impl std::fmt::Display for ArchiveProblem {
             ArchiveProblem::MissingFile(p) => write!(f, "missing file {p}"),
             ArchiveProblem::UnsafePath(p) => write!(f, "unsafe path {p}"),
             ArchiveProblem::BadManifest(e) => write!(f, "bad manifest.json: {e}"),
+            ArchiveProblem::Tar(e) => write!(f, "invalid tar archive: {e}"),
         }
     }
 }

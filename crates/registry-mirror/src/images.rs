@@ -130,6 +130,8 @@ pub struct RemoveReport {
     pub deleted: Vec<Digest>,
     /// Layer chain IDs no remaining image uses: the caller may remove their snapshots.
     pub unused_chain_ids: Vec<Digest>,
+    /// Uncompressed bytes of those layers (what dockerd reports as `SpaceReclaimed`).
+    pub unused_bytes: u64,
 }
 
 /// The image metadata of one data root.
@@ -282,11 +284,22 @@ impl ImageStore {
     /// Finds an image by `name[:tag]`, `name@digest`, full ID, or unique ID prefix.
     pub fn resolve(&self, s: &str) -> Result<ImageRecord> {
         let st = self.state.lock().expect("image store");
-        Self::resolve_in(&st, s)
-            .map(|id| st.images[&id].clone())
-            .ok_or_else(|| Error::ImageNotFound {
-                reference: s.to_string(),
-            })
+        Self::resolve_or_err(&st, s).map(|id| st.images[&id].clone())
+    }
+
+    /// [`Self::resolve_in`] with its failure told apart as dockerd does: input that is
+    /// neither an ID (prefix) nor a valid reference is bad input ([`Error::InvalidReference`],
+    /// a 400), a valid one that names nothing is [`Error::ImageNotFound`] (a 404).
+    fn resolve_or_err(st: &Persisted, s: &str) -> Result<Digest> {
+        match Self::resolve_in(st, s) {
+            Some(id) => Ok(id),
+            None => match Reference::parse(s) {
+                Err(e) => Err(e),
+                Ok(_) => Err(Error::ImageNotFound {
+                    reference: s.to_string(),
+                }),
+            },
+        }
     }
 
     fn resolve_in(st: &Persisted, s: &str) -> Option<Digest> {
@@ -372,9 +385,7 @@ impl ImageStore {
     /// Points `target` (which must carry a tag) at the image `source` resolves to.
     pub fn tag(&self, source: &str, target: &Reference) -> Result<()> {
         let mut st = self.state.lock().expect("image store");
-        let id = Self::resolve_in(&st, source).ok_or_else(|| Error::ImageNotFound {
-            reference: source.to_string(),
-        })?;
+        let id = Self::resolve_or_err(&st, source)?;
         let key = target
             .familiar_tagged()
             .ok_or_else(|| Error::InvalidReference {
@@ -405,9 +416,7 @@ impl ImageStore {
         in_use: &dyn Fn(&Digest) -> bool,
     ) -> Result<RemoveReport> {
         let mut st = self.state.lock().expect("image store");
-        let id = Self::resolve_in(&st, s).ok_or_else(|| Error::ImageNotFound {
-            reference: s.to_string(),
-        })?;
+        let id = Self::resolve_or_err(&st, s)?;
         let tags = Self::tags_of(&st, &id);
         let mut report = RemoveReport::default();
         let by_reference = !id.hex().starts_with(s.strip_prefix("sha256:").unwrap_or(s));
@@ -442,11 +451,12 @@ impl ImageStore {
         let img = st.images.remove(&id).expect("resolved image exists");
         report.untagged.extend(img.repo_digests.iter().cloned());
         let still_used: HashSet<Digest> = st.images.values().flat_map(|i| i.chain_ids()).collect();
-        report.unused_chain_ids = img
-            .chain_ids()
-            .into_iter()
-            .filter(|c| !still_used.contains(c))
-            .collect();
+        for (chain, layer) in img.chain_ids().into_iter().zip(&img.layers) {
+            if !still_used.contains(&chain) {
+                report.unused_bytes += layer.diff_size;
+                report.unused_chain_ids.push(chain);
+            }
+        }
         report.deleted.push(id);
         self.persist(&st)?;
         let keep: HashSet<Digest> = st

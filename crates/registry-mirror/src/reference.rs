@@ -67,6 +67,36 @@ fn valid_path_component(c: &str) -> bool {
     true
 }
 
+/// A repository path inside a registry (`library/busybox`, `a/b_c/d`): path components
+/// joined by `/` (distribution's `remote-name`). Length limits are the caller's.
+pub fn valid_repository_path(path: &str) -> bool {
+    path.split('/').all(valid_path_component)
+}
+
+/// The digest part of a reference (after `@`), with go-digest's verdicts: not the digest
+/// grammar `algorithm:encoded` (`[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*` and at
+/// least 32 hex digits) is a format error; then an algorithm berth does not verify, a wrong
+/// length, or a bad encoding for the algorithm.
+fn parse_digest(input: &str, d: &str) -> Result<Digest, Error> {
+    let Some((alg, hex)) = d.split_once(':') else {
+        return Err(err(input, ReferenceErrorKind::Format));
+    };
+    let alg_ok = alg.split(['-', '_', '+', '.']).all(|c| {
+        let b = c.as_bytes();
+        !b.is_empty() && b[0].is_ascii_alphabetic() && b.iter().all(u8::is_ascii_alphanumeric)
+    });
+    if !alg_ok || hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(err(input, ReferenceErrorKind::Format));
+    }
+    if alg != "sha256" {
+        return Err(err(input, ReferenceErrorKind::DigestUnsupported));
+    }
+    if hex.len() != 64 {
+        return Err(err(input, ReferenceErrorKind::DigestLength));
+    }
+    Digest::parse(d).map_err(|_| err(input, ReferenceErrorKind::Digest))
+}
+
 /// `(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])`
 fn valid_domain_component(c: &str) -> bool {
     let b = c.as_bytes();
@@ -154,10 +184,7 @@ impl Reference {
             return Err(err(s, ReferenceErrorKind::LooksLikeImageId));
         }
         let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => {
-                let d = Digest::parse(d).map_err(|_| err(s, ReferenceErrorKind::Digest))?;
-                (r, Some(d))
-            }
+            Some((r, d)) => (r, Some(parse_digest(s, d)?)),
             None => (s, None),
         };
         let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
@@ -177,7 +204,7 @@ impl Reference {
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(err(s, ReferenceErrorKind::Uppercase));
         }
-        if !valid_domain(&domain) || !path.split('/').all(valid_path_component) {
+        if !valid_domain(&domain) || !valid_repository_path(&path) {
             return Err(err(s, ReferenceErrorKind::Format));
         }
         if domain.len() + 1 + path.len() > NAME_TOTAL_LENGTH_MAX {
@@ -378,7 +405,7 @@ mod tests {
             ("a_-b", Format),
             ("a___b", Format),
             ("localhost:abc/x", Format),
-            ("busybox@sha256:abc", Digest),
+            ("busybox@sha256:abc", Format),
             (
                 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
                 LooksLikeImageId,
@@ -400,5 +427,192 @@ mod tests {
         ));
         let tag = "t".repeat(129);
         assert!(Reference::parse(&format!("a:{tag}")).is_err());
+    }
+
+    /// The cases of distribution/reference's own parse table, read as dockerd reads them
+    /// (`ParseNormalizedNamed`: Docker Hub names get `docker.io/library/`, and the 255-byte
+    /// limit applies to the normalised name), plus separator and tag edge cases.
+    #[test]
+    fn distribution_grammar_table() {
+        use ReferenceErrorKind::*;
+        let f64 = "f".repeat(64);
+        let sha = format!("sha256:{f64}");
+        let t128 = "t".repeat(128);
+        type Want<'a> = (&'a str, &'a str, Option<&'a str>, bool);
+        let valid: Vec<(String, Want<'_>)> = vec![
+            (
+                "test_com".into(),
+                ("docker.io", "library/test_com", None, false),
+            ),
+            (
+                "dockerpytest_7c8b".into(),
+                ("docker.io", "library/dockerpytest_7c8b", None, false),
+            ),
+            (
+                "test.com:tag".into(),
+                ("docker.io", "library/test.com", Some("tag"), false),
+            ),
+            (
+                "test.com:5000".into(),
+                ("docker.io", "library/test.com", Some("5000"), false),
+            ),
+            (
+                "test.com/repo:tag".into(),
+                ("test.com", "repo", Some("tag"), false),
+            ),
+            ("test:5000/repo".into(), ("test:5000", "repo", None, false)),
+            (
+                format!("test:5000/repo@{sha}"),
+                ("test:5000", "repo", None, true),
+            ),
+            (
+                format!("test:5000/repo:tag@{sha}"),
+                ("test:5000", "repo", Some("tag"), true),
+            ),
+            (
+                "lowercase:Uppercase".into(),
+                ("docker.io", "library/lowercase", Some("Uppercase"), false),
+            ),
+            (
+                "sub-dom1.foo.com/bar/baz/quux:some-long-tag".into(),
+                (
+                    "sub-dom1.foo.com",
+                    "bar/baz/quux",
+                    Some("some-long-tag"),
+                    false,
+                ),
+            ),
+            (
+                "b.gcr.io/test.example.com/my-app:test.example.com".into(),
+                (
+                    "b.gcr.io",
+                    "test.example.com/my-app",
+                    Some("test.example.com"),
+                    false,
+                ),
+            ),
+            (
+                "xn--n3h.com/myimage:xn--n3h.com".into(),
+                ("xn--n3h.com", "myimage", Some("xn--n3h.com"), false),
+            ),
+            (
+                "foo_bar.com:8080".into(),
+                ("docker.io", "library/foo_bar.com", Some("8080"), false),
+            ),
+            (
+                "foo/foo_bar.com:8080".into(),
+                ("docker.io", "foo/foo_bar.com", Some("8080"), false),
+            ),
+            (
+                "192.168.1.1".into(),
+                ("docker.io", "library/192.168.1.1", None, false),
+            ),
+            (
+                "192.168.1.1:tag".into(),
+                ("docker.io", "library/192.168.1.1", Some("tag"), false),
+            ),
+            (
+                "192.168.1.1/repo".into(),
+                ("192.168.1.1", "repo", None, false),
+            ),
+            (
+                "192.168.1.1:5000/repo:5050".into(),
+                ("192.168.1.1:5000", "repo", Some("5050"), false),
+            ),
+            (
+                "[2001:db8::1]/repo".into(),
+                ("[2001:db8::1]", "repo", None, false),
+            ),
+            (
+                "[2001:db8:1:2:3:4:5:6]/repo:tag".into(),
+                ("[2001:db8:1:2:3:4:5:6]", "repo", Some("tag"), false),
+            ),
+            (
+                format!("[2001:db8::1]:5000/repo:tag@{sha}"),
+                ("[2001:db8::1]:5000", "repo", Some("tag"), true),
+            ),
+            (
+                "[2001:db8::]:5000/repo".into(),
+                ("[2001:db8::]:5000", "repo", None, false),
+            ),
+            (
+                "[::1]:5000/repo".into(),
+                ("[::1]:5000", "repo", None, false),
+            ),
+            (
+                "test-com:8080/foo".into(),
+                ("test-com:8080", "foo", None, false),
+            ),
+            (
+                "xn--n3h.com:18080/foo".into(),
+                ("xn--n3h.com:18080", "foo", None, false),
+            ),
+            (
+                "a/b__c/d-e/f---g/h.i/j_k".into(),
+                ("docker.io", "a/b__c/d-e/f---g/h.i/j_k", None, false),
+            ),
+            (
+                format!("a:{t128}"),
+                ("docker.io", "library/a", Some(t128.as_str()), false),
+            ),
+            (
+                "a:_x.Y-1".into(),
+                ("docker.io", "library/a", Some("_x.Y-1"), false),
+            ),
+        ];
+        for (input, (domain, path, tag, digested)) in &valid {
+            let r = Reference::parse_normalized(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(
+                (r.domain(), r.path(), r.tag(), r.digest().is_some()),
+                (*domain, *path, *tag, *digested),
+                "{input}"
+            );
+        }
+        let invalid: Vec<(String, ReferenceErrorKind)> = vec![
+            ("".into(), Format),
+            (":justtag".into(), Format),
+            (format!("@{sha}"), Format),
+            (format!("repo@sha256:{}", "f".repeat(34)), DigestLength),
+            (format!("validname@invaliddigest:{f64}"), DigestUnsupported),
+            (format!("repo@sha256:{}", "F".repeat(64)), Digest),
+            ("repo@sha256:ffff".into(), Format),
+            (format!("repo@1sha:{f64}"), Format),
+            ("Uppercase:tag".into(), Uppercase),
+            ("test:5000/Uppercase/lowercase:tag".into(), Uppercase),
+            (format!("{}a:tag", "a/".repeat(128)), NameTooLong),
+            // Valid for distribution's Parse (domain "a"), too long once normalised.
+            (
+                format!("{}a:tag-puts-this-over-max", "a/".repeat(127)),
+                NameTooLong,
+            ),
+            ("aa/asdf$$^/aa".into(), Format),
+            ("[2001:db8::1]".into(), Format),
+            ("[2001:db8::1]:5000".into(), Format),
+            ("[2001:db8::1]:tag".into(), Format),
+            ("[fe80::1%eth0]:5000/repo".into(), Format),
+            ("[fe80::1%@invalidzone]:5000/repo".into(), Format),
+            ("a..b".into(), Format),
+            ("a._b".into(), Format),
+            ("a___b".into(), Format),
+            ("a_-b".into(), Format),
+            ("a-".into(), Format),
+            ("a/-b".into(), Format),
+            ("a:b:c".into(), Format),
+            (format!("a:{}", "t".repeat(129)), Format),
+            ("a:.x".into(), Format),
+            ("a:-x".into(), Format),
+            ("-host.com/a".into(), Format),
+            ("host-.com/a".into(), Format),
+            ("host.com:/a".into(), Format),
+        ];
+        for (input, want) in invalid {
+            match Reference::parse_normalized(&input) {
+                Err(Error::InvalidReference { kind, .. }) => assert_eq!(kind, want, "{input}"),
+                other => panic!("{input}: {other:?}"),
+            }
+        }
+        assert!(valid_repository_path("dockerpytest_7c8b/a__b"));
+        assert!(!valid_repository_path("a/B"));
+        assert!(!valid_repository_path("a//b"));
     }
 }

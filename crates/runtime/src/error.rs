@@ -55,9 +55,10 @@ pub enum RuntimeError {
         #[source]
         source: oci_spec::OciSpecError,
     },
-    #[error("user {user:?} not found in the image's /etc/passwd")]
+    /// Docker's (runc's) words.
+    #[error("unable to find user {user}: no matching entries in passwd file")]
     UnknownUser { user: String },
-    #[error("group {group:?} not found in the image's /etc/group")]
+    #[error("unable to find group {group}: no matching entries in group file")]
     UnknownGroup { group: String },
     #[error("image config has neither Entrypoint nor Cmd and none was given")]
     NoCommand,

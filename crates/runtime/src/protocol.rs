@@ -134,7 +134,16 @@ pub struct ShimConfig {
     pub rootfs_mount: Option<crate::snapshot::MountPlan>,
     pub tty: bool,
     pub open_stdin: bool,
+    /// How many attach clients (asking for stdout or stderr) are on their way: the shim
+    /// reads no output until that many have attached (or [`HOLD_LIMIT_SECS`] passed), so
+    /// they see the output from its first byte; meanwhile the process blocks once the pipe
+    /// or pty buffer is full, as under Docker's attach-before-start.
+    #[serde(default)]
+    pub hold_output_for: u32,
 }
+
+/// Longest time a shim holds output back for attach clients that do not come (seconds).
+pub const HOLD_LIMIT_SECS: u64 = 30;
 
 /// The persisted exit record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +217,19 @@ pub fn encode_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Encodes `payload` as as many frames as [`MAX_FRAME`] requires (one for a short payload;
+/// none for an empty one).
+pub fn encode_frames(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(payload.len() + 8 * (payload.len() / MAX_FRAME as usize + 1));
+    for chunk in payload.chunks(MAX_FRAME as usize) {
+        v.push(kind);
+        v.extend_from_slice(&[0, 0, 0]);
+        v.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+        v.extend_from_slice(chunk);
+    }
+    v
+}
+
 /// A resize frame.
 pub fn resize_frame(rows: u16, cols: u16) -> Vec<u8> {
     let mut p = rows.to_be_bytes().to_vec();
@@ -278,6 +300,22 @@ mod tests {
         assert_eq!(k, kind::RESIZE);
         assert_eq!(parse_resize(&p), Some((24, 80)));
         assert_eq!(d.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn long_payloads_split_into_frames_the_decoder_accepts() {
+        let payload: Vec<u8> = (0..(2 * MAX_FRAME as usize + 5)).map(|i| i as u8).collect();
+        let bytes = encode_frames(kind::STDIN, &payload);
+        let mut d = FrameDecoder::default();
+        d.push(&bytes);
+        let mut got = Vec::new();
+        while let Some((k, p)) = d.next_frame().unwrap() {
+            assert_eq!(k, kind::STDIN);
+            assert!(p.len() <= MAX_FRAME as usize);
+            got.extend(p);
+        }
+        assert_eq!(got, payload);
+        assert!(encode_frames(kind::STDIN, &[]).is_empty());
     }
 
     #[test]

@@ -120,6 +120,10 @@ pub struct ExecOptions {
     pub user: Option<String>,
     pub tty: bool,
     pub open_stdin: bool,
+    /// Nobody will attach (Docker's `Detach`): output is read and dropped from the start.
+    /// Otherwise output waits, unread, for the first [`Runtime::exec_attach`] that asks for
+    /// stdout or stderr (at most [`crate::protocol::HOLD_LIMIT_SECS`]).
+    pub detached: bool,
 }
 
 /// Which streams an attach carries.
@@ -642,6 +646,14 @@ impl Runtime {
     /// returned is what the shim reported (running, with the init's pid), not asked again: a
     /// short-lived process may have exited since.
     pub fn start(&self, id: &str) -> Result<ContainerInfo> {
+        self.start_attached(id, 0)
+    }
+
+    /// As [`Runtime::start`], for `attachers` clients on their way to [`Runtime::attach`]
+    /// with stdout or stderr: the shim reads no output until they are attached, so they
+    /// get all of it (Docker's attach before start). Each must attach, or the output waits
+    /// [`crate::protocol::HOLD_LIMIT_SECS`] for it.
+    pub fn start_attached(&self, id: &str, attachers: u32) -> Result<ContainerInfo> {
         self.require(id, Action::Start)?;
         let mut rec = self.record(id)?;
         self.wait_shim_gone(id, Proc::Init, Duration::from_secs(10))?;
@@ -663,6 +675,7 @@ impl Runtime {
             tty: rec.request.options.tty,
             open_stdin: rec.request.options.open_stdin,
             rootfs_mount: Some(plan),
+            hold_output_for: attachers,
         };
         let cfg_path = self.dir(id).join("shim.json");
         let pid = self.spawn_shim(id, &cfg, &cfg_path)?;
@@ -987,9 +1000,10 @@ impl Runtime {
     // ---- exec -----------------------------------------------------------------------------
 
     /// Starts an extra process in a running container under its own shim; returns its exec
-    /// id. Its output is kept for the first [`Runtime::exec_attach`] (not logged).
+    /// id. Its output waits for the first [`Runtime::exec_attach`] unless
+    /// [`ExecOptions::detached`] (it is not logged).
     pub fn exec(&self, id: &str, opts: &ExecOptions) -> Result<String> {
-        self.require(id, Action::Exec)?;
+        let info = self.require(id, Action::Exec)?;
         let rec = self.record(id)?;
         let exec_id = format!(
             "x{:x}{:x}",
@@ -1028,8 +1042,11 @@ impl Runtime {
             tty: opts.tty,
             open_stdin: opts.open_stdin,
             rootfs_mount: None,
+            hold_output_for: u32::from(!opts.detached),
         };
-        self.spawn_shim(id, &cfg, &dir.join("shim.json"))?;
+        if let Err(e) = self.spawn_shim(id, &cfg, &dir.join("shim.json")) {
+            return Err(explain_exec_failure(e, id, info.pid, opts));
+        }
         Ok(exec_id)
     }
 
@@ -1127,8 +1144,24 @@ impl Runtime {
     /// [`crate::protocol`]: output frames (Docker's multiplexed header) arrive until the
     /// process exits and the stream closes; write STDIN, STDIN_CLOSE and RESIZE frames.
     /// Convert it for tokio with `set_nonblocking(true)` and `tokio::net::UnixStream::from_std`.
+    ///
+    /// A process that has exited while its shim still runs (draining, or holding output
+    /// for the attachers of [`Runtime::start_attached`]) can be attached to: the stream
+    /// carries the rest of the output and closes.
     pub fn attach(&self, id: &str, opts: AttachOptions) -> Result<UnixStream> {
-        self.require(id, Action::Attach)?;
+        let info = self.inspect(id)?;
+        if info.status == Status::Exited && self.shim_running(id, Proc::Init) {
+            if let Ok(s) = self.attach_proc(id, Proc::Init, opts) {
+                return Ok(s);
+            }
+        }
+        if !info.status.check(Action::Attach) {
+            return Err(RuntimeError::InvalidTransition {
+                id: id.to_string(),
+                action: Action::Attach,
+                status: info.status,
+            });
+        }
         self.attach_proc(id, Proc::Init, opts)
     }
 
@@ -1307,6 +1340,39 @@ fn exec_process(
         p["user"] = serde_json::json!({"uid": ids.uid, "gid": ids.gid, "additionalGids": extra});
     }
     Ok(p)
+}
+
+/// libcontainer reports a working directory it cannot enter only as a failed system call:
+/// when the exec's directory is missing in the container (seen through the init's root),
+/// say so in runc's words instead.
+fn explain_exec_failure(
+    e: RuntimeError,
+    id: &str,
+    init_pid: Option<i32>,
+    opts: &ExecOptions,
+) -> RuntimeError {
+    let (Some(pid), Some(dir)) = (init_pid, opts.working_dir.as_deref()) else {
+        return e;
+    };
+    if !matches!(e, RuntimeError::ShimStart { .. }) {
+        return e;
+    }
+    let seen = PathBuf::from(format!("/proc/{pid}/root")).join(dir.trim_start_matches('/'));
+    match std::fs::metadata(&seen) {
+        Ok(m) if m.is_dir() => e,
+        Ok(_) => RuntimeError::ShimStart {
+            id: id.to_string(),
+            message: format!(
+                "error in executing process : chdir to cwd ({dir:?}) set in config.json failed: not a directory"
+            ),
+        },
+        Err(_) => RuntimeError::ShimStart {
+            id: id.to_string(),
+            message: format!(
+                "error in executing process : chdir to cwd ({dir:?}) set in config.json failed: no such file or directory"
+            ),
+        },
+    }
 }
 
 /// Log records of one container; see [`Runtime::logs`]. Blocking iterator.

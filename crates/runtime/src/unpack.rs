@@ -25,6 +25,7 @@
 //!                                    mknodat relative to the parent fd
 //! ```
 
+use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -148,16 +149,94 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<UnpackStats, Unpac
         stats: UnpackStats::default(),
         dir_times: Vec::new(),
     };
-    let mut archive = tar::Archive::new(reader);
+    let data_end = Cell::new(0);
+    let mut archive = tar::Archive::new(UnpaddedTail::new(reader, &data_end));
     let entries = archive
         .entries()
         .map_err(|source| UnpackError::Read { source })?;
     for entry in entries {
         let mut entry = entry.map_err(|source| UnpackError::Read { source })?;
+        data_end.set(entry_data_end(&entry).map_err(|source| UnpackError::Read { source })?);
         applier.apply(&mut entry)?;
     }
     applier.finish()?;
     Ok(applier.stats)
+}
+
+/// Size of a tar block: headers are one block, entry data is padded to whole blocks.
+const TAR_BLOCK: u64 = 512;
+
+/// Offset in the tar stream just past `entry`'s stored data (before its padding).
+fn entry_data_end<R: Read>(entry: &tar::Entry<'_, R>) -> io::Result<u64> {
+    // A GNU sparse entry's `size()` is the expanded size; what is stored is the header's.
+    let stored = if entry.header().entry_type() == tar::EntryType::GNUSparse {
+        entry.header().entry_size()?
+    } else {
+        entry.size()
+    };
+    entry
+        .raw_file_position()
+        .checked_add(stored)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "tar entry size overflow"))
+}
+
+/// A tar stream reader that accepts an archive ending right after the last entry's data,
+/// as Go's `archive/tar` (dockerd, containerd) does: when the inner stream ends past the
+/// current entry's data (`data_end`, set by the caller for every entry) but inside a
+/// 512-byte block, it reads as zeros up to the block's end and then as end of stream. The
+/// `tar` crate then finds the padding it skips and a clean end where the next header or
+/// the end-of-archive blocks would be.
+///
+/// A stream that ends anywhere else (inside an entry's data, inside a header, inside an
+/// extension header's data) still ends there, so the `tar` crate reports it as truncated:
+/// only the last entry's padding and the end-of-archive marker may be missing, never
+/// content.
+struct UnpaddedTail<'a, R> {
+    inner: R,
+    /// Bytes handed out so far (inner bytes plus padding zeros).
+    pos: u64,
+    /// Offset just past the data of the entry being read, shared with the entries loop.
+    data_end: &'a Cell<u64>,
+    /// The inner stream has ended.
+    inner_done: bool,
+}
+
+impl<'a, R: Read> UnpaddedTail<'a, R> {
+    fn new(inner: R, data_end: &'a Cell<u64>) -> Self {
+        UnpaddedTail {
+            inner,
+            pos: 0,
+            data_end,
+            inner_done: false,
+        }
+    }
+}
+
+impl<R: Read> Read for UnpaddedTail<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if !self.inner_done {
+            let n = self.inner.read(buf)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.inner_done = true;
+        }
+        // Only the padding of the current entry may be missing: the bytes from the end of
+        // its data up to the next block boundary.
+        let data_end = self.data_end.get();
+        let pad_end = data_end.div_ceil(TAR_BLOCK) * TAR_BLOCK;
+        if self.pos < data_end || self.pos >= pad_end {
+            return Ok(0);
+        }
+        let fill = (pad_end - self.pos).min(buf.len() as u64) as usize;
+        buf[..fill].fill(0);
+        self.pos += fill as u64;
+        Ok(fill)
+    }
 }
 
 /// A layer path split into normal components (no empty, `.` or `..` parts).
@@ -406,6 +485,7 @@ impl Applier {
                 .map_err(io_err("create file", &shown))?;
                 let mut file = std::fs::File::from(fd);
                 let mut buf = vec![0u8; 256 * 1024];
+                let mut written = 0u64;
                 loop {
                     let n = match entry.read(&mut buf) {
                         Ok(0) => break,
@@ -420,6 +500,18 @@ impl Applier {
                             source,
                         })?;
                     self.stats.file_bytes += n as u64;
+                    written += n as u64;
+                }
+                if kind != tar::EntryType::GNUSparse && written != entry.size() {
+                    return Err(UnpackError::Read {
+                        source: io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!(
+                                "{shown:?}: layer ends after {written} of {} bytes",
+                                entry.size()
+                            ),
+                        ),
+                    });
                 }
                 rustix::fs::fchown(&file, owner, group).map_err(io_err("chown", &shown))?;
                 rustix::fs::fchmod(&file, perm).map_err(io_err("chmod", &shown))?;

@@ -236,3 +236,72 @@ fn live_restore_after_starter_is_killed() -> Result<()> {
     assert!(fresh.output(&id, false)?.ends_with("got:after-restore\n"));
     Ok(())
 }
+
+/// An init started for one attacher holds its output until that attacher comes, even when
+/// the process has exited meanwhile: every byte arrives, more than a pipe holds, with
+/// stdout and stderr apart.
+#[test]
+fn held_start_gives_a_late_attacher_all_output() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let mut o = opts();
+    o.cmd = Some(sh(
+        "head -c 300000 /dev/zero | tr '\\0' x; printf '\\377\\000' >&2; exit 4",
+    ));
+    let id = t.create(o)?;
+    t.rt.start_attached(&id, 1)?;
+    // Whatever the process got to meanwhile, nothing was read yet: the attach gets it all.
+    let mut s = t.rt.attach(
+        &id,
+        AttachOptions {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        },
+    )?;
+    let mut got = Vec::new();
+    read_until(&mut s, &mut FrameDecoder::default(), &mut got, None)?;
+    let stream = |k: u8| -> Vec<u8> {
+        got.iter()
+            .filter(|(kk, _)| *kk == k)
+            .flat_map(|(_, p)| p.clone())
+            .collect()
+    };
+    assert_eq!(stream(kind::STDOUT), vec![b'x'; 300_000]);
+    assert_eq!(stream(kind::STDERR), b"\xff\x00");
+    let exit = t.rt.wait(&id, Some(Duration::from_secs(20)))?.unwrap();
+    assert_eq!(exit.code, 4);
+    Ok(())
+}
+
+/// An exec nobody attaches to is waited for like any other: its exit does not wait for the
+/// output it holds for a first attacher.
+#[test]
+fn exec_wait_without_an_attacher_returns_at_exit() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let id = sleeper(&t)?;
+    let exec = t.rt.exec(
+        &id,
+        &ExecOptions {
+            cmd: sh("echo held; exit 6"),
+            ..Default::default()
+        },
+    )?;
+    let exit =
+        t.rt.exec_wait(&id, &exec, Some(Duration::from_secs(20)))?
+            .context("exec_wait timed out")?;
+    assert_eq!(exit.code, 6);
+    // The output is still there for a late attacher.
+    let mut s = t.rt.exec_attach(
+        &id,
+        &exec,
+        AttachOptions {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        },
+    )?;
+    let mut got = Vec::new();
+    let out = read_until(&mut s, &mut FrameDecoder::default(), &mut got, None)?;
+    assert_eq!(out, "held\n");
+    Ok(())
+}

@@ -371,3 +371,92 @@ fn truncated_tar_is_a_read_error() {
     let err = s.unpack(&tar[..1024]).unwrap_err();
     assert!(matches!(err, UnpackError::Read { .. }), "{err}");
 }
+
+/// The bytes of `tar` up to the end of its last entry's data: no padding and no
+/// end-of-archive blocks, as Debian's umoci 0.4.7 `insert` writes layers. `last_len` is
+/// the last entry's data length.
+fn without_tail(tar: &[u8], last_len: usize) -> Vec<u8> {
+    // tar::Builder::into_inner appends two zero blocks; before them the last entry's data
+    // is padded to a whole block.
+    let body = tar.len() - 1024;
+    let padded = last_len.div_ceil(512) * 512;
+    tar[..body - padded + last_len].to_vec()
+}
+
+#[test]
+fn layer_ending_right_after_last_file_data_is_accepted() {
+    // dockerd and containerd (Go's archive/tar) accept a layer whose stream ends right
+    // after the last file's data, or anywhere in its padding.
+    let data = b"<html>hello</html>\n";
+    let full = RawTar::new()
+        .dir("var/", 0o755)
+        .file("var/index.html", 0o644, data)
+        .finish();
+    let short = without_tail(&full, data.len());
+    assert_eq!(short.len() % 512, data.len());
+    for cut in [
+        short.len(),
+        short.len() + 1,
+        short.len() + 200,
+        full.len() - 1024,
+    ] {
+        let s = Scratch::new();
+        let stats = s
+            .unpack(&full[..cut])
+            .unwrap_or_else(|e| panic!("stream cut at {cut}: {e}"));
+        assert_eq!(stats.entries, 2, "cut at {cut}");
+        assert_eq!(stats.file_bytes, data.len() as u64);
+        assert_eq!(fs::read(s.dest().join("var/index.html")).unwrap(), data);
+        let mode = fs::metadata(s.dest().join("var/index.html"))
+            .unwrap()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o644);
+    }
+}
+
+#[test]
+fn layer_ending_inside_data_or_header_is_still_refused() {
+    let data = [7u8; 700];
+    let full = RawTar::new()
+        .file("a", 0o644, &data)
+        .file("b", 0o644, b"bee")
+        .finish();
+    // Cuts inside a's data (also inside its last block), inside b's header, and inside b's
+    // data: content would be missing, so each is a read error.
+    let b_header = 512 + 1024;
+    for cut in [
+        512 + 100,
+        512 + 600,
+        512 + 699,
+        b_header + 1,
+        b_header + 300,
+        b_header + 512 + 2,
+    ] {
+        let s = Scratch::new();
+        let err = s.unpack(&full[..cut]).unwrap_err();
+        assert!(
+            matches!(err, UnpackError::Read { .. }),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn hostile_layer_without_tail_is_still_rejected() {
+    let s = Scratch::new();
+    let full = RawTar::new()
+        .file("../outside/victim", 0o644, b"pwned")
+        .finish();
+    let err = s.unpack(&without_tail(&full, 5)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            UnpackError::UnsafePath {
+                reason: UnsafePathReason::ParentDir,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    s.assert_outside_untouched();
+}

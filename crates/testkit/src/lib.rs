@@ -17,6 +17,7 @@
 //! ```
 
 pub mod daemon;
+pub mod dockerd;
 pub mod image;
 pub mod lan;
 pub mod netns;

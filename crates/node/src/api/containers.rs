@@ -18,11 +18,10 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::filters::Filters;
-use super::stream::{channel_body, frame, hijack, pump_output, pump_stdin};
+use super::stream::{channel_body, frame, hijack, pump_output, pump_stdin, STDOUT};
 use super::{query_bool, ApiError, AppState, JsonBody};
 use crate::service::containers::list::ListFilter;
 use crate::service::containers::{blocking, ExecEntry, WaitCondition};
-use crate::service::prune::PruneFilter;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -243,20 +242,35 @@ async fn prune(
 ) -> Result<Json<Value>, ApiError> {
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["label", "label!", "until"])?;
-    let filter = PruneFilter::new(
-        f.get("label"),
-        f.get("label!"),
-        &f.get("until"),
-        super::now_nanos(),
-    )?;
+    let until = match f.get("until").as_slice() {
+        [] => None,
+        [u] => Some(super::filters::parse_until(u, super::now_nanos())?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "more than one until filter specified".into(),
+            ))
+        }
+    };
     let svc = st.containers.clone();
-    let removed = blocking(move || svc.prune_blocking(&filter)).await?;
+    let removed = blocking(move || {
+        svc.prune_blocking(&|labels, created| {
+            let created = chrono::DateTime::parse_from_rfc3339(created)
+                .ok()
+                .and_then(|c| c.timestamp_nanos_opt())
+                .unwrap_or(i64::MIN);
+            super::filters::labels_match(&f, labels) && until.is_none_or(|u| created < u)
+        })
+    })
+    .await?;
     Ok(Json(
         json!({"ContainersDeleted": removed, "SpaceReclaimed": 0}),
     ))
 }
 
 // ---- attach, resize ---------------------------------------------------------------------------
+
+/// Stdin kept for a container that has not started yet, at most (bytes).
+const EARLY_STDIN_MAX: usize = 1 << 20;
 
 #[derive(Debug, Deserialize)]
 struct AttachQuery {
@@ -291,9 +305,16 @@ async fn attach(
     let guard = svc.attach_guard(&id)?;
     let starts_before = life.borrow_and_update().starts;
     let running = matches!(rec.state.status.as_str(), "running" | "paused");
-    let attached_at = chrono::Utc::now();
+    // Counted before the 101 goes out, so before the client can send the start: the start
+    // then has the shim hold the output until this stream is connected to it.
+    let awaiting = if !running && (opts.stdout || opts.stderr) {
+        Some(svc.await_start_guard(&id)?)
+    } else {
+        None
+    };
     hijack(req, tty, move |conn| async move {
         let _guard = guard;
+        let mut awaiting = awaiting;
         let (mut client_rd, mut client_wr) = tokio::io::split(conn);
         if with_logs {
             let rt = svc.runtime().clone();
@@ -330,21 +351,20 @@ async fn attach(
                 }
                 tokio::select! {
                     r = life.changed() => if r.is_err() { return },
-                    n = client_rd.read(&mut buf), if !client_eof => match n {
+                    // Beyond a buffer's worth, input waits in the connection.
+                    n = client_rd.read(&mut buf), if !client_eof && early_stdin.len() < EARLY_STDIN_MAX => match n {
                         Ok(0) | Err(_) => client_eof = true,
                         Ok(n) => if opts.stdin { early_stdin.extend_from_slice(&buf[..n]) },
                     },
                 }
             }
         }
-        // Output: live from the shim for tty or running containers; for a container
-        // started under this attach without a tty, from its log (nothing is lost between
-        // the start and the connection to the shim).
-        let from_log = !running && !tty;
+        // Output: live from the shim, byte for byte. A container started under this attach
+        // holds its output until the stream is connected (see `await_start_guard`).
         let shim_opts = AttachOptions {
             stdin: opts.stdin && open_stdin,
-            stdout: opts.stdout && !from_log,
-            stderr: opts.stderr && !from_log,
+            stdout: opts.stdout,
+            stderr: opts.stderr,
         };
         let rt = svc.runtime().clone();
         let aid = id.clone();
@@ -363,6 +383,8 @@ async fn attach(
         } else {
             None
         };
+        // Connected (or given up): no longer holding the output back.
+        awaiting.take();
         let (shim_rd, shim_wr) = match shim {
             Some(s) => {
                 let (r, w) = s.into_split();
@@ -380,37 +402,7 @@ async fn attach(
         let close = stdin_once || !tty;
         let stdin_task = stdin_wr
             .map(|w| tokio::spawn(pump_stdin(client_rd, w, early_stdin, client_eof, close)));
-        if from_log {
-            let rt = svc.runtime().clone();
-            let lid = id.clone();
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<LogRecord>(256);
-            let lopts = LogOptions {
-                stdout: opts.stdout,
-                stderr: opts.stderr,
-                since: Some(attached_at),
-                until: None,
-                tail: None,
-                follow: true,
-            };
-            tokio::task::spawn_blocking(move || {
-                if let Ok(stream) = rt.logs(&lid, lopts) {
-                    for r in stream.flatten() {
-                        if tx.blocking_send(r).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-            while let Some(r) = rx.recv().await {
-                if client_wr
-                    .write_all(&log_payload(&r, tty, false))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        } else if let Some(r) = shim_rd {
+        if let Some(r) = shim_rd {
             pump_output(r, &mut client_wr, tty).await;
         }
         let _ = client_wr.flush().await;
@@ -752,6 +744,7 @@ async fn exec_create(
             user: b.user.filter(|u| !u.is_empty()),
             tty: b.tty.unwrap_or(false),
             open_stdin: attach_stdin,
+            detached: false,
         },
         attach_stdin,
         attach_stdout: b.attach_stdout.unwrap_or(false),
@@ -759,6 +752,7 @@ async fn exec_create(
         runtime_id: None,
         running: false,
         exit_code: None,
+        start_error: None,
     };
     let svc = st.containers.clone();
     let exec_id = blocking(move || svc.exec_create(&id, entry)).await?;
@@ -789,53 +783,86 @@ async fn exec_start(
     };
     let req = Request::from_parts(parts, Body::empty());
     let svc = st.containers.clone();
-    let entry = {
-        let svc = svc.clone();
-        let exec_id = exec_id.clone();
-        blocking(move || svc.exec_start_blocking(&exec_id)).await?
-    };
-    let container = entry.container.clone();
-    let rid = entry.runtime_id.clone().unwrap_or_default();
-    if b.detach.unwrap_or(false) {
-        let svc = svc.clone();
+    let detach = b.detach.unwrap_or(false);
+    if detach {
+        let entry = {
+            let svc = svc.clone();
+            let exec_id = exec_id.clone();
+            blocking(move || svc.exec_start_blocking(&exec_id, true)).await?
+        };
+        if let Some(message) = entry.start_error {
+            return Err(ApiError::BadRequest(message));
+        }
         tokio::task::spawn_blocking(move || svc.exec_wait_blocking(&exec_id));
         return Ok(StatusCode::OK.into_response());
     }
+    // As dockerd: what can be checked without starting is answered as HTTP; the process
+    // starts once the connection is upgraded (so a client reading the 101 through a
+    // buffer gets no output with it), and a start that fails is reported on the stream.
+    let entry = svc.exec_get(&exec_id)?;
+    if entry.runtime_id.is_some() || entry.start_error.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "exec {exec_id} has already been started"
+        )));
+    }
+    let container = {
+        let svc = svc.clone();
+        let id = entry.container.clone();
+        blocking(move || svc.get(&id)).await?
+    };
+    if container.state.status != "running" {
+        return Err(ApiError::Conflict(format!(
+            "Container {} is not running",
+            container.id
+        )));
+    }
     let tty = b.tty.unwrap_or(entry.opts.tty);
-    let opts = AttachOptions {
-        stdin: entry.attach_stdin,
-        stdout: entry.attach_stdout,
-        stderr: entry.attach_stderr,
-    };
-    let rt = svc.runtime().clone();
-    let attached = {
-        let rt = rt.clone();
-        let (container, rid) = (container.clone(), rid.clone());
-        tokio::task::spawn_blocking(move || rt.exec_attach(&container, &rid, opts))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-    };
-    let shim = match attached {
-        Ok(s) => Some(s),
-        Err(e) => {
-            // A process that exits at once with no output may be gone (with its shim)
-            // before the attach: then there is nothing to stream but its exit code.
-            let svc2 = svc.clone();
-            let exec_id2 = exec_id.clone();
-            match blocking(move || svc2.exec_wait_blocking(&exec_id2)).await {
-                Ok(_) => None,
-                Err(we) => {
-                    tracing::warn!(exec = %exec_id, attach = %e, wait = %we, "exec attach failed");
-                    return Err(crate::error::ServiceError::runtime(e).into());
-                }
-            }
-        }
-    };
     hijack(req, tty, move |conn| async move {
         let (client_rd, mut client_wr) = tokio::io::split(conn);
-        let Some(shim) = shim else {
+        let started = {
+            let svc = svc.clone();
+            let exec_id = exec_id.clone();
+            blocking(move || svc.exec_start_blocking(&exec_id, false)).await
+        };
+        let failure = match &started {
+            Ok(entry) => entry.start_error.clone(),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(message) = failure {
+            // On stdout, with a CRLF; the exec's exit code is 126.
+            let text = format!("{message}\r\n").into_bytes();
+            let bytes = if tty { text } else { frame(STDOUT, &text) };
+            let _ = client_wr.write_all(&bytes).await;
+            let _ = client_wr.flush().await;
             let _ = client_wr.shutdown().await;
             return;
+        }
+        let Ok(entry) = started else { return };
+        let container = entry.container.clone();
+        let rid = entry.runtime_id.clone().unwrap_or_default();
+        let opts = AttachOptions {
+            stdin: entry.attach_stdin,
+            stdout: entry.attach_stdout,
+            stderr: entry.attach_stderr,
+        };
+        let rt = svc.runtime().clone();
+        let attached = tokio::task::spawn_blocking(move || rt.exec_attach(&container, &rid, opts))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let shim = match attached {
+            Ok(s) => s,
+            Err(e) => {
+                // A process that exits at once with no output may be gone (with its
+                // shim) before the attach: then there is nothing to stream.
+                let svc2 = svc.clone();
+                let exec_id2 = exec_id.clone();
+                if let Err(we) = blocking(move || svc2.exec_wait_blocking(&exec_id2)).await {
+                    tracing::warn!(exec = %exec_id, attach = %e, wait = %we, "exec attach failed");
+                }
+                let _ = client_wr.shutdown().await;
+                return;
+            }
         };
         let _ = shim.set_nonblocking(true);
         let Ok(shim) = tokio::net::UnixStream::from_std(shim) else {

@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/images/load", post(load))
         .route("/images/get", get(save_many))
         .route("/images/prune", post(prune))
+        .route("/build/prune", post(build_prune))
         .route(
             "/images/{*rest}",
             get(get_dispatch).post(post_dispatch).delete(remove),
@@ -278,8 +279,22 @@ async fn import(
             "import from a URL is not supported: use fromSrc=- with the tar as the body".into(),
         ));
     }
+    // As dockerd: a repository without a tag is tagged `latest`; a digest is refused.
     let reference = match repo.filter(|r| !r.is_empty()) {
-        Some(r) => Some(pull_reference(r, tag)?),
+        Some(r) => {
+            let r = pull_reference(r, tag)?;
+            if r.digest().is_some() {
+                return Err(ApiError::BadRequest(
+                    "cannot import digest reference".into(),
+                ));
+            }
+            Some(match r.tag() {
+                Some(_) => r,
+                None => r
+                    .with_tag(berth_registry_mirror::reference::DEFAULT_TAG)
+                    .map_err(|e| ApiError::from(crate::service::images::image_error(e)))?,
+            })
+        }
         None => None,
     };
     let reader = body_reader(req);
@@ -762,29 +777,133 @@ async fn load(
     Ok(json_body(Body::from_stream(futures::stream::iter(lines))))
 }
 
-async fn prune(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    // Dangling images (no tags) that no container uses.
+#[derive(Debug, Deserialize)]
+struct PruneQuery {
+    filters: Option<String>,
+}
+
+/// `POST /build/prune` (part of `docker system prune`): berthd has no builder, so there is
+/// never a build cache to remove: `CachesDeleted` is null and `SpaceReclaimed` 0, as
+/// dockerd answers with an empty cache. Filters are checked against BuildKit's keys.
+async fn build_prune(Query(q): Query<PruneQuery>) -> Result<Json<Value>, ApiError> {
+    let f = super::filters::Filters::parse(q.filters.as_deref())?;
+    f.only(&[
+        "until",
+        "unused-for",
+        "id",
+        "parent",
+        "type",
+        "description",
+        "inuse",
+        "shared",
+        "private",
+    ])?;
+    Ok(Json(json!({"CachesDeleted": null, "SpaceReclaimed": 0})))
+}
+
+/// `POST /images/prune`, as dockerd: images no container (running or not) uses; only
+/// dangling (untagged) ones unless the `dangling=false` filter (`docker image prune -a`);
+/// `until` (created before) and `label` / `label!` (image config labels) narrow it. A
+/// tagged image is untagged reference by reference, the last one deleting it.
+async fn prune(
+    State(st): State<AppState>,
+    Query(q): Query<PruneQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let f = super::filters::Filters::parse(q.filters.as_deref())?;
+    f.only(&["dangling", "until", "label", "label!"])?;
+    let dangling_only = f.bool("dangling")?.unwrap_or(true);
+    let until = match f.get("until").as_slice() {
+        [] => None,
+        [u] => Some(super::filters::parse_until(u, super::now_nanos())?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "more than one until filter specified".into(),
+            ))
+        }
+    };
+    let by_label = !f.get("label").is_empty() || !f.get("label!").is_empty();
     let images = st.images.clone();
     let containers = st.containers.clone();
-    let deleted = blocking(move || {
+    let (untagged, deleted, bytes, items) = blocking(move || {
         let list = images
             .images
             .store
             .list()
             .map_err(crate::service::images::image_error)?;
-        let mut deleted = Vec::new();
-        for i in list.into_iter().filter(|i| i.repo_tags.is_empty()) {
-            let id = i.id.to_string();
-            if containers.image_in_use(&id) {
+        let in_use = |d: &berth_registry_mirror::Digest| containers.image_in_use(&d.to_string());
+        let (mut untagged, mut deleted, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+        let mut items: Vec<Value> = Vec::new();
+        for i in list {
+            if (dangling_only && !i.repo_tags.is_empty()) || in_use(&i.id) {
                 continue;
             }
-            if let Ok(r) = images.remove(&id, false, &|d| containers.image_in_use(&d.to_string())) {
-                deleted.extend(r.deleted.into_iter().map(|d| d.to_string()));
+            if let Some(until) = until {
+                let created = i
+                    .created
+                    .as_deref()
+                    .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+                    .and_then(|c| c.timestamp_nanos_opt())
+                    .unwrap_or(i64::MIN);
+                if created >= until {
+                    continue;
+                }
+            }
+            if by_label {
+                let details = images
+                    .images
+                    .store
+                    .inspect(&i.id.to_string())
+                    .map_err(crate::service::images::image_error)?;
+                let labels: std::collections::BTreeMap<String, String> = details
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.get("Labels"))
+                    .and_then(|l| serde_json::from_value(l.clone()).ok())
+                    .unwrap_or_default();
+                if !super::filters::labels_match(&f, &labels) {
+                    continue;
+                }
+            }
+            let refs = if i.repo_tags.is_empty() {
+                vec![i.id.to_string()]
+            } else {
+                i.repo_tags.clone()
+            };
+            for r in refs {
+                // Taken into use or removed since it was listed: keep going, as dockerd.
+                let Ok(report) = images.remove(&r, false, &in_use) else {
+                    continue;
+                };
+                // Per image, as dockerd lists them: its references, then its ID.
+                items.extend(report.untagged.iter().map(|u| json!({"Untagged": u})));
+                items.extend(
+                    report
+                        .deleted
+                        .iter()
+                        .map(|d| json!({"Deleted": d.to_string()})),
+                );
+                untagged.extend(report.untagged);
+                deleted.extend(report.deleted);
+                bytes += report.unused_bytes;
             }
         }
-        Ok(deleted)
+        Ok::<_, crate::error::ServiceError>((untagged, deleted, bytes, items))
     })
     .await?;
-    let items: Vec<Value> = deleted.iter().map(|d| json!({"Deleted": d})).collect();
-    Ok(Json(json!({"ImagesDeleted": items, "SpaceReclaimed": 0})))
+    for u in &untagged {
+        st.events
+            .publish(Event::now("image", "untag", u, Default::default()));
+    }
+    for d in &deleted {
+        st.events.publish(Event::now(
+            "image",
+            "delete",
+            &d.to_string(),
+            Default::default(),
+        ));
+    }
+    Ok(Json(json!({
+        "ImagesDeleted": if items.is_empty() { Value::Null } else { Value::Array(items) },
+        "SpaceReclaimed": bytes,
+    })))
 }

@@ -116,9 +116,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Rewrites `/v1.NN/rest` to `/rest`, so both path forms reach the same route.
+/// The Engine API version a request's path asked for (`/v1.41/...` is `ApiVersion(1, 41)`),
+/// put into the request's extensions by [`strip_version`]; absent for an unversioned path,
+/// which means the newest version, as with dockerd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32);
+
+/// Rewrites `/v1.NN/rest` to `/rest`, so both path forms reach the same route, and records
+/// the version as an [`ApiVersion`] extension.
 pub fn strip_version(mut req: Request) -> Request {
     let path = req.uri().path();
+    let version = path
+        .strip_prefix("/v")
+        .and_then(|p| p.split('/').next())
+        .and_then(|v| v.split_once('.'))
+        .and_then(|(a, b)| Some(ApiVersion(a.parse().ok()?, b.parse().ok()?)));
     if let Some(rest) = versioned_rest(path) {
         let rest = rest.to_string();
         let pq = match req.uri().query() {
@@ -131,6 +143,9 @@ pub fn strip_version(mut req: Request) -> Request {
             if let Ok(uri) = axum::http::Uri::from_parts(parts) {
                 *req.uri_mut() = uri;
             }
+        }
+        if let Some(v) = version {
+            req.extensions_mut().insert(v);
         }
     }
     req

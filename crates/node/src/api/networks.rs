@@ -9,14 +9,17 @@ use axum::{Json, Router};
 use berth_overlay_net::{NetState, Network, NetworkRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 use super::filters::Filters;
 use super::{ApiError, AppState, JsonBody};
 use crate::service::containers::blocking;
 use crate::service::events::Event;
-use crate::service::networks::{parse_gateway, parse_subnet, HOST_NETWORK_ID, NONE_NETWORK_ID};
+use crate::service::networks::{
+    default_bridge_options, parse_gateway, parse_subnet, NetworkMeta, HOST_NETWORK_ID,
+    NONE_NETWORK_ID,
+};
 use crate::service::pattern::any_matches;
-use crate::service::prune::PruneFilter;
 use crate::service::volumes::random_hex64;
 
 pub fn routes() -> Router<AppState> {
@@ -29,7 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/networks/{id}/disconnect", post(disconnect))
 }
 
-fn bridge_json(net: &Network, state: &NetState) -> Value {
+fn bridge_json(net: &Network, state: &NetState, meta: Option<&NetworkMeta>) -> Value {
     let containers: serde_json::Map<String, Value> = state
         .endpoints
         .values()
@@ -51,41 +54,60 @@ fn bridge_json(net: &Network, state: &NetState) -> Value {
             )
         })
         .collect();
+    let default_meta = NetworkMeta::default();
+    let meta = meta.unwrap_or(&default_meta);
+    // The default bridge shows the options the daemon set; a user network exactly the
+    // options its client sent.
+    let options = if net.is_default {
+        default_bridge_options(net)
+    } else {
+        meta.options.clone()
+    };
+    let ipam_driver = if meta.ipam_driver.is_empty() {
+        "default"
+    } else {
+        meta.ipam_driver.as_str()
+    };
     json!({
         "Name": net.name,
         "Id": net.id,
-        "Created": "0001-01-01T00:00:00Z",
+        "Created": if meta.created.is_empty() { ZERO_TIME } else { meta.created.as_str() },
         "Scope": "local",
         "Driver": "bridge",
         "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": null, "Config": [{
+        "IPAM": {"Driver": ipam_driver, "Options": meta.ipam_options, "Config": [{
             "Subnet": net.pool.subnet.to_string(), "Gateway": net.pool.gateway.to_string(),
         }]},
         "Internal": net.internal,
-        "Attachable": false,
+        "Attachable": meta.attachable,
         "Ingress": false,
+        "ConfigFrom": {"Network": ""},
         "ConfigOnly": false,
         "Containers": containers,
-        "Options": {"com.docker.network.bridge.name": net.bridge},
-        "Labels": {},
+        "Options": options,
+        "Labels": meta.labels,
     })
 }
 
+/// Go's zero time, what dockerd shows as `Created` of its predefined `host`/`none`.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
 fn mode_json(name: &str, id: &str, driver: &str) -> Value {
     json!({
-        "Name": name, "Id": id, "Created": "0001-01-01T00:00:00Z", "Scope": "local",
+        "Name": name, "Id": id, "Created": ZERO_TIME, "Scope": "local",
         "Driver": driver, "EnableIPv6": false,
         "IPAM": {"Driver": "default", "Options": null, "Config": []},
-        "Internal": false, "Attachable": false, "Ingress": false, "ConfigOnly": false,
+        "Internal": false, "Attachable": false, "Ingress": false,
+        "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
         "Containers": {}, "Options": {}, "Labels": {},
     })
 }
 
-fn all_networks(state: &NetState) -> Vec<Value> {
+fn all_networks(state: &NetState, meta: &BTreeMap<String, NetworkMeta>) -> Vec<Value> {
     let mut out: Vec<Value> = state
         .networks
         .values()
-        .map(|n| bridge_json(n, state))
+        .map(|n| bridge_json(n, state, meta.get(&n.id)))
         .collect();
     out.push(mode_json("host", HOST_NETWORK_ID, "host"));
     out.push(mode_json("none", NONE_NETWORK_ID, "null"));
@@ -102,80 +124,56 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = Filters::parse(q.filters.as_deref())?;
-    let state = st.networks.state().await;
-    Ok(Json(Value::Array(filter_networks(
-        all_networks(&state),
-        &f,
-    )?)))
-}
-
-/// Networks dockerd always has.
-fn predefined(name: &str) -> bool {
-    matches!(name, "bridge" | "host" | "none" | "default" | "ingress")
-}
-
-/// dockerd's `FilterNetworks` over inspect-shaped networks: `driver` and `scope` exact,
-/// `name` and `id` as patterns (see [`Pattern`]), every `label` must match, `dangling`
-/// (unused, not predefined) and `type` (`builtin` or `custom`).
-fn filter_networks(nets: Vec<Value>, f: &Filters) -> Result<Vec<Value>, ApiError> {
     f.only(&["name", "id", "driver", "type", "label", "scope", "dangling"])?;
-    let (names, ids, labels) = (f.get("name"), f.get("id"), f.get("label"));
-    let (drivers, scopes) = (f.get("driver"), f.get("scope"));
-    let dangling = match f.get("dangling").as_slice() {
-        [] => None,
-        [v] => match v.as_str() {
-            "1" | "true" => Some(true),
-            "0" | "false" => Some(false),
-            _ => {
-                return Err(ApiError::BadRequest(
-                    r#"invalid value for filter 'dangling', must be "true" (or "1"), or "false" (or "0")"#
-                        .into(),
-                ))
-            }
-        },
-        _ => {
-            return Err(ApiError::BadRequest(
-                r#"got more than one value for filter key "dangling""#.into(),
-            ))
-        }
-    };
+    let state = st.networks.state().await;
+    let names = f.get("name");
+    let ids = f.get("id");
+    let drivers = f.get("driver");
+    let labels = f.get("label");
     let types = f.get("type");
-    if let Some(t) = types
-        .iter()
-        .find(|t| !matches!(t.as_str(), "builtin" | "custom"))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "Invalid filter: 'type'='{t}'"
-        )));
+    for t in &types {
+        if t != "builtin" && t != "custom" {
+            return Err(ApiError::BadRequest(format!(
+                "invalid filter: 'type'='{t}'"
+            )));
+        }
     }
-    let str_of = |n: &Value, k: &str| n[k].as_str().unwrap_or("").to_string();
-    Ok(nets
+    let scopes = f.get("scope");
+    let dangling = f.bool("dangling")?;
+    let out: Vec<Value> = all_networks(&state, &st.networks.meta())
         .into_iter()
         .filter(|n| {
-            let name = str_of(n, "Name");
+            let name = n["Name"].as_str().unwrap_or("");
+            let id = n["Id"].as_str().unwrap_or("");
+            let driver = n["Driver"].as_str().unwrap_or("");
+            let builtin = matches!(name, "bridge" | "host" | "none");
             let used = n["Containers"].as_object().is_some_and(|c| !c.is_empty());
-            (drivers.is_empty() || drivers.contains(&str_of(n, "Driver")))
-                && any_matches(&names, &name)
-                && any_matches(&ids, &str_of(n, "Id"))
-                && labels.iter().all(|l| {
-                    let (k, v) = l
-                        .split_once('=')
-                        .map_or((l.as_str(), None), |(k, v)| (k, Some(v)));
-                    match (n["Labels"].get(k).and_then(Value::as_str), v) {
-                        (Some(have), Some(want)) => have == want,
-                        (Some(_), None) => true,
-                        (None, _) => false,
-                    }
-                })
-                && (scopes.is_empty() || scopes.contains(&str_of(n, "Scope")))
-                && dangling.is_none_or(|d| d == (!predefined(&name) && !used))
-                && (types.is_empty() || types.iter().any(|t| (t == "builtin") == predefined(&name)))
+            any_matches(&names, name)
+                && any_matches(&ids, id)
+                && (drivers.is_empty() || drivers.iter().any(|x| x == driver))
+                && labels.iter().all(|l| label_matches(&n["Labels"], l))
+                && (types.is_empty() || types.iter().any(|t| (t == "builtin") == builtin))
+                && (scopes.is_empty() || scopes.iter().any(|s| s == "local"))
+                && dangling.is_none_or(|d| d == (!builtin && !used))
         })
-        .collect())
+        .collect();
+    Ok(Json(Value::Array(out)))
 }
 
-fn find(state: &NetState, key: &str) -> Result<Value, ApiError> {
-    let all = all_networks(state);
+/// A `label` filter value (`key` or `key=value`) against a `Labels` object.
+fn label_matches(labels: &Value, want: &str) -> bool {
+    match want.split_once('=') {
+        Some((k, v)) => labels.get(k).and_then(Value::as_str) == Some(v),
+        None => labels.get(want).is_some(),
+    }
+}
+
+fn find(
+    state: &NetState,
+    meta: &BTreeMap<String, NetworkMeta>,
+    key: &str,
+) -> Result<Value, ApiError> {
+    let all = all_networks(state, meta);
     if let Some(n) = all.iter().find(|n| n["Id"] == key || n["Name"] == key) {
         return Ok(n.clone());
     }
@@ -198,7 +196,7 @@ async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let state = st.networks.state().await;
-    Ok(Json(find(&state, &id)?))
+    Ok(Json(find(&state, &st.networks.meta(), &id)?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,25 +204,51 @@ async fn inspect(
 struct IpamConfig {
     subnet: Option<String>,
     gateway: Option<String>,
+    #[serde(rename = "IPRange")]
+    ip_range: Option<String>,
+    auxiliary_addresses: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Ipam {
+    driver: Option<String>,
     config: Option<Vec<IpamConfig>>,
+    options: Option<BTreeMap<String, String>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConfigReference {
+    network: Option<String>,
+}
+
+/// The network create body of the Engine API (`NetworkCreateRequest`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct CreateBody {
     name: String,
     driver: Option<String>,
+    scope: Option<String>,
     internal: Option<bool>,
+    attachable: Option<bool>,
+    ingress: Option<bool>,
+    config_only: Option<bool>,
+    config_from: Option<ConfigReference>,
     #[serde(rename = "IPAM")]
     ipam: Option<Ipam>,
     #[serde(rename = "EnableIPv6")]
     enable_ipv6: Option<bool>,
+    /// Ignored by dockerd since API 1.44 (it always checks); berth always refuses a
+    /// duplicate name.
+    #[serde(rename = "CheckDuplicate")]
+    _check_duplicate: Option<bool>,
+    options: Option<BTreeMap<String, String>>,
+    labels: Option<BTreeMap<String, String>>,
 }
+
+/// The bridge driver option berth honours (the MTU of the bridge and its veths).
+const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 
 async fn create(
     State(st): State<AppState>,
@@ -247,16 +271,85 @@ async fn create(
             )))
         }
     }
+    match b.scope.as_deref() {
+        None | Some("") | Some("local") => {}
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "Scope {other:?} is not supported for bridge networks: only \"local\""
+            )))
+        }
+    }
     if b.enable_ipv6.unwrap_or(false) {
         return Err(ApiError::BadRequest(
             "IPv6 networks are not supported yet".into(),
         ));
     }
-    let configs = b.ipam.and_then(|i| i.config).unwrap_or_default();
+    if b.ingress.unwrap_or(false) {
+        return Err(ApiError::BadRequest(
+            "Ingress networks need swarm mode: not supported for bridge networks".into(),
+        ));
+    }
+    if b.config_only.unwrap_or(false)
+        || b.config_from
+            .as_ref()
+            .and_then(|c| c.network.as_deref())
+            .is_some_and(|n| !n.is_empty())
+    {
+        return Err(ApiError::BadRequest(
+            "ConfigOnly and ConfigFrom networks are not supported".into(),
+        ));
+    }
+    let options = b.options.unwrap_or_default();
+    let mut mtu = None;
+    for (k, v) in &options {
+        if k == MTU_OPTION {
+            mtu = Some(v.parse::<u32>().ok().filter(|m| *m >= 68).ok_or_else(|| {
+                ApiError::BadRequest(format!("invalid value {v:?} for option {MTU_OPTION}"))
+            })?);
+        } else {
+            return Err(ApiError::BadRequest(format!(
+                "network option {k:?} is not supported by berth's bridge driver (supported: {MTU_OPTION})"
+            )));
+        }
+    }
+    let ipam = b.ipam.unwrap_or(Ipam {
+        driver: None,
+        config: None,
+        options: None,
+    });
+    let ipam_driver = match ipam.driver.as_deref() {
+        None | Some("") | Some("default") => "default".to_string(),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "IPAM driver {other:?} is not supported: use \"default\""
+            )))
+        }
+    };
+    if let Some(k) = ipam.options.iter().flat_map(|o| o.keys()).next() {
+        return Err(ApiError::BadRequest(format!(
+            "IPAM option {k:?} is not supported by the default IPAM driver"
+        )));
+    }
+    let configs = ipam.config.unwrap_or_default();
     if configs.len() > 1 {
         return Err(ApiError::BadRequest(
             "only one IPAM config (one IPv4 subnet) is supported".into(),
         ));
+    }
+    if let Some(c) = configs.first() {
+        if c.ip_range.as_deref().is_some_and(|r| !r.is_empty()) {
+            return Err(ApiError::BadRequest(
+                "IPAM config IPRange is not supported: addresses come from the whole subnet".into(),
+            ));
+        }
+        if c.auxiliary_addresses
+            .as_ref()
+            .is_some_and(|a| !a.is_empty())
+        {
+            return Err(ApiError::BadRequest(
+                "IPAM config AuxiliaryAddresses is not supported".into(),
+            ));
+        }
     }
     let (subnet, gateway) = match configs.first() {
         Some(c) => (
@@ -273,16 +366,27 @@ async fn create(
         ),
         None => (None, None),
     };
+    let meta = NetworkMeta {
+        created: String::new(),
+        options,
+        labels: b.labels.unwrap_or_default(),
+        ipam_driver,
+        ipam_options: ipam.options,
+        attachable: b.attachable.unwrap_or(false),
+    };
     let net = st
         .networks
-        .create(NetworkRequest {
-            id: random_hex64(),
-            name: b.name.clone(),
-            subnet,
-            gateway,
-            internal: b.internal.unwrap_or(false),
-            mtu: None,
-        })
+        .create(
+            NetworkRequest {
+                id: random_hex64(),
+                name: b.name.clone(),
+                subnet,
+                gateway,
+                internal: b.internal.unwrap_or(false),
+                mtu,
+            },
+            meta,
+        )
         .await?;
     st.events.publish(Event::now(
         "network",
@@ -388,128 +492,50 @@ async fn disconnect(
     Ok(StatusCode::OK)
 }
 
-#[derive(Debug, Deserialize)]
-struct PruneQuery {
-    filters: Option<String>,
-}
-
-/// `until`, `label` and `label!` over a network as inspect shows it (its `Labels` and
-/// `Created`).
-fn prune_allows(filter: &PruneFilter, net: &Value) -> bool {
-    let labels: std::collections::BTreeMap<String, String> = net["Labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let created = net["Created"]
-        .as_str()
-        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .and_then(|t| t.timestamp_nanos_opt())
-        .unwrap_or(i64::MIN);
-    filter.allows(&labels, created)
-}
-
+/// `POST /networks/prune`: user networks no container is connected to, narrowed by the
+/// `until` (created before) and `label` / `label!` filters.
 async fn prune(
     State(st): State<AppState>,
-    Query(q): Query<PruneQuery>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let f = Filters::parse(q.filters.as_deref())?;
-    f.only(&["label", "label!", "until"])?;
-    let filter = PruneFilter::new(
-        f.get("label"),
-        f.get("label!"),
-        &f.get("until"),
-        super::now_nanos(),
-    )?;
+    f.only(&["until", "label", "label!"])?;
+    let until = match f.get("until").as_slice() {
+        [] => None,
+        [u] => Some(super::filters::parse_until(u, super::now_nanos())?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "more than one until filter specified".into(),
+            ))
+        }
+    };
     let state = st.networks.state().await;
+    let meta = st.networks.meta();
     let unused: Vec<Network> = state
         .networks
         .values()
         .filter(|n| !n.is_default && !state.endpoints.values().any(|e| e.network_id == n.id))
-        .filter(|n| prune_allows(&filter, &bridge_json(n, &state)))
+        .filter(|n| {
+            let m = meta.get(&n.id).cloned().unwrap_or_default();
+            let created = chrono::DateTime::parse_from_rfc3339(&m.created)
+                .ok()
+                .and_then(|c| c.timestamp_nanos_opt())
+                .unwrap_or(i64::MIN);
+            super::filters::labels_match(&f, &m.labels) && until.is_none_or(|u| created < u)
+        })
         .cloned()
         .collect();
     let mut deleted = Vec::new();
     for n in unused {
         if st.networks.remove(&n.id).await.is_ok() {
+            st.events.publish(Event::now(
+                "network",
+                "destroy",
+                &n.id,
+                [("name".to_string(), n.name.clone())].into(),
+            ));
             deleted.push(n.name);
         }
     }
     Ok(Json(json!({"NetworksDeleted": deleted})))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn nets() -> Vec<Value> {
-        let mut n1 = mode_json("n1", "aaaa1111", "bridge");
-        n1["Labels"] = json!({"team": "a", "tier": "db"});
-        let mut n10 = mode_json("n10", "bbbb2222", "bridge");
-        n10["Containers"] = json!({"c1": {}});
-        vec![
-            n1,
-            n10,
-            mode_json("host", HOST_NETWORK_ID, "host"),
-            mode_json("none", NONE_NETWORK_ID, "null"),
-        ]
-    }
-
-    fn names(filters: &str) -> Result<Vec<String>, ApiError> {
-        let f = Filters::parse(Some(filters))?;
-        Ok(filter_networks(nets(), &f)?
-            .iter()
-            .map(|n| n["Name"].as_str().unwrap().to_string())
-            .collect())
-    }
-
-    #[test]
-    fn prune_filters_read_labels_and_created() {
-        let mut n = mode_json("n1", "aaaa1111", "bridge");
-        n["Labels"] = json!({"keep": "yes"});
-        n["Created"] = json!("2023-11-14T22:13:20Z");
-        let f = |l: &[&str], nl: &[&str], u: &[&str]| {
-            let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-            PruneFilter::new(s(l), s(nl), &s(u), 1_800_000_000_000_000_000).unwrap()
-        };
-        assert!(prune_allows(&f(&["keep=yes"], &[], &[]), &n));
-        assert!(!prune_allows(&f(&[], &["keep"], &[]), &n));
-        assert!(prune_allows(&f(&[], &[], &["1h"]), &n));
-        assert!(prune_allows(&f(&[], &[], &["1700000000"]), &n));
-        assert!(!prune_allows(&f(&[], &[], &["1699999999"]), &n));
-    }
-
-    #[test]
-    fn network_filters_as_dockerd_applies_them() {
-        assert_eq!(names(r#"{"name":{"^n1$":true}}"#).unwrap(), ["n1"]);
-        assert_eq!(
-            names(r#"{"name":{"n1":true,"host":true}}"#).unwrap(),
-            ["n1", "n10", "host"]
-        );
-        assert_eq!(names(r#"{"id":{"a1111":true}}"#).unwrap(), ["n1"]);
-        assert_eq!(
-            names(r#"{"label":{"team=a":true,"tier":true}}"#).unwrap(),
-            ["n1"]
-        );
-        assert!(names(r#"{"label":{"team=a":true,"other":true}}"#)
-            .unwrap()
-            .is_empty());
-        assert_eq!(names(r#"{"dangling":{"true":true}}"#).unwrap(), ["n1"]);
-        assert_eq!(
-            names(r#"{"dangling":{"0":true}}"#).unwrap(),
-            ["n10", "host", "none"]
-        );
-        assert_eq!(
-            names(r#"{"type":{"builtin":true}}"#).unwrap(),
-            ["host", "none"]
-        );
-        assert_eq!(names(r#"{"type":{"custom":true}}"#).unwrap(), ["n1", "n10"]);
-        assert_eq!(names(r#"{"driver":{"null":true}}"#).unwrap(), ["none"]);
-        assert!(names(r#"{"type":{"bogus":true}}"#).is_err());
-        assert!(names(r#"{"dangling":{"maybe":true}}"#).is_err());
-        assert!(names(r#"{"scope":{"swarm":true}}"#).unwrap().is_empty());
-    }
 }

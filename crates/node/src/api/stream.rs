@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use berth_runtime::protocol::{encode_frame, kind, FrameDecoder};
+use berth_runtime::protocol::{encode_frame, encode_frames, kind, FrameDecoder};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -120,9 +120,10 @@ pub async fn pump_stdin(
     client_done: bool,
     close: bool,
 ) {
+    // Early input may exceed one frame's limit: split it.
     if !early.is_empty()
         && shim
-            .write_all(&encode_frame(kind::STDIN, &early))
+            .write_all(&encode_frames(kind::STDIN, &early))
             .await
             .is_err()
     {

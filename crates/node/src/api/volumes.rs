@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::filters::Filters;
-use super::{now_rfc3339, ApiError, AppState, JsonBody};
+use super::{now_rfc3339, ApiError, ApiVersion, AppState, JsonBody};
 use crate::service::events::Event;
 use crate::service::volumes::{CreateVolume, VolumeFilter, VolumeRecord};
 
@@ -67,20 +67,27 @@ struct FilterQuery {
     filters: Option<String>,
 }
 
-fn volume_filter(raw: Option<&str>, prune: bool) -> Result<VolumeFilter, ApiError> {
+/// The list or prune filters; `version` is the request's API version (prune of an API
+/// older than 1.42 removes named volumes too, as dockerd does).
+fn volume_filter(
+    raw: Option<&str>,
+    prune: bool,
+    version: Option<ApiVersion>,
+) -> Result<VolumeFilter, ApiError> {
     let f = Filters::parse(raw)?;
     if prune {
         f.only(&["label", "label!", "all"])?;
     } else {
         f.only(&["name", "label", "dangling", "driver"])?;
     }
+    let old_api = version.is_some_and(|v| v < ApiVersion(1, 42));
     Ok(VolumeFilter {
         names: f.get("name"),
         labels: f.get("label"),
         not_labels: f.get("label!"),
         dangling: f.bool("dangling")?,
         drivers: f.get("driver"),
-        all: f.bool("all")?.unwrap_or(false),
+        all: f.bool("all")?.unwrap_or(old_api),
     })
 }
 
@@ -88,7 +95,7 @@ async fn list(
     State(st): State<AppState>,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = volume_filter(q.filters.as_deref(), false)?;
+    let f = volume_filter(q.filters.as_deref(), false, None)?;
     let vols: Vec<Value> = st.volumes.list(&f).iter().map(to_json).collect();
     Ok(Json(json!({ "Volumes": vols, "Warnings": [] })))
 }
@@ -119,9 +126,10 @@ async fn remove(
 
 async fn prune(
     State(st): State<AppState>,
+    version: Option<axum::Extension<ApiVersion>>,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let f = volume_filter(q.filters.as_deref(), true)?;
+    let f = volume_filter(q.filters.as_deref(), true, version.map(|v| v.0))?;
     let (removed, bytes) = st.volumes.prune(&f)?;
     for name in &removed {
         st.events

@@ -85,7 +85,31 @@ pub fn image_error(e: ImageError) -> ServiceError {
         e @ ImageError::ImageInUse { .. } => ServiceError::conflict(e.to_string()),
         e @ ImageError::ImageHasManyTags { .. } => ServiceError::conflict(e.to_string()),
         e @ ImageError::InvalidReference { .. } => ServiceError::invalid(e.to_string()),
+        // A load/import whose archive or layer cannot be read is the client's bad input.
+        e @ (ImageError::InvalidArchive { .. } | ImageError::Decompress { .. }) => {
+            ServiceError::invalid(printable(&e.to_string()))
+        }
+        ImageError::LayerSink { ref source, .. } if is_bad_layer(source.as_ref()) => {
+            ServiceError::invalid(printable(&e.to_string()))
+        }
         e => ServiceError::image(e),
+    }
+}
+
+/// Whether an unpack failure is the layer's fault (unreadable or hostile tar) rather than
+/// the host's (a filesystem operation that failed).
+fn is_bad_layer(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    use berth_runtime::unpack::UnpackError;
+    e.downcast_ref::<UnpackError>()
+        .is_some_and(|u| !matches!(u, UnpackError::Io { .. }))
+}
+
+/// `msg` up to its first character that is not printable ASCII (tar readers quote raw
+/// header bytes in their messages), marked when cut.
+fn printable(msg: &str) -> String {
+    match msg.find(|c: char| !(c.is_ascii_graphic() || c == ' ')) {
+        Some(i) => format!("{}(unprintable bytes)", &msg[..i]),
+        None => msg.to_string(),
     }
 }
 

@@ -10,5 +10,4 @@ pub mod events;
 pub mod images;
 pub mod networks;
 pub mod pattern;
-pub mod prune;
 pub mod volumes;

@@ -8,6 +8,7 @@
 //!                                        └─> DnsServers (one per user network, on its gateway)
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,10 +52,32 @@ pub fn net_error(e: NetError) -> ServiceError {
     }
 }
 
+/// What a client asked for when it created a network, and when: inspect and list show it
+/// back exactly (the driver state only knows what it needs to wire the network). Persisted
+/// in `<data-root>/network/meta.json`, keyed by network ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkMeta {
+    /// Creation time, RFC 3339 with nanoseconds (dockerd's `Created`).
+    pub created: String,
+    /// Driver-specific options (`Options` of the create body), as sent.
+    pub options: BTreeMap<String, String>,
+    /// User labels, as sent.
+    pub labels: BTreeMap<String, String>,
+    /// `IPAM.Driver` (`default` when not sent).
+    pub ipam_driver: String,
+    /// `IPAM.Options`, as sent (`None` when not sent).
+    pub ipam_options: Option<BTreeMap<String, String>>,
+    /// `Attachable`, as sent.
+    pub attachable: bool,
+}
+
 #[derive(Debug)]
 struct Inner {
     driver: Mutex<Driver>,
     dns: Mutex<DnsServers>,
+    /// Create-time metadata per network ID; written to `meta_path` after every change.
+    meta: std::sync::Mutex<BTreeMap<String, NetworkMeta>>,
+    meta_path: PathBuf,
     state_path: PathBuf,
     netns_dir: PathBuf,
     files_dir: PathBuf,
@@ -141,6 +164,29 @@ impl NetworkService {
             .map_err(net_error)?;
         write_atomic(&state_path, &driver.state().to_json())
             .map_err(|e| ServiceError::io("write", &state_path, e))?;
+        let meta_path = dir.join("meta.json");
+        let mut meta: BTreeMap<String, NetworkMeta> = match std::fs::read(&meta_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| ServiceError::io("parse", &meta_path, e.into()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(ServiceError::io("read", &meta_path, e)),
+        };
+        // Networks without metadata (the default bridge on first start, or state from an
+        // older berthd) are dated now; entries of networks that are gone are dropped.
+        let now = crate::api::now_rfc3339();
+        meta.retain(|id, _| driver.state().networks.contains_key(id));
+        for id in driver.state().networks.keys() {
+            meta.entry(id.clone()).or_insert_with(|| NetworkMeta {
+                created: now.clone(),
+                ipam_driver: "default".into(),
+                ..NetworkMeta::default()
+            });
+        }
+        write_atomic(
+            &meta_path,
+            &serde_json::to_vec(&meta).expect("meta serialises"),
+        )
+        .map_err(|e| ServiceError::io("write", &meta_path, e))?;
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let upstreams: Vec<SocketAddr> =
             berth_overlay_net::netfiles::upstream_nameservers(&host_resolv)
@@ -158,6 +204,8 @@ impl NetworkService {
             inner: Arc::new(Inner {
                 driver: Mutex::new(driver),
                 dns: Mutex::new(dns),
+                meta: std::sync::Mutex::new(meta),
+                meta_path,
                 state_path,
                 netns_dir: exec_root.join("netns"),
                 files_dir,
@@ -172,6 +220,14 @@ impl NetworkService {
         if let Err(e) = write_atomic(&self.inner.state_path, &driver.state().to_json()) {
             tracing::error!(error = %e, "persisting network state");
         }
+        let meta = {
+            let mut meta = self.meta_lock();
+            meta.retain(|id, _| driver.state().networks.contains_key(id));
+            serde_json::to_vec(&*meta).expect("meta serialises")
+        };
+        if let Err(e) = write_atomic(&self.inner.meta_path, &meta) {
+            tracing::error!(error = %e, "persisting network metadata");
+        }
         let mut dns = self.inner.dns.lock().await;
         for e in dns.sync(driver.state(), &self.inner.upstreams).await {
             tracing::warn!(error = %e, "embedded DNS");
@@ -183,11 +239,29 @@ impl NetworkService {
         self.inner.driver.lock().await.state().clone()
     }
 
-    pub async fn create(&self, req: NetworkRequest) -> Result<Network, ServiceError> {
+    /// Creates a bridge network; `meta` is kept for inspect (its `created` is set here).
+    pub async fn create(
+        &self,
+        req: NetworkRequest,
+        mut meta: NetworkMeta,
+    ) -> Result<Network, ServiceError> {
         let mut d = self.inner.driver.lock().await;
         let r = d.create_network(req).await.map_err(net_error);
+        if let Ok(net) = &r {
+            meta.created = crate::api::now_rfc3339();
+            self.meta_lock().insert(net.id.clone(), meta);
+        }
         self.saved(&d).await;
         r
+    }
+
+    fn meta_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NetworkMeta>> {
+        self.inner.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Create-time metadata of every network, by ID.
+    pub fn meta(&self) -> BTreeMap<String, NetworkMeta> {
+        self.meta_lock().clone()
     }
 
     pub async fn remove(&self, id_or_name: &str) -> Result<Network, ServiceError> {
@@ -435,6 +509,23 @@ impl NetworkService {
 }
 
 /// Parses `--subnet` / `--gateway` for `docker network create`.
+/// The options dockerd reports for its default `bridge` network (set by the daemon, not
+/// by a client).
+pub fn default_bridge_options(net: &Network) -> BTreeMap<String, String> {
+    let mtu = net.mtu.unwrap_or(1500).to_string();
+    [
+        ("com.docker.network.bridge.default_bridge", "true"),
+        ("com.docker.network.bridge.enable_icc", "true"),
+        ("com.docker.network.bridge.enable_ip_masquerade", "true"),
+        ("com.docker.network.bridge.host_binding_ipv4", "0.0.0.0"),
+        ("com.docker.network.bridge.name", net.bridge.as_str()),
+        ("com.docker.network.driver.mtu", mtu.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 pub fn parse_subnet(s: &str) -> Result<Ipv4Net, ServiceError> {
     s.parse::<Ipv4Net>()
         .map_err(|_| ServiceError::invalid(format!("invalid subnet {s:?}: IPv4 CIDR expected")))

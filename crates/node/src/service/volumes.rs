@@ -47,7 +47,7 @@ pub struct VolumeFilter {
     pub names: Vec<String>,
     /// `key` or `key=value`.
     pub labels: Vec<String>,
-    /// `label!` (prune): a volume matching every one of these is kept.
+    /// `label!` filters: volumes with any of these labels are left out.
     pub not_labels: Vec<String>,
     pub dangling: Option<bool>,
     pub drivers: Vec<String>,
@@ -210,9 +210,7 @@ impl VolumeService {
             .values()
             .filter(|v| super::pattern::any_matches(&f.names, &v.name))
             .filter(|v| f.labels.iter().all(|l| label_matches(&v.labels, l)))
-            .filter(|v| {
-                f.not_labels.is_empty() || !f.not_labels.iter().all(|l| label_matches(&v.labels, l))
-            })
+            .filter(|v| !f.not_labels.iter().any(|l| label_matches(&v.labels, l)))
             .filter(|v| f.drivers.is_empty() || f.drivers.contains(&v.driver))
             .filter(|v| match f.dangling {
                 None => true,

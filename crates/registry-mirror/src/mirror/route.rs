@@ -111,16 +111,9 @@ pub fn looks_like_host(component: &str) -> bool {
     component.contains(['.', ':']) || component == "localhost"
 }
 
+/// A repository path as distribution's grammar has it (the same rule as references).
 fn valid_repository(path: &str) -> bool {
-    !path.is_empty()
-        && path.len() <= 255
-        && path.split('/').all(|c| {
-            !c.is_empty()
-                && c.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-                && c.as_bytes()[0].is_ascii_alphanumeric()
-                && c.as_bytes()[c.len() - 1].is_ascii_alphanumeric()
-        })
+    !path.is_empty() && path.len() <= 255 && crate::reference::valid_repository_path(path)
 }
 
 /// Finds the value of `key` in a query string (`a=b&ns=docker.io`), percent-decoded.

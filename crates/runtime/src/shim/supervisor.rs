@@ -21,14 +21,14 @@ use crate::protocol::{
     ShimTask, RECORD_VERSION,
 };
 
-/// Drop a client whose unsent output exceeds this.
-const MAX_CLIENT_BACKLOG: usize = 8 << 20;
-/// Output kept for the first attacher of an exec process.
-const MAX_EXEC_BACKLOG: usize = 4 << 20;
-/// After the process exits, how long to keep draining output held open by leftovers.
+/// No output is read while an attached client has this much unsent: the process then
+/// blocks on its full pipe (backpressure) instead of output being dropped.
+const CLIENT_HIGH_WATER: usize = 1 << 20;
+/// No stdin is read from clients while this much waits for the process to read it.
+const STDIN_HIGH_WATER: usize = 1 << 20;
+/// After the process exits, how long output may stay silent (held open by a leftover
+/// process) before the shim stops draining it.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
-/// How long an exited exec keeps unread output for a late first attacher.
-const EXEC_LINGER: Duration = Duration::from_secs(60);
 
 fn sys(call: &'static str) -> impl FnOnce(nix::Error) -> RuntimeError {
     move |source| RuntimeError::Sys { call, source }
@@ -205,27 +205,31 @@ impl Client {
         let _ = protocol::write_line(&mut self.out, r);
     }
 
-    fn flush(&mut self) {
+    /// Writes what the socket takes; true if anything was written.
+    fn flush(&mut self) -> bool {
+        let mut wrote = false;
         while !self.out.is_empty() {
             match self.stream.write(&self.out) {
                 Ok(0) => {
                     self.dead = true;
-                    return;
+                    return wrote;
                 }
                 Ok(n) => {
                     self.out.drain(..n);
+                    wrote = true;
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return wrote,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.dead = true;
-                    return;
+                    return wrote;
                 }
             }
         }
         if matches!(self.phase, Phase::Closing) {
             self.dead = true;
         }
+        wrote
     }
 }
 
@@ -250,14 +254,18 @@ struct Supervisor {
     log_written: bool,
     splitters: [LineSplitter; 2],
     clients: Vec<Client>,
+    /// Attach clients still expected before output is read (see
+    /// [`ShimConfig::hold_output_for`]), and until when they are waited for.
+    hold: u32,
+    hold_until: Instant,
+    /// When output last moved (read, or held back on purpose): drain grace runs from here.
+    last_output: Instant,
     exit: Option<ExitStatus>,
     exited_at: Option<Instant>,
     /// The process exited and all of its output is in the log (drained, last partial
     /// lines written, synced). Only then is a `Wait` answered: whoever waits for the exit
     /// may read the complete log right after.
     output_done: bool,
-    /// Exec output produced before anyone attached.
-    backlog: Option<Vec<u8>>,
 }
 
 impl Supervisor {
@@ -401,7 +409,7 @@ impl Supervisor {
         if let Some(s) = &stdin {
             set_nonblocking(s.as_raw_fd());
         }
-        let backlog = matches!(cfg.task, ShimTask::Exec { .. }).then(Vec::new);
+        let hold = cfg.hold_output_for;
         Ok(Supervisor {
             cfg,
             pid,
@@ -416,25 +424,35 @@ impl Supervisor {
             log_written: false,
             splitters: [LineSplitter::default(), LineSplitter::default()],
             clients: Vec::new(),
+            hold,
+            hold_until: Instant::now() + Duration::from_secs(protocol::HOLD_LIMIT_SECS),
+            last_output: Instant::now(),
             exit: None,
             exited_at: None,
             output_done: false,
-            backlog,
         })
     }
 
     fn serve(&mut self) {
         loop {
             self.reap();
-            if let Some(at) = self.exited_at {
-                let drained = self.outputs.is_empty() || at.elapsed() > DRAIN_GRACE;
+            self.answer_waiters();
+            if self.output_paused() {
+                self.last_output = Instant::now();
+            }
+            if self.exited_at.is_some() {
+                // Every byte is read up to end of file; only output held open by a leftover
+                // process that stays silent for the grace period is given up on.
+                let drained = self.outputs.is_empty() || self.last_output.elapsed() > DRAIN_GRACE;
                 if drained && !self.output_done {
                     self.complete_output();
                 }
-                // An exec's output waits (a while) for its first attacher.
-                let delivered = self.backlog.as_ref().is_none_or(|b| b.is_empty())
-                    || at.elapsed() > EXEC_LINGER;
-                if drained && delivered {
+                // Attached clients get their output before the connections close.
+                let unsent = self
+                    .clients
+                    .iter()
+                    .any(|c| matches!(c.phase, Phase::Attached { .. }) && !c.out.is_empty());
+                if drained && (!unsent || self.last_output.elapsed() > DRAIN_GRACE) {
                     break;
                 }
             }
@@ -453,8 +471,13 @@ impl Supervisor {
         };
         fds.push(pfd(self.sigchld.as_raw_fd(), libc::POLLIN));
         fds.push(pfd(self.listener.as_raw_fd(), libc::POLLIN));
+        let paused = self.output_paused();
         for o in &self.outputs {
-            fds.push(pfd(o.file.as_raw_fd(), libc::POLLIN));
+            fds.push(if paused {
+                pfd(-1, 0)
+            } else {
+                pfd(o.file.as_raw_fd(), libc::POLLIN)
+            });
         }
         let stdin_idx = fds.len();
         match (&self.stdin, self.stdin_buf.is_empty()) {
@@ -462,14 +485,25 @@ impl Supervisor {
             _ => fds.push(pfd(-1, 0)),
         }
         let clients_idx = fds.len();
+        let stdin_full = self.stdin_buf.len() >= STDIN_HIGH_WATER;
         for c in &self.clients {
-            let mut ev = libc::POLLIN;
+            // Backpressure on a client's stdin: its frames wait in the socket.
+            let feeding = matches!(c.phase, Phase::Attached { stdin: true, .. });
+            let mut ev = if feeding && stdin_full {
+                0
+            } else {
+                libc::POLLIN
+            };
             if !c.out.is_empty() {
                 ev |= libc::POLLOUT;
             }
             fds.push(pfd(c.stream.as_raw_fd(), ev));
         }
-        let timeout = if self.exited_at.is_some() { 100 } else { 1000 };
+        let timeout = if self.exited_at.is_some() || self.hold > 0 {
+            100
+        } else {
+            1000
+        };
         // SAFETY: `fds` is a live, correctly sized array of pollfd for the duration of the
         // call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -505,11 +539,20 @@ impl Supervisor {
             if ev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                 self.read_client(i);
             }
-            if ev & libc::POLLOUT != 0 {
-                self.clients[i].flush();
+            if ev & libc::POLLOUT != 0 && self.clients[i].flush() {
+                self.last_output = Instant::now();
             }
         }
         self.clients.retain(|c| !c.dead);
+    }
+
+    /// Whether output is left unread for now: attach clients are still expected, or one
+    /// that is attached has too much unsent.
+    fn output_paused(&self) -> bool {
+        (self.hold > 0 && Instant::now() < self.hold_until)
+            || self.clients.iter().any(|c| {
+                matches!(c.phase, Phase::Attached { .. }) && c.out.len() >= CLIENT_HIGH_WATER
+            })
     }
 
     fn accept_clients(&mut self) {
@@ -532,6 +575,7 @@ impl Supervisor {
         match self.outputs[i].file.read(&mut buf) {
             Ok(0) => false,
             Ok(n) => {
+                self.last_output = Instant::now();
                 self.dispatch_output(kind, &buf[..n]);
                 true
             }
@@ -550,25 +594,12 @@ impl Supervisor {
             self.write_log(idx, lines);
         }
         let frame = protocol::encode_frame(kind, data);
-        let mut delivered = false;
         for c in &mut self.clients {
             if let Phase::Attached { stdout, stderr, .. } = c.phase {
                 let wants = if kind == kind::STDERR { stderr } else { stdout };
                 if wants {
                     c.out.extend_from_slice(&frame);
-                    delivered = true;
-                    if c.out.len() > MAX_CLIENT_BACKLOG {
-                        c.dead = true;
-                    } else {
-                        c.flush();
-                    }
-                }
-            }
-        }
-        if !delivered {
-            if let Some(b) = &mut self.backlog {
-                if b.len() + frame.len() <= MAX_EXEC_BACKLOG {
-                    b.extend_from_slice(&frame);
+                    c.flush();
                 }
             }
         }
@@ -687,7 +718,7 @@ impl Supervisor {
                 },
             },
             Request::Wait => match self.exit {
-                Some(exit) if self.output_done => Response::Exited { exit },
+                Some(exit) if self.wait_answerable() => Response::Exited { exit },
                 _ => {
                     self.clients[i].phase = Phase::Waiting;
                     return;
@@ -698,19 +729,11 @@ impl Supervisor {
                 stdout,
                 stderr,
             } => {
+                if stdout || stderr {
+                    self.hold = self.hold.saturating_sub(1);
+                }
                 let c = &mut self.clients[i];
                 c.queue_response(&Response::Ok);
-                if stdout || stderr {
-                    if let Some(b) = self.backlog.take() {
-                        let mut d = FrameDecoder::default();
-                        d.push(&b);
-                        while let Ok(Some((k, p))) = d.next_frame() {
-                            if (k == kind::STDERR && stderr) || (k != kind::STDERR && stdout) {
-                                c.out.extend(protocol::encode_frame(k, &p));
-                            }
-                        }
-                    }
-                }
                 let mut decoder = FrameDecoder::default();
                 decoder.push(rest);
                 c.phase = Phase::Attached {
@@ -818,13 +841,27 @@ impl Supervisor {
             let _ = log.sync_data();
         }
         self.output_done = true;
-        if let Some(exit) = self.exit {
-            for c in &mut self.clients {
-                if matches!(c.phase, Phase::Waiting) {
-                    c.queue_response(&Response::Exited { exit });
-                    c.phase = Phase::Closing;
-                    c.flush();
-                }
+        self.answer_waiters();
+    }
+
+    /// Whether a `Wait` may be answered: the process has exited and its output is complete
+    /// (all in the log, for an init). An exec's output is not logged: while it is held for
+    /// an attacher that has not come, its exit is known all the same.
+    fn wait_answerable(&self) -> bool {
+        self.exit.is_some()
+            && (self.output_done
+                || (matches!(self.cfg.task, ShimTask::Exec { .. }) && self.hold > 0))
+    }
+
+    fn answer_waiters(&mut self) {
+        let Some(exit) = self.exit.filter(|_| self.wait_answerable()) else {
+            return;
+        };
+        for c in &mut self.clients {
+            if matches!(c.phase, Phase::Waiting) {
+                c.queue_response(&Response::Exited { exit });
+                c.phase = Phase::Closing;
+                c.flush();
             }
         }
     }

@@ -603,6 +603,7 @@ impl ContainerService {
             user: None,
             tty: false,
             open_stdin: false,
+            detached: false,
         };
         let rid = match rt.exec(id, &opts) {
             Ok(r) => r,

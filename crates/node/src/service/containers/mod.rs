@@ -46,6 +46,23 @@ pub struct Life {
     /// Attach streams in progress: `--rm` waits for them before it removes the container
     /// (and its log, which they may still be reading).
     pub attachers: u32,
+    /// Attach streams (with stdout or stderr) waiting for the next start: the start makes
+    /// the shim hold the output until they are connected, so they miss none of it.
+    pub awaiting_start: u32,
+}
+
+/// Counts an attach stream that waits for the container's start, until it is connected to
+/// the shim or gives up (dropped).
+#[derive(Debug)]
+pub struct AwaitStartGuard {
+    tx: watch::Sender<Life>,
+}
+
+impl Drop for AwaitStartGuard {
+    fn drop(&mut self) {
+        self.tx
+            .send_modify(|l| l.awaiting_start = l.awaiting_start.saturating_sub(1));
+    }
 }
 
 /// Counts an attach stream while it lives.
@@ -95,6 +112,50 @@ pub struct ExecEntry {
     pub runtime_id: Option<String>,
     pub running: bool,
     pub exit_code: Option<i64>,
+    /// Why the process could not be started (exit code 126 then, as with Docker).
+    pub start_error: Option<String>,
+}
+
+/// What dockerd 20.10 makes of a process that could not be started (its
+/// `translateContainerdStartErr`): the exit code it records, and whether the failure is
+/// the client's (400: a command that is missing or cannot be executed) rather than the
+/// daemon's (500). `cmd` is the process's executable as configured.
+pub fn start_failure_code(cmd: &str, message: &str) -> (i64, bool) {
+    let m = message.to_lowercase();
+    if m.contains(&cmd.to_lowercase())
+        && (m.contains("executable file not found")
+            || m.contains("no such file or directory")
+            || m.contains("system cannot find the file specified"))
+    {
+        return (127, true);
+    }
+    if m.contains("permission denied") {
+        return (126, true);
+    }
+    if m.contains("not a directory") {
+        return (127, true);
+    }
+    (128, false)
+}
+
+/// The message of a process start the runtime refused, in Docker's words: a failure of the
+/// process itself (`exec: "x": executable file not found in $PATH`, a chdir, a user) after
+/// `prefix` ("OCI runtime create failed", "OCI runtime exec failed"), other errors as they
+/// are.
+pub fn start_failure_message(prefix: &str, e: &berth_runtime::RuntimeError) -> String {
+    use berth_runtime::RuntimeError as R;
+    match e {
+        R::ShimStart { message, .. } => {
+            // libcontainer's chain ends in what the container's init reported.
+            const INIT_SAYS: &str = "error in executing process : ";
+            let detail = match message.rfind(INIT_SAYS) {
+                Some(at) => &message[at + INIT_SAYS.len()..],
+                None => message.as_str(),
+            };
+            format!("{prefix}: unable to start container process: {detail}")
+        }
+        e => e.to_string(),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -320,6 +381,19 @@ impl ContainerService {
     /// Forgets an endpoint removed by `docker network disconnect`.
     pub fn remove_endpoint(&self, id: &str, network_id: &str) {
         self.update(id, |r| r.endpoints.retain(|e| e.network_id != network_id));
+    }
+
+    /// Registers an attach stream that waits for the next start (see
+    /// [`Life::awaiting_start`]); call before the client may send the start.
+    pub fn await_start_guard(&self, id: &str) -> Result<AwaitStartGuard, ServiceError> {
+        let tx = self
+            .table()
+            .lives
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ServiceError::not_found(format!("No such container: {id}")))?;
+        tx.send_modify(|l| l.awaiting_start += 1);
+        Ok(AwaitStartGuard { tx })
     }
 
     /// Registers an attach stream; `--rm` waits until it is dropped.
@@ -718,11 +792,15 @@ impl ContainerService {
                 message: format!("container {id} is already running"),
             });
         }
-        let info = self
-            .inner
-            .runtime
-            .start(&id)
-            .map_err(ServiceError::runtime)?;
+        let attachers = self
+            .table()
+            .lives
+            .get(&id)
+            .map_or(0, |tx| tx.borrow().awaiting_start);
+        let info = match self.inner.runtime.start_attached(&id, attachers) {
+            Ok(info) => info,
+            Err(e) => return Err(self.start_failed(&rec, e)),
+        };
         let rec = self
             .update(&id, |r| {
                 r.state.status = "running".into();
@@ -746,6 +824,36 @@ impl ContainerService {
         self.spawn_monitor(id.clone());
         self.start_health_monitor(&id, true);
         Ok(())
+    }
+
+    /// Records a start that failed as dockerd does: the error and an exit code (127 for a
+    /// missing command, 126 for one that cannot be executed, else 128) on a container that
+    /// stays as it was (`created`); `--rm` removes it. Returns the error for the client.
+    fn start_failed(&self, rec: &ContainerRecord, e: berth_runtime::RuntimeError) -> ServiceError {
+        use berth_runtime::RuntimeError as R;
+        if matches!(
+            e,
+            R::NotFound { .. } | R::InvalidTransition { .. } | R::InvalidId { .. }
+        ) {
+            return ServiceError::runtime(e);
+        }
+        let message = start_failure_message("OCI runtime create failed", &e);
+        let (code, clients_fault) = start_failure_code(&rec.path, &message);
+        self.update(&rec.id, |r| {
+            r.state.exit_code = code;
+            r.state.error = message.clone();
+            r.state.pid = 0;
+        });
+        if rec.spec.auto_remove {
+            if let Err(err) = self.remove_blocking(&rec.id, true, true) {
+                tracing::warn!(container = %rec.id, error = %err, "auto-remove after a failed start");
+            }
+        }
+        if clients_fault {
+            ServiceError::invalid(message)
+        } else {
+            ServiceError::Runtime(Box::new(e))
+        }
     }
 
     fn spawn_monitor(&self, id: String) {
@@ -1091,10 +1199,12 @@ impl ContainerService {
         Ok(())
     }
 
-    /// Removes every stopped container `filter` allows; returns their IDs.
+    /// Removes every stopped container; returns their IDs.
+    /// Removes stopped containers for which `select(labels, created)` holds (`created` is
+    /// the record's RFC 3339 creation time); returns their IDs.
     pub fn prune_blocking(
         &self,
-        filter: &super::prune::PruneFilter,
+        select: &dyn Fn(&BTreeMap<String, String>, &str) -> bool,
     ) -> Result<Vec<String>, ServiceError> {
         let mut removed = Vec::new();
         for rec in self.all() {
@@ -1104,11 +1214,7 @@ impl ContainerService {
             ) {
                 continue;
             }
-            let created = chrono::DateTime::parse_from_rfc3339(&rec.created)
-                .ok()
-                .and_then(|t| t.timestamp_nanos_opt())
-                .unwrap_or(0);
-            if !filter.allows(&rec.labels, created) {
+            if !select(&rec.labels, &rec.created) {
                 continue;
             }
             match self.remove_blocking(&rec.id, false, false) {
@@ -1158,34 +1264,59 @@ impl ContainerService {
             .ok_or_else(|| ServiceError::not_found(format!("No such exec instance: {exec_id}")))
     }
 
-    /// Starts the exec'd process (blocking); returns the runtime's exec id.
-    pub fn exec_start_blocking(&self, exec_id: &str) -> Result<ExecEntry, ServiceError> {
+    /// Starts the exec'd process (blocking). `detach`: nobody attaches to its output.
+    /// A process that cannot be started (missing command, working directory or user) is
+    /// not an error here: the entry comes back with `start_error` set and exit code 126,
+    /// for the attach stream to report as Docker does.
+    pub fn exec_start_blocking(
+        &self,
+        exec_id: &str,
+        detach: bool,
+    ) -> Result<ExecEntry, ServiceError> {
+        use berth_runtime::RuntimeError as R;
         let entry = self.exec_get(exec_id)?;
-        if entry.runtime_id.is_some() {
+        if entry.runtime_id.is_some() || entry.start_error.is_some() {
             return Err(ServiceError::conflict(format!(
                 "exec {exec_id} has already been started"
             )));
         }
-        let rid = self
-            .inner
-            .runtime
-            .exec(&entry.container, &entry.opts)
-            .map_err(ServiceError::runtime)?;
+        let mut opts = entry.opts.clone();
+        opts.detached = detach || !(entry.attach_stdout || entry.attach_stderr);
+        let started = match self.inner.runtime.exec(&entry.container, &opts) {
+            Ok(rid) => Ok(rid),
+            Err(
+                e @ (R::NotFound { .. }
+                | R::InvalidTransition { .. }
+                | R::InvalidId { .. }
+                | R::NoCommand),
+            ) => return Err(ServiceError::runtime(e)),
+            Err(e) => Err(start_failure_message("OCI runtime exec failed", &e)),
+        };
         let mut t = self.table();
         let e = t
             .execs
             .get_mut(exec_id)
             .ok_or_else(|| ServiceError::not_found(format!("No such exec instance: {exec_id}")))?;
-        e.runtime_id = Some(rid);
-        e.running = true;
+        match started {
+            Ok(rid) => {
+                e.runtime_id = Some(rid);
+                e.running = true;
+            }
+            Err(message) => {
+                e.start_error = Some(message);
+                e.exit_code = Some(126);
+            }
+        }
         let e = e.clone();
         drop(t);
-        if let Ok(rec) = self.get(&e.container) {
-            self.event(
-                &format!("exec_start: {}", entry_cmd(&e)),
-                &rec,
-                &[("execID", e.id.clone())],
-            );
+        if e.running {
+            if let Ok(rec) = self.get(&e.container) {
+                self.event(
+                    &format!("exec_start: {}", entry_cmd(&e)),
+                    &rec,
+                    &[("execID", e.id.clone())],
+                );
+            }
         }
         Ok(e)
     }
@@ -1312,5 +1443,43 @@ fn refresh_state(state: &mut ContainerState, info: &berth_runtime::ContainerInfo
                 .finished_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         }
+    }
+}
+
+#[cfg(test)]
+mod start_failure_tests {
+    use super::*;
+
+    #[test]
+    fn start_failures_get_dockers_exit_codes() {
+        let not_found = r#"OCI runtime create failed: unable to start container process: exec: "nosuchcmd": executable file not found in $PATH"#;
+        assert_eq!(start_failure_code("nosuchcmd", not_found), (127, true));
+        let stat = r#"unable to start container process: exec: "/bin/topsy": stat /bin/topsy: no such file or directory"#;
+        assert_eq!(start_failure_code("/bin/topsy", stat), (127, true));
+        let dir = r#"unable to start container process: exec: "/etc": permission denied"#;
+        assert_eq!(start_failure_code("/etc", dir), (126, true));
+        assert_eq!(
+            start_failure_code("sh", "cgroup: out of memory"),
+            (128, false)
+        );
+    }
+
+    #[test]
+    fn shim_messages_lose_libcontainers_chain() {
+        let e = berth_runtime::RuntimeError::ShimStart {
+            id: "c1".into(),
+            message: r#"libcontainer create for c1: failed to create container: exec process failed with error error in executing process : exec: "x": executable file not found in $PATH"#.into(),
+        };
+        assert_eq!(
+            start_failure_message("OCI runtime create failed", &e),
+            r#"OCI runtime create failed: unable to start container process: exec: "x": executable file not found in $PATH"#
+        );
+        let user = berth_runtime::RuntimeError::UnknownUser {
+            user: "nobody2".into(),
+        };
+        assert_eq!(
+            start_failure_message("OCI runtime exec failed", &user),
+            "unable to find user nobody2: no matching entries in passwd file"
+        );
     }
 }
