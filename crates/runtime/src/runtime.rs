@@ -1087,6 +1087,54 @@ impl Runtime {
         self.wait_proc(id, Proc::Exec(exec_id), timeout)
     }
 
+    /// Sends `signal` to an exec'd process (health probes that outlive their timeout).
+    pub fn exec_kill(&self, id: &str, exec_id: &str, signal: i32) -> Result<()> {
+        self.check_exec(id, exec_id)?;
+        self.request(
+            id,
+            Proc::Exec(exec_id),
+            &Request::Kill { signal, all: false },
+            Some(Duration::from_secs(10)),
+        )
+        .map(|_| ())
+    }
+
+    /// Forgets a finished exec: its directory (exit record) and its shim's pid file and
+    /// socket. `Ok(false)` while its shim still runs (nothing removed: try again later);
+    /// `Ok(true)` once removed (or already gone).
+    pub fn exec_remove(&self, id: &str, exec_id: &str) -> Result<bool> {
+        if !valid_id(exec_id) {
+            return Err(RuntimeError::ExecNotFound {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            });
+        }
+        let p = Proc::Exec(exec_id);
+        if self.shim_running(id, p) {
+            return Ok(false);
+        }
+        let mut errors = Vec::new();
+        for f in [self.socket(id, p), self.shim_pid_file(id, p)] {
+            match std::fs::remove_file(&f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    errors.push(RuntimeError::io("remove", &f, e))
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = remove_dir_quiet(&self.dir(id).join("execs").join(exec_id)) {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            Ok(true)
+        } else {
+            Err(RuntimeError::Teardown {
+                id: id.to_string(),
+                errors,
+            })
+        }
+    }
+
     /// Attaches to an exec'd process (see [`Runtime::attach`]).
     pub fn exec_attach(&self, id: &str, exec_id: &str, opts: AttachOptions) -> Result<UnixStream> {
         self.check_exec(id, exec_id)?;

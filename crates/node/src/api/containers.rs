@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::filters::Filters;
 use super::stream::{channel_body, frame, hijack, pump_output, pump_stdin, STDOUT};
 use super::{query_bool, ApiError, AppState, JsonBody};
+use crate::service::containers::list::ListFilter;
 use crate::service::containers::{blocking, ExecEntry, WaitCondition};
 
 pub fn routes() -> Router<AppState> {
@@ -83,49 +84,10 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let all = query_bool(q.all.as_deref())?;
     let f = Filters::parse(q.filters.as_deref())?;
-    f.only(&[
-        "id", "name", "label", "status", "exited", "ancestor", "before", "since", "volume",
-        "network", "is-task", "health", "expose", "publish",
-    ])?;
+    let filter = ListFilter::parse(f.map())?;
+    let limit = q.limit.filter(|l| *l > 0).map(|l| l as usize);
     let svc = st.containers.clone();
-    let mut recs = blocking(move || Ok(svc.all())).await?;
-    let statuses = f.get("status");
-    for s in &statuses {
-        if !matches!(
-            s.as_str(),
-            "created" | "restarting" | "running" | "removing" | "paused" | "exited" | "dead"
-        ) {
-            return Err(ApiError::BadRequest(format!("invalid filter 'status={s}'")));
-        }
-    }
-    let all = all || !statuses.is_empty() || !f.get("exited").is_empty();
-    recs.retain(|r| {
-        (all || matches!(r.state.status.as_str(), "running" | "paused" | "restarting"))
-            && (statuses.is_empty() || statuses.contains(&r.state.status))
-            && f.get("id").iter().all(|i| r.id.starts_with(i.as_str()))
-            && f.get("name")
-                .iter()
-                .all(|n| r.name.contains(n.trim_start_matches('/')))
-            && f.get("label").iter().all(|l| match l.split_once('=') {
-                Some((k, v)) => r.labels.get(k).is_some_and(|x| x == v),
-                None => r.labels.contains_key(l.as_str()),
-            })
-            && f.get("exited").iter().all(|c| {
-                r.state.status == "exited" && c.parse::<i64>().ok() == Some(r.state.exit_code)
-            })
-            && f.get("ancestor").iter().all(|a| {
-                &r.spec.image == a
-                    || r.image_id
-                        .trim_start_matches("sha256:")
-                        .starts_with(a.trim_start_matches("sha256:"))
-            })
-            && f.get("volume")
-                .iter()
-                .all(|v| r.mounts.iter().any(|m| &m.name == v || &m.destination == v))
-    });
-    if let Some(limit) = q.limit.filter(|l| *l > 0) {
-        recs.truncate(limit as usize);
-    }
+    let recs = blocking(move || svc.list(&filter, all, limit)).await?;
     let now = now_secs();
     Ok(Json(Value::Array(
         recs.iter().map(|r| r.summary(now)).collect(),

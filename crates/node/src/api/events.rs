@@ -76,14 +76,13 @@ async fn events(
         "volume",
         "network",
     ])?;
-    let mut objects = f.get("container");
-    objects.extend(f.get("image"));
-    objects.extend(f.get("volume"));
-    objects.extend(f.get("network"));
     let filter = EventFilter {
         kinds: f.get("type"),
         actions: f.get("event"),
-        objects,
+        containers: f.get("container"),
+        images: f.get("image"),
+        volumes: f.get("volume"),
+        networks: f.get("network"),
         labels: f.get("label"),
     };
     let (past, mut rx) = st.events.subscribe(since.or(until.map(|_| 0)));

@@ -46,6 +46,11 @@ impl Filters {
         Ok(Filters(out))
     }
 
+    /// Every key with its values.
+    pub fn map(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.0
+    }
+
     /// Values of `key` (empty if absent).
     pub fn get(&self, key: &str) -> Vec<String> {
         self.0.get(key).cloned().unwrap_or_default()

@@ -319,27 +319,55 @@ async fn list(
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["reference", "dangling", "label", "before", "since"])?;
     let images = st.images.clone();
+    let (before, since) = (f.get("before"), f.get("since"));
     let list = blocking(move || {
-        images
+        let list = images
             .images
             .store
             .list()
-            .map_err(crate::service::images::image_error)
+            .map_err(crate::service::images::image_error)?;
+        // `before`/`since`: the named image's creation time (404 if there is none).
+        let created_of = |refs: &[String]| -> Result<Option<i64>, crate::error::ServiceError> {
+            refs.last()
+                .map(|r| {
+                    images
+                        .inspect(r)
+                        .map(|d| created_nanos(d.created.as_deref()))
+                })
+                .transpose()
+        };
+        let bounds = (created_of(&before)?, created_of(&since)?);
+        // Labels come from each image's config.
+        let labelled = list
+            .into_iter()
+            .map(|i| {
+                let labels = images
+                    .inspect(&i.id.to_string())
+                    .ok()
+                    .and_then(|d| d.config)
+                    .and_then(|c| c.get("Labels").cloned())
+                    .filter(Value::is_object)
+                    .unwrap_or(Value::Null);
+                (i, labels)
+            })
+            .collect::<Vec<_>>();
+        Ok((labelled, bounds))
     })
     .await?;
+    let (list, (before, since)) = list;
     let dangling = f.bool("dangling")?;
     let refs = f.get("reference");
+    let labels = f.get("label");
     let out: Vec<Value> = list
         .into_iter()
-        .filter(|i| dangling.is_none_or(|d| d == i.repo_tags.is_empty()))
-        .filter_map(|mut i| {
+        .filter(|(i, _)| dangling.is_none_or(|d| d == i.repo_tags.is_empty()))
+        .filter_map(|(mut i, l)| {
             if refs.is_empty() {
-                return Some(i);
+                return Some((i, l));
             }
             // As dockerd: an image matches when one of its tags does, and only the
-            // matching tags are listed.
-            // The same for the digests (`repo@sha256:...`), which the CLI would otherwise
-            // show as `repo:<none>`.
+            // matching tags are listed; the same for the digests (`repo@sha256:...`),
+            // which the CLI would otherwise show as `repo:<none>`.
             let matches = |name: &str, repo: &str| {
                 refs.iter()
                     .any(|r| name == r || repo == r || glob_match(r, name))
@@ -347,23 +375,24 @@ async fn list(
             i.repo_tags.retain(|t| matches(t, repository_of(t)));
             i.repo_digests
                 .retain(|d| matches(d, d.split_once('@').map_or(d.as_str(), |(repo, _)| repo)));
-            (!i.repo_tags.is_empty() || !i.repo_digests.is_empty()).then_some(i)
+            (!i.repo_tags.is_empty() || !i.repo_digests.is_empty()).then_some((i, l))
         })
-        .map(|i| {
-            let created = i
-                .created
-                .as_deref()
-                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-                .map_or(0, |t| t.timestamp());
+        .filter(|(i, l)| {
+            let created = created_nanos(i.created.as_deref());
+            before.is_none_or(|b| created < b)
+                && since.is_none_or(|s| created > s)
+                && labels_match(&labels, l)
+        })
+        .map(|(i, labels)| {
             json!({
                 "Id": i.id.to_string(),
                 "ParentId": "",
                 "RepoTags": i.repo_tags,
                 "RepoDigests": i.repo_digests,
-                "Created": created,
+                "Created": created_secs(i.created.as_deref()),
                 "Size": i.size,
                 "SharedSize": -1,
-                "Labels": {},
+                "Labels": labels,
                 "Containers": -1,
             })
         })
@@ -379,6 +408,35 @@ fn repository_of(tagged: &str) -> &str {
         Some(i) => &tagged[..slash + i],
         None => tagged,
     }
+}
+
+/// Unix seconds of an RFC 3339 creation time (0 when absent or malformed).
+fn created_secs(created: Option<&str>) -> i64 {
+    created
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map_or(0, |t| t.timestamp())
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 creation time, for ordering images.
+fn created_nanos(created: Option<&str>) -> i64 {
+    created
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(0)
+}
+
+/// dockerd's `MatchKVList`: every `key` or `key=value` must match `labels` (an object).
+fn labels_match(wanted: &[String], labels: &Value) -> bool {
+    wanted.iter().all(|w| {
+        let (k, v) = w
+            .split_once('=')
+            .map_or((w.as_str(), None), |(k, v)| (k, Some(v)));
+        match (labels.get(k).and_then(Value::as_str), v) {
+            (Some(have), Some(want)) => have == want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    })
 }
 
 /// `*` wildcards as in `docker images --filter reference=busy*`.

@@ -19,6 +19,7 @@ use crate::service::networks::{
     default_bridge_options, parse_gateway, parse_subnet, NetworkMeta, HOST_NETWORK_ID,
     NONE_NETWORK_ID,
 };
+use crate::service::pattern::any_matches;
 use crate::service::volumes::random_hex64;
 
 pub fn routes() -> Router<AppState> {
@@ -147,8 +148,8 @@ async fn list(
             let driver = n["Driver"].as_str().unwrap_or("");
             let builtin = matches!(name, "bridge" | "host" | "none");
             let used = n["Containers"].as_object().is_some_and(|c| !c.is_empty());
-            (names.is_empty() || names.iter().any(|x| name.contains(x.as_str())))
-                && (ids.is_empty() || ids.iter().any(|x| id.starts_with(x.as_str())))
+            any_matches(&names, name)
+                && any_matches(&ids, id)
                 && (drivers.is_empty() || drivers.iter().any(|x| x == driver))
                 && labels.iter().all(|l| label_matches(&n["Labels"], l))
                 && (types.is_empty() || types.iter().any(|t| (t == "builtin") == builtin))

@@ -41,15 +41,37 @@ impl Event {
     }
 }
 
-/// Which events a subscriber wants; empty lists match everything.
+/// Which events a subscriber wants, as dockerd's events filter decides: each key's values
+/// are OR'ed, keys AND'ed; empty lists match everything.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
     pub kinds: Vec<String>,
+    /// Exact actions; `health_status`, `exec_create` or `exec_start` among them make every
+    /// value match as a prefix too (dockerd's rule for actions with a `: detail`).
     pub actions: Vec<String>,
-    /// Matches the actor ID (or its prefix) or its `name` / `image` attribute.
-    pub objects: Vec<String>,
-    /// `key` or `key=value` over attributes.
+    /// Match the actor ID or its `name` attribute, exactly or as a prefix.
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub networks: Vec<String>,
+    /// Match the actor ID or the image name (the `image` attribute; an image event's
+    /// `name`), exactly or without its tag.
+    pub images: Vec<String>,
+    /// `key` or `key=value` over attributes; all must match.
     pub labels: Vec<String>,
+}
+
+/// A reference without its tag or digest: `127.0.0.1:5000/busybox:latest` ->
+/// `127.0.0.1:5000/busybox` (dockerd's `stripTag`, familiar form).
+fn strip_tag(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    let image = match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    };
+    image
+        .strip_prefix("docker.io/library/")
+        .or_else(|| image.strip_prefix("docker.io/"))
+        .unwrap_or(image)
 }
 
 impl EventFilter {
@@ -57,14 +79,30 @@ impl EventFilter {
         let any = |list: &[String], f: &dyn Fn(&str) -> bool| {
             list.is_empty() || list.iter().any(|x| f(x))
         };
+        let name = e.attributes.get("name").map_or("", String::as_str);
+        let fuzzy = |v: &str| {
+            e.actor_id == v || e.actor_id.starts_with(v) || name == v || name.starts_with(v)
+        };
+        let prefix_actions = self
+            .actions
+            .iter()
+            .any(|a| matches!(a.as_str(), "health_status" | "exec_create" | "exec_start"));
+        let image_name = if e.kind == "image" {
+            name
+        } else {
+            e.attributes.get("image").map_or("", String::as_str)
+        };
         any(&self.kinds, &|k| k == e.kind)
             && any(&self.actions, &|a| {
-                a == e.action || e.action.split(':').next() == Some(a)
+                a == e.action || (prefix_actions && e.action.starts_with(a))
             })
-            && any(&self.objects, &|o| {
-                e.actor_id.starts_with(o)
-                    || e.attributes.get("name").is_some_and(|n| n == o)
-                    || e.attributes.get("image").is_some_and(|n| n == o)
+            && any(&self.containers, &fuzzy)
+            && any(&self.volumes, &fuzzy)
+            && any(&self.networks, &fuzzy)
+            && any(&self.images, &|i| {
+                [e.actor_id.as_str(), image_name]
+                    .iter()
+                    .any(|s| *s == i || strip_tag(s) == i)
             })
             && self.labels.iter().all(|l| match l.split_once('=') {
                 Some((k, v)) => e.attributes.get(k).is_some_and(|x| x == v),
@@ -146,17 +184,20 @@ mod tests {
 
     #[test]
     fn filters_select_by_type_action_object_and_label() {
-        let e = ev("container", "exec_start: sh", "abcdef", 1);
+        let mut e = ev("container", "exec_start: sh", "abcdef", 1);
+        e.attributes
+            .insert("image".into(), "127.0.0.1:5000/busybox:latest".into());
         assert!(EventFilter::default().matches(&e));
         let f = EventFilter {
             kinds: vec!["container".into()],
             actions: vec!["exec_start".into()],
-            objects: vec!["abc".into()],
+            containers: vec!["abc".into()],
             labels: vec!["name=n-abcdef".into()],
+            ..Default::default()
         };
         assert!(f.matches(&e));
         let by_name = EventFilter {
-            objects: vec!["n-abcdef".into()],
+            containers: vec!["n-abc".into()],
             ..Default::default()
         };
         assert!(by_name.matches(&e));
@@ -165,5 +206,32 @@ mod tests {
             ..Default::default()
         };
         assert!(!other.matches(&e));
+        // Keys are AND'ed: a container filter and an image filter both apply.
+        let both = |image: &str| EventFilter {
+            containers: vec!["abc".into()],
+            images: vec![image.into()],
+            ..Default::default()
+        };
+        assert!(both("127.0.0.1:5000/busybox").matches(&e));
+        assert!(both("127.0.0.1:5000/busybox:latest").matches(&e));
+        assert!(!both("web").matches(&e));
+        // Exact actions unless one of dockerd's prefix actions is asked for.
+        let exact = EventFilter {
+            actions: vec!["exec".into()],
+            ..Default::default()
+        };
+        assert!(!exact.matches(&e));
+        let die = ev("container", "health_status: healthy", "abcdef", 1);
+        let health = EventFilter {
+            actions: vec!["health_status".into()],
+            ..Default::default()
+        };
+        assert!(health.matches(&die));
+        let volume = EventFilter {
+            volumes: vec!["data".into()],
+            ..Default::default()
+        };
+        assert!(!volume.matches(&e));
+        assert!(volume.matches(&ev("volume", "create", "data", 1)));
     }
 }

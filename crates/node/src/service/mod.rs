@@ -9,4 +9,5 @@ pub mod containers;
 pub mod events;
 pub mod images;
 pub mod networks;
+pub mod pattern;
 pub mod volumes;

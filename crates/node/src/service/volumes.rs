@@ -43,6 +43,7 @@ pub struct CreateVolume {
 /// Which volumes `list` and `prune` select.
 #[derive(Debug, Clone, Default)]
 pub struct VolumeFilter {
+    /// Name patterns, any of which matches (see [`super::pattern::Pattern`]).
     pub names: Vec<String>,
     /// `key` or `key=value`.
     pub labels: Vec<String>,
@@ -207,7 +208,7 @@ impl VolumeService {
         let st = self.lock();
         st.volumes
             .values()
-            .filter(|v| f.names.is_empty() || f.names.iter().any(|n| v.name.contains(n.as_str())))
+            .filter(|v| super::pattern::any_matches(&f.names, &v.name))
             .filter(|v| f.labels.iter().all(|l| label_matches(&v.labels, l)))
             .filter(|v| !f.not_labels.iter().any(|l| label_matches(&v.labels, l)))
             .filter(|v| f.drivers.is_empty() || f.drivers.contains(&v.driver))

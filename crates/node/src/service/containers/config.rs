@@ -243,6 +243,9 @@ pub struct ContainerSpec {
     /// `--device`: host devices asked for; `run.devices` holds the nodes once created.
     #[serde(default)]
     pub devices: Vec<DeviceRequest>,
+    /// `Config.Healthcheck` as asked for (merged with the image's at create).
+    #[serde(default)]
+    pub healthcheck: Option<super::health::Healthcheck>,
 }
 
 /// One `--device HOST[:CONTAINER[:PERMS]]`.
@@ -715,6 +718,11 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         ServiceError::invalid("config cannot be empty in order to create a container")
     })?;
     let hc = body.host_config.unwrap_or_default();
+    let healthcheck = body
+        .healthcheck
+        .as_ref()
+        .map(super::health::Healthcheck::from_api)
+        .transpose()?;
 
     let retry_count = hc
         .restart_policy
@@ -1212,6 +1220,7 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         name_resolution,
         init: hc.init.unwrap_or(false),
         devices,
+        healthcheck,
     })
 }
 
@@ -1406,6 +1415,8 @@ mod tests {
             endpoints: Vec::new(),
             log_path: String::new(),
             state: Default::default(),
+            healthcheck: spec.healthcheck.clone(),
+            shell: Vec::new(),
             spec,
         }
     }

@@ -11,6 +11,8 @@
 //! ```
 
 pub mod config;
+pub mod health;
+pub mod list;
 pub mod names;
 pub mod record;
 
@@ -166,6 +168,8 @@ struct Table {
     records: BTreeMap<String, ContainerRecord>,
     lives: HashMap<String, watch::Sender<Life>>,
     execs: HashMap<String, ExecEntry>,
+    /// Running health monitors by container ID.
+    health_monitors: HashMap<String, health::MonitorHandle>,
 }
 
 #[derive(Debug)]
@@ -295,7 +299,10 @@ impl ContainerService {
                         r.state.pid = info.pid.unwrap_or(0) as u32;
                     });
                     self.set_life(&id, |l| l.running = true);
-                    self.spawn_monitor(id);
+                    self.spawn_monitor(id.clone());
+                    if info.status == Status::Running {
+                        self.start_health_monitor(&id, true);
+                    }
                 }
                 Status::Exited => {
                     let (policy, stopped, old_status) = {
@@ -783,6 +790,24 @@ impl ContainerService {
             .and_then(|l| serde_json::from_value(l.clone()).ok())
             .unwrap_or_default();
         labels.extend(spec.labels.clone());
+        let healthcheck = health::Healthcheck::merged(
+            spec.healthcheck.clone(),
+            health::Healthcheck::from_image_config(details.config.as_ref()),
+        );
+        // `Config.Shell` for CMD-SHELL probes: the container's own, else the image's.
+        let shell: Vec<String> = spec
+            .request
+            .shell
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| {
+                details
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.get("Shell"))
+                    .and_then(|s| serde_json::from_value(s.clone()).ok())
+            })
+            .unwrap_or_default();
         let req = CreateRequest {
             id: id.to_string(),
             layers,
@@ -831,6 +856,8 @@ impl ContainerService {
                 ..Default::default()
             },
             spec,
+            healthcheck,
+            shell,
         };
         if let Err(e) = self.inner.store.put(CONTAINERS, id, &rec) {
             let _ = self.inner.runtime.delete(id, true);
@@ -905,7 +932,8 @@ impl ContainerService {
             }
         }
         self.event("start", &rec, &[]);
-        self.spawn_monitor(id);
+        self.spawn_monitor(id.clone());
+        self.start_health_monitor(&id, true);
         Ok(())
     }
 
@@ -1017,6 +1045,7 @@ impl ContainerService {
                     if let Some(rec) = rec {
                         self.event("start", &rec, &[]);
                     }
+                    self.start_health_monitor(&id, true);
                 }
                 Err(e) => {
                     self.update(&id, |r| {
@@ -1036,6 +1065,7 @@ impl ContainerService {
         oom: bool,
         finished: chrono::DateTime<chrono::Utc>,
     ) -> Option<ContainerRecord> {
+        self.stop_health_monitor(id);
         let rec = self.update(id, |r| {
             r.state.status = "exited".into();
             r.state.pid = 0;
@@ -1071,10 +1101,12 @@ impl ContainerService {
             });
         }
         self.update(&rec.id, |r| r.state.stopped_by_user = true);
-        self.inner
-            .runtime
-            .stop(&rec.id, timeout)
-            .map_err(ServiceError::runtime)?;
+        self.stop_health_monitor(&rec.id);
+        if let Err(e) = self.inner.runtime.stop(&rec.id, timeout) {
+            // Still running: keep probing it.
+            self.start_health_monitor(&rec.id, false);
+            return Err(ServiceError::runtime(e));
+        }
         self.event("stop", &rec, &[]);
         self.wait_exit_recorded(&rec.id);
         Ok(())
@@ -1154,6 +1186,12 @@ impl ContainerService {
         self.update(&rec.id, |r| {
             r.state.status = if pause { "paused" } else { "running" }.into()
         });
+        // dockerd probes only running, unpaused containers.
+        if pause {
+            self.stop_health_monitor(&rec.id);
+        } else {
+            self.start_health_monitor(&rec.id, false);
+        }
         self.event(if pause { "pause" } else { "unpause" }, &rec, &[]);
         Ok(())
     }
@@ -1243,6 +1281,7 @@ impl ContainerService {
             t.records.remove(&id);
             t.names.remove(&id);
             t.execs.retain(|_, e| e.container != id);
+            t.health_monitors.remove(&id);
             t.lives.remove(&id)
         };
         if let Some(tx) = life {
@@ -1329,7 +1368,11 @@ impl ContainerService {
                 ..entry
             },
         );
-        self.event("exec_create", &rec, &[]);
+        self.event(
+            &format!("exec_create: {}", entry_cmd(&self.table().execs[&id])),
+            &rec,
+            &[("execID", id.clone())],
+        );
         Ok(id)
     }
 
@@ -1389,7 +1432,18 @@ impl ContainerService {
                 e.exit_code = Some(126);
             }
         }
-        Ok(e.clone())
+        let e = e.clone();
+        drop(t);
+        if e.running {
+            if let Ok(rec) = self.get(&e.container) {
+                self.event(
+                    &format!("exec_start: {}", entry_cmd(&e)),
+                    &rec,
+                    &[("execID", e.id.clone())],
+                );
+            }
+        }
+        Ok(e)
     }
 
     /// Waits for an exec'd process and records its exit code (blocking).
@@ -1414,10 +1468,23 @@ impl ContainerService {
             e.exit_code = Some(code);
         }
         if let Ok(rec) = self.get(&entry.container) {
-            self.event("exec_die", &rec, &[("exitCode", code.to_string())]);
+            self.event(
+                "exec_die",
+                &rec,
+                &[
+                    ("execID", exec_id.to_string()),
+                    ("exitCode", code.to_string()),
+                ],
+            );
         }
         Ok(code)
     }
+}
+
+/// An exec's command line as dockerd's `exec_create: ...` and `exec_start: ...` events
+/// show it.
+fn entry_cmd(e: &ExecEntry) -> String {
+    e.opts.cmd.join(" ")
 }
 
 /// The `-p` and `-P` requests of a container for the network driver.

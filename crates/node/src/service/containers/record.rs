@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::config::{ContainerSpec, NetworkChoice, PortProto};
+use super::health::{Health, Healthcheck};
 
 /// Observed state, as `docker inspect` shows it. Written by the daemon from what the runtime
 /// reports; never by a client.
@@ -24,6 +25,9 @@ pub struct ContainerState {
     pub restart_count: u32,
     /// The last stop was asked for (stop/kill/docker rm -f), so restart policies hold off.
     pub stopped_by_user: bool,
+    /// `State.Health`: present once a container with an enabled healthcheck has started.
+    #[serde(default)]
+    pub health: Option<Health>,
 }
 
 /// A mount as resolved at create time.
@@ -84,6 +88,13 @@ pub struct ContainerRecord {
     pub endpoints: Vec<Endpoint>,
     pub log_path: String,
     pub state: ContainerState,
+    /// The effective healthcheck: the request's merged with the image's (`None`: neither
+    /// has one).
+    #[serde(default)]
+    pub healthcheck: Option<Healthcheck>,
+    /// The image's `Shell` (for `CMD-SHELL` probes; empty: `/bin/sh -c`).
+    #[serde(default)]
+    pub shell: Vec<String>,
 }
 
 /// Docker's `units.HumanDuration`.
@@ -127,7 +138,10 @@ impl ContainerRecord {
         let st = &self.state;
         let since = |t: &str| human_duration(now_secs - unix_secs(t).unwrap_or(now_secs));
         match st.status.as_str() {
-            "running" => format!("Up {}", since(&st.started_at)),
+            "running" => match &st.health {
+                Some(h) => format!("Up {} ({})", since(&st.started_at), h.ps_text()),
+                None => format!("Up {}", since(&st.started_at)),
+            },
             "paused" => format!("Up {} (Paused)", since(&st.started_at)),
             "restarting" => format!(
                 "Restarting ({}) {} ago",
@@ -383,6 +397,13 @@ impl ContainerRecord {
                     }
                 }
             }
+        }
+        // Both are omitted when absent, as Go's `omitempty` does.
+        if let Some(h) = &st.health {
+            v["State"]["Health"] = h.to_json();
+        }
+        if let Some(h) = &self.healthcheck {
+            v["Config"]["Healthcheck"] = h.to_json();
         }
         v
     }
