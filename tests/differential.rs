@@ -212,7 +212,7 @@ const CASES: &[Case] = &[
     Case {
         name: "env_unset_in_client_is_absent",
         steps: &[&["run", "--rm", "--network", "none", "-e", "FOO", "{busybox}", "sh", "-c", "echo ${FOO-absent}"]],
-        expect_divergence: Some("`-e FOO` with FOO unset in the client's environment sets FOO to \"\" in the container (dockerd: FOO absent)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -223,13 +223,13 @@ const CASES: &[Case] = &[
     Case {
         name: "workdir_created",
         steps: &[&["run", "--rm", "--network", "none", "-w", "/does/not/exist", "{busybox}", "sh", "-c", "pwd; stat -c '%U %a' ."]],
-        expect_divergence: Some("`-w /does/not/exist` fails to start (dockerd creates it, owned by root, 0755)"),
+        expect_divergence: None,
         ..C
     },
     Case {
         name: "tmpfs_on_read_only",
         steps: &[&["run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", "{busybox}", "sh", "-c", "touch /tmp/x && echo ok"]],
-        expect_divergence: Some("create drops fields: --tmpfs (`R --read-only --tmpfs /tmp busybox touch /tmp/x` fails)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -240,19 +240,19 @@ const CASES: &[Case] = &[
     Case {
         name: "add_host",
         steps: &[&["run", "--rm", "--network", "none", "--add-host", "foo:1.2.3.4", "{busybox}", "grep", "foo", "/etc/hosts"]],
-        expect_divergence: Some("create drops fields: --add-host foo:1.2.3.4 (not written)"),
+        expect_divergence: None,
         ..C
     },
     Case {
         name: "dns",
         steps: &[&["run", "--rm", "--network", "none", "--dns", "9.9.9.9", "{busybox}", "grep", "nameserver", "/etc/resolv.conf"]],
-        expect_divergence: Some("create drops fields: --dns 9.9.9.9 (with --network none there is no /etc/resolv.conf at all)"),
+        expect_divergence: None,
         ..C
     },
     Case {
         name: "init_is_not_the_command",
         steps: &[&["run", "--rm", "--network", "none", "--init", "{busybox}", "sh", "-c", "test $$ -ne 1 && echo not-pid-1"]],
-        expect_divergence: Some("create drops fields: --init (PID 1 is the command; dockerd runs an init as PID 1)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -265,7 +265,7 @@ const CASES: &[Case] = &[
             &["stop", "-t", "2", "c1"],
             &["inspect", "--format", "{{.State.ExitCode}} {{.HostConfig.Init}}", "c1"],
         ],
-        expect_divergence: Some("create drops fields: --init (`docker stop` then takes under a second with exit 143)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -283,7 +283,7 @@ const CASES: &[Case] = &[
             &["create", "--name", "c1", "--init", "--tmpfs", "/run:size=1m", "--add-host", "foo:1.2.3.4", "--dns", "9.9.9.9", "{busybox}"],
             &["inspect", "--format", "{{.HostConfig.Init}} {{json .HostConfig.Tmpfs}} {{json .HostConfig.ExtraHosts}} {{json .HostConfig.Dns}}", "c1"],
         ],
-        expect_divergence: Some("create drops fields: `docker inspect` shows these fields null or absent after create"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -300,7 +300,7 @@ const CASES: &[Case] = &[
             &["create", "--name", "c1", "-p", "127.0.0.1:8080:80/tcp", "--ulimit", "nofile=1024:2048", "--shm-size", "8m", "{busybox}"],
             &["inspect", "--format", "{{json .HostConfig.PortBindings}} {{json .HostConfig.Ulimits}} {{.HostConfig.ShmSize}} {{json .Config.ExposedPorts}}", "c1"],
         ],
-        expect_divergence: Some("create drops fields: --ulimit and --shm-size (inspect shows Ulimits null, ShmSize 0)"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -351,7 +351,7 @@ const CASES: &[Case] = &[
             &["create", "--name", "c1", "--log-opt", "max-size=10k", "--log-opt", "max-file=2", "{busybox}"],
             &["inspect", "--format", "{{json .HostConfig.LogConfig}}", "c1"],
         ],
-        expect_divergence: Some("log options are ignored: inspect shows LogConfig.Config {}"),
+        expect_divergence: None,
         ..C
     },
     Case {
@@ -360,13 +360,13 @@ const CASES: &[Case] = &[
             &["run", "--network", "none", "--log-driver", "none", "--name", "c1", "{busybox}", "echo", "hi"],
             &["logs", "c1"],
         ],
-        expect_divergence: Some("`--log-driver none` still keeps logs"),
+        expect_divergence: None,
         ..C
     },
     Case {
         name: "log_driver_unknown",
         steps: &[&["create", "--log-driver", "nosuchdriver", "{busybox}"]],
-        expect_divergence: Some("an unknown log driver is accepted"),
+        expect_divergence: None,
         // dockerd looks for a logging plugin of that name for about 15 s before it fails.
         timeout: Duration::from_secs(60),
         ..C
