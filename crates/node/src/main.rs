@@ -128,8 +128,10 @@ async fn run(cfg: config::Config) -> Result<()> {
         networks.clone(),
         events.clone(),
         store.clone(),
-        cfg.init_binary(),
-        log_default,
+        service::containers::ContainerDefaults {
+            init_path: cfg.init_binary(),
+            log: log_default,
+        },
     )?;
     {
         let c = containers.clone();

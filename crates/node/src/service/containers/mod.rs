@@ -233,6 +233,17 @@ pub fn parse_signal(s: &str) -> Result<i32, ServiceError> {
         .ok_or_else(|| ServiceError::invalid(format!("Invalid signal: {s}")))
 }
 
+/// Daemon-wide defaults the container service applies at create (berthd's flags and
+/// daemon.json).
+#[derive(Debug, Clone, Default)]
+pub struct ContainerDefaults {
+    /// The init binary `--init` runs as PID 1 (`--init-path`); `None`: `--init` is refused.
+    pub init_path: Option<PathBuf>,
+    /// The logging configuration of containers that name no driver (`--log-driver`,
+    /// `--log-opt`).
+    pub log: LogConfig,
+}
+
 impl ContainerService {
     /// Loads container records and starts watching every container that still runs.
     pub fn open(
@@ -242,9 +253,12 @@ impl ContainerService {
         networks: NetworkService,
         events: EventBus,
         store: Store,
-        init_path: Option<PathBuf>,
-        log_default: LogConfig,
+        defaults: ContainerDefaults,
     ) -> Result<Self, ServiceError> {
+        let ContainerDefaults {
+            init_path,
+            log: log_default,
+        } = defaults;
         let mut table = Table::default();
         for (id, rec) in store.list::<ContainerRecord>(CONTAINERS)? {
             table.names.insert(&id, &rec.name)?;
