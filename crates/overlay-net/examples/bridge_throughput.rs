@@ -131,6 +131,7 @@ fn main() -> Result<()> {
                             netns,
                             address: None,
                             ports: vec![],
+                            dns_servers: vec![],
                         })
                         .await?;
                     ips.push(ep.address.to_string());

@@ -115,6 +115,7 @@ fn main() -> Result<()> {
                         } else {
                             vec![]
                         },
+                        dns_servers: vec![],
                     };
                     let t = Instant::now();
                     let ep = d.connect(req).await?;

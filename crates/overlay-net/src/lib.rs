@@ -71,7 +71,7 @@
 //!     endpoint_id: "1".repeat(64), container_id: "c".repeat(64),
 //!     container_name: "web".into(), aliases: vec![], network: "bridge".into(),
 //!     netns: "/run/berth/netns/cccc".into(), address: None,
-//!     ports: vec![PortRequest::parse("18080:8080")?],
+//!     ports: vec![PortRequest::parse("18080:8080")?], dns_servers: vec![],
 //! }).await?;
 //! let _saved = driver.state().to_json();            // persist after every change
 //! driver.disconnect(&ep.id).await?;

@@ -38,6 +38,7 @@ fn endpoint(id: char, network: &str, ns: &TestNetns, ports: &[&str]) -> Endpoint
             .iter()
             .map(|p| PortRequest::parse(p).unwrap())
             .collect(),
+        dns_servers: vec![],
     }
 }
 
@@ -623,5 +624,6 @@ fn endpoint_at(id: char, network: &str, netns: &std::path::Path) -> EndpointRequ
         netns: netns.to_path_buf(),
         address: None,
         ports: vec![],
+        dns_servers: vec![],
     }
 }

@@ -450,7 +450,13 @@ async fn connect(
         .unwrap_or_default();
     let (net, ep) = st
         .networks
-        .connect(&rec.id, &rec.name, &id, aliases)
+        .connect(
+            &rec.id,
+            &rec.name,
+            &id,
+            aliases,
+            rec.spec.name_resolution.dns.clone(),
+        )
         .await?;
     st.containers.add_endpoint(&rec.id, &net, &ep);
     st.events.publish(Event::now(

@@ -417,6 +417,7 @@ impl NetworkService {
             &netns,
             aliases,
             ports,
+            names.resolv.nameservers.clone(),
         ));
         let (net, ep) = match result {
             Ok(x) => x,
@@ -449,6 +450,7 @@ impl NetworkService {
         netns: &Path,
         aliases: Vec<String>,
         ports: Vec<PortRequest>,
+        dns_servers: Vec<IpAddr>,
     ) -> Result<(Network, Endpoint), ServiceError> {
         let mut d = self.inner.driver.lock().await;
         let net = d.state().find_network(network).map_err(net_error)?.clone();
@@ -462,6 +464,7 @@ impl NetworkService {
                 netns: netns.to_path_buf(),
                 address: None,
                 ports,
+                dns_servers,
             })
             .await
             .map_err(net_error);
@@ -470,12 +473,14 @@ impl NetworkService {
     }
 
     /// Joins a container that already has its namespace to another network.
+    /// `dns_servers`: the container's `--dns` servers (its embedded-DNS upstreams there).
     pub async fn connect(
         &self,
         container_id: &str,
         container_name: &str,
         network: &str,
         aliases: Vec<String>,
+        dns_servers: Vec<IpAddr>,
     ) -> Result<(Network, Endpoint), ServiceError> {
         let netns = self.netns_path(container_id);
         if !netns.exists() {
@@ -490,6 +495,7 @@ impl NetworkService {
             &netns,
             aliases,
             Vec::new(),
+            dns_servers,
         )
         .await
     }

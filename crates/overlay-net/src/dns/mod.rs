@@ -42,11 +42,15 @@ const TYPE_A: u16 = 1;
 const CLASS_IN: u16 = 1;
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Names one network answers: lower-case name (no trailing dot) to addresses.
+/// Names one network answers: lower-case name (no trailing dot) to addresses; and, for
+/// containers started with `--dns`, where their other queries go.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DnsRecords {
     /// Name to addresses.
     pub names: BTreeMap<String, Vec<Ipv4Addr>>,
+    /// Container address to its own upstream resolvers (`--dns`, port 53), used instead
+    /// of the server's (the host's) for queries from that address.
+    pub upstreams: BTreeMap<Ipv4Addr, Vec<SocketAddr>>,
 }
 
 impl DnsRecords {
@@ -58,6 +62,14 @@ impl DnsRecords {
         let ips = self.names.entry(key).or_default();
         if !ips.contains(&ip) {
             ips.push(ip);
+        }
+    }
+
+    /// The upstream resolvers of the container at `client`, if it has its own.
+    pub fn upstreams_for(&self, client: std::net::IpAddr) -> Option<&[SocketAddr]> {
+        match client {
+            std::net::IpAddr::V4(ip) => self.upstreams.get(&ip).map(Vec::as_slice),
+            std::net::IpAddr::V6(_) => None,
         }
     }
 
@@ -87,8 +99,31 @@ pub fn records_for(state: &NetState, network_id: &str) -> DnsRecords {
             &ep.container_id[..ep.container_id.len().min(12)],
             ep.address,
         );
+        if !ep.dns_servers.is_empty() {
+            r.upstreams.insert(
+                ep.address,
+                ep.dns_servers
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, 53))
+                    .collect(),
+            );
+        }
     }
     r
+}
+
+/// The resolvers a forwarded query from `client` goes to: the container's own (`--dns`)
+/// when it has some, else the server's.
+fn upstreams_of(
+    records: &RwLock<DnsRecords>,
+    client: std::net::IpAddr,
+    default: &Arc<Vec<SocketAddr>>,
+) -> Arc<Vec<SocketAddr>> {
+    let records = records.read().unwrap_or_else(|e| e.into_inner());
+    match records.upstreams_for(client) {
+        Some(own) => Arc::new(own.to_vec()),
+        None => default.clone(),
+    }
 }
 
 /// What to do with a query.
@@ -282,11 +317,17 @@ async fn serve_tcp_client(
     records: Arc<RwLock<DnsRecords>>,
     upstreams: Arc<Vec<SocketAddr>>,
 ) {
+    let client = stream.peer_addr().ok().map(|a| a.ip());
     while let Some(query) = read_framed(&mut stream).await {
         let decision = answer(&query, &records.read().unwrap_or_else(|e| e.into_inner()));
         let reply = match decision {
             DnsDecision::Reply(reply) => reply,
-            DnsDecision::Forward => match forward_tcp(&query, &upstreams).await {
+            DnsDecision::Forward => match forward_tcp(
+                &query,
+                &client.map_or(upstreams.clone(), |c| upstreams_of(&records, c, &upstreams)),
+            )
+            .await
+            {
                 Some(reply) => reply,
                 None => return,
             },
@@ -337,7 +378,7 @@ async fn serve(
             }
             DnsDecision::Forward => {
                 let socket = socket.clone();
-                let upstreams = upstreams.clone();
+                let upstreams = upstreams_of(&records, client.ip(), &upstreams);
                 tokio::spawn(async move {
                     if let Some(reply) = forward(&query, &upstreams).await {
                         let _ = socket.send_to(&reply, client).await;
@@ -520,6 +561,11 @@ mod tests {
             host_veth: "v".into(),
             address: ip.into(),
             ports: vec![],
+            dns_servers: if name == "web" {
+                vec!["192.0.2.53".parse().unwrap()]
+            } else {
+                vec![]
+            },
         };
         s.endpoints
             .insert("e1".into(), ep("e1", "n1", "web", [10, 1, 0, 2]));
@@ -537,6 +583,12 @@ mod tests {
         );
         assert_eq!(r.lookup("web.n1"), Some(&[Ipv4Addr::new(10, 1, 0, 2)][..]));
         assert_eq!(r.lookup("db"), None, "names of other networks leak");
+        assert_eq!(
+            r.upstreams_for(Ipv4Addr::new(10, 1, 0, 2).into()),
+            Some(&["192.0.2.53:53".parse().unwrap()][..]),
+            "web's --dns servers"
+        );
+        assert_eq!(r.upstreams_for(Ipv4Addr::new(10, 1, 0, 3).into()), None);
     }
 
     #[tokio::test]
@@ -584,6 +636,61 @@ mod tests {
             .unwrap();
         assert_eq!(&buf[0..2], &8u16.to_be_bytes());
         assert_eq!(buf[n - 1], 0x42, "not the upstream's reply");
+    }
+
+    /// A fake UDP upstream on loopback answering every query with a marker byte appended.
+    async fn marking_upstream(marker: u8) -> SocketAddr {
+        let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = upstream.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = upstream.recv_from(&mut buf).await {
+                let mut reply = buf[..n].to_vec();
+                reply[2] |= 0x80;
+                reply.push(marker);
+                let _ = upstream.send_to(&reply, from).await;
+            }
+        });
+        addr
+    }
+
+    /// Sends a query for a non-local name to `server` from 127.0.0.1; the reply's last byte.
+    async fn ask(server: SocketAddr, id: u16) -> u8 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client
+            .send_to(&query(id, "example.org", TYPE_A), server)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(3), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        buf[n - 1]
+    }
+
+    #[tokio::test]
+    async fn a_container_with_its_own_dns_servers_is_forwarded_to_them() {
+        let host = marking_upstream(0x41).await;
+        let own = marking_upstream(0x42).await;
+        let server = DnsServer::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), vec![host])
+            .await
+            .unwrap();
+        server.set_records(records());
+        assert_eq!(
+            ask(server.local_addr(), 11).await,
+            0x41,
+            "no --dns: the host's resolvers"
+        );
+        // The client (127.0.0.1 here) is a container started with --dns.
+        let mut r = records();
+        r.upstreams.insert(Ipv4Addr::LOCALHOST, vec![own]);
+        server.set_records(r);
+        assert_eq!(
+            ask(server.local_addr(), 12).await,
+            0x42,
+            "--dns: the container's own resolvers"
+        );
     }
 
     #[tokio::test]

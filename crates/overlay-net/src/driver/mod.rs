@@ -98,6 +98,8 @@ pub struct EndpointRequest {
     pub address: Option<Ipv4Addr>,
     /// `-p` / `-P` requests.
     pub ports: Vec<PortRequest>,
+    /// `--dns`: see [`Endpoint::dns_servers`].
+    pub dns_servers: Vec<std::net::IpAddr>,
 }
 
 /// What start-up reconciliation found and must do (pure output of [`plan_reconcile`]).
@@ -440,6 +442,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
             ifname,
             address,
             ports,
+            dns_servers: req.dns_servers,
         };
         let teardown = endpoint_teardown_plan(&ep);
         run_setup(&self.links, &endpoint_setup_plan(&ep, &net), &teardown).await?;

@@ -52,6 +52,7 @@ fn ep_req(
             .iter()
             .map(|p| PortRequest::parse(p).unwrap())
             .collect(),
+        dns_servers: vec![],
     }
 }
 

@@ -357,6 +357,7 @@ mod tests {
             host_veth: Endpoint::host_veth_for(id),
             address: ip.into(),
             ports,
+            dns_servers: vec![],
         };
         let web = PublishedPort {
             host_ip: None,

@@ -314,6 +314,7 @@ mod tests {
             host_veth: Endpoint::host_veth_for(&"1".repeat(64)),
             address: Ipv4Addr::new(10, 77, 0, 2),
             ports: vec![],
+            dns_servers: vec![],
         }
     }
 

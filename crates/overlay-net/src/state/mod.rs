@@ -85,6 +85,11 @@ pub struct Endpoint {
     pub address: Ipv4Addr,
     /// Published ports.
     pub ports: Vec<PublishedPort>,
+    /// The container's own `--dns` servers: the embedded DNS relays this container's
+    /// queries for names it does not know to them (port 53) instead of to the host's
+    /// resolvers, as Docker's embedded DNS does. Empty: the host's.
+    #[serde(default)]
+    pub dns_servers: Vec<std::net::IpAddr>,
 }
 
 impl Endpoint {
@@ -330,6 +335,7 @@ mod tests {
                 host_veth: name_a.clone(),
                 address: Ipv4Addr::new(10, 0, 0, 2),
                 ports: vec![],
+                dns_servers: vec![],
             },
         );
         let name_b = s.unique_host_veth(&b);
