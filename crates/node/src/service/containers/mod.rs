@@ -793,10 +793,17 @@ impl ContainerService {
         spec.run.mounts = binds;
         let args = berth_runtime::spec::process_args(&image_cfg, &spec.run)
             .map_err(ServiceError::runtime)?;
-        let mut env = berth_runtime::spec::merge_env(&image_cfg, &spec.run, &hostname);
-        // `-e FOO` with FOO unset: not in the process's environment, but inspect shows the
-        // entry as sent, as dockerd does.
-        env.extend(spec.run.env.iter().filter(|e| !e.contains('=')).cloned());
+        // `Config.Env` as dockerd shows it (its create-time merge): the client's entries as
+        // sent (`-e FOO` with FOO unset included), then the image's for keys the client did
+        // not set. The process's own environment (PATH default, HOSTNAME, TERM, unset keys
+        // left out) is the runtime's `merge_env`.
+        let env_key = |e: &str| e.split_once('=').map_or(e, |(k, _)| k).to_string();
+        let mut env = spec.run.env.clone();
+        for e in image_cfg.env.iter().flatten() {
+            if !spec.run.env.iter().any(|u| env_key(u) == env_key(e)) {
+                env.push(e.clone());
+            }
+        }
         let mut labels: BTreeMap<String, String> = details
             .config
             .as_ref()
