@@ -242,15 +242,7 @@ async fn prune(
 ) -> Result<Json<Value>, ApiError> {
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["label", "label!", "until"])?;
-    let until = match f.get("until").as_slice() {
-        [] => None,
-        [u] => Some(super::filters::parse_until(u, super::now_nanos())?),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "more than one until filter specified".into(),
-            ))
-        }
-    };
+    let until = f.until(super::now_nanos())?;
     let svc = st.containers.clone();
     let removed = blocking(move || {
         svc.prune_blocking(&|labels, created| {

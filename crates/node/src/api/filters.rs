@@ -10,6 +10,18 @@ use super::ApiError;
 pub struct Filters(BTreeMap<String, Vec<String>>);
 
 impl Filters {
+    /// The prune endpoints' `until` filter as Unix nanoseconds ([`parse_until`] against
+    /// `now_nanos`); `None` without one, a 400 with dockerd's message for more than one.
+    pub fn until(&self, now_nanos: i64) -> Result<Option<i64>, ApiError> {
+        match self.get("until").as_slice() {
+            [] => Ok(None),
+            [u] => parse_until(u, now_nanos).map(Some),
+            _ => Err(ApiError::BadRequest(
+                "more than one until filter specified".into(),
+            )),
+        }
+    }
+
     pub fn parse(raw: Option<&str>) -> Result<Self, ApiError> {
         let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else {
             return Ok(Filters::default());

@@ -830,15 +830,7 @@ async fn prune(
     let f = super::filters::Filters::parse(q.filters.as_deref())?;
     f.only(&["dangling", "until", "label", "label!"])?;
     let dangling_only = f.bool("dangling")?.unwrap_or(true);
-    let until = match f.get("until").as_slice() {
-        [] => None,
-        [u] => Some(super::filters::parse_until(u, super::now_nanos())?),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "more than one until filter specified".into(),
-            ))
-        }
-    };
+    let until = f.until(super::now_nanos())?;
     let by_label = !f.get("label").is_empty() || !f.get("label!").is_empty();
     let images = st.images.clone();
     let containers = st.containers.clone();

@@ -509,15 +509,7 @@ async fn prune(
 ) -> Result<Json<Value>, ApiError> {
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["until", "label", "label!"])?;
-    let until = match f.get("until").as_slice() {
-        [] => None,
-        [u] => Some(super::filters::parse_until(u, super::now_nanos())?),
-        _ => {
-            return Err(ApiError::BadRequest(
-                "more than one until filter specified".into(),
-            ))
-        }
-    };
+    let until = f.until(super::now_nanos())?;
     let state = st.networks.state().await;
     let meta = st.networks.meta();
     let unused: Vec<Network> = state
