@@ -410,15 +410,17 @@ impl NetworkService {
         let netns = self.netns_path(container_id);
         let _ = remove_netns_file(&netns);
         create_netns_file(&netns).map_err(net_error)?;
-        let result = self.inner.handle.block_on(self.join(
-            container_id,
-            container_name,
-            network,
-            &netns,
+        let result = self.inner.handle.block_on(self.join(EndpointRequest {
+            endpoint_id: random_hex64(),
+            container_id: container_id.to_string(),
+            container_name: container_name.to_string(),
             aliases,
+            network: network.to_string(),
+            netns: netns.clone(),
+            address: None,
             ports,
-            names.resolv.nameservers.clone(),
-        ));
+            dns_servers: names.resolv.nameservers.clone(),
+        }));
         let (net, ep) = match result {
             Ok(x) => x,
             Err(e) => {
@@ -441,33 +443,17 @@ impl NetworkService {
         }
     }
 
-    /// Connects the namespace at `netns` to `network` and persists the state.
-    async fn join(
-        &self,
-        container_id: &str,
-        container_name: &str,
-        network: &str,
-        netns: &Path,
-        aliases: Vec<String>,
-        ports: Vec<PortRequest>,
-        dns_servers: Vec<IpAddr>,
-    ) -> Result<(Network, Endpoint), ServiceError> {
+    /// Connects the namespace of `req` to its network (a name, id or prefix, resolved here)
+    /// and persists the state.
+    async fn join(&self, mut req: EndpointRequest) -> Result<(Network, Endpoint), ServiceError> {
         let mut d = self.inner.driver.lock().await;
-        let net = d.state().find_network(network).map_err(net_error)?.clone();
-        let r = d
-            .connect(EndpointRequest {
-                endpoint_id: random_hex64(),
-                container_id: container_id.to_string(),
-                container_name: container_name.to_string(),
-                aliases,
-                network: net.id.clone(),
-                netns: netns.to_path_buf(),
-                address: None,
-                ports,
-                dns_servers,
-            })
-            .await
-            .map_err(net_error);
+        let net = d
+            .state()
+            .find_network(&req.network)
+            .map_err(net_error)?
+            .clone();
+        req.network = net.id.clone();
+        let r = d.connect(req).await.map_err(net_error);
         self.saved(&d).await;
         r.map(|ep| (net, ep))
     }
@@ -488,15 +474,17 @@ impl NetworkService {
                 "container {container_id} has no network namespace of its own (host or none mode)"
             )));
         }
-        self.join(
-            container_id,
-            container_name,
-            network,
-            &netns,
+        self.join(EndpointRequest {
+            endpoint_id: random_hex64(),
+            container_id: container_id.to_string(),
+            container_name: container_name.to_string(),
             aliases,
-            Vec::new(),
+            network: network.to_string(),
+            netns,
+            address: None,
+            ports: Vec::new(),
             dns_servers,
-        )
+        })
         .await
     }
 
