@@ -391,6 +391,19 @@ pub const ENDPOINT_HONOURED: &[&str] = &[
     "DNSNames",
 ];
 
+/// Keys of a `HostConfig.Mounts` entry berth honours. `Consistency` is a Docker Desktop
+/// hint that dockerd ignores on Linux too; `TmpfsOptions` (SizeBytes, Mode, Options) apply
+/// to tmpfs mounts. `BindOptions` (propagation, non-recursive, ...), `VolumeOptions`
+/// (nocopy, labels, driver, subpath) and `ImageOptions` are refused when set.
+pub const MOUNT_HONOURED: &[&str] = &[
+    "Target",
+    "Source",
+    "Type",
+    "ReadOnly",
+    "Consistency",
+    "TmpfsOptions",
+];
+
 /// Whether a JSON value is its field's zero value as clients send it for "not set": null,
 /// false, 0, "", and arrays or objects of nothing but zero values (`"ConsoleSize":[0,0]`,
 /// `"LogConfig":{"Type":"","Config":{}}`).
@@ -438,6 +451,17 @@ pub fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ServiceError
         let special = |k: &str, v: &Value| k == "MemorySwappiness" && v.as_i64() == Some(-1);
         if let Some(k) = first_unsupported(hc, HOST_CONFIG_HONOURED, special) {
             return Err(unsupported(&format!("HostConfig.{k}")));
+        }
+    }
+    if let Some(mounts) = obj
+        .get("HostConfig")
+        .and_then(|hc| hc.get("Mounts"))
+        .and_then(Value::as_array)
+    {
+        for m in mounts.iter().filter_map(Value::as_object) {
+            if let Some(k) = first_unsupported(m, MOUNT_HONOURED, |_, _| false) {
+                return Err(unsupported(&format!("HostConfig.Mounts.{k}")));
+            }
         }
     }
     if let Some(eps) = obj
@@ -1600,6 +1624,29 @@ mod tests {
             "",
             false,
         );
+    }
+
+    #[test]
+    fn mount_options_berth_does_not_apply_are_refused_by_name() {
+        let with = |extra: Value| {
+            let mut m = json!({"Type": "bind", "Source": "/srv", "Target": "/srv"});
+            m.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            parse_create(body(json!({"Image": "img", "HostConfig": {"Mounts": [m]}})))
+        };
+        let err = with(json!({"BindOptions": {"Propagation": "rshared"}})).unwrap_err();
+        assert!(
+            err.to_string().contains("HostConfig.Mounts.BindOptions"),
+            "{err}"
+        );
+        let err = with(json!({"VolumeOptions": {"NoCopy": true}})).unwrap_err();
+        assert!(
+            err.to_string().contains("HostConfig.Mounts.VolumeOptions"),
+            "{err}"
+        );
+        // Empty option objects, as clients send them, and the honoured keys pass.
+        with(json!({"BindOptions": {}, "ReadOnly": true, "Consistency": "cached"})).unwrap();
     }
 
     #[test]
