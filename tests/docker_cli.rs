@@ -263,3 +263,49 @@ fn network_create_fields_are_shown_back_and_survive_a_restart() -> Result<()> {
     d.docker_ok(&["network", "rm", "kept"])?;
     Ok(())
 }
+
+/// `docker rmi` of an image a container uses gives dockerd's conflicts (its
+/// daemon/images/image_delete.go): a reference needs force, an ID used by a stopped
+/// container needs force, one used by a running container cannot be forced.
+#[test]
+fn rmi_of_an_image_in_use_gives_dockerds_conflicts() -> Result<()> {
+    let e = berth_testkit::daemon::DockerEnv::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    let id = e.ok(&["image", "inspect", "--format", "{{.Id}}", &bb])?;
+    let short = id.trim().trim_start_matches("sha256:")[..12].to_string();
+    let c = e.ok(&["create", "--network", "none", &bb, "sleep", "60"])?;
+    let c = c.trim()[..12].to_string();
+
+    let out = e.d.docker(&["rmi", &bb])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "conflict: unable to remove repository reference \"{bb}\" (must force) - container {c} is using its referenced image {short}"
+        )),
+        "{err}"
+    );
+    let out = e.d.docker(&["rmi", &short])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "conflict: unable to delete {short} (must be forced) - image is being used by stopped container {c}"
+        )),
+        "{err}"
+    );
+    e.ok(&["start", &c])?;
+    let out = e.d.docker(&["rmi", "-f", &short])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "conflict: unable to delete {short} (cannot be forced) - image is being used by running container {c}"
+        )),
+        "{err}"
+    );
+    // Still there, still tagged.
+    e.ok(&["image", "inspect", &bb])?;
+    e.ok(&["rm", "-f", &c])?;
+    e.ok(&["rmi", &bb])?;
+    Ok(())
+}

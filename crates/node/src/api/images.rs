@@ -606,10 +606,9 @@ async fn remove(
     let force = query_bool(q.force.as_deref())?;
     let images = st.images.clone();
     let containers = st.containers.clone();
-    let report = blocking(move || {
-        images.remove(&name, force, &|id| containers.image_in_use(&id.to_string()))
-    })
-    .await?;
+    let report =
+        blocking(move || images.remove(&name, force, &|id| containers.image_user(&id.to_string())))
+            .await?;
     let mut out: Vec<Value> = report
         .untagged
         .iter()
@@ -840,7 +839,8 @@ async fn prune(
             .store
             .list()
             .map_err(crate::service::images::image_error)?;
-        let in_use = |d: &berth_registry_mirror::Digest| containers.image_in_use(&d.to_string());
+        let user_of = |d: &berth_registry_mirror::Digest| containers.image_user(&d.to_string());
+        let in_use = |d: &berth_registry_mirror::Digest| user_of(d).is_some();
         let (mut untagged, mut deleted, mut bytes) = (Vec::new(), Vec::new(), 0u64);
         let mut items: Vec<Value> = Vec::new();
         for i in list {
@@ -881,7 +881,7 @@ async fn prune(
             };
             for r in refs {
                 // Taken into use or removed since it was listed: keep going, as dockerd.
-                let Ok(report) = images.remove(&r, false, &in_use) else {
+                let Ok(report) = images.remove(&r, false, &user_of) else {
                     continue;
                 };
                 // Per image, as dockerd lists them: its references, then its ID.

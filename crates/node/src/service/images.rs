@@ -19,6 +19,7 @@ use berth_registry_mirror::{
 use berth_runtime::Runtime;
 
 use crate::error::ServiceError;
+use crate::service::containers::ImageUser;
 
 /// Unpacks pulled layers into the runtime's snapshot store.
 #[derive(Debug)]
@@ -174,17 +175,58 @@ impl ImageService {
         self.images.store.inspect(name).map_err(image_error)
     }
 
-    /// Removes an image or reference; unused layer snapshots go with it.
+    /// Removes an image or reference; unused layer snapshots go with it. `user_of` names a
+    /// container that uses an image. Conflicts as dockerd decides them (its
+    /// `daemon/images/image_delete.go`): a reference whose image a container uses is kept
+    /// unless forced ("unable to remove repository reference ... (must force)"); an image
+    /// named by ID that a stopped container uses needs force, one a running container uses
+    /// cannot be removed even with force. Each is a 409 with dockerd's message.
     pub fn remove(
         &self,
         name: &str,
         force: bool,
-        in_use: &dyn Fn(&Digest) -> bool,
+        user_of: &dyn Fn(&Digest) -> Option<ImageUser>,
     ) -> Result<RemoveReport, ServiceError> {
+        let short = |s: &str| {
+            s.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect::<String>()
+        };
+        let id = self.images.store.resolve(name).map_err(image_error)?.id;
+        let by_id = id
+            .hex()
+            .starts_with(name.strip_prefix("sha256:").unwrap_or(name));
+        if let Some(user) = user_of(&id) {
+            let conflict = if !by_id && !force {
+                Some(format!(
+                    "conflict: unable to remove repository reference {name:?} (must force) - container {} is using its referenced image {}",
+                    short(&user.container_id),
+                    short(id.hex())
+                ))
+            } else if by_id && user.running {
+                Some(format!(
+                    "conflict: unable to delete {} (cannot be forced) - image is being used by running container {}",
+                    short(id.hex()),
+                    short(&user.container_id)
+                ))
+            } else if by_id && !force {
+                Some(format!(
+                    "conflict: unable to delete {} (must be forced) - image is being used by stopped container {}",
+                    short(id.hex()),
+                    short(&user.container_id)
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = conflict {
+                return Err(ServiceError::conflict(message));
+            }
+        }
         let report = self
             .images
             .store
-            .remove(name, force, in_use)
+            .remove(name, force, &|d| user_of(d).is_some())
             .map_err(image_error)?;
         for chain in &report.unused_chain_ids {
             if let Err(e) = self

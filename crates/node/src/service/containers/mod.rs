@@ -233,6 +233,15 @@ pub fn parse_signal(s: &str) -> Result<i32, ServiceError> {
         .ok_or_else(|| ServiceError::invalid(format!("Invalid signal: {s}")))
 }
 
+/// A container that uses an image (see [`ContainerService::image_user`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUser {
+    /// Full container ID.
+    pub container_id: String,
+    /// Running, paused or restarting.
+    pub running: bool,
+}
+
 /// Daemon-wide defaults the container service applies at create (berthd's flags and
 /// daemon.json).
 #[derive(Debug, Clone, Default)]
@@ -474,12 +483,26 @@ impl ContainerService {
         recs
     }
 
-    /// Whether any container uses image `image_id`.
-    pub fn image_in_use(&self, image_id: &str) -> bool {
-        self.table()
-            .records
-            .values()
-            .any(|r| r.image_id == image_id)
+    /// A container whose image is `image_id`, preferring a running one: its ID and whether
+    /// it runs (running, paused or restarting). For `docker rmi`'s conflict messages.
+    pub fn image_user(&self, image_id: &str) -> Option<ImageUser> {
+        let t = self.table();
+        let users = t.records.values().filter(|r| r.image_id == image_id);
+        let mut first = None;
+        for r in users {
+            let running = matches!(r.state.status.as_str(), "running" | "paused" | "restarting");
+            if running {
+                return Some(ImageUser {
+                    container_id: r.id.clone(),
+                    running,
+                });
+            }
+            first.get_or_insert_with(|| ImageUser {
+                container_id: r.id.clone(),
+                running,
+            });
+        }
+        first
     }
 
     // ---- create ----------------------------------------------------------------------------
