@@ -166,7 +166,11 @@ async fn create(
         .map(str::to_owned)
         .or_else(|| reference.digest().map(|d| d.to_string()))
         .unwrap_or_else(|| "latest".into());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, Infallible>>();
+    // Progress lines, or the pull's failure. A failure before the first line (the
+    // reference did not resolve: no such manifest, registry unreachable, auth) is answered
+    // as an HTTP error, as dockerd does; after it, as an error line in the stream.
+    let (tx, mut rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<Vec<u8>, crate::error::ServiceError>>();
     let images = st.images.clone();
     let events = st.events.clone();
     let platform = q.platform.clone();
@@ -175,7 +179,8 @@ async fn create(
         let tag2 = tag_shown.clone();
         let path = reference.path().to_string();
         let progress = move |e: PullEvent| {
-            let _ = tx2.send(progress_line(pull_event_json(&e, &tag2, &path)));
+            let _ = tx2.send(Ok(progress_line(pull_event_json(&e, &tag2, &path))
+                .unwrap_or_else(|never| match never {})));
         };
         match images
             .pull(&reference, platform.as_deref(), creds, &progress)
@@ -190,7 +195,9 @@ async fn create(
                 } else {
                     format!("Status: Image is up to date for {familiar}")
                 };
-                let _ = tx.send(progress_line(json!({"status": status})));
+                let _ = tx
+                    .send(Ok(progress_line(json!({"status": status}))
+                        .unwrap_or_else(|never| match never {})));
                 events.publish(Event::now(
                     "image",
                     "pull",
@@ -199,11 +206,24 @@ async fn create(
                 ));
             }
             Err(e) => {
-                let _ = tx.send(error_line(&e.to_string()));
+                let _ = tx.send(Err(e));
             }
         }
     });
-    Ok(json_body(unbounded_body(rx)))
+    let first = match rx.recv().await {
+        Some(Ok(line)) => line,
+        Some(Err(e)) => return Err(e.into()),
+        None => return Ok(json_body(Body::empty())),
+    };
+    let lines = futures::stream::once(async move { Ok::<_, Infallible>(first) }).chain(
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|m| {
+            Ok::<_, Infallible>(match m {
+                Ok(line) => line,
+                Err(e) => error_line(&e.to_string()).unwrap_or_else(|never| match never {}),
+            })
+        }),
+    );
+    Ok(json_body(Body::from_stream(lines)))
 }
 
 /// A streamed JSON-lines response.

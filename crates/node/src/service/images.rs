@@ -83,6 +83,10 @@ pub fn image_error(e: ImageError) -> ServiceError {
         ImageError::ImageNotFound { reference } => {
             ServiceError::not_found(format!("No such image: {reference}"))
         }
+        // dockerd's words: the registry's error code and message follow.
+        ImageError::ManifestNotFound { reference } => ServiceError::not_found(format!(
+            "manifest for {reference} not found: manifest unknown: manifest unknown"
+        )),
         e @ ImageError::ImageInUse { .. } => ServiceError::conflict(e.to_string()),
         e @ ImageError::ImageHasManyTags { .. } => ServiceError::conflict(e.to_string()),
         e @ ImageError::InvalidReference { .. } => ServiceError::invalid(e.to_string()),
