@@ -19,7 +19,7 @@ use crate::service::networks::{
     default_bridge_options, parse_gateway, parse_subnet, NetworkMeta, HOST_NETWORK_ID,
     NONE_NETWORK_ID,
 };
-use crate::service::pattern::any_matches;
+use crate::service::pattern::AnyPattern;
 use crate::service::volumes::random_hex64;
 
 pub fn routes() -> Router<AppState> {
@@ -126,8 +126,8 @@ async fn list(
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["name", "id", "driver", "type", "label", "scope", "dangling"])?;
     let state = st.networks.state().await;
-    let names = f.get("name");
-    let ids = f.get("id");
+    let names = AnyPattern::new(&f.get("name"));
+    let ids = AnyPattern::new(&f.get("id"));
     let drivers = f.get("driver");
     let labels = f.get("label");
     let types = f.get("type");
@@ -148,8 +148,8 @@ async fn list(
             let driver = n["Driver"].as_str().unwrap_or("");
             let builtin = matches!(name, "bridge" | "host" | "none");
             let used = n["Containers"].as_object().is_some_and(|c| !c.is_empty());
-            any_matches(&names, name)
-                && any_matches(&ids, id)
+            names.matches(name)
+                && ids.matches(id)
                 && (drivers.is_empty() || drivers.iter().any(|x| x == driver))
                 && labels.iter().all(|l| label_matches(&n["Labels"], l))
                 && (types.is_empty() || types.iter().any(|t| (t == "builtin") == builtin))

@@ -25,9 +25,19 @@ impl Pattern {
     }
 }
 
-/// Whether any of `values` matches `s` (values of one key are OR'ed); true when empty.
-pub fn any_matches(values: &[String], s: &str) -> bool {
-    values.is_empty() || values.iter().any(|v| Pattern::new(v).matches(s))
+/// The values of one filter key, compiled once for a whole listing; they are OR'ed.
+#[derive(Debug, Clone, Default)]
+pub struct AnyPattern(Vec<Pattern>);
+
+impl AnyPattern {
+    pub fn new(values: &[String]) -> Self {
+        AnyPattern(values.iter().map(|v| Pattern::new(v)).collect())
+    }
+
+    /// Whether any value matches `s`; true when there are none.
+    pub fn matches(&self, s: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|p| p.matches(s))
+    }
 }
 
 #[cfg(test)]
@@ -41,7 +51,7 @@ mod tests {
         assert!(!Pattern::new("^us1$").matches("us10"));
         assert!(!Pattern::new("[").matches("a[b"));
         assert!(Pattern::new("[").matches("["));
-        assert!(any_matches(&[], "x"));
-        assert!(any_matches(&["^a$".into(), "b".into()], "abc"));
+        assert!(AnyPattern::new(&[]).matches("x"));
+        assert!(AnyPattern::new(&["^a$".into(), "b".into()]).matches("abc"));
     }
 }

@@ -205,10 +205,11 @@ impl VolumeService {
     }
 
     pub fn list(&self, f: &VolumeFilter) -> Vec<VolumeRecord> {
+        let names = super::pattern::AnyPattern::new(&f.names);
         let st = self.lock();
         st.volumes
             .values()
-            .filter(|v| super::pattern::any_matches(&f.names, &v.name))
+            .filter(|v| names.matches(&v.name))
             .filter(|v| f.labels.iter().all(|l| label_matches(&v.labels, l)))
             .filter(|v| !f.not_labels.iter().any(|l| label_matches(&v.labels, l)))
             .filter(|v| f.drivers.is_empty() || f.drivers.contains(&v.driver))
