@@ -486,3 +486,53 @@ fn compose_create_options_reach_the_container() -> Result<()> {
     compose(&["down", "-v"])?;
     Ok(())
 }
+
+/// The docker CLI sends an exec's tty size in the exec *start* body (`ConsoleSize`, API
+/// >= 1.42); it reaches the process's tty. (It is set right after the process starts:
+/// libcontainer 0.7 ignores the OCI `process.consoleSize`, so the probe waits for it.)
+#[test]
+fn exec_start_console_size_reaches_the_tty() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", "-q", &bb])?;
+    e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "sized",
+        &bb,
+        "sleep",
+        "60",
+    ])?;
+    let script = r#"
+import sys, time, docker
+c = docker.APIClient(base_url="unix://" + sys.argv[1], version="auto")
+probe = 'for i in $(seq 50); do s=$(stty size); [ "$s" = "31 101" ] && break; sleep 0.1; done; echo $s > /tmp/size'
+ex = c.exec_create("sized", ["sh", "-c", probe], tty=True)
+r = c._post_json(c._url("/exec/{0}/start", ex["Id"]), data={"Detach": True, "Tty": True, "ConsoleSize": [31, 101]})
+c._raise_for_status(r)
+for _ in range(200):
+    if not c.exec_inspect(ex["Id"])["Running"] and c.exec_inspect(ex["Id"])["ExitCode"] is not None:
+        break
+    time.sleep(0.1)
+print(c.exec_inspect(ex["Id"])["ExitCode"])
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &e.d.socket().display().to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.trim(), "0");
+    assert_eq!(
+        e.ok(&["exec", "sized", "cat", "/tmp/size"])?.trim(),
+        "31 101"
+    );
+    e.ok(&["rm", "-f", "sized"])?;
+    Ok(())
+}

@@ -724,18 +724,7 @@ async fn exec_create(
     refuse_fields(&raw, "", EXEC_REFUSED)?;
     let b: ExecCreateBody = serde_json::from_value(raw)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
-    let console_size = match b.console_size.as_deref() {
-        None | Some([0, 0]) => None,
-        Some([h, w]) => Some((
-            u16::try_from(*h).unwrap_or(u16::MAX),
-            u16::try_from(*w).unwrap_or(u16::MAX),
-        )),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "ConsoleSize must be [height, width]".into(),
-            ))
-        }
-    };
+    let console_size = console_size(b.console_size.as_deref())?;
     let attach_stdin = b.attach_stdin.unwrap_or(false);
     let entry = ExecEntry {
         id: String::new(),
@@ -763,11 +752,29 @@ async fn exec_create(
     Ok((StatusCode::CREATED, Json(json!({"Id": exec_id}))))
 }
 
+/// `ConsoleSize` of an exec create or start body, `[height, width]`; `[0, 0]` or absent:
+/// none.
+fn console_size(v: Option<&[u64]>) -> Result<Option<(u16, u16)>, ApiError> {
+    match v {
+        None | Some([0, 0]) => Ok(None),
+        Some([h, w]) => Ok(Some((
+            u16::try_from(*h).unwrap_or(u16::MAX),
+            u16::try_from(*w).unwrap_or(u16::MAX),
+        ))),
+        Some(_) => Err(ApiError::BadRequest(
+            "ConsoleSize must be [height, width]".into(),
+        )),
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 struct ExecStartBody {
     detach: Option<bool>,
     tty: Option<bool>,
+    /// The tty's first size; the docker CLI sends it here (API >= 1.42) rather than at
+    /// create. Overrides the create body's.
+    console_size: Option<Vec<u64>>,
 }
 
 async fn exec_start(
@@ -787,6 +794,9 @@ async fn exec_start(
     };
     let req = Request::from_parts(parts, Body::empty());
     let svc = st.containers.clone();
+    if let Some(size) = console_size(b.console_size.as_deref())? {
+        svc.exec_set_console_size(&exec_id, size)?;
+    }
     let detach = b.detach.unwrap_or(false);
     if detach {
         let entry = {

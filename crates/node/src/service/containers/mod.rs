@@ -1428,6 +1428,21 @@ impl ContainerService {
             .ok_or_else(|| ServiceError::not_found(format!("No such exec instance: {exec_id}")))
     }
 
+    /// Sets the tty size an exec process gets when it starts (`ConsoleSize` of exec start).
+    pub fn exec_set_console_size(
+        &self,
+        exec_id: &str,
+        size: (u16, u16),
+    ) -> Result<(), ServiceError> {
+        let mut t = self.table();
+        let e = t
+            .execs
+            .get_mut(exec_id)
+            .ok_or_else(|| ServiceError::not_found(format!("No such exec instance: {exec_id}")))?;
+        e.console_size = Some(size);
+        Ok(())
+    }
+
     /// Starts the exec'd process (blocking). `detach`: nobody attaches to its output.
     /// A process that cannot be started (missing command, working directory or user) is
     /// not an error here: the entry comes back with `start_error` set and exit code 126,
