@@ -487,8 +487,8 @@ fn compose_create_options_reach_the_container() -> Result<()> {
     Ok(())
 }
 
-/// The docker CLI sends an exec's tty size in the exec *start* body (`ConsoleSize`, API
-/// >= 1.42); it reaches the process's tty. (It is set right after the process starts:
+/// The docker CLI sends an exec's tty size in the exec *start* body (`ConsoleSize`, since
+/// API 1.42); it reaches the process's tty. (It is set right after the process starts:
 /// libcontainer 0.7 ignores the OCI `process.consoleSize`, so the probe waits for it.)
 #[test]
 fn exec_start_console_size_reaches_the_tty() -> Result<()> {
@@ -534,5 +534,39 @@ print(c.exec_inspect(ex["Id"])["ExitCode"])
         "31 101"
     );
     e.ok(&["rm", "-f", "sized"])?;
+    Ok(())
+}
+
+/// `docker stop --signal` (the `signal` query of stop and restart) sends that signal first,
+/// not the container's stop signal.
+#[test]
+fn stop_signal_query_is_the_first_signal_sent() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", "-q", &bb])?;
+    // Exits 7 on SIGUSR1 and ignores SIGTERM (the default stop signal would end in SIGKILL,
+    // exit 137, after the 30 s timeout).
+    e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "sig",
+        &bb,
+        "sh",
+        "-c",
+        "trap 'exit 7' USR1; trap '' TERM; while true; do sleep 0.1; done",
+    ])?;
+    e.ok(&["stop", "--signal", "SIGUSR1", "-t", "30", "sig"])?;
+    assert_eq!(e.inspect("sig", "{{.State.ExitCode}}")?.trim(), "7");
+    let out = e.d.docker(&["restart", "--signal", "NOSUCH", "sig"])?;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Invalid signal: NOSUCH"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e.ok(&["rm", "-f", "sig"])?;
     Ok(())
 }

@@ -871,14 +871,26 @@ impl Runtime {
     /// Stops the container: its stop signal, then SIGKILL after `timeout` (default: the
     /// container's stop timeout, else 10 s). Returns the exit, or `None` if it was not running.
     pub fn stop(&self, id: &str, timeout: Option<Duration>) -> Result<Option<ExitStatus>> {
+        self.stop_with_signal(id, timeout, None)
+    }
+
+    /// [`Runtime::stop`] with the first signal given (`docker stop --signal`) instead of
+    /// the container's stop signal.
+    pub fn stop_with_signal(
+        &self,
+        id: &str,
+        timeout: Option<Duration>,
+        signal: Option<i32>,
+    ) -> Result<Option<ExitStatus>> {
         let info = self.inspect(id)?;
         let opts = &info.request.options;
-        let signal = opts
-            .stop_signal
-            .as_deref()
-            .or(info.request.image.stop_signal.as_deref())
-            .and_then(spec::signal_number)
-            .unwrap_or(libc::SIGTERM);
+        let signal = signal.unwrap_or_else(|| {
+            opts.stop_signal
+                .as_deref()
+                .or(info.request.image.stop_signal.as_deref())
+                .and_then(spec::signal_number)
+                .unwrap_or(libc::SIGTERM)
+        });
         let grace = timeout.unwrap_or(Duration::from_secs(opts.stop_timeout.unwrap_or(10)));
         let Some(plan) = lifecycle::plan_stop(info.status, signal, grace.as_millis() as u64) else {
             return Ok(info.exit);

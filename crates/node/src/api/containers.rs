@@ -137,13 +137,23 @@ fn timeout(t: Option<i64>) -> Option<Duration> {
     t.filter(|t| *t >= 0).map(|t| Duration::from_secs(t as u64))
 }
 
+/// The `signal` query of stop and restart (API 1.42+): a name or number; empty or absent:
+/// the container's stop signal.
+fn stop_signal(s: Option<&str>) -> Result<Option<i32>, ApiError> {
+    match s.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => Ok(Some(crate::service::containers::parse_signal(s)?)),
+    }
+}
+
 async fn stop(
     State(st): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> Result<StatusCode, ApiError> {
+    let signal = stop_signal(q.signal.as_deref())?;
     let svc = st.containers.clone();
-    blocking(move || svc.stop_blocking(&id, timeout(q.t))).await?;
+    blocking(move || svc.stop_blocking(&id, timeout(q.t), signal)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -152,8 +162,9 @@ async fn restart(
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> Result<StatusCode, ApiError> {
+    let signal = stop_signal(q.signal.as_deref())?;
     let svc = st.containers.clone();
-    blocking(move || svc.restart_blocking(&id, timeout(q.t))).await?;
+    blocking(move || svc.restart_blocking(&id, timeout(q.t), signal)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1130,7 +1130,14 @@ impl ContainerService {
     }
 
     /// Stops a container (blocking): its stop signal, SIGKILL after `timeout`.
-    pub fn stop_blocking(&self, key: &str, timeout: Option<Duration>) -> Result<(), ServiceError> {
+    /// Stops a container (blocking): `signal` (`docker stop --signal`) or the container's
+    /// stop signal, then SIGKILL after `timeout` (or the container's stop timeout).
+    pub fn stop_blocking(
+        &self,
+        key: &str,
+        timeout: Option<Duration>,
+        signal: Option<i32>,
+    ) -> Result<(), ServiceError> {
         let rec = self.get(key)?;
         if rec.state.status != "running" && rec.state.status != "paused" {
             if rec.state.status == "restarting" {
@@ -1146,7 +1153,11 @@ impl ContainerService {
         }
         self.update(&rec.id, |r| r.state.stopped_by_user = true);
         self.stop_health_monitor(&rec.id);
-        if let Err(e) = self.inner.runtime.stop(&rec.id, timeout) {
+        if let Err(e) = self
+            .inner
+            .runtime
+            .stop_with_signal(&rec.id, timeout, signal)
+        {
             // Still running: keep probing it.
             self.start_health_monitor(&rec.id, false);
             return Err(ServiceError::runtime(e));
@@ -1199,8 +1210,9 @@ impl ContainerService {
         &self,
         key: &str,
         timeout: Option<Duration>,
+        signal: Option<i32>,
     ) -> Result<(), ServiceError> {
-        match self.stop_blocking(key, timeout) {
+        match self.stop_blocking(key, timeout, signal) {
             Ok(()) | Err(ServiceError::NotModified { .. }) => {}
             Err(e) => return Err(e),
         }
