@@ -570,3 +570,55 @@ fn stop_signal_query_is_the_first_signal_sent() -> Result<()> {
     e.ok(&["rm", "-f", "sig"])?;
     Ok(())
 }
+
+/// Attach query parameters are honoured or refused: `stream=0` returns the logs asked for
+/// and ends (docker-py's `attach()` default, which used to hang until the container
+/// exited); `detachKeys` is refused by name.
+#[test]
+fn attach_stream_false_returns_and_detach_keys_are_refused() -> Result<()> {
+    let e = Env::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", "-q", &bb])?;
+    e.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "att",
+        &bb,
+        "sh",
+        "-c",
+        "echo hello; sleep 60",
+    ])?;
+    let script = r#"
+import sys, time, docker
+c = docker.APIClient(base_url="unix://" + sys.argv[1], version="auto", timeout=20)
+for _ in range(50):
+    if c.logs("att"):
+        break
+    time.sleep(0.1)
+print(repr(c.attach("att", stream=False, logs=True)))
+print(repr(c.attach("att", stream=False, logs=False)))
+r = c._post(c._url("/containers/att/attach"), params={"detachKeys": "ctrl-x", "stream": 1, "stdout": 1})
+print(r.status_code, r.json()["message"].split(":")[0])
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &e.d.socket().display().to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text,
+        "b'hello\\n'\nb''\n400 detachKeys is not supported by berth\n"
+    );
+    // The docker CLI shows only the status of a refused upgrade.
+    let out = e.d.docker(&["attach", "--detach-keys", "ctrl-x", "att"])?;
+    assert!(!out.status.success());
+    e.ok(&["rm", "-f", "att"])?;
+    Ok(())
+}

@@ -281,6 +281,11 @@ struct AttachQuery {
     stdout: Option<String>,
     stderr: Option<String>,
     logs: Option<String>,
+    /// `stream=0`: only the logs (with `logs=1`), then the connection ends.
+    stream: Option<String>,
+    /// `--detach-keys`: not supported, refused when set.
+    #[serde(rename = "detachKeys")]
+    detach_keys: Option<String>,
 }
 
 async fn attach(
@@ -295,6 +300,16 @@ async fn attach(
         stderr: query_bool(q.stderr.as_deref())?,
     };
     let with_logs = query_bool(q.logs.as_deref())?;
+    // dockerd streams unless told not to.
+    let stream = q
+        .stream
+        .as_deref()
+        .map_or(Ok(true), |v| query_bool(Some(v)))?;
+    if q.detach_keys.as_deref().is_some_and(|k| !k.is_empty()) {
+        return Err(ApiError::BadRequest(
+            "detachKeys is not supported by berth: remove --detach-keys (or detachKeys in the client's config.json)".into(),
+        ));
+    }
     let svc = st.containers.clone();
     let rec = {
         let svc = svc.clone();
@@ -338,6 +353,11 @@ async fn attach(
                     return;
                 }
             }
+        }
+        if !stream {
+            let _ = client_wr.flush().await;
+            let _ = client_wr.shutdown().await;
+            return;
         }
         // Stdin that arrives before the container starts is kept for it.
         let mut early_stdin: Vec<u8> = Vec::new();
