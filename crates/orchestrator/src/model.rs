@@ -1,0 +1,350 @@
+//! The replicated objects of the services model (swarmkit's, as Docker's API shows it):
+//! [`Service`] and [`Task`], the task state machine ([`TaskState`]), and the typed view of
+//! a Docker `ServiceSpec` that orchestration reads ([`ServiceSpec`]).
+//!
+//! These are stored in the Raft state by `berth-consensus` and changed only by its pure
+//! `apply`. Times are unix nanoseconds chosen by the driver and carried in commands, so
+//! every replica computes the same objects.
+//!
+//! Writers (swarmkit's rule): a task's `desired_state` is written only by managers (the
+//! leader's reconciler and scheduler, or a service removal); its `status` only by the agent
+//! of the node it is assigned to.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Raft node id (as `berth-consensus` defines it).
+pub type NodeId = u64;
+/// Unix time in nanoseconds.
+pub type Nanos = u64;
+
+/// A service as stored in the cluster state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// 25 lowercase base-36 characters, as swarmkit's ids.
+    pub id: String,
+    /// The `ServiceSpec` JSON exactly as the client sent it (Docker API `ServiceSpec`).
+    pub spec: serde_json::Value,
+    /// The spec before the last update (`PreviousSpec`, for rollback); `None` until updated.
+    pub previous_spec: Option<serde_json::Value>,
+    /// The image reference every task runs: the spec's image pinned to the digest the
+    /// manager resolved at create/update time (`name:tag@sha256:...`), or the spec's image
+    /// unchanged when it could not be resolved.
+    pub image: String,
+    /// Log index of the command that last changed the service (Docker's `Version.Index`).
+    pub version: u64,
+    /// When it was created.
+    pub created_at: Nanos,
+    /// When its spec last changed.
+    pub updated_at: Nanos,
+    /// Jobs only: bumped by every update, so a job runs again (`JobStatus.JobIteration`).
+    #[serde(default)]
+    pub job_iteration: u64,
+}
+
+/// A task: one scheduled instance of a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// 25 lowercase base-36 characters.
+    pub id: String,
+    /// The service it belongs to.
+    pub service_id: String,
+    /// Replicated services and jobs: the slot, from 1. Global services: 0.
+    pub slot: u64,
+    /// The node it runs on: set by the scheduler (replicated) or at creation (global).
+    pub node_id: Option<NodeId>,
+    /// `Service::version` of the spec the task was created from.
+    pub service_version: u64,
+    /// The image the task runs (the service's pinned image when the task was created).
+    pub image: String,
+    /// Jobs only: the job iteration the task belongs to.
+    #[serde(default)]
+    pub job_iteration: u64,
+    /// Written by managers only: `Running`, `Complete` (jobs), `Shutdown` or `Remove`.
+    pub desired_state: TaskState,
+    /// Written by the agent of `node_id` (and by the scheduler while unassigned: `Pending`
+    /// with the reason it cannot be placed).
+    pub status: TaskStatus,
+    /// When the task was created.
+    pub created_at: Nanos,
+    /// Log index of the command that last changed the task.
+    pub version: u64,
+}
+
+/// Observed status of a task (Docker's `TaskStatus`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// Observed state.
+    pub state: TaskState,
+    /// When the state was observed.
+    pub timestamp: Nanos,
+    /// Human-readable progress (`"started"`, `"pending task scheduling"`).
+    pub message: String,
+    /// Why the task failed or cannot be scheduled (`"no suitable node (...)"`).
+    pub err: Option<String>,
+    /// The container running the task, once created.
+    pub container_id: Option<String>,
+    /// The container's init process id while running.
+    pub pid: Option<u32>,
+    /// Exit code once the container exited.
+    pub exit_code: Option<i64>,
+}
+
+impl TaskStatus {
+    /// A fresh status in `state` at `timestamp` with `message`.
+    pub fn new(state: TaskState, timestamp: Nanos, message: impl Into<String>) -> Self {
+        TaskStatus {
+            state,
+            timestamp,
+            message: message.into(),
+            err: None,
+            container_id: None,
+            pid: None,
+            exit_code: None,
+        }
+    }
+}
+
+/// Task states in swarmkit's order: a task's observed state only moves forward in this
+/// order, and `state >= Complete` means terminal (the container is not running).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Created by the reconciler.
+    #[default]
+    New,
+    /// Waiting for a node (resources, constraints).
+    Pending,
+    /// Placed on a node.
+    Assigned,
+    /// The node's agent took it.
+    Accepted,
+    /// Pulling the image, creating the container.
+    Preparing,
+    /// Container created.
+    Ready,
+    /// Container starting.
+    Starting,
+    /// Container running.
+    Running,
+    /// Exited 0 (or a job finished).
+    Complete,
+    /// Stopped because its desired state said so.
+    Shutdown,
+    /// Exited non-zero, or could not be started.
+    Failed,
+    /// The node refused it (image pull failed, bad spec on this node).
+    Rejected,
+    /// Desired only: stop and delete the container; the record goes after.
+    Remove,
+    /// Its node was lost and the task replaced; never seen again.
+    Orphaned,
+}
+
+impl TaskState {
+    /// Lowercase name, as Docker's API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::New => "new",
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Accepted => "accepted",
+            TaskState::Preparing => "preparing",
+            TaskState::Ready => "ready",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Remove => "remove",
+            TaskState::Orphaned => "orphaned",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "new" => TaskState::New,
+            "pending" => TaskState::Pending,
+            "assigned" => TaskState::Assigned,
+            "accepted" => TaskState::Accepted,
+            "preparing" => TaskState::Preparing,
+            "ready" => TaskState::Ready,
+            "starting" => TaskState::Starting,
+            "running" => TaskState::Running,
+            "complete" => TaskState::Complete,
+            "shutdown" => TaskState::Shutdown,
+            "failed" => TaskState::Failed,
+            "rejected" => TaskState::Rejected,
+            "remove" => TaskState::Remove,
+            "orphaned" => TaskState::Orphaned,
+            _ => return None,
+        })
+    }
+
+    /// The container is not (or no longer) running: `Complete` and after.
+    pub fn is_terminal(self) -> bool {
+        self >= TaskState::Complete
+    }
+}
+
+/// How a service's tasks are laid out (Docker `ServiceSpec.Mode`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceMode {
+    /// `Replicated.Replicas` tasks, in slots 1..=replicas.
+    Replicated {
+        /// Number of replicas.
+        replicas: u64,
+    },
+    /// One task on every eligible node.
+    Global,
+    /// Run to completion: `TotalCompletions` successful tasks, at most `MaxConcurrent` at
+    /// once (`ReplicatedJob`; when absent, Docker takes `MaxConcurrent` 1 and
+    /// `TotalCompletions` equal to `MaxConcurrent`).
+    ReplicatedJob {
+        /// Tasks running at once.
+        max_concurrent: u64,
+        /// Successful completions wanted.
+        total_completions: u64,
+    },
+    /// One task per eligible node, each run to completion (`GlobalJob`).
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// Jobs run to completion instead of being kept running.
+    pub fn is_job(&self) -> bool {
+        matches!(
+            self,
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob
+        )
+    }
+}
+
+/// When a task that stopped is replaced (Docker `TaskTemplate.RestartPolicy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartCondition {
+    /// Never.
+    None,
+    /// Only after a non-zero exit (or a failure to start).
+    OnFailure,
+    /// After any exit.
+    Any,
+}
+
+/// Docker `TaskTemplate.RestartPolicy`, with Docker's defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    /// Default `Any` (jobs: `OnFailure`).
+    pub condition: RestartCondition,
+    /// Wait between a task stopping and its replacement starting, in ns. Default 5 s.
+    pub delay: Nanos,
+    /// Replacements allowed within `window` (all time when `window` is 0); 0 = unlimited.
+    pub max_attempts: u64,
+    /// The window `max_attempts` counts in, in ns; 0 = unbounded.
+    pub window: Nanos,
+}
+
+/// `==` or `!=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConstraintOp {
+    /// Equal (case-insensitive for everything but `node.labels`/`engine.labels` values,
+    /// as in swarmkit).
+    Eq,
+    /// Not equal.
+    Ne,
+}
+
+/// One placement constraint (`node.role==worker`), parsed from Docker's syntax.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    /// `node.id`, `node.hostname`, `node.role`, `node.platform.os`, `node.platform.arch`,
+    /// `node.labels.<key>` or `engine.labels.<key>`, as written.
+    pub key: String,
+    /// The operator.
+    pub op: ConstraintOp,
+    /// The value to compare with.
+    pub value: String,
+}
+
+/// An OS/architecture pair (`Placement.Platforms`, a node's `Description.Platform`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// `amd64`, `arm64`, ... (Go's names; Docker's API reports `x86_64` for nodes, which
+    /// the driver normalises).
+    pub architecture: String,
+}
+
+/// Docker `TaskTemplate.Placement`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// All must hold on a node.
+    pub constraints: Vec<Constraint>,
+    /// `Preferences[].Spread.SpreadDescriptor`: label keys (`node.labels.zone`), applied in
+    /// order: tasks are spread evenly over the values of the first, then the second within
+    /// each, and so on.
+    pub spread: Vec<String>,
+    /// At most this many tasks of the service on one node; 0 = unlimited.
+    pub max_replicas: u64,
+    /// A node must match one of these; empty = any.
+    pub platforms: Vec<Platform>,
+}
+
+/// CPU and memory (`Resources.Reservations`, a node's `Description.Resources`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU in units of 10^-9 CPUs.
+    pub nano_cpus: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+}
+
+/// What the orchestrator reads from a Docker `ServiceSpec`, parsed from the JSON the
+/// client sent; the rest of the spec (the container) is the agent's business.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// `Name`.
+    pub name: String,
+    /// `Mode`.
+    pub mode: ServiceMode,
+    /// `TaskTemplate.RestartPolicy` with defaults.
+    pub restart: RestartPolicy,
+    /// `TaskTemplate.Placement`.
+    pub placement: Placement,
+    /// `TaskTemplate.Resources.Reservations`.
+    pub reservations: Resources,
+}
+
+/// A node as the scheduler sees it (built by the driver from the node records, the
+/// leader's heartbeat table and each node's reported description).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Raft node id.
+    pub id: NodeId,
+    /// Docker-style id string (`node.id` constraints compare against it).
+    pub id_str: String,
+    /// Hostname.
+    pub hostname: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// Accepting tasks: `Spec.Availability == active`.
+    pub active: bool,
+    /// Drained: its tasks must move away (`Spec.Availability == drain`).
+    pub drain: bool,
+    /// Heartbeating the leader: `Status.State == ready`.
+    pub ready: bool,
+    /// OS and architecture.
+    pub platform: Platform,
+    /// `node.labels.*`.
+    pub labels: BTreeMap<String, String>,
+    /// `engine.labels.*` (the daemon's `--label`s).
+    pub engine_labels: BTreeMap<String, String>,
+    /// Total CPU and memory.
+    pub capacity: Resources,
+}
