@@ -23,6 +23,8 @@
 //! changed), `plan` returns no changes. So a new leader, or a repeated pass, continues
 //! where the last one stopped.
 
+#![warn(missing_docs)]
+
 pub mod constraint;
 pub mod model;
 pub mod reconcile;

@@ -50,8 +50,9 @@ impl ServiceSpec {
     ///
     /// Errors ([`SpecError`], Docker-worded, answered with 400): a field of the wrong JSON
     /// type or a negative count (`json: cannot unmarshal number -1 into Go struct field
-    /// ReplicatedService.Mode.Replicated.Replicas of type uint64`), an unknown or ambiguous
-    /// mode (`Unrecognized service mode`), an invalid name (`name must be valid as a DNS
+    /// ReplicatedService.Mode.Replicated.Replicas of type uint64`), an unknown mode
+    /// (`Unrecognized service mode`), two modes (`must specify only one service mode`), an
+    /// invalid name (`name must be valid as a DNS
     /// name component`), a negative delay or window (`TaskSpec: restart-delay cannot be
     /// negative`), an unknown restart condition, a malformed or unknown constraint (see
     /// [`Constraint::parse`]), a malformed placement preference or platform, reservations
@@ -128,9 +129,12 @@ fn parse_mode(mode: Option<&Value>) -> Result<ServiceMode, SpecError> {
         }
     };
     let present: Vec<(&String, &Value)> = mode.iter().filter(|(_, v)| !v.is_null()).collect();
-    let [(kind, body)] = present.as_slice() else {
-        // swarmkit `validateMode`: anything but exactly one known mode.
-        return Err(SpecError("Unrecognized service mode".into()));
+    let (kind, body) = match present.as_slice() {
+        // moby `convert.ServiceSpecToGRPC`: no mode set is one replica.
+        [] => return Ok(ServiceMode::Replicated { replicas: 1 }),
+        [one] => *one,
+        // moby `convert.ServiceSpecToGRPC`.
+        _ => return Err(SpecError("must specify only one service mode".into())),
     };
     match kind.as_str() {
         "Replicated" => {
@@ -183,6 +187,8 @@ fn parse_mode(mode: Option<&Value>) -> Result<ServiceMode, SpecError> {
             as_obj(body, "ServiceMode", "Mode.GlobalJob", "swarm.GlobalJob")?;
             Ok(ServiceMode::GlobalJob)
         }
+        // swarmkit `validateMode`. (dockerd's JSON decoding would drop an unknown key and
+        // create one replica; refusing it is kinder than running something else.)
         _ => Err(SpecError("Unrecognized service mode".into())),
     }
 }
@@ -636,9 +642,13 @@ mod tests {
         );
         assert_eq!(
             err(json!({"Mode": {"Global": {}, "Replicated": {"Replicas": 1}}})),
-            "Unrecognized service mode"
+            "must specify only one service mode"
         );
-        assert_eq!(err(json!({"Mode": {}})), "Unrecognized service mode");
+        // No mode set: Docker's one replica.
+        assert_eq!(
+            ServiceSpec::from_docker(&json!({"Mode": {}})).unwrap().mode,
+            ServiceMode::Replicated { replicas: 1 }
+        );
     }
 
     #[test]
