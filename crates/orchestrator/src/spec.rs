@@ -67,12 +67,24 @@ impl ServiceSpec {
 
         let mode = parse_mode(obj.get("Mode"))?;
 
-        let template = get_obj(obj, "TaskTemplate", "ServiceSpec", "TaskTemplate")?;
+        let template = get_obj(
+            obj,
+            "TaskTemplate",
+            "ServiceSpec",
+            "TaskTemplate",
+            "swarm.TaskSpec",
+        )?;
         let restart = parse_restart(template.and_then(|t| t.get("RestartPolicy")), mode.is_job())?;
         let placement = parse_placement(template.and_then(|t| t.get("Placement")))?;
         let reservations = match template {
             Some(t) => {
-                let resources = get_obj(t, "Resources", "TaskSpec", "TaskTemplate.Resources")?;
+                let resources = get_obj(
+                    t,
+                    "Resources",
+                    "TaskSpec",
+                    "TaskTemplate.Resources",
+                    "swarm.ResourceRequirements",
+                )?;
                 match resources {
                     Some(r) => parse_reservations(r)?,
                     None => Resources::default(),
@@ -214,11 +226,12 @@ fn parse_restart(policy: Option<&Value>, is_job: bool) -> Result<RestartPolicy, 
         )?,
     };
     const S: &str = "RestartPolicy";
-    if let Some(c) = get_str(
+    if let Some(c) = get_typed_str(
         policy,
         "Condition",
         S,
         "TaskTemplate.RestartPolicy.Condition",
+        "swarm.RestartPolicyCondition",
     )? {
         out.condition = match c.as_str() {
             "none" => RestartCondition::None,
@@ -281,6 +294,7 @@ fn parse_placement(placement: Option<&Value>) -> Result<Placement, SpecError> {
         "Constraints",
         S,
         "TaskTemplate.Placement.Constraints",
+        "[]string",
     )? {
         let c = c.as_str().ok_or_else(|| {
             SpecError(go_field_error(
@@ -297,6 +311,7 @@ fn parse_placement(placement: Option<&Value>) -> Result<Placement, SpecError> {
         "Preferences",
         S,
         "TaskTemplate.Placement.Preferences",
+        "[]swarm.PlacementPreference",
     )? {
         out.spread.push(parse_preference(p)?);
     }
@@ -312,6 +327,7 @@ fn parse_placement(placement: Option<&Value>) -> Result<Placement, SpecError> {
         "Platforms",
         S,
         "TaskTemplate.Placement.Platforms",
+        "[]swarm.Platform",
     )? {
         let p = as_obj(p, S, "TaskTemplate.Placement.Platforms", "swarm.Platform")?;
         let architecture = get_str(
@@ -479,10 +495,11 @@ fn get_obj<'a>(
     key: &str,
     strct: &str,
     path: &str,
+    ty: &str,
 ) -> Result<Option<&'a Map<String, Value>>, SpecError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => as_obj(v, strct, path, &format!("swarm.{key}")).map(Some),
+        Some(v) => as_obj(v, strct, path, ty).map(Some),
     }
 }
 
@@ -491,11 +508,12 @@ fn get_array<'a>(
     key: &str,
     strct: &str,
     path: &str,
+    ty: &str,
 ) -> Result<&'a [Value], SpecError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
-        Some(v) => Err(SpecError(go_field_error(v, strct, path, "[]string"))),
+        Some(v) => Err(SpecError(go_field_error(v, strct, path, ty))),
     }
 }
 
@@ -505,10 +523,21 @@ fn get_str(
     strct: &str,
     path: &str,
 ) -> Result<Option<String>, SpecError> {
+    get_typed_str(obj, key, strct, path, "string")
+}
+
+/// A string field of Go type `ty` (`string`, or a named string type).
+fn get_typed_str(
+    obj: &Map<String, Value>,
+    key: &str,
+    strct: &str,
+    path: &str,
+    ty: &str,
+) -> Result<Option<String>, SpecError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(SpecError(go_field_error(v, strct, path, "string"))),
+        Some(v) => Err(SpecError(go_field_error(v, strct, path, ty))),
     }
 }
 
@@ -631,6 +660,34 @@ mod tests {
         assert_eq!(
             err(json!([])),
             "json: cannot unmarshal array into Go value of type swarm.ServiceSpec"
+        );
+    }
+
+    #[test]
+    fn wrong_json_types_name_the_go_field_and_type() {
+        assert_eq!(
+            err(json!({"Name": 3})),
+            "json: cannot unmarshal number into Go struct field ServiceSpec.Name of type string"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": "x"})),
+            "json: cannot unmarshal string into Go struct field ServiceSpec.TaskTemplate of type swarm.TaskSpec"
+        );
+        assert_eq!(
+            err(json!({"Mode": {"Global": 1}})),
+            "json: cannot unmarshal number into Go struct field ServiceMode.Mode.Global of type swarm.GlobalService"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"RestartPolicy": {"Condition": 1}}})),
+            "json: cannot unmarshal number into Go struct field RestartPolicy.TaskTemplate.RestartPolicy.Condition of type swarm.RestartPolicyCondition"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"Placement": {"Platforms": {}}}})),
+            "json: cannot unmarshal object into Go struct field Placement.TaskTemplate.Placement.Platforms of type []swarm.Platform"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"RestartPolicy": {"Delay": "5s"}}})),
+            "json: cannot unmarshal string into Go struct field RestartPolicy.TaskTemplate.RestartPolicy.Delay of type time.Duration"
         );
     }
 
