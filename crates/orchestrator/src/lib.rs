@@ -179,7 +179,10 @@ pub fn plan_with(
             Some(spec) if !t.status.state.is_terminal() => spec.reservations,
             _ => zero,
         };
-        scheduler.account(node, &t.service_id, desired <= TaskState::Complete, holds);
+        // Counted for spread and max replicas while wanted and not stopped (swarmkit
+        // tracks a task on its node from Pending to Running only).
+        let active = desired <= TaskState::Complete && !t.status.state.is_terminal();
+        scheduler.account(node, &t.service_id, active, holds);
     }
 
     // Global tasks: created where they fit.

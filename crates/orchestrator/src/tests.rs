@@ -214,10 +214,11 @@ impl World {
                 continue;
             }
             match t.desired_state {
-                TaskState::Running => {
-                    t.status = TaskStatus::new(TaskState::Running, self.now, "started")
+                TaskState::Running | TaskState::Complete => {
+                    if t.status.state != TaskState::Running {
+                        t.status = TaskStatus::new(TaskState::Running, self.now, "started")
+                    }
                 }
-                TaskState::Complete => {}
                 _ => t.status = TaskStatus::new(TaskState::Shutdown, self.now, "shutdown"),
             }
         }
@@ -1320,4 +1321,34 @@ fn random_event_sequences_settle_idempotently_without_duplicates() {
             }
         }
     }
+}
+
+#[test]
+fn stopped_tasks_do_not_count_for_max_replicas_or_spread() {
+    // One node, at most one task of the job on it: the completed ones do not block it.
+    let mut w = World::new(1);
+    w.set_service(
+        "j",
+        json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 3}},
+            "TaskTemplate": {"Placement": {"MaxReplicas": 1}}}),
+    );
+    for _ in 0..3 {
+        w.settle();
+        let running: Vec<String> = w
+            .live("j")
+            .iter()
+            .filter(|t| t.status.state == TaskState::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(running.len(), 1, "{:#?}", w.of("j"));
+        w.task_exits(&running[0], TaskState::Complete, 0);
+    }
+    w.settle();
+    assert_eq!(
+        w.of("j")
+            .iter()
+            .filter(|t| t.status.state == TaskState::Complete)
+            .count(),
+        3
+    );
 }
