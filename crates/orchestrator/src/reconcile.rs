@@ -21,7 +21,10 @@
 //!   (swarmkit `replicated/services.go`).
 //! - **Global services**: one task per node that is ready, not drained and matches the
 //!   constraints and platforms; a new one only on `active` nodes (pause keeps tasks, stops
-//!   placement). Slot 0, keyed by node.
+//!   placement). Slot 0, keyed by node. The task is created already assigned, and only
+//!   where the scheduler's resource and max-replicas filters pass on that node; until they
+//!   do, the node has no task (swarmkit instead keeps a pending task there with the
+//!   reason: `TaskChange::Unschedulable` is for unassigned tasks only).
 //! - **Replicated jobs**: slots `1..=TotalCompletions` of the current `job_iteration`, at
 //!   most `MaxConcurrent` of them in progress; a slot is done when a task completed.
 //!   **Global jobs**: one task per eligible node per iteration. Tasks of an earlier

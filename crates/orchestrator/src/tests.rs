@@ -1352,3 +1352,24 @@ fn stopped_tasks_do_not_count_for_max_replicas_or_spread() {
         3
     );
 }
+
+#[test]
+fn global_tasks_only_where_they_fit_and_not_on_paused_nodes() {
+    let mut w = World::new(4);
+    w.node_mut(2).capacity.memory_bytes = GIB / 2;
+    w.node_mut(3).active = false; // paused
+    w.set_service(
+        "g",
+        json!({"Mode": {"Global": {}}, "TaskTemplate": {"Resources": {"Reservations": {"MemoryBytes": GIB}}}}),
+    );
+    w.settle();
+    assert_eq!(w.running_per_node("g"), BTreeMap::from([(1, 1), (4, 1)]));
+    // Unpaused: it gets one. More memory: so does node 2.
+    w.node_mut(3).active = true;
+    w.node_mut(2).capacity.memory_bytes = 4 * GIB;
+    w.settle();
+    assert_eq!(
+        w.running_per_node("g"),
+        BTreeMap::from([(1, 1), (2, 1), (3, 1), (4, 1)])
+    );
+}
