@@ -510,7 +510,7 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 slots.entry(t.slot).or_default().push(t);
             }
         }
-        let kept = self.scale_down(&slots, replicas);
+        let kept: BTreeSet<u64> = self.scale_down(&slots, replicas).into_iter().collect();
         for (slot, all) in &slots {
             if kept.contains(slot) {
                 self.slot(Place::Slot(*slot), all, all, true, true);
