@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use berth_orchestrator::{
-    plan, task_id_from_bytes, NodeInfo, Platform, Resources, Scheduler, Service, ServiceSpec,
-    TaskChange, TaskState, TaskStatus,
+    plan_with, task_id_from_bytes, NodeInfo, PlanConfig, Platform, Resources, Scheduler, Service,
+    ServiceSpec, TaskChange, TaskState, TaskStatus,
 };
 use serde_json::{json, Value};
 
@@ -131,6 +131,11 @@ fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize, steady: b
     let services = BTreeMap::from([(service.id.clone(), service)]);
     let specs = BTreeMap::from([("bench-service".to_string(), spec)]);
     let mut tasks = BTreeMap::new();
+    // The whole service in one pass (the default paces 1,000 new tasks per pass).
+    let config = PlanConfig {
+        max_new_tasks_per_service: replicas as usize,
+        ..PlanConfig::default()
+    };
     let mut n = 0u128;
     let mut ids = move || {
         n += 1;
@@ -141,7 +146,7 @@ fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize, steady: b
     let mut changes = 0;
     for _ in 0..runs {
         let start = Instant::now();
-        let p = plan(&services, &specs, &tasks, &nodes, 1, &mut ids);
+        let p = plan_with(&services, &specs, &tasks, &nodes, 1, &mut ids, &config);
         let secs = start.elapsed().as_secs_f64();
         changes = p.changes.len();
         times_ms.push(secs * 1e3);
@@ -160,7 +165,7 @@ fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize, steady: b
             rates.clear();
             for _ in 0..runs {
                 let start = Instant::now();
-                let p = plan(&services, &specs, &tasks, &nodes, 2, &mut ids);
+                let p = plan_with(&services, &specs, &tasks, &nodes, 2, &mut ids, &config);
                 times_ms.push(start.elapsed().as_secs_f64() * 1e3);
                 changes = p.changes.len();
             }

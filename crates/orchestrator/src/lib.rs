@@ -115,12 +115,17 @@ pub struct PlanConfig {
     /// Tasks kept per slot (per node for global services), the live one included; older
     /// stopped ones are deleted (Swarm's `TaskHistoryRetentionLimit`, default 5).
     pub task_history_retention: usize,
+    /// New tasks created per service in one pass, at most (default 1,000): a huge
+    /// `Replicas` or `MaxConcurrent` is reached over several passes (each applied change
+    /// makes the driver plan again) instead of one unbounded batch.
+    pub max_new_tasks_per_service: usize,
 }
 
 impl Default for PlanConfig {
     fn default() -> Self {
         PlanConfig {
             task_history_retention: 5,
+            max_new_tasks_per_service: 1_000,
         }
     }
 }
@@ -163,6 +168,7 @@ pub fn plan_with(
         nodes: nodes.iter().map(|n| (n.id, n)).collect(),
         now,
         retention: config.task_history_retention,
+        max_new_tasks: config.max_new_tasks_per_service,
     };
     let mut r = reconcile::reconcile(services, specs, tasks, &ctx, new_id);
 

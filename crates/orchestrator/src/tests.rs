@@ -1373,3 +1373,25 @@ fn global_tasks_only_where_they_fit_and_not_on_paused_nodes() {
         BTreeMap::from([(1, 1), (2, 1), (3, 1), (4, 1)])
     );
 }
+
+#[test]
+fn huge_counts_are_created_in_bounded_passes() {
+    let mut w = World::new(3);
+    w.config.max_new_tasks_per_service = 100;
+    w.set_service("s1", replicated(250));
+    assert_eq!(creates(&w.step()).len(), 100);
+    assert_eq!(creates(&w.step()).len(), 100);
+    assert_eq!(creates(&w.step()).len(), 50);
+    w.settle();
+    assert_eq!(w.live("s1").len(), 250);
+    // A job of a trillion completions, 3 at a time: a pass costs no more than 3 tasks.
+    let mut w = World::new(3);
+    w.set_service(
+        "j",
+        json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": 3, "TotalCompletions": 1_000_000_000_000u64}}}),
+    );
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 3);
+    w.settle();
+    assert_eq!(w.live("j").len(), 3);
+}
