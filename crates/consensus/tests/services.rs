@@ -16,35 +16,33 @@ use common::{eventually, Harness, Slot};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-// Built from JSON so fields added to the model later (with serde defaults) need no change
-// here.
 fn service(id: &str, name: &str) -> Service {
-    serde_json::from_value(serde_json::json!({
-        "id": id,
-        "spec": {"Name": name, "Mode": {"Replicated": {"Replicas": 2}}},
-        "previous_spec": null,
-        "image": "busybox:latest",
-        "version": 0,
-        "created_at": 1,
-        "updated_at": 1,
-    }))
-    .expect("service")
+    Service {
+        id: id.into(),
+        spec: serde_json::json!({"Name": name, "Mode": {"Replicated": {"Replicas": 2}}}),
+        previous_spec: None,
+        image: "busybox:latest".into(),
+        version: 0,
+        created_at: 1,
+        updated_at: 1,
+        job_iteration: 0,
+    }
 }
 
 fn task(id: &str, service_id: &str, slot: u64) -> Task {
-    serde_json::from_value(serde_json::json!({
-        "id": id,
-        "service_id": service_id,
-        "slot": slot,
-        "node_id": null,
-        "service_version": 0,
-        "image": "busybox:latest",
-        "desired_state": "running",
-        "status": TaskStatus::new(TaskState::New, 1, "created"),
-        "created_at": 1,
-        "version": 0,
-    }))
-    .expect("task")
+    Task {
+        id: id.into(),
+        service_id: service_id.into(),
+        slot,
+        node_id: None,
+        service_version: 0,
+        image: "busybox:latest".into(),
+        job_iteration: 0,
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::New, 1, "created"),
+        created_at: 1,
+        version: 0,
+    }
 }
 
 fn running(at: u64) -> TaskStatus {

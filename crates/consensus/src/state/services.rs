@@ -353,35 +353,33 @@ mod tests {
         state
     }
 
-    // Built from JSON so fields added to the model later (with serde defaults) need no
-    // change here.
     fn service(id: &str, name: &str) -> Service {
-        serde_json::from_value(json!({
-            "id": id,
-            "spec": {"Name": name, "Mode": {"Replicated": {"Replicas": 2}}},
-            "previous_spec": null,
-            "image": "busybox:latest@sha256:00",
-            "version": 0,
-            "created_at": 100,
-            "updated_at": 100,
-        }))
-        .expect("service")
+        Service {
+            id: id.into(),
+            spec: json!({"Name": name, "Mode": {"Replicated": {"Replicas": 2}}}),
+            previous_spec: None,
+            image: "busybox:latest@sha256:00".into(),
+            version: 0,
+            created_at: 100,
+            updated_at: 100,
+            job_iteration: 0,
+        }
     }
 
     fn task(id: &str, service_id: &str, slot: u64, node_id: Option<NodeId>) -> Task {
-        serde_json::from_value(json!({
-            "id": id,
-            "service_id": service_id,
-            "slot": slot,
-            "node_id": node_id,
-            "service_version": 4,
-            "image": "busybox:latest@sha256:00",
-            "desired_state": "running",
-            "status": TaskStatus::new(TaskState::New, 50, "created"),
-            "created_at": 50,
-            "version": 0,
-        }))
-        .expect("task")
+        Task {
+            id: id.into(),
+            service_id: service_id.into(),
+            slot,
+            node_id,
+            service_version: 4,
+            image: "busybox:latest@sha256:00".into(),
+            job_iteration: 0,
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::New, 50, "created"),
+            created_at: 50,
+            version: 0,
+        }
     }
 
     fn rejected(r: Response) -> Rejection {
