@@ -15,7 +15,9 @@
 //!                                                 + wake_at (next restart delay expiry)
 //! ```
 
+pub mod constraint;
 pub mod model;
+pub mod spec;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,7 @@ pub use model::{
     RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
     TaskStatus,
 };
+pub use spec::SpecError;
 
 /// One decision of the orchestrator, committed through Raft and applied by the cluster
 /// state. Each is checked again at apply time against the state it meets there (see each

@@ -252,8 +252,8 @@ pub struct RestartPolicy {
 /// `==` or `!=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConstraintOp {
-    /// Equal (case-insensitive for everything but `node.labels`/`engine.labels` values,
-    /// as in swarmkit).
+    /// Equal. Values compare case-insensitively (swarmkit's `strings.EqualFold`); the
+    /// label name in `node.labels.<name>`/`engine.labels.<name>` is case-sensitive.
     Eq,
     /// Not equal.
     Ne,
