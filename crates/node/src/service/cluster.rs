@@ -667,11 +667,16 @@ pub fn cluster_error(e: ConsensusError) -> ServiceError {
     let message = error_chain(&e);
     match &e {
         ConsensusError::Rejected(r) => match r {
-            Rejection::NodeNotFound { .. } => ServiceError::not_found(message),
+            Rejection::NodeNotFound { .. }
+            | Rejection::ServiceNotFound { .. }
+            | Rejection::TaskNotFound { .. } => ServiceError::not_found(message),
             Rejection::VersionMismatch { .. }
             | Rejection::LastManager { .. }
             | Rejection::RemoveManager { .. }
-            | Rejection::NodeExists { .. } => ServiceError::conflict(message),
+            | Rejection::NodeExists { .. }
+            | Rejection::ServiceNameConflict { .. }
+            | Rejection::ServiceExists { .. } => ServiceError::conflict(message),
+            // `update out of sequence`, a rename, a task rule: the request was wrong.
             _ => ServiceError::invalid(message),
         },
         ConsensusError::MalformedToken { .. }
