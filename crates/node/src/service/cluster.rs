@@ -38,7 +38,7 @@ use crate::error::ServiceError;
 /// Swarm's default cluster port.
 pub const DEFAULT_PORT: u16 = 2377;
 /// How long an API write waits for the cluster to commit it.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often every other node's cluster port is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// A node not reached for this long is shown as down.
@@ -437,6 +437,30 @@ impl ClusterService {
             .map_err(cluster_error)
     }
 
+    /// The running cluster node, for the services layer's reads (its replica) and writes;
+    /// 503 with dockerd's words when this berthd is not part of a swarm.
+    pub fn member(&self) -> Result<Arc<ClusterNode>, ServiceError> {
+        self.node().ok_or_else(|| {
+            ServiceError::unavailable(
+                "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.",
+            )
+        })
+    }
+
+    /// Commits `command` through Raft from any node (forwarded to the leader), waiting at
+    /// most [`WRITE_TIMEOUT`]. The outer error is "not a member" or "no quorum in time"
+    /// (503); the inner result is the cluster's answer, for the caller to word its
+    /// rejections ([`cluster_error`] maps the rest).
+    pub async fn write(
+        &self,
+        command: berth_consensus::Command,
+    ) -> Result<Result<berth_consensus::Response, ConsensusError>, ServiceError> {
+        let node = self.member()?;
+        tokio::time::timeout(WRITE_TIMEOUT, node.write(command))
+            .await
+            .map_err(|_| no_quorum())
+    }
+
     /// Every node with its observed status (this node's replica: any node can answer).
     pub fn nodes(&self) -> Result<Vec<NodeView>, ServiceError> {
         let node = self.active()?;
@@ -639,7 +663,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Consensus failures by what the client can do about them.
-fn cluster_error(e: ConsensusError) -> ServiceError {
+pub fn cluster_error(e: ConsensusError) -> ServiceError {
     let message = error_chain(&e);
     match &e {
         ConsensusError::Rejected(r) => match r {

@@ -10,5 +10,6 @@ pub mod events;
 pub mod images;
 pub mod networks;
 pub mod pattern;
+pub mod services;
 pub mod task_spec;
 pub mod volumes;
