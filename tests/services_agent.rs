@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use berth_testkit::daemon::{retry, DockerEnv};
+use berth_testkit::daemon::{retry, Berthd, DockerEnv};
 
 /// A single-node swarm on a berthd of its own; leaves the swarm (which removes the task
 /// containers) before the engine's own cleanup runs, so no task is recreated meanwhile.
@@ -18,7 +18,15 @@ struct Swarm {
 
 impl Swarm {
     fn new() -> Result<Self> {
-        let e = DockerEnv::new()?;
+        Self::with_args(&[])
+    }
+
+    /// With extra berthd arguments.
+    fn with_args(args: &[&str]) -> Result<Self> {
+        let e = DockerEnv {
+            fx: berth_testkit::Fixture::from_env()?,
+            d: Berthd::start(args)?,
+        };
         let out = e.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
         ensure!(out.contains("Swarm initialized"), "{out}");
         Ok(Swarm { e })
@@ -176,6 +184,99 @@ fn on_failure_restarts_stop_after_max_attempts() -> Result<()> {
     );
     // Every attempt ran in slot 1.
     assert!(rows.iter().all(|r| r.0.starts_with("flaky.1.")), "{rows:?}");
+    Ok(())
+}
+
+#[test]
+fn a_task_that_cannot_start_fails_with_dockers_error() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "broken",
+        "--restart-condition",
+        "none",
+        &bb,
+        "/no/such/binary",
+    ])?;
+    let row = s.eventually("the task to fail", || {
+        let out = s.e.ok(&[
+            "service",
+            "ps",
+            "broken",
+            "--no-trunc",
+            "--format",
+            "{{.CurrentState}}|{{.Error}}",
+        ])?;
+        Ok(out
+            .lines()
+            .find(|l| l.starts_with("Failed"))
+            .map(str::to_string))
+    })?;
+    assert!(
+        row.contains("starting container failed:") && row.contains("/no/such/binary"),
+        "{row}"
+    );
+    // The container stays (as Swarm keeps a failed task's container), created, not running.
+    let rows = s.containers("broken", true)?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(!rows[0].2.starts_with("Up"), "{rows:?}");
+    Ok(())
+}
+
+#[test]
+fn engine_labels_reach_the_scheduler() -> Result<()> {
+    let s = Swarm::with_args(&["--label", "zone=a"])?;
+    let bb = s.e.img("busybox:latest");
+    let info = s.e.ok(&["info", "--format", "{{json .Labels}}"])?;
+    assert_eq!(info.trim(), r#"["zone=a"]"#);
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "here",
+        "--constraint",
+        "engine.labels.zone==a",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "nowhere",
+        "--constraint",
+        "engine.labels.zone==b",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    s.running("here", 1)?;
+    let pending = s.eventually("the unplaceable task to say why", || {
+        let out = s.e.ok(&[
+            "service",
+            "ps",
+            "nowhere",
+            "--no-trunc",
+            "--format",
+            "{{.CurrentState}}|{{.Error}}",
+        ])?;
+        Ok(out
+            .lines()
+            .find(|l| l.starts_with("Pending") && l.contains("no suitable node"))
+            .map(str::to_string))
+    })?;
+    assert!(
+        pending.contains("scheduling constraints not satisfied on 1 node"),
+        "{pending}"
+    );
+    assert!(s.containers("nowhere", true)?.is_empty());
     Ok(())
 }
 

@@ -525,7 +525,8 @@ impl Worker {
             }
             Err(e) => {
                 let mut s = self.status(TaskState::Failed, "starting");
-                s.err = Some(e.to_string());
+                // Docker's executor wording.
+                s.err = Some(format!("starting container failed: {e}"));
                 s.exit_code = Some(rec.as_ref().map_or(-1, |r| r.state.exit_code));
                 s
             }
