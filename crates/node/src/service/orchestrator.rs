@@ -192,9 +192,7 @@ pub async fn run(node: Arc<ClusterNode>) {
 
 /// One orchestration pass on the leader; returns the plan's `wake_at`.
 async fn pass(node: &ClusterNode, cache: &mut SpecCache) -> Option<u64> {
-    let Some((leader_since, beats)) = node.heartbeats() else {
-        return None;
-    };
+    let (leader_since, beats) = node.heartbeats()?;
     let now = Instant::now();
     let now_ns = unix_nanos();
     let plan = node.state_view().read(|state: &ClusterState| {
