@@ -394,16 +394,19 @@ impl Worker {
                 continue;
             }
             if desired == TaskState::Remove {
+                // Stopped and reported first (the task no longer runs once its container
+                // does not), then removed.
                 self.stop(&view).await;
+                if !self.reported.is_terminal() {
+                    let mut s = self.status(TaskState::Shutdown, "shutdown");
+                    s.container_id = view.task.status.container_id.clone();
+                    self.report(&view.task, s).await;
+                }
                 if let Some(cid) = self.agent.task_container_of(&view.task.id) {
                     let svc = self.agent.containers.clone();
                     if let Err(e) = blocking(move || svc.remove_blocking(&cid, true, true)).await {
                         tracing::warn!(task = %view.task.id, error = %e, "removing a task container");
                     }
-                }
-                if !self.reported.is_terminal() {
-                    let s = self.status(TaskState::Shutdown, "shutdown");
-                    self.report(&view.task, s).await;
                 }
             } else if desired >= TaskState::Shutdown && !self.reported.is_terminal() {
                 self.stop(&view).await;
