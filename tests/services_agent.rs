@@ -233,6 +233,27 @@ fn engine_labels_reach_the_scheduler() -> Result<()> {
     let bb = s.e.img("busybox:latest");
     let info = s.e.ok(&["info", "--format", "{{json .Labels}}"])?;
     assert_eq!(info.trim(), r#"["zone=a"]"#);
+    // The node's agent reports them (and the node's platform and capacity) to the cluster.
+    let desc = s.eventually("the node description", || {
+        let out = s.e.ok(&[
+            "node",
+            "inspect",
+            "self",
+            "--format",
+            "{{json .Description}}",
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        Ok((v["Engine"]["Labels"]["zone"] == "a").then_some(v))
+    })?;
+    assert_eq!(desc["Platform"]["OS"], "linux", "{desc}");
+    assert!(
+        desc["Resources"]["NanoCPUs"].as_u64().unwrap_or(0) >= 1_000_000_000,
+        "{desc}"
+    );
+    assert!(
+        desc["Resources"]["MemoryBytes"].as_u64().unwrap_or(0) > 0,
+        "{desc}"
+    );
     s.e.ok(&[
         "service",
         "create",
