@@ -12,9 +12,12 @@
 //! 4. platform: one of `Placement.Platforms` matches, `x86_64`=`amd64`,
 //!    `aarch64`=`arm64`, an empty field matches anything (`PlatformFilter`: "unsupported
 //!    platform on N nodes");
-//! 5. max replicas per node: fewer than `MaxReplicas` tasks of the service whose desired
-//!    state is `Running`/`Complete` on the node (`MaxReplicasFilter`: "max replicas per
-//!    node limit exceed").
+//! 5. max replicas per node: fewer than `MaxReplicas` active tasks of the service on the
+//!    node (`MaxReplicasFilter`: "max replicas per node limit exceed").
+//!
+//! A task is *active* on its node while its desired state is `Running`/`Complete` and its
+//! observed state is not terminal (swarmkit tracks tasks on a node from `Pending` to
+//! `Running`, and counts those desired `<= Completed`).
 //!
 //! A task no node passes gets swarmkit's `no suitable node (<explanations>)`, the
 //! explanations ordered by how many nodes each filter failed, most first (`Pipeline.Explain`),
@@ -127,10 +130,13 @@ enum Static {
 
 #[derive(Debug)]
 struct ServiceLoad {
-    /// Tasks of the service with desired state `Running`/`Complete`, per node position.
+    /// Active tasks of the service, per node position.
     per_node: Vec<u32>,
     /// Ready/constraints/platform per node position; computed at the first placement.
     statics: Option<Vec<Static>>,
+    /// Per spread descriptor: (number of groups, group per node position). Groups are
+    /// numbered in tie-break order: the nodes without the label first, then by value.
+    groups: Vec<(usize, Vec<u32>)>,
 }
 
 /// The scheduler's view of the cluster for one pass: nodes, how many tasks each holds
@@ -143,7 +149,7 @@ struct ServiceLoad {
 pub struct Scheduler<'a> {
     nodes: &'a [NodeInfo],
     pos: HashMap<NodeId, usize>,
-    /// Tasks with desired state `Running`/`Complete` per node position.
+    /// Active tasks per node position.
     active: Vec<u64>,
     /// Reservations of tasks not yet terminal per node position.
     reserved: Vec<Resources>,
@@ -169,6 +175,7 @@ impl<'a> Scheduler<'a> {
                 ServiceLoad {
                     per_node: vec![0; self.nodes.len()],
                     statics: None,
+                    groups: Vec::new(),
                 },
             );
         }
@@ -178,7 +185,8 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Account a task that is already on `node`: `active` when its desired state is
-    /// `Running`/`Complete` (it counts for spread and max replicas), `holds` the
+    /// `Running`/`Complete` and its observed state not terminal (it counts for spread and
+    /// max replicas), `holds` the
     /// reservations it holds (its service's, while its observed state is not terminal;
     /// zero otherwise). A node not in the node list is ignored.
     pub fn account(&mut self, node: NodeId, service_id: &str, active: bool, holds: Resources) {
@@ -201,15 +209,30 @@ impl<'a> Scheduler<'a> {
         self.account(node, service_id, true, spec.reservations);
     }
 
-    fn statics(&mut self, service_id: &str, spec: &ServiceSpec) -> Vec<Static> {
+    /// Computes the static filter outcomes of a service once per scheduler.
+    fn ensure_statics(&mut self, service_id: &str, spec: &ServiceSpec) {
         let nodes = self.nodes;
         let load = self.service_load(service_id);
-        if let Some(s) = &load.statics {
-            return s.clone();
+        if load.statics.is_none() {
+            load.statics = Some(nodes.iter().map(|n| static_filters(n, spec)).collect());
+            load.groups = spec
+                .placement
+                .spread
+                .iter()
+                .map(|descriptor| {
+                    let values: Vec<Option<&str>> =
+                        nodes.iter().map(|n| label_value(n, descriptor)).collect();
+                    let mut distinct = values.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    let ids = values
+                        .iter()
+                        .map(|v| distinct.binary_search(v).unwrap_or_default() as u32)
+                        .collect();
+                    (distinct.len(), ids)
+                })
+                .collect();
         }
-        let s: Vec<Static> = nodes.iter().map(|n| static_filters(n, spec)).collect();
-        load.statics = Some(s.clone());
-        s
     }
 
     /// Whether a task of `service_id` fits on `node` (all filters). Used for tasks whose
@@ -267,8 +290,10 @@ impl<'a> Scheduler<'a> {
         service_id: &str,
         spec: &ServiceSpec,
     ) -> Result<NodeId, NoSuitableNode> {
-        let statics = self.statics(service_id, spec);
-        let counts = &self.services[service_id].per_node;
+        self.ensure_statics(service_id, spec);
+        let load = &self.services[service_id];
+        let counts = &load.per_node;
+        let statics = load.statics.as_deref().unwrap_or_default();
         let mut failures = [0; FILTERS];
         let mut candidates: Vec<usize> = Vec::new();
         let mut best: Option<usize> = None;
@@ -287,22 +312,24 @@ impl<'a> Scheduler<'a> {
             }
         }
         if !spec.placement.spread.is_empty() {
-            for descriptor in &spec.placement.spread {
+            for (groups, group_of) in &load.groups {
                 if candidates.len() <= 1 {
                     break;
                 }
-                let mut groups: HashMap<Option<&str>, u64> = HashMap::new();
+                // Tasks of the service per group, over the nodes that passed.
+                let mut per_group: Vec<Option<u64>> = vec![None; *groups];
                 for &i in &candidates {
-                    *groups
-                        .entry(label_value(&self.nodes[i], descriptor))
-                        .or_default() += u64::from(counts[i]);
+                    let g = &mut per_group[group_of[i] as usize];
+                    *g = Some(g.unwrap_or(0) + u64::from(counts[i]));
                 }
-                let chosen = groups
-                    .into_iter()
-                    .min_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)))
-                    .map(|(v, _)| v);
-                if let Some(v) = chosen {
-                    candidates.retain(|&i| label_value(&self.nodes[i], descriptor) == v);
+                let chosen = per_group
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(g, c)| c.map(|c| (c, g)))
+                    .min()
+                    .map(|(_, g)| g as u32);
+                if let Some(g) = chosen {
+                    candidates.retain(|&i| group_of[i] == g);
                 }
             }
             best = candidates.iter().copied().min_by_key(|&i| key(i));
