@@ -498,6 +498,7 @@ mod tests {
                 service_version: 11,
                 image: "busybox:latest@sha256:aa".into(),
                 job_iteration: 0,
+                restart_times: Vec::new(),
                 desired_state: TaskState::Running,
                 status,
                 created_at: 1_000_000_000,

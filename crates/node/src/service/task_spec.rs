@@ -670,6 +670,7 @@ mod tests {
             service_version: 3,
             image: "busybox:latest@sha256:0123".into(),
             job_iteration: 0,
+            restart_times: Vec::new(),
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, 1, "assigned"),
             created_at: 1,
