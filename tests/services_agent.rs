@@ -84,6 +84,12 @@ impl Swarm {
 impl Drop for Swarm {
     fn drop(&mut self) {
         let _ = self.e.d.docker(&["swarm", "leave", "--force"]);
+        // The agent removes the task containers after the leave; let it finish before the
+        // engine's own cleanup and shutdown.
+        let _ = retry(Duration::from_secs(30), || {
+            let ids = self.e.d.docker_ok(&["ps", "-aq"])?;
+            Ok(ids.trim().is_empty().then_some(()))
+        });
     }
 }
 
