@@ -234,6 +234,65 @@ fn a_task_that_cannot_start_fails_with_dockers_error() -> Result<()> {
 }
 
 #[test]
+fn containers_of_trimmed_task_history_are_removed() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "churn",
+        "--restart-condition",
+        "any",
+        "--restart-delay",
+        "0s",
+        &bb,
+        "sh",
+        "-c",
+        "exit 3",
+    ])?;
+    // Attempts pile up beyond the history limit (5 per slot, Swarm's default).
+    let mut seen = BTreeSet::new();
+    s.eventually("more attempts than the task history keeps", || {
+        for row in s.containers("churn", true)? {
+            seen.insert(row.1);
+        }
+        Ok((seen.len() >= 9).then_some(()))
+    })?;
+    // Then the containers on the node are exactly those of the tasks the cluster keeps:
+    // the containers of trimmed tasks were removed.
+    s.eventually("containers to match the kept tasks", || {
+        let tasks: BTreeSet<String> =
+            s.e.ok(&[
+                "service",
+                "ps",
+                "churn",
+                "--no-trunc",
+                "--format",
+                "{{.ID}}",
+            ])?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let containers: BTreeSet<String> = s
+            .containers("churn", true)?
+            .into_iter()
+            .map(|r| r.1)
+            .collect();
+        // The service keeps restarting, so compare one moment's view, allowing the
+        // newest task (created between the two reads) on either side.
+        let diff = tasks.symmetric_difference(&containers).count();
+        Ok((tasks.len() <= 7 && containers.len() <= 7 && diff <= 1).then_some(()))
+    })?;
+    s.e.ok(&["service", "rm", "churn"])?;
+    s.eventually("the service's containers to be removed", || {
+        Ok(s.containers("churn", true)?.is_empty().then_some(()))
+    })?;
+    Ok(())
+}
+
+#[test]
 fn engine_labels_reach_the_scheduler() -> Result<()> {
     let s = Swarm::with_args(&["--label", "zone=a"])?;
     let bb = s.e.img("busybox:latest");

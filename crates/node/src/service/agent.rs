@@ -203,6 +203,9 @@ async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
     let mut applied = node.applied_watch();
     let mut workers: HashMap<String, watch::Sender<TaskView>> = HashMap::new();
     let mut set = JoinSet::new();
+    // Task ids at the last cleanup, and when it ran: the containers are listed again when
+    // a task record went away, else every TASKS_EVERY (a retry after a failed removal).
+    let mut cleaned: Option<(HashSet<String>, std::time::Instant)> = None;
     loop {
         let (mine, all_ids) = node.state_view().read(|s| {
             let mine: Vec<TaskView> = s
@@ -256,7 +259,16 @@ async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
                 }
             }
         }
-        agent.remove_vanished(&me_str, &all_ids).await;
+        let due = match &cleaned {
+            None => true,
+            Some((ids, at)) => {
+                at.elapsed() >= TASKS_EVERY || ids.iter().any(|id| !all_ids.contains(id))
+            }
+        };
+        if due {
+            agent.remove_vanished(&me_str, &all_ids).await;
+            cleaned = Some((all_ids, std::time::Instant::now()));
+        }
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(TASKS_EVERY) => {}
