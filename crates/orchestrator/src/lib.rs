@@ -242,11 +242,23 @@ pub fn plan_with(
     pending.sort_by(|a, b| (a.0, a.1, a.2, &a.3).cmp(&(b.0, b.1, b.2, &b.3)));
     let mut unschedulable: HashMap<usize, String> = HashMap::new();
     let mut tail: Vec<TaskChange> = Vec::new();
+    // Tasks of one service are consecutive; once one found no node, the next ones of the
+    // same service would meet the very same nodes (nothing was placed in between), so
+    // they share its answer instead of running the filters again (swarmkit schedules a
+    // service's tasks as a group the same way).
+    let mut failed: Option<(&str, NoSuitableNode)> = None;
     for (service_id, _, _, _, which) in pending {
         let Some(spec) = specs.get(service_id) else {
             continue;
         };
-        match (scheduler.place(service_id, spec), which) {
+        let placed = match &failed {
+            Some((s, why)) if *s == service_id => Err(why.clone()),
+            _ => scheduler.place(service_id, spec),
+        };
+        if let Err(why) = &placed {
+            failed = Some((service_id, why.clone()));
+        }
+        match (placed, which) {
             (Ok(node), Pending::Created(i)) => {
                 if let TaskChange::Create { task } = &mut r.changes[i] {
                     task.node_id = Some(node);

@@ -1395,3 +1395,32 @@ fn huge_counts_are_created_in_bounded_passes() {
     w.settle();
     assert_eq!(w.live("j").len(), 3);
 }
+
+#[test]
+fn many_unplaceable_tasks_share_one_explanation() {
+    let mut w = World::new(3);
+    w.node_mut(3).ready = false;
+    w.set_service(
+        "s1",
+        json!({"Mode": {"Replicated": {"Replicas": 4}},
+            "TaskTemplate": {"Resources": {"Reservations": {"MemoryBytes": GIB + GIB / 2}}}}),
+    );
+    let p = w.step();
+    let errs: Vec<&str> = p
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            TaskChange::Unschedulable { err, .. } => Some(err.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Two fit (one per ready node); the other two are told why, identically.
+    assert_eq!(
+        errs,
+        vec![
+            "no suitable node (insufficient resources on 2 nodes; 1 node not available for new tasks)";
+            2
+        ]
+    );
+    assert_eq!(w.plan().changes, vec![]);
+}
