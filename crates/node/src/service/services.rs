@@ -426,7 +426,7 @@ impl ServicesService {
                 counts,
             });
         }
-        out.sort_by(|a, b| a.service.created_at.cmp(&b.service.created_at));
+        out.sort_by_key(|a| a.service.created_at);
         Ok(out)
     }
 
