@@ -455,3 +455,114 @@ fn distribution_inspect_answers_from_the_registry() -> Result<()> {
     );
     Ok(())
 }
+
+/// With the leader loop and the agent: `docker service create` (not detached) waits for its
+/// tasks through the `_up-to-date` task filter, and `service ls/ps`, `node ps`, `docker ps`
+/// and task inspect agree; a scale converges; `service rm` removes the containers.
+#[test]
+fn service_tasks_run_and_every_view_agrees() -> Result<()> {
+    let e = swarm()?;
+    let img = e.img("busybox:latest");
+    let cli = berth_testkit::daemon::docker_cli();
+    let converge = |args: &[&str]| -> Result<String> {
+        let o = Command::new("timeout")
+            .arg("120")
+            .arg(&cli)
+            .args(args)
+            .env("DOCKER_HOST", e.d.host())
+            .output()?;
+        ensure!(o.status.success(), "{args:?}: {}", stderr(&o));
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let out = converge(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        &img,
+        "sleep",
+        "1000",
+    ])?;
+    ensure!(out.contains("converged"), "service create progress: {out}");
+    let ls = e.ok(&[
+        "service",
+        "ls",
+        "--format",
+        "{{.Name}} {{.Mode}} {{.Replicas}}",
+    ])?;
+    ensure!(ls.trim() == "web replicated 2/2", "service ls: {ls}");
+
+    let ps = e.ok(&[
+        "service",
+        "ps",
+        "web",
+        "--format",
+        "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Node}}",
+    ])?;
+    let lines: Vec<&str> = ps.lines().collect();
+    ensure!(lines.len() == 2, "service ps: {ps}");
+    for (i, l) in lines.iter().enumerate() {
+        ensure!(
+            l.starts_with(&format!("web.{} Running Running", i + 1)),
+            "service ps: {ps}"
+        );
+    }
+    let node_ps = e.ok(&["node", "ps", "--format", "{{.Name}} {{.CurrentState}}"])?;
+    ensure!(
+        node_ps.lines().filter(|l| l.contains("Running")).count() == 2,
+        "node ps: {node_ps}"
+    );
+
+    let ids = e.ok(&["service", "ps", "web", "-q", "--no-trunc"])?;
+    let names = e.ok(&["ps", "--format", "{{.Names}}"])?;
+    for id in ids.split_whitespace() {
+        ensure!(
+            names.contains(&format!(".{id}")),
+            "docker ps {names} lacks task {id}"
+        );
+        let state = e.ok(&[
+            "inspect",
+            "--type",
+            "task",
+            "--format",
+            "{{.Status.State}} {{.DesiredState}} {{.ServiceID}}",
+            id,
+        ])?;
+        ensure!(
+            state.trim().starts_with("running running "),
+            "task inspect: {state}"
+        );
+        let (code, t) = curl(&e.d, "GET", &format!("/v1.44/tasks/{id}"), None)?;
+        ensure!(code == 200, "{t}");
+        let cid = t["Status"]["ContainerStatus"]["ContainerID"]
+            .as_str()
+            .unwrap_or("");
+        let label = e.inspect(cid, "{{index .Config.Labels \"com.docker.swarm.task.id\"}}")?;
+        ensure!(
+            label == id,
+            "container {cid} of task {id} has task label {label}"
+        );
+    }
+
+    let out = converge(&["service", "scale", "web=3"])?;
+    ensure!(out.contains("converged"), "scale progress: {out}");
+    let ls = e.ok(&["service", "ls", "--format", "{{.Replicas}}"])?;
+    ensure!(ls.trim() == "3/3", "service ls after scale: {ls}");
+    let running = e.ok(&[
+        "service",
+        "ps",
+        "web",
+        "--filter",
+        "desired-state=running",
+        "-q",
+    ])?;
+    ensure!(running.lines().count() == 3, "running tasks: {running}");
+
+    e.ok(&["service", "rm", "web"])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        Ok(e.ok(&["ps", "-aq"])?.trim().is_empty().then_some(()))
+    })?;
+    Ok(())
+}

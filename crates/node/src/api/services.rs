@@ -350,7 +350,15 @@ async fn tasks(
     let filters = Filters::parse(q.filters.as_deref())?;
     only(
         &filters,
-        &["id", "name", "label", "service", "node", "desired-state"],
+        &[
+            "id",
+            "name",
+            "label",
+            "service",
+            "node",
+            "desired-state",
+            "_up-to-date",
+        ],
     )?;
     let desired_states = filters
         .get("desired-state")
@@ -369,6 +377,7 @@ async fn tasks(
         names: filters.get("name"),
         ids: filters.get("id"),
         labels: filters.get("label"),
+        up_to_date: filters.get("_up-to-date").iter().any(|v| v == "true"),
     };
     let views = services(&st).tasks(&f)?;
     Ok(Json(views.iter().map(task_json).collect()))
