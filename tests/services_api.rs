@@ -624,3 +624,40 @@ fn service_image_pinning_falls_back_like_dockerd() -> Result<()> {
     );
     Ok(())
 }
+
+/// Host-mode published ports: the task's container binds them on its node (`docker ps`
+/// shows the mapping) and `service ps` shows them in its PORTS column, as with dockerd.
+#[test]
+fn host_mode_ports_are_published_by_the_task_container() -> Result<()> {
+    let e = swarm()?;
+    let img = e.img("busybox:latest");
+    e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "hp",
+        "--mode",
+        "global",
+        "-p",
+        "published=18080,target=80,mode=host",
+        &img,
+        "sleep",
+        "1000",
+    ])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        let ps = e.ok(&["service", "ps", "hp", "--format", "{{.CurrentState}}"])?;
+        Ok(ps.starts_with("Running").then_some(()))
+    })?;
+    let ps = e.ok(&["service", "ps", "hp", "--format", "{{.Name}} {{.Ports}}"])?;
+    ensure!(ps.contains("*:18080->80/tcp"), "service ps: {ps}");
+    let ports = e.ok(&["ps", "--format", "{{.Ports}}"])?;
+    ensure!(ports.contains("18080->80/tcp"), "docker ps: {ports}");
+    let v = inspect(&e, "hp")?;
+    ensure!(v["Endpoint"]["Ports"][0]["PublishedPort"] == 18080, "{v}");
+    e.ok(&["service", "rm", "hp"])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        Ok(e.ok(&["ps", "-aq"])?.trim().is_empty().then_some(()))
+    })?;
+    Ok(())
+}

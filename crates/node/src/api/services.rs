@@ -206,7 +206,12 @@ fn task_json(view: &TaskView) -> Value {
             }),
         );
     }
-    status.insert("PortStatus".into(), json!({}));
+    let port_status = if view.ports.is_empty() {
+        json!({})
+    } else {
+        json!({"Ports": view.ports})
+    };
+    status.insert("PortStatus".into(), port_status);
     let mut spec = view.template.clone();
     if let Some(cs) = spec.get_mut("ContainerSpec").and_then(Value::as_object_mut) {
         cs.entry("Isolation").or_insert(json!("default"));
@@ -524,6 +529,7 @@ mod tests {
             template: json!({"ContainerSpec": {"Image": "busybox:latest@sha256:aa"}}),
             node_id: Some("000000000000000a".into()),
             global: false,
+            ports: Vec::new(),
         };
         let j = task_json(&t);
         assert_eq!(j["Slot"], 2);
@@ -538,6 +544,13 @@ mod tests {
         assert_eq!(j["Status"]["PortStatus"], json!({}));
         assert!(j["Status"].get("Err").is_none());
         assert_eq!(j["UpdatedAt"], "1970-01-01T00:00:02Z");
+        let port = json!({"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"});
+        let mut p = t.clone();
+        p.ports = vec![port.clone()];
+        assert_eq!(
+            task_json(&p)["Status"]["PortStatus"],
+            json!({"Ports": [port]})
+        );
         let mut g = t.clone();
         g.global = true;
         g.node_id = None;
