@@ -38,6 +38,7 @@ fn task(id: &str, service_id: &str, slot: u64) -> Task {
         service_version: 0,
         image: "busybox:latest".into(),
         job_iteration: 0,
+        restart_times: Vec::new(),
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::New, 1, "created"),
         created_at: 1,

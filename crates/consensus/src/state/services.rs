@@ -380,6 +380,7 @@ mod tests {
             service_version: 4,
             image: "busybox:latest@sha256:00".into(),
             job_iteration: 0,
+            restart_times: Vec::new(),
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::New, 50, "created"),
             created_at: 50,
