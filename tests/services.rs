@@ -317,11 +317,11 @@ fn replicated_service_from_a_worker_spreads_agrees_everywhere_scales_and_is_remo
     // Every node, workers included, agrees with what runs.
     let containers = c.containers("web")?;
     let running_ids = task_ids_of(&containers);
+    let task_name = regex::Regex::new(r"^web\.[1-6]\.[0-9a-z]{25}$")?;
+    let pretty_name = regex::Regex::new(r"(?m)^Name:\s+web$")?;
+    let pretty_replicas = regex::Regex::new(r"(?m)^\s*Replicas:\s+6$")?;
     for (i, (_, name)) in containers.iter().enumerate() {
-        ensure!(
-            regex::Regex::new(r"^web\.[1-6]\.[0-9a-z]{25}$")?.is_match(name),
-            "container {i} name {name:?}"
-        );
+        ensure!(task_name.is_match(name), "container {i} name {name:?}");
     }
     for i in 0..5 {
         let ls = c.h(i).docker_ok(&[
@@ -350,8 +350,8 @@ fn replicated_service_from_a_worker_spreads_agrees_everywhere_scales_and_is_remo
             .h(i)
             .docker_ok(&["service", "inspect", "--pretty", "web"])?;
         assert!(
-            regex::Regex::new(r"(?m)^Name:\s+web$")?.is_match(&pretty)
-                && regex::Regex::new(r"(?m)^\s*Replicas:\s+6$")?.is_match(&pretty)
+            pretty_name.is_match(&pretty)
+                && pretty_replicas.is_match(&pretty)
                 && pretty.contains(&c.img()),
             "service inspect --pretty on host {i}:\n{pretty}"
         );
