@@ -20,9 +20,12 @@
 # into every host namespace at the same 127.0.0.1:PORT (bench/netns_forward.py). The image is
 # pulled on every node before anything is timed, so pulls are not measured.
 #
-# dockerd in swarm mode on this kernel: there is no IPVS, so services get no VIP and publish
-# no ports (`--endpoint-mode dnsrr`, no `-p`); `--iptables=false` is fine for this (swarm
-# starts, joins and schedules; only the ingress/VIP data path would need iptables + IPVS).
+# dockerd in swarm mode on this kernel: there is no IPVS, so the services attach to no network
+# and publish no ports (a task without a network has no VIP, so IPVS is never asked for; the
+# script passes `--endpoint-mode dnsrr` to dockerd to make that explicit). `--iptables=false`
+# is fine for this: swarm forms, joins and schedules (only the ingress/VIP data path would
+# need iptables and IPVS). `swarm init`/`join` need `--advertise-addr`: the address is the
+# namespace's veth, and dockerd refuses to guess one on a host without a default route.
 # dockerd is started with the cgroupfs driver and a cgroup parent of its own per host, and
 # with the registry as `--insecure-registry`. Swarm's own timers are left at their defaults
 # (dispatcher heartbeat period 5 s, the figure that dominates (a)).
