@@ -24,8 +24,8 @@
 # and publish no ports (a task without a network has no VIP, so IPVS is never asked for; the
 # script passes `--endpoint-mode dnsrr` to dockerd to make that explicit). `--iptables=false`
 # is fine for this: swarm forms, joins and schedules (only the ingress/VIP data path would
-# need iptables and IPVS). `swarm init`/`join` need `--advertise-addr`: the address is the
-# namespace's veth, and dockerd refuses to guess one on a host without a default route.
+# need iptables and IPVS). `swarm init`/`join` get `--advertise-addr`, the namespace's veth
+# address, on both engines (dockerd refuses to guess when it cannot pick one address).
 # dockerd is started with the cgroupfs driver and a cgroup parent of its own per host, and
 # with the registry as `--insecure-registry`. Swarm's own timers are left at their defaults
 # (dispatcher heartbeat period 5 s, the figure that dominates (a)).
