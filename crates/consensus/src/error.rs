@@ -173,6 +173,13 @@ pub enum ConsensusError {
         /// Operation.
         op: &'static str,
     },
+    /// A forwarded request spoke for a node whose certificate the caller does not hold:
+    /// a node reports only its own task status, description and heartbeat. Fatal.
+    #[error("the caller is not node {node_id}: a node reports only its own task status, description and heartbeat")]
+    NotCallerNode {
+        /// The node the request named.
+        node_id: NodeId,
+    },
     /// The node was shut down.
     #[error("the node is shut down")]
     Shutdown,

@@ -1,6 +1,7 @@
 //! berth-consensus: the replicated cluster state.
 //!
-//! Owns: the deterministic state machine `apply(command) -> response` ([`state`]), its
+//! Owns: the deterministic state machine `apply(command) -> response` ([`state`]: nodes,
+//! services and tasks), its
 //! openraft integration with redb log and state-machine storage ([`store`]), snapshots,
 //! membership, the cluster PKI and join tokens ([`pki`]), the raft and cluster RPCs between
 //! nodes over mutual-TLS gRPC ([`transport`]), and the [`ClusterNode`] handle berthd drives.
@@ -60,7 +61,7 @@ pub use cluster::{ClusterConfig, ClusterNode, JoinTokens, RaftTuning, ReadConsis
 pub use error::ConsensusError;
 pub use pki::JoinToken;
 pub use state::{
-    Availability, ClusterState, Command, NodeId, NodeRecord, NodeRole, NodeUpdate, Rejection,
-    Response,
+    Availability, ClusterState, Command, NodeDescription, NodeId, NodeRecord, NodeRole, NodeUpdate,
+    Rejection, Response,
 };
 pub use store::StateView;

@@ -14,7 +14,7 @@
 //!   "bip": "172.20.0.1/16",
 //!   "default-address-pools": [{"base": "10.10.0.0/16", "size": 24}],
 //!   "mirror-addr": "127.0.0.1:5001", "mirror-size-cap": 10000000000, "mirror-tag-ttl": 300,
-//!   "force-new-cluster": false }
+//!   "force-new-cluster": false, "labels": ["zone=a"] }
 //! ```
 //!
 //! As with dockerd, an unknown key is an error, and so is a key given both in the file and
@@ -115,6 +115,10 @@ pub struct Config {
     /// cut into subnets of that prefix length). Repeatable; replaces Docker's defaults.
     #[arg(long = "default-address-pool", value_parser = parse_address_pool)]
     pub default_address_pools: Vec<AddressPoolSpec>,
+    /// An engine label `KEY=VALUE` (`docker info` Labels; Swarm's `engine.labels.KEY`
+    /// placement constraints). Repeatable; `labels` (an array) in the configuration file.
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
 }
 
 /// Where berthd looks for its configuration file when `--config-file` is not given.
@@ -186,6 +190,14 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("invalid log opt {s:?}: expected KEY=VALUE"))
+}
+
+/// An engine label, `KEY=VALUE` (dockerd's wording when malformed).
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("bad attribute format: {s}")),
+    }
 }
 
 /// How a key of the configuration file becomes flags.
@@ -260,6 +272,7 @@ const FILE_KEYS: &[(&str, &str, &str, FileValue)] = &[
         "default-address-pool",
         FileValue::Pools,
     ),
+    ("labels", "labels", "label", FileValue::List),
 ];
 
 /// The flags a configuration file's keys stand for, checked against the flags given on the
@@ -730,6 +743,25 @@ mod tests {
             e.contains("unable to configure the berth daemon with file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn engine_labels_come_from_flags_or_the_file() {
+        let c = Config::parse_from(["berthd", "--label", "zone=a", "--label", "disk=ssd=fast"]);
+        assert_eq!(
+            c.labels,
+            [
+                ("zone".to_string(), "a".to_string()),
+                ("disk".to_string(), "ssd=fast".to_string())
+            ]
+        );
+        let e = Config::try_parse_from(["berthd", "--label", "novalue"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad attribute format: novalue"), "{e}");
+        let args = file_args(&file(r#"{"labels": ["zone=b"]}"#), &cli(&[])).unwrap();
+        let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(args, ["--label", "zone=b"]);
     }
 
     #[test]

@@ -144,6 +144,23 @@ async fn run(cfg: config::Config) -> Result<()> {
         cfg.force_new_cluster,
     )
     .await;
+    // The node agent and the leader loop run while the cluster is active.
+    let agent = service::agent::spawn(
+        cluster.clone(),
+        service::agent::Agent {
+            containers: containers.clone(),
+            images: images.clone(),
+            engine: std::sync::Arc::new(service::agent::EngineFacts {
+                cpus: engine.cpus as u64,
+                memory_bytes: engine.memory_bytes,
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                labels: cfg.labels.iter().cloned().collect(),
+                machine: nix::sys::utsname::uname()
+                    .map(|u| u.machine().to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            }),
+        },
+    );
     let state = api::AppState {
         engine,
         events,
@@ -212,7 +229,9 @@ async fn run(cfg: config::Config) -> Result<()> {
         Ok(r) => r?,
         Err(_) => tracing::info!("closing connections still open after 3 s"),
     }
+    // Stops the agent and the leader loop first (their tasks' containers keep running).
     cluster.shutdown().await;
+    agent.abort();
     // Containers keep running (and keep their networking) across a daemon restart; with
     // none left, berth's links and nftables table go.
     networks.teardown_if_idle().await;

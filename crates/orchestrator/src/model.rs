@@ -70,6 +70,15 @@ pub struct Task {
     pub created_at: Nanos,
     /// Log index of the command that last changed the task.
     pub version: u64,
+    /// Restart history of the task's slot (replicated) or node (global), carried from task
+    /// to replacement task: the times (unix ns, the orchestrator's `now`) at which earlier
+    /// tasks of this slot were replaced under the restart policy, for the same service
+    /// version (and job iteration), pruned to `RestartPolicy.window` and at most
+    /// `max_attempts` entries. Empty when `max_attempts` is 0 (nothing to count). It makes
+    /// `MaxAttempts` hold across trimmed task history and leader changes (swarmkit keeps
+    /// this in the leader's memory and loses it on a leader change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_times: Vec<Nanos>,
 }
 
 /// Observed status of a task (Docker's `TaskStatus`).
@@ -252,8 +261,8 @@ pub struct RestartPolicy {
 /// `==` or `!=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConstraintOp {
-    /// Equal (case-insensitive for everything but `node.labels`/`engine.labels` values,
-    /// as in swarmkit).
+    /// Equal. Values compare case-insensitively (swarmkit's `strings.EqualFold`); the
+    /// label name in `node.labels.<name>`/`engine.labels.<name>` is case-sensitive.
     Eq,
     /// Not equal.
     Ne,

@@ -20,6 +20,21 @@ const LEADERSHIP_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a linearizable read waits for the leader to apply its log (retryable after).
 const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The nodes `command` speaks for (observed task status, node description), in batches
+/// too: only those nodes may send it.
+fn nodes_speaking(command: &Command, out: &mut Vec<NodeId>) {
+    match command {
+        Command::UpdateTaskStatus { node_id, .. } => out.push(*node_id),
+        Command::SetNodeDescription { id, .. } => out.push(*id),
+        Command::Batch { commands } => {
+            for c in commands {
+                nodes_speaking(c, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn write_err(
     op: &'static str,
     e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
@@ -84,6 +99,11 @@ impl NodeCore {
         match op {
             LeaderRequest::FetchCaKey => self.give_ca_key(caller_fp),
             LeaderRequest::Write { command } => {
+                let mut named = Vec::new();
+                nodes_speaking(&command, &mut named);
+                for node_id in named {
+                    self.authorize_node(caller_fp, node_id)?;
+                }
                 let (response, index) = self.write_local(command).await?;
                 Ok(LeaderReply::Written { response, index })
             }
@@ -212,6 +232,38 @@ impl NodeCore {
                 let (response, index) = self.write_local(Command::RotateJoinToken { role }).await?;
                 Ok(LeaderReply::Written { response, index })
             }
+            LeaderRequest::Heartbeat { node_id } => {
+                self.authorize_node(caller_fp, node_id)?;
+                if self.record_heartbeat(node_id) {
+                    Ok(LeaderReply::Done)
+                } else {
+                    Err(ConsensusError::NotLeader {
+                        leader: self.raft.metrics().borrow().current_leader,
+                    })
+                }
+            }
+        }
+    }
+
+    /// A request speaking for `node_id` (its task status, description or heartbeat) must
+    /// come from that node: the caller's certificate fingerprint is the one recorded for
+    /// it. Local calls (`caller_fp` empty: this node's own berthd) are trusted. A request
+    /// relayed by a node that is not the leader carries the relay's certificate and is
+    /// refused too; every node forwards straight to the leader it knows, so that only
+    /// happens while the leader moves, and the caller's retry reaches the new leader.
+    fn authorize_node(&self, caller_fp: &str, node_id: NodeId) -> Result<(), ConsensusError> {
+        if caller_fp.is_empty() {
+            return Ok(());
+        }
+        let holds = self.state.read(|s| {
+            s.nodes
+                .get(&node_id)
+                .is_some_and(|n| n.cert_fingerprint == caller_fp)
+        });
+        if holds {
+            Ok(())
+        } else {
+            Err(ConsensusError::NotCallerNode { node_id })
         }
     }
 

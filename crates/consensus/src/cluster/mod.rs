@@ -26,6 +26,7 @@
 mod batcher;
 mod config;
 mod leader;
+mod liveness;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -56,6 +57,9 @@ use crate::transport::{server, MAX_MESSAGE_BYTES};
 
 /// How long leader operations retry while no leader is known or the leader moves.
 const LEADER_RETRY_WINDOW: Duration = Duration::from_secs(20);
+/// Longest a heartbeat may take (one attempt, no retry): a late heartbeat is worthless, the
+/// next one is due soon.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Metadata key marking a forwarded request (the receiver must not forward again).
 pub(crate) const FORWARDED: &str = "x-berth-forwarded";
 
@@ -93,6 +97,7 @@ pub(crate) struct NodeCore {
     identity: RwLock<NodeIdentity>,
     peers: PeerChannels,
     batcher: batcher::WriteBatcher,
+    liveness: Arc<liveness::LeaderLiveness>,
 }
 
 impl NodeCore {
@@ -145,7 +150,18 @@ impl NodeCore {
     /// Run `op` on the leader: here if this node leads, else forwarded. Retries while the
     /// leader is unknown or moves, up to [`LEADER_RETRY_WINDOW`].
     pub(crate) async fn on_leader(&self, op: LeaderRequest) -> Result<LeaderReply, ConsensusError> {
-        self.on_leader_from(op, "", true).await
+        self.on_leader_from(op, "", true, LEADER_RETRY_WINDOW).await
+    }
+
+    /// What Raft's metrics say about this node's leadership now.
+    fn leader_view(&self) -> liveness::LeaderView {
+        liveness::LeaderView::of(self.id, &self.raft.metrics().borrow())
+    }
+
+    /// Note `node`'s heartbeat in the leader's table; false when this node does not lead.
+    pub(crate) fn record_heartbeat(&self, node: NodeId) -> bool {
+        self.liveness
+            .record(self.leader_view(), node, Instant::now())
     }
 
     async fn on_leader_from(
@@ -153,8 +169,9 @@ impl NodeCore {
         op: LeaderRequest,
         caller_fp: &str,
         may_forward: bool,
+        retry_window: Duration,
     ) -> Result<LeaderReply, ConsensusError> {
-        let deadline = Instant::now() + LEADER_RETRY_WINDOW;
+        let deadline = Instant::now() + retry_window;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -191,7 +208,8 @@ impl NodeCore {
         if forwarded || matches!(op, LeaderRequest::FetchCaKey) {
             self.execute_as_leader(op, caller_fp).await
         } else {
-            self.on_leader_from(op, caller_fp, true).await
+            self.on_leader_from(op, caller_fp, true, LEADER_RETRY_WINDOW)
+                .await
         }
     }
 }
@@ -202,6 +220,8 @@ pub struct ClusterNode {
     core: Arc<NodeCore>,
     local_addr: SocketAddr,
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    /// Follows Raft's metrics into the leader's liveness table (aborted at shutdown).
+    leadership_watcher: JoinHandle<()>,
     /// Dropped to zero strong references once Raft's tasks have released the store.
     db: std::sync::Weak<redb::Database>,
 }
@@ -426,6 +446,9 @@ impl ClusterNode {
             .await
             .map_err(raft_err("start raft"))?;
         let batcher = batcher::WriteBatcher::spawn(raft.clone(), advertise_addr.clone());
+        let liveness = Arc::new(liveness::LeaderLiveness::new(id));
+        let leadership_watcher =
+            tokio::spawn(watch_leadership(id, raft.metrics(), liveness.clone()));
         let core = Arc::new(NodeCore {
             id,
             data_dir: config.data_dir.clone(),
@@ -435,6 +458,7 @@ impl ClusterNode {
             state,
             identity: RwLock::new(identity),
             peers,
+            liveness,
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server_core = core.clone();
@@ -450,6 +474,7 @@ impl ClusterNode {
             core,
             local_addr,
             server: Some((stop_tx, task)),
+            leadership_watcher,
             db,
         })
     }
@@ -512,6 +537,69 @@ impl ClusterNode {
             LeaderReply::Written { response, .. } => Ok(response),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Tell the leader this node is alive (the agent calls it every 250 ms). Not a Raft
+    /// write: one RPC to the leader (or a map insert when this node leads), which records
+    /// the time in memory ([`heartbeats`](Self::heartbeats)). One attempt of at most
+    /// [`HEARTBEAT_TIMEOUT`], no retry. Errors: [`ConsensusError::NoLeader`] (none known, or
+    /// it did not answer in time), `NotLeader` (it just lost leadership), RPC errors.
+    pub async fn heartbeat(&self) -> Result<(), ConsensusError> {
+        let op = LeaderRequest::Heartbeat {
+            node_id: self.core.id,
+        };
+        let attempt = self.core.on_leader_from(op, "", true, Duration::ZERO);
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, attempt).await {
+            Ok(Ok(LeaderReply::Done)) => Ok(()),
+            Ok(Ok(other)) => Err(unexpected(other)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConsensusError::NoLeader { attempts: 1 }),
+        }
+    }
+
+    /// On the leader: when this leadership began (`since`: when this node saw itself lead
+    /// in its current term) and when each node last heartbeated in it, this node counted
+    /// as now. `None` on a node that does not lead. The table is in memory only and starts
+    /// empty at every change of leader or term, so a new leader knows nothing of nodes that
+    /// have not reached it yet: grant a grace period after `since` before calling one down.
+    pub fn heartbeats(&self) -> Option<(Instant, BTreeMap<NodeId, Instant>)> {
+        self.core
+            .liveness
+            .table(self.core.leader_view(), Instant::now())
+    }
+
+    /// A watch on the log index of the last entry applied to this node's state (see
+    /// [`StateView::applied_watch`]): `changed()` resolves after every applied batch, when
+    /// [`state_view`](Self::state_view) already shows it.
+    pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.core.state.applied_watch()
+    }
+
+    /// Whether this node leads and its applied state holds every entry committed before
+    /// its leadership began, i.e. it is safe to run the orchestrator on
+    /// [`state_view`](Self::state_view).
+    ///
+    /// A new leader's log holds every committed entry (Raft's leader completeness), but its
+    /// state machine may not have applied them yet: the previous leader's last
+    /// `Orchestrate` (tasks created, assigned) may be committed and not applied here.
+    /// Planning on that stale state would create or place the same tasks again (apply-time
+    /// checks refuse some of that, not all, e.g. a second task for an empty-looking slot
+    /// whose holder is in the unapplied entry). So readiness is: leader, and applied up to
+    /// the last log index seen when this leadership began; those entries commit (with the
+    /// new leader's first entry) and apply within a round trip.
+    pub async fn is_ready_leader(&self) -> bool {
+        if self.core.raft.current_leader().await != Some(self.core.id) {
+            return false;
+        }
+        let Some(ready) = self
+            .core
+            .liveness
+            .ready_index(self.core.leader_view(), Instant::now())
+        else {
+            return false;
+        };
+        let applied = self.core.state.last_applied().map_or(0, |l| l.index);
+        applied >= ready
     }
 
     /// The cluster state.
@@ -620,6 +708,7 @@ impl ClusterNode {
     /// Stop Raft and the server. The data directory is kept (restart with
     /// [`restart`](Self::restart)).
     pub async fn shutdown(mut self) -> Result<(), ConsensusError> {
+        self.leadership_watcher.abort();
         let raft_result = self.core.raft.shutdown().await;
         if let Some((stop, mut task)) = self.server.take() {
             let _ = stop.send(());
@@ -674,6 +763,22 @@ fn remove_cluster_files(data_dir: &Path) -> Result<(), ConsensusError> {
     match errors.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Follow Raft's metrics so a leadership's `since` is when it began, not when someone
+/// first asked. Ends when Raft stops (its metrics channel closes).
+async fn watch_leadership(
+    me: NodeId,
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    live: Arc<liveness::LeaderLiveness>,
+) {
+    loop {
+        let view = liveness::LeaderView::of(me, &metrics.borrow_and_update());
+        live.observe(view, Instant::now());
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -3,9 +3,10 @@
 //! Log entries outlive the code that wrote them, so variants are only ever *added*: a
 //! changed shape becomes a new variant, and old variants stay decodable and applicable.
 
+use berth_orchestrator::{Nanos, Service, Task, TaskChange, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 
-use super::node::{NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
+use super::node::{NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
 
 /// A change to the cluster state. Applied by [`ClusterState::apply`](super::ClusterState::apply).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +49,70 @@ pub enum Command {
     ForceNewCluster {
         /// The surviving manager.
         survivor: NodeId,
+    },
+    /// Record a new service (`POST /services/create`). Its `version` becomes the entry's
+    /// index; `created_at`/`updated_at` are taken as given. Refused when the id exists
+    /// ([`Rejection::ServiceExists`]), the spec has no `Name`
+    /// ([`Rejection::ServiceNameMissing`]) or another service has the name, compared
+    /// case-insensitively as swarmkit's store does ([`Rejection::ServiceNameConflict`]).
+    CreateService {
+        /// The service; `service.spec["Name"]` is its name.
+        service: Service,
+    },
+    /// Replace a service's spec (`POST /services/{id}/update?version=`). The old spec
+    /// becomes `previous_spec`, `version` the entry's index, `updated_at` = `at`; jobs
+    /// (`Mode` has `ReplicatedJob` or `GlobalJob`) get `job_iteration + 1`. Refused when the
+    /// service is missing ([`Rejection::ServiceNotFound`]), at another version
+    /// ([`Rejection::ServiceVersion`]) or renamed ([`Rejection::ServiceRename`]).
+    UpdateService {
+        /// Service id.
+        id: String,
+        /// The version the client read (`?version=`).
+        expected_version: u64,
+        /// The new `ServiceSpec` JSON exactly as the client sent it.
+        spec: serde_json::Value,
+        /// The image pinned to the digest resolved for this update.
+        image: String,
+        /// When (unix ns, chosen by the driver).
+        at: Nanos,
+    },
+    /// Forget a service (`DELETE /services/{id}`); every task of it gets desired state
+    /// `Remove` (the agents stop and remove the containers, the orchestrator deletes the
+    /// records once terminal). Refused when missing ([`Rejection::ServiceNotFound`]).
+    RemoveService {
+        /// Service id.
+        id: String,
+    },
+    /// One orchestration pass of the leader, batched: each change is checked against the
+    /// state as left by the changes before it (see [`TaskChange`]'s variants) and applied,
+    /// or refused on its own; the response lists the refused ones
+    /// ([`Response::Orchestrated`]).
+    Orchestrate {
+        /// The decisions, in order.
+        changes: Vec<TaskChange>,
+        /// When they were made (unix ns): the timestamp of statuses they write.
+        at: Nanos,
+    },
+    /// A node's agent reports a task's observed status. Accepted only from the task's node
+    /// ([`Rejection::NotTaskNode`]) and only forward in [`TaskState`] order
+    /// ([`Rejection::StaleTaskStatus`]); the same state again is accepted (it may add the
+    /// container id, the pid after an adoption, the exit code or a newer message), an
+    /// identical status changes nothing.
+    UpdateTaskStatus {
+        /// Task id.
+        task_id: String,
+        /// The reporting node (the leader checks it against the caller's certificate).
+        node_id: NodeId,
+        /// The observed status.
+        status: TaskStatus,
+    },
+    /// A node reports its platform, resources and engine (its agent, at start). The record's
+    /// `version` moves only when the description changed.
+    SetNodeDescription {
+        /// The node (the leader checks it against the caller's certificate).
+        id: NodeId,
+        /// What it reports.
+        description: NodeDescription,
     },
 }
 
@@ -96,6 +161,122 @@ pub enum Rejection {
         /// The id.
         id: NodeId,
     },
+    /// Another service has this name (swarmkit's `ErrNameConflict` wording).
+    #[error("name conflicts with an existing object")]
+    ServiceNameConflict {
+        /// The name asked for.
+        name: String,
+    },
+    /// A service with this id exists.
+    #[error("service {id} already exists")]
+    ServiceExists {
+        /// The id.
+        id: String,
+    },
+    /// The spec has no (or an empty) `Name`.
+    #[error("service {id}: the spec has no name")]
+    ServiceNameMissing {
+        /// The id.
+        id: String,
+    },
+    /// No service with this id.
+    #[error("service {id} not found")]
+    ServiceNotFound {
+        /// The id.
+        id: String,
+    },
+    /// The update was computed from another version of the service (swarmkit's wording).
+    #[error("update out of sequence")]
+    ServiceVersion {
+        /// The id.
+        id: String,
+        /// Version the client sent.
+        expected: u64,
+        /// Version found.
+        actual: u64,
+    },
+    /// An update changed the service's name (swarmkit's wording).
+    #[error("renaming services is not supported")]
+    ServiceRename {
+        /// The id.
+        id: String,
+    },
+    /// No task with this id.
+    #[error("task {id} not found")]
+    TaskNotFound {
+        /// The id.
+        id: String,
+    },
+    /// A task with this id exists.
+    #[error("task {id} already exists")]
+    TaskExists {
+        /// The id.
+        id: String,
+    },
+    /// The new task's slot (replicated and jobs: service and slot; global: service and node)
+    /// already holds a task whose desired state is `Running` or `Complete`.
+    #[error("slot of task {id} is held by task {holder}")]
+    SlotTaken {
+        /// The new task.
+        id: String,
+        /// The task holding the slot.
+        holder: String,
+    },
+    /// `Assign`/`Unschedulable` on a task that already has a node.
+    #[error("task {id} is already assigned to node {node_id}")]
+    TaskAssigned {
+        /// The task.
+        id: String,
+        /// Its node.
+        node_id: NodeId,
+    },
+    /// `Assign` of a task whose desired state is not `Running` or `Complete`.
+    #[error("task {id} is not to run (desired state {desired:?})")]
+    TaskNotRunnable {
+        /// The task.
+        id: String,
+        /// Its desired state.
+        desired: TaskState,
+    },
+    /// `SetDesired` backwards.
+    #[error("task {id}: desired state cannot move back from {current:?} to {requested:?}")]
+    DesiredBackwards {
+        /// The task.
+        id: String,
+        /// Its desired state.
+        current: TaskState,
+        /// The one asked for.
+        requested: TaskState,
+    },
+    /// `Delete` of a task whose container may still run (assigned, observed state below
+    /// `Complete`).
+    #[error("task {id} may still be running on node {node_id} (state {state:?})")]
+    TaskMayRun {
+        /// The task.
+        id: String,
+        /// Its node.
+        node_id: NodeId,
+        /// Its observed state.
+        state: TaskState,
+    },
+    /// A task status reported by a node the task is not assigned to.
+    #[error("task {id} is not assigned to node {node_id}")]
+    NotTaskNode {
+        /// The task.
+        id: String,
+        /// The reporting node.
+        node_id: NodeId,
+    },
+    /// A task status older than the recorded one (observed state moves only forward).
+    #[error("task {id}: status {reported:?} is older than the recorded {current:?}")]
+    StaleTaskStatus {
+        /// The task.
+        id: String,
+        /// Recorded observed state.
+        current: TaskState,
+        /// Reported state.
+        reported: TaskState,
+    },
 }
 
 /// Result of applying one log entry.
@@ -109,7 +290,7 @@ pub enum Response {
         /// Its id.
         cluster_id: String,
     },
-    /// The node record after the change (`AddNode`, `UpdateNode`).
+    /// The node record after the change (`AddNode`, `UpdateNode`, `SetNodeDescription`).
     Node {
         /// The record.
         node: NodeRecord,
@@ -130,6 +311,27 @@ pub enum Response {
     ForcedNewCluster {
         /// Managers demoted to workers.
         demoted: Vec<NodeId>,
+    },
+    /// The service after `CreateService` or `UpdateService`.
+    Service {
+        /// The service.
+        service: Service,
+    },
+    /// The service was removed (its tasks now have desired state `Remove`).
+    ServiceRemoved {
+        /// Its id.
+        id: String,
+    },
+    /// `Orchestrate` was applied; these changes (index into `changes`) were refused and
+    /// changed nothing, every other one was applied.
+    Orchestrated {
+        /// Index of each refused change and why.
+        refused: Vec<(usize, Rejection)>,
+    },
+    /// The task after `UpdateTaskStatus`.
+    Task {
+        /// The task.
+        task: Task,
     },
     /// Responses of a `Batch`, in order.
     Batch {

@@ -1,6 +1,6 @@
 //! The replicated cluster state: a deterministic `apply(index, command) -> response`.
 //!
-//! Owns: the cluster objects (nodes today; services, tasks, networks, secrets and configs
+//! Owns: the cluster objects (nodes, services and tasks; networks, secrets and configs
 //! later), the commands that change them, and the versioned encoding of the whole state
 //! (used for Raft snapshots and the state-machine record in redb).
 //!
@@ -15,19 +15,24 @@
 //! ```
 
 mod command;
+mod migrate;
 mod node;
+mod services;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use berth_orchestrator::{Service, Task};
 use serde::{Deserialize, Serialize};
 
 pub use command::{Command, Rejection, Response};
-pub use node::{Availability, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
+pub use node::{Availability, NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
+pub use services::{service_name, ASSIGNED_MESSAGE, PENDING_MESSAGE};
 
 use crate::error::ConsensusError;
 
-/// Current encoding version of [`ClusterState`] (see [`ClusterState::encode`]).
-pub const STATE_FORMAT: u32 = 1;
+/// Current encoding version of [`ClusterState`] (see [`ClusterState::encode`]); older ones
+/// are migrated by [`ClusterState::decode`] (history in `migrate.rs`).
+pub const STATE_FORMAT: u32 = 2;
 
 /// Generations of the two join tokens; a token's secret is derived from its generation,
 /// so rotating a token is bumping a number (the secret itself never enters the state).
@@ -62,6 +67,12 @@ pub struct ClusterState {
     pub revoked_certs: BTreeSet<String>,
     /// Join token generations.
     pub tokens: TokenGenerations,
+    /// All services, by id.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    /// All tasks, by id.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, Task>,
 }
 
 /// On-disk / on-wire envelope of the state. `format` selects the decoder; older formats
@@ -159,6 +170,32 @@ impl ClusterState {
                 }
                 Ok(Response::ForcedNewCluster { demoted })
             }
+            Command::CreateService { service } => self.create_service(index, service),
+            Command::UpdateService {
+                id,
+                expected_version,
+                spec,
+                image,
+                at,
+            } => self.update_service(index, id, *expected_version, spec, image, *at),
+            Command::RemoveService { id } => self.remove_service(index, id),
+            Command::Orchestrate { changes, at } => Ok(self.orchestrate(index, changes, *at)),
+            Command::UpdateTaskStatus {
+                task_id,
+                node_id,
+                status,
+            } => self.update_task_status(index, task_id, *node_id, status),
+            Command::SetNodeDescription { id, description } => {
+                let node = self
+                    .nodes
+                    .get_mut(id)
+                    .ok_or(Rejection::NodeNotFound { id: *id })?;
+                if node.description.as_ref() != Some(description) {
+                    node.description = Some(description.clone());
+                    node.version = index;
+                }
+                Ok(Response::Node { node: node.clone() })
+            }
         }
     }
 
@@ -176,6 +213,7 @@ impl ClusterState {
             cert_fingerprint: spec.cert_fingerprint.clone(),
             created_index: index,
             version: index,
+            description: None,
         };
         self.nodes.insert(spec.id, node.clone());
         Ok(node)
@@ -252,13 +290,15 @@ impl ClusterState {
                 what: "cluster state",
                 source,
             })?;
+        let decode_err = |source| ConsensusError::Decode {
+            what: "cluster state",
+            source,
+        };
         match envelope.format {
-            // Format 1 is current. A future format 2 decodes here and format 1 gets a
-            // `migrate_v1` step that turns the old value into the new struct.
-            1 => serde_json::from_value(envelope.state).map_err(|source| ConsensusError::Decode {
-                what: "cluster state",
-                source,
-            }),
+            1 => serde_json::from_value(envelope.state)
+                .map(migrate::migrate_v1)
+                .map_err(decode_err),
+            2 => serde_json::from_value(envelope.state).map_err(decode_err),
             found => Err(ConsensusError::UnknownFormat {
                 what: "cluster state",
                 found,
@@ -521,6 +561,44 @@ mod tests {
         assert!(matches!(responses[2], Response::Node { .. }));
         assert_eq!(state.nodes.len(), 3);
         assert_eq!(state.last_index, 2);
+    }
+
+    /// A format-1 encoding as berth wrote it before services existed (captured from that
+    /// code's `encode`), decoded by today's code: same nodes, no descriptions, no services,
+    /// no tasks; encoding again writes the current format.
+    #[test]
+    fn format_1_is_migrated() {
+        let v1 = r#"{"format":1,"state":{"cluster_id":"c1","last_index":7,"nodes":{"1":{"id":1,"hostname":"m1","addr":"127.0.0.1:7001","role":"manager","availability":"active","labels":{},"cert_fingerprint":"fp1","created_index":1,"version":1},"2":{"id":2,"hostname":"w1","addr":"127.0.0.1:7002","role":"worker","availability":"drain","labels":{"zone":"a"},"cert_fingerprint":"fp2","created_index":2,"version":5}},"revoked_certs":["fp9"],"tokens":{"manager":1,"worker":2}}}"#;
+        let state = ClusterState::decode(v1.as_bytes()).unwrap();
+        assert_eq!(state.cluster_id.as_deref(), Some("c1"));
+        assert_eq!(state.last_index, 7);
+        assert_eq!(state.nodes.len(), 2);
+        let w1 = &state.nodes[&2];
+        assert_eq!(
+            (w1.role, w1.availability, w1.version, w1.created_index),
+            (NodeRole::Worker, Availability::Drain, 5, 2)
+        );
+        assert_eq!(w1.labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(w1.description, None);
+        assert!(state.revoked_certs.contains("fp9"));
+        assert_eq!(
+            state.tokens,
+            TokenGenerations {
+                manager: 1,
+                worker: 2
+            }
+        );
+        assert!(state.services.is_empty() && state.tasks.is_empty());
+        let again = state.encode().unwrap();
+        let envelope: serde_json::Value = serde_json::from_slice(&again).unwrap();
+        assert_eq!(envelope["format"], STATE_FORMAT);
+        assert_eq!(ClusterState::decode(&again).unwrap(), state);
+        // A format-1 body with fields format 1 never had is corrupt, not silently dropped.
+        let odd = v1.replace(r#""last_index":7"#, r#""last_index":7,"services":{}"#);
+        assert!(matches!(
+            ClusterState::decode(odd.as_bytes()),
+            Err(ConsensusError::Decode { .. })
+        ));
     }
 
     #[test]

@@ -87,6 +87,28 @@ pub struct NodeRecord {
     pub created_index: u64,
     /// Log index of the last command that changed the record (Docker's `Version.Index`).
     pub version: u64,
+    /// What the node reported about itself (`SetNodeDescription`, written by its agent at
+    /// start); `None` until it has.
+    #[serde(default)]
+    pub description: Option<NodeDescription>,
+}
+
+/// What a node reports about itself (Docker's `Node.Description`): platform, capacity and
+/// engine. Written only by the node itself (`Command::SetNodeDescription`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescription {
+    /// `linux`.
+    pub os: String,
+    /// As Docker's API reports it for nodes (`x86_64`, `aarch64`).
+    pub architecture: String,
+    /// CPUs in units of 10^-9 CPUs.
+    pub nano_cpus: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// The engine's version (`Engine.EngineVersion`).
+    pub engine_version: String,
+    /// The daemon's `--label`s (`Engine.Labels`; `engine.labels.*` constraints).
+    pub engine_labels: BTreeMap<String, String>,
 }
 
 /// A partial update of a node; `None` leaves a field unchanged.

@@ -12,6 +12,7 @@ use openraft::{
 };
 use redb::{Database, Durability};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::{blocking, record, SM};
 use crate::error::ConsensusError;
@@ -48,6 +49,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct StateView {
     inner: Arc<RwLock<Inner>>,
+    applied: Arc<watch::Sender<u64>>,
 }
 
 impl Debug for StateView {
@@ -74,12 +76,25 @@ impl StateView {
         let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
         guard.last_membership.clone()
     }
+
+    /// A watch on the log index of the last applied entry (0 before any): it changes after
+    /// every applied batch of entries (and snapshot install), once the state it names is
+    /// readable through [`read`](Self::read). Entries without a command (blank, membership)
+    /// count too, so a change does not always mean the cluster objects changed.
+    pub fn applied_watch(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+}
+
+fn index_of(log_id: Option<LogId>) -> u64 {
+    log_id.map_or(0, |l| l.index)
 }
 
 /// Applies committed entries to [`ClusterState`] and persists the result in redb.
 pub struct StateMachineStore {
     db: Arc<Database>,
     inner: Arc<RwLock<Inner>>,
+    applied: Arc<watch::Sender<u64>>,
     snapshot_seq: u64,
 }
 
@@ -158,9 +173,11 @@ impl StateMachineStore {
                 };
             }
         }
+        let applied = Arc::new(watch::Sender::new(index_of(inner.last_applied)));
         Ok(StateMachineStore {
             db,
             inner: Arc::new(RwLock::new(inner)),
+            applied,
             snapshot_seq: 0,
         })
     }
@@ -169,6 +186,7 @@ impl StateMachineStore {
     pub fn view(&self) -> StateView {
         StateView {
             inner: self.inner.clone(),
+            applied: self.applied.clone(),
         }
     }
 
@@ -253,7 +271,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (responses, bytes) = {
+        let (responses, bytes, last_index) = {
             let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
             let mut responses = Vec::new();
             for entry in entries {
@@ -271,7 +289,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 responses.push(response);
             }
             let bytes = Self::encode_applied(&guard).map_err(sm_write_err)?;
-            (responses, bytes)
+            (responses, bytes, index_of(guard.last_applied))
         };
         // Not fsync'd: every applied entry is already durable in the log of a quorum, and
         // a crash only rolls applied state back to the last fsync'd commit of this file
@@ -281,6 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist(vec![(APPLIED, bytes)], Durability::None)
             .await
             .map_err(sm_write_err)?;
+        self.applied.send_replace(last_index);
         Ok(responses)
     }
 
@@ -322,7 +341,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Durability::Immediate,
         )
         .await
-        .map_err(sm_write_err)
+        .map_err(sm_write_err)?;
+        self.applied.send_replace(index_of(meta.last_log_id));
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -53,6 +53,12 @@ pub enum LeaderRequest {
         /// Which.
         role: NodeRole,
     },
+    /// `node_id` is alive (recorded in the leader's memory, not in Raft). Forwarded ones
+    /// must come from that node's certificate.
+    Heartbeat {
+        /// The node.
+        node_id: NodeId,
+    },
 }
 
 /// The leader's answer.
@@ -113,6 +119,11 @@ pub enum RemoteError {
     },
     /// The operation needs a manager and the caller or callee is not one.
     NotManager,
+    /// The request named a node other than the caller's.
+    NotCallerNode {
+        /// The node named.
+        node_id: NodeId,
+    },
     /// Anything else (storage, raft); `retryable` tells the caller whether to try again.
     Failed {
         /// Display of the error.
@@ -134,6 +145,9 @@ impl RemoteError {
                 reason: message.clone(),
             },
             ConsensusError::NotManager { .. } => RemoteError::NotManager,
+            ConsensusError::NotCallerNode { node_id } => {
+                RemoteError::NotCallerNode { node_id: *node_id }
+            }
             other => RemoteError::Failed {
                 reason: error_chain(other),
                 retryable: other.is_retryable(),
@@ -153,6 +167,7 @@ impl RemoteError {
             RemoteError::NotManager => ConsensusError::NotManager {
                 op: "forwarded operation",
             },
+            RemoteError::NotCallerNode { node_id } => ConsensusError::NotCallerNode { node_id },
             RemoteError::Failed { reason, retryable } => ConsensusError::Rpc {
                 rpc: "Forward",
                 addr: addr.to_string(),

@@ -37,7 +37,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Credentials from `X-Registry-Auth` (base64url JSON), anonymous when absent or empty.
-fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+pub(super) fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     use base64::Engine as _;
     let Some(raw) = headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) else {
         return Ok(Credentials::Anonymous);

@@ -13,6 +13,7 @@ mod events;
 mod filters;
 mod images;
 mod networks;
+mod services;
 mod stream;
 mod swarm;
 mod system;
@@ -111,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(containers::routes())
         .merge(networks::routes())
         .merge(swarm::routes())
+        .merge(services::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::common_headers))
         .with_state(state)

@@ -25,6 +25,8 @@ pub struct EngineInfo {
     pub registry_mirrors: Vec<String>,
     /// The containers' default logging driver (`--log-driver`).
     pub logging_driver: String,
+    /// The daemon's labels (`--label`), `KEY=VALUE`.
+    pub labels: Vec<String>,
 }
 
 impl EngineInfo {
@@ -50,6 +52,7 @@ impl EngineInfo {
                 m
             },
             logging_driver: cfg.log_driver.clone(),
+            labels: cfg.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         }
     }
 }
@@ -224,7 +227,7 @@ async fn info(State(st): State<AppState>) -> Json<Value> {
             "Mirrors": e.registry_mirrors,
         },
         "InsecureRegistries": e.insecure_registries,
-        "Labels": [],
+        "Labels": e.labels,
         "ExperimentalBuild": false,
         "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Warnings": [],

@@ -38,7 +38,7 @@ use crate::error::ServiceError;
 /// Swarm's default cluster port.
 pub const DEFAULT_PORT: u16 = 2377;
 /// How long an API write waits for the cluster to commit it.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often every other node's cluster port is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// A node not reached for this long is shown as down.
@@ -104,6 +104,22 @@ pub struct ClusterService {
     inner: Arc<Inner>,
 }
 
+/// Whether the cluster loops of this node (agent, leader loop) should run; see
+/// [`ClusterService::phase_watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterPhase {
+    /// No cluster node runs (not a member, being stopped, or daemon shutdown): the loops
+    /// stop and task containers stay.
+    Inactive,
+    /// A cluster node runs; the number changes with every (re)start of the node.
+    Active(u64),
+    /// This node left the cluster: its task containers go.
+    Left {
+        /// The id this node had.
+        node_id: NodeId,
+    },
+}
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
@@ -112,6 +128,8 @@ struct Inner {
     /// Serialises init, join and leave.
     ops: tokio::sync::Mutex<()>,
     last_seen: Mutex<HashMap<NodeId, Instant>>,
+    phase: tokio::sync::watch::Sender<ClusterPhase>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -134,6 +152,8 @@ impl ClusterService {
                 slot: RwLock::new(Slot::Inactive),
                 ops: tokio::sync::Mutex::new(()),
                 last_seen: Mutex::new(HashMap::new()),
+                phase: tokio::sync::watch::channel(ClusterPhase::Inactive).0,
+                generation: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         if ClusterNode::is_member(&svc.inner.dir) {
@@ -165,7 +185,10 @@ impl ClusterService {
         self.inner.slot.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn node(&self) -> Option<Arc<ClusterNode>> {
+    /// The running cluster node, if any. Holders must let go of it promptly: stopping or
+    /// leaving waits until no one holds it (the loops started on [`Self::phase_watch`]
+    /// are stopped first).
+    pub fn node(&self) -> Option<Arc<ClusterNode>> {
         match &*self.inner.slot.read().unwrap_or_else(|p| p.into_inner()) {
             Slot::Active(n) => Some(n.clone()),
             _ => None,
@@ -178,7 +201,26 @@ impl ClusterService {
     }
 
     fn activate(&self, node: ClusterNode) {
-        *self.write_slot() = Slot::Active(Arc::new(node));
+        self.activate_shared(Arc::new(node));
+    }
+
+    fn activate_shared(&self, node: Arc<ClusterNode>) {
+        *self.write_slot() = Slot::Active(node);
+        let generation = self
+            .inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        self.inner
+            .phase
+            .send_replace(ClusterPhase::Active(generation));
+    }
+
+    /// Follows the node's lifecycle: `Active` after init, join or a restart, `Inactive`
+    /// while it is being stopped (before its handle is taken: loops holding it must end),
+    /// `Left` after a leave.
+    pub fn phase_watch(&self) -> tokio::sync::watch::Receiver<ClusterPhase> {
+        self.inner.phase.subscribe()
     }
 
     fn config(&self, listen: SocketAddr) -> ClusterConfig {
@@ -291,6 +333,7 @@ impl ClusterService {
             Slot::Active(n) => n,
             _ => return None,
         };
+        self.inner.phase.send_replace(ClusterPhase::Inactive);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match Arc::try_unwrap(node) {
@@ -301,7 +344,7 @@ impl ClusterService {
                 }
                 Err(shared) => {
                     // A request is stuck on the node: put it back rather than lose it.
-                    *self.write_slot() = Slot::Active(shared);
+                    self.activate_shared(shared);
                     return None;
                 }
             }
@@ -328,6 +371,7 @@ impl ClusterService {
                  Use `--force` to ignore this message.",
             ));
         }
+        let node_id = node.id();
         drop(node);
         let node = self
             .take_node()
@@ -355,7 +399,11 @@ impl ClusterService {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        self.remove_local_state()
+        self.remove_local_state()?;
+        self.inner
+            .phase
+            .send_replace(ClusterPhase::Left { node_id });
+        Ok(())
     }
 
     fn remove_local_state(&self) -> Result<(), ServiceError> {
@@ -435,6 +483,30 @@ impl ClusterService {
             .await
             .map_err(|_| no_quorum())?
             .map_err(cluster_error)
+    }
+
+    /// The running cluster node, for the services layer's reads (its replica) and writes;
+    /// 503 with dockerd's words when this berthd is not part of a swarm.
+    pub fn member(&self) -> Result<Arc<ClusterNode>, ServiceError> {
+        self.node().ok_or_else(|| {
+            ServiceError::unavailable(
+                "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.",
+            )
+        })
+    }
+
+    /// Commits `command` through Raft from any node (forwarded to the leader), waiting at
+    /// most [`WRITE_TIMEOUT`]. The outer error is "not a member" or "no quorum in time"
+    /// (503); the inner result is the cluster's answer, for the caller to word its
+    /// rejections ([`cluster_error`] maps the rest).
+    pub async fn write(
+        &self,
+        command: berth_consensus::Command,
+    ) -> Result<Result<berth_consensus::Response, ConsensusError>, ServiceError> {
+        let node = self.member()?;
+        tokio::time::timeout(WRITE_TIMEOUT, node.write(command))
+            .await
+            .map_err(|_| no_quorum())
     }
 
     /// Every node with its observed status (this node's replica: any node can answer).
@@ -639,15 +711,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Consensus failures by what the client can do about them.
-fn cluster_error(e: ConsensusError) -> ServiceError {
+pub fn cluster_error(e: ConsensusError) -> ServiceError {
     let message = error_chain(&e);
     match &e {
         ConsensusError::Rejected(r) => match r {
-            Rejection::NodeNotFound { .. } => ServiceError::not_found(message),
+            Rejection::NodeNotFound { .. }
+            | Rejection::ServiceNotFound { .. }
+            | Rejection::TaskNotFound { .. } => ServiceError::not_found(message),
             Rejection::VersionMismatch { .. }
             | Rejection::LastManager { .. }
             | Rejection::RemoveManager { .. }
-            | Rejection::NodeExists { .. } => ServiceError::conflict(message),
+            | Rejection::NodeExists { .. }
+            | Rejection::ServiceNameConflict { .. }
+            | Rejection::ServiceExists { .. } => ServiceError::conflict(message),
+            // `update out of sequence`, a rename, a task rule: the request was wrong.
             _ => ServiceError::invalid(message),
         },
         ConsensusError::MalformedToken { .. }

@@ -4,10 +4,14 @@
 //! records in the state database. Does not own HTTP shapes (api/) or kernel work (the
 //! runtime, registry-mirror and overlay-net crates, which services call).
 
+pub mod agent;
 pub mod cluster;
 pub mod containers;
 pub mod events;
 pub mod images;
 pub mod networks;
+pub mod orchestrator;
 pub mod pattern;
+pub mod services;
+pub mod task_spec;
 pub mod volumes;

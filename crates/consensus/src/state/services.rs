@@ -1,0 +1,1177 @@
+//! Services and tasks in the replicated state: the apply rules of `CreateService`,
+//! `UpdateService`, `RemoveService`, `Orchestrate` and `UpdateTaskStatus` (swarmkit's task
+//! model: the spec is the client's, desired state is written by managers, observed status
+//! only by the task's node).
+//!
+//! Every rule checks first and changes after, so a refused command (or a refused change of
+//! an `Orchestrate` batch) leaves the state as it was. Each changed object gets
+//! `version = index` (the log index of the entry), Docker's `Version.Index`.
+
+use berth_orchestrator::{Nanos, Service, Task, TaskChange, TaskState, TaskStatus};
+
+use super::{ClusterState, NodeId, Rejection, Response};
+
+/// Message of a task the scheduler placed (swarmkit's wording).
+pub const ASSIGNED_MESSAGE: &str = "scheduler assigned task to node";
+/// Message of a task that fits on no node (swarmkit's wording).
+pub const PENDING_MESSAGE: &str = "pending task scheduling";
+
+/// A service's name: `spec["Name"]`.
+pub fn service_name(spec: &serde_json::Value) -> Option<&str> {
+    spec.get("Name")
+        .and_then(|n| n.as_str())
+        .filter(|n| !n.is_empty())
+}
+
+/// Whether the spec's `Mode` is a job (`ReplicatedJob` or `GlobalJob`).
+fn is_job(spec: &serde_json::Value) -> bool {
+    spec.get("Mode")
+        .and_then(|m| m.as_object())
+        .is_some_and(|m| m.contains_key("ReplicatedJob") || m.contains_key("GlobalJob"))
+}
+
+/// Names compare case-insensitively, as in swarmkit's store (`strings.ToLower` in its name
+/// index): `web` and `WEB` conflict.
+fn same_name(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
+/// A desired state that holds a task's slot: a replacement must move it on first.
+fn holds_slot(desired: TaskState) -> bool {
+    matches!(desired, TaskState::Running | TaskState::Complete)
+}
+
+impl ClusterState {
+    pub(super) fn create_service(
+        &mut self,
+        index: u64,
+        service: &Service,
+    ) -> Result<Response, Rejection> {
+        if self.services.contains_key(&service.id) {
+            return Err(Rejection::ServiceExists {
+                id: service.id.clone(),
+            });
+        }
+        let name = service_name(&service.spec).ok_or_else(|| Rejection::ServiceNameMissing {
+            id: service.id.clone(),
+        })?;
+        if self.service_by_name(name).is_some() {
+            return Err(Rejection::ServiceNameConflict {
+                name: name.to_string(),
+            });
+        }
+        let mut service = service.clone();
+        service.version = index;
+        self.services.insert(service.id.clone(), service.clone());
+        Ok(Response::Service { service })
+    }
+
+    pub(super) fn update_service(
+        &mut self,
+        index: u64,
+        id: &str,
+        expected_version: u64,
+        spec: &serde_json::Value,
+        image: &str,
+        at: Nanos,
+    ) -> Result<Response, Rejection> {
+        let service = self
+            .services
+            .get_mut(id)
+            .ok_or_else(|| Rejection::ServiceNotFound { id: id.to_string() })?;
+        if service.version != expected_version {
+            return Err(Rejection::ServiceVersion {
+                id: id.to_string(),
+                expected: expected_version,
+                actual: service.version,
+            });
+        }
+        if service_name(spec) != service_name(&service.spec) {
+            return Err(Rejection::ServiceRename { id: id.to_string() });
+        }
+        let previous = std::mem::replace(&mut service.spec, spec.clone());
+        service.previous_spec = Some(previous);
+        service.image = image.to_string();
+        service.version = index;
+        service.updated_at = at;
+        if is_job(spec) {
+            service.job_iteration += 1;
+        }
+        Ok(Response::Service {
+            service: service.clone(),
+        })
+    }
+
+    pub(super) fn remove_service(&mut self, index: u64, id: &str) -> Result<Response, Rejection> {
+        if self.services.remove(id).is_none() {
+            return Err(Rejection::ServiceNotFound { id: id.to_string() });
+        }
+        for task in self.tasks.values_mut() {
+            if task.service_id == id && task.desired_state < TaskState::Remove {
+                task.desired_state = TaskState::Remove;
+                task.version = index;
+            }
+        }
+        Ok(Response::ServiceRemoved { id: id.to_string() })
+    }
+
+    pub(super) fn orchestrate(
+        &mut self,
+        index: u64,
+        changes: &[TaskChange],
+        at: Nanos,
+    ) -> Response {
+        let refused = changes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, change)| {
+                self.apply_task_change(index, change, at)
+                    .err()
+                    .map(|r| (i, r))
+            })
+            .collect();
+        Response::Orchestrated { refused }
+    }
+
+    fn task_mut(&mut self, id: &str) -> Result<&mut Task, Rejection> {
+        self.tasks
+            .get_mut(id)
+            .ok_or_else(|| Rejection::TaskNotFound { id: id.to_string() })
+    }
+
+    /// One change of an `Orchestrate` batch, checked as [`TaskChange`]'s docs say.
+    fn apply_task_change(
+        &mut self,
+        index: u64,
+        change: &TaskChange,
+        at: Nanos,
+    ) -> Result<(), Rejection> {
+        match change {
+            TaskChange::Create { task } => {
+                if self.tasks.contains_key(&task.id) {
+                    return Err(Rejection::TaskExists {
+                        id: task.id.clone(),
+                    });
+                }
+                if !self.services.contains_key(&task.service_id) {
+                    return Err(Rejection::ServiceNotFound {
+                        id: task.service_id.clone(),
+                    });
+                }
+                if holds_slot(task.desired_state) {
+                    if let Some(holder) = self.slot_holder(task) {
+                        return Err(Rejection::SlotTaken {
+                            id: task.id.clone(),
+                            holder: holder.id.clone(),
+                        });
+                    }
+                }
+                let mut task = task.clone();
+                task.version = index;
+                self.tasks.insert(task.id.clone(), task);
+                Ok(())
+            }
+            TaskChange::Assign { task_id, node_id } => {
+                if !self.nodes.contains_key(node_id) {
+                    return Err(Rejection::NodeNotFound { id: *node_id });
+                }
+                let task = self.task_mut(task_id)?;
+                if let Some(current) = task.node_id {
+                    return Err(Rejection::TaskAssigned {
+                        id: task_id.clone(),
+                        node_id: current,
+                    });
+                }
+                if !holds_slot(task.desired_state) {
+                    return Err(Rejection::TaskNotRunnable {
+                        id: task_id.clone(),
+                        desired: task.desired_state,
+                    });
+                }
+                task.node_id = Some(*node_id);
+                task.status = TaskStatus::new(TaskState::Assigned, at, ASSIGNED_MESSAGE);
+                task.version = index;
+                Ok(())
+            }
+            TaskChange::Unschedulable { task_id, err } => {
+                let task = self.task_mut(task_id)?;
+                if let Some(current) = task.node_id {
+                    return Err(Rejection::TaskAssigned {
+                        id: task_id.clone(),
+                        node_id: current,
+                    });
+                }
+                // Re-stating the same reason is not a change: no new timestamp or version
+                // on every pass while the task waits.
+                if task.status.state == TaskState::Pending
+                    && task.status.err.as_deref() == Some(err.as_str())
+                {
+                    return Ok(());
+                }
+                let mut status = TaskStatus::new(TaskState::Pending, at, PENDING_MESSAGE);
+                status.err = Some(err.clone());
+                task.status = status;
+                task.version = index;
+                Ok(())
+            }
+            TaskChange::SetDesired { task_id, desired } => {
+                let task = self.task_mut(task_id)?;
+                if *desired < task.desired_state {
+                    return Err(Rejection::DesiredBackwards {
+                        id: task_id.clone(),
+                        current: task.desired_state,
+                        requested: *desired,
+                    });
+                }
+                if *desired != task.desired_state {
+                    task.desired_state = *desired;
+                    task.version = index;
+                }
+                Ok(())
+            }
+            TaskChange::Delete { task_id } => {
+                let task = self
+                    .tasks
+                    .get(task_id)
+                    .ok_or_else(|| Rejection::TaskNotFound {
+                        id: task_id.clone(),
+                    })?;
+                if let Some(node_id) = task.node_id {
+                    if !task.status.state.is_terminal() {
+                        return Err(Rejection::TaskMayRun {
+                            id: task_id.clone(),
+                            node_id,
+                            state: task.status.state,
+                        });
+                    }
+                }
+                self.tasks.remove(task_id);
+                Ok(())
+            }
+        }
+    }
+
+    /// The task holding `task`'s slot, if any: same service and slot (replicated services
+    /// and jobs, `slot > 0`) or same service and node (global, `slot == 0`), with a desired
+    /// state of `Running` or `Complete`.
+    fn slot_holder(&self, task: &Task) -> Option<&Task> {
+        self.tasks.values().find(|t| {
+            t.service_id == task.service_id
+                && holds_slot(t.desired_state)
+                && if task.slot == 0 {
+                    t.slot == 0 && t.node_id == task.node_id
+                } else {
+                    t.slot == task.slot
+                }
+        })
+    }
+
+    pub(super) fn update_task_status(
+        &mut self,
+        index: u64,
+        task_id: &str,
+        node_id: NodeId,
+        status: &TaskStatus,
+    ) -> Result<Response, Rejection> {
+        let task = self.task_mut(task_id)?;
+        if task.node_id != Some(node_id) {
+            return Err(Rejection::NotTaskNode {
+                id: task_id.to_string(),
+                node_id,
+            });
+        }
+        if status.state < task.status.state {
+            return Err(Rejection::StaleTaskStatus {
+                id: task_id.to_string(),
+                current: task.status.state,
+                reported: status.state,
+            });
+        }
+        if task.status != *status {
+            task.status = status.clone();
+            task.version = index;
+        }
+        Ok(Response::Task { task: task.clone() })
+    }
+
+    /// The service named `name` (case-insensitive, as swarmkit).
+    pub fn service_by_name(&self, name: &str) -> Option<&Service> {
+        self.services
+            .values()
+            .find(|s| service_name(&s.spec).is_some_and(|n| same_name(n, name)))
+    }
+
+    /// The tasks of service `service_id`, in id order.
+    pub fn tasks_of_service<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> {
+        self.tasks
+            .values()
+            .filter(move |t| t.service_id == service_id)
+    }
+
+    /// The tasks assigned to node `node_id`, in id order (what its agent runs).
+    pub fn tasks_of_node(&self, node_id: NodeId) -> impl Iterator<Item = &Task> {
+        self.tasks
+            .values()
+            .filter(move |t| t.node_id == Some(node_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_orchestrator::TaskChange;
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::{Command, NodeDescription, NodeRole, NodeSpec};
+
+    fn node_spec(id: NodeId) -> NodeSpec {
+        NodeSpec {
+            id,
+            hostname: format!("host{id}"),
+            addr: format!("127.0.0.1:{}", 7000 + id),
+            role: if id == 1 {
+                NodeRole::Manager
+            } else {
+                NodeRole::Worker
+            },
+            cert_fingerprint: format!("fp{id}"),
+        }
+    }
+
+    /// Initialised at index 1, nodes 2 and 3 added at 2 and 3.
+    fn cluster() -> ClusterState {
+        let mut state = ClusterState::default();
+        state.apply(
+            1,
+            &Command::InitCluster {
+                cluster_id: "c".into(),
+                first_node: node_spec(1),
+            },
+        );
+        state.apply(2, &Command::AddNode(node_spec(2)));
+        state.apply(3, &Command::AddNode(node_spec(3)));
+        state
+    }
+
+    fn service(id: &str, name: &str) -> Service {
+        Service {
+            id: id.into(),
+            spec: json!({"Name": name, "Mode": {"Replicated": {"Replicas": 2}}}),
+            previous_spec: None,
+            image: "busybox:latest@sha256:00".into(),
+            version: 0,
+            created_at: 100,
+            updated_at: 100,
+            job_iteration: 0,
+        }
+    }
+
+    fn task(id: &str, service_id: &str, slot: u64, node_id: Option<NodeId>) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service_id.into(),
+            slot,
+            node_id,
+            service_version: 4,
+            image: "busybox:latest@sha256:00".into(),
+            job_iteration: 0,
+            restart_times: Vec::new(),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::New, 50, "created"),
+            created_at: 50,
+            version: 0,
+        }
+    }
+
+    fn rejected(r: Response) -> Rejection {
+        match r {
+            Response::Rejected { rejection } => rejection,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    fn create(state: &mut ClusterState, index: u64, s: Service) -> Response {
+        state.apply(index, &Command::CreateService { service: s })
+    }
+
+    fn orchestrate(state: &mut ClusterState, index: u64, changes: Vec<TaskChange>) -> Vec<usize> {
+        match state.apply(index, &Command::Orchestrate { changes, at: 1_000 }) {
+            Response::Orchestrated { refused } => refused.into_iter().map(|(i, _)| i).collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Apply `command` at `index` and expect a refusal that changes nothing but
+    /// `last_index`.
+    fn refused_unchanged(state: &mut ClusterState, index: u64, command: &Command) -> Rejection {
+        let before = state.clone();
+        let rejection = rejected(state.apply(index, command));
+        let mut after = state.clone();
+        after.last_index = before.last_index;
+        assert_eq!(after, before, "a refused {command:?} changed the state");
+        rejection
+    }
+
+    /// The one refusal of a single-change `Orchestrate`, with the state unchanged.
+    fn refused_change(state: &mut ClusterState, index: u64, change: TaskChange) -> Rejection {
+        let before = state.clone();
+        let r = state.apply(
+            index,
+            &Command::Orchestrate {
+                changes: vec![change],
+                at: 1_000,
+            },
+        );
+        let Response::Orchestrated { mut refused } = r else {
+            panic!("unexpected {r:?}")
+        };
+        assert_eq!(refused.len(), 1);
+        let mut after = state.clone();
+        after.last_index = before.last_index;
+        assert_eq!(after, before);
+        refused.remove(0).1
+    }
+
+    /// Cluster with service `s1` (index 4) and task `t1` in slot 1, unassigned (index 5).
+    fn with_task() -> ClusterState {
+        let mut state = cluster();
+        create(&mut state, 4, service("s1", "web"));
+        let refused = orchestrate(
+            &mut state,
+            5,
+            vec![TaskChange::Create {
+                task: task("t1", "s1", 1, None),
+            }],
+        );
+        assert!(refused.is_empty());
+        state
+    }
+
+    /// As [`with_task`], `t1` assigned to node 2 at index 6.
+    fn with_assigned_task() -> ClusterState {
+        let mut state = with_task();
+        let refused = orchestrate(
+            &mut state,
+            6,
+            vec![TaskChange::Assign {
+                task_id: "t1".into(),
+                node_id: 2,
+            }],
+        );
+        assert!(refused.is_empty());
+        state
+    }
+
+    fn status(state: TaskState, at: u64) -> TaskStatus {
+        TaskStatus::new(state, at, state.as_str())
+    }
+
+    #[test]
+    fn create_service_stamps_version_and_refuses_duplicates() {
+        let mut state = cluster();
+        let Response::Service { service: s } = create(&mut state, 4, service("s1", "web")) else {
+            panic!("not created")
+        };
+        assert_eq!((s.version, s.created_at), (4, 100));
+        assert_eq!(state.services["s1"], s);
+        assert_eq!(
+            refused_unchanged(
+                &mut state,
+                5,
+                &Command::CreateService {
+                    service: service("s1", "other")
+                }
+            ),
+            Rejection::ServiceExists { id: "s1".into() }
+        );
+        let conflict = refused_unchanged(
+            &mut state,
+            6,
+            &Command::CreateService {
+                service: service("s2", "web"),
+            },
+        );
+        assert_eq!(
+            conflict,
+            Rejection::ServiceNameConflict { name: "web".into() }
+        );
+        assert_eq!(
+            conflict.to_string(),
+            "name conflicts with an existing object"
+        );
+        // swarmkit's name index is case-insensitive.
+        assert_eq!(
+            refused_unchanged(
+                &mut state,
+                7,
+                &Command::CreateService {
+                    service: service("s2", "WEB")
+                }
+            ),
+            Rejection::ServiceNameConflict { name: "WEB".into() }
+        );
+        let mut nameless = service("s3", "");
+        assert_eq!(
+            refused_unchanged(
+                &mut state,
+                8,
+                &Command::CreateService {
+                    service: nameless.clone()
+                }
+            ),
+            Rejection::ServiceNameMissing { id: "s3".into() }
+        );
+        nameless.spec = json!({"Mode": {"Global": {}}});
+        assert_eq!(
+            rejected(create(&mut state, 9, nameless)),
+            Rejection::ServiceNameMissing { id: "s3".into() }
+        );
+        // A removed service's name is free again.
+        assert_eq!(
+            state.apply(10, &Command::RemoveService { id: "s1".into() }),
+            Response::ServiceRemoved { id: "s1".into() }
+        );
+        assert!(matches!(
+            create(&mut state, 11, service("s2", "web")),
+            Response::Service { .. }
+        ));
+        assert_eq!(
+            state.service_by_name("Web").map(|s| s.id.as_str()),
+            Some("s2")
+        );
+    }
+
+    #[test]
+    fn update_service_checks_version_keeps_previous_spec_and_bumps_jobs() {
+        let mut state = cluster();
+        create(&mut state, 4, service("s1", "web"));
+        let new_spec = json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 5}}});
+        let update = |expected_version, spec: &serde_json::Value| Command::UpdateService {
+            id: "s1".into(),
+            expected_version,
+            spec: spec.clone(),
+            image: "busybox:1@sha256:11".into(),
+            at: 200,
+        };
+        let stale = refused_unchanged(&mut state, 5, &update(3, &new_spec));
+        assert_eq!(
+            stale,
+            Rejection::ServiceVersion {
+                id: "s1".into(),
+                expected: 3,
+                actual: 4
+            }
+        );
+        assert_eq!(stale.to_string(), "update out of sequence");
+        let renamed = json!({"Name": "api", "Mode": {"Replicated": {"Replicas": 5}}});
+        assert_eq!(
+            refused_unchanged(&mut state, 6, &update(4, &renamed)),
+            Rejection::ServiceRename { id: "s1".into() }
+        );
+        let Response::Service { service: s } = state.apply(7, &update(4, &new_spec)) else {
+            panic!("not updated")
+        };
+        assert_eq!(s.spec, new_spec);
+        assert_eq!(s.previous_spec, Some(service("s1", "web").spec));
+        assert_eq!(
+            (s.version, s.created_at, s.updated_at, s.job_iteration),
+            (7, 100, 200, 0)
+        );
+        assert_eq!(s.image, "busybox:1@sha256:11");
+        // The old version is stale now.
+        assert!(matches!(
+            rejected(state.apply(8, &update(4, &new_spec))),
+            Rejection::ServiceVersion { actual: 7, .. }
+        ));
+        let missing = Command::UpdateService {
+            id: "nope".into(),
+            expected_version: 1,
+            spec: new_spec.clone(),
+            image: String::new(),
+            at: 0,
+        };
+        let not_found = refused_unchanged(&mut state, 9, &missing);
+        assert_eq!(not_found.to_string(), "service nope not found");
+
+        // Jobs run again after every update.
+        let mut job = service("j1", "job");
+        job.spec = json!({"Name": "job", "Mode": {"ReplicatedJob": {"MaxConcurrent": 1}}});
+        create(&mut state, 10, job.clone());
+        let Response::Service { service: j } = state.apply(
+            11,
+            &Command::UpdateService {
+                id: "j1".into(),
+                expected_version: 10,
+                spec: job.spec.clone(),
+                image: job.image.clone(),
+                at: 300,
+            },
+        ) else {
+            panic!("job not updated")
+        };
+        assert_eq!(j.job_iteration, 1);
+    }
+
+    #[test]
+    fn remove_service_marks_every_task_remove() {
+        let mut state = with_task();
+        create(&mut state, 6, service("s2", "other"));
+        let mut t2 = task("t2", "s1", 2, None);
+        t2.desired_state = TaskState::Shutdown;
+        let refused = orchestrate(
+            &mut state,
+            7,
+            vec![
+                TaskChange::Create { task: t2 },
+                TaskChange::Create {
+                    task: task("t3", "s2", 1, None),
+                },
+            ],
+        );
+        assert!(refused.is_empty());
+        assert_eq!(
+            refused_unchanged(&mut state, 8, &Command::RemoveService { id: "x".into() }),
+            Rejection::ServiceNotFound { id: "x".into() }
+        );
+        state.apply(9, &Command::RemoveService { id: "s1".into() });
+        assert!(!state.services.contains_key("s1"));
+        for id in ["t1", "t2"] {
+            assert_eq!(state.tasks[id].desired_state, TaskState::Remove);
+            assert_eq!(state.tasks[id].version, 9);
+        }
+        assert_eq!(state.tasks["t3"].desired_state, TaskState::Running);
+        assert_eq!(state.tasks["t3"].version, 7);
+        // Tasks of a removed service cannot be created any more.
+        assert_eq!(
+            refused_change(
+                &mut state,
+                10,
+                TaskChange::Create {
+                    task: task("t4", "s1", 3, None)
+                }
+            ),
+            Rejection::ServiceNotFound { id: "s1".into() }
+        );
+    }
+
+    #[test]
+    fn create_task_refuses_a_held_slot() {
+        let mut state = with_task();
+        assert_eq!(state.tasks["t1"].version, 5);
+        assert_eq!(
+            refused_change(
+                &mut state,
+                6,
+                TaskChange::Create {
+                    task: task("t1", "s1", 9, None)
+                }
+            ),
+            Rejection::TaskExists { id: "t1".into() }
+        );
+        assert_eq!(
+            refused_change(
+                &mut state,
+                7,
+                TaskChange::Create {
+                    task: task("t2", "s1", 1, None)
+                }
+            ),
+            Rejection::SlotTaken {
+                id: "t2".into(),
+                holder: "t1".into()
+            }
+        );
+        // Another slot, or the same slot of another service, is free.
+        create(&mut state, 8, service("s2", "other"));
+        let refused = orchestrate(
+            &mut state,
+            9,
+            vec![
+                TaskChange::Create {
+                    task: task("t2", "s1", 2, None),
+                },
+                TaskChange::Create {
+                    task: task("t3", "s2", 1, None),
+                },
+            ],
+        );
+        assert!(refused.is_empty());
+        // A replacement moves the holder on first, earlier in the same batch.
+        let refused = orchestrate(
+            &mut state,
+            10,
+            vec![
+                TaskChange::SetDesired {
+                    task_id: "t1".into(),
+                    desired: TaskState::Shutdown,
+                },
+                TaskChange::Create {
+                    task: task("t4", "s1", 1, None),
+                },
+            ],
+        );
+        assert!(refused.is_empty());
+        assert_eq!(state.tasks["t4"].version, 10);
+        // A job task at desired Complete holds its slot too.
+        let refused = orchestrate(
+            &mut state,
+            11,
+            vec![
+                TaskChange::SetDesired {
+                    task_id: "t4".into(),
+                    desired: TaskState::Complete,
+                },
+                TaskChange::Create {
+                    task: task("t5", "s1", 1, None),
+                },
+            ],
+        );
+        assert_eq!(refused, vec![1]);
+    }
+
+    #[test]
+    fn global_tasks_are_unique_per_node() {
+        let mut state = cluster();
+        let mut global = service("g1", "agent");
+        global.spec = json!({"Name": "agent", "Mode": {"Global": {}}});
+        create(&mut state, 4, global);
+        let refused = orchestrate(
+            &mut state,
+            5,
+            vec![
+                TaskChange::Create {
+                    task: task("a", "g1", 0, Some(2)),
+                },
+                TaskChange::Create {
+                    task: task("b", "g1", 0, Some(3)),
+                },
+                TaskChange::Create {
+                    task: task("c", "g1", 0, Some(2)),
+                },
+            ],
+        );
+        assert_eq!(refused, vec![2]);
+        assert_eq!(state.tasks.len(), 2);
+        assert!(!state.tasks.contains_key("c"));
+    }
+
+    #[test]
+    fn assign_places_only_unassigned_runnable_tasks() {
+        let mut state = with_task();
+        assert_eq!(
+            refused_change(
+                &mut state,
+                6,
+                TaskChange::Assign {
+                    task_id: "t1".into(),
+                    node_id: 42
+                }
+            ),
+            Rejection::NodeNotFound { id: 42 }
+        );
+        assert_eq!(
+            refused_change(
+                &mut state,
+                7,
+                TaskChange::Assign {
+                    task_id: "nope".into(),
+                    node_id: 2
+                }
+            ),
+            Rejection::TaskNotFound { id: "nope".into() }
+        );
+        assert!(orchestrate(
+            &mut state,
+            8,
+            vec![TaskChange::Assign {
+                task_id: "t1".into(),
+                node_id: 2
+            }]
+        )
+        .is_empty());
+        let t1 = &state.tasks["t1"];
+        assert_eq!(t1.node_id, Some(2));
+        assert_eq!(
+            t1.status,
+            TaskStatus::new(
+                TaskState::Assigned,
+                1_000,
+                "scheduler assigned task to node"
+            )
+        );
+        assert_eq!(t1.version, 8);
+        // Never placed twice.
+        assert_eq!(
+            refused_change(
+                &mut state,
+                9,
+                TaskChange::Assign {
+                    task_id: "t1".into(),
+                    node_id: 3
+                }
+            ),
+            Rejection::TaskAssigned {
+                id: "t1".into(),
+                node_id: 2
+            }
+        );
+        // A task that is to stop is not placed.
+        let refused = orchestrate(
+            &mut state,
+            10,
+            vec![
+                TaskChange::Create {
+                    task: task("t2", "s1", 2, None),
+                },
+                TaskChange::SetDesired {
+                    task_id: "t2".into(),
+                    desired: TaskState::Shutdown,
+                },
+            ],
+        );
+        assert!(refused.is_empty());
+        assert_eq!(
+            refused_change(
+                &mut state,
+                11,
+                TaskChange::Assign {
+                    task_id: "t2".into(),
+                    node_id: 3
+                }
+            ),
+            Rejection::TaskNotRunnable {
+                id: "t2".into(),
+                desired: TaskState::Shutdown
+            }
+        );
+    }
+
+    #[test]
+    fn unschedulable_marks_unassigned_tasks_pending_once() {
+        let mut state = with_task();
+        let why = "no suitable node (scheduling constraints not satisfied on 3 nodes)";
+        let change = TaskChange::Unschedulable {
+            task_id: "t1".into(),
+            err: why.into(),
+        };
+        assert!(orchestrate(&mut state, 6, vec![change.clone()]).is_empty());
+        let t1 = state.tasks["t1"].clone();
+        assert_eq!(t1.status.state, TaskState::Pending);
+        assert_eq!(t1.status.message, "pending task scheduling");
+        assert_eq!(t1.status.err.as_deref(), Some(why));
+        assert_eq!((t1.status.timestamp, t1.version), (1_000, 6));
+        // The same reason again changes nothing; another reason is recorded.
+        assert!(orchestrate(&mut state, 7, vec![change]).is_empty());
+        assert_eq!(state.tasks["t1"], t1);
+        let other = TaskChange::Unschedulable {
+            task_id: "t1".into(),
+            err: "no suitable node (insufficient resources on 3 nodes)".into(),
+        };
+        assert!(orchestrate(&mut state, 8, vec![other.clone()]).is_empty());
+        assert_eq!(state.tasks["t1"].version, 8);
+        // Then placed: no longer unschedulable.
+        orchestrate(
+            &mut state,
+            9,
+            vec![TaskChange::Assign {
+                task_id: "t1".into(),
+                node_id: 3,
+            }],
+        );
+        assert_eq!(
+            refused_change(&mut state, 10, other),
+            Rejection::TaskAssigned {
+                id: "t1".into(),
+                node_id: 3
+            }
+        );
+    }
+
+    #[test]
+    fn desired_state_moves_only_forward() {
+        let mut state = with_task();
+        let set = |desired| TaskChange::SetDesired {
+            task_id: "t1".into(),
+            desired,
+        };
+        assert!(orchestrate(&mut state, 6, vec![set(TaskState::Shutdown)]).is_empty());
+        assert_eq!(state.tasks["t1"].desired_state, TaskState::Shutdown);
+        assert_eq!(state.tasks["t1"].version, 6);
+        // Same again: accepted, no change.
+        assert!(orchestrate(&mut state, 7, vec![set(TaskState::Shutdown)]).is_empty());
+        assert_eq!(state.tasks["t1"].version, 6);
+        assert_eq!(
+            refused_change(&mut state, 8, set(TaskState::Running)),
+            Rejection::DesiredBackwards {
+                id: "t1".into(),
+                current: TaskState::Shutdown,
+                requested: TaskState::Running
+            }
+        );
+        assert!(orchestrate(&mut state, 9, vec![set(TaskState::Remove)]).is_empty());
+        assert_eq!(state.tasks["t1"].desired_state, TaskState::Remove);
+    }
+
+    #[test]
+    fn delete_waits_until_the_container_cannot_run() {
+        let mut state = with_assigned_task();
+        let delete = TaskChange::Delete {
+            task_id: "t1".into(),
+        };
+        assert_eq!(
+            refused_change(&mut state, 7, delete.clone()),
+            Rejection::TaskMayRun {
+                id: "t1".into(),
+                node_id: 2,
+                state: TaskState::Assigned
+            }
+        );
+        state.apply(
+            8,
+            &Command::UpdateTaskStatus {
+                task_id: "t1".into(),
+                node_id: 2,
+                status: status(TaskState::Shutdown, 2_000),
+            },
+        );
+        assert!(orchestrate(&mut state, 9, vec![delete.clone()]).is_empty());
+        assert!(!state.tasks.contains_key("t1"));
+        assert_eq!(
+            refused_change(&mut state, 10, delete),
+            Rejection::TaskNotFound { id: "t1".into() }
+        );
+        // A task that never got a node can go at once.
+        let mut state = with_task();
+        assert!(orchestrate(
+            &mut state,
+            6,
+            vec![TaskChange::Delete {
+                task_id: "t1".into()
+            }]
+        )
+        .is_empty());
+        assert!(state.tasks.is_empty());
+    }
+
+    #[test]
+    fn task_status_comes_from_its_node_and_moves_forward() {
+        let mut state = with_assigned_task();
+        let report = |node_id, status: TaskStatus| Command::UpdateTaskStatus {
+            task_id: "t1".into(),
+            node_id,
+            status,
+        };
+        assert_eq!(
+            refused_unchanged(&mut state, 7, &report(3, status(TaskState::Running, 10))),
+            Rejection::NotTaskNode {
+                id: "t1".into(),
+                node_id: 3
+            }
+        );
+        let Response::Task { task: t } = state.apply(8, &report(2, status(TaskState::Running, 10)))
+        else {
+            panic!("not accepted")
+        };
+        assert_eq!((t.status.state, t.version), (TaskState::Running, 8));
+        assert_eq!(
+            refused_unchanged(&mut state, 9, &report(2, status(TaskState::Starting, 11))),
+            Rejection::StaleTaskStatus {
+                id: "t1".into(),
+                current: TaskState::Running,
+                reported: TaskState::Starting
+            }
+        );
+        // The same state with more detail (container, pid after an adoption) is accepted.
+        let mut detailed = status(TaskState::Running, 12);
+        detailed.container_id = Some("c0ffee".into());
+        detailed.pid = Some(4242);
+        state.apply(10, &report(2, detailed.clone()));
+        assert_eq!(state.tasks["t1"].status, detailed);
+        assert_eq!(state.tasks["t1"].version, 10);
+        // An identical report changes nothing.
+        assert!(matches!(
+            state.apply(11, &report(2, detailed.clone())),
+            Response::Task { .. }
+        ));
+        assert_eq!(state.tasks["t1"].version, 10);
+        let mut failed = status(TaskState::Failed, 13);
+        failed.exit_code = Some(1);
+        state.apply(12, &report(2, failed.clone()));
+        assert_eq!(state.tasks["t1"].status, failed);
+        assert_eq!(
+            refused_unchanged(
+                &mut state,
+                13,
+                &Command::UpdateTaskStatus {
+                    task_id: "nope".into(),
+                    node_id: 2,
+                    status: failed,
+                }
+            ),
+            Rejection::TaskNotFound { id: "nope".into() }
+        );
+        // An unassigned task has no node to report it.
+        let mut state = with_task();
+        assert_eq!(
+            rejected(state.apply(6, &report(2, status(TaskState::Running, 1)))),
+            Rejection::NotTaskNode {
+                id: "t1".into(),
+                node_id: 2
+            }
+        );
+    }
+
+    #[test]
+    fn node_description_is_recorded_and_versioned_on_change() {
+        let mut state = cluster();
+        let description = NodeDescription {
+            os: "linux".into(),
+            architecture: "x86_64".into(),
+            nano_cpus: 2_000_000_000,
+            memory_bytes: 1 << 30,
+            engine_version: "0.1.0".into(),
+            engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
+        };
+        let set = |id| Command::SetNodeDescription {
+            id,
+            description: description.clone(),
+        };
+        let Response::Node { node } = state.apply(4, &set(2)) else {
+            panic!("not set")
+        };
+        assert_eq!(node.description.as_ref(), Some(&description));
+        assert_eq!(node.version, 4);
+        state.apply(5, &set(2));
+        assert_eq!(state.nodes[&2].version, 4);
+        assert_eq!(
+            refused_unchanged(&mut state, 6, &set(9)),
+            Rejection::NodeNotFound { id: 9 }
+        );
+    }
+
+    #[test]
+    fn orchestrate_reports_refused_changes_and_applies_the_rest() {
+        let mut state = with_task();
+        let r = state.apply(
+            6,
+            &Command::Orchestrate {
+                changes: vec![
+                    TaskChange::Create {
+                        task: task("t2", "s1", 2, None),
+                    },
+                    TaskChange::Create {
+                        task: task("t3", "s1", 2, None),
+                    },
+                    TaskChange::Assign {
+                        task_id: "t2".into(),
+                        node_id: 3,
+                    },
+                    TaskChange::Assign {
+                        task_id: "t9".into(),
+                        node_id: 3,
+                    },
+                    TaskChange::Assign {
+                        task_id: "t1".into(),
+                        node_id: 2,
+                    },
+                ],
+                at: 7_000,
+            },
+        );
+        assert_eq!(
+            r,
+            Response::Orchestrated {
+                refused: vec![
+                    (
+                        1,
+                        Rejection::SlotTaken {
+                            id: "t3".into(),
+                            holder: "t2".into()
+                        }
+                    ),
+                    (3, Rejection::TaskNotFound { id: "t9".into() }),
+                ]
+            }
+        );
+        assert_eq!(state.tasks.len(), 2);
+        assert_eq!(state.tasks["t2"].node_id, Some(3));
+        assert_eq!(state.tasks["t1"].node_id, Some(2));
+        assert_eq!(state.tasks["t1"].status.timestamp, 7_000);
+        // The response survives the log's encoding.
+        let wire = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Response>(&wire).unwrap(), r);
+    }
+
+    #[test]
+    fn services_and_tasks_apply_identically_on_every_replica() {
+        let mut spec2 = service("s1", "web").spec;
+        spec2["Mode"]["Replicated"]["Replicas"] = json!(3);
+        let log = vec![
+            Command::CreateService {
+                service: service("s1", "web"),
+            },
+            Command::Orchestrate {
+                changes: vec![
+                    TaskChange::Create {
+                        task: task("t1", "s1", 1, None),
+                    },
+                    TaskChange::Create {
+                        task: task("t2", "s1", 2, None),
+                    },
+                    TaskChange::Assign {
+                        task_id: "t1".into(),
+                        node_id: 2,
+                    },
+                    TaskChange::Unschedulable {
+                        task_id: "t2".into(),
+                        err: "no suitable node".into(),
+                    },
+                ],
+                at: 10,
+            },
+            Command::UpdateTaskStatus {
+                task_id: "t1".into(),
+                node_id: 2,
+                status: status(TaskState::Running, 20),
+            },
+            Command::UpdateService {
+                id: "s1".into(),
+                expected_version: 4,
+                spec: spec2,
+                image: "busybox@sha256:22".into(),
+                at: 30,
+            },
+            Command::Batch {
+                commands: vec![
+                    Command::CreateService {
+                        service: service("s2", "web"),
+                    },
+                    Command::RemoveService { id: "s1".into() },
+                ],
+            },
+        ];
+        let run = || {
+            let mut state = cluster();
+            let responses: Vec<Response> = log
+                .iter()
+                .enumerate()
+                .map(|(i, c)| state.apply(i as u64 + 4, c))
+                .collect();
+            (state, responses)
+        };
+        let (a, ra) = run();
+        let (b, rb) = run();
+        assert_eq!(ra, rb);
+        assert_eq!(a, b);
+        assert_eq!(a.encode().unwrap(), b.encode().unwrap());
+        assert!(a
+            .tasks
+            .values()
+            .all(|t| t.desired_state == TaskState::Remove));
+        // The log's encoding round-trips every new command.
+        for c in &log {
+            let wire = serde_json::to_vec(c).unwrap();
+            assert_eq!(&serde_json::from_slice::<Command>(&wire).unwrap(), c);
+        }
+    }
+}

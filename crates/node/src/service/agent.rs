@@ -1,0 +1,682 @@
+//! The node agent: runs the tasks the cluster assigned to this node on the local runtime
+//! and reports their observed status (swarmkit's agent and executor).
+//!
+//! Owns: this node's heartbeat to the leader, its reported description
+//! (`SetNodeDescription`), one worker per assigned task that drives its container through
+//! the task states (pull, create, start, watch its exit, stop, remove) and reports every
+//! state change (`UpdateTaskStatus`, the only writer of a task's status), the removal of
+//! task containers whose task is gone, and the start and stop of these loops (and of the
+//! leader loop, [`super::orchestrator`]) with the cluster.
+//!
+//! Does not own: what the container of a task is ([`super::task_spec`]), images
+//! ([`super::images`]), containers ([`super::containers`]), desired state (the leader).
+//!
+//! ```text
+//!  ClusterService phase ──> supervisor ──┬─ heartbeat every 250 ms ──> leader
+//!   (active / inactive / left)           ├─ description ─> SetNodeDescription (when it changes)
+//!                                        ├─ orchestrator::run (acts on the leader only)
+//!                                        └─ tasks: applied_watch ──> local state ──> my tasks
+//!                                              ├─ worker per task: pull ─> create ─> start ─> wait
+//!                                              │     └─ UpdateTaskStatus per state change
+//!                                              └─ containers of vanished tasks ─> removed
+//! ```
+//!
+//! Task containers outlive berthd: berthd's shutdown stops these loops but not the
+//! containers, and after a restart each worker finds its task's container by the
+//! `com.docker.swarm.task.id` label: a running one is adopted as it is (not restarted, not
+//! reported again), one that exited meanwhile is reported. Leaving the cluster removes
+//! this node's task containers, as Swarm does.
+//!
+//! Liveness numbers (heartbeat every 250 ms, down after 1.5 s, 3 s grace after a leader
+//! change) and why: see [`super::orchestrator`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_consensus::{ClusterNode, Command, ConsensusError, NodeDescription, NodeId};
+use berth_orchestrator::{Service, Task, TaskState, TaskStatus};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::cluster::{node_id_str, ClusterPhase, ClusterService};
+use super::containers::{blocking, ContainerService, WaitCondition};
+use super::images::ImageService;
+use super::orchestrator::{unix_nanos, HEARTBEAT_EVERY};
+use crate::error::ServiceError;
+
+/// The label naming a task container's task.
+pub const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
+/// The label naming the node a task container was created for.
+pub const NODE_ID_LABEL: &str = "com.docker.swarm.node.id";
+/// Swarm's default `StopGracePeriod`.
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long one heartbeat may take before the next is sent.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The task loop re-reads the state at least this often (retries of cleanups).
+const TASKS_EVERY: Duration = Duration::from_secs(2);
+
+/// Facts about this engine that its node description reports.
+#[derive(Debug, Clone)]
+pub struct EngineFacts {
+    /// Online CPUs (as `docker info` `NCPU`).
+    pub cpus: u64,
+    /// `MemTotal` of /proc/meminfo, in bytes.
+    pub memory_bytes: u64,
+    /// berthd's version.
+    pub version: String,
+    /// The daemon's `--label`s (`labels` in daemon.json): `engine.labels.*` constraints.
+    pub labels: BTreeMap<String, String>,
+    /// `uname -m` (`x86_64`, `aarch64`): reported as it is, as Docker's node API shows
+    /// `Description.Platform.Architecture`.
+    pub machine: String,
+}
+
+impl EngineFacts {
+    /// What this node reports with `SetNodeDescription`.
+    pub fn description(&self) -> NodeDescription {
+        NodeDescription {
+            os: "linux".into(),
+            architecture: self.machine.clone(),
+            nano_cpus: self.cpus.saturating_mul(1_000_000_000),
+            memory_bytes: self.memory_bytes,
+            engine_version: self.version.clone(),
+            engine_labels: self.labels.clone(),
+        }
+    }
+}
+
+/// What the agent needs from the rest of the daemon.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// This node's containers.
+    pub containers: ContainerService,
+    /// This node's images (task images are pulled through it).
+    pub images: ImageService,
+    /// What the node description says.
+    pub engine: Arc<EngineFacts>,
+}
+
+/// Starts the supervisor: while the cluster is active it runs the heartbeat, the
+/// description, the task loop and the leader loop; when the cluster stops (daemon
+/// shutdown, or before a leave) it stops them, leaving task containers alone; after this
+/// node left the cluster it removes this node's task containers.
+pub fn spawn(cluster: ClusterService, agent: Agent) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut phase = cluster.phase_watch();
+        // (generation, the loops of that generation).
+        let mut running: Option<(u64, JoinSet<()>)> = None;
+        loop {
+            let current = phase.borrow_and_update().clone();
+            match current {
+                ClusterPhase::Active(generation) => {
+                    if running.as_ref().map(|(g, _)| *g) != Some(generation) {
+                        running = None;
+                        if let Some(node) = cluster.node() {
+                            let mut set = JoinSet::new();
+                            set.spawn(heartbeat_loop(node.clone()));
+                            set.spawn(describe_loop(node.clone(), agent.engine.clone()));
+                            set.spawn(task_loop(agent.clone(), node.clone()));
+                            set.spawn(super::orchestrator::run(node));
+                            running = Some((generation, set));
+                        }
+                    }
+                }
+                ClusterPhase::Inactive => running = None,
+                ClusterPhase::Left { node_id } => {
+                    running = None;
+                    agent.remove_task_containers(&node_id_str(node_id)).await;
+                }
+            }
+            if phase.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+/// Tells the leader this node is alive, every [`HEARTBEAT_EVERY`].
+async fn heartbeat_loop(node: Arc<ClusterNode>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, node.heartbeat()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat failed"),
+            Err(_) => tracing::debug!("heartbeat not answered within 1 s"),
+        }
+    }
+}
+
+/// Reports this node's description whenever the replicated one differs from it (at start,
+/// after an engine upgrade or label change, after a state restore).
+async fn describe_loop(node: Arc<ClusterNode>, engine: Arc<EngineFacts>) {
+    let me = node.id();
+    let want = engine.description();
+    let mut applied = node.applied_watch();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let have = node
+            .state_view()
+            .read(|s| s.nodes.get(&me).map(|n| n.description.clone()));
+        // `None`: this node's record has not reached its replica yet (just joined).
+        if matches!(&have, Some(d) if d.as_ref() != Some(&want)) {
+            let write = node.write(Command::SetNodeDescription {
+                id: me,
+                description: want.clone(),
+            });
+            match tokio::time::timeout(Duration::from_secs(10), write).await {
+                // Applied on the leader; this replica may still lag: wait for it below.
+                Ok(Ok(_)) => backoff = Duration::from_millis(250),
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "reporting the node description failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(_) => {
+                    tracing::info!("reporting the node description: no answer in 10 s");
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// A task as its worker sees it: the record and its service (gone after a removal).
+#[derive(Debug, Clone, PartialEq)]
+struct TaskView {
+    task: Task,
+    service: Option<Service>,
+}
+
+/// Keeps one worker per task assigned to this node and removes the containers of tasks
+/// that no longer exist.
+async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
+    let me = node.id();
+    let me_str = node_id_str(me);
+    let mut applied = node.applied_watch();
+    let mut workers: HashMap<String, watch::Sender<TaskView>> = HashMap::new();
+    let mut set = JoinSet::new();
+    loop {
+        let (mine, all_ids) = node.state_view().read(|s| {
+            let mine: Vec<TaskView> = s
+                .tasks
+                .values()
+                .filter(|t| t.node_id == Some(me))
+                .map(|t| TaskView {
+                    task: t.clone(),
+                    service: s.services.get(&t.service_id).cloned(),
+                })
+                .collect();
+            let all: HashSet<String> = s.tasks.keys().cloned().collect();
+            (mine, all)
+        });
+        let mut present = HashSet::new();
+        for view in mine {
+            let id = view.task.id.clone();
+            present.insert(id.clone());
+            match workers.get(&id) {
+                Some(tx) => {
+                    tx.send_if_modified(|old| {
+                        let changed = *old != view;
+                        if changed {
+                            *old = view;
+                        }
+                        changed
+                    });
+                }
+                None => {
+                    let (tx, rx) = watch::channel(view);
+                    set.spawn(
+                        Worker {
+                            agent: agent.clone(),
+                            node: node.clone(),
+                            me,
+                            rx,
+                            reported: TaskState::New,
+                        }
+                        .run(),
+                    );
+                    workers.insert(id, tx);
+                }
+            }
+        }
+        // A task gone from the state: its worker ends when its sender is dropped.
+        workers.retain(|id, _| present.contains(id));
+        while let Some(r) = set.try_join_next() {
+            if let Err(e) = r {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "task worker panicked");
+                }
+            }
+        }
+        agent.remove_vanished(&me_str, &all_ids).await;
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(TASKS_EVERY) => {}
+        }
+    }
+}
+
+impl Agent {
+    /// Task containers of node `node` (id string) as (container id, task id).
+    fn task_containers(&self, node: &str) -> Vec<(String, String)> {
+        self.containers
+            .all()
+            .into_iter()
+            .filter(|c| c.labels.get(NODE_ID_LABEL).map(String::as_str) == Some(node))
+            .filter_map(|c| Some((c.id.clone(), c.labels.get(TASK_ID_LABEL)?.clone())))
+            .collect()
+    }
+
+    /// The container of task `task_id`, if one exists on this node.
+    fn task_container_of(&self, task_id: &str) -> Option<String> {
+        self.containers
+            .all()
+            .into_iter()
+            .find(|c| c.labels.get(TASK_ID_LABEL).map(String::as_str) == Some(task_id))
+            .map(|c| c.id)
+    }
+
+    /// Removes this node's task containers whose task is no longer in the state (history
+    /// trimmed, service removed and its records deleted).
+    async fn remove_vanished(&self, me: &str, tasks: &HashSet<String>) {
+        let svc = self.containers.clone();
+        let me = me.to_string();
+        let tasks = tasks.clone();
+        let this = self.clone();
+        let _ = blocking(move || {
+            for (cid, task) in this.task_containers(&me) {
+                if tasks.contains(&task) {
+                    continue;
+                }
+                match svc.remove_blocking(&cid, true, true) {
+                    Ok(()) => {
+                        tracing::info!(container = %cid, task = %task, "removed the container of a task that no longer exists")
+                    }
+                    Err(ServiceError::NotFound { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(container = %cid, task = %task, error = %e, "removing a task container")
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// After leaving the cluster: removes every task container of node `node`.
+    async fn remove_task_containers(&self, node: &str) {
+        let this = self.clone();
+        let node = node.to_string();
+        let _ = blocking(move || {
+            for (cid, task) in this.task_containers(&node) {
+                if let Err(e) = this.containers.remove_blocking(&cid, true, true) {
+                    tracing::warn!(container = %cid, task = %task, error = %e, "removing a task container after leaving the cluster");
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// Drives one task's container and reports its states. Only this worker writes the task's
+/// status, one state change per write, always forward.
+struct Worker {
+    agent: Agent,
+    node: Arc<ClusterNode>,
+    me: NodeId,
+    rx: watch::Receiver<TaskView>,
+    /// The highest state this worker reported or saw in the state.
+    reported: TaskState,
+}
+
+/// How one step of bringing a task up ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Go on.
+    Done,
+    /// The task's desired state moved away from running (or the report was refused):
+    /// re-evaluate.
+    Changed,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        loop {
+            let view = self.rx.borrow_and_update().clone();
+            self.reported = self.reported.max(view.task.status.state);
+            let desired = view.task.desired_state;
+            if matches!(desired, TaskState::Running | TaskState::Complete)
+                && !self.reported.is_terminal()
+            {
+                if self.reported < TaskState::Running {
+                    let before = self.reported;
+                    if let Err(gone) = self.bring_up(&view).await {
+                        tracing::debug!(task = %view.task.id, reason = %gone, "task worker ends");
+                        return;
+                    }
+                    // No progress (its service is gone, the desired state moved): wait for
+                    // the task to change instead of trying again at once.
+                    if self.reported == before && self.rx.changed().await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                // Running: watch the container's exit, or a change of the task.
+                let Some(cid) = self.agent.task_container_of(&view.task.id) else {
+                    let mut s = self.status(TaskState::Failed, "started");
+                    s.err = Some("task: the container was removed".into());
+                    self.report(&view.task, s).await;
+                    continue;
+                };
+                let containers = self.agent.containers.clone();
+                tokio::select! {
+                    code = containers.wait(&cid, WaitCondition::NotRunning) => {
+                        // Desired state may have moved on while we waited: then the stop
+                        // was ours and the exit is not the task's failure.
+                        let desired = self.rx.borrow().task.desired_state;
+                        if matches!(desired, TaskState::Running | TaskState::Complete) {
+                            let code = code.unwrap_or(-1);
+                            let s = self.exit_status(&cid, code);
+                            self.report(&view.task, s).await;
+                        }
+                    }
+                    r = self.rx.changed() => if r.is_err() { return },
+                }
+                continue;
+            }
+            if desired == TaskState::Remove {
+                self.stop(&view).await;
+                if let Some(cid) = self.agent.task_container_of(&view.task.id) {
+                    let svc = self.agent.containers.clone();
+                    if let Err(e) = blocking(move || svc.remove_blocking(&cid, true, true)).await {
+                        tracing::warn!(task = %view.task.id, error = %e, "removing a task container");
+                    }
+                }
+                if !self.reported.is_terminal() {
+                    let s = self.status(TaskState::Shutdown, "shutdown");
+                    self.report(&view.task, s).await;
+                }
+            } else if desired >= TaskState::Shutdown && !self.reported.is_terminal() {
+                self.stop(&view).await;
+                let mut s = self.status(TaskState::Shutdown, "shutdown");
+                s.container_id = view.task.status.container_id.clone();
+                self.report(&view.task, s).await;
+            }
+            if self.rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Takes the task from wherever it is (assigned, or part way after a restart) to
+    /// running, reusing a container that already exists for it. `Err`: the task is gone.
+    async fn bring_up(&mut self, view: &TaskView) -> Result<(), String> {
+        let task = &view.task;
+        if let Some(cid) = self.agent.task_container_of(&task.id) {
+            return self.resume(view, cid).await;
+        }
+        if self
+            .step(task, TaskState::Accepted, "accepted", None)
+            .await?
+            == Step::Changed
+        {
+            return Ok(());
+        }
+        if self
+            .step(task, TaskState::Preparing, "preparing", None)
+            .await?
+            == Step::Changed
+        {
+            return Ok(());
+        }
+        let Some(service) = view.service.as_ref() else {
+            // The service is gone: its tasks are about to be removed.
+            return Ok(());
+        };
+        if let Err(e) = self.pull(&task.image).await {
+            let mut s = self.status(TaskState::Rejected, "preparing");
+            s.err = Some(e);
+            self.report(task, s).await;
+            return Ok(());
+        }
+        let me = node_id_str(self.me);
+        let created = match super::task_spec::task_container(service, task, &me) {
+            Ok((name, body)) => {
+                let svc = self.agent.containers.clone();
+                blocking(move || {
+                    let body = super::containers::config::create_body_from_json(body)?;
+                    svc.create_blocking(Some(&name), body)
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let cid = match created {
+            Ok((cid, _warnings)) => cid,
+            Err(e) => {
+                let mut s = self.status(TaskState::Rejected, "preparing");
+                s.err = Some(e.to_string());
+                self.report(task, s).await;
+                return Ok(());
+            }
+        };
+        self.resume(view, cid).await
+    }
+
+    /// Continues with an existing container `cid`: created -> start it; running -> report
+    /// it running; exited -> report the exit.
+    async fn resume(&mut self, view: &TaskView, cid: String) -> Result<(), String> {
+        let task = &view.task;
+        let rec = match self.agent.containers.get(&cid) {
+            Ok(r) => r,
+            Err(e) => {
+                // Removed under our feet: the next change of the task tries again.
+                tracing::warn!(task = %task.id, container = %cid, error = %e, "task container vanished");
+                return Ok(());
+            }
+        };
+        match rec.state.status.as_str() {
+            "running" | "paused" | "restarting" => {
+                let mut s = self.status(TaskState::Running, "started");
+                s.container_id = Some(cid);
+                s.pid = Some(rec.state.pid);
+                self.report(task, s).await;
+                return Ok(());
+            }
+            "created" => {}
+            _ => {
+                let s = self.exit_status(&cid, rec.state.exit_code);
+                self.report(task, s).await;
+                return Ok(());
+            }
+        }
+        if self
+            .step(task, TaskState::Ready, "prepared", Some(&cid))
+            .await?
+            == Step::Changed
+        {
+            return Ok(());
+        }
+        if self
+            .step(task, TaskState::Starting, "starting", Some(&cid))
+            .await?
+            == Step::Changed
+        {
+            return Ok(());
+        }
+        let svc = self.agent.containers.clone();
+        let id = cid.clone();
+        let started = blocking(move || svc.start_blocking(&id)).await;
+        let rec = self.agent.containers.get(&cid).ok();
+        let mut s = match started {
+            Ok(()) => {
+                let mut s = self.status(TaskState::Running, "started");
+                s.pid = rec.as_ref().map(|r| r.state.pid);
+                s
+            }
+            Err(e) => {
+                let mut s = self.status(TaskState::Failed, "starting");
+                s.err = Some(e.to_string());
+                s.exit_code = Some(rec.as_ref().map_or(-1, |r| r.state.exit_code));
+                s
+            }
+        };
+        s.container_id = Some(cid);
+        self.report(task, s).await;
+        Ok(())
+    }
+
+    /// Reports `state` unless already past it; `Changed` when the desired state no longer
+    /// asks for a running task.
+    async fn step(
+        &mut self,
+        task: &Task,
+        state: TaskState,
+        message: &str,
+        cid: Option<&str>,
+    ) -> Result<Step, String> {
+        if !matches!(
+            self.rx.borrow().task.desired_state,
+            TaskState::Running | TaskState::Complete
+        ) {
+            return Ok(Step::Changed);
+        }
+        if self.reported >= state {
+            return Ok(Step::Done);
+        }
+        let mut s = self.status(state, message);
+        s.container_id = cid.map(str::to_string);
+        if self.report(task, s).await {
+            Ok(Step::Done)
+        } else if self.rx.has_changed().is_err() {
+            Err("task deleted".into())
+        } else {
+            Ok(Step::Changed)
+        }
+    }
+
+    /// Pulls `image` unless it is pinned to a digest this node has; a failed pull is fine
+    /// when the image exists locally (as Swarm's executor does). `Err`: the pull's error.
+    async fn pull(&self, image: &str) -> Result<(), String> {
+        let reference = ImageService::parse_reference(image).map_err(|e| e.to_string())?;
+        let local = self.agent.images.inspect(image).is_ok();
+        if local && reference.digest().is_some() {
+            return Ok(());
+        }
+        let progress = |_e: berth_registry_mirror::PullEvent| {};
+        match self
+            .agent
+            .images
+            .pull(&reference, None, Default::default(), &progress)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if local => {
+                tracing::info!(image, error = %e, "pulling a task image failed; using the local one");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Stops the task's container (its `StopGracePeriod`, default 10 s) if it runs.
+    async fn stop(&self, view: &TaskView) {
+        let Some(cid) = self.agent.task_container_of(&view.task.id) else {
+            return;
+        };
+        let grace = view
+            .service
+            .as_ref()
+            .and_then(|s| s.spec["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"].as_u64())
+            .map_or(DEFAULT_STOP_GRACE, Duration::from_nanos);
+        let svc = self.agent.containers.clone();
+        match blocking(move || svc.stop_blocking(&cid, Some(grace), None)).await {
+            Ok(()) | Err(ServiceError::NotModified { .. }) | Err(ServiceError::NotFound { .. }) => {
+            }
+            Err(e) => tracing::warn!(task = %view.task.id, error = %e, "stopping a task container"),
+        }
+    }
+
+    fn status(&self, state: TaskState, message: &str) -> TaskStatus {
+        TaskStatus::new(state, unix_nanos(), message)
+    }
+
+    /// The status of a task whose container exited with `code`: `Complete` for 0, else
+    /// `Failed` with Swarm's error.
+    fn exit_status(&self, cid: &str, code: i64) -> TaskStatus {
+        let mut s = if code == 0 {
+            self.status(TaskState::Complete, "finished")
+        } else {
+            let mut s = self.status(TaskState::Failed, "started");
+            s.err = Some(format!("task: non-zero exit ({code})"));
+            s
+        };
+        s.exit_code = Some(code);
+        s.container_id = Some(cid.to_string());
+        s
+    }
+
+    /// Writes `status` for `task`: retried with backoff while the cluster cannot take it
+    /// (no leader); `false` when refused (the task is gone, or the state already past it).
+    async fn report(&mut self, task: &Task, status: TaskStatus) -> bool {
+        let state = status.state;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let write = self.node.write(Command::UpdateTaskStatus {
+                task_id: task.id.clone(),
+                node_id: self.me,
+                status: status.clone(),
+            });
+            match write.await {
+                Ok(_) => {
+                    tracing::debug!(task = %task.id, state = state.as_str(), "task status reported");
+                    self.reported = self.reported.max(state);
+                    return true;
+                }
+                Err(ConsensusError::Rejected(why)) => {
+                    tracing::debug!(task = %task.id, state = state.as_str(), reason = %why, "task status refused");
+                    self.reported = self.reported.max(state);
+                    return false;
+                }
+                Err(e) => {
+                    tracing::debug!(task = %task.id, error = %e, "reporting task status; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn description_reports_capacity_in_swarm_units() {
+        let facts = EngineFacts {
+            cpus: 4,
+            memory_bytes: 8 << 30,
+            version: "0.1.0".into(),
+            labels: [("zone".to_string(), "a".to_string())].into(),
+            machine: "x86_64".into(),
+        };
+        let d = facts.description();
+        assert_eq!(d.os, "linux");
+        // As Docker's node API shows it; the leader loop normalises for scheduling.
+        assert_eq!(d.architecture, "x86_64");
+        assert_eq!(d.nano_cpus, 4_000_000_000);
+        assert_eq!(d.memory_bytes, 8 << 30);
+        assert_eq!(d.engine_labels["zone"], "a");
+        assert_eq!(d.engine_version, "0.1.0");
+    }
+}

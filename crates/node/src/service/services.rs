@@ -1,0 +1,926 @@
+//! Swarm services and tasks as the Engine API serves them: `docker service
+//! create/ls/inspect/update/rm`, `docker service ps`, `docker node ps`, and the image digest
+//! resolution that pins every task of a service to the same bytes.
+//!
+//! Owns: validation of a service spec before anything is written (the orchestration part
+//! through `berth_orchestrator::ServiceSpec::from_docker`, the container part through a dry
+//! run of [`task_container`]), resolving a spec's image to `name:tag@digest` on its
+//! registry, the lookups by id, id prefix or name, the list filters, and the wording of the
+//! cluster's refusals as dockerd words them.
+//!
+//! Does not own: the replicated objects and their rules (`berth-consensus` applies the
+//! commands), orchestration (the leader loop), running tasks (the agent), HTTP shapes
+//! (api/services.rs).
+//!
+//! ```text
+//!  create/update ─> from_docker + task_container dry run ─> resolve image ─> ClusterService::write
+//!                                                             (registry)      (forwarded to the leader)
+//!  list/inspect/tasks ─> this node's replica (any node, worker too)
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_consensus::{ClusterNode, ClusterState, Command, ConsensusError, Rejection, Response};
+use berth_orchestrator::{Nanos, Service, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus};
+use berth_registry_mirror::client::Repository;
+use berth_registry_mirror::{Credentials, Error as ImageError, Reference};
+use serde_json::Value;
+
+use crate::error::ServiceError;
+use crate::service::cluster::{cluster_error, node_id_str, ClusterService};
+use crate::service::images::{image_error, ImageService};
+use crate::service::task_spec::task_container;
+
+/// dockerd's warning when a service's image could not be pinned to a digest.
+fn unpinned_warning(image: &str) -> String {
+    format!(
+        "image {image} could not be accessed on a registry to record\nits digest. Each node will access {image} independently,\npossibly leading to different nodes running different\nversions of the image.\n"
+    )
+}
+
+/// Docker's task counts of a service (`GET /services?status=true`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServiceCounts {
+    /// Tasks whose observed state is `running`.
+    pub running: u64,
+    /// Tasks that should run: the replicas (replicated), the tasks to run on eligible
+    /// nodes (global), the tasks a job still runs at once (jobs).
+    pub desired: u64,
+    /// Tasks that completed (jobs).
+    pub completed: u64,
+}
+
+/// One service with what the API shows beside it.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    /// The replicated object.
+    pub service: Service,
+    /// The parsed orchestration view of its spec.
+    pub spec: ServiceSpec,
+    /// Task counts, when asked for.
+    pub counts: Option<ServiceCounts>,
+}
+
+/// One task with what the API shows beside it.
+#[derive(Debug, Clone)]
+pub struct TaskView {
+    /// The replicated object.
+    pub task: Task,
+    /// The `TaskTemplate` of its service's spec (`null` when the service is gone).
+    pub template: Value,
+    /// Docker-style id of its node.
+    pub node_id: Option<String>,
+    /// Global services have no slot in Docker's JSON.
+    pub global: bool,
+}
+
+/// List filters of `GET /services`, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceFilters {
+    /// Id prefixes.
+    pub ids: Vec<String>,
+    /// Name prefixes.
+    pub names: Vec<String>,
+    /// `key` or `key=value` on the spec's `Labels`.
+    pub labels: Vec<String>,
+    /// `replicated`, `global`, `replicated-job`, `global-job`.
+    pub modes: Vec<String>,
+}
+
+/// List filters of `GET /tasks`, already validated.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilters {
+    /// Service ids, id prefixes or names.
+    pub services: Vec<String>,
+    /// Node ids, id prefixes or hostnames.
+    pub nodes: Vec<String>,
+    /// Desired states (`running`, `shutdown`, `accepted`).
+    pub desired_states: Vec<TaskState>,
+    /// Task name prefixes (`web.1`).
+    pub names: Vec<String>,
+    /// Task id prefixes.
+    pub ids: Vec<String>,
+    /// `key` or `key=value` on the task's labels.
+    pub labels: Vec<String>,
+}
+
+/// What create and update answer besides the id: dockerd's warnings.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// The service id.
+    pub id: String,
+    /// Warnings (an image that could not be pinned).
+    pub warnings: Vec<String>,
+}
+
+/// Services and tasks of the cluster this node is part of.
+#[derive(Debug, Clone)]
+pub struct ServicesService {
+    cluster: ClusterService,
+    images: ImageService,
+}
+
+/// Swarm's id shape: 25 characters `[0-9a-z]`, the base-36 digits of a random 128-bit
+/// number, left-padded with zeros.
+pub fn new_object_id() -> String {
+    let mut n: u128 = rand::random();
+    let mut digits = Vec::with_capacity(25);
+    while n > 0 {
+        let d = (n % 36) as u8;
+        digits.push(if d < 10 { b'0' + d } else { b'a' + d - 10 });
+        n /= 36;
+    }
+    while digits.len() < 25 {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
+}
+
+fn now_nanos() -> Nanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as Nanos)
+}
+
+/// The service's name (`Spec.Name`).
+pub fn spec_name(spec: &Value) -> &str {
+    spec.get("Name").and_then(Value::as_str).unwrap_or("")
+}
+
+/// The image the spec asks for (`TaskTemplate.ContainerSpec.Image`).
+pub fn spec_image(spec: &Value) -> &str {
+    spec.pointer("/TaskTemplate/ContainerSpec/Image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// The mode's name as the `mode` filter and `docker service ls` spell it.
+pub fn mode_name(mode: &ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated { .. } => "replicated",
+        ServiceMode::Global => "global",
+        ServiceMode::ReplicatedJob { .. } => "replicated-job",
+        ServiceMode::GlobalJob => "global-job",
+    }
+}
+
+fn spec_error(e: berth_orchestrator::spec::SpecError) -> ServiceError {
+    let msg = e.to_string();
+    // swarmkit's validation errors reach the client through gRPC, as dockerd shows them.
+    if msg.starts_with("name must") {
+        ServiceError::invalid(format!("rpc error: code = InvalidArgument desc = {msg}"))
+    } else {
+        ServiceError::invalid(msg)
+    }
+}
+
+/// Whether `labels` (`key` or `key=value` filters) all hold on `have`.
+pub fn labels_match(filters: &[String], have: &BTreeMap<String, String>) -> bool {
+    filters.iter().all(|l| match l.split_once('=') {
+        Some((k, v)) => have.get(k).is_some_and(|x| x == v),
+        None => have.contains_key(l.as_str()),
+    })
+}
+
+fn spec_labels(spec: &Value) -> BTreeMap<String, String> {
+    spec.get("Labels")
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Validates a spec as create and update need it: the orchestration part, then a dry run
+/// of a task's container (what its create body would be refused for).
+pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
+    if !spec.is_object() {
+        return Err(ServiceError::invalid(
+            "the service spec must be a JSON object",
+        ));
+    }
+    let parsed = ServiceSpec::from_docker(spec).map_err(spec_error)?;
+    let image = spec_image(spec);
+    if image.is_empty() {
+        return Err(ServiceError::invalid(
+            "rpc error: code = InvalidArgument desc = ContainerSpec: image reference must be provided",
+        ));
+    }
+    ImageService::parse_reference(image)?;
+    let service = Service {
+        id: "0".repeat(25),
+        spec: spec.clone(),
+        previous_spec: None,
+        image: image.to_string(),
+        version: 0,
+        created_at: 0,
+        updated_at: 0,
+        job_iteration: 0,
+    };
+    let slot = match parsed.mode {
+        ServiceMode::Global | ServiceMode::GlobalJob => 0,
+        _ => 1,
+    };
+    let task = Task {
+        id: "0".repeat(25),
+        service_id: service.id.clone(),
+        slot,
+        node_id: Some(1),
+        service_version: 0,
+        image: image.to_string(),
+        job_iteration: 0,
+        restart_times: Vec::new(),
+        desired_state: TaskState::Running,
+        status: TaskStatus::new(TaskState::New, 0, ""),
+        created_at: 0,
+        version: 0,
+    };
+    task_container(&service, &task, &node_id_str(1))?;
+    Ok(parsed)
+}
+
+impl ServicesService {
+    /// Services over this berthd's cluster membership and image service (the registry
+    /// client that resolves digests).
+    pub fn new(cluster: ClusterService, images: ImageService) -> Self {
+        ServicesService { cluster, images }
+    }
+
+    fn node(&self) -> Result<Arc<ClusterNode>, ServiceError> {
+        self.cluster.member()
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> Result<T, ServiceError> {
+        Ok(self.node()?.state_view().read(f))
+    }
+
+    /// Commits `command`, wording the cluster's refusals as dockerd does.
+    async fn write(&self, command: Command) -> Result<Response, ServiceError> {
+        match self.cluster.write(command).await? {
+            Ok(Response::Rejected { rejection }) => Err(rejection_error(rejection)),
+            Ok(r) => Ok(r),
+            Err(ConsensusError::Rejected(r)) => Err(rejection_error(r)),
+            Err(e) => Err(cluster_error(e)),
+        }
+    }
+
+    /// `POST /services/create`: validates, pins the image, commits. A spec without a name
+    /// gets a random one (as dockerd names it).
+    pub async fn create(
+        &self,
+        mut spec: Value,
+        credentials: Credentials,
+    ) -> Result<Written, ServiceError> {
+        self.node()?;
+        if spec_name(&spec).is_empty() {
+            if let Some(o) = spec.as_object_mut() {
+                let seed: [u8; 8] = rand::random();
+                let name =
+                    crate::service::containers::names::NameIndex::default().generate_name(&seed);
+                o.insert("Name".into(), Value::String(name));
+            }
+        }
+        validate_spec(&spec)?;
+        let name = spec_name(&spec).to_string();
+        if self.read(|s| name_taken(s, &name, None))? {
+            return Err(name_conflict(&name));
+        }
+        let (image, warnings) = self.resolve_image(spec_image(&spec), &credentials).await?;
+        let now = now_nanos();
+        let service = Service {
+            id: new_object_id(),
+            spec,
+            previous_spec: None,
+            image,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+            job_iteration: 0,
+        };
+        match self.write(Command::CreateService { service }).await? {
+            Response::Service { service } => Ok(Written {
+                id: service.id,
+                warnings,
+            }),
+            other => Err(ServiceError::Cluster(format!(
+                "unexpected answer to a service create: {other:?}"
+            ))),
+        }
+    }
+
+    /// One service by full id, exact name, or unique id prefix (dockerd's order).
+    pub fn inspect(&self, key: &str) -> Result<ServiceView, ServiceError> {
+        let service = self.read(|s| find_service(s, key))??;
+        let spec = ServiceSpec::from_docker(&service.spec).map_err(spec_error)?;
+        Ok(ServiceView {
+            service,
+            spec,
+            counts: None,
+        })
+    }
+
+    /// `GET /services`: services matching every filter, with task counts when `status`.
+    pub fn list(
+        &self,
+        filters: &ServiceFilters,
+        status: bool,
+    ) -> Result<Vec<ServiceView>, ServiceError> {
+        let (services, tasks, nodes) = self.read(|s| {
+            let tasks: Vec<Task> = if status {
+                s.tasks.values().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            (
+                s.services.values().cloned().collect::<Vec<_>>(),
+                tasks,
+                s.nodes.len() as u64,
+            )
+        })?;
+        let mut out = Vec::new();
+        for service in services {
+            // A spec stored by the cluster was validated at create; one that no longer
+            // parses (a newer rule) is still listed, as replicated with what it asks.
+            let Ok(spec) = ServiceSpec::from_docker(&service.spec) else {
+                continue;
+            };
+            let name = spec_name(&service.spec);
+            let keep = (filters.ids.is_empty()
+                || filters
+                    .ids
+                    .iter()
+                    .any(|i| service.id.starts_with(i.as_str())))
+                && (filters.names.is_empty()
+                    || filters.names.iter().any(|n| name.starts_with(n.as_str())))
+                && (filters.modes.is_empty()
+                    || filters.modes.iter().any(|m| m == mode_name(&spec.mode)))
+                && labels_match(&filters.labels, &spec_labels(&service.spec));
+            if !keep {
+                continue;
+            }
+            let counts = status.then(|| counts(&service, &spec, &tasks, nodes));
+            out.push(ServiceView {
+                service,
+                spec,
+                counts,
+            });
+        }
+        out.sort_by(|a, b| a.service.created_at.cmp(&b.service.created_at));
+        Ok(out)
+    }
+
+    /// `POST /services/{id}/update`: a replacement spec checked against `version`
+    /// (`update out of sequence` when stale). With `rollback`, the previous spec is
+    /// restored instead of `spec`. The image is resolved again when the spec changes it.
+    pub async fn update(
+        &self,
+        key: &str,
+        version: u64,
+        spec: Value,
+        rollback: bool,
+        credentials: Credentials,
+    ) -> Result<Written, ServiceError> {
+        let current = self.read(|s| find_service(s, key))??;
+        let spec = if rollback {
+            current.previous_spec.clone().ok_or_else(|| {
+                ServiceError::invalid(format!(
+                    "service {} does not have a previous spec",
+                    current.id
+                ))
+            })?
+        } else {
+            spec
+        };
+        validate_spec(&spec)?;
+        let new_image = spec_image(&spec);
+        let (image, warnings) =
+            if new_image == current.image || new_image == spec_image(&current.spec) {
+                (current.image.clone(), Vec::new())
+            } else {
+                self.resolve_image(new_image, &credentials).await?
+            };
+        let command = Command::UpdateService {
+            id: current.id.clone(),
+            expected_version: version,
+            spec,
+            image,
+            at: now_nanos(),
+        };
+        self.write(command).await?;
+        Ok(Written {
+            id: current.id,
+            warnings,
+        })
+    }
+
+    /// `DELETE /services/{id}`: the service goes, its tasks are removed by their agents.
+    pub async fn remove(&self, key: &str) -> Result<(), ServiceError> {
+        let current = self.read(|s| find_service(s, key))??;
+        self.write(Command::RemoveService { id: current.id })
+            .await
+            .map(|_| ())
+    }
+
+    /// `GET /tasks`: tasks matching every filter. Service and node filters name objects
+    /// that must exist (dockerd answers 404 otherwise).
+    pub fn tasks(&self, filters: &TaskFilters) -> Result<Vec<TaskView>, ServiceError> {
+        let node_ids: Vec<u64> = filters
+            .nodes
+            .iter()
+            .map(|n| self.cluster.node_view(n).map(|v| v.record.id))
+            .collect::<Result<_, _>>()?;
+        let views = self.read(|s| -> Result<Vec<TaskView>, ServiceError> {
+            let service_ids: Vec<String> = filters
+                .services
+                .iter()
+                .map(|k| find_service(s, k).map(|svc| svc.id))
+                .collect::<Result<_, _>>()?;
+            let mut out = Vec::new();
+            for task in s.tasks.values() {
+                let service = s.services.get(&task.service_id);
+                let name = task_name(service, task);
+                let keep = (service_ids.is_empty() || service_ids.contains(&task.service_id))
+                    && (node_ids.is_empty() || task.node_id.is_some_and(|n| node_ids.contains(&n)))
+                    && (filters.desired_states.is_empty()
+                        || filters.desired_states.contains(&task.desired_state))
+                    && (filters.names.is_empty()
+                        || filters.names.iter().any(|n| name.starts_with(n.as_str())))
+                    && (filters.ids.is_empty()
+                        || filters.ids.iter().any(|i| task.id.starts_with(i.as_str())))
+                    && labels_match(&filters.labels, &BTreeMap::new());
+                if keep {
+                    out.push(task_view(service, task));
+                }
+            }
+            Ok(out)
+        })??;
+        Ok(views)
+    }
+
+    /// `GET /tasks/{id}`: by full id, then name, then unique id prefix.
+    pub fn task(&self, key: &str) -> Result<TaskView, ServiceError> {
+        self.read(|s| {
+            if let Some(t) = s.tasks.get(key) {
+                return Ok(task_view(s.services.get(&t.service_id), t));
+            }
+            let by_name: Vec<&Task> = s
+                .tasks
+                .values()
+                .filter(|t| task_name(s.services.get(&t.service_id), t) == key)
+                .collect();
+            let matches = if by_name.is_empty() {
+                s.tasks
+                    .values()
+                    .filter(|t| !key.is_empty() && t.id.starts_with(key))
+                    .collect()
+            } else {
+                by_name
+            };
+            match matches.as_slice() {
+                [t] => Ok(task_view(s.services.get(&t.service_id), t)),
+                [] => Err(ServiceError::not_found(format!("task {key} not found"))),
+                many => Err(ServiceError::invalid(format!(
+                    "task {key} is ambiguous ({} matches found)",
+                    many.len()
+                ))),
+            }
+        })?
+    }
+
+    /// The image pinned to its registry digest (`name:tag@sha256:...`), with dockerd's
+    /// warnings. A reference with a digest is kept. When the registry says the image does
+    /// not exist, a local image of that name is used (pinned to its local repo digest when
+    /// it has one); otherwise the create is refused (400, nothing written). When the
+    /// registry cannot be reached, the local image's digest pins it if there is one, else
+    /// the reference is kept unpinned with dockerd's warning.
+    pub async fn resolve_image(
+        &self,
+        image: &str,
+        credentials: &Credentials,
+    ) -> Result<(String, Vec<String>), ServiceError> {
+        let reference = ImageService::parse_reference(image)?;
+        if reference.digest().is_some() {
+            return Ok((image.to_string(), Vec::new()));
+        }
+        let tag = reference.tag().unwrap_or("latest").to_string();
+        let familiar = format!("{}:{tag}", reference.familiar_name());
+        match self.manifest_digest(&reference, credentials).await {
+            Ok(digest) => Ok((format!("{familiar}@{digest}"), Vec::new())),
+            Err(e) => {
+                let local = self.local_pin(&reference, &familiar);
+                let not_there = matches!(
+                    e,
+                    ImageError::ManifestNotFound { .. } | ImageError::Unauthorized { .. }
+                ) || matches!(e, ImageError::RegistryStatus { status: 404, .. });
+                match (local, not_there) {
+                    (Some(pinned), _) => {
+                        tracing::info!(%image, error = %e, "registry did not resolve the image; using the local one");
+                        Ok((pinned, vec![unpinned_warning(&familiar)]))
+                    }
+                    (None, true) => Err(ServiceError::invalid(format!(
+                        "No such image: {familiar}: the registry has no manifest for it ({})",
+                        image_error(e)
+                    ))),
+                    (None, false) => {
+                        tracing::warn!(%image, error = %e, "registry unreachable; service image left unpinned");
+                        Ok((familiar.clone(), vec![unpinned_warning(&familiar)]))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The digest of `reference`'s manifest (the index for a multi-platform image) on its
+    /// registry.
+    async fn manifest_digest(
+        &self,
+        reference: &Reference,
+        credentials: &Credentials,
+    ) -> Result<String, ImageError> {
+        let repo = Repository {
+            host: reference.registry_host().to_string(),
+            path: reference.path().to_string(),
+            credentials: credentials.clone(),
+        };
+        let m = self
+            .images
+            .images
+            .client
+            .get_manifest(&repo, &reference.manifest_reference())
+            .await?;
+        Ok(m.digest.to_string())
+    }
+
+    /// A local image of that name, pinned to its repo digest when it has one for the same
+    /// repository; the name alone when it has none.
+    fn local_pin(&self, reference: &Reference, familiar: &str) -> Option<String> {
+        let details = self.images.inspect(familiar).ok()?;
+        let prefix = format!("{}@", reference.familiar_name());
+        let digest = details
+            .repo_digests
+            .iter()
+            .find_map(|d| d.strip_prefix(&prefix).map(str::to_string));
+        Some(match digest {
+            Some(d) => format!("{familiar}@{d}"),
+            None => familiar.to_string(),
+        })
+    }
+
+    /// `GET /distribution/{name}/json`: the registry's descriptor of `name` and the
+    /// platforms it offers (the index's entries, or the one image's config os/arch).
+    pub async fn distribution(
+        &self,
+        name: &str,
+        credentials: &Credentials,
+    ) -> Result<Distribution, ServiceError> {
+        let reference = ImageService::parse_reference(name)?;
+        let repo = Repository {
+            host: reference.registry_host().to_string(),
+            path: reference.path().to_string(),
+            credentials: credentials.clone(),
+        };
+        let client = &self.images.images.client;
+        let fetched = client
+            .get_manifest(&repo, &reference.manifest_reference())
+            .await
+            .map_err(distribution_error)?;
+        let manifest = berth_registry_mirror::manifest::Manifest::parse(
+            &fetched.body,
+            fetched.content_type.as_deref(),
+            &fetched.digest,
+        )
+        .map_err(image_error)?;
+        let media_type = manifest.media_type().to_string();
+        let platforms = match &manifest {
+            berth_registry_mirror::manifest::Manifest::Index(i) => i
+                .manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref())
+                .map(|p| (p.architecture.clone(), p.os.clone(), p.variant.clone()))
+                .collect(),
+            berth_registry_mirror::manifest::Manifest::Image(m) => {
+                let resp = client
+                    .get_blob(&repo, &m.config.digest)
+                    .await
+                    .map_err(distribution_error)?;
+                let body = resp.bytes().await.map_err(|e| {
+                    ServiceError::unavailable(format!("reading the image config: {e}"))
+                })?;
+                let cfg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let s = |k: &str| cfg.get(k).and_then(Value::as_str).map(str::to_string);
+                match (s("architecture"), s("os")) {
+                    (Some(a), Some(o)) => vec![(a, o, s("variant"))],
+                    _ => Vec::new(),
+                }
+            }
+        };
+        Ok(Distribution {
+            media_type,
+            digest: fetched.digest.to_string(),
+            size: fetched.body.len() as u64,
+            platforms,
+        })
+    }
+}
+
+/// `GET /distribution/{name}/json`'s content.
+#[derive(Debug, Clone)]
+pub struct Distribution {
+    /// The manifest's media type.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// (architecture, os, variant) of each platform offered.
+    pub platforms: Vec<(String, String, Option<String>)>,
+}
+
+/// Registry failures of `/distribution` as dockerd reports them: a missing manifest is
+/// 404, an unreachable registry 500 with the transport error.
+fn distribution_error(e: ImageError) -> ServiceError {
+    match e {
+        e @ ImageError::ManifestNotFound { .. } => image_error(e),
+        e @ ImageError::Unauthorized { .. } => ServiceError::Forbidden {
+            message: e.to_string(),
+        },
+        e => image_error(e),
+    }
+}
+
+fn name_conflict(name: &str) -> ServiceError {
+    ServiceError::conflict(format!(
+        "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already exists"
+    ))
+}
+
+/// The cluster's refusals of service commands, worded as dockerd words them.
+fn rejection_error(r: Rejection) -> ServiceError {
+    match r {
+        Rejection::ServiceNameConflict { name } => name_conflict(&name),
+        Rejection::ServiceVersion { .. } => {
+            ServiceError::conflict("rpc error: code = Unknown desc = update out of sequence")
+        }
+        Rejection::ServiceNotFound { id } => {
+            ServiceError::not_found(format!("service {id} not found"))
+        }
+        Rejection::ServiceRename { .. } => ServiceError::invalid(
+            "rpc error: code = Unimplemented desc = renaming services is not supported",
+        ),
+        r => cluster_error(ConsensusError::Rejected(r)),
+    }
+}
+
+/// Whether another service (case-insensitively, as swarmkit's store compares) has `name`.
+fn name_taken(s: &ClusterState, name: &str, except: Option<&str>) -> bool {
+    s.services.values().any(|svc| {
+        Some(svc.id.as_str()) != except && spec_name(&svc.spec).eq_ignore_ascii_case(name)
+    })
+}
+
+/// A service by full id, exact name, then unique id prefix (dockerd's `getService`).
+fn find_service(s: &ClusterState, key: &str) -> Result<Service, ServiceError> {
+    if let Some(svc) = s.services.get(key) {
+        return Ok(svc.clone());
+    }
+    let by_name: Vec<&Service> = s
+        .services
+        .values()
+        .filter(|svc| spec_name(&svc.spec) == key)
+        .collect();
+    let matches = if by_name.is_empty() {
+        s.services
+            .values()
+            .filter(|svc| !key.is_empty() && svc.id.starts_with(key))
+            .collect()
+    } else {
+        by_name
+    };
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(ServiceError::not_found(format!("service {key} not found"))),
+        many => Err(ServiceError::invalid(format!(
+            "service {key} is ambiguous ({} matches found)",
+            many.len()
+        ))),
+    }
+}
+
+/// A task's name as Swarm shows it: `<service>.<slot>` (global: `<service>.<node id>`),
+/// followed by `.<task id>`, so a prefix filter finds both forms.
+fn task_name(service: Option<&Service>, task: &Task) -> String {
+    let svc = service.map(|s| spec_name(&s.spec)).unwrap_or("");
+    let slot = if task.slot == 0 {
+        task.node_id.map(node_id_str).unwrap_or_default()
+    } else {
+        task.slot.to_string()
+    };
+    format!("{svc}.{slot}.{}", task.id)
+}
+
+fn task_view(service: Option<&Service>, task: &Task) -> TaskView {
+    let mut template = service
+        .and_then(|s| s.spec.get("TaskTemplate").cloned())
+        .unwrap_or(Value::Null);
+    if let Some(cs) = template
+        .get_mut("ContainerSpec")
+        .and_then(Value::as_object_mut)
+    {
+        cs.insert("Image".into(), Value::String(task.image.clone()));
+    }
+    let global = service
+        .and_then(|s| ServiceSpec::from_docker(&s.spec).ok())
+        .is_some_and(|s| matches!(s.mode, ServiceMode::Global | ServiceMode::GlobalJob));
+    TaskView {
+        task: task.clone(),
+        template,
+        node_id: task.node_id.map(node_id_str),
+        global,
+    }
+}
+
+/// Docker's `ServiceStatus` of one service.
+fn counts(service: &Service, spec: &ServiceSpec, tasks: &[Task], _nodes: u64) -> ServiceCounts {
+    let mine = tasks.iter().filter(|t| t.service_id == service.id);
+    let mut c = ServiceCounts::default();
+    let mut desired_running = 0;
+    for t in mine {
+        if t.status.state == TaskState::Running {
+            c.running += 1;
+        }
+        if t.status.state == TaskState::Complete && t.job_iteration == service.job_iteration {
+            c.completed += 1;
+        }
+        if t.desired_state == TaskState::Running {
+            desired_running += 1;
+        }
+    }
+    c.desired = match spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global | ServiceMode::GlobalJob => desired_running,
+        ServiceMode::ReplicatedJob {
+            max_concurrent,
+            total_completions,
+        } => max_concurrent.min(total_completions.saturating_sub(c.completed)),
+    };
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn object_ids_have_swarms_shape() {
+        for _ in 0..100 {
+            let id = new_object_id();
+            assert_eq!(id.len(), 25, "{id}");
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()));
+        }
+        assert_ne!(new_object_id(), new_object_id());
+    }
+
+    #[test]
+    fn specs_are_validated_before_anything_is_written() {
+        let ok = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}});
+        assert!(validate_spec(&ok).is_ok());
+        let bad_name =
+            json!({"Name": "bad_name!", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}});
+        assert_eq!(
+            validate_spec(&bad_name).unwrap_err().to_string(),
+            "rpc error: code = InvalidArgument desc = name must be valid as a DNS name component"
+        );
+        let neg = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
+                         "Mode": {"Replicated": {"Replicas": -1}}});
+        assert!(validate_spec(&neg)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot unmarshal number -1"));
+        let constraint = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"},
+                                "Placement": {"Constraints": ["node.role=worker"]}}});
+        assert!(validate_spec(&constraint)
+            .unwrap_err()
+            .to_string()
+            .contains("constraint expected one operator"));
+        let no_image = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {}}});
+        assert!(validate_spec(&no_image)
+            .unwrap_err()
+            .to_string()
+            .contains("image reference must be provided"));
+        let bad_ref = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "UPPER"}}});
+        assert!(validate_spec(&bad_ref).is_err());
+        let secrets = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Secrets": [{"SecretName": "x"}]}}});
+        assert!(validate_spec(&secrets)
+            .unwrap_err()
+            .to_string()
+            .contains("Secrets"));
+    }
+
+    fn state_with(services: &[(&str, &str)]) -> ClusterState {
+        let mut s = ClusterState::default();
+        for (id, name) in services {
+            s.services.insert(
+                id.to_string(),
+                Service {
+                    id: id.to_string(),
+                    spec: json!({"Name": name}),
+                    previous_spec: None,
+                    image: "busybox".into(),
+                    version: 1,
+                    created_at: 0,
+                    updated_at: 0,
+                    job_iteration: 0,
+                },
+            );
+        }
+        s
+    }
+
+    #[test]
+    fn services_are_found_by_id_name_then_prefix() {
+        let s = state_with(&[("abc111", "web"), ("abc222", "db"), ("web", "other")]);
+        assert_eq!(find_service(&s, "abc111").unwrap().id, "abc111");
+        assert_eq!(find_service(&s, "db").unwrap().id, "abc222");
+        assert_eq!(
+            find_service(&s, "web").unwrap().id,
+            "web",
+            "a full id wins over a name"
+        );
+        assert_eq!(find_service(&s, "abc2").unwrap().id, "abc222");
+        let e = find_service(&s, "abc").unwrap_err();
+        assert!(matches!(e, ServiceError::InvalidArgument { .. }), "{e}");
+        let e = find_service(&s, "nosuch").unwrap_err();
+        assert_eq!(e.to_string(), "service nosuch not found");
+        assert!(name_taken(&s, "WEB", None) || name_taken(&s, "DB", None));
+        assert!(!name_taken(&s, "db", Some("abc222")));
+    }
+
+    #[test]
+    fn rejections_are_worded_as_dockerd() {
+        let e = rejection_error(Rejection::ServiceNameConflict { name: "web".into() });
+        assert!(matches!(e, ServiceError::Conflict { .. }));
+        assert_eq!(
+            e.to_string(),
+            "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service web already exists"
+        );
+        let e = rejection_error(Rejection::ServiceVersion {
+            id: "x".into(),
+            expected: 1,
+            actual: 2,
+        });
+        assert!(matches!(e, ServiceError::Conflict { .. }));
+        assert!(e.to_string().ends_with("update out of sequence"));
+    }
+
+    #[test]
+    fn counts_follow_the_mode() {
+        let svc = Service {
+            id: "s".into(),
+            spec: json!({}),
+            previous_spec: None,
+            image: "i".into(),
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+            job_iteration: 0,
+        };
+        let task = |state: TaskState, desired: TaskState| Task {
+            id: "t".into(),
+            service_id: "s".into(),
+            slot: 1,
+            node_id: Some(1),
+            service_version: 1,
+            image: "i".into(),
+            job_iteration: 0,
+            restart_times: Vec::new(),
+            desired_state: desired,
+            status: TaskStatus::new(state, 0, ""),
+            created_at: 0,
+            version: 1,
+        };
+        let tasks = vec![
+            task(TaskState::Running, TaskState::Running),
+            task(TaskState::Pending, TaskState::Running),
+            task(TaskState::Shutdown, TaskState::Shutdown),
+        ];
+        let spec =
+            ServiceSpec::from_docker(&json!({"Mode": {"Replicated": {"Replicas": 3}}})).unwrap();
+        assert_eq!(
+            counts(&svc, &spec, &tasks, 1),
+            ServiceCounts {
+                running: 1,
+                desired: 3,
+                completed: 0
+            }
+        );
+        let spec = ServiceSpec::from_docker(&json!({"Mode": {"Global": {}}})).unwrap();
+        assert_eq!(counts(&svc, &spec, &tasks, 1).desired, 2);
+    }
+}

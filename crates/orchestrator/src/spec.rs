@@ -1,0 +1,774 @@
+//! Parsing the orchestration part of a Docker `ServiceSpec` (Engine API v1.41+) into the
+//! typed [`ServiceSpec`], with Docker's and swarmkit's defaults filled in and their
+//! validation applied.
+//!
+//! Only the fields the orchestrator reads are parsed here (`Name`, `Mode`,
+//! `TaskTemplate.RestartPolicy`, `TaskTemplate.Placement`,
+//! `TaskTemplate.Resources.Reservations`); the container part of the spec is the agent's
+//! and the API layer's business.
+//!
+//! Error wording follows the daemon where it has one:
+//! - a JSON value of the wrong type (a negative `Replicas`, which docker-py can send, a
+//!   string where a number belongs) is dockerd's `encoding/json` decode error, e.g.
+//!   `json: cannot unmarshal number -1 into Go struct field
+//!   ReplicatedService.Mode.Replicated.Replicas of type uint64`;
+//! - names, restart policy and resources: swarmkit's `manager/controlapi` validation
+//!   (`validateAnnotations`, `validateRestartPolicy`, `validateResources`, `validateMode`);
+//! - constraints: swarmkit's `manager/constraint.Parse` (see [`crate::constraint`]);
+//! - the restart condition: moby's `daemon/cluster/convert` (`invalid RestartCondition: "x"`).
+
+use serde_json::{Map, Value};
+
+use crate::model::{
+    Constraint, Placement, Platform, Resources, RestartCondition, RestartPolicy, ServiceMode,
+    ServiceSpec,
+};
+
+/// A service spec the orchestrator cannot accept. `Display` is the message, worded as
+/// dockerd/swarmkit word it; the API layer answers it with status 400.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+/// Docker's default restart delay (swarmkit `api/defaults`): 5 s, in ns.
+pub const DEFAULT_RESTART_DELAY: u64 = 5_000_000_000;
+
+impl ServiceSpec {
+    /// Parse the orchestration part of a Docker ServiceSpec JSON (`Name`, `Mode`,
+    /// `TaskTemplate.RestartPolicy/Placement/Resources.Reservations`), Docker's defaults
+    /// filled in:
+    /// - `Mode` absent (or `null`) = `Replicated` with 1 replica; `Replicas` absent = 1;
+    ///   `ReplicatedJob.MaxConcurrent` absent = 1, `TotalCompletions` absent =
+    ///   `MaxConcurrent`;
+    /// - `RestartPolicy.Condition` absent = `any` (jobs: `on-failure`), `Delay` absent = 5 s
+    ///   (ns in the JSON, as Docker's `time.Duration`), `MaxAttempts`/`Window` absent = 0
+    ///   (unlimited / unbounded).
+    ///
+    /// An empty or absent `Name` is accepted and left empty: dockerd names such a service
+    /// itself (a random name), which is the API layer's job since this core has no
+    /// randomness.
+    ///
+    /// Errors ([`SpecError`], Docker-worded, answered with 400): a field of the wrong JSON
+    /// type or a negative count (`json: cannot unmarshal number -1 into Go struct field
+    /// ReplicatedService.Mode.Replicated.Replicas of type uint64`), an unknown or ambiguous
+    /// mode (`Unrecognized service mode`), an invalid name (`name must be valid as a DNS
+    /// name component`), a negative delay or window (`TaskSpec: restart-delay cannot be
+    /// negative`), an unknown restart condition, a malformed or unknown constraint (see
+    /// [`Constraint::parse`]), a malformed placement preference or platform, reservations
+    /// below swarmkit's minimums (`invalid memory value 1: Must be at least 4MiB`).
+    pub fn from_docker(spec: &Value) -> Result<ServiceSpec, SpecError> {
+        let obj = spec
+            .as_object()
+            .ok_or_else(|| SpecError(go_value_error(spec, "swarm.ServiceSpec")))?;
+
+        let name = get_str(obj, "Name", "ServiceSpec", "Name")?.unwrap_or_default();
+        validate_name(&name)?;
+
+        let mode = parse_mode(obj.get("Mode"))?;
+
+        let template = get_obj(obj, "TaskTemplate", "ServiceSpec", "TaskTemplate")?;
+        let restart = parse_restart(template.and_then(|t| t.get("RestartPolicy")), mode.is_job())?;
+        let placement = parse_placement(template.and_then(|t| t.get("Placement")))?;
+        let reservations = match template {
+            Some(t) => {
+                let resources = get_obj(t, "Resources", "TaskSpec", "TaskTemplate.Resources")?;
+                match resources {
+                    Some(r) => parse_reservations(r)?,
+                    None => Resources::default(),
+                }
+            }
+            None => Resources::default(),
+        };
+
+        Ok(ServiceSpec {
+            name,
+            mode,
+            restart,
+            placement,
+            reservations,
+        })
+    }
+}
+
+/// swarmkit `validateAnnotations`: a DNS name component of at most 63 characters
+/// (`^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$`). Empty is left to the API layer (see
+/// [`ServiceSpec::from_docker`]).
+fn validate_name(name: &str) -> Result<(), SpecError> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    let bytes = name.as_bytes();
+    let ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    if !ok {
+        return Err(SpecError(
+            "name must be valid as a DNS name component".into(),
+        ));
+    }
+    if name.len() > 63 {
+        return Err(SpecError("name must be 63 characters or fewer".into()));
+    }
+    Ok(())
+}
+
+fn parse_mode(mode: Option<&Value>) -> Result<ServiceMode, SpecError> {
+    let mode = match mode {
+        None | Some(Value::Null) => return Ok(ServiceMode::Replicated { replicas: 1 }),
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            return Err(SpecError(go_field_error(
+                other,
+                "ServiceSpec",
+                "Mode",
+                "swarm.ServiceMode",
+            )))
+        }
+    };
+    let present: Vec<(&String, &Value)> = mode.iter().filter(|(_, v)| !v.is_null()).collect();
+    let [(kind, body)] = present.as_slice() else {
+        // swarmkit `validateMode`: anything but exactly one known mode.
+        return Err(SpecError("Unrecognized service mode".into()));
+    };
+    match kind.as_str() {
+        "Replicated" => {
+            let body = as_obj(
+                body,
+                "ServiceMode",
+                "Mode.Replicated",
+                "swarm.ReplicatedService",
+            )?;
+            let replicas = get_u64(
+                body,
+                "Replicas",
+                "ReplicatedService",
+                "Mode.Replicated.Replicas",
+            )?
+            .unwrap_or(1);
+            Ok(ServiceMode::Replicated { replicas })
+        }
+        "Global" => {
+            as_obj(body, "ServiceMode", "Mode.Global", "swarm.GlobalService")?;
+            Ok(ServiceMode::Global)
+        }
+        "ReplicatedJob" => {
+            let body = as_obj(
+                body,
+                "ServiceMode",
+                "Mode.ReplicatedJob",
+                "swarm.ReplicatedJob",
+            )?;
+            let max_concurrent = get_u64(
+                body,
+                "MaxConcurrent",
+                "ReplicatedJob",
+                "Mode.ReplicatedJob.MaxConcurrent",
+            )?
+            .unwrap_or(1);
+            let total_completions = get_u64(
+                body,
+                "TotalCompletions",
+                "ReplicatedJob",
+                "Mode.ReplicatedJob.TotalCompletions",
+            )?
+            .unwrap_or(max_concurrent);
+            Ok(ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            })
+        }
+        "GlobalJob" => {
+            as_obj(body, "ServiceMode", "Mode.GlobalJob", "swarm.GlobalJob")?;
+            Ok(ServiceMode::GlobalJob)
+        }
+        _ => Err(SpecError("Unrecognized service mode".into())),
+    }
+}
+
+fn parse_restart(policy: Option<&Value>, is_job: bool) -> Result<RestartPolicy, SpecError> {
+    let mut out = RestartPolicy {
+        condition: if is_job {
+            RestartCondition::OnFailure
+        } else {
+            RestartCondition::Any
+        },
+        delay: DEFAULT_RESTART_DELAY,
+        max_attempts: 0,
+        window: 0,
+    };
+    let policy = match policy {
+        None | Some(Value::Null) => return Ok(out),
+        Some(p) => as_obj(
+            p,
+            "TaskSpec",
+            "TaskTemplate.RestartPolicy",
+            "swarm.RestartPolicy",
+        )?,
+    };
+    const S: &str = "RestartPolicy";
+    if let Some(c) = get_str(
+        policy,
+        "Condition",
+        S,
+        "TaskTemplate.RestartPolicy.Condition",
+    )? {
+        out.condition = match c.as_str() {
+            "none" => RestartCondition::None,
+            "on-failure" => RestartCondition::OnFailure,
+            "any" => RestartCondition::Any,
+            // moby daemon/cluster/convert restartPolicyToGRPC. An empty condition is the
+            // default there too.
+            "" => out.condition,
+            other => return Err(SpecError(format!("invalid RestartCondition: {other:?}"))),
+        };
+    }
+    if let Some(d) = get_i64(
+        policy,
+        "Delay",
+        S,
+        "TaskTemplate.RestartPolicy.Delay",
+        "time.Duration",
+    )? {
+        if d < 0 {
+            return Err(SpecError(
+                "TaskSpec: restart-delay cannot be negative".into(),
+            ));
+        }
+        out.delay = d as u64;
+    }
+    if let Some(m) = get_u64(
+        policy,
+        "MaxAttempts",
+        S,
+        "TaskTemplate.RestartPolicy.MaxAttempts",
+    )? {
+        out.max_attempts = m;
+    }
+    if let Some(w) = get_i64(
+        policy,
+        "Window",
+        S,
+        "TaskTemplate.RestartPolicy.Window",
+        "time.Duration",
+    )? {
+        if w < 0 {
+            return Err(SpecError(
+                "TaskSpec: restart-window cannot be negative".into(),
+            ));
+        }
+        out.window = w as u64;
+    }
+    Ok(out)
+}
+
+fn parse_placement(placement: Option<&Value>) -> Result<Placement, SpecError> {
+    let placement = match placement {
+        None | Some(Value::Null) => return Ok(Placement::default()),
+        Some(p) => as_obj(p, "TaskSpec", "TaskTemplate.Placement", "swarm.Placement")?,
+    };
+    const S: &str = "Placement";
+    let mut out = Placement::default();
+    for c in get_array(
+        placement,
+        "Constraints",
+        S,
+        "TaskTemplate.Placement.Constraints",
+    )? {
+        let c = c.as_str().ok_or_else(|| {
+            SpecError(go_field_error(
+                c,
+                S,
+                "TaskTemplate.Placement.Constraints",
+                "string",
+            ))
+        })?;
+        out.constraints.push(Constraint::parse(c)?);
+    }
+    for p in get_array(
+        placement,
+        "Preferences",
+        S,
+        "TaskTemplate.Placement.Preferences",
+    )? {
+        out.spread.push(parse_preference(p)?);
+    }
+    out.max_replicas = get_u64(
+        placement,
+        "MaxReplicas",
+        S,
+        "TaskTemplate.Placement.MaxReplicas",
+    )?
+    .unwrap_or(0);
+    for p in get_array(
+        placement,
+        "Platforms",
+        S,
+        "TaskTemplate.Placement.Platforms",
+    )? {
+        let p = as_obj(p, S, "TaskTemplate.Placement.Platforms", "swarm.Platform")?;
+        let architecture = get_str(
+            p,
+            "Architecture",
+            "Platform",
+            "TaskTemplate.Placement.Platforms.Architecture",
+        )?
+        .unwrap_or_default();
+        let os = get_str(p, "OS", "Platform", "TaskTemplate.Placement.Platforms.OS")?
+            .unwrap_or_default();
+        out.platforms.push(Platform { os, architecture });
+    }
+    Ok(out)
+}
+
+/// `{"Spread": {"SpreadDescriptor": "node.labels.zone"}}`. swarmkit spreads over
+/// `node.labels.*` and `engine.labels.*` descriptors only; anything else would be silently
+/// useless, so it is refused.
+fn parse_preference(p: &Value) -> Result<String, SpecError> {
+    let p = as_obj(
+        p,
+        "Placement",
+        "TaskTemplate.Placement.Preferences",
+        "swarm.PlacementPreference",
+    )?;
+    let spread = match p.get("Spread") {
+        Some(Value::Object(s)) => s,
+        _ => {
+            return Err(SpecError(
+                "invalid placement preference: only Spread preferences are supported".into(),
+            ))
+        }
+    };
+    let descriptor = get_str(
+        spread,
+        "SpreadDescriptor",
+        "SpreadOver",
+        "TaskTemplate.Placement.Preferences.Spread.SpreadDescriptor",
+    )?
+    .unwrap_or_default();
+    let lower = descriptor.to_ascii_lowercase();
+    let valid = [
+        crate::constraint::NODE_LABEL_PREFIX,
+        crate::constraint::ENGINE_LABEL_PREFIX,
+    ]
+    .iter()
+    .any(|prefix| lower.starts_with(prefix) && lower.len() > prefix.len());
+    if !valid {
+        return Err(SpecError(format!(
+            "invalid placement preference: spread descriptor {descriptor:?} must be node.labels.<key> or engine.labels.<key>"
+        )));
+    }
+    Ok(descriptor)
+}
+
+/// `Resources.Reservations`, checked as swarmkit's `validateResources` checks it.
+fn parse_reservations(resources: &Map<String, Value>) -> Result<Resources, SpecError> {
+    let r = match resources.get("Reservations") {
+        None | Some(Value::Null) => return Ok(Resources::default()),
+        Some(r) => as_obj(
+            r,
+            "ResourceRequirements",
+            "TaskTemplate.Resources.Reservations",
+            "swarm.Resources",
+        )?,
+    };
+    const S: &str = "Resources";
+    let nano_cpus = get_i64(
+        r,
+        "NanoCPUs",
+        S,
+        "TaskTemplate.Resources.Reservations.NanoCPUs",
+        "int64",
+    )?
+    .unwrap_or(0);
+    let memory_bytes = get_i64(
+        r,
+        "MemoryBytes",
+        S,
+        "TaskTemplate.Resources.Reservations.MemoryBytes",
+        "int64",
+    )?
+    .unwrap_or(0);
+    if nano_cpus != 0 && nano_cpus < 1_000_000 {
+        return Err(SpecError(format!(
+            "invalid cpu value {}: Must be at least {}",
+            go_g(nano_cpus as f64 / 1e9),
+            go_g(1e6 / 1e9)
+        )));
+    }
+    if memory_bytes != 0 && memory_bytes < 4 * 1024 * 1024 {
+        return Err(SpecError(format!(
+            "invalid memory value {memory_bytes}: Must be at least 4MiB"
+        )));
+    }
+    Ok(Resources {
+        nano_cpus: nano_cpus as u64,
+        memory_bytes: memory_bytes as u64,
+    })
+}
+
+/// Go's `%g` for the small values `validateResources` prints: shortest digits, an
+/// exponent (`5e-09`) below 1e-4 or from 1e21 on.
+fn go_g(v: f64) -> String {
+    let abs = v.abs();
+    if v != 0.0 && !(1e-4..1e21).contains(&abs) {
+        let e = format!("{v:e}");
+        let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        format!("{mantissa}e{sign}{digits:0>2}")
+    } else {
+        format!("{v}")
+    }
+}
+
+// --- JSON access with Go encoding/json's error wording ---------------------------------
+
+/// How Go's decoder names a JSON value in an `UnmarshalTypeError`: numbers with their
+/// literal when decoded into a number type.
+fn go_value_kind(v: &Value, with_literal: bool) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Number(n) if with_literal => format!("number {n}"),
+        Value::Number(_) => "number".into(),
+        Value::String(_) => "string".into(),
+        Value::Array(_) => "array".into(),
+        Value::Object(_) => "object".into(),
+    }
+}
+
+/// `json: cannot unmarshal <value> into Go value of type <ty>` (top-level mismatch).
+fn go_value_error(v: &Value, ty: &str) -> String {
+    format!(
+        "json: cannot unmarshal {} into Go value of type {ty}",
+        go_value_kind(v, false)
+    )
+}
+
+/// `json: cannot unmarshal <value> into Go struct field <Struct>.<path> of type <ty>`.
+fn go_field_error(v: &Value, strct: &str, path: &str, ty: &str) -> String {
+    let numeric = matches!(ty, "uint64" | "int64" | "time.Duration");
+    format!(
+        "json: cannot unmarshal {} into Go struct field {strct}.{path} of type {ty}",
+        go_value_kind(v, numeric)
+    )
+}
+
+fn as_obj<'a>(
+    v: &'a Value,
+    strct: &str,
+    path: &str,
+    ty: &str,
+) -> Result<&'a Map<String, Value>, SpecError> {
+    v.as_object()
+        .ok_or_else(|| SpecError(go_field_error(v, strct, path, ty)))
+}
+
+fn get_obj<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    strct: &str,
+    path: &str,
+) -> Result<Option<&'a Map<String, Value>>, SpecError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => as_obj(v, strct, path, &format!("swarm.{key}")).map(Some),
+    }
+}
+
+fn get_array<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    strct: &str,
+    path: &str,
+) -> Result<&'a [Value], SpecError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(v) => Err(SpecError(go_field_error(v, strct, path, "[]string"))),
+    }
+}
+
+fn get_str(
+    obj: &Map<String, Value>,
+    key: &str,
+    strct: &str,
+    path: &str,
+) -> Result<Option<String>, SpecError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(SpecError(go_field_error(v, strct, path, "string"))),
+    }
+}
+
+fn get_u64(
+    obj: &Map<String, Value>,
+    key: &str,
+    strct: &str,
+    path: &str,
+) -> Result<Option<u64>, SpecError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| SpecError(go_field_error(v, strct, path, "uint64"))),
+    }
+}
+
+fn get_i64(
+    obj: &Map<String, Value>,
+    key: &str,
+    strct: &str,
+    path: &str,
+    ty: &str,
+) -> Result<Option<i64>, SpecError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| SpecError(go_field_error(v, strct, path, ty))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ConstraintOp;
+    use serde_json::json;
+
+    fn err(v: Value) -> String {
+        ServiceSpec::from_docker(&v).unwrap_err().0
+    }
+
+    #[test]
+    fn defaults_mode_absent_is_one_replica_restart_any_5s() {
+        let s = ServiceSpec::from_docker(&json!({"Name": "web"})).unwrap();
+        assert_eq!(s.name, "web");
+        assert_eq!(s.mode, ServiceMode::Replicated { replicas: 1 });
+        assert_eq!(s.restart.condition, RestartCondition::Any);
+        assert_eq!(s.restart.delay, 5_000_000_000);
+        assert_eq!(s.restart.max_attempts, 0);
+        assert_eq!(s.restart.window, 0);
+        assert_eq!(s.placement, Placement::default());
+        assert_eq!(s.reservations, Resources::default());
+        let s = ServiceSpec::from_docker(&json!({"Mode": {"Replicated": {}}})).unwrap();
+        assert_eq!(s.mode, ServiceMode::Replicated { replicas: 1 });
+        assert_eq!(s.name, "");
+    }
+
+    #[test]
+    fn modes_parse_with_job_defaults() {
+        let s =
+            ServiceSpec::from_docker(&json!({"Mode": {"Replicated": {"Replicas": 6}}})).unwrap();
+        assert_eq!(s.mode, ServiceMode::Replicated { replicas: 6 });
+        let s = ServiceSpec::from_docker(&json!({"Mode": {"Global": {}}})).unwrap();
+        assert_eq!(s.mode, ServiceMode::Global);
+        assert_eq!(s.restart.condition, RestartCondition::Any);
+        let s = ServiceSpec::from_docker(&json!({"Mode": {"GlobalJob": {}}})).unwrap();
+        assert_eq!(s.mode, ServiceMode::GlobalJob);
+        assert_eq!(s.restart.condition, RestartCondition::OnFailure);
+        let s = ServiceSpec::from_docker(&json!({"Mode": {"ReplicatedJob": {}}})).unwrap();
+        assert_eq!(
+            s.mode,
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 1,
+                total_completions: 1
+            }
+        );
+        let s = ServiceSpec::from_docker(&json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": 3}}}))
+            .unwrap();
+        assert_eq!(
+            s.mode,
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 3,
+                total_completions: 3
+            }
+        );
+        let s = ServiceSpec::from_docker(
+            &json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 5}}}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.mode,
+            ServiceMode::ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 5
+            }
+        );
+    }
+
+    #[test]
+    fn negative_or_fractional_replicas_get_dockerds_decode_error() {
+        assert_eq!(
+            err(json!({"Mode": {"Replicated": {"Replicas": -1}}})),
+            "json: cannot unmarshal number -1 into Go struct field ReplicatedService.Mode.Replicated.Replicas of type uint64"
+        );
+        assert_eq!(
+            err(json!({"Mode": {"Replicated": {"Replicas": 1.5}}})),
+            "json: cannot unmarshal number 1.5 into Go struct field ReplicatedService.Mode.Replicated.Replicas of type uint64"
+        );
+        assert_eq!(
+            err(json!({"Mode": {"Replicated": {"Replicas": "3"}}})),
+            "json: cannot unmarshal string into Go struct field ReplicatedService.Mode.Replicated.Replicas of type uint64"
+        );
+        assert!(
+            err(json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": -2}}}))
+                .contains("ReplicatedJob.Mode.ReplicatedJob.MaxConcurrent of type uint64")
+        );
+        assert_eq!(
+            err(json!([])),
+            "json: cannot unmarshal array into Go value of type swarm.ServiceSpec"
+        );
+    }
+
+    #[test]
+    fn unknown_or_multiple_modes_are_refused() {
+        assert_eq!(
+            err(json!({"Mode": {"Foo": {}}})),
+            "Unrecognized service mode"
+        );
+        assert_eq!(
+            err(json!({"Mode": {"Global": {}, "Replicated": {"Replicas": 1}}})),
+            "Unrecognized service mode"
+        );
+        assert_eq!(err(json!({"Mode": {}})), "Unrecognized service mode");
+    }
+
+    #[test]
+    fn names_are_dns_components() {
+        assert_eq!(
+            err(json!({"Name": "-web"})),
+            "name must be valid as a DNS name component"
+        );
+        assert_eq!(
+            err(json!({"Name": "we b"})),
+            "name must be valid as a DNS name component"
+        );
+        assert_eq!(
+            err(json!({"Name": "a".repeat(64)})),
+            "name must be 63 characters or fewer"
+        );
+        assert!(ServiceSpec::from_docker(&json!({"Name": "my_web-1"})).is_ok());
+    }
+
+    #[test]
+    fn restart_policy_parses_and_validates() {
+        let s = ServiceSpec::from_docker(&json!({"TaskTemplate": {"RestartPolicy": {
+            "Condition": "on-failure", "Delay": 1_000_000_000u64, "MaxAttempts": 2, "Window": 60_000_000_000u64}}}))
+        .unwrap();
+        assert_eq!(
+            s.restart,
+            RestartPolicy {
+                condition: RestartCondition::OnFailure,
+                delay: 1_000_000_000,
+                max_attempts: 2,
+                window: 60_000_000_000
+            }
+        );
+        let s = ServiceSpec::from_docker(
+            &json!({"TaskTemplate": {"RestartPolicy": {"Condition": "none"}}}),
+        )
+        .unwrap();
+        assert_eq!(s.restart.condition, RestartCondition::None);
+        assert_eq!(s.restart.delay, DEFAULT_RESTART_DELAY);
+        assert_eq!(
+            err(json!({"TaskTemplate": {"RestartPolicy": {"Condition": "always"}}})),
+            "invalid RestartCondition: \"always\""
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"RestartPolicy": {"Delay": -1}}})),
+            "TaskSpec: restart-delay cannot be negative"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"RestartPolicy": {"Window": -1}}})),
+            "TaskSpec: restart-window cannot be negative"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"RestartPolicy": {"MaxAttempts": -1}}})),
+            "json: cannot unmarshal number -1 into Go struct field RestartPolicy.TaskTemplate.RestartPolicy.MaxAttempts of type uint64"
+        );
+    }
+
+    #[test]
+    fn placement_parses_constraints_preferences_platforms() {
+        let s = ServiceSpec::from_docker(&json!({"TaskTemplate": {"Placement": {
+            "Constraints": ["node.role==worker", "node.labels.zone != b"],
+            "Preferences": [{"Spread": {"SpreadDescriptor": "node.labels.rack"}}],
+            "MaxReplicas": 2,
+            "Platforms": [{"Architecture": "amd64", "OS": "linux"}]}}}))
+        .unwrap();
+        assert_eq!(s.placement.constraints.len(), 2);
+        assert_eq!(s.placement.constraints[1].key, "node.labels.zone");
+        assert_eq!(s.placement.constraints[1].op, ConstraintOp::Ne);
+        assert_eq!(s.placement.constraints[1].value, "b");
+        assert_eq!(s.placement.spread, vec!["node.labels.rack".to_string()]);
+        assert_eq!(s.placement.max_replicas, 2);
+        assert_eq!(
+            s.placement.platforms,
+            vec![Platform {
+                os: "linux".into(),
+                architecture: "amd64".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn malformed_or_unknown_constraints_are_refused() {
+        let c = |c: &str| err(json!({"TaskTemplate": {"Placement": {"Constraints": [c]}}}));
+        assert_eq!(
+            c("node.role=worker"),
+            "constraint expected one operator from ==, !="
+        );
+        assert!(c("node.foo==x").contains("node.foo"));
+        assert_eq!(c("node.role==wor<ker"), "value 'wor<ker' is invalid");
+        assert_eq!(c("==x"), "key '' is invalid");
+        assert_eq!(
+            err(json!({"TaskTemplate": {"Placement": {"Constraints": [3]}}})),
+            "json: cannot unmarshal number into Go struct field Placement.TaskTemplate.Placement.Constraints of type string"
+        );
+    }
+
+    #[test]
+    fn bad_preferences_are_refused() {
+        assert!(err(json!({"TaskTemplate": {"Placement": {"Preferences": [{"Spread": {"SpreadDescriptor": "node.role"}}]}}}))
+            .contains("spread descriptor \"node.role\""));
+        assert!(
+            err(json!({"TaskTemplate": {"Placement": {"Preferences": [{"Pack": {}}]}}}))
+                .contains("only Spread")
+        );
+    }
+
+    #[test]
+    fn reservations_parse_and_meet_swarmkits_minimums() {
+        let s = ServiceSpec::from_docker(&json!({"TaskTemplate": {"Resources": {
+            "Reservations": {"NanoCPUs": 500_000_000, "MemoryBytes": 67_108_864},
+            "Limits": {"MemoryBytes": 1}}}}))
+        .unwrap();
+        assert_eq!(
+            s.reservations,
+            Resources {
+                nano_cpus: 500_000_000,
+                memory_bytes: 67_108_864
+            }
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"Resources": {"Reservations": {"MemoryBytes": 1024}}}})),
+            "invalid memory value 1024: Must be at least 4MiB"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"Resources": {"Reservations": {"NanoCPUs": 500_000}}}})),
+            "invalid cpu value 0.0005: Must be at least 0.001"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"Resources": {"Reservations": {"NanoCPUs": 5}}}})),
+            "invalid cpu value 5e-09: Must be at least 0.001"
+        );
+    }
+}

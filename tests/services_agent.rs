@@ -1,0 +1,233 @@
+//! Services on one node through the real docker CLI: the leader loop places the tasks and
+//! the node agent runs them as containers named and labelled as Swarm names them, restarts
+//! failed ones as the restart policy says, removes them with the service or when the node
+//! leaves, and adopts them again after a restart of berthd. (Multi-node behaviour is in
+//! tests/services.rs.)
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use berth_testkit::daemon::{retry, DockerEnv};
+
+/// A single-node swarm on a berthd of its own; leaves the swarm (which removes the task
+/// containers) before the engine's own cleanup runs, so no task is recreated meanwhile.
+struct Swarm {
+    e: DockerEnv,
+}
+
+impl Swarm {
+    fn new() -> Result<Self> {
+        let e = DockerEnv::new()?;
+        let out = e.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
+        ensure!(out.contains("Swarm initialized"), "{out}");
+        Ok(Swarm { e })
+    }
+
+    /// Polls `f` until it returns `Some`, with berthd's log in the error.
+    fn eventually<T>(&self, what: &str, f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+        retry(Duration::from_secs(60), f)
+            .map_err(|err| anyhow::anyhow!("waiting for {what}: {err}\n{}", self.e.d.log()))
+    }
+
+    /// `docker ps` rows of `service`'s containers: (name, task id label, status), `all`
+    /// including exited ones.
+    fn containers(&self, service: &str, all: bool) -> Result<Vec<(String, String, String)>> {
+        let filter = format!("label=com.docker.swarm.service.name={service}");
+        let mut args = vec![
+            "ps",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Names}}|{{.Label \"com.docker.swarm.task.id\"}}|{{.Status}}",
+        ];
+        if all {
+            args.push("-a");
+        }
+        Ok(self
+            .e
+            .ok(&args)?
+            .lines()
+            .filter_map(|l| {
+                let mut p = l.splitn(3, '|');
+                Some((
+                    p.next()?.to_string(),
+                    p.next()?.to_string(),
+                    p.next()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Waits until `n` containers of `service` run; returns their names.
+    fn running(&self, service: &str, n: usize) -> Result<Vec<String>> {
+        self.eventually(&format!("{n} running containers of {service}"), || {
+            let rows = self.containers(service, false)?;
+            let up = rows.iter().filter(|r| r.2.starts_with("Up")).count();
+            Ok((up == n && rows.len() == n).then(|| rows.into_iter().map(|r| r.0).collect()))
+        })
+    }
+
+    fn pid(&self, container: &str) -> Result<String> {
+        self.e.inspect(container, "{{.State.Pid}}")
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        let _ = self.e.d.docker(&["swarm", "leave", "--force"]);
+    }
+}
+
+/// `<service>.<slot>.<task id>` with Swarm's 25-character task id.
+fn is_task_name(name: &str, service: &str) -> bool {
+    let re = regex::Regex::new(&format!(
+        "^{}\\.[1-9][0-9]*\\.[0-9a-z]{{25}}$",
+        regex::escape(service)
+    ))
+    .expect("regex");
+    re.is_match(name)
+}
+
+#[test]
+fn replicas_run_as_named_labelled_containers_and_go_with_the_service() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    let names = s.running("web", 3)?;
+    for n in &names {
+        assert!(is_task_name(n, "web"), "{names:?}");
+    }
+    let slots: BTreeSet<&str> = names.iter().map(|n| n.split('.').nth(1).unwrap()).collect();
+    assert_eq!(slots, BTreeSet::from(["1", "2", "3"]), "{names:?}");
+    // Swarm's labels, as `docker ps` shows them.
+    let service_id =
+        s.e.ok(&["service", "inspect", "--format", "{{.ID}}", "web"])?;
+    let node_id = s.e.ok(&["info", "--format", "{{.Swarm.NodeID}}"])?;
+    for row in s.containers("web", false)? {
+        let labels = s.e.inspect(&row.0, "{{json .Config.Labels}}")?;
+        let labels: serde_json::Value = serde_json::from_str(&labels)?;
+        assert_eq!(labels["com.docker.swarm.service.name"], "web", "{labels}");
+        assert_eq!(labels["com.docker.swarm.service.id"], service_id.trim());
+        assert_eq!(labels["com.docker.swarm.node.id"], node_id.trim());
+        assert_eq!(labels["com.docker.swarm.task.id"], row.1.as_str());
+        let task_name = format!("web.{}.{}", row.0.split('.').nth(1).unwrap(), row.1);
+        assert_eq!(labels["com.docker.swarm.task.name"], task_name.as_str());
+        assert_eq!(row.0, task_name);
+    }
+    s.e.ok(&["service", "rm", "web"])?;
+    s.eventually("the service's containers to be removed", || {
+        Ok(s.containers("web", true)?.is_empty().then_some(()))
+    })?;
+    Ok(())
+}
+
+#[test]
+fn on_failure_restarts_stop_after_max_attempts() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "flaky",
+        "--restart-condition",
+        "on-failure",
+        "--restart-max-attempts",
+        "2",
+        "--restart-delay",
+        "100ms",
+        &bb,
+        "sh",
+        "-c",
+        "exit 1",
+    ])?;
+    let failed = |rows: &[(String, String, String)]| {
+        rows.iter()
+            .filter(|r| r.2.starts_with("Exited (1)"))
+            .count()
+    };
+    s.eventually("three failed attempts", || {
+        let rows = s.containers("flaky", true)?;
+        Ok((failed(&rows) == 3).then_some(()))
+    })?;
+    // No fourth attempt: give the orchestrator many restart delays to (wrongly) make one.
+    std::thread::sleep(Duration::from_secs(3));
+    let rows = s.containers("flaky", true)?;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(failed(&rows), 3, "{rows:?}");
+    let tasks: BTreeSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        tasks.len(),
+        3,
+        "each attempt is a task of its own: {rows:?}"
+    );
+    // Every attempt ran in slot 1.
+    assert!(rows.iter().all(|r| r.0.starts_with("flaky.1.")), "{rows:?}");
+    Ok(())
+}
+
+#[test]
+fn task_containers_are_adopted_after_a_berthd_restart() -> Result<()> {
+    let mut s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "keep",
+        "--replicas",
+        "2",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    let names = s.running("keep", 2)?;
+    let pids: Vec<String> = names.iter().map(|n| s.pid(n)).collect::<Result<_>>()?;
+    s.e.d.restart()?;
+    // Same containers, same processes, none added.
+    let after = s.running("keep", 2)?;
+    let mut sorted = after.clone();
+    sorted.sort();
+    let mut before = names.clone();
+    before.sort();
+    assert_eq!(sorted, before);
+    for (n, pid) in names.iter().zip(&pids) {
+        assert_eq!(&s.pid(n)?, pid, "{n} kept its process");
+    }
+    // The adopted tasks are watched again: a killed task is replaced.
+    let victim = &names[0];
+    let pid: i32 = pids[0].trim().parse()?;
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()?;
+    ensure!(killed.success(), "kill -9 {pid}");
+    s.eventually("the killed task to be replaced", || {
+        let rows = s.containers("keep", false)?;
+        let up: Vec<&String> = rows
+            .iter()
+            .filter(|r| r.2.starts_with("Up"))
+            .map(|r| &r.0)
+            .collect();
+        Ok((up.len() == 2 && !up.contains(&victim)).then_some(()))
+    })?;
+    // Leaving the swarm removes this node's task containers.
+    s.e.ok(&["swarm", "leave", "--force"])?;
+    s.eventually("task containers removed after leaving", || {
+        Ok(s.containers("keep", true)?.is_empty().then_some(()))
+    })?;
+    Ok(())
+}
