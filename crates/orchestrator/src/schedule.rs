@@ -131,6 +131,9 @@ struct ServiceLoad {
     per_node: Vec<u32>,
     /// Ready/constraints/platform per node position; computed at the first placement.
     statics: Option<Vec<Static>>,
+    /// Per spread descriptor: (number of groups, group per node position). Groups are
+    /// numbered in tie-break order: the nodes without the label first, then by value.
+    groups: Vec<(usize, Vec<u32>)>,
 }
 
 /// The scheduler's view of the cluster for one pass: nodes, how many tasks each holds
@@ -169,6 +172,7 @@ impl<'a> Scheduler<'a> {
                 ServiceLoad {
                     per_node: vec![0; self.nodes.len()],
                     statics: None,
+                    groups: Vec::new(),
                 },
             );
         }
@@ -201,15 +205,30 @@ impl<'a> Scheduler<'a> {
         self.account(node, service_id, true, spec.reservations);
     }
 
-    fn statics(&mut self, service_id: &str, spec: &ServiceSpec) -> Vec<Static> {
+    /// Computes the static filter outcomes of a service once per scheduler.
+    fn ensure_statics(&mut self, service_id: &str, spec: &ServiceSpec) {
         let nodes = self.nodes;
         let load = self.service_load(service_id);
-        if let Some(s) = &load.statics {
-            return s.clone();
+        if load.statics.is_none() {
+            load.statics = Some(nodes.iter().map(|n| static_filters(n, spec)).collect());
+            load.groups = spec
+                .placement
+                .spread
+                .iter()
+                .map(|descriptor| {
+                    let values: Vec<Option<&str>> =
+                        nodes.iter().map(|n| label_value(n, descriptor)).collect();
+                    let mut distinct = values.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
+                    let ids = values
+                        .iter()
+                        .map(|v| distinct.binary_search(v).unwrap_or_default() as u32)
+                        .collect();
+                    (distinct.len(), ids)
+                })
+                .collect();
         }
-        let s: Vec<Static> = nodes.iter().map(|n| static_filters(n, spec)).collect();
-        load.statics = Some(s.clone());
-        s
     }
 
     /// Whether a task of `service_id` fits on `node` (all filters). Used for tasks whose
@@ -267,8 +286,10 @@ impl<'a> Scheduler<'a> {
         service_id: &str,
         spec: &ServiceSpec,
     ) -> Result<NodeId, NoSuitableNode> {
-        let statics = self.statics(service_id, spec);
-        let counts = &self.services[service_id].per_node;
+        self.ensure_statics(service_id, spec);
+        let load = &self.services[service_id];
+        let counts = &load.per_node;
+        let statics = load.statics.as_deref().unwrap_or_default();
         let mut failures = [0; FILTERS];
         let mut candidates: Vec<usize> = Vec::new();
         let mut best: Option<usize> = None;
@@ -287,22 +308,24 @@ impl<'a> Scheduler<'a> {
             }
         }
         if !spec.placement.spread.is_empty() {
-            for descriptor in &spec.placement.spread {
+            for (groups, group_of) in &load.groups {
                 if candidates.len() <= 1 {
                     break;
                 }
-                let mut groups: HashMap<Option<&str>, u64> = HashMap::new();
+                // Tasks of the service per group, over the nodes that passed.
+                let mut per_group: Vec<Option<u64>> = vec![None; *groups];
                 for &i in &candidates {
-                    *groups
-                        .entry(label_value(&self.nodes[i], descriptor))
-                        .or_default() += u64::from(counts[i]);
+                    let g = &mut per_group[group_of[i] as usize];
+                    *g = Some(g.unwrap_or(0) + u64::from(counts[i]));
                 }
-                let chosen = groups
-                    .into_iter()
-                    .min_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)))
-                    .map(|(v, _)| v);
-                if let Some(v) = chosen {
-                    candidates.retain(|&i| label_value(&self.nodes[i], descriptor) == v);
+                let chosen = per_group
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(g, c)| c.map(|c| (c, g)))
+                    .min()
+                    .map(|(_, g)| g as u32);
+                if let Some(g) = chosen {
+                    candidates.retain(|&i| group_of[i] == g);
                 }
             }
             best = candidates.iter().copied().min_by_key(|&i| key(i));

@@ -195,6 +195,59 @@ fn spec_labels(spec: &Value) -> BTreeMap<String, String> {
         .unwrap_or_default()
 }
 
+/// Renames `keys` of `obj` to their canonical spelling where they match it only
+/// case-insensitively (Go's JSON decoding, which dockerd uses, matches field names that
+/// way; docker-py sends `{"replicated": {"Replicas": 2}}`).
+fn canonical_keys(obj: &mut serde_json::Map<String, Value>, keys: &[&str]) {
+    let found: Vec<(String, &str)> = obj
+        .keys()
+        .filter_map(|k| {
+            let canon = keys
+                .iter()
+                .find(|c| c.eq_ignore_ascii_case(k) && **c != k)?;
+            Some((k.clone(), *canon))
+        })
+        .collect();
+    for (k, canon) in found {
+        if !obj.contains_key(canon) {
+            if let Some(v) = obj.remove(&k) {
+                obj.insert(canon.to_string(), v);
+            }
+        }
+    }
+}
+
+/// The spec with the keys dockerd would decode case-insensitively spelled as Docker
+/// spells them: the top level and `Mode` (what clients are known to send in another
+/// case). User data (label keys, options) is never touched.
+pub fn normalize_spec(mut spec: Value) -> Value {
+    if let Some(o) = spec.as_object_mut() {
+        canonical_keys(
+            o,
+            &[
+                "Name",
+                "Labels",
+                "TaskTemplate",
+                "Mode",
+                "UpdateConfig",
+                "RollbackConfig",
+                "Networks",
+                "EndpointSpec",
+            ],
+        );
+        if let Some(mode) = o.get_mut("Mode").and_then(Value::as_object_mut) {
+            canonical_keys(
+                mode,
+                &["Replicated", "Global", "ReplicatedJob", "GlobalJob"],
+            );
+            for m in mode.values_mut().filter_map(Value::as_object_mut) {
+                canonical_keys(m, &["Replicas", "MaxConcurrent", "TotalCompletions"]);
+            }
+        }
+    }
+    spec
+}
+
 /// Validates a spec as create and update need it: the orchestration part, then a dry run
 /// of a task's container (what its create body would be refused for).
 pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
@@ -272,10 +325,11 @@ impl ServicesService {
     /// gets a random one (as dockerd names it).
     pub async fn create(
         &self,
-        mut spec: Value,
+        spec: Value,
         credentials: Credentials,
     ) -> Result<Written, ServiceError> {
         self.node()?;
+        let mut spec = normalize_spec(spec);
         if spec_name(&spec).is_empty() {
             if let Some(o) = spec.as_object_mut() {
                 let seed: [u8; 8] = rand::random();
@@ -393,7 +447,7 @@ impl ServicesService {
                 ))
             })?
         } else {
-            spec
+            normalize_spec(spec)
         };
         validate_spec(&spec)?;
         let new_image = spec_image(&spec);
@@ -774,6 +828,23 @@ fn counts(service: &Service, spec: &ServiceSpec, tasks: &[Task], _nodes: u64) ->
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn mode_keys_are_decoded_case_insensitively_as_dockerd_does() {
+        let spec = normalize_spec(json!({"name": "web", "Labels": {"keep": "x", "KEEP2": "y"},
+            "Mode": {"replicated": {"replicas": 3}}}));
+        assert_eq!(spec["Name"], "web");
+        assert_eq!(spec["Mode"], json!({"Replicated": {"Replicas": 3}}));
+        assert_eq!(spec["Labels"], json!({"keep": "x", "KEEP2": "y"}));
+        let neg = normalize_spec(
+            json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
+            "Mode": {"replicated": {"Replicas": -1}}}),
+        );
+        assert!(validate_spec(&neg)
+            .unwrap_err()
+            .to_string()
+            .contains("cannot unmarshal number -1"));
+    }
 
     #[test]
     fn object_ids_have_swarms_shape() {
