@@ -321,4 +321,4 @@ row() {
 row "(a) node loss: kill -9 + link cut of a worker until $replicas/$replicas run elsewhere" "${a_ms[berth]:-}" "${a_ms[dockerd]:-}"
 row "(c) \`service create --replicas $many\` until $many run" "${c_ms[berth]:-}" "${c_ms[dockerd]:-}"
 echo
-echo "Versions: docker CLI $("$docker" version --format '{{.Client.Version}}' 2>/dev/null); $(dockerd --version)."
+echo "Versions: docker CLI $("$docker" version --format '{{.Client.Version}}' 2>/dev/null); $(dockerd --version); berthd: $BERTHD."
