@@ -597,7 +597,19 @@ fn constraints_reservations_restart_policy_and_drain() -> Result<()> {
     assert!(done(&t), "a fourth attempt was made: {t:?}");
 
     // Drain moves a node's tasks away.
-    c.create(0, &["--name", "spread", "--replicas", "5"], &SLEEP)?;
+    // `sleep` as PID 1 ignores SIGTERM: a short grace period keeps the stop from dominating.
+    c.create(
+        0,
+        &[
+            "--name",
+            "spread",
+            "--replicas",
+            "5",
+            "--stop-grace-period",
+            "1s",
+        ],
+        &SLEEP,
+    )?;
     c.wait_running("spread", 5, |m| m.len() == 5)?;
     c.h(3)
         .docker_ok(&["node", "update", "--availability", "drain", &ids[4]])?;
