@@ -1,39 +1,44 @@
 //! Services across a berth cluster, driven as a user would: the docker CLI (and docker-py)
 //! against any node, worker nodes included. Every test forms its own cluster of 3 managers
-//! and 2 workers, each berthd a "host" with its own network namespace and data root on a
-//! veth LAN ([`Lan`]); the fixture registry is reachable at the same `127.0.0.1:PORT` on
+//! and 2 workers ([`Cluster`]: each berthd a "host" with its own network namespace and data
+//! root on a veth LAN); the fixture registry is reachable at the same `127.0.0.1:PORT` on
 //! every host, so every node pulls the image the manager resolved.
 //!
 //! What is checked is what users see: `docker service ls/ps/inspect`, and the task
 //! containers in `docker ps` on each node (the ground truth of what runs where). Waits poll
 //! with [`retry`] and generous bounds; measured durations are printed, never asserted tightly.
 //!
-//! Cleanup: [`Cluster`]'s drop removes every service, then every container on every host
-//! (restarting a host's berthd first if a test killed it: task containers outlive their
-//! daemon by design), before the daemons and the LAN go.
+//! Cleanup: [`Cluster`]'s drop (task cleanup on) removes every service, then every container
+//! on every host (restarting a host's berthd first if a test killed it: task containers
+//! outlive their daemon by design), before the daemons and the LAN go.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use berth_testkit::cluster::Cluster;
 use berth_testkit::daemon::{retry, Berthd};
-use berth_testkit::lan::Lan;
 use berth_testkit::Fixture;
 
-/// One berthd on the LAN.
-struct Host {
-    d: Berthd,
-    addr: String,
-    /// 1-based port number on the LAN's switch (for [`Lan::cut`]).
-    port: u8,
+/// A cluster of berthd hosts ([`Cluster`], removing services and task containers on drop)
+/// and the fixture every host pulls from.
+struct Swarm {
+    c: Cluster,
+    fx: Fixture,
 }
 
-/// The hosts, and the LAN they share (dropped after them).
-struct Cluster {
-    hosts: Vec<Host>,
-    lan: Lan,
-    fx: Fixture,
+impl std::ops::Deref for Swarm {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.c
+    }
+}
+
+impl std::ops::DerefMut for Swarm {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.c
+    }
 }
 
 /// How long the cluster gets to converge after a change (generous: 5 berthd share 2 cores
@@ -43,97 +48,25 @@ const CONVERGE: Duration = Duration::from_secs(60);
 /// The long-running command of the task containers.
 const SLEEP: [&str; 2] = ["sleep", "1000000"];
 
-impl Cluster {
+impl Swarm {
     /// `n` berthd on a fresh LAN, not yet in a cluster.
     fn new(n: usize) -> Result<Self> {
-        let fx = Fixture::from_env()?;
-        let lan = Lan::new()?;
-        let mut c = Cluster {
-            hosts: Vec::new(),
-            lan,
-            fx,
-        };
-        for _ in 0..n {
-            c.add_host()?;
-        }
-        Ok(c)
-    }
-
-    /// Starts one more berthd and plugs it into the LAN; returns its index.
-    fn add_host(&mut self) -> Result<usize> {
-        let d = Berthd::start(&[])?;
-        let addr = self.lan.attach(d.netns_name())?;
-        let port = self.hosts.len() as u8 + 1;
-        self.hosts.push(Host { d, addr, port });
-        Ok(self.hosts.len() - 1)
+        Ok(Swarm {
+            fx: Fixture::from_env()?,
+            c: Cluster::new(n)?.with_task_cleanup(),
+        })
     }
 
     /// 3 managers (hosts 0..3) and 2 workers (hosts 3, 4), all listed ready.
     fn five() -> Result<Self> {
-        let c = Cluster::new(5)?;
+        let c = Swarm::new(5)?;
         c.form(3)?;
         Ok(c)
-    }
-
-    fn h(&self, i: usize) -> &Berthd {
-        &self.hosts[i].d
     }
 
     /// The fixture's busybox, as every node pulls it.
     fn img(&self) -> String {
         self.fx.reference("busybox:latest")
-    }
-
-    /// `swarm init` on host 0, hosts `1..managers` join as managers, the others as workers;
-    /// waits until host 0 lists them all ready.
-    fn form(&self, managers: usize) -> Result<()> {
-        let first = &self.hosts[0];
-        first
-            .d
-            .docker_ok(&["swarm", "init", "--advertise-addr", &first.addr])?;
-        for i in 1..self.hosts.len() {
-            self.join(i, i < managers)?;
-        }
-        Ok(())
-    }
-
-    /// Host `i` joins the cluster of host 0; waits until host 0 lists every host ready.
-    fn join(&self, i: usize, manager: bool) -> Result<()> {
-        let first = &self.hosts[0];
-        let role = if manager { "manager" } else { "worker" };
-        let token = first.d.docker_ok(&["swarm", "join-token", "-q", role])?;
-        let remote = format!("{}:2377", first.addr);
-        let h = &self.hosts[i];
-        let out = h.d.docker_ok(&[
-            "swarm",
-            "join",
-            "--token",
-            token.trim(),
-            "--advertise-addr",
-            &h.addr,
-            &remote,
-        ])?;
-        ensure!(
-            out.contains(&format!("joined a swarm as a {role}")),
-            "host {i} join printed: {out}"
-        );
-        let want = i + 1;
-        retry(Duration::from_secs(30), || {
-            let out = first
-                .d
-                .docker_ok(&["node", "ls", "--format", "{{.Status}}"])?;
-            Ok((out.lines().filter(|l| *l == "Ready").count() >= want).then_some(()))
-        })
-        .with_context(|| format!("host {i} never listed ready: {}", self.h(i).log()))
-    }
-
-    /// Node id of host `i`.
-    fn node_id(&self, i: usize) -> Result<String> {
-        Ok(self
-            .h(i)
-            .docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"])?
-            .trim()
-            .to_string())
     }
 
     /// Index of the host that is the Raft leader as host `from` sees it (`ids`: node id
@@ -251,42 +184,6 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        // A killed berthd leaves its task containers running: bring it back to remove them.
-        for h in &mut self.hosts {
-            if h.d.pid().is_none() {
-                let _ = self.lan.heal(h.port);
-                let _ = h.d.restart();
-            }
-        }
-        // No service left, so no agent starts a container while they are removed.
-        for h in &self.hosts {
-            if let Ok(ids) = h.d.docker_ok(&["service", "ls", "-q"]) {
-                for id in ids.split_whitespace() {
-                    let _ = h.d.docker(&["service", "rm", id]);
-                }
-                break;
-            }
-        }
-        for _ in 0..3 {
-            let mut left = false;
-            for h in &self.hosts {
-                if let Ok(ids) = h.d.docker_ok(&["ps", "-aq"]) {
-                    for id in ids.split_whitespace() {
-                        left = true;
-                        let _ = h.d.docker(&["rm", "-f", id]);
-                    }
-                }
-            }
-            if !left {
-                break;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-    }
-}
-
 /// One row of `service ps`.
 #[derive(Debug, Clone)]
 struct Task {
@@ -308,7 +205,7 @@ fn task_ids_of(containers: &[(usize, String)]) -> BTreeSet<String> {
 #[test]
 fn replicated_service_from_a_worker_spreads_agrees_everywhere_scales_and_is_removed() -> Result<()>
 {
-    let c = Cluster::five()?;
+    let c = Swarm::five()?;
     // Created on a worker: the write is forwarded to the leader.
     c.create(3, &["--name", "web", "--replicas", "6"], &SLEEP)?;
     let spread = c.wait_running("web", 6, |m| m.len() == 5)?;
@@ -394,7 +291,7 @@ fn replicated_service_from_a_worker_spreads_agrees_everywhere_scales_and_is_remo
 #[test]
 fn global_service_one_per_node_a_late_joiner_gets_one_and_a_berthd_restart_keeps_them() -> Result<()>
 {
-    let mut c = Cluster::new(4)?;
+    let mut c = Swarm::new(4)?;
     c.form(3)?;
     c.create(0, &["--name", "agent", "--mode", "global"], &SLEEP)?;
     c.wait_running("agent", 4, |m| m.len() == 4 && m.values().all(|n| *n == 1))?;
@@ -466,7 +363,7 @@ fn global_service_one_per_node_a_late_joiner_gets_one_and_a_berthd_restart_keeps
 
 #[test]
 fn constraints_reservations_restart_policy_and_drain() -> Result<()> {
-    let c = Cluster::five()?;
+    let c = Swarm::five()?;
     let ids: Vec<String> = (0..5).map(|i| c.node_id(i)).collect::<Result<_>>()?;
 
     // node.role==worker: only the two workers run it.
@@ -623,7 +520,7 @@ fn constraints_reservations_restart_policy_and_drain() -> Result<()> {
 
 #[test]
 fn node_loss_replaces_its_tasks_and_no_duplicate_survives_its_return() -> Result<()> {
-    let mut c = Cluster::five()?;
+    let mut c = Swarm::five()?;
     c.create(0, &["--name", "web", "--replicas", "6"], &SLEEP)?;
     let spread = c.wait_running("web", 6, |m| m.len() == 5)?;
     let lost = 4;
@@ -683,7 +580,7 @@ fn node_loss_replaces_its_tasks_and_no_duplicate_survives_its_return() -> Result
 
 #[test]
 fn leader_killed_while_scaling_the_new_leader_finishes_with_exactly_ten() -> Result<()> {
-    let mut c = Cluster::five()?;
+    let mut c = Swarm::five()?;
     c.create(3, &["--name", "web", "--replicas", "2"], &SLEEP)?;
     c.wait_running("web", 2, |_| true)?;
     let ids: Vec<String> = (0..5).map(|i| c.node_id(i)).collect::<Result<_>>()?;
@@ -724,7 +621,7 @@ fn leader_killed_while_scaling_the_new_leader_finishes_with_exactly_ten() -> Res
 }
 
 /// Runs a docker-py script against host `i`; returns its stdout.
-fn python(c: &Cluster, i: usize, script: &str) -> Result<String> {
+fn python(c: &Swarm, i: usize, script: &str) -> Result<String> {
     let out = Command::new("python3")
         .args(["-c", script])
         .env("DOCKER_HOST", c.h(i).host())
@@ -771,7 +668,7 @@ print(json.dumps({"slots": names, "listed": listed}))
 
 /// POSTs `body` to `path` on host `i`'s socket; returns (status, parsed body).
 fn post(
-    c: &Cluster,
+    c: &Swarm,
     i: usize,
     path: &str,
     body: &serde_json::Value,
@@ -792,7 +689,7 @@ fn post(
 
 #[test]
 fn docker_py_on_a_worker_and_bad_input_is_refused_and_writes_nothing() -> Result<()> {
-    let c = Cluster::five()?;
+    let c = Swarm::five()?;
     let out = python(&c, 4, DOCKER_PY)?;
     let v: serde_json::Value = serde_json::from_str(out.trim())?;
     assert_eq!(v["slots"], serde_json::json!([1, 2, 3, 4]), "{v}");
