@@ -101,6 +101,21 @@ impl Swarm {
         Ok(self.h(on).docker_ok(&all)?.trim().to_string())
     }
 
+    /// `docker service ls --format FORMAT` on host `on`, trimmed, once it reads `want` (or
+    /// what it read last after [`CONVERGE`]).
+    fn wait_ls(&self, on: usize, format: &str, want: &str) -> Result<String> {
+        let mut last = String::new();
+        let _ = retry(CONVERGE, || {
+            last = self
+                .h(on)
+                .docker_ok(&["service", "ls", "--format", format])?
+                .trim()
+                .to_string();
+            Ok((last == want).then_some(()))
+        });
+        Ok(last)
+    }
+
     /// Running task containers of `service` on every host whose berthd is up: (host,
     /// container name) pairs, from `docker ps` on that host.
     fn containers(&self, service: &str) -> Result<Vec<(usize, String)>> {
@@ -207,7 +222,17 @@ fn replicated_service_from_a_worker_spreads_agrees_everywhere_scales_and_is_remo
 {
     let c = Swarm::five()?;
     // Created on a worker: the write is forwarded to the leader.
-    c.create(3, &["--name", "web", "--replicas", "6"], &SLEEP)?;
+    let id = c.create(3, &["--name", "web", "--replicas", "6"], &SLEEP)?;
+    // Read-your-writes: the node that took the write answers for it at once (Swarm
+    // forwards reads to the leader; the write's answer comes after the commit).
+    let name = c
+        .h(3)
+        .docker_ok(&["service", "inspect", "--format", "{{.Spec.Name}}", &id])?;
+    assert_eq!(
+        name.trim(),
+        "web",
+        "inspect right after create on the same worker"
+    );
     let spread = c.wait_running("web", 6, |m| m.len() == 5)?;
     eprintln!("web: 6 replicas spread over the hosts as {spread:?}");
 
@@ -221,13 +246,9 @@ fn replicated_service_from_a_worker_spreads_agrees_everywhere_scales_and_is_remo
         ensure!(task_name.is_match(name), "container {i} name {name:?}");
     }
     for i in 0..5 {
-        let ls = c.h(i).docker_ok(&[
-            "service",
-            "ls",
-            "--format",
-            "{{.Name}} {{.Mode}} {{.Replicas}}",
-        ])?;
-        assert_eq!(ls.trim(), "web replicated 6/6", "service ls on host {i}");
+        // A container runs a moment before its node's report of it reaches every replica.
+        let ls = c.wait_ls(i, "{{.Name}} {{.Mode}} {{.Replicas}}", "web replicated 6/6")?;
+        assert_eq!(ls, "web replicated 6/6", "service ls on host {i}");
         let tasks = c.tasks(i, "web", &["desired-state=running"])?;
         assert_eq!(tasks.len(), 6, "service ps on host {i}: {tasks:?}");
         for t in &tasks {
@@ -256,17 +277,30 @@ fn replicated_service_from_a_worker_spreads_agrees_everywhere_scales_and_is_remo
 
     c.h(4)
         .docker_ok(&["service", "scale", "--detach", "web=2"])?;
+    let replicas = c.h(4).docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.Mode.Replicated.Replicas}}",
+        "web",
+    ])?;
+    assert_eq!(
+        replicas.trim(),
+        "2",
+        "inspect right after scale on the same worker"
+    );
     c.wait_running("web", 2, |_| true)?;
-    let ls = c
-        .h(0)
-        .docker_ok(&["service", "ls", "--format", "{{.Replicas}}"])?;
-    assert_eq!(ls.trim(), "2/2");
+    // The stopped tasks count until their nodes' reports of the stop are in.
+    let ls = c.wait_ls(0, "{{.Replicas}}", "2/2")?;
+    assert_eq!(ls, "2/2");
     c.h(1)
         .docker_ok(&["service", "scale", "--detach", "web=8"])?;
     let spread = c.wait_running("web", 8, |m| m.len() == 5)?;
     eprintln!("web scaled to 8: {spread:?}");
 
     c.h(2).docker_ok(&["service", "rm", "web"])?;
+    let ls = c.h(2).docker_ok(&["service", "ls", "-q"])?;
+    assert_eq!(ls.trim(), "", "service ls right after rm on the same node");
     // Every task container goes from every node, stopped ones too.
     retry(CONVERGE, || {
         for h in &c.hosts {
@@ -295,13 +329,8 @@ fn global_service_one_per_node_a_late_joiner_gets_one_and_a_berthd_restart_keeps
     c.form(3)?;
     c.create(0, &["--name", "agent", "--mode", "global"], &SLEEP)?;
     c.wait_running("agent", 4, |m| m.len() == 4 && m.values().all(|n| *n == 1))?;
-    let ls = c.h(3).docker_ok(&[
-        "service",
-        "ls",
-        "--format",
-        "{{.Name}} {{.Mode}} {{.Replicas}}",
-    ])?;
-    assert_eq!(ls.trim(), "agent global 4/4");
+    let ls = c.wait_ls(3, "{{.Name}} {{.Mode}} {{.Replicas}}", "agent global 4/4")?;
+    assert_eq!(ls, "agent global 4/4");
 
     // A node that joins later gets one too.
     let late = c.add_host()?;
@@ -354,10 +383,8 @@ fn global_service_one_per_node_a_late_joiner_gets_one_and_a_berthd_restart_keeps
         .map(|t| t.id)
         .collect();
     assert_eq!(tasks_after, tasks_before, "tasks were replaced");
-    let ls = c
-        .h(1)
-        .docker_ok(&["service", "ls", "--format", "{{.Replicas}}"])?;
-    assert_eq!(ls.trim(), "5/5");
+    let ls = c.wait_ls(1, "{{.Replicas}}", "5/5")?;
+    assert_eq!(ls, "5/5");
     Ok(())
 }
 
