@@ -13,7 +13,12 @@ echo "$out"
 python3 - "$out" <<'PY'
 import json, sys
 for r in json.loads(sys.argv[1])["scheduler"]:
-    extra = (f"p50 {r['p50_us']} us, p99 {r['p99_us']} us per task" if "p50_us" in r
-             else f"pass {r['pass_ms']} ms")
-    print(f"{r['scenario']}: {int(r['decisions_per_second'])} decisions/s, {extra}")
+    parts = []
+    if "decisions_per_second" in r:
+        parts.append(f"{int(r['decisions_per_second'])} decisions/s")
+    if "p50_us" in r:
+        parts.append(f"p50 {r['p50_us']} us, p99 {r['p99_us']} us per task")
+    else:
+        parts.append(f"pass {r['pass_ms']} ms ({r['changes']} changes)")
+    print(f"{r['scenario']}: " + ", ".join(parts))
 PY

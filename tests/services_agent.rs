@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use berth_testkit::daemon::{retry, DockerEnv};
+use berth_testkit::daemon::{retry, Berthd, DockerEnv};
 
 /// A single-node swarm on a berthd of its own; leaves the swarm (which removes the task
 /// containers) before the engine's own cleanup runs, so no task is recreated meanwhile.
@@ -18,7 +18,15 @@ struct Swarm {
 
 impl Swarm {
     fn new() -> Result<Self> {
-        let e = DockerEnv::new()?;
+        Self::with_args(&[])
+    }
+
+    /// With extra berthd arguments.
+    fn with_args(args: &[&str]) -> Result<Self> {
+        let e = DockerEnv {
+            fx: berth_testkit::Fixture::from_env()?,
+            d: Berthd::start(args)?,
+        };
         let out = e.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
         ensure!(out.contains("Swarm initialized"), "{out}");
         Ok(Swarm { e })
@@ -76,6 +84,12 @@ impl Swarm {
 impl Drop for Swarm {
     fn drop(&mut self) {
         let _ = self.e.d.docker(&["swarm", "leave", "--force"]);
+        // The agent removes the task containers after the leave; let it finish before the
+        // engine's own cleanup and shutdown.
+        let _ = retry(Duration::from_secs(30), || {
+            let ids = self.e.d.docker_ok(&["ps", "-aq"])?;
+            Ok(ids.trim().is_empty().then_some(()))
+        });
     }
 }
 
@@ -176,6 +190,225 @@ fn on_failure_restarts_stop_after_max_attempts() -> Result<()> {
     );
     // Every attempt ran in slot 1.
     assert!(rows.iter().all(|r| r.0.starts_with("flaky.1.")), "{rows:?}");
+    Ok(())
+}
+
+#[test]
+fn a_task_that_cannot_start_fails_with_dockers_error() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "broken",
+        "--restart-condition",
+        "none",
+        &bb,
+        "/no/such/binary",
+    ])?;
+    let row = s.eventually("the task to fail", || {
+        let out = s.e.ok(&[
+            "service",
+            "ps",
+            "broken",
+            "--no-trunc",
+            "--format",
+            "{{.CurrentState}}|{{.Error}}",
+        ])?;
+        Ok(out
+            .lines()
+            .find(|l| l.starts_with("Failed"))
+            .map(str::to_string))
+    })?;
+    assert!(
+        row.contains("starting container failed:") && row.contains("/no/such/binary"),
+        "{row}"
+    );
+    // The container stays (as Swarm keeps a failed task's container), created, not running.
+    let rows = s.containers("broken", true)?;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(!rows[0].2.starts_with("Up"), "{rows:?}");
+    Ok(())
+}
+
+#[test]
+fn containers_of_trimmed_task_history_are_removed() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "churn",
+        "--restart-condition",
+        "any",
+        "--restart-delay",
+        "0s",
+        &bb,
+        "sh",
+        "-c",
+        "exit 3",
+    ])?;
+    // Attempts pile up beyond the history limit (5 per slot, Swarm's default).
+    let mut seen = BTreeSet::new();
+    s.eventually("more attempts than the task history keeps", || {
+        for row in s.containers("churn", true)? {
+            seen.insert(row.1);
+        }
+        Ok((seen.len() >= 9).then_some(()))
+    })?;
+    // Then the containers on the node are exactly those of the tasks the cluster keeps:
+    // the containers of trimmed tasks were removed.
+    s.eventually("containers to match the kept tasks", || {
+        let tasks: BTreeSet<String> =
+            s.e.ok(&[
+                "service",
+                "ps",
+                "churn",
+                "--no-trunc",
+                "--format",
+                "{{.ID}}",
+            ])?
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let containers: BTreeSet<String> = s
+            .containers("churn", true)?
+            .into_iter()
+            .map(|r| r.1)
+            .collect();
+        // The service keeps restarting, so compare one moment's view, allowing the
+        // newest task (created between the two reads) on either side.
+        let diff = tasks.symmetric_difference(&containers).count();
+        Ok((tasks.len() <= 7 && containers.len() <= 7 && diff <= 1).then_some(()))
+    })?;
+    s.e.ok(&["service", "rm", "churn"])?;
+    s.eventually("the service's containers to be removed", || {
+        Ok(s.containers("churn", true)?.is_empty().then_some(()))
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_replicated_job_runs_each_task_to_completion() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "batch",
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "2",
+        &bb,
+        "sh",
+        "-c",
+        "echo done",
+    ])?;
+    let states = s.eventually("both job tasks to complete", || {
+        let out = s.e.ok(&[
+            "service",
+            "ps",
+            "batch",
+            "--format",
+            "{{.DesiredState}}|{{.CurrentState}}",
+        ])?;
+        let lines: Vec<String> = out.lines().map(str::to_string).collect();
+        Ok(
+            (lines.len() == 2 && lines.iter().all(|l| l.starts_with("Complete|Complete")))
+                .then_some(lines),
+        )
+    })?;
+    assert_eq!(states.len(), 2);
+    let rows = s.containers("batch", true)?;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.2.starts_with("Exited (0)")),
+        "{rows:?}"
+    );
+    for r in &rows {
+        assert_eq!(s.e.ok(&["logs", &r.0])?.trim(), "done");
+    }
+    Ok(())
+}
+
+#[test]
+fn engine_labels_reach_the_scheduler() -> Result<()> {
+    let s = Swarm::with_args(&["--label", "zone=a"])?;
+    let bb = s.e.img("busybox:latest");
+    let info = s.e.ok(&["info", "--format", "{{json .Labels}}"])?;
+    assert_eq!(info.trim(), r#"["zone=a"]"#);
+    // The node's agent reports them (and the node's platform and capacity) to the cluster.
+    let desc = s.eventually("the node description", || {
+        let out = s.e.ok(&[
+            "node",
+            "inspect",
+            "self",
+            "--format",
+            "{{json .Description}}",
+        ])?;
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        Ok((v["Engine"]["Labels"]["zone"] == "a").then_some(v))
+    })?;
+    assert_eq!(desc["Platform"]["OS"], "linux", "{desc}");
+    assert!(
+        desc["Resources"]["NanoCPUs"].as_u64().unwrap_or(0) >= 1_000_000_000,
+        "{desc}"
+    );
+    assert!(
+        desc["Resources"]["MemoryBytes"].as_u64().unwrap_or(0) > 0,
+        "{desc}"
+    );
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "here",
+        "--constraint",
+        "engine.labels.zone==a",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "nowhere",
+        "--constraint",
+        "engine.labels.zone==b",
+        &bb,
+        "sleep",
+        "1000",
+    ])?;
+    s.running("here", 1)?;
+    let pending = s.eventually("the unplaceable task to say why", || {
+        let out = s.e.ok(&[
+            "service",
+            "ps",
+            "nowhere",
+            "--no-trunc",
+            "--format",
+            "{{.CurrentState}}|{{.Error}}",
+        ])?;
+        Ok(out
+            .lines()
+            .find(|l| l.starts_with("Pending") && l.contains("no suitable node"))
+            .map(str::to_string))
+    })?;
+    assert!(
+        pending.contains("scheduling constraints not satisfied on 1 node"),
+        "{pending}"
+    );
+    assert!(s.containers("nowhere", true)?.is_empty());
     Ok(())
 }
 

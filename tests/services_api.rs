@@ -455,3 +455,209 @@ fn distribution_inspect_answers_from_the_registry() -> Result<()> {
     );
     Ok(())
 }
+
+/// With the leader loop and the agent: `docker service create` (not detached) waits for its
+/// tasks through the `_up-to-date` task filter, and `service ls/ps`, `node ps`, `docker ps`
+/// and task inspect agree; a scale converges; `service rm` removes the containers.
+#[test]
+fn service_tasks_run_and_every_view_agrees() -> Result<()> {
+    let e = swarm()?;
+    let img = e.img("busybox:latest");
+    let cli = berth_testkit::daemon::docker_cli();
+    let converge = |args: &[&str]| -> Result<String> {
+        let o = Command::new("timeout")
+            .arg("120")
+            .arg(&cli)
+            .args(args)
+            .env("DOCKER_HOST", e.d.host())
+            .output()?;
+        ensure!(o.status.success(), "{args:?}: {}", stderr(&o));
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let out = converge(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        &img,
+        "sleep",
+        "1000",
+    ])?;
+    ensure!(out.contains("converged"), "service create progress: {out}");
+    let ls = e.ok(&[
+        "service",
+        "ls",
+        "--format",
+        "{{.Name}} {{.Mode}} {{.Replicas}}",
+    ])?;
+    ensure!(ls.trim() == "web replicated 2/2", "service ls: {ls}");
+
+    let ps = e.ok(&[
+        "service",
+        "ps",
+        "web",
+        "--format",
+        "{{.Name}} {{.DesiredState}} {{.CurrentState}} {{.Node}}",
+    ])?;
+    let lines: Vec<&str> = ps.lines().collect();
+    ensure!(lines.len() == 2, "service ps: {ps}");
+    for (i, l) in lines.iter().enumerate() {
+        ensure!(
+            l.starts_with(&format!("web.{} Running Running", i + 1)),
+            "service ps: {ps}"
+        );
+    }
+    let node_ps = e.ok(&["node", "ps", "--format", "{{.Name}} {{.CurrentState}}"])?;
+    ensure!(
+        node_ps.lines().filter(|l| l.contains("Running")).count() == 2,
+        "node ps: {node_ps}"
+    );
+
+    let ids = e.ok(&["service", "ps", "web", "-q", "--no-trunc"])?;
+    let names = e.ok(&["ps", "--format", "{{.Names}}"])?;
+    for id in ids.split_whitespace() {
+        ensure!(
+            names.contains(&format!(".{id}")),
+            "docker ps {names} lacks task {id}"
+        );
+        let state = e.ok(&[
+            "inspect",
+            "--type",
+            "task",
+            "--format",
+            "{{.Status.State}} {{.DesiredState}} {{.ServiceID}}",
+            id,
+        ])?;
+        ensure!(
+            state.trim().starts_with("running running "),
+            "task inspect: {state}"
+        );
+        let (code, t) = curl(&e.d, "GET", &format!("/v1.44/tasks/{id}"), None)?;
+        ensure!(code == 200, "{t}");
+        let cid = t["Status"]["ContainerStatus"]["ContainerID"]
+            .as_str()
+            .unwrap_or("");
+        let label = e.inspect(cid, "{{index .Config.Labels \"com.docker.swarm.task.id\"}}")?;
+        ensure!(
+            label == id,
+            "container {cid} of task {id} has task label {label}"
+        );
+    }
+
+    let out = converge(&["service", "scale", "web=3"])?;
+    ensure!(out.contains("converged"), "scale progress: {out}");
+    let ls = e.ok(&["service", "ls", "--format", "{{.Replicas}}"])?;
+    ensure!(ls.trim() == "3/3", "service ls after scale: {ls}");
+    let running = e.ok(&[
+        "service",
+        "ps",
+        "web",
+        "--filter",
+        "desired-state=running",
+        "-q",
+    ])?;
+    ensure!(running.lines().count() == 3, "running tasks: {running}");
+
+    e.ok(&["service", "rm", "web"])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        Ok(e.ok(&["ps", "-aq"])?.trim().is_empty().then_some(()))
+    })?;
+    Ok(())
+}
+
+/// Digest pinning when the registry cannot answer, as dockerd: a local image is used, an
+/// unreachable registry leaves the reference unpinned with dockerd's warning (printed once
+/// by the CLI, which asked `/distribution` itself; in the response only for API < 1.30).
+#[test]
+fn service_image_pinning_falls_back_like_dockerd() -> Result<()> {
+    let e = swarm()?;
+    let img = e.img("busybox:latest");
+    e.ok(&["pull", "-q", &img])?;
+    e.ok(&["tag", &img, "127.0.0.1:1/local:v1"])?;
+    let o = e.d.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "loc",
+        "127.0.0.1:1/local:v1",
+        "sleep",
+        "100",
+    ])?;
+    ensure!(o.status.success(), "{}", stderr(&o));
+    let warned = stderr(&o)
+        .matches("could not be accessed on a registry")
+        .count();
+    ensure!(
+        warned == 1,
+        "warning printed {warned} times: {}",
+        stderr(&o)
+    );
+    let image = e.ok(&[
+        "service",
+        "inspect",
+        "loc",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+    ])?;
+    ensure!(image.trim() == "127.0.0.1:1/local:v1", "image {image}");
+
+    let spec =
+        json!({"Name": "old", "TaskTemplate": {"ContainerSpec": {"Image": "127.0.0.1:1/none:v1"}}});
+    let (code, body) = curl(&e.d, "POST", "/v1.29/services/create", Some(&spec))?;
+    ensure!(code == 201, "{code} {body}");
+    ensure!(
+        body["Warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("image 127.0.0.1:1/none:v1 could not be accessed on a registry"),
+        "{body}"
+    );
+    let spec =
+        json!({"Name": "new", "TaskTemplate": {"ContainerSpec": {"Image": "127.0.0.1:1/none:v1"}}});
+    let (code, body) = curl(&e.d, "POST", "/v1.44/services/create", Some(&spec))?;
+    ensure!(
+        code == 201 && body.get("Warnings").is_none(),
+        "{code} {body}"
+    );
+    Ok(())
+}
+
+/// Host-mode published ports: the task's container binds them on its node (`docker ps`
+/// shows the mapping) and `service ps` shows them in its PORTS column, as with dockerd.
+#[test]
+fn host_mode_ports_are_published_by_the_task_container() -> Result<()> {
+    let e = swarm()?;
+    let img = e.img("busybox:latest");
+    e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "hp",
+        "--mode",
+        "global",
+        "-p",
+        "published=18080,target=80,mode=host",
+        &img,
+        "sleep",
+        "1000",
+    ])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        let ps = e.ok(&["service", "ps", "hp", "--format", "{{.CurrentState}}"])?;
+        Ok(ps.starts_with("Running").then_some(()))
+    })?;
+    let ps = e.ok(&["service", "ps", "hp", "--format", "{{.Name}} {{.Ports}}"])?;
+    ensure!(ps.contains("*:18080->80/tcp"), "service ps: {ps}");
+    let ports = e.ok(&["ps", "--format", "{{.Ports}}"])?;
+    ensure!(ports.contains("18080->80/tcp"), "docker ps: {ports}");
+    let v = inspect(&e, "hp")?;
+    ensure!(v["Endpoint"]["Ports"][0]["PublishedPort"] == 18080, "{v}");
+    e.ok(&["service", "rm", "hp"])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        Ok(e.ok(&["ps", "-aq"])?.trim().is_empty().then_some(()))
+    })?;
+    Ok(())
+}

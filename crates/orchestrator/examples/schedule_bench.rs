@@ -6,7 +6,8 @@
 //!   resource filter works), plus the same with a constraint and a spread preference over
 //!   10 zones;
 //! - `plan`: one whole `plan()` pass (reconcile + schedule) creating and placing a service
-//!   of 1,000 / 10,000 replicas on 1,000 nodes from an empty state.
+//!   of 1,000 / 10,000 replicas on 1,000 nodes from an empty state; and the steady-state
+//!   pass over 10,000 running tasks that finds nothing to do (the leader's periodic pass).
 //!
 //! Prints one JSON object: per scenario the decisions per second (median run) and the
 //! per-task latency p50/p99 in microseconds (all runs pooled; `place` scenarios), or the
@@ -19,7 +20,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use berth_orchestrator::{
-    plan, task_id_from_bytes, NodeInfo, Platform, Resources, Scheduler, Service, ServiceSpec,
+    plan_with, task_id_from_bytes, NodeInfo, PlanConfig, Platform, Resources, Scheduler, Service,
+    ServiceSpec, TaskChange, TaskState, TaskStatus,
 };
 use serde_json::{json, Value};
 
@@ -112,7 +114,8 @@ fn bench_place(name: &str, tasks: u64, node_count: u64, placement: Value, runs: 
 }
 
 /// A whole `plan()` pass creating and placing `replicas` tasks.
-fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize) -> Value {
+/// With `steady`, the pass after that one (nothing to do) is timed instead.
+fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize, steady: bool) -> Value {
     let nodes = nodes(node_count);
     let (raw, spec) = spec(json!({}), replicas);
     let service = Service {
@@ -127,32 +130,60 @@ fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize) -> Value 
     };
     let services = BTreeMap::from([(service.id.clone(), service)]);
     let specs = BTreeMap::from([("bench-service".to_string(), spec)]);
-    let tasks = BTreeMap::new();
+    let mut tasks = BTreeMap::new();
+    // The whole service in one pass (the default paces 1,000 new tasks per pass).
+    let config = PlanConfig {
+        max_new_tasks_per_service: replicas as usize,
+        ..PlanConfig::default()
+    };
+    let mut n = 0u128;
+    let mut ids = move || {
+        n += 1;
+        task_id_from_bytes(n.to_be_bytes())
+    };
     let mut times_ms = Vec::new();
     let mut rates = Vec::new();
     let mut changes = 0;
     for _ in 0..runs {
-        let mut n = 0u128;
-        let mut ids = || {
-            n += 1;
-            task_id_from_bytes(n.to_be_bytes())
-        };
         let start = Instant::now();
-        let p = plan(&services, &specs, &tasks, &nodes, 1, &mut ids);
+        let p = plan_with(&services, &specs, &tasks, &nodes, 1, &mut ids, &config);
         let secs = start.elapsed().as_secs_f64();
         changes = p.changes.len();
         times_ms.push(secs * 1e3);
         rates.push(replicas as f64 / secs);
+        if steady {
+            // Apply the plan as the cluster state would (every task placed and running),
+            // then time the passes that find nothing to do: what the leader runs every
+            // 500 ms.
+            for c in p.changes {
+                if let TaskChange::Create { mut task } = c {
+                    task.status = TaskStatus::new(TaskState::Running, 1, "started");
+                    tasks.insert(task.id.clone(), task);
+                }
+            }
+            times_ms.clear();
+            rates.clear();
+            for _ in 0..runs {
+                let start = Instant::now();
+                let p = plan_with(&services, &specs, &tasks, &nodes, 2, &mut ids, &config);
+                times_ms.push(start.elapsed().as_secs_f64() * 1e3);
+                changes = p.changes.len();
+            }
+            break;
+        }
     }
-    json!({
+    let mut out = json!({
         "scenario": name,
         "tasks": replicas,
         "nodes": node_count,
         "changes": changes,
         "runs": runs,
-        "decisions_per_second": median(rates).round(),
         "pass_ms": (median(times_ms) * 100.0).round() / 100.0,
-    })
+    });
+    if !steady {
+        out["decisions_per_second"] = json!(median(rates).round());
+    }
+    out
 }
 
 fn main() {
@@ -174,8 +205,27 @@ fn main() {
             spread,
             runs,
         ),
-        bench_plan("plan() pass, 1k replicas / 1k nodes", 1_000, 1_000, runs),
-        bench_plan("plan() pass, 10k replicas / 1k nodes", 10_000, 1_000, runs),
+        bench_plan(
+            "plan() pass, 1k replicas / 1k nodes",
+            1_000,
+            1_000,
+            runs,
+            false,
+        ),
+        bench_plan(
+            "plan() pass, 10k replicas / 1k nodes",
+            10_000,
+            1_000,
+            runs,
+            false,
+        ),
+        bench_plan(
+            "plan() steady-state pass (nothing to do), 10k running tasks / 1k nodes",
+            10_000,
+            1_000,
+            runs,
+            true,
+        ),
     ];
     println!(
         "{}",

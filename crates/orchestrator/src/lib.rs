@@ -23,6 +23,8 @@
 //! changed), `plan` returns no changes. So a new leader, or a repeated pass, continues
 //! where the last one stopped.
 
+#![warn(missing_docs)]
+
 pub mod constraint;
 pub mod model;
 pub mod reconcile;
@@ -113,12 +115,17 @@ pub struct PlanConfig {
     /// Tasks kept per slot (per node for global services), the live one included; older
     /// stopped ones are deleted (Swarm's `TaskHistoryRetentionLimit`, default 5).
     pub task_history_retention: usize,
+    /// New tasks created per service in one pass, at most (default 1,000): a huge
+    /// `Replicas` or `MaxConcurrent` is reached over several passes (each applied change
+    /// makes the driver plan again) instead of one unbounded batch.
+    pub max_new_tasks_per_service: usize,
 }
 
 impl Default for PlanConfig {
     fn default() -> Self {
         PlanConfig {
             task_history_retention: 5,
+            max_new_tasks_per_service: 1_000,
         }
     }
 }
@@ -161,6 +168,7 @@ pub fn plan_with(
         nodes: nodes.iter().map(|n| (n.id, n)).collect(),
         now,
         retention: config.task_history_retention,
+        max_new_tasks: config.max_new_tasks_per_service,
     };
     let mut r = reconcile::reconcile(services, specs, tasks, &ctx, new_id);
 
@@ -177,7 +185,10 @@ pub fn plan_with(
             Some(spec) if !t.status.state.is_terminal() => spec.reservations,
             _ => zero,
         };
-        scheduler.account(node, &t.service_id, desired <= TaskState::Complete, holds);
+        // Counted for spread and max replicas while wanted and not stopped (swarmkit
+        // tracks a task on its node from Pending to Running only).
+        let active = desired <= TaskState::Complete && !t.status.state.is_terminal();
+        scheduler.account(node, &t.service_id, active, holds);
     }
 
     // Global tasks: created where they fit.
@@ -231,11 +242,23 @@ pub fn plan_with(
     pending.sort_by(|a, b| (a.0, a.1, a.2, &a.3).cmp(&(b.0, b.1, b.2, &b.3)));
     let mut unschedulable: HashMap<usize, String> = HashMap::new();
     let mut tail: Vec<TaskChange> = Vec::new();
+    // Tasks of one service are consecutive; once one found no node, the next ones of the
+    // same service would meet the very same nodes (nothing was placed in between), so
+    // they share its answer instead of running the filters again (swarmkit schedules a
+    // service's tasks as a group the same way).
+    let mut failed: Option<(&str, NoSuitableNode)> = None;
     for (service_id, _, _, _, which) in pending {
         let Some(spec) = specs.get(service_id) else {
             continue;
         };
-        match (scheduler.place(service_id, spec), which) {
+        let placed = match &failed {
+            Some((s, why)) if *s == service_id => Err(why.clone()),
+            _ => scheduler.place(service_id, spec),
+        };
+        if let Err(why) = &placed {
+            failed = Some((service_id, why.clone()));
+        }
+        match (placed, which) {
             (Ok(node), Pending::Created(i)) => {
                 if let TaskChange::Create { task } = &mut r.changes[i] {
                     task.node_id = Some(node);

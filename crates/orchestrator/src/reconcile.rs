@@ -21,7 +21,10 @@
 //!   (swarmkit `replicated/services.go`).
 //! - **Global services**: one task per node that is ready, not drained and matches the
 //!   constraints and platforms; a new one only on `active` nodes (pause keeps tasks, stops
-//!   placement). Slot 0, keyed by node.
+//!   placement). Slot 0, keyed by node. The task is created already assigned, and only
+//!   where the scheduler's resource and max-replicas filters pass on that node; until they
+//!   do, the node has no task (swarmkit instead keeps a pending task there with the
+//!   reason: `TaskChange::Unschedulable` is for unassigned tasks only).
 //! - **Replicated jobs**: slots `1..=TotalCompletions` of the current `job_iteration`, at
 //!   most `MaxConcurrent` of them in progress; a slot is done when a task completed.
 //!   **Global jobs**: one task per eligible node per iteration. Tasks of an earlier
@@ -68,6 +71,8 @@ pub(crate) struct Ctx<'a> {
     pub nodes: HashMap<NodeId, &'a NodeInfo>,
     pub now: Nanos,
     pub retention: usize,
+    /// At most this many new tasks per service per pass.
+    pub max_new_tasks: usize,
 }
 
 impl Reconciled {
@@ -289,6 +294,7 @@ pub(crate) fn reconcile(
             ctx,
             new: NewTask { service, spec },
             new_id: &mut *new_id,
+            created: 0,
         };
         match spec.mode {
             ServiceMode::Replicated { replicas } => r.replicated(&kept, replicas),
@@ -308,6 +314,8 @@ struct ServiceReconciler<'o, 'c, 's, 'f> {
     ctx: &'c Ctx<'c>,
     new: NewTask<'s>,
     new_id: &'f mut dyn FnMut() -> String,
+    /// New tasks of this service in this pass (bounded by `Ctx::max_new_tasks`).
+    created: usize,
 }
 
 /// Where a slot's replacement goes.
@@ -328,7 +336,13 @@ impl ServiceReconciler<'_, '_, '_, '_> {
             .is_some_and(|n| n.ready && !n.drain)
     }
 
-    fn create(&mut self, place: Place, restart_times: Vec<Nanos>) {
+    /// Creates a task (`false`: this pass has created its share for the service; the next
+    /// pass continues).
+    fn create(&mut self, place: Place, restart_times: Vec<Nanos>) -> bool {
+        if self.created >= self.ctx.max_new_tasks {
+            return false;
+        }
+        self.created += 1;
         let id = (self.new_id)();
         match place {
             Place::Slot(slot) => {
@@ -342,6 +356,7 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 self.out.preassigned.push(task);
             }
         }
+        true
     }
 
     /// Tasks of an earlier job iteration: running ones are removed (swarmkit), finished
@@ -408,9 +423,12 @@ impl ServiceReconciler<'_, '_, '_, '_> {
         if outcome == SlotOutcome::Empty && eligible {
             outcome = match newest(current) {
                 None if may_start => {
-                    self.create(place, Vec::new());
-                    created += 1;
-                    SlotOutcome::Active
+                    if self.create(place, Vec::new()) {
+                        created += 1;
+                        SlotOutcome::Active
+                    } else {
+                        SlotOutcome::Empty
+                    }
                 }
                 None => SlotOutcome::Empty,
                 Some(t) => self.replace(place, t, may_start, &mut created),
@@ -434,10 +452,9 @@ impl ServiceReconciler<'_, '_, '_, '_> {
         if !own_failure {
             // Shut down by a manager (node lost or drained, node no longer eligible):
             // replaced at once, no attempt counted.
-            if !may_start {
+            if !may_start || !self.create(place, carried_history(t, service, spec)) {
                 return SlotOutcome::Empty;
             }
-            self.create(place, carried_history(t, service, spec));
             *created += 1;
             return SlotOutcome::Active;
         }
@@ -456,10 +473,9 @@ impl ServiceReconciler<'_, '_, '_, '_> {
             self.out.wake(due);
             return SlotOutcome::Waiting;
         }
-        if !may_start {
+        if !may_start || !self.create(place, history_after_restart(t, service, spec, now)) {
             return SlotOutcome::Waiting;
         }
-        self.create(place, history_after_restart(t, service, spec, now));
         *created += 1;
         SlotOutcome::Active
     }
@@ -507,7 +523,7 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 slots.entry(t.slot).or_default().push(t);
             }
         }
-        let kept = self.scale_down(&slots, replicas);
+        let kept: BTreeSet<u64> = self.scale_down(&slots, replicas).into_iter().collect();
         for (slot, all) in &slots {
             if kept.contains(slot) {
                 self.slot(Place::Slot(*slot), all, all, true, true);
@@ -519,7 +535,9 @@ impl ServiceReconciler<'_, '_, '_, '_> {
         while missing > 0 {
             slot += 1;
             if !slots.contains_key(&slot) {
-                self.create(Place::Slot(slot), Vec::new());
+                if !self.create(Place::Slot(slot), Vec::new()) {
+                    break;
+                }
                 missing -= 1;
             }
         }
@@ -639,19 +657,25 @@ impl ServiceReconciler<'_, '_, '_, '_> {
             }
         }
         // Then new slots, lowest first, while concurrency allows. Slots that only hold
-        // earlier iterations' tasks are reused (their history trimmed with them).
+        // earlier iterations' tasks are reused (their history trimmed with them). The walk
+        // stops as soon as nothing more can start and no such slot is left, so a huge
+        // TotalCompletions costs nothing.
         let mut slot = 0u64;
-        while slot < total {
+        loop {
             slot += 1;
+            let may_start = slot <= total
+                && in_progress < max_concurrent
+                && self.created < self.ctx.max_new_tasks;
+            if !may_start && fresh.range(slot..).next().is_none() {
+                break;
+            }
             if used.contains(&slot) {
                 continue;
             }
             let history: Vec<&Task> = fresh.remove(&slot).unwrap_or_default();
-            let may_start = in_progress < max_concurrent;
-            if may_start {
+            if self.slot(Place::Slot(slot), &history, &[], true, may_start) == SlotOutcome::Active {
                 in_progress += 1;
             }
-            self.slot(Place::Slot(slot), &history, &[], true, may_start);
         }
     }
 }

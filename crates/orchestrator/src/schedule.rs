@@ -12,9 +12,12 @@
 //! 4. platform: one of `Placement.Platforms` matches, `x86_64`=`amd64`,
 //!    `aarch64`=`arm64`, an empty field matches anything (`PlatformFilter`: "unsupported
 //!    platform on N nodes");
-//! 5. max replicas per node: fewer than `MaxReplicas` tasks of the service whose desired
-//!    state is `Running`/`Complete` on the node (`MaxReplicasFilter`: "max replicas per
-//!    node limit exceed").
+//! 5. max replicas per node: fewer than `MaxReplicas` active tasks of the service on the
+//!    node (`MaxReplicasFilter`: "max replicas per node limit exceed").
+//!
+//! A task is *active* on its node while its desired state is `Running`/`Complete` and its
+//! observed state is not terminal (swarmkit tracks tasks on a node from `Pending` to
+//! `Running`, and counts those desired `<= Completed`).
 //!
 //! A task no node passes gets swarmkit's `no suitable node (<explanations>)`, the
 //! explanations ordered by how many nodes each filter failed, most first (`Pipeline.Explain`),
@@ -127,7 +130,7 @@ enum Static {
 
 #[derive(Debug)]
 struct ServiceLoad {
-    /// Tasks of the service with desired state `Running`/`Complete`, per node position.
+    /// Active tasks of the service, per node position.
     per_node: Vec<u32>,
     /// Ready/constraints/platform per node position; computed at the first placement.
     statics: Option<Vec<Static>>,
@@ -146,7 +149,7 @@ struct ServiceLoad {
 pub struct Scheduler<'a> {
     nodes: &'a [NodeInfo],
     pos: HashMap<NodeId, usize>,
-    /// Tasks with desired state `Running`/`Complete` per node position.
+    /// Active tasks per node position.
     active: Vec<u64>,
     /// Reservations of tasks not yet terminal per node position.
     reserved: Vec<Resources>,
@@ -182,7 +185,8 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Account a task that is already on `node`: `active` when its desired state is
-    /// `Running`/`Complete` (it counts for spread and max replicas), `holds` the
+    /// `Running`/`Complete` and its observed state not terminal (it counts for spread and
+    /// max replicas), `holds` the
     /// reservations it holds (its service's, while its observed state is not terminal;
     /// zero otherwise). A node not in the node list is ignored.
     pub fn account(&mut self, node: NodeId, service_id: &str, active: bool, holds: Resources) {

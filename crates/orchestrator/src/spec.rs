@@ -50,8 +50,9 @@ impl ServiceSpec {
     ///
     /// Errors ([`SpecError`], Docker-worded, answered with 400): a field of the wrong JSON
     /// type or a negative count (`json: cannot unmarshal number -1 into Go struct field
-    /// ReplicatedService.Mode.Replicated.Replicas of type uint64`), an unknown or ambiguous
-    /// mode (`Unrecognized service mode`), an invalid name (`name must be valid as a DNS
+    /// ReplicatedService.Mode.Replicated.Replicas of type uint64`), an unknown mode
+    /// (`Unrecognized service mode`), two modes (`must specify only one service mode`), an
+    /// invalid name (`name must be valid as a DNS
     /// name component`), a negative delay or window (`TaskSpec: restart-delay cannot be
     /// negative`), an unknown restart condition, a malformed or unknown constraint (see
     /// [`Constraint::parse`]), a malformed placement preference or platform, reservations
@@ -66,12 +67,24 @@ impl ServiceSpec {
 
         let mode = parse_mode(obj.get("Mode"))?;
 
-        let template = get_obj(obj, "TaskTemplate", "ServiceSpec", "TaskTemplate")?;
+        let template = get_obj(
+            obj,
+            "TaskTemplate",
+            "ServiceSpec",
+            "TaskTemplate",
+            "swarm.TaskSpec",
+        )?;
         let restart = parse_restart(template.and_then(|t| t.get("RestartPolicy")), mode.is_job())?;
         let placement = parse_placement(template.and_then(|t| t.get("Placement")))?;
         let reservations = match template {
             Some(t) => {
-                let resources = get_obj(t, "Resources", "TaskSpec", "TaskTemplate.Resources")?;
+                let resources = get_obj(
+                    t,
+                    "Resources",
+                    "TaskSpec",
+                    "TaskTemplate.Resources",
+                    "swarm.ResourceRequirements",
+                )?;
                 match resources {
                     Some(r) => parse_reservations(r)?,
                     None => Resources::default(),
@@ -128,9 +141,12 @@ fn parse_mode(mode: Option<&Value>) -> Result<ServiceMode, SpecError> {
         }
     };
     let present: Vec<(&String, &Value)> = mode.iter().filter(|(_, v)| !v.is_null()).collect();
-    let [(kind, body)] = present.as_slice() else {
-        // swarmkit `validateMode`: anything but exactly one known mode.
-        return Err(SpecError("Unrecognized service mode".into()));
+    let (kind, body) = match present.as_slice() {
+        // moby `convert.ServiceSpecToGRPC`: no mode set is one replica.
+        [] => return Ok(ServiceMode::Replicated { replicas: 1 }),
+        [one] => *one,
+        // moby `convert.ServiceSpecToGRPC`.
+        _ => return Err(SpecError("must specify only one service mode".into())),
     };
     match kind.as_str() {
         "Replicated" => {
@@ -183,6 +199,8 @@ fn parse_mode(mode: Option<&Value>) -> Result<ServiceMode, SpecError> {
             as_obj(body, "ServiceMode", "Mode.GlobalJob", "swarm.GlobalJob")?;
             Ok(ServiceMode::GlobalJob)
         }
+        // swarmkit `validateMode`. (dockerd's JSON decoding would drop an unknown key and
+        // create one replica; refusing it is kinder than running something else.)
         _ => Err(SpecError("Unrecognized service mode".into())),
     }
 }
@@ -208,11 +226,12 @@ fn parse_restart(policy: Option<&Value>, is_job: bool) -> Result<RestartPolicy, 
         )?,
     };
     const S: &str = "RestartPolicy";
-    if let Some(c) = get_str(
+    if let Some(c) = get_typed_str(
         policy,
         "Condition",
         S,
         "TaskTemplate.RestartPolicy.Condition",
+        "swarm.RestartPolicyCondition",
     )? {
         out.condition = match c.as_str() {
             "none" => RestartCondition::None,
@@ -275,6 +294,7 @@ fn parse_placement(placement: Option<&Value>) -> Result<Placement, SpecError> {
         "Constraints",
         S,
         "TaskTemplate.Placement.Constraints",
+        "[]string",
     )? {
         let c = c.as_str().ok_or_else(|| {
             SpecError(go_field_error(
@@ -291,6 +311,7 @@ fn parse_placement(placement: Option<&Value>) -> Result<Placement, SpecError> {
         "Preferences",
         S,
         "TaskTemplate.Placement.Preferences",
+        "[]swarm.PlacementPreference",
     )? {
         out.spread.push(parse_preference(p)?);
     }
@@ -306,6 +327,7 @@ fn parse_placement(placement: Option<&Value>) -> Result<Placement, SpecError> {
         "Platforms",
         S,
         "TaskTemplate.Placement.Platforms",
+        "[]swarm.Platform",
     )? {
         let p = as_obj(p, S, "TaskTemplate.Placement.Platforms", "swarm.Platform")?;
         let architecture = get_str(
@@ -473,10 +495,11 @@ fn get_obj<'a>(
     key: &str,
     strct: &str,
     path: &str,
+    ty: &str,
 ) -> Result<Option<&'a Map<String, Value>>, SpecError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => as_obj(v, strct, path, &format!("swarm.{key}")).map(Some),
+        Some(v) => as_obj(v, strct, path, ty).map(Some),
     }
 }
 
@@ -485,11 +508,12 @@ fn get_array<'a>(
     key: &str,
     strct: &str,
     path: &str,
+    ty: &str,
 ) -> Result<&'a [Value], SpecError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
-        Some(v) => Err(SpecError(go_field_error(v, strct, path, "[]string"))),
+        Some(v) => Err(SpecError(go_field_error(v, strct, path, ty))),
     }
 }
 
@@ -499,10 +523,21 @@ fn get_str(
     strct: &str,
     path: &str,
 ) -> Result<Option<String>, SpecError> {
+    get_typed_str(obj, key, strct, path, "string")
+}
+
+/// A string field of Go type `ty` (`string`, or a named string type).
+fn get_typed_str(
+    obj: &Map<String, Value>,
+    key: &str,
+    strct: &str,
+    path: &str,
+    ty: &str,
+) -> Result<Option<String>, SpecError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(SpecError(go_field_error(v, strct, path, "string"))),
+        Some(v) => Err(SpecError(go_field_error(v, strct, path, ty))),
     }
 }
 
@@ -629,6 +664,34 @@ mod tests {
     }
 
     #[test]
+    fn wrong_json_types_name_the_go_field_and_type() {
+        assert_eq!(
+            err(json!({"Name": 3})),
+            "json: cannot unmarshal number into Go struct field ServiceSpec.Name of type string"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": "x"})),
+            "json: cannot unmarshal string into Go struct field ServiceSpec.TaskTemplate of type swarm.TaskSpec"
+        );
+        assert_eq!(
+            err(json!({"Mode": {"Global": 1}})),
+            "json: cannot unmarshal number into Go struct field ServiceMode.Mode.Global of type swarm.GlobalService"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"RestartPolicy": {"Condition": 1}}})),
+            "json: cannot unmarshal number into Go struct field RestartPolicy.TaskTemplate.RestartPolicy.Condition of type swarm.RestartPolicyCondition"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"Placement": {"Platforms": {}}}})),
+            "json: cannot unmarshal object into Go struct field Placement.TaskTemplate.Placement.Platforms of type []swarm.Platform"
+        );
+        assert_eq!(
+            err(json!({"TaskTemplate": {"RestartPolicy": {"Delay": "5s"}}})),
+            "json: cannot unmarshal string into Go struct field RestartPolicy.TaskTemplate.RestartPolicy.Delay of type time.Duration"
+        );
+    }
+
+    #[test]
     fn unknown_or_multiple_modes_are_refused() {
         assert_eq!(
             err(json!({"Mode": {"Foo": {}}})),
@@ -636,9 +699,13 @@ mod tests {
         );
         assert_eq!(
             err(json!({"Mode": {"Global": {}, "Replicated": {"Replicas": 1}}})),
-            "Unrecognized service mode"
+            "must specify only one service mode"
         );
-        assert_eq!(err(json!({"Mode": {}})), "Unrecognized service mode");
+        // No mode set: Docker's one replica.
+        assert_eq!(
+            ServiceSpec::from_docker(&json!({"Mode": {}})).unwrap().mode,
+            ServiceMode::Replicated { replicas: 1 }
+        );
     }
 
     #[test]

@@ -214,10 +214,11 @@ impl World {
                 continue;
             }
             match t.desired_state {
-                TaskState::Running => {
-                    t.status = TaskStatus::new(TaskState::Running, self.now, "started")
+                TaskState::Running | TaskState::Complete => {
+                    if t.status.state != TaskState::Running {
+                        t.status = TaskStatus::new(TaskState::Running, self.now, "started")
+                    }
                 }
-                TaskState::Complete => {}
                 _ => t.status = TaskStatus::new(TaskState::Shutdown, self.now, "shutdown"),
             }
         }
@@ -1164,4 +1165,262 @@ fn scheduler_places_a_thousand_tasks_evenly() {
         *per_node.entry(s.place("svc", &spec).unwrap()).or_insert(0) += 1;
     }
     assert!(per_node.values().all(|&c| c == 10));
+}
+
+/// A deterministic pseudo-random sequence (no randomness in the crate or its tests).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn random_event_sequences_settle_idempotently_without_duplicates() {
+    for seed in 0..40 {
+        let mut rng = Lcg(seed);
+        let mut w = World::new(6);
+        w.config.task_history_retention = 1 + rng.next(5) as usize;
+        w.node_mut(5).labels.insert("zone".into(), "a".into());
+        w.set_service("r", replicated(4));
+        w.set_service(
+            "g",
+            json!({"Mode": {"Global": {}}, "TaskTemplate": {"Placement": {"Constraints": ["node.labels.zone!=b"]}}}),
+        );
+        w.set_service(
+            "j",
+            json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 4}},
+                "TaskTemplate": {"RestartPolicy": {"Delay": 0, "MaxAttempts": 3}}}),
+        );
+        w.set_service(
+            "c",
+            json!({"Mode": {"Replicated": {"Replicas": 3}}, "TaskTemplate": {
+                "RestartPolicy": {"Condition": "on-failure", "MaxAttempts": 2, "Delay": 2 * S},
+                "Resources": {"Reservations": {"MemoryBytes": GIB}}}}),
+        );
+        w.settle();
+        for _ in 0..30 {
+            match rng.next(9) {
+                0 => {
+                    let n = 1 + rng.next(6);
+                    let ready = w.node_mut(n).ready;
+                    w.node_mut(n).ready = !ready;
+                }
+                1 => {
+                    let n = 1 + rng.next(6);
+                    let node = w.node_mut(n);
+                    node.drain = !node.drain;
+                    node.active = !node.drain;
+                }
+                2 => w.set_service("r", replicated(rng.next(9))),
+                3 => {
+                    let n = 1 + rng.next(6);
+                    let zone = if rng.next(2) == 0 { "a" } else { "b" };
+                    w.node_mut(n).labels.insert("zone".into(), zone.into());
+                }
+                4 | 5 => {
+                    let running: Vec<String> = w
+                        .tasks
+                        .values()
+                        .filter(|t| t.status.state == TaskState::Running)
+                        .map(|t| t.id.clone())
+                        .collect();
+                    if !running.is_empty() {
+                        let id = running[rng.next(running.len() as u64) as usize].clone();
+                        let (state, code) = if rng.next(2) == 0 {
+                            (TaskState::Failed, 1)
+                        } else {
+                            (TaskState::Complete, 0)
+                        };
+                        w.task_exits(&id, state, code);
+                    }
+                }
+                6 => w.now += rng.next(10) * S,
+                7 => {
+                    let id = 7 + rng.next(3);
+                    if !w.nodes.iter().any(|n| n.id == id) {
+                        w.nodes.push(node(id, "worker"));
+                    }
+                }
+                _ => w.set_service(
+                    "j",
+                    json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": 2, "TotalCompletions": 4}},
+                        "TaskTemplate": {"RestartPolicy": {"Delay": 0, "MaxAttempts": 3}}}),
+                ),
+            }
+            // Every pass applies cleanly, the state settles, and one more pass is empty.
+            w.settle();
+            w.assert_no_duplicates();
+            // Replicated services hold their replica count in live tasks, bounded by
+            // restart policy exhaustion (never above it).
+            let replicas = match w.specs["r"].mode {
+                ServiceMode::Replicated { replicas } => replicas as usize,
+                _ => unreachable!(),
+            };
+            // (a slot may be waiting for its restart delay: its count, not its live task)
+            assert!(w.live("r").len() <= replicas, "seed {seed}");
+            let slots: std::collections::BTreeSet<u64> = w
+                .of("r")
+                .iter()
+                .filter(|t| t.desired_state < TaskState::Remove)
+                .map(|t| t.slot)
+                .collect();
+            assert_eq!(slots.len(), replicas, "seed {seed}");
+            if w.nodes.iter().any(|n| n.ready && n.active) {
+                let mut later = World {
+                    services: w.services.clone(),
+                    specs: w.specs.clone(),
+                    tasks: w.tasks.clone(),
+                    nodes: w.nodes.clone(),
+                    now: w.now + 60 * S,
+                    next_id: w.next_id,
+                    index: w.index,
+                    config: w.config,
+                };
+                later.settle();
+                assert_eq!(later.live("r").len(), replicas, "seed {seed}");
+            }
+            assert!(w.live("c").len() <= 3);
+            let limit = w.config.task_history_retention;
+            let mut per_slot: BTreeMap<(String, u64, Option<NodeId>), usize> = BTreeMap::new();
+            for t in w.tasks.values() {
+                if t.desired_state < TaskState::Remove {
+                    let key = (
+                        t.service_id.clone(),
+                        t.slot,
+                        if t.slot == 0 { t.node_id } else { None },
+                    );
+                    *per_slot.entry(key).or_default() += 1;
+                }
+            }
+            // History may exceed the limit only by tasks that may still run (on a node that
+            // is down, nobody can report them stopped).
+            for ((service, slot, node), count) in per_slot {
+                if count > limit {
+                    let unreported = w
+                        .tasks
+                        .values()
+                        .filter(|t| {
+                            t.service_id == service
+                                && t.slot == slot
+                                && (slot != 0 || t.node_id == node)
+                                && !t.status.state.is_terminal()
+                                && t.node_id.is_some()
+                        })
+                        .count();
+                    assert!(
+                        count - limit <= unreported,
+                        "seed {seed}: {service} slot {slot} holds {count}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stopped_tasks_do_not_count_for_max_replicas_or_spread() {
+    // One node, at most one task of the job on it: the completed ones do not block it.
+    let mut w = World::new(1);
+    w.set_service(
+        "j",
+        json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 3}},
+            "TaskTemplate": {"Placement": {"MaxReplicas": 1}}}),
+    );
+    for _ in 0..3 {
+        w.settle();
+        let running: Vec<String> = w
+            .live("j")
+            .iter()
+            .filter(|t| t.status.state == TaskState::Running)
+            .map(|t| t.id.clone())
+            .collect();
+        assert_eq!(running.len(), 1, "{:#?}", w.of("j"));
+        w.task_exits(&running[0], TaskState::Complete, 0);
+    }
+    w.settle();
+    assert_eq!(
+        w.of("j")
+            .iter()
+            .filter(|t| t.status.state == TaskState::Complete)
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn global_tasks_only_where_they_fit_and_not_on_paused_nodes() {
+    let mut w = World::new(4);
+    w.node_mut(2).capacity.memory_bytes = GIB / 2;
+    w.node_mut(3).active = false; // paused
+    w.set_service(
+        "g",
+        json!({"Mode": {"Global": {}}, "TaskTemplate": {"Resources": {"Reservations": {"MemoryBytes": GIB}}}}),
+    );
+    w.settle();
+    assert_eq!(w.running_per_node("g"), BTreeMap::from([(1, 1), (4, 1)]));
+    // Unpaused: it gets one. More memory: so does node 2.
+    w.node_mut(3).active = true;
+    w.node_mut(2).capacity.memory_bytes = 4 * GIB;
+    w.settle();
+    assert_eq!(
+        w.running_per_node("g"),
+        BTreeMap::from([(1, 1), (2, 1), (3, 1), (4, 1)])
+    );
+}
+
+#[test]
+fn huge_counts_are_created_in_bounded_passes() {
+    let mut w = World::new(3);
+    w.config.max_new_tasks_per_service = 100;
+    w.set_service("s1", replicated(250));
+    assert_eq!(creates(&w.step()).len(), 100);
+    assert_eq!(creates(&w.step()).len(), 100);
+    assert_eq!(creates(&w.step()).len(), 50);
+    w.settle();
+    assert_eq!(w.live("s1").len(), 250);
+    // A job of a trillion completions, 3 at a time: a pass costs no more than 3 tasks.
+    let mut w = World::new(3);
+    w.set_service(
+        "j",
+        json!({"Mode": {"ReplicatedJob": {"MaxConcurrent": 3, "TotalCompletions": 1_000_000_000_000u64}}}),
+    );
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 3);
+    w.settle();
+    assert_eq!(w.live("j").len(), 3);
+}
+
+#[test]
+fn many_unplaceable_tasks_share_one_explanation() {
+    let mut w = World::new(3);
+    w.node_mut(3).ready = false;
+    w.set_service(
+        "s1",
+        json!({"Mode": {"Replicated": {"Replicas": 4}},
+            "TaskTemplate": {"Resources": {"Reservations": {"MemoryBytes": GIB + GIB / 2}}}}),
+    );
+    let p = w.step();
+    let errs: Vec<&str> = p
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            TaskChange::Unschedulable { err, .. } => Some(err.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Two fit (one per ready node); the other two are told why, identically.
+    assert_eq!(
+        errs,
+        vec![
+            "no suitable node (insufficient resources on 2 nodes; 1 node not available for new tasks)";
+            2
+        ]
+    );
+    assert_eq!(w.plan().changes, vec![]);
 }

@@ -86,7 +86,11 @@ pub enum Command {
     /// One orchestration pass of the leader, batched: each change is checked against the
     /// state as left by the changes before it (see [`TaskChange`]'s variants) and applied,
     /// or refused on its own; the response lists the refused ones
-    /// ([`Response::Orchestrated`]).
+    /// ([`Response::Orchestrated`]). Beyond [`TaskChange`]'s rules: a created task's service
+    /// must exist ([`Rejection::ServiceNotFound`]) and so must the node it is created or
+    /// assigned on ([`Rejection::NodeNotFound`]); an id is created once
+    /// ([`Rejection::TaskExists`]). Each changed task gets `version` = the entry's index;
+    /// restating a task's current desired state or pending reason changes nothing.
     Orchestrate {
         /// The decisions, in order.
         changes: Vec<TaskChange>,

@@ -75,9 +75,9 @@ pub struct ClusterState {
     pub tasks: BTreeMap<String, Task>,
 }
 
-/// On-disk / on-wire envelope of the state. `format` selects the decoder; older formats
-/// are migrated in [`ClusterState::decode`].
-#[derive(Serialize, Deserialize)]
+/// On-disk / on-wire envelope of the state as read. `format` selects the decoder; older
+/// formats are migrated in [`ClusterState::decode`].
+#[derive(Deserialize)]
 struct StateEnvelope {
     format: u32,
     state: serde_json::Value,
@@ -270,14 +270,18 @@ impl ClusterState {
 
     /// Versioned encoding (JSON inside an envelope carrying [`STATE_FORMAT`]).
     pub fn encode(&self) -> Result<Vec<u8>, ConsensusError> {
-        let envelope = StateEnvelope {
+        // Serialised straight from the structs, without an intermediate `Value` tree: the
+        // state machine encodes the whole state after every applied batch.
+        #[derive(Serialize)]
+        struct EnvelopeRef<'a> {
+            format: u32,
+            state: &'a ClusterState,
+        }
+        serde_json::to_vec(&EnvelopeRef {
             format: STATE_FORMAT,
-            state: serde_json::to_value(self).map_err(|source| ConsensusError::Encode {
-                what: "cluster state",
-                source,
-            })?,
-        };
-        serde_json::to_vec(&envelope).map_err(|source| ConsensusError::Encode {
+            state: self,
+        })
+        .map_err(|source| ConsensusError::Encode {
             what: "cluster state",
             source,
         })

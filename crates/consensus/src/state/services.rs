@@ -158,6 +158,11 @@ impl ClusterState {
                         id: task.service_id.clone(),
                     });
                 }
+                if let Some(node_id) = task.node_id {
+                    if !self.nodes.contains_key(&node_id) {
+                        return Err(Rejection::NodeNotFound { id: node_id });
+                    }
+                }
                 if holds_slot(task.desired_state) {
                     if let Some(holder) = self.slot_holder(task) {
                         return Err(Rejection::SlotTaken {
@@ -753,6 +758,17 @@ mod tests {
         assert_eq!(refused, vec![2]);
         assert_eq!(state.tasks.len(), 2);
         assert!(!state.tasks.contains_key("c"));
+        // Not on a node the cluster does not have (removed since the plan).
+        assert_eq!(
+            refused_change(
+                &mut state,
+                6,
+                TaskChange::Create {
+                    task: task("d", "g1", 0, Some(42))
+                }
+            ),
+            Rejection::NodeNotFound { id: 42 }
+        );
     }
 
     #[test]

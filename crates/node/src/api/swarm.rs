@@ -214,12 +214,22 @@ fn node_json(n: &NodeView, engine_version: &str, hostname_os: &Value) -> Value {
             "Role": r.role.as_str(),
             "Availability": r.availability.as_str(),
         },
-        "Description": {
-            "Hostname": r.hostname,
-            "Platform": hostname_os,
-            "Resources": {},
-            "Engine": {"EngineVersion": if n.is_self { engine_version } else { "" }},
-            "TLSInfo": {},
+        "Description": match &r.description {
+            // What the node's agent reported (SetNodeDescription).
+            Some(d) => json!({
+                "Hostname": r.hostname,
+                "Platform": {"Architecture": d.architecture, "OS": d.os},
+                "Resources": {"NanoCPUs": d.nano_cpus, "MemoryBytes": d.memory_bytes},
+                "Engine": {"EngineVersion": d.engine_version, "Labels": d.engine_labels},
+                "TLSInfo": {},
+            }),
+            None => json!({
+                "Hostname": r.hostname,
+                "Platform": hostname_os,
+                "Resources": {},
+                "Engine": {"EngineVersion": if n.is_self { engine_version } else { "" }},
+                "TLSInfo": {},
+            }),
         },
         "Status": {"State": if n.reachable { "ready" } else { "down" }, "Addr": ip},
     });

@@ -128,8 +128,28 @@ pub fn spawn(cluster: ClusterService, agent: Agent) -> tokio::task::JoinHandle<(
                     agent.remove_task_containers(&node_id_str(node_id)).await;
                 }
             }
-            if phase.changed().await.is_err() {
-                return;
+            // The loops run until the phase changes; one that ends on its own panicked
+            // (a bug): say so loudly, the others keep running.
+            loop {
+                let ended = async {
+                    match running.as_mut() {
+                        Some((_, set)) if !set.is_empty() => set.join_next().await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = phase.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    Some(r) = ended => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "a cluster loop of this node stopped");
+                        }
+                    }
+                }
             }
         }
     })
@@ -203,6 +223,9 @@ async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
     let mut applied = node.applied_watch();
     let mut workers: HashMap<String, watch::Sender<TaskView>> = HashMap::new();
     let mut set = JoinSet::new();
+    // Task ids at the last cleanup, and when it ran: the containers are listed again when
+    // a task record went away, else every TASKS_EVERY (a retry after a failed removal).
+    let mut cleaned: Option<(HashSet<String>, std::time::Instant)> = None;
     loop {
         let (mine, all_ids) = node.state_view().read(|s| {
             let mine: Vec<TaskView> = s
@@ -256,7 +279,16 @@ async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
                 }
             }
         }
-        agent.remove_vanished(&me_str, &all_ids).await;
+        let due = match &cleaned {
+            None => true,
+            Some((ids, at)) => {
+                at.elapsed() >= TASKS_EVERY || ids.iter().any(|id| !all_ids.contains(id))
+            }
+        };
+        if due {
+            agent.remove_vanished(&me_str, &all_ids).await;
+            cleaned = Some((all_ids, std::time::Instant::now()));
+        }
         tokio::select! {
             r = applied.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(TASKS_EVERY) => {}
@@ -327,6 +359,44 @@ impl Agent {
     }
 }
 
+/// What a task's worker does next, from the task's desired state and the highest state
+/// observed for it (reported by this worker or read from the cluster state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Wanted running (or run to completion) and not there yet: pull, create, start, or
+    /// resume with the container that exists.
+    BringUp,
+    /// Running: wait for the container's exit.
+    WatchExit,
+    /// Desired `Shutdown` and still not terminal: stop the container, report `Shutdown`.
+    Shutdown,
+    /// Desired `Remove`: stop, report `Shutdown` if not terminal yet (`report`), remove the
+    /// container.
+    Remove {
+        /// Whether `Shutdown` still has to be reported.
+        report: bool,
+    },
+    /// Nothing to do until the task changes (terminal, kept as history).
+    Idle,
+}
+
+fn next_action(desired: TaskState, observed: TaskState) -> Action {
+    match desired {
+        TaskState::Running | TaskState::Complete if !observed.is_terminal() => {
+            if observed < TaskState::Running {
+                Action::BringUp
+            } else {
+                Action::WatchExit
+            }
+        }
+        TaskState::Remove => Action::Remove {
+            report: !observed.is_terminal(),
+        },
+        d if d >= TaskState::Shutdown && !observed.is_terminal() => Action::Shutdown,
+        _ => Action::Idle,
+    }
+}
+
 /// Drives one task's container and reports its states. Only this worker writes the task's
 /// status, one state change per write, always forward.
 struct Worker {
@@ -353,11 +423,8 @@ impl Worker {
         loop {
             let view = self.rx.borrow_and_update().clone();
             self.reported = self.reported.max(view.task.status.state);
-            let desired = view.task.desired_state;
-            if matches!(desired, TaskState::Running | TaskState::Complete)
-                && !self.reported.is_terminal()
-            {
-                if self.reported < TaskState::Running {
+            match next_action(view.task.desired_state, self.reported) {
+                Action::BringUp => {
                     let before = self.reported;
                     if let Err(gone) = self.bring_up(&view).await {
                         tracing::debug!(task = %view.task.id, reason = %gone, "task worker ends");
@@ -370,50 +437,66 @@ impl Worker {
                     }
                     continue;
                 }
-                // Running: watch the container's exit, or a change of the task.
-                let Some(cid) = self.agent.task_container_of(&view.task.id) else {
-                    let mut s = self.status(TaskState::Failed, "started");
-                    s.err = Some("task: the container was removed".into());
-                    self.report(&view.task, s).await;
+                Action::WatchExit => {
+                    if !self.watch_exit(&view).await {
+                        return;
+                    }
                     continue;
-                };
-                let containers = self.agent.containers.clone();
-                tokio::select! {
-                    code = containers.wait(&cid, WaitCondition::NotRunning) => {
-                        // Desired state may have moved on while we waited: then the stop
-                        // was ours and the exit is not the task's failure.
-                        let desired = self.rx.borrow().task.desired_state;
-                        if matches!(desired, TaskState::Running | TaskState::Complete) {
-                            let code = code.unwrap_or(-1);
-                            let s = self.exit_status(&cid, code);
-                            self.report(&view.task, s).await;
+                }
+                Action::Remove { report } => {
+                    // Stopped and reported first (the task no longer runs once its
+                    // container does not), then removed.
+                    self.stop(&view).await;
+                    if report {
+                        let mut s = self.status(TaskState::Shutdown, "shutdown");
+                        s.container_id = view.task.status.container_id.clone();
+                        self.report(&view.task, s).await;
+                    }
+                    if let Some(cid) = self.agent.task_container_of(&view.task.id) {
+                        let svc = self.agent.containers.clone();
+                        if let Err(e) =
+                            blocking(move || svc.remove_blocking(&cid, true, true)).await
+                        {
+                            tracing::warn!(task = %view.task.id, error = %e, "removing a task container");
                         }
                     }
-                    r = self.rx.changed() => if r.is_err() { return },
                 }
-                continue;
-            }
-            if desired == TaskState::Remove {
-                self.stop(&view).await;
-                if let Some(cid) = self.agent.task_container_of(&view.task.id) {
-                    let svc = self.agent.containers.clone();
-                    if let Err(e) = blocking(move || svc.remove_blocking(&cid, true, true)).await {
-                        tracing::warn!(task = %view.task.id, error = %e, "removing a task container");
-                    }
-                }
-                if !self.reported.is_terminal() {
-                    let s = self.status(TaskState::Shutdown, "shutdown");
+                Action::Shutdown => {
+                    self.stop(&view).await;
+                    let mut s = self.status(TaskState::Shutdown, "shutdown");
+                    s.container_id = view.task.status.container_id.clone();
                     self.report(&view.task, s).await;
                 }
-            } else if desired >= TaskState::Shutdown && !self.reported.is_terminal() {
-                self.stop(&view).await;
-                let mut s = self.status(TaskState::Shutdown, "shutdown");
-                s.container_id = view.task.status.container_id.clone();
-                self.report(&view.task, s).await;
+                Action::Idle => {}
             }
             if self.rx.changed().await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// A running task: waits for its container's exit (reported as the task's end) or a
+    /// change of the task record. `false`: the task is gone.
+    async fn watch_exit(&mut self, view: &TaskView) -> bool {
+        let Some(cid) = self.agent.task_container_of(&view.task.id) else {
+            let mut s = self.status(TaskState::Failed, "started");
+            s.err = Some("task: the container was removed".into());
+            self.report(&view.task, s).await;
+            return true;
+        };
+        let containers = self.agent.containers.clone();
+        tokio::select! {
+            code = containers.wait(&cid, WaitCondition::NotRunning) => {
+                // Desired state may have moved on while we waited: then the stop was ours
+                // and the exit is not the task's end.
+                let desired = self.rx.borrow().task.desired_state;
+                if matches!(desired, TaskState::Running | TaskState::Complete) {
+                    let s = self.exit_status(&cid, code.unwrap_or(-1));
+                    self.report(&view.task, s).await;
+                }
+                true
+            }
+            r = self.rx.changed() => r.is_ok(),
         }
     }
 
@@ -525,7 +608,8 @@ impl Worker {
             }
             Err(e) => {
                 let mut s = self.status(TaskState::Failed, "starting");
-                s.err = Some(e.to_string());
+                // Docker's executor wording.
+                s.err = Some(format!("starting container failed: {e}"));
                 s.exit_code = Some(rec.as_ref().map_or(-1, |r| r.state.exit_code));
                 s
             }
@@ -660,6 +744,31 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_is_brought_up_watched_stopped_or_removed_by_its_states() {
+        use TaskState::*;
+        for observed in [Assigned, Accepted, Preparing, Ready, Starting] {
+            assert_eq!(next_action(Running, observed), Action::BringUp);
+            // Jobs run to completion the same way.
+            assert_eq!(next_action(Complete, observed), Action::BringUp);
+        }
+        assert_eq!(next_action(Running, Running), Action::WatchExit);
+        assert_eq!(next_action(Complete, Running), Action::WatchExit);
+        for done in [Complete, Failed, Rejected, Shutdown] {
+            // A stopped task is history: its replacement is another task.
+            assert_eq!(next_action(Running, done), Action::Idle);
+            assert_eq!(next_action(Shutdown, done), Action::Idle);
+            assert_eq!(next_action(Remove, done), Action::Remove { report: false });
+        }
+        assert_eq!(next_action(Shutdown, Running), Action::Shutdown);
+        // Replaced before it even started (its node was lost): reported shut down.
+        assert_eq!(next_action(Shutdown, Assigned), Action::Shutdown);
+        assert_eq!(
+            next_action(Remove, Running),
+            Action::Remove { report: true }
+        );
+    }
 
     #[test]
     fn description_reports_capacity_in_swarm_units() {

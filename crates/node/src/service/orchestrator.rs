@@ -11,7 +11,7 @@
 //! [`super::agent`]).
 //!
 //! ```text
-//!  applied_watch / every 500 ms / wake_at ──> is_ready_leader? ──> local state
+//!  applied_watch / every 500 ms / wake_at / a heartbeat going stale ──> is_ready_leader? ──> local state
 //!     ──> NodeInfo[] (records + description + heartbeats) ──> plan(now, new_id)
 //!     ──> Command::Orchestrate { changes } (one write per pass) ──> Raft ──> apply
 //! ```
@@ -136,29 +136,31 @@ pub fn go_architecture(machine: &str) -> String {
 /// Parsed service specs by (service id, version): parsing happens once per spec version.
 #[derive(Debug, Default)]
 struct SpecCache {
-    parsed: HashMap<String, (u64, ServiceSpec)>,
+    /// By service id: the version parsed and its spec (`None`: it does not parse).
+    parsed: HashMap<String, (u64, Option<ServiceSpec>)>,
 }
 
 impl SpecCache {
     /// The parsed spec of every service of `state`; services whose spec does not parse
-    /// (the API validated it, so only a spec from a newer berth) are left out and logged.
+    /// (the API validated it, so only a spec from a newer berth) are left out (and left
+    /// alone by the orchestrator), logged once per version.
     fn specs(&mut self, state: &ClusterState) -> BTreeMap<String, ServiceSpec> {
         self.parsed.retain(|id, _| state.services.contains_key(id));
         let mut out = BTreeMap::new();
         for (id, svc) in &state.services {
-            match self.parsed.get(id) {
-                Some((v, spec)) if *v == svc.version => {
-                    out.insert(id.clone(), spec.clone());
-                }
-                _ => match ServiceSpec::from_docker(&svc.spec) {
-                    Ok(spec) => {
-                        self.parsed.insert(id.clone(), (svc.version, spec.clone()));
-                        out.insert(id.clone(), spec);
-                    }
+            let fresh = matches!(self.parsed.get(id), Some((v, _)) if *v == svc.version);
+            if !fresh {
+                let spec = match ServiceSpec::from_docker(&svc.spec) {
+                    Ok(spec) => Some(spec),
                     Err(e) => {
                         tracing::warn!(service = %id, error = %e, "service spec does not parse; not orchestrated");
+                        None
                     }
-                },
+                };
+                self.parsed.insert(id.clone(), (svc.version, spec));
+            }
+            if let Some((_, Some(spec))) = self.parsed.get(id) {
+                out.insert(id.clone(), spec.clone());
             }
         }
         out
@@ -170,10 +172,9 @@ impl SpecCache {
 pub async fn run(node: Arc<ClusterNode>) {
     let mut applied = node.applied_watch();
     let mut cache = SpecCache::default();
-    let mut wake_at: Option<u64> = None;
+    let mut wake = Wake::default();
     loop {
-        let until_wake = wake_at.map(|w| Duration::from_nanos(w.saturating_sub(unix_nanos())));
-        let wait = until_wake.map_or(PASS_EVERY, |d| d.min(PASS_EVERY));
+        let wait = wake.wait(Instant::now(), unix_nanos());
         tokio::select! {
             r = applied.changed() => {
                 if r.is_err() {
@@ -183,19 +184,62 @@ pub async fn run(node: Arc<ClusterNode>) {
             _ = tokio::time::sleep(wait) => {}
         }
         if !node.is_ready_leader().await {
-            wake_at = None;
+            wake = Wake::default();
             continue;
         }
-        wake_at = pass(&node, &mut cache).await;
+        wake = pass(&node, &mut cache).await;
     }
 }
 
-/// One orchestration pass on the leader; returns the plan's `wake_at`.
-async fn pass(node: &ClusterNode, cache: &mut SpecCache) -> Option<u64> {
+/// When the next pass is due besides the next applied change: at the plan's `wake_at` (a
+/// restart delay expires), when a node's liveness may change (a heartbeat goes stale, the
+/// grace after the leader change ends), at the latest after [`PASS_EVERY`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Wake {
+    /// Unix ns.
+    plan: Option<u64>,
+    liveness: Option<Instant>,
+}
+
+impl Wake {
+    fn wait(&self, now: Instant, now_ns: u64) -> Duration {
+        let mut wait = PASS_EVERY;
+        if let Some(w) = self.plan {
+            wait = wait.min(Duration::from_nanos(w.saturating_sub(now_ns)));
+        }
+        if let Some(l) = self.liveness {
+            wait = wait.min(l.saturating_duration_since(now));
+        }
+        wait
+    }
+}
+
+/// The next instant after `now` at which [`is_live`] may turn false for a node that is
+/// live now: the end of the leader grace, or a heartbeat turning [`DOWN_AFTER`] old.
+pub fn next_liveness_change(
+    leader_since: Instant,
+    beats: &BTreeMap<NodeId, Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    let grace_end = leader_since + LEADER_GRACE;
+    let stale = beats
+        .values()
+        .map(|t| *t + DOWN_AFTER)
+        .filter(|t| *t > now)
+        .min();
+    [(grace_end > now).then_some(grace_end), stale]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+/// One orchestration pass on the leader; returns when the next one is due.
+async fn pass(node: &ClusterNode, cache: &mut SpecCache) -> Wake {
     let Some((leader_since, beats)) = node.heartbeats() else {
-        return None;
+        return Wake::default();
     };
     let now = Instant::now();
+    let liveness = next_liveness_change(leader_since, &beats, now);
     let now_ns = unix_nanos();
     let plan = node.state_view().read(|state: &ClusterState| {
         let specs = cache.specs(state);
@@ -210,8 +254,12 @@ async fn pass(node: &ClusterNode, cache: &mut SpecCache) -> Option<u64> {
             &mut new_id,
         )
     });
+    let wake = Wake {
+        plan: plan.wake_at,
+        liveness,
+    };
     if plan.changes.is_empty() {
-        return plan.wake_at;
+        return wake;
     }
     let count = plan.changes.len();
     let write = node.write(Command::Orchestrate {
@@ -235,13 +283,102 @@ async fn pass(node: &ClusterNode, cache: &mut SpecCache) -> Option<u64> {
         Ok(Err(e)) => tracing::info!(error = %e, "orchestration write failed"),
         Err(_) => tracing::info!("orchestration write not committed within 10 s"),
     }
-    plan.wake_at
+    wake
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use berth_consensus::{NodeDescription, NodeRole};
+
+    #[test]
+    fn the_next_pass_comes_when_a_heartbeat_goes_stale_or_the_grace_ends() {
+        let since = Instant::now();
+        let now = since + Duration::from_secs(1);
+        let beats: BTreeMap<NodeId, Instant> = [
+            (1, now),
+            (2, now - Duration::from_millis(1000)),
+            (3, now - Duration::from_secs(5)),
+        ]
+        .into();
+        // Node 2's heartbeat goes stale 500 ms from now, before the grace ends (2 s).
+        assert_eq!(
+            next_liveness_change(since, &beats, now),
+            Some(now + Duration::from_millis(500))
+        );
+        // After the grace, with node 1 only: when its heartbeat goes stale.
+        let later = since + Duration::from_secs(4);
+        let beats: BTreeMap<NodeId, Instant> = [(1, later)].into();
+        assert_eq!(
+            next_liveness_change(since, &beats, later),
+            Some(later + DOWN_AFTER)
+        );
+        assert_eq!(next_liveness_change(since, &BTreeMap::new(), later), None);
+        let wake = Wake {
+            plan: Some(1_000_000_100),
+            liveness: Some(later + Duration::from_millis(300)),
+        };
+        assert_eq!(wake.wait(later, 1_000_000_000), Duration::from_nanos(100));
+        let wake = Wake {
+            plan: None,
+            liveness: Some(later + Duration::from_millis(300)),
+        };
+        assert_eq!(wake.wait(later, 0), Duration::from_millis(300));
+        assert_eq!(Wake::default().wait(later, 0), PASS_EVERY);
+    }
+
+    #[test]
+    fn specs_are_parsed_once_per_version_and_bad_ones_left_out() {
+        let service =
+            |id: &str, version: u64, spec: serde_json::Value| berth_orchestrator::Service {
+                id: id.into(),
+                spec,
+                previous_spec: None,
+                image: "busybox:latest".into(),
+                version,
+                created_at: 1,
+                updated_at: 1,
+                job_iteration: 0,
+            };
+        let mut state = ClusterState::default();
+        state.services.insert(
+            "a".into(),
+            service(
+                "a",
+                3,
+                serde_json::json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 2}}}),
+            ),
+        );
+        state.services.insert(
+            "b".into(),
+            service(
+                "b",
+                4,
+                serde_json::json!({"Name": "bad", "Mode": {"Nonsense": {}}}),
+            ),
+        );
+        let mut cache = SpecCache::default();
+        let specs = cache.specs(&state);
+        assert_eq!(specs.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(specs["a"].name, "web");
+        assert_eq!(cache.parsed["b"], (4, None), "the failure is remembered");
+        // A new version is parsed again; a removed service is forgotten.
+        state.services.insert(
+            "a".into(),
+            service(
+                "a",
+                9,
+                serde_json::json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 5}}}),
+            ),
+        );
+        state.services.remove("b");
+        let specs = cache.specs(&state);
+        assert_eq!(
+            specs["a"].mode,
+            berth_orchestrator::ServiceMode::Replicated { replicas: 5 }
+        );
+        assert_eq!(cache.parsed.len(), 1);
+    }
 
     #[test]
     fn machine_names_become_go_architectures() {

@@ -73,6 +73,9 @@ pub struct TaskView {
     pub node_id: Option<String>,
     /// Global services have no slot in Docker's JSON.
     pub global: bool,
+    /// `Status.PortStatus.Ports` of a running task: its service's host-mode published
+    /// ports with a fixed published port (bound by the container on its node).
+    pub ports: Vec<Value>,
 }
 
 /// List filters of `GET /services`, already validated.
@@ -103,6 +106,9 @@ pub struct TaskFilters {
     pub ids: Vec<String>,
     /// `key` or `key=value` on the task's labels.
     pub labels: Vec<String>,
+    /// `_up-to-date=true` (the docker CLI's progress display): only tasks created from
+    /// their service's current spec version.
+    pub up_to_date: bool,
 }
 
 /// What create and update answer besides the id: dockerd's warnings.
@@ -423,7 +429,7 @@ impl ServicesService {
                 counts,
             });
         }
-        out.sort_by(|a, b| a.service.created_at.cmp(&b.service.created_at));
+        out.sort_by_key(|a| a.service.created_at);
         Ok(out)
     }
 
@@ -505,7 +511,8 @@ impl ServicesService {
                         || filters.names.iter().any(|n| name.starts_with(n.as_str())))
                     && (filters.ids.is_empty()
                         || filters.ids.iter().any(|i| task.id.starts_with(i.as_str())))
-                    && labels_match(&filters.labels, &BTreeMap::new());
+                    && labels_match(&filters.labels, &BTreeMap::new())
+                    && (!filters.up_to_date || service.is_some_and(|svc| up_to_date(svc, task)));
                 if keep {
                     out.push(task_view(service, task));
                 }
@@ -776,6 +783,48 @@ fn task_name(service: Option<&Service>, task: &Task) -> String {
     format!("{svc}.{slot}.{}", task.id)
 }
 
+/// A spec part as it means, not as it was spelled: zero values dropped (a client that
+/// sends back an inspected spec omits or adds them, as Go's `omitempty` does), the image
+/// left out (pinned separately) and the values dockerd fills in (`Isolation: default`,
+/// `Runtime: container`) taken as unset.
+fn comparable(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, v)| {
+                    let filled = matches!(
+                        (k.as_str(), v.as_str()),
+                        ("Isolation", Some("default"))
+                            | ("Runtime", Some("container"))
+                            | ("Image", _)
+                    );
+                    !filled && !crate::service::containers::config::is_unset(v)
+                })
+                .map(|(k, v)| (k.clone(), comparable(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Whether `task` runs its service's current task spec (swarmkit's "not dirty"): created
+/// from the current version, or from the one before when the last update changed neither
+/// `TaskTemplate` nor `EndpointSpec` (a scale) and the image is the same. Tasks older than
+/// the previous version count as dirty after a scale (their spec is not kept).
+fn up_to_date(service: &Service, task: &Task) -> bool {
+    if task.service_version == service.version {
+        return true;
+    }
+    let same = |k: &str| {
+        service.previous_spec.as_ref().is_some_and(|p| {
+            comparable(p.get(k).unwrap_or(&Value::Null))
+                == comparable(service.spec.get(k).unwrap_or(&Value::Null))
+        })
+    };
+    task.image == service.image && same("TaskTemplate") && same("EndpointSpec")
+}
+
 fn task_view(service: Option<&Service>, task: &Task) -> TaskView {
     let mut template = service
         .and_then(|s| s.spec.get("TaskTemplate").cloned())
@@ -789,11 +838,33 @@ fn task_view(service: Option<&Service>, task: &Task) -> TaskView {
     let global = service
         .and_then(|s| ServiceSpec::from_docker(&s.spec).ok())
         .is_some_and(|s| matches!(s.mode, ServiceMode::Global | ServiceMode::GlobalJob));
+    let ports = match service {
+        Some(s) if task.status.state == TaskState::Running => s
+            .spec
+            .pointer("/EndpointSpec/Ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p.get("PublishMode").and_then(Value::as_str) == Some("host")
+                    && p.get("PublishedPort").and_then(Value::as_u64).unwrap_or(0) != 0
+            })
+            .map(|p| {
+                let mut p = p.clone();
+                if let Some(o) = p.as_object_mut() {
+                    o.entry("Protocol").or_insert(Value::String("tcp".into()));
+                }
+                p
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     TaskView {
         task: task.clone(),
         template,
         node_id: task.node_id.map(node_id_str),
         global,
+        ports,
     }
 }
 
@@ -844,6 +915,56 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("cannot unmarshal number -1"));
+    }
+
+    #[test]
+    fn scaled_tasks_stay_up_to_date_and_changed_templates_do_not() {
+        let t = |v: u64| Task {
+            id: "t".into(),
+            service_id: "s".into(),
+            slot: 1,
+            node_id: Some(1),
+            service_version: v,
+            image: "i".into(),
+            job_iteration: 0,
+            restart_times: Vec::new(),
+            desired_state: TaskState::Running,
+            status: TaskStatus::new(TaskState::Running, 0, ""),
+            created_at: 0,
+            version: 1,
+        };
+        let tt = json!({"ContainerSpec": {"Image": "i"}});
+        let mut svc = Service {
+            id: "s".into(),
+            spec: json!({"TaskTemplate": tt, "Mode": {"Replicated": {"Replicas": 3}}}),
+            previous_spec: Some(
+                json!({"TaskTemplate": tt, "Mode": {"Replicated": {"Replicas": 2}}}),
+            ),
+            image: "i".into(),
+            version: 9,
+            created_at: 0,
+            updated_at: 0,
+            job_iteration: 0,
+        };
+        assert!(up_to_date(&svc, &t(9)));
+        assert!(up_to_date(&svc, &t(5)), "a scale leaves tasks up to date");
+        // The docker CLI sends back the spec as inspected: pinned image, dockerd's
+        // filled-in values, zero values dropped.
+        svc.spec["TaskTemplate"] = json!({"ContainerSpec": {"Image": "i@sha256:x", "Isolation": "default", "Args": null},
+                                          "Runtime": "container", "ForceUpdate": 0});
+        assert!(
+            up_to_date(&svc, &t(5)),
+            "the spec as inspected is the same spec"
+        );
+        svc.spec["TaskTemplate"]["ForceUpdate"] = json!(1);
+        assert!(!up_to_date(&svc, &t(5)), "--force makes them dirty");
+        svc.spec["TaskTemplate"]["ForceUpdate"] = json!(0);
+        svc.spec["TaskTemplate"]["ContainerSpec"]["Env"] = json!(["A=1"]);
+        assert!(
+            !up_to_date(&svc, &t(5)),
+            "a changed template makes them dirty"
+        );
+        assert!(up_to_date(&svc, &t(9)));
     }
 
     #[test]

@@ -533,11 +533,12 @@ fn privileges(p: Option<&Map<String, Value>>) -> Result<Vec<String>, ServiceErro
     Ok(out)
 }
 
+/// A create body's `HostConfig.PortBindings` and `ExposedPorts`.
+type PortMaps = (Map<String, Value>, Map<String, Value>);
+
 /// `EndpointSpec.Ports` with `PublishMode: host` as `(PortBindings, ExposedPorts)`.
 /// Ingress ports (the routing mesh, the CLI's default for `-p`) are refused.
-fn host_ports(
-    endpoint: Option<&Value>,
-) -> Result<(Map<String, Value>, Map<String, Value>), ServiceError> {
+fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
     let mut bindings = Map::new();
     let mut exposed = Map::new();
     let Some(ep) = object(endpoint, "EndpointSpec")? else {
