@@ -684,7 +684,8 @@ s = c.services.create(os.environ["IMG"], command=["sleep", "1000000"], name="py"
 wait(lambda: len(running(s)) == 2, "2 running")
 s.scale(4)
 s.reload()
-assert s.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 4, s.attrs["Spec"]["Mode"]
+assert s.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 4, \
+    "read right after scale on the same node: %r" % s.attrs["Spec"]["Mode"]
 wait(lambda: len(running(s)) == 4, "4 running")
 names = sorted(t["Slot"] for t in running(s))
 listed = [x.name for x in c.services.list()]
