@@ -1,7 +1,7 @@
 //! berthd clusters driven with the docker CLI: `swarm init/join`, `node ls` from every node,
 //! leader failover, a partition, a crash of every node, and quorum-loss recovery with
 //! `--force-new-cluster`. Every berthd is a "host": its own network namespace and data root,
-//! plugged by a veth pair into a bridge in a switch namespace ([`Lan`]).
+//! plugged by a veth pair into a bridge in a switch namespace ([`Cluster`]).
 //!
 //! Cluster writes in these tests are node label changes (`docker node update --label-add`):
 //! each is one Raft command acknowledged only once committed on a quorum.
@@ -10,20 +10,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use berth_testkit::cluster::Cluster;
 use berth_testkit::daemon::{retry, Berthd};
-use berth_testkit::lan::Lan;
-
-/// One berthd on the LAN.
-struct Host {
-    d: Berthd,
-    addr: String,
-}
-
-/// The hosts, and the LAN they share (dropped after them).
-struct Cluster {
-    hosts: Vec<Host>,
-    lan: Lan,
-}
 
 /// One row of `docker node ls`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,56 +20,6 @@ struct Row {
     status: String,
     manager_status: String,
     is_self: bool,
-}
-
-impl Cluster {
-    fn new(n: usize) -> Result<Self> {
-        let mut lan = Lan::new()?;
-        let mut hosts = Vec::new();
-        for _ in 0..n {
-            let d = Berthd::start(&[])?;
-            let addr = lan.attach(d.netns_name())?;
-            hosts.push(Host { d, addr });
-        }
-        Ok(Cluster { hosts, lan })
-    }
-
-    fn h(&self, i: usize) -> &Berthd {
-        &self.hosts[i].d
-    }
-
-    /// `swarm init` on host 0, managers `1..=managers-1` and then workers join.
-    fn form(&self, managers: usize) -> Result<()> {
-        let first = &self.hosts[0];
-        let out = first
-            .d
-            .docker_ok(&["swarm", "init", "--advertise-addr", &first.addr])?;
-        ensure!(
-            out.contains("Swarm initialized") && out.contains("docker swarm join --token"),
-            "swarm init printed: {out}"
-        );
-        let remote = format!("{}:2377", first.addr);
-        let manager_token = first
-            .d
-            .docker_ok(&["swarm", "join-token", "-q", "manager"])?;
-        let worker_token = first
-            .d
-            .docker_ok(&["swarm", "join-token", "-q", "worker"])?;
-        for (i, h) in self.hosts.iter().enumerate().skip(1) {
-            let (token, role) = if i < managers {
-                (manager_token.trim(), "manager")
-            } else {
-                (worker_token.trim(), "worker")
-            };
-            let out =
-                h.d.docker_ok(&["swarm", "join", "--token", token, &remote])?;
-            ensure!(
-                out.contains(&format!("joined a swarm as a {role}")),
-                "host {i} join printed: {out}"
-            );
-        }
-        Ok(())
-    }
 }
 
 fn node_id(d: &Berthd) -> Result<String> {
@@ -502,7 +440,7 @@ fn acknowledged_writes_survive_kill9_of_every_node_and_force_new_cluster_recover
     // The recovered cluster takes new members.
     let token = d.docker_ok(&["swarm", "join-token", "-q", "manager"])?;
     let fresh = Berthd::start(&[])?;
-    c.lan_attach(&fresh)?;
+    c.lan.attach(fresh.netns_name())?;
     fresh.docker_ok(&[
         "swarm",
         "join",
@@ -512,10 +450,4 @@ fn acknowledged_writes_survive_kill9_of_every_node_and_force_new_cluster_recover
     ])?;
     wait_label(&fresh, &ids[0], "recovered", "yes")?;
     Ok(())
-}
-
-impl Cluster {
-    fn lan_attach(&mut self, d: &Berthd) -> Result<String> {
-        self.lan.attach(d.netns_name())
-    }
 }

@@ -211,6 +211,32 @@ fn service_create_ls_inspect_update_rm() -> Result<()> {
         "rollback: {v}"
     );
 
+    // An update that changes the image pins the new one to its registry digest.
+    let v2 = e.img("busybox:v2s2");
+    e.ok(&["service", "update", "--detach", "--image", &v2, "web"])?;
+    let v = inspect(&e, "web")?;
+    let v2_digest = &e.fx.images["busybox:v2s2"].manifest_digest;
+    ensure!(
+        v["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == json!(format!("{v2}@{v2_digest}")),
+        "updated image not pinned to {v2_digest}: {v}"
+    );
+
+    // A service without a name gets one, as dockerd names it.
+    let unnamed = e.ok(&["service", "create", "--detach", &img])?;
+    let name = e.ok(&[
+        "service",
+        "inspect",
+        unnamed.trim(),
+        "--format",
+        "{{.Spec.Name}}",
+    ])?;
+    let name = name.trim();
+    ensure!(
+        regex::Regex::new("^[a-z]+_[a-z]+$")?.is_match(name),
+        "generated name {name:?}"
+    );
+    e.ok(&["service", "rm", name])?;
+
     // rm by name; then it is gone everywhere.
     e.ok(&["service", "rm", "web"])?;
     ensure!(service_names(&e)?.is_empty(), "service ls after rm");
@@ -430,6 +456,25 @@ fn distribution_inspect_answers_from_the_registry() -> Result<()> {
         platforms
             .iter()
             .any(|p| p["os"] == "linux" && p["architecture"] == "amd64"),
+        "{body}"
+    );
+    // A multi-platform index: its digest and every platform it offers.
+    let multi = e.img("multi:latest");
+    let (code, body) = curl(&e.d, "GET", &format!("/distribution/{multi}/json"), None)?;
+    ensure!(code == 200, "{code} {body}");
+    ensure!(
+        body["Descriptor"]["digest"]
+            == json!(e.fx.images["multi:latest"].manifest_digest.to_string()),
+        "{body}"
+    );
+    ensure!(
+        body["Descriptor"]["mediaType"] == "application/vnd.oci.image.index.v1+json",
+        "{body}"
+    );
+    ensure!(
+        body["Platforms"]
+            == json!([{"architecture": "amd64", "os": "linux"},
+                      {"architecture": "arm64", "os": "linux", "variant": "v8"}]),
         "{body}"
     );
     let (code, body) = curl(

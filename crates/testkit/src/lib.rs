@@ -2,7 +2,10 @@
 //!
 //! Owns: deterministic OCI test images built from Debian's static busybox ([`image`]), a real
 //! registry process (Debian's `docker-registry`) on a free loopback port ([`registry`]), and
-//! the description of the images a fixture run serves ([`Fixture`]).
+//! the description of the images a fixture run serves ([`Fixture`]); hosts for end-to-end
+//! tests: a berthd or a reference dockerd in a network namespace of its own ([`daemon`],
+//! [`dockerd`]), a LAN between namespaces ([`lan`]) and a multi-host berth cluster on it
+//! ([`cluster`]).
 //!
 //! Does not own: anything berth ships. Nothing outside tests and benchmarks depends on it.
 //!
@@ -16,6 +19,7 @@
 //!                    (registry stopped and its data removed when the runner ends)
 //! ```
 
+pub mod cluster;
 pub mod daemon;
 pub mod dockerd;
 pub mod image;
