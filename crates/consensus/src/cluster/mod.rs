@@ -60,6 +60,8 @@ const LEADER_RETRY_WINDOW: Duration = Duration::from_secs(20);
 /// Longest a heartbeat may take (one attempt, no retry): a late heartbeat is worthless, the
 /// next one is due soon.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a write waits for this node to apply it after the leader committed it.
+const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(5);
 /// Metadata key marking a forwarded request (the receiver must not forward again).
 pub(crate) const FORWARDED: &str = "x-berth-forwarded";
 
@@ -526,16 +528,42 @@ impl ClusterNode {
     }
 
     /// Append a command through Raft, from any node (forwarded to the leader when this node
-    /// is not it). Returns once committed and applied on the leader; a `Rejected` response
-    /// becomes [`ConsensusError::Rejected`].
+    /// is not it). Returns once committed and applied on the leader and applied on this
+    /// node too (read-your-writes: a client that writes through a worker and reads back
+    /// from it sees its write, as docker-py's `services.create` does); a `Rejected`
+    /// response becomes [`ConsensusError::Rejected`].
     pub async fn write(&self, command: Command) -> Result<Response, ConsensusError> {
         match self
             .core
             .on_leader(LeaderRequest::Write { command })
             .await?
         {
-            LeaderReply::Written { response, .. } => Ok(response),
+            LeaderReply::Written { response, index } => {
+                self.wait_applied_locally(index).await;
+                Ok(response)
+            }
             other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until this node's state machine has applied log `index` (at most
+    /// [`LOCAL_APPLY_WAIT`]). A committed entry reaches a follower with the leader's next
+    /// append or heartbeat (every 100 ms in berthd), so this is short; past the bound the
+    /// write stands and only the read-back may lag, which is logged.
+    async fn wait_applied_locally(&self, index: u64) {
+        let mut rx = self.core.state.applied_watch();
+        let wait = async {
+            while *rx.borrow_and_update() < index {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(LOCAL_APPLY_WAIT, wait).await.is_err() {
+            tracing::warn!(
+                index,
+                "write committed but not applied on this node within {LOCAL_APPLY_WAIT:?}"
+            );
         }
     }
 
@@ -671,8 +699,11 @@ impl ClusterNode {
         {
             LeaderReply::Written {
                 response: Response::Node { node },
-                ..
-            } => Ok(node),
+                index,
+            } => {
+                self.wait_applied_locally(index).await;
+                Ok(node)
+            }
             other => Err(unexpected(other)),
         }
     }
