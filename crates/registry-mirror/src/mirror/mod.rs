@@ -380,6 +380,9 @@ struct Inner {
     peers: OnceLock<PeerTransport>,
     /// (peer id, digest) pairs a peer served wrong bytes for: not asked again for them.
     suspects: Mutex<HashSet<(String, Digest)>>,
+    /// One manifest fetch at a time per `upstream/repository@reference`: a request that
+    /// waited finds the first one's answer in the cache.
+    manifest_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl Drop for Inner {
@@ -431,6 +434,7 @@ impl Mirror {
             evictor: evictor.clone(),
             peers: OnceLock::new(),
             suspects: Mutex::default(),
+            manifest_locks: Mutex::default(),
         });
         tokio::spawn(run_evictor(Arc::downgrade(&inner), evictor.clone()));
         // The cap may have shrunk since the last run.
@@ -529,6 +533,11 @@ impl Mirror {
         route: Route,
     ) -> MirrorResult<ManifestReply> {
         let m = &self.inner.metrics;
+        let key = match reference {
+            ManifestRef::Digest(d) => format!("{}/{}@{d}", target.upstream, target.repository),
+            ManifestRef::Tag(t) => format!("{}/{}:{t}", target.upstream, target.repository),
+        };
+        let _one_at_a_time = self.manifest_lock(key).await;
         match reference {
             ManifestRef::Digest(d) => {
                 if let Some(reply) = self.cached_manifest(d).await? {
@@ -584,6 +593,23 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// Waits for the other fetches of the manifest `key` to finish.
+    async fn manifest_lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.inner.manifest_locks.lock().expect("manifest locks");
+            locks.retain(|_, l| l.strong_count() > 0);
+            match locks.get(&key).and_then(Weak::upgrade) {
+                Some(l) => l,
+                None => {
+                    let l = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key, Arc::downgrade(&l));
+                    l
+                }
+            }
+        };
+        lock.lock_owned().await
     }
 
     async fn cached_manifest(&self, d: &Digest) -> MirrorResult<Option<ManifestReply>> {
@@ -1039,6 +1065,8 @@ impl Mirror {
             (_, false) => (len, offset),
         };
         let mut to_skip = skip;
+        // Skipped bytes crossed the uplink too: they count as received from upstream.
+        let inner = self.inner.clone();
         let body = resp
             .bytes_stream()
             .map(move |r| {
@@ -1052,6 +1080,7 @@ impl Mirror {
                     Ok(mut c) if to_skip > 0 => {
                         let n = (c.len() as u64).min(to_skip);
                         to_skip -= n;
+                        Metrics::add(&inner.metrics.upstream_bytes, n);
                         let _ = c.split_to(n as usize);
                         (!c.is_empty()).then_some(Ok(c))
                     }
