@@ -10,4 +10,5 @@ pub mod events;
 pub mod images;
 pub mod networks;
 pub mod pattern;
+pub mod peers;
 pub mod volumes;
