@@ -7,14 +7,23 @@
 //!   the image size, and every node runs the image with identical content.
 //! - The registry stopped after one node pulled `web`: the four others pull and run it
 //!   (tags and blobs from their owners).
+//! - kill -9 of the owner of big's layer in the middle of that transfer (the registry
+//!   reached through a throttling relay): the four others still pull a correct image,
+//!   with at most one more registry fetch of the layer.
 //!
 //! The test runs its own registry (the fixture images pushed to it) so that its access
 //! log holds only this test's requests; each berthd reaches it on the same loopback
 //! address through a forwarder inside its network namespace.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use berth_registry_mirror::mirror::peers::{rendezvous_order, Member, OwnerKey};
+use berth_registry_mirror::Digest;
 use berth_testkit::daemon::{retry, Berthd};
 use berth_testkit::lan::Lan;
 use berth_testkit::netns::Forwarder;
@@ -45,16 +54,15 @@ fn gets_of(log: &str, repo: &str, digest: &str) -> usize {
     log.lines().filter(|l| l.contains(&needle)).count()
 }
 
-#[test]
-fn five_nodes_cold_pull_big_with_one_registry_fetch_per_blob_and_pull_without_the_registry(
-) -> Result<()> {
-    let (mut reg, fx) = berth_testkit::start_fixture_registry()?;
-    let registry = reg.addr().to_string();
+/// Five berthd hosts on a LAN, each reaching `registry` (a host loopback address) through
+/// a forwarder, formed into a cluster (host 0 the manager); returns once every mirror sees
+/// its four peers.
+fn cluster(registry: &str) -> Result<(Vec<Host>, Lan)> {
     let mut lan = Lan::new()?;
     let mut hosts = Vec::new();
     for _ in 0..5 {
         let d = Berthd::start(&[])?;
-        let fwd = Forwarder::start(&d.netns(), &registry)?;
+        let fwd = Forwarder::start(&d.netns(), registry)?;
         let addr = lan.attach(d.netns_name())?;
         hosts.push(Host { d, _fwd: fwd, addr });
     }
@@ -76,6 +84,172 @@ fn five_nodes_cold_pull_big_with_one_registry_fetch_per_blob_and_pull_without_th
         })
         .with_context(|| format!("peers of {}: {}", h.addr, h.d.log()))?;
     }
+    Ok((hosts, lan))
+}
+
+/// A TCP relay on 127.0.0.1 to `upstream` that pauses 5 ms after every 64 KiB it sends
+/// back (about 12 MiB/s per connection), so a 50 MiB transfer lasts seconds. Stops on drop.
+struct SlowRelay {
+    addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowRelay {
+    fn start(upstream: &str) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stop2, upstream) = (stop.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (c2, s2) = (client.try_clone(), server.try_clone());
+                let (Ok(c2), Ok(s2)) = (c2, s2) else { continue };
+                std::thread::spawn(move || pump(client, server, Duration::ZERO));
+                std::thread::spawn(move || pump(s2, c2, Duration::from_millis(5)));
+            }
+        });
+        Ok(SlowRelay { addr, stop })
+    }
+}
+
+impl Drop for SlowRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, pause: Duration) {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                if n == buf.len() {
+                    std::thread::sleep(pause);
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn node_id(d: &Berthd) -> Result<String> {
+    Ok(d.docker_ok(&["info", "--format", "{{.Swarm.NodeID}}"])?
+        .trim()
+        .to_string())
+}
+
+#[test]
+fn kill_9_of_the_owner_mid_transfer_leaves_every_other_pull_correct() -> Result<()> {
+    let (reg, fx) = berth_testkit::start_fixture_registry()?;
+    let relay = SlowRelay::start(&reg.addr().to_string())?;
+    let (mut hosts, _lan) = cluster(&relay.addr)?;
+    let info = fx.image("big:latest");
+    let layer = info
+        .layers
+        .iter()
+        .max_by_key(|l| l.size)
+        .context("big has layers")?;
+    // The owner of the big layer, as every node computes it.
+    let members: Vec<Member> = hosts
+        .iter()
+        .map(|h| {
+            Ok(Member {
+                id: node_id(&h.d)?,
+                addr: format!("{}:2377", h.addr).parse()?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let key = OwnerKey::Digest(Digest::parse(&layer.digest)?);
+    let owner_id = rendezvous_order(&key, &members)[0].id.clone();
+    let owner = members
+        .iter()
+        .position(|m| m.id == owner_id)
+        .context("owner")?;
+    let big = format!("{}/big:latest", relay.addr);
+
+    let others: Vec<usize> = (0..5).filter(|&i| i != owner).collect();
+    let outcomes = std::thread::scope(|s| -> Result<Vec<Result<String>>> {
+        let pulls: Vec<_> = others
+            .iter()
+            .map(|&i| {
+                let d = &hosts[i].d;
+                let big = big.clone();
+                s.spawn(move || d.docker_ok(&["pull", &big]))
+            })
+            .collect();
+        // The owner is fetching the layer (a few MiB in of 50): kill it.
+        retry(Duration::from_secs(60), || {
+            Ok(
+                (metric(&hosts[owner].d, "berth_mirror_upstream_bytes_total")? > 4 << 20)
+                    .then_some(()),
+            )
+        })?;
+        let pid = hosts[owner].d.pid().context("owner pid")?;
+        // SAFETY: kill(2) of the berthd child this test started (its PID is unreaped).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        Ok(pulls
+            .into_iter()
+            .map(|p| p.join().expect("pull thread"))
+            .collect())
+    })?;
+    hosts[owner].d.kill9()?;
+    for (i, o) in others.iter().zip(outcomes) {
+        o.with_context(|| format!("host {i} pull after the owner died"))?;
+    }
+    let log = reg.log();
+    let gets = gets_of(&log, "big", &layer.digest);
+    eprintln!(
+        "registry GETs of the big layer: {gets}; peer failures seen: {:?}",
+        others
+            .iter()
+            .map(|&i| metric(&hosts[i].d, "berth_mirror_peer_failures_total"))
+            .collect::<Vec<_>>()
+    );
+    // The owner died mid-transfer: the next node in rendezvous order resumed from the
+    // registry (a Range GET) and the others followed it: exactly one more fetch.
+    assert_eq!(gets, 2, "registry GETs of the big layer: {log}");
+    let want = hosts[others[0]].d.docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &big,
+        "sha256sum",
+        "/data/random.bin",
+    ])?;
+    for &i in &others[1..] {
+        let got = hosts[i].d.docker_ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &big,
+            "sha256sum",
+            "/data/random.bin",
+        ])?;
+        assert_eq!(got, want, "host {i}");
+    }
+    Ok(())
+}
+
+#[test]
+fn five_nodes_cold_pull_big_with_one_registry_fetch_per_blob_and_pull_without_the_registry(
+) -> Result<()> {
+    let (mut reg, fx) = berth_testkit::start_fixture_registry()?;
+    let (hosts, _lan) = cluster(&reg.addr().to_string())?;
 
     // All five pull big at the same moment, from cold.
     let big = fx.reference("big:latest");
