@@ -18,6 +18,27 @@
 //!  state: <state_dir>/tags.json (tag -> digest, confirmed time), <state_dir>/lru.json (access times)
 //! ```
 //!
+//! # In a cluster
+//!
+//! berthd attaches a [`quic::PeerTransport`] ([`Mirror::attach_peers`]) and keeps its
+//! member list current. A miss (blob, manifest by digest, or tag to revalidate) then asks
+//! the key's owner and the members ranked after it, down to this node, before the registry
+//! ([`peers::sources_before_self`]); the owner answers from its store or its one download
+//! ([`Route::Local`]: never forwarded again). Bytes from a peer go through the same
+//! single flight and blob writer as upstream bytes: local waiters follow the partial file,
+//! the digest is verified before the last byte is released and before the blob is
+//! committed, and a peer that served wrong bytes is not asked for that digest again. A
+//! peer that fails to answer within [`quic::PeerTimeouts::header`], or whose transfer
+//! stops or breaks, is skipped; the next source continues from the bytes already written
+//! (`offset` to a peer, `Range: bytes=N-` to the registry).
+//!
+//! ```text
+//!  node B miss ──QUIC (mTLS)──> owner A: store hit ─────────────┐
+//!     │ (A down/slow/cut: next in order,                        │ or A's one download
+//!     │  resumed at the offset)                                 v
+//!     └──> ... ──> registry (last)            A's flight ──> registry (once per digest)
+//! ```
+//!
 //! # Which client uses which request form
 //!
 //! | client | how it is configured | what it sends |
@@ -43,6 +64,8 @@
 //! - Metrics: a request answered from the store is a hit; one that needed upstream
 //!   (including joining a download already running, or revalidating a tag) is a miss.
 //!   Upstream bytes count blob and manifest bodies received; served bytes, bodies sent.
+//!   In a cluster also: bytes received from peers, bytes served to peers, failed peer
+//!   fetches, and the live peers (`berth_mirror_peers`, `berth_mirror_peer_info`).
 //! - Size cap: after each download the least recently used blobs are deleted until the
 //!   store fits, never one being served or downloaded, referenced by a local image, or
 //!   named by a cached tag.
