@@ -6,7 +6,8 @@
 //!   log shows exactly one GET of each blob, the mirrors' upstream bytes stay within 1.05x
 //!   the image size, and every node runs the image with identical content.
 //! - The registry stopped after one node pulled `web`: the four others pull and run it
-//!   (tags and blobs from their owners).
+//!   (tags and blobs from their owners). A node that leaves closes its peer transport
+//!   and binds a new one when it joins again.
 //! - kill -9 of the owner of big's layer in the middle of that transfer (the registry
 //!   reached through a throttling relay): the four others still pull a correct image,
 //!   with at most one more registry fetch of the layer.
@@ -327,5 +328,23 @@ fn five_nodes_cold_pull_big_with_one_registry_fetch_per_blob_and_pull_without_th
         ])?;
         ensure!(!page.trim().is_empty(), "host {i}: empty page");
     }
+
+    // A node that leaves drops its peer transport; joining again binds a new one with
+    // its new certificate, and it sees the four others again.
+    let last = &hosts[4].d;
+    last.docker_ok(&["swarm", "leave"])?;
+    retry(Duration::from_secs(15), || {
+        Ok(metric(last, "berth_mirror_peers").is_err().then_some(()))
+    })
+    .context("the peer transport outlived the cluster membership")?;
+    let token = hosts[0]
+        .d
+        .docker_ok(&["swarm", "join-token", "-q", "worker"])?;
+    let remote = format!("{}:2377", hosts[0].addr);
+    last.docker_ok(&["swarm", "join", "--token", token.trim(), &remote])?;
+    retry(Duration::from_secs(30), || {
+        Ok((metric(last, "berth_mirror_peers").ok() == Some(4)).then_some(()))
+    })
+    .with_context(|| format!("peers after joining again: {}", last.log()))?;
     Ok(())
 }

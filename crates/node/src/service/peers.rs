@@ -12,9 +12,8 @@
 //! ```
 //!
 //! Outside a cluster the mirror has no transport and fetches from the registry as before.
-//! After leaving, the member list empties (every fetch goes to the registry); a transport
-//! bound with one cluster's certificate stays until berthd restarts, so a node that joins
-//! another cluster routes to its peers only after a restart.
+//! Leaving detaches and closes the transport; joining again (a new node id and
+//! certificate) binds a new one.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,27 +46,35 @@ pub fn live_members(nodes: &[NodeView]) -> Vec<Member> {
 /// Runs for the life of the daemon: attaches the transport when this node is (or becomes)
 /// a member and keeps the member list current.
 pub async fn run(cluster: ClusterService, mirror: Mirror) {
-    let mut transport: Option<PeerTransport> = None;
+    // The transport and the node id it was bound for.
+    let mut transport: Option<(PeerTransport, String)> = None;
     let mut tick = tokio::time::interval(REFRESH);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let LocalState::Active { node_id, .. } = cluster.local_state() else {
-            if let Some(t) = &transport {
-                t.members().set(Vec::new());
+            if transport.take().is_some() {
+                mirror.detach_peers();
+                tracing::info!("mirror peer transport closed: not in a cluster");
             }
             continue;
         };
+        if transport.as_ref().is_some_and(|(_, id)| *id != node_id) {
+            // Left and joined again: a new identity.
+            transport = None;
+            mirror.detach_peers();
+        }
         if transport.is_none() {
-            match attach(&cluster, &mirror, node_id) {
-                Ok(t) => transport = Some(t),
+            // A socket just closed may take a moment to be released: retried next tick.
+            match attach(&cluster, &mirror, node_id.clone()) {
+                Ok(t) => transport = Some((t, node_id)),
                 Err(e) => {
                     tracing::warn!(error = %e, "mirror peer transport not started; fetches go to the registry");
                     continue;
                 }
             }
         }
-        if let (Some(t), Ok(nodes)) = (&transport, cluster.nodes()) {
+        if let (Some((t, _)), Ok(nodes)) = (&transport, cluster.nodes()) {
             t.members().set(live_members(&nodes));
         }
     }

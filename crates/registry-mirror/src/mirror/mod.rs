@@ -104,7 +104,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -399,8 +399,8 @@ struct Inner {
     metrics: Metrics,
     /// Wakes the background evictor (eviction and LRU persistence run there).
     evictor: Arc<Notify>,
-    /// The cluster's peer transport, once berthd attached one ([`Mirror::attach_peers`]).
-    peers: OnceLock<PeerTransport>,
+    /// The cluster's peer transport while berthd has one attached ([`Mirror::attach_peers`]).
+    peers: Mutex<Option<PeerTransport>>,
     /// (peer id, digest) pairs a peer served wrong bytes for: not asked again for them.
     suspects: Mutex<HashSet<(String, Digest)>>,
     /// One manifest fetch at a time per `upstream/repository@reference`: a request that
@@ -455,7 +455,7 @@ impl Mirror {
             serving: Mutex::default(),
             metrics: Metrics::default(),
             evictor: evictor.clone(),
-            peers: OnceLock::new(),
+            peers: Mutex::new(None),
             suspects: Mutex::default(),
             manifest_locks: Mutex::default(),
         });
@@ -741,7 +741,7 @@ impl Mirror {
         if route == Route::Local {
             return None;
         }
-        let transport = self.inner.peers.get()?;
+        let transport = self.peer_transport()?;
         let key = match tag {
             Some(tag) => OwnerKey::Tag {
                 target: target.clone(),
@@ -902,7 +902,7 @@ impl Mirror {
         }
         // The sources in order: the owner and the members ranked after it down to this
         // node (unless one served wrong bytes for this digest), then the registry (`None`).
-        let peers: Vec<Member> = match (route, self.inner.peers.get()) {
+        let peers: Vec<Member> = match (route, self.peer_transport()) {
             (Route::Cluster, Some(t)) => {
                 let suspects = self.inner.suspects.lock().expect("suspects");
                 t.members()
@@ -1072,7 +1072,13 @@ impl Mirror {
         offset: u64,
     ) -> Result<(Option<u64>, quic::PeerBody)> {
         if let Some(peer) = source {
-            let t = self.inner.peers.get().expect("peers attached");
+            let Some(t) = self.peer_transport() else {
+                return Err(Error::Peer {
+                    peer: peer.addr.to_string(),
+                    what: "peer transport detached",
+                    source: "the node left the cluster".into(),
+                });
+            };
             return t.fetch_blob(peer, target, d, offset).await;
         }
         let repo = self.repository(target);
@@ -1116,24 +1122,38 @@ impl Mirror {
 
     /// Attaches the cluster's peer transport: from now on a miss asks the owner of its
     /// key first ([`peers`]), and requests arriving on `transport` are answered from this
-    /// mirror ([`quic`]). Only the first call attaches; it returns whether it did.
-    pub fn attach_peers(&self, transport: PeerTransport) -> bool {
-        if self.inner.peers.set(transport.clone()).is_err() {
-            return false;
+    /// mirror ([`quic`]). A transport attached before (another cluster identity) is
+    /// closed and replaced.
+    pub fn attach_peers(&self, transport: PeerTransport) {
+        let old = self
+            .inner
+            .peers
+            .lock()
+            .expect("peers")
+            .replace(transport.clone());
+        if let Some(old) = old {
+            old.close();
         }
         tokio::spawn(serve_peers(Arc::downgrade(&self.inner), transport));
-        true
+    }
+
+    /// Detaches and closes the peer transport (the node left its cluster): every miss
+    /// goes to the registry again.
+    pub fn detach_peers(&self) {
+        if let Some(old) = self.inner.peers.lock().expect("peers").take() {
+            old.close();
+        }
     }
 
     /// The attached peer transport, if any.
-    pub fn peer_transport(&self) -> Option<&PeerTransport> {
-        self.inner.peers.get()
+    pub fn peer_transport(&self) -> Option<PeerTransport> {
+        self.inner.peers.lock().expect("peers").clone()
     }
 
     /// The `/metrics` text: the counters, and the live peers as a gauge per peer.
     pub fn render_metrics(&self) -> String {
         let mut out = self.inner.metrics.render();
-        if let Some(t) = self.inner.peers.get() {
+        if let Some(t) = self.peer_transport() {
             let peers = t.members().peers();
             let _ = writeln!(
                 out,
