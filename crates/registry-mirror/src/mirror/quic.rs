@@ -34,9 +34,10 @@
 //! - `{"op":"blob","upstream":"docker.io","repository":"library/busybox","digest":"sha256:…","offset":0}`:
 //!   the blob from byte `offset` (a resumed transfer). Header `{"status":"ok","size":N}`
 //!   (`size`: the whole blob, when known), then bytes `offset..` as the server has them
-//!   (a blob it is itself downloading is streamed as it arrives). The server's last byte
-//!   follows only its own digest check; the client verifies the digest again before it
-//!   stores anything.
+//!   (a blob it is itself downloading is streamed as it arrives, its last byte only after
+//!   the server's digest check; a stored blob sent whole is re-hashed on the way out). A
+//!   server whose source fails resets the stream, so the client sees a cut, not an end.
+//!   The client verifies the digest of the whole blob before it stores anything.
 //! - `{"op":"manifest","upstream":…,"repository":…,"reference":"latest" | "sha256:…"}`:
 //!   header `{"status":"ok","digest":…,"media_type":…,"stale":false,"size":N}`, then the
 //!   manifest body. `stale`: served from the server's stale-if-error tag cache.
