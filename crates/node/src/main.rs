@@ -202,6 +202,8 @@ async fn run(cfg: config::Config) -> Result<()> {
         }
     }
     if let Some((mirror, listener)) = mirror {
+        // In a cluster, misses go to their owner node over QUIC (service::peers).
+        tokio::spawn(service::peers::run(cluster.clone(), mirror.clone()));
         let stop = shutdown.clone();
         servers.push(tokio::spawn(async move {
             mirror

@@ -561,6 +561,35 @@ impl RegistryClient {
         check_status(resp, "GET", &url).await
     }
 
+    /// Starts a blob download from the registry itself from byte `offset` (`Range:
+    /// bytes=<offset>-`, OCI distribution spec, "Pulling blobs"): a resumed transfer. The
+    /// response is a 206 with the rest, or a 200 with the whole blob from a registry
+    /// that ignores ranges (the caller skips `offset` bytes then).
+    pub async fn get_blob_from(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Response> {
+        if offset == 0 {
+            return self.get_blob_direct(repo, digest).await;
+        }
+        let url = self.url(repo, &format!("blobs/{digest}")).await;
+        let range = format!("bytes={offset}-");
+        let resp = self
+            .send(repo, "pull", Method::GET, &url, &|r| {
+                r.header(reqwest::header::RANGE, range.clone())
+            })
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Err(Error::BlobNotFound {
+                repository: format!("{}/{}", repo.host, repo.path),
+                digest: digest.clone(),
+            });
+        }
+        check_status(resp, "GET", &url).await
+    }
+
     /// HEADs a blob: its size if the registry has it.
     pub async fn blob_exists(
         &self,

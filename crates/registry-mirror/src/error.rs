@@ -186,6 +186,30 @@ pub enum Error {
         "image store busy: {operations} operation(s) adding blobs; garbage collection deferred"
     )]
     Busy { operations: usize },
+    /// A cluster peer could not be reached, did not answer in time, or its transfer
+    /// broke. Retryable: the next holder in rendezvous order, or the registry, is asked.
+    #[error("peer {peer}: {what}: {source}")]
+    Peer {
+        peer: String,
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// A cluster peer answered with an error (`not_found`: its registry says the content
+    /// does not exist).
+    #[error("peer {peer} refused {what}: {message}")]
+    PeerRefused {
+        peer: String,
+        what: String,
+        not_found: bool,
+        message: String,
+    },
+    /// The peer transport's TLS setup failed (a bad node identity).
+    #[error("peer transport TLS: {source}")]
+    PeerTls {
+        #[source]
+        source: rustls::Error,
+    },
     #[error("blocking task failed: {source}")]
     Join {
         #[source]
@@ -224,7 +248,8 @@ impl Error {
     /// Whether trying the same operation again may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } | Error::Busy { .. } => true,
+            Error::Transport { .. } | Error::Busy { .. } | Error::Peer { .. } => true,
+            Error::PeerRefused { not_found, .. } => !not_found,
             Error::RegistryStatus { status, .. } => *status >= 500 || *status == 429,
             Error::Io { source, .. } => matches!(
                 source.kind(),

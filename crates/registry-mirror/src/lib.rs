@@ -6,8 +6,9 @@
 //! pull pipeline ([`pull`]), push ([`push`]), the image metadata store ([`images`]) and
 //! `docker save`/`load`/`import` archives ([`archive`]).
 //! The pull-through mirror server ([`mirror`]) serves the same blob store to other
-//! clients and nodes. Later: single-flight across nodes, owner-per-digest routing, peer
-//! transfer.
+//! clients and nodes; in a cluster, each blob and tag has an owner node (rendezvous
+//! hashing, [`mirror::peers`]) that fetches it from the registry once and streams it to
+//! the other nodes over QUIC with the cluster's node certificates ([`mirror::quic`]).
 //!
 //! Does not own: unpacking layers into snapshots (`berth-runtime`; a pull hands each
 //! layer's decompressed stream to a caller-supplied [`pull::LayerSink`]), the Engine API

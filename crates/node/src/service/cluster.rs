@@ -443,6 +443,18 @@ impl ClusterService {
         }
     }
 
+    /// `<data-root>/cluster`: the directory whose `pki/` holds this node's identity
+    /// (`berth_consensus::pki::NodeIdentity::load` takes it).
+    pub fn cluster_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The address the cluster's gRPC listens on (TCP); the mirror's peer transport
+    /// binds the same address and port on UDP.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.saved_listen_addr()
+    }
+
     /// This node's replica of the cluster state (no I/O), when it is a member.
     pub fn local_cluster_state(&self) -> Option<ClusterState> {
         self.node()

@@ -12,6 +12,7 @@ pub mod images;
 pub mod networks;
 pub mod orchestrator;
 pub mod pattern;
+pub mod peers;
 pub mod services;
 pub mod task_spec;
 pub mod volumes;

@@ -108,6 +108,16 @@ impl Flight {
         keep_alive: impl Send + Sync + 'static,
         on_bytes: impl Fn(u64) + Send + Sync + 'static,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        self.body_from(0, keep_alive, on_bytes)
+    }
+
+    /// [`Flight::body`] from byte `offset` on (a peer resuming a cut transfer).
+    pub fn body_from(
+        self: Arc<Self>,
+        offset: u64,
+        keep_alive: impl Send + Sync + 'static,
+        on_bytes: impl Fn(u64) + Send + Sync + 'static,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         struct Reader<K, F> {
             flight: Arc<Flight>,
             rx: watch::Receiver<FlightState>,
@@ -119,7 +129,7 @@ impl Flight {
         let reader = Reader {
             flight: self,
             rx,
-            offset: 0,
+            offset,
             _keep: keep_alive,
             on_bytes,
         };

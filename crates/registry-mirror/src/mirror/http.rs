@@ -35,7 +35,7 @@ async fn handle(
         MirrorRequest::ApiBase => json(StatusCode::OK, "{}".into()),
         MirrorRequest::Metrics => Response::builder()
             .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-            .body(Body::from(mirror.metrics().render()))
+            .body(Body::from(mirror.render_metrics()))
             .expect("valid response"),
         MirrorRequest::Catalog => json(
             StatusCode::OK,

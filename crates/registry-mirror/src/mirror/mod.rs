@@ -18,6 +18,27 @@
 //!  state: <state_dir>/tags.json (tag -> digest, confirmed time), <state_dir>/lru.json (access times)
 //! ```
 //!
+//! # In a cluster
+//!
+//! berthd attaches a [`quic::PeerTransport`] ([`Mirror::attach_peers`]) and keeps its
+//! member list current. A miss (blob, manifest by digest, or tag to revalidate) then asks
+//! the key's owner and the members ranked after it, down to this node, before the registry
+//! ([`peers::sources_before_self`]); the owner answers from its store or its one download
+//! ([`Route::Local`]: never forwarded again). Bytes from a peer go through the same
+//! single flight and blob writer as upstream bytes: local waiters follow the partial file,
+//! the digest is verified before the last byte is released and before the blob is
+//! committed, and a peer that served wrong bytes is not asked for that digest again. A
+//! peer that fails to answer within [`quic::PeerTimeouts::header`], or whose transfer
+//! stops or breaks, is skipped; the next source continues from the bytes already written
+//! (`offset` to a peer, `Range: bytes=N-` to the registry).
+//!
+//! ```text
+//!  node B miss ──QUIC (mTLS)──> owner A: store hit ─────────────┐
+//!     │ (A down/slow/cut: next in order,                        │ or A's one download
+//!     │  resumed at the offset)                                 v
+//!     └──> ... ──> registry (last)            A's flight ──> registry (once per digest)
+//! ```
+//!
 //! # Which client uses which request form
 //!
 //! | client | how it is configured | what it sends |
@@ -43,6 +64,8 @@
 //! - Metrics: a request answered from the store is a hit; one that needed upstream
 //!   (including joining a download already running, or revalidating a tag) is a miss.
 //!   Upstream bytes count blob and manifest bodies received; served bytes, bodies sent.
+//!   In a cluster also: bytes received from peers, bytes served to peers, failed peer
+//!   fetches, and the live peers (`berth_mirror_peers`, `berth_mirror_peer_info`).
 //! - Size cap: after each download the least recently used blobs are deleted until the
 //!   store fits, never one being served or downloaded, referenced by a local image, or
 //!   named by a cached tag.
@@ -72,6 +95,8 @@
 pub mod flight;
 pub mod http;
 pub mod lru;
+pub mod peers;
+pub mod quic;
 pub mod route;
 pub mod tags;
 
@@ -96,6 +121,8 @@ use crate::error::{Error, Result};
 use crate::images::ImageStore;
 use flight::{Flight, Flights, Phase};
 use lru::{choose_victims, AccessLog, StoredBlob};
+use peers::{Member, OwnerKey};
+use quic::{PeerReplyHeader, PeerRequest, PeerTransport};
 use route::{api_host, ManifestRef, UpstreamRepo};
 use tags::{decide, TagCache, TagDecision};
 
@@ -189,6 +216,12 @@ pub struct Metrics {
     pub stale_served: AtomicU64,
     pub evicted_blobs: AtomicU64,
     pub evicted_bytes: AtomicU64,
+    /// Bytes received from cluster peers (blobs and manifests).
+    pub peer_bytes: AtomicU64,
+    /// Bytes sent to cluster peers (blobs and manifests).
+    pub peer_served_bytes: AtomicU64,
+    /// Fetches from a peer that failed (unreachable, slow, cut, refused, wrong bytes).
+    pub peer_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -257,6 +290,21 @@ impl Metrics {
             "Bytes deleted by the size cap.",
             &[("", g(&self.evicted_bytes))],
         );
+        counter(
+            "berth_mirror_peer_bytes_total",
+            "Bytes received from cluster peers.",
+            &[("", g(&self.peer_bytes))],
+        );
+        counter(
+            "berth_mirror_peer_served_bytes_total",
+            "Bytes sent to cluster peers.",
+            &[("", g(&self.peer_served_bytes))],
+        );
+        counter(
+            "berth_mirror_peer_failures_total",
+            "Fetches from cluster peers that failed (the next source was asked).",
+            &[("", g(&self.peer_failures))],
+        );
         out
     }
 }
@@ -292,6 +340,17 @@ pub enum BlobReply {
 
 /// Errors of the mirror service: shared, because one failed download fails every waiter.
 pub type MirrorResult<T> = std::result::Result<T, Arc<Error>>;
+
+/// Whether a miss may be routed to cluster peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A client of this node: a miss goes to the key's owner (and the members ranked after
+    /// it) when peers are attached, then to the registry.
+    Cluster,
+    /// A peer's request: answered from the store or the registry, never forwarded (so
+    /// requests cannot loop between nodes).
+    Local,
+}
 
 /// Marks a blob as being served (eviction skips it) until dropped.
 #[derive(Debug)]
@@ -340,6 +399,13 @@ struct Inner {
     metrics: Metrics,
     /// Wakes the background evictor (eviction and LRU persistence run there).
     evictor: Arc<Notify>,
+    /// The cluster's peer transport while berthd has one attached ([`Mirror::attach_peers`]).
+    peers: Mutex<Option<PeerTransport>>,
+    /// (peer id, digest) pairs a peer served wrong bytes for: not asked again for them.
+    suspects: Mutex<HashSet<(String, Digest)>>,
+    /// One manifest fetch at a time per `upstream/repository@reference`: a request that
+    /// waited finds the first one's answer in the cache.
+    manifest_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
 }
 
 impl Drop for Inner {
@@ -389,6 +455,9 @@ impl Mirror {
             serving: Mutex::default(),
             metrics: Metrics::default(),
             evictor: evictor.clone(),
+            peers: Mutex::new(None),
+            suspects: Mutex::default(),
+            manifest_locks: Mutex::default(),
         });
         tokio::spawn(run_evictor(Arc::downgrade(&inner), evictor.clone()));
         // The cap may have shrunk since the last run.
@@ -476,7 +545,22 @@ impl Mirror {
         target: &UpstreamRepo,
         reference: &ManifestRef,
     ) -> MirrorResult<ManifestReply> {
+        self.manifest_via(target, reference, Route::Cluster).await
+    }
+
+    /// [`Mirror::manifest`], with misses routed as `route` says.
+    pub async fn manifest_via(
+        &self,
+        target: &UpstreamRepo,
+        reference: &ManifestRef,
+        route: Route,
+    ) -> MirrorResult<ManifestReply> {
         let m = &self.inner.metrics;
+        let key = match reference {
+            ManifestRef::Digest(d) => format!("{}/{}@{d}", target.upstream, target.repository),
+            ManifestRef::Tag(t) => format!("{}/{}:{t}", target.upstream, target.repository),
+        };
+        let _one_at_a_time = self.manifest_lock(key).await;
         match reference {
             ManifestRef::Digest(d) => {
                 if let Some(reply) = self.cached_manifest(d).await? {
@@ -484,7 +568,7 @@ impl Mirror {
                     return Ok(reply);
                 }
                 Metrics::add(&m.manifest_misses, 1);
-                self.fetch_manifest(target, &d.to_string(), None)
+                self.fetch_manifest(target, &d.to_string(), None, route)
                     .await
                     .map_err(Arc::new)
             }
@@ -507,7 +591,7 @@ impl Mirror {
                     TagDecision::Revalidate { stale } => stale,
                 };
                 Metrics::add(&m.manifest_misses, 1);
-                match self.fetch_manifest(target, tag, Some(tag)).await {
+                match self.fetch_manifest(target, tag, Some(tag), route).await {
                     Ok(reply) => Ok(reply),
                     // Upstream says the tag does not exist: that is an answer, not a failure.
                     Err(e @ Error::ManifestNotFound { .. }) => Err(Arc::new(e)),
@@ -532,6 +616,23 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// Waits for the other fetches of the manifest `key` to finish.
+    async fn manifest_lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.inner.manifest_locks.lock().expect("manifest locks");
+            locks.retain(|_, l| l.strong_count() > 0);
+            match locks.get(&key).and_then(Weak::upgrade) {
+                Some(l) => l,
+                None => {
+                    let l = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(key, Arc::downgrade(&l));
+                    l
+                }
+            }
+        };
+        lock.lock_owned().await
     }
 
     async fn cached_manifest(&self, d: &Digest) -> MirrorResult<Option<ManifestReply>> {
@@ -569,17 +670,29 @@ impl Mirror {
         target: &UpstreamRepo,
         reference: &str,
         tag: Option<&str>,
+        route: Route,
     ) -> Result<ManifestReply> {
-        let repo = self.repository(target);
-        let fetched = self
-            .inner
-            .client
-            .get_manifest_direct(&repo, reference)
-            .await?;
-        Metrics::add(
-            &self.inner.metrics.upstream_bytes,
-            fetched.body.len() as u64,
-        );
+        let (fetched, stale) = match self
+            .manifest_from_peers(target, reference, tag, route)
+            .await
+        {
+            Some(got) => got?,
+            None => {
+                let repo = self.repository(target);
+                let fetched = self
+                    .inner
+                    .client
+                    .get_manifest_direct(&repo, reference)
+                    .await?;
+                Metrics::add(
+                    &self.inner.metrics.upstream_bytes,
+                    fetched.body.len() as u64,
+                );
+                (fetched, false)
+            }
+        };
+        // A mapping a peer served stale is not confirmed here as fresh.
+        let tag = tag.filter(|_| !stale);
         let media_type = fetched
             .content_type
             .clone()
@@ -611,8 +724,56 @@ impl Mirror {
             digest: fetched.digest,
             media_type,
             body: Bytes::from(fetched.body),
-            stale: false,
+            stale,
         })
+    }
+
+    /// The manifest from the owner of its key (the tag, or the digest) or the members
+    /// ranked after it: `None` when no peer is to be asked or none answered (then the
+    /// registry is asked); `Some(Err)` when the owner's registry says it does not exist.
+    async fn manifest_from_peers(
+        &self,
+        target: &UpstreamRepo,
+        reference: &str,
+        tag: Option<&str>,
+        route: Route,
+    ) -> Option<Result<(crate::client::FetchedManifest, bool)>> {
+        if route == Route::Local {
+            return None;
+        }
+        let transport = self.peer_transport()?;
+        let key = match tag {
+            Some(tag) => OwnerKey::Tag {
+                target: target.clone(),
+                tag: tag.to_string(),
+            },
+            None => OwnerKey::Digest(Digest::parse(reference).ok()?),
+        };
+        for peer in transport.members().sources(&key) {
+            match transport.fetch_manifest(&peer, target, reference).await {
+                Ok(m) => {
+                    Metrics::add(&self.inner.metrics.peer_bytes, m.body.len() as u64);
+                    let fetched = crate::client::FetchedManifest {
+                        body: m.body.to_vec(),
+                        content_type: Some(m.media_type).filter(|t| !t.is_empty()),
+                        digest: m.digest,
+                    };
+                    return Some(Ok((fetched, m.stale)));
+                }
+                Err(Error::PeerRefused {
+                    not_found: true, ..
+                }) => {
+                    return Some(Err(Error::ManifestNotFound {
+                        reference: format!("{}/{}:{reference}", target.upstream, target.repository),
+                    }))
+                }
+                Err(e) => {
+                    Metrics::add(&self.inner.metrics.peer_failures, 1);
+                    tracing::warn!(peer = %peer.id, addr = %peer.addr, %reference, error = %e, "peer did not serve the manifest; trying the next source");
+                }
+            }
+        }
+        None
     }
 
     /// Tags of `target`: upstream's list, or the cached tags if upstream fails.
@@ -639,6 +800,17 @@ impl Mirror {
         target: &UpstreamRepo,
         digest: &Digest,
         head: bool,
+    ) -> MirrorResult<BlobReply> {
+        self.blob_via(target, digest, head, Route::Cluster).await
+    }
+
+    /// [`Mirror::blob`], with a miss routed as `route` says.
+    pub async fn blob_via(
+        &self,
+        target: &UpstreamRepo,
+        digest: &Digest,
+        head: bool,
+        route: Route,
     ) -> MirrorResult<BlobReply> {
         let m = &self.inner.metrics;
         let pin = self.pin(digest);
@@ -676,7 +848,10 @@ impl Mirror {
         Metrics::add(&m.blob_misses, 1);
         let (flight, created) = self.inner.flights.join_or_start(digest);
         if created {
-            tokio::spawn(self.clone().run_flight(flight.clone(), target.clone()));
+            tokio::spawn(
+                self.clone()
+                    .run_flight(flight.clone(), target.clone(), route),
+            );
         }
         let st = flight.started().await;
         if let Phase::Failed(e) = st.phase {
@@ -689,9 +864,9 @@ impl Mirror {
         })
     }
 
-    async fn run_flight(self, flight: Arc<Flight>, target: UpstreamRepo) {
+    async fn run_flight(self, flight: Arc<Flight>, target: UpstreamRepo, route: Route) {
         let d = flight.digest.clone();
-        match self.download(&flight, &target).await {
+        match self.download(&flight, &target, route).await {
             Ok(()) => {
                 flight.update(|s| s.phase = Phase::Done);
                 self.inner.flights.finish(&d);
@@ -707,7 +882,12 @@ impl Mirror {
         }
     }
 
-    async fn download(&self, flight: &Arc<Flight>, target: &UpstreamRepo) -> Result<()> {
+    async fn download(
+        &self,
+        flight: &Arc<Flight>,
+        target: &UpstreamRepo,
+        route: Route,
+    ) -> Result<()> {
         let store = &self.inner.blobs;
         let d = &flight.digest;
         let lock = store.lock_async(d).await?;
@@ -720,12 +900,120 @@ impl Mirror {
             });
             return Ok(());
         }
-        let repo = self.repository(target);
-        let resp = self.inner.client.get_blob_direct(&repo, d).await?;
-        Metrics::add(&self.inner.metrics.upstream_blob_fetches, 1);
-        let url = resp.url().to_string();
-        let total = resp.content_length();
-        let writer = store.writer(&lock, total)?;
+        // The sources in order: the owner and the members ranked after it down to this
+        // node (unless one served wrong bytes for this digest), then the registry (`None`).
+        let peers: Vec<Member> = match (route, self.peer_transport()) {
+            (Route::Cluster, Some(t)) => {
+                let suspects = self.inner.suspects.lock().expect("suspects");
+                t.members()
+                    .sources(&OwnerKey::Digest(d.clone()))
+                    .into_iter()
+                    .filter(|m| !suspects.contains(&(m.id.clone(), d.clone())))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        let sources = peers.into_iter().map(Some).chain(std::iter::once(None));
+        let mut sink: Option<(
+            mpsc::Sender<Bytes>,
+            tokio::task::JoinHandle<Result<BlobWriter>>,
+        )> = None;
+        // Bytes handed to the writer: where a resumed transfer starts.
+        let mut received = 0u64;
+        let mut contributors: Vec<String> = Vec::new();
+        let mut outcome: Result<()> = Err(Error::BlobNotFound {
+            repository: target.display_name(),
+            digest: d.clone(),
+        });
+        'sources: for source in sources {
+            let opened = self.open_source(source.as_ref(), target, d, received).await;
+            let (total, mut body) = match opened {
+                Ok(o) => o,
+                Err(e) => {
+                    let Some(peer) = &source else {
+                        outcome = Err(e);
+                        break;
+                    };
+                    Metrics::add(&self.inner.metrics.peer_failures, 1);
+                    tracing::warn!(peer = %peer.id, addr = %peer.addr, digest = %d, error = %e, "peer did not serve the blob; trying the next source");
+                    outcome = Err(e);
+                    continue;
+                }
+            };
+            if sink.is_none() {
+                let writer = store.writer(&lock, total)?;
+                sink = Some(self.spawn_writer(flight, writer, total)?);
+            }
+            let (tx, _) = sink.as_ref().expect("writer started");
+            if let Some(peer) = &source {
+                contributors.push(peer.id.clone());
+            }
+            let counter = match source {
+                Some(_) => &self.inner.metrics.peer_bytes,
+                None => &self.inner.metrics.upstream_bytes,
+            };
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(c) => {
+                        Metrics::add(counter, c.len() as u64);
+                        received += c.len() as u64;
+                        if tx.send(c).await.is_err() {
+                            // The writer failed: its error is the outcome.
+                            outcome = Ok(());
+                            break 'sources;
+                        }
+                    }
+                    Err(e) => {
+                        if let Some(peer) = &source {
+                            Metrics::add(&self.inner.metrics.peer_failures, 1);
+                            tracing::warn!(peer = %peer.id, digest = %d, at = received, error = %e, "peer transfer cut; resuming from the next source");
+                        }
+                        outcome = Err(e);
+                        continue 'sources;
+                    }
+                }
+            }
+            outcome = Ok(());
+            break;
+        }
+        let Some((tx, write_task)) = sink else {
+            return outcome;
+        };
+        drop(tx);
+        let writer = write_task
+            .await
+            .map_err(|source| Error::Join { source })??;
+        outcome?;
+        if let Err(e) = writer.verify() {
+            // Someone served wrong bytes: a peer among the sources is not asked again
+            // for this digest (the registry is the last source anyway).
+            let mut suspects = self.inner.suspects.lock().expect("suspects");
+            for id in contributors {
+                tracing::error!(peer = %id, digest = %d, error = %e, "peer served wrong bytes; refused, nothing stored");
+                suspects.insert((id, d.clone()));
+            }
+            return Err(e);
+        }
+        // Verified content may go to the waiters while it is made durable.
+        self.touch(d);
+        flight.update(|s| s.verified = true);
+        blocking(move || writer.commit()).await?;
+        drop(lock);
+        flight.update(|s| s.total = Some(s.written));
+        Ok(())
+    }
+
+    /// Opens the partial file for the waiters and starts the blocking task that writes
+    /// the chunks sent to the returned channel into `writer`.
+    fn spawn_writer(
+        &self,
+        flight: &Arc<Flight>,
+        writer: BlobWriter,
+        total: Option<u64>,
+    ) -> Result<(
+        mpsc::Sender<Bytes>,
+        tokio::task::JoinHandle<Result<BlobWriter>>,
+    )> {
         let part = writer.part_path().to_path_buf();
         flight.set_file(std::fs::File::open(&part).map_err(Error::io("open partial blob", &part))?);
         flight.update(|s| {
@@ -736,7 +1024,7 @@ impl Mirror {
         let f2 = flight.clone();
         let write_task = tokio::task::spawn_blocking(move || -> Result<BlobWriter> {
             // Waiters are woken per 256 KiB, or whenever the writer catches up with the
-            // network: batches when upstream is fast, low latency when it is slow.
+            // network: batches when the source is fast, low latency when it is slow.
             const PUBLISH_STEP: u64 = 256 * 1024;
             let mut writer = writer;
             let mut unpublished = 0u64;
@@ -771,40 +1059,264 @@ impl Mirror {
             publish(&mut writer, &mut unpublished)?;
             Ok(writer)
         });
-        let mut stream = resp.bytes_stream();
-        let mut failure = None;
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(c) => {
-                    Metrics::add(&self.inner.metrics.upstream_bytes, c.len() as u64);
-                    if tx.send(c).await.is_err() {
-                        break;
+        Ok((tx, write_task))
+    }
+
+    /// Starts reading the blob `d` from byte `offset` from `source` (a peer, or the
+    /// registry for `None`): the whole blob's size when known, and the body from `offset`.
+    async fn open_source(
+        &self,
+        source: Option<&Member>,
+        target: &UpstreamRepo,
+        d: &Digest,
+        offset: u64,
+    ) -> Result<(Option<u64>, quic::PeerBody)> {
+        if let Some(peer) = source {
+            let Some(t) = self.peer_transport() else {
+                return Err(Error::Peer {
+                    peer: peer.addr.to_string(),
+                    what: "peer transport detached",
+                    source: "the node left the cluster".into(),
+                });
+            };
+            return t.fetch_blob(peer, target, d, offset).await;
+        }
+        let repo = self.repository(target);
+        let resp = self.inner.client.get_blob_from(&repo, d, offset).await?;
+        Metrics::add(&self.inner.metrics.upstream_blob_fetches, 1);
+        let url = resp.url().to_string();
+        let partial = resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
+        let len = resp.content_length();
+        let (total, skip) = match (offset, partial) {
+            (0, _) => (len, 0),
+            (_, true) => (len.map(|l| l + offset), 0),
+            // A registry that ignores ranges sends the whole blob: skip what we have.
+            (_, false) => (len, offset),
+        };
+        let mut to_skip = skip;
+        // Skipped bytes crossed the uplink too: they count as received from upstream.
+        let inner = self.inner.clone();
+        let body = resp
+            .bytes_stream()
+            .map(move |r| {
+                r.map_err(|source| Error::Transport {
+                    url: url.clone(),
+                    source,
+                })
+            })
+            .filter_map(move |r| {
+                let out = match r {
+                    Ok(mut c) if to_skip > 0 => {
+                        let n = (c.len() as u64).min(to_skip);
+                        to_skip -= n;
+                        Metrics::add(&inner.metrics.upstream_bytes, n);
+                        let _ = c.split_to(n as usize);
+                        (!c.is_empty()).then_some(Ok(c))
+                    }
+                    other => Some(other),
+                };
+                futures::future::ready(out)
+            });
+        Ok((total, Box::pin(body)))
+    }
+
+    /// Attaches the cluster's peer transport: from now on a miss asks the owner of its
+    /// key first ([`peers`]), and requests arriving on `transport` are answered from this
+    /// mirror ([`quic`]). A transport attached before (another cluster identity) is
+    /// closed and replaced.
+    pub fn attach_peers(&self, transport: PeerTransport) {
+        let old = self
+            .inner
+            .peers
+            .lock()
+            .expect("peers")
+            .replace(transport.clone());
+        if let Some(old) = old {
+            old.close();
+        }
+        tokio::spawn(serve_peers(Arc::downgrade(&self.inner), transport));
+    }
+
+    /// Detaches and closes the peer transport (the node left its cluster): every miss
+    /// goes to the registry again.
+    pub fn detach_peers(&self) {
+        if let Some(old) = self.inner.peers.lock().expect("peers").take() {
+            old.close();
+        }
+    }
+
+    /// The attached peer transport, if any.
+    pub fn peer_transport(&self) -> Option<PeerTransport> {
+        self.inner.peers.lock().expect("peers").clone()
+    }
+
+    /// The `/metrics` text: the counters, and the live peers as a gauge per peer.
+    pub fn render_metrics(&self) -> String {
+        let mut out = self.inner.metrics.render();
+        if let Some(t) = self.peer_transport() {
+            let peers = t.members().peers();
+            let _ = writeln!(
+                out,
+                "# HELP berth_mirror_peers Live cluster peers this mirror routes to.\n# TYPE berth_mirror_peers gauge\nberth_mirror_peers {}",
+                peers.len()
+            );
+            let _ = writeln!(
+                out,
+                "# HELP berth_mirror_peer_info A live peer (value 1).\n# TYPE berth_mirror_peer_info gauge"
+            );
+            for p in peers {
+                let _ = writeln!(
+                    out,
+                    "berth_mirror_peer_info{{id=\"{}\",addr=\"{}\"}} 1",
+                    p.id, p.addr
+                );
+            }
+        }
+        out
+    }
+
+    /// Answers one request a peer sent on a bidirectional stream.
+    async fn answer_peer(
+        self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> std::io::Result<()> {
+        let req = quic::read_request(&mut recv).await?;
+        let refuse = |e: &Error| PeerReplyHeader {
+            status: if matches!(
+                e,
+                Error::BlobNotFound { .. } | Error::ManifestNotFound { .. }
+            ) {
+                "not_found".into()
+            } else {
+                "failed".into()
+            },
+            message: Some(e.to_string()),
+            ..Default::default()
+        };
+        let peer_served = self.clone();
+        let on_bytes = move |n: u64| {
+            Metrics::add(&peer_served.inner.metrics.peer_served_bytes, n);
+        };
+        let body: std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Bytes>> + Send>> =
+            match req {
+                PeerRequest::Blob {
+                    upstream,
+                    repository,
+                    digest,
+                    offset,
+                } => {
+                    let target = UpstreamRepo {
+                        upstream,
+                        repository,
+                    };
+                    let d = match Digest::parse(&digest) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let h = PeerReplyHeader {
+                                status: "failed".into(),
+                                message: Some(e.to_string()),
+                                ..Default::default()
+                            };
+                            quic::write_header(&mut send, &h).await?;
+                            let _ = send.finish();
+                            return Ok(());
+                        }
+                    };
+                    match self.blob_via(&target, &d, false, Route::Local).await {
+                        Err(e) => {
+                            quic::write_header(&mut send, &refuse(&e)).await?;
+                            let _ = send.finish();
+                            return Ok(());
+                        }
+                        Ok(BlobReply::Stored { file, size, pin }) => {
+                            let start = offset.min(size);
+                            quic::write_header(
+                                &mut send,
+                                &PeerReplyHeader {
+                                    status: "ok".into(),
+                                    size: Some(size),
+                                    ..Default::default()
+                                },
+                            )
+                            .await?;
+                            let body = self.stored_body(file, d, start, size - start, size, pin);
+                            Box::pin(body.inspect(move |c| {
+                                if let Ok(c) = c {
+                                    on_bytes(c.len() as u64)
+                                }
+                            }))
+                        }
+                        Ok(BlobReply::Streaming { flight, total, pin }) => {
+                            quic::write_header(
+                                &mut send,
+                                &PeerReplyHeader {
+                                    status: "ok".into(),
+                                    size: total,
+                                    ..Default::default()
+                                },
+                            )
+                            .await?;
+                            Box::pin(flight.body_from(offset, pin, on_bytes))
+                        }
+                        Ok(BlobReply::Head { .. }) => {
+                            unreachable!("a GET is never answered with a HEAD reply")
+                        }
                     }
                 }
-                Err(source) => {
-                    failure = Some(Error::Transport {
-                        url: url.clone(),
-                        source,
-                    });
-                    break;
+                PeerRequest::Manifest {
+                    upstream,
+                    repository,
+                    reference,
+                } => {
+                    let target = UpstreamRepo {
+                        upstream,
+                        repository,
+                    };
+                    let r = match Digest::parse(&reference) {
+                        Ok(d) => ManifestRef::Digest(d),
+                        Err(_) => ManifestRef::Tag(reference),
+                    };
+                    match self.manifest_via(&target, &r, Route::Local).await {
+                        Err(e) => {
+                            quic::write_header(&mut send, &refuse(&e)).await?;
+                            let _ = send.finish();
+                            return Ok(());
+                        }
+                        Ok(reply) => {
+                            quic::write_header(
+                                &mut send,
+                                &PeerReplyHeader {
+                                    status: "ok".into(),
+                                    size: Some(reply.body.len() as u64),
+                                    digest: Some(reply.digest.to_string()),
+                                    media_type: Some(reply.media_type),
+                                    stale: reply.stale,
+                                    ..Default::default()
+                                },
+                            )
+                            .await?;
+                            on_bytes(reply.body.len() as u64);
+                            Box::pin(futures::stream::once(futures::future::ready(
+                                Ok(reply.body),
+                            )))
+                        }
+                    }
+                }
+            };
+        let mut body = body;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => send.write_chunk(c).await.map_err(std::io::Error::from)?,
+                Err(e) => {
+                    // The asker must see a broken transfer, not a clean end: it resumes
+                    // elsewhere instead of verifying a truncated blob.
+                    let _ = send.reset(quinn::VarInt::from_u32(1));
+                    return Err(e);
                 }
             }
         }
-        drop(tx);
-        let writer = write_task
-            .await
-            .map_err(|source| Error::Join { source })??;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        // Verified content may go to the waiters while it is made durable; on a mismatch
-        // the writer is dropped and the partial file removed.
-        writer.verify()?;
-        self.touch(d);
-        flight.update(|s| s.verified = true);
-        blocking(move || writer.commit()).await?;
-        drop(lock);
-        flight.update(|s| s.total = Some(s.written));
+        let _ = send.finish();
         Ok(())
     }
 
@@ -942,6 +1454,27 @@ impl Mirror {
         Metrics::add(&inner.metrics.evicted_bytes, report.bytes_freed);
         inner.lru.lock().expect("lru").persist()?;
         Ok(report)
+    }
+}
+
+/// Accepts peer connections (handshake with a cluster certificate done) and answers each
+/// stream they open. Ends when the transport's endpoint is closed.
+async fn serve_peers(inner: Weak<Inner>, transport: PeerTransport) {
+    while let Some(conn) = transport.accept().await {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let Some(strong) = inner.upgrade() else {
+                    return;
+                };
+                let mirror = Mirror { inner: strong };
+                tokio::spawn(async move {
+                    if let Err(e) = mirror.answer_peer(send, recv).await {
+                        tracing::debug!(error = %e, "peer request ended early");
+                    }
+                });
+            }
+        });
     }
 }
 
