@@ -120,6 +120,7 @@ mod tests {
             cert_fingerprint: String::new(),
             created_index: 1,
             version: 1,
+            description: None,
         };
         NodeView {
             record,
