@@ -425,13 +425,12 @@ fn task_containers_are_adopted_after_a_berthd_restart() -> Result<()> {
 /// stalling it.
 fn docker_within(s: &Swarm, within: Duration, args: &[&str]) -> Result<String> {
     use std::io::Read;
-    let mut child = s
-        .e
-        .d
-        .docker_cmd(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
+    let mut child =
+        s.e.d
+            .docker_cmd(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
     let started = std::time::Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -496,7 +495,11 @@ fn service_update_replaces_running_tasks_and_the_cli_sees_it_converge() -> Resul
     // Without --detach the CLI waits until every task runs the new spec: it returns only
     // when the tasks were replaced.
     let within = Duration::from_secs(120);
-    docker_within(&s, within, &["service", "update", "--env-add", "X=1", "web"])?;
+    docker_within(
+        &s,
+        within,
+        &["service", "update", "--env-add", "X=1", "web"],
+    )?;
     let second = current(&first)?;
     for n in &second {
         assert!(env_of(n)?.contains("\"X=1\""), "{n}: {}", env_of(n)?);
@@ -506,8 +509,16 @@ fn service_update_replaces_running_tasks_and_the_cli_sees_it_converge() -> Resul
     docker_within(&s, within, &["service", "update", "--image", &web, "web"])?;
     let third = current(&second)?;
     for n in &third {
-        assert!(image_of(n)?.contains("web:latest@sha256:"), "{}", image_of(n)?);
-        assert!(env_of(n)?.contains("\"X=1\""), "the env is kept: {}", env_of(n)?);
+        assert!(
+            image_of(n)?.contains("web:latest@sha256:"),
+            "{}",
+            image_of(n)?
+        );
+        assert!(
+            env_of(n)?.contains("\"X=1\""),
+            "the env is kept: {}",
+            env_of(n)?
+        );
     }
     let ps = s.e.ok(&[
         "service",
@@ -532,7 +543,11 @@ fn service_update_replaces_running_tasks_and_the_cli_sees_it_converge() -> Resul
     docker_within(&s, within, &["service", "update", "--force", "web"])?;
     let fourth = current(&third)?;
     for n in &fourth {
-        assert!(image_of(n)?.contains("web:latest@sha256:"), "{}", image_of(n)?);
+        assert!(
+            image_of(n)?.contains("web:latest@sha256:"),
+            "{}",
+            image_of(n)?
+        );
     }
     // Update settings berth does not honour yet are refused, naming them, and change
     // nothing.
