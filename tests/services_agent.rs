@@ -549,6 +549,30 @@ fn service_update_replaces_running_tasks_and_the_cli_sees_it_converge() -> Resul
             image_of(n)?
         );
     }
+    // The docker CLI's --update-* flags (it sends its defaults for the rest: failure action
+    // pause, monitor 5 s) are honoured: start-first, two at once.
+    docker_within(
+        &s,
+        within,
+        &[
+            "service",
+            "update",
+            "--update-order",
+            "start-first",
+            "--update-parallelism",
+            "2",
+            "--update-delay",
+            "1s",
+            "--env-add",
+            "Y=2",
+            "web",
+        ],
+    )?;
+    let fifth = current(&fourth)?;
+    for n in &fifth {
+        assert!(env_of(n)?.contains("\"Y=2\""), "{n}: {}", env_of(n)?);
+    }
+    let fourth = fifth;
     // Update settings berth does not honour yet are refused, naming them, and change
     // nothing.
     let out = s.e.d.docker(&[
