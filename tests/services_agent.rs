@@ -293,6 +293,52 @@ fn containers_of_trimmed_task_history_are_removed() -> Result<()> {
 }
 
 #[test]
+fn a_replicated_job_runs_each_task_to_completion() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "batch",
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "2",
+        &bb,
+        "sh",
+        "-c",
+        "echo done",
+    ])?;
+    let states = s.eventually("both job tasks to complete", || {
+        let out = s.e.ok(&[
+            "service",
+            "ps",
+            "batch",
+            "--format",
+            "{{.DesiredState}}|{{.CurrentState}}",
+        ])?;
+        let lines: Vec<String> = out.lines().map(str::to_string).collect();
+        Ok(
+            (lines.len() == 2 && lines.iter().all(|l| l.starts_with("Complete|Complete")))
+                .then_some(lines),
+        )
+    })?;
+    assert_eq!(states.len(), 2);
+    let rows = s.containers("batch", true)?;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.2.starts_with("Exited (0)")),
+        "{rows:?}"
+    );
+    for r in &rows {
+        assert_eq!(s.e.ok(&["logs", &r.0])?.trim(), "done");
+    }
+    Ok(())
+}
+
+#[test]
 fn engine_labels_reach_the_scheduler() -> Result<()> {
     let s = Swarm::with_args(&["--label", "zone=a"])?;
     let bb = s.e.img("busybox:latest");

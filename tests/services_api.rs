@@ -566,3 +566,98 @@ fn service_tasks_run_and_every_view_agrees() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// Digest pinning when the registry cannot answer, as dockerd: a local image is used, an
+/// unreachable registry leaves the reference unpinned with dockerd's warning (printed once
+/// by the CLI, which asked `/distribution` itself; in the response only for API < 1.30).
+#[test]
+fn service_image_pinning_falls_back_like_dockerd() -> Result<()> {
+    let e = swarm()?;
+    let img = e.img("busybox:latest");
+    e.ok(&["pull", "-q", &img])?;
+    e.ok(&["tag", &img, "127.0.0.1:1/local:v1"])?;
+    let o = e.d.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "loc",
+        "127.0.0.1:1/local:v1",
+        "sleep",
+        "100",
+    ])?;
+    ensure!(o.status.success(), "{}", stderr(&o));
+    let warned = stderr(&o)
+        .matches("could not be accessed on a registry")
+        .count();
+    ensure!(
+        warned == 1,
+        "warning printed {warned} times: {}",
+        stderr(&o)
+    );
+    let image = e.ok(&[
+        "service",
+        "inspect",
+        "loc",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+    ])?;
+    ensure!(image.trim() == "127.0.0.1:1/local:v1", "image {image}");
+
+    let spec =
+        json!({"Name": "old", "TaskTemplate": {"ContainerSpec": {"Image": "127.0.0.1:1/none:v1"}}});
+    let (code, body) = curl(&e.d, "POST", "/v1.29/services/create", Some(&spec))?;
+    ensure!(code == 201, "{code} {body}");
+    ensure!(
+        body["Warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("image 127.0.0.1:1/none:v1 could not be accessed on a registry"),
+        "{body}"
+    );
+    let spec =
+        json!({"Name": "new", "TaskTemplate": {"ContainerSpec": {"Image": "127.0.0.1:1/none:v1"}}});
+    let (code, body) = curl(&e.d, "POST", "/v1.44/services/create", Some(&spec))?;
+    ensure!(
+        code == 201 && body.get("Warnings").is_none(),
+        "{code} {body}"
+    );
+    Ok(())
+}
+
+/// Host-mode published ports: the task's container binds them on its node (`docker ps`
+/// shows the mapping) and `service ps` shows them in its PORTS column, as with dockerd.
+#[test]
+fn host_mode_ports_are_published_by_the_task_container() -> Result<()> {
+    let e = swarm()?;
+    let img = e.img("busybox:latest");
+    e.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "hp",
+        "--mode",
+        "global",
+        "-p",
+        "published=18080,target=80,mode=host",
+        &img,
+        "sleep",
+        "1000",
+    ])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        let ps = e.ok(&["service", "ps", "hp", "--format", "{{.CurrentState}}"])?;
+        Ok(ps.starts_with("Running").then_some(()))
+    })?;
+    let ps = e.ok(&["service", "ps", "hp", "--format", "{{.Name}} {{.Ports}}"])?;
+    ensure!(ps.contains("*:18080->80/tcp"), "service ps: {ps}");
+    let ports = e.ok(&["ps", "--format", "{{.Ports}}"])?;
+    ensure!(ports.contains("18080->80/tcp"), "docker ps: {ports}");
+    let v = inspect(&e, "hp")?;
+    ensure!(v["Endpoint"]["Ports"][0]["PublishedPort"] == 18080, "{v}");
+    e.ok(&["service", "rm", "hp"])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        Ok(e.ok(&["ps", "-aq"])?.trim().is_empty().then_some(()))
+    })?;
+    Ok(())
+}

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::filters::Filters;
 use super::images::credentials;
-use super::{query_bool, ApiError, AppState, JsonBody};
+use super::{query_bool, ApiError, ApiVersion, AppState, JsonBody};
 use crate::service::containers::health::go_time;
 use crate::service::services::{
     Distribution, ServiceFilters, ServiceView, ServicesService, TaskFilters, TaskView,
@@ -28,6 +28,12 @@ pub fn routes() -> Router<AppState> {
         .route("/tasks", get(tasks))
         .route("/tasks/{id}", get(task))
         .route("/distribution/{*rest}", get(distribution))
+}
+
+/// Whether the daemon reports its own digest warnings: dockerd does for API < 1.30 only;
+/// newer clients resolve the digest themselves (`/distribution`) and print the warning.
+fn daemon_warns(version: Option<axum::Extension<ApiVersion>>) -> bool {
+    version.is_some_and(|v| v.0 < ApiVersion(1, 30))
 }
 
 fn services(st: &AppState) -> ServicesService {
@@ -200,7 +206,12 @@ fn task_json(view: &TaskView) -> Value {
             }),
         );
     }
-    status.insert("PortStatus".into(), json!({}));
+    let port_status = if view.ports.is_empty() {
+        json!({})
+    } else {
+        json!({"Ports": view.ports})
+    };
+    status.insert("PortStatus".into(), port_status);
     let mut spec = view.template.clone();
     if let Some(cs) = spec.get_mut("ContainerSpec").and_then(Value::as_object_mut) {
         cs.entry("Isolation").or_insert(json!("default"));
@@ -253,13 +264,14 @@ async fn list(
 
 async fn create(
     State(st): State<AppState>,
+    api: Option<axum::Extension<ApiVersion>>,
     headers: HeaderMap,
     JsonBody(spec): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let creds = credentials(&headers)?;
     let written = services(&st).create(spec, creds).await?;
     let mut body = json!({"ID": written.id});
-    if !written.warnings.is_empty() {
+    if daemon_warns(api) && !written.warnings.is_empty() {
         body["Warnings"] = json!(written.warnings);
     }
     Ok((StatusCode::CREATED, Json(body)))
@@ -298,6 +310,7 @@ async fn update(
     State(st): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<UpdateQuery>,
+    api: Option<axum::Extension<ApiVersion>>,
     headers: HeaderMap,
     JsonBody(spec): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
@@ -330,7 +343,7 @@ async fn update(
     let written = services(&st)
         .update(&id, version, spec, rollback, creds)
         .await?;
-    let warnings = if written.warnings.is_empty() {
+    let warnings = if !daemon_warns(api) || written.warnings.is_empty() {
         Value::Null
     } else {
         json!(written.warnings)
@@ -518,6 +531,7 @@ mod tests {
             template: json!({"ContainerSpec": {"Image": "busybox:latest@sha256:aa"}}),
             node_id: Some("000000000000000a".into()),
             global: false,
+            ports: Vec::new(),
         };
         let j = task_json(&t);
         assert_eq!(j["Slot"], 2);
@@ -532,6 +546,13 @@ mod tests {
         assert_eq!(j["Status"]["PortStatus"], json!({}));
         assert!(j["Status"].get("Err").is_none());
         assert_eq!(j["UpdatedAt"], "1970-01-01T00:00:02Z");
+        let port = json!({"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"});
+        let mut p = t.clone();
+        p.ports = vec![port.clone()];
+        assert_eq!(
+            task_json(&p)["Status"]["PortStatus"],
+            json!({"Ports": [port]})
+        );
         let mut g = t.clone();
         g.global = true;
         g.node_id = None;

@@ -128,8 +128,28 @@ pub fn spawn(cluster: ClusterService, agent: Agent) -> tokio::task::JoinHandle<(
                     agent.remove_task_containers(&node_id_str(node_id)).await;
                 }
             }
-            if phase.changed().await.is_err() {
-                return;
+            // The loops run until the phase changes; one that ends on its own panicked
+            // (a bug): say so loudly, the others keep running.
+            loop {
+                let ended = async {
+                    match running.as_mut() {
+                        Some((_, set)) if !set.is_empty() => set.join_next().await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = phase.changed() => {
+                        if r.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    Some(r) = ended => {
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "a cluster loop of this node stopped");
+                        }
+                    }
+                }
             }
         }
     })

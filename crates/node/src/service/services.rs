@@ -73,6 +73,9 @@ pub struct TaskView {
     pub node_id: Option<String>,
     /// Global services have no slot in Docker's JSON.
     pub global: bool,
+    /// `Status.PortStatus.Ports` of a running task: its service's host-mode published
+    /// ports with a fixed published port (bound by the container on its node).
+    pub ports: Vec<Value>,
 }
 
 /// List filters of `GET /services`, already validated.
@@ -804,11 +807,33 @@ fn task_view(service: Option<&Service>, task: &Task) -> TaskView {
     let global = service
         .and_then(|s| ServiceSpec::from_docker(&s.spec).ok())
         .is_some_and(|s| matches!(s.mode, ServiceMode::Global | ServiceMode::GlobalJob));
+    let ports = match service {
+        Some(s) if task.status.state == TaskState::Running => s
+            .spec
+            .pointer("/EndpointSpec/Ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p.get("PublishMode").and_then(Value::as_str) == Some("host")
+                    && p.get("PublishedPort").and_then(Value::as_u64).unwrap_or(0) != 0
+            })
+            .map(|p| {
+                let mut p = p.clone();
+                if let Some(o) = p.as_object_mut() {
+                    o.entry("Protocol").or_insert(Value::String("tcp".into()));
+                }
+                p
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     TaskView {
         task: task.clone(),
         template,
         node_id: task.node_id.map(node_id_str),
         global,
+        ports,
     }
 }
 
