@@ -26,6 +26,7 @@ fn service(id: &str, name: &str) -> Service {
         created_at: 1,
         updated_at: 1,
         job_iteration: 0,
+        template_version: 0,
     }
 }
 
@@ -39,6 +40,7 @@ fn task(id: &str, service_id: &str, slot: u64) -> Task {
         image: "busybox:latest".into(),
         job_iteration: 0,
         restart_times: Vec::new(),
+        template_version: 0,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::New, 1, "created"),
         created_at: 1,

@@ -127,6 +127,7 @@ fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize, steady: b
         created_at: 0,
         updated_at: 0,
         job_iteration: 0,
+        template_version: 0,
     };
     let services = BTreeMap::from([(service.id.clone(), service)]);
     let specs = BTreeMap::from([("bench-service".to_string(), spec)]);

@@ -56,7 +56,10 @@ pub enum TaskChange {
     /// Record a new task. Refused when its slot (replicated services and jobs: service and
     /// slot; global: service and node) already holds a task whose desired state is
     /// `Running` or `Complete`: a replacement must first move the old task's desired state
-    /// on (to `Shutdown`), earlier in the same batch or before.
+    /// on (to `Shutdown`), earlier in the same batch or before. One exception, for
+    /// start-first rolling updates: a task of the service's current
+    /// [`Service::template_version`] may join a slot whose holders all have an older
+    /// `template_version` (never a second one of the same or a newer template).
     Create {
         /// The task: status `New` with no node (the scheduler could not place it in the
         /// same pass: an `Unschedulable` for it follows), or status `Assigned` with

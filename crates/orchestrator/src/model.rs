@@ -41,6 +41,14 @@ pub struct Service {
     /// Jobs only: bumped by every update, so a job runs again (`JobStatus.JobIteration`).
     #[serde(default)]
     pub job_iteration: u64,
+    /// Log index of the command that last changed what a task runs: the create, or an
+    /// update that changed the spec's `TaskTemplate` (`ForceUpdate` included, which is how
+    /// `--force` arrives), its `EndpointSpec` or the pinned [`Service::image`] (compared as
+    /// [`crate::spec::same_task_template`] does). A scale does not change it. Tasks whose
+    /// [`Task::template_version`] differs are outdated and replaced by a rolling update.
+    /// 0 for services stored before this field existed (their tasks have 0 too).
+    #[serde(default)]
+    pub template_version: u64,
 }
 
 /// A task: one scheduled instance of a service.
@@ -79,6 +87,10 @@ pub struct Task {
     /// this in the leader's memory and loses it on a leader change).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart_times: Vec<Nanos>,
+    /// [`Service::template_version`] of the service when the task was created: the task
+    /// runs that version of the task template. Set by the orchestrator.
+    #[serde(default)]
+    pub template_version: u64,
 }
 
 /// Observed status of a task (Docker's `TaskStatus`).
@@ -328,6 +340,45 @@ pub struct ServiceSpec {
     pub placement: Placement,
     /// `TaskTemplate.Resources.Reservations`.
     pub reservations: Resources,
+    /// `UpdateConfig` with Docker's defaults: how outdated tasks are replaced.
+    #[serde(default)]
+    pub update: UpdateConfig,
+}
+
+/// The order of a task replacement in a rolling update (`UpdateConfig.Order`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateOrder {
+    /// `stop-first` (the default): the old task is shut down, and its replacement created
+    /// in the same batch.
+    #[default]
+    StopFirst,
+    /// `start-first`: the replacement is created first; the old task is shut down once the
+    /// replacement runs (so the slot briefly has two tasks).
+    StartFirst,
+}
+
+/// Docker `ServiceSpec.UpdateConfig`, the parts berth's rolling update honours, with
+/// Docker's defaults (swarmkit `api/defaults`: parallelism 1, no delay, stop-first).
+/// `FailureAction`, `Monitor` and `MaxFailureRatio` are only accepted at their defaults
+/// (see [`crate::spec`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Slots replaced at once; 0 = all at once. Default 1.
+    pub parallelism: u64,
+    /// After a replacement task runs, wait this long (ns) before replacing more. Default 0.
+    pub delay: Nanos,
+    /// Default stop-first.
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay: 0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
 }
 
 /// A node as the scheduler sees it (built by the driver from the node records, the

@@ -41,12 +41,28 @@
 //!   or never assigned) are `Delete`d, never the newest. Tasks whose desired state is
 //!   `Remove` are deleted once terminal or if never assigned.
 //! - **Service gone**: every task goes to `Remove`, and is deleted once terminal.
+//! - **Rolling update** (replicated and global services; swarmkit `update/updater.go` as
+//!   a rule over the stored state): a live task whose [`Task::template_version`] differs
+//!   from its service's is outdated. A place (slot, or node of a global service) is *in
+//!   progress* while its replacement (a live task of the current template) is not yet
+//!   `Running`, or while the newest current-template task of the place stopped and the
+//!   restart policy (or, start-first, the next attempt after the restart delay) has yet
+//!   to replace it: a replacement that keeps failing holds the update back. Outdated places
+//!   are replaced lowest slot (node id) first, at most `UpdateConfig.Parallelism` in
+//!   progress at once (0: all at once), and none until `Delay` has passed since the
+//!   latest replacement started running (`wake_at` says when). `stop-first`: the old task
+//!   goes to `Shutdown` and the new one is created in the same batch; `start-first`: the
+//!   new one is created beside it (the cluster state allows a slot to hold a task of an
+//!   older template beside one of the current), and the old one goes to `Shutdown` once
+//!   the new one runs. Jobs are not rolled (their `job_iteration` reruns them). Not yet:
+//!   `FailureAction`, `Monitor`, `MaxFailureRatio`, rollback and `UpdateStatus` (refused
+//!   at create/update when not at their defaults).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::model::{
     Nanos, NodeId, NodeInfo, RestartCondition, Service, ServiceMode, ServiceSpec, Task, TaskState,
-    TaskStatus,
+    TaskStatus, UpdateOrder,
 };
 use crate::schedule::node_eligible;
 use crate::TaskChange;
@@ -178,6 +194,7 @@ impl NewTask<'_> {
             created_at: now,
             version: 0,
             restart_times,
+            template_version: self.service.template_version,
         }
     }
 }
@@ -295,6 +312,7 @@ pub(crate) fn reconcile(
             new: NewTask { service, spec },
             new_id: &mut *new_id,
             created: 0,
+            created_in: HashSet::new(),
         };
         match spec.mode {
             ServiceMode::Replicated { replicas } => r.replicated(&kept, replicas),
@@ -316,15 +334,29 @@ struct ServiceReconciler<'o, 'c, 's, 'f> {
     new_id: &'f mut dyn FnMut() -> String,
     /// New tasks of this service in this pass (bounded by `Ctx::max_new_tasks`).
     created: usize,
+    /// The places given a new task in this pass.
+    created_in: HashSet<PlaceKey>,
 }
 
+/// A place as a set key: (global?, slot or node id).
+type PlaceKey = (bool, u64);
+
 /// Where a slot's replacement goes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Place {
     /// Replicated services and jobs: the slot number, unassigned (the scheduler places it).
     Slot(u64),
     /// Global: on this node.
     Node(NodeId),
+}
+
+impl Place {
+    fn key(self) -> PlaceKey {
+        match self {
+            Place::Slot(s) => (false, s),
+            Place::Node(n) => (true, n),
+        }
+    }
 }
 
 impl ServiceReconciler<'_, '_, '_, '_> {
@@ -343,6 +375,7 @@ impl ServiceReconciler<'_, '_, '_, '_> {
             return false;
         }
         self.created += 1;
+        self.created_in.insert(place.key());
         let id = (self.new_id)();
         match place {
             Place::Slot(slot) => {
@@ -529,6 +562,12 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 self.slot(Place::Slot(*slot), all, all, true, true);
             }
         }
+        let places: Vec<(Place, &[&Task])> = slots
+            .iter()
+            .filter(|(slot, _)| kept.contains(slot))
+            .map(|(slot, all)| (Place::Slot(*slot), all.as_slice()))
+            .collect();
+        self.rolling_update(&places);
         // Missing slots, lowest first.
         let mut missing = replicas.saturating_sub(kept.len() as u64);
         let mut slot = 0u64;
@@ -541,6 +580,131 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 missing -= 1;
             }
         }
+    }
+
+    /// The rolling update of a service's places (slots, or nodes of a global service):
+    /// see the module docs. `places` are the places that keep a live task (kept slots,
+    /// eligible active nodes), with every non-removed task of each.
+    fn rolling_update(&mut self, places: &[(Place, &[&Task])]) {
+        if self.new.spec.mode.is_job() {
+            return;
+        }
+        let current = self.new.service.template_version;
+        let cfg = self.new.spec.update;
+        let now = self.ctx.now;
+        let restart_delay = self.new.spec.restart.delay;
+        let mut in_progress: u64 = 0;
+        let mut last_done: Option<Nanos> = None;
+        let mut candidates: Vec<(Place, Vec<&Task>)> = Vec::new();
+        let mut retries: Vec<(Place, Vec<&Task>)> = Vec::new();
+        for (place, tasks) in places {
+            let tasks: Vec<&Task> = tasks
+                .iter()
+                .copied()
+                .filter(|t| !self.out.deleted.contains(&t.id))
+                .collect();
+            let live = |t: &Task| self.out.desired_of(t) == TaskState::Running;
+            let old_live: Vec<&Task> = tasks
+                .iter()
+                .copied()
+                .filter(|t| live(t) && t.template_version != current)
+                .collect();
+            let new_live: Vec<&Task> = tasks
+                .iter()
+                .copied()
+                .filter(|t| live(t) && t.template_version == current)
+                .collect();
+            let mut new_running = false;
+            for t in &new_live {
+                if t.status.state == TaskState::Running {
+                    new_running = true;
+                    last_done =
+                        Some(last_done.map_or(t.status.timestamp, |d| d.max(t.status.timestamp)));
+                }
+            }
+            let has_new = self.created_in.contains(&place.key()) || !new_live.is_empty();
+            if !old_live.is_empty()
+                && has_new
+                && (new_running || cfg.order == UpdateOrder::StopFirst)
+            {
+                // start-first: the replacement runs, the old task goes. (stop-first: the
+                // old task should have gone already; the order was changed meanwhile.)
+                for t in &old_live {
+                    self.out.set_desired(t, TaskState::Shutdown);
+                }
+            }
+            if new_running {
+                continue;
+            }
+            if has_new {
+                in_progress += 1;
+                continue;
+            }
+            let current_tasks: Vec<&Task> = tasks
+                .iter()
+                .copied()
+                .filter(|t| t.template_version == current)
+                .collect();
+            let failed = newest(&current_tasks).filter(|t| t.status.state.is_terminal());
+            match (old_live.is_empty(), failed) {
+                // Up to date, or nothing live and the restart policy's business.
+                (true, None) => {}
+                // A replacement that stopped holds the update back while the restart
+                // policy retries it (swarmkit would pause the update).
+                (true, Some(_)) => in_progress += 1,
+                // A start-first replacement that stopped: retried after the restart delay.
+                (false, Some(t)) => {
+                    in_progress += 1;
+                    let due = t.status.timestamp.saturating_add(restart_delay);
+                    if due > now {
+                        self.out.wake(due);
+                    } else {
+                        retries.push((*place, old_live));
+                    }
+                }
+                (false, None) => candidates.push((*place, old_live)),
+            }
+        }
+        for (place, old) in retries {
+            if !self.start_replacement(place, &old, cfg.order) {
+                return;
+            }
+        }
+        let room = if cfg.parallelism == 0 {
+            usize::MAX
+        } else {
+            usize::try_from(cfg.parallelism.saturating_sub(in_progress)).unwrap_or(usize::MAX)
+        };
+        if candidates.is_empty() || room == 0 {
+            return;
+        }
+        if let Some(done) = last_done.filter(|_| cfg.delay > 0) {
+            let due = done.saturating_add(cfg.delay);
+            if due > now {
+                self.out.wake(due);
+                return;
+            }
+        }
+        for (place, old) in candidates.into_iter().take(room) {
+            if !self.start_replacement(place, &old, cfg.order) {
+                return;
+            }
+        }
+    }
+
+    /// Replaces the outdated live tasks `old` of `place` by a task of the current template
+    /// (stop-first: `old` shut down in the same batch; start-first: shut down once the new
+    /// one runs). `false`: this pass has created its share of tasks.
+    fn start_replacement(&mut self, place: Place, old: &[&Task], order: UpdateOrder) -> bool {
+        if self.created >= self.ctx.max_new_tasks {
+            return false;
+        }
+        if order == UpdateOrder::StopFirst {
+            for t in old {
+                self.out.set_desired(t, TaskState::Shutdown);
+            }
+        }
+        self.create(place, Vec::new())
     }
 
     fn remove(&mut self, t: &Task) {
@@ -620,6 +784,7 @@ impl ServiceReconciler<'_, '_, '_, '_> {
         node_ids.extend(by_node.keys().copied());
         node_ids.sort_unstable();
         node_ids.dedup();
+        let mut places: Vec<(Place, &[&Task])> = Vec::new();
         for node in node_ids {
             let all = by_node.get(&node).map(Vec::as_slice).unwrap_or(&[]);
             let current = self.retire_old_iterations(all);
@@ -627,7 +792,11 @@ impl ServiceReconciler<'_, '_, '_, '_> {
             let eligible = info.is_some_and(|n| node_eligible(n, spec));
             let may_start = eligible && info.is_some_and(|n| n.active);
             self.slot(Place::Node(node), all, &current, eligible, may_start);
+            if eligible && may_start && !spec.mode.is_job() {
+                places.push((Place::Node(node), all));
+            }
         }
+        self.rolling_update(&places);
     }
 
     fn replicated_job(&mut self, tasks: &[&Task], max_concurrent: u64, total: u64) {

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 use crate::model::{
     Constraint, Placement, Platform, Resources, RestartCondition, RestartPolicy, ServiceMode,
-    ServiceSpec,
+    ServiceSpec, UpdateConfig, UpdateOrder,
 };
 
 /// A service spec the orchestrator cannot accept. `Display` is the message, worded as
@@ -93,13 +93,164 @@ impl ServiceSpec {
             None => Resources::default(),
         };
 
+        let update = parse_update(obj.get("UpdateConfig"), "UpdateConfig")?;
+        let rollback = parse_update(obj.get("RollbackConfig"), "RollbackConfig")?;
+        // A rollback is an update back to the previous spec, paced by `UpdateConfig`:
+        // rollback settings of their own are not honoured yet, so they are refused.
+        if obj.get("RollbackConfig").is_some_and(|v| !v.is_null()) {
+            let default = UpdateConfig::default();
+            let field = if rollback.parallelism != default.parallelism {
+                Some("Parallelism")
+            } else if rollback.delay != default.delay {
+                Some("Delay")
+            } else if rollback.order != default.order {
+                Some("Order")
+            } else {
+                None
+            };
+            if let Some(f) = field {
+                return Err(not_supported(&format!("RollbackConfig.{f}")));
+            }
+        }
+
         Ok(ServiceSpec {
             name,
             mode,
             restart,
             placement,
             reservations,
+            update,
         })
+    }
+}
+
+/// swarmkit's default update monitoring period (5 s, ns): the docker CLI sends it when
+/// any `--update-*` flag is given.
+pub const DEFAULT_UPDATE_MONITOR: i64 = 5_000_000_000;
+
+fn not_supported(field: &str) -> SpecError {
+    SpecError(format!(
+        "{field} is not supported yet: only its default value is accepted"
+    ))
+}
+
+/// `UpdateConfig` (or `RollbackConfig`, `which`), as moby's `updateConfigToGRPC` and
+/// swarmkit's `validateUpdate` read it. Absent or `null`: Docker's defaults. Present: Go's
+/// decoding, so an absent `Parallelism` is 0 (all at once). `FailureAction` (other than
+/// `pause`), `Monitor` (other than 0 or 5 s) and `MaxFailureRatio` (other than 0) are what
+/// the service lifecycle work will honour; until then they are refused, naming the field.
+fn parse_update(v: Option<&Value>, which: &str) -> Result<UpdateConfig, SpecError> {
+    let cfg = match v {
+        None | Some(Value::Null) => return Ok(UpdateConfig::default()),
+        Some(c) => as_obj(c, "ServiceSpec", which, "swarm.UpdateConfig")?,
+    };
+    const S: &str = "UpdateConfig";
+    let path = |f: &str| format!("{which}.{f}");
+    let parallelism = get_u64(cfg, "Parallelism", S, &path("Parallelism"))?.unwrap_or(0);
+    let delay = get_i64(cfg, "Delay", S, &path("Delay"), "time.Duration")?.unwrap_or(0);
+    if delay < 0 {
+        return Err(SpecError(
+            "TaskSpec: update-delay cannot be negative".into(),
+        ));
+    }
+    let order = match get_str(cfg, "Order", S, &path("Order"))?.as_deref() {
+        None | Some("") | Some("stop-first") => UpdateOrder::StopFirst,
+        Some("start-first") => UpdateOrder::StartFirst,
+        Some(other) => return Err(SpecError(format!("unrecognized update order {other}"))),
+    };
+    match get_str(cfg, "FailureAction", S, &path("FailureAction"))?.as_deref() {
+        None | Some("") | Some("pause") => {}
+        Some("continue") | Some("rollback") => return Err(not_supported(&path("FailureAction"))),
+        Some(other) => {
+            return Err(SpecError(format!(
+                "unrecognized update failure action {other}"
+            )))
+        }
+    }
+    let monitor = get_i64(cfg, "Monitor", S, &path("Monitor"), "time.Duration")?.unwrap_or(0);
+    if monitor < 0 {
+        return Err(SpecError(
+            "TaskSpec: update-monitor cannot be negative".into(),
+        ));
+    }
+    if monitor != 0 && monitor != DEFAULT_UPDATE_MONITOR {
+        return Err(not_supported(&path("Monitor")));
+    }
+    match cfg.get("MaxFailureRatio") {
+        None | Some(Value::Null) => {}
+        Some(r) => {
+            let r = r.as_f64().ok_or_else(|| {
+                SpecError(go_field_error(r, S, &path("MaxFailureRatio"), "float32"))
+            })?;
+            if !(0.0..=1.0).contains(&r) {
+                return Err(SpecError(
+                    "TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1"
+                        .into(),
+                ));
+            }
+            if r != 0.0 {
+                return Err(not_supported(&path("MaxFailureRatio")));
+            }
+        }
+    }
+    Ok(UpdateConfig {
+        parallelism,
+        delay: delay as u64,
+        order,
+    })
+}
+
+/// Whether two service specs (with their pinned images) give tasks the same thing to run:
+/// the same `TaskTemplate` (`ForceUpdate` included) and `EndpointSpec`, compared as they
+/// mean and not as they were spelled (see [`comparable`]), and the same pinned image. The
+/// cluster state bumps [`crate::Service::template_version`] when this is false.
+pub fn same_task_template(
+    old_spec: &Value,
+    old_image: &str,
+    new_spec: &Value,
+    new_image: &str,
+) -> bool {
+    let same = |k: &str| {
+        comparable(old_spec.get(k).unwrap_or(&Value::Null))
+            == comparable(new_spec.get(k).unwrap_or(&Value::Null))
+    };
+    old_image == new_image && same("TaskTemplate") && same("EndpointSpec")
+}
+
+/// A spec part as it means, not as it was spelled: zero values dropped (a client that
+/// sends back an inspected spec omits or adds them, as Go's `omitempty` does), the image
+/// left out (pinned separately, compared as the service's image) and the values dockerd
+/// fills in (`Isolation: default`, `Runtime: container`) taken as unset.
+pub fn comparable(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(k, v)| {
+                    let filled = matches!(
+                        (k.as_str(), v.as_str()),
+                        ("Isolation", Some("default"))
+                            | ("Runtime", Some("container"))
+                            | ("Image", _)
+                    );
+                    !filled && !is_unset(v)
+                })
+                .map(|(k, v)| (k.clone(), comparable(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A JSON value Go would leave out with `omitempty` (or decode to its zero value).
+fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.iter().all(is_unset),
+        Value::Object(o) => o.values().all(is_unset),
     }
 }
 
@@ -837,5 +988,121 @@ mod tests {
             err(json!({"TaskTemplate": {"Resources": {"Reservations": {"NanoCPUs": 5}}}})),
             "invalid cpu value 5e-09: Must be at least 0.001"
         );
+    }
+
+    #[test]
+    fn update_config_defaults_and_docker_cli_values() {
+        use crate::model::{UpdateConfig, UpdateOrder};
+        let s = ServiceSpec::from_docker(&json!({"Name": "web"})).unwrap();
+        assert_eq!(
+            s.update,
+            UpdateConfig {
+                parallelism: 1,
+                delay: 0,
+                order: UpdateOrder::StopFirst
+            }
+        );
+        // What the docker CLI sends with --update-* flags (its defaults for the rest), and
+        // what dockerd's insertDefaults shows for RollbackConfig.
+        let cli = json!({"Parallelism": 2, "Delay": 3_000_000_000u64, "FailureAction": "pause",
+                         "Monitor": 5_000_000_000u64, "MaxFailureRatio": 0, "Order": "start-first"});
+        let rollback = json!({"Parallelism": 1, "FailureAction": "pause",
+                              "Monitor": 5_000_000_000u64, "MaxFailureRatio": 0, "Order": "stop-first"});
+        let s = ServiceSpec::from_docker(
+            &json!({"Name": "web", "UpdateConfig": cli, "RollbackConfig": rollback}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.update,
+            UpdateConfig {
+                parallelism: 2,
+                delay: 3_000_000_000,
+                order: UpdateOrder::StartFirst
+            }
+        );
+        // Go's decoding: a present UpdateConfig without Parallelism means 0 (all at once).
+        let s = ServiceSpec::from_docker(&json!({"UpdateConfig": {}})).unwrap();
+        assert_eq!(s.update.parallelism, 0);
+    }
+
+    #[test]
+    fn update_settings_not_honoured_yet_are_refused_naming_the_field() {
+        for (update, field) in [
+            (
+                json!({"FailureAction": "rollback"}),
+                "UpdateConfig.FailureAction",
+            ),
+            (
+                json!({"FailureAction": "continue"}),
+                "UpdateConfig.FailureAction",
+            ),
+            (json!({"Monitor": 1_000_000_000u64}), "UpdateConfig.Monitor"),
+            (
+                json!({"MaxFailureRatio": 0.5}),
+                "UpdateConfig.MaxFailureRatio",
+            ),
+        ] {
+            assert_eq!(
+                err(json!({"UpdateConfig": update})),
+                format!("{field} is not supported yet: only its default value is accepted")
+            );
+        }
+        for (rollback, field) in [
+            (json!({"Parallelism": 3}), "RollbackConfig.Parallelism"),
+            (
+                json!({"Parallelism": 1, "Delay": 1}),
+                "RollbackConfig.Delay",
+            ),
+            (
+                json!({"Parallelism": 1, "Order": "start-first"}),
+                "RollbackConfig.Order",
+            ),
+            (
+                json!({"Parallelism": 1, "FailureAction": "continue"}),
+                "RollbackConfig.FailureAction",
+            ),
+            (
+                json!({"Parallelism": 1, "Monitor": 7}),
+                "RollbackConfig.Monitor",
+            ),
+        ] {
+            assert_eq!(
+                err(json!({"RollbackConfig": rollback})),
+                format!("{field} is not supported yet: only its default value is accepted")
+            );
+        }
+        assert_eq!(
+            err(json!({"UpdateConfig": {"Order": "sideways"}})),
+            "unrecognized update order sideways"
+        );
+        assert_eq!(
+            err(json!({"UpdateConfig": {"FailureAction": "explode"}})),
+            "unrecognized update failure action explode"
+        );
+        assert_eq!(
+            err(json!({"UpdateConfig": {"Delay": -1}})),
+            "TaskSpec: update-delay cannot be negative"
+        );
+        assert_eq!(
+            err(json!({"UpdateConfig": {"MaxFailureRatio": 2}})),
+            "TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1"
+        );
+        assert!(err(json!({"UpdateConfig": {"Parallelism": -1}})).contains("cannot unmarshal"));
+    }
+
+    #[test]
+    fn task_templates_compare_as_they_mean() {
+        let a = json!({"TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest", "Env": []}}});
+        let b = json!({"TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest@sha256:00",
+                        "Isolation": "default"}, "ForceUpdate": 0, "Runtime": "container"},
+                       "Mode": {"Replicated": {"Replicas": 9}}});
+        assert!(same_task_template(&a, "i@sha256:00", &b, "i@sha256:00"));
+        assert!(!same_task_template(&a, "i@sha256:00", &b, "i@sha256:11"));
+        let mut c = b.clone();
+        c["TaskTemplate"]["ForceUpdate"] = json!(1);
+        assert!(!same_task_template(&b, "i", &c, "i"));
+        let mut d = b.clone();
+        d["EndpointSpec"] = json!({"Mode": "dnsrr"});
+        assert!(!same_task_template(&b, "i", &d, "i"));
     }
 }

@@ -66,6 +66,12 @@ impl World {
     }
 
     fn set_service(&mut self, id: &str, spec: Value) {
+        self.set_service_image(id, spec, "busybox@sha256:00");
+    }
+
+    /// Creates or updates a service as the cluster state does (`template_version` bumped
+    /// only when what a task runs changed).
+    fn set_service_image(&mut self, id: &str, spec: Value, image: &str) {
         self.index += 1;
         let parsed = ServiceSpec::from_docker(&spec).unwrap();
         let old = self.services.get(id).cloned();
@@ -74,17 +80,24 @@ impl World {
             Some(o) => o.job_iteration,
             None => 0,
         };
+        let template_version = match &old {
+            Some(o) if crate::spec::same_task_template(&o.spec, &o.image, &spec, image) => {
+                o.template_version
+            }
+            _ => self.index,
+        };
         self.services.insert(
             id.to_string(),
             Service {
                 id: id.to_string(),
                 spec,
                 previous_spec: old.map(|o| o.spec),
-                image: "busybox@sha256:00".into(),
+                image: image.into(),
                 version: self.index,
                 created_at: self.now,
                 updated_at: self.now,
                 job_iteration,
+                template_version,
             },
         );
         self.specs.insert(id.to_string(), parsed);
@@ -124,11 +137,16 @@ impl World {
             self.index += 1;
             let ok = match c {
                 TaskChange::Create { task } => {
+                    let replacement = self
+                        .services
+                        .get(&task.service_id)
+                        .is_some_and(|s| s.template_version == task.template_version);
                     let taken = self.tasks.values().any(|t| {
                         t.service_id == task.service_id
                             && t.slot == task.slot
                             && (task.slot != 0 || t.node_id == task.node_id)
                             && matches!(t.desired_state, TaskState::Running | TaskState::Complete)
+                            && !(replacement && t.template_version < task.template_version)
                     });
                     if taken || self.tasks.contains_key(&task.id) {
                         false
@@ -275,7 +293,8 @@ impl World {
             .collect()
     }
 
-    /// At most one live task per slot (per node for slot 0).
+    /// At most one live task per slot (per node for slot 0) and template version (a
+    /// start-first replacement runs beside the task it replaces).
     fn assert_no_duplicates(&self) {
         let mut seen = std::collections::BTreeSet::new();
         for t in self.tasks.values() {
@@ -284,6 +303,7 @@ impl World {
                     t.service_id.clone(),
                     t.slot,
                     if t.slot == 0 { t.node_id } else { None },
+                    t.template_version,
                 );
                 assert!(seen.insert(key), "two live tasks in a slot: {t:?}");
             }
@@ -1423,4 +1443,354 @@ fn many_unplaceable_tasks_share_one_explanation() {
         ]
     );
     assert_eq!(w.plan().changes, vec![]);
+}
+
+fn with_update(n: u64, update: Value) -> Value {
+    json!({"Name": "web", "Mode": {"Replicated": {"Replicas": n}}, "UpdateConfig": update})
+}
+
+impl World {
+    /// Live tasks of `service` made from its current template, and from older ones.
+    fn by_template(&self, service: &str) -> (usize, usize) {
+        let current = self.services[service].template_version;
+        let live = self.live(service);
+        let new = live
+            .iter()
+            .filter(|t| t.template_version == current)
+            .count();
+        (new, live.len() - new)
+    }
+
+    /// Tasks of `service` observed running and wanted running.
+    fn running_live(&self, service: &str) -> usize {
+        self.live(service)
+            .iter()
+            .filter(|t| t.status.state == TaskState::Running)
+            .count()
+    }
+
+    /// Passes and agents until a pass decides nothing, checking after every pass that a
+    /// repeated pass on the applied state decides nothing, that no slot holds two tasks of
+    /// one template, and that at least `min_running` tasks run (measured after the pass
+    /// and after the agents acted). Returns the number of tasks created by each pass.
+    fn roll(&mut self, service: &str, min_running: usize) -> Vec<usize> {
+        let mut created = Vec::new();
+        for _ in 0..60 {
+            let p = self.step();
+            let again = self.plan();
+            assert!(
+                again.changes.is_empty(),
+                "not idempotent: {:#?}",
+                again.changes
+            );
+            self.assert_no_duplicates();
+            assert!(
+                self.running_live(service) >= min_running,
+                "only {} running after a pass",
+                self.running_live(service)
+            );
+            self.agents();
+            assert!(self.running_live(service) >= min_running);
+            if p.changes.is_empty() {
+                return created;
+            }
+            created.push(creates(&p).len());
+        }
+        panic!("the update did not finish");
+    }
+
+    /// Every live task of `service` runs its current template, `n` of them, all running.
+    fn assert_updated(&self, service: &str, n: usize) {
+        assert_eq!(self.by_template(service), (n, 0));
+        assert_eq!(self.running_live(service), n);
+    }
+}
+
+#[test]
+fn image_change_replaces_every_task_one_at_a_time_by_default() {
+    let mut w = World::new(3);
+    w.set_service("s1", replicated(3));
+    w.settle();
+    let before = w.services["s1"].template_version;
+    w.set_service_image("s1", replicated(3), "busybox@sha256:11");
+    assert_ne!(w.services["s1"].template_version, before);
+    assert_eq!(w.by_template("s1"), (0, 3));
+    // Parallelism 1, stop-first: one slot per pass, never fewer than 2 running.
+    assert_eq!(w.roll("s1", 2), vec![1, 1, 1]);
+    w.assert_updated("s1", 3);
+    assert!(w.live("s1").iter().all(|t| t.image == "busybox@sha256:11"));
+    // The old tasks were shut down, one per slot.
+    let old: Vec<&Task> = w
+        .of("s1")
+        .into_iter()
+        .filter(|t| t.template_version == before)
+        .collect();
+    assert_eq!(old.len(), 3);
+    assert!(old
+        .iter()
+        .all(|t| t.desired_state == TaskState::Shutdown && t.status.state.is_terminal()));
+    let mut slots: Vec<u64> = w.live("s1").iter().map(|t| t.slot).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, vec![1, 2, 3]);
+}
+
+#[test]
+fn update_parallelism_replaces_that_many_at_once_and_zero_all() {
+    let mut w = World::new(3);
+    w.set_service("s1", with_update(5, json!({"Parallelism": 2})));
+    w.settle();
+    w.set_service_image(
+        "s1",
+        with_update(5, json!({"Parallelism": 2})),
+        "busybox@sha256:22",
+    );
+    assert_eq!(w.roll("s1", 3), vec![2, 2, 1]);
+    w.assert_updated("s1", 5);
+
+    w.set_service_image(
+        "s1",
+        with_update(5, json!({"Parallelism": 0})),
+        "busybox@sha256:33",
+    );
+    assert_eq!(w.roll("s1", 0), vec![5]);
+    w.assert_updated("s1", 5);
+}
+
+#[test]
+fn update_delay_waits_after_each_replacement_runs() {
+    let mut w = World::new(3);
+    let spec = with_update(3, json!({"Parallelism": 1, "Delay": 10 * S}));
+    w.set_service("s1", spec.clone());
+    w.settle();
+    w.set_service_image("s1", spec, "busybox@sha256:11");
+    // The first replacement starts at once.
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 1);
+    w.agents();
+    let started = w.now;
+    // Not the next one before the delay has passed since it ran.
+    let p = w.step();
+    assert!(creates(&p).is_empty(), "{:#?}", p.changes);
+    assert_eq!(p.wake_at, Some(started + 10 * S));
+    w.now = started + 10 * S - 1;
+    let p = w.step();
+    assert!(creates(&p).is_empty());
+    assert_eq!(p.wake_at, Some(started + 10 * S));
+    w.now = started + 10 * S;
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 1);
+    w.agents();
+    w.now += 10 * S;
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 1);
+    w.agents();
+    w.settle();
+    w.assert_updated("s1", 3);
+}
+
+#[test]
+fn start_first_keeps_every_replica_running_through_the_update() {
+    let mut w = World::new(3);
+    let spec = with_update(4, json!({"Parallelism": 1, "Order": "start-first"}));
+    w.set_service("s1", spec.clone());
+    w.settle();
+    w.set_service_image("s1", spec, "busybox@sha256:11");
+    // The new task is created beside the old one, which keeps its desired state.
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 1);
+    assert!(!p
+        .changes
+        .iter()
+        .any(|c| matches!(c, TaskChange::SetDesired { .. })));
+    assert_eq!(w.by_template("s1"), (1, 4));
+    // Nothing more until it runs; then the old one goes and the next slot starts.
+    assert!(w.plan().changes.is_empty());
+    w.agents();
+    assert_eq!(w.running_live("s1"), 5);
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 1);
+    assert_eq!(
+        p.changes
+            .iter()
+            .filter(|c| matches!(
+                c,
+                TaskChange::SetDesired {
+                    desired: TaskState::Shutdown,
+                    ..
+                }
+            ))
+            .count(),
+        1
+    );
+    w.agents();
+    // Never fewer than 4 running.
+    w.roll("s1", 4);
+    w.assert_updated("s1", 4);
+}
+
+#[test]
+fn stop_first_is_the_default_order() {
+    let mut w = World::new(3);
+    w.set_service("s1", replicated(2));
+    w.settle();
+    w.set_service_image("s1", replicated(2), "busybox@sha256:11");
+    let p = w.step();
+    // The old task's SetDesired comes before the Create that reuses its slot.
+    let kinds: Vec<&str> = p
+        .changes
+        .iter()
+        .map(|c| match c {
+            TaskChange::SetDesired { .. } => "set",
+            TaskChange::Create { .. } => "create",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["set", "create"]);
+    assert_eq!(w.running_live("s1"), 1);
+}
+
+#[test]
+fn scaling_does_not_replace_running_tasks() {
+    let mut w = World::new(3);
+    w.set_service("s1", replicated(2));
+    w.settle();
+    let version = w.services["s1"].template_version;
+    let ids: Vec<String> = w.live("s1").iter().map(|t| t.id.clone()).collect();
+    w.set_service("s1", replicated(4));
+    assert_eq!(w.services["s1"].template_version, version);
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 2);
+    assert_eq!(p.changes.len(), 2, "{:#?}", p.changes);
+    w.agents();
+    w.settle();
+    assert_eq!(w.by_template("s1"), (4, 0));
+    for id in ids {
+        assert_eq!(w.tasks[&id].desired_state, TaskState::Running);
+    }
+}
+
+#[test]
+fn force_update_replaces_tasks_with_the_same_spec() {
+    let mut w = World::new(3);
+    let spec = |force: u64| {
+        json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 2}},
+               "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "ForceUpdate": force}})
+    };
+    w.set_service("s1", spec(0));
+    w.settle();
+    let ids: Vec<String> = w.live("s1").iter().map(|t| t.id.clone()).collect();
+    w.set_service("s1", spec(1));
+    assert_eq!(w.by_template("s1"), (0, 2));
+    assert_eq!(w.roll("s1", 1), vec![1, 1]);
+    w.assert_updated("s1", 2);
+    for id in ids {
+        assert_eq!(w.tasks[&id].desired_state, TaskState::Shutdown);
+    }
+}
+
+#[test]
+fn env_change_replaces_and_the_same_spec_sent_back_does_not() {
+    let mut w = World::new(3);
+    let spec = |env: Value| {
+        json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 2}},
+               "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Env": env}}})
+    };
+    w.set_service("s1", spec(json!([])));
+    w.settle();
+    let version = w.services["s1"].template_version;
+    // The docker CLI sends back the spec as inspected: the pinned image and defaults.
+    let mut back = spec(Value::Null);
+    back["TaskTemplate"]["ContainerSpec"]["Image"] = json!("busybox:latest@sha256:00");
+    back["TaskTemplate"]["ContainerSpec"]["Isolation"] = json!("default");
+    back["TaskTemplate"]["ForceUpdate"] = json!(0);
+    w.set_service("s1", back);
+    assert_eq!(w.services["s1"].template_version, version);
+    assert!(w.plan().changes.is_empty());
+    w.set_service("s1", spec(json!(["X=1"])));
+    assert_ne!(w.services["s1"].template_version, version);
+    assert_eq!(w.roll("s1", 1), vec![1, 1]);
+    w.assert_updated("s1", 2);
+}
+
+#[test]
+fn global_services_are_updated_node_by_node() {
+    let mut w = World::new(4);
+    let spec = json!({"Name": "g", "Mode": {"Global": {}}});
+    w.set_service("g", spec.clone());
+    w.settle();
+    assert_eq!(w.live("g").len(), 4);
+    w.set_service_image("g", spec, "busybox@sha256:11");
+    assert_eq!(w.roll("g", 3), vec![1, 1, 1, 1]);
+    w.assert_updated("g", 4);
+    let per_node = w.running_per_node("g");
+    assert_eq!(per_node.len(), 4);
+    assert!(per_node.values().all(|&c| c == 1));
+}
+
+#[test]
+fn global_start_first_runs_both_on_the_node_until_the_new_one_runs() {
+    let mut w = World::new(2);
+    let spec = json!({"Name": "g", "Mode": {"Global": {}},
+                      "UpdateConfig": {"Parallelism": 0, "Order": "start-first"}});
+    w.set_service("g", spec.clone());
+    w.settle();
+    w.set_service_image("g", spec, "busybox@sha256:11");
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 2);
+    assert_eq!(w.by_template("g"), (2, 2));
+    // Both run on each node until the new one runs; then the old one goes.
+    w.agents();
+    assert_eq!(w.running_live("g"), 4);
+    w.roll("g", 2);
+    w.assert_updated("g", 2);
+}
+
+#[test]
+fn a_failing_replacement_holds_the_update_back() {
+    let mut w = World::new(3);
+    w.set_service("s1", replicated(3));
+    w.settle();
+    w.set_service_image("s1", replicated(3), "busybox@sha256:bad");
+    let p = w.step();
+    let new = creates(&p)[0].id.clone();
+    w.agents();
+    w.task_exits(&new, TaskState::Failed, 1);
+    // The restart policy replaces it after its delay; no other slot is touched meanwhile.
+    for _ in 0..3 {
+        let p = w.step();
+        assert!(creates(&p).is_empty(), "{:#?}", p.changes);
+        w.now += S;
+    }
+    assert_eq!(w.by_template("s1"), (0, 2));
+    w.now += 5 * S;
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 1);
+    assert_eq!(creates(&p)[0].slot, w.tasks[&new].slot);
+    w.agents();
+    w.roll("s1", 2);
+    w.assert_updated("s1", 3);
+}
+
+#[test]
+fn a_start_first_replacement_that_fails_is_retried_after_the_restart_delay() {
+    let mut w = World::new(3);
+    let spec = with_update(2, json!({"Parallelism": 1, "Order": "start-first"}));
+    w.set_service("s1", spec.clone());
+    w.settle();
+    w.set_service_image("s1", spec, "busybox@sha256:bad");
+    let p = w.step();
+    let new = creates(&p)[0].id.clone();
+    w.agents();
+    w.task_exits(&new, TaskState::Failed, 1);
+    let failed_at = w.now;
+    let p = w.step();
+    assert!(creates(&p).is_empty());
+    assert_eq!(p.wake_at, Some(failed_at + 5 * S));
+    assert_eq!(w.running_live("s1"), 2, "the old tasks keep running");
+    w.now = failed_at + 5 * S;
+    let p = w.step();
+    assert_eq!(creates(&p).len(), 1);
+    w.agents();
+    w.roll("s1", 2);
+    w.assert_updated("s1", 2);
 }

@@ -50,9 +50,9 @@ pub enum Command {
         /// The surviving manager.
         survivor: NodeId,
     },
-    /// Record a new service (`POST /services/create`). Its `version` becomes the entry's
-    /// index; `created_at`/`updated_at` are taken as given. Refused when the id exists
-    /// ([`Rejection::ServiceExists`]), the spec has no `Name`
+    /// Record a new service (`POST /services/create`). Its `version` and `template_version`
+    /// become the entry's index; `created_at`/`updated_at` are taken as given. Refused when
+    /// the id exists ([`Rejection::ServiceExists`]), the spec has no `Name`
     /// ([`Rejection::ServiceNameMissing`]) or another service has the name, compared
     /// case-insensitively as swarmkit's store does ([`Rejection::ServiceNameConflict`]).
     CreateService {
@@ -61,8 +61,11 @@ pub enum Command {
     },
     /// Replace a service's spec (`POST /services/{id}/update?version=`). The old spec
     /// becomes `previous_spec`, `version` the entry's index, `updated_at` = `at`; jobs
-    /// (`Mode` has `ReplicatedJob` or `GlobalJob`) get `job_iteration + 1`. Refused when the
-    /// service is missing ([`Rejection::ServiceNotFound`]), at another version
+    /// (`Mode` has `ReplicatedJob` or `GlobalJob`) get `job_iteration + 1`;
+    /// `template_version` becomes the entry's index when what a task runs changed
+    /// (`berth_orchestrator::spec::same_task_template`: `TaskTemplate` with `ForceUpdate`,
+    /// `EndpointSpec`, the pinned image), so the orchestrator rolls the tasks. Refused when
+    /// the service is missing ([`Rejection::ServiceNotFound`]), at another version
     /// ([`Rejection::ServiceVersion`]) or renamed ([`Rejection::ServiceRename`]).
     UpdateService {
         /// Service id.

@@ -62,6 +62,7 @@ impl ClusterState {
         }
         let mut service = service.clone();
         service.version = index;
+        service.template_version = index;
         self.services.insert(service.id.clone(), service.clone());
         Ok(Response::Service { service })
     }
@@ -88,6 +89,10 @@ impl ClusterState {
         }
         if service_name(spec) != service_name(&service.spec) {
             return Err(Rejection::ServiceRename { id: id.to_string() });
+        }
+        if !berth_orchestrator::spec::same_task_template(&service.spec, &service.image, spec, image)
+        {
+            service.template_version = index;
         }
         let previous = std::mem::replace(&mut service.spec, spec.clone());
         service.previous_spec = Some(previous);
@@ -164,7 +169,7 @@ impl ClusterState {
                     }
                 }
                 if holds_slot(task.desired_state) {
-                    if let Some(holder) = self.slot_holder(task) {
+                    if let Some(holder) = self.slot_blocker(task) {
                         return Err(Rejection::SlotTaken {
                             id: task.id.clone(),
                             holder: holder.id.clone(),
@@ -256,10 +261,20 @@ impl ClusterState {
         }
     }
 
-    /// The task holding `task`'s slot, if any: same service and slot (replicated services
-    /// and jobs, `slot > 0`) or same service and node (global, `slot == 0`), with a desired
-    /// state of `Running` or `Complete`.
-    fn slot_holder(&self, task: &Task) -> Option<&Task> {
+    /// The task that keeps `task` out of its slot, if any: one holding the slot (same
+    /// service and slot for replicated services and jobs, `slot > 0`; same service and node
+    /// for global ones, `slot == 0`; desired state `Running` or `Complete`), unless `task`
+    /// is a start-first replacement of it. A rolling update with `start-first` order
+    /// creates the new task before the old one is shut down, so a task made from the
+    /// service's current template (`task.template_version ==
+    /// service.template_version`) may join a slot whose holders were all made from older
+    /// templates. Never two of the same (or a newer) template: a stale or repeated plan
+    /// still cannot place a slot twice.
+    fn slot_blocker(&self, task: &Task) -> Option<&Task> {
+        let replacement = self
+            .services
+            .get(&task.service_id)
+            .is_some_and(|s| s.template_version == task.template_version);
         self.tasks.values().find(|t| {
             t.service_id == task.service_id
                 && holds_slot(t.desired_state)
@@ -268,6 +283,7 @@ impl ClusterState {
                 } else {
                     t.slot == task.slot
                 }
+                && !(replacement && t.template_version < task.template_version)
         })
     }
 
@@ -368,6 +384,7 @@ mod tests {
             created_at: 100,
             updated_at: 100,
             job_iteration: 0,
+            template_version: 0,
         }
     }
 
@@ -381,6 +398,7 @@ mod tests {
             image: "busybox:latest@sha256:00".into(),
             job_iteration: 0,
             restart_times: Vec::new(),
+            template_version: 0,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::New, 50, "created"),
             created_at: 50,
@@ -615,6 +633,148 @@ mod tests {
             panic!("job not updated")
         };
         assert_eq!(j.job_iteration, 1);
+    }
+
+    #[test]
+    fn template_version_moves_only_when_what_a_task_runs_changes() {
+        let mut state = cluster();
+        let mut s1 = service("s1", "web");
+        s1.spec = json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 2}},
+            "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest"}}});
+        let Response::Service { service: s } = create(&mut state, 4, s1.clone()) else {
+            panic!("not created")
+        };
+        assert_eq!(s.template_version, 4, "set at create");
+        let mut index = 4;
+        let mut update = |state: &mut ClusterState, spec: serde_json::Value, image: &str| {
+            let version = state.services["s1"].version;
+            index += 1;
+            let r = state.apply(
+                index,
+                &Command::UpdateService {
+                    id: "s1".into(),
+                    expected_version: version,
+                    spec,
+                    image: image.into(),
+                    at: 200,
+                },
+            );
+            let Response::Service { service } = r else {
+                panic!("not updated: {r:?}")
+            };
+            (index, service.template_version)
+        };
+        let pinned = s1.image.clone();
+        // A scale keeps it.
+        let mut spec = s1.spec.clone();
+        spec["Mode"]["Replicated"]["Replicas"] = json!(5);
+        assert_eq!(update(&mut state, spec.clone(), &pinned).1, 4);
+        // So does the spec as the docker CLI sends it back after an inspect: the pinned
+        // image, dockerd's filled-in values, zero values.
+        let mut back = spec.clone();
+        back["TaskTemplate"]["ContainerSpec"]["Image"] = json!(pinned.clone());
+        back["TaskTemplate"]["ContainerSpec"]["Isolation"] = json!("default");
+        back["TaskTemplate"]["ContainerSpec"]["Args"] = json!(null);
+        back["TaskTemplate"]["ForceUpdate"] = json!(0);
+        back["TaskTemplate"]["Runtime"] = json!("container");
+        back["UpdateConfig"] = json!({"Parallelism": 2});
+        assert_eq!(update(&mut state, back.clone(), &pinned).1, 4);
+        // A changed container, --force, the endpoint or the pinned image bump it.
+        let mut env = back.clone();
+        env["TaskTemplate"]["ContainerSpec"]["Env"] = json!(["X=1"]);
+        let (i, v) = update(&mut state, env.clone(), &pinned);
+        assert_eq!(v, i);
+        let mut force = env.clone();
+        force["TaskTemplate"]["ForceUpdate"] = json!(1);
+        let (i, v) = update(&mut state, force.clone(), &pinned);
+        assert_eq!(v, i);
+        let mut endpoint = force.clone();
+        endpoint["EndpointSpec"] = json!({"Ports": [{"TargetPort": 80, "PublishedPort": 8080}]});
+        let (i, v) = update(&mut state, endpoint.clone(), &pinned);
+        assert_eq!(v, i);
+        let (i, v) = update(&mut state, endpoint.clone(), "busybox:1.36@sha256:22");
+        assert_eq!(v, i);
+        // And nothing else does.
+        let mut labels = endpoint.clone();
+        labels["Labels"] = json!({"a": "b"});
+        assert_eq!(update(&mut state, labels, "busybox:1.36@sha256:22").1, i);
+        assert_eq!(state.services["s1"].template_version, i);
+    }
+
+    #[test]
+    fn a_start_first_replacement_may_join_a_slot_of_an_older_template_only() {
+        // t1 (template 0) in slot 1 of s1; s1's template moves to 6.
+        let mut state = with_task();
+        let spec = state.services["s1"].spec.clone();
+        state.apply(
+            6,
+            &Command::UpdateService {
+                id: "s1".into(),
+                expected_version: 4,
+                spec,
+                image: "busybox:1.36@sha256:22".into(),
+                at: 200,
+            },
+        );
+        assert_eq!(state.services["s1"].template_version, 6);
+        let current = |id: &str| {
+            let mut t = task(id, "s1", 1, None);
+            t.template_version = 6;
+            t
+        };
+        // The replacement of the current template joins t1's slot.
+        assert!(orchestrate(
+            &mut state,
+            7,
+            vec![TaskChange::Create {
+                task: current("t2")
+            }]
+        )
+        .is_empty());
+        // A second one of the same template does not: the slot is never placed twice.
+        assert_eq!(
+            refused_change(
+                &mut state,
+                8,
+                TaskChange::Create {
+                    task: current("t3")
+                }
+            ),
+            Rejection::SlotTaken {
+                id: "t3".into(),
+                holder: "t2".into()
+            }
+        );
+        // Nor one of an older template than the service's (a stale plan).
+        let mut stale = task("t4", "s1", 1, None);
+        stale.template_version = 5;
+        assert!(matches!(
+            refused_change(&mut state, 9, TaskChange::Create { task: stale }),
+            Rejection::SlotTaken { .. }
+        ));
+        // Once t1 is shut down, t2 alone holds the slot.
+        assert!(orchestrate(
+            &mut state,
+            10,
+            vec![TaskChange::SetDesired {
+                task_id: "t1".into(),
+                desired: TaskState::Shutdown
+            }]
+        )
+        .is_empty());
+        assert_eq!(
+            refused_change(
+                &mut state,
+                11,
+                TaskChange::Create {
+                    task: current("t5")
+                }
+            ),
+            Rejection::SlotTaken {
+                id: "t5".into(),
+                holder: "t2".into()
+            }
+        );
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub enum LeaderRequest {
 /// The leader's answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// `Written` carries a whole `Response` (a service or task object); replies are short-lived
+// and boxing it would change the shape every caller matches on.
+#[allow(clippy::large_enum_variant)]
 pub enum LeaderReply {
     /// The command was committed and applied at `index`.
     Written {

@@ -450,6 +450,7 @@ mod tests {
                 created_at: 1_764_550_000_123_456_000,
                 updated_at: 1_764_550_000_123_456_000,
                 job_iteration: 0,
+                template_version: 0,
             },
             counts: None,
         }
@@ -521,6 +522,7 @@ mod tests {
                 image: "busybox:latest@sha256:aa".into(),
                 job_iteration: 0,
                 restart_times: Vec::new(),
+                template_version: 0,
                 desired_state: TaskState::Running,
                 status,
                 created_at: 1_000_000_000,

@@ -339,6 +339,7 @@ mod tests {
                 created_at: 1,
                 updated_at: 1,
                 job_iteration: 0,
+                template_version: 0,
             };
         let mut state = ClusterState::default();
         state.services.insert(

@@ -279,6 +279,7 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         created_at: 0,
         updated_at: 0,
         job_iteration: 0,
+        template_version: 0,
     };
     let slot = match parsed.mode {
         ServiceMode::Global | ServiceMode::GlobalJob => 0,
@@ -293,6 +294,7 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         image: image.to_string(),
         job_iteration: 0,
         restart_times: Vec::new(),
+        template_version: 0,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::New, 0, ""),
         created_at: 0,
@@ -360,6 +362,7 @@ impl ServicesService {
             created_at: now,
             updated_at: now,
             job_iteration: 0,
+            template_version: 0,
         };
         match self.write(Command::CreateService { service }).await? {
             Response::Service { service } => Ok(Written {
@@ -783,46 +786,12 @@ fn task_name(service: Option<&Service>, task: &Task) -> String {
     format!("{svc}.{slot}.{}", task.id)
 }
 
-/// A spec part as it means, not as it was spelled: zero values dropped (a client that
-/// sends back an inspected spec omits or adds them, as Go's `omitempty` does), the image
-/// left out (pinned separately) and the values dockerd fills in (`Isolation: default`,
-/// `Runtime: container`) taken as unset.
-fn comparable(v: &Value) -> Value {
-    match v {
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .filter(|(k, v)| {
-                    let filled = matches!(
-                        (k.as_str(), v.as_str()),
-                        ("Isolation", Some("default"))
-                            | ("Runtime", Some("container"))
-                            | ("Image", _)
-                    );
-                    !filled && !crate::service::containers::config::is_unset(v)
-                })
-                .map(|(k, v)| (k.clone(), comparable(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
-        other => other.clone(),
-    }
-}
-
-/// Whether `task` runs its service's current task spec (swarmkit's "not dirty"): created
-/// from the current version, or from the one before when the last update changed neither
-/// `TaskTemplate` nor `EndpointSpec` (a scale) and the image is the same. Tasks older than
-/// the previous version count as dirty after a scale (their spec is not kept).
+/// Whether `task` runs its service's current task template (swarmkit's "not dirty"): it
+/// was created from the service's current `template_version`, which the cluster state
+/// bumps only when an update changes what a task runs (`TaskTemplate`, `--force`,
+/// `EndpointSpec`, the pinned image), not on a scale.
 fn up_to_date(service: &Service, task: &Task) -> bool {
-    if task.service_version == service.version {
-        return true;
-    }
-    let same = |k: &str| {
-        service.previous_spec.as_ref().is_some_and(|p| {
-            comparable(p.get(k).unwrap_or(&Value::Null))
-                == comparable(service.spec.get(k).unwrap_or(&Value::Null))
-        })
-    };
-    task.image == service.image && same("TaskTemplate") && same("EndpointSpec")
+    task.template_version == service.template_version
 }
 
 fn task_view(service: Option<&Service>, task: &Task) -> TaskView {
@@ -918,53 +887,38 @@ mod tests {
     }
 
     #[test]
-    fn scaled_tasks_stay_up_to_date_and_changed_templates_do_not() {
-        let t = |v: u64| Task {
+    fn tasks_are_up_to_date_when_made_from_the_current_template_version() {
+        let t = |template_version: u64| Task {
             id: "t".into(),
             service_id: "s".into(),
             slot: 1,
             node_id: Some(1),
-            service_version: v,
+            service_version: 5,
             image: "i".into(),
             job_iteration: 0,
             restart_times: Vec::new(),
+            template_version,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Running, 0, ""),
             created_at: 0,
             version: 1,
         };
-        let tt = json!({"ContainerSpec": {"Image": "i"}});
-        let mut svc = Service {
+        let svc = Service {
             id: "s".into(),
-            spec: json!({"TaskTemplate": tt, "Mode": {"Replicated": {"Replicas": 3}}}),
-            previous_spec: Some(
-                json!({"TaskTemplate": tt, "Mode": {"Replicated": {"Replicas": 2}}}),
-            ),
+            spec: json!({"Mode": {"Replicated": {"Replicas": 3}}}),
+            previous_spec: None,
             image: "i".into(),
             version: 9,
             created_at: 0,
             updated_at: 0,
             job_iteration: 0,
+            template_version: 7,
         };
-        assert!(up_to_date(&svc, &t(9)));
-        assert!(up_to_date(&svc, &t(5)), "a scale leaves tasks up to date");
-        // The docker CLI sends back the spec as inspected: pinned image, dockerd's
-        // filled-in values, zero values dropped.
-        svc.spec["TaskTemplate"] = json!({"ContainerSpec": {"Image": "i@sha256:x", "Isolation": "default", "Args": null},
-                                          "Runtime": "container", "ForceUpdate": 0});
         assert!(
-            up_to_date(&svc, &t(5)),
-            "the spec as inspected is the same spec"
+            up_to_date(&svc, &t(7)),
+            "a later scale leaves tasks up to date"
         );
-        svc.spec["TaskTemplate"]["ForceUpdate"] = json!(1);
-        assert!(!up_to_date(&svc, &t(5)), "--force makes them dirty");
-        svc.spec["TaskTemplate"]["ForceUpdate"] = json!(0);
-        svc.spec["TaskTemplate"]["ContainerSpec"]["Env"] = json!(["A=1"]);
-        assert!(
-            !up_to_date(&svc, &t(5)),
-            "a changed template makes them dirty"
-        );
-        assert!(up_to_date(&svc, &t(9)));
+        assert!(!up_to_date(&svc, &t(3)), "an older template is outdated");
     }
 
     #[test]
@@ -1029,6 +983,7 @@ mod tests {
                     created_at: 0,
                     updated_at: 0,
                     job_iteration: 0,
+                    template_version: 0,
                 },
             );
         }
@@ -1082,6 +1037,7 @@ mod tests {
             created_at: 0,
             updated_at: 0,
             job_iteration: 0,
+            template_version: 0,
         };
         let task = |state: TaskState, desired: TaskState| Task {
             id: "t".into(),
@@ -1092,6 +1048,7 @@ mod tests {
             image: "i".into(),
             job_iteration: 0,
             restart_times: Vec::new(),
+            template_version: 0,
             desired_state: desired,
             status: TaskStatus::new(state, 0, ""),
             created_at: 0,

@@ -659,6 +659,7 @@ mod tests {
             created_at: 1,
             updated_at: 1,
             job_iteration: 0,
+            template_version: 0,
         }
     }
 
@@ -672,6 +673,7 @@ mod tests {
             image: "busybox:latest@sha256:0123".into(),
             job_iteration: 0,
             restart_times: Vec::new(),
+            template_version: 0,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, 1, "assigned"),
             created_at: 1,
