@@ -456,6 +456,11 @@ impl ServicesService {
             normalize_spec(spec)
         };
         validate_spec(&spec)?;
+        if let Some(field) = changed_task_field(&current, &spec) {
+            return Err(ServiceError::invalid(format!(
+                "{field} cannot be changed on an existing service yet: berth does not roll running tasks onto a new task spec (rolling updates come with the service lifecycle); remove the service and create it again"
+            )));
+        }
         let new_image = spec_image(&spec);
         let (image, warnings) =
             if new_image == current.image || new_image == spec_image(&current.spec) {
@@ -786,7 +791,7 @@ fn task_name(service: Option<&Service>, task: &Task) -> String {
 /// A spec part as it means, not as it was spelled: zero values dropped (a client that
 /// sends back an inspected spec omits or adds them, as Go's `omitempty` does), the image
 /// left out (pinned separately) and the values dockerd fills in (`Isolation: default`,
-/// `Runtime: container`) taken as unset.
+/// `Runtime: container`, `insertDefaults`' 10 s `StopGracePeriod`) taken as unset.
 fn comparable(v: &Value) -> Value {
     match v {
         Value::Object(o) => Value::Object(
@@ -797,7 +802,8 @@ fn comparable(v: &Value) -> Value {
                         ("Isolation", Some("default"))
                             | ("Runtime", Some("container"))
                             | ("Image", _)
-                    );
+                    ) || (k.as_str() == "StopGracePeriod"
+                        && v.as_u64() == Some(10_000_000_000));
                     !filled && !crate::service::containers::config::is_unset(v)
                 })
                 .map(|(k, v)| (k.clone(), comparable(v)))
@@ -806,6 +812,53 @@ fn comparable(v: &Value) -> Value {
         Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
         other => other.clone(),
     }
+}
+
+/// The first part of what a task runs that `spec` changes against `current` (named as a
+/// spec field), or `None` when an update only changes orchestration (replicas, placement,
+/// restart policy, reservations, labels, update settings).
+fn changed_task_field(current: &Service, spec: &Value) -> Option<String> {
+    let new_image = spec_image(spec);
+    if new_image != current.image && new_image != spec_image(&current.spec) {
+        return Some("TaskTemplate.ContainerSpec.Image".into());
+    }
+    let part = |v: &Value, path: &str| comparable(v.pointer(path).unwrap_or(&Value::Null));
+    let (old_cs, new_cs) = (
+        part(&current.spec, "/TaskTemplate/ContainerSpec"),
+        part(spec, "/TaskTemplate/ContainerSpec"),
+    );
+    if old_cs != new_cs {
+        let empty = serde_json::Map::new();
+        let (a, b) = (
+            old_cs.as_object().unwrap_or(&empty),
+            new_cs.as_object().unwrap_or(&empty),
+        );
+        let key = a
+            .keys()
+            .chain(b.keys())
+            .find(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .unwrap_or_default();
+        return Some(format!("TaskTemplate.ContainerSpec.{key}"));
+    }
+    // Each field compared within its comparable parent, so zero and filled-in values
+    // (`ForceUpdate: 0`, `Runtime: container`) count as unset.
+    for (parent, key) in [
+        ("/TaskTemplate/Resources", "Limits"),
+        ("/TaskTemplate", "LogDriver"),
+        ("/TaskTemplate", "ForceUpdate"),
+        ("/TaskTemplate", "Runtime"),
+        ("/TaskTemplate", "Networks"),
+        ("", "Networks"),
+        ("", "EndpointSpec"),
+    ] {
+        let (a, b) = (part(&current.spec, parent), part(spec, parent));
+        if a.get(key) != b.get(key) {
+            let field = format!("{parent}/{key}");
+            return Some(field.trim_start_matches('/').replace('/', "."));
+        }
+    }
+    None
 }
 
 /// Whether `task` runs its service's current task spec (swarmkit's "not dirty"): created
@@ -965,6 +1018,51 @@ mod tests {
             "a changed template makes them dirty"
         );
         assert!(up_to_date(&svc, &t(9)));
+    }
+
+    #[test]
+    fn updates_that_would_change_running_tasks_are_named() {
+        let current = Service {
+            id: "s".into(),
+            spec: json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest", "Args": ["top"]}},
+                         "Mode": {"Replicated": {"Replicas": 1}}}),
+            previous_spec: None,
+            image: "busybox:latest@sha256:aa".into(),
+            version: 3,
+            created_at: 0,
+            updated_at: 0,
+            job_iteration: 0,
+        };
+        // The spec as the CLI sends it back for a scale: pinned image, filled-in values.
+        let scale = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest@sha256:aa",
+            "Args": ["top"], "Isolation": "default", "Init": false}, "Runtime": "container", "ForceUpdate": 0,
+            "Placement": {"Constraints": ["node.role==manager"]}}, "Mode": {"Replicated": {"Replicas": 5}}});
+        assert_eq!(changed_task_field(&current, &scale), None);
+        let mut env = scale.clone();
+        env["TaskTemplate"]["ContainerSpec"]["Env"] = json!(["A=1"]);
+        assert_eq!(
+            changed_task_field(&current, &env).as_deref(),
+            Some("TaskTemplate.ContainerSpec.Env")
+        );
+        let mut image = scale.clone();
+        image["TaskTemplate"]["ContainerSpec"]["Image"] = json!("busybox:v2");
+        assert_eq!(
+            changed_task_field(&current, &image).as_deref(),
+            Some("TaskTemplate.ContainerSpec.Image")
+        );
+        let mut force = scale.clone();
+        force["TaskTemplate"]["ForceUpdate"] = json!(1);
+        assert_eq!(
+            changed_task_field(&current, &force).as_deref(),
+            Some("TaskTemplate.ForceUpdate")
+        );
+        let mut ports = scale;
+        ports["EndpointSpec"] =
+            json!({"Ports": [{"TargetPort": 80, "PublishedPort": 80, "PublishMode": "host"}]});
+        assert_eq!(
+            changed_task_field(&current, &ports).as_deref(),
+            Some("EndpointSpec")
+        );
     }
 
     #[test]
