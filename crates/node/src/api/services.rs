@@ -19,6 +19,7 @@ use crate::service::services::{
     Distribution, ServiceFilters, ServiceView, ServicesService, TaskFilters, TaskView,
 };
 
+/// The service, task and distribution routes (unversioned; `/v1.NN` is stripped first).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/services", get(list))
@@ -311,7 +312,6 @@ async fn update(
     Path(id): Path<String>,
     Query(q): Query<UpdateQuery>,
     api: Option<axum::Extension<ApiVersion>>,
-    headers: HeaderMap,
     JsonBody(spec): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let raw = q.version.unwrap_or_default();
@@ -320,8 +320,8 @@ async fn update(
             "invalid service version '{raw}': strconv.ParseUint: parsing \"{raw}\": invalid syntax"
         ))
     })?;
-    // berth stores no registry credentials with a service: with or without
-    // X-Registry-Auth, both sources name the same (absent) stored auth.
+    // Where the daemon takes registry auth from when the image changes; the image cannot
+    // change yet, so either source is accepted.
     match q.registry_auth_from.as_deref().unwrap_or("") {
         "" | "spec" | "previous-spec" => {}
         other => {
@@ -339,10 +339,9 @@ async fn update(
             )))
         }
     };
-    let creds = credentials(&headers)?;
-    let written = services(&st)
-        .update(&id, version, spec, rollback, creds)
-        .await?;
+    // The image of a service cannot change yet (see `ServicesService::update`), so no
+    // registry is asked and `X-Registry-Auth` is not needed.
+    let written = services(&st).update(&id, version, spec, rollback).await?;
     let warnings = if !daemon_warns(api) || written.warnings.is_empty() {
         Value::Null
     } else {

@@ -434,15 +434,16 @@ impl ServicesService {
     }
 
     /// `POST /services/{id}/update`: a replacement spec checked against `version`
-    /// (`update out of sequence` when stale). With `rollback`, the previous spec is
-    /// restored instead of `spec`. The image is resolved again when the spec changes it.
+    /// (`update out of sequence` when stale, 409). With `rollback`, the previous spec is
+    /// restored instead of `spec`. Only orchestration may change (replicas, placement,
+    /// restart policy, reservations, labels, update settings): a change to what running
+    /// tasks run is refused, named (400), until tasks can be rolled onto a new spec.
     pub async fn update(
         &self,
         key: &str,
         version: u64,
         spec: Value,
         rollback: bool,
-        credentials: Credentials,
     ) -> Result<Written, ServiceError> {
         let current = self.read(|s| find_service(s, key))??;
         let spec = if rollback {
@@ -461,13 +462,8 @@ impl ServicesService {
                 "{field} cannot be changed on an existing service yet: berth does not roll running tasks onto a new task spec (rolling updates come with the service lifecycle); remove the service and create it again"
             )));
         }
-        let new_image = spec_image(&spec);
-        let (image, warnings) =
-            if new_image == current.image || new_image == spec_image(&current.spec) {
-                (current.image.clone(), Vec::new())
-            } else {
-                self.resolve_image(new_image, &credentials).await?
-            };
+        // The image cannot change (checked above): the task keeps the pinned one.
+        let image = current.image.clone();
         let command = Command::UpdateService {
             id: current.id.clone(),
             expected_version: version,
@@ -478,7 +474,7 @@ impl ServicesService {
         self.write(command).await?;
         Ok(Written {
             id: current.id,
-            warnings,
+            warnings: Vec::new(),
         })
     }
 
