@@ -4,7 +4,9 @@
 //! Owns: the lifecycle of this berthd's [`ClusterNode`] (started at daemon start when the
 //! data root holds cluster state, created by init/join, dropped by leave), the addresses a
 //! node listens on and advertises, node liveness as this node observes it, and the mapping
-//! of consensus errors onto service errors.
+//! of consensus errors onto service errors. Its [`ClusterPhase`] watch tells the loops that
+//! run with the node (the agent and the leader loop, `agent.rs`) when to start, when to
+//! let go of the node (before it is stopped or leaves) and when the node has left.
 //!
 //! Does not own: Raft, certificates and the replicated state (`berth-consensus`), HTTP
 //! shapes (`api/swarm.rs`).

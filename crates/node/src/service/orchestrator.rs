@@ -136,29 +136,31 @@ pub fn go_architecture(machine: &str) -> String {
 /// Parsed service specs by (service id, version): parsing happens once per spec version.
 #[derive(Debug, Default)]
 struct SpecCache {
-    parsed: HashMap<String, (u64, ServiceSpec)>,
+    /// By service id: the version parsed and its spec (`None`: it does not parse).
+    parsed: HashMap<String, (u64, Option<ServiceSpec>)>,
 }
 
 impl SpecCache {
     /// The parsed spec of every service of `state`; services whose spec does not parse
-    /// (the API validated it, so only a spec from a newer berth) are left out and logged.
+    /// (the API validated it, so only a spec from a newer berth) are left out (and left
+    /// alone by the orchestrator), logged once per version.
     fn specs(&mut self, state: &ClusterState) -> BTreeMap<String, ServiceSpec> {
         self.parsed.retain(|id, _| state.services.contains_key(id));
         let mut out = BTreeMap::new();
         for (id, svc) in &state.services {
-            match self.parsed.get(id) {
-                Some((v, spec)) if *v == svc.version => {
-                    out.insert(id.clone(), spec.clone());
-                }
-                _ => match ServiceSpec::from_docker(&svc.spec) {
-                    Ok(spec) => {
-                        self.parsed.insert(id.clone(), (svc.version, spec.clone()));
-                        out.insert(id.clone(), spec);
-                    }
+            let fresh = matches!(self.parsed.get(id), Some((v, _)) if *v == svc.version);
+            if !fresh {
+                let spec = match ServiceSpec::from_docker(&svc.spec) {
+                    Ok(spec) => Some(spec),
                     Err(e) => {
                         tracing::warn!(service = %id, error = %e, "service spec does not parse; not orchestrated");
+                        None
                     }
-                },
+                };
+                self.parsed.insert(id.clone(), (svc.version, spec));
+            }
+            if let Some((_, Some(spec))) = self.parsed.get(id) {
+                out.insert(id.clone(), spec.clone());
             }
         }
         out
@@ -323,6 +325,59 @@ mod tests {
         };
         assert_eq!(wake.wait(later, 0), Duration::from_millis(300));
         assert_eq!(Wake::default().wait(later, 0), PASS_EVERY);
+    }
+
+    #[test]
+    fn specs_are_parsed_once_per_version_and_bad_ones_left_out() {
+        let service =
+            |id: &str, version: u64, spec: serde_json::Value| berth_orchestrator::Service {
+                id: id.into(),
+                spec,
+                previous_spec: None,
+                image: "busybox:latest".into(),
+                version,
+                created_at: 1,
+                updated_at: 1,
+                job_iteration: 0,
+            };
+        let mut state = ClusterState::default();
+        state.services.insert(
+            "a".into(),
+            service(
+                "a",
+                3,
+                serde_json::json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 2}}}),
+            ),
+        );
+        state.services.insert(
+            "b".into(),
+            service(
+                "b",
+                4,
+                serde_json::json!({"Name": "bad", "Mode": {"Nonsense": {}}}),
+            ),
+        );
+        let mut cache = SpecCache::default();
+        let specs = cache.specs(&state);
+        assert_eq!(specs.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(specs["a"].name, "web");
+        assert_eq!(cache.parsed["b"], (4, None), "the failure is remembered");
+        // A new version is parsed again; a removed service is forgotten.
+        state.services.insert(
+            "a".into(),
+            service(
+                "a",
+                9,
+                serde_json::json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 5}}}),
+            ),
+        );
+        state.services.remove("b");
+        let specs = cache.specs(&state);
+        assert_eq!(
+            specs["a"].mode,
+            berth_orchestrator::ServiceMode::Replicated { replicas: 5 }
+        );
+        assert_eq!(cache.parsed.len(), 1);
     }
 
     #[test]
