@@ -211,14 +211,35 @@ fn service_create_ls_inspect_update_rm() -> Result<()> {
         "rollback: {v}"
     );
 
-    // An update that changes the image pins the new one to its registry digest.
+    // An update of what tasks run is stored (and rolled out: tests/services_agent.rs);
+    // one with an update setting berth does not honour yet is refused, named, and
+    // changes nothing.
     let v2 = e.img("busybox:v2s2");
     e.ok(&["service", "update", "--detach", "--image", &v2, "web"])?;
-    let v = inspect(&e, "web")?;
-    let v2_digest = &e.fx.images["busybox:v2s2"].manifest_digest;
+    let after = inspect(&e, "web")?;
     ensure!(
-        v["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == json!(format!("{v2}@{v2_digest}")),
-        "updated image not pinned to {v2_digest}: {v}"
+        after["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+            .as_str()
+            .is_some_and(|i| i.contains("busybox:v2s2")),
+        "image update: {after}"
+    );
+    let o = e.d.docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--update-failure-action",
+        "rollback",
+        "web",
+    ])?;
+    ensure!(!o.status.success(), "failure action rollback accepted");
+    ensure!(
+        stderr(&o).contains("UpdateConfig.FailureAction"),
+        "{}",
+        stderr(&o)
+    );
+    ensure!(
+        inspect(&e, "web")?["Version"] == after["Version"],
+        "a refused update was written"
     );
 
     // A service without a name gets one, as dockerd names it.

@@ -19,6 +19,7 @@ use crate::service::services::{
     Distribution, ServiceFilters, ServiceView, ServicesService, TaskFilters, TaskView,
 };
 
+/// The service, task and distribution routes (unversioned; `/v1.NN` is stripped first).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/services", get(list))
