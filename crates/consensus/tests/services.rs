@@ -21,6 +21,7 @@ fn service(id: &str, name: &str) -> Service {
         id: id.into(),
         spec: serde_json::json!({"Name": name, "Mode": {"Replicated": {"Replicas": 2}}}),
         previous_spec: None,
+        registry_auth: None,
         image: "busybox:latest".into(),
         version: 0,
         created_at: 1,

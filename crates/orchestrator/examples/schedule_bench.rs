@@ -122,6 +122,7 @@ fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize, steady: b
         id: "bench-service".into(),
         spec: raw,
         previous_spec: None,
+        registry_auth: None,
         image: "busybox@sha256:00".into(),
         version: 1,
         created_at: 0,

@@ -36,8 +36,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 pub use model::{
-    Constraint, ConstraintOp, Nanos, NodeId, NodeInfo, Placement, Platform, Resources,
-    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
+    Constraint, ConstraintOp, Nanos, NodeId, NodeInfo, Placement, Platform, RegistryAuth,
+    Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
     TaskStatus,
 };
 pub use schedule::{NoSuitableNode, Scheduler};

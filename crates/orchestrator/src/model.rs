@@ -49,6 +49,32 @@ pub struct Service {
     /// 0 for services stored before this field existed (their tasks have 0 too).
     #[serde(default)]
     pub template_version: u64,
+    /// Registry credentials from the `X-Registry-Auth` of the create (or of an update
+    /// that sent one), with which every node pulls `image`, as swarmkit keeps them with
+    /// the task spec for its agents. Never shown by the API. Stored in the replicated
+    /// state as they are: any member's replica holds them (encrypted objects come with the
+    /// secrets work of the service lifecycle issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<RegistryAuth>,
+}
+
+/// A registry username and password (or personal access token), as `X-Registry-Auth`
+/// carries them (Docker's `AuthConfig` `username`/`password`). `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 /// A task: one scheduled instance of a service.

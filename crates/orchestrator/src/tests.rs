@@ -92,6 +92,7 @@ impl World {
                 id: id.to_string(),
                 spec,
                 previous_spec: old.map(|o| o.spec),
+                registry_auth: None,
                 image: image.into(),
                 version: self.index,
                 created_at: self.now,

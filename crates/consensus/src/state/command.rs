@@ -3,7 +3,7 @@
 //! Log entries outlive the code that wrote them, so variants are only ever *added*: a
 //! changed shape becomes a new variant, and old variants stay decodable and applicable.
 
-use berth_orchestrator::{Nanos, Service, Task, TaskChange, TaskState, TaskStatus};
+use berth_orchestrator::{Nanos, RegistryAuth, Service, Task, TaskChange, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 
 use super::node::{NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
@@ -78,6 +78,11 @@ pub enum Command {
         image: String,
         /// When (unix ns, chosen by the driver).
         at: Nanos,
+        /// New registry credentials (the update sent `X-Registry-Auth`); `None` keeps the
+        /// service's. Absent in entries written before the field existed, which therefore
+        /// apply as they did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        registry_auth: Option<RegistryAuth>,
     },
     /// Forget a service (`DELETE /services/{id}`); every task of it gets desired state
     /// `Remove` (the agents stop and remove the containers, the orchestrator deletes the

@@ -177,7 +177,14 @@ impl ClusterState {
                 spec,
                 image,
                 at,
-            } => self.update_service(index, id, *expected_version, spec, image, *at),
+                registry_auth,
+            } => self.update_service(
+                index,
+                id,
+                *expected_version,
+                (spec, image, registry_auth.as_ref()),
+                *at,
+            ),
             Command::RemoveService { id } => self.remove_service(index, id),
             Command::Orchestrate { changes, at } => Ok(self.orchestrate(index, changes, *at)),
             Command::UpdateTaskStatus {

@@ -7,7 +7,7 @@
 //! an `Orchestrate` batch) leaves the state as it was. Each changed object gets
 //! `version = index` (the log index of the entry), Docker's `Version.Index`.
 
-use berth_orchestrator::{Nanos, Service, Task, TaskChange, TaskState, TaskStatus};
+use berth_orchestrator::{Nanos, RegistryAuth, Service, Task, TaskChange, TaskState, TaskStatus};
 
 use super::{ClusterState, NodeId, Rejection, Response};
 
@@ -72,8 +72,7 @@ impl ClusterState {
         index: u64,
         id: &str,
         expected_version: u64,
-        spec: &serde_json::Value,
-        image: &str,
+        (spec, image, registry_auth): (&serde_json::Value, &str, Option<&RegistryAuth>),
         at: Nanos,
     ) -> Result<Response, Rejection> {
         let service = self
@@ -97,6 +96,9 @@ impl ClusterState {
         let previous = std::mem::replace(&mut service.spec, spec.clone());
         service.previous_spec = Some(previous);
         service.image = image.to_string();
+        if let Some(auth) = registry_auth {
+            service.registry_auth = Some(auth.clone());
+        }
         service.version = index;
         service.updated_at = at;
         if is_job(spec) {
@@ -379,6 +381,7 @@ mod tests {
             id: id.into(),
             spec: json!({"Name": name, "Mode": {"Replicated": {"Replicas": 2}}}),
             previous_spec: None,
+            registry_auth: None,
             image: "busybox:latest@sha256:00".into(),
             version: 0,
             created_at: 100,
@@ -575,6 +578,7 @@ mod tests {
             spec: spec.clone(),
             image: "busybox:1@sha256:11".into(),
             at: 200,
+            registry_auth: None,
         };
         let stale = refused_unchanged(&mut state, 5, &update(3, &new_spec));
         assert_eq!(
@@ -612,6 +616,7 @@ mod tests {
             spec: new_spec.clone(),
             image: String::new(),
             at: 0,
+            registry_auth: None,
         };
         let not_found = refused_unchanged(&mut state, 9, &missing);
         assert_eq!(not_found.to_string(), "service nope not found");
@@ -628,6 +633,7 @@ mod tests {
                 spec: job.spec.clone(),
                 image: job.image.clone(),
                 at: 300,
+                registry_auth: None,
             },
         ) else {
             panic!("job not updated")
@@ -657,6 +663,7 @@ mod tests {
                     spec,
                     image: image.into(),
                     at: 200,
+                    registry_auth: None,
                 },
             );
             let Response::Service { service } = r else {
@@ -714,6 +721,7 @@ mod tests {
                 spec,
                 image: "busybox:1.36@sha256:22".into(),
                 at: 200,
+                registry_auth: None,
             },
         );
         assert_eq!(state.services["s1"].template_version, 6);
@@ -774,6 +782,54 @@ mod tests {
                 id: "t5".into(),
                 holder: "t2".into()
             }
+        );
+    }
+
+    #[test]
+    fn an_update_replaces_registry_credentials_only_when_it_brings_some() {
+        let mut state = cluster();
+        let mut svc = service("s1", "web");
+        svc.registry_auth = Some(RegistryAuth {
+            username: "a".into(),
+            password: "1".into(),
+        });
+        create(&mut state, 4, svc);
+        let spec = json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 2}}});
+        let update = |expected_version, registry_auth| Command::UpdateService {
+            id: "s1".into(),
+            expected_version,
+            spec: spec.clone(),
+            image: "busybox:1@sha256:11".into(),
+            at: 200,
+            registry_auth,
+        };
+        state.apply(5, &update(4, None));
+        assert_eq!(
+            state.services["s1"]
+                .registry_auth
+                .as_ref()
+                .unwrap()
+                .username,
+            "a"
+        );
+        let b = RegistryAuth {
+            username: "b".into(),
+            password: "2".into(),
+        };
+        state.apply(6, &update(5, Some(b.clone())));
+        assert_eq!(state.services["s1"].registry_auth, Some(b));
+        // An entry written before the field existed decodes and keeps the credentials.
+        let old: Command = serde_json::from_value(json!({"type": "update_service", "id": "s1",
+            "expected_version": 6, "spec": spec, "image": "busybox:1@sha256:11", "at": 300}))
+        .unwrap();
+        state.apply(7, &old);
+        assert_eq!(
+            state.services["s1"]
+                .registry_auth
+                .as_ref()
+                .unwrap()
+                .username,
+            "b"
         );
     }
 
@@ -1316,6 +1372,7 @@ mod tests {
                 spec: spec2,
                 image: "busybox@sha256:22".into(),
                 at: 30,
+                registry_auth: None,
             },
             Command::Batch {
                 commands: vec![

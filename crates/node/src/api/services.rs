@@ -321,8 +321,9 @@ async fn update(
             "invalid service version '{raw}': strconv.ParseUint: parsing \"{raw}\": invalid syntax"
         ))
     })?;
-    // berth stores no registry credentials with a service: with or without
-    // X-Registry-Auth, both sources name the same (absent) stored auth.
+    // A service keeps the credentials of its create (or of the last update that sent
+    // X-Registry-Auth); an update without them uses the stored ones (`spec`), and
+    // `previous-spec` names the same stored credentials (berth keeps one set).
     match q.registry_auth_from.as_deref().unwrap_or("") {
         "" | "spec" | "previous-spec" => {}
         other => {
@@ -446,6 +447,7 @@ mod tests {
                 id: "svc".into(),
                 spec,
                 previous_spec: None,
+                registry_auth: None,
                 image: "busybox:latest@sha256:aa".into(),
                 version: 11,
                 created_at: 1_764_550_000_123_456_000,
@@ -463,7 +465,16 @@ mod tests {
             "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest", "Args": ["top"], "Init": false, "DNSConfig": {}},
                              "Resources": {"Limits": {}, "Reservations": {}}, "Placement": {}, "ForceUpdate": 0},
             "Mode": {"Replicated": {"Replicas": 2}}, "EndpointSpec": {"Mode": "vip"}}));
+        let mut v = v;
+        v.service.registry_auth = Some(berth_orchestrator::RegistryAuth {
+            username: "someone".into(),
+            password: "s3cret-pw".into(),
+        });
         let j = service_json(&v, false);
+        assert!(
+            !j.to_string().contains("s3cret-pw"),
+            "registry credentials never leave through the API: {j}"
+        );
         assert_eq!(j["ID"], "svc");
         assert_eq!(j["Version"]["Index"], 11);
         assert_eq!(j["CreatedAt"], "2025-12-01T00:46:40.123456Z");

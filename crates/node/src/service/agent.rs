@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use berth_consensus::{ClusterNode, Command, ConsensusError, NodeDescription, NodeId};
 use berth_orchestrator::{Service, Task, TaskState, TaskStatus};
+use berth_registry_mirror::Credentials;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -525,7 +526,8 @@ impl Worker {
             // The service is gone: its tasks are about to be removed.
             return Ok(());
         };
-        if let Err(e) = self.pull(&task.image).await {
+        let credentials = super::services::pull_credentials(service);
+        if let Err(e) = self.pull(&task.image, credentials).await {
             let mut s = self.status(TaskState::Rejected, "preparing");
             s.err = Some(e);
             self.report(task, s).await;
@@ -650,7 +652,7 @@ impl Worker {
 
     /// Pulls `image` unless it is pinned to a digest this node has; a failed pull is fine
     /// when the image exists locally (as Swarm's executor does). `Err`: the pull's error.
-    async fn pull(&self, image: &str) -> Result<(), String> {
+    async fn pull(&self, image: &str, credentials: Credentials) -> Result<(), String> {
         let reference = ImageService::parse_reference(image).map_err(|e| e.to_string())?;
         let local = self.agent.images.inspect(image).is_ok();
         if local && reference.digest().is_some() {
@@ -660,7 +662,7 @@ impl Worker {
         match self
             .agent
             .images
-            .pull(&reference, None, Default::default(), &progress)
+            .pull(&reference, None, credentials, &progress)
             .await
         {
             Ok(_) => Ok(()),

@@ -334,6 +334,7 @@ mod tests {
                 id: id.into(),
                 spec,
                 previous_spec: None,
+                registry_auth: None,
                 image: "busybox:latest".into(),
                 version,
                 created_at: 1,

@@ -22,7 +22,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use berth_consensus::{ClusterNode, ClusterState, Command, ConsensusError, Rejection, Response};
-use berth_orchestrator::{Nanos, Service, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus};
+use berth_orchestrator::{
+    Nanos, RegistryAuth, Service, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus,
+};
 use berth_registry_mirror::client::Repository;
 use berth_registry_mirror::{Credentials, Error as ImageError, Reference};
 use serde_json::Value;
@@ -274,6 +276,7 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         id: "0".repeat(25),
         spec: spec.clone(),
         previous_spec: None,
+        registry_auth: None,
         image: image.to_string(),
         version: 0,
         created_at: 0,
@@ -357,6 +360,7 @@ impl ServicesService {
             id: new_object_id(),
             spec,
             previous_spec: None,
+            registry_auth: registry_auth(&credentials),
             image,
             version: 0,
             created_at: now,
@@ -459,6 +463,13 @@ impl ServicesService {
             normalize_spec(spec)
         };
         validate_spec(&spec)?;
+        // New credentials replace the stored ones; without any, the service's own are
+        // used (the CLI's `registryAuthFrom=spec`).
+        let new_auth = registry_auth(&credentials);
+        let credentials = match new_auth {
+            Some(_) => credentials,
+            None => pull_credentials(&current),
+        };
         let new_image = spec_image(&spec);
         let (image, warnings) =
             if new_image == current.image || new_image == spec_image(&current.spec) {
@@ -472,6 +483,7 @@ impl ServicesService {
             spec,
             image,
             at: now_nanos(),
+            registry_auth: new_auth,
         };
         self.write(command).await?;
         Ok(Written {
@@ -790,6 +802,30 @@ fn task_name(service: Option<&Service>, task: &Task) -> String {
 /// was created from the service's current `template_version`, which the cluster state
 /// bumps only when an update changes what a task runs (`TaskTemplate`, `--force`,
 /// `EndpointSpec`, the pinned image), not on a scale.
+/// The credentials a service keeps for its nodes' pulls: a username and password sent
+/// with `X-Registry-Auth`; anonymous (or a bare token, which berth's header parser does not
+/// produce) keeps none.
+fn registry_auth(credentials: &Credentials) -> Option<RegistryAuth> {
+    match credentials {
+        Credentials::Basic { username, password } => Some(RegistryAuth {
+            username: username.clone(),
+            password: password.clone(),
+        }),
+        Credentials::Anonymous | Credentials::BearerToken(_) => None,
+    }
+}
+
+/// The credentials a node pulls a service's image with (see [`registry_auth`]).
+pub fn pull_credentials(service: &Service) -> Credentials {
+    match &service.registry_auth {
+        Some(auth) => Credentials::Basic {
+            username: auth.username.clone(),
+            password: auth.password.clone(),
+        },
+        None => Credentials::Anonymous,
+    }
+}
+
 fn up_to_date(service: &Service, task: &Task) -> bool {
     task.template_version == service.template_version
 }
@@ -907,6 +943,7 @@ mod tests {
             id: "s".into(),
             spec: json!({"Mode": {"Replicated": {"Replicas": 3}}}),
             previous_spec: None,
+            registry_auth: None,
             image: "i".into(),
             version: 9,
             created_at: 0,
@@ -919,6 +956,36 @@ mod tests {
             "a later scale leaves tasks up to date"
         );
         assert!(!up_to_date(&svc, &t(3)), "an older template is outdated");
+    }
+
+    #[test]
+    fn services_keep_basic_credentials_for_their_nodes_pulls() {
+        let basic = Credentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let auth = registry_auth(&basic).expect("kept");
+        assert_eq!((auth.username.as_str(), auth.password.as_str()), ("u", "p"));
+        assert!(
+            !format!("{auth:?}").contains("\"p\""),
+            "Debug hides the password"
+        );
+        assert_eq!(registry_auth(&Credentials::Anonymous), None);
+        let mut svc = Service {
+            id: "s".into(),
+            spec: serde_json::json!({"Name": "web"}),
+            previous_spec: None,
+            registry_auth: None,
+            image: "i".into(),
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+            job_iteration: 0,
+            template_version: 0,
+        };
+        assert_eq!(pull_credentials(&svc), Credentials::Anonymous);
+        svc.registry_auth = Some(auth);
+        assert_eq!(pull_credentials(&svc), basic);
     }
 
     #[test]
@@ -978,6 +1045,7 @@ mod tests {
                     id: id.to_string(),
                     spec: json!({"Name": name}),
                     previous_spec: None,
+                    registry_auth: None,
                     image: "busybox".into(),
                     version: 1,
                     created_at: 0,
@@ -1032,6 +1100,7 @@ mod tests {
             id: "s".into(),
             spec: json!({}),
             previous_spec: None,
+            registry_auth: None,
             image: "i".into(),
             version: 1,
             created_at: 0,

@@ -654,6 +654,7 @@ mod tests {
             id: "svc0000000000000000000001".into(),
             spec,
             previous_spec: None,
+            registry_auth: None,
             image: "busybox:latest@sha256:abc".into(),
             version: 3,
             created_at: 1,
