@@ -706,15 +706,42 @@ impl Runtime {
         // and exec alike): let the kernel's grace period for that elapse meanwhile.
         self.warm_cgroup_attach();
         write_json(cfg_path, cfg, "shim config")?;
+        let order = StandbyOrder {
+            config: cfg_path.to_path_buf(),
+            stderr: cfg_path.with_extension("stderr"),
+        };
+        let launched = self.spares.launch(&order)?;
+        match self.read_ready(id, launched)? {
+            // The spare was killed before it took the order: its process ended by a
+            // signal and nothing wrote to the ready pipe, which the supervisor it forks
+            // holds open until it reports, so no supervisor ever ran. A fresh shim does
+            // the start instead.
+            ReadyOutcome::SpareKilled => {
+                tracing::warn!(
+                    id,
+                    "standby shim was killed before it started; using a fresh one"
+                );
+                match self.read_ready(id, self.spares.launch_fresh(&order)?)? {
+                    ReadyOutcome::Ready(r) => r,
+                    ReadyOutcome::SpareKilled => Err(RuntimeError::ShimStart {
+                        id: id.to_string(),
+                        message: "the shim was killed before it reported".into(),
+                    }),
+                }
+            }
+            ReadyOutcome::Ready(r) => r,
+        }
+    }
+
+    /// Reaps the launched shim's first process and reads its ready line.
+    fn read_ready(&self, id: &str, launched: Launched) -> Result<ReadyOutcome> {
         let Launched {
             mut child,
             stdout: mut out,
-        } = self.spares.launch(&StandbyOrder {
-            config: cfg_path.to_path_buf(),
-            stderr: cfg_path.with_extension("stderr"),
-        })?;
+            spare,
+        } = launched;
         // The first process forks the supervisor and exits at once; reap it.
-        let _ = child.wait();
+        let status = child.wait().ok();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -740,18 +767,27 @@ impl Runtime {
                 Err(e) => return Err(RuntimeError::io("read", "shim ready pipe", e)),
             }
         }
-        let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
-        match serde_json::from_slice::<Ready>(line) {
-            Ok(Ready::Started { pid, .. }) => Ok(pid),
-            Ok(Ready::Failed { message }) => Err(RuntimeError::ShimStart {
-                id: id.to_string(),
-                message,
-            }),
-            Err(_) => Err(RuntimeError::ShimStart {
-                id: id.to_string(),
-                message: format!("no ready message (got {:?})", String::from_utf8_lossy(&buf)),
-            }),
+        let killed = status.is_some_and(|s| {
+            use std::os::unix::process::ExitStatusExt;
+            s.signal().is_some()
+        });
+        if spare && killed && buf.is_empty() {
+            return Ok(ReadyOutcome::SpareKilled);
         }
+        let line = buf.split(|b| *b == b'\n').next().unwrap_or_default();
+        Ok(ReadyOutcome::Ready(
+            match serde_json::from_slice::<Ready>(line) {
+                Ok(Ready::Started { pid, .. }) => Ok(pid),
+                Ok(Ready::Failed { message }) => Err(RuntimeError::ShimStart {
+                    id: id.to_string(),
+                    message,
+                }),
+                Err(_) => Err(RuntimeError::ShimStart {
+                    id: id.to_string(),
+                    message: format!("no ready message (got {:?})", String::from_utf8_lossy(&buf)),
+                }),
+            },
+        ))
     }
 
     /// Waits until a previous shim of this process has finished its teardown.
@@ -1463,6 +1499,14 @@ impl Iterator for LogStream<'_> {
             }
         }
     }
+}
+
+/// What a launched shim's ready pipe said.
+enum ReadyOutcome {
+    /// The start's result: the container's pid, or why the shim could not start it.
+    Ready(Result<i32>),
+    /// The spare died from a signal without a word: it never took the order.
+    SpareKilled,
 }
 
 #[cfg(test)]

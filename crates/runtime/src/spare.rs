@@ -23,6 +23,8 @@ use crate::protocol::{self, StandbyOrder};
 pub(crate) struct Launched {
     pub child: Child,
     pub stdout: ChildStdout,
+    /// The shim was the spare (which may have died before it read the order).
+    pub spare: bool,
 }
 
 struct Spare {
@@ -100,14 +102,24 @@ impl Spares {
         };
         self.refill();
         if let Some(mut spare) = spare {
-            // A spare that died meanwhile fails the write (EPIPE) or never reports; the
-            // first case falls back here, the second ends as a failed start.
+            // A spare that died meanwhile fails the write (EPIPE), which falls back here,
+            // or (killed but not yet gone: the pipe still takes the order) never reports,
+            // which the caller sees as a killed spare and retries with `launch_fresh`.
             if protocol::write_line(&mut spare.stdin, order).is_ok() {
                 let Spare { child, stdout, .. } = spare;
-                return Ok(Launched { child, stdout });
+                return Ok(Launched {
+                    child,
+                    stdout,
+                    spare: true,
+                });
             }
             spare.retire();
         }
+        self.launch_fresh(order)
+    }
+
+    /// A freshly spawned shim working on `order` (no spare involved).
+    pub fn launch_fresh(&self, order: &StandbyOrder) -> Result<Launched> {
         let diag = File::options()
             .create(true)
             .append(true)
@@ -123,7 +135,11 @@ impl Spares {
         let stdout = child.stdout.take().ok_or(RuntimeError::Protocol {
             detail: "shim stdout not captured",
         })?;
-        Ok(Launched { child, stdout })
+        Ok(Launched {
+            child,
+            stdout,
+            spare: false,
+        })
     }
 
     /// Starts a new spare on a thread of its own unless one is ready or on its way.
