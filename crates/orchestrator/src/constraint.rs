@@ -116,15 +116,19 @@ pub fn all_match(constraints: &[Constraint], node: &NodeInfo) -> bool {
     constraints.iter().all(|c| c.matches(node))
 }
 
-/// Go's names for the common architectures (swarmkit's `PlatformFilter` normalisation):
-/// `x86_64` is `amd64`, `aarch64` is `arm64`.
+/// Go's name (`GOARCH`, as Docker reports platforms and swarmkit's `PlatformFilter` and
+/// `node.platform.arch` compare them) of an architecture written as the kernel (`uname -m`),
+/// Rust (`std::env::consts::ARCH`) or Go names it, case-insensitively: `x86_64` is `amd64`,
+/// `aarch64` is `arm64`, `i686`/`x86` are `386`, `armv7l` is `arm`. Unknown names are
+/// returned unchanged.
 pub fn normalize_arch(arch: &str) -> &str {
-    if arch.eq_ignore_ascii_case("x86_64") {
-        "amd64"
-    } else if arch.eq_ignore_ascii_case("aarch64") {
-        "arm64"
-    } else {
-        arch
+    let lower = arch.to_ascii_lowercase();
+    match lower.as_str() {
+        "x86_64" | "amd64" => "amd64",
+        "aarch64" | "arm64" => "arm64",
+        "i386" | "i486" | "i586" | "i686" | "x86" | "386" => "386",
+        m if m.starts_with("armv") || m == "arm" => "arm",
+        _ => arch,
     }
 }
 

@@ -242,8 +242,11 @@ pub fn comparable(v: &Value) -> Value {
     }
 }
 
-/// A JSON value Go would leave out with `omitempty` (or decode to its zero value).
-fn is_unset(v: &Value) -> bool {
+/// Whether a JSON value is its field's zero value as clients send it for "not set", the
+/// value Go leaves out with `omitempty` (or decodes to its zero value): null, false, 0, "",
+/// and arrays or objects of nothing but zero values (`"ConsoleSize":[0,0]`,
+/// `"LogConfig":{"Type":"","Config":{}}`).
+pub fn is_unset(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,

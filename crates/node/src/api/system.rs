@@ -179,11 +179,7 @@ async fn version(State(st): State<AppState>) -> Json<Value> {
 
 /// Architecture names as Go (and so Docker) spells them.
 pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+    berth_orchestrator::constraint::normalize_arch(std::env::consts::ARCH)
 }
 
 async fn info(State(st): State<AppState>) -> Json<Value> {

@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use berth_consensus::{
     Availability, ClusterNode, ClusterState, Command, NodeId, NodeRecord, Response,
 };
+use berth_orchestrator::constraint::normalize_arch;
 use berth_orchestrator::{NodeInfo, Platform, Resources, ServiceSpec};
 
 use super::cluster::node_id_str;
@@ -103,7 +104,7 @@ pub fn node_infos(
                 platform: Platform {
                     os: d.map(|d| d.os.clone()).unwrap_or_default(),
                     architecture: d
-                        .map(|d| go_architecture(&d.architecture))
+                        .map(|d| normalize_arch(&d.architecture).to_string())
                         .unwrap_or_default(),
                 },
                 labels: n.labels.clone(),
@@ -115,22 +116,6 @@ pub fn node_infos(
             }
         })
         .collect()
-}
-
-/// Go's name (`GOARCH`, as Swarm reports platforms and matches `node.platform.arch`) of
-/// a kernel machine name (`uname -m`); unknown names are returned unchanged.
-pub fn go_architecture(machine: &str) -> String {
-    match machine {
-        "x86_64" | "amd64" => "amd64",
-        "aarch64" | "arm64" => "arm64",
-        "i386" | "i486" | "i586" | "i686" => "386",
-        m if m.starts_with("armv") => "arm",
-        "ppc64le" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        m => m,
-    }
-    .to_string()
 }
 
 /// Parsed service specs by (service id, version): parsing happens once per spec version.
@@ -384,13 +369,13 @@ mod tests {
 
     #[test]
     fn machine_names_become_go_architectures() {
-        assert_eq!(go_architecture("x86_64"), "amd64");
-        assert_eq!(go_architecture("amd64"), "amd64");
-        assert_eq!(go_architecture("aarch64"), "arm64");
-        assert_eq!(go_architecture("armv7l"), "arm");
-        assert_eq!(go_architecture("i686"), "386");
-        assert_eq!(go_architecture("ppc64le"), "ppc64le");
-        assert_eq!(go_architecture("mips64"), "mips64");
+        assert_eq!(normalize_arch("x86_64"), "amd64");
+        assert_eq!(normalize_arch("amd64"), "amd64");
+        assert_eq!(normalize_arch("aarch64"), "arm64");
+        assert_eq!(normalize_arch("armv7l"), "arm");
+        assert_eq!(normalize_arch("i686"), "386");
+        assert_eq!(normalize_arch("ppc64le"), "ppc64le");
+        assert_eq!(normalize_arch("mips64"), "mips64");
     }
 
     fn record(id: NodeId, availability: Availability, described: bool) -> NodeRecord {

@@ -404,19 +404,7 @@ pub const MOUNT_HONOURED: &[&str] = &[
     "TmpfsOptions",
 ];
 
-/// Whether a JSON value is its field's zero value as clients send it for "not set": null,
-/// false, 0, "", and arrays or objects of nothing but zero values (`"ConsoleSize":[0,0]`,
-/// `"LogConfig":{"Type":"","Config":{}}`).
-pub fn is_unset(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.iter().all(is_unset),
-        Value::Object(o) => o.values().all(is_unset),
-    }
-}
+pub use berth_orchestrator::spec::is_unset;
 
 /// The first key of `obj` set to a non-default value and not in `honoured`, for the error.
 fn first_unsupported<'a>(
