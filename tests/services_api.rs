@@ -727,3 +727,70 @@ fn host_mode_ports_are_published_by_the_task_container() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// `swarm init` and `swarm update` options berth cannot honour yet are refused by name
+/// (they were dropped: `--task-history-limit 10` answered "Swarm initialized" and kept 5);
+/// `--availability` is honoured at init as at join.
+#[test]
+fn swarm_options_are_honoured_or_refused_by_name() -> Result<()> {
+    let e = DockerEnv::new()?;
+    for (flags, field) in [
+        (
+            vec!["--task-history-limit", "10"],
+            "Orchestration.TaskHistoryRetentionLimit",
+        ),
+        (vec!["--autolock"], "AutoLockManagers"),
+        (
+            vec!["--dispatcher-heartbeat", "5s"],
+            "Dispatcher.HeartbeatPeriod",
+        ),
+        (
+            vec!["--default-addr-pool", "10.20.0.0/16"],
+            "DefaultAddrPool",
+        ),
+    ] {
+        let mut args = vec!["swarm", "init", "--advertise-addr", "127.0.0.1"];
+        args.extend(flags.iter().copied());
+        let o = e.d.docker(&args)?;
+        ensure!(!o.status.success(), "{flags:?} accepted");
+        ensure!(stderr(&o).contains(field), "{flags:?}: {}", stderr(&o));
+        let state = e.ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
+        ensure!(
+            state.trim() == "inactive",
+            "{flags:?} left the node {state}"
+        );
+    }
+    e.ok(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        "127.0.0.1",
+        "--availability",
+        "drain",
+    ])?;
+    let availability = e.ok(&[
+        "node",
+        "inspect",
+        "self",
+        "--format",
+        "{{.Spec.Availability}}",
+    ])?;
+    ensure!(
+        availability.trim() == "drain",
+        "availability {availability}"
+    );
+    let o =
+        e.d.docker(&["swarm", "update", "--task-history-limit", "3"])?;
+    ensure!(
+        !o.status.success(),
+        "swarm update --task-history-limit accepted"
+    );
+    ensure!(
+        stderr(&o).contains("Orchestration.TaskHistoryRetentionLimit"),
+        "{}",
+        stderr(&o)
+    );
+    // What `swarm update` sends back unchanged is accepted.
+    e.ok(&["swarm", "update", "--cert-expiry", "2160h"])?;
+    Ok(())
+}

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::filters::Filters;
 use super::{query_bool, ApiError, AppState, JsonBody};
 use crate::service::cluster::{node_id_str, Addresses, LocalState, NodeView, SwarmView};
+use crate::service::containers::config::is_unset;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -38,17 +39,109 @@ struct InitBody {
     advertise_addr: String,
     #[serde(default)]
     force_new_cluster: bool,
+    #[serde(default)]
+    availability: String,
+    #[serde(default)]
+    spec: Value,
+    #[serde(default)]
+    auto_lock_managers: bool,
+    #[serde(default)]
+    data_path_addr: String,
+    #[serde(default)]
+    data_path_port: u32,
+    #[serde(default)]
+    default_addr_pool: Vec<String>,
+    #[serde(default)]
+    subnet_size: u32,
 }
 
+/// `POST /swarm/init`. What berth cannot honour yet is refused by name rather than
+/// dropped: a cluster spec other than [`spec`]'s values, autolock, a data path address or
+/// port (the VXLAN data path comes with overlay networks), and default address pools.
 async fn init(
     State(st): State<AppState>,
     JsonBody(body): JsonBody<InitBody>,
 ) -> Result<Json<String>, ApiError> {
+    let refuse = |field: &str| {
+        Err(ApiError::BadRequest(format!(
+            "{field} is not supported by berth yet"
+        )))
+    };
+    if body.auto_lock_managers {
+        return refuse("AutoLockManagers (docker swarm init --autolock)");
+    }
+    if !body.data_path_addr.is_empty() {
+        return refuse("DataPathAddr (--data-path-addr)");
+    }
+    if !matches!(body.data_path_port, 0 | 4789) {
+        return refuse("DataPathPort (--data-path-port)");
+    }
+    if !body.default_addr_pool.is_empty() {
+        return refuse("DefaultAddrPool (--default-addr-pool)");
+    }
+    if !matches!(body.subnet_size, 0 | 24) {
+        return refuse("SubnetSize (--default-addr-pool-mask-length)");
+    }
+    if let Some(field) = spec_change(&body.spec) {
+        return Err(spec_change_refused(&field));
+    }
+    let availability = match body.availability.as_str() {
+        "" => None,
+        a => Some(parse_availability(a)?),
+    };
     let addrs = Addresses {
         listen: body.listen_addr,
         advertise: body.advertise_addr,
     };
-    Ok(Json(st.cluster.init(&addrs, body.force_new_cluster).await?))
+    let id = st.cluster.init(&addrs, body.force_new_cluster).await?;
+    set_own_availability(&st, availability).await?;
+    Ok(Json(id))
+}
+
+/// After init or join: the `Availability` the request asked for, unless active.
+async fn set_own_availability(
+    st: &AppState,
+    availability: Option<Availability>,
+) -> Result<(), ApiError> {
+    if let Some(a) = availability.filter(|a| *a != Availability::Active) {
+        let me = st.cluster.node_view_self().await?;
+        st.cluster
+            .update_node(
+                &node_id_str(me.record.id),
+                me.record.version,
+                me.record.role,
+                a,
+                me.record.labels,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The first field of a requested cluster spec (dotted path) that is set and differs from
+/// what berth runs with ([`spec`]): berth's cluster settings are fixed for now.
+fn spec_change(theirs: &Value) -> Option<String> {
+    fn walk(theirs: &Value, ours: &Value, path: &str) -> Option<String> {
+        match theirs {
+            Value::Object(o) => o.iter().find_map(|(k, v)| {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                walk(v, ours.get(k).unwrap_or(&Value::Null), &sub)
+            }),
+            v if is_unset(v) || v == ours => None,
+            _ => Some(path.to_string()),
+        }
+    }
+    walk(theirs, &spec(), "")
+}
+
+fn spec_change_refused(field: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "changing the cluster spec ({field}) is not supported by berth"
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,19 +178,7 @@ async fn join(
             &body.join_token,
         )
         .await?;
-    if let Some(a) = availability.filter(|a| *a != Availability::Active) {
-        let me = st.cluster.node_view_self().await?;
-        st.cluster
-            .update_node(
-                &node_id_str(me.record.id),
-                me.record.version,
-                me.record.role,
-                a,
-                me.record.labels,
-            )
-            .await?;
-    }
-    Ok(())
+    set_own_availability(&st, availability).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,7 +200,8 @@ fn spec() -> Value {
         // Raft ticks of 100 ms: heartbeat every tick, elections after 5 to 10.
         "Raft": {"SnapshotInterval": 5000, "KeepOldSnapshots": 0,
                  "LogEntriesForSlowFollowers": 1000, "ElectionTick": 5, "HeartbeatTick": 1},
-        "Dispatcher": {"HeartbeatPeriod": 5_000_000_000u64},
+        // Nodes heartbeat the leader every 250 ms (service/orchestrator.rs).
+        "Dispatcher": {"HeartbeatPeriod": 250_000_000u64},
         "CAConfig": {"NodeCertExpiry": 7_776_000_000_000_000u64},
         "TaskDefaults": {},
         "EncryptionConfig": {"AutoLockManagers": false},
@@ -175,22 +257,8 @@ async fn update(
                 .into(),
         ));
     }
-    let ours = spec();
-    for path in [
-        "/Orchestration/TaskHistoryRetentionLimit",
-        "/Raft/SnapshotInterval",
-        "/Dispatcher/HeartbeatPeriod",
-        "/CAConfig/NodeCertExpiry",
-        "/EncryptionConfig/AutoLockManagers",
-    ] {
-        if let Some(theirs) = body.pointer(path) {
-            if Some(theirs) != ours.pointer(path) && !theirs.is_null() {
-                return Err(ApiError::BadRequest(format!(
-                    "changing the cluster spec ({}) is not supported by berth",
-                    path.trim_start_matches('/').replace('/', ".")
-                )));
-            }
-        }
+    if let Some(field) = spec_change(&body) {
+        return Err(spec_change_refused(&field));
     }
     if query_bool(q.rotate_worker_token.as_deref())? {
         st.cluster.rotate_token(NodeRole::Worker).await?;
@@ -434,5 +502,34 @@ pub fn ping_header(st: &AppState) -> &'static str {
         LocalState::Active { manager: false, .. } => "active/worker",
         LocalState::Error(_) => "error",
         LocalState::Inactive => "inactive",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_spec_is_refused_where_it_differs_from_berths() {
+        // What the docker CLI sends for a plain `swarm init`: zero values.
+        let plain = json!({"Labels": null, "Orchestration": {}, "Raft": {"ElectionTick": 0},
+            "Dispatcher": {}, "CAConfig": {"ExternalCAs": null}, "TaskDefaults": {},
+            "EncryptionConfig": {"AutoLockManagers": false}});
+        assert_eq!(spec_change(&plain), None);
+        // `swarm update` sends back the spec as inspected.
+        assert_eq!(spec_change(&spec()), None);
+        let mut history = spec();
+        history["Orchestration"]["TaskHistoryRetentionLimit"] = json!(10);
+        assert_eq!(
+            spec_change(&history).as_deref(),
+            Some("Orchestration.TaskHistoryRetentionLimit")
+        );
+        let heartbeat = json!({"Dispatcher": {"HeartbeatPeriod": 5_000_000_000u64}});
+        assert_eq!(
+            spec_change(&heartbeat).as_deref(),
+            Some("Dispatcher.HeartbeatPeriod")
+        );
+        let ca = json!({"CAConfig": {"ExternalCAs": [{"Protocol": "cfssl", "URL": "https://ca"}]}});
+        assert_eq!(spec_change(&ca).as_deref(), Some("CAConfig.ExternalCAs"));
     }
 }
