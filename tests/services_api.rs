@@ -792,5 +792,24 @@ fn swarm_options_are_honoured_or_refused_by_name() -> Result<()> {
     );
     // What `swarm update` sends back unchanged is accepted.
     e.ok(&["swarm", "update", "--cert-expiry", "2160h"])?;
+    // A node name cannot be set (nodes are named by their hostname): refused, not dropped.
+    let node = e.ok(&[
+        "node",
+        "inspect",
+        "self",
+        "--format",
+        "{{.ID}} {{.Version.Index}}",
+    ])?;
+    let (id, version) = node.trim().split_once(' ').unwrap_or_default();
+    let (status, body) = curl(
+        &e.d,
+        "POST",
+        &format!("/nodes/{id}/update?version={version}"),
+        Some(&json!({"Name": "renamed", "Role": "manager", "Availability": "drain"})),
+    )?;
+    ensure!(
+        status == 400 && body["message"].as_str().unwrap_or("").contains("Spec.Name"),
+        "{status} {body}"
+    );
     Ok(())
 }

@@ -157,12 +157,19 @@ struct JoinBody {
     join_token: String,
     #[serde(default)]
     availability: String,
+    #[serde(default)]
+    data_path_addr: String,
 }
 
 async fn join(
     State(st): State<AppState>,
     JsonBody(body): JsonBody<JoinBody>,
 ) -> Result<(), ApiError> {
+    if !body.data_path_addr.is_empty() {
+        return Err(ApiError::BadRequest(
+            "DataPathAddr (--data-path-addr) is not supported by berth yet".into(),
+        ));
+    }
     let availability = match body.availability.as_str() {
         "" => None,
         a => Some(parse_availability(a)?),
@@ -395,6 +402,8 @@ struct VersionQuery {
 #[serde(rename_all = "PascalCase")]
 struct NodeSpecBody {
     #[serde(default)]
+    name: String,
+    #[serde(default)]
     labels: Option<BTreeMap<String, String>>,
     #[serde(default)]
     role: String,
@@ -435,6 +444,12 @@ async fn node_update(
             )))
         }
     };
+    if !body.name.is_empty() {
+        return Err(ApiError::BadRequest(
+            "Spec.Name of a node is not supported by berth (nodes are named by their hostname)"
+                .into(),
+        ));
+    }
     let availability = parse_availability(&body.availability)?;
     st.cluster
         .update_node(
