@@ -270,10 +270,16 @@ fn pause_unpause_restart_and_top() -> Result<()> {
     o.cmd = Some(sh("while :; do echo tick; sleep 0.1; done"));
     let id = t.create(o)?;
     t.rt.start(&id)?;
-    let top = t.rt.top(&id)?;
+    // As with runc, start returns once the init was told to go, which is just before its
+    // execve: until then the process still shows the shim's command line.
     assert!(
-        top.processes.iter().any(|p| p[3].starts_with("sh -c")),
-        "{top:?}"
+        eventually(Duration::from_secs(5), || t
+            .rt
+            .top(&id)
+            .map(|top| top.processes.iter().any(|p| p[3].starts_with("sh -c")))
+            .unwrap_or(false)),
+        "{:?}",
+        t.rt.top(&id)
     );
     t.rt.pause(&id)?;
     assert_eq!(t.rt.inspect(&id)?.status, Status::Paused);
