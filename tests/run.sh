@@ -31,6 +31,9 @@ if [ "$(trap -p EXIT)" != "" ]; then
     trap - EXIT
 fi
 
+# docker-py for the tests that drive berthd with the Docker SDK (the python3 on PATH runs them)
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/python-requirements.txt
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
