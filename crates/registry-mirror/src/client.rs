@@ -40,6 +40,11 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Connect timeout per request.
     pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a response (its headers, or the next chunk of
+    /// its body): a registry that accepts the connection and then says nothing fails the
+    /// request with a transport error (a 503 from the mirror) instead of holding it
+    /// forever. Default 30 s.
+    pub read_timeout: Duration,
     /// Extra trusted CA certificates (PEM), beside the system roots (Docker's
     /// `certs.d/<host>/ca.crt`).
     pub extra_root_certs_pem: Vec<Vec<u8>>,
@@ -70,6 +75,7 @@ impl Default for ClientConfig {
             insecure_registries: Vec::new(),
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(15),
+            read_timeout: Duration::from_secs(30),
             extra_root_certs_pem: Vec::new(),
             mirrors: Vec::new(),
         }
@@ -151,6 +157,7 @@ impl RegistryClient {
         let mut builder = reqwest::Client::builder()
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
             .pool_idle_timeout(Duration::from_secs(30));
         for pem in &config.extra_root_certs_pem {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|source| Error::Transport {

@@ -41,6 +41,15 @@
 //! - `{"op":"manifest","upstream":…,"repository":…,"reference":"latest" | "sha256:…"}`:
 //!   header `{"status":"ok","digest":…,"media_type":…,"stale":false,"size":N}`, then the
 //!   manifest body. `stale`: served from the server's stale-if-error tag cache.
+//! - `{"op":"stat","upstream":…,"repository":…,"digest":"sha256:…"}`: header
+//!   `{"status":"ok","size":N}` if the server holds the blob (stored, or downloading with
+//!   a known size), else `not_found`; no body. What a mirror asks when the registry
+//!   cannot answer a `HEAD` of a blob.
+//! - `{"op":"tags","upstream":…,"repository":…}`: header `{"status":"ok"}`, then a JSON
+//!   array of the tags of that repository the server has resolved (its tag cache). What
+//!   a mirror asks when the registry cannot answer `/v2/<name>/tags/list`.
+//! - `stat` and `tags` are answered from the server's own state: they never reach the
+//!   registry (they are asked exactly when the registry is unreachable).
 //! - Errors: `{"status":"not_found","message":…}` (the registry says it does not exist)
 //!   or `{"status":"failed","message":…}`, and no body.
 //!
@@ -132,6 +141,19 @@ pub enum PeerRequest {
         upstream: String,
         repository: String,
         reference: String,
+    },
+    /// The size of the blob `digest` if the peer holds it (stored, or downloading with a
+    /// known size); answered from the peer's own state only, never from the registry.
+    Stat {
+        upstream: String,
+        repository: String,
+        digest: String,
+    },
+    /// The tags of a repository the peer has resolved (its tag cache, stale or not);
+    /// answered from the peer's own state only, never from the registry.
+    Tags {
+        upstream: String,
+        repository: String,
     },
 }
 
@@ -505,6 +527,52 @@ impl PeerTransport {
             body: Bytes::from(body),
             stale: header.stale,
         })
+    }
+}
+
+impl PeerTransport {
+    /// Asks `peer` whether it holds the blob `digest` ([`PeerRequest::Stat`]): its size,
+    /// or `None` when it does not. Errors: the peer is unreachable, slow or failed.
+    pub async fn stat_blob(
+        &self,
+        peer: &Member,
+        target: &UpstreamRepo,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
+        let req = PeerRequest::Stat {
+            upstream: target.upstream.clone(),
+            repository: target.repository.clone(),
+            digest: digest.to_string(),
+        };
+        let (header, _) = self.request(peer, &req).await?;
+        match header.status.as_str() {
+            "ok" => Ok(header.size),
+            "not_found" => Ok(None),
+            _ => Err(Self::refused(peer, format!("stat of {digest}"), header)),
+        }
+    }
+
+    /// Asks `peer` for the tags of `target` it has resolved ([`PeerRequest::Tags`]).
+    pub async fn fetch_tags(&self, peer: &Member, target: &UpstreamRepo) -> Result<Vec<String>> {
+        let req = PeerRequest::Tags {
+            upstream: target.upstream.clone(),
+            repository: target.repository.clone(),
+        };
+        let (header, mut recv) = self.request(peer, &req).await?;
+        if header.status != "ok" {
+            return Err(Self::refused(peer, "tags".into(), header));
+        }
+        let body = tokio::time::timeout(self.timeouts.idle, recv.read_to_end(MAX_MANIFEST))
+            .await
+            .map_err(|_| {
+                peer_err(
+                    peer.addr,
+                    "tags body stalled",
+                    std::io::Error::from(std::io::ErrorKind::TimedOut),
+                )
+            })?
+            .map_err(|e| peer_err(peer.addr, "tags body", e))?;
+        serde_json::from_slice(&body).map_err(|e| peer_err(peer.addr, "tags body", e))
     }
 }
 
