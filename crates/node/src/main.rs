@@ -169,6 +169,13 @@ async fn run(cfg: config::Config) -> Result<()> {
         containers,
         networks: networks.clone(),
         cluster: cluster.clone(),
+        mirror: match &mirror {
+            Some((mirror, listener)) => Some(api::NodeMirror {
+                mirror: mirror.clone(),
+                addr: listener.local_addr()?,
+            }),
+            None => None,
+        },
     };
     let router = api::router(state);
     let shutdown = api::Shutdown::new();
