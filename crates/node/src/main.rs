@@ -96,6 +96,7 @@ async fn run(cfg: config::Config) -> Result<()> {
             let client =
                 berth_registry_mirror::RegistryClient::new(berth_registry_mirror::ClientConfig {
                     insecure_registries: cfg.insecure_registries.clone(),
+                    read_timeout: Some(berth_registry_mirror::client::MIRROR_READ_TIMEOUT),
                     ..Default::default()
                 })
                 .context("registry client of the mirror")?;

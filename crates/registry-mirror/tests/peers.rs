@@ -685,7 +685,7 @@ async fn a_registry_that_accepts_and_never_answers_is_an_error_not_a_hang() {
     });
     let dir = tempfile::tempdir().unwrap();
     let client = RegistryClient::new(ClientConfig {
-        read_timeout: Duration::from_millis(500),
+        read_timeout: Some(Duration::from_millis(500)),
         ..Default::default()
     })
     .unwrap();
