@@ -6,11 +6,15 @@
 //!   log shows exactly one GET of each blob, the mirrors' upstream bytes stay within 1.05x
 //!   the image size, and every node runs the image with identical content.
 //! - The registry stopped after one node pulled `web`: the four others pull and run it
-//!   (tags and blobs from their owners). A node that leaves closes its peer transport
+//!   (tags and blobs from their owners); their mirrors answer `/v2/web/tags/list` and a
+//!   `HEAD` of web's layer from the cluster, and a `HEAD` of a blob no one holds with 503. A node that leaves closes its peer transport
 //!   and binds a new one when it joins again.
 //! - kill -9 of the owner of big's layer in the middle of that transfer (the registry
 //!   reached through a throttling relay): the four others still pull a correct image,
-//!   with at most one more registry fetch of the layer.
+//!   with at most one more registry fetch of the layer, resumed where the cut left it
+//!   (no survivor receives more than the image's bytes once).
+//! - `docker info` on each node shows its mirror (`SystemStatus`): bytes from upstream,
+//!   from peers and served to peers, cache hits, and its live peers.
 //!
 //! The test runs its own registry (the fixture images pushed to it) so that its access
 //! log holds only this test's requests; each berthd reaches it on the same loopback
@@ -47,6 +51,44 @@ fn metric(d: &Berthd, name: &str) -> Result<u64> {
         .trim()
         .parse()
         .context("metric value")
+}
+
+/// The `Node Mirror` section of the docker CLI's `docker info` text (berthd's
+/// `SystemStatus` pairs): `(key, value)` with the key trimmed, in order; the peers are the
+/// entries after `Peers`.
+fn mirror_info(d: &Berthd) -> Result<Vec<(String, String)>> {
+    let text = d.docker_ok(&["info"])?;
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.starts_with(" Node Mirror: "));
+    let head = lines
+        .next()
+        .with_context(|| format!("no Node Mirror in {text}"))?;
+    let mut out = vec![(
+        "Node Mirror".to_string(),
+        head.trim_start()
+            .trim_start_matches("Node Mirror: ")
+            .to_string(),
+    )];
+    for l in lines.take_while(|l| l.starts_with("  ")) {
+        let (k, v) = l.trim().split_once(": ").context("KEY: VALUE")?;
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// The first number of the value of `key` in [`mirror_info`]'s pairs.
+fn info_number(pairs: &[(String, String)], key: &str) -> Result<u64> {
+    let v = &pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .with_context(|| format!("{key} missing from {pairs:?}"))?
+        .1;
+    v.split_whitespace()
+        .next()
+        .unwrap_or("")
+        .parse()
+        .with_context(|| format!("{key}: {v}"))
 }
 
 /// GETs of `/v2/<repo>/blobs/<digest>` in the registry's access log.
@@ -222,6 +264,18 @@ fn kill_9_of_the_owner_mid_transfer_leaves_every_other_pull_correct() -> Result<
     // The owner died mid-transfer: the next node in rendezvous order resumed from the
     // registry (a Range GET) and the others followed it: exactly one more fetch.
     assert_eq!(gets, 2, "registry GETs of the big layer: {log}");
+    // Resumed, not restarted: what each survivor received from the registry and from
+    // peers together is the image once (layers, config, manifests), never the bytes it
+    // had from the dead owner again (a range-less resume counts the skipped bytes).
+    let image_bytes: u64 = info.layers.iter().map(|l| l.size).sum();
+    for &i in &others {
+        let got = metric(&hosts[i].d, "berth_mirror_upstream_bytes_total")?
+            + metric(&hosts[i].d, "berth_mirror_peer_bytes_total")?;
+        assert!(
+            got <= image_bytes + (256 << 10),
+            "host {i} received {got} bytes for an image of {image_bytes}"
+        );
+    }
     let want = hosts[others[0]].d.docker_ok(&[
         "run",
         "--rm",
@@ -290,6 +344,63 @@ fn five_nodes_cold_pull_big_with_one_registry_fetch_per_blob_and_pull_without_th
         upstream as f64 <= image_bytes as f64 * 1.05,
         "upstream bytes {upstream} for an image of {image_bytes}"
     );
+
+    // `docker info` (the docker CLI) shows each node's mirror: the same counters, its
+    // cache hits and its four live peers by node id.
+    let ids: Vec<String> = hosts.iter().map(|h| node_id(&h.d)).collect::<Result<_>>()?;
+    let (mut info_upstream, mut info_from, mut info_to) = (0, 0, 0);
+    for (i, h) in hosts.iter().enumerate() {
+        let pairs = mirror_info(&h.d)?;
+        eprintln!("host {i}: {pairs:?}");
+        assert_eq!(pairs[0].1, "127.0.0.1:5001", "{pairs:?}");
+        info_upstream += info_number(&pairs, "Upstream Bytes")?;
+        info_from += info_number(&pairs, "Bytes From Peers")?;
+        info_to += info_number(&pairs, "Bytes Served To Peers")?;
+        assert_eq!(info_number(&pairs, "Peers")?, 4, "{pairs:?}");
+        let at = pairs.iter().position(|(k, _)| k == "Peers").expect("Peers");
+        let mut listed: Vec<&str> = pairs[at + 1..].iter().map(|(k, _)| k.as_str()).collect();
+        let mut others: Vec<&str> = ids
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        listed.sort();
+        others.sort();
+        assert_eq!(listed, others, "host {i}'s peers: {pairs:?}");
+        for (_, addr) in &pairs[at + 1..] {
+            ensure!(addr.ends_with(":2377"), "peer address {addr}");
+        }
+    }
+    assert_eq!(info_upstream, upstream, "docker info vs /metrics");
+    assert_eq!(info_from, from_peers, "docker info vs /metrics");
+    // Each layer came once from the registry to its owner, then to the four others.
+    assert!(
+        info_from >= 4 * image_bytes,
+        "bytes from peers: {info_from}"
+    );
+    assert!(
+        info_to >= 4 * image_bytes,
+        "bytes served to peers: {info_to}"
+    );
+    // A blob every node stored (big's config) asked of a node's mirror is a cache hit.
+    let before = info_number(&mirror_info(&hosts[1].d)?, "Cache Hits")?;
+    let url = format!(
+        "http://127.0.0.1:5001/v2/big/blobs/{}?ns={}",
+        info.config_digest,
+        reg.addr()
+    );
+    let out = hosts[1]
+        .d
+        .in_netns("curl", &["-sf", "-o", "/dev/null", &url])
+        .output()?;
+    ensure!(out.status.success(), "GET {url}");
+    let after = info_number(&mirror_info(&hosts[1].d)?, "Cache Hits")?;
+    assert_eq!(
+        after,
+        before + 1,
+        "cache hits after a stored blob was asked for"
+    );
     // Every node ran the image and sees the same 50 MiB file.
     let sums: Vec<String> = hosts
         .iter()
@@ -314,6 +425,53 @@ fn five_nodes_cold_pull_big_with_one_registry_fetch_per_blob_and_pull_without_th
     let web = fx.reference("web:latest");
     hosts[0].d.docker_ok(&["pull", &web])?;
     reg.stop();
+    // Through each other node's mirror, with the registry gone: the tag list is the
+    // cluster's resolved tags, a HEAD of web's layer is answered by the nodes holding it,
+    // and a HEAD of a blob no one holds is Distribution's 503, not a hang.
+    let web_info = fx.image("web:latest");
+    let web_layer = web_info.layers.last().context("web has layers")?;
+    let ns = reg.addr().to_string();
+    for (i, h) in hosts.iter().enumerate().skip(1) {
+        let curl = |args: &[&str]| -> Result<String> {
+            let out = h.d.in_netns("curl", args).output()?;
+            ensure!(out.status.success(), "curl {args:?} on host {i}");
+            Ok(String::from_utf8(out.stdout)?)
+        };
+        let list = curl(&[
+            "-sf",
+            &format!("http://127.0.0.1:5001/v2/web/tags/list?ns={ns}"),
+        ])?;
+        let list: serde_json::Value = serde_json::from_str(&list)?;
+        assert_eq!(
+            list["tags"],
+            serde_json::json!(["latest"]),
+            "host {i}: {list}"
+        );
+        let head = curl(&[
+            "-s",
+            "-I",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %header{content-length}",
+            &format!(
+                "http://127.0.0.1:5001/v2/web/blobs/{}?ns={ns}",
+                web_layer.digest
+            ),
+        ])?;
+        assert_eq!(head, format!("200 {}", web_layer.size), "host {i}");
+        let nobody = format!("sha256:{}", "0".repeat(64));
+        let head = curl(&[
+            "-s",
+            "-I",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:5001/v2/web/blobs/{nobody}?ns={ns}"),
+        ])?;
+        assert_eq!(head, "503", "host {i}: HEAD of a blob no one holds");
+    }
     for (i, h) in hosts.iter().enumerate().skip(1) {
         h.d.docker_ok(&["pull", &web])
             .with_context(|| format!("host {i} pull with the registry gone"))?;

@@ -96,6 +96,7 @@ async fn run(cfg: config::Config) -> Result<()> {
             let client =
                 berth_registry_mirror::RegistryClient::new(berth_registry_mirror::ClientConfig {
                     insecure_registries: cfg.insecure_registries.clone(),
+                    read_timeout: Some(berth_registry_mirror::client::MIRROR_READ_TIMEOUT),
                     ..Default::default()
                 })
                 .context("registry client of the mirror")?;
@@ -169,6 +170,13 @@ async fn run(cfg: config::Config) -> Result<()> {
         containers,
         networks: networks.clone(),
         cluster: cluster.clone(),
+        mirror: match &mirror {
+            Some((mirror, listener)) => Some(api::NodeMirror {
+                mirror: mirror.clone(),
+                addr: listener.local_addr()?,
+            }),
+            None => None,
+        },
     };
     let router = api::router(state);
     let shutdown = api::Shutdown::new();

@@ -6,6 +6,14 @@
 //! `peer_transfer [BIND_IP]` — both sides on BIND_IP (default 127.0.0.1). Same
 //! certificates (a test CA, rcgen), same flow-control windows (8 MiB per stream, 32 MiB
 //! per connection), same body source (`Mirror::stored_body`, which re-hashes the blob).
+//!
+//! Across a LAN of network namespaces (root): `SERVER_NS=<name> CLIENT_NS=<name>
+//! peer_transfer <SERVER_IP>` — the serving side's sockets are made inside
+//! `/run/netns/<SERVER_NS>` bound to SERVER_IP, the fetching side's inside
+//! `/run/netns/<CLIENT_NS>` (bound to `CLIENT_IP`, default any address), so every byte
+//! crosses the namespaces' link (a veth pair, a bridge) as between two hosts. A socket
+//! stays in the namespace it was made in; the process switches namespaces only on the
+//! thread that makes them (setns(2) acts per thread).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,6 +126,20 @@ async fn serve_h2(
     }
 }
 
+/// Moves this thread into the network namespace `/run/netns/<name>` (nothing if unset).
+fn enter_netns(var: &str) -> Result<(), BoxError> {
+    let Ok(name) = std::env::var(var) else {
+        return Ok(());
+    };
+    let f = std::fs::File::open(format!("/run/netns/{name}"))?;
+    // SAFETY: setns(2) on a valid namespace fd; it affects only the calling thread.
+    let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    if r != 0 {
+        return Err(format!("setns {name}: {}", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -156,6 +178,7 @@ async fn main() -> Result<(), BoxError> {
         RegistryClient::new(ClientConfig::default())?,
         Arc::new(NoLocalImages),
     )?;
+    enter_netns("SERVER_NS")?;
     let server_t = PeerTransport::bind(
         SocketAddr::new(ip, 0),
         &server_id,
@@ -163,12 +186,6 @@ async fn main() -> Result<(), BoxError> {
         PeerTimeouts::default(),
     )?;
     mirror.attach_peers(server_t.clone());
-    let client_t = PeerTransport::bind(
-        SocketAddr::new(ip, 0),
-        &client_id,
-        PeerSet::new("client"),
-        PeerTimeouts::default(),
-    )?;
     let server = Member {
         id: "server".into(),
         addr: server_t.local_addr()?,
@@ -180,6 +197,18 @@ async fn main() -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, 0)).await?;
     let h2_addr = listener.local_addr()?;
     tokio::spawn(serve_h2(mirror.clone(), listener, tls_server(&server_id)?));
+    enter_netns("CLIENT_NS")?;
+    let client_ip: std::net::IpAddr = match std::env::var("CLIENT_IP") {
+        Ok(a) => a.parse()?,
+        Err(_) if std::env::var("CLIENT_NS").is_ok() => "0.0.0.0".parse()?,
+        Err(_) => ip,
+    };
+    let client_t = PeerTransport::bind(
+        SocketAddr::new(client_ip, 0),
+        &client_id,
+        PeerSet::new("client"),
+        PeerTimeouts::default(),
+    )?;
     let connector = tokio_rustls::TlsConnector::from(tls_client(&client_id)?);
     let tcp = tokio::net::TcpStream::connect(h2_addr).await?;
     tcp.set_nodelay(true)?;

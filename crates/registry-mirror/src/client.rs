@@ -30,6 +30,11 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::MANIFEST_ACCEPT;
 
+/// The read timeout of a mirror's registry client ([`ClientConfig::read_timeout`]): 30 s
+/// without a byte from a registry ends the request (a blob download then resumes from the
+/// next source, or fails with nothing stored).
+pub const MIRROR_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Settings of a [`RegistryClient`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -40,6 +45,13 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Connect timeout per request.
     pub connect_timeout: Duration,
+    /// Read timeout (reqwest's `read_timeout`): the longest wait for a response's headers,
+    /// counted from the start of the request, then for each next chunk of its body. A
+    /// registry that accepts the connection and then says nothing fails the request with
+    /// a transport error (a 503 from a mirror) instead of holding it forever. Only for
+    /// clients that never upload (a mirror's, [`MIRROR_READ_TIMEOUT`]): an upload whose
+    /// body takes longer than this to send would fail. Default `None` (no timeout).
+    pub read_timeout: Option<Duration>,
     /// Extra trusted CA certificates (PEM), beside the system roots (Docker's
     /// `certs.d/<host>/ca.crt`).
     pub extra_root_certs_pem: Vec<Vec<u8>>,
@@ -70,6 +82,7 @@ impl Default for ClientConfig {
             insecure_registries: Vec::new(),
             user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(15),
+            read_timeout: None,
             extra_root_certs_pem: Vec::new(),
             mirrors: Vec::new(),
         }
@@ -152,6 +165,9 @@ impl RegistryClient {
             .user_agent(config.user_agent.clone())
             .connect_timeout(config.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(t) = config.read_timeout {
+            builder = builder.read_timeout(t);
+        }
         for pem in &config.extra_root_certs_pem {
             let cert = reqwest::Certificate::from_pem(pem).map_err(|source| Error::Transport {
                 url: "<extra root certificate>".into(),

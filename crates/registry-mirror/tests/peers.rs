@@ -13,7 +13,7 @@ use berth_registry_mirror::mirror::quic::{
     self, PeerIdentity, PeerReplyHeader, PeerRequest, PeerTimeouts, PeerTransport,
 };
 use berth_registry_mirror::mirror::route::{ManifestRef, UpstreamRepo};
-use berth_registry_mirror::mirror::{BlobReply, NoLocalImages};
+use berth_registry_mirror::mirror::{http, BlobReply, NoLocalImages};
 use berth_registry_mirror::{
     BlobStore, ClientConfig, Digest, Mirror, MirrorConfig, RegistryClient,
 };
@@ -23,6 +23,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use reqwest::StatusCode;
 
 const SERVER_NAME: &str = "berth-node";
 
@@ -313,6 +314,29 @@ async fn with_the_registry_down_a_tag_and_blobs_one_node_pulled_come_from_their_
     }
     drop(reg); // the registry is gone: its port refuses connections
 
+    // HEAD of a blob the registry cannot answer for, on a node that lacks it: a peer
+    // that holds it answers.
+    let lacking = nodes
+        .iter()
+        .find(|n| !n.mirror.blob_store().contains(&layer))
+        .expect("3 nodes, 2 hold the layer at most");
+    let BlobReply::Head { size } = lacking.mirror.blob(&t, &layer, true).await.unwrap() else {
+        panic!("a HEAD is answered with a size");
+    };
+    assert_eq!(size, img.layer.len() as u64);
+    // A HEAD of a blob no one holds: Distribution's 503 UNAVAILABLE, not a made-up size.
+    let nobody = Digest::of(b"a blob no node holds");
+    let e = later.mirror.blob(&t, &nobody, true).await.unwrap_err();
+    assert_eq!(
+        http::error_status(&e),
+        (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+    );
+    // tags/list: the tags the cluster resolved (`later` resolved none itself).
+    let body = later.mirror.tags(&t).await.unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["tags"], serde_json::json!(["latest"]), "{list}");
+    assert_eq!(list["name"], serde_json::json!(t.display_name()), "{list}");
+
     let again = later
         .mirror
         .manifest(&t, &ManifestRef::Tag("latest".into()))
@@ -469,6 +493,79 @@ async fn a_transfer_cut_mid_stream_resumes_upstream_from_where_it_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_transfer_resumes_with_a_range_request_for_the_rest_only() {
+    let reg = FakeRegistry::start(FakeAuth::None);
+    reg.honour_ranges();
+    let img = image(7, 1 << 20);
+    reg.add("team/big", "latest", &img, None);
+    let ca = Ca::new();
+    let me = node("me", &ca, Duration::from_secs(300));
+    let layer = Digest::parse(&sha256(&img.layer)).unwrap();
+    let half = img.layer.len() / 2;
+    let first = img.layer[..half].to_vec();
+    let cutter = fake_peer(&ca, move |off| first[off as usize..].to_vec(), true);
+    let my = Member {
+        id: me.id.clone(),
+        addr: me.transport.local_addr().unwrap(),
+    };
+    let mut peer = id_above(&OwnerKey::Digest(layer.clone()), &my);
+    peer.addr = cutter;
+    me.transport.members().set(vec![my, peer]);
+    let t = target(&reg);
+
+    let body = read_blob(&me.mirror, &t, &layer).await.unwrap();
+    assert_eq!(Digest::of(&body), layer);
+    assert!(stored(&me.mirror, &layer).await);
+    assert_eq!(
+        reg.ranges(),
+        vec![format!("/v2/team/big/blobs/{layer} bytes={half}-")],
+        "one GET of the rest, from where the cut left it"
+    );
+    let text = me.mirror.render_metrics();
+    assert!(
+        text.contains(&format!("berth_mirror_peer_bytes_total {half}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "berth_mirror_upstream_bytes_total {}\n",
+            img.layer.len() - half
+        )),
+        "only the second half came from the registry: {text}"
+    );
+    assert!(me.mirror.blob_store().partial_writes().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_cut_that_no_source_can_complete_stores_nothing() {
+    // The only peer cuts the transfer half-way and the registry is gone: the fetch fails
+    // and neither a blob nor a partial write is left behind as if complete.
+    let reg = FakeRegistry::start(FakeAuth::None);
+    let img = image(8, 1 << 20);
+    reg.add("team/big", "latest", &img, None);
+    let t = target(&reg);
+    drop(reg);
+    let ca = Ca::new();
+    let me = node("me", &ca, Duration::from_secs(300));
+    let layer = Digest::parse(&sha256(&img.layer)).unwrap();
+    let first = img.layer[..img.layer.len() / 2].to_vec();
+    let cutter = fake_peer(&ca, move |off| first[off as usize..].to_vec(), true);
+    let my = Member {
+        id: me.id.clone(),
+        addr: me.transport.local_addr().unwrap(),
+    };
+    let mut peer = id_above(&OwnerKey::Digest(layer.clone()), &my);
+    peer.addr = cutter;
+    me.transport.members().set(vec![my, peer]);
+
+    let got = read_blob(&me.mirror, &t, &layer).await;
+    assert!(got.is_err(), "half a blob must not reach a client whole");
+    // The body's error comes once the download has ended (its writer dropped).
+    assert!(!me.mirror.blob_store().contains(&layer));
+    assert!(me.mirror.blob_store().partial_writes().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_owner_that_is_down_is_skipped_for_the_next_source() {
     let reg = FakeRegistry::start(FakeAuth::None);
     let img = image(5, 64 << 10);
@@ -569,5 +666,63 @@ async fn clients_without_a_cluster_certificate_are_refused() {
         blob_gets(&reg, &layer.to_string()),
         1,
         "only the member's request reached the registry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registry_that_accepts_and_never_answers_is_an_error_not_a_hang() {
+    // A registry that accepts connections and then says nothing (a hung server, a
+    // black-holing middlebox): HEADs, blobs and tag lists end in 503 UNAVAILABLE, a tag in
+    // 404 MANIFEST_UNKNOWN, once the client's read timeout passes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for c in silent.incoming().flatten() {
+            h.lock().unwrap().push(c);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let client = RegistryClient::new(ClientConfig {
+        read_timeout: Some(Duration::from_millis(500)),
+        ..Default::default()
+    })
+    .unwrap();
+    let blobs = BlobStore::open(dir.path().join("blobs")).unwrap();
+    let mirror = Mirror::new(
+        MirrorConfig::new(dir.path().join("mirror")),
+        blobs,
+        client,
+        Arc::new(NoLocalImages),
+    )
+    .unwrap();
+    let t = UpstreamRepo {
+        upstream: addr.to_string(),
+        repository: "team/app".into(),
+    };
+    let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+    let d = Digest::of(b"any");
+    let e = mirror.blob(&t, &d, true).await.unwrap_err();
+    assert_eq!(http::error_status(&e), unavailable, "HEAD blob: {e}");
+    let e = mirror.blob(&t, &d, false).await.unwrap_err();
+    assert_eq!(http::error_status(&e), unavailable, "GET blob: {e}");
+    let e = mirror
+        .manifest(&t, &ManifestRef::Tag("latest".into()))
+        .await
+        .unwrap_err();
+    // A tag never resolved and a registry that cannot answer: 404 MANIFEST_UNKNOWN, as
+    // for every tag the mirror cannot vouch for (clients then try the registry).
+    assert_eq!(
+        http::error_status(&e),
+        (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+        "manifest: {e}"
+    );
+    assert!(e.to_string().contains("error sending request"), "{e}");
+    let e = mirror.tags(&t).await.unwrap_err();
+    assert_eq!(http::error_status(&e), unavailable, "tags: {e}");
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the requests reached the silent server"
     );
 }

@@ -53,6 +53,17 @@ pub struct AppState {
     pub containers: ContainerService,
     pub networks: NetworkService,
     pub cluster: ClusterService,
+    /// This node's registry mirror (`--mirror-addr`), when it runs: its counters and
+    /// peers are shown by `/info`.
+    pub mirror: Option<NodeMirror>,
+}
+
+/// The node's own registry mirror as `/info` reports it.
+#[derive(Debug, Clone)]
+pub struct NodeMirror {
+    pub mirror: berth_registry_mirror::Mirror,
+    /// Where its HTTP API listens.
+    pub addr: std::net::SocketAddr,
 }
 
 /// A JSON request body; malformed JSON is a Docker-shaped 400, not axum's plain text.

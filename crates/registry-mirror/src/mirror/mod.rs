@@ -32,6 +32,16 @@
 //! stops or breaks, is skipped; the next source continues from the bytes already written
 //! (`offset` to a peer, `Range: bytes=N-` to the registry).
 //!
+//! What the registry alone would answer falls back on the cluster when the registry
+//! cannot answer (unreachable, 5xx, silent past the client's read timeout): a `HEAD` of a
+//! blob asks the live peers in rendezvous order whether they hold it (`stat`: stored, or
+//! downloading with a known size); `/v2/<name>/tags/list` answers the union of every live
+//! peer's resolved tags of that repository with this node's (`tags`). Both are answered
+//! from the peer's own state, never by a registry request of its own. When no one holds
+//! the blob or knows a tag, the answer stays the registry's failure: 503 `UNAVAILABLE`
+//! with `Retry-After` (Distribution's code for a service that cannot answer now), never
+//! a made-up size or list and never a request that hangs.
+//!
 //! ```text
 //!  node B miss ──QUIC (mTLS)──> owner A: store hit ─────────────┐
 //!     │ (A down/slow/cut: next in order,                        │ or A's one download
@@ -66,6 +76,8 @@
 //!   Upstream bytes count blob and manifest bodies received; served bytes, bodies sent.
 //!   In a cluster also: bytes received from peers, bytes served to peers, failed peer
 //!   fetches, and the live peers (`berth_mirror_peers`, `berth_mirror_peer_info`).
+//!   berthd also shows them in `docker info` (the Engine API's `SystemStatus` pairs, under
+//!   `Node Mirror:`), which the docker CLI prints.
 //! - Size cap: after each download the least recently used blobs are deleted until the
 //!   store fits, never one being served or downloaded, referenced by a local image, or
 //!   named by a cached tag.
@@ -100,7 +112,7 @@ pub mod quic;
 pub mod route;
 pub mod tags;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -782,7 +794,30 @@ impl Mirror {
         match self.inner.client.list_tags(&repo).await {
             Ok(body) => Ok(body),
             Err(e) => {
-                let cached = self.inner.tags.lock().expect("tags").tags_of(target);
+                let mut cached: BTreeSet<String> = self
+                    .inner
+                    .tags
+                    .lock()
+                    .expect("tags")
+                    .tags_of(target)
+                    .into_iter()
+                    .collect();
+                // The stale-if-error view is the cluster's: every live peer's resolved
+                // tags of this repository, asked at once.
+                if let Some(t) = self.peer_transport() {
+                    let asks = t.members().peers().into_iter().map(|p| {
+                        let t = t.clone();
+                        async move { (t.fetch_tags(&p, target).await, p) }
+                    });
+                    for (r, p) in futures::future::join_all(asks).await {
+                        match r {
+                            Ok(tags) => cached.extend(tags),
+                            Err(err) => {
+                                tracing::debug!(peer = %p.id, error = %err, "peer did not list its tags")
+                            }
+                        }
+                    }
+                }
                 if cached.is_empty() {
                     return Err(Arc::new(e));
                 }
@@ -842,6 +877,13 @@ impl Mirror {
                     repository: target.display_name(),
                     digest: digest.clone(),
                 })),
+                Err(e) if e.is_retryable() && matches!(route, Route::Cluster) => {
+                    // The registry cannot answer: a peer that holds the blob can.
+                    match self.peer_size(target, digest).await {
+                        Some(size) => Ok(BlobReply::Head { size }),
+                        None => Err(Arc::new(e)),
+                    }
+                }
                 Err(e) => Err(Arc::new(e)),
             };
         }
@@ -1150,6 +1192,41 @@ impl Mirror {
         self.inner.peers.lock().expect("peers").clone()
     }
 
+    /// The size of the blob `d` if this node holds it: stored, or being downloaded with
+    /// a known size.
+    async fn held_size(&self, d: &Digest) -> Option<u64> {
+        if let Ok(Some(size)) = self.inner.blobs.size(d) {
+            return Some(size);
+        }
+        let f = self.inner.flights.get(d)?;
+        let st = f.started().await;
+        match st.phase {
+            Phase::Failed(_) => None,
+            _ => st.total,
+        }
+    }
+
+    /// The size of the blob `d` as the first live peer holding it says (peers asked in
+    /// rendezvous order for `d`); `None` when none does or none answers.
+    async fn peer_size(&self, target: &UpstreamRepo, d: &Digest) -> Option<u64> {
+        let t = self.peer_transport()?;
+        let key = OwnerKey::Digest(d.clone());
+        let me = t.members().self_id().to_string();
+        let order: Vec<Member> = peers::rendezvous_order(&key, &t.members().members())
+            .into_iter()
+            .filter(|m| m.id != me)
+            .cloned()
+            .collect();
+        for p in order {
+            match t.stat_blob(&p, target, d).await {
+                Ok(Some(size)) => return Some(size),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(peer = %p.id, error = %e, "peer did not answer a stat"),
+            }
+        }
+        None
+    }
+
     /// The `/metrics` text: the counters, and the live peers as a gauge per peer.
     pub fn render_metrics(&self) -> String {
         let mut out = self.inner.metrics.render();
@@ -1263,6 +1340,49 @@ impl Mirror {
                             unreachable!("a GET is never answered with a HEAD reply")
                         }
                     }
+                }
+                PeerRequest::Stat {
+                    upstream,
+                    repository,
+                    digest,
+                } => {
+                    let target = UpstreamRepo {
+                        upstream,
+                        repository,
+                    };
+                    let size = match Digest::parse(&digest) {
+                        Ok(d) => self.held_size(&d).await,
+                        Err(_) => None,
+                    };
+                    let h = PeerReplyHeader {
+                        status: if size.is_some() { "ok" } else { "not_found" }.into(),
+                        size,
+                        message: size.is_none().then(|| {
+                            format!("blob {digest} of {} not held", target.display_name())
+                        }),
+                        ..Default::default()
+                    };
+                    quic::write_header(&mut send, &h).await?;
+                    let _ = send.finish();
+                    return Ok(());
+                }
+                PeerRequest::Tags {
+                    upstream,
+                    repository,
+                } => {
+                    let target = UpstreamRepo {
+                        upstream,
+                        repository,
+                    };
+                    let tags = self.inner.tags.lock().expect("tags").tags_of(&target);
+                    let h = PeerReplyHeader {
+                        status: "ok".into(),
+                        ..Default::default()
+                    };
+                    quic::write_header(&mut send, &h).await?;
+                    let body = Bytes::from(serde_json::to_vec(&tags).expect("tags serialise"));
+                    on_bytes(body.len() as u64);
+                    Box::pin(futures::stream::once(futures::future::ready(Ok(body))))
                 }
                 PeerRequest::Manifest {
                     upstream,

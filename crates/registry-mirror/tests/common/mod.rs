@@ -205,6 +205,10 @@ struct Served {
     requests: Vec<String>,
     /// Blob GETs still to answer with 503.
     fail_blob_gets: usize,
+    /// Answer `Range: bytes=N-` with 206 and the bytes from N (off: the whole body).
+    honour_ranges: bool,
+    /// `<path> <Range header>` of every request that sent one.
+    ranges: Vec<String>,
 }
 
 /// A minimal HTTP/1.1 distribution registry on 127.0.0.1:0, one thread per connection.
@@ -227,6 +231,8 @@ impl FakeRegistry {
             auth,
             requests: Vec::new(),
             fail_blob_gets: 0,
+            honour_ranges: false,
+            ranges: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp) = (state.clone(), stop.clone());
@@ -289,6 +295,17 @@ impl FakeRegistry {
         self.state.lock().unwrap().fail_blob_gets = n;
     }
 
+    /// From now on, answers `Range: bytes=N-` requests with 206 and the bytes from N, as
+    /// Distribution does.
+    pub fn honour_ranges(&self) {
+        self.state.lock().unwrap().honour_ranges = true;
+    }
+
+    /// `<path> <Range header value>` of each request that sent a `Range`.
+    pub fn ranges(&self) -> Vec<String> {
+        self.state.lock().unwrap().ranges.clone()
+    }
+
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -339,6 +356,7 @@ fn serve_conn(mut conn: TcpStream, st: &Mutex<Served>, addr: SocketAddr) -> std:
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("").to_string();
     let mut authz = None;
+    let mut range = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" {
@@ -348,18 +366,28 @@ fn serve_conn(mut conn: TcpStream, st: &Mutex<Served>, addr: SocketAddr) -> std:
             if k.eq_ignore_ascii_case("authorization") {
                 authz = Some(v.trim().to_string());
             }
+            if k.eq_ignore_ascii_case("range") {
+                range = Some(v.trim().to_string());
+            }
         }
     }
-    let (auth, route) = {
+    let (auth, route, honour_ranges) = {
         let mut s = st.lock().unwrap();
         s.requests.push(format!("{method} {target}"));
+        if let Some(r) = &range {
+            s.ranges.push(format!("{target} {r}"));
+        }
         if method == "GET" && target.contains("/blobs/") && s.fail_blob_gets > 0 {
             s.fail_blob_gets -= 1;
             drop(s);
             return respond(&mut conn, "503 Service Unavailable", &[], b"busy", false);
         }
         let path = target.split('?').next().unwrap_or("").to_string();
-        (s.auth.clone(), s.routes.get(&path).cloned())
+        (
+            s.auth.clone(),
+            s.routes.get(&path).cloned(),
+            s.honour_ranges,
+        )
     };
     let basic = |u: &str, p: &str| {
         use base64::Engine as _;
@@ -402,7 +430,28 @@ fn serve_conn(mut conn: TcpStream, st: &Mutex<Served>, addr: SocketAddr) -> std:
     if target == "/v2/" {
         return respond(&mut conn, "200 OK", &[], b"{}", method == "HEAD");
     }
+    let from = range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
     match route {
+        Some((ct, body)) if honour_ranges && from.is_some_and(|n| n < body.len()) => {
+            let n = from.expect("checked");
+            respond(
+                &mut conn,
+                "206 Partial Content",
+                &[
+                    ("Content-Type", ct),
+                    (
+                        "Content-Range",
+                        format!("bytes {n}-{}/{}", body.len() - 1, body.len()),
+                    ),
+                ],
+                &body[n..],
+                method == "HEAD",
+            )
+        }
         Some((ct, body)) => respond(
             &mut conn,
             "200 OK",
