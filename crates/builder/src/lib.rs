@@ -66,7 +66,7 @@ use sha2::Digest;
 pub use ignore::{glob_match, DockerIgnore};
 pub use parser::{
     parse, parse_trigger, CmdLine, Dockerfile, HealthConfig, Instruction, InstructionKind,
-    ParseError, Stage,
+    ParseError, ParseErrorKind, Stage,
 };
 pub use planner::{
     clean_path, normalize_dest, normalize_workdir, parse_port_spec, parse_signal, source_hash,

@@ -970,6 +970,11 @@ impl Planner {
                 comment = Some((format!("EXPOSE {}", words.join(" ")), true));
             }
             InstructionKind::Run(cl) => {
+                if let Some(f) = cl.buildkit_flags.first() {
+                    return Err(BuildError::new(format!(
+                        "the --{f} option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"
+                    )));
+                }
                 let argv = resolve_cmd_line(cl, cfg);
                 if argv.is_empty() {
                     return Err(BuildError::new("RUN requires at least one argument"));
