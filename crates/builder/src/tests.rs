@@ -690,8 +690,8 @@ fn dispatch_errors() {
             "failed to process \"${Y:-z\": syntax error: missing '}'",
         ),
         ("FROM scratch\nSTOPSIGNAL FOO\n", "Invalid signal: FOO"),
-        ("FROM scratch\nEXPOSE 80/xyz\n", "invalid proto: xyz"),
-        ("FROM scratch\nEXPOSE abc\n", "invalid containerPort: abc"),
+        ("FROM scratch\nEXPOSE 80/xyz\n", "Invalid proto: xyz"),
+        ("FROM scratch\nEXPOSE abc\n", "Invalid containerPort: abc"),
         (
             "FROM scratch\nCOPY --chmod=999 a b\n",
             "invalid chmod parameter: 999",

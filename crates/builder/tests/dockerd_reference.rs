@@ -197,6 +197,17 @@ fn parse_errors_match_dockerd() {
         "FROM scratch\nWORKDIR\n",
         "FROM scratch\nEXPOSE\n",
         "FROM scratch\nRUN <<EOF\necho hi\nEOF\n",
+        // Refused when the step runs.
+        "FROM scratch\nSTOPSIGNAL FOO\n",
+        "FROM scratch\nEXPOSE abc\n",
+        "FROM scratch\nEXPOSE 80/xyz\n",
+        "FROM scratch\nENV X=${Y:-z\n",
+        "FROM scratch\nENV X=${Y\n",
+        "FROM scratch\nLABEL a='b\n",
+        "FROM scratch\nCOPY --from=0 a b\n",
+        "FROM scratch\nFROM scratch\nCOPY --from=5 a b\n",
+        "FROM scratch AS x\nFROM scratch AS x\n",
+        "ARG B\nFROM ${B}\n",
     ];
     let mut mismatches = Vec::new();
     for text in cases {
@@ -330,4 +341,98 @@ MAINTAINER me <me@x>
         config_fields(&their_config(&d, &tag)),
         config_fields(&serde_json::to_value(&steps.last().unwrap().config).unwrap())
     );
+}
+
+#[test]
+fn substitution_and_copy_history_match_dockerd() {
+    let d = Dockerd::start(&[]).expect("start the reference dockerd");
+    let suffix = std::process::id();
+
+    // Substitution, quotes and escapes in the instructions Docker substitutes.
+    let text = r#"FROM scratch
+ENV A=a\ b B='$A' C="$A" D=\$A E=${A:+set} F=${NOPE:-dflt} G=${A:-x}${A} I="q\"uote"
+LABEL "q"="it's" 'r'="x\"y" s=multi\
+word
+ENV H $A and "more"
+ARG P=8080
+EXPOSE $P ${P}/udp
+ENV PORTS="1 2"
+EXPOSE $PORTS
+USER ${A}
+WORKDIR ./rel
+WORKDIR ../up/$NOPE
+VOLUME $A /v2
+STOPSIGNAL ${NOPE:-SIGUSR1}
+"#;
+    let tag = format!("berth-builder-ref-s-{suffix}");
+    let b = build(&d, text, &["-t", &tag]);
+    assert!(b.ok, "dockerd build failed: {}{}", b.stdout, b.stderr);
+    let (p, steps) = plan(text, BuildOptions::default(), &[]);
+    assert_eq!(step_lines(&b.stdout), our_step_lines(&p, &steps));
+    assert_eq!(their_history(&d, &tag), our_history(&steps));
+    assert_eq!(
+        config_fields(&their_config(&d, &tag)),
+        config_fields(&serde_json::to_value(&steps.last().unwrap().config).unwrap())
+    );
+
+    // COPY and ADD: history around the source hash, --chown, --from (name and index).
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("a.txt"), "a\n").unwrap();
+    std::fs::create_dir(ctx.path().join("dir")).unwrap();
+    std::fs::write(ctx.path().join("dir/b.txt"), "b\n").unwrap();
+    let text = r#"FROM scratch AS files
+COPY a.txt /a.txt
+FROM scratch
+WORKDIR /app
+COPY --chown=1000:1000 a.txt dir/ ./x/
+COPY --from=files /a.txt /from-stage.txt
+COPY --from=0 /a.txt rel.txt
+ADD dir /added/
+ENV F=a.txt
+COPY $F /env-${F}
+COPY ["a.txt", "/json dest"]
+"#;
+    std::fs::write(ctx.path().join("Dockerfile"), text).unwrap();
+    let tag = format!("berth-builder-ref-copy-{suffix}");
+    let out = d
+        .docker_cmd(&["build", "-t", &tag, ctx.path().to_str().unwrap()])
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dockerd build failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (p, steps) = plan(text, BuildOptions::default(), &[]);
+    assert_eq!(step_lines(&stdout), our_step_lines(&p, &steps));
+    let theirs: Vec<String> = their_history(&d, &tag)
+        .iter()
+        .map(|h| without_hashes(h))
+        .collect();
+    let ours: Vec<String> = our_history(&steps)
+        .iter()
+        .map(|h| h.replace("<src>", "<hash>"))
+        .collect();
+    assert_eq!(theirs, ours);
+}
+
+/// Replaces Docker's source hashes (`file:`, `dir:`, `multi:` + 64 hex) by `<hash>`.
+fn without_hashes(s: &str) -> String {
+    let mut out = s.to_string();
+    for prefix in ["file:", "dir:", "multi:"] {
+        while let Some(i) = out.find(prefix) {
+            let start = i + prefix.len();
+            let hex_len = out[start..]
+                .bytes()
+                .take_while(u8::is_ascii_hexdigit)
+                .count();
+            if hex_len != 64 {
+                break;
+            }
+            out.replace_range(i..start + 64, "<hash>");
+        }
+    }
+    out
 }
