@@ -32,7 +32,7 @@ fn free_loopback_port() -> Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-fn write_config(dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
+fn write_config(dir: &Path, addr: SocketAddr, htpasswd: Option<&Path>) -> Result<PathBuf> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
     let conf = dir.join("config.yml");
@@ -43,8 +43,14 @@ fn write_config(dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
              cache:\n    blobdescriptor: inmemory\n\
-             http:\n  addr: {addr}\n",
-            data.display()
+             http:\n  addr: {addr}\n{}",
+            data.display(),
+            htpasswd
+                .map(|p| format!(
+                    "auth:\n  htpasswd:\n    realm: berth-test-realm\n    path: {}\n",
+                    p.display()
+                ))
+                .unwrap_or_default()
         ),
     )?;
     Ok(conf)
@@ -54,6 +60,17 @@ impl RegistryProcess {
     /// Starts a registry on a free loopback port with a fresh data directory under the
     /// system temp directory. Retries with another port if the chosen one was taken.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a registry that demands HTTP Basic credentials checked against the
+    /// htpasswd file at `htpasswd` (bcrypt entries: `htpasswd -B`), the Distribution
+    /// registry's `auth: htpasswd` configuration.
+    pub fn start_with_htpasswd(htpasswd: &Path) -> Result<Self> {
+        Self::start_with(Some(htpasswd))
+    }
+
+    fn start_with(htpasswd: Option<&Path>) -> Result<Self> {
         let bin = registry_binary();
         anyhow::ensure!(
             bin.exists(),
@@ -67,7 +84,7 @@ impl RegistryProcess {
                 .tempdir()
                 .context("registry temp dir")?;
             let addr = free_loopback_port()?;
-            let conf = write_config(dir.path(), addr)?;
+            let conf = write_config(dir.path(), addr, htpasswd)?;
             let log = std::fs::File::create(dir.path().join("registry.log"))?;
             let mut cmd = Command::new(&bin);
             cmd.arg("serve")
@@ -104,10 +121,11 @@ impl RegistryProcess {
             if let Some(status) = self.child.try_wait()? {
                 bail!("registry exited early ({status}): {}", self.log_tail());
             }
-            if let Ok(resp) = ureq::get(&url).timeout(Duration::from_secs(1)).call() {
-                if resp.status() == 200 {
-                    return Ok(());
-                }
+            match ureq::get(&url).timeout(Duration::from_secs(1)).call() {
+                Ok(resp) if resp.status() == 200 => return Ok(()),
+                // A registry with auth answers /v2/ with its challenge once it serves.
+                Err(ureq::Error::Status(401, _)) => return Ok(()),
+                _ => {}
             }
             if Instant::now() > deadline {
                 bail!(

@@ -663,7 +663,7 @@ impl ServicesService {
         let fetched = client
             .get_manifest(&repo, &reference.manifest_reference())
             .await
-            .map_err(distribution_error)?;
+            .map_err(|e| distribution_error(e, credentials))?;
         let manifest = berth_registry_mirror::manifest::Manifest::parse(
             &fetched.body,
             fetched.content_type.as_deref(),
@@ -682,7 +682,7 @@ impl ServicesService {
                 let resp = client
                     .get_blob(&repo, &m.config.digest)
                     .await
-                    .map_err(distribution_error)?;
+                    .map_err(|e| distribution_error(e, credentials))?;
                 let body = resp.bytes().await.map_err(|e| {
                     ServiceError::unavailable(format!("reading the image config: {e}"))
                 })?;
@@ -716,14 +716,15 @@ pub struct Distribution {
     pub platforms: Vec<(String, String, Option<String>)>,
 }
 
-/// Registry failures of `/distribution` as dockerd reports them: a missing manifest is
-/// 404, an unreachable registry 500 with the transport error.
-fn distribution_error(e: ImageError) -> ServiceError {
+/// Registry failures of `/distribution` as dockerd 20.10 reports them: a missing
+/// manifest is 404; credentials the registry refuses are 401 ("unauthorized:
+/// authentication required"); none where some are needed is 500 (`Head "<url>": no
+/// basic auth credentials`); an unreachable registry 500 with the transport error.
+fn distribution_error(e: ImageError, credentials: &Credentials) -> ServiceError {
     match e {
-        e @ ImageError::ManifestNotFound { .. } => image_error(e),
-        e @ ImageError::Unauthorized { .. } => ServiceError::Forbidden {
-            message: e.to_string(),
-        },
+        ImageError::Unauthorized { message, .. } if *credentials != Credentials::Anonymous => {
+            ServiceError::Unauthorized { message }
+        }
         e => image_error(e),
     }
 }
