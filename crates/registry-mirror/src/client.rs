@@ -119,6 +119,10 @@ pub struct Repository {
     pub credentials: Credentials,
 }
 
+/// (registry host, token scope, [`Credentials::identity`]): what a cached
+/// `Authorization` value was earned for.
+type AuthKey = (String, String, String);
+
 /// Talks the distribution API to any number of registries. Cheap to clone; caches auth
 /// tokens per (registry, scope).
 #[derive(Debug, Clone)]
@@ -126,7 +130,7 @@ pub struct RegistryClient {
     http: reqwest::Client,
     config: Arc<ClientConfig>,
     /// (registry, scope, credentials identity) -> the `Authorization` value that worked.
-    auth_cache: Arc<Mutex<HashMap<(String, String, String), String>>>,
+    auth_cache: Arc<Mutex<HashMap<AuthKey, String>>>,
     /// Scheme found for hosts allowed plain HTTP (probed once: HTTPS, else HTTP).
     schemes: Arc<Mutex<HashMap<String, &'static str>>>,
 }

@@ -340,6 +340,7 @@ impl ServicesService {
         credentials: Credentials,
     ) -> Result<Written, ServiceError> {
         self.node()?;
+        refuse_bare_token(&credentials)?;
         let mut spec = normalize_spec(spec);
         if spec_name(&spec).is_empty() {
             if let Some(o) = spec.as_object_mut() {
@@ -451,6 +452,7 @@ impl ServicesService {
         rollback: bool,
         credentials: Credentials,
     ) -> Result<Written, ServiceError> {
+        refuse_bare_token(&credentials)?;
         let current = self.read(|s| find_service(s, key))??;
         let spec = if rollback {
             current.previous_spec.clone().ok_or_else(|| {
@@ -803,9 +805,22 @@ fn task_name(service: Option<&Service>, task: &Task) -> String {
 /// was created from the service's current `template_version`, which the cluster state
 /// bumps only when an update changes what a task runs (`TaskTemplate`, `--force`,
 /// `EndpointSpec`, the pinned image), not on a scale.
+/// A registry token (`registrytoken` in `X-Registry-Auth`) cannot be kept for a service:
+/// the replicated service record holds a username and password only, and a token
+/// expires. Refused by name rather than dropped (the service's nodes would pull
+/// anonymously).
+fn refuse_bare_token(credentials: &Credentials) -> Result<(), ServiceError> {
+    match credentials {
+        Credentials::BearerToken(_) => Err(ServiceError::invalid(
+            "registrytoken credentials cannot be kept for a service's nodes: send a username and password (docker login) with --with-registry-auth",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The credentials a service keeps for its nodes' pulls: a username and password sent
-/// with `X-Registry-Auth`; anonymous (or a bare token, which berth's header parser does not
-/// produce) keeps none.
+/// with `X-Registry-Auth`; anonymous keeps none (a bare token is refused before, by
+/// [`refuse_bare_token`]).
 fn registry_auth(credentials: &Credentials) -> Option<RegistryAuth> {
     match credentials {
         Credentials::Basic { username, password } => Some(RegistryAuth {
