@@ -7,10 +7,12 @@
 //! with the same registry), except that berth asks for manifests with GET where dockerd
 //! sends HEAD, so berth's "no basic auth credentials" names `Get "..."`.
 //!
-//! The Bearer token flow (a registry whose challenge names a token realm) is tested in
-//! `crates/registry-mirror/tests/fake_registry.rs` against a real HTTP server in the test:
-//! the Distribution registry's token auth needs a token server signing JWTs, which no
-//! Debian package in the test set provides.
+//! The Bearer token flow: the same registry with `auth: token`, whose realm is a small
+//! token server kept with the tests (`tests/fixtures/token_server.py`, Debian's
+//! python3-jwt and python3-cryptography): it issues the JWTs of the distribution token
+//! specification, which the registry verifies against the server's certificate. The
+//! token server is a test fixture standing in for Docker Hub's or Harbor's; the registry
+//! that checks its tokens is the real one.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -43,6 +45,7 @@ struct Private {
     env: DockerEnv,
     reg: RegistryProcess,
     _fwd: Forwarder,
+    _token: Option<(TokenServer, Forwarder)>,
     _dir: tempfile::TempDir,
     password: String,
 }
@@ -60,6 +63,29 @@ impl Private {
             env,
             reg,
             _fwd: fwd,
+            _token: None,
+            _dir: dir,
+            password,
+        })
+    }
+
+    /// The registry with token auth through a token server's realm.
+    fn start_token() -> Result<Self> {
+        let env = DockerEnv::new()?;
+        let dir = tempfile::tempdir()?;
+        let password = format!("pw-{}-{}", std::process::id(), rand_suffix());
+        let cert = dir.path().join("token-issuer.pem");
+        let token = TokenServer::start(&cert, "alice", &password)?;
+        let realm = format!("http://127.0.0.1:{}/token", token.port);
+        let reg =
+            RegistryProcess::start_with_token_auth(&realm, "berth-test-registry", ISSUER, &cert)?;
+        let token_fwd = Forwarder::start(&env.d.netns(), &format!("127.0.0.1:{}", token.port))?;
+        let fwd = Forwarder::start(&env.d.netns(), &reg.addr().to_string())?;
+        Ok(Private {
+            env,
+            reg,
+            _fwd: fwd,
+            _token: Some((token, token_fwd)),
             _dir: dir,
             password,
         })
@@ -89,6 +115,51 @@ impl Private {
             stdin.write_all(password.as_bytes())?;
         }
         Ok(child.wait_with_output()?)
+    }
+}
+
+const ISSUER: &str = "berth-test-issuer";
+
+/// `tests/fixtures/token_server.py` run by Debian's python3; killed (by PID) on drop.
+struct TokenServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TokenServer {
+    fn start(cert: &Path, user: &str, password: &str) -> Result<Self> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/token_server.py");
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(cert)
+            .args([user, password, ISSUER])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start the token server (needs python3-jwt, python3-cryptography)")?;
+        let mut line = String::new();
+        {
+            use std::io::BufRead;
+            let out = child.stdout.take().expect("stdout");
+            std::io::BufReader::new(out).read_line(&mut line)?;
+        }
+        let port = match line.trim().parse() {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("token server did not start: {line:?}");
+            }
+        };
+        Ok(TokenServer { child, port })
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -311,5 +382,56 @@ except docker.errors.APIError as e:
          wrong-distribution refused: 401 unauthorized: authentication required\n"
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{t}");
+    Ok(())
+}
+
+#[test]
+fn token_auth_login_push_pull_logout_with_the_docker_cli() -> Result<()> {
+    let p = Private::start_token()?;
+    let addr = p.addr();
+    let private = format!("{addr}/private/tok:v1");
+    let secret = format!("token secret {} {}", std::process::id(), rand_suffix());
+    let rootfs = private_rootfs(&p, &secret)?;
+    p.env
+        .ok(&["import", &rootfs.display().to_string(), &private])?;
+
+    // The token server refuses the password: dockerd's words, the server's details.
+    let o = p.login("wrong-password")?;
+    assert!(!o.status.success(), "wrong password accepted: {}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "Error response from daemon: Get \"http://{addr}/v2/\": unauthorized: incorrect username or password"
+        )),
+        "{}",
+        text(&o)
+    );
+
+    let o = p.login(&p.password)?;
+    assert!(o.status.success(), "login: {}", text(&o));
+    assert!(text(&o).contains("Login Succeeded"), "{}", text(&o));
+    let pushed = p.env.ok(&["push", &private])?;
+    assert!(pushed.contains("v1: digest: sha256:"), "{pushed}");
+    p.env.ok(&["rmi", &private])?;
+    let pulled = p.env.ok(&["pull", &private])?;
+    assert!(pulled.contains("Downloaded newer image"), "{pulled}");
+    let out = p.env.ok(&[
+        "run",
+        "--rm",
+        &private,
+        "/bin/busybox",
+        "cat",
+        "/secret.txt",
+    ])?;
+    assert_eq!(out.trim(), secret);
+
+    p.env.ok(&["logout", &addr])?;
+    let o = p.docker(&["pull", &private])?;
+    assert!(!o.status.success(), "pull after logout: {}", text(&o));
+    assert!(
+        text(&o).contains("Error response from daemon: ")
+            && text(&o).contains("unauthorized: authentication required"),
+        "{}",
+        text(&o)
+    );
     Ok(())
 }

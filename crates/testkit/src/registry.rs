@@ -32,7 +32,7 @@ fn free_loopback_port() -> Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-fn write_config(dir: &Path, addr: SocketAddr, htpasswd: Option<&Path>) -> Result<PathBuf> {
+fn write_config(dir: &Path, addr: SocketAddr, auth: Option<&str>) -> Result<PathBuf> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
     let conf = dir.join("config.yml");
@@ -45,12 +45,7 @@ fn write_config(dir: &Path, addr: SocketAddr, htpasswd: Option<&Path>) -> Result
              cache:\n    blobdescriptor: inmemory\n\
              http:\n  addr: {addr}\n{}",
             data.display(),
-            htpasswd
-                .map(|p| format!(
-                    "auth:\n  htpasswd:\n    realm: berth-test-realm\n    path: {}\n",
-                    p.display()
-                ))
-                .unwrap_or_default()
+            auth.unwrap_or_default()
         ),
     )?;
     Ok(conf)
@@ -67,10 +62,28 @@ impl RegistryProcess {
     /// htpasswd file at `htpasswd` (bcrypt entries: `htpasswd -B`), the Distribution
     /// registry's `auth: htpasswd` configuration.
     pub fn start_with_htpasswd(htpasswd: &Path) -> Result<Self> {
-        Self::start_with(Some(htpasswd))
+        Self::start_with(Some(&format!(
+            "auth:\n  htpasswd:\n    realm: berth-test-realm\n    path: {}\n",
+            htpasswd.display()
+        )))
     }
 
-    fn start_with(htpasswd: Option<&Path>) -> Result<Self> {
+    /// Starts a registry that demands bearer tokens from the token server at `realm`
+    /// (the Distribution registry's `auth: token` configuration): tokens for `service`,
+    /// issued by `issuer`, signed by a key whose certificate chains to `root_cert` (PEM).
+    pub fn start_with_token_auth(
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        root_cert: &Path,
+    ) -> Result<Self> {
+        Self::start_with(Some(&format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+            root_cert.display()
+        )))
+    }
+
+    fn start_with(auth: Option<&str>) -> Result<Self> {
         let bin = registry_binary();
         anyhow::ensure!(
             bin.exists(),
@@ -84,7 +97,7 @@ impl RegistryProcess {
                 .tempdir()
                 .context("registry temp dir")?;
             let addr = free_loopback_port()?;
-            let conf = write_config(dir.path(), addr, htpasswd)?;
+            let conf = write_config(dir.path(), addr, auth)?;
             let log = std::fs::File::create(dir.path().join("registry.log"))?;
             let mut cmd = Command::new(&bin);
             cmd.arg("serve")
