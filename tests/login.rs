@@ -435,3 +435,102 @@ fn token_auth_login_push_pull_logout_with_the_docker_cli() -> Result<()> {
     );
     Ok(())
 }
+
+/// `docker service create --with-registry-auth`: the service keeps the client's
+/// credentials and the node's agent pulls the private image with them; a service created
+/// without them cannot pull it (its task fails with the registry's refusal).
+#[test]
+fn a_service_pulls_a_private_image_with_the_credentials_it_was_created_with() -> Result<()> {
+    let p = Private::start()?;
+    let addr = p.addr();
+    let private = format!("{addr}/private/svc:v1");
+    let secret = format!("svc secret {}", rand_suffix());
+    let rootfs = private_rootfs(&p, &secret)?;
+    p.env
+        .ok(&["import", &rootfs.display().to_string(), &private])?;
+    let o = p.login(&p.password)?;
+    assert!(o.status.success(), "login: {}", text(&o));
+    p.env.ok(&["push", &private])?;
+    p.env.ok(&["rmi", &private])?;
+    p.env
+        .ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
+    let name = format!("priv{}", rand_suffix());
+    p.env.ok(&[
+        "service",
+        "create",
+        "--detach",
+        "-q",
+        "--with-registry-auth",
+        "--name",
+        &name,
+        &private,
+        "/bin/busybox",
+        "sleep",
+        "600",
+    ])?;
+    let filter = format!("label=com.docker.swarm.service.name={name}");
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+        let ids = p.env.ok(&["ps", "-q", "--filter", &filter])?;
+        Ok((!ids.trim().is_empty()).then_some(()))
+    })
+    .with_context(|| {
+        format!(
+            "service task never ran: {}",
+            p.env
+                .ok(&["service", "ps", "--no-trunc", &name])
+                .unwrap_or_default()
+        )
+    })?;
+    p.env.ok(&["service", "rm", &name])?;
+
+    // Without credentials: the task's pull is refused by the registry.
+    p.env.ok(&["logout", &addr])?;
+    p.env.ok(&["rmi", "-f", &private])?;
+    let anon = format!("anon{}", rand_suffix());
+    let o = p.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "-q",
+        "--name",
+        &anon,
+        &private,
+        "/bin/busybox",
+        "sleep",
+        "600",
+    ])?;
+    if o.status.success() {
+        let err = berth_testkit::daemon::retry(std::time::Duration::from_secs(60), || {
+            let out = p.env.ok(&[
+                "service",
+                "ps",
+                "--no-trunc",
+                "--format",
+                "{{.Error}}",
+                &anon,
+            ])?;
+            Ok((!out.trim().is_empty()).then_some(out))
+        })?;
+        assert!(err.contains("no basic auth credentials"), "{err}");
+        assert!(p
+            .env
+            .ok(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={anon}")
+            ])?
+            .trim()
+            .is_empty());
+        p.env.ok(&["service", "rm", &anon])?;
+    } else {
+        // Refused at create (the image cannot be resolved without credentials).
+        assert!(
+            text(&o).contains("no basic auth credentials"),
+            "{}",
+            text(&o)
+        );
+    }
+    p.env.ok(&["swarm", "leave", "--force"])?;
+    Ok(())
+}
