@@ -984,3 +984,56 @@ mod reference_filter_tests {
         assert_eq!(repository_of("localhost:5000/a/b"), "localhost:5000/a/b");
     }
 }
+
+#[cfg(test)]
+mod auth_config_tests {
+    use super::{auth_config, credentials};
+    use axum::http::HeaderMap;
+    use berth_registry_mirror::Credentials;
+    use serde_json::json;
+
+    fn basic(u: &str, p: &str) -> Credentials {
+        Credentials::Basic {
+            username: u.into(),
+            password: p.into(),
+        }
+    }
+
+    #[test]
+    fn docker_auth_configs_become_credentials() {
+        assert_eq!(
+            auth_config(&json!({"username": "a", "password": "b", "serveraddress": "h"})).unwrap(),
+            basic("a", "b")
+        );
+        // `auth` is base64 "user:password", as in the CLI's config.json.
+        assert_eq!(
+            auth_config(&json!({"auth": "YTpiOmM="})).unwrap(),
+            basic("a", "b:c")
+        );
+        assert_eq!(
+            auth_config(&json!({"registrytoken": "t", "username": "a"})).unwrap(),
+            Credentials::BearerToken("t".into())
+        );
+        assert_eq!(
+            auth_config(&json!({"username": "", "password": ""})).unwrap(),
+            Credentials::Anonymous
+        );
+        let e = auth_config(&json!({"identitytoken": "r"})).unwrap_err();
+        assert!(e.to_string().contains("identitytoken"), "{e}");
+        assert!(auth_config(&json!({"auth": "not base64!"})).is_err());
+    }
+
+    #[test]
+    fn the_header_is_base64url_json() {
+        let mut h = HeaderMap::new();
+        assert_eq!(credentials(&h).unwrap(), Credentials::Anonymous);
+        // {"username":"a?","password":"b>"} has '-' and '_' in base64url.
+        use base64::Engine as _;
+        let v = base64::engine::general_purpose::URL_SAFE
+            .encode(br#"{"username":"a??","password":"b>>"}"#);
+        h.insert("X-Registry-Auth", v.parse().unwrap());
+        assert_eq!(credentials(&h).unwrap(), basic("a??", "b>>"));
+        h.insert("X-Registry-Auth", "%%%".parse().unwrap());
+        assert!(credentials(&h).is_err());
+    }
+}
