@@ -14,6 +14,10 @@ pub enum ServiceError {
     /// The request is malformed or asks for something unsupported (400).
     #[error("{message}")]
     InvalidArgument { message: String },
+    /// The registry refused the client's credentials (401), e.g. a `docker login` a
+    /// token server refused, or `/distribution` with wrong credentials.
+    #[error("{message}")]
+    Unauthorized { message: String },
     /// Not allowed for this object, e.g. removing a pre-defined network (403).
     #[error("{message}")]
     Forbidden { message: String },

@@ -47,6 +47,21 @@ impl Credentials {
 }
 
 impl Credentials {
+    /// A stable, non-reversible name of these credentials (sha256 of the kind and
+    /// secrets; empty for anonymous), for keying caches of what they unlocked (tokens),
+    /// so that nothing earned with one set of credentials serves another.
+    pub fn identity(&self) -> String {
+        use sha2::Digest as _;
+        let material = match self {
+            Credentials::Anonymous => return String::new(),
+            Credentials::Basic { username, password } => {
+                format!("basic\0{username}\0{password}")
+            }
+            Credentials::BearerToken(t) => format!("bearer\0{t}"),
+        };
+        hex::encode(sha2::Sha256::digest(material.as_bytes()))
+    }
+
     /// The `Authorization` header sent before any challenge (static bearer tokens only).
     pub fn preemptive_header(&self) -> Option<String> {
         match self {
@@ -186,5 +201,25 @@ mod tests {
         assert_eq!(c.basic_header().unwrap(), "Basic dTpw");
         assert!(!format!("{c:?}").contains("\"p\""));
         assert_eq!(Credentials::Anonymous.basic_header(), None);
+    }
+
+    #[test]
+    fn identities_differ_per_credentials_and_hide_the_secret() {
+        let a = Credentials::Basic {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let b = Credentials::Basic {
+            username: "u".into(),
+            password: "q".into(),
+        };
+        assert_ne!(a.identity(), b.identity());
+        assert_ne!(a.identity(), Credentials::Anonymous.identity());
+        assert_ne!(
+            a.identity(),
+            Credentials::BearerToken("p".into()).identity()
+        );
+        assert_eq!(a.identity(), a.clone().identity());
+        assert!(!a.identity().contains('p') || a.identity().len() == 64);
     }
 }

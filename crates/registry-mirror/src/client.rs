@@ -132,13 +132,18 @@ pub struct Repository {
     pub credentials: Credentials,
 }
 
+/// (registry host, token scope, [`Credentials::identity`]): what a cached
+/// `Authorization` value was earned for.
+type AuthKey = (String, String, String);
+
 /// Talks the distribution API to any number of registries. Cheap to clone; caches auth
 /// tokens per (registry, scope).
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
     config: Arc<ClientConfig>,
-    auth_cache: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// (registry, scope, credentials identity) -> the `Authorization` value that worked.
+    auth_cache: Arc<Mutex<HashMap<AuthKey, String>>>,
     /// Scheme found for hosts allowed plain HTTP (probed once: HTTPS, else HTTP).
     schemes: Arc<Mutex<HashMap<String, &'static str>>>,
 }
@@ -236,7 +241,13 @@ impl RegistryClient {
         build: &(dyn Fn(RequestBuilder) -> RequestBuilder + Sync),
     ) -> Result<Response> {
         let scope = repository_scope(&repo.path, actions);
-        let key = (repo.host.clone(), scope.clone());
+        // Keyed by who asks too: a token or header earned with one client's credentials
+        // must never authorise another client's (or an anonymous) request.
+        let key = (
+            repo.host.clone(),
+            scope.clone(),
+            repo.credentials.identity(),
+        );
         let cached = self
             .auth_cache
             .lock()
@@ -244,6 +255,7 @@ impl RegistryClient {
             .get(&key)
             .cloned();
         let mut attempt_auth = cached.or_else(|| repo.credentials.preemptive_header());
+        let mut refused_body = None;
         for attempt in 0..2 {
             let mut req = build(self.http.request(method.clone(), url));
             if let Some(h) = &attempt_auth {
@@ -257,6 +269,7 @@ impl RegistryClient {
                 return Ok(resp);
             }
             if attempt == 1 {
+                refused_body = Some(errcode_message(&resp.bytes().await.unwrap_or_default()));
                 break;
             }
             let challenge = resp
@@ -265,17 +278,22 @@ impl RegistryClient {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let header = self.answer_challenge(repo, &scope, &challenge).await?;
+            let header = self
+                .answer_challenge(repo, &scope, &challenge, method.as_str(), url)
+                .await?;
             self.auth_cache
                 .lock()
                 .expect("auth cache")
                 .insert(key.clone(), header.clone());
             attempt_auth = Some(header);
         }
+        // Refused with the credentials sent: the registry's own words, as dockerd reports
+        // them ("unauthorized: authentication required").
         Err(Error::Unauthorized {
             registry: repo.host.clone(),
             scope,
             status: 401,
+            message: refused_body.unwrap_or_else(|| "unauthorized: authentication required".into()),
         })
     }
 
@@ -284,74 +302,222 @@ impl RegistryClient {
         repo: &Repository,
         scope: &str,
         challenge: &str,
+        method: &str,
+        url: &str,
     ) -> Result<String> {
+        let refused = |status: u16, message: String| Error::Unauthorized {
+            registry: repo.host.clone(),
+            scope: scope.to_string(),
+            status,
+            message,
+        };
         match parse_challenge(challenge) {
-            Some(Challenge::Basic { .. }) => {
-                repo.credentials
-                    .basic_header()
-                    .ok_or_else(|| Error::Unauthorized {
-                        registry: repo.host.clone(),
-                        scope: scope.to_string(),
-                        status: 401,
-                    })
-            }
+            Some(Challenge::Basic { .. }) => repo.credentials.basic_header().ok_or_else(|| {
+                refused(
+                    401,
+                    format!("{} {url:?}: no basic auth credentials", go_method(method)),
+                )
+            }),
             Some(Challenge::Bearer { realm, service, .. }) => {
-                let mut url = url::Url::parse(&realm).map_err(|_| Error::UnsupportedChallenge {
-                    registry: repo.host.clone(),
-                    challenge: challenge.to_string(),
-                })?;
+                match self
+                    .request_token(
+                        &repo.host,
+                        &realm,
+                        service.as_deref(),
+                        Some(scope),
+                        &repo.credentials,
+                        challenge,
+                    )
+                    .await?
                 {
-                    let mut q = url.query_pairs_mut();
-                    if let Some(s) = &service {
-                        q.append_pair("service", s);
-                    }
-                    q.append_pair("scope", scope);
+                    Ok(token) => Ok(format!("Bearer {token}")),
+                    Err((status, message)) => Err(refused(
+                        status,
+                        format!("{} {url:?}: {message}", go_method(method)),
+                    )),
                 }
-                let mut req = self.http.get(url.as_str());
-                if let Some(b) = repo.credentials.basic_header() {
-                    req = req.header(AUTHORIZATION, b);
-                }
-                let resp = req.send().await.map_err(|source| Error::Transport {
-                    url: realm.clone(),
-                    source,
-                })?;
-                let status = resp.status();
-                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                    return Err(Error::Unauthorized {
-                        registry: repo.host.clone(),
-                        scope: scope.to_string(),
-                        status: status.as_u16(),
-                    });
-                }
-                let resp = check_status(resp, "GET", &realm).await?;
-                let body = resp.bytes().await.map_err(|source| Error::Transport {
-                    url: realm.clone(),
-                    source,
-                })?;
-                #[derive(serde::Deserialize)]
-                struct Token {
-                    token: Option<String>,
-                    access_token: Option<String>,
-                }
-                let t: Token = serde_json::from_slice(&body).map_err(|_| Error::TokenMissing {
-                    registry: repo.host.clone(),
-                    realm: realm.clone(),
-                })?;
-                let token = t
-                    .token
-                    .or(t.access_token)
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| Error::TokenMissing {
-                        registry: repo.host.clone(),
-                        realm: realm.clone(),
-                    })?;
-                Ok(format!("Bearer {token}"))
             }
             None => Err(Error::UnsupportedChallenge {
                 registry: repo.host.clone(),
                 challenge: challenge.to_string(),
             }),
         }
+    }
+
+    /// The token flow of the distribution spec ("Token Authentication Specification"):
+    /// `GET <realm>?service=..&scope=..` with the credentials as Basic auth. `Ok(Err((status,
+    /// message)))` when the token server refuses them (401/403), `message` worded as
+    /// dockerd words it ("unauthorized: incorrect username or password": the server's
+    /// `details`, else its error message, else "authentication required").
+    async fn request_token(
+        &self,
+        registry: &str,
+        realm: &str,
+        service: Option<&str>,
+        scope: Option<&str>,
+        credentials: &Credentials,
+        challenge: &str,
+    ) -> Result<std::result::Result<String, (u16, String)>> {
+        let mut url = url::Url::parse(realm).map_err(|_| Error::UnsupportedChallenge {
+            registry: registry.to_string(),
+            challenge: challenge.to_string(),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            if let Some(s) = scope {
+                q.append_pair("scope", s);
+            }
+            q.append_pair("client_id", "berth");
+        }
+        let mut req = self.http.get(url.as_str());
+        if let Some(b) = credentials.basic_header() {
+            req = req.header(AUTHORIZATION, b);
+        }
+        let resp = req.send().await.map_err(|source| Error::Transport {
+            url: realm.to_string(),
+            source,
+        })?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Ok(Err((status.as_u16(), token_refusal(&body))));
+        }
+        let resp = check_status(resp, "GET", realm).await?;
+        let body = resp.bytes().await.map_err(|source| Error::Transport {
+            url: realm.to_string(),
+            source,
+        })?;
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let missing = || Error::TokenMissing {
+            registry: registry.to_string(),
+            realm: realm.to_string(),
+        };
+        let t: Token = serde_json::from_slice(&body).map_err(|_| missing())?;
+        t.token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .map(Ok)
+            .ok_or_else(missing)
+    }
+
+    /// `docker login`'s check of `credentials` against the registry at `host` (dockerd
+    /// 20.10, registry/auth.go `loginV2`): `GET /v2/`; on a 401 the challenge is answered
+    /// (Basic: the credentials; Bearer: a token from the realm, no scope) and `/v2/` asked
+    /// again, which must answer 200. A registry that answers 200 without credentials
+    /// accepts any login, as with dockerd. Errors carry dockerd's messages:
+    /// `login attempt to http://h/v2/ failed with status: 401 Unauthorized` (Basic, wrong
+    /// credentials), `Get "http://h/v2/": no basic auth credentials`, `Get
+    /// "https://h/v2/": unauthorized: <token server's words>` (Bearer; the only
+    /// [`Error::LoginFailed`] with `unauthorized`), `Get "http://h/v2/": <connection
+    /// error>`. Hosts allowed plain HTTP are tried over HTTPS first, as everywhere.
+    pub async fn login(&self, host: &str, credentials: &Credentials) -> Result<()> {
+        let url = format!("{}/v2/", self.resolve_base_url(host).await);
+        let failed = |message: String, unauthorized: bool| Error::LoginFailed {
+            message,
+            unauthorized,
+        };
+        let get = |auth: Option<String>| {
+            let mut req = self.http.get(&url);
+            if let Some(a) = auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            async {
+                req.send()
+                    .await
+                    .map_err(|e| failed(format!("Get {url:?}: {}", innermost(&e)), false))
+            }
+        };
+        let resp = get(credentials.preemptive_header()).await?;
+        let status_failure = |s: StatusCode| {
+            failed(
+                format!(
+                    "login attempt to {url} failed with status: {} {}",
+                    s.as_u16(),
+                    s.canonical_reason().unwrap_or("")
+                ),
+                false,
+            )
+        };
+        let auth = match resp.status() {
+            StatusCode::OK => return Ok(()),
+            StatusCode::UNAUTHORIZED => {
+                let challenge =
+                    header_str(resp.headers(), WWW_AUTHENTICATE.as_str()).unwrap_or_default();
+                match parse_challenge(&challenge) {
+                    Some(Challenge::Basic { .. }) => {
+                        credentials.basic_header().ok_or_else(|| {
+                            failed(format!("Get {url:?}: no basic auth credentials"), false)
+                        })?
+                    }
+                    Some(Challenge::Bearer { realm, service, .. }) => {
+                        match self
+                            .request_token(
+                                host,
+                                &realm,
+                                service.as_deref(),
+                                None,
+                                credentials,
+                                &challenge,
+                            )
+                            .await
+                        {
+                            Ok(Ok(token)) => format!("Bearer {token}"),
+                            Ok(Err((_, message))) => {
+                                return Err(failed(format!("Get {url:?}: {message}"), true))
+                            }
+                            Err(e) => return Err(failed(format!("Get {url:?}: {e}"), false)),
+                        }
+                    }
+                    None => return Err(status_failure(resp.status())),
+                }
+            }
+            other => return Err(status_failure(other)),
+        };
+        let resp = get(Some(auth)).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(()),
+            other => Err(status_failure(other)),
+        }
+    }
+
+    /// `docker search` against a registry's V1 search API (`GET /v1/search?q=&n=`, the
+    /// only search API Docker speaks; the Distribution registry has none): the JSON body
+    /// of a 200 (`{"num_results", "query", "results": [...]}`). Any other status is
+    /// [`Error::SearchUnavailable`] ("Unexpected status code 404", dockerd's words).
+    pub async fn search(&self, host: &str, term: &str, limit: u32) -> Result<bytes::Bytes> {
+        let mut url = url::Url::parse(&format!("{}/v1/search", self.resolve_base_url(host).await))
+            .map_err(|_| Error::InvalidReference {
+                input: host.to_string(),
+                kind: crate::error::ReferenceErrorKind::Format,
+            })?;
+        url.query_pairs_mut()
+            .append_pair("q", term)
+            .append_pair("n", &limit.to_string());
+        let url = url.to_string();
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| Error::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        if resp.status() != StatusCode::OK {
+            return Err(Error::SearchUnavailable {
+                status: resp.status().as_u16(),
+            });
+        }
+        resp.bytes()
+            .await
+            .map_err(|source| Error::Transport { url, source })
     }
 
     async fn url(&self, repo: &Repository, rest: &str) -> String {
@@ -694,6 +860,74 @@ fn header_str(h: &HeaderMap<HeaderValue>, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// Go's spelling of an HTTP method in `net/url` errors (`Get "url": ...`).
+fn go_method(m: &str) -> String {
+    let lower = m.to_ascii_lowercase();
+    let mut c = lower.chars();
+    match c.next() {
+        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+/// The innermost cause of a transport error ("Connection refused (os error 111)").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// A registry's error body (distribution spec, "Errors") as Docker prints it:
+/// `<code in lower case, _ as space>: <message>`, e.g. "unauthorized: authentication
+/// required". Without such a body: "unauthorized: authentication required".
+pub fn errcode_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrCode>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrCode {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Errors>(body) {
+        Ok(e) if !e.errors.is_empty() => e
+            .errors
+            .iter()
+            .map(|e| {
+                let code = e.code.to_ascii_lowercase().replace('_', " ");
+                if e.message.is_empty() {
+                    code
+                } else {
+                    format!("{code}: {}", e.message)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => "unauthorized: authentication required".to_string(),
+    }
+}
+
+/// A token server's refusal as Docker's token handler words it (docker/distribution
+/// registry/client `HandleErrorResponse` for 401): `{"details": ...}` (Docker Hub's form)
+/// becomes "unauthorized: <details>", an error body its own text, anything else
+/// "unauthorized: authentication required".
+fn token_refusal(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Details {
+        details: String,
+    }
+    if let Ok(d) = serde_json::from_slice::<Details>(body) {
+        if !d.details.is_empty() {
+            return format!("unauthorized: {}", d.details);
+        }
+    }
+    errcode_message(body)
 }
 
 async fn check_status(resp: Response, method: &'static str, url: &str) -> Result<Response> {

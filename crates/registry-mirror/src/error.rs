@@ -89,12 +89,25 @@ pub enum Error {
         status: u16,
         body: String,
     },
-    #[error("{registry}: authentication required or denied ({status}) for {scope}")]
+    /// The registry (or its token server) refused the request for want of credentials
+    /// or with the ones given. `message` is dockerd's wording: `Get "<url>": no basic
+    /// auth credentials`, or the registry's error ("unauthorized: authentication
+    /// required").
+    #[error("{message}")]
     Unauthorized {
         registry: String,
         scope: String,
         status: u16,
+        message: String,
     },
+    /// `docker login` refused (see [`crate::RegistryClient::login`]); `unauthorized` when
+    /// the registry's token server refused the credentials (dockerd answers 401 then, and
+    /// 500 otherwise).
+    #[error("{message}")]
+    LoginFailed { message: String, unauthorized: bool },
+    /// The registry has no V1 search API (dockerd's words: "Unexpected status code 404").
+    #[error("Unexpected status code {status}")]
+    SearchUnavailable { status: u16 },
     #[error("{registry}: token endpoint {realm} answered without a token")]
     TokenMissing { registry: String, realm: String },
     #[error("{registry}: unsupported authentication challenge {challenge:?}")]

@@ -33,6 +33,11 @@
 //!   diff ID verified). `progress` receives [`PullEvent`]s; [`PullEvent::docker_status`]
 //!   gives the `(id, status, progressDetail)` of Docker's JSON stream.
 //! - `images.pusher.push(&reference, &credentials, &progress).await` (async).
+//! - `images.client.login(host, &credentials)` (`docker login`, dockerd's messages) and
+//!   `images.client.search(host, term, limit)` (`docker search`, V1 search API).
+//!   Whatever a set of credentials earned (a token, a working Basic header) is cached
+//!   for those credentials only ([`Credentials::identity`]); the mirror serves a stored
+//!   digest only once its own identity may read it ([`mirror::admission`]).
 //! - `images.store` ([`ImageStore`], blocking, fast): `resolve`, `inspect`, `list`, `tag`,
 //!   `remove(name, force, &in_use)` (returns the layer chain IDs no image uses any more),
 //!   `gc` (refused with a retryable [`Error::Busy`] while pulls/loads/imports run).

@@ -478,3 +478,163 @@ fn transient_registry_errors_are_retried_and_permanent_ones_reported() {
         .unwrap()
         .is_empty());
 }
+
+fn host_of(reg: &FakeRegistry) -> String {
+    reg.reference("x")
+        .split('/')
+        .next()
+        .expect("host")
+        .to_string()
+}
+
+#[test]
+fn login_follows_the_bearer_token_flow_of_the_realm() {
+    let env = Env::new();
+    let reg = FakeRegistry::start(FakeAuth::Bearer {
+        user: "alice".into(),
+        pass: "s3cret".into(),
+    });
+    let host = host_of(&reg);
+    let good = Credentials::Basic {
+        username: "alice".into(),
+        password: "s3cret".into(),
+    };
+    rt().block_on(env.images.client.login(&host, &good))
+        .unwrap();
+    let reqs = reg.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.starts_with("GET /token?") && r.contains("service=fake")),
+        "token asked of the realm: {reqs:?}"
+    );
+    let bad = Credentials::Basic {
+        username: "alice".into(),
+        password: "nope".into(),
+    };
+    let err = rt()
+        .block_on(env.images.client.login(&host, &bad))
+        .unwrap_err();
+    match &err {
+        Error::LoginFailed {
+            message,
+            unauthorized: true,
+        } => assert_eq!(
+            message,
+            &format!("Get \"http://{host}/v2/\": unauthorized: authentication required")
+        ),
+        other => panic!("wrong password: {other:?}"),
+    }
+}
+
+#[test]
+fn login_answers_a_basic_challenge_with_dockerds_messages() {
+    let env = Env::new();
+    let reg = FakeRegistry::start(FakeAuth::Basic {
+        user: "bob".into(),
+        pass: "pw".into(),
+    });
+    let host = host_of(&reg);
+    let good = Credentials::Basic {
+        username: "bob".into(),
+        password: "pw".into(),
+    };
+    rt().block_on(env.images.client.login(&host, &good))
+        .unwrap();
+    let bad = Credentials::Basic {
+        username: "bob".into(),
+        password: "nope".into(),
+    };
+    let err = rt()
+        .block_on(env.images.client.login(&host, &bad))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("login attempt to http://{host}/v2/ failed with status: 401 Unauthorized")
+    );
+    assert!(matches!(
+        err,
+        Error::LoginFailed {
+            unauthorized: false,
+            ..
+        }
+    ));
+    let err = rt()
+        .block_on(env.images.client.login(&host, &Credentials::Anonymous))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("Get \"http://{host}/v2/\": no basic auth credentials")
+    );
+    // A registry without auth accepts any login, as with dockerd.
+    let open = FakeRegistry::start(FakeAuth::None);
+    rt().block_on(env.images.client.login(&host_of(&open), &bad))
+        .unwrap();
+}
+
+#[test]
+fn login_to_an_unreachable_registry_names_the_url() {
+    let env = Env::new();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = l.local_addr().unwrap().to_string();
+    drop(l);
+    let err = rt()
+        .block_on(env.images.client.login(&host, &Credentials::Anonymous))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("Get \"http://{host}/v2/\": ")) && msg.contains("refused"),
+        "{msg}"
+    );
+}
+
+/// A token or Basic header earned with one client's credentials is never reused for
+/// another client's request (the client caches them per credentials).
+#[test]
+fn credentials_of_one_pull_never_authorise_another() {
+    for auth in [
+        FakeAuth::Bearer {
+            user: "alice".into(),
+            pass: "s3cret".into(),
+        },
+        FakeAuth::Basic {
+            user: "alice".into(),
+            pass: "s3cret".into(),
+        },
+    ] {
+        let env = Env::new();
+        let img =
+            FakeImage::from_layer_tar(&raw_tar(&[("f", EntryType::Regular, None, b"private")]));
+        let reg = FakeRegistry::start(auth);
+        reg.add("private/app", "v1", &img, None);
+        let r = Reference::parse(&reg.reference("private/app:v1")).unwrap();
+        let ev = Events::default();
+        let good = PullOptions {
+            credentials: Credentials::Basic {
+                username: "alice".into(),
+                password: "s3cret".into(),
+            },
+            ..PullOptions::default()
+        };
+        rt().block_on(env.images.puller.pull(&r, &good, None, &ev.callback()))
+            .unwrap();
+        for creds in [
+            Credentials::Anonymous,
+            Credentials::Basic {
+                username: "alice".into(),
+                password: "wrong".into(),
+            },
+        ] {
+            let opts = PullOptions {
+                credentials: creds.clone(),
+                ..PullOptions::default()
+            };
+            let err = rt()
+                .block_on(env.images.puller.pull(&r, &opts, None, &ev.callback()))
+                .unwrap_err();
+            assert!(
+                matches!(err, Error::Unauthorized { .. }),
+                "{creds:?}: {err}"
+            );
+        }
+    }
+}

@@ -32,7 +32,7 @@ fn free_loopback_port() -> Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-fn write_config(dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
+fn write_config(dir: &Path, addr: SocketAddr, auth: Option<&str>) -> Result<PathBuf> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
     let conf = dir.join("config.yml");
@@ -43,8 +43,9 @@ fn write_config(dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
              log:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
              cache:\n    blobdescriptor: inmemory\n\
-             http:\n  addr: {addr}\n",
-            data.display()
+             http:\n  addr: {addr}\n{}",
+            data.display(),
+            auth.unwrap_or_default()
         ),
     )?;
     Ok(conf)
@@ -54,6 +55,35 @@ impl RegistryProcess {
     /// Starts a registry on a free loopback port with a fresh data directory under the
     /// system temp directory. Retries with another port if the chosen one was taken.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a registry that demands HTTP Basic credentials checked against the
+    /// htpasswd file at `htpasswd` (bcrypt entries: `htpasswd -B`), the Distribution
+    /// registry's `auth: htpasswd` configuration.
+    pub fn start_with_htpasswd(htpasswd: &Path) -> Result<Self> {
+        Self::start_with(Some(&format!(
+            "auth:\n  htpasswd:\n    realm: berth-test-realm\n    path: {}\n",
+            htpasswd.display()
+        )))
+    }
+
+    /// Starts a registry that demands bearer tokens from the token server at `realm`
+    /// (the Distribution registry's `auth: token` configuration): tokens for `service`,
+    /// issued by `issuer`, signed by a key whose certificate chains to `root_cert` (PEM).
+    pub fn start_with_token_auth(
+        realm: &str,
+        service: &str,
+        issuer: &str,
+        root_cert: &Path,
+    ) -> Result<Self> {
+        Self::start_with(Some(&format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
+            root_cert.display()
+        )))
+    }
+
+    fn start_with(auth: Option<&str>) -> Result<Self> {
         let bin = registry_binary();
         anyhow::ensure!(
             bin.exists(),
@@ -67,7 +97,7 @@ impl RegistryProcess {
                 .tempdir()
                 .context("registry temp dir")?;
             let addr = free_loopback_port()?;
-            let conf = write_config(dir.path(), addr)?;
+            let conf = write_config(dir.path(), addr, auth)?;
             let log = std::fs::File::create(dir.path().join("registry.log"))?;
             let mut cmd = Command::new(&bin);
             cmd.arg("serve")
@@ -104,10 +134,11 @@ impl RegistryProcess {
             if let Some(status) = self.child.try_wait()? {
                 bail!("registry exited early ({status}): {}", self.log_tail());
             }
-            if let Ok(resp) = ureq::get(&url).timeout(Duration::from_secs(1)).call() {
-                if resp.status() == 200 {
-                    return Ok(());
-                }
+            match ureq::get(&url).timeout(Duration::from_secs(1)).call() {
+                Ok(resp) if resp.status() == 200 => return Ok(()),
+                // A registry with auth answers /v2/ with its challenge once it serves.
+                Err(ureq::Error::Status(401, _)) => return Ok(()),
+                _ => {}
             }
             if Instant::now() > deadline {
                 bail!(

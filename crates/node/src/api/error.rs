@@ -20,6 +20,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotModified(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
@@ -36,6 +38,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict { message } => ApiError::Conflict(message),
             ServiceError::InvalidArgument { message } => ApiError::BadRequest(message),
             ServiceError::NotModified { message } => ApiError::NotModified(message),
+            ServiceError::Unauthorized { message } => ApiError::Unauthorized(message),
             ServiceError::Forbidden { message } => ApiError::Forbidden(message),
             ServiceError::Unavailable { message } => ApiError::Unavailable(message),
             ServiceError::NotImplemented { message } => ApiError::NotImplemented(message),
@@ -59,6 +62,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotModified(_) => StatusCode::NOT_MODIFIED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,

@@ -36,7 +36,9 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-/// Credentials from `X-Registry-Auth` (base64url JSON), anonymous when absent or empty.
+/// Credentials from `X-Registry-Auth` (base64url JSON of Docker's `AuthConfig`:
+/// `username`, `password`, `auth`, `serveraddress`, `identitytoken`, `registrytoken`),
+/// anonymous when absent or empty. See [`auth_config`].
 pub(super) fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
     use base64::Engine as _;
     let Some(raw) = headers.get("X-Registry-Auth").and_then(|v| v.to_str().ok()) else {
@@ -53,14 +55,47 @@ pub(super) fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> 
         .map_err(|_| ApiError::BadRequest("invalid X-Registry-Auth header".into()))?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|_| ApiError::BadRequest("invalid X-Registry-Auth header".into()))?;
-    let user = v["username"].as_str().unwrap_or("");
-    let pass = v["password"].as_str().unwrap_or("");
+    auth_config(&v)
+}
+
+/// The credentials of one Docker `AuthConfig` object (the `X-Registry-Auth` JSON and the
+/// `POST /auth` body): `registrytoken` (a bearer token sent as is) wins, then
+/// `username`/`password`, then `auth` (base64 `user:password`, as in the CLI's
+/// config.json). `identitytoken` (an OAuth refresh token some token servers hand out at
+/// login) is refused by name: berth's login never asks for one, so only credentials made
+/// by another engine carry it.
+pub(super) fn auth_config(v: &Value) -> Result<Credentials, ApiError> {
+    use base64::Engine as _;
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+    if !s("registrytoken").is_empty() {
+        return Ok(Credentials::BearerToken(s("registrytoken").to_string()));
+    }
+    if !s("identitytoken").is_empty() {
+        return Err(ApiError::BadRequest(
+            "identitytoken credentials are not supported by berth: log in again with a username and password".into(),
+        ));
+    }
+    let (mut user, mut pass) = (s("username").to_string(), s("password").to_string());
+    if user.is_empty() && !s("auth").is_empty() {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(s("auth"))
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|p| {
+                p.split_once(':')
+                    .map(|(u, p)| (u.to_string(), p.to_string()))
+            })
+            .ok_or_else(|| {
+                ApiError::BadRequest("invalid auth configuration: bad \"auth\" field".into())
+            })?;
+        (user, pass) = decoded;
+    }
     Ok(if user.is_empty() {
         Credentials::Anonymous
     } else {
         Credentials::Basic {
-            username: user.into(),
-            password: pass.into(),
+            username: user,
+            password: pass,
         }
     })
 }
@@ -947,5 +982,58 @@ mod reference_filter_tests {
         assert_eq!(repository_of("127.0.0.1:5000/app:1"), "127.0.0.1:5000/app");
         assert_eq!(repository_of("busybox:latest"), "busybox");
         assert_eq!(repository_of("localhost:5000/a/b"), "localhost:5000/a/b");
+    }
+}
+
+#[cfg(test)]
+mod auth_config_tests {
+    use super::{auth_config, credentials};
+    use axum::http::HeaderMap;
+    use berth_registry_mirror::Credentials;
+    use serde_json::json;
+
+    fn basic(u: &str, p: &str) -> Credentials {
+        Credentials::Basic {
+            username: u.into(),
+            password: p.into(),
+        }
+    }
+
+    #[test]
+    fn docker_auth_configs_become_credentials() {
+        assert_eq!(
+            auth_config(&json!({"username": "a", "password": "b", "serveraddress": "h"})).unwrap(),
+            basic("a", "b")
+        );
+        // `auth` is base64 "user:password", as in the CLI's config.json.
+        assert_eq!(
+            auth_config(&json!({"auth": "YTpiOmM="})).unwrap(),
+            basic("a", "b:c")
+        );
+        assert_eq!(
+            auth_config(&json!({"registrytoken": "t", "username": "a"})).unwrap(),
+            Credentials::BearerToken("t".into())
+        );
+        assert_eq!(
+            auth_config(&json!({"username": "", "password": ""})).unwrap(),
+            Credentials::Anonymous
+        );
+        let e = auth_config(&json!({"identitytoken": "r"})).unwrap_err();
+        assert!(e.to_string().contains("identitytoken"), "{e}");
+        assert!(auth_config(&json!({"auth": "not base64!"})).is_err());
+    }
+
+    #[test]
+    fn the_header_is_base64url_json() {
+        let mut h = HeaderMap::new();
+        assert_eq!(credentials(&h).unwrap(), Credentials::Anonymous);
+        // {"username":"a?","password":"b>"} has '-' and '_' in base64url.
+        use base64::Engine as _;
+        let v = base64::engine::general_purpose::URL_SAFE
+            .encode(br#"{"username":"a??","password":"b>>"}"#);
+        h.insert("X-Registry-Auth", v.parse().unwrap());
+        assert_eq!(credentials(&h).unwrap(), basic("a??", "b>>"));
+        h.insert("X-Registry-Auth", "%%%".parse().unwrap());
+        assert!(credentials(&h).is_err());
     }
 }

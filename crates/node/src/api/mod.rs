@@ -7,6 +7,7 @@
 //!                                  ApiError -> (status, {"message": ...}) in error.rs
 //! ```
 
+mod auth;
 mod containers;
 mod error;
 mod events;
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::routes())
         .merge(volumes::routes())
         .merge(images::routes())
+        .merge(auth::routes())
         .merge(containers::routes())
         .merge(networks::routes())
         .merge(swarm::routes())

@@ -77,6 +77,66 @@ impl LayerSink for SnapshotSink {
     }
 }
 
+/// The registry API host of a login's `serveraddress` (dockerd's `Auth`: a scheme is
+/// added when missing and the URL's host kept; Docker Hub's index names and the empty
+/// address mean Docker Hub's registry).
+pub fn login_host(server: &str) -> Result<String, ServiceError> {
+    use berth_registry_mirror::reference::{
+        DEFAULT_DOMAIN, DEFAULT_REGISTRY_HOST, LEGACY_DEFAULT_DOMAIN,
+    };
+    let server = server.trim();
+    if server.is_empty() {
+        return Ok(DEFAULT_REGISTRY_HOST.to_string());
+    }
+    let with_scheme = if server.starts_with("https://") || server.starts_with("http://") {
+        server.to_string()
+    } else {
+        format!("https://{server}")
+    };
+    let url = url::Url::parse(&with_scheme)
+        .map_err(|e| ServiceError::invalid(format!("unable to parse server address: {e}")))?;
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        (None, _) => {
+            return Err(ServiceError::invalid(format!(
+                "unable to parse server address: no host in {server:?}"
+            )))
+        }
+    };
+    Ok(match host.as_str() {
+        DEFAULT_DOMAIN | LEGACY_DEFAULT_DOMAIN | DEFAULT_REGISTRY_HOST => {
+            DEFAULT_REGISTRY_HOST.to_string()
+        }
+        _ => host,
+    })
+}
+
+/// Where `docker search TERM` asks (dockerd's `splitReposSearchTerm`): a first path
+/// component that looks like a host (has `.` or `:`, or is `localhost`) names the
+/// registry; otherwise Docker Hub's index, where `library/` is dropped.
+pub fn search_target(term: &str) -> (String, String) {
+    use berth_registry_mirror::reference::{LEGACY_DEFAULT_DOMAIN, OFFICIAL_REPO_PREFIX};
+    match term.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            if first == "docker.io" || first == LEGACY_DEFAULT_DOMAIN {
+                let r = rest.strip_prefix(OFFICIAL_REPO_PREFIX).unwrap_or(rest);
+                (LEGACY_DEFAULT_DOMAIN.to_string(), r.to_string())
+            } else {
+                (first.to_string(), rest.to_string())
+            }
+        }
+        _ => (
+            LEGACY_DEFAULT_DOMAIN.to_string(),
+            term.strip_prefix(OFFICIAL_REPO_PREFIX)
+                .unwrap_or(term)
+                .to_string(),
+        ),
+    }
+}
+
 /// Maps image errors onto what the API reports.
 pub fn image_error(e: ImageError) -> ServiceError {
     match e {
@@ -87,6 +147,11 @@ pub fn image_error(e: ImageError) -> ServiceError {
         ImageError::ManifestNotFound { reference } => ServiceError::not_found(format!(
             "manifest for {reference} not found: manifest unknown: manifest unknown"
         )),
+        // dockerd answers 401 only when a token server refused the login; else 500.
+        ImageError::LoginFailed {
+            message,
+            unauthorized: true,
+        } => ServiceError::Unauthorized { message },
         e @ ImageError::ImageInUse { .. } => ServiceError::conflict(e.to_string()),
         e @ ImageError::ImageHasManyTags { .. } => ServiceError::conflict(e.to_string()),
         e @ ImageError::InvalidReference { .. } => ServiceError::invalid(e.to_string()),
@@ -173,6 +238,45 @@ impl ImageService {
             .await
             .map(|_| ())
             .map_err(image_error)
+    }
+
+    /// `docker login`: checks `credentials` against the registry of `server` (a host,
+    /// `host:port` or URL as the CLI sends it; empty or Docker Hub's index name means
+    /// Docker Hub), as dockerd's `AuthenticateToRegistry` does. Plain HTTP only for hosts
+    /// the client config allows (loopback, `insecure-registries`).
+    pub async fn login(&self, server: &str, credentials: &Credentials) -> Result<(), ServiceError> {
+        let host = login_host(server)?;
+        self.images
+            .client
+            .login(&host, credentials)
+            .await
+            .map_err(image_error)
+    }
+
+    /// `docker search TERM`: the V1 search results of the registry the term names
+    /// (`host[:port]/name`, else Docker Hub's index), as JSON objects (`name`,
+    /// `description`, `star_count`, `is_official`, `is_automated`).
+    pub async fn search(
+        &self,
+        term: &str,
+        limit: u32,
+    ) -> Result<Vec<serde_json::Value>, ServiceError> {
+        let (host, remote) = search_target(term);
+        let body = self
+            .images
+            .client
+            .search(&host, &remote, limit)
+            .await
+            .map_err(image_error)?;
+        #[derive(serde::Deserialize)]
+        struct Results {
+            #[serde(default)]
+            results: Vec<serde_json::Value>,
+        }
+        let r: Results = serde_json::from_slice(&body).map_err(|e| {
+            ServiceError::unavailable(format!("invalid search results from {host}: {e}"))
+        })?;
+        Ok(r.results)
     }
 
     pub fn inspect(&self, name: &str) -> Result<ImageDetails, ServiceError> {
@@ -275,5 +379,50 @@ impl ImageService {
     /// Writes `docker save` output for `names`.
     pub fn save(&self, names: &[String], out: impl std::io::Write) -> Result<(), ServiceError> {
         berth_registry_mirror::archive::save(&self.images.store, names, out).map_err(image_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_hosts_as_dockerd_reads_serveraddress() {
+        assert_eq!(login_host("").unwrap(), "registry-1.docker.io");
+        assert_eq!(
+            login_host("https://index.docker.io/v1/").unwrap(),
+            "registry-1.docker.io"
+        );
+        assert_eq!(login_host("docker.io").unwrap(), "registry-1.docker.io");
+        assert_eq!(login_host("127.0.0.1:5000").unwrap(), "127.0.0.1:5000");
+        assert_eq!(
+            login_host("http://127.0.0.1:5000/").unwrap(),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(login_host("reg.lan").unwrap(), "reg.lan");
+        assert!(login_host("http://").is_err());
+    }
+
+    #[test]
+    fn search_terms_name_their_registry_as_dockerd_splits_them() {
+        let t = |s: &str| {
+            let (h, r) = search_target(s);
+            (h, r)
+        };
+        assert_eq!(t("busybox"), ("index.docker.io".into(), "busybox".into()));
+        assert_eq!(
+            t("library/busybox"),
+            ("index.docker.io".into(), "busybox".into())
+        );
+        assert_eq!(t("user/app"), ("index.docker.io".into(), "user/app".into()));
+        assert_eq!(
+            t("127.0.0.1:5000/app"),
+            ("127.0.0.1:5000".into(), "app".into())
+        );
+        assert_eq!(t("localhost/a/b"), ("localhost".into(), "a/b".into()));
+        assert_eq!(
+            t("docker.io/library/x"),
+            ("index.docker.io".into(), "x".into())
+        );
     }
 }

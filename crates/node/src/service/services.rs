@@ -340,6 +340,7 @@ impl ServicesService {
         credentials: Credentials,
     ) -> Result<Written, ServiceError> {
         self.node()?;
+        refuse_bare_token(&credentials)?;
         let mut spec = normalize_spec(spec);
         if spec_name(&spec).is_empty() {
             if let Some(o) = spec.as_object_mut() {
@@ -451,6 +452,7 @@ impl ServicesService {
         rollback: bool,
         credentials: Credentials,
     ) -> Result<Written, ServiceError> {
+        refuse_bare_token(&credentials)?;
         let current = self.read(|s| find_service(s, key))??;
         let spec = if rollback {
             current.previous_spec.clone().ok_or_else(|| {
@@ -663,7 +665,7 @@ impl ServicesService {
         let fetched = client
             .get_manifest(&repo, &reference.manifest_reference())
             .await
-            .map_err(distribution_error)?;
+            .map_err(|e| distribution_error(e, credentials))?;
         let manifest = berth_registry_mirror::manifest::Manifest::parse(
             &fetched.body,
             fetched.content_type.as_deref(),
@@ -682,7 +684,7 @@ impl ServicesService {
                 let resp = client
                     .get_blob(&repo, &m.config.digest)
                     .await
-                    .map_err(distribution_error)?;
+                    .map_err(|e| distribution_error(e, credentials))?;
                 let body = resp.bytes().await.map_err(|e| {
                     ServiceError::unavailable(format!("reading the image config: {e}"))
                 })?;
@@ -716,14 +718,15 @@ pub struct Distribution {
     pub platforms: Vec<(String, String, Option<String>)>,
 }
 
-/// Registry failures of `/distribution` as dockerd reports them: a missing manifest is
-/// 404, an unreachable registry 500 with the transport error.
-fn distribution_error(e: ImageError) -> ServiceError {
+/// Registry failures of `/distribution` as dockerd 20.10 reports them: a missing
+/// manifest is 404; credentials the registry refuses are 401 ("unauthorized:
+/// authentication required"); none where some are needed is 500 (`Head "<url>": no
+/// basic auth credentials`); an unreachable registry 500 with the transport error.
+fn distribution_error(e: ImageError, credentials: &Credentials) -> ServiceError {
     match e {
-        e @ ImageError::ManifestNotFound { .. } => image_error(e),
-        e @ ImageError::Unauthorized { .. } => ServiceError::Forbidden {
-            message: e.to_string(),
-        },
+        ImageError::Unauthorized { message, .. } if *credentials != Credentials::Anonymous => {
+            ServiceError::Unauthorized { message }
+        }
         e => image_error(e),
     }
 }
@@ -802,9 +805,22 @@ fn task_name(service: Option<&Service>, task: &Task) -> String {
 /// was created from the service's current `template_version`, which the cluster state
 /// bumps only when an update changes what a task runs (`TaskTemplate`, `--force`,
 /// `EndpointSpec`, the pinned image), not on a scale.
+/// A registry token (`registrytoken` in `X-Registry-Auth`) cannot be kept for a service:
+/// the replicated service record holds a username and password only, and a token
+/// expires. Refused by name rather than dropped (the service's nodes would pull
+/// anonymously).
+fn refuse_bare_token(credentials: &Credentials) -> Result<(), ServiceError> {
+    match credentials {
+        Credentials::BearerToken(_) => Err(ServiceError::invalid(
+            "registrytoken credentials cannot be kept for a service's nodes: send a username and password (docker login) with --with-registry-auth",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The credentials a service keeps for its nodes' pulls: a username and password sent
-/// with `X-Registry-Auth`; anonymous (or a bare token, which berth's header parser does not
-/// produce) keeps none.
+/// with `X-Registry-Auth`; anonymous keeps none (a bare token is refused before, by
+/// [`refuse_bare_token`]).
 fn registry_auth(credentials: &Credentials) -> Option<RegistryAuth> {
     match credentials {
         Credentials::Basic { username, password } => Some(RegistryAuth {

@@ -104,6 +104,7 @@
 //! nothing is written twice. If the mirror is unreachable or fails, the pull goes to the
 //! registry directly.
 
+pub mod admission;
 pub mod flight;
 pub mod http;
 pub mod lru;
@@ -131,6 +132,7 @@ use crate::client::{RegistryClient, Repository};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::images::ImageStore;
+use admission::Admitted;
 use flight::{Flight, Flights, Phase};
 use lru::{choose_victims, AccessLog, StoredBlob};
 use peers::{Member, OwnerKey};
@@ -406,6 +408,8 @@ struct Inner {
     references: Arc<dyn BlobReferences>,
     tags: Mutex<TagCache>,
     lru: Mutex<AccessLog>,
+    /// Stored digests servable to anyone ([`admission`]).
+    admitted: Mutex<Admitted>,
     flights: Flights,
     serving: Mutex<HashMap<Digest, usize>>,
     metrics: Metrics,
@@ -455,6 +459,7 @@ impl Mirror {
             .map_err(Error::io("create", &config.state_dir))?;
         let tags = TagCache::open(&config.state_dir.join("tags.json"))?;
         let lru = AccessLog::open(&config.state_dir.join("lru.json"))?;
+        let admitted = Admitted::open(&config.state_dir.join("admitted.json"))?;
         let evictor = Arc::new(Notify::new());
         let inner = Arc::new(Inner {
             config,
@@ -463,6 +468,7 @@ impl Mirror {
             references,
             tags: Mutex::new(tags),
             lru: Mutex::new(lru),
+            admitted: Mutex::new(admitted),
             flights: Flights::default(),
             serving: Mutex::default(),
             metrics: Metrics::default(),
@@ -508,7 +514,48 @@ impl Mirror {
 
     /// Writes the access times now (they are otherwise written every second or so).
     pub fn persist_state(&self) -> Result<()> {
+        self.inner.admitted.lock().expect("admitted").persist()?;
         self.inner.lru.lock().expect("lru").persist()
+    }
+
+    fn admit(&self, d: &Digest) {
+        self.inner.admitted.lock().expect("admitted").admit(d);
+    }
+
+    /// Whether the stored `d` may be served for `target` ([`admission`]): admitted, or
+    /// the registry gives it to the mirror's identity now (then admitted). Otherwise the
+    /// registry's answer (refused, not found, unreachable) is the error.
+    async fn check_admission(
+        &self,
+        target: &UpstreamRepo,
+        d: &Digest,
+        manifest: bool,
+    ) -> Result<()> {
+        if self.inner.admitted.lock().expect("admitted").contains(d) {
+            return Ok(());
+        }
+        let repo = self.repository(target);
+        if manifest {
+            // The registry's own bytes are checked against the digest and are what the
+            // store holds: nothing new to keep.
+            self.inner
+                .client
+                .get_manifest_direct(&repo, &d.to_string())
+                .await?;
+        } else {
+            match self.inner.client.blob_exists(&repo, d, "pull").await? {
+                Some(_) => {}
+                None => {
+                    return Err(Error::BlobNotFound {
+                        repository: target.display_name(),
+                        digest: d.clone(),
+                    })
+                }
+            }
+        }
+        tracing::debug!(digest = %d, upstream = %target.upstream, repository = %target.repository, "stored content confirmed by the registry for the mirror's identity; admitted");
+        self.admit(d);
+        Ok(())
     }
 
     fn repository(&self, t: &UpstreamRepo) -> Repository {
@@ -575,6 +622,12 @@ impl Mirror {
         let _one_at_a_time = self.manifest_lock(key).await;
         match reference {
             ManifestRef::Digest(d) => {
+                if self.inner.blobs.contains(d) {
+                    // Stored, perhaps by a pull with a client's credentials.
+                    self.check_admission(target, d, true)
+                        .await
+                        .map_err(Arc::new)?;
+                }
                 if let Some(reply) = self.cached_manifest(d).await? {
                     Metrics::add(&m.manifest_hits, 1);
                     return Ok(reply);
@@ -594,6 +647,8 @@ impl Mirror {
                     .cloned();
                 let stale = match decide(entry.as_ref(), now_ms(), self.inner.config.tag_ttl) {
                     TagDecision::Fresh(d) => {
+                        // The mapping was confirmed by the mirror's own fetch.
+                        self.admit(&d);
                         if let Some(reply) = self.cached_manifest(&d).await? {
                             Metrics::add(&m.manifest_hits, 1);
                             return Ok(reply);
@@ -605,10 +660,15 @@ impl Mirror {
                 Metrics::add(&m.manifest_misses, 1);
                 match self.fetch_manifest(target, tag, Some(tag), route).await {
                     Ok(reply) => Ok(reply),
-                    // Upstream says the tag does not exist: that is an answer, not a failure.
-                    Err(e @ Error::ManifestNotFound { .. }) => Err(Arc::new(e)),
+                    // Upstream says the tag does not exist, or refuses the mirror's
+                    // identity: an answer, not a failure; never served stale.
+                    Err(e @ (Error::ManifestNotFound { .. } | Error::Unauthorized { .. })) => {
+                        Err(Arc::new(e))
+                    }
                     Err(e) => {
                         if let Some(d) = stale {
+                            // The mapping was confirmed by the mirror's own fetch.
+                            self.admit(&d);
                             if let Some(mut reply) = self.cached_manifest(&d).await? {
                                 tracing::warn!(upstream = %target.upstream, repository = %target.repository, %tag, error = %e, "upstream failed; serving the last known tag mapping");
                                 Metrics::add(&m.stale_served, 1);
@@ -716,6 +776,7 @@ impl Mirror {
             fetched.body.clone(),
         );
         blocking(move || store.put_verified(&d, &body)).await?;
+        self.admit(&fetched.digest);
         {
             // The tag file is fsynced: off the async threads.
             let (inner, target, tag) =
@@ -851,6 +912,9 @@ impl Mirror {
         let pin = self.pin(digest);
         match self.inner.blobs.open_blob(digest) {
             Ok(file) => {
+                self.check_admission(target, digest, false)
+                    .await
+                    .map_err(Arc::new)?;
                 let size = file
                     .metadata()
                     .map_err(|e| {
@@ -935,6 +999,8 @@ impl Mirror {
         let lock = store.lock_async(d).await?;
         if let Some(size) = store.size(d)? {
             // Stored meanwhile (by a pull or another process).
+            drop(lock);
+            self.check_admission(target, d, false).await?;
             flight.set_file(store.open_blob(d)?);
             flight.update(|s| {
                 s.total = Some(size);
@@ -1041,6 +1107,7 @@ impl Mirror {
         flight.update(|s| s.verified = true);
         blocking(move || writer.commit()).await?;
         drop(lock);
+        self.admit(d);
         flight.update(|s| s.total = Some(s.written));
         Ok(())
     }
@@ -1567,6 +1634,7 @@ impl Mirror {
                 }
                 drop(serving);
                 inner.lru.lock().expect("lru").forget(v);
+                inner.admitted.lock().expect("admitted").forget(v);
             }
             Ok(())
         })?;
