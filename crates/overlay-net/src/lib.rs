@@ -91,6 +91,7 @@ pub mod ipam;
 pub mod links;
 pub mod netfiles;
 pub mod netns;
+pub mod overlay;
 pub mod ports;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
