@@ -414,8 +414,31 @@ fn containers_on_different_hosts_reach_each_other_and_entries_follow_the_endpoin
         a1.ip(&["link", "show", "eth0"]).is_err(),
         "a1's eth0 survived detach"
     );
+    // A second instance (another prefix) on host 1 is left alone by the first's teardown.
+    let other = OverlayConfig {
+        prefix: "ou".into(),
+        ..OverlayConfig::default()
+    };
+    let mut other_desired = desired(0, &nets, &eps);
+    for n in &mut other_desired.networks {
+        n.vni += 100;
+    }
+    h[0].block_on(|| async {
+        OverlayDriver::new(other.clone())?
+            .reconcile(&other_desired)
+            .await?;
+        anyhow::Ok(())
+    })?;
     for host in h {
         teardown(host)?;
+    }
+    let kept = h[0].ip(&["-o", "link", "show"])?;
+    assert_eq!(kept.matches("berth-ovl:ou").count(), 4, "{kept}");
+    h[0].block_on(|| async {
+        OverlayDriver::new(other.clone())?.teardown().await?;
+        anyhow::Ok(())
+    })?;
+    for host in h {
         let left = residue(host)?;
         assert!(left.is_empty(), "{} left {left:?}", host.name);
     }
@@ -625,6 +648,27 @@ fn the_routing_mesh_reaches_a_task_on_another_host_and_keeps_the_client_address(
         let seen = lan.lan.run_in(|| peer_seen_by(target))?;
         assert_eq!(seen, "192.168.77.254", "via host {}", i + 1);
     }
+    // `mode=host` on host 3: a plain DNAT to the task; the reply finds its way back the same
+    // way (the frame came from host 3's own bridge address).
+    h[2].block_on(|| async {
+        let mut drv = OverlayDriver::new(cfg())?;
+        drv.reconcile(&desired(2, &[ingress_net(2)], &eps)).await?;
+        drv.set_published(
+            rules.clone(),
+            vec![HostPortRule {
+                published: 9090,
+                protocol: Protocol::Tcp,
+                target: ip("10.0.0.5"),
+                target_port: 80,
+            }],
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    let seen = lan
+        .lan
+        .run_in(|| peer_seen_by((Lan::addr(2), 9090).into()))?;
+    assert_eq!(seen, "192.168.77.254", "mode=host");
     drop(_srv);
     for host in h {
         teardown(host)?;

@@ -47,6 +47,41 @@
 //! (`berth-ovl:<prefix>`), so two berthd on one host (different prefixes) never touch each
 //! other's links, and the bridge driver (alias `berth`) never touches these.
 
+//! # How berthd uses it
+//! Keep one [`OverlayDriver`] (behind a `tokio::sync::Mutex`), made with a prefix unique to
+//! the berthd instance. Whenever the cluster state changes (networks, endpoints, nodes):
+//! build the [`OverlayDesired`] of this node and call [`OverlayDriver::reconcile`] (also at
+//! start-up: it repairs what a crash left, and deletes what is no longer wanted). Then:
+//! - container or task start on an overlay: [`OverlayDriver::attach`] with its netns file,
+//!   address and [`mac_for_ip`]; stop: [`OverlayDriver::detach`] (removing the netns also
+//!   removes the veth);
+//! - service VIPs: [`OverlayDriver::program_vips`] in every client container's netns with the
+//!   VIPs of its networks, again whenever a backend set changes;
+//! - routing mesh: every node has an address on the ingress network
+//!   ([`OverlaySpec::host_address`]; other nodes' as endpoints); [`OverlayDriver::set_published`]
+//!   with an [`IngressRule`] per published port on every node (and [`HostPortRule`]s for
+//!   `mode=host` on the nodes running the task); in every task on the ingress network
+//!   [`OverlayDriver::program_ingress_return`] with all nodes' ingress addresses;
+//! - leave swarm, daemon stop: [`OverlayDriver::teardown`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), berth_overlay_net::NetError> {
+//! use berth_overlay_net::overlay::*;
+//! let mut driver = OverlayDriver::new(OverlayConfig { prefix: "bo".into(), ..OverlayConfig::default() })?;
+//! let ip = "10.0.1.2".parse().unwrap();
+//! let desired = OverlayDesired {
+//!     local_addr: "192.168.1.10".parse().unwrap(),
+//!     networks: vec![OverlaySpec { id: "n1".into(), vni: 4097, subnet: "10.0.1.0/24".into(),
+//!         gateway: Some("10.0.1.1".parse().unwrap()), ..OverlaySpec::default() }],
+//!     endpoints: vec![OverlayEndpoint { id: "c1".into(), network_id: "n1".into(), ip,
+//!         mac: mac_for_ip(ip), node_addr: "192.168.1.10".parse().unwrap(), local: true }],
+//! };
+//! driver.reconcile(&desired).await?;
+//! driver.attach("n1", std::path::Path::new("/run/berth/netns/c1"), "eth0", ip, 24,
+//!     mac_for_ip(ip), Some("10.0.1.1".parse().unwrap())).await?;
+//! # Ok(()) }
+//! ```
+
 pub mod exec;
 pub mod ingress;
 pub mod vip;
