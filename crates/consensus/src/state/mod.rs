@@ -1,6 +1,7 @@
 //! The replicated cluster state: a deterministic `apply(index, command) -> response`.
 //!
-//! Owns: the cluster objects (nodes, services and tasks; networks, secrets and configs
+//! Owns: the cluster objects (nodes, services, tasks, overlay networks and their endpoints
+//! with the address allocation; secrets and configs
 //! later), the commands that change them, and the versioned encoding of the whole state
 //! (used for Raft snapshots and the state-machine record in redb).
 //!
