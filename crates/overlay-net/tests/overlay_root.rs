@@ -329,6 +329,17 @@ fn containers_on_different_hosts_reach_each_other_and_entries_follow_the_endpoin
         Some(ip("10.0.1.1")),
     )?;
 
+    // Attaching again replaces the attachment.
+    attach(
+        &h[1],
+        &desired(1, &nets, &eps),
+        "neta",
+        &a2,
+        "eth0",
+        ip("10.0.1.4"),
+        Some(ip("10.0.1.1")),
+    )?;
+
     // Across hosts by IP: ping and TCP; the peer sees the real source.
     ensure!(
         a1.reaches("10.0.1.3"),

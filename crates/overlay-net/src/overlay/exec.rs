@@ -219,8 +219,9 @@ impl OverlayDriver {
 
     /// Plugs a container netns (path) into the local bridge of `network_id`: a veth whose
     /// container end is `ifname` with `mac` and `ip/prefix`, `lo` up, and a default route via
-    /// `gateway` only if given. The network must have been reconciled here. On failure
-    /// nothing is left behind.
+    /// `gateway` only if given. The network must have been reconciled here. A previous
+    /// attachment of the same namespace to the same network is replaced (so a retried start
+    /// works). On failure nothing is left behind.
     #[allow(clippy::too_many_arguments)]
     pub async fn attach(
         &mut self,
@@ -236,6 +237,7 @@ impl OverlayDriver {
         let mtu = spec.effective_mtu();
         let bridge = self.names.bridge(spec.vni);
         let host = self.names.veth(network_id, netns);
+        self.delete_link(&host).await?;
         let h = self.handle.clone();
         let file = File::open(netns).map_err(|source| NetError::Netns {
             path: netns.to_path_buf(),
