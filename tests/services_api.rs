@@ -728,7 +728,7 @@ fn host_mode_ports_are_published_by_the_task_container() -> Result<()> {
     Ok(())
 }
 
-/// `swarm init` and `swarm update` options berth cannot honour yet are refused by name
+/// `swarm init` and `swarm update` options berth cannot honour yet (or bad ones) are refused by name
 /// (they were dropped: `--task-history-limit 10` answered "Swarm initialized" and kept 5);
 /// `--availability` is honoured at init as at join.
 #[test]
@@ -744,9 +744,15 @@ fn swarm_options_are_honoured_or_refused_by_name() -> Result<()> {
             vec!["--dispatcher-heartbeat", "5s"],
             "Dispatcher.HeartbeatPeriod",
         ),
+        // Honoured since overlay networks (tests/overlay.rs); a bad one is refused.
         (
-            vec!["--default-addr-pool", "10.20.0.0/16"],
-            "DefaultAddrPool",
+            vec![
+                "--default-addr-pool",
+                "10.20.0.0/16",
+                "--default-addr-pool-mask-length",
+                "31",
+            ],
+            "subnet size 31",
         ),
     ] {
         let mut args = vec!["swarm", "init", "--advertise-addr", "127.0.0.1"];

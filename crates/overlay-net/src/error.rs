@@ -252,6 +252,27 @@ pub enum NetError {
         /// Newest version this build understands.
         supported: u32,
     },
+    /// The overlay driver's configuration or desired model is unusable.
+    #[error("overlay: {reason}")]
+    InvalidOverlayConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// An overlay network is not realised on this node (reconcile with it first).
+    #[error("overlay network {network} is not set up on this node")]
+    OverlayNetworkNotHere {
+        /// Network id.
+        network: String,
+    },
+    /// A netlink request of the overlay driver failed.
+    #[error("netlink: {op} failed: {source}")]
+    OverlayNetlink {
+        /// The step, as text.
+        op: String,
+        /// What the kernel (or rtnetlink) said.
+        #[source]
+        source: rtnetlink::Error,
+    },
     /// A teardown step (or several) failed; every step was still attempted.
     #[error("teardown finished with {} error(s): {}", errors.len(), join_errors(errors))]
     Teardown {
@@ -274,6 +295,7 @@ impl NetError {
     pub fn is_retryable(&self) -> bool {
         match self {
             NetError::Netlink { .. }
+            | NetError::OverlayNetlink { .. }
             | NetError::NetlinkDump { .. }
             | NetError::NetlinkSocket { .. }
             | NetError::NftSpawn { .. }

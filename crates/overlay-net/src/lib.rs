@@ -1,5 +1,5 @@
-//! berth-overlay-net: container networking for one host (bridge networks) — the overlay
-//! across hosts comes later.
+//! berth-overlay-net: container networking for one host (bridge networks) and the data
+//! plane of overlay networks across hosts (VXLAN, service VIPs, routing mesh: [`overlay`]).
 //!
 //! Owns: IPAM ([`ipam`]), the desired networking state and its versioned encoding
 //! ([`state`]), link plans and their rtnetlink executor ([`links`]), berth's nftables table
@@ -11,7 +11,7 @@
 //! `testing` (feature `testing`).
 //!
 //! Does not own: container lifecycle and writing files into containers (`berth-runtime`,
-//! berthd), where the state is persisted (berthd), VXLAN/WireGuard overlays (later), IPv6
+//! berthd), where the state is persisted (berthd), WireGuard encryption (later), IPv6
 //! (not yet), cluster state
 //! (`berth-consensus`), the Engine API (`berth-node`), and the `host` and `none` network
 //! modes (berthd simply does not call this crate for them: `host` shares the host's
@@ -91,6 +91,7 @@ pub mod ipam;
 pub mod links;
 pub mod netfiles;
 pub mod netns;
+pub mod overlay;
 pub mod ports;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]

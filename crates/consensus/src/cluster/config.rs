@@ -22,6 +22,9 @@ pub struct ClusterConfig {
     pub hostname: String,
     /// Raft timing and compaction.
     pub raft: RaftTuning,
+    /// Default address pools of a new cluster (`swarm init --default-addr-pool`,
+    /// `--default-addr-pool-mask-length`); used only by `init`.
+    pub address_pools: crate::state::AddressPools,
 }
 
 impl ClusterConfig {
@@ -35,6 +38,7 @@ impl ClusterConfig {
                 .map(|s| s.trim().to_string())
                 .unwrap_or_else(|_| "localhost".to_string()),
             raft: RaftTuning::default(),
+            address_pools: crate::state::AddressPools::default(),
         }
     }
 }

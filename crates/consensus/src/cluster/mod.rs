@@ -297,9 +297,17 @@ impl ClusterNode {
             role: NodeRole::Manager,
             cert_fingerprint: node.core.identity().cert_fingerprint(),
         };
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         node.write(Command::InitCluster {
             cluster_id: cluster_id.clone(),
             first_node: first,
+            networking: Some(crate::state::InitNetworking {
+                ingress_id: berth_orchestrator::task_id_from_bytes(rand::random()),
+                pools: config.address_pools.clone(),
+                at,
+            }),
         })
         .await?;
         NodeFile::new(id, advertise, config.hostname.clone(), cluster_id).save(&config.data_dir)?;

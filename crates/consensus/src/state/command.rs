@@ -6,6 +6,7 @@
 use berth_orchestrator::{Nanos, RegistryAuth, Service, Task, TaskChange, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
 
+use super::networks::{AddressPools, EndpointOwner, Network, NetworkEndpoint, NetworkSpec};
 use super::node::{NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
 
 /// A change to the cluster state. Applied by [`ClusterState::apply`](super::ClusterState::apply).
@@ -18,6 +19,11 @@ pub enum Command {
         cluster_id: String,
         /// The first manager.
         first_node: NodeSpec,
+        /// The cluster's networking (`swarm init --default-addr-pool`) and its `ingress`
+        /// network. Absent in entries written before networks existed: the default pools
+        /// and an `ingress` id derived from the cluster id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        networking: Option<InitNetworking>,
     },
     /// Record a node admitted with a join token.
     AddNode(NodeSpec),
@@ -118,6 +124,57 @@ pub enum Command {
         /// The observed status.
         status: TaskStatus,
     },
+    /// Record an overlay network (`POST /networks/create`, driver `overlay`): VNI, subnet
+    /// and gateway are allocated here (rules in `networks.rs`). Refused when the id exists
+    /// ([`Rejection::NetworkExists`]), the name is taken
+    /// ([`Rejection::NetworkNameConflict`]), the addresses are invalid or overlap another
+    /// network ([`Rejection::NetworkInvalid`]) or the pools are used up
+    /// ([`Rejection::PoolExhausted`]).
+    CreateNetwork {
+        /// Random id chosen by the driver (25 base-36 characters).
+        id: String,
+        /// What the client asked for.
+        spec: NetworkSpec,
+        /// When (unix ns, chosen by the driver).
+        at: Nanos,
+    },
+    /// Forget a network (`DELETE /networks/{id}`). Refused while a service uses it or any
+    /// endpoint is on it ([`Rejection::NetworkInUse`]).
+    RemoveNetwork {
+        /// Network id.
+        id: String,
+    },
+    /// A node plugs a container (or its routing-mesh sandbox) into a network; the address
+    /// is allocated here (the lowest free, or `requested_ip` when free). Plain containers
+    /// need an attachable network ([`Rejection::NotAttachable`]).
+    AttachEndpoint {
+        /// Endpoint id chosen by the node.
+        id: String,
+        /// Network id or name.
+        network: String,
+        /// The node hosting it (checked against the caller's certificate by the leader).
+        node_id: NodeId,
+        /// Who it is for.
+        owner: EndpointOwner,
+        /// `--ip`.
+        #[serde(default)]
+        requested_ip: Option<std::net::Ipv4Addr>,
+    },
+    /// A node unplugs one of its endpoints; its address is free again.
+    DetachEndpoint {
+        /// Endpoint id.
+        id: String,
+        /// The node hosting it.
+        node_id: NodeId,
+    },
+    /// A node records its WireGuard public key (base64), with which the others add it as
+    /// a peer for encrypted overlays.
+    SetNodeWgKey {
+        /// The node (checked against the caller's certificate by the leader).
+        id: NodeId,
+        /// Base64 public key.
+        public_key: String,
+    },
     /// A node reports its platform, resources and engine (its agent, at start). The record's
     /// `version` moves only when the description changed.
     SetNodeDescription {
@@ -126,6 +183,17 @@ pub enum Command {
         /// What it reports.
         description: NodeDescription,
     },
+}
+
+/// The networking a cluster starts with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitNetworking {
+    /// Id of the `ingress` network (random, chosen by the initialising node).
+    pub ingress_id: String,
+    /// The default address pools.
+    pub pools: AddressPools,
+    /// When (unix ns): the `ingress` network's creation time.
+    pub at: Nanos,
 }
 
 /// Why `apply` refused a command. Rejections are deterministic results, identical on every
@@ -279,6 +347,76 @@ pub enum Rejection {
         /// The reporting node.
         node_id: NodeId,
     },
+    /// A network with this id exists.
+    #[error("network {id} already exists")]
+    NetworkExists {
+        /// The id.
+        id: String,
+    },
+    /// Another network has this name (Docker's wording).
+    #[error("network with name {name} already exists")]
+    NetworkNameConflict {
+        /// The name.
+        name: String,
+    },
+    /// No network with this id or name (Docker's wording).
+    #[error("network {id} not found")]
+    NetworkNotFound {
+        /// The id or name asked for.
+        id: String,
+    },
+    /// Bad addresses or options; the reason is Docker's wording where it has one.
+    #[error("{detail}")]
+    NetworkInvalid {
+        /// Why.
+        detail: String,
+    },
+    /// The default pools have no free subnet (or no VNI is left).
+    #[error("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")]
+    PoolExhausted,
+    /// The network is in use (Docker's wording for services and endpoints).
+    #[error("network {name} is in use by {by}")]
+    NetworkInUse {
+        /// Its id.
+        id: String,
+        /// Its name.
+        name: String,
+        /// What uses it (`service web`, `container c1`).
+        by: String,
+    },
+    /// A plain container asked to join a network made without `--attachable`
+    /// (swarmkit's wording).
+    #[error("network {name} not manually attachable")]
+    NotAttachable {
+        /// The network.
+        name: String,
+    },
+    /// The requested address is taken.
+    #[error("Address already in use: {ip} on network {network}")]
+    AddressInUse {
+        /// The address.
+        ip: String,
+        /// The network.
+        network: String,
+    },
+    /// No free address is left in the network's range.
+    #[error("no available IPv4 addresses on network {network}")]
+    AddressesExhausted {
+        /// The network.
+        network: String,
+    },
+    /// An endpoint with this id exists.
+    #[error("endpoint {id} already exists")]
+    EndpointExists {
+        /// The id.
+        id: String,
+    },
+    /// No endpoint with this id on the caller's node.
+    #[error("endpoint {id} not found")]
+    EndpointNotFound {
+        /// The id.
+        id: String,
+    },
     /// A task status older than the recorded one (observed state moves only forward).
     #[error("task {id}: status {reported:?} is older than the recorded {current:?}")]
     StaleTaskStatus {
@@ -344,6 +482,26 @@ pub enum Response {
     Task {
         /// The task.
         task: Task,
+    },
+    /// The network after `CreateNetwork`.
+    Network {
+        /// The network.
+        network: Network,
+    },
+    /// The network was removed.
+    NetworkRemoved {
+        /// Its id.
+        id: String,
+    },
+    /// The endpoint after `AttachEndpoint`.
+    Endpoint {
+        /// The endpoint.
+        endpoint: NetworkEndpoint,
+    },
+    /// The endpoint was removed.
+    EndpointRemoved {
+        /// Its id.
+        id: String,
     },
     /// Responses of a `Batch`, in order.
     Batch {

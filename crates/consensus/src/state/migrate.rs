@@ -8,12 +8,17 @@
 //! |---|---|
 //! | 1 | cluster id, last index, nodes (no description), revoked certs, token generations |
 //! | 2 | format 1 + node `description`, `services`, `tasks` |
+//! | 3 | format 2 + node `wg_public_key`, `networks`, `endpoints`, `address_pools` |
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use berth_orchestrator::{Service, Task};
 use serde::Deserialize;
 
-use super::{Availability, ClusterState, NodeId, NodeRecord, NodeRole, TokenGenerations};
+use super::networks::{derived_ingress_id, AddressPools};
+use super::{
+    Availability, ClusterState, NodeDescription, NodeId, NodeRecord, NodeRole, TokenGenerations,
+};
 
 /// Format 1's `ClusterState`.
 #[derive(Deserialize)]
@@ -72,6 +77,7 @@ pub(super) fn migrate_v1(v1: StateV1) -> ClusterState {
                         created_index: n.created_index,
                         version: n.version,
                         description: None,
+                        wg_public_key: None,
                     },
                 )
             })
@@ -83,5 +89,99 @@ pub(super) fn migrate_v1(v1: StateV1) -> ClusterState {
         },
         services: BTreeMap::new(),
         tasks: BTreeMap::new(),
+        networks: BTreeMap::new(),
+        endpoints: BTreeMap::new(),
+        address_pools: AddressPools::default(),
+    }
+    .with_ingress()
+}
+
+/// Format 2's `ClusterState` (services and tasks are `berth_orchestrator`'s records, whose
+/// own compatibility is kept by `#[serde(default)]` on their later fields).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StateV2 {
+    cluster_id: Option<String>,
+    last_index: u64,
+    nodes: BTreeMap<NodeId, NodeRecordV2>,
+    revoked_certs: BTreeSet<String>,
+    tokens: TokenGenerationsV1,
+    #[serde(default)]
+    services: BTreeMap<String, Service>,
+    #[serde(default)]
+    tasks: BTreeMap<String, Task>,
+}
+
+/// Format 2's `NodeRecord`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeRecordV2 {
+    id: NodeId,
+    hostname: String,
+    addr: String,
+    role: NodeRole,
+    availability: Availability,
+    labels: BTreeMap<String, String>,
+    cert_fingerprint: String,
+    created_index: u64,
+    version: u64,
+    #[serde(default)]
+    description: Option<NodeDescription>,
+}
+
+/// Format 2 to the current state: nodes have no WireGuard key yet; the cluster gets
+/// Swarm's default address pool and its `ingress` network (id derived from the cluster
+/// id, so every replica migrating the same snapshot agrees). Services keep running
+/// without VIPs or task addresses: they had no networks.
+pub(super) fn migrate_v2(v2: StateV2) -> ClusterState {
+    ClusterState {
+        cluster_id: v2.cluster_id,
+        last_index: v2.last_index,
+        nodes: v2
+            .nodes
+            .into_iter()
+            .map(|(id, n)| {
+                (
+                    id,
+                    NodeRecord {
+                        id: n.id,
+                        hostname: n.hostname,
+                        addr: n.addr,
+                        role: n.role,
+                        availability: n.availability,
+                        labels: n.labels,
+                        cert_fingerprint: n.cert_fingerprint,
+                        created_index: n.created_index,
+                        version: n.version,
+                        description: n.description,
+                        wg_public_key: None,
+                    },
+                )
+            })
+            .collect(),
+        revoked_certs: v2.revoked_certs,
+        tokens: TokenGenerations {
+            manager: v2.tokens.manager,
+            worker: v2.tokens.worker,
+        },
+        services: v2.services,
+        tasks: v2.tasks,
+        networks: BTreeMap::new(),
+        endpoints: BTreeMap::new(),
+        address_pools: AddressPools::default(),
+    }
+    .with_ingress()
+}
+
+impl ClusterState {
+    /// Adds the `ingress` network of an initialised cluster that has none (migrations).
+    fn with_ingress(mut self) -> Self {
+        if let Some(cluster_id) = self.cluster_id.clone() {
+            if self.ingress_network().is_none() {
+                let index = self.last_index;
+                self.create_ingress(index, &derived_ingress_id(&cluster_id), 0);
+            }
+        }
+        self
     }
 }

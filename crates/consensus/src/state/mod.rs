@@ -1,6 +1,7 @@
 //! The replicated cluster state: a deterministic `apply(index, command) -> response`.
 //!
-//! Owns: the cluster objects (nodes, services and tasks; networks, secrets and configs
+//! Owns: the cluster objects (nodes, services, tasks, overlay networks and their endpoints
+//! with the address allocation; secrets and configs
 //! later), the commands that change them, and the versioned encoding of the whole state
 //! (used for Raft snapshots and the state-machine record in redb).
 //!
@@ -16,6 +17,7 @@
 
 mod command;
 mod migrate;
+mod networks;
 mod node;
 mod services;
 
@@ -24,7 +26,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use berth_orchestrator::{Service, Task};
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, Rejection, Response};
+pub use command::{Command, InitNetworking, Rejection, Response};
+pub use networks::{
+    derived_ingress_id, is_dnsrr, mac_for_ip, publishes_ingress, service_network_targets,
+    AddressPools, EndpointOwner, Ipv4Net, Network, NetworkEndpoint, NetworkSpec,
+    DEFAULT_MASK_LENGTH, DEFAULT_POOL, FIRST_VNI, INGRESS_NAME, INGRESS_VNI,
+};
 pub use node::{Availability, NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
 pub use services::{service_name, ASSIGNED_MESSAGE, PENDING_MESSAGE};
 
@@ -32,7 +39,7 @@ use crate::error::ConsensusError;
 
 /// Current encoding version of [`ClusterState`] (see [`ClusterState::encode`]); older ones
 /// are migrated by [`ClusterState::decode`] (history in `migrate.rs`).
-pub const STATE_FORMAT: u32 = 2;
+pub const STATE_FORMAT: u32 = 3;
 
 /// Generations of the two join tokens; a token's secret is derived from its generation,
 /// so rotating a token is bumping a number (the secret itself never enters the state).
@@ -73,6 +80,13 @@ pub struct ClusterState {
     /// All tasks, by id.
     #[serde(default)]
     pub tasks: BTreeMap<String, Task>,
+    /// Overlay networks, by id.
+    pub networks: BTreeMap<String, Network>,
+    /// Every address on an overlay network (containers, tasks, service VIPs, node
+    /// sandboxes), by endpoint id.
+    pub endpoints: BTreeMap<String, NetworkEndpoint>,
+    /// The default address pools subnets are taken from.
+    pub address_pools: AddressPools,
 }
 
 /// On-disk / on-wire envelope of the state as read. `format` selects the decoder; older
@@ -107,14 +121,30 @@ impl ClusterState {
             Command::InitCluster {
                 cluster_id,
                 first_node,
+                networking,
             } => {
                 if self.cluster_id.is_some() {
                     return Err(Rejection::AlreadyInitialized);
+                }
+                if let Some(n) = networking {
+                    n.pools
+                        .validate()
+                        .map_err(|detail| Rejection::NetworkInvalid { detail })?;
                 }
                 self.cluster_id = Some(cluster_id.clone());
                 let mut spec = first_node.clone();
                 spec.role = NodeRole::Manager;
                 self.insert_node(index, &spec)?;
+                match networking {
+                    Some(n) => {
+                        self.address_pools = n.pools.clone();
+                        self.create_ingress(index, &n.ingress_id, n.at);
+                    }
+                    None => {
+                        self.address_pools = AddressPools::default();
+                        self.create_ingress(index, &derived_ingress_id(cluster_id), 0);
+                    }
+                }
                 Ok(Response::ClusterInitialized {
                     cluster_id: cluster_id.clone(),
                 })
@@ -134,6 +164,7 @@ impl ClusterState {
                 }
                 let fingerprint = node.cert_fingerprint.clone();
                 self.nodes.remove(id);
+                self.drop_node_endpoints(*id);
                 self.revoked_certs.insert(fingerprint);
                 Ok(Response::NodeRemoved { id: *id })
             }
@@ -192,6 +223,19 @@ impl ClusterState {
                 node_id,
                 status,
             } => self.update_task_status(index, task_id, *node_id, status),
+            Command::CreateNetwork { id, spec, at } => self.create_network(index, id, spec, *at),
+            Command::RemoveNetwork { id } => self.remove_network(id),
+            Command::AttachEndpoint {
+                id,
+                network,
+                node_id,
+                owner,
+                requested_ip,
+            } => self.attach_endpoint(id, network, *node_id, owner, *requested_ip),
+            Command::DetachEndpoint { id, node_id } => self.detach_endpoint(id, *node_id),
+            Command::SetNodeWgKey { id, public_key } => {
+                self.set_node_wg_key(index, *id, public_key)
+            }
             Command::SetNodeDescription { id, description } => {
                 let node = self
                     .nodes
@@ -221,6 +265,7 @@ impl ClusterState {
             created_index: index,
             version: index,
             description: None,
+            wg_public_key: None,
         };
         self.nodes.insert(spec.id, node.clone());
         Ok(node)
@@ -309,7 +354,10 @@ impl ClusterState {
             1 => serde_json::from_value(envelope.state)
                 .map(migrate::migrate_v1)
                 .map_err(decode_err),
-            2 => serde_json::from_value(envelope.state).map_err(decode_err),
+            2 => serde_json::from_value(envelope.state)
+                .map(migrate::migrate_v2)
+                .map_err(decode_err),
+            3 => serde_json::from_value(envelope.state).map_err(decode_err),
             found => Err(ConsensusError::UnknownFormat {
                 what: "cluster state",
                 found,
@@ -340,6 +388,7 @@ mod tests {
             &Command::InitCluster {
                 cluster_id: "c1".into(),
                 first_node: spec(1, NodeRole::Manager),
+                networking: None,
             },
         );
         assert_eq!(
@@ -372,6 +421,7 @@ mod tests {
             &Command::InitCluster {
                 cluster_id: "c2".into(),
                 first_node: spec(9, NodeRole::Manager),
+                networking: None,
             },
         );
         assert!(matches!(
@@ -523,6 +573,7 @@ mod tests {
             Command::InitCluster {
                 cluster_id: "c".into(),
                 first_node: spec(1, NodeRole::Manager),
+                networking: None,
             },
             Command::AddNode(spec(2, NodeRole::Worker)),
             Command::RotateJoinToken {
@@ -606,6 +657,33 @@ mod tests {
         assert_eq!(ClusterState::decode(&again).unwrap(), state);
         // A format-1 body with fields format 1 never had is corrupt, not silently dropped.
         let odd = v1.replace(r#""last_index":7"#, r#""last_index":7,"services":{}"#);
+        assert!(matches!(
+            ClusterState::decode(odd.as_bytes()),
+            Err(ConsensusError::Decode { .. })
+        ));
+    }
+
+    /// A format-2 encoding as berth wrote it before networks existed: nodes (with a
+    /// description) and a service come through; the cluster gains Swarm's default pool and
+    /// its `ingress` network (10.0.0.0/24, VNI 4096), the same on every replica.
+    #[test]
+    fn format_2_is_migrated() {
+        let v2 = r#"{"format":2,"state":{"cluster_id":"c2","last_index":9,"nodes":{"1":{"id":1,"hostname":"m1","addr":"127.0.0.1:7001","role":"manager","availability":"active","labels":{},"cert_fingerprint":"fp1","created_index":1,"version":3,"description":{"os":"linux","architecture":"x86_64","nano_cpus":2000000000,"memory_bytes":1024,"engine_version":"0.1","engine_labels":{}}}},"revoked_certs":[],"tokens":{"manager":0,"worker":0},"services":{"s1":{"id":"s1","spec":{"Name":"web"},"previous_spec":null,"image":"busybox","version":4,"created_at":1,"updated_at":1,"job_iteration":0,"template_version":4}},"tasks":{}}}"#;
+        let state = ClusterState::decode(v2.as_bytes()).unwrap();
+        assert_eq!(state.nodes[&1].description.as_ref().unwrap().os, "linux");
+        assert_eq!(state.nodes[&1].wg_public_key, None);
+        assert_eq!(state.services["s1"].version, 4);
+        let ingress = state.ingress_network().unwrap();
+        assert_eq!(ingress.id, derived_ingress_id("c2"));
+        assert_eq!(
+            (ingress.vni, ingress.subnet.as_str()),
+            (INGRESS_VNI, "10.0.0.0/24")
+        );
+        assert_eq!(state.address_pools, AddressPools::default());
+        assert_eq!(ClusterState::decode(v2.as_bytes()).unwrap(), state);
+        let again = state.encode().unwrap();
+        assert_eq!(ClusterState::decode(&again).unwrap(), state);
+        let odd = v2.replace(r#""last_index":9"#, r#""last_index":9,"networks":{}"#);
         assert!(matches!(
             ClusterState::decode(odd.as_bytes()),
             Err(ConsensusError::Decode { .. })

@@ -91,6 +91,9 @@ pub struct NodeRecord {
     /// start); `None` until it has.
     #[serde(default)]
     pub description: Option<NodeDescription>,
+    /// Its WireGuard public key (base64), set by `SetNodeWgKey`; `None` until it has.
+    #[serde(default)]
+    pub wg_public_key: Option<String>,
 }
 
 /// What a node reports about itself (Docker's `Node.Description`): platform, capacity and

@@ -60,10 +60,16 @@ impl ClusterState {
                 name: name.to_string(),
             });
         }
+        self.service_networks(&service.spec)?;
         let mut service = service.clone();
         service.version = index;
         service.template_version = index;
         self.services.insert(service.id.clone(), service.clone());
+        if let Err(rejection) = self.sync_service_vips(&service) {
+            self.services.remove(&service.id);
+            self.drop_service_vips(&service.id);
+            return Err(rejection);
+        }
         Ok(Response::Service { service })
     }
 
@@ -75,6 +81,7 @@ impl ClusterState {
         (spec, image, registry_auth): (&serde_json::Value, &str, Option<&RegistryAuth>),
         at: Nanos,
     ) -> Result<Response, Rejection> {
+        self.service_networks(spec)?;
         let service = self
             .services
             .get_mut(id)
@@ -104,15 +111,18 @@ impl ClusterState {
         if is_job(spec) {
             service.job_iteration += 1;
         }
-        Ok(Response::Service {
-            service: service.clone(),
-        })
+        let service = service.clone();
+        // Checked above; only an address shortage can refuse here, and then the service
+        // keeps the VIPs it had (the update stands, as the spec was valid).
+        let _ = self.sync_service_vips(&service);
+        Ok(Response::Service { service })
     }
 
     pub(super) fn remove_service(&mut self, index: u64, id: &str) -> Result<Response, Rejection> {
         if self.services.remove(id).is_none() {
             return Err(Rejection::ServiceNotFound { id: id.to_string() });
         }
+        self.drop_service_vips(id);
         for task in self.tasks.values_mut() {
             if task.service_id == id && task.desired_state < TaskState::Remove {
                 task.desired_state = TaskState::Remove;
@@ -180,6 +190,7 @@ impl ClusterState {
                 }
                 let mut task = task.clone();
                 task.version = index;
+                self.allocate_task_endpoints(&task);
                 self.tasks.insert(task.id.clone(), task);
                 Ok(())
             }
@@ -203,6 +214,8 @@ impl ClusterState {
                 task.node_id = Some(*node_id);
                 task.status = TaskStatus::new(TaskState::Assigned, at, ASSIGNED_MESSAGE);
                 task.version = index;
+                let task = task.clone();
+                self.allocate_task_endpoints(&task);
                 Ok(())
             }
             TaskChange::Unschedulable { task_id, err } => {
@@ -258,6 +271,7 @@ impl ClusterState {
                     }
                 }
                 self.tasks.remove(task_id);
+                self.drop_task_endpoints(task_id);
                 Ok(())
             }
         }
@@ -369,6 +383,7 @@ mod tests {
             &Command::InitCluster {
                 cluster_id: "c".into(),
                 first_node: node_spec(1),
+                networking: None,
             },
         );
         state.apply(2, &Command::AddNode(node_spec(2)));

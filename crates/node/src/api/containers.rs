@@ -62,6 +62,20 @@ async fn create(
     Query(q): Query<CreateQuery>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let mut nets: Vec<String> = body
+        .pointer("/NetworkingConfig/EndpointsConfig")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(mode) = body
+        .pointer("/HostConfig/NetworkMode")
+        .and_then(Value::as_str)
+    {
+        nets.push(mode.to_string());
+    }
+    for n in nets.iter().filter(|n| !n.is_empty() && !n.contains(':')) {
+        super::networks::refuse_overlay_attach(&st, n).await?;
+    }
     let body = crate::service::containers::config::create_body_from_json(body)?;
     let svc = st.containers.clone();
     let (id, warnings) = blocking(move || svc.create_blocking(q.name.as_deref(), body)).await?;

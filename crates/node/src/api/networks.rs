@@ -140,7 +140,9 @@ async fn list(
     }
     let scopes = f.get("scope");
     let dangling = f.bool("dangling")?;
-    let out: Vec<Value> = all_networks(&state, &st.networks.meta())
+    let mut all = all_networks(&state, &st.networks.meta());
+    all.extend(overlay_networks(&st));
+    let out: Vec<Value> = all
         .into_iter()
         .filter(|n| {
             let name = n["Name"].as_str().unwrap_or("");
@@ -153,7 +155,7 @@ async fn list(
                 && (drivers.is_empty() || drivers.iter().any(|x| x == driver))
                 && labels.iter().all(|l| label_matches(&n["Labels"], l))
                 && (types.is_empty() || types.iter().any(|t| (t == "builtin") == builtin))
-                && (scopes.is_empty() || scopes.iter().any(|s| s == "local"))
+                && (scopes.is_empty() || scopes.iter().any(|s| n["Scope"] == s.as_str()))
                 && dangling.is_none_or(|d| d == (!builtin && !used))
         })
         .collect();
@@ -171,9 +173,11 @@ fn label_matches(labels: &Value, want: &str) -> bool {
 fn find(
     state: &NetState,
     meta: &BTreeMap<String, NetworkMeta>,
+    overlays: Vec<Value>,
     key: &str,
 ) -> Result<Value, ApiError> {
-    let all = all_networks(state, meta);
+    let mut all = all_networks(state, meta);
+    all.extend(overlays);
     if let Some(n) = all.iter().find(|n| n["Id"] == key || n["Name"] == key) {
         return Ok(n.clone());
     }
@@ -196,10 +200,15 @@ async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let state = st.networks.state().await;
-    Ok(Json(find(&state, &st.networks.meta(), &id)?))
+    Ok(Json(find(
+        &state,
+        &st.networks.meta(),
+        overlay_networks(&st),
+        &id,
+    )?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct IpamConfig {
     subnet: Option<String>,
@@ -254,7 +263,10 @@ async fn create(
     State(st): State<AppState>,
     JsonBody(raw): JsonBody<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
-    crate::service::containers::config::refuse_network_fields(&raw)?;
+    let overlay = raw.get("Driver").and_then(Value::as_str) == Some("overlay");
+    if !overlay {
+        crate::service::containers::config::refuse_network_fields(&raw)?;
+    }
     let b: CreateBody = serde_json::from_value(raw)
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))?;
     if b.name.is_empty() {
@@ -265,6 +277,9 @@ async fn create(
             "{} is a pre-defined network and cannot be created",
             b.name
         )));
+    }
+    if b.driver.as_deref() == Some("overlay") {
+        return create_overlay(&st, b).await;
     }
     match b.driver.as_deref() {
         None | Some("") | Some("bridge") => {}
@@ -412,6 +427,16 @@ async fn remove(
             "{id} is a pre-defined network and cannot be removed"
         )));
     }
+    let local = st.networks.state().await.find_network(&id).is_ok();
+    if !local {
+        if let Some(net) = st
+            .cluster
+            .local_cluster_state()
+            .and_then(|s| s.network_by_ref(&id).cloned())
+        {
+            return remove_overlay(&st, net).await;
+        }
+    }
     let net = st.networks.remove(&id).await?;
     st.events.publish(Event::now(
         "network",
@@ -441,6 +466,7 @@ async fn connect(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ConnectBody>,
 ) -> Result<StatusCode, ApiError> {
+    refuse_overlay_attach(&st, &id).await?;
     let svc = st.containers.clone();
     let key = b.container.clone();
     let rec = blocking(move || svc.get(&key)).await?;
@@ -539,4 +565,306 @@ async fn prune(
         }
     }
     Ok(Json(json!({"NetworksDeleted": deleted})))
+}
+
+/// Go's RFC 3339 with nanoseconds of a unix-ns instant.
+fn rfc3339_of(ns: u64) -> String {
+    chrono::DateTime::from_timestamp((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// The overlay networks of the cluster as Docker shows them (scope `swarm`), or none when
+/// this berthd is not in a swarm. Read from this node's replica: every node lists them.
+fn overlay_networks(st: &AppState) -> Vec<Value> {
+    let Some(state) = st.cluster.local_cluster_state() else {
+        return Vec::new();
+    };
+    let me = st.cluster.node().map(|n| n.id());
+    state
+        .networks
+        .values()
+        .map(|n| overlay_json(n, &state, me))
+        .collect()
+}
+
+fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Docker 20.10's shape of an overlay network (`docker network inspect` on a swarm node):
+/// `Containers` are this node's endpoints on it; `Peers` the nodes hosting endpoints of it,
+/// shown (as dockerd does) only on a node that has the network in use itself; the VNI in
+/// `Options` as `com.docker.network.driver.overlay.vxlanid_list`.
+fn overlay_json(
+    n: &berth_consensus::state::Network,
+    state: &berth_consensus::ClusterState,
+    me: Option<berth_consensus::NodeId>,
+) -> Value {
+    use berth_consensus::state::EndpointOwner;
+    let prefix = n.subnet_net().len;
+    let local: Vec<_> = state
+        .endpoints_of_network(&n.id)
+        .filter(|e| e.node_id.is_some() && e.node_id == me)
+        .collect();
+    let containers: serde_json::Map<String, Value> = local
+        .iter()
+        .filter_map(|e| {
+            let (key, name) = match &e.owner {
+                EndpointOwner::Container { id, name, .. } => (id.clone(), name.clone()),
+                EndpointOwner::Task { id, .. } => {
+                    let task = state.tasks.get(id)?;
+                    let cid = task.status.container_id.clone()?;
+                    (cid, id.clone())
+                }
+                EndpointOwner::NodeSandbox => (
+                    format!("{}-sbox", n.spec.name),
+                    format!("{}-endpoint", n.spec.name),
+                ),
+                EndpointOwner::ServiceVip { .. } => return None,
+            };
+            Some((
+                key,
+                json!({
+                    "Name": name, "EndpointID": e.id, "MacAddress": mac_string(&e.mac),
+                    "IPv4Address": format!("{}/{prefix}", e.ip), "IPv6Address": "",
+                }),
+            ))
+        })
+        .collect();
+    let mut options: serde_json::Map<String, Value> = n
+        .spec
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    options.insert(
+        "com.docker.network.driver.overlay.vxlanid_list".into(),
+        Value::String(n.vni.to_string()),
+    );
+    let mut config = json!({"Subnet": n.subnet, "Gateway": n.gateway.to_string()});
+    if let Some(r) = &n.spec.ip_range {
+        config["IPRange"] = json!(r);
+    }
+    let mut v = json!({
+        "Name": n.spec.name,
+        "Id": n.id,
+        "Created": rfc3339_of(n.created_at),
+        "Scope": "swarm",
+        "Driver": "overlay",
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "default", "Options": null, "Config": [config]},
+        "Internal": n.spec.internal,
+        "Attachable": n.spec.attachable,
+        "Ingress": n.spec.ingress,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": containers,
+        "Options": options,
+        "Labels": n.spec.labels,
+    });
+    if !local.is_empty() {
+        let hosts: std::collections::BTreeSet<_> = state
+            .endpoints_of_network(&n.id)
+            .filter_map(|e| e.node_id)
+            .collect();
+        let peers: Vec<Value> = hosts
+            .iter()
+            .filter_map(|id| state.nodes.get(id))
+            .map(|node| {
+                let ip = node
+                    .addr
+                    .rsplit_once(':')
+                    .map_or(node.addr.as_str(), |(h, _)| h);
+                json!({"Name": node.hostname, "IP": ip})
+            })
+            .collect();
+        v["Peers"] = Value::Array(peers);
+    }
+    v
+}
+
+/// `POST /networks/create` with driver `overlay`: checked here, committed through the
+/// cluster (from any node: the write is forwarded to the leader), where the leader's log
+/// allocates its VNI and subnet.
+async fn create_overlay(
+    st: &AppState,
+    b: CreateBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    use berth_consensus::state::NetworkSpec;
+    use berth_consensus::{Command, Response};
+    st.cluster.member()?;
+    match b.scope.as_deref() {
+        None | Some("") | Some("swarm") => {}
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "Scope {other:?} is not supported for overlay networks: only \"swarm\""
+            )))
+        }
+    }
+    if b.enable_ipv6.unwrap_or(false) {
+        return Err(ApiError::BadRequest(
+            "IPv6 networks are not supported yet".into(),
+        ));
+    }
+    if b.config_only.unwrap_or(false)
+        || b.config_from
+            .as_ref()
+            .and_then(|c| c.network.as_deref())
+            .is_some_and(|n| !n.is_empty())
+    {
+        return Err(ApiError::BadRequest(
+            "ConfigOnly and ConfigFrom networks are not supported".into(),
+        ));
+    }
+    let options = b.options.unwrap_or_default();
+    if let Some(k) = options.keys().find(|k| k.as_str() != "encrypted") {
+        return Err(ApiError::BadRequest(format!(
+            "network option {k:?} is not supported by berth's overlay driver (supported: encrypted)"
+        )));
+    }
+    let ipam = b.ipam.unwrap_or(Ipam {
+        driver: None,
+        config: None,
+        options: None,
+    });
+    match ipam.driver.as_deref() {
+        None | Some("") | Some("default") => {}
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "IPAM driver {other:?} is not supported: use \"default\""
+            )))
+        }
+    }
+    if let Some(k) = ipam.options.iter().flat_map(|o| o.keys()).next() {
+        return Err(ApiError::BadRequest(format!(
+            "IPAM option {k:?} is not supported by the default IPAM driver"
+        )));
+    }
+    let configs = ipam.config.unwrap_or_default();
+    if configs.len() > 1 {
+        return Err(ApiError::BadRequest(
+            "only one IPAM config (one IPv4 subnet) is supported".into(),
+        ));
+    }
+    let c = configs.first().cloned();
+    if c.as_ref()
+        .and_then(|c| c.auxiliary_addresses.as_ref())
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(ApiError::BadRequest(
+            "IPAM config AuxiliaryAddresses is not supported".into(),
+        ));
+    }
+    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let local = st.networks.state().await;
+    if local.find_network(&b.name).is_ok() {
+        return Err(ApiError::Conflict(format!(
+            "network with name {} already exists",
+            b.name
+        )));
+    }
+    let spec = NetworkSpec {
+        name: b.name.clone(),
+        attachable: b.attachable.unwrap_or(false),
+        internal: b.internal.unwrap_or(false),
+        ingress: b.ingress.unwrap_or(false),
+        labels: b.labels.unwrap_or_default(),
+        options,
+        subnet: nonempty(c.as_ref().and_then(|c| c.subnet.clone())),
+        gateway: nonempty(c.as_ref().and_then(|c| c.gateway.clone())),
+        ip_range: nonempty(c.as_ref().and_then(|c| c.ip_range.clone())),
+    };
+    let id = crate::service::services::new_object_id();
+    let command = Command::CreateNetwork {
+        id,
+        spec,
+        at: super::now_nanos() as u64,
+    };
+    let net = match st.cluster.write(command).await? {
+        Ok(Response::Network { network }) => network,
+        Ok(Response::Rejected { rejection }) => {
+            return Err(crate::service::cluster::cluster_error(
+                berth_consensus::ConsensusError::Rejected(rejection),
+            )
+            .into())
+        }
+        Ok(other) => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        Err(e) => return Err(crate::service::cluster::cluster_error(e).into()),
+    };
+    st.events.publish(Event::now(
+        "network",
+        "create",
+        &net.id,
+        [
+            ("name".to_string(), net.spec.name.clone()),
+            ("type".to_string(), "overlay".to_string()),
+        ]
+        .into(),
+    ));
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"Id": net.id, "Warning": ""})),
+    ))
+}
+
+/// `DELETE /networks/{id}` of an overlay network: refused by the cluster while a service
+/// or an endpoint uses it.
+async fn remove_overlay(
+    st: &AppState,
+    net: berth_consensus::state::Network,
+) -> Result<StatusCode, ApiError> {
+    use berth_consensus::{Command, Response};
+    match st
+        .cluster
+        .write(Command::RemoveNetwork { id: net.id.clone() })
+        .await?
+    {
+        Ok(Response::NetworkRemoved { .. }) => {}
+        Ok(Response::Rejected { rejection }) => {
+            return Err(crate::service::cluster::cluster_error(
+                berth_consensus::ConsensusError::Rejected(rejection),
+            )
+            .into())
+        }
+        Ok(other) => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
+        Err(e) => return Err(crate::service::cluster::cluster_error(e).into()),
+    }
+    st.events.publish(Event::now(
+        "network",
+        "destroy",
+        &net.id,
+        [
+            ("name".to_string(), net.spec.name.clone()),
+            ("type".to_string(), "overlay".to_string()),
+        ]
+        .into(),
+    ));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Plain containers on overlay networks need the overlay data plane on this node, which
+/// berth does not drive yet: refused by name (non-attachable ones as swarmkit refuses
+/// them) rather than answered with "not found".
+pub async fn refuse_overlay_attach(st: &AppState, network: &str) -> Result<(), ApiError> {
+    if st.networks.state().await.find_network(network).is_ok() {
+        return Ok(());
+    }
+    let Some(state) = st.cluster.local_cluster_state() else {
+        return Ok(());
+    };
+    let Some(net) = state.network_by_ref(network) else {
+        return Ok(());
+    };
+    if !net.spec.attachable {
+        return Err(ApiError::Forbidden(format!(
+            "Could not attach to network {network}: rpc error: code = PermissionDenied desc = network {network} not manually attachable"
+        )));
+    }
+    Err(ApiError::NotImplemented(format!(
+        "attaching containers to the overlay network {network} is not supported by berth yet (the overlay data plane is not wired to containers)"
+    )))
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use berth_consensus::state::AddressPools;
 use berth_consensus::{Availability, NodeRole};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -57,7 +58,8 @@ struct InitBody {
 
 /// `POST /swarm/init`. What berth cannot honour yet is refused by name rather than
 /// dropped: a cluster spec other than [`spec`]'s values, autolock, a data path address or
-/// port (the VXLAN data path comes with overlay networks), and default address pools.
+/// port. `DefaultAddrPool`/`SubnetSize` become the cluster's address pools (checked as
+/// swarmkit does: valid CIDRs, mask length 1..=29 and not shorter than a pool's prefix).
 async fn init(
     State(st): State<AppState>,
     JsonBody(body): JsonBody<InitBody>,
@@ -76,12 +78,20 @@ async fn init(
     if !matches!(body.data_path_port, 0 | 4789) {
         return refuse("DataPathPort (--data-path-port)");
     }
-    if !body.default_addr_pool.is_empty() {
-        return refuse("DefaultAddrPool (--default-addr-pool)");
-    }
-    if !matches!(body.subnet_size, 0 | 24) {
-        return refuse("SubnetSize (--default-addr-pool-mask-length)");
-    }
+    let pools = if body.default_addr_pool.is_empty() && matches!(body.subnet_size, 0 | 24) {
+        None
+    } else {
+        let mut pools = AddressPools::default();
+        if !body.default_addr_pool.is_empty() {
+            pools.pools = body.default_addr_pool.clone();
+        }
+        if body.subnet_size != 0 {
+            pools.mask_length = u8::try_from(body.subnet_size).unwrap_or(u8::MAX);
+        }
+        // swarmkit's checks, before anything is created.
+        pools.validate().map_err(ApiError::BadRequest)?;
+        Some(pools)
+    };
     if let Some(field) = spec_change(&body.spec) {
         return Err(spec_change_refused(&field));
     }
@@ -93,7 +103,10 @@ async fn init(
         listen: body.listen_addr,
         advertise: body.advertise_addr,
     };
-    let id = st.cluster.init(&addrs, body.force_new_cluster).await?;
+    let id = st
+        .cluster
+        .init(&addrs, body.force_new_cluster, pools)
+        .await?;
     set_own_availability(&st, availability).await?;
     Ok(Json(id))
 }
@@ -224,8 +237,8 @@ fn cluster_json(v: &SwarmView) -> Value {
         "Spec": spec(),
         "TLSInfo": {"TrustRoot": v.ca_cert_pem, "CertIssuerSubject": "", "CertIssuerPublicKey": ""},
         "RootRotationInProgress": false,
-        "DefaultAddrPool": [],
-        "SubnetSize": 24,
+        "DefaultAddrPool": v.address_pools.pools,
+        "SubnetSize": v.address_pools.mask_length,
         "DataPathPort": 4789,
     })
 }
@@ -500,6 +513,7 @@ pub fn info_json(st: &AppState) -> Value {
                 let view = SwarmView {
                     cluster_id: state.cluster_id.clone().unwrap_or_default(),
                     version: state.last_index,
+                    address_pools: state.address_pools.clone(),
                     ca_cert_pem: String::new(),
                     tokens: None,
                 };

@@ -90,6 +90,8 @@ pub struct NodeView {
 pub struct SwarmView {
     pub cluster_id: String,
     pub version: u64,
+    /// The default address pools (`DefaultAddrPool`, `SubnetSize`).
+    pub address_pools: berth_consensus::state::AddressPools,
     pub ca_cert_pem: String,
     pub tokens: Option<(String, String)>,
 }
@@ -257,10 +259,13 @@ impl ClusterService {
 
     /// `docker swarm init`; returns the new node's id. With `force_new_cluster` on a node
     /// that already is a manager, restarts it as the only manager keeping all state.
+    /// `pools`: `--default-addr-pool`/`--default-addr-pool-mask-length` (Swarm's
+    /// defaults when `None`).
     pub async fn init(
         &self,
         addrs: &Addresses,
         force_new_cluster: bool,
+        pools: Option<berth_consensus::state::AddressPools>,
     ) -> Result<String, ServiceError> {
         let _op = self.inner.ops.lock().await;
         if force_new_cluster && ClusterNode::is_member(&self.inner.dir) {
@@ -273,6 +278,9 @@ impl ClusterService {
         let advertise = advertise_addr(&addrs.advertise, listen, None)?;
         let mut config = self.config(listen);
         config.advertise_addr = Some(advertise);
+        if let Some(pools) = pools {
+            config.address_pools = pools;
+        }
         let node = ClusterNode::init(config).await.map_err(cluster_error)?;
         self.save_listen_addr(listen)?;
         let id = node_id_str(node.id());
@@ -481,6 +489,7 @@ impl ClusterService {
         Ok(SwarmView {
             cluster_id: state.cluster_id.clone().unwrap_or_default(),
             version: state.last_index,
+            address_pools: state.address_pools.clone(),
             ca_cert_pem: std::fs::read_to_string(self.inner.dir.join("pki/ca.crt"))
                 .unwrap_or_default(),
             tokens,
@@ -732,6 +741,20 @@ pub fn cluster_error(e: ConsensusError) -> ServiceError {
             Rejection::NodeNotFound { .. }
             | Rejection::ServiceNotFound { .. }
             | Rejection::TaskNotFound { .. } => ServiceError::not_found(message),
+            Rejection::NetworkNotFound { .. } | Rejection::EndpointNotFound { .. } => {
+                ServiceError::not_found(r.to_string())
+            }
+            Rejection::NetworkNameConflict { .. }
+            | Rejection::NetworkExists { .. }
+            | Rejection::NetworkInUse { .. }
+            | Rejection::AddressInUse { .. }
+            | Rejection::EndpointExists { .. } => ServiceError::conflict(r.to_string()),
+            Rejection::NotAttachable { .. } => ServiceError::Forbidden {
+                message: r.to_string(),
+            },
+            Rejection::NetworkInvalid { .. }
+            | Rejection::PoolExhausted
+            | Rejection::AddressesExhausted { .. } => ServiceError::invalid(r.to_string()),
             Rejection::VersionMismatch { .. }
             | Rejection::LastManager { .. }
             | Rejection::RemoveManager { .. }

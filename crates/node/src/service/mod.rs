@@ -11,6 +11,10 @@ pub mod events;
 pub mod images;
 pub mod networks;
 pub mod orchestrator;
+// The state -> data plane mapping; its reconcile loop is not wired yet (only its tests
+// use it).
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod overlay;
 pub mod pattern;
 pub mod peers;
 pub mod services;

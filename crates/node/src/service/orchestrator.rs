@@ -401,6 +401,7 @@ mod tests {
                 engine_version: "0.1.0".into(),
                 engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
             }),
+            wg_public_key: None,
         }
     }
 

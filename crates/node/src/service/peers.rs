@@ -121,6 +121,7 @@ mod tests {
             created_index: 1,
             version: 1,
             description: None,
+            wg_public_key: None,
         };
         NodeView {
             record,

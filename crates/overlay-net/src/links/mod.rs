@@ -17,7 +17,7 @@
 //! reconciliation removes only links that are provably berth's, never another engine's
 //! `br-*` bridge.
 
-mod rtnetlink_exec;
+pub(crate) mod rtnetlink_exec;
 
 use std::future::Future;
 use std::net::Ipv4Addr;

@@ -62,7 +62,7 @@ impl RtnetlinkExecutor {
 }
 
 /// Opens a netlink connection inside the namespace file `path`.
-async fn handle_in_netns(path: &Path) -> Result<Handle> {
+pub(crate) async fn handle_in_netns(path: &Path) -> Result<Handle> {
     let netns_err = |path: &Path, source: std::io::Error| NetError::Netns {
         path: path.to_path_buf(),
         source,
@@ -96,7 +96,7 @@ async fn handle_in_netns(path: &Path) -> Result<Handle> {
     Ok(handle)
 }
 
-fn errno(err: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno(err: &rtnetlink::Error) -> Option<i32> {
     match err {
         rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
         _ => None,

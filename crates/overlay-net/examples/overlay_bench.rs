@@ -1,0 +1,192 @@
+//! iperf3 throughput, container to container across two "hosts", over berth's VXLAN overlay
+//! against the hosts' underlay veth. Run by `bench/overlay.sh` (root).
+//!
+//! Two hosts are network namespaces joined by a veth bridge in a "lan" namespace; on each
+//! host `OverlayDriver` realises one overlay (VNI 4200, MTU 1450) and attaches one container
+//! namespace. Rounds alternate underlay (host 1 -> host 2) and overlay (container on host 1
+//! -> container on host 2), `iperf3 -t SECONDS` each; prints the medians and their ratio.
+//! Every namespace is deleted at the end, also on failure.
+//!
+//! `cargo run --release -p berth-overlay-net --example overlay_bench -- [rounds] [seconds]`
+
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use berth_overlay_net::overlay::*;
+
+struct Ns(String);
+
+impl Ns {
+    fn new(tag: &str) -> Result<Self> {
+        let name = format!("bovb-{}-{tag}", std::process::id());
+        sh("ip", &["netns", "add", &name])?;
+        let ns = Ns(name);
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+    fn path(&self) -> std::path::PathBuf {
+        format!("/run/netns/{}", self.0).into()
+    }
+    fn ip(&self, args: &[&str]) -> Result<String> {
+        let mut a = vec!["-n", self.0.as_str()];
+        a.extend_from_slice(args);
+        sh("ip", &a)
+    }
+    /// Runs `f` on a thread inside this namespace with a tokio runtime.
+    fn block_on<T: Send>(
+        &self,
+        f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>>>> + Send,
+    ) -> Result<T> {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(move || -> Result<T> {
+                let file = std::fs::File::open(&path)?;
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread panicked"))?
+        })
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn sh(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .with_context(|| format!("spawn {cmd}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One iperf3 run from `client` to `server_ip` served in `server`; Gbit/s received.
+fn iperf(server: &Ns, client: &Ns, server_ip: &str, seconds: u32) -> Result<f64> {
+    let mut srv = Command::new("ip")
+        .args([
+            "netns", "exec", &server.0, "iperf3", "-s", "-1", "-B", server_ip,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut json = None;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let out = Command::new("ip")
+            .args(["netns", "exec", &client.0, "iperf3", "-J", "-c", server_ip])
+            .args(["-t", &seconds.to_string()])
+            .output()?;
+        if out.status.success() {
+            json = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            break;
+        }
+    }
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let json = json.context("iperf3 client never succeeded")?;
+    let v: serde_json::Value = serde_json::from_str(&json)?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("no end.sum_received.bits_per_second")?;
+    Ok(bps / 1e9)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+    let seconds: u32 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
+
+    let lan = Ns::new("lan")?;
+    lan.ip(&["link", "add", "lanbr", "type", "bridge"])?;
+    lan.ip(&["link", "set", "lanbr", "up"])?;
+    let hosts = [Ns::new("h1")?, Ns::new("h2")?];
+    let under = |i: usize| Ipv4Addr::new(192, 168, 79, i as u8 + 1);
+    for (i, h) in hosts.iter().enumerate() {
+        let port = format!("l{i}");
+        lan.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "uplink", "netns", &h.0,
+        ])?;
+        lan.ip(&["link", "set", &port, "master", "lanbr", "up"])?;
+        h.ip(&["addr", "add", &format!("{}/24", under(i)), "dev", "uplink"])?;
+        h.ip(&["link", "set", "uplink", "up"])?;
+    }
+    let containers = [Ns::new("c1")?, Ns::new("c2")?];
+    let cip = |i: usize| Ipv4Addr::new(10, 0, 42, i as u8 + 2);
+    let spec = OverlaySpec {
+        id: "bench".into(),
+        vni: 4200,
+        subnet: "10.0.42.0/24".into(),
+        ..OverlaySpec::default()
+    };
+    for (i, h) in hosts.iter().enumerate() {
+        let desired = OverlayDesired {
+            local_addr: under(i),
+            networks: vec![spec.clone()],
+            endpoints: (0..2)
+                .map(|j| OverlayEndpoint {
+                    id: format!("c{j}"),
+                    network_id: "bench".into(),
+                    ip: cip(j),
+                    mac: mac_for_ip(cip(j)),
+                    node_addr: under(j),
+                    local: i == j,
+                })
+                .collect(),
+        };
+        let c = containers[i].path();
+        h.block_on(move || {
+            Box::pin(async move {
+                let mut d = OverlayDriver::new(OverlayConfig {
+                    prefix: "bb".into(),
+                    ..OverlayConfig::default()
+                })?;
+                d.reconcile(&desired).await?;
+                d.attach("bench", &c, "eth0", cip(i), 24, mac_for_ip(cip(i)), None)
+                    .await?;
+                Ok(())
+            })
+        })?;
+    }
+
+    let (mut u, mut o) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        u.push(iperf(&hosts[1], &hosts[0], &under(1).to_string(), seconds)?);
+        o.push(iperf(
+            &containers[1],
+            &containers[0],
+            &cip(1).to_string(),
+            seconds,
+        )?);
+        eprintln!(
+            "round {}: underlay {:.2} Gbit/s, overlay {:.2} Gbit/s",
+            r + 1,
+            u[r],
+            o[r]
+        );
+    }
+    let (mu, mo) = (median(u), median(o));
+    println!(
+        "| iperf3 TCP, {rounds} rounds x {seconds} s, alternating | underlay veth {mu:.2} Gbit/s | VXLAN overlay {mo:.2} Gbit/s | overlay / underlay {:.2} |",
+        mo / mu
+    );
+    Ok(())
+}
