@@ -431,3 +431,25 @@ fn host_table_meshes_without_snat_and_isolates_overlays() {
     assert!(s.contains("iifname \"t1b001001\" oifname { \"t1b001002\" } drop"));
     assert!(!s.contains("snat"));
 }
+
+/// berthd keeps the driver behind a `tokio::sync::Mutex` and awaits it from spawned tasks:
+/// its futures must be `Send` (checked at compile time; never called).
+#[allow(dead_code)]
+fn driver_futures_are_send(d: &mut OverlayDriver, desired: &OverlayDesired, p: &std::path::Path) {
+    fn send<T: Send>(_: &T) {}
+    send(&d.reconcile(desired));
+    send(&d.set_published(vec![], vec![]));
+    send(&d.program_vips(p, &[]));
+    send(&d.program_ingress_return(
+        p,
+        &IngressReturn {
+            ifname: "eth0".into(),
+            nodes: vec![],
+        },
+    ));
+    send(&d.attach("n", p, "eth0", Ipv4Addr::LOCALHOST, 24, [0; 6], None));
+    send(&d.detach("n", p));
+    send(&d.teardown());
+    fn sync<T: Send + Sync>() {}
+    sync::<OverlayDriver>();
+}
