@@ -29,7 +29,6 @@ pub fn routes() -> Router<AppState> {
         .route("/images/load", post(load))
         .route("/images/get", get(save_many))
         .route("/images/prune", post(prune))
-        .route("/build/prune", post(build_prune))
         .route(
             "/images/{*rest}",
             get(get_dispatch).post(post_dispatch).delete(remove),
@@ -65,7 +64,7 @@ pub(super) fn credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> 
     })
 }
 
-fn progress_line(v: Value) -> Result<Vec<u8>, Infallible> {
+pub(super) fn progress_line(v: Value) -> Result<Vec<u8>, Infallible> {
     let mut line = serde_json::to_vec(&v).expect("json");
     line.extend_from_slice(b"\r\n");
     Ok(line)
@@ -103,7 +102,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn pull_event_json(e: &PullEvent, tag: &str, repo_path: &str) -> Value {
+pub(super) fn pull_event_json(e: &PullEvent, tag: &str, repo_path: &str) -> Value {
     let (id, mut status, detail) = e.docker_status();
     if let PullEvent::Resolved { .. } = e {
         status = format!("Pulling from {repo_path}");
@@ -227,7 +226,7 @@ async fn create(
 }
 
 /// A streamed JSON-lines response.
-fn json_body(body: Body) -> Response {
+pub(super) fn json_body(body: Body) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(body)
@@ -235,7 +234,7 @@ fn json_body(body: Body) -> Response {
 }
 
 /// Collects a request body into a blocking reader (bounded memory through a channel).
-fn body_reader(req: Request) -> impl Read + Send + 'static {
+pub(super) fn body_reader(req: Request) -> impl Read + Send + 'static {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
     let mut stream = req.into_body().into_data_stream();
     tokio::spawn(async move {
@@ -335,7 +334,14 @@ async fn list(
     State(st): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let _all = query_bool(q.all.as_deref())?;
+    let all = query_bool(q.all.as_deref())?;
+    // As dockerd: the builder's intermediate images (untagged parents of other build
+    // steps) are listed only with `all`.
+    let intermediate = if all {
+        Default::default()
+    } else {
+        st.builds.intermediate_images()
+    };
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["reference", "dangling", "label", "before", "since"])?;
     let images = st.images.clone();
@@ -380,6 +386,7 @@ async fn list(
     let labels = f.get("label");
     let out: Vec<Value> = list
         .into_iter()
+        .filter(|(i, _)| !i.repo_tags.is_empty() || !intermediate.contains(&i.id.to_string()))
         .filter(|(i, _)| dangling.is_none_or(|d| d == i.repo_tags.is_empty()))
         .filter_map(|(mut i, l)| {
             if refs.is_empty() {
@@ -822,22 +829,6 @@ struct PruneQuery {
 /// `POST /build/prune` (part of `docker system prune`): berthd has no builder, so there is
 /// never a build cache to remove: `CachesDeleted` is null and `SpaceReclaimed` 0, as
 /// dockerd answers with an empty cache. Filters are checked against BuildKit's keys.
-async fn build_prune(Query(q): Query<PruneQuery>) -> Result<Json<Value>, ApiError> {
-    let f = super::filters::Filters::parse(q.filters.as_deref())?;
-    f.only(&[
-        "until",
-        "unused-for",
-        "id",
-        "parent",
-        "type",
-        "description",
-        "inuse",
-        "shared",
-        "private",
-    ])?;
-    Ok(Json(json!({"CachesDeleted": null, "SpaceReclaimed": 0})))
-}
-
 /// `POST /images/prune`, as dockerd: images no container (running or not) uses; only
 /// dangling (untagged) ones unless the `dangling=false` filter (`docker image prune -a`);
 /// `until` (created before) and `label` / `label!` (image config labels) narrow it. A

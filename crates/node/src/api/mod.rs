@@ -7,6 +7,7 @@
 //!                                  ApiError -> (status, {"message": ...}) in error.rs
 //! ```
 
+mod build;
 mod containers;
 mod error;
 mod events;
@@ -31,6 +32,7 @@ use tokio::sync::watch;
 pub use error::ApiError;
 pub use system::EngineInfo;
 
+use crate::service::build::BuildService;
 use crate::service::cluster::ClusterService;
 use crate::service::containers::ContainerService;
 use crate::service::events::EventBus;
@@ -53,6 +55,7 @@ pub struct AppState {
     pub containers: ContainerService,
     pub networks: NetworkService,
     pub cluster: ClusterService,
+    pub builds: BuildService,
 }
 
 /// A JSON request body; malformed JSON is a Docker-shaped 400, not axum's plain text.
@@ -109,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::routes())
         .merge(volumes::routes())
         .merge(images::routes())
+        .merge(build::routes())
         .merge(containers::routes())
         .merge(networks::routes())
         .merge(swarm::routes())
