@@ -6,11 +6,12 @@
 # --bridge=none here). Medians in ms over RUNS rounds (default 7). Only loopback traffic.
 #
 #   bash bench/build.sh          # starts its own fixture registry; needs docker.io for dockerd
+#   BERTHD=target/debug/berthd RUNS=1 bash bench/build.sh   # a quick check of the script
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
 if [ -z "${BERTH_TEST_FIXTURE:-}" ]; then
-    cargo build -q --release -p berth-node -p berth-runtime --bins
+    [ -n "${BERTHD:-}" ] || cargo build -q --release -p berth-node -p berth-runtime --bins
     cargo build -q -p berth-testkit --bin berth-fixture
     exec ./target/debug/berth-fixture run -- bash "$0" "$@"
 fi
@@ -37,7 +38,7 @@ ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 wait_sock() { for _ in $(seq 1 200); do [ -S "$1" ] && DOCKER_HOST=unix://$1 "$docker" version >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
-./target/release/berthd --data-root "$work/berth" --exec-root "$run_dir/b" -H "unix://$work/berth.sock" \
+"${BERTHD:-./target/release/berthd}" --data-root "$work/berth" --exec-root "$run_dir/b" -H "unix://$work/berth.sock" \
     --pidfile "$work/berthd.pid" --mirror-addr 127.0.0.1:0 --log-level warn 2>"$work/berthd.log" &
 pids+=($!)
 wait_sock "$work/berth.sock"
