@@ -205,6 +205,10 @@ fn multistage_build_with_the_docker_cli_runs_caches_and_targets() -> Result<()> 
     let hist = e.ok(&["history", "--no-trunc", "--format", "{{.CreatedBy}}", &tag])?;
     assert!(hist.contains("appuser:x:1234:1234"), "{hist}");
     assert!(hist.contains("#(nop)  USER appuser"), "{hist}");
+    // Each step's image is named, as dockerd's intermediate images are, down to the base.
+    let ids = e.ok(&["history", "-q", &tag])?;
+    let named = ids.lines().take_while(|l| *l != "<missing>").count();
+    assert!(named >= 20, "{ids}");
 
     // A rebuild: every step from the cache, the same image.
     let again = build_ok(d, ctx.path(), &["-t", &tag, "--build-arg", "GREETING=hi"])?;

@@ -612,11 +612,36 @@ async fn history(st: AppState, name: &str) -> Result<Json<Value>, ApiError> {
             })
         })
         .collect();
-    if let Some(last) = rows.last_mut() {
-        last["Id"] = json!(d.id.to_string());
-        last["Tags"] = json!(d.repo_tags);
-    }
     rows.reverse();
+    // Rows of the image and, as dockerd shows them, of the images it was built on, down
+    // the builder's parent links (each built step is one image with one more history
+    // entry); the rest are "<missing>", as for pulled images.
+    let builds = st.builds.clone();
+    let images = st.images.clone();
+    let top = d.id.to_string();
+    let tags = d.repo_tags.clone();
+    let ids = blocking(move || {
+        let mut out = vec![(top.clone(), tags)];
+        let mut cur = top;
+        while let Some(parent) = builds.parent_of(&cur) {
+            let tags = images
+                .inspect(&parent)
+                .map(|p| p.repo_tags)
+                .unwrap_or_default();
+            out.push((parent.clone(), tags));
+            cur = parent;
+        }
+        Ok(out)
+    })
+    .await?;
+    for (row, (id, tags)) in rows.iter_mut().zip(ids) {
+        row["Id"] = json!(id);
+        row["Tags"] = if tags.is_empty() {
+            Value::Null
+        } else {
+            json!(tags)
+        };
+    }
     Ok(Json(Value::Array(rows)))
 }
 

@@ -468,8 +468,10 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<(u32, u32), ServiceError
 /// Removes what the runtime put into a RUN container's upper dir only to mount over it
 /// (Docker keeps these in the container's init layer, never in an image): `/etc/hosts`,
 /// `/etc/resolv.conf`, `/etc/hostname` always (Docker bind-mounts them, so a RUN's
-/// writes to them never reach a layer), and the mount-point directories `/proc`, `/sys`,
-/// `/dev/*` when the runtime created them empty (absent from every lower).
+/// writes to them never reach a layer), then the directories `/proc`, `/sys`, `/dev/*`
+/// and `/etc` when they are left empty and were either created by the runtime (absent
+/// from every lower: mount points) or only copied up (a lower has them with the same mode
+/// and owner), so `RUN true` gives an empty layer as with dockerd.
 pub fn scrub_mount_points(upper: &Path, lowers: &[PathBuf]) {
     for f in ["etc/hosts", "etc/resolv.conf", "etc/hostname"] {
         let p = upper.join(f);
@@ -487,9 +489,24 @@ pub fn scrub_mount_points(upper: &Path, lowers: &[PathBuf]) {
         "etc",
     ] {
         let p = upper.join(d);
-        let in_lower = lowers.iter().any(|l| l.join(d).exists());
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         let empty = std::fs::read_dir(&p).is_ok_and(|mut r| r.next().is_none());
-        if empty && !in_lower {
+        // The topmost lower that has it decides what the directory was.
+        let lower = lowers
+            .iter()
+            .find_map(|l| std::fs::symlink_metadata(l.join(d)).ok());
+        let only_copied_up = match lower {
+            None => true,
+            Some(l) => {
+                l.is_dir()
+                    && l.mode() == meta.mode()
+                    && l.uid() == meta.uid()
+                    && l.gid() == meta.gid()
+            }
+        };
+        if meta.is_dir() && empty && only_copied_up {
             let _ = std::fs::remove_dir(&p);
         }
     }

@@ -229,6 +229,17 @@ impl BuildService {
             .collect()
     }
 
+    /// The image a cached step's result `image` was built on (`None`: not a build result,
+    /// or built `FROM scratch` as its first step).
+    pub fn parent_of(&self, image: &str) -> Option<String> {
+        self.cache()
+            .entries()
+            .values()
+            .find(|e| e.image == image)
+            .map(|e| e.parent.clone())
+            .filter(|p| !p.is_empty())
+    }
+
     /// `docker builder prune`: empties the cache and removes the intermediate images only
     /// it kept (untagged, used by no container, no other image's... base: the image store
     /// refuses what is still needed). Returns the records and the bytes reclaimed.
