@@ -36,9 +36,19 @@
 //!   `CMD ...` with `--interval/--timeout/--start-period/--retries`. ONBUILD: any
 //!   instruction except ONBUILD, FROM, MAINTAINER.
 //! - Flags per instruction: FROM `--platform`; COPY `--from --chown --chmod`; ADD
-//!   `--chown --chmod`; HEALTHCHECK the four above. Any other flag is Docker's error
-//!   "Unknown flag: mount" (so `RUN --mount`, `RUN --network`, `COPY --link` are refused
-//!   by name, as the classic builder does).
+//!   `--chown --chmod`; HEALTHCHECK the four above; RUN `--mount`, accepted by the parser
+//!   and refused when the step runs ("the --mount option requires BuildKit. ..."), as
+//!   dockerd 20.10 does. Any other flag is Docker's error "Unknown flag: network" (so
+//!   `RUN --network`, `COPY --link` are refused by name, as the classic builder does).
+//!
+//! # Checked against dockerd 20.10
+//!
+//! `tests/dockerd_reference.rs` runs Debian's dockerd 20.10 (berth-testkit) with the real
+//! docker CLI and `DOCKER_BUILDKIT=0` and compares: parse and dispatch errors, the
+//! "Step i/N : ..." lines, every history `created_by`, the final image config, `--target`,
+//! `--label`, the unused build-arg warning, ONBUILD triggers, substitution/quoting, and
+//! COPY/ADD history around the source hash. RUN needs a base image with a shell and is
+//! covered by the unit tests and the node's build e2e tests.
 //!
 //! # Known differences from dockerd 20.10 (decisions)
 //!
@@ -66,7 +76,7 @@ use sha2::Digest;
 pub use ignore::{glob_match, DockerIgnore};
 pub use parser::{
     parse, parse_trigger, CmdLine, Dockerfile, HealthConfig, Instruction, InstructionKind,
-    ParseError, Stage,
+    ParseError, ParseErrorKind, Stage,
 };
 pub use planner::{
     clean_path, normalize_dest, normalize_workdir, parse_port_spec, parse_signal, source_hash,

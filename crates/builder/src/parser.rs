@@ -9,50 +9,64 @@
 use std::collections::HashSet;
 use std::fmt;
 
+/// Where a parse error was found; decides Docker's wording around the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// While reading lines and splitting arguments (BuildKit's `parser.Parse`): a bad
+    /// `# escape=`, `ENV` without a value, a non-string JSON array, "file with no
+    /// instructions". dockerd 20.10 says `failed to parse Dockerfile: <message>`.
+    Reading,
+    /// In one instruction (BuildKit's `instructions.Parse`): `dockerfile parse error line
+    /// N: <message>`.
+    Instruction,
+    /// In the order of instructions ("no build stage in current context"): the message
+    /// alone.
+    Structure,
+}
+
 /// A Dockerfile that cannot be parsed.
 ///
-/// `Display` is Docker's text: errors of an instruction are prefixed
-/// `"dockerfile parse error line N: "` (BuildKit's `instructions.parseError`), errors found
-/// while reading lines (a bad `# escape=`, `ENV` without a value, a non-string JSON array,
-/// "file with no instructions", "no build stage in current context") are Docker's bare
-/// message, as dockerd 20.10 answers them.
+/// `Display` is dockerd 20.10's text (checked against it by `tests/dockerd_reference.rs`),
+/// e.g. `dockerfile parse error line 2: unknown instruction: FOO`,
+/// `failed to parse Dockerfile: file with no instructions`,
+/// `no build stage in current context`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
-    /// 1-based line where the instruction starts (0 when the error is not about a line).
+    /// 1-based line where the instruction starts (for `Reading` errors, the line read).
     pub line: usize,
-    /// Docker's message, without the location prefix.
+    /// Docker's message, without the wording around it.
     pub message: String,
-    /// Whether `Display` prefixes the message with `dockerfile parse error line N: `.
-    pub prefixed: bool,
+    /// Where it was found.
+    pub kind: ParseErrorKind,
 }
 
 impl ParseError {
-    fn bare(line: usize, message: impl Into<String>) -> Self {
+    fn reading(line: usize, message: impl Into<String>) -> Self {
         ParseError {
             line,
             message: message.into(),
-            prefixed: false,
+            kind: ParseErrorKind::Reading,
         }
     }
     fn at(line: usize, message: impl Into<String>) -> Self {
         ParseError {
             line,
             message: message.into(),
-            prefixed: true,
+            kind: ParseErrorKind::Instruction,
         }
     }
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.prefixed {
-            write!(
+        match self.kind {
+            ParseErrorKind::Reading => write!(f, "failed to parse Dockerfile: {}", self.message),
+            ParseErrorKind::Instruction => write!(
                 f,
                 "dockerfile parse error line {}: {}",
                 self.line, self.message
-            )
-        } else {
-            f.write_str(&self.message)
+            ),
+            ParseErrorKind::Structure => f.write_str(&self.message),
         }
     }
 }
@@ -110,6 +124,9 @@ pub struct CmdLine {
     pub args: Vec<String>,
     /// Shell form (the stage's SHELL is prepended).
     pub prepend_shell: bool,
+    /// RUN flags dockerd 20.10 parses but refuses when the step runs ("the --mount option
+    /// requires BuildKit. ..."), e.g. `["mount"]`.
+    pub buildkit_flags: Vec<String>,
 }
 
 /// Docker's `HealthConfig` (Engine API `HealthConfig`), durations in nanoseconds, zero =
@@ -378,7 +395,7 @@ fn read_logical_lines(text: &str) -> Result<(Vec<RawLine>, char, Vec<String>, us
             raw = raw.strip_prefix('\u{feff}').unwrap_or(raw);
         }
         let processed =
-            process_line(&mut d, raw, true).map_err(|e| ParseError::bare(current, e))?;
+            process_line(&mut d, raw, true).map_err(|e| ParseError::reading(current, e))?;
         current += 1;
         let start = current;
         let (mut line, mut end) = d.trim_continuation(processed);
@@ -390,7 +407,7 @@ fn read_logical_lines(text: &str) -> Result<(Vec<RawLine>, char, Vec<String>, us
             let raw = lines[i];
             i += 1;
             let processed =
-                process_line(&mut d, raw, false).map_err(|e| ParseError::bare(current, e))?;
+                process_line(&mut d, raw, false).map_err(|e| ParseError::reading(current, e))?;
             current += 1;
             if is_comment(raw) {
                 continue;
@@ -819,7 +836,8 @@ impl Flags<'_> {
             let Some(i) = allowed.iter().position(|f| *f == name) else {
                 return Err(format!("Unknown flag: {name}"));
             };
-            if values[i].is_some() {
+            // `--mount` is BuildKit's repeatable (strings) flag.
+            if values[i].is_some() && name != "mount" {
                 return Err(format!("Duplicate flag specified: {name}"));
             }
             let Some(value) = value else {
@@ -838,7 +856,7 @@ fn err_exactly_one(cmd: &str) -> String {
     format!("{cmd} requires exactly one argument")
 }
 fn err_no_dest(cmd: &str) -> String {
-    format!("{cmd} requires at least two arguments, but only one was provided. Destination could not be determined.")
+    format!("{cmd} requires at least two arguments, but only one was provided. Destination could not be determined")
 }
 
 fn kvps(args: &[String], cmd: &str) -> Result<Vec<(String, String)>, String> {
@@ -867,6 +885,7 @@ fn cmd_line(node: &Node) -> CmdLine {
     CmdLine {
         args,
         prepend_shell: !node.json,
+        buildkit_flags: Vec::new(),
     }
 }
 
@@ -992,10 +1011,14 @@ fn parse_instruction(node: &Node) -> Result<Parsed, String> {
             InstructionKind::Workdir(args[0].clone())
         }
         "run" => {
-            // BuildKit's RUN flags (--mount, --network, --security) are not registered in
-            // the classic builder: "Unknown flag: mount".
-            flags.parse(&[])?;
-            InstructionKind::Run(cmd_line(node))
+            // dockerd 20.10 registers BuildKit's `--mount` for RUN and refuses it when the
+            // step runs; `--network` and `--security` are unknown flags.
+            let v = flags.parse(&["mount"])?;
+            let mut cl = cmd_line(node);
+            if v[0].is_some() {
+                cl.buildkit_flags.push("mount".into());
+            }
+            InstructionKind::Run(cl)
         }
         "cmd" => {
             flags.parse(&[])?;
@@ -1167,7 +1190,7 @@ fn strip_onbuild(original: &str) -> String {
 pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     let (lines, escape, warnings, last_line) = read_logical_lines(text)?;
     if lines.is_empty() {
-        return Err(ParseError::bare(last_line, "file with no instructions"));
+        return Err(ParseError::reading(last_line, "file with no instructions"));
     }
     let mut df = Dockerfile {
         escape,
@@ -1178,7 +1201,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     };
     for line in &lines {
         let node =
-            node_from_line(&line.text, escape).map_err(|e| ParseError::bare(line.start, e))?;
+            node_from_line(&line.text, escape).map_err(|e| ParseError::reading(line.start, e))?;
         let parsed = parse_instruction(&node).map_err(|e| ParseError::at(line.start, e))?;
         let original = line.text.trim().to_string();
         match parsed {
@@ -1207,10 +1230,11 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                             df.meta_args.extend(pairs.iter().cloned());
                             df.meta_arg_instructions.push(ins);
                         } else {
-                            return Err(ParseError::bare(
-                                line.start,
-                                "no build stage in current context",
-                            ));
+                            return Err(ParseError {
+                                line: line.start,
+                                message: "no build stage in current context".into(),
+                                kind: ParseErrorKind::Structure,
+                            });
                         }
                     }
                 }

@@ -970,6 +970,11 @@ impl Planner {
                 comment = Some((format!("EXPOSE {}", words.join(" ")), true));
             }
             InstructionKind::Run(cl) => {
+                if let Some(f) = cl.buildkit_flags.first() {
+                    return Err(BuildError::new(format!(
+                        "the --{f} option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"
+                    )));
+                }
                 let argv = resolve_cmd_line(cl, cfg);
                 if argv.is_empty() {
                     return Err(BuildError::new("RUN requires at least one argument"));
@@ -1324,16 +1329,16 @@ pub fn parse_port_spec(raw: &str) -> Result<Vec<String>, String> {
         }
     };
     if port.is_empty() {
-        return Err(format!("no port specified: {container}<empty>"));
+        return Err(format!("No port specified: {container}<empty>"));
     }
     let (start, end) =
-        parse_port_range(port).ok_or_else(|| format!("invalid containerPort: {port}"))?;
+        parse_port_range(port).ok_or_else(|| format!("Invalid containerPort: {port}"))?;
     if !host.is_empty() && parse_port_range(host).is_none() {
-        return Err(format!("invalid hostPort: {host}"));
+        return Err(format!("Invalid hostPort: {host}"));
     }
     let proto = proto.to_lowercase();
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto: {proto}"));
+        return Err(format!("Invalid proto: {proto}"));
     }
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }

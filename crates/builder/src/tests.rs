@@ -66,27 +66,26 @@ fn parse_error_table() {
         ("FROM a AS\n", "dockerfile parse error line 1: FROM requires either one or three arguments"),
         ("FROM a AS 1x\n", "dockerfile parse error line 1: invalid name for build stage: \"1x\", name can't start with a number or contain symbols"),
         ("RUN x\n", "no build stage in current context"),
-        ("", "file with no instructions"),
-        ("# just a comment\n\n", "file with no instructions"),
-        ("# escape=x\nFROM a\n", "invalid escape token 'x' does not match ` or \\"),
-        ("# escape=`\n# escape=\\\nFROM a\n", "only one escape parser directive can be used"),
-        ("FROM a\nRUN --mount=type=cache,target=/x echo\n", "dockerfile parse error line 2: Unknown flag: mount"),
+        ("", "failed to parse Dockerfile: file with no instructions"),
+        ("# just a comment\n\n", "failed to parse Dockerfile: file with no instructions"),
+        ("# escape=x\nFROM a\n", "failed to parse Dockerfile: invalid escape token 'x' does not match ` or \\"),
+        ("# escape=`\n# escape=\\\nFROM a\n", "failed to parse Dockerfile: only one escape parser directive can be used"),
         ("FROM a\nRUN --network=none echo\n", "dockerfile parse error line 2: Unknown flag: network"),
         ("FROM a\nCOPY --link a b\n", "dockerfile parse error line 2: Unknown flag: link"),
         ("FROM a\nCOPY --from a b\n", "dockerfile parse error line 2: Missing a value on flag: from"),
         ("FROM a\nCOPY --chown=1 --chown=2 a b\n", "dockerfile parse error line 2: Duplicate flag specified: chown"),
         ("FROM a\nADD --from=x a b\n", "dockerfile parse error line 2: Unknown flag: from"),
-        ("FROM a\nCOPY a\n", "dockerfile parse error line 2: COPY requires at least two arguments, but only one was provided. Destination could not be determined."),
-        ("FROM a\nADD a\n", "dockerfile parse error line 2: ADD requires at least two arguments, but only one was provided. Destination could not be determined."),
+        ("FROM a\nCOPY a\n", "dockerfile parse error line 2: COPY requires at least two arguments, but only one was provided. Destination could not be determined"),
+        ("FROM a\nADD a\n", "dockerfile parse error line 2: ADD requires at least two arguments, but only one was provided. Destination could not be determined"),
         ("FROM a\nONBUILD ONBUILD RUN x\n", "dockerfile parse error line 2: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
         ("FROM a\nONBUILD FROM x\n", "dockerfile parse error line 2: FROM isn't allowed as an ONBUILD trigger"),
         ("FROM a\nONBUILD maintainer x\n", "dockerfile parse error line 2: MAINTAINER isn't allowed as an ONBUILD trigger"),
         ("FROM a\nONBUILD\n", "dockerfile parse error line 2: ONBUILD requires at least one argument"),
         ("FROM a\nSHELL /bin/bash -c\n", "dockerfile parse error line 2: SHELL requires the arguments to be in JSON form"),
         ("FROM a\nSHELL []\n", "dockerfile parse error line 2: SHELL requires at least one argument"),
-        ("FROM a\nENV A\n", "ENV must have two arguments"),
-        ("FROM a\nLABEL A\n", "LABEL must have two arguments"),
-        ("FROM a\nENV A=1 B\n", "Syntax error - can't find = in \"B\". Must be of the form: name=value"),
+        ("FROM a\nENV A\n", "failed to parse Dockerfile: ENV must have two arguments"),
+        ("FROM a\nLABEL A\n", "failed to parse Dockerfile: LABEL must have two arguments"),
+        ("FROM a\nENV A=1 B\n", "failed to parse Dockerfile: Syntax error - can't find = in \"B\". Must be of the form: name=value"),
         ("FROM a\nENV\n", "dockerfile parse error line 2: ENV requires at least one argument"),
         ("FROM a\nLABEL =x\n", "dockerfile parse error line 2: LABEL names can not be blank"),
         ("FROM a\nARG =x\n", "dockerfile parse error line 2: ARG names can not be blank"),
@@ -99,7 +98,7 @@ fn parse_error_table() {
         ("FROM a\nHEALTHCHECK --retries=x CMD x\n", "dockerfile parse error line 2: strconv.ParseInt: parsing \"x\": invalid syntax"),
         ("FROM a\nHEALTHCHECK NONE x\n", "dockerfile parse error line 2: HEALTHCHECK NONE takes no arguments"),
         ("FROM a\nHEALTHCHECK\n", "dockerfile parse error line 2: HEALTHCHECK requires at least one argument"),
-        ("FROM a\nCMD [\"a\", 1]\n", "when using JSON array syntax, arrays must be comprised of strings only"),
+        ("FROM a\nCMD [\"a\", 1]\n", "failed to parse Dockerfile: when using JSON array syntax, arrays must be comprised of strings only"),
         ("FROM a\nWORKDIR\n", "dockerfile parse error line 2: WORKDIR requires exactly one argument"),
         ("FROM a\nUSER\n", "dockerfile parse error line 2: USER requires exactly one argument"),
         ("FROM a\nEXPOSE\n", "dockerfile parse error line 2: EXPOSE requires at least one argument"),
@@ -133,7 +132,8 @@ fn lines_continuations_and_directives() {
         ins[0].kind,
         InstructionKind::Run(CmdLine {
             args: vec!["echo a     b     c".into()],
-            prepend_shell: true
+            prepend_shell: true,
+            buildkit_flags: vec![]
         })
     );
     assert_eq!(ins[1].line, 10);
@@ -210,14 +210,16 @@ fn instruction_forms() {
         k[0],
         &InstructionKind::Run(CmdLine {
             args: vec!["echo".into(), "hi".into()],
-            prepend_shell: false
+            prepend_shell: false,
+            buildkit_flags: vec![]
         })
     );
     assert_eq!(
         k[1],
         &InstructionKind::Run(CmdLine {
             args: vec!["[not json".into()],
-            prepend_shell: true
+            prepend_shell: true,
+            buildkit_flags: vec![]
         })
     );
     assert_eq!(
@@ -688,13 +690,14 @@ fn dispatch_errors() {
             "failed to process \"${Y:-z\": syntax error: missing '}'",
         ),
         ("FROM scratch\nSTOPSIGNAL FOO\n", "Invalid signal: FOO"),
-        ("FROM scratch\nEXPOSE 80/xyz\n", "invalid proto: xyz"),
-        ("FROM scratch\nEXPOSE abc\n", "invalid containerPort: abc"),
+        ("FROM scratch\nEXPOSE 80/xyz\n", "Invalid proto: xyz"),
+        ("FROM scratch\nEXPOSE abc\n", "Invalid containerPort: abc"),
         (
             "FROM scratch\nCOPY --chmod=999 a b\n",
             "invalid chmod parameter: 999",
         ),
         ("FROM scratch\nRUN\n", "RUN requires at least one argument"),
+        ("FROM scratch\nRUN --mount=type=cache,target=/x --mount=type=tmpfs,target=/y echo\n", "the --mount option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"),
         (
             "FROM scratch\nARG E\nWORKDIR $E\n",
             "cannot normalize nothing",
