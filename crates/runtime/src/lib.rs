@@ -43,6 +43,7 @@
 mod background;
 pub mod cgroups;
 pub mod changes;
+pub mod container_fs;
 pub mod error;
 pub mod lifecycle;
 pub mod log_config;
