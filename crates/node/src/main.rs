@@ -12,6 +12,10 @@
 //! ```text
 //!  docker CLI --HTTP/unix--> api::router --> service traits --> runtime / images / net
 //! ```
+//!
+//! `docker build` (service::build) plans with `berth-builder` and decompresses build
+//! contexts with `flate2` (gzip) and `zstd`, the crates the image store already uses; its
+//! scratch directories are `tempfile` dirs under `<data-root>/build/tmp`.
 
 mod api;
 mod config;
@@ -162,6 +166,8 @@ async fn run(cfg: config::Config) -> Result<()> {
             }),
         },
     );
+    let builds =
+        service::build::BuildService::open(&cfg.data_root, images.clone(), containers.clone())?;
     let state = api::AppState {
         engine,
         events,
@@ -177,6 +183,7 @@ async fn run(cfg: config::Config) -> Result<()> {
             }),
             None => None,
         },
+        builds,
     };
     let router = api::router(state);
     let shutdown = api::Shutdown::new();

@@ -262,13 +262,25 @@ fn store_image(
             diff_size,
         });
     }
+    record_image(store, id, cfg_bytes.len() as u64, layers, tags)
+}
+
+/// Writes the OCI manifest of config `id` + `layers`, records the image and tags it.
+fn record_image(
+    store: &ImageStore,
+    id: Digest,
+    cfg_len: u64,
+    layers: Vec<LayerRecord>,
+    tags: &[Reference],
+) -> Result<ImageRecord> {
+    let blobs = store.blobs();
     let manifest = ImageManifest {
         schema_version: 2,
         media_type: Some(OCI_MANIFEST.into()),
         config: Descriptor {
             media_type: OCI_CONFIG.into(),
             digest: id.clone(),
-            size: cfg_bytes.len() as u64,
+            size: cfg_len,
             platform: None,
             annotations: None,
         },
@@ -446,4 +458,221 @@ pub fn import(
         id: record.id,
         tags: tags.iter().filter_map(|t| t.familiar_tagged()).collect(),
     })
+}
+
+/// One history entry of an image config (OCI image spec, config.history[]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The command that made the layer (`docker history`'s CREATED BY), e.g.
+    /// `/bin/sh -c echo hi` or `/bin/sh -c #(nop)  ENV A=b`.
+    pub created_by: String,
+    /// `docker commit -m`, `docker import -m`.
+    pub comment: Option<String>,
+    /// `docker commit -a`.
+    pub author: Option<String>,
+    /// True when the step added no layer (metadata only).
+    pub empty_layer: bool,
+}
+
+/// The platform architecture name (GOARCH) of this build, for images made from scratch.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// Stores a new image made of `parent`'s layers (None: from scratch) plus, if given, one
+/// more uncompressed layer tar at `layer`, with `config` as the image config's "config"
+/// object (Docker's container config: Env, Cmd, Entrypoint, WorkingDir, User, Labels,
+/// ExposedPorts, Volumes, StopSignal, Healthcheck, OnBuild, Shell ...) and one more history
+/// entry; tags it with `tags`. created time = `created` (RFC 3339). Returns the image.
+///
+/// The image config keeps the parent's architecture, os and variant (from scratch: this
+/// host's `linux/<arch>`), its history and diff IDs, and adds `created`, `author` (from
+/// `history.author`), `config` and the new history entry (its `empty_layer` is forced true
+/// when `layer` is None, false otherwise). The new layer is stored as an uncompressed OCI
+/// layer blob (`application/vnd.oci.image.layer.v1.tar`; its digest is its diff ID) and
+/// unpacked into `sink` unless the sink has it. The same inputs give the same image ID.
+///
+/// Errors: the parent does not resolve ([`Error::NotFound`]-like errors of
+/// [`ImageStore::resolve`]), unreadable layer file, store I/O, a sink failure.
+#[allow(clippy::too_many_arguments)]
+pub fn commit_image(
+    store: &ImageStore,
+    parent: Option<&str>,
+    config: serde_json::Value,
+    history: HistoryEntry,
+    layer: Option<&Path>,
+    created: &str,
+    tags: &[Reference],
+    sink: Option<&dyn LayerSink>,
+) -> Result<LoadedImage> {
+    let _activity = store.begin_activity();
+    let blobs = store.blobs();
+    let (mut layers, base) = match parent {
+        Some(p) => {
+            let rec = store.resolve(p)?;
+            let cfg = ImageConfig::parse(&blobs.read(&rec.id)?, &rec.id)?;
+            (rec.layers, Some(cfg))
+        }
+        None => (Vec::new(), None),
+    };
+    let mut diff_ids: Vec<Digest> = base
+        .as_ref()
+        .map(|c| c.rootfs.diff_ids.clone())
+        .unwrap_or_default();
+    let mut hist: Vec<crate::manifest::History> =
+        base.as_ref().map(|c| c.history.clone()).unwrap_or_default();
+    if let Some(path) = layer {
+        let (digest, size) = hash_file(path)?;
+        let f = fs::File::open(path).map_err(Error::io("open", path))?;
+        blobs.put_reader(&digest, f)?;
+        diff_ids.push(digest.clone());
+        let chains = chain_ids(&diff_ids);
+        let lref = LayerRef {
+            index: diff_ids.len() - 1,
+            digest: digest.clone(),
+            diff_id: digest.clone(),
+            chain_id: chains.last().expect("one layer at least").clone(),
+        };
+        let sink = sink.filter(|s| !s.is_unpacked(&lref));
+        let diff_size = apply_stored(blobs, &lref, sink)?;
+        layers.push(LayerRecord {
+            digest: digest.clone(),
+            media_type: OCI_LAYER.to_string(),
+            size,
+            diff_id: digest,
+            diff_size,
+        });
+    }
+    hist.push(crate::manifest::History {
+        created: Some(created.to_string()),
+        created_by: Some(history.created_by),
+        author: history.author.clone(),
+        comment: history.comment,
+        empty_layer: layer.is_none(),
+    });
+    let mut cfg = serde_json::Map::new();
+    let (arch, os, variant) = match &base {
+        Some(b) => (b.architecture.clone(), b.os.clone(), b.variant.clone()),
+        None => (host_arch().to_string(), "linux".to_string(), None),
+    };
+    cfg.insert("architecture".into(), json!(arch));
+    if let Some(a) = &history.author {
+        cfg.insert("author".into(), json!(a));
+    }
+    cfg.insert("config".into(), config);
+    cfg.insert("created".into(), json!(created));
+    cfg.insert("history".into(), json!(hist));
+    cfg.insert("os".into(), json!(os));
+    cfg.insert(
+        "rootfs".into(),
+        json!({"type": "layers", "diff_ids": diff_ids}),
+    );
+    if let Some(v) = variant {
+        cfg.insert("variant".into(), json!(v));
+    }
+    let cfg_bytes = serde_json::to_vec(&serde_json::Value::Object(cfg)).expect("config serialises");
+    let id = blobs.put(&cfg_bytes)?;
+    let record = record_image(store, id, cfg_bytes.len() as u64, layers, tags)?;
+    Ok(LoadedImage {
+        id: record.id,
+        tags: tags.iter().filter_map(|t| t.familiar_tagged()).collect(),
+    })
+}
+
+#[cfg(test)]
+mod commit_tests {
+    use super::*;
+
+    fn layer_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        h.set_mtime(1);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, content.as_bytes()).unwrap();
+        let path = dir.join(format!("{name}.tar"));
+        fs::write(&path, b.into_inner().unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn commit_adds_a_layer_and_a_history_entry_on_the_parent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(tmp.path()).unwrap();
+        let l1 = layer_file(tmp.path(), "a", "one");
+        let tag = Reference::parse_normalized("base:1").unwrap();
+        let base = commit_image(
+            &store,
+            None,
+            json!({"Cmd": ["sh"]}),
+            HistoryEntry {
+                created_by: "first".into(),
+                ..HistoryEntry::default()
+            },
+            Some(&l1),
+            "2026-01-01T00:00:00Z",
+            std::slice::from_ref(&tag),
+            None,
+        )
+        .unwrap();
+        assert_eq!(base.tags, ["base:1"]);
+        let l2 = layer_file(tmp.path(), "b", "two");
+        let commit = |layer: Option<&Path>| {
+            commit_image(
+                &store,
+                Some("base:1"),
+                json!({"Cmd": ["echo", "hi"], "Env": ["A=b"]}),
+                HistoryEntry {
+                    created_by: "second".into(),
+                    comment: Some("msg".into()),
+                    author: Some("me".into()),
+                    empty_layer: false,
+                },
+                layer,
+                "2026-01-02T00:00:00Z",
+                &[],
+                None,
+            )
+            .unwrap()
+        };
+        let child = commit(Some(&l2));
+        assert_eq!(commit(Some(&l2)).id, child.id, "same inputs, same image ID");
+        let d = store.inspect(&child.id.to_string()).unwrap();
+        assert_eq!(d.rootfs_layers.len(), 2);
+        assert_eq!(d.author.as_deref(), Some("me"));
+        assert_eq!(d.config.unwrap()["Cmd"], json!(["echo", "hi"]));
+        assert_eq!(d.history.len(), 2);
+        assert_eq!(d.history[1].comment.as_deref(), Some("msg"));
+        assert!(!d.history[1].empty_layer);
+        // the new layer's blob is the uncompressed tar: its digest is the diff ID
+        let rec = store.resolve(&child.id.to_string()).unwrap();
+        assert_eq!(rec.layers[1].digest, rec.layers[1].diff_id);
+        assert_eq!(rec.layers[1].media_type, OCI_LAYER);
+        // metadata only: no new layer, an empty_layer entry
+        let meta = commit(None);
+        let d = store.inspect(&meta.id.to_string()).unwrap();
+        assert_eq!(d.rootfs_layers.len(), 1);
+        assert!(d.history[1].empty_layer);
+        // an unknown parent
+        assert!(matches!(
+            commit_image(
+                &store,
+                Some("nope:1"),
+                json!({}),
+                HistoryEntry::default(),
+                None,
+                "2026-01-02T00:00:00Z",
+                &[],
+                None
+            ),
+            Err(Error::ImageNotFound { .. })
+        ));
+    }
 }

@@ -42,6 +42,8 @@
 
 mod background;
 pub mod cgroups;
+pub mod changes;
+pub mod container_fs;
 pub mod error;
 pub mod lifecycle;
 pub mod log_config;
@@ -56,6 +58,7 @@ mod spare;
 pub mod spec;
 pub mod unpack;
 
+pub use changes::{changes, write_layer_tar, Change, ChangeKind};
 pub use error::{Result, RuntimeError};
 pub use lifecycle::{Action, Status};
 pub use runtime::{

@@ -595,6 +595,22 @@ impl Runtime {
         (status, pid, exit)
     }
 
+    /// The overlay directories of container `id`'s rootfs: its upper dir (the container's
+    /// writes) and the image's layer dirs, top first (overlayfs' `lowerdir` order, what
+    /// [`crate::changes::changes`] and [`crate::changes::write_layer_tar`] take).
+    /// Errors: [`RuntimeError::NotFound`], [`RuntimeError::InvalidId`].
+    pub fn upper_and_lowers(&self, id: &str) -> Result<(PathBuf, Vec<PathBuf>)> {
+        let rec = self.record(id)?;
+        let mut lowers = rec
+            .request
+            .layers
+            .iter()
+            .map(|c| self.snapshots.layer_dir(c))
+            .collect::<Result<Vec<_>>>()?;
+        lowers.reverse();
+        Ok((self.snapshots.upper_dir(id), lowers))
+    }
+
     /// The container as it is now (asks its shim).
     pub fn inspect(&self, id: &str) -> Result<ContainerInfo> {
         let rec = self.record(id)?;

@@ -29,7 +29,6 @@ pub fn routes() -> Router<AppState> {
         .route("/images/load", post(load))
         .route("/images/get", get(save_many))
         .route("/images/prune", post(prune))
-        .route("/build/prune", post(build_prune))
         .route(
             "/images/{*rest}",
             get(get_dispatch).post(post_dispatch).delete(remove),
@@ -100,7 +99,7 @@ pub(super) fn auth_config(v: &Value) -> Result<Credentials, ApiError> {
     })
 }
 
-fn progress_line(v: Value) -> Result<Vec<u8>, Infallible> {
+pub(super) fn progress_line(v: Value) -> Result<Vec<u8>, Infallible> {
     let mut line = serde_json::to_vec(&v).expect("json");
     line.extend_from_slice(b"\r\n");
     Ok(line)
@@ -138,7 +137,7 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn pull_event_json(e: &PullEvent, tag: &str, repo_path: &str) -> Value {
+pub(super) fn pull_event_json(e: &PullEvent, tag: &str, repo_path: &str) -> Value {
     let (id, mut status, detail) = e.docker_status();
     if let PullEvent::Resolved { .. } = e {
         status = format!("Pulling from {repo_path}");
@@ -262,7 +261,7 @@ async fn create(
 }
 
 /// A streamed JSON-lines response.
-fn json_body(body: Body) -> Response {
+pub(super) fn json_body(body: Body) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(body)
@@ -270,7 +269,7 @@ fn json_body(body: Body) -> Response {
 }
 
 /// Collects a request body into a blocking reader (bounded memory through a channel).
-fn body_reader(req: Request) -> impl Read + Send + 'static {
+pub(super) fn body_reader(req: Request) -> impl Read + Send + 'static {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
     let mut stream = req.into_body().into_data_stream();
     tokio::spawn(async move {
@@ -370,7 +369,14 @@ async fn list(
     State(st): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let _all = query_bool(q.all.as_deref())?;
+    let all = query_bool(q.all.as_deref())?;
+    // As dockerd: the builder's intermediate images (untagged parents of other build
+    // steps) are listed only with `all`.
+    let intermediate = if all {
+        Default::default()
+    } else {
+        st.builds.intermediate_images()
+    };
     let f = Filters::parse(q.filters.as_deref())?;
     f.only(&["reference", "dangling", "label", "before", "since"])?;
     let images = st.images.clone();
@@ -415,6 +421,7 @@ async fn list(
     let labels = f.get("label");
     let out: Vec<Value> = list
         .into_iter()
+        .filter(|(i, _)| !i.repo_tags.is_empty() || !intermediate.contains(&i.id.to_string()))
         .filter(|(i, _)| dangling.is_none_or(|d| d == i.repo_tags.is_empty()))
         .filter_map(|(mut i, l)| {
             if refs.is_empty() {
@@ -640,11 +647,36 @@ async fn history(st: AppState, name: &str) -> Result<Json<Value>, ApiError> {
             })
         })
         .collect();
-    if let Some(last) = rows.last_mut() {
-        last["Id"] = json!(d.id.to_string());
-        last["Tags"] = json!(d.repo_tags);
-    }
     rows.reverse();
+    // Rows of the image and, as dockerd shows them, of the images it was built on, down
+    // the builder's parent links (each built step is one image with one more history
+    // entry); the rest are "<missing>", as for pulled images.
+    let builds = st.builds.clone();
+    let images = st.images.clone();
+    let top = d.id.to_string();
+    let tags = d.repo_tags.clone();
+    let ids = blocking(move || {
+        let mut out = vec![(top.clone(), tags)];
+        let mut cur = top;
+        while let Some(parent) = builds.parent_of(&cur) {
+            let tags = images
+                .inspect(&parent)
+                .map(|p| p.repo_tags)
+                .unwrap_or_default();
+            out.push((parent.clone(), tags));
+            cur = parent;
+        }
+        Ok(out)
+    })
+    .await?;
+    for (row, (id, tags)) in rows.iter_mut().zip(ids) {
+        row["Id"] = json!(id);
+        row["Tags"] = if tags.is_empty() {
+            Value::Null
+        } else {
+            json!(tags)
+        };
+    }
     Ok(Json(Value::Array(rows)))
 }
 
@@ -857,22 +889,6 @@ struct PruneQuery {
 /// `POST /build/prune` (part of `docker system prune`): berthd has no builder, so there is
 /// never a build cache to remove: `CachesDeleted` is null and `SpaceReclaimed` 0, as
 /// dockerd answers with an empty cache. Filters are checked against BuildKit's keys.
-async fn build_prune(Query(q): Query<PruneQuery>) -> Result<Json<Value>, ApiError> {
-    let f = super::filters::Filters::parse(q.filters.as_deref())?;
-    f.only(&[
-        "until",
-        "unused-for",
-        "id",
-        "parent",
-        "type",
-        "description",
-        "inuse",
-        "shared",
-        "private",
-    ])?;
-    Ok(Json(json!({"CachesDeleted": null, "SpaceReclaimed": 0})))
-}
-
 /// `POST /images/prune`, as dockerd: images no container (running or not) uses; only
 /// dangling (untagged) ones unless the `dangling=false` filter (`docker image prune -a`);
 /// `until` (created before) and `label` / `label!` (image config labels) narrow it. A

@@ -8,6 +8,7 @@
 //! ```
 
 mod auth;
+mod build;
 mod containers;
 mod error;
 mod events;
@@ -32,6 +33,7 @@ use tokio::sync::watch;
 pub use error::ApiError;
 pub use system::EngineInfo;
 
+use crate::service::build::BuildService;
 use crate::service::cluster::ClusterService;
 use crate::service::containers::ContainerService;
 use crate::service::events::EventBus;
@@ -54,6 +56,7 @@ pub struct AppState {
     pub containers: ContainerService,
     pub networks: NetworkService,
     pub cluster: ClusterService,
+    pub builds: BuildService,
     /// This node's registry mirror (`--mirror-addr`), when it runs: its counters and
     /// peers are shown by `/info`.
     pub mirror: Option<NodeMirror>,
@@ -122,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .merge(volumes::routes())
         .merge(images::routes())
         .merge(auth::routes())
+        .merge(build::routes())
         .merge(containers::routes())
         .merge(networks::routes())
         .merge(swarm::routes())

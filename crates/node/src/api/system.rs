@@ -133,7 +133,7 @@ async fn system_df(State(st): State<AppState>) -> Result<Json<Value>, super::Api
         "Images": images_json,
         "Containers": containers_json,
         "Volumes": volumes_json,
-        "BuildCache": [],
+        "BuildCache": super::build::df_records(&st),
     })))
 }
 

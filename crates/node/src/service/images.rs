@@ -376,6 +376,35 @@ impl ImageService {
         .map_err(image_error)
     }
 
+    /// Stores a new image: `parent`'s layers (None: from scratch) plus the uncompressed layer
+    /// tar at `layer` if given (unpacked into the snapshot store), `config` as the image
+    /// config's "config" object, one more history entry, tagged `tags`; `created` is
+    /// RFC 3339. Wraps [`berth_registry_mirror::archive::commit_image`] (see there); errors
+    /// as [`image_error`] maps them (an unknown parent is a 404 "No such image").
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit_image(
+        &self,
+        parent: Option<&str>,
+        config: serde_json::Value,
+        history: berth_registry_mirror::archive::HistoryEntry,
+        layer: Option<&std::path::Path>,
+        created: &str,
+        tags: &[Reference],
+    ) -> Result<Digest, ServiceError> {
+        berth_registry_mirror::archive::commit_image(
+            &self.images.store,
+            parent,
+            config,
+            history,
+            layer,
+            created,
+            tags,
+            Some(self.sink.as_ref() as &dyn LayerSink),
+        )
+        .map(|l| l.id)
+        .map_err(image_error)
+    }
+
     /// Writes `docker save` output for `names`.
     pub fn save(&self, names: &[String], out: impl std::io::Write) -> Result<(), ServiceError> {
         berth_registry_mirror::archive::save(&self.images.store, names, out).map_err(image_error)

@@ -5,6 +5,7 @@
 //! runtime, registry-mirror and overlay-net crates, which services call).
 
 pub mod agent;
+pub mod build;
 pub mod cluster;
 pub mod containers;
 pub mod events;

@@ -463,6 +463,18 @@ impl ContainerService {
         Ok(rec)
     }
 
+    /// The overlay directories of a container's rootfs (ID, name or unique prefix): its
+    /// upper dir and its image's layer dirs, top first (what
+    /// [`berth_runtime::changes::changes`] and [`berth_runtime::changes::write_layer_tar`]
+    /// take). 404 "No such container" for an unknown key.
+    pub fn upper_and_lowers(&self, key: &str) -> Result<(PathBuf, Vec<PathBuf>), ServiceError> {
+        let id = self.resolve(key)?;
+        self.inner
+            .runtime
+            .upper_and_lowers(&id)
+            .map_err(ServiceError::runtime)
+    }
+
     /// Every container, state refreshed.
     pub fn all(&self) -> Vec<ContainerRecord> {
         let mut recs: Vec<ContainerRecord> = self.table().records.values().cloned().collect();
