@@ -95,6 +95,7 @@ pub mod ports;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod wireguard;
 
 pub use dns::{DnsRecords, DnsServer, DnsServers};
 pub use driver::{
