@@ -36,6 +36,9 @@ fn container_mac(n: u8) -> String {
     format!("02:42:0a:00:09:{n:02x}")
 }
 
+/// The tests of this file run one at a time: the first counts this process's threads.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -403,6 +406,7 @@ fn encrypted_overlay_crosses_the_underlay_only_as_wireguard() -> Result<()> {
         eprintln!("skipped: needs root (network namespaces, TUN devices)");
         return Ok(());
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let underlay = TestNetns::new()?;
     underlay.ip(&["link", "add", "ul", "type", "bridge"])?;
     underlay.ip(&["link", "set", "ul", "up"])?;
@@ -578,6 +582,7 @@ fn start_refuses_bad_names_and_a_missing_kernel_module() -> Result<()> {
         eprintln!("skipped: needs root");
         return Ok(());
     }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let host = TestNetns::new()?;
     let key = WgKeyPair::generate();
     let mut bad = wg_config(1);
@@ -611,5 +616,10 @@ fn start_refuses_bad_names_and_a_missing_kernel_module() -> Result<()> {
         "no link left after a failed start"
     );
     drop(sock);
+    host.ip(&["link", "add", "bt1wg0", "type", "dummy"])?;
+    let dev = host.block_on(|| async { WgDevice::start(&userspace, &key).await })?;
+    assert_eq!(dev.stats()?.listen_port, Some(WG_PORT));
+    host.block_on(|| async move { dev.teardown().await })?;
+    assert!(host.ip(&["link", "show", "bt1wg0"]).is_err());
     Ok(())
 }

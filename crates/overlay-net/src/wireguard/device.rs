@@ -358,6 +358,21 @@ impl WgDevice {
             .map_err(netlink("set up"))
     }
 
+    /// Deletes a leftover link named `name` (a kernel device of a berthd that crashed or
+    /// was stopped while its node left the swarm; a userspace device never outlives its
+    /// process). For berthd's start-up reconciliation when no device is wanted. Returns
+    /// whether one was there.
+    ///
+    /// # Errors
+    /// [`WgError::InvalidName`], [`WgError::Netlink`], [`WgError::NetlinkSocket`].
+    pub async fn remove_stale(name: &str) -> Result<bool, WgError> {
+        validate_name(name)?;
+        let h = connect()?;
+        let present = find_link(&h, name).await?.is_some();
+        delete_link(&h, name).await?;
+        Ok(present)
+    }
+
     /// The link name.
     pub fn name(&self) -> &str {
         &self.name
