@@ -571,7 +571,11 @@ fn encrypted_overlay_crosses_the_underlay_only_as_wireguard() -> Result<()> {
         assert!(!routes.contains("10.214.0."), "tunnel route left: {routes}");
         assert!(!listens_on_wg_port(h), "UDP socket left on host {}", i + 1);
     }
-    assert_eq!(thread_count(), threads_before, "every device thread joined");
+    // At most as many as before (under libtest the other test's thread may have ended).
+    assert!(
+        thread_count() <= threads_before,
+        "every device thread joined"
+    );
     assert!(!std::path::Path::new("/var/run/wireguard/bt1wg0.sock").exists());
     Ok(())
 }
@@ -616,7 +620,7 @@ fn start_refuses_bad_names_and_a_missing_kernel_module() -> Result<()> {
         "no link left after a failed start"
     );
     drop(sock);
-    host.ip(&["link", "add", "bt1wg0", "type", "dummy"])?;
+    host.ip(&["link", "add", "bt1wg0", "type", "bridge"])?;
     let dev = host.block_on(|| async { WgDevice::start(&userspace, &key).await })?;
     assert_eq!(dev.stats()?.listen_port, Some(WG_PORT));
     host.block_on(|| async move { dev.teardown().await })?;
