@@ -82,6 +82,16 @@
 //! `net.ipv4.ip_forward=1` (needed for routing and NAT; Docker sets it too), berth's
 //! bridges (`berth0`, `br-<12 hex>`, with `route_localnet=1` on them only), `veth*` host
 //! ends (all carrying the ifalias `berth`), and the nftables table `ip berth`.
+//!
+//! Encryption between hosts (`docker network create -d overlay --opt encrypted`):
+//! [`wireguard`] owns the node key pair and one WireGuard device per node whose peers are
+//! the other nodes (allowed IP = the peer's tunnel address /32); an encrypted overlay's
+//! VXLAN uses the peers' tunnel addresses as FDB destinations, so it rides inside
+//! WireGuard. Crates chosen (see that module for why): boringtun 0.7.1 (feature `device`,
+//! in berthd's process, configured over a private UAPI socketpair: no socket file, no key
+//! on disk) where the kernel has no WireGuard module, wireguard-control 2.0.0 (kernel
+//! backend, generic netlink) where it has one; keys are x25519 through boringtun's
+//! re-export of x25519-dalek 2.
 
 pub mod dns;
 pub mod driver;
@@ -96,6 +106,7 @@ pub mod ports;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod wireguard;
 
 pub use dns::{DnsRecords, DnsServer, DnsServers};
 pub use driver::{
