@@ -553,7 +553,7 @@ pub fn commit_image(
         created: Some(created.to_string()),
         created_by: Some(history.created_by),
         author: history.author.clone(),
-        comment: history.comment,
+        comment: history.comment.clone(),
         empty_layer: layer.is_none(),
     });
     let mut cfg = serde_json::Map::new();
@@ -564,6 +564,14 @@ pub fn commit_image(
     cfg.insert("architecture".into(), json!(arch));
     if let Some(a) = &history.author {
         cfg.insert("author".into(), json!(a));
+    }
+    if let Some(c) = history
+        .comment
+        .as_ref()
+        .filter(|_| layer.is_some() || parent.is_none())
+    {
+        // Docker's image `Comment` (`docker commit -m`, `docker import -m`)
+        cfg.insert("comment".into(), json!(c));
     }
     cfg.insert("config".into(), config);
     cfg.insert("created".into(), json!(created));

@@ -235,7 +235,7 @@ fn json_body(body: Body) -> Response {
 }
 
 /// Collects a request body into a blocking reader (bounded memory through a channel).
-fn body_reader(req: Request) -> impl Read + Send + 'static {
+pub(super) fn body_reader(req: Request) -> impl Read + Send + 'static {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
     let mut stream = req.into_body().into_data_stream();
     tokio::spawn(async move {
@@ -554,13 +554,27 @@ async fn post_dispatch(
 async fn inspect(st: AppState, name: &str) -> Result<Json<Value>, ApiError> {
     let images = st.images.clone();
     let name = name.to_string();
-    let d = blocking(move || images.inspect(&name)).await?;
+    let (d, comment) = blocking(move || {
+        let d = images.inspect(&name)?;
+        // the image config's top-level "comment" (`docker commit -m`, `import -m`)
+        let comment = images
+            .images
+            .store
+            .blobs()
+            .read(&d.id)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["comment"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok((d, comment))
+    })
+    .await?;
     Ok(Json(json!({
         "Id": d.id.to_string(),
         "RepoTags": d.repo_tags,
         "RepoDigests": d.repo_digests,
         "Parent": "",
-        "Comment": "",
+        "Comment": comment,
         "Created": d.created,
         "DockerVersion": "",
         "Author": d.author.unwrap_or_default(),
@@ -720,7 +734,7 @@ async fn save_many(
     save(st, names).await
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -766,8 +780,8 @@ async fn save(st: AppState, names: Vec<String>) -> Result<Response, ApiError> {
         .expect("valid response"))
 }
 
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, Infallible>>,
+pub(super) struct ChannelWriter {
+    pub(super) tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, Infallible>>,
 }
 
 impl std::io::Write for ChannelWriter {

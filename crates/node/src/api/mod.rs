@@ -7,6 +7,7 @@
 //!                                  ApiError -> (status, {"message": ...}) in error.rs
 //! ```
 
+mod container_fs;
 mod containers;
 mod error;
 mod events;
@@ -110,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(volumes::routes())
         .merge(images::routes())
         .merge(containers::routes())
+        .merge(container_fs::routes())
         .merge(networks::routes())
         .merge(swarm::routes())
         .merge(services::routes())
