@@ -162,7 +162,42 @@ fn diff_commit_export_sizes_and_graph_driver() -> Result<()> {
     assert!(e.ok(&["diff", &id])?.contains("A /newfile"));
     let out = e.d.docker_cmd(&["export", &id]).output()?;
     assert!(tar_list(&out.stdout)?.iter().any(|n| n == "newfile"));
-    e.ok(&["rmi", "fsops/committed:1"]).ok();
+
+    // import --change: the exported rootfs back as an image with a config
+    let tar_path = tempfile::NamedTempFile::new()?;
+    std::fs::write(tar_path.path(), &out.stdout)?;
+    e.ok(&[
+        "import",
+        "-c",
+        r#"CMD ["cat", "/newfile"]"#,
+        "-c",
+        "ENV IMPORTED=yes",
+        "-m",
+        "imported here",
+        tar_path.path().to_str().context("utf8")?,
+        "fsops/imported:1",
+    ])?;
+    assert_eq!(e.ok(&["run", "--rm", "fsops/imported:1"])?.trim(), "hi");
+    assert_eq!(
+        e.ok(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{.Comment}}|{{index .Config.Env 0}}",
+            "fsops/imported:1"
+        ])?
+        .trim(),
+        "imported here|IMPORTED=yes"
+    );
+    let bad = e.d.docker(&[
+        "import",
+        "-c",
+        "COPY a b",
+        tar_path.path().to_str().context("utf8")?,
+    ])?;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("copy is not a valid change command"), "{err}");
+    e.ok(&["rmi", "fsops/committed:1", "fsops/imported:1"]).ok();
     Ok(())
 }
 

@@ -317,9 +317,37 @@ async fn import(
         }
         None => None,
     };
+    // `changes` (repeated) and `message`, from the raw query
+    let mut changes = Vec::new();
+    let mut message = None;
+    for pair in req.uri().query().unwrap_or_default().split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "changes" => changes.push(percent_decode(v)),
+            "message" => message = Some(percent_decode(v)).filter(|m| !m.is_empty()),
+            _ => {}
+        }
+    }
+    let mut config = serde_json::Map::new();
+    if let Err(e) = crate::service::containers::fs::apply_changes(&mut config, &changes) {
+        // read the upload first: a client still sending would see a reset, not the error
+        let mut reader = body_reader(req);
+        let _ =
+            tokio::task::spawn_blocking(move || std::io::copy(&mut reader, &mut std::io::sink()))
+                .await;
+        return Err(e.into());
+    }
     let reader = body_reader(req);
     let images = st.images.clone();
-    let id = blocking(move || images.import(reader, reference.as_ref())).await?;
+    let id = blocking(move || {
+        images.import(
+            reader,
+            reference.as_ref(),
+            Value::Object(config),
+            message.as_deref(),
+        )
+    })
+    .await?;
     Ok(json_body(Body::from_stream(futures::stream::iter([
         progress_line(json!({"status": id.to_string()})),
     ]))))
