@@ -421,6 +421,20 @@ pub fn import(
     reference: Option<&Reference>,
     sink: Option<&dyn LayerSink>,
 ) -> Result<LoadedImage> {
+    import_with_config(store, input, reference, json!({}), None, sink)
+}
+
+/// [`import`] with the image config's "config" object (`docker import --change`) and a
+/// comment (`docker import -m`: the image's `comment` and its history entry's; default
+/// "Imported from tarball").
+pub fn import_with_config(
+    store: &ImageStore,
+    input: impl Read,
+    reference: Option<&Reference>,
+    config: serde_json::Value,
+    comment: Option<&str>,
+    sink: Option<&dyn LayerSink>,
+) -> Result<LoadedImage> {
     let scratch = tempfile::Builder::new()
         .prefix("import-")
         .tempdir_in(store.blobs().root())
@@ -443,15 +457,19 @@ pub fn import(
     }
     let (diff_id, _) = hash_file(&layer)?;
     let now = ImageStore::now();
-    let cfg = serde_json::to_vec(&json!({
+    let mut cfg = json!({
         "architecture": "amd64",
         "os": "linux",
         "created": now,
-        "config": {},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
-        "history": [{"created": now, "created_by": "berth import", "comment": "Imported from tarball"}],
-    }))
-    .expect("config serialises");
+        "history": [{"created": now, "created_by": "berth import",
+                     "comment": comment.unwrap_or("Imported from tarball")}],
+    });
+    if let Some(c) = comment {
+        cfg["comment"] = json!(c);
+    }
+    let cfg = serde_json::to_vec(&cfg).expect("config serialises");
     let tags: Vec<Reference> = reference.cloned().into_iter().collect();
     let record = store_image(store, &cfg, &[layer], &tags, sink)?;
     Ok(LoadedImage {
@@ -553,7 +571,7 @@ pub fn commit_image(
         created: Some(created.to_string()),
         created_by: Some(history.created_by),
         author: history.author.clone(),
-        comment: history.comment,
+        comment: history.comment.clone(),
         empty_layer: layer.is_none(),
     });
     let mut cfg = serde_json::Map::new();
@@ -564,6 +582,14 @@ pub fn commit_image(
     cfg.insert("architecture".into(), json!(arch));
     if let Some(a) = &history.author {
         cfg.insert("author".into(), json!(a));
+    }
+    if let Some(c) = history
+        .comment
+        .as_ref()
+        .filter(|_| layer.is_some() || parent.is_none())
+    {
+        // Docker's image `Comment` (`docker commit -m`, `docker import -m`)
+        cfg.insert("comment".into(), json!(c));
     }
     cfg.insert("config".into(), config);
     cfg.insert("created".into(), json!(created));

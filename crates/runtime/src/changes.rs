@@ -573,7 +573,7 @@ mod tests {
     fn layer_tar_converts_whiteouts_and_is_deterministic() {
         let (_tmp, upper, lower) = fixture();
         let mut a = Vec::new();
-        let (id_a, size_a) = write_layer_tar(&upper, &[lower.clone()], &mut a).unwrap();
+        let (id_a, size_a) = write_layer_tar(&upper, std::slice::from_ref(&lower), &mut a).unwrap();
         let mut b = Vec::new();
         let (id_b, _) = write_layer_tar(&upper, &[lower], &mut b).unwrap();
         assert_eq!(a, b);

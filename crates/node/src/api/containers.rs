@@ -90,6 +90,7 @@ struct ListQuery {
     all: Option<String>,
     limit: Option<i64>,
     filters: Option<String>,
+    size: Option<String>,
 }
 
 async fn list(
@@ -101,20 +102,67 @@ async fn list(
     let filter = ListFilter::parse(f.map())?;
     let limit = q.limit.filter(|l| *l > 0).map(|l| l as usize);
     let svc = st.containers.clone();
-    let recs = blocking(move || svc.list(&filter, all, limit)).await?;
+    let size = query_bool(q.size.as_deref())?;
     let now = now_secs();
-    Ok(Json(Value::Array(
-        recs.iter().map(|r| r.summary(now)).collect(),
-    )))
+    let list = blocking(move || {
+        let recs = svc.list(&filter, all, limit)?;
+        Ok(recs
+            .iter()
+            .map(|r| {
+                let mut v = r.summary(now);
+                if size {
+                    // dockerd: both sizes, or none when they cannot be read
+                    if let Ok((rw, root)) = svc.sizes(&r.id) {
+                        v["SizeRw"] = json!(rw);
+                        v["SizeRootFs"] = json!(root);
+                    }
+                }
+                v
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(Value::Array(list)))
+}
+
+#[derive(Debug, Deserialize)]
+struct InspectQuery {
+    size: Option<String>,
+}
+
+/// `GraphDriver` as dockerd's overlay2 shows it: real paths, lowers top first joined by `:`.
+fn graph_driver(d: &crate::service::containers::fs::GraphDirs) -> Value {
+    let lowers: Vec<String> = d.lowers.iter().map(|p| p.display().to_string()).collect();
+    json!({"Name": "overlay2", "Data": {
+        "LowerDir": lowers.join(":"),
+        "MergedDir": d.merged.display().to_string(),
+        "UpperDir": d.upper.display().to_string(),
+        "WorkDir": d.work.display().to_string(),
+    }})
 }
 
 async fn inspect(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<InspectQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let size = query_bool(q.size.as_deref())?;
     let svc = st.containers.clone();
-    let rec = blocking(move || svc.get(&id)).await?;
-    Ok(Json(rec.inspect()))
+    let v = blocking(move || {
+        let rec = svc.get(&id)?;
+        let mut v = rec.inspect();
+        if let Ok(d) = svc.graph_dirs(&rec.id) {
+            v["GraphDriver"] = graph_driver(&d);
+        }
+        if size {
+            let (rw, root) = svc.sizes(&rec.id)?;
+            v["SizeRw"] = json!(rw);
+            v["SizeRootFs"] = json!(root);
+        }
+        Ok(v)
+    })
+    .await?;
+    Ok(Json(v))
 }
 
 #[derive(Debug, Deserialize)]

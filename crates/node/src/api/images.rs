@@ -351,9 +351,37 @@ async fn import(
         }
         None => None,
     };
+    // `changes` (repeated) and `message`, from the raw query
+    let mut changes = Vec::new();
+    let mut message = None;
+    for pair in req.uri().query().unwrap_or_default().split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "changes" => changes.push(percent_decode(v)),
+            "message" => message = Some(percent_decode(v)).filter(|m| !m.is_empty()),
+            _ => {}
+        }
+    }
+    let mut config = serde_json::Map::new();
+    if let Err(e) = crate::service::containers::fs::apply_changes(&mut config, &changes) {
+        // read the upload first: a client still sending would see a reset, not the error
+        let mut reader = body_reader(req);
+        let _ =
+            tokio::task::spawn_blocking(move || std::io::copy(&mut reader, &mut std::io::sink()))
+                .await;
+        return Err(e.into());
+    }
     let reader = body_reader(req);
     let images = st.images.clone();
-    let id = blocking(move || images.import(reader, reference.as_ref())).await?;
+    let id = blocking(move || {
+        images.import(
+            reader,
+            reference.as_ref(),
+            Value::Object(config),
+            message.as_deref(),
+        )
+    })
+    .await?;
     Ok(json_body(Body::from_stream(futures::stream::iter([
         progress_line(json!({"status": id.to_string()})),
     ]))))
@@ -596,13 +624,27 @@ async fn post_dispatch(
 async fn inspect(st: AppState, name: &str) -> Result<Json<Value>, ApiError> {
     let images = st.images.clone();
     let name = name.to_string();
-    let d = blocking(move || images.inspect(&name)).await?;
+    let (d, comment) = blocking(move || {
+        let d = images.inspect(&name)?;
+        // the image config's top-level "comment" (`docker commit -m`, `import -m`)
+        let comment = images
+            .images
+            .store
+            .blobs()
+            .read(&d.id)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["comment"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok((d, comment))
+    })
+    .await?;
     Ok(Json(json!({
         "Id": d.id.to_string(),
         "RepoTags": d.repo_tags,
         "RepoDigests": d.repo_digests,
         "Parent": "",
-        "Comment": "",
+        "Comment": comment,
         "Created": d.created,
         "DockerVersion": "",
         "Author": d.author.unwrap_or_default(),
@@ -787,7 +829,7 @@ async fn save_many(
     save(st, names).await
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -833,8 +875,8 @@ async fn save(st: AppState, names: Vec<String>) -> Result<Response, ApiError> {
         .expect("valid response"))
 }
 
-struct ChannelWriter {
-    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, Infallible>>,
+pub(super) struct ChannelWriter {
+    pub(super) tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, Infallible>>,
 }
 
 impl std::io::Write for ChannelWriter {

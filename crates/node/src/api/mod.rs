@@ -9,6 +9,7 @@
 
 mod auth;
 mod build;
+mod container_fs;
 mod containers;
 mod error;
 mod events;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(build::routes())
         .merge(containers::routes())
+        .merge(container_fs::routes())
         .merge(networks::routes())
         .merge(swarm::routes())
         .merge(services::routes())

@@ -108,12 +108,22 @@ async fn system_df(State(st): State<AppState>) -> Result<Json<Value>, super::Api
             })
         })
         .collect();
+    let svc = st.containers.clone();
+    let ctrs2 = ctrs.clone();
+    let sizes: Vec<(u64, u64)> = crate::service::containers::blocking(move || {
+        Ok(ctrs2
+            .iter()
+            .map(|c| svc.sizes(&c.id).unwrap_or((0, 0)))
+            .collect())
+    })
+    .await?;
     let containers_json: Vec<Value> = ctrs
         .iter()
-        .map(|c| {
+        .zip(sizes)
+        .map(|(c, (rw, root))| {
             let mut v = c.summary(now);
-            v["SizeRw"] = json!(0);
-            v["SizeRootFs"] = json!(0);
+            v["SizeRw"] = json!(rw);
+            v["SizeRootFs"] = json!(root);
             v
         })
         .collect();

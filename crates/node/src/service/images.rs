@@ -360,16 +360,21 @@ impl ImageService {
         Ok(loaded.into_iter().map(|l| (l.id, l.tags)).collect())
     }
 
-    /// Imports a rootfs tar as a one-layer image.
+    /// Imports a rootfs tar as a one-layer image, with `config` as its container config
+    /// (`docker import --change`) and `comment` (`-m`).
     pub fn import(
         &self,
         input: impl Read,
         reference: Option<&Reference>,
+        config: serde_json::Value,
+        comment: Option<&str>,
     ) -> Result<Digest, ServiceError> {
-        berth_registry_mirror::archive::import(
+        berth_registry_mirror::archive::import_with_config(
             &self.images.store,
             input,
             reference,
+            config,
+            comment,
             Some(self.sink.as_ref() as &dyn LayerSink),
         )
         .map(|l| l.id)

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod config;
+pub mod fs;
 pub mod health;
 pub mod list;
 pub mod names;
