@@ -279,7 +279,10 @@ fn containers_on_an_attachable_overlay_reach_each_other_across_hosts() -> Result
     // Host 3's replica may lag the creation by a moment.
     for i in [1, 2] {
         berth_testkit::daemon::retry(std::time::Duration::from_secs(30), || {
-            Ok(ls(&c, i)?.iter().any(|l| l.starts_with(&other)).then_some(()))
+            Ok(ls(&c, i)?
+                .iter()
+                .any(|l| l.starts_with(&other))
+                .then_some(()))
         })?;
     }
     // A web server on host 3 (index 2), with an alias.
@@ -307,10 +310,21 @@ fn containers_on_an_attachable_overlay_reach_each_other_across_hosts() -> Result
     ensure!(ep["MacAddress"] == mac.as_str(), "{ep}");
     // The network's inspect on host 3 lists it.
     let n = inspect(&c, 2, &net)?;
-    ensure!(n["Containers"][v[0]["Id"].as_str().unwrap_or("-")]["Name"] == srv.as_str(), "{n}");
+    ensure!(
+        n["Containers"][v[0]["Id"].as_str().unwrap_or("-")]["Name"] == srv.as_str(),
+        "{n}"
+    );
     // A client on host 1 (index 0): by name, alias and address.
     c.h(0).docker_ok(&[
-        "run", "-d", "--name", &cli, "--network", &net, &img, "sleep", "3600",
+        "run",
+        "-d",
+        "--name",
+        &cli,
+        "--network",
+        &net,
+        &img,
+        "sleep",
+        "3600",
     ])?;
     let out = c.h(0).docker_ok(&[
         "exec",
@@ -332,7 +346,15 @@ fn containers_on_an_attachable_overlay_reach_each_other_across_hosts() -> Result
     // A container on another overlay, on the same host as the client: neither resolves
     // nor reaches the server.
     c.h(0).docker_ok(&[
-        "run", "-d", "--name", &stranger, "--network", &other, &img, "sleep", "3600",
+        "run",
+        "-d",
+        "--name",
+        &stranger,
+        "--network",
+        &other,
+        &img,
+        "sleep",
+        "3600",
     ])?;
     let out = c.h(0).docker_ok(&[
         "exec",
@@ -404,7 +426,11 @@ fn containers_on_an_attachable_overlay_reach_each_other_across_hosts() -> Result
         let waited = berth_testkit::daemon::retry(std::time::Duration::from_secs(30), || {
             Ok(clean()?.0.then_some(()))
         });
-        ensure!(waited.is_ok(), "host {i} keeps overlay residue: {}", clean()?.1);
+        ensure!(
+            waited.is_ok(),
+            "host {i} keeps overlay residue: {}",
+            clean()?.1
+        );
     }
     Ok(())
 }

@@ -631,10 +631,15 @@ impl NetworkService {
         network: &str,
     ) -> Option<(OverlayPlane, berth_consensus::state::Network)> {
         let plane = self.inner.overlay.get()?;
-        let local = self
-            .inner
-            .handle
-            .block_on(async { self.inner.driver.lock().await.state().find_network(network).is_ok() });
+        let local = self.inner.handle.block_on(async {
+            self.inner
+                .driver
+                .lock()
+                .await
+                .state()
+                .find_network(network)
+                .is_ok()
+        });
         if local {
             return None;
         }
@@ -698,7 +703,11 @@ impl NetworkService {
     pub async fn disconnect_overlay(&self, container_id: &str, network_id: &str) {
         if let Some(plane) = self.inner.overlay.get() {
             plane
-                .detach(container_id, Some(network_id), &self.netns_path(container_id))
+                .detach(
+                    container_id,
+                    Some(network_id),
+                    &self.netns_path(container_id),
+                )
                 .await;
         }
     }

@@ -162,8 +162,11 @@ impl OverlayPlane {
         dns.retain(|id, _| wanted.iter().any(|n| &n.id == id));
         for n in wanted {
             if !dns.contains_key(&n.id) {
-                match DnsServer::bind(SocketAddrV4::new(n.gateway, 53), self.inner.upstreams.clone())
-                    .await
+                match DnsServer::bind(
+                    SocketAddrV4::new(n.gateway, 53),
+                    self.inner.upstreams.clone(),
+                )
+                .await
                 {
                     Ok(s) => {
                         dns.insert(n.id.clone(), s);
@@ -209,6 +212,7 @@ impl OverlayPlane {
     /// a veth `ifname` with the endpoint's MAC and address and a default route via the
     /// gateway when `default_route` (its first network). Errors: not attachable (403), not
     /// a member / no quorum (503), data plane failures (500; the endpoint is released).
+    #[allow(clippy::too_many_arguments)]
     pub async fn attach(
         &self,
         container_id: &str,
@@ -299,7 +303,9 @@ impl OverlayPlane {
             .values()
             .filter(|e| e.node_id == Some(node.id()))
             .filter(|e| network_id.is_none_or(|n| e.network_id == n))
-            .filter(|e| matches!(&e.owner, EndpointOwner::Container { id, .. } if id == container_id))
+            .filter(
+                |e| matches!(&e.owner, EndpointOwner::Container { id, .. } if id == container_id),
+            )
             .map(|e| (e.id.clone(), e.network_id.clone()))
             .collect();
         for (ep, net) in mine {
@@ -361,8 +367,12 @@ impl OverlayPlane {
                     tracing::warn!(error = %e, "overlay reconcile after detach");
                 }
             }
-            Ok(Err(e)) => tracing::warn!(endpoint = %endpoint_id, error = %e, "releasing overlay endpoint"),
-            Err(e) => tracing::warn!(endpoint = %endpoint_id, error = %e, "releasing overlay endpoint"),
+            Ok(Err(e)) => {
+                tracing::warn!(endpoint = %endpoint_id, error = %e, "releasing overlay endpoint")
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint_id, error = %e, "releasing overlay endpoint")
+            }
         }
     }
 
@@ -385,7 +395,9 @@ impl OverlayPlane {
         tokio::time::timeout(WAIT_FOR_REPLICA, wait)
             .await
             .map_err(|_| {
-                ServiceError::unavailable("this node's replica of the cluster state lags: try again")
+                ServiceError::unavailable(
+                    "this node's replica of the cluster state lags: try again",
+                )
             })
     }
 }
@@ -459,4 +471,80 @@ pub fn spawn(plane: OverlayPlane) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_consensus::state::{NetworkSpec, NodeSpec};
+    use berth_consensus::NodeRole;
+
+    use super::*;
+
+    #[test]
+    fn prefixes_are_valid_device_prefixes_and_differ_per_data_root() {
+        let a = instance_prefix(Path::new("/var/lib/berth"));
+        let b = instance_prefix(Path::new("/tmp/other/data"));
+        assert_eq!(a, instance_prefix(Path::new("/var/lib/berth")));
+        assert_ne!(a, b);
+        assert!(berth_overlay_net::overlay::OverlayNames::new(&a).is_ok());
+    }
+
+    #[test]
+    fn an_overlay_answers_the_names_of_its_containers_only() {
+        let mut state = ClusterState::default();
+        state.apply(
+            1,
+            &Command::InitCluster {
+                cluster_id: "c".into(),
+                first_node: NodeSpec {
+                    id: 1,
+                    hostname: "h1".into(),
+                    addr: "10.77.0.1:2377".into(),
+                    role: NodeRole::Manager,
+                    cert_fingerprint: "fp".into(),
+                },
+                networking: None,
+            },
+        );
+        for (i, name) in [(2, "a"), (3, "b")] {
+            state.apply(
+                i,
+                &Command::CreateNetwork {
+                    id: format!("n{name}"),
+                    spec: NetworkSpec {
+                        name: name.into(),
+                        attachable: true,
+                        ..NetworkSpec::default()
+                    },
+                    at: 0,
+                },
+            );
+        }
+        let attach = |state: &mut ClusterState, index, net: &str, cname: &str, aliases| {
+            state.apply(
+                index,
+                &Command::AttachEndpoint {
+                    id: format!("e{index}"),
+                    network: net.into(),
+                    node_id: 1,
+                    owner: EndpointOwner::Container {
+                        id: format!("{cname}0123456789abcdef"),
+                        name: cname.into(),
+                        aliases,
+                    },
+                    requested_ip: None,
+                },
+            )
+        };
+        attach(&mut state, 4, "a", "web", vec!["site".into()]);
+        attach(&mut state, 5, "b", "other", vec![]);
+        let na = state.network_by_ref("a").unwrap().clone();
+        let r = dns_records(&state, &na);
+        let ip = r.lookup("web").unwrap().to_vec();
+        assert_eq!(ip.len(), 1);
+        assert_eq!(r.lookup("WEB.a").unwrap(), ip.as_slice());
+        assert_eq!(r.lookup("site").unwrap(), ip.as_slice());
+        assert_eq!(r.lookup("web012345678").unwrap(), ip.as_slice());
+        assert!(r.lookup("other").is_none());
+    }
 }
