@@ -5,9 +5,11 @@
 //! allocated by the cluster (Swarm's default pool, or the pools given to `swarm init`),
 //! removed from any node.
 //!
-//! Not yet here (the overlay data plane is not wired to containers in this branch):
-//! containers and tasks on overlays. What berth refuses instead is checked: `docker run
-//! --network <overlay>` is refused by name, a non-attachable overlay as swarmkit refuses it.
+//! Plain containers on attachable overlays across hosts: reach each other by name, alias
+//! and address; a container on another overlay neither reaches nor resolves them; a
+//! removed container leaves no forwarding or neighbour entry on the other hosts; removing
+//! the networks leaves no VXLAN device, bridge or nftables table. A non-attachable overlay
+//! is refused as swarmkit refuses it. Not yet here: service tasks on overlays.
 //!
 //! Cleanup: [`Cluster`]'s drop stops every berthd and removes its netns, then the LAN.
 
@@ -167,19 +169,13 @@ fn overlay_networks_are_cluster_objects_seen_from_every_node() -> Result<()> {
         ],
     )?;
     ensure!(e.contains("\"foo\" is not supported"), "{e}");
-    // Containers: refused by name for now; a non-attachable overlay as swarmkit refuses it.
+    // A non-attachable overlay is refused as swarmkit refuses it.
     let e = fails(
         &c,
         1,
         &["run", "--rm", "--network", &other, "busybox", "true"],
     )?;
     ensure!(e.contains("not manually attachable"), "{e}");
-    let e = fails(
-        &c,
-        1,
-        &["run", "--rm", "--network", &name, "busybox", "true"],
-    )?;
-    ensure!(e.contains("not supported by berth yet"), "{e}");
     // Removal from another node; gone everywhere.
     c.h(1).docker_ok(&["network", "rm", &name])?;
     c.h(2).docker_ok(&["network", "rm", &other])?;
@@ -247,5 +243,194 @@ fn swarm_init_default_addr_pool_sets_the_subnets() -> Result<()> {
     let state =
         h2.d.docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
     ensure!(state.trim() == "inactive", "{state}");
+    Ok(())
+}
+
+/// Runs `ip`/`bridge`/`nft` in host `i`'s network namespace; its stdout.
+fn in_host(c: &Cluster, i: usize, program: &str, args: &[&str]) -> Result<String> {
+    let out = c.h(i).in_netns(program, args).output()?;
+    ensure!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn containers_on_an_attachable_overlay_reach_each_other_across_hosts() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let c = Cluster::new(3)?.with_task_cleanup();
+    c.form(1)?;
+    let pid = std::process::id();
+    let (net, other) = (format!("ovl{pid}"), format!("far{pid}"));
+    let (srv, cli, stranger) = (
+        format!("srv{pid}"),
+        format!("cli{pid}"),
+        format!("str{pid}"),
+    );
+    let net_id = c
+        .h(0)
+        .docker_ok(&["network", "create", "-d", "overlay", "--attachable", &net])?;
+    let net_id = net_id.trim().to_string();
+    c.h(0)
+        .docker_ok(&["network", "create", "-d", "overlay", "--attachable", &other])?;
+    // Host 3's replica may lag the creation by a moment.
+    for i in [1, 2] {
+        berth_testkit::daemon::retry(std::time::Duration::from_secs(30), || {
+            Ok(ls(&c, i)?
+                .iter()
+                .any(|l| l.starts_with(&other))
+                .then_some(()))
+        })?;
+    }
+    // A web server on host 3 (index 2), with an alias.
+    c.h(2).docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &srv,
+        "--network",
+        &net,
+        "--network-alias",
+        "webalias",
+        &img,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo overlay-marker > /www/index.html && exec httpd -f -p 80 -h /www",
+    ])?;
+    let v: Value = serde_json::from_str(&c.h(2).docker_ok(&["inspect", &srv])?)?;
+    let ep = &v[0]["NetworkSettings"]["Networks"][&net];
+    ensure!(ep["NetworkID"] == net_id.as_str(), "{ep}");
+    let ip = ep["IPAddress"].as_str().unwrap_or_default().to_string();
+    ensure!(ip.starts_with("10.0."), "{ep}");
+    let o: Vec<u8> = ip.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+    let mac = format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]);
+    ensure!(ep["MacAddress"] == mac.as_str(), "{ep}");
+    // The network's inspect on host 3 lists it.
+    let n = inspect(&c, 2, &net)?;
+    ensure!(
+        n["Containers"][v[0]["Id"].as_str().unwrap_or("-")]["Name"] == srv.as_str(),
+        "{n}"
+    );
+    // A client on host 1 (index 0): by name, alias and address.
+    c.h(0).docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &cli,
+        "--network",
+        &net,
+        &img,
+        "sleep",
+        "3600",
+    ])?;
+    let out = c.h(0).docker_ok(&[
+        "exec",
+        &cli,
+        "sh",
+        "-c",
+        &format!(
+            "ping -c 1 -W 5 {srv} >/dev/null && ping -c 1 -W 5 {ip} >/dev/null && \
+             wget -q -O - http://{srv}/ && wget -q -O - http://{ip}/ && wget -q -O - http://webalias/"
+        ),
+    ])?;
+    ensure!(
+        out.matches("overlay-marker").count() == 3,
+        "client on host 1 got: {out}"
+    );
+    // Host 1 holds the server's forwarding and neighbour entries now.
+    let fdb = in_host(&c, 0, "bridge", &["fdb", "show"])?;
+    ensure!(fdb.contains(&mac), "no FDB entry for {mac}: {fdb}");
+    // A container on another overlay, on the same host as the client: neither resolves
+    // nor reaches the server.
+    c.h(0).docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &stranger,
+        "--network",
+        &other,
+        &img,
+        "sleep",
+        "3600",
+    ])?;
+    let out = c.h(0).docker_ok(&[
+        "exec",
+        &stranger,
+        "sh",
+        "-c",
+        &format!(
+            "nslookup {srv} >/dev/null 2>&1 && echo RESOLVED; \
+             ping -c 2 -W 2 {ip} >/dev/null 2>&1 && echo REACHED; \
+             wget -q -T 3 -O - http://{ip}/ 2>/dev/null; echo done"
+        ),
+    ])?;
+    ensure!(out.trim() == "done", "a container on {other} got: {out}");
+    // The server goes: host 1 keeps no entry pointing at it.
+    c.h(2).docker_ok(&["rm", "-f", &srv])?;
+    let stale = || -> Result<Option<String>> {
+        let fdb = in_host(&c, 0, "bridge", &["fdb", "show"])?;
+        let neigh = in_host(&c, 0, "ip", &["neigh", "show"])?;
+        let left: Vec<&str> = fdb
+            .lines()
+            .filter(|l| l.contains(&mac))
+            .chain(
+                neigh
+                    .lines()
+                    .filter(|l| l.split_whitespace().next() == Some(ip.as_str())),
+            )
+            .collect();
+        Ok((!left.is_empty()).then(|| left.join("\n")))
+    };
+    let waited = berth_testkit::daemon::retry(std::time::Duration::from_secs(30), || {
+        Ok(stale()?.is_none().then_some(()))
+    });
+    ensure!(
+        waited.is_ok(),
+        "host 1 keeps entries for the removed container: {:?}",
+        stale()?
+    );
+    // Disconnect, then removal of everything: no VXLAN device, bridge or table left.
+    c.h(0).docker_ok(&["network", "disconnect", &net, &cli])?;
+    let v: Value = serde_json::from_str(&c.h(0).docker_ok(&["inspect", &cli])?)?;
+    ensure!(v[0]["NetworkSettings"]["Networks"][&net].is_null(), "{v}");
+    // Connected to the other overlay instead: it reaches the container there (by
+    // address: its resolv.conf names the first network's server, as for bridges).
+    c.h(0).docker_ok(&["network", "connect", &other, &cli])?;
+    let v: Value = serde_json::from_str(&c.h(0).docker_ok(&["inspect", &stranger])?)?;
+    let sip = v[0]["NetworkSettings"]["Networks"][&other]["IPAddress"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = c.h(0).docker_ok(&[
+        "exec",
+        &cli,
+        "sh",
+        "-c",
+        &format!("ping -c 1 -W 5 {sip} >/dev/null && echo ok"),
+    ])?;
+    ensure!(out.trim() == "ok", "{out}");
+    c.h(0).docker_ok(&["rm", "-f", &cli, &stranger])?;
+    c.h(0).docker_ok(&["network", "rm", &net, &other])?;
+    for i in 0..3 {
+        let clean = || -> Result<(bool, String)> {
+            let links = in_host(&c, i, "ip", &["-d", "link", "show"])?;
+            let tables = in_host(&c, i, "nft", &["list", "tables"])?;
+            let clean = !links.contains("berth-ovl")
+                && !links.contains("vxlan id")
+                && !tables.contains("berth_ovl");
+            Ok((clean, format!("{links}\n{tables}")))
+        };
+        let waited = berth_testkit::daemon::retry(std::time::Duration::from_secs(30), || {
+            Ok(clean()?.0.then_some(()))
+        });
+        ensure!(
+            waited.is_ok(),
+            "host {i} keeps overlay residue: {}",
+            clean()?.1
+        );
+    }
     Ok(())
 }

@@ -168,6 +168,20 @@ async fn run(cfg: config::Config) -> Result<()> {
     );
     let builds =
         service::build::BuildService::open(&cfg.data_root, images.clone(), containers.clone())?;
+    // The overlay data plane: reconciled from the cluster state while a member.
+    let overlay = service::overlay_plane::OverlayPlane::new(
+        cluster.clone(),
+        &cfg.data_root,
+        berth_overlay_net::netfiles::upstream_nameservers(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        )
+        .into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .collect(),
+    )
+    .context("overlay data plane")?;
+    networks.set_overlay(overlay.clone());
+    let overlay_loop = service::overlay_plane::spawn(overlay.clone());
     let state = api::AppState {
         engine,
         events,
@@ -247,6 +261,11 @@ async fn run(cfg: config::Config) -> Result<()> {
         Err(_) => tracing::info!("closing connections still open after 3 s"),
     }
     // Stops the agent and the leader loop first (their tasks' containers keep running).
+    overlay_loop.abort();
+    // As for bridge networks: the overlay data plane stays while containers use it.
+    if !overlay.has_local_endpoints() {
+        overlay.teardown().await;
+    }
     cluster.shutdown().await;
     agent.abort();
     // Containers keep running (and keep their networking) across a daemon restart; with

@@ -474,6 +474,24 @@ async fn connect(
         .endpoint_config
         .and_then(|e| e.aliases)
         .unwrap_or_default();
+    if let Some(net) = overlay_of(&st, &id).await {
+        let att = st
+            .networks
+            .connect_overlay(&rec.id, &rec.name, &net, aliases)
+            .await?;
+        st.containers.add_overlay_endpoint(&rec.id, &att);
+        st.events.publish(Event::now(
+            "network",
+            "connect",
+            &net.id,
+            [
+                ("name".to_string(), net.spec.name.clone()),
+                ("container".to_string(), rec.id.clone()),
+            ]
+            .into(),
+        ));
+        return Ok(StatusCode::OK);
+    }
     let (net, ep) = st
         .networks
         .connect(
@@ -507,6 +525,27 @@ async fn disconnect(
     let svc = st.containers.clone();
     let key = b.container.clone();
     let rec = blocking(move || svc.get(&key)).await?;
+    if let Some(net) = overlay_of(&st, &id).await {
+        if !rec.endpoints.iter().any(|e| e.network_id == net.id) {
+            return Err(ApiError::Forbidden(format!(
+                "container {} is not connected to network {}",
+                rec.id, net.spec.name
+            )));
+        }
+        st.networks.disconnect_overlay(&rec.id, &net.id).await;
+        st.containers.remove_endpoint(&rec.id, &net.id);
+        st.events.publish(Event::now(
+            "network",
+            "disconnect",
+            &net.id,
+            [
+                ("name".to_string(), net.spec.name.clone()),
+                ("container".to_string(), rec.id.clone()),
+            ]
+            .into(),
+        ));
+        return Ok(StatusCode::OK);
+    }
     let state = st.networks.state().await;
     let net = state
         .find_network(&id)
@@ -846,9 +885,9 @@ async fn remove_overlay(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Plain containers on overlay networks need the overlay data plane on this node, which
-/// berth does not drive yet: refused by name (non-attachable ones as swarmkit refuses
-/// them) rather than answered with "not found".
+/// Plain containers on overlay networks: non-attachable ones refused as swarmkit refuses
+/// them (403); attachable ones go to the overlay data plane of this node
+/// (`service::overlay_plane`).
 pub async fn refuse_overlay_attach(st: &AppState, network: &str) -> Result<(), ApiError> {
     if st.networks.state().await.find_network(network).is_ok() {
         return Ok(());
@@ -864,7 +903,19 @@ pub async fn refuse_overlay_attach(st: &AppState, network: &str) -> Result<(), A
             "Could not attach to network {network}: rpc error: code = PermissionDenied desc = network {network} not manually attachable"
         )));
     }
-    Err(ApiError::NotImplemented(format!(
-        "attaching containers to the overlay network {network} is not supported by berth yet (the overlay data plane is not wired to containers)"
-    )))
+    if st.networks.overlay().is_none() {
+        return Err(ApiError::NotImplemented(format!(
+            "attaching containers to the overlay network {network}: this berthd has no overlay data plane"
+        )));
+    }
+    Ok(())
+}
+
+/// The attachable overlay `network` of the cluster, when it is one (and not a local
+/// network of that name).
+async fn overlay_of(st: &AppState, network: &str) -> Option<berth_consensus::state::Network> {
+    if st.networks.state().await.find_network(network).is_ok() {
+        return None;
+    }
+    st.networks.overlay()?.network(network)
 }

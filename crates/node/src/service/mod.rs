@@ -16,6 +16,7 @@ pub mod orchestrator;
 // use it).
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod overlay;
+pub mod overlay_plane;
 pub mod pattern;
 pub mod peers;
 pub mod services;

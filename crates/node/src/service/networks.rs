@@ -21,6 +21,7 @@ use berth_overlay_net::{
 use tokio::sync::Mutex;
 
 use crate::error::ServiceError;
+use crate::service::overlay_plane::{OverlayAttachment, OverlayPlane};
 use crate::service::volumes::random_hex64;
 
 /// IDs of the two namespace-mode networks, fixed so they are stable across restarts.
@@ -84,6 +85,8 @@ struct Inner {
     upstreams: Vec<SocketAddr>,
     host_resolv: String,
     handle: tokio::runtime::Handle,
+    /// The overlay data plane, once berthd has made it (cluster mode).
+    overlay: std::sync::OnceLock<OverlayPlane>,
 }
 
 /// What a container gets from joining its networks.
@@ -91,6 +94,8 @@ struct Inner {
 pub struct Attachment {
     pub netns: PathBuf,
     pub endpoints: Vec<(Network, Endpoint)>,
+    /// Its endpoint on an attachable overlay network (`--network <overlay>`).
+    pub overlay: Vec<OverlayAttachment>,
     /// `/etc/hosts` and `/etc/resolv.conf` files to bind into the container.
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
@@ -230,6 +235,7 @@ impl NetworkService {
                 upstreams,
                 host_resolv,
                 handle: tokio::runtime::Handle::current(),
+                overlay: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -322,6 +328,35 @@ impl NetworkService {
         host_mode: bool,
         names: &NameFiles,
     ) -> Result<(PathBuf, PathBuf), ServiceError> {
+        let own: Vec<_> = endpoints.iter().map(|(_, e)| e.address).collect();
+        let embedded = endpoints
+            .iter()
+            .find(|(n, _)| !n.is_default && !n.internal)
+            .map(|(n, _)| n.pool.gateway);
+        self.write_name_files(
+            container_id,
+            hostname,
+            domainname,
+            &own,
+            embedded,
+            host_mode,
+            names,
+        )
+    }
+
+    /// Writes the container's `/etc/hosts` (its `own` addresses) and `/etc/resolv.conf`
+    /// (pointing at the embedded DNS on `embedded`, when given).
+    #[allow(clippy::too_many_arguments)]
+    fn write_name_files(
+        &self,
+        container_id: &str,
+        hostname: &str,
+        domainname: &str,
+        own: &[std::net::Ipv4Addr],
+        embedded: Option<std::net::Ipv4Addr>,
+        host_mode: bool,
+        names: &NameFiles,
+    ) -> Result<(PathBuf, PathBuf), ServiceError> {
         use std::fmt::Write as _;
         let (hosts, resolv) = self.files(container_id);
         let dir = hosts.parent().expect("files have a parent");
@@ -339,13 +374,8 @@ impl NetworkService {
             }
             t
         } else {
-            let own: Vec<_> = endpoints.iter().map(|(_, e)| e.address).collect();
-            render_hosts(hostname, Some(domainname), &own, &names.extra_hosts)
+            render_hosts(hostname, Some(domainname), own, &names.extra_hosts)
         };
-        let embedded = endpoints
-            .iter()
-            .find(|(n, _)| !n.is_default && !n.internal)
-            .map(|(n, _)| n.pool.gateway);
         let resolv_text = if host_mode && !names.resolv_overridden() {
             self.inner.host_resolv.clone()
         } else {
@@ -410,6 +440,46 @@ impl NetworkService {
         let netns = self.netns_path(container_id);
         let _ = remove_netns_file(&netns);
         create_netns_file(&netns).map_err(net_error)?;
+        if let Some((plane, net)) = self.overlay_network_blocking(network) {
+            let att = self.inner.handle.block_on(plane.attach(
+                container_id,
+                container_name,
+                &net,
+                aliases,
+                &netns,
+                "eth0",
+                true,
+            ));
+            let att = match att {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = remove_netns_file(&netns);
+                    return Err(e);
+                }
+            };
+            let embedded = (!net.spec.internal).then_some(net.gateway);
+            return match self.write_name_files(
+                container_id,
+                hostname,
+                domainname,
+                &[att.ip],
+                embedded,
+                false,
+                names,
+            ) {
+                Ok((hosts, resolv_conf)) => Ok(Attachment {
+                    netns,
+                    endpoints: Vec::new(),
+                    overlay: vec![att],
+                    hosts,
+                    resolv_conf,
+                }),
+                Err(e) => {
+                    self.detach_blocking(container_id);
+                    Err(e)
+                }
+            };
+        }
         let result = self.inner.handle.block_on(self.join(EndpointRequest {
             endpoint_id: random_hex64(),
             container_id: container_id.to_string(),
@@ -433,6 +503,7 @@ impl NetworkService {
             Ok((hosts, resolv_conf)) => Ok(Attachment {
                 netns,
                 endpoints,
+                overlay: Vec::new(),
                 hosts,
                 resolv_conf,
             }),
@@ -527,6 +598,12 @@ impl NetworkService {
                 }
             }
             self.saved(&d).await;
+            drop(d);
+            if let Some(plane) = self.inner.overlay.get() {
+                plane
+                    .detach(container_id, None, &self.netns_path(container_id))
+                    .await;
+            }
         });
         let netns = self.netns_path(container_id);
         if netns.exists() {
@@ -536,6 +613,103 @@ impl NetworkService {
         }
         let dir = self.inner.files_dir.join(container_id);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Hands over the overlay data plane (once, at start-up).
+    pub fn set_overlay(&self, plane: OverlayPlane) {
+        let _ = self.inner.overlay.set(plane);
+    }
+
+    /// The overlay data plane, when set.
+    pub fn overlay(&self) -> Option<&OverlayPlane> {
+        self.inner.overlay.get()
+    }
+
+    /// `network` as an overlay of the cluster, when it is not a local network.
+    fn overlay_network_blocking(
+        &self,
+        network: &str,
+    ) -> Option<(OverlayPlane, berth_consensus::state::Network)> {
+        let plane = self.inner.overlay.get()?;
+        let local = self.inner.handle.block_on(async {
+            self.inner
+                .driver
+                .lock()
+                .await
+                .state()
+                .find_network(network)
+                .is_ok()
+        });
+        if local {
+            return None;
+        }
+        plane.network(network).map(|n| (plane.clone(), n))
+    }
+
+    /// Joins a running or created container (its namespace exists) to an attachable
+    /// overlay, as `eth<n>` after its other interfaces.
+    pub async fn connect_overlay(
+        &self,
+        container_id: &str,
+        container_name: &str,
+        network: &berth_consensus::state::Network,
+        aliases: Vec<String>,
+    ) -> Result<OverlayAttachment, ServiceError> {
+        let plane = self
+            .inner
+            .overlay
+            .get()
+            .ok_or_else(|| ServiceError::unavailable("this node is not part of a swarm"))?;
+        let netns = self.netns_path(container_id);
+        if !netns.exists() {
+            return Err(ServiceError::conflict(format!(
+                "container {container_id} has no network namespace of its own (host or none mode)"
+            )));
+        }
+        let existing = plane.endpoints_of(container_id);
+        if existing.iter().any(|a| a.network.id == network.id) {
+            return Err(ServiceError::Forbidden {
+                message: format!(
+                    "endpoint with name {container_name} already exists in network {}",
+                    network.spec.name
+                ),
+            });
+        }
+        let bridges = self
+            .inner
+            .driver
+            .lock()
+            .await
+            .state()
+            .endpoints
+            .values()
+            .filter(|e| e.container_id == container_id)
+            .count();
+        let ifname = format!("eth{}", bridges + existing.len());
+        plane
+            .attach(
+                container_id,
+                container_name,
+                network,
+                aliases,
+                &netns,
+                &ifname,
+                false,
+            )
+            .await
+    }
+
+    /// Removes a container's endpoint on an overlay.
+    pub async fn disconnect_overlay(&self, container_id: &str, network_id: &str) {
+        if let Some(plane) = self.inner.overlay.get() {
+            plane
+                .detach(
+                    container_id,
+                    Some(network_id),
+                    &self.netns_path(container_id),
+                )
+                .await;
+        }
     }
 
     /// When no container is left: removes every berth link and the nftables table.

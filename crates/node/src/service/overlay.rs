@@ -13,8 +13,8 @@
 //! `addr`), so the driver programs FDB and neighbour entries for exactly the live remote
 //! endpoints and drops those of a node that left (its endpoints leave the state with it).
 //!
-//! Not wired yet: the reconcile loop calling `OverlayDriver::reconcile` with this on every
-//! state change, container attach, VIP tables and DNS (see the branch's report).
+//! Wired by `service::overlay_plane` (reconcile loop, plain containers, DNS); `vip_rules`
+//! is not called yet (service VIPs are not wired).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -20,7 +20,8 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -456,7 +457,19 @@ impl OverlayDriver {
                 let i = self.index(link).await?;
                 let m = self.index(bridge).await?;
                 self.set_link(i, LinkUnspec::new_with_index(i).controller(m), "master")
-                    .await
+                    .await?;
+                if self.names.is_vxlan(link) {
+                    // The bridge must not learn remote MACs on the VXLAN port either: a
+                    // learned entry would outlive the endpoint (until aging, 300 s) and
+                    // point at a node that may have gone. Remote MACs are known only from
+                    // the static FDB entries on the VXLAN device.
+                    h.link()
+                        .set_port(LinkBridgePort::new(i).learning(false).build())
+                        .execute()
+                        .await
+                        .map_err(nl(format!("bridge port learning off on {link}")))?;
+                }
+                Ok(())
             }
             OverlayOp::SetUp { link } => {
                 let i = self.index(link).await?;

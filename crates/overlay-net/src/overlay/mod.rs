@@ -249,6 +249,13 @@ impl OverlayNames {
         format!("{}x{vni:06x}", self.prefix)
     }
 
+    /// Whether `name` is a VXLAN device name of this instance.
+    pub fn is_vxlan(&self, name: &str) -> bool {
+        name.strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('x'))
+            .is_some_and(|hex| hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
     /// Host end of the veth of a container namespace on a network (stable: detach computes
     /// it again from the same inputs).
     pub fn veth(&self, network_id: &str, netns: &std::path::Path) -> String {

@@ -414,6 +414,16 @@ impl ContainerService {
         self.update(id, |r| r.endpoints.push(e));
     }
 
+    /// Records an overlay endpoint added by `docker network connect`.
+    pub fn add_overlay_endpoint(
+        &self,
+        id: &str,
+        att: &crate::service::overlay_plane::OverlayAttachment,
+    ) {
+        let e = overlay_endpoint_record(att);
+        self.update(id, |r| r.endpoints.push(e));
+    }
+
     /// Forgets an endpoint removed by `docker network disconnect`.
     pub fn remove_endpoint(&self, id: &str, network_id: &str) {
         self.update(id, |r| r.endpoints.retain(|e| e.network_id != network_id));
@@ -787,6 +797,7 @@ impl ContainerService {
                     destination: "/etc/resolv.conf".into(),
                     read_only: false,
                 });
+                endpoints.extend(att.overlay.iter().map(overlay_endpoint_record));
                 for (net, ep) in &att.endpoints {
                     endpoints.push(endpoint_record(net, ep));
                     for p in &ep.ports {
@@ -1663,6 +1674,31 @@ pub fn endpoint_record(
             .collect::<Vec<_>>()
             .join(":"),
         aliases: ep.aliases.clone(),
+    }
+}
+
+/// The record of an overlay endpoint (inspect's `NetworkSettings.Networks.<name>`).
+pub fn overlay_endpoint_record(
+    att: &crate::service::overlay_plane::OverlayAttachment,
+) -> record::Endpoint {
+    record::Endpoint {
+        network: att.network.spec.name.clone(),
+        network_id: att.network.id.clone(),
+        endpoint_id: att.endpoint_id.clone(),
+        ip_address: att.ip.to_string(),
+        prefix_len: att.network.subnet_net().len,
+        gateway: if att.network.spec.internal {
+            String::new()
+        } else {
+            att.network.gateway.to_string()
+        },
+        mac_address: att
+            .mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        aliases: att.aliases.clone(),
     }
 }
 

@@ -1,0 +1,550 @@
+//! The overlay data plane of this node, driven from the replicated cluster state: one
+//! [`OverlayDriver`] per berthd, a reconcile task that realises
+//! [`desired_overlays`](super::overlay::desired_overlays) after every applied change, the
+//! attachment of plain containers to attachable overlays (`docker run --network`,
+//! `docker network connect`), and the embedded DNS of each overlay realised here.
+//!
+//! ```text
+//!  applied_watch ──> local ClusterState ──desired_overlays(me)──> OverlayDriver::reconcile
+//!                                      └─ container endpoints ──> DnsServer per overlay (gateway:53)
+//!  container create/connect ──AttachEndpoint (leader allocates IP/MAC)──> reconcile ──> attach(netns)
+//!  container rm/disconnect  ──detach(netns)──> DetachEndpoint ──> reconcile
+//! ```
+//!
+//! Instance isolation: the device prefix is `o` followed by 3 hex digits of a hash of the
+//! data root, so two berthd on one host (different data roots) never touch each other's
+//! links or nftables table. The VXLAN UDP port is the standard 4789 for every instance: two
+//! berthd in the SAME network namespace that realise the same VNI would both bind
+//! 4789 for it and the second VXLAN device fails to come up (EADDRINUSE); berthd instances
+//! that share a host must run in their own network namespaces (as the tests do) or belong
+//! to different clusters whose VNIs do not meet.
+//!
+//! DNS: like the bridge networks' (see `berth_overlay_net::dns`), a server on the overlay's
+//! gateway address in the host namespace (the gateway is on the local overlay bridge of
+//! every node that realises it), answering the names (container name, `name.network`,
+//! `--network-alias` aliases, short id) of every container endpoint of that overlay in the
+//! cluster. Internal overlays have no gateway address on the host, so no embedded DNS.
+//!
+//! Not here: services' tasks on overlays, VIPs, the routing mesh (refused elsewhere).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_consensus::state::{EndpointOwner, Network};
+use berth_consensus::{ClusterState, Command, Response};
+use berth_overlay_net::dns::{DnsRecords, DnsServer};
+use berth_overlay_net::overlay::{OverlayConfig, OverlayDriver};
+use tokio::sync::Mutex;
+
+use super::cluster::{cluster_error, ClusterPhase, ClusterService};
+use super::overlay::desired_overlays;
+use crate::error::ServiceError;
+
+/// How long a node waits for its replica to catch up with a write it made.
+const WAIT_FOR_REPLICA: Duration = Duration::from_secs(10);
+
+/// One container's endpoint on an overlay, as inspect shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayAttachment {
+    /// The overlay network (its record in the cluster state).
+    pub network: Network,
+    /// Endpoint id (64 hex).
+    pub endpoint_id: String,
+    /// Its address on the overlay.
+    pub ip: Ipv4Addr,
+    /// Its MAC (`02:42:` + address).
+    pub mac: [u8; 6],
+    /// `--network-alias` names.
+    pub aliases: Vec<String>,
+}
+
+struct Plane {
+    cluster: ClusterService,
+    driver: Mutex<OverlayDriver>,
+    dns: Mutex<HashMap<String, DnsServer>>,
+    upstreams: Vec<SocketAddr>,
+    /// Whether the data plane is known to be empty (torn down with nothing realised).
+    idle: AtomicBool,
+}
+
+/// This node's overlay data plane. Cheap to clone.
+#[derive(Clone)]
+pub struct OverlayPlane {
+    inner: Arc<Plane>,
+}
+
+impl std::fmt::Debug for OverlayPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverlayPlane").finish_non_exhaustive()
+    }
+}
+
+/// The device prefix of the berthd whose data root is `data_root`: `o` + 3 hex digits of
+/// the path's FNV-1a hash (stable across berthd versions, so a restart finds its links).
+pub fn instance_prefix(data_root: &Path) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in data_root.as_os_str().as_encoded_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("o{:03x}", h & 0xfff)
+}
+
+impl OverlayPlane {
+    /// Opens the driver (a netlink socket in berthd's namespace). Must run inside tokio.
+    pub fn new(
+        cluster: ClusterService,
+        data_root: &Path,
+        upstreams: Vec<SocketAddr>,
+    ) -> Result<Self, ServiceError> {
+        let driver = OverlayDriver::new(OverlayConfig {
+            prefix: instance_prefix(data_root),
+            ..OverlayConfig::default()
+        })
+        .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        Ok(OverlayPlane {
+            inner: Arc::new(Plane {
+                cluster,
+                driver: Mutex::new(driver),
+                dns: Mutex::new(HashMap::new()),
+                upstreams,
+                idle: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The overlay network `reference` (name, id or id prefix) of the cluster, when this
+    /// node is a member and it exists.
+    pub fn network(&self, reference: &str) -> Option<Network> {
+        self.inner
+            .cluster
+            .local_cluster_state()?
+            .network_by_ref(reference)
+            .cloned()
+    }
+
+    /// Realises the current replica: links, FDB/neighbour entries, DNS servers and records.
+    pub async fn reconcile(&self) -> Result<(), ServiceError> {
+        let (Some(node), Some(state)) = (
+            self.inner.cluster.node(),
+            self.inner.cluster.local_cluster_state(),
+        ) else {
+            return Ok(());
+        };
+        let Some(desired) = desired_overlays(&state, node.id()) else {
+            return Ok(());
+        };
+        let mut d = self.inner.driver.lock().await;
+        if desired.networks.is_empty() {
+            // Nothing realised here: no link and no host table either (once; also clears
+            // what a crashed berthd left).
+            drop(d);
+            if !self.inner.idle.swap(true, Ordering::SeqCst) {
+                self.teardown().await;
+            }
+            return Ok(());
+        }
+        self.inner.idle.store(false, Ordering::SeqCst);
+        d.reconcile(&desired)
+            .await
+            .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        let wanted: Vec<&Network> = desired
+            .networks
+            .iter()
+            .filter(|s| !s.internal)
+            .filter_map(|s| state.networks.get(&s.id))
+            .collect();
+        let mut dns = self.inner.dns.lock().await;
+        dns.retain(|id, _| wanted.iter().any(|n| &n.id == id));
+        for n in wanted {
+            if !dns.contains_key(&n.id) {
+                match DnsServer::bind(
+                    SocketAddrV4::new(n.gateway, 53),
+                    self.inner.upstreams.clone(),
+                )
+                .await
+                {
+                    Ok(s) => {
+                        dns.insert(n.id.clone(), s);
+                    }
+                    Err(e) => {
+                        tracing::warn!(network = %n.spec.name, error = %e, "overlay embedded DNS");
+                        continue;
+                    }
+                }
+            }
+            dns[&n.id].set_records(dns_records(&state, n));
+        }
+        Ok(())
+    }
+
+    /// Removes every overlay link and the nftables table of this instance, and stops the
+    /// overlay DNS servers (leave swarm, daemon stop).
+    pub async fn teardown(&self) {
+        self.inner.idle.store(true, Ordering::SeqCst);
+        self.inner.dns.lock().await.clear();
+        if let Err(e) = self.inner.driver.lock().await.teardown().await {
+            tracing::warn!(error = %e, "overlay teardown");
+        }
+    }
+
+    /// Whether this node hosts any endpoint in the replica (daemon stop keeps the data plane
+    /// of running containers, as for bridge networks).
+    pub fn has_local_endpoints(&self) -> bool {
+        let (Some(node), Some(state)) = (
+            self.inner.cluster.node(),
+            self.inner.cluster.local_cluster_state(),
+        ) else {
+            return false;
+        };
+        state
+            .endpoints
+            .values()
+            .any(|e| e.node_id == Some(node.id()))
+    }
+
+    /// Plugs the container namespace `netns` into overlay `network`: an endpoint committed
+    /// through the cluster (the leader allocates its address), the network realised here,
+    /// a veth `ifname` with the endpoint's MAC and address and a default route via the
+    /// gateway when `default_route` (its first network). Errors: not attachable (403), not
+    /// a member / no quorum (503), data plane failures (500; the endpoint is released).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn attach(
+        &self,
+        container_id: &str,
+        container_name: &str,
+        network: &Network,
+        aliases: Vec<String>,
+        netns: &Path,
+        ifname: &str,
+        default_route: bool,
+    ) -> Result<OverlayAttachment, ServiceError> {
+        let me = self.inner.cluster.member()?.id();
+        let endpoint_id = crate::service::volumes::random_hex64();
+        let answer = self
+            .inner
+            .cluster
+            .write(Command::AttachEndpoint {
+                id: endpoint_id.clone(),
+                network: network.id.clone(),
+                node_id: me,
+                owner: EndpointOwner::Container {
+                    id: container_id.to_string(),
+                    name: container_name.to_string(),
+                    aliases: aliases.clone(),
+                },
+                requested_ip: None,
+            })
+            .await?;
+        let endpoint = match answer {
+            Ok(Response::Endpoint { endpoint }) => endpoint,
+            Ok(Response::Rejected { rejection }) => {
+                return Err(cluster_error(berth_consensus::ConsensusError::Rejected(
+                    rejection,
+                )))
+            }
+            Ok(other) => {
+                return Err(ServiceError::Cluster(format!(
+                    "unexpected cluster answer {other:?}"
+                )))
+            }
+            Err(e) => return Err(cluster_error(e)),
+        };
+        let result = async {
+            self.wait_for_replica(|s| s.endpoints.contains_key(&endpoint_id))
+                .await?;
+            self.reconcile().await?;
+            let gateway = (default_route && !network.spec.internal).then_some(network.gateway);
+            self.inner
+                .driver
+                .lock()
+                .await
+                .attach(
+                    &network.id,
+                    netns,
+                    ifname,
+                    endpoint.ip,
+                    network.subnet_net().len,
+                    endpoint.mac,
+                    gateway,
+                )
+                .await
+                .map_err(|e| ServiceError::Network(Box::new(e)))
+        }
+        .await;
+        if let Err(e) = result {
+            self.release(&endpoint_id).await;
+            return Err(e);
+        }
+        Ok(OverlayAttachment {
+            network: network.clone(),
+            endpoint_id,
+            ip: endpoint.ip,
+            mac: endpoint.mac,
+            aliases,
+        })
+    }
+
+    /// Unplugs the container from overlay `network_id` (or from every overlay when `None`)
+    /// and releases its endpoints in the cluster. Keeps going on errors, logging each.
+    pub async fn detach(&self, container_id: &str, network_id: Option<&str>, netns: &Path) {
+        let (Some(node), Some(state)) = (
+            self.inner.cluster.node(),
+            self.inner.cluster.local_cluster_state(),
+        ) else {
+            return;
+        };
+        let mine: Vec<(String, String)> = state
+            .endpoints
+            .values()
+            .filter(|e| e.node_id == Some(node.id()))
+            .filter(|e| network_id.is_none_or(|n| e.network_id == n))
+            .filter(
+                |e| matches!(&e.owner, EndpointOwner::Container { id, .. } if id == container_id),
+            )
+            .map(|e| (e.id.clone(), e.network_id.clone()))
+            .collect();
+        for (ep, net) in mine {
+            if let Err(e) = self.inner.driver.lock().await.detach(&net, netns).await {
+                tracing::warn!(container = %container_id, error = %e, "overlay detach");
+            }
+            self.release(&ep).await;
+        }
+    }
+
+    /// The overlay endpoints of a container on this node, from the replica.
+    pub fn endpoints_of(&self, container_id: &str) -> Vec<OverlayAttachment> {
+        let (Some(node), Some(state)) = (
+            self.inner.cluster.node(),
+            self.inner.cluster.local_cluster_state(),
+        ) else {
+            return Vec::new();
+        };
+        state
+            .endpoints
+            .values()
+            .filter(|e| e.node_id == Some(node.id()))
+            .filter_map(|e| match &e.owner {
+                EndpointOwner::Container { id, aliases, .. } if id == container_id => Some((
+                    e,
+                    aliases.clone(),
+                    state.networks.get(&e.network_id)?.clone(),
+                )),
+                _ => None,
+            })
+            .map(|(e, aliases, network)| OverlayAttachment {
+                network,
+                endpoint_id: e.id.clone(),
+                ip: e.ip,
+                mac: e.mac,
+                aliases,
+            })
+            .collect()
+    }
+
+    async fn release(&self, endpoint_id: &str) {
+        let Some(node) = self.inner.cluster.node() else {
+            return;
+        };
+        match self
+            .inner
+            .cluster
+            .write(Command::DetachEndpoint {
+                id: endpoint_id.to_string(),
+                node_id: node.id(),
+            })
+            .await
+        {
+            Ok(Ok(_)) => {
+                let _ = self
+                    .wait_for_replica(|s| !s.endpoints.contains_key(endpoint_id))
+                    .await;
+                if let Err(e) = self.reconcile().await {
+                    tracing::warn!(error = %e, "overlay reconcile after detach");
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(endpoint = %endpoint_id, error = %e, "releasing overlay endpoint")
+            }
+            Err(e) => {
+                tracing::warn!(endpoint = %endpoint_id, error = %e, "releasing overlay endpoint")
+            }
+        }
+    }
+
+    async fn wait_for_replica(
+        &self,
+        done: impl Fn(&ClusterState) -> bool,
+    ) -> Result<(), ServiceError> {
+        let node = self.inner.cluster.member()?;
+        let mut applied = node.applied_watch();
+        let wait = async {
+            loop {
+                if node.state_view().read(|s: &ClusterState| done(s)) {
+                    return;
+                }
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT_FOR_REPLICA, wait)
+            .await
+            .map_err(|_| {
+                ServiceError::unavailable(
+                    "this node's replica of the cluster state lags: try again",
+                )
+            })
+    }
+}
+
+/// The names overlay `n` answers: every container endpoint on it, anywhere in the cluster.
+fn dns_records(state: &ClusterState, n: &Network) -> DnsRecords {
+    let mut names: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+    let mut add = |name: &str, ip: Ipv4Addr| {
+        let key = name.trim_end_matches('.').to_ascii_lowercase();
+        if key.is_empty() {
+            return;
+        }
+        let ips = names.entry(key).or_default();
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    };
+    for e in state.endpoints_of_network(&n.id) {
+        if let EndpointOwner::Container { id, name, aliases } = &e.owner {
+            add(name, e.ip);
+            add(&format!("{name}.{}", n.spec.name), e.ip);
+            for a in aliases {
+                add(a, e.ip);
+            }
+            add(&id[..id.len().min(12)], e.ip);
+        }
+    }
+    DnsRecords {
+        names,
+        upstreams: BTreeMap::new(),
+    }
+}
+
+/// Runs the reconcile loop while the cluster is active (after every applied batch, and
+/// every 5 s as a repair), and tears the data plane down when this node leaves.
+pub fn spawn(plane: OverlayPlane) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut phase = plane.inner.cluster.phase_watch();
+        loop {
+            let current = phase.borrow_and_update().clone();
+            match current {
+                ClusterPhase::Active(_) => {
+                    if let Some(node) = plane.inner.cluster.node() {
+                        let mut applied = node.applied_watch();
+                        drop(node);
+                        loop {
+                            if let Err(e) = plane.reconcile().await {
+                                tracing::warn!(error = %e, "overlay reconcile");
+                            }
+                            tokio::select! {
+                                r = phase.changed() => {
+                                    if r.is_err() { return; }
+                                    break;
+                                }
+                                r = applied.changed() => if r.is_err() {
+                                    // The node stopped: wait for the phase change.
+                                    if phase.changed().await.is_err() { return; }
+                                    break;
+                                },
+                                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                            }
+                        }
+                        continue;
+                    }
+                }
+                ClusterPhase::Left { .. } => plane.teardown().await,
+                ClusterPhase::Inactive => {}
+            }
+            if phase.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_consensus::state::{NetworkSpec, NodeSpec};
+    use berth_consensus::NodeRole;
+
+    use super::*;
+
+    #[test]
+    fn prefixes_are_valid_device_prefixes_and_differ_per_data_root() {
+        let a = instance_prefix(Path::new("/var/lib/berth"));
+        let b = instance_prefix(Path::new("/tmp/other/data"));
+        assert_eq!(a, instance_prefix(Path::new("/var/lib/berth")));
+        assert_ne!(a, b);
+        assert!(berth_overlay_net::overlay::OverlayNames::new(&a).is_ok());
+    }
+
+    #[test]
+    fn an_overlay_answers_the_names_of_its_containers_only() {
+        let mut state = ClusterState::default();
+        state.apply(
+            1,
+            &Command::InitCluster {
+                cluster_id: "c".into(),
+                first_node: NodeSpec {
+                    id: 1,
+                    hostname: "h1".into(),
+                    addr: "10.77.0.1:2377".into(),
+                    role: NodeRole::Manager,
+                    cert_fingerprint: "fp".into(),
+                },
+                networking: None,
+            },
+        );
+        for (i, name) in [(2, "a"), (3, "b")] {
+            state.apply(
+                i,
+                &Command::CreateNetwork {
+                    id: format!("n{name}"),
+                    spec: NetworkSpec {
+                        name: name.into(),
+                        attachable: true,
+                        ..NetworkSpec::default()
+                    },
+                    at: 0,
+                },
+            );
+        }
+        let attach = |state: &mut ClusterState, index, net: &str, cname: &str, aliases| {
+            state.apply(
+                index,
+                &Command::AttachEndpoint {
+                    id: format!("e{index}"),
+                    network: net.into(),
+                    node_id: 1,
+                    owner: EndpointOwner::Container {
+                        id: format!("{cname}0123456789abcdef"),
+                        name: cname.into(),
+                        aliases,
+                    },
+                    requested_ip: None,
+                },
+            )
+        };
+        attach(&mut state, 4, "a", "web", vec!["site".into()]);
+        attach(&mut state, 5, "b", "other", vec![]);
+        let na = state.network_by_ref("a").unwrap().clone();
+        let r = dns_records(&state, &na);
+        let ip = r.lookup("web").unwrap().to_vec();
+        assert_eq!(ip.len(), 1);
+        assert_eq!(r.lookup("WEB.a").unwrap(), ip.as_slice());
+        assert_eq!(r.lookup("site").unwrap(), ip.as_slice());
+        assert_eq!(r.lookup("web012345678").unwrap(), ip.as_slice());
+        assert!(r.lookup("other").is_none());
+    }
+}
