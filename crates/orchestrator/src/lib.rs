@@ -30,6 +30,7 @@ pub mod model;
 pub mod reconcile;
 pub mod schedule;
 pub mod spec;
+pub mod update;
 
 use std::collections::{BTreeMap, HashMap};
 
