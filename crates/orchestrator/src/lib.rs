@@ -99,6 +99,22 @@ pub enum TaskChange {
         /// Task id.
         task_id: String,
     },
+    /// Store a service's [`update::UpdateStatus`] (the update state machine's decision,
+    /// [`update::step`]); with `rollback`, also roll the service back to its
+    /// `PreviousSpec` (spec, pinned image and template version restored, no previous spec
+    /// left, `version` = the entry's index: swarmkit's automatic rollback). Refused when the
+    /// service is missing, at another `version` than `service_version` (the decision was
+    /// made on an older spec), or, for a rollback, has no previous spec.
+    UpdateStatus {
+        /// Service id.
+        service_id: String,
+        /// The service's `version` the decision was made on.
+        service_version: u64,
+        /// The new status.
+        status: update::UpdateStatus,
+        /// Roll back to the previous spec.
+        rollback: bool,
+    },
 }
 
 /// What one orchestration pass decided.

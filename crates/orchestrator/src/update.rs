@@ -4,9 +4,9 @@
 //!
 //! The reconciler's rolling update replaces outdated tasks; this module decides what the
 //! update as a whole is doing, from the service's stored [`UpdateStatus`], the
-//! [`UpdatePolicy`] in force and an [`UpdateObservation`] of the service's places made by
+//! [`UpdateConfig`] in force and an [`UpdateObservation`] of the service's places made by
 //! the same pass:
-//! - **Start.** A service with outdated places and no update in progress (no status, or
+//! - **Start.** A service with outdated places (a live task of an older template) and no update in progress (no status, or
 //!   a finished one) starts one: `updating`, `"update in progress"`, `StartedAt` = now.
 //!   A manual rollback (`POST /services/{id}/update?rollback=previous`) stores
 //!   `rollback_started` / `"manually requested rollback"` itself; this module then paces
@@ -43,7 +43,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Nanos, Task, TaskState, UpdateOrder};
+use crate::model::{Nanos, Task, TaskState, UpdateConfig};
 
 /// Docker `UpdateStatus.State`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,46 +131,13 @@ pub enum FailureAction {
     Rollback,
 }
 
-/// A whole `UpdateConfig` (or `RollbackConfig`): the pacing the reconciler honours plus
-/// the failure policy this module applies.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct UpdatePolicy {
-    /// Places replaced at once; 0 = all at once.
-    pub parallelism: u64,
-    /// Wait (ns) after a replacement runs before replacing more.
-    pub delay: Nanos,
-    /// stop-first or start-first.
-    pub order: UpdateOrder,
-    /// What failures do.
-    pub failure_action: FailureAction,
-    /// How long (ns) a new task is watched after it starts running.
-    pub monitor: Nanos,
-    /// Tolerated fraction of failed places, 0 to 1.
-    pub max_failure_ratio: f32,
-}
-
-impl Default for UpdatePolicy {
-    /// Docker's defaults (swarmkit `api/defaults`): parallelism 1, no delay, stop-first,
-    /// pause, 5 s monitor, ratio 0.
-    fn default() -> Self {
-        UpdatePolicy {
-            parallelism: 1,
-            delay: 0,
-            order: UpdateOrder::StopFirst,
-            failure_action: FailureAction::Pause,
-            monitor: 5_000_000_000,
-            max_failure_ratio: 0.0,
-        }
-    }
-}
-
 /// The policy that paces the service now: `RollbackConfig` while a rollback is under
 /// way, `UpdateConfig` otherwise.
 pub fn policy_in_force<'p>(
     status: Option<&UpdateStatus>,
-    update: &'p UpdatePolicy,
-    rollback: &'p UpdatePolicy,
-) -> &'p UpdatePolicy {
+    update: &'p UpdateConfig,
+    rollback: &'p UpdateConfig,
+) -> &'p UpdateConfig {
     if status.is_some_and(|s| s.state.is_rollback()) {
         rollback
     } else {
@@ -210,7 +177,12 @@ pub fn counts_as_failure(
 pub struct UpdateObservation {
     /// Places the service keeps.
     pub places: u64,
-    /// Places that still hold an outdated live task or wait for their replacement to run.
+    /// Places that still hold a live task of an older template: an update starts only
+    /// when there are some.
+    pub outdated: u64,
+    /// Places that hold an outdated live task or wait for their replacement to run (a
+    /// task of the current template, not yet running, in a place that held an older one):
+    /// the update completes only when there are none.
     pub pending: u64,
     /// Latest time a task of the current template started running, if any did.
     pub last_running_at: Option<Nanos>,
@@ -245,7 +217,7 @@ pub struct Step {
 /// `PreviousSpec` to roll back to (without one, `rollback` pauses).
 pub fn step(
     status: Option<&UpdateStatus>,
-    policy: &UpdatePolicy,
+    policy: &UpdateConfig,
     obs: &UpdateObservation,
     has_previous: bool,
     now: Nanos,
@@ -255,7 +227,7 @@ pub fn step(
         wake_at: None,
     };
     let Some(current) = status.filter(|s| s.state.in_progress()) else {
-        if status.is_some_and(|s| !update_proceeds(Some(s))) || obs.pending == 0 {
+        if status.is_some_and(|s| !update_proceeds(Some(s))) || obs.outdated == 0 {
             return keep;
         }
         // Outdated places and no update under way: one starts.
@@ -361,18 +333,19 @@ mod tests {
     ) -> UpdateObservation {
         UpdateObservation {
             places,
+            outdated: pending,
             pending,
             last_running_at,
             failures: failures.iter().map(|s| s.to_string()).collect(),
         }
     }
 
-    fn policy(action: FailureAction, monitor: Nanos, ratio: f32) -> UpdatePolicy {
-        UpdatePolicy {
+    fn policy(action: FailureAction, monitor: Nanos, ratio: f32) -> UpdateConfig {
+        UpdateConfig {
             failure_action: action,
             monitor,
             max_failure_ratio: ratio,
-            ..UpdatePolicy::default()
+            ..UpdateConfig::default()
         }
     }
 
@@ -409,7 +382,7 @@ mod tests {
         let cases: Vec<(
             &str,
             Option<UpdateState>,
-            UpdatePolicy,
+            UpdateConfig,
             UpdateObservation,
             bool,
             UpdateDecision,
@@ -668,6 +641,7 @@ mod tests {
             version: 1,
             restart_times: Vec::new(),
             template_version: 1,
+            running_at: None,
         };
         // (name, task, running_at, counts) with the update started at 10 s, monitor 5 s.
         let cases = [

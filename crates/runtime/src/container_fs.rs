@@ -79,10 +79,7 @@ pub enum CopyError {
     Runtime(#[from] RuntimeError),
 }
 
-fn sys<'a>(
-    op: &'static str,
-    path: &'a str,
-) -> impl FnOnce(nix::errno::Errno) -> RuntimeError + 'a {
+fn sys<'a>(op: &'static str, path: &'a str) -> impl FnOnce(nix::errno::Errno) -> RuntimeError + 'a {
     move |e| RuntimeError::io(op, path, io::Error::from(e))
 }
 
@@ -160,7 +157,10 @@ fn split(abs: &str) -> (&str, &str) {
 
 /// The resolved parent dir and the lstat of the last component (not followed), Docker's
 /// `ResolvePath` + `StatPath`.
-fn resolve_last(root: &File, abs: &str) -> std::result::Result<(OwnedFd, String, nix::sys::stat::FileStat), CopyError> {
+fn resolve_last(
+    root: &File,
+    abs: &str,
+) -> std::result::Result<(OwnedFd, String, nix::sys::stat::FileStat), CopyError> {
     let (dir, base) = split(abs);
     let not_found = || CopyError::NotFound(abs.trim_end_matches("/.").to_string());
     let dfd = match open_in_root(root, dir, OFlag::O_PATH | OFlag::O_DIRECTORY) {
@@ -348,12 +348,9 @@ pub fn extract_archive(
         let h = entry.header().clone();
         let kind = h.entry_type();
         let is_dir = kind == tar::EntryType::Directory;
-        let existing = nix::sys::stat::fstatat(
-            at,
-            name.as_str(),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .ok();
+        let existing =
+            nix::sys::stat::fstatat(at, name.as_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                .ok();
         if let Some(ex) = existing {
             let ex_dir = ex.st_mode & libc::S_IFMT == libc::S_IFDIR;
             if opts.no_overwrite_dir_non_dir && ex_dir && !is_dir {
@@ -377,7 +374,13 @@ pub fn extract_archive(
                     let dfd = open_in_root(root, &shown, OFlag::O_PATH | OFlag::O_DIRECTORY)
                         .map_err(sys("open", &shown))?;
                     std::fs::remove_dir_all(fd_path(&dfd))
-                        .or_else(|e| if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+                        .or_else(|e| {
+                            if e.kind() == io::ErrorKind::NotFound {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
+                        })
                         .map_err(|e| RuntimeError::io("remove", &shown, e))?;
                 } else {
                     match nix::unistd::unlinkat(at, name.as_str(), flag) {
@@ -405,7 +408,11 @@ pub fn extract_archive(
                 let fd = nix::fcntl::openat(
                     at,
                     name.as_str(),
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(|e| ro(e, "create"))?;
@@ -414,10 +421,9 @@ pub fn extract_archive(
                 io::copy(&mut entry, &mut f).map_err(bad)?;
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name()
-                    .map_err(bad)?
-                    .ok_or_else(|| CopyError::BadArchive(format!("symlink {raw:?} has no target")))?;
+                let target = entry.link_name().map_err(bad)?.ok_or_else(|| {
+                    CopyError::BadArchive(format!("symlink {raw:?} has no target"))
+                })?;
                 nix::unistd::symlinkat(target.as_os_str(), at, name.as_str())
                     .map_err(|e| ro(e, "symlink"))?;
             }
@@ -428,11 +434,18 @@ pub fn extract_archive(
                     .ok_or_else(|| CopyError::BadArchive(format!("link {raw:?} has no target")))?;
                 let t = target.to_string_lossy().into_owned();
                 let Some(tparts) = entry_components(&t)? else {
-                    return Err(CopyError::BadArchive(format!("invalid hardlink {raw:?} -> {t:?}")));
+                    return Err(CopyError::BadArchive(format!(
+                        "invalid hardlink {raw:?} -> {t:?}"
+                    )));
                 };
                 let tpath = format!("{}/{}", clean.trim_end_matches('/'), tparts.join("/"));
-                let tfd = open_in_root(root, &tpath, OFlag::O_PATH | OFlag::O_NOFOLLOW)
-                    .map_err(|_| CopyError::BadArchive(format!("hardlink {raw:?} -> {t:?}: target not found")))?;
+                let tfd = open_in_root(root, &tpath, OFlag::O_PATH | OFlag::O_NOFOLLOW).map_err(
+                    |_| {
+                        CopyError::BadArchive(format!(
+                            "hardlink {raw:?} -> {t:?}: target not found"
+                        ))
+                    },
+                )?;
                 // through the descriptor's magic link (works for O_PATH descriptors)
                 nix::unistd::linkat(
                     None,
@@ -461,10 +474,9 @@ pub fn extract_archive(
             // Docker's untar skips unknown types.
             _ => continue,
         }
-        let (uid, gid) = opts.owner.unwrap_or((
-            h.uid().unwrap_or(0) as u32,
-            h.gid().unwrap_or(0) as u32,
-        ));
+        let (uid, gid) = opts
+            .owner
+            .unwrap_or((h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
         nix::unistd::fchownat(
             at,
             name.as_str(),
@@ -474,8 +486,13 @@ pub fn extract_archive(
         )
         .map_err(|e| ro(e, "chown"))?;
         if kind != tar::EntryType::Symlink {
-            nix::sys::stat::fchmodat(at, name.as_str(), mode, nix::sys::stat::FchmodatFlags::FollowSymlink)
-                .map_err(|e| ro(e, "chmod"))?;
+            nix::sys::stat::fchmodat(
+                at,
+                name.as_str(),
+                mode,
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .map_err(|e| ro(e, "chmod"))?;
         }
         let mtime = h.mtime().unwrap_or(0) as i64;
         let t = nix::sys::time::TimeSpec::new(mtime, 0);
@@ -531,8 +548,17 @@ impl Runtime {
                 use nix::sched::{unshare, CloneFlags};
                 unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS)
                     .map_err(|e| RuntimeError::io("unshare mount namespace", "/", e.into()))?;
-                mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-                    .map_err(|source| RuntimeError::Mount { target: "/".into(), source })?;
+                mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .map_err(|source| RuntimeError::Mount {
+                    target: "/".into(),
+                    source,
+                })?;
                 mount(
                     Some(plan.source.as_str()),
                     &plan.target,
@@ -540,7 +566,10 @@ impl Runtime {
                     MsFlags::empty(),
                     Some(plan.options.as_str()),
                 )
-                .map_err(|source| RuntimeError::Mount { target: plan.target.clone(), source })?;
+                .map_err(|source| RuntimeError::Mount {
+                    target: plan.target.clone(),
+                    source,
+                })?;
                 let root = File::open(&target).map_err(|e| RuntimeError::io("open", &target, e))?;
                 if !rootfs_only {
                     for m in mounts {
@@ -549,10 +578,25 @@ impl Runtime {
                             continue;
                         };
                         let at = fd_path(&fd);
-                        mount(Some(&m.source), &at, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                            .map_err(|source| RuntimeError::Mount { target: m.destination.clone().into(), source })?;
+                        mount(
+                            Some(&m.source),
+                            &at,
+                            None::<&str>,
+                            MsFlags::MS_BIND | MsFlags::MS_REC,
+                            None::<&str>,
+                        )
+                        .map_err(|source| RuntimeError::Mount {
+                            target: m.destination.clone().into(),
+                            source,
+                        })?;
                         if m.read_only {
-                            let _ = mount(None::<&str>, &at, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
+                            let _ = mount(
+                                None::<&str>,
+                                &at,
+                                None::<&str>,
+                                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                                None::<&str>,
+                            );
                         }
                     }
                 }
@@ -582,7 +626,10 @@ impl Runtime {
         let v: serde_json::Value = serde_json::from_slice(
             &std::fs::read(&path).map_err(|e| RuntimeError::io("read", &path, e))?,
         )
-        .map_err(|source| RuntimeError::Json { what: "OCI runtime spec", source })?;
+        .map_err(|source| RuntimeError::Json {
+            what: "OCI runtime spec",
+            source,
+        })?;
         let u = &v["process"]["user"];
         Ok((
             u["uid"].as_u64().unwrap_or(0) as u32,
@@ -630,12 +677,14 @@ mod tests {
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(1);
         h.set_mode(0o644);
-        b.append_data(&mut h, format!("up/{evil}"), &b"x"[..]).unwrap();
+        b.append_data(&mut h, format!("up/{evil}"), &b"x"[..])
+            .unwrap();
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_size(1);
         h.set_mode(0o644);
-        b.append_data(&mut h, Path::new("up").join(&rel), &b"x"[..]).unwrap();
+        b.append_data(&mut h, Path::new("up").join(&rel), &b"x"[..])
+            .unwrap();
         let data = b.into_inner().unwrap();
         let root = File::open(&root_dir).unwrap();
         extract_archive(&root, "/dst", data.as_slice(), ExtractOptions::default()).unwrap();
@@ -660,8 +709,8 @@ mod tests {
             raw.extend_from_slice(&block);
             raw.extend_from_slice(&[0u8; 1024]);
         }
-        let err = extract_archive(&root, "/dst", raw.as_slice(), ExtractOptions::default())
-            .unwrap_err();
+        let err =
+            extract_archive(&root, "/dst", raw.as_slice(), ExtractOptions::default()).unwrap_err();
         assert!(matches!(err, CopyError::BadArchive(_)), "{err}");
         assert!(!tmp.path().join("evil").exists());
         assert!(!root_dir.join("evil").exists());

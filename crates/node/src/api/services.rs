@@ -454,6 +454,9 @@ mod tests {
                 updated_at: 1_764_550_000_123_456_000,
                 job_iteration: 0,
                 template_version: 0,
+                previous_image: None,
+                previous_template_version: None,
+                update_status: None,
             },
             counts: None,
         }
@@ -535,6 +538,7 @@ mod tests {
                 job_iteration: 0,
                 restart_times: Vec::new(),
                 template_version: 0,
+                running_at: None,
                 desired_state: TaskState::Running,
                 status,
                 created_at: 1_000_000_000,

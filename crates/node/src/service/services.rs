@@ -283,6 +283,9 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         updated_at: 0,
         job_iteration: 0,
         template_version: 0,
+        previous_image: None,
+        previous_template_version: None,
+        update_status: None,
     };
     let slot = match parsed.mode {
         ServiceMode::Global | ServiceMode::GlobalJob => 0,
@@ -298,6 +301,7 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         job_iteration: 0,
         restart_times: Vec::new(),
         template_version: 0,
+        running_at: None,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::New, 0, ""),
         created_at: 0,
@@ -368,6 +372,9 @@ impl ServicesService {
             updated_at: now,
             job_iteration: 0,
             template_version: 0,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         };
         match self.write(Command::CreateService { service }).await? {
             Response::Service { service } => Ok(Written {
@@ -950,6 +957,7 @@ mod tests {
             job_iteration: 0,
             restart_times: Vec::new(),
             template_version,
+            running_at: None,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Running, 0, ""),
             created_at: 0,
@@ -966,6 +974,9 @@ mod tests {
             updated_at: 0,
             job_iteration: 0,
             template_version: 7,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         };
         assert!(
             up_to_date(&svc, &t(7)),
@@ -998,6 +1009,9 @@ mod tests {
             updated_at: 0,
             job_iteration: 0,
             template_version: 0,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         };
         assert_eq!(pull_credentials(&svc), Credentials::Anonymous);
         svc.registry_auth = Some(auth);
@@ -1068,6 +1082,9 @@ mod tests {
                     updated_at: 0,
                     job_iteration: 0,
                     template_version: 0,
+                    previous_image: None,
+                    previous_template_version: None,
+                    update_status: None,
                 },
             );
         }
@@ -1123,6 +1140,9 @@ mod tests {
             updated_at: 0,
             job_iteration: 0,
             template_version: 0,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         };
         let task = |state: TaskState, desired: TaskState| Task {
             id: "t".into(),
@@ -1134,6 +1154,7 @@ mod tests {
             job_iteration: 0,
             restart_times: Vec::new(),
             template_version: 0,
+            running_at: None,
             desired_state: desired,
             status: TaskStatus::new(state, 0, ""),
             created_at: 0,
