@@ -713,6 +713,103 @@ mod tests {
     }
 
     #[test]
+    fn rollback_swaps_spec_image_and_template_and_an_update_clears_the_status() {
+        use berth_orchestrator::update::{UpdateState, UpdateStatus};
+        let mut state = cluster();
+        create(&mut state, 4, service("s1", "web"));
+        let rollback = |expected_version| Command::RollbackService {
+            id: "s1".into(),
+            expected_version,
+            at: 300,
+        };
+        let never_updated = refused_unchanged(&mut state, 5, &rollback(4));
+        assert_eq!(never_updated, Rejection::NoPreviousSpec { id: "s1".into() });
+        assert_eq!(
+            never_updated.to_string(),
+            "service s1 does not have a previous spec"
+        );
+        let original = state.services["s1"].clone();
+        let new_spec = json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 2}},
+                              "TaskTemplate": {"ContainerSpec": {"Image": "busybox:1"}}});
+        state.apply(
+            6,
+            &Command::UpdateService {
+                id: "s1".into(),
+                expected_version: 4,
+                spec: new_spec.clone(),
+                image: "busybox:1@sha256:11".into(),
+                at: 200,
+                registry_auth: None,
+            },
+        );
+        let s = state.services["s1"].clone();
+        assert_eq!(s.template_version, 6);
+        assert_eq!(s.previous_template_version, Some(4));
+        assert_eq!(s.previous_image.as_deref(), Some(original.image.as_str()));
+        let Response::Service { service: s } = state.apply(7, &rollback(6)) else {
+            panic!("not rolled back")
+        };
+        assert_eq!(
+            (&s.spec, &s.image, s.template_version, s.version),
+            (&original.spec, &original.image, 4, 7)
+        );
+        assert_eq!(s.previous_spec.as_ref(), Some(&new_spec));
+        assert_eq!(s.update_status, Some(UpdateStatus::manual_rollback(300)));
+        assert_eq!(
+            s.update_status.as_ref().unwrap().state,
+            UpdateState::RollbackStarted
+        );
+        // A second rollback returns to the update's spec.
+        let Response::Service { service: s } = state.apply(8, &rollback(7)) else {
+            panic!("not rolled back")
+        };
+        assert_eq!((&s.spec, s.template_version), (&new_spec, 6));
+        // An update starts from no status.
+        state.apply(
+            9,
+            &Command::UpdateService {
+                id: "s1".into(),
+                expected_version: 8,
+                spec: new_spec.clone(),
+                image: "busybox:1@sha256:11".into(),
+                at: 400,
+                registry_auth: None,
+            },
+        );
+        assert_eq!(state.services["s1"].update_status, None);
+        assert_eq!(state.services["s1"].template_version, 6, "same template");
+        // The orchestrator's status changes check the version and keep it.
+        let status = UpdateStatus {
+            state: UpdateState::Paused,
+            started_at: Some(1),
+            completed_at: None,
+            message: "m".into(),
+        };
+        let change = |service_version, rollback| TaskChange::UpdateStatus {
+            service_id: "s1".into(),
+            service_version,
+            status: status.clone(),
+            rollback,
+        };
+        assert_eq!(orchestrate(&mut state, 10, vec![change(8, false)]), vec![0]);
+        assert_eq!(
+            orchestrate(&mut state, 11, vec![change(9, false)]),
+            Vec::<usize>::new()
+        );
+        assert_eq!(state.services["s1"].version, 9);
+        assert_eq!(state.services["s1"].update_status, Some(status.clone()));
+        // The automatic rollback leaves no previous spec.
+        assert_eq!(
+            orchestrate(&mut state, 12, vec![change(9, true)]),
+            Vec::<usize>::new()
+        );
+        let s = &state.services["s1"];
+        assert_eq!((s.version, s.template_version), (12, 6));
+        assert_eq!(s.previous_spec, None);
+        assert_eq!(orchestrate(&mut state, 13, vec![change(12, true)]), vec![0]);
+    }
+
+    #[test]
     fn update_service_checks_version_keeps_previous_spec_and_bumps_jobs() {
         let mut state = cluster();
         create(&mut state, 4, service("s1", "web"));
@@ -1350,6 +1447,11 @@ mod tests {
             panic!("not accepted")
         };
         assert_eq!((t.status.state, t.version), (TaskState::Running, 8));
+        assert_eq!(
+            t.running_at,
+            Some(10),
+            "when it first ran: an update's Monitor counts from it"
+        );
         assert_eq!(
             refused_unchanged(&mut state, 9, &report(2, status(TaskState::Starting, 11))),
             Rejection::StaleTaskStatus {
