@@ -170,7 +170,18 @@ fn service_json(view: &ServiceView, insert: bool) -> Value {
         "Endpoint": endpoint,
     });
     if let Some(prev) = &s.previous_spec {
-        v["PreviousSpec"] = shown_spec(prev, None);
+        v["PreviousSpec"] = shown_spec(prev, s.previous_image.as_deref());
+    }
+    if let Some(u) = &s.update_status {
+        // Docker's `UpdateStatus` (`CompletedAt` only once completed).
+        let mut status = json!({"State": u.state.as_str(), "Message": u.message});
+        if let Some(at) = u.started_at {
+            status["StartedAt"] = json!(time(at));
+        }
+        if let Some(at) = u.completed_at {
+            status["CompletedAt"] = json!(time(at));
+        }
+        v["UpdateStatus"] = status;
     }
     if let Some(c) = &view.counts {
         v["ServiceStatus"] = json!({

@@ -461,16 +461,28 @@ impl ServicesService {
     ) -> Result<Written, ServiceError> {
         refuse_bare_token(&credentials)?;
         let current = self.read(|s| find_service(s, key))??;
-        let spec = if rollback {
-            current.previous_spec.clone().ok_or_else(|| {
-                ServiceError::invalid(format!(
+        if rollback {
+            // swarmkit's manual rollback: the previous spec, pinned image and template
+            // come back as they were (no new resolution), `UpdateStatus` says so and the
+            // orchestrator rolls the tasks back paced by `RollbackConfig`.
+            if current.previous_spec.is_none() {
+                return Err(ServiceError::invalid(format!(
                     "service {} does not have a previous spec",
                     current.id
-                ))
-            })?
-        } else {
-            normalize_spec(spec)
-        };
+                )));
+            }
+            self.write(Command::RollbackService {
+                id: current.id.clone(),
+                expected_version: version,
+                at: now_nanos(),
+            })
+            .await?;
+            return Ok(Written {
+                id: current.id,
+                warnings: Vec::new(),
+            });
+        }
+        let spec = normalize_spec(spec);
         validate_spec(&spec)?;
         // New credentials replace the stored ones; without any, the service's own are
         // used (the CLI's `registryAuthFrom=spec`).
@@ -753,6 +765,9 @@ fn rejection_error(r: Rejection) -> ServiceError {
         }
         Rejection::ServiceNotFound { id } => {
             ServiceError::not_found(format!("service {id} not found"))
+        }
+        Rejection::NoPreviousSpec { id } => {
+            ServiceError::invalid(format!("service {id} does not have a previous spec"))
         }
         Rejection::ServiceRename { .. } => ServiceError::invalid(
             "rpc error: code = Unimplemented desc = renaming services is not supported",
