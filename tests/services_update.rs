@@ -1,7 +1,8 @@
 //! Rolling updates that fail, and rollbacks, on a one-node swarm through the real docker
 //! CLI: `--update-failure-action rollback` rolls a service back by itself,
 //! `--update-failure-action pause` stops the update with Swarm's message, and
-//! `docker service rollback` returns a service to its previous spec. What is checked is
+//! `docker service rollback` returns a service to its previous spec, and `--force`
+//! redeploys. What is checked is
 //! what users see: `UpdateStatus` and the spec in `docker service inspect`, and the task
 //! containers in `docker ps`. Waits poll with generous bounds; nothing is timed.
 
@@ -157,6 +158,20 @@ fn an_update_whose_tasks_exit_1_rolls_itself_back() -> Result<()> {
         "web",
     ])?;
     assert!(ps.contains("task: non-zero exit (1)"), "{ps}");
+
+    // `--force` redeploys every task with the same spec, and the update completes.
+    let filter = "label=com.docker.swarm.service.name=web";
+    let before = s.e.ok(&["ps", "--filter", filter, "--format", "{{.ID}}"])?;
+    s.e.ok(&["service", "update", "--detach", "--force", "web"])?;
+    assert_eq!(s.wait_state("web", "completed")?, "update completed");
+    s.running_with("web", 2, "sleep 1000")?;
+    let after = s.e.ok(&["ps", "--filter", filter, "--format", "{{.ID}}"])?;
+    for id in before.lines() {
+        assert!(
+            !after.contains(id),
+            "{id} still runs after --force: {after}"
+        );
+    }
     Ok(())
 }
 

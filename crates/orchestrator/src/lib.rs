@@ -3,7 +3,8 @@
 //! Owns: the service and task objects ([`model`]), parsing the orchestration part of a
 //! Docker `ServiceSpec` ([`spec`], [`constraint`]), the reconciler (services to the tasks
 //! that should exist: replicas per slot, one per eligible node for global services, jobs,
-//! restart policy, task history; [`reconcile`]) and the scheduler (a filter pipeline over
+//! restart policy, task history, rolling updates; [`reconcile`]), the update state machine
+//! (`UpdateStatus`, failure detection, pause/continue/rollback; [`update`]) and the scheduler (a filter pipeline over
 //! nodes, then spread; [`schedule`]), which together turn the cluster's objects and `now`
 //! into [`TaskChange`]s: [`plan`].
 //!
