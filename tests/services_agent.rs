@@ -618,23 +618,5 @@ fn service_update_replaces_running_tasks_and_the_cli_sees_it_converge() -> Resul
     for n in &fifth {
         assert!(env_of(n)?.contains("\"Y=2\""), "{n}: {}", env_of(n)?);
     }
-    let fourth = fifth;
-    // Update settings berth does not honour yet are refused, naming them, and change
-    // nothing.
-    let out = s.e.d.docker(&[
-        "service",
-        "update",
-        "--detach",
-        "--update-failure-action",
-        "rollback",
-        "web",
-    ])?;
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("UpdateConfig.FailureAction is not supported yet"),
-        "{err}"
-    );
-    assert_eq!(current(&BTreeSet::new())?, fourth);
     Ok(())
 }

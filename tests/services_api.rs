@@ -203,17 +203,23 @@ fn service_create_ls_inspect_update_rm() -> Result<()> {
     );
     ensure!(v["Version"]["Index"].as_u64() == Some(new_version), "{v}");
 
-    // rollback=previous restores the previous spec.
+    // rollback=previous restores the previous spec; UpdateStatus says so.
     e.ok(&["service", "rollback", "--detach", "web"])?;
     let v = inspect(&e, "web")?;
     ensure!(
         v["Spec"]["Mode"]["Replicated"]["Replicas"] == 2,
         "rollback: {v}"
     );
+    ensure!(
+        v["UpdateStatus"]["State"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("rollback_"))
+            && v["UpdateStatus"]["StartedAt"].is_string(),
+        "{v}"
+    );
 
-    // An update of what tasks run is stored (and rolled out: tests/services_agent.rs);
-    // one with an update setting berth does not honour yet is refused, named, and
-    // changes nothing.
+    // An update of what tasks run is stored (and rolled out: tests/services_agent.rs,
+    // tests/services_update.rs), with the failure settings as sent.
     let v2 = e.img("busybox:v2s2");
     e.ok(&["service", "update", "--detach", "--image", &v2, "web"])?;
     let after = inspect(&e, "web")?;
@@ -223,23 +229,24 @@ fn service_create_ls_inspect_update_rm() -> Result<()> {
             .is_some_and(|i| i.contains("busybox:v2s2")),
         "image update: {after}"
     );
-    let o = e.d.docker(&[
+    e.ok(&[
         "service",
         "update",
         "--detach",
         "--update-failure-action",
         "rollback",
+        "--update-max-failure-ratio",
+        "0.5",
+        "--rollback-parallelism",
+        "2",
         "web",
     ])?;
-    ensure!(!o.status.success(), "failure action rollback accepted");
+    let after = inspect(&e, "web")?;
     ensure!(
-        stderr(&o).contains("UpdateConfig.FailureAction"),
-        "{}",
-        stderr(&o)
-    );
-    ensure!(
-        inspect(&e, "web")?["Version"] == after["Version"],
-        "a refused update was written"
+        after["Spec"]["UpdateConfig"]["FailureAction"] == "rollback"
+            && after["Spec"]["UpdateConfig"]["MaxFailureRatio"] == 0.5
+            && after["Spec"]["RollbackConfig"]["Parallelism"] == 2,
+        "{after}"
     );
 
     // A service without a name gets one, as dockerd names it.

@@ -28,6 +28,9 @@ fn service(id: &str, name: &str) -> Service {
         updated_at: 1,
         job_iteration: 0,
         template_version: 0,
+        previous_image: None,
+        previous_template_version: None,
+        update_status: None,
     }
 }
 
@@ -42,6 +45,7 @@ fn task(id: &str, service_id: &str, slot: u64) -> Task {
         job_iteration: 0,
         restart_times: Vec::new(),
         template_version: 0,
+        running_at: None,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::New, 1, "created"),
         created_at: 1,

@@ -129,6 +129,9 @@ fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize, steady: b
         updated_at: 0,
         job_iteration: 0,
         template_version: 0,
+        previous_image: None,
+        previous_template_version: None,
+        update_status: None,
     };
     let services = BTreeMap::from([(service.id.clone(), service)]);
     let specs = BTreeMap::from([("bench-service".to_string(), spec)]);

@@ -3,7 +3,8 @@
 //! Owns: the service and task objects ([`model`]), parsing the orchestration part of a
 //! Docker `ServiceSpec` ([`spec`], [`constraint`]), the reconciler (services to the tasks
 //! that should exist: replicas per slot, one per eligible node for global services, jobs,
-//! restart policy, task history; [`reconcile`]) and the scheduler (a filter pipeline over
+//! restart policy, task history, rolling updates; [`reconcile`]), the update state machine
+//! (`UpdateStatus`, failure detection, pause/continue/rollback; [`update`]) and the scheduler (a filter pipeline over
 //! nodes, then spread; [`schedule`]), which together turn the cluster's objects and `now`
 //! into [`TaskChange`]s: [`plan`].
 //!
@@ -30,6 +31,7 @@ pub mod model;
 pub mod reconcile;
 pub mod schedule;
 pub mod spec;
+pub mod update;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -97,6 +99,22 @@ pub enum TaskChange {
     Delete {
         /// Task id.
         task_id: String,
+    },
+    /// Store a service's [`update::UpdateStatus`] (the update state machine's decision,
+    /// [`update::step`]); with `rollback`, also roll the service back to its
+    /// `PreviousSpec` (spec, pinned image and template version restored, no previous spec
+    /// left, `version` = the entry's index: swarmkit's automatic rollback). Refused when the
+    /// service is missing, at another `version` than `service_version` (the decision was
+    /// made on an older spec), or, for a rollback, has no previous spec.
+    UpdateStatus {
+        /// Service id.
+        service_id: String,
+        /// The service's `version` the decision was made on.
+        service_version: u64,
+        /// The new status.
+        status: update::UpdateStatus,
+        /// Roll back to the previous spec.
+        rollback: bool,
     },
 }
 

@@ -56,6 +56,20 @@ pub struct Service {
     /// secrets work of the service lifecycle issue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<RegistryAuth>,
+    /// The pinned image of [`Service::previous_spec`] (what a rollback runs again); `None`
+    /// until updated, and for services stored before this field existed (a rollback then
+    /// runs the previous spec's image as written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_image: Option<String>,
+    /// The [`Service::template_version`] of [`Service::previous_spec`]: a rollback restores
+    /// it, so the tasks still running the previous spec stay up to date. `None` as
+    /// `previous_image` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_template_version: Option<u64>,
+    /// Docker's `UpdateStatus`: the state of the service's latest update or rollback
+    /// (see [`crate::update`]); `None` until one starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_status: Option<crate::update::UpdateStatus>,
 }
 
 /// A registry username and password (or personal access token), as `X-Registry-Auth`
@@ -117,6 +131,11 @@ pub struct Task {
     /// runs that version of the task template. Set by the orchestrator.
     #[serde(default)]
     pub template_version: u64,
+    /// When the task's status first became `Running` (the reported status timestamp),
+    /// recorded by the cluster state; `None` until then. An update's `Monitor` counts
+    /// from it (see [`crate::update::counts_as_failure`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_at: Option<Nanos>,
 }
 
 /// Observed status of a task (Docker's `TaskStatus`).
@@ -354,7 +373,7 @@ pub struct Resources {
 
 /// What the orchestrator reads from a Docker `ServiceSpec`, parsed from the JSON the
 /// client sent; the rest of the spec (the container) is the agent's business.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     /// `Name`.
     pub name: String,
@@ -369,6 +388,9 @@ pub struct ServiceSpec {
     /// `UpdateConfig` with Docker's defaults: how outdated tasks are replaced.
     #[serde(default)]
     pub update: UpdateConfig,
+    /// `RollbackConfig` with Docker's defaults: how a rollback replaces tasks.
+    #[serde(default)]
+    pub rollback: UpdateConfig,
 }
 
 /// The order of a task replacement in a rolling update (`UpdateConfig.Order`).
@@ -383,11 +405,11 @@ pub enum UpdateOrder {
     StartFirst,
 }
 
-/// Docker `ServiceSpec.UpdateConfig`, the parts berth's rolling update honours, with
-/// Docker's defaults (swarmkit `api/defaults`: parallelism 1, no delay, stop-first).
-/// `FailureAction`, `Monitor` and `MaxFailureRatio` are only accepted at their defaults
-/// (see [`crate::spec`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Docker `ServiceSpec.UpdateConfig` (and `RollbackConfig`), with Docker's defaults
+/// (swarmkit `api/defaults`: parallelism 1, no delay, stop-first, pause, 5 s monitor,
+/// ratio 0). The reconciler paces replacements with the first three; the update state
+/// machine ([`crate::update`]) applies the failure policy.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UpdateConfig {
     /// Slots replaced at once; 0 = all at once. Default 1.
     pub parallelism: u64,
@@ -395,6 +417,15 @@ pub struct UpdateConfig {
     pub delay: Nanos,
     /// Default stop-first.
     pub order: UpdateOrder,
+    /// What failures of new tasks do. Default pause.
+    #[serde(default)]
+    pub failure_action: crate::update::FailureAction,
+    /// How long (ns) a new task is watched for failure after it starts running.
+    #[serde(default)]
+    pub monitor: Nanos,
+    /// Tolerated fraction of failed tasks, 0 to 1. Default 0.
+    #[serde(default)]
+    pub max_failure_ratio: f32,
 }
 
 impl Default for UpdateConfig {
@@ -403,6 +434,9 @@ impl Default for UpdateConfig {
             parallelism: 1,
             delay: 0,
             order: UpdateOrder::StopFirst,
+            failure_action: crate::update::FailureAction::Pause,
+            monitor: 5_000_000_000,
+            max_failure_ratio: 0.0,
         }
     }
 }

@@ -54,9 +54,12 @@
 //!   goes to `Shutdown` and the new one is created in the same batch; `start-first`: the
 //!   new one is created beside it (the cluster state allows a slot to hold a task of an
 //!   older template beside one of the current), and the old one goes to `Shutdown` once
-//!   the new one runs. Jobs are not rolled (their `job_iteration` reruns them). Not yet:
-//!   `FailureAction`, `Monitor`, `MaxFailureRatio`, rollback and `UpdateStatus` (refused
-//!   at create/update when not at their defaults).
+//!   the new one runs. Jobs are not rolled (their `job_iteration` reruns them). The pacing
+//!   is `RollbackConfig`'s while a rollback is under way. The same pass observes the
+//!   update (outdated places, failures of new tasks, the last replacement's start) for
+//!   the update state machine ([`crate::update::step`]), whose decision is a
+//!   [`TaskChange::UpdateStatus`]: while the update is paused no replacement starts, and
+//!   a rollback decision ends the pass (the next one sees the previous spec).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -65,6 +68,7 @@ use crate::model::{
     TaskStatus, UpdateOrder,
 };
 use crate::schedule::node_eligible;
+use crate::update::{self, UpdateDecision, UpdateObservation};
 use crate::TaskChange;
 
 /// The reconciler's decisions for one pass, before scheduling.
@@ -195,6 +199,7 @@ impl NewTask<'_> {
             version: 0,
             restart_times,
             template_version: self.service.template_version,
+            running_at: None,
         }
     }
 }
@@ -589,9 +594,20 @@ impl ServiceReconciler<'_, '_, '_, '_> {
         if self.new.spec.mode.is_job() {
             return;
         }
-        let current = self.new.service.template_version;
-        let cfg = self.new.spec.update;
+        let service = self.new.service;
+        let current = service.template_version;
+        let status = service.update_status.as_ref();
+        let cfg = *update::policy_in_force(status, &self.new.spec.update, &self.new.spec.rollback);
         let now = self.ctx.now;
+        // What the update state machine needs: see `crate::update`.
+        let watching = status
+            .filter(|s| s.state.in_progress())
+            .and_then(|s| s.started_at);
+        let mut obs = UpdateObservation {
+            places: places.len() as u64,
+            ..UpdateObservation::default()
+        };
+        let mut failures: Vec<(Nanos, &str)> = Vec::new();
         let restart_delay = self.new.spec.restart.delay;
         let mut in_progress: u64 = 0;
         let mut last_done: Option<Nanos> = None;
@@ -614,15 +630,29 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 .copied()
                 .filter(|t| live(t) && t.template_version == current)
                 .collect();
+            for t in &tasks {
+                if t.template_version != current {
+                    continue;
+                }
+                if let Some(started) = watching {
+                    if update::counts_as_failure(t, t.running_at, started, cfg.monitor) {
+                        failures.push((t.status.timestamp, t.id.as_str()));
+                    }
+                }
+            }
             let mut new_running = false;
             for t in &new_live {
                 if t.status.state == TaskState::Running {
                     new_running = true;
                     last_done =
                         Some(last_done.map_or(t.status.timestamp, |d| d.max(t.status.timestamp)));
+                    let ran = t.running_at.unwrap_or(t.status.timestamp);
+                    obs.last_running_at = Some(obs.last_running_at.map_or(ran, |d| d.max(ran)));
                 }
             }
             let has_new = self.created_in.contains(&place.key()) || !new_live.is_empty();
+            let replaced_here = tasks.iter().any(|t| t.template_version != current);
+            let mut old_stays = !old_live.is_empty();
             if !old_live.is_empty()
                 && has_new
                 && (new_running || cfg.order == UpdateOrder::StopFirst)
@@ -632,6 +662,14 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 for t in &old_live {
                     self.out.set_desired(t, TaskState::Shutdown);
                 }
+                old_stays = false;
+            }
+            // Observed as the next pass will see it (a pass repeated decides nothing new).
+            if old_stays {
+                obs.outdated += 1;
+            }
+            if old_stays || (has_new && !new_running && replaced_here) {
+                obs.pending += 1;
             }
             if new_running {
                 continue;
@@ -664,6 +702,37 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 }
                 (false, None) => candidates.push((*place, old_live)),
             }
+        }
+        failures.sort_unstable();
+        obs.failures = failures.into_iter().map(|(_, id)| id.to_string()).collect();
+        let step = update::step(status, &cfg, &obs, service.previous_spec.is_some(), now);
+        if let Some(at) = step.wake_at {
+            self.out.wake(at);
+        }
+        let status = match step.decision {
+            UpdateDecision::Keep => status.cloned(),
+            UpdateDecision::Set(new) => {
+                self.out.changes.push(TaskChange::UpdateStatus {
+                    service_id: service.id.clone(),
+                    service_version: service.version,
+                    status: new.clone(),
+                    rollback: false,
+                });
+                Some(new)
+            }
+            UpdateDecision::Rollback(new) => {
+                // The next pass sees the previous spec and rolls the tasks back.
+                self.out.changes.push(TaskChange::UpdateStatus {
+                    service_id: service.id.clone(),
+                    service_version: service.version,
+                    status: new,
+                    rollback: true,
+                });
+                return;
+            }
+        };
+        if !update::update_proceeds(status.as_ref()) {
+            return;
         }
         for (place, old) in retries {
             if !self.start_replacement(place, &old, cfg.order) {

@@ -23,6 +23,7 @@ use crate::model::{
     Constraint, Placement, Platform, Resources, RestartCondition, RestartPolicy, ServiceMode,
     ServiceSpec, UpdateConfig, UpdateOrder,
 };
+use crate::update::FailureAction;
 
 /// A service spec the orchestrator cannot accept. `Display` is the message, worded as
 /// dockerd/swarmkit word it; the API layer answers it with status 400.
@@ -95,24 +96,6 @@ impl ServiceSpec {
 
         let update = parse_update(obj.get("UpdateConfig"), "UpdateConfig")?;
         let rollback = parse_update(obj.get("RollbackConfig"), "RollbackConfig")?;
-        // A rollback is an update back to the previous spec, paced by `UpdateConfig`:
-        // rollback settings of their own are not honoured yet, so they are refused.
-        if obj.get("RollbackConfig").is_some_and(|v| !v.is_null()) {
-            let default = UpdateConfig::default();
-            let field = if rollback.parallelism != default.parallelism {
-                Some("Parallelism")
-            } else if rollback.delay != default.delay {
-                Some("Delay")
-            } else if rollback.order != default.order {
-                Some("Order")
-            } else {
-                None
-            };
-            if let Some(f) = field {
-                return Err(not_supported(&format!("RollbackConfig.{f}")));
-            }
-        }
-
         Ok(ServiceSpec {
             name,
             mode,
@@ -120,6 +103,7 @@ impl ServiceSpec {
             placement,
             reservations,
             update,
+            rollback,
         })
     }
 }
@@ -128,17 +112,10 @@ impl ServiceSpec {
 /// any `--update-*` flag is given.
 pub const DEFAULT_UPDATE_MONITOR: i64 = 5_000_000_000;
 
-fn not_supported(field: &str) -> SpecError {
-    SpecError(format!(
-        "{field} is not supported yet: only its default value is accepted"
-    ))
-}
-
 /// `UpdateConfig` (or `RollbackConfig`, `which`), as moby's `updateConfigToGRPC` and
 /// swarmkit's `validateUpdate` read it. Absent or `null`: Docker's defaults. Present: Go's
-/// decoding, so an absent `Parallelism` is 0 (all at once). `FailureAction` (other than
-/// `pause`), `Monitor` (other than 0 or 5 s) and `MaxFailureRatio` (other than 0) are what
-/// the service lifecycle work will honour; until then they are refused, naming the field.
+/// decoding, so an absent `Parallelism`, `Monitor` or `MaxFailureRatio` is 0 and an absent
+/// `FailureAction` is `pause`.
 fn parse_update(v: Option<&Value>, which: &str) -> Result<UpdateConfig, SpecError> {
     let cfg = match v {
         None | Some(Value::Null) => return Ok(UpdateConfig::default()),
@@ -158,26 +135,25 @@ fn parse_update(v: Option<&Value>, which: &str) -> Result<UpdateConfig, SpecErro
         Some("start-first") => UpdateOrder::StartFirst,
         Some(other) => return Err(SpecError(format!("unrecognized update order {other}"))),
     };
-    match get_str(cfg, "FailureAction", S, &path("FailureAction"))?.as_deref() {
-        None | Some("") | Some("pause") => {}
-        Some("continue") | Some("rollback") => return Err(not_supported(&path("FailureAction"))),
+    let failure_action = match get_str(cfg, "FailureAction", S, &path("FailureAction"))?.as_deref()
+    {
+        None | Some("") | Some("pause") => FailureAction::Pause,
+        Some("continue") => FailureAction::Continue,
+        Some("rollback") => FailureAction::Rollback,
         Some(other) => {
             return Err(SpecError(format!(
                 "unrecognized update failure action {other}"
             )))
         }
-    }
+    };
     let monitor = get_i64(cfg, "Monitor", S, &path("Monitor"), "time.Duration")?.unwrap_or(0);
     if monitor < 0 {
         return Err(SpecError(
             "TaskSpec: update-monitor cannot be negative".into(),
         ));
     }
-    if monitor != 0 && monitor != DEFAULT_UPDATE_MONITOR {
-        return Err(not_supported(&path("Monitor")));
-    }
-    match cfg.get("MaxFailureRatio") {
-        None | Some(Value::Null) => {}
+    let max_failure_ratio = match cfg.get("MaxFailureRatio") {
+        None | Some(Value::Null) => 0.0,
         Some(r) => {
             let r = r.as_f64().ok_or_else(|| {
                 SpecError(go_field_error(r, S, &path("MaxFailureRatio"), "float32"))
@@ -188,15 +164,16 @@ fn parse_update(v: Option<&Value>, which: &str) -> Result<UpdateConfig, SpecErro
                         .into(),
                 ));
             }
-            if r != 0.0 {
-                return Err(not_supported(&path("MaxFailureRatio")));
-            }
+            r as f32
         }
-    }
+    };
     Ok(UpdateConfig {
         parallelism,
         delay: delay as u64,
         order,
+        failure_action,
+        monitor: monitor as u64,
+        max_failure_ratio,
     })
 }
 
@@ -997,14 +974,9 @@ mod tests {
     fn update_config_defaults_and_docker_cli_values() {
         use crate::model::{UpdateConfig, UpdateOrder};
         let s = ServiceSpec::from_docker(&json!({"Name": "web"})).unwrap();
-        assert_eq!(
-            s.update,
-            UpdateConfig {
-                parallelism: 1,
-                delay: 0,
-                order: UpdateOrder::StopFirst
-            }
-        );
+        assert_eq!(s.update, UpdateConfig::default());
+        assert_eq!(s.rollback, UpdateConfig::default());
+        assert_eq!(s.update.monitor, DEFAULT_UPDATE_MONITOR as u64);
         // What the docker CLI sends with --update-* flags (its defaults for the rest), and
         // what dockerd's insertDefaults shows for RollbackConfig.
         let cli = json!({"Parallelism": 2, "Delay": 3_000_000_000u64, "FailureAction": "pause",
@@ -1020,7 +992,38 @@ mod tests {
             UpdateConfig {
                 parallelism: 2,
                 delay: 3_000_000_000,
-                order: UpdateOrder::StartFirst
+                order: UpdateOrder::StartFirst,
+                ..UpdateConfig::default()
+            }
+        );
+        assert_eq!(s.rollback, UpdateConfig::default());
+        // Every failure setting is honoured, in both configs.
+        let s = ServiceSpec::from_docker(&json!({
+            "UpdateConfig": {"FailureAction": "rollback", "Monitor": 2_000_000_000u64,
+                             "MaxFailureRatio": 0.5, "Parallelism": 2},
+            "RollbackConfig": {"FailureAction": "continue", "Monitor": 7,
+                               "Parallelism": 3, "Delay": 1, "Order": "start-first"}}))
+        .unwrap();
+        assert_eq!(
+            s.update,
+            UpdateConfig {
+                parallelism: 2,
+                delay: 0,
+                order: UpdateOrder::StopFirst,
+                failure_action: crate::update::FailureAction::Rollback,
+                monitor: 2_000_000_000,
+                max_failure_ratio: 0.5,
+            }
+        );
+        assert_eq!(
+            s.rollback,
+            UpdateConfig {
+                parallelism: 3,
+                delay: 1,
+                order: UpdateOrder::StartFirst,
+                failure_action: crate::update::FailureAction::Continue,
+                monitor: 7,
+                max_failure_ratio: 0.0,
             }
         );
         // Go's decoding: a present UpdateConfig without Parallelism means 0 (all at once).
@@ -1029,51 +1032,7 @@ mod tests {
     }
 
     #[test]
-    fn update_settings_not_honoured_yet_are_refused_naming_the_field() {
-        for (update, field) in [
-            (
-                json!({"FailureAction": "rollback"}),
-                "UpdateConfig.FailureAction",
-            ),
-            (
-                json!({"FailureAction": "continue"}),
-                "UpdateConfig.FailureAction",
-            ),
-            (json!({"Monitor": 1_000_000_000u64}), "UpdateConfig.Monitor"),
-            (
-                json!({"MaxFailureRatio": 0.5}),
-                "UpdateConfig.MaxFailureRatio",
-            ),
-        ] {
-            assert_eq!(
-                err(json!({"UpdateConfig": update})),
-                format!("{field} is not supported yet: only its default value is accepted")
-            );
-        }
-        for (rollback, field) in [
-            (json!({"Parallelism": 3}), "RollbackConfig.Parallelism"),
-            (
-                json!({"Parallelism": 1, "Delay": 1}),
-                "RollbackConfig.Delay",
-            ),
-            (
-                json!({"Parallelism": 1, "Order": "start-first"}),
-                "RollbackConfig.Order",
-            ),
-            (
-                json!({"Parallelism": 1, "FailureAction": "continue"}),
-                "RollbackConfig.FailureAction",
-            ),
-            (
-                json!({"Parallelism": 1, "Monitor": 7}),
-                "RollbackConfig.Monitor",
-            ),
-        ] {
-            assert_eq!(
-                err(json!({"RollbackConfig": rollback})),
-                format!("{field} is not supported yet: only its default value is accepted")
-            );
-        }
+    fn update_settings_out_of_range_are_refused_in_swarmkits_words() {
         assert_eq!(
             err(json!({"UpdateConfig": {"Order": "sideways"}})),
             "unrecognized update order sideways"

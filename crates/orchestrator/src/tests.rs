@@ -91,7 +91,10 @@ impl World {
             Service {
                 id: id.to_string(),
                 spec,
-                previous_spec: old.map(|o| o.spec),
+                previous_spec: old.as_ref().map(|o| o.spec.clone()),
+                previous_image: old.as_ref().map(|o| o.image.clone()),
+                previous_template_version: old.map(|o| o.template_version),
+                update_status: None,
                 registry_auth: None,
                 image: image.into(),
                 version: self.index,
@@ -147,7 +150,7 @@ impl World {
                             && t.slot == task.slot
                             && (task.slot != 0 || t.node_id == task.node_id)
                             && matches!(t.desired_state, TaskState::Running | TaskState::Complete)
-                            && !(replacement && t.template_version < task.template_version)
+                            && !(replacement && t.template_version != task.template_version)
                     });
                     if taken || self.tasks.contains_key(&task.id) {
                         false
@@ -187,6 +190,29 @@ impl World {
                 TaskChange::SetDesired { task_id, desired } => match self.tasks.get_mut(task_id) {
                     Some(t) if *desired > t.desired_state => {
                         t.desired_state = *desired;
+                        true
+                    }
+                    _ => false,
+                },
+                TaskChange::UpdateStatus {
+                    service_id,
+                    service_version,
+                    status,
+                    rollback,
+                } => match self.services.get_mut(service_id) {
+                    Some(s) if s.version == *service_version && !*rollback => {
+                        s.update_status = Some(status.clone());
+                        true
+                    }
+                    // The automatic rollback, as the cluster state applies it.
+                    Some(s) if s.version == *service_version && s.previous_spec.is_some() => {
+                        s.spec = s.previous_spec.take().unwrap();
+                        s.image = s.previous_image.take().unwrap();
+                        s.template_version = s.previous_template_version.take().unwrap();
+                        s.version = self.index;
+                        s.update_status = Some(status.clone());
+                        let parsed = ServiceSpec::from_docker(&s.spec).unwrap();
+                        self.specs.insert(service_id.clone(), parsed);
                         true
                     }
                     _ => false,
@@ -235,7 +261,8 @@ impl World {
             match t.desired_state {
                 TaskState::Running | TaskState::Complete => {
                     if t.status.state != TaskState::Running {
-                        t.status = TaskStatus::new(TaskState::Running, self.now, "started")
+                        t.status = TaskStatus::new(TaskState::Running, self.now, "started");
+                        t.running_at.get_or_insert(self.now);
                     }
                 }
                 _ => t.status = TaskStatus::new(TaskState::Shutdown, self.now, "shutdown"),
@@ -1545,7 +1572,8 @@ fn update_parallelism_replaces_that_many_at_once_and_zero_all() {
         with_update(5, json!({"Parallelism": 2})),
         "busybox@sha256:22",
     );
-    assert_eq!(w.roll("s1", 3), vec![2, 2, 1]);
+    // The last pass completes the update (`Monitor` 0: no wait).
+    assert_eq!(w.roll("s1", 3), vec![2, 2, 1, 0]);
     w.assert_updated("s1", 5);
 
     w.set_service_image(
@@ -1553,7 +1581,7 @@ fn update_parallelism_replaces_that_many_at_once_and_zero_all() {
         with_update(5, json!({"Parallelism": 0})),
         "busybox@sha256:33",
     );
-    assert_eq!(w.roll("s1", 0), vec![5]);
+    assert_eq!(w.roll("s1", 0), vec![5, 0]);
     w.assert_updated("s1", 5);
 }
 
@@ -1643,10 +1671,12 @@ fn stop_first_is_the_default_order() {
         .map(|c| match c {
             TaskChange::SetDesired { .. } => "set",
             TaskChange::Create { .. } => "create",
+            TaskChange::UpdateStatus { .. } => "status",
             _ => "other",
         })
         .collect();
-    assert_eq!(kinds, vec!["set", "create"]);
+    // The update starts ("update in progress") in the same pass.
+    assert_eq!(kinds, vec!["status", "set", "create"]);
     assert_eq!(w.running_live("s1"), 1);
 }
 
@@ -1747,35 +1777,156 @@ fn global_start_first_runs_both_on_the_node_until_the_new_one_runs() {
 }
 
 #[test]
-fn a_failing_replacement_holds_the_update_back() {
+fn a_failing_replacement_pauses_the_update_by_default_and_an_update_resumes_it() {
     let mut w = World::new(3);
     w.set_service("s1", replicated(3));
     w.settle();
     w.set_service_image("s1", replicated(3), "busybox@sha256:bad");
     let p = w.step();
     let new = creates(&p)[0].id.clone();
+    let started = w.now;
+    assert_eq!(
+        w.services["s1"].update_status.as_ref().unwrap().state,
+        update::UpdateState::Updating
+    );
     w.agents();
+    w.now += S;
     w.task_exits(&new, TaskState::Failed, 1);
-    // The restart policy replaces it after its delay; no other slot is touched meanwhile.
-    for _ in 0..3 {
-        let p = w.step();
-        assert!(creates(&p).is_empty(), "{:#?}", p.changes);
+    w.step();
+    let status = w.services["s1"].update_status.clone().unwrap();
+    assert_eq!(
+        status,
+        update::UpdateStatus {
+            state: update::UpdateState::Paused,
+            started_at: Some(started),
+            completed_at: None,
+            message: format!("update paused due to failure or early termination of task {new}"),
+        }
+    );
+    // Paused: the restart policy still replaces the failed task after its delay, but no
+    // other slot is touched.
+    for _ in 0..10 {
         w.now += S;
+        w.step();
+        w.agents();
     }
-    assert_eq!(w.by_template("s1"), (0, 2));
-    w.now += 5 * S;
-    let p = w.step();
-    assert_eq!(creates(&p).len(), 1);
-    assert_eq!(creates(&p)[0].slot, w.tasks[&new].slot);
-    w.agents();
+    assert_eq!(w.by_template("s1"), (1, 2));
+    assert_eq!(
+        w.services["s1"].update_status.as_ref().unwrap().state,
+        update::UpdateState::Paused
+    );
+    // `docker service update` (the same spec) clears the status: the update goes on.
+    w.set_service_image("s1", replicated(3), "busybox@sha256:bad");
     w.roll("s1", 2);
     w.assert_updated("s1", 3);
+    assert_eq!(
+        w.services["s1"].update_status.as_ref().unwrap().state,
+        update::UpdateState::Updating,
+        "completed only once the monitor period has passed"
+    );
+    w.now += 5 * S;
+    w.step();
+    let status = w.services["s1"].update_status.clone().unwrap();
+    assert_eq!(status.state, update::UpdateState::Completed);
+    assert_eq!(status.message, "update completed");
+    assert_eq!(status.completed_at, Some(w.now));
+}
+
+/// An update whose new tasks exit within `Monitor` rolls itself back: the service gets
+/// its previous spec, image and template version, the failed slot returns to the old
+/// template and the slots never updated are left alone.
+#[test]
+fn failure_action_rollback_returns_the_service_to_its_previous_spec() {
+    let mut w = World::new(3);
+    let spec = with_update(
+        3,
+        json!({"Parallelism": 1, "FailureAction": "rollback", "Monitor": 2 * S}),
+    );
+    w.set_service("s1", spec.clone());
+    w.settle();
+    let before = w.services["s1"].clone();
+    let old_ids: Vec<String> = w.live("s1").iter().map(|t| t.id.clone()).collect();
+    w.set_service_image("s1", spec.clone(), "busybox@sha256:bad");
+    let p = w.step();
+    let new = creates(&p)[0].id.clone();
+    w.agents();
+    w.now += S;
+    w.task_exits(&new, TaskState::Failed, 1);
+    let p = w.step();
+    assert!(p
+        .changes
+        .iter()
+        .any(|c| matches!(c, TaskChange::UpdateStatus { rollback: true, .. })));
+    let s = &w.services["s1"];
+    assert_eq!(s.spec, before.spec);
+    assert_eq!(s.image, before.image);
+    assert_eq!(s.template_version, before.template_version);
+    assert_eq!(s.previous_spec, None);
+    let status = s.update_status.clone().unwrap();
+    assert_eq!(status.state, update::UpdateState::RollbackStarted);
+    assert_eq!(
+        status.message,
+        format!("update rolled back due to failure or early termination of task {new}")
+    );
+    for _ in 0..20 {
+        w.now += S;
+        w.step();
+        w.agents();
+    }
+    w.assert_updated("s1", 3);
+    assert!(w.live("s1").iter().all(|t| t.image == before.image));
+    // The two slots never updated keep their tasks.
+    let kept = w
+        .live("s1")
+        .iter()
+        .filter(|t| old_ids.contains(&t.id))
+        .count();
+    assert_eq!(kept, 2);
+    let status = w.services["s1"].update_status.clone().unwrap();
+    assert_eq!(status.state, update::UpdateState::RollbackCompleted);
+    assert_eq!(status.message, "rollback completed");
+}
+
+/// A new task that stops after `Monitor` is no failure of the update (the restart
+/// policy's business); one that stops within it is, and `continue` ignores failures.
+#[test]
+fn monitor_bounds_what_counts_as_a_failure_and_continue_ignores_failures() {
+    for (action, fails_after, paused) in [
+        ("pause", 3 * S, false),
+        ("pause", S, true),
+        ("continue", S, false),
+    ] {
+        let mut w = World::new(3);
+        let spec = with_update(
+            2,
+            json!({"Parallelism": 1, "FailureAction": action, "Monitor": 2 * S}),
+        );
+        w.set_service("s1", spec.clone());
+        w.settle();
+        w.set_service_image("s1", spec.clone(), "busybox@sha256:11");
+        let p = w.step();
+        let new = creates(&p)[0].id.clone();
+        w.agents();
+        w.now += fails_after;
+        w.task_exits(&new, TaskState::Failed, 1);
+        w.step();
+        let state = w.services["s1"].update_status.as_ref().unwrap().state;
+        assert_eq!(
+            state == update::UpdateState::Paused,
+            paused,
+            "{action} after {fails_after}"
+        );
+    }
 }
 
 #[test]
 fn a_start_first_replacement_that_fails_is_retried_after_the_restart_delay() {
     let mut w = World::new(3);
-    let spec = with_update(2, json!({"Parallelism": 1, "Order": "start-first"}));
+    // `continue`: the failure does not pause the update; the restart policy retries.
+    let spec = with_update(
+        2,
+        json!({"Parallelism": 1, "Order": "start-first", "FailureAction": "continue"}),
+    );
     w.set_service("s1", spec.clone());
     w.settle();
     w.set_service_image("s1", spec, "busybox@sha256:bad");

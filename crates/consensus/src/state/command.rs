@@ -97,6 +97,22 @@ pub enum Command {
         /// Service id.
         id: String,
     },
+    /// Roll a service back to its `PreviousSpec` (`POST /services/{id}/update?rollback=previous`,
+    /// `docker service rollback`), as swarmkit's controlapi does: spec, pinned image and
+    /// template version are swapped with the previous ones (so a second rollback returns),
+    /// `version` = the entry's index, and `UpdateStatus` is `rollback_started` /
+    /// `"manually requested rollback"` at `at`; the orchestrator then rolls the tasks back
+    /// paced by the (restored) spec's `RollbackConfig`. Refused when missing
+    /// ([`Rejection::ServiceNotFound`]), at another version ([`Rejection::ServiceVersion`])
+    /// or without a previous spec ([`Rejection::NoPreviousSpec`]).
+    RollbackService {
+        /// Service id.
+        id: String,
+        /// The version the client read (`?version=`).
+        expected_version: u64,
+        /// When (unix ns, chosen by the driver).
+        at: Nanos,
+    },
     /// One orchestration pass of the leader, batched: each change is checked against the
     /// state as left by the changes before it (see [`TaskChange`]'s variants) and applied,
     /// or refused on its own; the response lists the refused ones
@@ -274,6 +290,12 @@ pub enum Rejection {
         expected: u64,
         /// Version found.
         actual: u64,
+    },
+    /// A rollback of a service that was never updated (swarmkit's wording).
+    #[error("service {id} does not have a previous spec")]
+    NoPreviousSpec {
+        /// The id.
+        id: String,
     },
     /// An update changed the service's name (swarmkit's wording).
     #[error("renaming services is not supported")]

@@ -217,6 +217,11 @@ impl ClusterState {
                 *at,
             ),
             Command::RemoveService { id } => self.remove_service(index, id),
+            Command::RollbackService {
+                id,
+                expected_version,
+                at,
+            } => self.rollback_service(index, id, *expected_version, *at),
             Command::Orchestrate { changes, at } => Ok(self.orchestrate(index, changes, *at)),
             Command::UpdateTaskStatus {
                 task_id,

@@ -1129,6 +1129,9 @@ mod tests {
             job_iteration: 0,
             template_version: 0,
             registry_auth: None,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         }
     }
 
@@ -1178,6 +1181,7 @@ mod tests {
             version: 0,
             restart_times: Vec::new(),
             template_version: 5,
+            running_at: None,
         };
         state.apply(
             7,

@@ -7,6 +7,7 @@
 //! an `Orchestrate` batch) leaves the state as it was. Each changed object gets
 //! `version = index` (the log index of the entry), Docker's `Version.Index`.
 
+use berth_orchestrator::update::UpdateStatus;
 use berth_orchestrator::{Nanos, RegistryAuth, Service, Task, TaskChange, TaskState, TaskStatus};
 
 use super::{ClusterState, NodeId, Rejection, Response};
@@ -37,6 +38,45 @@ fn same_name(a: &str, b: &str) -> bool {
 }
 
 /// A desired state that holds a task's slot: a replacement must move it on first.
+/// Rolls `service` back to its previous spec, pinned image and template version, with
+/// `status`: `keep_previous` swaps them (the manual rollback: a second one returns),
+/// otherwise nothing previous is left (the automatic rollback, as swarmkit's updater).
+fn roll_back(
+    service: &mut Service,
+    index: u64,
+    at: Nanos,
+    status: UpdateStatus,
+    keep_previous: bool,
+) -> Result<(), Rejection> {
+    let Some(previous) = service.previous_spec.take() else {
+        return Err(Rejection::NoPreviousSpec {
+            id: service.id.clone(),
+        });
+    };
+    // Services stored before the pinned previous image was kept: the spec's image as
+    // written.
+    let previous_image = service.previous_image.take().unwrap_or_else(|| {
+        previous
+            .pointer("/TaskTemplate/ContainerSpec/Image")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    });
+    let previous_template = service.previous_template_version.take().unwrap_or(index);
+    let spec = std::mem::replace(&mut service.spec, previous);
+    let image = std::mem::replace(&mut service.image, previous_image);
+    let template = std::mem::replace(&mut service.template_version, previous_template);
+    if keep_previous {
+        service.previous_spec = Some(spec);
+        service.previous_image = Some(image);
+        service.previous_template_version = Some(template);
+    }
+    service.version = index;
+    service.updated_at = at;
+    service.update_status = Some(status);
+    Ok(())
+}
+
 fn holds_slot(desired: TaskState) -> bool {
     matches!(desired, TaskState::Running | TaskState::Complete)
 }
@@ -96,13 +136,25 @@ impl ClusterState {
         if service_name(spec) != service_name(&service.spec) {
             return Err(Rejection::ServiceRename { id: id.to_string() });
         }
-        if !berth_orchestrator::spec::same_task_template(&service.spec, &service.image, spec, image)
-        {
-            service.template_version = index;
-        }
+        let new_template = if berth_orchestrator::spec::same_task_template(
+            &service.spec,
+            &service.image,
+            spec,
+            image,
+        ) {
+            service.template_version
+        } else {
+            index
+        };
+        let old_template = std::mem::replace(&mut service.template_version, new_template);
+        service.previous_template_version = Some(old_template);
         let previous = std::mem::replace(&mut service.spec, spec.clone());
         service.previous_spec = Some(previous);
-        service.image = image.to_string();
+        let previous_image = std::mem::replace(&mut service.image, image.to_string());
+        service.previous_image = Some(previous_image);
+        // A new update starts from no status (swarmkit's controlapi resets it), so a
+        // paused update is resumed by the next `docker service update`.
+        service.update_status = None;
         if let Some(auth) = registry_auth {
             service.registry_auth = Some(auth.clone());
         }
@@ -114,6 +166,31 @@ impl ClusterState {
         let service = service.clone();
         // Checked above; only an address shortage can refuse here, and then the service
         // keeps the VIPs it had (the update stands, as the spec was valid).
+        let _ = self.sync_service_vips(&service);
+        Ok(Response::Service { service })
+    }
+
+    /// `Command::RollbackService`: the manual rollback (see its docs).
+    pub(super) fn rollback_service(
+        &mut self,
+        index: u64,
+        id: &str,
+        expected_version: u64,
+        at: Nanos,
+    ) -> Result<Response, Rejection> {
+        let service = self
+            .services
+            .get_mut(id)
+            .ok_or_else(|| Rejection::ServiceNotFound { id: id.to_string() })?;
+        if service.version != expected_version {
+            return Err(Rejection::ServiceVersion {
+                id: id.to_string(),
+                expected: expected_version,
+                actual: service.version,
+            });
+        }
+        roll_back(service, index, at, UpdateStatus::manual_rollback(at), true)?;
+        let service = service.clone();
         let _ = self.sync_service_vips(&service);
         Ok(Response::Service { service })
     }
@@ -254,6 +331,18 @@ impl ClusterState {
                 }
                 Ok(())
             }
+            TaskChange::UpdateStatus {
+                service_id,
+                service_version,
+                status,
+                rollback,
+            } => self.apply_update_status(
+                index,
+                (service_id, *service_version),
+                status,
+                *rollback,
+                at,
+            ),
             TaskChange::Delete { task_id } => {
                 let task = self
                     .tasks
@@ -275,6 +364,40 @@ impl ClusterState {
                 Ok(())
             }
         }
+    }
+
+    /// `TaskChange::UpdateStatus` (see its docs).
+    fn apply_update_status(
+        &mut self,
+        index: u64,
+        (service_id, service_version): (&str, u64),
+        status: &UpdateStatus,
+        rollback: bool,
+        at: Nanos,
+    ) -> Result<(), Rejection> {
+        let service =
+            self.services
+                .get_mut(service_id)
+                .ok_or_else(|| Rejection::ServiceNotFound {
+                    id: service_id.to_string(),
+                })?;
+        if service.version != service_version {
+            return Err(Rejection::ServiceVersion {
+                id: service_id.to_string(),
+                expected: service_version,
+                actual: service.version,
+            });
+        }
+        if !rollback {
+            // A status change is not a spec change: `version` stays (it keys the restart
+            // history of the service's tasks).
+            service.update_status = Some(status.clone());
+            return Ok(());
+        }
+        roll_back(service, index, at, status.clone(), false)?;
+        let service = service.clone();
+        let _ = self.sync_service_vips(&service);
+        Ok(())
     }
 
     /// The task that keeps `task` out of its slot, if any: one holding the slot (same
@@ -299,7 +422,7 @@ impl ClusterState {
                 } else {
                     t.slot == task.slot
                 }
-                && !(replacement && t.template_version < task.template_version)
+                && !(replacement && t.template_version != task.template_version)
         })
     }
 
@@ -323,6 +446,9 @@ impl ClusterState {
                 current: task.status.state,
                 reported: status.state,
             });
+        }
+        if task.running_at.is_none() && status.state == TaskState::Running {
+            task.running_at = Some(status.timestamp);
         }
         if task.status != *status {
             task.status = status.clone();
@@ -403,6 +529,9 @@ mod tests {
             updated_at: 100,
             job_iteration: 0,
             template_version: 0,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         }
     }
 
@@ -417,6 +546,7 @@ mod tests {
             job_iteration: 0,
             restart_times: Vec::new(),
             template_version: 0,
+            running_at: None,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::New, 50, "created"),
             created_at: 50,
@@ -580,6 +710,103 @@ mod tests {
             state.service_by_name("Web").map(|s| s.id.as_str()),
             Some("s2")
         );
+    }
+
+    #[test]
+    fn rollback_swaps_spec_image_and_template_and_an_update_clears_the_status() {
+        use berth_orchestrator::update::{UpdateState, UpdateStatus};
+        let mut state = cluster();
+        create(&mut state, 4, service("s1", "web"));
+        let rollback = |expected_version| Command::RollbackService {
+            id: "s1".into(),
+            expected_version,
+            at: 300,
+        };
+        let never_updated = refused_unchanged(&mut state, 5, &rollback(4));
+        assert_eq!(never_updated, Rejection::NoPreviousSpec { id: "s1".into() });
+        assert_eq!(
+            never_updated.to_string(),
+            "service s1 does not have a previous spec"
+        );
+        let original = state.services["s1"].clone();
+        let new_spec = json!({"Name": "web", "Mode": {"Replicated": {"Replicas": 2}},
+                              "TaskTemplate": {"ContainerSpec": {"Image": "busybox:1"}}});
+        state.apply(
+            6,
+            &Command::UpdateService {
+                id: "s1".into(),
+                expected_version: 4,
+                spec: new_spec.clone(),
+                image: "busybox:1@sha256:11".into(),
+                at: 200,
+                registry_auth: None,
+            },
+        );
+        let s = state.services["s1"].clone();
+        assert_eq!(s.template_version, 6);
+        assert_eq!(s.previous_template_version, Some(4));
+        assert_eq!(s.previous_image.as_deref(), Some(original.image.as_str()));
+        let Response::Service { service: s } = state.apply(7, &rollback(6)) else {
+            panic!("not rolled back")
+        };
+        assert_eq!(
+            (&s.spec, &s.image, s.template_version, s.version),
+            (&original.spec, &original.image, 4, 7)
+        );
+        assert_eq!(s.previous_spec.as_ref(), Some(&new_spec));
+        assert_eq!(s.update_status, Some(UpdateStatus::manual_rollback(300)));
+        assert_eq!(
+            s.update_status.as_ref().unwrap().state,
+            UpdateState::RollbackStarted
+        );
+        // A second rollback returns to the update's spec.
+        let Response::Service { service: s } = state.apply(8, &rollback(7)) else {
+            panic!("not rolled back")
+        };
+        assert_eq!((&s.spec, s.template_version), (&new_spec, 6));
+        // An update starts from no status.
+        state.apply(
+            9,
+            &Command::UpdateService {
+                id: "s1".into(),
+                expected_version: 8,
+                spec: new_spec.clone(),
+                image: "busybox:1@sha256:11".into(),
+                at: 400,
+                registry_auth: None,
+            },
+        );
+        assert_eq!(state.services["s1"].update_status, None);
+        assert_eq!(state.services["s1"].template_version, 6, "same template");
+        // The orchestrator's status changes check the version and keep it.
+        let status = UpdateStatus {
+            state: UpdateState::Paused,
+            started_at: Some(1),
+            completed_at: None,
+            message: "m".into(),
+        };
+        let change = |service_version, rollback| TaskChange::UpdateStatus {
+            service_id: "s1".into(),
+            service_version,
+            status: status.clone(),
+            rollback,
+        };
+        assert_eq!(orchestrate(&mut state, 10, vec![change(8, false)]), vec![0]);
+        assert_eq!(
+            orchestrate(&mut state, 11, vec![change(9, false)]),
+            Vec::<usize>::new()
+        );
+        assert_eq!(state.services["s1"].version, 9);
+        assert_eq!(state.services["s1"].update_status, Some(status.clone()));
+        // The automatic rollback leaves no previous spec.
+        assert_eq!(
+            orchestrate(&mut state, 12, vec![change(9, true)]),
+            Vec::<usize>::new()
+        );
+        let s = &state.services["s1"];
+        assert_eq!((s.version, s.template_version), (12, 6));
+        assert_eq!(s.previous_spec, None);
+        assert_eq!(orchestrate(&mut state, 13, vec![change(12, true)]), vec![0]);
     }
 
     #[test]
@@ -1220,6 +1447,11 @@ mod tests {
             panic!("not accepted")
         };
         assert_eq!((t.status.state, t.version), (TaskState::Running, 8));
+        assert_eq!(
+            t.running_at,
+            Some(10),
+            "when it first ran: an update's Monitor counts from it"
+        );
         assert_eq!(
             refused_unchanged(&mut state, 9, &report(2, status(TaskState::Starting, 11))),
             Rejection::StaleTaskStatus {

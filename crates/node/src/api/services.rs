@@ -170,7 +170,18 @@ fn service_json(view: &ServiceView, insert: bool) -> Value {
         "Endpoint": endpoint,
     });
     if let Some(prev) = &s.previous_spec {
-        v["PreviousSpec"] = shown_spec(prev, None);
+        v["PreviousSpec"] = shown_spec(prev, s.previous_image.as_deref());
+    }
+    if let Some(u) = &s.update_status {
+        // Docker's `UpdateStatus` (`CompletedAt` only once completed).
+        let mut status = json!({"State": u.state.as_str(), "Message": u.message});
+        if let Some(at) = u.started_at {
+            status["StartedAt"] = json!(time(at));
+        }
+        if let Some(at) = u.completed_at {
+            status["CompletedAt"] = json!(time(at));
+        }
+        v["UpdateStatus"] = status;
     }
     if let Some(c) = &view.counts {
         v["ServiceStatus"] = json!({
@@ -454,6 +465,9 @@ mod tests {
                 updated_at: 1_764_550_000_123_456_000,
                 job_iteration: 0,
                 template_version: 0,
+                previous_image: None,
+                previous_template_version: None,
+                update_status: None,
             },
             counts: None,
         }
@@ -535,6 +549,7 @@ mod tests {
                 job_iteration: 0,
                 restart_times: Vec::new(),
                 template_version: 0,
+                running_at: None,
                 desired_state: TaskState::Running,
                 status,
                 created_at: 1_000_000_000,

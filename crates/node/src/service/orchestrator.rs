@@ -326,6 +326,9 @@ mod tests {
                 updated_at: 1,
                 job_iteration: 0,
                 template_version: 0,
+                previous_image: None,
+                previous_template_version: None,
+                update_status: None,
             };
         let mut state = ClusterState::default();
         state.services.insert(

@@ -283,6 +283,9 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         updated_at: 0,
         job_iteration: 0,
         template_version: 0,
+        previous_image: None,
+        previous_template_version: None,
+        update_status: None,
     };
     let slot = match parsed.mode {
         ServiceMode::Global | ServiceMode::GlobalJob => 0,
@@ -298,6 +301,7 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         job_iteration: 0,
         restart_times: Vec::new(),
         template_version: 0,
+        running_at: None,
         desired_state: TaskState::Running,
         status: TaskStatus::new(TaskState::New, 0, ""),
         created_at: 0,
@@ -368,6 +372,9 @@ impl ServicesService {
             updated_at: now,
             job_iteration: 0,
             template_version: 0,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         };
         match self.write(Command::CreateService { service }).await? {
             Response::Service { service } => Ok(Written {
@@ -454,16 +461,28 @@ impl ServicesService {
     ) -> Result<Written, ServiceError> {
         refuse_bare_token(&credentials)?;
         let current = self.read(|s| find_service(s, key))??;
-        let spec = if rollback {
-            current.previous_spec.clone().ok_or_else(|| {
-                ServiceError::invalid(format!(
+        if rollback {
+            // swarmkit's manual rollback: the previous spec, pinned image and template
+            // come back as they were (no new resolution), `UpdateStatus` says so and the
+            // orchestrator rolls the tasks back paced by `RollbackConfig`.
+            if current.previous_spec.is_none() {
+                return Err(ServiceError::invalid(format!(
                     "service {} does not have a previous spec",
                     current.id
-                ))
-            })?
-        } else {
-            normalize_spec(spec)
-        };
+                )));
+            }
+            self.write(Command::RollbackService {
+                id: current.id.clone(),
+                expected_version: version,
+                at: now_nanos(),
+            })
+            .await?;
+            return Ok(Written {
+                id: current.id,
+                warnings: Vec::new(),
+            });
+        }
+        let spec = normalize_spec(spec);
         validate_spec(&spec)?;
         // New credentials replace the stored ones; without any, the service's own are
         // used (the CLI's `registryAuthFrom=spec`).
@@ -747,6 +766,9 @@ fn rejection_error(r: Rejection) -> ServiceError {
         Rejection::ServiceNotFound { id } => {
             ServiceError::not_found(format!("service {id} not found"))
         }
+        Rejection::NoPreviousSpec { id } => {
+            ServiceError::invalid(format!("service {id} does not have a previous spec"))
+        }
         Rejection::ServiceRename { .. } => ServiceError::invalid(
             "rpc error: code = Unimplemented desc = renaming services is not supported",
         ),
@@ -950,6 +972,7 @@ mod tests {
             job_iteration: 0,
             restart_times: Vec::new(),
             template_version,
+            running_at: None,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Running, 0, ""),
             created_at: 0,
@@ -966,6 +989,9 @@ mod tests {
             updated_at: 0,
             job_iteration: 0,
             template_version: 7,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         };
         assert!(
             up_to_date(&svc, &t(7)),
@@ -998,6 +1024,9 @@ mod tests {
             updated_at: 0,
             job_iteration: 0,
             template_version: 0,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         };
         assert_eq!(pull_credentials(&svc), Credentials::Anonymous);
         svc.registry_auth = Some(auth);
@@ -1068,6 +1097,9 @@ mod tests {
                     updated_at: 0,
                     job_iteration: 0,
                     template_version: 0,
+                    previous_image: None,
+                    previous_template_version: None,
+                    update_status: None,
                 },
             );
         }
@@ -1123,6 +1155,9 @@ mod tests {
             updated_at: 0,
             job_iteration: 0,
             template_version: 0,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         };
         let task = |state: TaskState, desired: TaskState| Task {
             id: "t".into(),
@@ -1134,6 +1169,7 @@ mod tests {
             job_iteration: 0,
             restart_times: Vec::new(),
             template_version: 0,
+            running_at: None,
             desired_state: desired,
             status: TaskStatus::new(state, 0, ""),
             created_at: 0,

@@ -661,6 +661,9 @@ mod tests {
             updated_at: 1,
             job_iteration: 0,
             template_version: 0,
+            previous_image: None,
+            previous_template_version: None,
+            update_status: None,
         }
     }
 
@@ -675,6 +678,7 @@ mod tests {
             job_iteration: 0,
             restart_times: Vec::new(),
             template_version: 0,
+            running_at: None,
             desired_state: TaskState::Running,
             status: TaskStatus::new(TaskState::Assigned, 1, "assigned"),
             created_at: 1,
