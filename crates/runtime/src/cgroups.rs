@@ -4,8 +4,9 @@
 //! warm-up write that keeps container starts from waiting on the kernel (see
 //! [`attach_warmer`]). Works on cgroup
 //! v1, the hybrid layout (v1 controllers plus a cgroup2 mount) and pure v2, as libcgroups
-//! detects it. Does not create cgroups (libcontainer does, from the spec); removes them when
-//! a container's init has exited ([`remove_dirs`]).
+//! detects it. Does not create cgroups (libcontainer does, from the spec); changes a live
+//! container's limits (`docker update`, [`apply`]); removes them when a container's init
+//! has exited ([`remove_dirs`]).
 
 use std::path::{Path, PathBuf};
 

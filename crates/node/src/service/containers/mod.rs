@@ -1512,7 +1512,7 @@ impl ContainerService {
             self.inner
                 .runtime
                 .update_resources(&id, &res, live)
-                .map_err(|e| ServiceError::Runtime(Box::new(e)))?;
+                .map_err(ServiceError::runtime)?;
         }
         let rec = self.update(&id, |r| {
             r.spec.run.resources = res;
