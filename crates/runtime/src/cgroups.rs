@@ -4,8 +4,9 @@
 //! warm-up write that keeps container starts from waiting on the kernel (see
 //! [`attach_warmer`]). Works on cgroup
 //! v1, the hybrid layout (v1 controllers plus a cgroup2 mount) and pure v2, as libcgroups
-//! detects it. Does not create cgroups (libcontainer does, from the spec); removes them when
-//! a container's init has exited ([`remove_dirs`]).
+//! detects it. Does not create cgroups (libcontainer does, from the spec); changes a live
+//! container's limits (`docker update`, [`apply`]); removes them when a container's init
+//! has exited ([`remove_dirs`]).
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,32 @@ pub fn stats(id: &str, cgroups_path: &str) -> Result<libcgroups::stats::Stats> {
         .stats()
         .map_err(|e| RuntimeError::Cgroup {
             op: "stats",
+            id: id.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Applies new limits to a live container's cgroup through libcgroups' `apply` (memory,
+/// cpu, cpuset and pids controllers, whichever `resources` names; v1, hybrid or v2).
+/// `resources` must carry no device rules: on v1 libcgroups would rewrite the device
+/// cgroup, starting with a deny-all, under the running container. `disable_oom_killer`
+/// is the container's own `--oom-kill-disable` (libcgroups rewrites `memory.oom_control`).
+/// Errors carry the kernel's refusal (e.g. EBUSY for a memory limit below usage).
+pub fn apply(
+    id: &str,
+    cgroups_path: &str,
+    resources: &oci_spec::runtime::LinuxResources,
+    disable_oom_killer: bool,
+) -> Result<()> {
+    manager(id, cgroups_path)?
+        .apply(&libcgroups::common::ControllerOpt {
+            resources,
+            disable_oom_killer,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| RuntimeError::Cgroup {
+            op: "update",
             id: id.to_string(),
             message: e.to_string(),
         })

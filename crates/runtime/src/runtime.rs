@@ -1310,6 +1310,44 @@ impl Runtime {
 
     // ---- stats, top -----------------------------------------------------------------------
 
+    /// `docker update`: writes `resources` (memory, cpu, cpuset, pids) into the container's
+    /// `config.json`, so that every later start uses them, and, when `live` (the container
+    /// runs or is paused), applies them to its cgroups now. A limit the kernel refuses
+    /// leaves `config.json` as it was and answers [`RuntimeError::Cgroup`].
+    pub fn update_resources(
+        &self,
+        id: &str,
+        resources: &crate::spec::Resources,
+        live: bool,
+    ) -> Result<()> {
+        let path = self.dir(id).join("bundle/config.json");
+        let mut spec: serde_json::Value = read_json(&path, "OCI runtime spec")?;
+        let limits = crate::spec::limits_json(resources);
+        if live {
+            let mut applied = limits.clone();
+            // pids: no limit is "max" for libcgroups only when asked with 0.
+            if applied.get("pids").is_none() {
+                applied["pids"] = serde_json::json!({"limit": 0});
+            }
+            let linux: oci_spec::runtime::LinuxResources = serde_json::from_value(applied)
+                .map_err(|source| RuntimeError::Json {
+                    what: "cgroup limits",
+                    source,
+                })?;
+            cgroups::apply(
+                id,
+                &crate::spec::cgroups_path(id),
+                &linux,
+                resources.oom_kill_disable,
+            )?;
+        }
+        let devices = spec["linux"]["resources"]["devices"].take();
+        let mut new = limits;
+        new["devices"] = devices;
+        spec["linux"]["resources"] = new;
+        write_json(&path, &spec, "OCI runtime spec")
+    }
+
     /// CPU, memory and pids usage from the container's cgroups.
     pub fn stats(&self, id: &str) -> Result<Stats> {
         self.require(id, Action::Stats)?;

@@ -721,56 +721,8 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
             "allow": true, "type": kind, "major": d.major, "minor": d.minor, "access": d.access,
         }));
     }
-    let mut resources = json!({ "devices": device_rules });
-    if r.memory.is_some()
-        || r.memory_swap.is_some()
-        || r.memory_reservation.is_some()
-        || r.memory_swappiness.is_some()
-        || r.oom_kill_disable
-    {
-        let mut m = json!({});
-        if let Some(v) = r.memory_reservation {
-            m["reservation"] = json!(v);
-        }
-        if let Some(v) = r.memory_swappiness {
-            m["swappiness"] = json!(v);
-        }
-        if r.oom_kill_disable {
-            m["disableOOMKiller"] = json!(true);
-        }
-        if let Some(v) = r.memory {
-            m["limit"] = json!(v);
-        }
-        if let Some(v) = r.memory_swap {
-            m["swap"] = json!(v);
-        }
-        resources["memory"] = m;
-    }
-    if r.nano_cpus.is_some()
-        || r.cpu_shares.is_some()
-        || r.cpuset_cpus.is_some()
-        || r.cpuset_mems.is_some()
-    {
-        let mut c = json!({});
-        if let Some(v) = &r.cpuset_cpus {
-            c["cpus"] = json!(v);
-        }
-        if let Some(v) = &r.cpuset_mems {
-            c["mems"] = json!(v);
-        }
-        if let Some(n) = r.nano_cpus {
-            let period: u64 = 100_000;
-            c["period"] = json!(period);
-            c["quota"] = json!(n.saturating_mul(period as i64) / 1_000_000_000);
-        }
-        if let Some(s) = r.cpu_shares {
-            c["shares"] = json!(s);
-        }
-        resources["cpu"] = c;
-    }
-    if let Some(p) = r.pids_limit {
-        resources["pids"] = json!({"limit": p});
-    }
+    let mut resources = limits_json(r);
+    resources["devices"] = json!(device_rules);
 
     let spec = json!({
         "ociVersion": "1.0.2",
@@ -831,6 +783,62 @@ pub fn signal_number(name: &str) -> Option<i32> {
     full.parse::<nix::sys::signal::Signal>()
         .ok()
         .map(|s| s as i32)
+}
+
+/// The memory, cpu and pids parts of an OCI `linux.resources` object for `r` (no
+/// `devices`): what create writes into `config.json` and `docker update` rewrites.
+pub fn limits_json(r: &Resources) -> serde_json::Value {
+    let mut resources = json!({});
+    if r.memory.is_some()
+        || r.memory_swap.is_some()
+        || r.memory_reservation.is_some()
+        || r.memory_swappiness.is_some()
+        || r.oom_kill_disable
+    {
+        let mut m = json!({});
+        if let Some(v) = r.memory_reservation {
+            m["reservation"] = json!(v);
+        }
+        if let Some(v) = r.memory_swappiness {
+            m["swappiness"] = json!(v);
+        }
+        if r.oom_kill_disable {
+            m["disableOOMKiller"] = json!(true);
+        }
+        if let Some(v) = r.memory {
+            m["limit"] = json!(v);
+        }
+        if let Some(v) = r.memory_swap {
+            m["swap"] = json!(v);
+        }
+        resources["memory"] = m;
+    }
+    if r.nano_cpus.is_some()
+        || r.cpu_shares.is_some()
+        || r.cpuset_cpus.is_some()
+        || r.cpuset_mems.is_some()
+    {
+        let mut c = json!({});
+        if let Some(v) = &r.cpuset_cpus {
+            c["cpus"] = json!(v);
+        }
+        if let Some(v) = &r.cpuset_mems {
+            c["mems"] = json!(v);
+        }
+        if let Some(n) = r.nano_cpus {
+            let period: u64 = 100_000;
+            c["period"] = json!(period);
+            c["quota"] = json!(n.saturating_mul(period as i64) / 1_000_000_000);
+        }
+        if let Some(s) = r.cpu_shares {
+            c["shares"] = json!(s);
+        }
+        resources["cpu"] = c;
+    }
+    if let Some(p) = r.pids_limit {
+        resources["pids"] = json!({"limit": p});
+    }
+    resources
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/containers/{id}/unpause", post(unpause))
         .route("/containers/{id}/wait", post(wait))
         .route("/containers/{id}/rename", post(rename))
+        .route("/containers/{id}/update", post(update))
         .route("/containers/{id}/attach", post(attach))
         .route("/containers/{id}/resize", post(resize))
         .route("/containers/{id}/logs", get(logs))
@@ -302,6 +303,17 @@ async fn rename(
         .ok_or_else(|| ApiError::BadRequest("name cannot be empty".into()))?;
     st.containers.rename(&id, &name)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /containers/{id}/update` (`docker update`): answers `{"Warnings": [...]}`.
+async fn update(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let svc = st.containers.clone();
+    let warnings = blocking(move || svc.update_blocking(&id, &body)).await?;
+    Ok(Json(json!({ "Warnings": warnings })))
 }
 
 #[derive(Debug, Deserialize)]

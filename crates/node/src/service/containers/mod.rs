@@ -16,6 +16,7 @@ pub mod health;
 pub mod list;
 pub mod names;
 pub mod record;
+pub mod update;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -1397,6 +1398,144 @@ impl ContainerService {
             self.event("rename", &rec, &[]);
         }
         Ok(())
+    }
+
+    /// `docker update`: checks `body` by Docker's rules (see [`update`]), applies the new
+    /// limits to a running or paused container's cgroups, keeps them (and a new restart
+    /// policy) in the record and the container's `config.json` for later starts, and emits
+    /// the container `update` event. Answers the warnings (none so far).
+    pub fn update_blocking(
+        &self,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> Result<Vec<String>, ServiceError> {
+        let u = update::parse_update(body)?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        update::verify(&u, cpus)?;
+        let policy = update::restart_policy(&u)?;
+        let rec = self.get(key)?;
+        let id = rec.id.clone();
+        let cannot = |m: &str| ServiceError::conflict(format!("Cannot update container {id}: {m}"));
+        let mut hc = rec.spec.request.host_config.clone().unwrap_or_default();
+        let mut res = rec.spec.run.resources.clone();
+        let set = |v: Option<i64>| v.filter(|v| *v != 0);
+
+        // container_unix.go UpdateContainer: conflicts with what is already set.
+        let (old_quota, old_period) = (hc.cpu_quota.unwrap_or(0), hc.cpu_period.unwrap_or(0));
+        let old_nano = hc.nano_cpus.unwrap_or(0);
+        if old_nano > 0 && set(u.cpu_period).is_some() {
+            return Err(cannot(
+                "Conflicting options: CPU Period cannot be updated as NanoCPUs has already been set",
+            ));
+        }
+        if old_nano > 0 && set(u.cpu_quota).is_some() {
+            return Err(cannot(
+                "Conflicting options: CPU Quota cannot be updated as NanoCPUs has already been set",
+            ));
+        }
+        if set(u.nano_cpus).is_some() && old_period > 0 {
+            return Err(cannot(
+                "Conflicting options: Nano CPUs cannot be updated as CPU Period has already been set",
+            ));
+        }
+        if set(u.nano_cpus).is_some() && old_quota > 0 {
+            return Err(cannot(
+                "Conflicting options: Nano CPUs cannot be updated as CPU Quota has already been set",
+            ));
+        }
+        if let Some(m) = set(u.memory) {
+            // An unset swap with a memory limit runs with unlimited swap here (no
+            // memory.memsw limit is written), which Docker's rule treats as no conflict.
+            let old_swap = match res.memory_swap {
+                Some(s) => s,
+                None if res.memory.is_some() => -1,
+                None => 0,
+            };
+            if old_swap != -1 && m > old_swap && set(u.memory_swap).is_none() {
+                return Err(cannot(
+                    "Memory limit should be smaller than already set memoryswap limit, update the memoryswap at the same time",
+                ));
+            }
+        }
+        if policy.is_some() && rec.spec.auto_remove {
+            return Err(cannot(
+                "Restart policy cannot be updated because AutoRemove is enabled for the container",
+            ));
+        }
+
+        if let Some(m) = set(u.memory) {
+            res.memory = Some(m);
+            hc.memory = Some(m);
+        }
+        if let Some(s) = set(u.memory_swap) {
+            res.memory_swap = Some(s);
+            hc.memory_swap = Some(s);
+        }
+        if let (Some(m), Some(s)) = (res.memory, res.memory_swap) {
+            if s != -1 && s < m {
+                return Err(cannot(
+                    "Minimum memoryswap limit should be larger than memory limit, see usage",
+                ));
+            }
+        }
+        if let Some(r) = set(u.memory_reservation) {
+            res.memory_reservation = Some(r);
+            hc.memory_reservation = Some(r);
+        }
+        if let Some(n) = set(u.nano_cpus) {
+            res.nano_cpus = Some(n);
+            hc.nano_cpus = Some(n);
+        }
+        if let Some(s) = set(u.cpu_shares) {
+            res.cpu_shares = Some(s as u64);
+            hc.cpu_shares = Some(s);
+        }
+        if set(u.cpu_quota).is_some() || set(u.cpu_period).is_some() {
+            let quota = set(u.cpu_quota).or(hc.cpu_quota).unwrap_or(0);
+            let period = set(u.cpu_period).or(hc.cpu_period).filter(|p| *p > 0);
+            if quota <= 0 {
+                return Err(ServiceError::invalid(
+                    "HostConfig.CpuPeriod without HostConfig.CpuQuota is not supported by berth",
+                ));
+            }
+            hc.cpu_quota = Some(quota);
+            hc.cpu_period = period;
+            res.nano_cpus = Some(quota * 1_000_000_000 / period.unwrap_or(100_000));
+        }
+        if let Some(c) = u.cpuset_cpus.clone().filter(|c| !c.is_empty()) {
+            res.cpuset_cpus = Some(c.clone());
+            hc.cpuset_cpus = Some(c);
+        }
+        if let Some(c) = u.cpuset_mems.clone().filter(|c| !c.is_empty()) {
+            res.cpuset_mems = Some(c.clone());
+            hc.cpuset_mems = Some(c);
+        }
+        if let Some(p) = u.pids_limit {
+            res.pids_limit = Some(p).filter(|p| *p > 0);
+            hc.pids_limit = Some(p);
+        }
+        if policy.is_some() {
+            hc.restart_policy = u.restart_policy.clone();
+        }
+
+        let live = matches!(rec.state.status.as_str(), "running" | "paused");
+        if res != rec.spec.run.resources {
+            self.inner
+                .runtime
+                .update_resources(&id, &res, live)
+                .map_err(ServiceError::runtime)?;
+        }
+        let rec = self.update(&id, |r| {
+            r.spec.run.resources = res;
+            r.spec.request.host_config = Some(hc);
+            if let Some(p) = policy {
+                r.spec.restart = p;
+            }
+        });
+        if let Some(rec) = rec {
+            self.event("update", &rec, &[]);
+        }
+        Ok(Vec::new())
     }
 
     /// Removes every stopped container; returns their IDs.
