@@ -14,6 +14,11 @@ fn version_and_info_answer() -> Result<()> {
     assert_eq!(v.trim(), "1.50 linux");
     let info = d.docker_ok(&["info", "--format", "{{.DockerRootDir}}"])?;
     assert_eq!(info.trim(), d.data_root().display().to_string());
+    // SystemTime is the daemon's clock (the CLI parses it as RFC 3339).
+    let t = d.docker_ok(&["info", "--format", "{{.SystemTime}}"])?;
+    let t = chrono::DateTime::parse_from_rfc3339(t.trim())?;
+    let skew = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
+    assert!(skew.abs() < 600, "SystemTime {t} is not this host's clock");
     Ok(())
 }
 

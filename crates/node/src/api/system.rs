@@ -285,6 +285,9 @@ async fn info(State(st): State<AppState>) -> Json<Value> {
         "NCPU": e.cpus,
         "MemTotal": e.memory_bytes,
         "ServerVersion": ENGINE_VERSION,
+        // The daemon's clock (Go's RFC 3339 with nanoseconds): `docker events --since/--until`
+        // with a relative or `SystemTime`-based value needs it.
+        "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         "CgroupDriver": "cgroupfs",
         "LoggingDriver": e.logging_driver,
         "DefaultRuntime": "berth",
