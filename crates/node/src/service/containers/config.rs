@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use berth_runtime::spec::{NetworkMode, Resources, Rlimit, RunOptions, TmpfsMount};
-use bollard_stubs::models::{ContainerCreateBody, RestartPolicyNameEnum};
+use bollard_stubs::models::ContainerCreateBody;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -736,39 +736,10 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         .map(super::health::Healthcheck::from_api)
         .transpose()?;
 
-    let retry_count = hc
-        .restart_policy
-        .as_ref()
-        .and_then(|p| p.maximum_retry_count)
-        .unwrap_or(0);
-    let restart = match hc.restart_policy.clone() {
+    let restart = match &hc.restart_policy {
+        Some(p) => parse_restart_policy(p)?.unwrap_or(RestartPolicy::No),
         None => RestartPolicy::No,
-        Some(p) => {
-            let max = p.maximum_retry_count.unwrap_or(0);
-            match p.name {
-                None | Some(RestartPolicyNameEnum::EMPTY) | Some(RestartPolicyNameEnum::NO) => {
-                    RestartPolicy::No
-                }
-                Some(RestartPolicyNameEnum::ALWAYS) => RestartPolicy::Always,
-                Some(RestartPolicyNameEnum::UNLESS_STOPPED) => RestartPolicy::UnlessStopped,
-                Some(RestartPolicyNameEnum::ON_FAILURE) => {
-                    if max < 0 {
-                        return Err(ServiceError::invalid(
-                            "invalid restart policy: maximum retry count cannot be negative",
-                        ));
-                    }
-                    RestartPolicy::OnFailure {
-                        max: u32::try_from(max).unwrap_or(u32::MAX),
-                    }
-                }
-            }
-        }
     };
-    if !matches!(restart, RestartPolicy::OnFailure { .. }) && retry_count != 0 {
-        return Err(ServiceError::invalid(
-            "invalid restart policy: maximum retry count can only be used with 'on-failure'",
-        ));
-    }
     let auto_remove = hc.auto_remove.unwrap_or(false);
     if auto_remove && restart != RestartPolicy::No {
         return Err(ServiceError::invalid(
@@ -1234,6 +1205,39 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         devices,
         healthcheck,
     })
+}
+
+/// A Docker `HostConfig.RestartPolicy` as berth's, for create and update alike; `None` when
+/// it names no policy (no name, or ""). Errors are dockerd's (moby
+/// `runconfig.validateRestartPolicy`): a negative retry count, or a retry count with a policy
+/// other than `on-failure`.
+pub fn parse_restart_policy(
+    p: &bollard_stubs::models::RestartPolicy,
+) -> Result<Option<RestartPolicy>, ServiceError> {
+    use bollard_stubs::models::RestartPolicyNameEnum as N;
+    let max = p.maximum_retry_count.unwrap_or(0);
+    let policy = match p.name {
+        None | Some(N::EMPTY) => None,
+        Some(N::NO) => Some(RestartPolicy::No),
+        Some(N::ALWAYS) => Some(RestartPolicy::Always),
+        Some(N::UNLESS_STOPPED) => Some(RestartPolicy::UnlessStopped),
+        Some(N::ON_FAILURE) => {
+            if max < 0 {
+                return Err(ServiceError::invalid(
+                    "invalid restart policy: maximum retry count cannot be negative",
+                ));
+            }
+            Some(RestartPolicy::OnFailure {
+                max: u32::try_from(max).unwrap_or(u32::MAX),
+            })
+        }
+    };
+    if !matches!(policy, Some(RestartPolicy::OnFailure { .. })) && max != 0 {
+        return Err(ServiceError::invalid(
+            "invalid restart policy: maximum retry count can only be used with 'on-failure'",
+        ));
+    }
+    Ok(policy)
 }
 
 #[cfg(test)]

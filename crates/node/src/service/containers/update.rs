@@ -136,33 +136,10 @@ pub fn verify(u: &UpdateBody, cpus_available: i64) -> Result<(), ServiceError> {
 
 /// The restart policy the body asks for; `None` when it names none.
 pub fn restart_policy(u: &UpdateBody) -> Result<Option<RestartPolicy>, ServiceError> {
-    use bollard_stubs::models::RestartPolicyNameEnum as N;
-    let Some(p) = &u.restart_policy else {
-        return Ok(None);
-    };
-    let max = p.maximum_retry_count.unwrap_or(0);
-    let policy = match p.name {
-        None | Some(N::EMPTY) => return Ok(None),
-        Some(N::NO) => RestartPolicy::No,
-        Some(N::ALWAYS) => RestartPolicy::Always,
-        Some(N::UNLESS_STOPPED) => RestartPolicy::UnlessStopped,
-        Some(N::ON_FAILURE) => {
-            if max < 0 {
-                return Err(ServiceError::invalid(
-                    "invalid restart policy: maximum retry count cannot be negative",
-                ));
-            }
-            RestartPolicy::OnFailure {
-                max: u32::try_from(max).unwrap_or(u32::MAX),
-            }
-        }
-    };
-    if !matches!(policy, RestartPolicy::OnFailure { .. }) && max != 0 {
-        return Err(ServiceError::invalid(
-            "invalid restart policy: maximum retry count can only be used with 'on-failure'",
-        ));
+    match &u.restart_policy {
+        Some(p) => super::config::parse_restart_policy(p),
+        None => Ok(None),
     }
-    Ok(Some(policy))
 }
 
 #[cfg(test)]
