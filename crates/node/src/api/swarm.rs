@@ -119,13 +119,7 @@ async fn set_own_availability(
     if let Some(a) = availability.filter(|a| *a != Availability::Active) {
         let me = st.cluster.node_view_self().await?;
         st.cluster
-            .update_node(
-                &node_id_str(me.record.id),
-                me.record.version,
-                me.record.role,
-                a,
-                me.record.labels,
-            )
+            .set_availability(&node_id_str(me.record.id), a)
             .await?;
     }
     Ok(())

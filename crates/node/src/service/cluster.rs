@@ -622,6 +622,29 @@ impl ClusterService {
         Ok(())
     }
 
+    /// Sets only a node's availability, whatever its version (no `expected_version`: nothing
+    /// else of the record is written, so a concurrent change of its description or labels
+    /// is neither lost nor a conflict). Used for the `Availability` of `swarm init/join`.
+    pub async fn set_availability(
+        &self,
+        name: &str,
+        availability: Availability,
+    ) -> Result<(), ServiceError> {
+        let target = self.node_view(name)?;
+        let node = self.active()?;
+        let update = NodeUpdate {
+            expected_version: None,
+            role: None,
+            availability: Some(availability),
+            labels: None,
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, node.update_node(target.record.id, update))
+            .await
+            .map_err(|_| no_quorum())?
+            .map_err(cluster_error)?;
+        Ok(())
+    }
+
     /// `DELETE /nodes/{id}`: a node still reachable is removed only with `force`.
     pub async fn remove_node(&self, name: &str, force: bool) -> Result<(), ServiceError> {
         let target = self.node_view(name)?;
