@@ -823,27 +823,11 @@ async fn create_overlay(
         spec,
         at: super::now_nanos() as u64,
     };
-    let net = match st.cluster.write(command).await? {
-        Ok(Response::Network { network }) => network,
-        Ok(Response::Rejected { rejection }) => {
-            return Err(crate::service::cluster::cluster_error(
-                berth_consensus::ConsensusError::Rejected(rejection),
-            )
-            .into())
-        }
-        Ok(other) => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
-        Err(e) => return Err(crate::service::cluster::cluster_error(e).into()),
+    let net = match st.cluster.commit(command).await? {
+        Response::Network { network } => network,
+        other => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     };
-    st.events.publish(Event::now(
-        "network",
-        "create",
-        &net.id,
-        [
-            ("name".to_string(), net.spec.name.clone()),
-            ("type".to_string(), "overlay".to_string()),
-        ]
-        .into(),
-    ));
+    publish_overlay_event(st, "create", &net);
     Ok((
         StatusCode::CREATED,
         Json(json!({"Id": net.id, "Warning": ""})),
@@ -859,22 +843,21 @@ async fn remove_overlay(
     use berth_consensus::{Command, Response};
     match st
         .cluster
-        .write(Command::RemoveNetwork { id: net.id.clone() })
+        .commit(Command::RemoveNetwork { id: net.id.clone() })
         .await?
     {
-        Ok(Response::NetworkRemoved { .. }) => {}
-        Ok(Response::Rejected { rejection }) => {
-            return Err(crate::service::cluster::cluster_error(
-                berth_consensus::ConsensusError::Rejected(rejection),
-            )
-            .into())
-        }
-        Ok(other) => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
-        Err(e) => return Err(crate::service::cluster::cluster_error(e).into()),
+        Response::NetworkRemoved { .. } => {}
+        other => return Err(ApiError::Internal(format!("unexpected answer {other:?}"))),
     }
+    publish_overlay_event(st, "destroy", &net);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The `network` event dockerd emits for an overlay network (`create`, `destroy`).
+fn publish_overlay_event(st: &AppState, action: &str, net: &berth_consensus::state::Network) {
     st.events.publish(Event::now(
         "network",
-        "destroy",
+        action,
         &net.id,
         [
             ("name".to_string(), net.spec.name.clone()),
@@ -882,7 +865,6 @@ async fn remove_overlay(
         ]
         .into(),
     ));
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Plain containers on overlay networks: non-attachable ones refused as swarmkit refuses

@@ -532,6 +532,31 @@ impl ClusterService {
             .map_err(|_| no_quorum())
     }
 
+    /// Commits `command` and returns the cluster's answer. A refusal, whether answered
+    /// (`Response::Rejected`) or raised (`ConsensusError::Rejected`), is worded by `reword`
+    /// (the caller's Docker wording); other failures by [`cluster_error`].
+    pub async fn commit_with(
+        &self,
+        command: berth_consensus::Command,
+        reword: impl FnOnce(berth_consensus::Rejection) -> ServiceError,
+    ) -> Result<berth_consensus::Response, ServiceError> {
+        match self.write(command).await? {
+            Ok(berth_consensus::Response::Rejected { rejection })
+            | Err(ConsensusError::Rejected(rejection)) => Err(reword(rejection)),
+            Ok(r) => Ok(r),
+            Err(e) => Err(cluster_error(e)),
+        }
+    }
+
+    /// [`ClusterService::commit_with`] with [`cluster_error`]'s wording of refusals.
+    pub async fn commit(
+        &self,
+        command: berth_consensus::Command,
+    ) -> Result<berth_consensus::Response, ServiceError> {
+        self.commit_with(command, |r| cluster_error(ConsensusError::Rejected(r)))
+            .await
+    }
+
     /// Every node with its observed status (this node's replica: any node can answer).
     pub fn nodes(&self) -> Result<Vec<NodeView>, ServiceError> {
         let node = self.active()?;

@@ -40,7 +40,7 @@ use berth_overlay_net::dns::{DnsRecords, DnsServer};
 use berth_overlay_net::overlay::{OverlayConfig, OverlayDriver};
 use tokio::sync::Mutex;
 
-use super::cluster::{cluster_error, ClusterPhase, ClusterService};
+use super::cluster::{ClusterPhase, ClusterService};
 use super::overlay::desired_overlays;
 use crate::error::ServiceError;
 
@@ -228,7 +228,7 @@ impl OverlayPlane {
         let answer = self
             .inner
             .cluster
-            .write(Command::AttachEndpoint {
+            .commit(Command::AttachEndpoint {
                 id: endpoint_id.clone(),
                 network: network.id.clone(),
                 node_id: me,
@@ -241,18 +241,12 @@ impl OverlayPlane {
             })
             .await?;
         let endpoint = match answer {
-            Ok(Response::Endpoint { endpoint }) => endpoint,
-            Ok(Response::Rejected { rejection }) => {
-                return Err(cluster_error(berth_consensus::ConsensusError::Rejected(
-                    rejection,
-                )))
-            }
-            Ok(other) => {
+            Response::Endpoint { endpoint } => endpoint,
+            other => {
                 return Err(ServiceError::Cluster(format!(
                     "unexpected cluster answer {other:?}"
                 )))
             }
-            Err(e) => return Err(cluster_error(e)),
         };
         let result = async {
             self.wait_for_replica(|s| s.endpoints.contains_key(&endpoint_id))

@@ -328,12 +328,7 @@ impl ServicesService {
 
     /// Commits `command`, wording the cluster's refusals as dockerd does.
     async fn write(&self, command: Command) -> Result<Response, ServiceError> {
-        match self.cluster.write(command).await? {
-            Ok(Response::Rejected { rejection }) => Err(rejection_error(rejection)),
-            Ok(r) => Ok(r),
-            Err(ConsensusError::Rejected(r)) => Err(rejection_error(r)),
-            Err(e) => Err(cluster_error(e)),
-        }
+        self.cluster.commit_with(command, rejection_error).await
     }
 
     /// `POST /services/create`: validates, pins the image, commits. A spec without a name
