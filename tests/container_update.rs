@@ -43,6 +43,48 @@ fn refused(e: &DockerEnv, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Docker's default: `--memory` without `--memory-swap` limits memory + swap to twice the
+/// memory (inspect shows it, and the cgroup holds it), not unlimited swap.
+#[test]
+fn memory_without_swap_gets_twice_the_memory() -> Result<()> {
+    let e = DockerEnv::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    let id = e
+        .ok(&["run", "-d", "--memory", "32m", &bb, "sleep", "300"])?
+        .trim()
+        .to_string();
+    let shown = e.inspect(&id, "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}")?;
+    assert_eq!(shown, format!("{} {}", 32 << 20, 64 << 20));
+    if v1() {
+        let memsw = cgroup_file(
+            &id,
+            "memory",
+            "memory.memsw.limit_in_bytes",
+            "memory.swap.max",
+        )?;
+        assert_eq!(memsw, (64u64 << 20).to_string());
+    } else {
+        // cgroup2 counts swap apart from memory: swap.max = MemorySwap - Memory.
+        let swap = cgroup_file(
+            &id,
+            "memory",
+            "memory.memsw.limit_in_bytes",
+            "memory.swap.max",
+        )?;
+        assert_eq!(swap, (32u64 << 20).to_string());
+    }
+    // Within the swap limit, memory alone can grow; above it, it is refused (Docker's rule).
+    e.ok(&["update", "--memory", "48m", &id])?;
+    let err = refused(&e, &["update", "--memory", "96m", &id])?;
+    assert!(
+        err.contains("Memory limit should be smaller than already set memoryswap limit"),
+        "{err}"
+    );
+    e.ok(&["rm", "-f", &id])?;
+    Ok(())
+}
+
 #[test]
 fn update_running_stopped_and_refusals() -> Result<()> {
     let e = DockerEnv::new()?;

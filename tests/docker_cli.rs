@@ -19,6 +19,16 @@ fn version_and_info_answer() -> Result<()> {
     let t = chrono::DateTime::parse_from_rfc3339(t.trim())?;
     let skew = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
     assert!(skew.abs() < 600, "SystemTime {t} is not this host's clock");
+    // ID: a UUID made once per data root, the same after a restart.
+    let id = d
+        .docker_ok(&["info", "--format", "{{.ID}}"])?
+        .trim()
+        .to_string();
+    let parts: Vec<usize> = id.split('-').map(str::len).collect();
+    assert_eq!(parts, [8, 4, 4, 4, 12], "engine id {id:?}");
+    let mut d = d;
+    d.restart()?;
+    assert_eq!(d.docker_ok(&["info", "--format", "{{.ID}}"])?.trim(), id);
     Ok(())
 }
 

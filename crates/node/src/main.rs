@@ -142,7 +142,7 @@ async fn run(cfg: config::Config) -> Result<()> {
         let c = containers.clone();
         tokio::task::spawn_blocking(move || c.recover()).await?;
     }
-    let engine = std::sync::Arc::new(api::EngineInfo::from_config(&cfg));
+    let engine = std::sync::Arc::new(api::EngineInfo::from_config(&cfg)?);
     let cluster = service::cluster::ClusterService::open(
         &cfg.data_root,
         engine.hostname.clone(),

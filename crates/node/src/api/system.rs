@@ -15,6 +15,9 @@ use crate::config::Config;
 /// Facts about this engine that `/version` and `/info` report.
 #[derive(Debug, Clone)]
 pub struct EngineInfo {
+    /// The engine's id (`/info` `ID`): a UUID made on first start and kept in
+    /// `<data-root>/engine-id`, as Docker 23+ does (daemon/daemon.go, loadOrCreateID).
+    pub id: String,
     pub data_root: PathBuf,
     pub hostname: String,
     pub kernel: String,
@@ -30,14 +33,17 @@ pub struct EngineInfo {
 }
 
 impl EngineInfo {
-    pub fn from_config(cfg: &Config) -> Self {
+    /// The facts of this host and `cfg`. Errors when the engine id can neither be read
+    /// nor written under the data root.
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
         let uts = nix::sys::utsname::uname().ok();
         let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
             uts.as_ref()
                 .map(|u| f(u).to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
-        EngineInfo {
+        Ok(EngineInfo {
+            id: load_or_create_engine_id(&cfg.data_root)?,
             data_root: cfg.data_root.clone(),
             hostname: field(|u| u.nodename()),
             kernel: field(|u| u.release()),
@@ -53,8 +59,39 @@ impl EngineInfo {
             },
             logging_driver: cfg.log_driver.clone(),
             labels: cfg.labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        }
+        })
     }
+}
+
+/// Reads `<data_root>/engine-id`, or writes a new random UUID (RFC 4122 version 4,
+/// lower-case hyphenated) there first.
+fn load_or_create_engine_id(data_root: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let path = data_root.join("engine-id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    }
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
+    std::fs::create_dir_all(data_root)
+        .with_context(|| format!("create {}", data_root.display()))?;
+    let tmp = data_root.join("engine-id.tmp");
+    std::fs::write(&tmp, &id).with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(id)
 }
 
 /// The host's memory in bytes (`MemTotal`).
@@ -269,7 +306,7 @@ async fn info(State(st): State<AppState>) -> Json<Value> {
     .unwrap_or_default();
     let count = |s: &str| ctrs.iter().filter(|c| c.state.status == s).count();
     Json(json!({
-        "ID": "",
+        "ID": e.id,
         "Containers": ctrs.len(),
         "ContainersRunning": count("running"),
         "ContainersPaused": count("paused"),

@@ -920,6 +920,12 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         Some(-1) => Some(-1),
         other => non_negative(other, "memory swap")?,
     };
+    // Docker's default (daemon/daemon_unix.go, adaptContainerSettings): a memory limit
+    // without a swap limit gets memory + swap = twice the memory limit.
+    let memory_swap = match (memory, memory_swap) {
+        (Some(m), None) => Some(m.saturating_mul(2)),
+        (_, s) => s,
+    };
     if let (Some(m), Some(s)) = (memory, memory_swap) {
         if s != -1 && s < m {
             return Err(ServiceError::invalid(
