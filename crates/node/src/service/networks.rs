@@ -615,6 +615,29 @@ impl NetworkService {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Ids of every container this service holds something for: a namespace file under
+    /// `<exec-root>/netns`, name files under `<data-root>/netfiles`, or an endpoint in the
+    /// driver's state (blocking). Sorted, without duplicates.
+    pub fn container_ids_with_state(&self) -> Vec<String> {
+        let mut ids = std::collections::BTreeSet::new();
+        for dir in [&self.inner.netns_dir, &self.inner.files_dir] {
+            if let Ok(rd) = std::fs::read_dir(dir) {
+                for ent in rd.flatten() {
+                    ids.insert(ent.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+        self.inner.handle.block_on(async {
+            let d = self.inner.driver.lock().await;
+            for e in d.state().endpoints.values() {
+                if !e.container_id.is_empty() {
+                    ids.insert(e.container_id.clone());
+                }
+            }
+        });
+        ids.into_iter().collect()
+    }
+
     /// Hands over the overlay data plane (once, at start-up).
     pub fn set_overlay(&self, plane: OverlayPlane) {
         let _ = self.inner.overlay.set(plane);

@@ -363,6 +363,33 @@ impl ContainerService {
                 Status::Created => {}
             }
         }
+        self.remove_orphans();
+    }
+
+    /// Removes what a daemon killed half-way through a create left without a record: a
+    /// runtime container (its rootfs snapshot, state directory, shim) and a network
+    /// namespace with its endpoints (addresses, veths, port rules). Nothing of a container
+    /// that has a record is touched.
+    fn remove_orphans(&self) {
+        let known: std::collections::BTreeSet<String> =
+            self.table().records.keys().cloned().collect();
+        match self.inner.runtime.list() {
+            Ok(list) => {
+                for info in list.into_iter().filter(|i| !known.contains(&i.id)) {
+                    tracing::warn!(container = %info.id, "removing a runtime container that has no record (interrupted create)");
+                    if let Err(e) = self.inner.runtime.delete(&info.id, true) {
+                        tracing::warn!(container = %info.id, error = %e, "remove orphaned runtime container");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "list runtime containers"),
+        }
+        for id in self.inner.networks.container_ids_with_state() {
+            if !known.contains(&id) {
+                tracing::warn!(container = %id, "releasing the network namespace and endpoints of a container that has no record (interrupted create)");
+                self.inner.networks.detach_blocking(&id);
+            }
+        }
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Option<ContainerRecord> {
