@@ -531,3 +531,58 @@ fn a_restart_releases_the_namespace_of_a_container_without_record() -> Result<()
     e.ok(&["exec", &kept, "true"])?;
     Ok(())
 }
+
+/// The pid of the shim that supervises container `id`'s init (its pid file under the
+/// runtime's exec root, `<exec-root>/rt/<id>/shim.pid`).
+fn shim_of(e: &DockerEnv, id: &str) -> Result<i32> {
+    let f = e.d.exec_root().join("rt").join(id).join("shim.pid");
+    let pid = std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?;
+    Ok(pid.trim().parse()?)
+}
+
+/// A shim killed with SIGKILL takes its container with it: the container's processes end,
+/// and the daemon reports it exited (137) with the reason, never running unsupervised.
+#[test]
+fn a_shim_killed_with_kill9_ends_its_container_and_is_reported() -> Result<()> {
+    let e = DockerEnv::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    let id = e
+        .ok(&["run", "-d", &bb, "sleep", "300"])?
+        .trim()
+        .to_string();
+    let pid: i32 = e.inspect(&id, "{{.State.Pid}}")?.parse()?;
+    let shim = shim_of(&e, &id)?;
+    let cmdline = std::fs::read(format!("/proc/{shim}/cmdline"))?;
+    ensure!(
+        String::from_utf8_lossy(&cmdline).contains("berth-shim"),
+        "pid {shim} is not a shim"
+    );
+    // SAFETY: kill(2) of the shim this test's daemon started for this test's container.
+    let rc = unsafe { libc::kill(shim, libc::SIGKILL) };
+    ensure!(rc == 0, "kill shim: {}", std::io::Error::last_os_error());
+    let status = retry(Duration::from_secs(20), || {
+        let s = e.inspect(
+            &id,
+            "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}",
+        )?;
+        Ok(s.starts_with("exited").then_some(s))
+    })
+    .context("the container is still reported running after its shim was killed")?;
+    ensure!(status.starts_with("exited 137 "), "{status}");
+    ensure!(status.contains("shim"), "no reason given: {status}");
+    // Gone, or a zombie waiting for its new parent to reap it: not running either way.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    ensure!(
+        matches!(state, None | Some('Z') | Some('X')),
+        "the container's init ({pid}) still runs unsupervised: {stat}"
+    );
+    // It can start again, under a new shim.
+    e.ok(&["start", &id])?;
+    assert_eq!(e.inspect(&id, "{{.State.Running}}")?, "true");
+    e.ok(&["rm", "-f", &id])?;
+    Ok(())
+}

@@ -81,6 +81,11 @@ pub struct ExitStatus {
     pub signal: Option<i32>,
     pub oom_killed: bool,
     pub finished_at: DateTime<Utc>,
+    /// The process's shim died (killed with SIGKILL, say) before it saw the exit: the
+    /// runtime then killed what was left of the container itself (`code` 137, `signal` 9)
+    /// and wrote this record in the shim's place. Absent in older records (false).
+    #[serde(default)]
+    pub shim_lost: bool,
 }
 
 impl ExitStatus {
@@ -96,6 +101,7 @@ impl ExitStatus {
             signal,
             oom_killed,
             finished_at: Utc::now(),
+            shim_lost: false,
         }
     }
 }

@@ -286,8 +286,20 @@ fn host_rlimit_hard() -> BTreeMap<String, u64> {
     out
 }
 
+/// Whether `pid` runs: it exists and is not a zombie (a killed shim whose parent has not
+/// reaped it yet is dead for the runtime's purposes).
 fn pid_alive(pid: i32) -> bool {
-    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    // /proc/<pid>/stat: "pid (comm) S ...", the state after the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_none_or(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
 }
 
 impl Runtime {
@@ -578,7 +590,22 @@ impl Runtime {
     ) -> (Status, Option<i32>, Option<ExitStatus>) {
         let id = &rec.request.id;
         let shim = self.shim_state(id, Proc::Init);
-        let recorded = self.read_exit(id, Proc::Init);
+        let mut recorded = self.read_exit(id, Proc::Init);
+        // The shim died without writing the exit (SIGKILL): its container may still run,
+        // reparented and unsupervised. The runtime ends it and records the exit.
+        if shim.is_none() && recorded.is_none() && rec.started_at.is_some() {
+            let pid = std::fs::read_to_string(self.shim_pid_file(id, Proc::Init))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            if pid.is_some_and(|p| !pid_alive(p)) {
+                match self.take_over_unsupervised(id) {
+                    Ok(exit) => recorded = Some(exit),
+                    Err(e) => {
+                        tracing::warn!(container = %id, error = %e, "ending a container whose shim died")
+                    }
+                }
+            }
+        }
         let live_exit = shim.and_then(|(_, e)| e);
         let exit = recorded.or(live_exit);
         let paused = with_pause
@@ -886,9 +913,12 @@ impl Runtime {
                         .ok()
                         .and_then(|s| s.trim().parse::<i32>().ok());
                     if !pid.is_some_and(pid_alive) {
-                        return match self.read_exit(id, p) {
-                            Some(x) => Ok(Some(x)),
-                            None => Err(e),
+                        return match (self.read_exit(id, p), p) {
+                            (Some(x), _) => Ok(Some(x)),
+                            (None, Proc::Init) if pid.is_some() => {
+                                self.take_over_unsupervised(id).map(Some)
+                            }
+                            (None, _) => Err(e),
                         };
                     }
                     std::thread::sleep(Duration::from_millis(10));
@@ -896,6 +926,47 @@ impl Runtime {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Ends a container whose init shim died without recording its exit (killed with
+    /// SIGKILL): thaws it if frozen, SIGKILLs every process of its cgroup until none is
+    /// left (at most 10 s), and writes the exit record the shim could not (137, signal 9,
+    /// [`ExitStatus::shim_lost`]). The shim's pid file goes with it, so this runs once.
+    /// Errors when the record cannot be written or processes survive.
+    fn take_over_unsupervised(&self, id: &str) -> Result<ExitStatus> {
+        let _ = oci::resume(id, &self.lc_root());
+        let cg = spec::cgroups_path(id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = cgroups::pids(id, &cg).unwrap_or_default();
+            if pids.is_empty() {
+                break;
+            }
+            for p in &pids {
+                // SAFETY: kill(2) of processes in this container's own cgroup.
+                unsafe { libc::kill(*p, libc::SIGKILL) };
+            }
+            if Instant::now() > deadline {
+                return Err(RuntimeError::Timeout {
+                    what: "processes of a container whose shim died to end",
+                    millis: 10_000,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let exit = ExitStatus {
+            shim_lost: true,
+            ..ExitStatus::from_wait(None, Some(libc::SIGKILL), false)
+        };
+        let record = ExitRecord {
+            version: crate::protocol::RECORD_VERSION,
+            pid: 0,
+            exit,
+        };
+        write_json(&self.exit_file(id, Proc::Init), &record, "exit record")?;
+        let _ = std::fs::remove_file(self.shim_pid_file(id, Proc::Init));
+        tracing::warn!(container = %id, "its shim died; the container was killed and recorded as exited (137)");
+        Ok(exit)
     }
 
     /// Waits for the init to exit (`None` timeout: forever); `Ok(None)` on timeout.

@@ -341,7 +341,7 @@ impl ContainerService {
                     };
                     if old_status == "running" || old_status == "restarting" {
                         if let Some(e) = info.exit {
-                            self.record_exit(&id, e.code as i64, e.oom_killed, e.finished_at);
+                            self.record_exit(&id, &e);
                         }
                     }
                     if policy.start_on_boot(stopped)
@@ -1089,9 +1089,7 @@ impl ContainerService {
                     continue;
                 }
             }
-            let Some(rec) =
-                self.record_exit(&id, exit.code as i64, exit.oom_killed, exit.finished_at)
-            else {
+            let Some(rec) = self.record_exit(&id, &exit) else {
                 return;
             };
             if rec.spec.auto_remove {
@@ -1154,20 +1152,23 @@ impl ContainerService {
         }
     }
 
-    fn record_exit(
-        &self,
-        id: &str,
-        code: i64,
-        oom: bool,
-        finished: chrono::DateTime<chrono::Utc>,
-    ) -> Option<ContainerRecord> {
+    /// Records the init's exit (status, code, OOM, time; `State.Error` names a lost shim),
+    /// sends `oom` and `die` events and wakes waiters.
+    fn record_exit(&self, id: &str, exit: &berth_runtime::ExitStatus) -> Option<ContainerRecord> {
+        let code = exit.code as i64;
+        let oom = exit.oom_killed;
         self.stop_health_monitor(id);
         let rec = self.update(id, |r| {
             r.state.status = "exited".into();
             r.state.pid = 0;
             r.state.exit_code = code;
             r.state.oom_killed = oom;
-            r.state.finished_at = finished.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            r.state.finished_at = exit
+                .finished_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            if exit.shim_lost {
+                r.state.error = SHIM_LOST.into();
+            }
         })?;
         if oom {
             self.event("oom", &rec, &[]);
@@ -1868,6 +1869,11 @@ pub fn overlay_endpoint_record(
     }
 }
 
+/// `State.Error` of a container whose shim died before it saw the exit (the runtime then
+/// killed the container: [`berth_runtime::ExitStatus::shim_lost`]).
+const SHIM_LOST: &str =
+    "the container's shim (berth-shim) was killed; the container was killed with it";
+
 fn refresh_state(state: &mut ContainerState, info: &berth_runtime::ContainerInfo) {
     let observed = status_name(info.status);
     // The daemon's own transitional states win over the runtime's view.
@@ -1886,6 +1892,9 @@ fn refresh_state(state: &mut ContainerState, info: &berth_runtime::ContainerInfo
             state.finished_at = e
                 .finished_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+            if e.shim_lost {
+                state.error = SHIM_LOST.into();
+            }
         }
     }
 }
