@@ -25,22 +25,26 @@
 //! `--network-alias` aliases, short id) of every container endpoint of that overlay in the
 //! cluster. Internal overlays have no gateway address on the host, so no embedded DNS.
 //!
-//! Not here: services' tasks on overlays, VIPs, the routing mesh (refused elsewhere).
+//! The routing mesh ([`super::mesh`]): each reconcile commits or releases this node's
+//! sandbox endpoint on `ingress`, sets the published ports' DNAT rules in the host table,
+//! and re-programs the return path of the local tasks on `ingress` (registered with
+//! [`OverlayPlane::add_ingress_task`]) when the set of nodes changed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_consensus::state::{EndpointOwner, Network};
-use berth_consensus::{ClusterState, Command, Response};
+use berth_consensus::{ClusterState, Command, NodeId, Response};
 use berth_overlay_net::dns::{DnsRecords, DnsServer};
-use berth_overlay_net::overlay::{OverlayConfig, OverlayDriver};
+use berth_overlay_net::overlay::{IngressReturn, OverlayConfig, OverlayDriver};
 use tokio::sync::Mutex;
 
 use super::cluster::{ClusterPhase, ClusterService};
+use super::mesh;
 use super::overlay::desired_overlays;
 use crate::error::ServiceError;
 
@@ -69,6 +73,8 @@ struct Plane {
     upstreams: Vec<SocketAddr>,
     /// Whether the data plane is known to be empty (torn down with nothing realised).
     idle: AtomicBool,
+    /// Local task namespaces on `ingress`, with the return path last programmed in each.
+    ingress_tasks: Mutex<HashMap<PathBuf, IngressReturn>>,
 }
 
 /// This node's overlay data plane. Cheap to clone.
@@ -113,6 +119,7 @@ impl OverlayPlane {
                 dns: Mutex::new(HashMap::new()),
                 upstreams,
                 idle: AtomicBool::new(false),
+                ingress_tasks: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -135,6 +142,7 @@ impl OverlayPlane {
         ) else {
             return Ok(());
         };
+        self.sync_sandbox(&state, node.id()).await;
         let Some(desired) = desired_overlays(&state, node.id()) else {
             return Ok(());
         };
@@ -152,6 +160,17 @@ impl OverlayPlane {
         d.reconcile(&desired)
             .await
             .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        // The routing mesh's published ports, on a node that holds its ingress sandbox.
+        let rules = if desired.networks.iter().any(|n| n.host_address.is_some()) {
+            mesh::ingress_rules(&state)
+        } else {
+            Vec::new()
+        };
+        d.set_published(rules, Vec::new())
+            .await
+            .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        drop(d);
+        self.sync_ingress_returns(&state).await;
         let wanted: Vec<&Network> = desired
             .networks
             .iter()
@@ -180,6 +199,94 @@ impl OverlayPlane {
             dns[&n.id].set_records(dns_records(&state, n));
         }
         Ok(())
+    }
+
+    /// Commits this node's routing-mesh sandbox endpoint on `ingress` when the mesh is
+    /// wanted and the node has none, or releases it when no service publishes through the
+    /// mesh any more ([`mesh::wants_sandbox`]). Failures are logged; the next reconcile
+    /// (after every applied change, at least every 5 s) tries again.
+    async fn sync_sandbox(&self, state: &ClusterState, me: NodeId) {
+        let (want, have) = (mesh::wants_sandbox(state), mesh::sandbox_of(state, me));
+        let command = match (want, have, state.ingress_network()) {
+            (true, None, Some(ingress)) => Command::AttachEndpoint {
+                id: crate::service::volumes::random_hex64(),
+                network: ingress.id.clone(),
+                node_id: me,
+                owner: EndpointOwner::NodeSandbox,
+                requested_ip: None,
+            },
+            (false, Some(id), _) => Command::DetachEndpoint { id, node_id: me },
+            _ => return,
+        };
+        match self.inner.cluster.write(command).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "routing mesh sandbox"),
+            Err(e) => tracing::warn!(error = %e, "routing mesh sandbox"),
+        }
+    }
+
+    /// Records that the task namespace `netns` is on `ingress` as `ifname`, and programs its
+    /// return path (replies through the node that forwarded each request) now and
+    /// whenever the set of nodes changes ([`OverlayPlane::reconcile`]).
+    pub async fn add_ingress_task(&self, netns: &Path, ifname: &str) -> Result<(), ServiceError> {
+        let Some(state) = self.inner.cluster.local_cluster_state() else {
+            return Ok(());
+        };
+        let ret = IngressReturn {
+            ifname: ifname.to_string(),
+            nodes: mesh::sandbox_addrs(&state),
+        };
+        self.inner
+            .driver
+            .lock()
+            .await
+            .program_ingress_return(netns, &ret)
+            .await
+            .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        self.inner
+            .ingress_tasks
+            .lock()
+            .await
+            .insert(netns.to_path_buf(), ret);
+        Ok(())
+    }
+
+    /// Forgets the task namespace `netns` (its rules go with the namespace).
+    pub async fn remove_ingress_task(&self, netns: &Path) {
+        self.inner.ingress_tasks.lock().await.remove(netns);
+    }
+
+    /// Re-programs the return path of every local task on `ingress` whose node set is not
+    /// the current one. A namespace that is gone is forgotten.
+    async fn sync_ingress_returns(&self, state: &ClusterState) {
+        let nodes = mesh::sandbox_addrs(state);
+        let mut tasks = self.inner.ingress_tasks.lock().await;
+        let stale: Vec<PathBuf> = tasks
+            .iter()
+            .filter(|(_, r)| r.nodes != nodes)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for netns in stale {
+            if !netns.exists() {
+                tasks.remove(&netns);
+                continue;
+            }
+            let Some(ret) = tasks.get_mut(&netns) else {
+                continue;
+            };
+            ret.nodes = nodes.clone();
+            let r = self
+                .inner
+                .driver
+                .lock()
+                .await
+                .program_ingress_return(&netns, ret)
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(netns = %netns.display(), error = %e, "routing mesh return path");
+                ret.nodes.clear(); // tried again next time
+            }
+        }
     }
 
     /// Removes every overlay link and the nftables table of this instance, and stops the

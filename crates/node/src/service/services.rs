@@ -764,6 +764,9 @@ fn rejection_error(r: Rejection) -> ServiceError {
         Rejection::NoPreviousSpec { id } => {
             ServiceError::invalid(format!("service {id} does not have a previous spec"))
         }
+        r @ Rejection::PortInUse { .. } => {
+            ServiceError::invalid(format!("rpc error: code = InvalidArgument desc = {r}"))
+        }
         Rejection::ServiceRename { .. } => ServiceError::invalid(
             "rpc error: code = Unimplemented desc = renaming services is not supported",
         ),

@@ -189,8 +189,8 @@ pub fn task_container_name(service: &Service, task: &Task, node_id: &str) -> Str
 /// task, task.id, task.name}. `Image` is the task's pinned `task.image`.
 ///
 /// Errors (`InvalidArgument`, the API answers 400): a field berth cannot honour, named
-/// (`TaskTemplate.ContainerSpec.Secrets is not supported by berth ...`); ingress-mode
-/// published ports; a create body the container path would refuse (its message, prefixed
+/// (`TaskTemplate.ContainerSpec.Secrets is not supported by berth ...`); an ingress-mode
+/// port without a published port; a create body the container path would refuse (its message, prefixed
 /// with `invalid task template: `).
 pub fn task_container(
     service: &Service,
@@ -468,6 +468,8 @@ pub fn task_container(
     let (bindings, exposed) = host_ports(spec.get("EndpointSpec"))?;
     if !bindings.is_empty() {
         host.insert("PortBindings".into(), Value::Object(bindings));
+    }
+    if !exposed.is_empty() {
         config.insert("ExposedPorts".into(), Value::Object(exposed));
     }
 
@@ -537,7 +539,10 @@ fn privileges(p: Option<&Map<String, Value>>) -> Result<Vec<String>, ServiceErro
 type PortMaps = (Map<String, Value>, Map<String, Value>);
 
 /// `EndpointSpec.Ports` with `PublishMode: host` as `(PortBindings, ExposedPorts)`.
-/// Ingress ports (the routing mesh, the CLI's default for `-p`) are refused.
+/// Ingress ports (the routing mesh, the CLI's default for `-p`) are only exposed: every
+/// node publishes them (`service::mesh`); one without a published port (Swarm's dynamic
+/// allocation) is refused by name. swarmkit's spec checks: no ingress port with `dnsrr`,
+/// no published port twice.
 fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
     let mut bindings = Map::new();
     let mut exposed = Map::new();
@@ -547,14 +552,16 @@ fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
     if let Some(k) = first_unknown(ep, &["Mode", "Ports"]) {
         return Err(refused(&format!("EndpointSpec.{k}"), ""));
     }
-    match string(ep.get("Mode"), "EndpointSpec.Mode")?.as_str() {
-        "" | "vip" | "dnsrr" => {}
+    let dnsrr = match string(ep.get("Mode"), "EndpointSpec.Mode")?.as_str() {
+        "" | "vip" => false,
+        "dnsrr" => true,
         other => {
             return Err(invalid(format!(
                 "invalid endpoint mode {other:?}: expected vip or dnsrr"
             )))
         }
-    }
+    };
+    let mut seen = std::collections::BTreeSet::new();
     let ports = match ep.get("Ports") {
         None | Some(Value::Null) => return Ok((bindings, exposed)),
         Some(Value::Array(a)) => a,
@@ -598,18 +605,36 @@ fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
                 "invalid published port {published}: must be between 0 and 65535"
             )));
         }
-        match string(p.get("PublishMode"), "EndpointSpec.Ports.PublishMode")?.as_str() {
-            "host" => {}
-            "" | "ingress" => {
-                return Err(invalid(format!(
-                    "port {published}:{target}/{proto}: ingress (routing mesh) ports are not supported yet; publish with mode=host (--publish published={published},target={target},mode=host)"
-                )))
-            }
+        let ingress = match string(p.get("PublishMode"), "EndpointSpec.Ports.PublishMode")?.as_str()
+        {
+            "host" => false,
+            "" | "ingress" => true,
             other => {
                 return Err(invalid(format!(
                     "invalid publish mode {other:?}: expected ingress or host"
                 )))
             }
+        };
+        // swarmkit's validateEndpointSpec (manager/controlapi/service.go).
+        if ingress && dnsrr {
+            return Err(invalid(
+                "rpc error: code = InvalidArgument desc = EndpointSpec: port published with ingress mode can't be used with dnsrr mode",
+            ));
+        }
+        if published != 0 && !seen.insert((published, proto)) {
+            return Err(invalid(
+                "rpc error: code = InvalidArgument desc = EndpointSpec: duplicate published ports provided",
+            ));
+        }
+        if ingress {
+            if published == 0 {
+                return Err(invalid(format!(
+                    "port {target}/{proto}: an ingress port without a published port (Swarm allocates one from 30000-32767) is not supported by berth; give one (--publish published=PORT,target={target})"
+                )));
+            }
+            // The routing mesh publishes it on every node (service::mesh), not the container.
+            exposed.insert(format!("{target}/{proto}"), json!({}));
+            continue;
         }
         let key = format!("{target}/{proto}");
         let binding = if published == 0 {
@@ -867,23 +892,37 @@ mod tests {
     }
 
     #[test]
-    fn ingress_ports_are_refused_and_host_ports_honoured() {
-        let spec = |mode: &str| {
+    fn ingress_ports_are_exposed_and_host_ports_bound() {
+        let spec = |ports: Value| {
             json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
-                   "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080, "PublishMode": mode}]}})
+                   "EndpointSpec": {"Ports": ports}})
         };
-        let e = err(spec("ingress"));
-        assert!(
-            e.contains("ingress (routing mesh) ports are not supported yet"),
-            "{e}"
-        );
-        assert!(e.contains("mode=host"), "{e}");
-        let e = err(spec(""));
-        assert!(e.contains("ingress"), "{e}");
-        let (_, b) = build(spec("host")).unwrap();
+        let port =
+            |mode: &str| json!([{"TargetPort": 80, "PublishedPort": 8080, "PublishMode": mode}]);
+        for mode in ["ingress", ""] {
+            let (_, b) = build(spec(port(mode))).unwrap();
+            assert!(b["HostConfig"]["PortBindings"].is_null(), "{b}");
+            assert_eq!(b["ExposedPorts"], json!({"80/tcp": {}}));
+        }
+        let (_, b) = build(spec(port("host"))).unwrap();
         assert_eq!(
             b["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"],
             "8080"
+        );
+        let e = err(spec(json!([{"TargetPort": 80}])));
+        assert!(e.contains("not supported by berth"), "{e}");
+        let e = err(spec(json!([{"TargetPort": 80, "PublishedPort": 8080},
+                                {"TargetPort": 81, "PublishedPort": 8080, "PublishMode": "host"}])));
+        assert!(
+            e.ends_with("EndpointSpec: duplicate published ports provided"),
+            "{e}"
+        );
+        let mut dnsrr = spec(port("ingress"));
+        dnsrr["EndpointSpec"]["Mode"] = json!("dnsrr");
+        let e = err(dnsrr);
+        assert!(
+            e.ends_with("port published with ingress mode can't be used with dnsrr mode"),
+            "{e}"
         );
     }
 
