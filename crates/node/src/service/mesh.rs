@@ -23,7 +23,9 @@
 //! `mode=host` ports are not here: they are the task container's own port bindings
 //! (`service::task_spec`), published by its node like `docker run -p`.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
 use berth_consensus::state::{published_ports, EndpointOwner};
 use berth_consensus::{ClusterState, NodeId};
@@ -110,6 +112,47 @@ pub fn ingress_rules(state: &ClusterState) -> Vec<IngressRule> {
     }
     rules.sort_by_key(|r| (r.published, r.protocol));
     rules
+}
+
+/// The local tasks on `ingress` whose observed state is `Running`: their container's
+/// namespace file (`netns_dir/<container id>`) and their interface on `ingress` (`eth<i>`,
+/// `i` = 1 + the network's place in the service's networks, as `attach_task` names them).
+pub fn local_ingress_tasks(
+    state: &ClusterState,
+    me: NodeId,
+    netns_dir: &Path,
+) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let Some(ingress) = state.ingress_network() else {
+        return out;
+    };
+    for e in state.endpoints_of_network(&ingress.id) {
+        let EndpointOwner::Task { id, service_id } = &e.owner else {
+            continue;
+        };
+        if e.node_id != Some(me) {
+            continue;
+        }
+        let Some(task) = state.tasks.get(id) else {
+            continue;
+        };
+        let (Some(cid), true) = (
+            task.status.container_id.as_deref(),
+            task.status.state == TaskState::Running,
+        ) else {
+            continue;
+        };
+        let Some(place) = state
+            .services
+            .get(service_id)
+            .and_then(|s| state.service_networks(&s.spec).ok())
+            .and_then(|nets| nets.iter().position(|n| *n == ingress.id))
+        else {
+            continue;
+        };
+        out.insert(netns_dir.join(cid), format!("eth{}", place + 1));
+    }
+    out
 }
 
 /// `TargetPort` of each port that [`published_ports`] lists, in the same order.

@@ -42,6 +42,7 @@ const TASK_TEMPLATE_KEYS: &[&str] = &[
     "ForceUpdate",
     "Runtime",
     "LogDriver",
+    "Networks",
 ];
 
 /// `ContainerSpec` keys mapped onto the create body (the rest are refused when set).
@@ -181,6 +182,72 @@ pub fn task_container_name(service: &Service, task: &Task, node_id: &str) -> Str
     format!("{}.{}.{}", service_name(service), slot, task.id)
 }
 
+/// One entry of `TaskTemplate.Networks` (or the deprecated top-level `Networks`): the
+/// network (`Target`, a swarm-scoped network's name or id; resolved by the cluster state,
+/// which refuses an unknown one with 404 "network X not found") and its `Aliases` (DNS names
+/// of the service on that network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAttachment {
+    /// Network name or id, as given.
+    pub target: String,
+    /// `--network name=N,alias=A` names.
+    pub aliases: Vec<String>,
+}
+
+/// Parses a `Networks` list (Docker's `NetworkAttachmentConfig`: `Target`, `Aliases`,
+/// `DriverOpts`). Errors (400): not a list of objects, a missing `Target`, `DriverOpts`
+/// (per-attachment driver options are not supported by berth's overlay driver).
+pub fn network_attachments(
+    v: Option<&Value>,
+    field: &str,
+) -> Result<Vec<NetworkAttachment>, ServiceError> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(invalid(format!("{field} must be a list"))),
+    };
+    let mut out = Vec::new();
+    for n in list {
+        let o = object(Some(n), &format!("{field}[]"))?
+            .ok_or_else(|| invalid(format!("{field}[] must be an object")))?;
+        if let Some(k) = first_unknown(o, &["Target", "Aliases", "DriverOpts"]) {
+            return Err(refused(&format!("{field}.{k}"), ""));
+        }
+        if o.get("DriverOpts").is_some_and(|d| !is_unset(d)) {
+            return Err(refused(
+                &format!("{field}.DriverOpts"),
+                ": the overlay driver takes no per-attachment options",
+            ));
+        }
+        let target = string(o.get("Target"), &format!("{field}.Target"))?;
+        if target.is_empty() {
+            return Err(invalid(format!(
+                "{field}: a network attachment needs a Target"
+            )));
+        }
+        out.push(NetworkAttachment {
+            target,
+            aliases: string_list(o.get("Aliases"), &format!("{field}.Aliases"))?,
+        });
+    }
+    Ok(out)
+}
+
+/// The network attachments of a service spec: `TaskTemplate.Networks`, or else the
+/// deprecated top-level `Networks` (dockerd's order). Unparsable lists give none (the spec
+/// was validated when written).
+pub fn service_attachments(spec: &Value) -> Vec<NetworkAttachment> {
+    let t = network_attachments(
+        spec.pointer("/TaskTemplate/Networks"),
+        "TaskTemplate.Networks",
+    )
+    .unwrap_or_default();
+    if !t.is_empty() {
+        return t;
+    }
+    network_attachments(spec.get("Networks"), "Networks").unwrap_or_default()
+}
+
 /// The container of a task: its name (`<service>.<slot>.<task id>`, global services
 /// `<service>.<node id>.<task id>`) and the Engine API create body (as for POST
 /// /containers/create) built from TaskTemplate.ContainerSpec (+ Resources limits,
@@ -199,24 +266,17 @@ pub fn task_container(
 ) -> Result<(String, Value), ServiceError> {
     let spec = &service.spec;
     let name = task_container_name(service, task, node_id);
-    if spec.get("Networks").is_some_and(|v| !is_unset(v)) {
-        return Err(refused(
-            "Networks (service networks)",
-            " yet: overlay networks are not implemented; tasks use the node's default bridge",
-        ));
-    }
+    network_attachments(spec.get("Networks"), "Networks")?;
     let template = object(spec.get("TaskTemplate"), "TaskTemplate")?
         .ok_or_else(|| invalid("TaskTemplate: ContainerSpec is required"))?;
     if let Some(k) = first_unknown(template, TASK_TEMPLATE_KEYS) {
         let why = match k {
-            "Networks" => {
-                " yet: overlay networks are not implemented; tasks use the node's default bridge"
-            }
             "PluginSpec" | "NetworkAttachmentSpec" => ": only container tasks are supported",
             _ => "",
         };
         return Err(refused(&format!("TaskTemplate.{k}"), why));
     }
+    network_attachments(template.get("Networks"), "TaskTemplate.Networks")?;
     match string(template.get("Runtime"), "TaskTemplate.Runtime")?.as_str() {
         "" | "container" => {}
         other => {
@@ -867,13 +927,16 @@ mod tests {
             "{e}"
         );
         let e = err(
-            json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": [{"Target": "overlay1"}]}}),
+            json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": [{"Target": "overlay1", "DriverOpts": {"a": "b"}}]}}),
         );
-        assert!(e.contains("TaskTemplate.Networks"), "{e}");
+        assert!(e.contains("TaskTemplate.Networks.DriverOpts"), "{e}");
         let e = err(
-            json!({"Name": "web", "Networks": [{"Target": "overlay1"}], "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}}),
+            json!({"Name": "web", "Networks": [{"Aliases": ["x"]}], "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}}),
         );
-        assert!(e.contains("Networks"), "{e}");
+        assert!(
+            e.contains("Networks: a network attachment needs a Target"),
+            "{e}"
+        );
         let e = err(
             json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Resources": {"Limits": {"GenericResources": [{"x": 1}]}}}}),
         );
