@@ -172,6 +172,7 @@ async fn run(cfg: config::Config) -> Result<()> {
     let overlay = service::overlay_plane::OverlayPlane::new(
         cluster.clone(),
         &cfg.data_root,
+        networks.netns_dir().to_path_buf(),
         berth_overlay_net::netfiles::upstream_nameservers(
             &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         )

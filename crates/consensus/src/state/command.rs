@@ -59,8 +59,9 @@ pub enum Command {
     /// Record a new service (`POST /services/create`). Its `version` and `template_version`
     /// become the entry's index; `created_at`/`updated_at` are taken as given. Refused when
     /// the id exists ([`Rejection::ServiceExists`]), the spec has no `Name`
-    /// ([`Rejection::ServiceNameMissing`]) or another service has the name, compared
-    /// case-insensitively as swarmkit's store does ([`Rejection::ServiceNameConflict`]).
+    /// ([`Rejection::ServiceNameMissing`]), another service has the name, compared
+    /// case-insensitively as swarmkit's store does ([`Rejection::ServiceNameConflict`]), or
+    /// a published port meets another service's ([`Rejection::PortInUse`]).
     CreateService {
         /// The service; `service.spec["Name"]` is its name.
         service: Service,
@@ -72,7 +73,8 @@ pub enum Command {
     /// (`berth_orchestrator::spec::same_task_template`: `TaskTemplate` with `ForceUpdate`,
     /// `EndpointSpec`, the pinned image), so the orchestrator rolls the tasks. Refused when
     /// the service is missing ([`Rejection::ServiceNotFound`]), at another version
-    /// ([`Rejection::ServiceVersion`]) or renamed ([`Rejection::ServiceRename`]).
+    /// ([`Rejection::ServiceVersion`]), renamed ([`Rejection::ServiceRename`]) or when a
+    /// published port meets another service's ([`Rejection::PortInUse`]).
     UpdateService {
         /// Service id.
         id: String,
@@ -296,6 +298,21 @@ pub enum Rejection {
     NoPreviousSpec {
         /// The id.
         id: String,
+    },
+    /// A published port of the spec meets another service's (swarmkit's
+    /// `checkPortConflicts`: an ingress port conflicts with any port of the same number and
+    /// protocol, a host-mode port only with an ingress one; host-mode ports may repeat).
+    /// `mode` is `an ingress port` or `a host-published port` (swarmkit's wording).
+    #[error("port '{port}' is already in use by service '{name}' ({id}) as {mode}")]
+    PortInUse {
+        /// The published port.
+        port: u16,
+        /// The other service's name.
+        name: String,
+        /// The other service's id.
+        id: String,
+        /// `an ingress port` or `a host-published port`.
+        mode: String,
     },
     /// An update changed the service's name (swarmkit's wording).
     #[error("renaming services is not supported")]

@@ -81,7 +81,76 @@ fn holds_slot(desired: TaskState) -> bool {
     matches!(desired, TaskState::Running | TaskState::Complete)
 }
 
+/// One published port of a spec's `EndpointSpec.Ports`: `(published, protocol, ingress)`;
+/// ports without a published number (`0`, dynamic) are left out.
+pub fn published_ports(spec: &serde_json::Value) -> Vec<(u16, String, bool)> {
+    spec.pointer("/EndpointSpec/Ports")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let published = u16::try_from(p.get("PublishedPort")?.as_u64()?).ok()?;
+            if published == 0 {
+                return None;
+            }
+            let proto = p
+                .get("Protocol")
+                .and_then(|v| v.as_str())
+                .filter(|v| !v.is_empty())
+                .unwrap_or("tcp")
+                .to_ascii_lowercase();
+            let ingress = p
+                .get("PublishMode")
+                .and_then(|m| m.as_str())
+                .is_none_or(|m| m.is_empty() || m == "ingress");
+            Some((published, proto, ingress))
+        })
+        .collect()
+}
+
 impl ClusterState {
+    /// swarmkit's `checkPortConflicts` (manager/controlapi/service.go): a port the spec
+    /// publishes in ingress mode may not be published by another service in any mode; one
+    /// it publishes in host mode may not be another service's ingress port. `except` is
+    /// the service being updated.
+    pub(super) fn check_port_conflicts(
+        &self,
+        spec: &serde_json::Value,
+        except: Option<&str>,
+    ) -> Result<(), Rejection> {
+        let mine = published_ports(spec);
+        if mine.is_empty() {
+            return Ok(());
+        }
+        for other in self.services.values() {
+            if Some(other.id.as_str()) == except {
+                continue;
+            }
+            for (port, proto, ingress) in published_ports(&other.spec) {
+                let meets = |want_ingress: Option<bool>| {
+                    mine.iter().any(|(p, pr, i)| {
+                        *p == port && *pr == proto && want_ingress.is_none_or(|w| w == *i)
+                    })
+                };
+                let mode = if ingress {
+                    // Any port of ours on it conflicts.
+                    meets(None).then_some("an ingress port")
+                } else {
+                    meets(Some(true)).then_some("a host-published port")
+                };
+                if let Some(mode) = mode {
+                    return Err(Rejection::PortInUse {
+                        port,
+                        name: service_name(&other.spec).unwrap_or_default().to_string(),
+                        id: other.id.clone(),
+                        mode: mode.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn create_service(
         &mut self,
         index: u64,
@@ -101,6 +170,7 @@ impl ClusterState {
             });
         }
         self.service_networks(&service.spec)?;
+        self.check_port_conflicts(&service.spec, None)?;
         let mut service = service.clone();
         service.version = index;
         service.template_version = index;
@@ -122,6 +192,7 @@ impl ClusterState {
         at: Nanos,
     ) -> Result<Response, Rejection> {
         self.service_networks(spec)?;
+        self.check_port_conflicts(spec, Some(id))?;
         let service = self
             .services
             .get_mut(id)
@@ -635,6 +706,93 @@ mod tests {
 
     fn status(state: TaskState, at: u64) -> TaskStatus {
         TaskStatus::new(state, at, state.as_str())
+    }
+
+    #[test]
+    fn published_ports_conflict_as_swarmkit_checks_them() {
+        let mut state = cluster();
+        let with_ports = |id: &str, name: &str, ports: serde_json::Value| {
+            let mut s = service(id, name);
+            s.spec["EndpointSpec"] = json!({ "Ports": ports });
+            s
+        };
+        create(
+            &mut state,
+            4,
+            with_ports(
+                "s1",
+                "web",
+                json!([{"TargetPort": 80, "PublishedPort": 8080},
+                       {"TargetPort": 81, "PublishedPort": 9090, "PublishMode": "host"}]),
+            ),
+        );
+        // Same number, other protocol: no conflict.
+        let udp = with_ports(
+            "s2",
+            "dns",
+            json!([{"TargetPort": 53, "PublishedPort": 8080, "Protocol": "udp"}]),
+        );
+        assert!(matches!(
+            create(&mut state, 5, udp),
+            Response::Service { .. }
+        ));
+        // A host-mode port on another's ingress port.
+        let r = refused_unchanged(
+            &mut state,
+            6,
+            &Command::CreateService {
+                service: with_ports(
+                    "s3",
+                    "b",
+                    json!([{"TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"}]),
+                ),
+            },
+        );
+        assert_eq!(
+            r.to_string(),
+            "port '8080' is already in use by service 'web' (s1) as an ingress port"
+        );
+        // An ingress port on another's host-mode port.
+        let r = refused_unchanged(
+            &mut state,
+            7,
+            &Command::CreateService {
+                service: with_ports(
+                    "s3",
+                    "b",
+                    json!([{"TargetPort": 80, "PublishedPort": 9090}]),
+                ),
+            },
+        );
+        assert_eq!(
+            r.to_string(),
+            "port '9090' is already in use by service 'web' (s1) as a host-published port"
+        );
+        // Host-mode ports may repeat (the scheduler keeps them apart).
+        let host = with_ports(
+            "s4",
+            "c",
+            json!([{"TargetPort": 80, "PublishedPort": 9090, "PublishMode": "host"}]),
+        );
+        assert!(matches!(
+            create(&mut state, 8, host),
+            Response::Service { .. }
+        ));
+        // An update keeps its own ports.
+        let mut spec = state.services["s1"].spec.clone();
+        spec["Labels"] = json!({"a": "b"});
+        let r = state.apply(
+            9,
+            &Command::UpdateService {
+                id: "s1".into(),
+                expected_version: 4,
+                spec,
+                image: "busybox:latest@sha256:00".into(),
+                registry_auth: None,
+                at: 200,
+            },
+        );
+        assert!(matches!(r, Response::Service { .. }), "{r:?}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ fn daemon_warns(version: Option<axum::Extension<ApiVersion>>) -> bool {
 
 fn services(st: &AppState) -> ServicesService {
     ServicesService::new(st.cluster.clone(), st.images.clone())
+        .with_local_networks(st.networks.clone())
 }
 
 /// Unix nanoseconds as Go's JSON writes a `time.Time`.
@@ -150,17 +151,28 @@ fn service_json(view: &ServiceView, insert: bool) -> Value {
         insert_defaults(&mut spec, view);
     }
     let ports = endpoint_ports(&s.spec);
-    let endpoint = if ports.is_empty() {
-        json!({"Spec": {}})
-    } else {
-        let mode = s
-            .spec
-            .pointer("/EndpointSpec/Mode")
-            .and_then(Value::as_str)
-            .filter(|m| !m.is_empty())
-            .unwrap_or("vip");
+    let mode = s
+        .spec
+        .pointer("/EndpointSpec/Mode")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+        .unwrap_or("vip");
+    let has_networks = !crate::service::task_spec::service_attachments(&s.spec).is_empty();
+    let mut endpoint = if !ports.is_empty() {
         json!({"Spec": {"Mode": mode, "Ports": ports}, "Ports": ports})
+    } else if has_networks {
+        json!({"Spec": {"Mode": mode}})
+    } else {
+        json!({"Spec": {}})
     };
+    if !view.virtual_ips.is_empty() {
+        // Swarm's `Endpoint.VirtualIPs`: one per network the service is on.
+        endpoint["VirtualIPs"] = view
+            .virtual_ips
+            .iter()
+            .map(|(net, addr)| json!({"NetworkID": net, "Addr": addr}))
+            .collect();
+    }
     let mut v = json!({
         "ID": s.id,
         "Version": {"Index": s.version},
@@ -454,6 +466,7 @@ mod tests {
     fn view(spec: Value) -> ServiceView {
         ServiceView {
             spec: ServiceSpec::from_docker(&spec).unwrap(),
+            virtual_ips: Vec::new(),
             service: Service {
                 id: "svc".into(),
                 spec,

@@ -448,6 +448,7 @@ impl Worker {
                     // Stopped and reported first (the task no longer runs once its
                     // container does not), then removed.
                     self.stop(&view).await;
+                    self.unplug(&view).await;
                     if report {
                         let mut s = self.status(TaskState::Shutdown, "shutdown");
                         s.container_id = view.task.status.container_id.clone();
@@ -464,6 +465,7 @@ impl Worker {
                 }
                 Action::Shutdown => {
                     self.stop(&view).await;
+                    self.unplug(&view).await;
                     let mut s = self.status(TaskState::Shutdown, "shutdown");
                     s.container_id = view.task.status.container_id.clone();
                     self.report(&view.task, s).await;
@@ -493,6 +495,7 @@ impl Worker {
                 let desired = self.rx.borrow().task.desired_state;
                 if matches!(desired, TaskState::Running | TaskState::Complete) {
                     let s = self.exit_status(&cid, code.unwrap_or(-1));
+                    self.unplug(view).await;
                     self.report(&view.task, s).await;
                 }
                 true
@@ -598,6 +601,14 @@ impl Worker {
         {
             return Ok(());
         }
+        if let Err(e) = self.plug(task, &cid).await {
+            let mut s = self.status(TaskState::Failed, "starting");
+            // Docker's executor wording.
+            s.err = Some(format!("starting container failed: {e}"));
+            s.container_id = Some(cid);
+            self.report(task, s).await;
+            return Ok(());
+        }
         let svc = self.agent.containers.clone();
         let id = cid.clone();
         let started = blocking(move || svc.start_blocking(&id)).await;
@@ -671,6 +682,41 @@ impl Worker {
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Plugs task container `cid` into the overlays the task has addresses on
+    /// ([`OverlayPlane::attach_task`](super::overlay_plane::OverlayPlane::attach_task),
+    /// after its node-local bridge `eth0`), and points its resolv.conf at the embedded DNS
+    /// of its first non-ingress overlay. Nothing to do for a task without networks.
+    async fn plug(&self, task: &Task, cid: &str) -> Result<(), ServiceError> {
+        let networks = self.agent.containers.networks();
+        let Some(plane) = networks.overlay() else {
+            return Ok(());
+        };
+        let netns = networks.netns_path(cid);
+        let attached = plane.attach_task(&task.id, &netns, 1).await?;
+        if let Some(a) = attached
+            .iter()
+            .find(|a| !a.network.spec.ingress && !a.network.spec.internal)
+        {
+            if let Err(e) = networks.point_resolv_at(cid, a.network.gateway) {
+                plane.detach_all(&netns).await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Unplugs the task's container from every overlay (it stopped: its addresses stop
+    /// answering; they are released with the task record).
+    async fn unplug(&self, view: &TaskView) {
+        let Some(cid) = self.agent.task_container_of(&view.task.id) else {
+            return;
+        };
+        let networks = self.agent.containers.networks();
+        if let Some(plane) = networks.overlay() {
+            plane.detach_all(&networks.netns_path(&cid)).await;
         }
     }
 

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod containers;
 pub mod events;
 pub mod images;
+pub mod mesh;
 pub mod networks;
 pub mod orchestrator;
 // The state -> data plane mapping; its reconcile loop is not wired yet (only its tests

@@ -309,6 +309,11 @@ impl NetworkService {
     }
 
     /// The netns file of a container.
+    /// Where container namespace files live.
+    pub fn netns_dir(&self) -> &Path {
+        &self.inner.netns_dir
+    }
+
     pub fn netns_path(&self, container_id: &str) -> PathBuf {
         self.inner.netns_dir.join(container_id)
     }
@@ -600,9 +605,10 @@ impl NetworkService {
             self.saved(&d).await;
             drop(d);
             if let Some(plane) = self.inner.overlay.get() {
-                plane
-                    .detach(container_id, None, &self.netns_path(container_id))
-                    .await;
+                let netns = self.netns_path(container_id);
+                plane.detach(container_id, None, &netns).await;
+                // A task's endpoints (owned by its task, not the container).
+                plane.detach_all(&netns).await;
             }
         });
         let netns = self.netns_path(container_id);
@@ -636,6 +642,21 @@ impl NetworkService {
             }
         });
         ids.into_iter().collect()
+    }
+
+    /// Points the container's `/etc/resolv.conf` at the embedded DNS `server` (an overlay's
+    /// gateway): its `nameserver` lines become that one; `search` and `options` stay. Used
+    /// for a task on an overlay, whose namespace was made on the node-local bridge.
+    pub fn point_resolv_at(
+        &self,
+        container_id: &str,
+        server: std::net::Ipv4Addr,
+    ) -> Result<(), ServiceError> {
+        let (_, resolv) = self.files(container_id);
+        let old =
+            std::fs::read_to_string(&resolv).map_err(|e| ServiceError::io("read", &resolv, e))?;
+        std::fs::write(&resolv, resolv_with_nameserver(&old, server))
+            .map_err(|e| ServiceError::io("write", &resolv, e))
     }
 
     /// Hands over the overlay data plane (once, at start-up).
@@ -783,5 +804,55 @@ pub fn parse_gateway(s: &str) -> Result<std::net::Ipv4Addr, ServiceError> {
         _ => Err(ServiceError::invalid(format!(
             "invalid gateway {s:?}: IPv4 address expected"
         ))),
+    }
+}
+
+/// `resolv.conf` text `old` with its `nameserver` lines replaced by one for `server`
+/// (placed where the first one was, else after `search`), `search`/`options` kept.
+fn resolv_with_nameserver(old: &str, server: std::net::Ipv4Addr) -> String {
+    let mut out = String::new();
+    let mut placed = false;
+    let line_for = format!("nameserver {server}\n");
+    for line in old.lines() {
+        let t = line.trim_start();
+        if t.starts_with("nameserver") && t[10..].starts_with([' ', '\t']) {
+            if !placed {
+                out.push_str(&line_for);
+                placed = true;
+            }
+            continue;
+        }
+        if !placed && t.starts_with("options") {
+            out.push_str(&line_for);
+            placed = true;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !placed {
+        out.push_str(&line_for);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_gets_one_nameserver_and_keeps_search_and_options() {
+        let ip = "10.0.1.1".parse().unwrap();
+        assert_eq!(
+            resolv_with_nameserver(
+                "search a b\nnameserver 1.1.1.1\nnameserver 8.8.8.8\noptions ndots:2\n",
+                ip
+            ),
+            "search a b\nnameserver 10.0.1.1\noptions ndots:2\n"
+        );
+        assert_eq!(
+            resolv_with_nameserver("options ndots:0\n", ip),
+            "nameserver 10.0.1.1\noptions ndots:0\n"
+        );
+        assert_eq!(resolv_with_nameserver("", ip), "nameserver 10.0.1.1\n");
     }
 }

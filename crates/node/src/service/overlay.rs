@@ -13,8 +13,8 @@
 //! `addr`), so the driver programs FDB and neighbour entries for exactly the live remote
 //! endpoints and drops those of a node that left (its endpoints leave the state with it).
 //!
-//! Wired by `service::overlay_plane` (reconcile loop, plain containers, DNS); `vip_rules`
-//! is not called yet (service VIPs are not wired).
+//! Wired by `service::overlay_plane` (reconcile loop, plain containers, tasks, DNS, and
+//! `vip_rules` in every local container and task namespace on an overlay).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -90,8 +90,16 @@ pub fn desired_overlays(state: &ClusterState, me: NodeId) -> Option<OverlayDesir
     })
 }
 
+/// Whether a task is a backend of its service: it runs (observed state `Running`) and is
+/// not being stopped (desired state still `Running`, or `Complete` for jobs), so a task on
+/// its way out stops getting new connections before its container stops, as in Swarm.
+pub fn serves(t: &berth_orchestrator::Task) -> bool {
+    t.status.state == TaskState::Running
+        && matches!(t.desired_state, TaskState::Running | TaskState::Complete)
+}
+
 /// The VIP rules of network `network_id`: each service's VIP on it, to the addresses on it
-/// of the service's tasks that run (observed state `Running`).
+/// of the service's tasks that serve ([`serves`]).
 pub fn vip_rules(state: &ClusterState, network_id: &str) -> Vec<VipRule> {
     state
         .endpoints_of_network(network_id)
@@ -106,11 +114,7 @@ pub fn vip_rules(state: &ClusterState, network_id: &str) -> Vec<VipRule> {
                 .endpoints_of_network(network_id)
                 .filter(|e| match &e.owner {
                     EndpointOwner::Task { id, service_id: s } => {
-                        s == service_id
-                            && state
-                                .tasks
-                                .get(id)
-                                .is_some_and(|t| t.status.state == TaskState::Running)
+                        s == service_id && state.tasks.get(id).is_some_and(serves)
                     }
                     _ => false,
                 })

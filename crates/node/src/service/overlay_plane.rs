@@ -25,27 +25,53 @@
 //! `--network-alias` aliases, short id) of every container endpoint of that overlay in the
 //! cluster. Internal overlays have no gateway address on the host, so no embedded DNS.
 //!
-//! Not here: services' tasks on overlays, VIPs, the routing mesh (refused elsewhere).
+//! Services: a task's container is plugged into the overlays its task has addresses on
+//! ([`OverlayPlane::attach_task`], by the agent before the start; unplugged when it stops,
+//! [`OverlayPlane::detach_all`]). Each reconcile programs the service VIPs of its overlays
+//! in every local container and task namespace (an nftables DNAT table per namespace,
+//! `berth_overlay_net::overlay::vip`, rewritten only when its rules change), and the
+//! embedded DNS answers service names (VIP, or task addresses for `dnsrr`), their aliases,
+//! `tasks.<service>` and task container names ([`service_names`]).
+//!
+//! The routing mesh ([`super::mesh`]): each reconcile commits or releases this node's
+//! sandbox endpoint on `ingress`, sets the published ports' DNAT rules in the host table,
+//! and programs the return path of the local running tasks on `ingress` when the set of
+//! nodes changed ([`OverlayPlane::attach_task`] programs it first, before the start).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use berth_consensus::state::{EndpointOwner, Network};
-use berth_consensus::{ClusterState, Command, Response};
+use berth_consensus::{ClusterState, Command, NodeId, Response};
+use berth_orchestrator::TaskState;
 use berth_overlay_net::dns::{DnsRecords, DnsServer};
-use berth_overlay_net::overlay::{OverlayConfig, OverlayDriver};
+use berth_overlay_net::overlay::{IngressReturn, OverlayConfig, OverlayDriver, VipRule};
 use tokio::sync::Mutex;
 
 use super::cluster::{ClusterPhase, ClusterService};
-use super::overlay::desired_overlays;
+use super::mesh;
+use super::overlay::{desired_overlays, vip_rules};
 use crate::error::ServiceError;
 
 /// How long a node waits for its replica to catch up with a write it made.
 const WAIT_FOR_REPLICA: Duration = Duration::from_secs(10);
+
+/// One endpoint of a task on an overlay, as [`OverlayPlane::attach_task`] plugged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskAttachment {
+    /// The overlay network (its record in the cluster state).
+    pub network: Network,
+    /// The interface inside the task's namespace (`eth1`, `eth2`, ...).
+    pub ifname: String,
+    /// Its address on the overlay (allocated by the leader with the task's assignment).
+    pub ip: Ipv4Addr,
+    /// Its MAC (`02:42:` + address).
+    pub mac: [u8; 6],
+}
 
 /// One container's endpoint on an overlay, as inspect shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +95,12 @@ struct Plane {
     upstreams: Vec<SocketAddr>,
     /// Whether the data plane is known to be empty (torn down with nothing realised).
     idle: AtomicBool,
+    /// Local task namespaces on `ingress`, with the return path last programmed in each.
+    ingress_tasks: Mutex<HashMap<PathBuf, IngressReturn>>,
+    /// The VIP rules last programmed in each local namespace (by namespace file).
+    vips: Mutex<HashMap<PathBuf, Vec<VipRule>>>,
+    /// Where container namespace files live (`<netns_dir>/<container id>`).
+    netns_dir: PathBuf,
 }
 
 /// This node's overlay data plane. Cheap to clone.
@@ -96,9 +128,11 @@ pub fn instance_prefix(data_root: &Path) -> String {
 
 impl OverlayPlane {
     /// Opens the driver (a netlink socket in berthd's namespace). Must run inside tokio.
+    /// `netns_dir`: where container namespace files live (`<netns_dir>/<container id>`).
     pub fn new(
         cluster: ClusterService,
         data_root: &Path,
+        netns_dir: PathBuf,
         upstreams: Vec<SocketAddr>,
     ) -> Result<Self, ServiceError> {
         let driver = OverlayDriver::new(OverlayConfig {
@@ -113,6 +147,9 @@ impl OverlayPlane {
                 dns: Mutex::new(HashMap::new()),
                 upstreams,
                 idle: AtomicBool::new(false),
+                ingress_tasks: Mutex::new(HashMap::new()),
+                vips: Mutex::new(HashMap::new()),
+                netns_dir,
             }),
         })
     }
@@ -135,6 +172,7 @@ impl OverlayPlane {
         ) else {
             return Ok(());
         };
+        self.sync_sandbox(&state, node.id()).await;
         let Some(desired) = desired_overlays(&state, node.id()) else {
             return Ok(());
         };
@@ -150,6 +188,15 @@ impl OverlayPlane {
         }
         self.inner.idle.store(false, Ordering::SeqCst);
         d.reconcile(&desired)
+            .await
+            .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        // The routing mesh's published ports, on a node that holds its ingress sandbox.
+        let rules = if desired.networks.iter().any(|n| n.host_address.is_some()) {
+            mesh::ingress_rules(&state)
+        } else {
+            Vec::new()
+        };
+        d.set_published(rules, Vec::new())
             .await
             .map_err(|e| ServiceError::Network(Box::new(e)))?;
         let wanted: Vec<&Network> = desired
@@ -179,7 +226,118 @@ impl OverlayPlane {
             }
             dns[&n.id].set_records(dns_records(&state, n));
         }
+        drop(dns);
+        let wanted = local_vip_rules(&state, node.id(), &self.inner.netns_dir);
+        let mut vips = self.inner.vips.lock().await;
+        vips.retain(|netns, _| wanted.contains_key(netns));
+        for (netns, rules) in wanted {
+            if vips.get(&netns) == Some(&rules) || !netns.exists() {
+                continue;
+            }
+            match d.program_vips(&netns, &rules).await {
+                Ok(()) => {
+                    vips.insert(netns, rules);
+                }
+                // The container may be going away: the next reconcile tries again.
+                Err(e) => {
+                    tracing::debug!(netns = %netns.display(), error = %e, "programming service VIPs")
+                }
+            }
+        }
+        drop(vips);
+        drop(d);
+        self.sync_ingress_returns(&state, node.id()).await;
         Ok(())
+    }
+
+    /// Commits this node's routing-mesh sandbox endpoint on `ingress` when the mesh is
+    /// wanted and the node has none, or releases it when no service publishes through the
+    /// mesh any more ([`mesh::wants_sandbox`]). Failures are logged; the next reconcile
+    /// (after every applied change, at least every 5 s) tries again.
+    async fn sync_sandbox(&self, state: &ClusterState, me: NodeId) {
+        let (want, have) = (mesh::wants_sandbox(state), mesh::sandbox_of(state, me));
+        let command = match (want, have, state.ingress_network()) {
+            (true, None, Some(ingress)) => Command::AttachEndpoint {
+                id: crate::service::volumes::random_hex64(),
+                network: ingress.id.clone(),
+                node_id: me,
+                owner: EndpointOwner::NodeSandbox,
+                requested_ip: None,
+            },
+            (false, Some(id), _) => Command::DetachEndpoint { id, node_id: me },
+            _ => return,
+        };
+        match self.inner.cluster.write(command).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "routing mesh sandbox"),
+            Err(e) => tracing::warn!(error = %e, "routing mesh sandbox"),
+        }
+    }
+
+    /// Programs the return path (replies through the node that forwarded each request) of
+    /// the task namespace `netns`, on `ingress` as `ifname`, right when it is plugged in;
+    /// every reconcile re-programs it when the set of nodes changes.
+    pub async fn add_ingress_task(&self, netns: &Path, ifname: &str) -> Result<(), ServiceError> {
+        let Some(state) = self.inner.cluster.local_cluster_state() else {
+            return Ok(());
+        };
+        let ret = IngressReturn {
+            ifname: ifname.to_string(),
+            nodes: mesh::sandbox_addrs(&state),
+        };
+        self.inner
+            .driver
+            .lock()
+            .await
+            .program_ingress_return(netns, &ret)
+            .await
+            .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        self.inner
+            .ingress_tasks
+            .lock()
+            .await
+            .insert(netns.to_path_buf(), ret);
+        Ok(())
+    }
+
+    /// Forgets the task namespace `netns` (its rules go with the namespace).
+    pub async fn remove_ingress_task(&self, netns: &Path) {
+        self.inner.ingress_tasks.lock().await.remove(netns);
+    }
+
+    /// Programs the return path of every local running task on `ingress` (from the
+    /// replica: its container's namespace under `netns_dir`) whose programmed node set is
+    /// not the current one; forgets namespaces that are no longer wanted.
+    async fn sync_ingress_returns(&self, state: &ClusterState, me: NodeId) {
+        let nodes = mesh::sandbox_addrs(state);
+        let wanted = mesh::local_ingress_tasks(state, me, &self.inner.netns_dir);
+        let mut tasks = self.inner.ingress_tasks.lock().await;
+        tasks.retain(|netns, _| wanted.contains_key(netns));
+        for (netns, ifname) in wanted {
+            let ret = IngressReturn {
+                ifname,
+                nodes: nodes.clone(),
+            };
+            if tasks.get(&netns) == Some(&ret) || !netns.exists() {
+                continue;
+            }
+            let r = self
+                .inner
+                .driver
+                .lock()
+                .await
+                .program_ingress_return(&netns, &ret)
+                .await;
+            match r {
+                Ok(()) => {
+                    tasks.insert(netns, ret);
+                }
+                // The container may be going away: the next reconcile tries again.
+                Err(e) => {
+                    tracing::debug!(netns = %netns.display(), error = %e, "routing mesh return path")
+                }
+            }
+        }
     }
 
     /// Removes every overlay link and the nftables table of this instance, and stops the
@@ -310,6 +468,108 @@ impl OverlayPlane {
         }
     }
 
+    /// Plugs the namespace `netns` of task `task_id`'s container into every network the
+    /// replicated state gave the task an address on (its service's networks in
+    /// `service_networks` order: `ingress` first when the service publishes through the
+    /// routing mesh, then `TaskTemplate.Networks`), as `eth<first_if>`, `eth<first_if+1>`, ...
+    /// with the endpoint's IP and MAC from the state. No default route is set: the task
+    /// keeps the one of its node-local bridge (`eth0`, as Swarm's `docker_gwbridge`).
+    /// Realises the networks on this node first. Idempotent: a second call replaces the
+    /// veths (a retried start, an adopted task).
+    ///
+    /// Errors: the task or its service unknown to the replica, a network the task has no
+    /// address on (it vanished or ran out of addresses), not a member (503), data plane
+    /// failures (500). On error nothing stays plugged.
+    pub async fn attach_task(
+        &self,
+        task_id: &str,
+        netns: &Path,
+        first_if: usize,
+    ) -> Result<Vec<TaskAttachment>, ServiceError> {
+        let state = self
+            .inner
+            .cluster
+            .local_cluster_state()
+            .ok_or_else(|| ServiceError::unavailable("this node is not part of a swarm"))?;
+        let wanted = task_networks(&state, task_id)?;
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.reconcile().await?;
+        let mut done: Vec<TaskAttachment> = Vec::new();
+        for (i, (network, ip, mac)) in wanted.into_iter().enumerate() {
+            let ifname = format!("eth{}", first_if + i);
+            let r = self
+                .inner
+                .driver
+                .lock()
+                .await
+                .attach(
+                    &network.id,
+                    netns,
+                    &ifname,
+                    ip,
+                    network.subnet_net().len,
+                    mac,
+                    None,
+                )
+                .await;
+            if let Err(e) = r {
+                self.unplug(
+                    &done
+                        .iter()
+                        .map(|a| a.network.id.clone())
+                        .collect::<Vec<_>>(),
+                    netns,
+                )
+                .await;
+                return Err(ServiceError::Network(Box::new(e)));
+            }
+            done.push(TaskAttachment {
+                network,
+                ifname,
+                ip,
+                mac,
+            });
+        }
+        // The routing mesh's return path in a task on `ingress`.
+        for a in done.iter().filter(|a| a.network.spec.ingress) {
+            if let Err(e) = self.add_ingress_task(netns, &a.ifname).await {
+                let ids: Vec<String> = done.iter().map(|a| a.network.id.clone()).collect();
+                self.unplug(&ids, netns).await;
+                return Err(e);
+            }
+        }
+        // Its VIP table now, not at the next reconcile.
+        self.inner.vips.lock().await.remove(netns);
+        if let Err(e) = self.reconcile().await {
+            tracing::warn!(task = %task_id, error = %e, "overlay reconcile after a task attach");
+        }
+        Ok(done)
+    }
+
+    /// Unplugs namespace `netns` from every overlay of the cluster (a task that stopped;
+    /// any container being removed). The task's addresses stay in the state until its
+    /// record is deleted. Absent links count as done; failures are logged.
+    pub async fn detach_all(&self, netns: &Path) {
+        let Some(state) = self.inner.cluster.local_cluster_state() else {
+            return;
+        };
+        let ids: Vec<String> = state.networks.keys().cloned().collect();
+        self.unplug(&ids, netns).await;
+        self.inner.vips.lock().await.remove(netns);
+        self.remove_ingress_task(netns).await;
+    }
+
+    async fn unplug(&self, network_ids: &[String], netns: &Path) {
+        let mut d = self.inner.driver.lock().await;
+        for id in network_ids {
+            if let Err(e) = d.detach(id, netns).await {
+                tracing::warn!(network = %id, netns = %netns.display(), error = %e, "overlay detach");
+            }
+        }
+    }
+
     /// The overlay endpoints of a container on this node, from the replica.
     pub fn endpoints_of(&self, container_id: &str) -> Vec<OverlayAttachment> {
         let (Some(node), Some(state)) = (
@@ -396,6 +656,79 @@ impl OverlayPlane {
     }
 }
 
+/// The networks task `task_id` joins, in its service's order, with its address and MAC on
+/// each (from the replicated state).
+fn task_networks(
+    state: &ClusterState,
+    task_id: &str,
+) -> Result<Vec<(Network, Ipv4Addr, [u8; 6])>, ServiceError> {
+    let task = state
+        .tasks
+        .get(task_id)
+        .ok_or_else(|| ServiceError::not_found(format!("task {task_id} not found")))?;
+    let service = state
+        .services
+        .get(&task.service_id)
+        .ok_or_else(|| ServiceError::not_found(format!("service {} not found", task.service_id)))?;
+    let nets = state
+        .service_networks(&service.spec)
+        .map_err(|r| ServiceError::not_found(r.to_string()))?;
+    let mut out = Vec::new();
+    for id in nets {
+        let network = state
+            .networks
+            .get(&id)
+            .ok_or_else(|| ServiceError::not_found(format!("network {id} not found")))?;
+        let ep = state
+            .task_endpoints(task_id)
+            .find(|e| e.network_id == id)
+            .ok_or_else(|| {
+                ServiceError::unavailable(format!(
+                    "task {task_id} has no address on network {}",
+                    network.spec.name
+                ))
+            })?;
+        out.push((network.clone(), ep.ip, ep.mac));
+    }
+    Ok(out)
+}
+
+/// The VIP rules each local namespace on an overlay must hold (by namespace file): every
+/// service VIP of every overlay the namespace is on, to the service's running tasks there
+/// ([`vip_rules`]). Namespaces: this node's attachable-overlay containers, and the
+/// containers of its running tasks (from the task's reported container id).
+pub fn local_vip_rules(
+    state: &ClusterState,
+    me: berth_consensus::NodeId,
+    netns_dir: &Path,
+) -> BTreeMap<PathBuf, Vec<VipRule>> {
+    let mut nets: BTreeMap<PathBuf, Vec<&str>> = BTreeMap::new();
+    for e in state.endpoints.values().filter(|e| e.node_id == Some(me)) {
+        let container = match &e.owner {
+            EndpointOwner::Container { id, .. } => id.as_str(),
+            EndpointOwner::Task { id, .. } => match state.tasks.get(id) {
+                Some(t) if t.status.state == TaskState::Running => {
+                    match t.status.container_id.as_deref() {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                }
+                _ => continue,
+            },
+            _ => continue,
+        };
+        nets.entry(netns_dir.join(container))
+            .or_default()
+            .push(e.network_id.as_str());
+    }
+    nets.into_iter()
+        .map(|(netns, ids)| {
+            let rules = ids.iter().flat_map(|id| vip_rules(state, id)).collect();
+            (netns, rules)
+        })
+        .collect()
+}
+
 /// The names overlay `n` answers: every container endpoint on it, anywhere in the cluster.
 fn dns_records(state: &ClusterState, n: &Network) -> DnsRecords {
     let mut names: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
@@ -419,10 +752,96 @@ fn dns_records(state: &ClusterState, n: &Network) -> DnsRecords {
             add(&id[..id.len().min(12)], e.ip);
         }
     }
+    // Services (not on `ingress`: Swarm has no service discovery there).
+    if !n.spec.ingress {
+        for (name, aliases, ips) in service_names(state, n) {
+            for ip in ips {
+                add(&name, ip);
+                for a in &aliases {
+                    add(a, ip);
+                }
+            }
+        }
+    }
     DnsRecords {
         names,
         upstreams: BTreeMap::new(),
     }
+}
+
+/// The service names overlay `n` answers, as Swarm's embedded DNS does: for each service
+/// on it, `(name, aliases, addresses)` with its VIP on `n` (or, `--endpoint-mode dnsrr`,
+/// the addresses of its running tasks), then `(tasks.<name>, [], running task addresses)`,
+/// then each running task's container name (`<service>.<slot>.<task id>`) to its address.
+/// Aliases are the service's `Networks[].Aliases` of the attachment naming `n`. Tasks
+/// count while they serve ([`serves`](super::overlay::serves)).
+pub fn service_names(
+    state: &ClusterState,
+    n: &Network,
+) -> Vec<(String, Vec<String>, Vec<Ipv4Addr>)> {
+    let mut out = Vec::new();
+    for service in state.services.values() {
+        let Ok(nets) = state.service_networks(&service.spec) else {
+            continue;
+        };
+        if !nets.contains(&n.id) {
+            continue;
+        }
+        let name = berth_consensus::state::service_name(&service.spec)
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            continue;
+        }
+        let aliases: Vec<String> = crate::service::task_spec::service_attachments(&service.spec)
+            .into_iter()
+            .filter(|a| {
+                state
+                    .network_by_ref(&a.target)
+                    .is_some_and(|t| t.id == n.id)
+            })
+            .flat_map(|a| a.aliases)
+            .collect();
+        let mut tasks: Vec<(Ipv4Addr, String)> = Vec::new();
+        for e in state.endpoints_of_network(&n.id) {
+            let EndpointOwner::Task { id, service_id } = &e.owner else {
+                continue;
+            };
+            if service_id != &service.id {
+                continue;
+            }
+            let Some(task) = state.tasks.get(id) else {
+                continue;
+            };
+            if !super::overlay::serves(task) {
+                continue;
+            }
+            let node = task
+                .node_id
+                .map(super::cluster::node_id_str)
+                .unwrap_or_default();
+            tasks.push((
+                e.ip,
+                crate::service::task_spec::task_container_name(service, task, &node),
+            ));
+        }
+        let task_ips: Vec<Ipv4Addr> = tasks.iter().map(|(ip, _)| *ip).collect();
+        let front: Vec<Ipv4Addr> = if berth_consensus::state::is_dnsrr(&service.spec) {
+            task_ips.clone()
+        } else {
+            state
+                .service_vips(&service.id)
+                .filter(|v| v.network_id == n.id)
+                .map(|v| v.ip)
+                .collect()
+        };
+        out.push((name.clone(), aliases, front));
+        out.push((format!("tasks.{name}"), Vec::new(), task_ips));
+        for (ip, cname) in tasks {
+            out.push((cname, Vec::new(), vec![ip]));
+        }
+    }
+    out
 }
 
 /// Runs the reconcile loop while the cluster is active (after every applied batch, and

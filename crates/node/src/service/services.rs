@@ -62,6 +62,25 @@ pub struct ServiceView {
     pub spec: ServiceSpec,
     /// Task counts, when asked for.
     pub counts: Option<ServiceCounts>,
+    /// Its virtual IPs as Swarm's `Endpoint.VirtualIPs` shows them: (network id,
+    /// `address/prefix length`), one per network (none for `dnsrr`).
+    pub virtual_ips: Vec<(String, String)>,
+}
+
+/// The virtual IPs of service `id` in the replicated state, ordered by network id.
+fn virtual_ips(s: &ClusterState, id: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = s
+        .service_vips(id)
+        .filter_map(|e| {
+            let net = s.networks.get(&e.network_id)?;
+            Some((
+                e.network_id.clone(),
+                format!("{}/{}", e.ip, net.subnet_net().len),
+            ))
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// One task with what the API shows beside it.
@@ -127,6 +146,8 @@ pub struct Written {
 pub struct ServicesService {
     cluster: ClusterService,
     images: ImageService,
+    /// This node's local networks: a service naming one is refused as dockerd does.
+    local_networks: Option<crate::service::networks::NetworkService>,
 }
 
 /// Swarm's id shape: 25 characters `[0-9a-z]`, the base-36 digits of a random 128-bit
@@ -315,7 +336,79 @@ impl ServicesService {
     /// Services over this berthd's cluster membership and image service (the registry
     /// client that resolves digests).
     pub fn new(cluster: ClusterService, images: ImageService) -> Self {
-        ServicesService { cluster, images }
+        ServicesService {
+            cluster,
+            images,
+            local_networks: None,
+        }
+    }
+
+    /// Also consults this node's local networks when resolving a service's networks.
+    pub fn with_local_networks(
+        mut self,
+        networks: crate::service::networks::NetworkService,
+    ) -> Self {
+        self.local_networks = Some(networks);
+        self
+    }
+
+    /// Resolves each `Networks[].Target` of the spec (`TaskTemplate.Networks`, else the
+    /// deprecated top-level list) to the swarm network's id, as dockerd's
+    /// `populateNetworkID` does. Errors: Docker's predefined node-local networks (`bridge`,
+    /// `host`, `none`: 400, not supported by berth for services); another local network
+    /// (403, dockerd's "cannot be used with services" text); no such network (404,
+    /// "network X not found").
+    async fn resolve_networks(&self, spec: &mut Value) -> Result<(), ServiceError> {
+        let pointer = if spec
+            .pointer("/TaskTemplate/Networks")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+        {
+            "/TaskTemplate/Networks"
+        } else {
+            "/Networks"
+        };
+        let Some(list) = spec.pointer(pointer).and_then(Value::as_array).cloned() else {
+            return Ok(());
+        };
+        let local = match &self.local_networks {
+            Some(n) => Some(n.state().await),
+            None => None,
+        };
+        let mut resolved = Vec::new();
+        for mut n in list {
+            let target = n
+                .get("Target")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let found = self.read(|s| s.network_by_ref(&target).map(|n| n.id.clone()))?;
+            let id = match found {
+                Some(id) => id,
+                None if matches!(target.as_str(), "bridge" | "host" | "none") => {
+                    return Err(ServiceError::invalid(format!(
+                        "the predefined network {target} is not supported by berth for services: tasks use the node's default bridge unless they name overlay networks"
+                    )))
+                }
+                None => {
+                    if let Some(ln) = local.as_ref().and_then(|l| l.find_network(&target).ok()) {
+                        return Err(ServiceError::Forbidden {
+                            message: format!(
+                                "The network {} cannot be used with services. Only networks scoped to the swarm can be used, such as those created with the overlay driver.",
+                                ln.name
+                            ),
+                        });
+                    }
+                    return Err(ServiceError::not_found(format!("network {target} not found")));
+                }
+            };
+            n["Target"] = Value::String(id);
+            resolved.push(n);
+        }
+        if let Some(slot) = spec.pointer_mut(pointer) {
+            *slot = Value::Array(resolved);
+        }
+        Ok(())
     }
 
     fn node(&self) -> Result<Arc<ClusterNode>, ServiceError> {
@@ -350,6 +443,7 @@ impl ServicesService {
             }
         }
         validate_spec(&spec)?;
+        self.resolve_networks(&mut spec).await?;
         let name = spec_name(&spec).to_string();
         if self.read(|s| name_taken(s, &name, None))? {
             return Err(name_conflict(&name));
@@ -384,12 +478,18 @@ impl ServicesService {
 
     /// One service by full id, exact name, or unique id prefix (dockerd's order).
     pub fn inspect(&self, key: &str) -> Result<ServiceView, ServiceError> {
-        let service = self.read(|s| find_service(s, key))??;
+        let (service, virtual_ips) = self.read(|s| {
+            find_service(s, key).map(|svc| {
+                let vips = virtual_ips(s, &svc.id);
+                (svc, vips)
+            })
+        })??;
         let spec = ServiceSpec::from_docker(&service.spec).map_err(spec_error)?;
         Ok(ServiceView {
             service,
             spec,
             counts: None,
+            virtual_ips,
         })
     }
 
@@ -406,13 +506,16 @@ impl ServicesService {
                 Vec::new()
             };
             (
-                s.services.values().cloned().collect::<Vec<_>>(),
+                s.services
+                    .values()
+                    .map(|svc| (svc.clone(), virtual_ips(s, &svc.id)))
+                    .collect::<Vec<_>>(),
                 tasks,
                 s.nodes.len() as u64,
             )
         })?;
         let mut out = Vec::new();
-        for service in services {
+        for (service, virtual_ips) in services {
             // A spec stored by the cluster was validated at create; one that no longer
             // parses (a newer rule) is still listed, as replicated with what it asks.
             let Ok(spec) = ServiceSpec::from_docker(&service.spec) else {
@@ -437,6 +540,7 @@ impl ServicesService {
                 service,
                 spec,
                 counts,
+                virtual_ips,
             });
         }
         out.sort_by_key(|a| a.service.created_at);
@@ -477,8 +581,9 @@ impl ServicesService {
                 warnings: Vec::new(),
             });
         }
-        let spec = normalize_spec(spec);
+        let mut spec = normalize_spec(spec);
         validate_spec(&spec)?;
+        self.resolve_networks(&mut spec).await?;
         // New credentials replace the stored ones; without any, the service's own are
         // used (the CLI's `registryAuthFrom=spec`).
         let new_auth = registry_auth(&credentials);
@@ -763,6 +868,9 @@ fn rejection_error(r: Rejection) -> ServiceError {
         }
         Rejection::NoPreviousSpec { id } => {
             ServiceError::invalid(format!("service {id} does not have a previous spec"))
+        }
+        r @ Rejection::PortInUse { .. } => {
+            ServiceError::invalid(format!("rpc error: code = InvalidArgument desc = {r}"))
         }
         Rejection::ServiceRename { .. } => ServiceError::invalid(
             "rpc error: code = Unimplemented desc = renaming services is not supported",

@@ -42,6 +42,7 @@ const TASK_TEMPLATE_KEYS: &[&str] = &[
     "ForceUpdate",
     "Runtime",
     "LogDriver",
+    "Networks",
 ];
 
 /// `ContainerSpec` keys mapped onto the create body (the rest are refused when set).
@@ -181,6 +182,72 @@ pub fn task_container_name(service: &Service, task: &Task, node_id: &str) -> Str
     format!("{}.{}.{}", service_name(service), slot, task.id)
 }
 
+/// One entry of `TaskTemplate.Networks` (or the deprecated top-level `Networks`): the
+/// network (`Target`, a swarm-scoped network's name or id; resolved by the cluster state,
+/// which refuses an unknown one with 404 "network X not found") and its `Aliases` (DNS names
+/// of the service on that network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkAttachment {
+    /// Network name or id, as given.
+    pub target: String,
+    /// `--network name=N,alias=A` names.
+    pub aliases: Vec<String>,
+}
+
+/// Parses a `Networks` list (Docker's `NetworkAttachmentConfig`: `Target`, `Aliases`,
+/// `DriverOpts`). Errors (400): not a list of objects, a missing `Target`, `DriverOpts`
+/// (per-attachment driver options are not supported by berth's overlay driver).
+pub fn network_attachments(
+    v: Option<&Value>,
+    field: &str,
+) -> Result<Vec<NetworkAttachment>, ServiceError> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(invalid(format!("{field} must be a list"))),
+    };
+    let mut out = Vec::new();
+    for n in list {
+        let o = object(Some(n), &format!("{field}[]"))?
+            .ok_or_else(|| invalid(format!("{field}[] must be an object")))?;
+        if let Some(k) = first_unknown(o, &["Target", "Aliases", "DriverOpts"]) {
+            return Err(refused(&format!("{field}.{k}"), ""));
+        }
+        if o.get("DriverOpts").is_some_and(|d| !is_unset(d)) {
+            return Err(refused(
+                &format!("{field}.DriverOpts"),
+                ": the overlay driver takes no per-attachment options",
+            ));
+        }
+        let target = string(o.get("Target"), &format!("{field}.Target"))?;
+        if target.is_empty() {
+            return Err(invalid(format!(
+                "{field}: a network attachment needs a Target"
+            )));
+        }
+        out.push(NetworkAttachment {
+            target,
+            aliases: string_list(o.get("Aliases"), &format!("{field}.Aliases"))?,
+        });
+    }
+    Ok(out)
+}
+
+/// The network attachments of a service spec: `TaskTemplate.Networks`, or else the
+/// deprecated top-level `Networks` (dockerd's order). Unparsable lists give none (the spec
+/// was validated when written).
+pub fn service_attachments(spec: &Value) -> Vec<NetworkAttachment> {
+    let t = network_attachments(
+        spec.pointer("/TaskTemplate/Networks"),
+        "TaskTemplate.Networks",
+    )
+    .unwrap_or_default();
+    if !t.is_empty() {
+        return t;
+    }
+    network_attachments(spec.get("Networks"), "Networks").unwrap_or_default()
+}
+
 /// The container of a task: its name (`<service>.<slot>.<task id>`, global services
 /// `<service>.<node id>.<task id>`) and the Engine API create body (as for POST
 /// /containers/create) built from TaskTemplate.ContainerSpec (+ Resources limits,
@@ -189,8 +256,8 @@ pub fn task_container_name(service: &Service, task: &Task, node_id: &str) -> Str
 /// task, task.id, task.name}. `Image` is the task's pinned `task.image`.
 ///
 /// Errors (`InvalidArgument`, the API answers 400): a field berth cannot honour, named
-/// (`TaskTemplate.ContainerSpec.Secrets is not supported by berth ...`); ingress-mode
-/// published ports; a create body the container path would refuse (its message, prefixed
+/// (`TaskTemplate.ContainerSpec.Secrets is not supported by berth ...`); an ingress-mode
+/// port without a published port; a create body the container path would refuse (its message, prefixed
 /// with `invalid task template: `).
 pub fn task_container(
     service: &Service,
@@ -199,24 +266,17 @@ pub fn task_container(
 ) -> Result<(String, Value), ServiceError> {
     let spec = &service.spec;
     let name = task_container_name(service, task, node_id);
-    if spec.get("Networks").is_some_and(|v| !is_unset(v)) {
-        return Err(refused(
-            "Networks (service networks)",
-            " yet: overlay networks are not implemented; tasks use the node's default bridge",
-        ));
-    }
+    network_attachments(spec.get("Networks"), "Networks")?;
     let template = object(spec.get("TaskTemplate"), "TaskTemplate")?
         .ok_or_else(|| invalid("TaskTemplate: ContainerSpec is required"))?;
     if let Some(k) = first_unknown(template, TASK_TEMPLATE_KEYS) {
         let why = match k {
-            "Networks" => {
-                " yet: overlay networks are not implemented; tasks use the node's default bridge"
-            }
             "PluginSpec" | "NetworkAttachmentSpec" => ": only container tasks are supported",
             _ => "",
         };
         return Err(refused(&format!("TaskTemplate.{k}"), why));
     }
+    network_attachments(template.get("Networks"), "TaskTemplate.Networks")?;
     match string(template.get("Runtime"), "TaskTemplate.Runtime")?.as_str() {
         "" | "container" => {}
         other => {
@@ -468,6 +528,8 @@ pub fn task_container(
     let (bindings, exposed) = host_ports(spec.get("EndpointSpec"))?;
     if !bindings.is_empty() {
         host.insert("PortBindings".into(), Value::Object(bindings));
+    }
+    if !exposed.is_empty() {
         config.insert("ExposedPorts".into(), Value::Object(exposed));
     }
 
@@ -537,7 +599,10 @@ fn privileges(p: Option<&Map<String, Value>>) -> Result<Vec<String>, ServiceErro
 type PortMaps = (Map<String, Value>, Map<String, Value>);
 
 /// `EndpointSpec.Ports` with `PublishMode: host` as `(PortBindings, ExposedPorts)`.
-/// Ingress ports (the routing mesh, the CLI's default for `-p`) are refused.
+/// Ingress ports (the routing mesh, the CLI's default for `-p`) are only exposed: every
+/// node publishes them (`service::mesh`); one without a published port (Swarm's dynamic
+/// allocation) is refused by name. swarmkit's spec checks: no ingress port with `dnsrr`,
+/// no published port twice.
 fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
     let mut bindings = Map::new();
     let mut exposed = Map::new();
@@ -547,14 +612,16 @@ fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
     if let Some(k) = first_unknown(ep, &["Mode", "Ports"]) {
         return Err(refused(&format!("EndpointSpec.{k}"), ""));
     }
-    match string(ep.get("Mode"), "EndpointSpec.Mode")?.as_str() {
-        "" | "vip" | "dnsrr" => {}
+    let dnsrr = match string(ep.get("Mode"), "EndpointSpec.Mode")?.as_str() {
+        "" | "vip" => false,
+        "dnsrr" => true,
         other => {
             return Err(invalid(format!(
                 "invalid endpoint mode {other:?}: expected vip or dnsrr"
             )))
         }
-    }
+    };
+    let mut seen = std::collections::BTreeSet::new();
     let ports = match ep.get("Ports") {
         None | Some(Value::Null) => return Ok((bindings, exposed)),
         Some(Value::Array(a)) => a,
@@ -598,18 +665,36 @@ fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
                 "invalid published port {published}: must be between 0 and 65535"
             )));
         }
-        match string(p.get("PublishMode"), "EndpointSpec.Ports.PublishMode")?.as_str() {
-            "host" => {}
-            "" | "ingress" => {
-                return Err(invalid(format!(
-                    "port {published}:{target}/{proto}: ingress (routing mesh) ports are not supported yet; publish with mode=host (--publish published={published},target={target},mode=host)"
-                )))
-            }
+        let ingress = match string(p.get("PublishMode"), "EndpointSpec.Ports.PublishMode")?.as_str()
+        {
+            "host" => false,
+            "" | "ingress" => true,
             other => {
                 return Err(invalid(format!(
                     "invalid publish mode {other:?}: expected ingress or host"
                 )))
             }
+        };
+        // swarmkit's validateEndpointSpec (manager/controlapi/service.go).
+        if ingress && dnsrr {
+            return Err(invalid(
+                "rpc error: code = InvalidArgument desc = EndpointSpec: port published with ingress mode can't be used with dnsrr mode",
+            ));
+        }
+        if published != 0 && !seen.insert((published, proto)) {
+            return Err(invalid(
+                "rpc error: code = InvalidArgument desc = EndpointSpec: duplicate published ports provided",
+            ));
+        }
+        if ingress {
+            if published == 0 {
+                return Err(invalid(format!(
+                    "port {target}/{proto}: an ingress port without a published port (Swarm allocates one from 30000-32767) is not supported by berth; give one (--publish published=PORT,target={target})"
+                )));
+            }
+            // The routing mesh publishes it on every node (service::mesh), not the container.
+            exposed.insert(format!("{target}/{proto}"), json!({}));
+            continue;
         }
         let key = format!("{target}/{proto}");
         let binding = if published == 0 {
@@ -842,13 +927,16 @@ mod tests {
             "{e}"
         );
         let e = err(
-            json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": [{"Target": "overlay1"}]}}),
+            json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": [{"Target": "overlay1", "DriverOpts": {"a": "b"}}]}}),
         );
-        assert!(e.contains("TaskTemplate.Networks"), "{e}");
+        assert!(e.contains("TaskTemplate.Networks.DriverOpts"), "{e}");
         let e = err(
-            json!({"Name": "web", "Networks": [{"Target": "overlay1"}], "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}}),
+            json!({"Name": "web", "Networks": [{"Aliases": ["x"]}], "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}}),
         );
-        assert!(e.contains("Networks"), "{e}");
+        assert!(
+            e.contains("Networks: a network attachment needs a Target"),
+            "{e}"
+        );
         let e = err(
             json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Resources": {"Limits": {"GenericResources": [{"x": 1}]}}}}),
         );
@@ -867,23 +955,37 @@ mod tests {
     }
 
     #[test]
-    fn ingress_ports_are_refused_and_host_ports_honoured() {
-        let spec = |mode: &str| {
+    fn ingress_ports_are_exposed_and_host_ports_bound() {
+        let spec = |ports: Value| {
             json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
-                   "EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 8080, "PublishMode": mode}]}})
+                   "EndpointSpec": {"Ports": ports}})
         };
-        let e = err(spec("ingress"));
-        assert!(
-            e.contains("ingress (routing mesh) ports are not supported yet"),
-            "{e}"
-        );
-        assert!(e.contains("mode=host"), "{e}");
-        let e = err(spec(""));
-        assert!(e.contains("ingress"), "{e}");
-        let (_, b) = build(spec("host")).unwrap();
+        let port =
+            |mode: &str| json!([{"TargetPort": 80, "PublishedPort": 8080, "PublishMode": mode}]);
+        for mode in ["ingress", ""] {
+            let (_, b) = build(spec(port(mode))).unwrap();
+            assert!(b["HostConfig"]["PortBindings"].is_null(), "{b}");
+            assert_eq!(b["ExposedPorts"], json!({"80/tcp": {}}));
+        }
+        let (_, b) = build(spec(port("host"))).unwrap();
         assert_eq!(
             b["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"],
             "8080"
+        );
+        let e = err(spec(json!([{"TargetPort": 80}])));
+        assert!(e.contains("not supported by berth"), "{e}");
+        let e = err(spec(json!([{"TargetPort": 80, "PublishedPort": 8080},
+                                {"TargetPort": 81, "PublishedPort": 8080, "PublishMode": "host"}])));
+        assert!(
+            e.ends_with("EndpointSpec: duplicate published ports provided"),
+            "{e}"
+        );
+        let mut dnsrr = spec(port("ingress"));
+        dnsrr["EndpointSpec"]["Mode"] = json!("dnsrr");
+        let e = err(dnsrr);
+        assert!(
+            e.ends_with("port published with ingress mode can't be used with dnsrr mode"),
+            "{e}"
         );
     }
 

@@ -488,6 +488,11 @@ impl ContainerService {
     }
 
     /// The record, with its state refreshed from the runtime.
+    /// This node's networks (the agent plugs task containers into overlays through it).
+    pub fn networks(&self) -> &NetworkService {
+        &self.inner.networks
+    }
+
     pub fn get(&self, key: &str) -> Result<ContainerRecord, ServiceError> {
         let id = self.resolve(key)?;
         let mut rec = self
