@@ -5,7 +5,11 @@ concurrent `docker run --rm` through the docker CLI, and the daemon's RSS sample
 /proc every 20 ms. Prints a Markdown table: latency p50/p99 per call, failures, idle,
 peak and after RSS.
 
-    load.py SOCKET PID IMAGE [PS_CLIENTS [RUNS]]
+    load.py SOCKET PID IMAGE [PS_CLIENTS [RUNS [ROUNDS]]]
+
+With ROUNDS > 1 the whole load repeats; the table is the first round's, and the RSS after
+each round is printed (growth from round to round would be a leak, a constant offset is
+the allocator keeping pages).
 """
 import os
 import socket
@@ -17,6 +21,7 @@ import time
 sock, pid, image = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 n_ps = int(sys.argv[4]) if len(sys.argv) > 4 else 1000
 n_run = int(sys.argv[5]) if len(sys.argv) > 5 else 100
+rounds = int(sys.argv[6]) if len(sys.argv) > 6 else 1
 docker = os.environ.get("DOCKER", "docker")
 env = dict(os.environ, DOCKER_HOST="unix://" + sock)
 
@@ -107,15 +112,22 @@ subprocess.run([docker, "run", "--rm", image, "true"], env=env, check=True, capt
 time.sleep(1)
 idle = rss_kib()
 threading.Thread(target=sampler, daemon=True).start()
-ps_lat, ps_fail = run_ps(n_ps)
-run_lat, run_fail = run_runs(n_run)
+afters = []
+for r in range(rounds):
+    lat_fail = run_ps(n_ps), run_runs(n_run)
+    if r == 0:
+        (ps_lat, ps_fail), (run_lat, run_fail) = lat_fail
+    else:
+        ps_fail += lat_fail[0][1]
+        run_fail += lat_fail[1][1]
+    time.sleep(5)
+    afters.append(rss_kib() // 1024)
 stop.set()
 left = subprocess.run([docker, "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
-time.sleep(5)
-after = rss_kib()
-print(f"| call | clients | p50 ms | p99 ms | failed |")
+after = afters[-1] * 1024
+print(f"| call | clients | p50 ms | p99 ms | failed (all rounds) |")
 print(f"|---|---:|---:|---:|---:|")
 print(f"| GET /containers/json | {n_ps} | {pct(ps_lat, 50):.1f} | {pct(ps_lat, 99):.1f} | {ps_fail} |")
 print(f"| docker run --rm busybox echo | {n_run} | {pct(run_lat, 50):.0f} | {pct(run_lat, 99):.0f} | {run_fail} |")
 print()
-print(f"RSS: idle {idle // 1024} MiB, peak {peak[0] // 1024} MiB, after (5 s later) {after // 1024} MiB; containers left: {len(left)}")
+print(f"RSS: idle {idle // 1024} MiB, peak {peak[0] // 1024} MiB, after (5 s later) {after // 1024} MiB; after each of {rounds} rounds: {afters} MiB; containers left: {len(left)}")

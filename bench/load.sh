@@ -5,12 +5,18 @@
 # traffic: berthd's own unix socket and the fixture registry.
 #
 #   bash bench/load.sh            # starts its own fixture registry; release build
-#   PS_CLIENTS=1000 RUNS=100 bash bench/load.sh
+#   PS_CLIENTS=1000 RUNS=100 ROUNDS=3 bash bench/load.sh
+#   PROFILE=debug bash bench/load.sh   # the debug berthd (no release build)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/.."
+profile=${PROFILE:-release}
 if [ -z "${BERTH_TEST_FIXTURE:-}" ]; then
-    cargo build -q --release -p berth-node -p berth-runtime --bins
+    if [ "$profile" = release ]; then
+        cargo build -q --release -p berth-node -p berth-runtime --bins
+    else
+        cargo build -q -p berth-node -p berth-runtime --bins
+    fi
     cargo build -q -p berth-testkit --bin berth-fixture
     exec ./target/debug/berth-fixture run -- bash "$0" "$@"
 fi
@@ -28,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
-./target/release/berthd --data-root "$work/berth" --exec-root "$run_dir/b" -H "unix://$work/berth.sock" \
+./target/$profile/berthd --data-root "$work/berth" --exec-root "$run_dir/b" -H "unix://$work/berth.sock" \
     --pidfile "$work/berthd.pid" --log-level warn 2>"$work/berthd.log" &
 pid=$!
 for _ in $(seq 1 200); do
@@ -36,4 +42,4 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 DOCKER_HOST=unix://$work/berth.sock "$docker" pull -q "$img" >/dev/null
-DOCKER="$docker" python3 bench/load.py "$work/berth.sock" "$pid" "$img" "${PS_CLIENTS:-1000}" "${RUNS:-100}"
+DOCKER="$docker" python3 bench/load.py "$work/berth.sock" "$pid" "$img" "${PS_CLIENTS:-1000}" "${RUNS:-100}" "${ROUNDS:-3}"

@@ -146,6 +146,9 @@ async fn run(cfg: config::Config) -> Result<()> {
     {
         let c = containers.clone();
         tokio::task::spawn_blocking(move || c.recover()).await?;
+        let known: std::collections::HashSet<String> =
+            containers.all().into_iter().map(|r| r.id).collect();
+        networks.remove_orphan_netns(|id| known.contains(id));
     }
     let engine = std::sync::Arc::new(api::EngineInfo::from_config(&cfg));
     let cluster = service::cluster::ClusterService::open(

@@ -308,6 +308,25 @@ impl NetworkService {
         r.map(|()| net)
     }
 
+    /// Removes the netns files (bind mounts under `<exec-root>/netns`) of containers that
+    /// have no record: berthd killed (-9) while a container was being created or started
+    /// leaves them behind (tests/chaos.rs found them). Called once after a daemon start,
+    /// before the API serves, so no container is being set up concurrently.
+    pub fn remove_orphan_netns(&self, is_container: impl Fn(&str) -> bool) {
+        let Ok(entries) = std::fs::read_dir(&self.inner.netns_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_container(&name) {
+                continue;
+            }
+            if let Err(e) = remove_netns_file(&entry.path()) {
+                tracing::warn!(container = %name, error = %e, "removing an orphan netns");
+            }
+        }
+    }
+
     /// The netns file of a container.
     pub fn netns_path(&self, container_id: &str) -> PathBuf {
         self.inner.netns_dir.join(container_id)
