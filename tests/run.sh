@@ -5,7 +5,9 @@
 #   1. apt: the packages in tests/apt-packages.txt (docker.io among them: dockerd 20.10 is
 #      the reference tests/differential.rs compares berthd with, and its CLI the fallback)
 #   2. cargo fmt --check, cargo clippy -D warnings
-#   3. berth-fixture starts a real registry (docker-registry) on a free loopback port,
+#   3. cargo-fuzz (pinned, from crates.io) and every fuzz target for FUZZ_SECONDS (default
+#      10) each on the stable toolchain (fuzz/run.sh); a crash fails the run
+#   4. berth-fixture starts a real registry (docker-registry) on a free loopback port,
 #      pushes the test images, runs the test runner, and stops the registry afterwards
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,6 +43,15 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "==> build"
 cargo build --locked --workspace --bins
+# The fuzz targets (fuzz/, outside the workspace) for a short fixed budget each. cargo-fuzz
+# is pinned; it drives the stable toolchain (RUSTC_BOOTSTRAP=1 in fuzz/run.sh).
+cargo_fuzz_version=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $cargo_fuzz_version" ]; then
+    cargo install --locked cargo-fuzz --version "$cargo_fuzz_version"
+fi
+echo "==> fuzz (${FUZZ_SECONDS:-10}s per target)"
+bash fuzz/run.sh "${FUZZ_SECONDS:-10}"
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --workspace --no-run
     runner=(cargo nextest run --locked --workspace --no-fail-fast)

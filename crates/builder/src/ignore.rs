@@ -345,7 +345,26 @@ fn glob_esc(p: &[char]) -> Option<(char, usize)> {
     Some((c, 1))
 }
 
+/// Results of `glob_at` by (pattern suffix, name suffix) lengths.
+type Memo = std::collections::HashMap<(usize, usize), Option<bool>>;
+
+/// Go's `filepath.Match` on char slices. Memoised on the (pattern, name) suffixes: plain
+/// backtracking over `*` is exponential in the number of stars (a 60-star pattern hung
+/// fuzz/dockerfile); with the memo each suffix pair is decided once.
 fn glob(p: &[char], s: &[char]) -> Option<bool> {
+    glob_at(p, s, &mut Memo::new())
+}
+
+fn glob_at(p: &[char], s: &[char], memo: &mut Memo) -> Option<bool> {
+    if let Some(r) = memo.get(&(p.len(), s.len())) {
+        return *r;
+    }
+    let r = glob_step(p, s, memo);
+    memo.insert((p.len(), s.len()), r);
+    r
+}
+
+fn glob_step(p: &[char], s: &[char], memo: &mut Memo) -> Option<bool> {
     let Some(&c) = p.first() else {
         return Some(s.is_empty());
     };
@@ -353,7 +372,7 @@ fn glob(p: &[char], s: &[char]) -> Option<bool> {
         '*' => {
             let rest = &p[1..];
             for i in 0..=s.len() {
-                if glob(rest, &s[i..])? {
+                if glob_at(rest, &s[i..], memo)? {
                     return Some(true);
                 }
                 if i < s.len() && s[i] == '/' {
@@ -365,7 +384,7 @@ fn glob(p: &[char], s: &[char]) -> Option<bool> {
             Some(false)
         }
         '?' => match s.first() {
-            Some(ch) if *ch != '/' => glob(&p[1..], &s[1..]),
+            Some(ch) if *ch != '/' => glob_at(&p[1..], &s[1..], memo),
             _ => validate(&p[1..]).map(|_| false),
         },
         '[' => {
@@ -374,7 +393,7 @@ fn glob(p: &[char], s: &[char]) -> Option<bool> {
             };
             let (m, used) = glob_class(&p[1..], ch)?;
             if m {
-                glob(&p[1 + used..], &s[1..])
+                glob_at(&p[1 + used..], &s[1..], memo)
             } else {
                 validate(&p[1 + used..]).map(|_| false)
             }
@@ -382,14 +401,14 @@ fn glob(p: &[char], s: &[char]) -> Option<bool> {
         '\\' => {
             let lit = *p.get(1)?;
             if s.first() == Some(&lit) {
-                glob(&p[2..], &s[1..])
+                glob_at(&p[2..], &s[1..], memo)
             } else {
                 validate(&p[2..]).map(|_| false)
             }
         }
         lit => {
             if s.first() == Some(&lit) {
-                glob(&p[1..], &s[1..])
+                glob_at(&p[1..], &s[1..], memo)
             } else {
                 validate(&p[1..]).map(|_| false)
             }
@@ -419,6 +438,19 @@ fn validate(p: &[char]) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz/dockerfile, a timeout): many stars against a long name that does
+    /// not match backtracked exponentially; it now answers at once (correctly: false).
+    #[test]
+    fn many_stars_do_not_backtrack_exponentially() {
+        let pattern = format!("*?A{}R!ox*GRA", "*".repeat(60));
+        let name = format!("xA{}", "B".repeat(60));
+        assert!(!glob_match(&pattern, &name));
+        assert!(glob_match(
+            &format!("a{}b", "*".repeat(40)),
+            &format!("a{}b", "c".repeat(40))
+        ));
+    }
 
     #[test]
     fn go_filepath_match_table() {

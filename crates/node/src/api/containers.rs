@@ -888,9 +888,7 @@ async fn exec_start(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("failed to read request body: {e}")))?;
+    let bytes = super::buffer_body(body, super::MAX_JSON_BODY).await?;
     let b: ExecStartBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         ExecStartBody::default()
     } else {

@@ -40,7 +40,11 @@ pub fn parse_timestamp_nanos(s: &str) -> Result<i64, ApiError> {
         }
         nanos = format!("{frac:0<9}").parse().map_err(|_| bad())?;
     }
-    Ok(secs * 1_000_000_000 + nanos)
+    // Seconds beyond i64 nanoseconds (past the year 2262) are refused, not wrapped
+    // (found by fuzz/api_query).
+    secs.checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(nanos))
+        .ok_or_else(bad)
 }
 
 fn event_json(e: &Event) -> Vec<u8> {

@@ -111,7 +111,7 @@ pub fn parse_until(value: &str, now_nanos: i64) -> Result<i64, ApiError> {
         ))
     };
     if let Some(d) = go_duration_nanos(value) {
-        return Ok(now_nanos - d);
+        return now_nanos.checked_sub(d).ok_or_else(bad);
     }
     if value.bytes().next().is_some_and(|b| b.is_ascii_digit())
         && value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
@@ -165,6 +165,11 @@ fn go_duration_nanos(s: &str) -> Option<i64> {
         rest = &rest[unit_len..];
         total += num * unit;
     }
+    // Go's time.ParseDuration refuses durations beyond ±2^63 ns ("invalid duration");
+    // `as` would saturate them instead.
+    if !total.is_finite() || total >= i64::MAX as f64 {
+        return None;
+    }
     let n = total as i64;
     Some(if neg { -n } else { n })
 }
@@ -172,6 +177,30 @@ fn go_duration_nanos(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (fuzz/api_query): timestamps and durations whose nanoseconds overflow
+    /// i64 are a 400, not an arithmetic overflow panic.
+    #[test]
+    fn until_out_of_range_is_a_bad_request() {
+        let now = 1_700_000_000_000_000_000;
+        for v in [
+            "17000000092001234.53",
+            "9223372036854775807",
+            "-9223372036854775807.5",
+            "9223372036854775807h",
+            "-3000000h",
+            "3000000h",
+            "1e400h",
+        ] {
+            assert!(
+                matches!(parse_until(v, now), Err(ApiError::BadRequest(_))),
+                "{v}: {:?}",
+                parse_until(v, now)
+            );
+        }
+        assert!(super::super::events::parse_timestamp_nanos("17000000092001234.53").is_err());
+        assert_eq!(parse_until("-1h", now).unwrap(), now + 3_600_000_000_000);
+    }
 
     #[test]
     fn until_takes_dockerds_forms() {

@@ -12,8 +12,8 @@ mod build;
 mod container_fs;
 mod containers;
 mod error;
-mod events;
-mod filters;
+pub(crate) mod events;
+pub(crate) mod filters;
 mod images;
 mod networks;
 mod services;
@@ -82,16 +82,50 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("failed to read request body: {e}")))?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let bytes = buffer_body(req.into_body(), MAX_JSON_BODY).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::BadRequest("request body is empty".into()));
         }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+    }
+}
+
+/// Largest JSON request body berthd buffers (create bodies, service specs, secrets, exec
+/// starts ...), in bytes: 2 MiB. dockerd 20.10 sets no limit (it decodes whatever arrives,
+/// tests/load.rs compares); berth refuses larger bodies with a 413 and a Docker-shaped
+/// message instead of buffering them. The streaming endpoints (`POST /images/load`,
+/// `/images/create?fromSrc=-`, `/build`, `PUT /containers/{id}/archive`) read their bodies
+/// as streams and have no such limit.
+pub const MAX_JSON_BODY: usize = 2 << 20;
+
+/// Largest request head (request line and header fields) berthd reads, in bytes: Go's
+/// `http.DefaultMaxHeaderBytes` (1 MiB) plus the 4096 bytes of slack net/http adds, the
+/// limit dockerd 20.10 runs with; a larger head is answered `431 Request Header Fields Too
+/// Large` and the connection closed, as dockerd does.
+pub const MAX_HEADER_BYTES: usize = (1 << 20) + 4096;
+
+/// Most header fields in one request: 1024 (hyper's default is 100). dockerd limits only
+/// their total size ([`MAX_HEADER_BYTES`]); more fields than this are answered 431.
+pub const MAX_HEADERS: usize = 1024;
+
+/// Reads a whole request body of at most `limit` bytes: a longer one is a 413
+/// ([`ApiError::PayloadTooLarge`]) as soon as the limit is passed, without buffering the rest.
+pub async fn buffer_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge(
+            format!("request body too large: the limit is {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "failed to read request body: {e}"
+        ))),
     }
 }
 
@@ -233,19 +267,52 @@ pub async fn serve_unix(
     Ok(())
 }
 
-/// Serves `router` on any listener (unix socket, TLS) until `shutdown`.
-pub async fn serve_listener<L>(listener: L, router: Router, shutdown: Shutdown) -> Result<()>
+/// Serves `router` on any listener (unix socket, TLS) until `shutdown`, then waits for the
+/// open connections to finish their requests.
+///
+/// One hyper connection per accepted stream (HTTP/1.1 with upgrades for attach/exec, and
+/// h2c), with explicit limits: [`MAX_HEADER_BYTES`] and [`MAX_HEADERS`] for the request
+/// head (431 beyond); bodies are limited per endpoint ([`MAX_JSON_BODY`]).
+pub async fn serve_listener<L>(mut listener: L, router: Router, shutdown: Shutdown) -> Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    use axum::ServiceExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
     let app = tower::util::MapRequestLayer::new(strip_version);
     let app = tower::Layer::layer(&app, router);
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .context("API server")
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (io, _addr) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = shutdown.wait() => break,
+        };
+        let service = TowerToHyperService::new(
+            app.clone()
+                .map_request(|req: Request<hyper::body::Incoming>| req.map(axum::body::Body::new)),
+        );
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "API connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -263,5 +330,14 @@ mod tests {
         assert_eq!(versioned_rest("/volumes/v1.2/x"), None);
         assert_eq!(versioned_rest("/vx.1/a"), None);
         assert_eq!(versioned_rest("/v1./a"), None);
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_a_413_at_the_limit_fine() {
+        let body = |n: usize| axum::body::Body::from(vec![b'x'; n]);
+        assert_eq!(buffer_body(body(100), 100).await.unwrap().len(), 100);
+        let err = buffer_body(body(101), 100).await.unwrap_err();
+        assert!(matches!(err, ApiError::PayloadTooLarge(_)), "{err:?}");
+        assert_eq!(err.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -308,12 +308,12 @@ impl NetworkService {
         r.map(|()| net)
     }
 
-    /// The netns file of a container.
     /// Where container namespace files live.
     pub fn netns_dir(&self) -> &Path {
         &self.inner.netns_dir
     }
 
+    /// The netns file of a container.
     pub fn netns_path(&self, container_id: &str) -> PathBuf {
         self.inner.netns_dir.join(container_id)
     }

@@ -948,7 +948,10 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         (Some(n), _) => Some(n),
         (None, Some(q)) => {
             let period = hc.cpu_period.filter(|p| *p > 0).unwrap_or(100_000);
-            Some(q * 1_000_000_000 / period)
+            // In i128: a large quota overflowed i64 here (found by fuzz/api_create); the
+            // saturated result is then refused by the CPU range check below.
+            let n = i128::from(q) * 1_000_000_000 / i128::from(period);
+            Some(i64::try_from(n).unwrap_or(i64::MAX))
         }
         (None, None) => None,
     };
@@ -1718,6 +1721,22 @@ mod tests {
 
     fn body(json: serde_json::Value) -> ContainerCreateBody {
         serde_json::from_value(json).unwrap()
+    }
+
+    /// Regression (fuzz/api_create): a CpuQuota whose nanoseconds overflow i64 is the CPU
+    /// range error, not an overflow panic (or, in release builds, a wrapped limit).
+    #[test]
+    fn huge_cpu_quota_is_refused_not_overflowed() {
+        for hc in [
+            serde_json::json!({"CpuQuota": 10_000_000_000i64}),
+            serde_json::json!({"CpuQuota": i64::MAX, "CpuPeriod": 1000}),
+        ] {
+            let err = parse_create(body(
+                serde_json::json!({"Image": "busybox", "HostConfig": hc}),
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains("range of CPUs"), "{err}");
+        }
     }
 
     #[test]

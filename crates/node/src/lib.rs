@@ -24,9 +24,14 @@ mod service;
 mod store;
 mod tls;
 
+pub mod fuzzing;
+
 use anyhow::{Context, Result};
 
-fn main() -> Result<()> {
+/// berthd's entry point (`src/bin/berthd.rs`): reads flags and daemon.json, starts the
+/// tokio runtime and serves until SIGTERM/SIGINT. Errors are startup failures (bad flags,
+/// data root, listeners).
+pub fn main() -> Result<()> {
     let cfg = config::Config::load()?;
     tracing_subscriber::fmt()
         .with_env_filter(
