@@ -341,7 +341,13 @@ impl ContainerService {
                     };
                     if old_status == "running" || old_status == "restarting" {
                         if let Some(e) = info.exit {
-                            self.record_exit(&id, e.code as i64, e.oom_killed, e.finished_at);
+                            self.record_exit(
+                                &id,
+                                e.code as i64,
+                                e.oom_killed,
+                                e.finished_at,
+                                e.cause,
+                            );
                         }
                     }
                     if policy.start_on_boot(stopped)
@@ -1062,9 +1068,13 @@ impl ContainerService {
                     continue;
                 }
             }
-            let Some(rec) =
-                self.record_exit(&id, exit.code as i64, exit.oom_killed, exit.finished_at)
-            else {
+            let Some(rec) = self.record_exit(
+                &id,
+                exit.code as i64,
+                exit.oom_killed,
+                exit.finished_at,
+                exit.cause,
+            ) else {
                 return;
             };
             if rec.spec.auto_remove {
@@ -1133,9 +1143,13 @@ impl ContainerService {
         code: i64,
         oom: bool,
         finished: chrono::DateTime<chrono::Utc>,
+        cause: Option<berth_runtime::ExitCause>,
     ) -> Option<ContainerRecord> {
         self.stop_health_monitor(id);
         let rec = self.update(id, |r| {
+            if let Some(c) = cause {
+                r.state.error = c.message().to_string();
+            }
             r.state.status = "exited".into();
             r.state.pid = 0;
             r.state.exit_code = code;
