@@ -996,7 +996,7 @@ impl Runtime {
         let record = ExitRecord {
             version: protocol::RECORD_VERSION,
             pid: 0,
-            exit: exit.clone(),
+            exit,
         };
         if let Err(e) = write_json(&self.exit_file(id, Proc::Init), &record, "exit record") {
             tracing::warn!(container = %id, error = %e, "could not record the exit");
