@@ -335,7 +335,6 @@ fn unsupported_options_are_refused_naming_the_field() -> Result<()> {
     let bb = e.img("busybox:latest");
     e.ok(&["pull", "-q", &bb])?;
     for (flags, field) in [
-        (&["--privileged"][..], "HostConfig.Privileged"),
         (&["--device", "/etc/hostname"][..], "HostConfig.Devices"),
         (
             &["--cgroup-parent", "elsewhere"][..],

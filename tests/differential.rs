@@ -78,7 +78,8 @@ enum Input {
 /// One differential case: `steps` are docker CLI argument lists run one after another on
 /// each daemon; every step's exit code, stdout and stderr are compared. Placeholders in
 /// arguments: `{busybox}`, `{web}` (fixture references), `{registry}` (its address),
-/// `{corrupt}` (a file that is not an image archive).
+/// `{corrupt}` (a file that is not an image archive), `{nomkdir}` (a seccomp profile that
+/// allows everything but mkdir, mkdirat and unshare).
 #[derive(Debug, Clone, Copy)]
 struct Case {
     name: &'static str,
@@ -730,6 +731,56 @@ const CASES: &[Case] = &[
         ],
         ..C
     },
+    // Issue #19: seccomp, --privileged and security options.
+    Case {
+        name: "seccomp_default_refuses_unshare_dmesg_personality",
+        steps: &[
+            &["run", "--rm", "--network", "none", "{busybox}", "unshare", "-U", "true"],
+            &["run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined", "{busybox}", "unshare", "-U", "true"],
+            &["run", "--rm", "--network", "none", "{busybox}", "dmesg"],
+            &["run", "--rm", "--network", "none", "{busybox}", "linux32", "uname", "-m"],
+            &["run", "--rm", "--network", "none", "--cap-add", "SYS_ADMIN", "{busybox}", "unshare", "-U", "true"],
+        ],
+        timeout: Duration::from_secs(30),
+        ..C
+    },
+    Case {
+        name: "seccomp_custom_profile_denies_mkdir",
+        steps: &[
+            &["run", "--rm", "--network", "none", "--security-opt", "seccomp={nomkdir}", "{busybox}", "mkdir", "/tmp/d"],
+            &["run", "--rm", "--network", "none", "--security-opt", "seccomp={nomkdir}", "{busybox}", "sh", "-c", "echo hi > /tmp/f && cat /tmp/f && unshare -U true"],
+        ],
+        timeout: Duration::from_secs(30),
+        ..C
+    },
+    Case {
+        name: "privileged_mounts_tmpfs_and_writes_sys",
+        steps: &[
+            &["run", "--rm", "--network", "none", "--privileged", "{busybox}", "sh", "-c", "mkdir /tmp/m && mount -t tmpfs t /tmp/m && grep -c ' /tmp/m ' /proc/mounts && grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1 && unshare -U true && echo ok"],
+            &["run", "--rm", "--network", "none", "{busybox}", "sh", "-c", "mkdir /tmp/m && mount -t tmpfs t /tmp/m"],
+            &["create", "--name", "c1", "--privileged", "{busybox}"],
+            &["inspect", "--format", "{{.HostConfig.Privileged}}", "c1"],
+        ],
+        timeout: Duration::from_secs(30),
+        expect_divergence: Some("`--privileged` on this host: dockerd 20.10 (runc) asks for every capability the kernel knows, CAP_SYS_RESOURCE included, which this sandbox's bounding set lacks, and fails `unable to apply caps: operation not permitted`; berth gives every capability the daemon holds and the container runs"),
+        ..C
+    },
+    Case {
+        name: "security_opt_label_and_no_new_privileges",
+        steps: &[
+            &["create", "--name", "c1", "--security-opt", "label=disable", "--security-opt", "no-new-privileges", "--security-opt", "apparmor=unconfined", "{busybox}"],
+            &["inspect", "--format", "{{json .HostConfig.SecurityOpt}}", "c1"],
+            &["run", "--rm", "--network", "none", "--security-opt", "no-new-privileges", "{busybox}", "grep", "NoNewPrivs", "/proc/self/status"],
+        ],
+        timeout: Duration::from_secs(30),
+        ..C
+    },
+    Case {
+        name: "security_opt_apparmor_profile_without_apparmor",
+        steps: &[&["create", "--security-opt", "apparmor=docker-default", "{busybox}"]],
+        expect_divergence: Some("`--security-opt apparmor=NAME` on a host without AppArmor: berth refuses it (400, issue #19 asks for a clear error); dockerd 20.10 accepts it and runs the container without AppArmor"),
+        ..C
+    },
 ];
 
 /// A daemon the cases run against.
@@ -877,6 +928,10 @@ fn expand(args: &[&str], fx: &Fixture, corrupt: &Path) -> Vec<String> {
                 .replace("{web}", &fx.reference("web:latest"))
                 .replace("{registry}", &fx.registry)
                 .replace("{corrupt}", &corrupt.display().to_string())
+                .replace(
+                    "{nomkdir}",
+                    &corrupt.with_file_name("nomkdir.json").display().to_string(),
+                )
         })
         .collect()
 }
@@ -968,6 +1023,10 @@ fn docker_cli_against_dockerd_and_berthd() -> Result<()> {
         .tempdir()?;
     let corrupt = scratch.path().join("corrupt.tar");
     std::fs::write(&corrupt, b"this is not an image archive\n".repeat(64))?;
+    std::fs::write(
+        corrupt.with_file_name("nomkdir.json"),
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1},{"names":["unshare"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )?;
     let dockerd_config = scratch.path().join("dockerd-cli");
     let berthd_config = scratch.path().join("berthd-cli");
 

@@ -100,9 +100,10 @@ impl ServiceError {
             e @ R::LogsNotReadable { .. } => ServiceError::NotImplemented {
                 message: e.to_string(),
             },
-            e @ (R::UnknownUser { .. } | R::UnknownGroup { .. } | R::NoCommand) => {
-                ServiceError::invalid(e.to_string())
-            }
+            e @ (R::UnknownUser { .. }
+            | R::UnknownGroup { .. }
+            | R::NoCommand
+            | R::Invalid { .. }) => ServiceError::invalid(e.to_string()),
             e => ServiceError::Runtime(Box::new(e)),
         }
     }

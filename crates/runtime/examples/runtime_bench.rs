@@ -49,6 +49,7 @@ fn write_bundle(bundle: &Path) -> Result<()> {
         rlimit_hard: [("RLIMIT_NOFILE".to_string(), 20_000u64)].into(),
         passwd: String::new(),
         group: String::new(),
+        ..Default::default()
     };
     let img = image();
     let spec = spec::build_spec(&SpecInputs {

@@ -65,6 +65,10 @@ pub enum RuntimeError {
     UnknownGroup { group: String },
     #[error("image config has neither Entrypoint nor Cmd and none was given")]
     NoCommand,
+    /// A run option that cannot be honoured as given (e.g. a seccomp profile that does not
+    /// parse); the message is the client's.
+    #[error("{message}")]
+    Invalid { message: String },
     #[error("libcontainer {op} for {id}: {source}")]
     Container {
         op: &'static str,

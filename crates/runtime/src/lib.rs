@@ -52,6 +52,7 @@ pub mod oci;
 pub mod protocol;
 pub mod rotate;
 pub mod runtime;
+pub mod seccomp;
 pub mod shim;
 pub mod snapshot;
 mod spare;
@@ -62,6 +63,6 @@ pub use changes::{changes, write_layer_tar, Change, ChangeKind};
 pub use error::{Result, RuntimeError};
 pub use lifecycle::{Action, Status};
 pub use runtime::{
-    AttachOptions, ContainerInfo, CreateRequest, ExecOptions, ExitStatus, LogOptions, LogStream,
-    Runtime, RuntimeConfig, Stats, TopResult,
+    AttachOptions, ContainerInfo, CreateRequest, ExecOptions, ExitCause, ExitStatus, LogOptions,
+    LogStream, Runtime, RuntimeConfig, Stats, TopResult,
 };

@@ -81,11 +81,29 @@ pub struct ExitStatus {
     pub signal: Option<i32>,
     pub oom_killed: bool,
     pub finished_at: DateTime<Utc>,
-    /// The process's shim died (killed with SIGKILL, say) before it saw the exit: the
-    /// runtime then killed what was left of the container itself (`code` 137, `signal` 9)
-    /// and wrote this record in the shim's place. Absent in older records (false).
-    #[serde(default)]
-    pub shim_lost: bool,
+    /// Set when the runtime, not the process, ended it (shown as Docker's `State.Error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<ExitCause>,
+}
+
+/// Why the runtime ended a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitCause {
+    /// The shim supervising the container died (e.g. `kill -9`) without recording an exit:
+    /// the runtime killed the processes left in the container's cgroup.
+    ShimDied,
+}
+
+impl ExitCause {
+    /// The sentence shown as `State.Error`.
+    pub fn message(self) -> &'static str {
+        match self {
+            ExitCause::ShimDied => {
+                "the container's shim died without recording an exit: its processes were killed by berthd"
+            }
+        }
+    }
 }
 
 impl ExitStatus {
@@ -101,7 +119,7 @@ impl ExitStatus {
             signal,
             oom_killed,
             finished_at: Utc::now(),
-            shim_lost: false,
+            cause: None,
         }
     }
 }

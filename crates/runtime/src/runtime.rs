@@ -48,10 +48,10 @@ use crate::protocol::{
 use crate::rotate::LogReader;
 use crate::snapshot::{MountPlan, Mounter, SnapshotStore, SysMounter};
 use crate::spare::{Launched, Spares};
-use crate::spec::{self, HostFacts, ImageConfig, RunOptions, SpecInputs};
+use crate::spec::{self, DeviceNode, HostFacts, ImageConfig, RunOptions, SpecInputs};
 
 pub use crate::logs::LogOptions;
-pub use crate::protocol::ExitStatus;
+pub use crate::protocol::{ExitCause, ExitStatus};
 
 /// Where a runtime keeps things and which shim binary it runs.
 #[derive(Debug, Clone)]
@@ -259,6 +259,79 @@ fn purge(path: &Path) {
     }
 }
 
+/// The running kernel's `<kernel>.<major>`, from uname.
+fn host_kernel() -> Option<crate::seccomp::KernelVersion> {
+    let uts = nix::sys::utsname::uname().ok()?;
+    crate::seccomp::KernelVersion::from_release(&uts.release().to_string_lossy())
+}
+
+/// The capabilities in this process's bounding set, by name: what a `--privileged`
+/// container gets (Docker gives "all capabilities"; a capability the daemon lacks cannot be
+/// handed on, e.g. CAP_SYS_RESOURCE in a sandbox that dropped it).
+fn bounding_caps() -> Vec<String> {
+    let mut out: Vec<String> = caps::read(None, caps::CapSet::Bounding)
+        .map(|set| set.into_iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The host's device nodes under /dev, as containerd's `HostDevices` (which dockerd uses
+/// for `--privileged`) lists them: character and block nodes, symlinks not followed,
+/// `/dev/pts`, `/dev/shm`, `/dev/fd`, `/dev/mqueue` and `/dev/console` left out (the
+/// container has its own).
+pub fn host_devices() -> Vec<DeviceNode> {
+    fn walk(dir: &Path, out: &mut Vec<DeviceNode>) {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let ft = md.file_type();
+            if ft.is_dir() {
+                if !matches!(
+                    name.as_ref(),
+                    "pts" | "shm" | "fd" | "mqueue" | ".lxc" | ".lxd-mounts" | ".udev"
+                ) {
+                    walk(&path, out);
+                }
+                continue;
+            }
+            if name == "console" {
+                continue;
+            }
+            let kind = if ft.is_char_device() {
+                'c'
+            } else if ft.is_block_device() {
+                'b'
+            } else {
+                continue;
+            };
+            let dev = md.rdev();
+            out.push(DeviceNode {
+                path: path.to_string_lossy().into_owned(),
+                kind,
+                major: nix::sys::stat::major(dev) as i64,
+                minor: nix::sys::stat::minor(dev) as i64,
+                file_mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                access: "rwm".into(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new("/dev"), &mut out);
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
 /// Current hard limits of the rlimits the spec may set.
 fn host_rlimit_hard() -> BTreeMap<String, u64> {
     use nix::sys::resource::{getrlimit, Resource};
@@ -286,20 +359,18 @@ fn host_rlimit_hard() -> BTreeMap<String, u64> {
     out
 }
 
-/// Whether `pid` runs: it exists and is not a zombie (a killed shim whose parent has not
-/// reaped it yet is dead for the runtime's purposes).
+/// Whether `pid` is a process that still runs: alive and not a zombie (a killed shim
+/// stays a zombie until the process that spawned it reaps it).
+fn pid_running(pid: i32) -> bool {
+    pid_alive(pid)
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().to_string()))
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
 fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    // /proc/<pid>/stat: "pid (comm) S ...", the state after the last ')'.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_none_or(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 impl Runtime {
@@ -498,6 +569,13 @@ impl Runtime {
             rlimit_hard: host_rlimit_hard(),
             passwd: self.image_file(rec, "etc/passwd")?,
             group: self.image_file(rec, "etc/group")?,
+            kernel: host_kernel(),
+            all_caps: bounding_caps(),
+            devices: if opts.privileged {
+                host_devices()
+            } else {
+                Vec::new()
+            },
         };
         let etc_files = vec![
             (hostname_file.clone(), "/etc/hostname".to_string()),
@@ -591,20 +669,8 @@ impl Runtime {
         let id = &rec.request.id;
         let shim = self.shim_state(id, Proc::Init);
         let mut recorded = self.read_exit(id, Proc::Init);
-        // The shim died without writing the exit (SIGKILL): its container may still run,
-        // reparented and unsupervised. The runtime ends it and records the exit.
-        if shim.is_none() && recorded.is_none() && rec.started_at.is_some() {
-            let pid = std::fs::read_to_string(self.shim_pid_file(id, Proc::Init))
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok());
-            if pid.is_some_and(|p| !pid_alive(p)) {
-                match self.take_over_unsupervised(id) {
-                    Ok(exit) => recorded = Some(exit),
-                    Err(e) => {
-                        tracing::warn!(container = %id, error = %e, "ending a container whose shim died")
-                    }
-                }
-            }
+        if shim.is_none() && recorded.is_none() {
+            recorded = self.settle_orphan(rec);
         }
         let live_exit = shim.and_then(|(_, e)| e);
         let exit = recorded.or(live_exit);
@@ -713,6 +779,8 @@ impl Runtime {
         self.require(id, Action::Start)?;
         let mut rec = self.record(id)?;
         self.wait_shim_gone(id, Proc::Init, Duration::from_secs(10))?;
+        // A shim killed since the last look: settle it before its files are reused.
+        self.settle_orphan(&rec);
         let plan = self.rootfs_plan(&rec)?;
         remove_file_quiet(&self.exit_file(id, Proc::Init))?;
         mkdir(&self.run_dir(id))?;
@@ -868,6 +936,76 @@ impl Runtime {
         .map(|_| ())
     }
 
+    /// A started container whose shim is gone without recording an exit (the shim was
+    /// killed, e.g. `kill -9`): nothing supervises its processes any more. Kills every
+    /// process left in its cgroup, removes its cgroups and libcontainer state as the shim's
+    /// teardown would, and records the exit (SIGKILL, 137) with the reason as its
+    /// `error`, so the container is never left running unsupervised and is reported exited.
+    /// Returns the recorded exit; `None` when the shim runs, the container never started,
+    /// or an exit is recorded already.
+    ///
+    /// The evidence is the shim's pid file naming a dead process: a shim removes it only
+    /// after writing the exit record, and a starting shim writes it before anything runs
+    /// (so a container between `start`'s cleanup and its new shim is never taken for one).
+    fn settle_orphan(&self, rec: &ContainerRecord) -> Option<ExitStatus> {
+        let id = &rec.request.id;
+        let shim_pid = std::fs::read_to_string(self.shim_pid_file(id, Proc::Init))
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())?;
+        if rec.started_at.is_none() || pid_running(shim_pid) {
+            return None;
+        }
+        // The shim writes its record before it removes its pid file: read again now that
+        // it is known to be gone.
+        if self.read_exit(id, Proc::Init).is_some() {
+            return None;
+        }
+        let shim_pid = Some(shim_pid);
+        let cg = spec::cgroups_path(id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut killed = 0usize;
+        loop {
+            let pids = cgroups::pids(id, &cg).unwrap_or_default();
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                if nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .is_ok()
+                {
+                    killed += 1;
+                }
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(container = %id, "processes of a container whose shim died survive SIGKILL");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if cgroups::remove_dirs(&cg).is_ok() {
+            let _ = std::fs::remove_dir_all(self.lc_root().join(id));
+        } else {
+            let _ = oci::delete(id, &self.lc_root(), true);
+        }
+        let mut exit = ExitStatus::from_wait(None, Some(libc::SIGKILL), false);
+        exit.cause = Some(protocol::ExitCause::ShimDied);
+        tracing::warn!(container = %id, ?shim_pid, killed, "shim died: container killed");
+        let record = ExitRecord {
+            version: protocol::RECORD_VERSION,
+            pid: 0,
+            exit,
+        };
+        if let Err(e) = write_json(&self.exit_file(id, Proc::Init), &record, "exit record") {
+            tracing::warn!(container = %id, error = %e, "could not record the exit");
+        }
+        let _ = std::fs::remove_file(self.shim_pid_file(id, Proc::Init));
+        let _ = std::fs::remove_file(self.socket(id, Proc::Init));
+        Some(exit)
+    }
+
     /// Whether the shim supervising `p` still runs.
     fn shim_running(&self, id: &str, p: Proc<'_>) -> bool {
         std::fs::read_to_string(self.shim_pid_file(id, p))
@@ -913,12 +1051,16 @@ impl Runtime {
                         .ok()
                         .and_then(|s| s.trim().parse::<i32>().ok());
                     if !pid.is_some_and(pid_alive) {
-                        return match (self.read_exit(id, p), p) {
-                            (Some(x), _) => Ok(Some(x)),
-                            (None, Proc::Init) if pid.is_some() => {
-                                self.take_over_unsupervised(id).map(Some)
-                            }
-                            (None, _) => Err(e),
+                        let settled = match p {
+                            Proc::Init => self
+                                .record(id)
+                                .ok()
+                                .and_then(|rec| self.settle_orphan(&rec)),
+                            Proc::Exec(_) => None,
+                        };
+                        return match self.read_exit(id, p).or(settled) {
+                            Some(x) => Ok(Some(x)),
+                            None => Err(e),
                         };
                     }
                     std::thread::sleep(Duration::from_millis(10));
@@ -926,47 +1068,6 @@ impl Runtime {
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Ends a container whose init shim died without recording its exit (killed with
-    /// SIGKILL): thaws it if frozen, SIGKILLs every process of its cgroup until none is
-    /// left (at most 10 s), and writes the exit record the shim could not (137, signal 9,
-    /// [`ExitStatus::shim_lost`]). The shim's pid file goes with it, so this runs once.
-    /// Errors when the record cannot be written or processes survive.
-    fn take_over_unsupervised(&self, id: &str) -> Result<ExitStatus> {
-        let _ = oci::resume(id, &self.lc_root());
-        let cg = spec::cgroups_path(id);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pids = cgroups::pids(id, &cg).unwrap_or_default();
-            if pids.is_empty() {
-                break;
-            }
-            for p in &pids {
-                // SAFETY: kill(2) of processes in this container's own cgroup.
-                unsafe { libc::kill(*p, libc::SIGKILL) };
-            }
-            if Instant::now() > deadline {
-                return Err(RuntimeError::Timeout {
-                    what: "processes of a container whose shim died to end",
-                    millis: 10_000,
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let exit = ExitStatus {
-            shim_lost: true,
-            ..ExitStatus::from_wait(None, Some(libc::SIGKILL), false)
-        };
-        let record = ExitRecord {
-            version: crate::protocol::RECORD_VERSION,
-            pid: 0,
-            exit,
-        };
-        write_json(&self.exit_file(id, Proc::Init), &record, "exit record")?;
-        let _ = std::fs::remove_file(self.shim_pid_file(id, Proc::Init));
-        tracing::warn!(container = %id, "its shim died; the container was killed and recorded as exited (137)");
-        Ok(exit)
     }
 
     /// Waits for the init to exit (`None` timeout: forever); `Ok(None)` on timeout.

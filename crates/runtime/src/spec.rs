@@ -2,8 +2,10 @@
 //!
 //! Pure: no file or process access. The caller reads the image's /etc/passwd and /etc/group
 //! and the host's rlimit hard limits and passes them in ([`SpecInputs`]). Owns Docker's
-//! defaults: capability set, masked and read-only /proc paths, the default mounts, and the
-//! default seccomp profile ([`default_seccomp`]).
+//! defaults: capability set, masked and read-only /proc paths, the default mounts, the
+//! seccomp filter (Docker's default profile, a custom one, or none: [`seccomp_for`], data and
+//! rules in [`crate::seccomp`]) and `--privileged` (all of the daemon's capabilities, the
+//! host's devices, writable /sys, no masked paths, no seccomp, AppArmor unconfined).
 //!
 //! ```text
 //!  ImageConfig + RunOptions + HostFacts --build_spec()--> oci_spec::runtime::Spec (config.json)
@@ -229,6 +231,21 @@ pub struct RunOptions {
     /// `--security-opt seccomp=unconfined`: no seccomp filter.
     #[serde(default)]
     pub seccomp_unconfined: bool,
+    /// `--security-opt seccomp=<profile JSON>` (the docker CLI sends the file's content): a
+    /// profile in Docker's format, checked by [`crate::seccomp::Profile::parse`], used
+    /// instead of Docker's default one. Applied with `--privileged` too, as dockerd does.
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
+    /// `--privileged` (Docker's `HostConfig.Privileged`): every capability the daemon holds
+    /// (cap add/drop ignored), every host device node with an allow-all device cgroup,
+    /// /sys and the cgroup mount writable, no masked or read-only paths, no seccomp filter
+    /// unless a custom profile is given, AppArmor unconfined.
+    #[serde(default)]
+    pub privileged: bool,
+    /// `--security-opt apparmor=NAME`: the AppArmor profile the process runs under (the
+    /// caller checks that the host has AppArmor).
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
     /// OCI annotations of the container.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
@@ -249,6 +266,13 @@ pub struct HostFacts {
     /// Contents of the image's /etc/passwd and /etc/group (empty when absent).
     pub passwd: String,
     pub group: String,
+    /// The running kernel's version, for the seccomp rules' `minKernel` (`None`: unknown).
+    pub kernel: Option<crate::seccomp::KernelVersion>,
+    /// Every capability the daemon may hand on (its bounding set, `CAP_*` names): what a
+    /// `--privileged` container gets.
+    pub all_caps: Vec<String>,
+    /// The host's device nodes under /dev (read only for a `--privileged` container).
+    pub devices: Vec<DeviceNode>,
 }
 
 /// Everything [`build_spec`] needs.
@@ -400,8 +424,10 @@ pub fn merge_env(image: &ImageConfig, options: &RunOptions, hostname: &str) -> V
         .collect()
 }
 
-/// The capability set: Docker's default, plus `cap_add`, minus `cap_drop` (`ALL` accepted).
-pub fn capabilities(options: &RunOptions) -> Vec<String> {
+/// The capability set: Docker's default, plus `cap_add`, minus `cap_drop`. `ALL` in
+/// `cap_drop` starts from nothing; `ALL` in `cap_add` starts from `all` (every capability
+/// the daemon holds), as dockerd's `TweakCapabilities` does.
+pub fn capabilities(options: &RunOptions, all: &[String]) -> Vec<String> {
     let norm = |c: &String| {
         let c = c.to_ascii_uppercase();
         if c.starts_with("CAP_") || c == "ALL" {
@@ -412,7 +438,9 @@ pub fn capabilities(options: &RunOptions) -> Vec<String> {
     };
     let drop: Vec<String> = options.cap_drop.iter().map(norm).collect();
     let add: Vec<String> = options.cap_add.iter().map(norm).collect();
-    let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
+    let mut caps: Vec<String> = if add.iter().any(|c| c == "ALL") {
+        all.iter().filter(|c| !drop.contains(c)).cloned().collect()
+    } else if drop.iter().any(|c| c == "ALL") {
         Vec::new()
     } else {
         DEFAULT_CAPS
@@ -456,121 +484,27 @@ pub fn clamp_rlimits(requested: &[Rlimit], host_hard: &BTreeMap<String, u64>) ->
         .collect()
 }
 
-/// Syscalls the default profile always denies (outside Docker's allowlist whatever the caps).
-const ALWAYS_DENIED: &[&str] = &[
-    "add_key",
-    "keyctl",
-    "request_key",
-    "kexec_load",
-    "kexec_file_load",
-    "userfaultfd",
-    "uselib",
-    "ustat",
-    "sysfs",
-    "_sysctl",
-    "nfsservctl",
-    "create_module",
-    "get_kernel_syms",
-    "query_module",
-    "vm86",
-    "vm86old",
-];
-
-/// Syscalls Docker's profile allows only when the container holds a capability.
-const CAP_GATED: &[(&str, &[&str])] = &[
-    (
-        "CAP_SYS_ADMIN",
-        &[
-            "bpf",
-            "fanotify_init",
-            "fsconfig",
-            "fsmount",
-            "fsopen",
-            "fspick",
-            "lookup_dcookie",
-            "mount",
-            "mount_setattr",
-            "move_mount",
-            "name_to_handle_at",
-            "open_tree",
-            "perf_event_open",
-            "pivot_root",
-            "quotactl",
-            "quotactl_fd",
-            "setdomainname",
-            "sethostname",
-            "setns",
-            "swapon",
-            "swapoff",
-            "umount",
-            "umount2",
-            "unshare",
-        ],
-    ),
-    ("CAP_SYS_BOOT", &["reboot"]),
-    ("CAP_SYS_CHROOT", &["chroot"]),
-    (
-        "CAP_SYS_MODULE",
-        &["delete_module", "init_module", "finit_module"],
-    ),
-    ("CAP_SYS_PACCT", &["acct"]),
-    (
-        "CAP_SYS_PTRACE",
-        &[
-            "kcmp",
-            "pidfd_getfd",
-            "process_madvise",
-            "process_vm_readv",
-            "process_vm_writev",
-            "ptrace",
-        ],
-    ),
-    ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
-    (
-        "CAP_SYS_TIME",
-        &[
-            "settimeofday",
-            "stime",
-            "clock_settime",
-            "clock_adjtime",
-            "adjtimex",
-        ],
-    ),
-    ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
-    (
-        "CAP_SYS_NICE",
-        &["get_mempolicy", "mbind", "set_mempolicy", "move_pages"],
-    ),
-    ("CAP_SYSLOG", &["syslog"]),
-    ("CAP_DAC_READ_SEARCH", &["open_by_handle_at"]),
-];
-
-/// The syscalls the default profile denies (EPERM) for a container holding `caps`.
+/// The `linux.seccomp` object of the spec, or `None` for no filter: none with
+/// `seccomp=unconfined`, none with `--privileged` unless a custom profile is given (as dockerd
+/// does), the custom profile when given, else Docker's default profile; rules are kept or
+/// dropped for the container's bounding set `caps` on this host (see [`crate::seccomp`]).
 ///
-/// Docker's profile is an allowlist; ours is the equivalent denylist: every syscall Docker
-/// leaves out of its allowlist, or allows only with a capability the container lacks, fails
-/// with EPERM. Everything else is allowed.
-pub fn denied_syscalls(caps: &[String]) -> Vec<&'static str> {
-    let mut out: Vec<&'static str> = ALWAYS_DENIED.to_vec();
-    for (cap, calls) in CAP_GATED {
-        if !caps.iter().any(|c| c == cap) {
-            out.extend_from_slice(calls);
-        }
+/// Errors: a custom profile that does not parse ([`RuntimeError::Invalid`]).
+pub fn seccomp_for(opts: &RunOptions, caps: &[String], host: &HostFacts) -> Result<Option<Value>> {
+    use crate::seccomp::{Host, Profile};
+    if opts.seccomp_unconfined {
+        return Ok(None);
     }
-    out
-}
-
-/// The default seccomp profile (as the `linux.seccomp` JSON of the spec).
-pub fn default_seccomp(caps: &[String]) -> Value {
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [{
-            "names": denied_syscalls(caps),
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": libc::EPERM,
-        }]
-    })
+    let profile = match &opts.seccomp_profile {
+        Some(text) => Profile::parse(text).map_err(|e| RuntimeError::Invalid {
+            message: format!("seccomp profile: {e}"),
+        })?,
+        None if opts.privileged => return Ok(None),
+        None => Profile::docker_default(),
+    };
+    Ok(profile
+        .to_oci(caps, &Host::native(host.kernel))
+        .map(crate::seccomp::for_libcontainer))
 }
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Value {
@@ -607,7 +541,11 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
         .or_else(|| input.image.working_dir.clone())
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".into());
-    let caps = capabilities(opts);
+    let caps = if opts.privileged {
+        input.host.all_caps.clone()
+    } else {
+        capabilities(opts, &input.host.all_caps)
+    };
     let rlimits: Vec<Value> = clamp_rlimits(&opts.rlimits, &input.host.rlimit_hard)
         .into_iter()
         .map(|r| json!({"type": r.name, "soft": r.soft, "hard": r.hard}))
@@ -634,17 +572,29 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
                 "gid=5",
             ],
         ),
+        // `--privileged`: /sys and the cgroup mount writable (dockerd's WithMounts).
         mount(
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                if opts.privileged { "rw" } else { "ro" },
+            ],
         ),
         mount(
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+            &[
+                "nosuid",
+                "noexec",
+                "nodev",
+                "relatime",
+                if opts.privileged { "rw" } else { "ro" },
+            ],
         ),
         mount(
             "/dev/mqueue",
@@ -711,18 +661,53 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
     let r = &opts.resources;
     let mut device_rules = vec![json!({"allow": false, "access": "rwm"})];
     let mut devices = Vec::new();
+    // `--privileged`: every host device node, and an allow-all device cgroup (dockerd's
+    // WithDevices); `--device` entries at a path of their own come on top.
+    let host_devices = if opts.privileged {
+        input.host.devices.as_slice()
+    } else {
+        &[]
+    };
+    for d in host_devices {
+        devices.push(json!({
+            "path": d.path, "type": d.kind.to_string(), "major": d.major, "minor": d.minor,
+            "fileMode": d.file_mode, "uid": d.uid, "gid": d.gid,
+        }));
+    }
+    if opts.privileged {
+        device_rules = vec![json!({"allow": true, "access": "rwm"})];
+    }
     for d in &opts.devices {
+        if opts.privileged && host_devices.iter().any(|h| h.path == d.path) {
+            continue;
+        }
         let kind = d.kind.to_string();
         devices.push(json!({
             "path": d.path, "type": kind, "major": d.major, "minor": d.minor,
             "fileMode": d.file_mode, "uid": d.uid, "gid": d.gid,
         }));
-        device_rules.push(json!({
-            "allow": true, "type": kind, "major": d.major, "minor": d.minor, "access": d.access,
-        }));
+        if !opts.privileged {
+            device_rules.push(json!({
+                "allow": true, "type": kind, "major": d.major, "minor": d.minor, "access": d.access,
+            }));
+        }
     }
     let mut resources = limits_json(r);
     resources["devices"] = json!(device_rules);
+
+    let (masked_paths, readonly_paths) = if opts.privileged {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            opts.masked_paths
+                .clone()
+                .unwrap_or_else(|| MASKED_PATHS.map(String::from).to_vec()),
+            opts.readonly_paths
+                .clone()
+                .unwrap_or_else(|| READONLY_PATHS.map(String::from).to_vec()),
+        )
+    };
+    let seccomp = seccomp_for(opts, &caps, input.host)?;
 
     let spec = json!({
         "ociVersion": "1.0.2",
@@ -744,8 +729,8 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path(input.id),
             "resources": resources,
-            "maskedPaths": opts.masked_paths.clone().unwrap_or_else(|| MASKED_PATHS.map(String::from).to_vec()),
-            "readonlyPaths": opts.readonly_paths.clone().unwrap_or_else(|| READONLY_PATHS.map(String::from).to_vec()),
+            "maskedPaths": masked_paths,
+            "readonlyPaths": readonly_paths,
             "sysctl": opts.sysctls,
             "devices": devices,
         },
@@ -754,8 +739,15 @@ pub fn build_spec(input: &SpecInputs<'_>) -> Result<Spec> {
     // Only ever `true` or absent: libcontainer 0.7 loads seccomp before dropping capabilities
     // only when the field is absent, and an explicit `false` makes the load fail.
     let mut spec = spec;
-    if !opts.seccomp_unconfined {
-        spec["linux"]["seccomp"] = default_seccomp(&caps);
+    if let Some(seccomp) = seccomp {
+        spec["linux"]["seccomp"] = seccomp;
+    }
+    // `--privileged` runs unconfined (nothing to write); a named profile only where the
+    // caller checked the host has AppArmor.
+    if let Some(profile) = &opts.apparmor_profile {
+        if profile != "unconfined" {
+            spec["process"]["apparmorProfile"] = json!(profile);
+        }
     }
     if let Some(adj) = opts.oom_score_adj {
         spec["process"]["oomScoreAdj"] = json!(adj);
@@ -941,15 +933,25 @@ mod tests {
             cap_drop: vec!["NET_RAW".into()],
             ..Default::default()
         };
-        let caps = capabilities(&o);
+        let caps = capabilities(&o, &[]);
         assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
         assert!(!caps.contains(&"CAP_NET_RAW".to_string()));
         assert_eq!(caps.len(), 14);
-        let none = capabilities(&RunOptions {
-            cap_drop: vec!["ALL".into()],
-            ..Default::default()
-        });
+        let none = capabilities(
+            &RunOptions {
+                cap_drop: vec!["ALL".into()],
+                ..Default::default()
+            },
+            &[],
+        );
         assert!(none.is_empty());
+        let all = ["CAP_CHOWN".to_string(), "CAP_BPF".to_string()];
+        let o = RunOptions {
+            cap_add: vec!["ALL".into()],
+            cap_drop: vec!["chown".into()],
+            ..Default::default()
+        };
+        assert_eq!(capabilities(&o, &all), ["CAP_BPF"]);
     }
 
     #[test]
@@ -976,24 +978,96 @@ mod tests {
     }
 
     #[test]
-    fn seccomp_denies_mount_unless_sys_admin() {
-        let default: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
-        let d = denied_syscalls(&default);
-        for s in [
-            "mount",
-            "kexec_load",
-            "open_by_handle_at",
-            "unshare",
-            "ptrace",
-        ] {
-            assert!(d.contains(&s), "{s} should be denied");
-        }
-        assert!(!d.contains(&"chroot"));
-        let mut admin = default.clone();
-        admin.push("CAP_SYS_ADMIN".into());
-        let d = denied_syscalls(&admin);
-        assert!(!d.contains(&"mount"));
-        assert!(d.contains(&"kexec_load"));
+    fn seccomp_default_custom_unconfined_and_privileged() {
+        let img = image();
+        let host = HostFacts {
+            kernel: Some(crate::seccomp::KernelVersion(6, 1)),
+            all_caps: vec!["CAP_CHOWN".into(), "CAP_SYS_ADMIN".into()],
+            devices: vec![DeviceNode {
+                path: "/dev/null".into(),
+                kind: 'c',
+                major: 1,
+                minor: 3,
+                file_mode: 0o666,
+                uid: 0,
+                gid: 0,
+                access: "rwm".into(),
+            }],
+            ..Default::default()
+        };
+        let spec = |o: &RunOptions| {
+            serde_json::to_value(build_spec(&inputs(&img, o, &host)).unwrap()).unwrap()
+        };
+        let names = |v: &Value| -> Vec<String> {
+            v["linux"]["seccomp"]["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r["names"].as_array().unwrap().clone())
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect()
+        };
+        // Default: Docker's allow-list, mount only with CAP_SYS_ADMIN.
+        let v = spec(&RunOptions::default());
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(v["linux"]["seccomp"]["defaultErrnoRet"], 1);
+        assert!(!names(&v).contains(&"mount".to_string()));
+        assert!(names(&v).contains(&"chroot".to_string()));
+        let v = spec(&RunOptions {
+            cap_add: vec!["SYS_ADMIN".into()],
+            ..Default::default()
+        });
+        assert!(names(&v).contains(&"mount".to_string()));
+        // Custom profile.
+        let custom = RunOptions {
+            seccomp_profile: Some(
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_ERRNO"}]}"#
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let v = spec(&custom);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        assert_eq!(names(&v), ["mkdir"]);
+        let bad = RunOptions {
+            seccomp_profile: Some("{\"defaultAction\":1}".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            build_spec(&inputs(&img, &bad, &host)),
+            Err(RuntimeError::Invalid { .. })
+        ));
+        // Privileged: no seccomp (unless custom), all caps, host devices, rw /sys, no masks.
+        let p = RunOptions {
+            privileged: true,
+            cap_drop: vec!["ALL".into()],
+            ..Default::default()
+        };
+        let v = spec(&p);
+        assert!(v["linux"]["seccomp"].is_null());
+        let mut bounding: Vec<String> =
+            serde_json::from_value(v["process"]["capabilities"]["bounding"].clone()).unwrap();
+        bounding.sort();
+        assert_eq!(bounding, ["CAP_CHOWN", "CAP_SYS_ADMIN"]);
+        assert_eq!(v["linux"]["devices"][0]["path"], "/dev/null");
+        assert_eq!(
+            v["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rwm"}])
+        );
+        assert_eq!(v["linux"]["maskedPaths"], json!([]));
+        assert_eq!(v["linux"]["readonlyPaths"], json!([]));
+        let sys = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert!(!sys["options"].as_array().unwrap().contains(&json!("ro")));
+        let v = spec(&RunOptions {
+            privileged: true,
+            ..custom.clone()
+        });
+        assert_eq!(names(&v), ["mkdir"]);
     }
 
     #[test]

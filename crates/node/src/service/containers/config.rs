@@ -347,6 +347,7 @@ pub const HOST_CONFIG_HONOURED: &[&str] = &[
     "IpcMode",
     "OomScoreAdj",
     "PidMode",
+    "Privileged",
     "PublishAllPorts",
     "ReadonlyRootfs",
     "SecurityOpt",
@@ -421,6 +422,122 @@ fn unsupported(field: &str) -> ServiceError {
     ServiceError::invalid(format!(
         "{field} is not supported by berth: remove the option (or leave it at its default)"
     ))
+}
+
+/// What `HostConfig.SecurityOpt` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecurityOpts {
+    pub no_new_privileges: bool,
+    pub seccomp_unconfined: bool,
+    /// A custom profile (the JSON the docker CLI read from `seccomp=FILE`), checked.
+    pub seccomp_profile: Option<String>,
+    /// `apparmor=NAME` (`unconfined` included).
+    pub apparmor_profile: Option<String>,
+}
+
+/// Where the kernel shows AppArmor when it is enabled (dockerd's `apparmor.HostSupports`).
+pub const APPARMOR_SYSFS: &str = "/sys/kernel/security/apparmor";
+
+/// Where the kernel shows SELinux when it is enabled.
+pub const SELINUX_SYSFS: &str = "/sys/fs/selinux/enforce";
+
+/// Parses `HostConfig.SecurityOpt` as dockerd's `parseSecurityOpt` does (`KEY=VALUE`, or the
+/// deprecated `KEY:VALUE`):
+/// - `no-new-privileges[=BOOL]`;
+/// - `seccomp=unconfined`, `seccomp=builtin` (Docker's default profile), or
+///   `seccomp=<profile JSON>` (the docker CLI sends the file's content), checked here:
+///   a profile that does not parse is a 400 naming the fault;
+/// - `apparmor=unconfined`, or `apparmor=NAME` where the host has AppArmor
+///   ([`APPARMOR_SYSFS`]); otherwise refused with the reason;
+/// - `label=...` (SELinux): `disable`, `user:`, `role:`, `type:`, `level:`, `filetype:`,
+///   `nested` are accepted on a host without SELinux, where they mean nothing, as dockerd
+///   accepts them there; refused on a host with SELinux, where berth would not apply them.
+///
+/// Anything else is refused by name, with dockerd's words (`invalid --security-opt 2`).
+pub fn parse_security_opt(opts: &[String]) -> Result<SecurityOpts, ServiceError> {
+    let mut out = SecurityOpts::default();
+    for o in opts {
+        if o == "no-new-privileges" {
+            out.no_new_privileges = true;
+            continue;
+        }
+        if o == "disable" {
+            continue;
+        }
+        let split = if o.contains('=') {
+            o.split_once('=')
+        } else {
+            o.split_once(':')
+        };
+        let Some((k, v)) = split else {
+            return Err(ServiceError::invalid(format!(
+                "invalid --security-opt 1: {o:?}"
+            )));
+        };
+        match k {
+            "no-new-privileges" => {
+                out.no_new_privileges = match v {
+                    "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+                    "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+                    _ => {
+                        return Err(ServiceError::invalid(format!(
+                            "invalid --security-opt 2: {o:?}"
+                        )))
+                    }
+                }
+            }
+            "seccomp" => match v {
+                "unconfined" => {
+                    out.seccomp_unconfined = true;
+                    out.seccomp_profile = None;
+                }
+                "" | "builtin" => {
+                    out.seccomp_unconfined = false;
+                    out.seccomp_profile = None;
+                }
+                profile => {
+                    berth_runtime::seccomp::Profile::parse(profile).map_err(|e| {
+                        ServiceError::invalid(format!(
+                            "HostConfig.SecurityOpt: invalid seccomp profile: {e}"
+                        ))
+                    })?;
+                    out.seccomp_unconfined = false;
+                    out.seccomp_profile = Some(profile.to_string());
+                }
+            },
+            "apparmor" => {
+                if v != "unconfined" && !std::path::Path::new(APPARMOR_SYSFS).exists() {
+                    return Err(ServiceError::invalid(format!(
+                        "HostConfig.SecurityOpt {o:?}: AppArmor is not enabled on this host ({APPARMOR_SYSFS} is absent): only apparmor=unconfined can be honoured"
+                    )));
+                }
+                out.apparmor_profile = Some(v.to_string());
+            }
+            "label" => {
+                let known = v == "disable"
+                    || v == "nested"
+                    || ["user:", "role:", "type:", "level:", "filetype:"]
+                        .iter()
+                        .any(|p| v.starts_with(p));
+                if !known {
+                    return Err(ServiceError::invalid(format!(
+                        "HostConfig.SecurityOpt {o:?}: unknown SELinux label option (expected disable, nested, user:, role:, type:, level: or filetype:)"
+                    )));
+                }
+                if v != "disable" && std::path::Path::new(SELINUX_SYSFS).exists() {
+                    return Err(ServiceError::invalid(format!(
+                        "HostConfig.SecurityOpt {o:?}: SELinux labels are not supported by berth (only label=disable)"
+                    )));
+                }
+            }
+            _ => {
+                return Err(ServiceError::invalid(format!(
+                    "invalid --security-opt 2: {o:?}"
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Refuses a create body that sets, to a non-default value, any field berth does not
@@ -992,23 +1109,7 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
             hard: hard as u64,
         });
     }
-    let mut no_new_privileges = false;
-    let mut seccomp_unconfined = false;
-    for o in hc.security_opt.clone().unwrap_or_default() {
-        match o.replacen(':', "=", 1).as_str() {
-            "no-new-privileges" | "no-new-privileges=true" => no_new_privileges = true,
-            "no-new-privileges=false" => no_new_privileges = false,
-            "seccomp=unconfined" => seccomp_unconfined = true,
-            // This host runs neither SELinux nor AppArmor profiles for containers: these
-            // ask for what the container gets anyway.
-            "label=disable" | "apparmor=unconfined" => {}
-            _ => {
-                return Err(ServiceError::invalid(format!(
-                    "HostConfig.SecurityOpt {o:?} is not supported by berth (supported: no-new-privileges, seccomp=unconfined, label=disable, apparmor=unconfined)"
-                )))
-            }
-        }
-    }
+    let security = parse_security_opt(hc.security_opt.as_deref().unwrap_or_default())?;
     let net_host = network == NetworkChoice::Host;
     let pid_host = match hc.pid_mode.as_deref().unwrap_or("") {
         "" => false,
@@ -1138,7 +1239,7 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         open_stdin: body.open_stdin.unwrap_or(false),
         cap_add: hc.cap_add.unwrap_or_default(),
         cap_drop: hc.cap_drop.unwrap_or_default(),
-        no_new_privileges,
+        no_new_privileges: security.no_new_privileges,
         read_only_rootfs: hc.readonly_rootfs.unwrap_or(false),
         resources: Resources {
             memory,
@@ -1171,7 +1272,10 @@ pub fn parse_create(body: ContainerCreateBody) -> Result<ContainerSpec, ServiceE
         ipc_host,
         masked_paths: hc.masked_paths.clone(),
         readonly_paths: hc.readonly_paths.clone(),
-        seccomp_unconfined,
+        seccomp_unconfined: security.seccomp_unconfined,
+        seccomp_profile: security.seccomp_profile,
+        privileged: hc.privileged.unwrap_or(false),
+        apparmor_profile: security.apparmor_profile,
         // Device numbers are the host's: read at create.
         devices: Vec::new(),
         annotations: hc
@@ -1485,7 +1589,7 @@ mod tests {
                 refused.push(key);
             }
         }
-        assert!(refused.contains(&"Privileged"), "{refused:?}");
+        assert!(refused.contains(&"Runtime"), "{refused:?}");
         for key in model_keys::<ContainerCreateBody>() {
             if key == "HostConfig" || key == "NetworkingConfig" {
                 continue;
@@ -1717,6 +1821,10 @@ mod tests {
         bad(json!({"OomScoreAdj": 1001}));
         bad(json!({"CpuPeriod": 50000}));
         bad(json!({"SecurityOpt": ["seccomp=/some/profile.json"]}));
+        bad(json!({"SecurityOpt": ["seccomp={\"defaultAction\":\"SCMP_ACT_NOPE\"}"]}));
+        bad(json!({"SecurityOpt": ["writable-cgroups=true"]}));
+        bad(json!({"SecurityOpt": ["label=bogus"]}));
+        bad(json!({"SecurityOpt": ["nonsense"]}));
     }
 
     fn body(json: serde_json::Value) -> ContainerCreateBody {

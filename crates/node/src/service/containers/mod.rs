@@ -341,7 +341,13 @@ impl ContainerService {
                     };
                     if old_status == "running" || old_status == "restarting" {
                         if let Some(e) = info.exit {
-                            self.record_exit(&id, &e);
+                            self.record_exit(
+                                &id,
+                                e.code as i64,
+                                e.oom_killed,
+                                e.finished_at,
+                                e.cause,
+                            );
                         }
                     }
                     if policy.start_on_boot(stopped)
@@ -1094,7 +1100,13 @@ impl ContainerService {
                     continue;
                 }
             }
-            let Some(rec) = self.record_exit(&id, &exit) else {
+            let Some(rec) = self.record_exit(
+                &id,
+                exit.code as i64,
+                exit.oom_killed,
+                exit.finished_at,
+                exit.cause,
+            ) else {
                 return;
             };
             if rec.spec.auto_remove {
@@ -1157,23 +1169,24 @@ impl ContainerService {
         }
     }
 
-    /// Records the init's exit (status, code, OOM, time; `State.Error` names a lost shim),
-    /// sends `oom` and `die` events and wakes waiters.
-    fn record_exit(&self, id: &str, exit: &berth_runtime::ExitStatus) -> Option<ContainerRecord> {
-        let code = exit.code as i64;
-        let oom = exit.oom_killed;
+    fn record_exit(
+        &self,
+        id: &str,
+        code: i64,
+        oom: bool,
+        finished: chrono::DateTime<chrono::Utc>,
+        cause: Option<berth_runtime::ExitCause>,
+    ) -> Option<ContainerRecord> {
         self.stop_health_monitor(id);
         let rec = self.update(id, |r| {
+            if let Some(c) = cause {
+                r.state.error = c.message().to_string();
+            }
             r.state.status = "exited".into();
             r.state.pid = 0;
             r.state.exit_code = code;
             r.state.oom_killed = oom;
-            r.state.finished_at = exit
-                .finished_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-            if exit.shim_lost {
-                r.state.error = SHIM_LOST.into();
-            }
+            r.state.finished_at = finished.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         })?;
         if oom {
             self.event("oom", &rec, &[]);
@@ -1874,11 +1887,6 @@ pub fn overlay_endpoint_record(
     }
 }
 
-/// `State.Error` of a container whose shim died before it saw the exit (the runtime then
-/// killed the container: [`berth_runtime::ExitStatus::shim_lost`]).
-const SHIM_LOST: &str =
-    "the container's shim (berth-shim) was killed; the container was killed with it";
-
 fn refresh_state(state: &mut ContainerState, info: &berth_runtime::ContainerInfo) {
     let observed = status_name(info.status);
     // The daemon's own transitional states win over the runtime's view.
@@ -1897,8 +1905,8 @@ fn refresh_state(state: &mut ContainerState, info: &berth_runtime::ContainerInfo
             state.finished_at = e
                 .finished_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-            if e.shim_lost {
-                state.error = SHIM_LOST.into();
+            if let Some(c) = e.cause {
+                state.error = c.message().into();
             }
         }
     }

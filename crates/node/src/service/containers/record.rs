@@ -306,7 +306,7 @@ impl ContainerRecord {
             "Platform": "linux",
             "MountLabel": "",
             "ProcessLabel": "",
-            "AppArmorProfile": "",
+            "AppArmorProfile": r.apparmor_profile.clone().unwrap_or_default(),
             "ExecIDs": null,
             "HostConfig": {
                 "Binds": if binds.is_empty() { Value::Null } else { json!(binds) },
@@ -323,7 +323,7 @@ impl ContainerRecord {
                 "ReadonlyRootfs": r.read_only_rootfs,
                 "CapAdd": r.cap_add,
                 "CapDrop": r.cap_drop,
-                "Privileged": false,
+                "Privileged": r.privileged,
                 "LogConfig": {"Type": r.log.driver.name(), "Config": r.log.options},
             },
             "GraphDriver": {"Name": "overlay2", "Data": null},
