@@ -225,6 +225,10 @@ impl Chaos {
             self.e.ok(&["rm", id.trim()])?;
         }
 
+        // Containers the runtime holds, with a daemon record or not (a create cut short
+        // leaves no record: only the leak check at the end would see what it holds).
+        self.seen.extend(runtime_containers(&data_root));
+
         // Every container record inspects, its rootfs directories exist.
         let all = lines(&self.e, &["ps", "-aq", "--no-trunc"])?;
         for id in &all {
@@ -299,6 +303,17 @@ impl Chaos {
         );
         Ok(())
     }
+}
+
+/// The container directories of the daemon's runtime (`<data-root>/runtime/containers`).
+fn runtime_containers(data_root: &Path) -> Vec<String> {
+    std::fs::read_dir(data_root.join("runtime").join("containers"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Processes whose command line mentions `needle` (shims of this daemon's containers).
@@ -463,6 +478,8 @@ fn kill9_during_pulls_runs_execs_builds_and_scaling_loses_and_leaks_nothing() ->
     let own = c.e.d.pid();
     let shims: Vec<_> = shims.into_iter().filter(|(p, _)| Some(*p) != own).collect();
     ensure!(shims.is_empty(), "processes left: {shims:?}");
+    let left = runtime_containers(&data_root);
+    ensure!(left.is_empty(), "runtime containers left: {left:?}");
     let mut cgroups = Vec::new();
     for ctrl in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
         for id in &c.seen {

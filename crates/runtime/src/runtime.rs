@@ -736,17 +736,25 @@ impl Runtime {
     /// Every container under the data root, with its current status (live restore: a new
     /// `Runtime` sees the containers and shims an earlier one started).
     pub fn list(&self) -> Result<Vec<ContainerInfo>> {
-        let dir = self.config.data_root.join("containers");
-        let mut out = Vec::new();
-        let entries = std::fs::read_dir(&dir).map_err(|e| RuntimeError::io("read dir", &dir, e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Ok(info) = self.inspect(&name) {
-                out.push(info);
-            }
-        }
+        let mut out: Vec<ContainerInfo> = self
+            .ids()?
+            .iter()
+            .filter_map(|id| self.inspect(id).ok())
+            .collect();
         out.sort_by_key(|a| a.created_at);
         Ok(out)
+    }
+
+    /// The id of every container directory under the data root, readable record or not
+    /// (a create interrupted before its record was written leaves a directory without one;
+    /// [`Runtime::delete`] with `force` removes it). Unordered; asks no shim.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let dir = self.config.data_root.join("containers");
+        let entries = std::fs::read_dir(&dir).map_err(|e| RuntimeError::io("read dir", &dir, e))?;
+        Ok(entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
     }
 
     fn require(&self, id: &str, action: Action) -> Result<ContainerInfo> {
@@ -1174,7 +1182,13 @@ impl Runtime {
     /// its records and logs. Without `force` it must not be running; with `force` it is
     /// killed first.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let info = self.inspect(id)?;
+        let info = match self.inspect(id) {
+            Ok(info) => info,
+            // A directory whose record cannot be read (a create cut short): forced, what
+            // there is of it goes.
+            Err(_) if force && valid_id(id) && self.dir(id).is_dir() => return self.teardown(id),
+            Err(e) => return Err(e),
+        };
         if !info.status.check(if force {
             Action::ForceDelete
         } else {

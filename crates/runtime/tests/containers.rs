@@ -418,3 +418,24 @@ fn a_standby_shim_serves_the_next_start_and_goes_with_the_runtime() -> Result<()
     }
     Ok(())
 }
+
+/// A create cut short before its record was written leaves a directory without one:
+/// `ids` still names it, a plain delete says NotFound, a forced delete removes what is
+/// there (rootfs mount, upper dir, the directory).
+#[test]
+fn forced_delete_removes_a_container_whose_record_is_missing() -> Result<()> {
+    let t = TestRuntime::new()?;
+    let id = t.create(opts())?;
+    let dir = t.root.join("d").join("containers").join(&id);
+    std::fs::remove_file(dir.join("container.json"))?;
+    assert!(t.rt.ids()?.contains(&id));
+    assert!(matches!(
+        t.rt.delete(&id, false),
+        Err(berth_runtime::RuntimeError::NotFound { .. })
+    ));
+    t.rt.delete(&id, true)?;
+    assert!(!dir.exists());
+    assert!(!t.rt.ids()?.contains(&id));
+    assert!(!t.rt.snapshots().upper_dir(&id).exists());
+    Ok(())
+}

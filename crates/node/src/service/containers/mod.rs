@@ -379,12 +379,12 @@ impl ContainerService {
     fn remove_orphans(&self) {
         let known: std::collections::BTreeSet<String> =
             self.table().records.keys().cloned().collect();
-        match self.inner.runtime.list() {
-            Ok(list) => {
-                for info in list.into_iter().filter(|i| !known.contains(&i.id)) {
-                    tracing::warn!(container = %info.id, "removing a runtime container that has no record (interrupted create)");
-                    if let Err(e) = self.inner.runtime.delete(&info.id, true) {
-                        tracing::warn!(container = %info.id, error = %e, "remove orphaned runtime container");
+        match self.inner.runtime.ids() {
+            Ok(ids) => {
+                for id in ids.into_iter().filter(|id| !known.contains(id)) {
+                    tracing::warn!(container = %id, "removing a runtime container that has no record (interrupted create)");
+                    if let Err(e) = self.inner.runtime.delete(&id, true) {
+                        tracing::warn!(container = %id, error = %e, "remove orphaned runtime container");
                     }
                 }
             }
