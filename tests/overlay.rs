@@ -372,7 +372,7 @@ fn containers_on_an_attachable_overlay_reach_each_other_across_hosts() -> Result
         &format!(
             "nslookup {srv} >/dev/null 2>&1 && echo RESOLVED; \
              ping -c 2 -W 2 {ip} >/dev/null 2>&1 && echo REACHED; \
-             wget -q -T 3 -O - http://{ip}/ 2>/dev/null; echo done"
+             timeout 5 wget -q -O - http://{ip}/ >/dev/null 2>&1 && echo FETCHED; echo done"
         ),
     ])?;
     ensure!(out.trim() == "done", "a container on {other} got: {out}");
