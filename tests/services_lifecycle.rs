@@ -54,9 +54,7 @@ fn service_ps(c: &Cluster, i: usize, service: &str) -> Result<Vec<TaskRow>> {
             (p.len() == 6).then(|| TaskRow {
                 id: p[0].to_string(),
                 // History rows are shown as ` \_ name`.
-                name: p[1]
-                    .trim_start_matches(|c: char| c == ' ' || c == '\\' || c == '_')
-                    .to_string(),
+                name: p[1].trim_start_matches([' ', '\\', '_']).to_string(),
                 node: p[2].to_string(),
                 desired: p[3].to_string(),
                 current: p[4].to_string(),
@@ -314,12 +312,12 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
     let _ = reader.join();
     // Ending the client ends the readers on every node: each node's follow loop stops and
     // every reader it started ends.
-    for i in 0..3 {
+    for (i, before) in readers_before.iter().enumerate() {
         retry(Duration::from_secs(30), || {
             let started = log_count(&c, i, "task log reader started");
             let ended = log_count(&c, i, "task log reader ended");
             let follows = log_count(&c, i, "task log follow ended");
-            Ok((started == ended && follows > readers_before[i]).then_some(()))
+            Ok((started == ended && follows > *before).then_some(()))
         })
         .with_context(|| {
             format!(

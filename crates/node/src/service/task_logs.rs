@@ -54,8 +54,8 @@ fn select(
 ) -> Option<Selected> {
     let task_id = labels.get(TASK_ID_LABEL)?;
     let service_id = labels.get(SERVICE_ID_LABEL).cloned().unwrap_or_default();
-    let wanted = query.task_ids.iter().any(|t| t == task_id)
-        || (!service_id.is_empty() && query.service_ids.iter().any(|s| *s == service_id));
+    let wanted = query.task_ids.contains(task_id)
+        || (!service_id.is_empty() && query.service_ids.contains(&service_id));
     wanted.then(|| Selected {
         container_id: container_id.to_string(),
         task_id: task_id.clone(),
