@@ -8,7 +8,8 @@
 //!   node. Query parameters berth does not know are refused by name (400).
 //! - Health: a task whose container turns unhealthy is stopped, failed with Swarm's
 //!   `unhealthy container` (shown by `docker service ps`) and replaced; a task with a health
-//!   check stays `Starting` until its container is healthy.
+//!   check stays `Starting` until its container is healthy (so an update, which waits for
+//!   its new tasks to run, waits for them to be healthy).
 //!
 //! Cleanup: [`Cluster::with_task_cleanup`] removes every service and container, then each
 //! berthd and its netns, then the LAN.
@@ -33,7 +34,6 @@ struct TaskRow {
     node: String,
     desired: String,
     current: String,
-    #[allow(dead_code)]
     error: String,
 }
 
@@ -326,5 +326,127 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
             )
         })?;
     }
+    Ok(())
+}
+
+/// The task container of `service` on host `i` that runs (its name).
+fn running_container(c: &Cluster, i: usize, service: &str) -> Result<String> {
+    retry(CONVERGE, || {
+        let out = c.h(i).docker_ok(&[
+            "ps",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+            "--format",
+            "{{.Names}}",
+        ])?;
+        let names: Vec<&str> = out.lines().collect();
+        Ok((names.len() == 1).then(|| names[0].to_string()))
+    })
+    .with_context(|| format!("no single running container of {service}"))
+}
+
+#[test]
+fn a_task_that_turns_unhealthy_fails_with_swarms_reason_and_is_replaced() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let c = Cluster::new(1)?.with_task_cleanup();
+    c.form(1)?;
+    let svc = format!("sick{}", std::process::id());
+    c.h(0).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &svc,
+        "--health-cmd",
+        "test ! -e /tmp/sick",
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "5s",
+        "--health-retries",
+        "1",
+        &img,
+        "sleep",
+        "1000",
+    ])?;
+    let first = running_tasks(&c, &svc, 1)?.remove(0);
+    let container = running_container(&c, 0, &svc)?;
+    c.h(0)
+        .docker_ok(&["exec", &container, "touch", "/tmp/sick"])?;
+    // The task fails with Swarm's reason and a replacement (a fresh container: healthy)
+    // runs in its slot.
+    let mut last = Vec::new();
+    retry(CONVERGE, || {
+        last = service_ps(&c, 0, &svc)?;
+        let failed = last.iter().any(|t| {
+            // The CLI quotes the error.
+            t.id == first.id
+                && t.current.starts_with("Failed")
+                && t.error == "\"unhealthy container\""
+        });
+        let replaced = last.iter().any(|t| {
+            t.id != first.id
+                && t.name == first.name
+                && t.desired == "Running"
+                && t.current.starts_with("Running")
+        });
+        Ok((failed && replaced).then_some(()))
+    })
+    .with_context(|| format!("unhealthy task never failed and replaced: {last:?}"))?;
+    // The unhealthy container was stopped.
+    let state = c
+        .h(0)
+        .docker_ok(&["inspect", "--format", "{{.State.Status}}", &container])?;
+    ensure!(state.trim() == "exited", "unhealthy container is {state}");
+    Ok(())
+}
+
+#[test]
+fn a_task_with_a_health_check_is_starting_until_healthy() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let c = Cluster::new(1)?.with_task_cleanup();
+    c.form(1)?;
+    let svc = format!("slow{}", std::process::id());
+    c.h(0).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &svc,
+        "--health-cmd",
+        "test -e /tmp/ready",
+        "--health-interval",
+        "1s",
+        "--health-timeout",
+        "5s",
+        "--health-retries",
+        "100000",
+        &img,
+        "sleep",
+        "1000",
+    ])?;
+    let container = running_container(&c, 0, &svc)?;
+    // Probes have failed (not yet unhealthy: many retries) and the task is still starting.
+    retry(CONVERGE, || {
+        let n = c.h(0).docker_ok(&[
+            "inspect",
+            "--format",
+            "{{len .State.Health.Log}}",
+            &container,
+        ])?;
+        Ok((n.trim().parse::<usize>().unwrap_or(0) >= 2).then_some(()))
+    })
+    .context("no failed probes recorded")?;
+    let tasks = service_ps(&c, 0, &svc)?;
+    ensure!(
+        tasks.len() == 1 && tasks[0].current.starts_with("Starting"),
+        "a container that is not healthy yet counts as running: {tasks:?}"
+    );
+    c.h(0)
+        .docker_ok(&["exec", &container, "touch", "/tmp/ready"])?;
+    let running = running_tasks(&c, &svc, 1)?;
+    ensure!(running[0].id == tasks[0].id, "{running:?} {tasks:?}");
     Ok(())
 }
