@@ -26,12 +26,20 @@ docker = os.environ.get("DOCKER", "docker")
 env = dict(os.environ, DOCKER_HOST="unix://" + sock)
 
 
-def rss_kib():
+def status_field(name):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(name + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kib():
+    return status_field("VmRSS")
+
+
+def threads():
+    return status_field("Threads")
 
 
 peak = [0]
@@ -111,6 +119,7 @@ for _ in range(20):
 subprocess.run([docker, "run", "--rm", image, "true"], env=env, check=True, capture_output=True)
 time.sleep(1)
 idle = rss_kib()
+idle_threads = threads()
 threading.Thread(target=sampler, daemon=True).start()
 afters = []
 for r in range(rounds):
@@ -122,6 +131,11 @@ for r in range(rounds):
         run_fail += lat_fail[1][1]
     time.sleep(5)
     afters.append(rss_kib() // 1024)
+after_threads = threads()
+# tokio's blocking-pool threads exit 10 s after their last job: measure again once they have.
+time.sleep(25)
+settled = rss_kib()
+settled_threads = threads()
 stop.set()
 left = subprocess.run([docker, "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
 after = afters[-1] * 1024
@@ -130,4 +144,4 @@ print(f"|---|---:|---:|---:|---:|")
 print(f"| GET /containers/json | {n_ps} | {pct(ps_lat, 50):.1f} | {pct(ps_lat, 99):.1f} | {ps_fail} |")
 print(f"| docker run --rm busybox echo | {n_run} | {pct(run_lat, 50):.0f} | {pct(run_lat, 99):.0f} | {run_fail} |")
 print()
-print(f"RSS: idle {idle // 1024} MiB, peak {peak[0] // 1024} MiB, after (5 s later) {after // 1024} MiB; after each of {rounds} rounds: {afters} MiB; containers left: {len(left)}")
+print(f"RSS: idle {idle // 1024} MiB, peak {peak[0] // 1024} MiB, after (5 s later) {after // 1024} MiB; after each of {rounds} rounds: {afters} MiB; 30 s after the last round {settled // 1024} MiB; threads idle {idle_threads}, 5 s after {after_threads}, 30 s after {settled_threads}; containers left: {len(left)}")
