@@ -42,6 +42,13 @@ def threads():
     return status_field("Threads")
 
 
+def anon_file():
+    """RssAnon and RssFile (KiB): the daemon's own memory, and the pages of files it has
+    mapped (its executable's code among them, which stay resident once run and are
+    reclaimed by the kernel under pressure)."""
+    return status_field("RssAnon"), status_field("RssFile")
+
+
 peak = [0]
 stop = threading.Event()
 
@@ -120,6 +127,7 @@ subprocess.run([docker, "run", "--rm", image, "true"], env=env, check=True, capt
 time.sleep(1)
 idle = rss_kib()
 idle_threads = threads()
+idle_anon, idle_file = anon_file()
 threading.Thread(target=sampler, daemon=True).start()
 afters = []
 for r in range(rounds):
@@ -136,6 +144,7 @@ after_threads = threads()
 time.sleep(25)
 settled = rss_kib()
 settled_threads = threads()
+settled_anon, settled_file = anon_file()
 stop.set()
 left = subprocess.run([docker, "ps", "-aq"], env=env, capture_output=True, text=True).stdout.split()
 after = afters[-1] * 1024
@@ -145,3 +154,4 @@ print(f"| GET /containers/json | {n_ps} | {pct(ps_lat, 50):.1f} | {pct(ps_lat, 9
 print(f"| docker run --rm busybox echo | {n_run} | {pct(run_lat, 50):.0f} | {pct(run_lat, 99):.0f} | {run_fail} |")
 print()
 print(f"RSS: idle {idle // 1024} MiB, peak {peak[0] // 1024} MiB, after (5 s later) {after // 1024} MiB; after each of {rounds} rounds: {afters} MiB; 30 s after the last round {settled // 1024} MiB; threads idle {idle_threads}, 5 s after {after_threads}, 30 s after {settled_threads}; containers left: {len(left)}")
+print(f"RSS split (RssAnon + RssFile): idle {idle_anon // 1024} + {idle_file // 1024} MiB, 30 s after the last round {settled_anon // 1024} + {settled_file // 1024} MiB")
