@@ -749,6 +749,7 @@ fn swarm_options_are_honoured_or_refused_by_name() -> Result<()> {
     for (flags, field) in [
         (vec!["--autolock"], "AutoLockManagers"),
         (vec!["--cert-expiry", "1h"], "CAConfig.NodeCertExpiry"),
+        (vec!["--data-path-port", "7789"], "DataPathPort"),
         (
             vec!["--external-ca", "protocol=cfssl,url=https://ca.example"],
             "CAConfig.ExternalCAs",
@@ -805,7 +806,10 @@ fn swarm_options_are_honoured_or_refused_by_name() -> Result<()> {
         "availability {availability}"
     );
     let o = e.d.docker(&["swarm", "update", "--cert-expiry", "1h"])?;
-    ensure!(!o.status.success(), "swarm update --cert-expiry 1h accepted");
+    ensure!(
+        !o.status.success(),
+        "swarm update --cert-expiry 1h accepted"
+    );
     ensure!(
         stderr(&o).contains("CAConfig.NodeCertExpiry"),
         "{}",

@@ -117,8 +117,10 @@ fn stack_deploy_ls_ps_services_and_rm_leave_nothing() -> Result<()> {
         "stack ls: {ls}"
     );
     let want = vec![format!("{stack}_db 1/1"), format!("{stack}_web 2/2")];
-    retry(CONVERGE, || Ok((stack_services(&e, &stack)? == want).then_some(())))
-        .with_context(|| format!("stack services: {:?}", stack_services(&e, &stack)))?;
+    retry(CONVERGE, || {
+        Ok((stack_services(&e, &stack)? == want).then_some(()))
+    })
+    .with_context(|| format!("stack services: {:?}", stack_services(&e, &stack)))?;
     let tasks = retry(CONVERGE, || {
         let t = stack_tasks(&e, &stack)?;
         Ok((t.len() == 3 && t.iter().all(|l| l.contains(" Running "))).then_some(t))
@@ -166,7 +168,10 @@ fn stack_deploy_ls_ps_services_and_rm_leave_nothing() -> Result<()> {
         "--format",
         "{{index .Spec.Labels \"com.docker.stack.namespace\"}} {{index .Spec.Labels \"tier\"}} {{(index .Spec.TaskTemplate.Networks 0).Aliases}}",
     ])?;
-    ensure!(db.trim() == format!("{stack} data [db]"), "db service: {db}");
+    ensure!(
+        db.trim() == format!("{stack} data [db]"),
+        "db service: {db}"
+    );
 
     // Deploying the same file again changes no task.
     let specs = |e: &DockerEnv| -> Result<String> {
@@ -229,7 +234,11 @@ fn stack_deploy_ls_ps_services_and_rm_leave_nothing() -> Result<()> {
 
 /// `python3 -c SCRIPT HOST ARGS...`: its stdout, failing unless it exits 0.
 fn python(script: &str, args: &[&str]) -> Result<String> {
-    let o = Command::new("python3").arg("-c").arg(script).args(args).output()?;
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()?;
     ensure!(
         o.status.success(),
         "docker-py: {} {}",
@@ -279,15 +288,26 @@ fn swarm_update_settings_are_replicated_applied_or_refused() -> Result<()> {
         "2160h",
     ])?;
     // Replicated: the other manager shows them.
-    retry(CONVERGE, || Ok((settings_of(m1)? == "2 500ms 300 1000").then_some(())))
-        .with_context(|| format!("m1 sees {:?}", settings_of(m1)))?;
+    retry(CONVERGE, || {
+        Ok((settings_of(m1)? == "2 500ms 300 1000").then_some(()))
+    })
+    .with_context(|| format!("m1 sees {:?}", settings_of(m1)))?;
 
     // Applied: the history limit trims a slot's tasks to 2 after three forced updates, and
     // the worker (heartbeating every 500 ms now) stays ready.
     let img = fx.reference("busybox:latest");
     m0.docker_ok(&[
-        "service", "create", "--name", "hist", "--replicas", "1", "--constraint",
-        "node.role==worker", &img, "sleep", "1000000",
+        "service",
+        "create",
+        "--name",
+        "hist",
+        "--replicas",
+        "1",
+        "--constraint",
+        "node.role==worker",
+        &img,
+        "sleep",
+        "1000000",
     ])?;
     for _ in 0..3 {
         m0.docker_ok(&["service", "update", "--force", "hist"])?;
@@ -328,7 +348,11 @@ fn swarm_update_settings_are_replicated_applied_or_refused() -> Result<()> {
             "{flags:?}: {err}"
         );
     }
-    ensure!(settings_of(m0)? == "2 500ms 300 1000", "{}", settings_of(m0)?);
+    ensure!(
+        settings_of(m0)? == "2 500ms 300 1000",
+        "{}",
+        settings_of(m0)?
+    );
 
     // docker-py against a manager: a partial spec keeps what it leaves out.
     let script = r#"
@@ -349,8 +373,10 @@ except docker.errors.APIError as err:
 "#;
     let out = python(script, &[&m0.host()])?;
     ensure!(out == "400 200 3 500000000", "docker-py update: {out}");
-    retry(CONVERGE, || Ok((settings_of(m1)? == "3 500ms 400 200").then_some(())))
-        .with_context(|| format!("m1 sees {:?}", settings_of(m1)))?;
+    retry(CONVERGE, || {
+        Ok((settings_of(m1)? == "3 500ms 400 200").then_some(()))
+    })
+    .with_context(|| format!("m1 sees {:?}", settings_of(m1)))?;
 
     // The worker: dockerd's 503 for the cluster object and its join tokens.
     for args in [
@@ -387,7 +413,12 @@ for call in (lambda: c.swarm.reload(), lambda: c.api.update_swarm(version=1, swa
 fn curl(socket: &std::path::Path, method: &str, path: &str, body: &str) -> Result<(u16, String)> {
     let out = Command::new("curl")
         .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
-        .args(["-H", "Content-Type: application/json", "--data-binary", body])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
         .arg("--unix-socket")
         .arg(socket)
         .arg(format!("http://d/v1.41{path}"))
@@ -410,12 +441,19 @@ fn worker_answers(
     for (method, path, body) in [
         ("GET", "/swarm", ""),
         ("POST", "/swarm/update?version=1", "{}"),
-        ("POST", "/swarm/update?version=1&rotateWorkerToken=true", "{}"),
+        (
+            "POST",
+            "/swarm/update?version=1&rotateWorkerToken=true",
+            "{}",
+        ),
     ] {
         let (code, message) = curl(socket, method, path, body)?;
         out.push(format!("{method} {path}: {code} {message}"));
     }
-    for args in [["swarm", "join-token", "worker"], ["swarm", "join-token", "manager"]] {
+    for args in [
+        ["swarm", "join-token", "worker"],
+        ["swarm", "join-token", "manager"],
+    ] {
         let o = docker(&args)?;
         out.push(format!(
             "docker {}: {} {}",
@@ -445,7 +483,10 @@ fn a_worker_answers_cluster_requests_as_dockerd_does() -> Result<()> {
     };
     ok(&manager, &["swarm", "init", "--advertise-addr", &addr])?;
     let token = ok(&manager, &["swarm", "join-token", "-q", "worker"])?;
-    ok(&worker, &["swarm", "join", "--token", &token, &format!("{addr}:2377")])?;
+    ok(
+        &worker,
+        &["swarm", "join", "--token", &token, &format!("{addr}:2377")],
+    )?;
     let reference = worker_answers(&worker.socket(), |a| worker.docker(a))?;
 
     let c = Cluster::new(2)?;

@@ -62,7 +62,10 @@ pub(crate) fn next_step(
     requested: Option<u64>,
 ) -> Option<CompactionStep> {
     let applied = marks.applied?;
-    let since = marks.snapshot.max(requested).map_or(applied + 1, |s| applied - s.min(applied));
+    let since = marks
+        .snapshot
+        .max(requested)
+        .map_or(applied + 1, |s| applied - s.min(applied));
     if since >= interval.max(1) {
         return Some(CompactionStep::Snapshot);
     }
@@ -137,13 +140,19 @@ mod tests {
             next_step(marks(30, Some(19), None), 20, 5, Some(19)),
             Some(CompactionStep::Purge(14))
         );
-        assert_eq!(next_step(marks(30, Some(19), Some(14)), 20, 5, Some(19)), None);
+        assert_eq!(
+            next_step(marks(30, Some(19), Some(14)), 20, 5, Some(19)),
+            None
+        );
         assert_eq!(
             next_step(marks(39, Some(19), Some(14)), 20, 5, Some(19)),
             Some(CompactionStep::Snapshot)
         );
         // Keeping more than the snapshot holds purges nothing.
-        assert_eq!(next_step(marks(30, Some(19), None), 20, 100, Some(19)), None);
+        assert_eq!(
+            next_step(marks(30, Some(19), None), 20, 100, Some(19)),
+            None
+        );
     }
 
     #[test]

@@ -314,8 +314,10 @@ impl ClusterNode {
         })
         .await?;
         let settings = node.core.state.read(|s| s.settings.clone());
-        if (settings.snapshot_interval, settings.log_entries_for_slow_followers)
-            != (config.raft.snapshot_every, config.raft.keep_after_snapshot)
+        if (
+            settings.snapshot_interval,
+            settings.log_entries_for_slow_followers,
+        ) != (config.raft.snapshot_every, config.raft.keep_after_snapshot)
         {
             node.write(Command::UpdateClusterSettings {
                 expected_version: settings.version,

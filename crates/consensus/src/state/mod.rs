@@ -722,10 +722,7 @@ mod tests {
     fn format_3_is_migrated() {
         let v3 = r#"{"format":3,"state":{"cluster_id":"c3","last_index":12,"nodes":{"1":{"id":1,"hostname":"m1","addr":"127.0.0.1:7001","role":"manager","availability":"active","labels":{},"cert_fingerprint":"fp1","created_index":1,"version":3,"description":null,"wg_public_key":"d2c="}},"revoked_certs":[],"tokens":{"manager":0,"worker":1},"services":{},"tasks":{},"networks":{"n1":{"id":"n1","spec":{"name":"back","attachable":true,"internal":false,"ingress":false,"labels":{"com.docker.stack.namespace":"s"},"options":{},"subnet":null,"gateway":null,"ip_range":null},"vni":4097,"subnet":"10.20.1.0/24","gateway":"10.20.1.1","created_at":5,"version":7}},"endpoints":{"e1":{"id":"e1","network_id":"n1","node_id":1,"owner":{"kind":"task","id":"t1","service_id":"s1"},"ip":"10.20.1.2","mac":[2,66,10,20,1,2]}},"address_pools":{"pools":["10.20.0.0/16"],"mask_length":24}}}"#;
         let state = ClusterState::decode(v3.as_bytes()).unwrap();
-        assert_eq!(
-            state.nodes[&1].wg_public_key.as_deref(),
-            Some("d2c=")
-        );
+        assert_eq!(state.nodes[&1].wg_public_key.as_deref(), Some("d2c="));
         assert_eq!(state.tokens.worker, 1);
         assert_eq!(state.networks["n1"].vni, 4097);
         assert_eq!(
@@ -746,7 +743,10 @@ mod tests {
         let again = state.encode().unwrap();
         let mut envelope: serde_json::Value = serde_json::from_slice(&again).unwrap();
         assert_eq!(envelope["format"], 4);
-        envelope["state"].as_object_mut().unwrap().remove("settings");
+        envelope["state"]
+            .as_object_mut()
+            .unwrap()
+            .remove("settings");
         let captured: serde_json::Value = serde_json::from_str(v3).unwrap();
         assert_eq!(envelope["state"], captured["state"]);
         assert_eq!(ClusterState::decode(&again).unwrap(), state);

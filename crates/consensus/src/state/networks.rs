@@ -966,10 +966,13 @@ mod tests {
         };
         assert_eq!(c.subnet, "10.0.4.0/24");
         // Freed VNIs and subnets are reused, lowest first.
-        state.apply(7, &Command::RemoveNetwork {
+        state.apply(
+            7,
+            &Command::RemoveNetwork {
                 id: "a".into(),
                 release_stopping: false,
-            });
+            },
+        );
         let Response::Network { network: d } = create(&mut state, 8, "d", named("d")) else {
             panic!()
         };
@@ -1121,20 +1124,26 @@ mod tests {
         create(&mut state, 6, "a", named("att"));
         attach(&mut state, 7, "e", "att", 2);
         assert!(matches!(
-            rejected(state.apply(8, &Command::RemoveNetwork {
-                id: "a".into(),
-                release_stopping: false,
-            })),
+            rejected(state.apply(
+                8,
+                &Command::RemoveNetwork {
+                    id: "a".into(),
+                    release_stopping: false,
+                }
+            )),
             Rejection::NetworkInUse { .. }
         ));
         // Removing the node releases its endpoints; then the network can go.
         state.apply(9, &Command::RemoveNode { id: 2 });
         assert!(state.endpoints.is_empty());
         assert_eq!(
-            state.apply(10, &Command::RemoveNetwork {
-                id: "a".into(),
-                release_stopping: false,
-            }),
+            state.apply(
+                10,
+                &Command::RemoveNetwork {
+                    id: "a".into(),
+                    release_stopping: false,
+                }
+            ),
             Response::NetworkRemoved { id: "a".into() }
         );
     }

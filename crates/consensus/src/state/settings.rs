@@ -157,10 +157,11 @@ mod tests {
             heartbeat_period_ns: 1_000_000_000,
             ..ClusterSettings::default()
         };
-        let update = |expected_version, settings: &ClusterSettings| Command::UpdateClusterSettings {
-            expected_version,
-            settings: settings.clone(),
-        };
+        let update =
+            |expected_version, settings: &ClusterSettings| Command::UpdateClusterSettings {
+                expected_version,
+                settings: settings.clone(),
+            };
         assert_eq!(
             state.apply(4, &update(2, &wanted)),
             Response::Rejected {

@@ -193,9 +193,8 @@ fn merge_spec(current: &ClusterSettings, body: &Value) -> Result<ClusterSettings
                 }
             }
             "Orchestration.TaskHistoryRetentionLimit" => {
-                out.task_history_retention_limit = v
-                    .as_i64()
-                    .ok_or_else(|| bad(&path, "a number"))?;
+                out.task_history_retention_limit =
+                    v.as_i64().ok_or_else(|| bad(&path, "a number"))?;
             }
             "Raft.SnapshotInterval" => match uint(&path, v)? {
                 0 => {}
@@ -217,7 +216,10 @@ fn merge_spec(current: &ClusterSettings, body: &Value) -> Result<ClusterSettings
                     HEARTBEAT_TICK
                 };
                 if !matches!(uint(&path, v)?, 0) && v.as_u64() != Some(fixed) {
-                    return Err(refuse(&path, &format!("berth's Raft timing is fixed ({fixed} ticks of 100 ms)")));
+                    return Err(refuse(
+                        &path,
+                        &format!("berth's Raft timing is fixed ({fixed} ticks of 100 ms)"),
+                    ));
                 }
             }
             "Dispatcher.HeartbeatPeriod" => match uint(&path, v)? {
@@ -226,12 +228,18 @@ fn merge_spec(current: &ClusterSettings, body: &Value) -> Result<ClusterSettings
             },
             "CAConfig.NodeCertExpiry" => {
                 if !matches!(uint(&path, v)?, 0 | NODE_CERT_EXPIRY_NS) {
-                    return Err(refuse(&path, "node certificates are issued once at join and not renewed"));
+                    return Err(refuse(
+                        &path,
+                        "node certificates are issued once at join and not renewed",
+                    ));
                 }
             }
             "EncryptionConfig.AutoLockManagers" => {
                 if v.as_bool() == Some(true) {
-                    return Err(refuse(&path, "managers are not locked (docker swarm update --autolock)"));
+                    return Err(refuse(
+                        &path,
+                        "managers are not locked (docker swarm update --autolock)",
+                    ));
                 }
             }
             _ if is_unset(v) => {}
@@ -240,7 +248,10 @@ fn merge_spec(current: &ClusterSettings, body: &Value) -> Result<ClusterSettings
                 return Err(refuse(&path, "the cluster CA cannot be rotated"))
             }
             "TaskDefaults.LogDriver.Name" | "TaskDefaults.LogDriver.Options" => {
-                return Err(refuse("TaskDefaults.LogDriver", "tasks use their service's log driver"))
+                return Err(refuse(
+                    "TaskDefaults.LogDriver",
+                    "tasks use their service's log driver",
+                ))
             }
             other => return Err(refuse(other, "unknown cluster spec field")),
         }
@@ -686,12 +697,27 @@ mod tests {
     #[test]
     fn fields_berth_cannot_apply_are_refused_by_name() {
         for (body, field) in [
-            (json!({"CAConfig": {"ExternalCAs": [{"Protocol": "cfssl", "URL": "https://ca"}]}}), "CAConfig.ExternalCAs"),
-            (json!({"CAConfig": {"NodeCertExpiry": 3_600_000_000_000u64}}), "CAConfig.NodeCertExpiry"),
-            (json!({"Raft": {"KeepOldSnapshots": 2}}), "Raft.KeepOldSnapshots"),
+            (
+                json!({"CAConfig": {"ExternalCAs": [{"Protocol": "cfssl", "URL": "https://ca"}]}}),
+                "CAConfig.ExternalCAs",
+            ),
+            (
+                json!({"CAConfig": {"NodeCertExpiry": 3_600_000_000_000u64}}),
+                "CAConfig.NodeCertExpiry",
+            ),
+            (
+                json!({"Raft": {"KeepOldSnapshots": 2}}),
+                "Raft.KeepOldSnapshots",
+            ),
             (json!({"Raft": {"ElectionTick": 20}}), "Raft.ElectionTick"),
-            (json!({"EncryptionConfig": {"AutoLockManagers": true}}), "EncryptionConfig.AutoLockManagers"),
-            (json!({"TaskDefaults": {"LogDriver": {"Name": "syslog"}}}), "TaskDefaults.LogDriver"),
+            (
+                json!({"EncryptionConfig": {"AutoLockManagers": true}}),
+                "EncryptionConfig.AutoLockManagers",
+            ),
+            (
+                json!({"TaskDefaults": {"LogDriver": {"Name": "syslog"}}}),
+                "TaskDefaults.LogDriver",
+            ),
             (json!({"Name": "other"}), "Name"),
             (json!({"Frobnicate": 1}), "Frobnicate"),
         ] {

@@ -42,8 +42,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_consensus::{
-    Availability, ClusterNode, ClusterSettings, ClusterState, Command, NodeId, NodeRecord,
-    Response,
+    Availability, ClusterNode, ClusterSettings, ClusterState, Command, NodeId, NodeRecord, Response,
 };
 use berth_orchestrator::constraint::normalize_arch;
 use berth_orchestrator::{NodeInfo, Platform, Resources, ServiceSpec};
@@ -339,8 +338,10 @@ mod tests {
             next_liveness_change(since, &beats, later, &Liveness::default()),
             Some(later + Liveness::default().down_after)
         );
-        assert_eq!(next_liveness_change(since, &BTreeMap::new(), later, &Liveness::default()),
-            None);
+        assert_eq!(
+            next_liveness_change(since, &BTreeMap::new(), later, &Liveness::default()),
+            None
+        );
         let wake = Wake {
             plan: Some(1_000_000_100),
             liveness: Some(later + Duration::from_millis(300)),
