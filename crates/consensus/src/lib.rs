@@ -65,3 +65,6 @@ pub use state::{
     NodeRole, NodeUpdate, Rejection, Response,
 };
 pub use store::StateView;
+pub use transport::task_logs::{
+    OutputStream, TaskLogLine, TaskLogQuery, TaskLogSource, TaskLogSourceError,
+};

@@ -152,6 +152,7 @@ async fn run(cfg: config::Config) -> Result<()> {
         &cfg.data_root,
         engine.hostname.clone(),
         cfg.force_new_cluster,
+        std::sync::Arc::new(service::task_logs::TaskLogReader::new(containers.clone())),
     )
     .await;
     // The node agent and the leader loop run while the cluster is active.

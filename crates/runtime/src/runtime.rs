@@ -1491,6 +1491,7 @@ impl Runtime {
             opts,
             done: false,
             idle: 0,
+            cancelled: None,
         })
     }
 
@@ -1688,7 +1689,6 @@ fn explain_exec_failure(
 }
 
 /// Log records of one container; see [`Runtime::logs`]. Blocking iterator.
-#[derive(Debug)]
 pub struct LogStream<'a> {
     runtime: &'a Runtime,
     id: String,
@@ -1698,6 +1698,28 @@ pub struct LogStream<'a> {
     done: bool,
     /// Empty polls in a row (sets the poll interval).
     idle: u32,
+    /// Asked between polls of a follow: `true` ends the stream (its reader went away).
+    cancelled: Option<Box<dyn Fn() -> bool + Send + 'a>>,
+}
+
+impl std::fmt::Debug for LogStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStream")
+            .field("id", &self.id)
+            .field("opts", &self.opts)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> LogStream<'a> {
+    /// Ends a follow as soon as `cancelled` answers `true` (asked between polls, at most
+    /// 50 ms apart), instead of when the container's shim is gone: a reader whose client
+    /// went away while the container runs quietly must not poll on forever.
+    pub fn cancel_when(mut self, cancelled: impl Fn() -> bool + Send + 'a) -> Self {
+        self.cancelled = Some(Box::new(cancelled));
+        self
+    }
 }
 
 impl Iterator for LogStream<'_> {
@@ -1726,7 +1748,7 @@ impl Iterator for LogStream<'_> {
                 Err(e) => return Some(Err(RuntimeError::io("read log", self.file.path(), e))),
             }
             if self.pending.is_empty() {
-                if !live {
+                if !live || self.cancelled.as_ref().is_some_and(|c| c()) {
                     self.done = true;
                     return None;
                 }

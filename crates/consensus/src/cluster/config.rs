@@ -2,11 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConsensusError;
 use crate::state::NodeId;
+use crate::transport::task_logs::TaskLogSource;
 
 /// How to run one cluster node.
 #[derive(Clone, Debug)]
@@ -25,6 +27,9 @@ pub struct ClusterConfig {
     /// Default address pools of a new cluster (`swarm init --default-addr-pool`,
     /// `--default-addr-pool-mask-length`); used only by `init`.
     pub address_pools: crate::state::AddressPools,
+    /// What answers other nodes' `Tasks.Logs` calls (this node's task containers); `None`:
+    /// such calls are refused (`Unimplemented`).
+    pub task_logs: Option<Arc<dyn TaskLogSource>>,
 }
 
 impl ClusterConfig {
@@ -39,6 +44,7 @@ impl ClusterConfig {
                 .unwrap_or_else(|_| "localhost".to_string()),
             raft: RaftTuning::default(),
             address_pools: crate::state::AddressPools::default(),
+            task_logs: None,
         }
     }
 }

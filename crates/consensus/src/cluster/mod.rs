@@ -53,7 +53,9 @@ use crate::transport::join::{JoinApplication, JoinGrant};
 use crate::transport::leader_op::{LeaderReply, LeaderRequest, RemoteError};
 use crate::transport::network::{Network, PeerChannels};
 use crate::transport::pb::cluster_client::ClusterClient;
+use crate::transport::pb::tasks_client::TasksClient;
 use crate::transport::pb::{ForwardResponse, GetCaCertificateRequest};
+use crate::transport::task_logs::{TaskLogLine, TaskLogQuery, TaskLogSource};
 use crate::transport::{server, MAX_MESSAGE_BYTES};
 
 /// How long leader operations retry while no leader is known or the leader moves.
@@ -101,6 +103,7 @@ pub(crate) struct NodeCore {
     peers: PeerChannels,
     batcher: batcher::WriteBatcher,
     liveness: Arc<liveness::LeaderLiveness>,
+    task_logs: Option<Arc<dyn TaskLogSource>>,
 }
 
 impl NodeCore {
@@ -117,6 +120,11 @@ impl NodeCore {
 
     pub(crate) fn raft(&self) -> &Raft {
         &self.raft
+    }
+
+    /// What serves this node's task logs to other nodes, if anything.
+    pub(crate) fn task_logs(&self) -> Option<Arc<dyn TaskLogSource>> {
+        self.task_logs.clone()
     }
 
     /// Send `op` to the node at `addr`. `forwarded`: the receiver must execute, not forward.
@@ -489,6 +497,7 @@ impl ClusterNode {
             identity: RwLock::new(identity),
             peers,
             liveness,
+            task_logs: config.task_logs.clone(),
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let server_core = core.clone();
@@ -673,6 +682,50 @@ impl ClusterNode {
                 }
             }
         }
+    }
+
+    /// The logs of the task containers `query` selects on the node at `addr` (a node's
+    /// `host:port`), as that node's [`TaskLogSource`] reads them, in chunks of lines. The
+    /// stream ends when that node's readers are done (a follow: never); dropping it cancels
+    /// the call, which stops them. Errors: connecting, or the call refused (certificate,
+    /// no source there); a failure mid-stream is the stream's last item.
+    pub async fn task_logs(
+        &self,
+        addr: &str,
+        query: &TaskLogQuery,
+    ) -> Result<
+        impl futures::Stream<Item = Result<Vec<TaskLogLine>, ConsensusError>> + Send + 'static,
+        ConsensusError,
+    > {
+        let rpc_error = |addr: &str, status| ConsensusError::Rpc {
+            rpc: "Tasks.Logs",
+            addr: addr.to_string(),
+            status: Box::new(status),
+        };
+        let channel = self.core.peers.get(addr)?;
+        let mut client = TasksClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let streaming = client
+            .logs(tonic::Request::new(query.into()))
+            .await
+            .map_err(|status| rpc_error(addr, status))?
+            .into_inner();
+        let addr = addr.to_string();
+        Ok(futures::stream::unfold(Some(streaming), move |streaming| {
+            let addr = addr.clone();
+            async move {
+                let mut streaming = streaming?;
+                match streaming.message().await {
+                    Ok(Some(chunk)) => Some((
+                        Ok(chunk.lines.into_iter().map(TaskLogLine::from).collect()),
+                        Some(streaming),
+                    )),
+                    Ok(None) => None,
+                    Err(status) => Some((Err(rpc_error(&addr, status)), None)),
+                }
+            }
+        }))
     }
 
     /// A view of this node's applied state (cheap, local; for watchers and the agent).

@@ -34,7 +34,9 @@ pub use networks::{
     DEFAULT_MASK_LENGTH, DEFAULT_POOL, FIRST_VNI, INGRESS_NAME, INGRESS_VNI,
 };
 pub use node::{Availability, NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
-pub use services::{published_ports, service_name, ASSIGNED_MESSAGE, PENDING_MESSAGE};
+pub use services::{
+    service_name, service_ports, ServicePort, ASSIGNED_MESSAGE, DYNAMIC_PORT_RANGE, PENDING_MESSAGE,
+};
 pub use settings::{ClusterSettings, DOWN_AFTER_HEARTBEATS, MIN_HEARTBEAT_PERIOD_NS};
 
 use crate::error::ConsensusError;

@@ -11,6 +11,8 @@
 //!   openraft ──RaftNetwork──> network::NetworkClient ──RaftMessage(json)──> server::RaftRpc ──> Raft
 //!   ClusterNode ──Forward(LeaderRequest)──────────────────────────────> server::ClusterRpc ──> leader
 //!   joiner ──GetCaCertificate / Join (no client cert)─────────────────> server::ClusterRpc
+//!   ClusterNode::task_logs ──Logs(TaskLogsRequest)──> server::TasksRpc ──> TaskLogSource
+//!                          <──stream TaskLogsChunk──
 //! ```
 //!
 //! Raft messages travel as openraft's serde types in a versioned envelope
@@ -22,6 +24,7 @@ pub mod leader_op;
 pub mod network;
 pub mod raft_message;
 pub mod server;
+pub mod task_logs;
 
 /// Generated protobuf and tonic code.
 #[allow(missing_docs, missing_debug_implementations, clippy::all)]

@@ -1,4 +1,4 @@
-//! The gRPC server: `Raft` and `Cluster` services on one TLS listener.
+//! The gRPC server: `Raft`, `Cluster` and `Tasks` services on one TLS listener.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,10 +11,12 @@ use super::join::JoinApplication;
 use super::leader_op::{LeaderRequest, RemoteError};
 use super::pb::cluster_server::{Cluster, ClusterServer};
 use super::pb::raft_server::{Raft as RaftService, RaftServer};
+use super::pb::tasks_server::{Tasks, TasksServer};
 use super::pb::{
     ForwardRequest, ForwardResponse, GetCaCertificateRequest, GetCaCertificateResponse,
-    JoinRequest, JoinResponse, RaftMessage,
+    JoinRequest, JoinResponse, RaftMessage, TaskLogsChunk, TaskLogsRequest,
 };
+use super::task_logs;
 use super::{raft_message, MAX_MESSAGE_BYTES};
 use crate::cluster::NodeCore;
 use crate::pki::fingerprint;
@@ -151,7 +153,36 @@ impl Cluster for ClusterRpc {
     }
 }
 
-/// Serve both services on `listener` until `shutdown` resolves. TLS handshakes run per
+struct TasksRpc {
+    core: Arc<NodeCore>,
+}
+
+/// The chunks of one `Logs` call.
+type LogChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<TaskLogsChunk, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Tasks for TasksRpc {
+    type LogsStream = LogChunks;
+
+    async fn logs(
+        &self,
+        request: Request<TaskLogsRequest>,
+    ) -> Result<GrpcResponse<Self::LogsStream>, Status> {
+        authorize(&request, &self.core.state_view())?;
+        let source = self
+            .core
+            .task_logs()
+            .ok_or_else(|| Status::unimplemented("this node does not serve task logs"))?;
+        let rx = source
+            .open(request.into_inner().into())
+            .map_err(|e| Status::internal(super::leader_op::error_chain(e.as_ref())))?;
+        use futures::StreamExt;
+        Ok(GrpcResponse::new(Box::pin(task_logs::chunks(rx).map(Ok))))
+    }
+}
+
+/// Serve the three services on `listener` until `shutdown` resolves. TLS handshakes run per
 /// connection, off the accept loop.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -200,12 +231,16 @@ pub(crate) async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let tasks = TasksServer::new(TasksRpc { core: core.clone() })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let cluster = ClusterServer::new(ClusterRpc { core })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let result = tonic::transport::Server::builder()
         .add_service(raft)
         .add_service(cluster)
+        .add_service(tasks)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     // Close the listening socket before returning, so the port can be bound again at once.

@@ -632,7 +632,9 @@ async fn logs(
         let Ok(stream) = rt.logs(&cid, opts) else {
             return;
         };
-        for r in stream.flatten() {
+        // A follow of a quiet container ends when the client goes away.
+        let client = tx.clone();
+        for r in stream.cancel_when(move || client.is_closed()).flatten() {
             if tx
                 .blocking_send(Ok(log_payload(&r, tty, timestamps)))
                 .is_err()

@@ -16,6 +16,7 @@ pub(crate) mod events;
 pub(crate) mod filters;
 mod images;
 mod networks;
+mod service_logs;
 mod services;
 mod stream;
 mod swarm;
@@ -166,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .merge(networks::routes())
         .merge(swarm::routes())
         .merge(services::routes())
+        .merge(service_logs::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::common_headers))
         .with_state(state)

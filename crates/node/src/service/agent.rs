@@ -41,6 +41,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::cluster::{node_id_str, ClusterPhase, ClusterService};
+use super::containers::health::HealthStatus;
 use super::containers::{blocking, ContainerService, WaitCondition};
 use super::images::ImageService;
 use super::orchestrator::unix_nanos;
@@ -493,6 +494,11 @@ impl Worker {
         };
         let containers = self.agent.containers.clone();
         tokio::select! {
+            // Swarm's executor: an unhealthy container is stopped and its task fails.
+            HealthOutcome::Unhealthy = health_change(&containers, &cid, false) => {
+                self.fail_unhealthy(view, &cid).await;
+                true
+            }
             code = containers.wait(&cid, WaitCondition::NotRunning) => {
                 // Desired state may have moved on while we waited: then the stop was ours
                 // and the exit is not the task's end.
@@ -578,6 +584,10 @@ impl Worker {
         };
         match rec.state.status.as_str() {
             "running" | "paused" | "restarting" => {
+                if self.reported < TaskState::Running && !self.healthy_or_reported(view, &cid).await
+                {
+                    return Ok(());
+                }
                 let mut s = self.status(TaskState::Running, "started");
                 s.container_id = Some(cid);
                 s.pid = Some(rec.state.pid);
@@ -616,6 +626,9 @@ impl Worker {
         let svc = self.agent.containers.clone();
         let id = cid.clone();
         let started = blocking(move || svc.start_blocking(&id)).await;
+        if started.is_ok() && !self.healthy_or_reported(view, &cid).await {
+            return Ok(());
+        }
         let rec = self.agent.containers.get(&cid).ok();
         let mut s = match started {
             Ok(()) => {
@@ -742,6 +755,46 @@ impl Worker {
         }
     }
 
+    /// A started container with a health check stays `starting` until its first
+    /// `healthy` (Swarm's executor), so that an update counts it as running only then.
+    /// `true`: report it running now (healthy, or no health check). `false`: its end is
+    /// already reported (unhealthy: stopped and failed; exited: its exit) or the task's
+    /// desired state moved on (the run loop re-evaluates).
+    async fn healthy_or_reported(&mut self, view: &TaskView, cid: &str) -> bool {
+        let outcome = tokio::select! {
+            o = health_change(&self.agent.containers, cid, true) => o,
+            _ = self.rx.changed() => return false,
+        };
+        match outcome {
+            HealthOutcome::Healthy => true,
+            HealthOutcome::Unhealthy => {
+                self.fail_unhealthy(view, cid).await;
+                false
+            }
+            HealthOutcome::Exited(code) => {
+                let s = self.exit_status(cid, code);
+                self.unplug(view).await;
+                self.report(&view.task, s).await;
+                false
+            }
+        }
+    }
+
+    /// Stops the task's unhealthy container `cid` and reports the task failed with
+    /// Swarm's error (`unhealthy container`, moby's executor `ErrContainerUnhealthy`).
+    async fn fail_unhealthy(&mut self, view: &TaskView, cid: &str) {
+        tracing::info!(task = %view.task.id, container = %cid, "task container unhealthy: stopping it");
+        self.stop(view).await;
+        self.unplug(view).await;
+        let mut s = self.status(TaskState::Failed, "started");
+        s.err = Some(UNHEALTHY.into());
+        s.container_id = Some(cid.to_string());
+        if let Ok(rec) = self.agent.containers.get(cid) {
+            s.exit_code = Some(rec.state.exit_code);
+        }
+        self.report(&view.task, s).await;
+    }
+
     fn status(&self, state: TaskState, message: &str) -> TaskStatus {
         TaskStatus::new(state, unix_nanos(), message)
     }
@@ -793,9 +846,125 @@ impl Worker {
     }
 }
 
+/// Waits for the health of container `cid` to decide: `Healthy` at once when it has no
+/// health check (or, `until_healthy` false, never), `Unhealthy` when a check fails its
+/// retries, `Exited` when it stops running first. Polls the container's record every
+/// [`HEALTH_POLL`] (health is recorded there by the container's monitor).
+async fn health_change(
+    containers: &ContainerService,
+    cid: &str,
+    until_healthy: bool,
+) -> HealthOutcome {
+    let checked = containers
+        .get(cid)
+        .is_ok_and(|r| r.healthcheck.as_ref().is_some_and(|h| h.enabled()));
+    if !checked && !until_healthy {
+        // Nothing to watch: the caller waits for the exit.
+        return std::future::pending().await;
+    }
+    loop {
+        let rec = containers.get(cid).ok();
+        let observed = rec.as_ref().map(|r| ObservedHealth {
+            running: matches!(r.state.status.as_str(), "running" | "paused" | "restarting"),
+            exit_code: r.state.exit_code,
+            checked: r.healthcheck.as_ref().is_some_and(|h| h.enabled()),
+            status: r.state.health.as_ref().map(|h| h.status),
+        });
+        if let Some(outcome) = health_outcome(observed, until_healthy) {
+            return outcome;
+        }
+        tokio::time::sleep(HEALTH_POLL).await;
+    }
+}
+
+/// Swarm's task error for a container that turned unhealthy (moby
+/// `daemon/cluster/executor/container/errors.go`, `ErrContainerUnhealthy`).
+pub const UNHEALTHY: &str = "unhealthy container";
+/// How often a task worker reads its container's health.
+const HEALTH_POLL: Duration = Duration::from_millis(250);
+
+/// What decides a task container's health wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HealthOutcome {
+    /// Healthy (or nothing to check).
+    Healthy,
+    /// Its health check failed its retries.
+    Unhealthy,
+    /// It stopped running (with this exit code) first.
+    Exited(i64),
+}
+
+/// A task container's state as the health wait reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ObservedHealth {
+    running: bool,
+    exit_code: i64,
+    /// It has an enabled health check.
+    checked: bool,
+    /// `State.Health.Status`, once its monitor recorded one.
+    status: Option<HealthStatus>,
+}
+
+/// The outcome `observed` decides, if any (`None`: keep waiting). `until_healthy`: a
+/// healthy (or unchecked) container ends the wait; otherwise only unhealthy or an exit
+/// does. A vanished container counts as exited with -1.
+fn health_outcome(observed: Option<ObservedHealth>, until_healthy: bool) -> Option<HealthOutcome> {
+    let Some(o) = observed else {
+        return Some(HealthOutcome::Exited(-1));
+    };
+    if o.checked && o.status == Some(HealthStatus::Unhealthy) {
+        return Some(HealthOutcome::Unhealthy);
+    }
+    if !o.running {
+        return Some(HealthOutcome::Exited(o.exit_code));
+    }
+    let healthy = !o.checked || o.status == Some(HealthStatus::Healthy);
+    (until_healthy && healthy).then_some(HealthOutcome::Healthy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checked_task_runs_once_healthy_and_fails_when_unhealthy() {
+        let o = |running, checked, status| {
+            Some(ObservedHealth {
+                running,
+                exit_code: 3,
+                checked,
+                status,
+            })
+        };
+        use HealthStatus::*;
+        // No health check: running at once; watched only for its exit.
+        assert_eq!(
+            health_outcome(o(true, false, None), true),
+            Some(HealthOutcome::Healthy)
+        );
+        assert_eq!(health_outcome(o(true, false, None), false), None);
+        // Checked: starting until the first healthy.
+        assert_eq!(health_outcome(o(true, true, None), true), None);
+        assert_eq!(health_outcome(o(true, true, Some(Starting)), true), None);
+        assert_eq!(
+            health_outcome(o(true, true, Some(Healthy)), true),
+            Some(HealthOutcome::Healthy)
+        );
+        assert_eq!(health_outcome(o(true, true, Some(Healthy)), false), None);
+        // Unhealthy, starting or running: fails.
+        for until_healthy in [true, false] {
+            assert_eq!(
+                health_outcome(o(true, true, Some(Unhealthy)), until_healthy),
+                Some(HealthOutcome::Unhealthy)
+            );
+        }
+        // Exited first; vanished.
+        assert_eq!(
+            health_outcome(o(false, true, Some(Starting)), true),
+            Some(HealthOutcome::Exited(3))
+        );
+        assert_eq!(health_outcome(None, false), Some(HealthOutcome::Exited(-1)));
+    }
 
     #[test]
     fn a_task_is_brought_up_watched_stopped_or_removed_by_its_states() {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use berth_consensus::{
     Availability, ClusterConfig, ClusterNode, ClusterState, ConsensusError, NodeId, NodeRecord,
-    NodeRole, NodeUpdate, Rejection,
+    NodeRole, NodeUpdate, Rejection, TaskLogSource,
 };
 use serde::{Deserialize, Serialize};
 
@@ -136,6 +136,8 @@ struct Inner {
     last_seen: Mutex<HashMap<NodeId, Instant>>,
     phase: tokio::sync::watch::Sender<ClusterPhase>,
     generation: std::sync::atomic::AtomicU64,
+    /// Serves this node's task logs to the other nodes.
+    task_logs: Arc<dyn TaskLogSource>,
 }
 
 #[derive(Debug, Default)]
@@ -149,8 +151,14 @@ enum Slot {
 impl ClusterService {
     /// Opens `<data-root>/cluster`: a member restarts its node (or, with
     /// `force_new_cluster`, becomes a one-manager cluster keeping all state); a failure
-    /// leaves the engine running with the cluster in the error state.
-    pub async fn open(data_root: &Path, hostname: String, force_new_cluster: bool) -> Self {
+    /// leaves the engine running with the cluster in the error state. `task_logs` answers
+    /// other nodes' requests for this node's task logs.
+    pub async fn open(
+        data_root: &Path,
+        hostname: String,
+        force_new_cluster: bool,
+        task_logs: Arc<dyn TaskLogSource>,
+    ) -> Self {
         let svc = ClusterService {
             inner: Arc::new(Inner {
                 dir: data_root.join("cluster"),
@@ -160,6 +168,7 @@ impl ClusterService {
                 last_seen: Mutex::new(HashMap::new()),
                 phase: tokio::sync::watch::channel(ClusterPhase::Inactive).0,
                 generation: std::sync::atomic::AtomicU64::new(0),
+                task_logs,
             }),
         };
         if ClusterNode::is_member(&svc.inner.dir) {
@@ -232,6 +241,7 @@ impl ClusterService {
     fn config(&self, listen: SocketAddr) -> ClusterConfig {
         let mut c = ClusterConfig::new(&self.inner.dir, listen);
         c.hostname = self.inner.hostname.clone();
+        c.task_logs = Some(self.inner.task_logs.clone());
         // A follower stands for election once the leader lease (openraft: the maximum
         // election timeout) and then a random election timeout have passed without a
         // heartbeat: 0.9 to 1.2 s after a leader dies with these values (1.5 to 2 s with

@@ -21,5 +21,6 @@ pub mod overlay_plane;
 pub mod pattern;
 pub mod peers;
 pub mod services;
+pub mod task_logs;
 pub mod task_spec;
 pub mod volumes;

@@ -308,6 +308,7 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         previous_image: None,
         previous_template_version: None,
         update_status: None,
+        dynamic_ports: Vec::new(),
     };
     let slot = match parsed.mode {
         ServiceMode::Global | ServiceMode::GlobalJob => 0,
@@ -465,6 +466,7 @@ impl ServicesService {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         };
         match self.write(Command::CreateService { service }).await? {
             Response::Service { service } => Ok(Written {
@@ -876,7 +878,7 @@ fn rejection_error(r: Rejection) -> ServiceError {
         Rejection::NoPreviousSpec { id } => {
             ServiceError::invalid(format!("service {id} does not have a previous spec"))
         }
-        r @ Rejection::PortInUse { .. } => {
+        r @ (Rejection::PortInUse { .. } | Rejection::DynamicPortsExhausted { .. }) => {
             ServiceError::invalid(format!("rpc error: code = InvalidArgument desc = {r}"))
         }
         Rejection::ServiceRename { .. } => ServiceError::invalid(
@@ -1102,6 +1104,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         };
         assert!(
             up_to_date(&svc, &t(7)),
@@ -1137,6 +1140,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         };
         assert_eq!(pull_credentials(&svc), Credentials::Anonymous);
         svc.registry_auth = Some(auth);
@@ -1210,6 +1214,7 @@ mod tests {
                     previous_image: None,
                     previous_template_version: None,
                     update_status: None,
+                    dynamic_ports: Vec::new(),
                 },
             );
         }
@@ -1268,6 +1273,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         };
         let task = |state: TaskState, desired: TaskState| Task {
             id: "t".into(),

@@ -525,6 +525,17 @@ impl ContainerService {
             .map_err(ServiceError::runtime)
     }
 
+    /// The records of containers that carry label `key` (any value), as stored: their state
+    /// is not refreshed from the runtime (cheap; for scans by label).
+    pub fn with_label(&self, key: &str) -> Vec<ContainerRecord> {
+        self.table()
+            .records
+            .values()
+            .filter(|r| r.labels.contains_key(key))
+            .cloned()
+            .collect()
+    }
+
     /// Every container, state refreshed.
     pub fn all(&self) -> Vec<ContainerRecord> {
         let mut recs: Vec<ContainerRecord> = self.table().records.values().cloned().collect();
