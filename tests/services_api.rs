@@ -744,20 +744,19 @@ fn host_mode_ports_are_published_by_the_task_container() -> Result<()> {
 }
 
 /// `swarm init` and `swarm update` options berth cannot honour yet (or bad ones) are refused by name
-/// (they were dropped: `--task-history-limit 10` answered "Swarm initialized" and kept 5);
+/// (they were dropped once: `--task-history-limit 10` answered "Swarm initialized" and kept
+/// 5); the settings berth applies are taken at init (tests/stacks.rs covers `swarm update`);
 /// `--availability` is honoured at init as at join.
 #[test]
 fn swarm_options_are_honoured_or_refused_by_name() -> Result<()> {
     let e = DockerEnv::new()?;
     for (flags, field) in [
-        (
-            vec!["--task-history-limit", "10"],
-            "Orchestration.TaskHistoryRetentionLimit",
-        ),
         (vec!["--autolock"], "AutoLockManagers"),
+        (vec!["--cert-expiry", "1h"], "CAConfig.NodeCertExpiry"),
+        (vec!["--data-path-port", "7789"], "DataPathPort"),
         (
-            vec!["--dispatcher-heartbeat", "5s"],
-            "Dispatcher.HeartbeatPeriod",
+            vec!["--external-ca", "protocol=cfssl,url=https://ca.example"],
+            "CAConfig.ExternalCAs",
         ),
         // Honoured since overlay networks (tests/overlay.rs); a bad one is refused.
         (
@@ -788,7 +787,17 @@ fn swarm_options_are_honoured_or_refused_by_name() -> Result<()> {
         "127.0.0.1",
         "--availability",
         "drain",
+        "--task-history-limit",
+        "10",
+        "--dispatcher-heartbeat",
+        "1s",
     ])?;
+    let spec = e.ok(&[
+        "info",
+        "--format",
+        "{{.Swarm.Cluster.Spec.Orchestration.TaskHistoryRetentionLimit}} {{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}",
+    ])?;
+    ensure!(spec.trim() == "10 1s", "settings after init: {spec}");
     let availability = e.ok(&[
         "node",
         "inspect",
@@ -800,14 +809,13 @@ fn swarm_options_are_honoured_or_refused_by_name() -> Result<()> {
         availability.trim() == "drain",
         "availability {availability}"
     );
-    let o =
-        e.d.docker(&["swarm", "update", "--task-history-limit", "3"])?;
+    let o = e.d.docker(&["swarm", "update", "--cert-expiry", "1h"])?;
     ensure!(
         !o.status.success(),
-        "swarm update --task-history-limit accepted"
+        "swarm update --cert-expiry 1h accepted"
     );
     ensure!(
-        stderr(&o).contains("Orchestration.TaskHistoryRetentionLimit"),
+        stderr(&o).contains("CAConfig.NodeCertExpiry"),
         "{}",
         stderr(&o)
     );

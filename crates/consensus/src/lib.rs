@@ -61,8 +61,8 @@ pub use cluster::{ClusterConfig, ClusterNode, JoinTokens, RaftTuning, ReadConsis
 pub use error::ConsensusError;
 pub use pki::JoinToken;
 pub use state::{
-    Availability, ClusterState, Command, NodeDescription, NodeId, NodeRecord, NodeRole, NodeUpdate,
-    Rejection, Response,
+    Availability, ClusterSettings, ClusterState, Command, NodeDescription, NodeId, NodeRecord,
+    NodeRole, NodeUpdate, Rejection, Response,
 };
 pub use store::StateView;
 pub use transport::task_logs::{

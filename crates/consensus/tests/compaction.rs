@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use berth_consensus::cluster::RaftTuning;
-use berth_consensus::{NodeRole, ReadConsistency};
+use berth_consensus::{ClusterSettings, Command, NodeRole, ReadConsistency};
 use common::{eventually, Harness};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -76,5 +76,59 @@ async fn log_is_compacted_and_late_joiner_installs_snapshot() {
     })
     .await;
     w1.stop().await;
+    m1.stop().await;
+}
+
+/// `Raft.SnapshotInterval` and `Raft.LogEntriesForSlowFollowers` are replicated settings:
+/// changed at run time (`docker swarm update --snapshot-interval`), they apply at once on
+/// every node, leader and follower, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_settings_apply_at_run_time_on_every_node() {
+    let h = Harness::new();
+    let mut m1 = h.init("m1").await;
+    let token = m1
+        .node()
+        .join_tokens()
+        .await
+        .expect("tokens")
+        .manager
+        .to_string();
+    let mut m2 = h.join("m2", &m1, &token).await;
+    for _ in 0..30 {
+        m1.node()
+            .rotate_join_token(NodeRole::Worker)
+            .await
+            .expect("write");
+    }
+    // The default interval (5,000) is far away: no snapshot yet.
+    assert_eq!(m1.node().raft_metrics().borrow().snapshot, None);
+    let settings = m1
+        .node()
+        .state(ReadConsistency::Local)
+        .await
+        .expect("state")
+        .settings;
+    m1.node()
+        .write(Command::UpdateClusterSettings {
+            expected_version: settings.version,
+            settings: ClusterSettings {
+                snapshot_interval: 10,
+                log_entries_for_slow_followers: 3,
+                ..settings
+            },
+        })
+        .await
+        .expect("settings");
+    for slot in [&m1, &m2] {
+        eventually("snapshot and purge by the new settings", WAIT, || async {
+            let m = slot.node().raft_metrics().borrow().clone();
+            match (m.snapshot, m.purged) {
+                (Some(s), Some(p)) if s.index >= 30 && p.index + 3 == s.index => Some(()),
+                _ => None,
+            }
+        })
+        .await;
+    }
+    m2.stop().await;
     m1.stop().await;
 }

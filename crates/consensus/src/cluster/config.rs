@@ -58,20 +58,26 @@ pub struct RaftTuning {
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomised election timeout.
     pub election_timeout_max_ms: u64,
-    /// Build a snapshot (and compact the log) after this many entries.
+    /// Build a snapshot (and compact the log) after this many entries: the initial
+    /// `Raft.SnapshotInterval` of a cluster this node initialises (then the replicated
+    /// setting rules, see `compaction.rs`).
     pub snapshot_every: u64,
-    /// Entries kept in the log behind the snapshot, for lagging followers.
+    /// Entries kept in the log behind the snapshot, for lagging followers: the initial
+    /// `Raft.LogEntriesForSlowFollowers` of a cluster this node initialises.
     pub keep_after_snapshot: u64,
 }
 
 impl Default for RaftTuning {
+    /// Heartbeat 100 ms, elections after 500 to 1,000 ms, and the default cluster
+    /// settings' snapshot interval (5,000) and kept entries (1,000).
     fn default() -> Self {
         RaftTuning {
             heartbeat_ms: 100,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
-            snapshot_every: 5000,
-            keep_after_snapshot: 1000,
+            snapshot_every: crate::state::ClusterSettings::default().snapshot_interval,
+            keep_after_snapshot: crate::state::ClusterSettings::default()
+                .log_entries_for_slow_followers,
         }
     }
 }
@@ -83,8 +89,10 @@ impl RaftTuning {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            // Snapshots and purges follow the replicated settings (compaction.rs), which
+            // openraft cannot change at run time.
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
             ..openraft::Config::default()
         }
         .validate()

@@ -24,6 +24,7 @@
 //! managers), `raft.redb` (log, vote, applied state, snapshot).
 
 mod batcher;
+mod compaction;
 mod config;
 mod leader;
 mod liveness;
@@ -232,6 +233,8 @@ pub struct ClusterNode {
     server: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
     /// Follows Raft's metrics into the leader's liveness table (aborted at shutdown).
     leadership_watcher: JoinHandle<()>,
+    /// Asks Raft for snapshots and purges as the settings say (aborted at shutdown).
+    compaction_watcher: JoinHandle<()>,
     /// Dropped to zero strong references once Raft's tasks have released the store.
     db: std::sync::Weak<redb::Database>,
 }
@@ -318,6 +321,22 @@ impl ClusterNode {
             }),
         })
         .await?;
+        let settings = node.core.state.read(|s| s.settings.clone());
+        if (
+            settings.snapshot_interval,
+            settings.log_entries_for_slow_followers,
+        ) != (config.raft.snapshot_every, config.raft.keep_after_snapshot)
+        {
+            node.write(Command::UpdateClusterSettings {
+                expected_version: settings.version,
+                settings: crate::state::ClusterSettings {
+                    snapshot_interval: config.raft.snapshot_every,
+                    log_entries_for_slow_followers: config.raft.keep_after_snapshot,
+                    ..settings
+                },
+            })
+            .await?;
+        }
         NodeFile::new(id, advertise, config.hostname.clone(), cluster_id).save(&config.data_dir)?;
         Ok(node)
     }
@@ -467,6 +486,7 @@ impl ClusterNode {
         let liveness = Arc::new(liveness::LeaderLiveness::new(id));
         let leadership_watcher =
             tokio::spawn(watch_leadership(id, raft.metrics(), liveness.clone()));
+        let compaction_watcher = tokio::spawn(compaction::watch(raft.clone(), state.clone()));
         let core = Arc::new(NodeCore {
             id,
             data_dir: config.data_dir.clone(),
@@ -494,6 +514,7 @@ impl ClusterNode {
             local_addr,
             server: Some((stop_tx, task)),
             leadership_watcher,
+            compaction_watcher,
             db,
         })
     }
@@ -801,6 +822,7 @@ impl ClusterNode {
     /// [`restart`](Self::restart)).
     pub async fn shutdown(mut self) -> Result<(), ConsensusError> {
         self.leadership_watcher.abort();
+        self.compaction_watcher.abort();
         let raft_result = self.core.raft.shutdown().await;
         if let Some((stop, mut task)) = self.server.take() {
             let _ = stop.send(());

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::networks::{AddressPools, EndpointOwner, Network, NetworkEndpoint, NetworkSpec};
 use super::node::{NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
+use super::settings::ClusterSettings;
 
 /// A change to the cluster state. Applied by [`ClusterState::apply`](super::ClusterState::apply).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +40,8 @@ pub enum Command {
         /// Node to remove.
         id: NodeId,
     },
-    /// Invalidate the current join token of one role.
+    /// Invalidate the current join token of one role (the cluster object's version becomes
+    /// the entry's index).
     RotateJoinToken {
         /// Which token.
         role: NodeRole,
@@ -157,10 +159,18 @@ pub enum Command {
         at: Nanos,
     },
     /// Forget a network (`DELETE /networks/{id}`). Refused while a service uses it or any
-    /// endpoint is on it ([`Rejection::NetworkInUse`]).
+    /// endpoint is on it ([`Rejection::NetworkInUse`]); with `release_stopping`, as
+    /// swarmkit's `RemoveNetwork`: a task's endpoint holds the network only while the task
+    /// is wanted and not stopped (desired and observed state at most `Running`), the
+    /// others go with the network (`docker stack rm` removes the services, then at once
+    /// their networks).
     RemoveNetwork {
         /// Network id.
         id: String,
+        /// Release the endpoints of tasks being stopped. Absent (false) in entries written
+        /// before the rule, which therefore apply as they did.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        release_stopping: bool,
     },
     /// A node plugs a container (or its routing-mesh sandbox) into a network; the address
     /// is allocated here (the lowest free, or `requested_ip` when free). Plain containers
@@ -200,6 +210,17 @@ pub enum Command {
         id: NodeId,
         /// What it reports.
         description: NodeDescription,
+    },
+    /// Replace the cluster settings (`POST /swarm/update?version=`); their `version`
+    /// becomes the entry's index. Refused when the client read another version
+    /// ([`Rejection::ClusterVersion`]) or a value is out of range
+    /// ([`Rejection::SettingsInvalid`]).
+    UpdateClusterSettings {
+        /// The cluster version the client read.
+        expected_version: u64,
+        /// All the settings (the API merged the client's changes into the current ones);
+        /// `version` is ignored.
+        settings: ClusterSettings,
     },
 }
 
@@ -463,6 +484,21 @@ pub enum Rejection {
         /// The id.
         id: String,
     },
+    /// The settings update was computed from another version of the cluster (swarmkit's
+    /// wording).
+    #[error("update out of sequence")]
+    ClusterVersion {
+        /// Version the client sent.
+        expected: u64,
+        /// Version found.
+        actual: u64,
+    },
+    /// A cluster setting is out of range; `detail` names the field (Swarm's spec path).
+    #[error("invalid cluster spec: {detail}")]
+    SettingsInvalid {
+        /// Which field and why.
+        detail: String,
+    },
     /// A task status older than the recorded one (observed state moves only forward).
     #[error("task {id}: status {reported:?} is older than the recorded {current:?}")]
     StaleTaskStatus {
@@ -548,6 +584,11 @@ pub enum Response {
     EndpointRemoved {
         /// Its id.
         id: String,
+    },
+    /// The cluster settings after `UpdateClusterSettings`.
+    Settings {
+        /// The settings.
+        settings: ClusterSettings,
     },
     /// Responses of a `Batch`, in order.
     Batch {

@@ -9,15 +9,17 @@
 //! | 1 | cluster id, last index, nodes (no description), revoked certs, token generations |
 //! | 2 | format 1 + node `description`, `services`, `tasks` |
 //! | 3 | format 2 + node `wg_public_key`, `networks`, `endpoints`, `address_pools` |
+//! | 4 | format 3 + `settings` (`docker swarm update`) |
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_orchestrator::{Service, Task};
 use serde::Deserialize;
 
-use super::networks::{derived_ingress_id, AddressPools};
+use super::networks::{derived_ingress_id, AddressPools, Network, NetworkEndpoint};
 use super::{
-    Availability, ClusterState, NodeDescription, NodeId, NodeRecord, NodeRole, TokenGenerations,
+    Availability, ClusterSettings, ClusterState, NodeDescription, NodeId, NodeRecord, NodeRole,
+    TokenGenerations,
 };
 
 /// Format 1's `ClusterState`.
@@ -92,8 +94,10 @@ pub(super) fn migrate_v1(v1: StateV1) -> ClusterState {
         networks: BTreeMap::new(),
         endpoints: BTreeMap::new(),
         address_pools: AddressPools::default(),
+        settings: ClusterSettings::default(),
     }
     .with_ingress()
+    .with_settings_version()
 }
 
 /// Format 2's `ClusterState` (services and tasks are `berth_orchestrator`'s records, whose
@@ -169,8 +173,98 @@ pub(super) fn migrate_v2(v2: StateV2) -> ClusterState {
         networks: BTreeMap::new(),
         endpoints: BTreeMap::new(),
         address_pools: AddressPools::default(),
+        settings: ClusterSettings::default(),
     }
     .with_ingress()
+    .with_settings_version()
+}
+
+/// Format 3's `ClusterState` (networks, endpoints and pools are the current types, which
+/// format 4 did not change).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StateV3 {
+    cluster_id: Option<String>,
+    last_index: u64,
+    nodes: BTreeMap<NodeId, NodeRecordV3>,
+    revoked_certs: BTreeSet<String>,
+    tokens: TokenGenerationsV1,
+    #[serde(default)]
+    services: BTreeMap<String, Service>,
+    #[serde(default)]
+    tasks: BTreeMap<String, Task>,
+    networks: BTreeMap<String, Network>,
+    endpoints: BTreeMap<String, NetworkEndpoint>,
+    address_pools: AddressPools,
+}
+
+/// Format 3's `NodeRecord`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeRecordV3 {
+    id: NodeId,
+    hostname: String,
+    addr: String,
+    role: NodeRole,
+    availability: Availability,
+    labels: BTreeMap<String, String>,
+    cert_fingerprint: String,
+    created_index: u64,
+    version: u64,
+    #[serde(default)]
+    description: Option<NodeDescription>,
+    #[serde(default)]
+    wg_public_key: Option<String>,
+}
+
+/// Format 3 to the current state: the cluster gets berth's default settings, at the
+/// version of the last applied entry (the CLI reads it before `swarm update`).
+pub(super) fn migrate_v3(v3: StateV3) -> ClusterState {
+    let settings = ClusterSettings {
+        version: if v3.cluster_id.is_some() {
+            v3.last_index
+        } else {
+            0
+        },
+        ..ClusterSettings::default()
+    };
+    ClusterState {
+        cluster_id: v3.cluster_id,
+        last_index: v3.last_index,
+        nodes: v3
+            .nodes
+            .into_iter()
+            .map(|(id, n)| {
+                (
+                    id,
+                    NodeRecord {
+                        id: n.id,
+                        hostname: n.hostname,
+                        addr: n.addr,
+                        role: n.role,
+                        availability: n.availability,
+                        labels: n.labels,
+                        cert_fingerprint: n.cert_fingerprint,
+                        created_index: n.created_index,
+                        version: n.version,
+                        description: n.description,
+                        wg_public_key: n.wg_public_key,
+                    },
+                )
+            })
+            .collect(),
+        revoked_certs: v3.revoked_certs,
+        tokens: TokenGenerations {
+            manager: v3.tokens.manager,
+            worker: v3.tokens.worker,
+        },
+        services: v3.services,
+        tasks: v3.tasks,
+        networks: v3.networks,
+        endpoints: v3.endpoints,
+        address_pools: v3.address_pools,
+        settings,
+    }
 }
 
 impl ClusterState {
@@ -181,6 +275,14 @@ impl ClusterState {
                 let index = self.last_index;
                 self.create_ingress(index, &derived_ingress_id(&cluster_id), 0);
             }
+        }
+        self
+    }
+
+    /// The settings version of a migrated initialised cluster: its last index.
+    fn with_settings_version(mut self) -> Self {
+        if self.cluster_id.is_some() {
+            self.settings.version = self.last_index;
         }
         self
     }

@@ -20,6 +20,7 @@ mod migrate;
 mod networks;
 mod node;
 mod services;
+mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,12 +37,13 @@ pub use node::{Availability, NodeDescription, NodeId, NodeRecord, NodeRole, Node
 pub use services::{
     service_name, service_ports, ServicePort, ASSIGNED_MESSAGE, DYNAMIC_PORT_RANGE, PENDING_MESSAGE,
 };
+pub use settings::{ClusterSettings, DOWN_AFTER_HEARTBEATS, MIN_HEARTBEAT_PERIOD_NS};
 
 use crate::error::ConsensusError;
 
 /// Current encoding version of [`ClusterState`] (see [`ClusterState::encode`]); older ones
 /// are migrated by [`ClusterState::decode`] (history in `migrate.rs`).
-pub const STATE_FORMAT: u32 = 3;
+pub const STATE_FORMAT: u32 = 4;
 
 /// Generations of the two join tokens; a token's secret is derived from its generation,
 /// so rotating a token is bumping a number (the secret itself never enters the state).
@@ -89,6 +91,8 @@ pub struct ClusterState {
     pub endpoints: BTreeMap<String, NetworkEndpoint>,
     /// The default address pools subnets are taken from.
     pub address_pools: AddressPools,
+    /// The cluster settings (`docker swarm update`).
+    pub settings: ClusterSettings,
 }
 
 /// On-disk / on-wire envelope of the state as read. `format` selects the decoder; older
@@ -134,6 +138,10 @@ impl ClusterState {
                         .map_err(|detail| Rejection::NetworkInvalid { detail })?;
                 }
                 self.cluster_id = Some(cluster_id.clone());
+                self.settings = ClusterSettings {
+                    version: index,
+                    ..ClusterSettings::default()
+                };
                 let mut spec = first_node.clone();
                 spec.role = NodeRole::Manager;
                 self.insert_node(index, &spec)?;
@@ -176,6 +184,7 @@ impl ClusterState {
                     NodeRole::Worker => &mut self.tokens.worker,
                 };
                 *generation += 1;
+                self.settings.version = index;
                 Ok(Response::TokenRotated {
                     role: *role,
                     generation: *generation,
@@ -231,7 +240,10 @@ impl ClusterState {
                 status,
             } => self.update_task_status(index, task_id, *node_id, status),
             Command::CreateNetwork { id, spec, at } => self.create_network(index, id, spec, *at),
-            Command::RemoveNetwork { id } => self.remove_network(id),
+            Command::RemoveNetwork {
+                id,
+                release_stopping,
+            } => self.remove_network(id, *release_stopping),
             Command::AttachEndpoint {
                 id,
                 network,
@@ -243,6 +255,10 @@ impl ClusterState {
             Command::SetNodeWgKey { id, public_key } => {
                 self.set_node_wg_key(index, *id, public_key)
             }
+            Command::UpdateClusterSettings {
+                expected_version,
+                settings,
+            } => self.update_settings(index, *expected_version, settings),
             Command::SetNodeDescription { id, description } => {
                 let node = self
                     .nodes
@@ -364,7 +380,10 @@ impl ClusterState {
             2 => serde_json::from_value(envelope.state)
                 .map(migrate::migrate_v2)
                 .map_err(decode_err),
-            3 => serde_json::from_value(envelope.state).map_err(decode_err),
+            3 => serde_json::from_value(envelope.state)
+                .map(migrate::migrate_v3)
+                .map_err(decode_err),
+            4 => serde_json::from_value(envelope.state).map_err(decode_err),
             found => Err(ConsensusError::UnknownFormat {
                 what: "cluster state",
                 found,
@@ -691,6 +710,49 @@ mod tests {
         let again = state.encode().unwrap();
         assert_eq!(ClusterState::decode(&again).unwrap(), state);
         let odd = v2.replace(r#""last_index":9"#, r#""last_index":9,"networks":{}"#);
+        assert!(matches!(
+            ClusterState::decode(odd.as_bytes()),
+            Err(ConsensusError::Decode { .. })
+        ));
+    }
+
+    /// A format-3 encoding (before cluster settings; `encode` of that code, field for
+    /// field): a node with its WireGuard key, a custom pool, the `ingress` network, an
+    /// overlay network with a task endpoint. Everything comes through; the cluster gets
+    /// the default settings at its last index.
+    #[test]
+    fn format_3_is_migrated() {
+        let v3 = r#"{"format":3,"state":{"cluster_id":"c3","last_index":12,"nodes":{"1":{"id":1,"hostname":"m1","addr":"127.0.0.1:7001","role":"manager","availability":"active","labels":{},"cert_fingerprint":"fp1","created_index":1,"version":3,"description":null,"wg_public_key":"d2c="}},"revoked_certs":[],"tokens":{"manager":0,"worker":1},"services":{},"tasks":{},"networks":{"n1":{"id":"n1","spec":{"name":"back","attachable":true,"internal":false,"ingress":false,"labels":{"com.docker.stack.namespace":"s"},"options":{},"subnet":null,"gateway":null,"ip_range":null},"vni":4097,"subnet":"10.20.1.0/24","gateway":"10.20.1.1","created_at":5,"version":7}},"endpoints":{"e1":{"id":"e1","network_id":"n1","node_id":1,"owner":{"kind":"task","id":"t1","service_id":"s1"},"ip":"10.20.1.2","mac":[2,66,10,20,1,2]}},"address_pools":{"pools":["10.20.0.0/16"],"mask_length":24}}}"#;
+        let state = ClusterState::decode(v3.as_bytes()).unwrap();
+        assert_eq!(state.nodes[&1].wg_public_key.as_deref(), Some("d2c="));
+        assert_eq!(state.tokens.worker, 1);
+        assert_eq!(state.networks["n1"].vni, 4097);
+        assert_eq!(
+            state.networks["n1"].spec.labels["com.docker.stack.namespace"],
+            "s"
+        );
+        assert_eq!(state.endpoints["e1"].ip.to_string(), "10.20.1.2");
+        assert_eq!(state.address_pools.pools, vec!["10.20.0.0/16".to_string()]);
+        assert_eq!(
+            state.settings,
+            ClusterSettings {
+                version: 12,
+                ..ClusterSettings::default()
+            }
+        );
+        // Format 4 is format 3 plus `settings`: the current encoding without them is the
+        // captured body.
+        let again = state.encode().unwrap();
+        let mut envelope: serde_json::Value = serde_json::from_slice(&again).unwrap();
+        assert_eq!(envelope["format"], 4);
+        envelope["state"]
+            .as_object_mut()
+            .unwrap()
+            .remove("settings");
+        let captured: serde_json::Value = serde_json::from_str(v3).unwrap();
+        assert_eq!(envelope["state"], captured["state"]);
+        assert_eq!(ClusterState::decode(&again).unwrap(), state);
+        let odd = v3.replace(r#""last_index":12"#, r#""last_index":12,"settings":{}"#);
         assert!(matches!(
             ClusterState::decode(odd.as_bytes()),
             Err(ConsensusError::Decode { .. })

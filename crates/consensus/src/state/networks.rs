@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use berth_orchestrator::{Nanos, Service, Task};
+use berth_orchestrator::{Nanos, Service, Task, TaskState};
 use serde::{Deserialize, Serialize};
 
 use super::node::NodeId;
@@ -485,7 +485,11 @@ impl ClusterState {
         None
     }
 
-    pub(super) fn remove_network(&mut self, id: &str) -> Result<Response, Rejection> {
+    pub(super) fn remove_network(
+        &mut self,
+        id: &str,
+        release_stopping: bool,
+    ) -> Result<Response, Rejection> {
         let net = self
             .networks
             .get(id)
@@ -504,7 +508,15 @@ impl ClusterState {
                 ),
             });
         }
-        if let Some(e) = self.endpoints_of_network(id).next() {
+        let holds = |e: &&NetworkEndpoint| match &e.owner {
+            EndpointOwner::Task { id, .. } if release_stopping => {
+                self.tasks.get(id).is_some_and(|t| {
+                    t.desired_state <= TaskState::Running && t.status.state <= TaskState::Running
+                })
+            }
+            _ => true,
+        };
+        if let Some(e) = self.endpoints_of_network(id).find(holds) {
             let by = match &e.owner {
                 EndpointOwner::Container { name, .. } => format!("container {name}"),
                 EndpointOwner::Task { id, .. } => format!("task {id}"),
@@ -517,6 +529,7 @@ impl ClusterState {
                 by,
             });
         }
+        self.endpoints.retain(|_, e| e.network_id != id);
         self.networks.remove(id);
         Ok(Response::NetworkRemoved { id: id.to_string() })
     }
@@ -826,7 +839,7 @@ pub fn derived_ingress_id(cluster_id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use berth_orchestrator::{TaskChange, TaskState, TaskStatus};
+    use berth_orchestrator::{TaskChange, TaskStatus};
     use serde_json::json;
 
     use super::*;
@@ -953,7 +966,13 @@ mod tests {
         };
         assert_eq!(c.subnet, "10.0.4.0/24");
         // Freed VNIs and subnets are reused, lowest first.
-        state.apply(7, &Command::RemoveNetwork { id: "a".into() });
+        state.apply(
+            7,
+            &Command::RemoveNetwork {
+                id: "a".into(),
+                release_stopping: false,
+            },
+        );
         let Response::Network { network: d } = create(&mut state, 8, "d", named("d")) else {
             panic!()
         };
@@ -1105,14 +1124,26 @@ mod tests {
         create(&mut state, 6, "a", named("att"));
         attach(&mut state, 7, "e", "att", 2);
         assert!(matches!(
-            rejected(state.apply(8, &Command::RemoveNetwork { id: "a".into() })),
+            rejected(state.apply(
+                8,
+                &Command::RemoveNetwork {
+                    id: "a".into(),
+                    release_stopping: false,
+                }
+            )),
             Rejection::NetworkInUse { .. }
         ));
         // Removing the node releases its endpoints; then the network can go.
         state.apply(9, &Command::RemoveNode { id: 2 });
         assert!(state.endpoints.is_empty());
         assert_eq!(
-            state.apply(10, &Command::RemoveNetwork { id: "a".into() }),
+            state.apply(
+                10,
+                &Command::RemoveNetwork {
+                    id: "a".into(),
+                    release_stopping: false,
+                }
+            ),
             Response::NetworkRemoved { id: "a".into() }
         );
     }
@@ -1165,7 +1196,13 @@ mod tests {
         );
         // The network cannot go while the service uses it.
         assert!(matches!(
-            rejected(state.apply(6, &Command::RemoveNetwork { id: "n1".into() })),
+            rejected(state.apply(
+                6,
+                &Command::RemoveNetwork {
+                    id: "n1".into(),
+                    release_stopping: true
+                }
+            )),
             Rejection::NetworkInUse { by, .. } if by == "service web"
         ));
         let task = berth_orchestrator::Task {
@@ -1217,10 +1254,30 @@ mod tests {
         state.apply(9, &Command::RemoveService { id: "s1".into() });
         assert_eq!(state.service_vips("s1").count(), 0);
         assert_eq!(state.task_endpoints("t1").count(), 2);
+        // Until then, its endpoint holds the network by the old rule, not by swarmkit's
+        // (the task is to be removed): the network goes with the stopping task's address.
+        let remove = |release_stopping| Command::RemoveNetwork {
+            id: "n1".into(),
+            release_stopping,
+        };
+        let mut swarmkit = state.clone();
+        assert!(matches!(
+            rejected(state.apply(10, &remove(false))),
+            Rejection::NetworkInUse { by, .. } if by == "task t1"
+        ));
+        assert_eq!(
+            swarmkit.apply(10, &remove(true)),
+            Response::NetworkRemoved { id: "n1".into() }
+        );
+        let left: Vec<_> = swarmkit
+            .task_endpoints("t1")
+            .map(|e| e.network_id.clone())
+            .collect();
+        assert_eq!(left, vec![derived_ingress_id("c")]);
         let t = state.tasks.get_mut("t1").unwrap();
         t.status = TaskStatus::new(TaskState::Shutdown, 3, "shutdown");
         state.apply(
-            10,
+            11,
             &Command::Orchestrate {
                 changes: vec![TaskChange::Delete {
                     task_id: "t1".into(),
@@ -1230,7 +1287,7 @@ mod tests {
         );
         assert_eq!(state.task_endpoints("t1").count(), 0);
         assert_eq!(
-            state.apply(11, &Command::RemoveNetwork { id: "n1".into() }),
+            state.apply(12, &remove(false)),
             Response::NetworkRemoved { id: "n1".into() }
         );
     }

@@ -843,7 +843,10 @@ async fn remove_overlay(
     use berth_consensus::{Command, Response};
     match st
         .cluster
-        .commit(Command::RemoveNetwork { id: net.id.clone() })
+        .commit(Command::RemoveNetwork {
+            id: net.id.clone(),
+            release_stopping: true,
+        })
         .await?
     {
         Response::NetworkRemoved { .. } => {}

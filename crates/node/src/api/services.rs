@@ -103,9 +103,6 @@ fn insert_defaults(spec: &mut Value, view: &ServiceView) {
             }
         }
     }
-    if let ServiceMode::Replicated { replicas } = view.spec.mode {
-        obj.insert("Mode".into(), json!({"Replicated": {"Replicas": replicas}}));
-    }
 }
 
 /// The spec as dockerd shows it: the client's, with the pinned image and the two values
@@ -172,6 +169,14 @@ fn service_json(view: &ServiceView, insert: bool) -> Value {
     let mut spec = shown_spec(&s.spec, Some(&s.image));
     if insert {
         insert_defaults(&mut spec, view);
+    }
+    // dockerd's conversion always spells the replica count out (`Mode` absent or
+    // `{"Replicated": {}}`, as `docker stack deploy` sends it, is 1 replica); the CLI's
+    // progress display needs it.
+    if let (ServiceMode::Replicated { replicas }, Some(obj)) =
+        (&view.spec.mode, spec.as_object_mut())
+    {
+        obj.insert("Mode".into(), json!({"Replicated": {"Replicas": replicas}}));
     }
     let spec_ports = spec_endpoint_ports(&s.spec);
     let ports = endpoint_ports(s);

@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_consensus::state::AddressPools;
-use berth_consensus::{Availability, NodeRole};
+use berth_consensus::{Availability, ClusterSettings, NodeRole};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -56,9 +56,10 @@ struct InitBody {
     subnet_size: u32,
 }
 
-/// `POST /swarm/init`. What berth cannot honour yet is refused by name rather than
-/// dropped: a cluster spec other than [`spec`]'s values, autolock, a data path address or
-/// port. `DefaultAddrPool`/`SubnetSize` become the cluster's address pools (checked as
+/// `POST /swarm/init`. The `Spec` is merged into the default settings ([`merge_spec`])
+/// and written right after the cluster exists. What berth cannot honour yet is refused by
+/// name rather than dropped: spec fields [`merge_spec`] refuses, autolock, a data path
+/// address or port. `DefaultAddrPool`/`SubnetSize` become the cluster's address pools (checked as
 /// swarmkit does: valid CIDRs, mask length 1..=29 and not shorter than a pool's prefix).
 async fn init(
     State(st): State<AppState>,
@@ -92,9 +93,8 @@ async fn init(
         pools.validate().map_err(ApiError::BadRequest)?;
         Some(pools)
     };
-    if let Some(field) = spec_change(&body.spec) {
-        return Err(spec_change_refused(&field));
-    }
+    let defaults = ClusterSettings::default();
+    let settings = merge_spec(&defaults, &body.spec)?;
     let availability = match body.availability.as_str() {
         "" => None,
         a => Some(parse_availability(a)?),
@@ -107,6 +107,11 @@ async fn init(
         .cluster
         .init(&addrs, body.force_new_cluster, pools)
         .await?;
+    if settings != defaults {
+        // `docker swarm init --task-history-limit …`: the new cluster's first change.
+        let version = st.cluster.inspect(false).await?.version;
+        st.cluster.update_settings(version, settings).await?;
+    }
     set_own_availability(&st, availability).await?;
     Ok(Json(id))
 }
@@ -125,30 +130,134 @@ async fn set_own_availability(
     Ok(())
 }
 
-/// The first field of a requested cluster spec (dotted path) that is set and differs from
-/// what berth runs with ([`spec`]): berth's cluster settings are fixed for now.
-fn spec_change(theirs: &Value) -> Option<String> {
-    fn walk(theirs: &Value, ours: &Value, path: &str) -> Option<String> {
-        match theirs {
-            Value::Object(o) => o.iter().find_map(|(k, v)| {
-                let sub = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                walk(v, ours.get(k).unwrap_or(&Value::Null), &sub)
-            }),
-            v if is_unset(v) || v == ours => None,
-            _ => Some(path.to_string()),
+/// Swarm's default `CAConfig.NodeCertExpiry` (90 days, ns), the only value berth shows and
+/// accepts: its node certificates are issued once at join and not renewed.
+const NODE_CERT_EXPIRY_NS: u64 = 7_776_000_000_000_000;
+/// Raft ticks of 100 ms: heartbeat every tick, elections after 5 to 10 (fixed).
+const ELECTION_TICK: u64 = 5;
+const HEARTBEAT_TICK: u64 = 1;
+
+/// `current` with the client's cluster `Spec` merged in, as dockerd merges it
+/// (`MergeSwarmSpecToGRPC`): a field left out, `null` or zero keeps its value;
+/// `TaskHistoryRetentionLimit` and `KeepOldSnapshots` are pointers there, so a number
+/// (0 too) sets them. Fields berth cannot apply are refused by name (400), never dropped.
+fn merge_spec(current: &ClusterSettings, body: &Value) -> Result<ClusterSettings, ApiError> {
+    fn leaves<'a>(v: &'a Value, path: &str, out: &mut Vec<(String, &'a Value)>) {
+        match v {
+            // `Labels` is a value, not a tree.
+            Value::Object(o) if path != "Labels" => {
+                for (k, v) in o {
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    leaves(v, &sub, out);
+                }
+            }
+            v => out.push((path.to_string(), v)),
         }
     }
-    walk(theirs, &spec(), "")
-}
-
-fn spec_change_refused(field: &str) -> ApiError {
-    ApiError::BadRequest(format!(
-        "changing the cluster spec ({field}) is not supported by berth"
-    ))
+    let bad = |field: &str, want: &str| {
+        ApiError::BadRequest(format!("invalid cluster spec: {field} must be {want}"))
+    };
+    let refuse = |field: &str, why: &str| {
+        ApiError::BadRequest(format!("{field} is not supported by berth: {why}"))
+    };
+    let uint = |field: &str, v: &Value| v.as_u64().ok_or_else(|| bad(field, "a number >= 0"));
+    let mut out = current.clone();
+    let mut all = Vec::new();
+    if !body.is_null() {
+        leaves(body, "", &mut all);
+    }
+    for (path, v) in all {
+        if v.is_null() {
+            continue;
+        }
+        match path.as_str() {
+            "Name" => {
+                if !matches!(v.as_str(), Some("" | "default")) {
+                    return Err(refuse("Name", "the cluster is named \"default\""));
+                }
+            }
+            "Labels" => {
+                let labels = v
+                    .as_object()
+                    .ok_or_else(|| bad("Labels", "an object of strings"))?;
+                out.labels.clear();
+                for (k, v) in labels {
+                    let v = v
+                        .as_str()
+                        .ok_or_else(|| bad("Labels", "an object of strings"))?;
+                    out.labels.insert(k.clone(), v.to_string());
+                }
+            }
+            "Orchestration.TaskHistoryRetentionLimit" => {
+                out.task_history_retention_limit =
+                    v.as_i64().ok_or_else(|| bad(&path, "a number"))?;
+            }
+            "Raft.SnapshotInterval" => match uint(&path, v)? {
+                0 => {}
+                n => out.snapshot_interval = n,
+            },
+            "Raft.LogEntriesForSlowFollowers" => match uint(&path, v)? {
+                0 => {}
+                n => out.log_entries_for_slow_followers = n,
+            },
+            "Raft.KeepOldSnapshots" => {
+                if uint(&path, v)? != 0 {
+                    return Err(refuse(&path, "each node keeps only its latest snapshot"));
+                }
+            }
+            "Raft.ElectionTick" | "Raft.HeartbeatTick" => {
+                let fixed = if path == "Raft.ElectionTick" {
+                    ELECTION_TICK
+                } else {
+                    HEARTBEAT_TICK
+                };
+                if !matches!(uint(&path, v)?, 0) && v.as_u64() != Some(fixed) {
+                    return Err(refuse(
+                        &path,
+                        &format!("berth's Raft timing is fixed ({fixed} ticks of 100 ms)"),
+                    ));
+                }
+            }
+            "Dispatcher.HeartbeatPeriod" => match uint(&path, v)? {
+                0 => {}
+                n => out.heartbeat_period_ns = n,
+            },
+            "CAConfig.NodeCertExpiry" => {
+                if !matches!(uint(&path, v)?, 0 | NODE_CERT_EXPIRY_NS) {
+                    return Err(refuse(
+                        &path,
+                        "node certificates are issued once at join and not renewed",
+                    ));
+                }
+            }
+            "EncryptionConfig.AutoLockManagers" => {
+                if v.as_bool() == Some(true) {
+                    return Err(refuse(
+                        &path,
+                        "managers are not locked (docker swarm update --autolock)",
+                    ));
+                }
+            }
+            _ if is_unset(v) => {}
+            "CAConfig.ExternalCAs" => return Err(refuse(&path, "the cluster CA is berth's own")),
+            "CAConfig.SigningCACert" | "CAConfig.SigningCAKey" | "CAConfig.ForceRotate" => {
+                return Err(refuse(&path, "the cluster CA cannot be rotated"))
+            }
+            "TaskDefaults.LogDriver.Name" | "TaskDefaults.LogDriver.Options" => {
+                return Err(refuse(
+                    "TaskDefaults.LogDriver",
+                    "tasks use their service's log driver",
+                ))
+            }
+            other => return Err(refuse(other, "unknown cluster spec field")),
+        }
+    }
+    out.validate().map_err(ApiError::BadRequest)?;
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,18 +314,17 @@ async fn leave(State(st): State<AppState>, Query(q): Query<ForceQuery>) -> Resul
     Ok(())
 }
 
-/// The cluster spec berth runs with (its values, in Docker's shape).
-fn spec() -> Value {
+/// The cluster spec in Docker's shape: the replicated settings and berth's fixed values.
+fn spec(settings: &ClusterSettings) -> Value {
     json!({
         "Name": "default",
-        "Labels": {},
-        "Orchestration": {"TaskHistoryRetentionLimit": 5},
-        // Raft ticks of 100 ms: heartbeat every tick, elections after 5 to 10.
-        "Raft": {"SnapshotInterval": 5000, "KeepOldSnapshots": 0,
-                 "LogEntriesForSlowFollowers": 1000, "ElectionTick": 5, "HeartbeatTick": 1},
-        // Nodes heartbeat the leader every 250 ms (service/orchestrator.rs).
-        "Dispatcher": {"HeartbeatPeriod": 250_000_000u64},
-        "CAConfig": {"NodeCertExpiry": 7_776_000_000_000_000u64},
+        "Labels": settings.labels,
+        "Orchestration": {"TaskHistoryRetentionLimit": settings.task_history_retention_limit},
+        "Raft": {"SnapshotInterval": settings.snapshot_interval, "KeepOldSnapshots": 0,
+                 "LogEntriesForSlowFollowers": settings.log_entries_for_slow_followers,
+                 "ElectionTick": ELECTION_TICK, "HeartbeatTick": HEARTBEAT_TICK},
+        "Dispatcher": {"HeartbeatPeriod": settings.heartbeat_period_ns},
+        "CAConfig": {"NodeCertExpiry": NODE_CERT_EXPIRY_NS},
         "TaskDefaults": {},
         "EncryptionConfig": {"AutoLockManagers": false},
     })
@@ -228,7 +336,7 @@ fn cluster_json(v: &SwarmView) -> Value {
         "Version": {"Index": v.version},
         "CreatedAt": ZERO_TIME,
         "UpdatedAt": ZERO_TIME,
-        "Spec": spec(),
+        "Spec": spec(&v.settings),
         "TLSInfo": {"TrustRoot": v.ca_cert_pem, "CertIssuerSubject": "", "CertIssuerPublicKey": ""},
         "RootRotationInProgress": false,
         "DefaultAddrPool": v.address_pools.pools,
@@ -255,13 +363,15 @@ struct UpdateQuery {
     rotate_manager_unlock_key: Option<String>,
 }
 
-/// `docker swarm join-token --rotate` and `docker swarm update`. Token rotation is
-/// supported; a spec differing from berth's fixed one is refused, not ignored.
+/// `docker swarm join-token --rotate` and `docker swarm update` (merged as [`merge_spec`]
+/// says; the settings are written only when they change). Managers only (503 on a
+/// worker, dockerd's words).
 async fn update(
     State(st): State<AppState>,
     Query(q): Query<UpdateQuery>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<(), ApiError> {
+    st.cluster.manager()?;
     if q.version.as_deref().unwrap_or("").is_empty() {
         return Err(ApiError::BadRequest("version is required".into()));
     }
@@ -271,8 +381,16 @@ async fn update(
                 .into(),
         ));
     }
-    if let Some(field) = spec_change(&body) {
-        return Err(spec_change_refused(&field));
+    let version = q
+        .version
+        .as_deref()
+        .unwrap_or("")
+        .parse::<u64>()
+        .map_err(|_| ApiError::BadRequest("invalid cluster version".into()))?;
+    let current = st.cluster.inspect(false).await?;
+    let settings = merge_spec(&current.settings, &body)?;
+    if settings != current.settings {
+        st.cluster.update_settings(version, settings).await?;
     }
     if query_bool(q.rotate_worker_token.as_deref())? {
         st.cluster.rotate_token(NodeRole::Worker).await?;
@@ -506,8 +624,9 @@ pub fn info_json(st: &AppState) -> Value {
             if manager {
                 let view = SwarmView {
                     cluster_id: state.cluster_id.clone().unwrap_or_default(),
-                    version: state.last_index,
+                    version: state.settings.version,
                     address_pools: state.address_pools.clone(),
+                    settings: state.settings.clone(),
                     ca_cert_pem: String::new(),
                     tokens: None,
                 };
@@ -532,27 +651,82 @@ pub fn ping_header(st: &AppState) -> &'static str {
 mod tests {
     use super::*;
 
+    fn refused(body: Value) -> String {
+        match merge_spec(&ClusterSettings::default(), &body) {
+            Err(ApiError::BadRequest(m)) => m,
+            other => panic!("{body} was not refused: {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_cluster_spec_is_refused_where_it_differs_from_berths() {
-        // What the docker CLI sends for a plain `swarm init`: zero values.
+    fn a_cluster_spec_is_merged_into_the_settings() {
+        let defaults = ClusterSettings::default();
+        // What the docker CLI sends for a plain `swarm init`: zero values, no change.
         let plain = json!({"Labels": null, "Orchestration": {}, "Raft": {"ElectionTick": 0},
             "Dispatcher": {}, "CAConfig": {"ExternalCAs": null}, "TaskDefaults": {},
             "EncryptionConfig": {"AutoLockManagers": false}});
-        assert_eq!(spec_change(&plain), None);
+        assert_eq!(merge_spec(&defaults, &plain).unwrap(), defaults);
         // `swarm update` sends back the spec as inspected.
-        assert_eq!(spec_change(&spec()), None);
-        let mut history = spec();
-        history["Orchestration"]["TaskHistoryRetentionLimit"] = json!(10);
+        assert_eq!(merge_spec(&defaults, &spec(&defaults)).unwrap(), defaults);
+        // `docker swarm update --task-history-limit 0 --dispatcher-heartbeat 1s
+        // --snapshot-interval 100` on top of it.
+        let mut changed = spec(&defaults);
+        changed["Orchestration"]["TaskHistoryRetentionLimit"] = json!(0);
+        changed["Dispatcher"]["HeartbeatPeriod"] = json!(1_000_000_000u64);
+        changed["Raft"]["SnapshotInterval"] = json!(100);
+        changed["Labels"] = json!({"team": "a"});
+        let merged = merge_spec(&defaults, &changed).unwrap();
         assert_eq!(
-            spec_change(&history).as_deref(),
-            Some("Orchestration.TaskHistoryRetentionLimit")
+            merged,
+            ClusterSettings {
+                task_history_retention_limit: 0,
+                heartbeat_period_ns: 1_000_000_000,
+                snapshot_interval: 100,
+                labels: [("team".to_string(), "a".to_string())].into(),
+                ..defaults.clone()
+            }
         );
-        let heartbeat = json!({"Dispatcher": {"HeartbeatPeriod": 5_000_000_000u64}});
-        assert_eq!(
-            spec_change(&heartbeat).as_deref(),
-            Some("Dispatcher.HeartbeatPeriod")
-        );
-        let ca = json!({"CAConfig": {"ExternalCAs": [{"Protocol": "cfssl", "URL": "https://ca"}]}});
-        assert_eq!(spec_change(&ca).as_deref(), Some("CAConfig.ExternalCAs"));
+        // docker-py's partial spec keeps what it leaves out.
+        let partial = json!({"Raft": {"LogEntriesForSlowFollowers": 200},
+            "CAConfig": {"NodeCertExpiry": NODE_CERT_EXPIRY_NS}});
+        let merged2 = merge_spec(&merged, &partial).unwrap();
+        assert_eq!(merged2.log_entries_for_slow_followers, 200);
+        assert_eq!(merged2.heartbeat_period_ns, 1_000_000_000);
+    }
+
+    #[test]
+    fn fields_berth_cannot_apply_are_refused_by_name() {
+        for (body, field) in [
+            (
+                json!({"CAConfig": {"ExternalCAs": [{"Protocol": "cfssl", "URL": "https://ca"}]}}),
+                "CAConfig.ExternalCAs",
+            ),
+            (
+                json!({"CAConfig": {"NodeCertExpiry": 3_600_000_000_000u64}}),
+                "CAConfig.NodeCertExpiry",
+            ),
+            (
+                json!({"Raft": {"KeepOldSnapshots": 2}}),
+                "Raft.KeepOldSnapshots",
+            ),
+            (json!({"Raft": {"ElectionTick": 20}}), "Raft.ElectionTick"),
+            (
+                json!({"EncryptionConfig": {"AutoLockManagers": true}}),
+                "EncryptionConfig.AutoLockManagers",
+            ),
+            (
+                json!({"TaskDefaults": {"LogDriver": {"Name": "syslog"}}}),
+                "TaskDefaults.LogDriver",
+            ),
+            (json!({"Name": "other"}), "Name"),
+            (json!({"Frobnicate": 1}), "Frobnicate"),
+        ] {
+            let m = refused(body);
+            assert!(m.starts_with(field), "{m}");
+        }
+        let m = refused(json!({"Dispatcher": {"HeartbeatPeriod": 1000}}));
+        assert!(m.contains("Dispatcher.HeartbeatPeriod"), "{m}");
+        let m = refused(json!({"Raft": {"SnapshotInterval": "often"}}));
+        assert!(m.contains("Raft.SnapshotInterval"), "{m}");
     }
 }

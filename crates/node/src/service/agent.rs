@@ -44,7 +44,7 @@ use super::cluster::{node_id_str, ClusterPhase, ClusterService};
 use super::containers::health::HealthStatus;
 use super::containers::{blocking, ContainerService, WaitCondition};
 use super::images::ImageService;
-use super::orchestrator::{unix_nanos, HEARTBEAT_EVERY};
+use super::orchestrator::unix_nanos;
 use crate::error::ServiceError;
 
 /// The label naming a task container's task.
@@ -157,17 +157,21 @@ pub fn spawn(cluster: ClusterService, agent: Agent) -> tokio::task::JoinHandle<(
     })
 }
 
-/// Tells the leader this node is alive, every [`HEARTBEAT_EVERY`].
+/// Tells the leader this node is alive, every `Dispatcher.HeartbeatPeriod` of the
+/// replicated cluster settings (read again before each beat, so `docker swarm update
+/// --dispatcher-heartbeat` takes effect at the next one).
 async fn heartbeat_loop(node: Arc<ClusterNode>) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let sent = tokio::time::Instant::now();
         match tokio::time::timeout(HEARTBEAT_TIMEOUT, node.heartbeat()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat failed"),
             Err(_) => tracing::debug!("heartbeat not answered within 1 s"),
         }
+        let period = node
+            .state_view()
+            .read(|s: &berth_consensus::ClusterState| s.settings.heartbeat_period());
+        tokio::time::sleep_until(sent + period).await;
     }
 }
 

@@ -92,6 +92,8 @@ pub struct SwarmView {
     pub version: u64,
     /// The default address pools (`DefaultAddrPool`, `SubnetSize`).
     pub address_pools: berth_consensus::state::AddressPools,
+    /// The replicated settings (the `Spec` shown); `version` is the cluster's version.
+    pub settings: berth_consensus::ClusterSettings,
     pub ca_cert_pem: String,
     pub tokens: Option<(String, String)>,
 }
@@ -498,12 +500,40 @@ impl ClusterService {
         };
         Ok(SwarmView {
             cluster_id: state.cluster_id.clone().unwrap_or_default(),
-            version: state.last_index,
+            version: state.settings.version,
             address_pools: state.address_pools.clone(),
+            settings: state.settings.clone(),
             ca_cert_pem: std::fs::read_to_string(self.inner.dir.join("pki/ca.crt"))
                 .unwrap_or_default(),
             tokens,
         })
+    }
+
+    /// This node's cluster handle if it is a manager; dockerd's 503 on a worker (and when
+    /// not in a swarm).
+    pub fn manager(&self) -> Result<Arc<ClusterNode>, ServiceError> {
+        let node = self.active()?;
+        if node.role() != Some(NodeRole::Manager) {
+            return Err(not_a_manager());
+        }
+        Ok(node)
+    }
+
+    /// `docker swarm update`: replaces the cluster settings if the cluster is still at
+    /// `expected_version` (else 400 `update out of sequence`, swarmkit's answer). Managers
+    /// only, as in Docker.
+    pub async fn update_settings(
+        &self,
+        expected_version: u64,
+        settings: berth_consensus::ClusterSettings,
+    ) -> Result<(), ServiceError> {
+        self.manager()?;
+        self.commit(berth_consensus::Command::UpdateClusterSettings {
+            expected_version,
+            settings,
+        })
+        .await
+        .map(|_| ())
     }
 
     /// `docker swarm join-token --rotate`.

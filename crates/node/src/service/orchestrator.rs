@@ -25,12 +25,14 @@
 //!
 //! # Liveness
 //!
-//! Every node's agent heartbeats the leader every [`HEARTBEAT_EVERY`] (250 ms). A node is
-//! ready for scheduling while its last heartbeat is younger than [`DOWN_AFTER`] (1.5 s:
-//! six missed heartbeats, far above the jitter of a loaded host, yet a dead node's tasks
-//! are replaced within about 2 s, well under the 5 s goal; Swarm takes ~20 s by its
-//! defaults). The heartbeat table lives only in the leader's memory, so a new leader knows
-//! nobody's heartbeat yet: for [`LEADER_GRACE`] (3 s, two down-timeouts) after it became
+//! Every node's agent heartbeats the leader every `Dispatcher.HeartbeatPeriod` of the
+//! cluster settings (250 ms by default, `docker swarm update --dispatcher-heartbeat`). A
+//! node is ready for scheduling while its last heartbeat is younger than six periods
+//! ([`Liveness::down_after`]; 1.5 s by default: far above the jitter of a loaded host, yet
+//! a dead node's tasks are replaced within about 2 s, well under the 5 s goal; Swarm takes
+//! ~20 s by its defaults). The heartbeat table lives only in the leader's memory, so a new
+//! leader knows nobody's heartbeat yet: for [`Liveness::grace`] (at least [`LEADER_GRACE`],
+//! 3 s, and two down-timeouts) after it became
 //! leader it counts every node that has reported its description as ready, which keeps it
 //! from moving every task of a healthy cluster after an election. A node that has never
 //! reported its description is not ready (the scheduler needs its platform and capacity).
@@ -40,20 +42,44 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use berth_consensus::{
-    Availability, ClusterNode, ClusterState, Command, NodeId, NodeRecord, Response,
+    Availability, ClusterNode, ClusterSettings, ClusterState, Command, NodeId, NodeRecord, Response,
 };
 use berth_orchestrator::constraint::normalize_arch;
 use berth_orchestrator::{NodeInfo, Platform, Resources, ServiceSpec};
 
 use super::cluster::node_id_str;
 
-/// How often each node's agent heartbeats the leader.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
-/// A node whose last heartbeat is older than this is down (its tasks are replaced).
-pub const DOWN_AFTER: Duration = Duration::from_millis(1500);
-/// After becoming leader, every node with a description counts as ready for this long
-/// (the new leader has not heard anyone's heartbeat yet).
+/// After becoming leader, every node with a description counts as ready for at least this
+/// long (the new leader has not heard anyone's heartbeat yet).
 pub const LEADER_GRACE: Duration = Duration::from_secs(3);
+
+/// The leader's liveness rules, from the cluster's heartbeat period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    /// A node whose last heartbeat is older than this is down (its tasks are replaced).
+    pub down_after: Duration,
+    /// After becoming leader, every node with a description counts as ready this long.
+    pub grace: Duration,
+}
+
+impl Liveness {
+    /// Down after the settings' six heartbeat periods; the grace is the longer of
+    /// [`LEADER_GRACE`] and two down-timeouts.
+    pub fn of(settings: &ClusterSettings) -> Self {
+        let down_after = settings.down_after();
+        Liveness {
+            down_after,
+            grace: LEADER_GRACE.max(down_after * 2),
+        }
+    }
+}
+
+impl Default for Liveness {
+    /// With the default settings: down after 1.5 s, 3 s of grace.
+    fn default() -> Self {
+        Liveness::of(&ClusterSettings::default())
+    }
+}
 /// A pass runs at least this often on the leader (node liveness changes without any
 /// applied change).
 const PASS_EVERY: Duration = Duration::from_millis(500);
@@ -69,25 +95,31 @@ pub fn unix_nanos() -> u64 {
 }
 
 /// Whether a node is ready for scheduling, on the leader at `now`: it heartbeated within
-/// [`DOWN_AFTER`], or this node became leader (`leader_since`) less than [`LEADER_GRACE`]
+/// `rules.down_after`, or this node became leader (`leader_since`) less than `rules.grace`
 /// ago. `last` is its last heartbeat, if any.
-pub fn is_live(last: Option<Instant>, leader_since: Instant, now: Instant) -> bool {
-    if now.saturating_duration_since(leader_since) < LEADER_GRACE {
+pub fn is_live(
+    last: Option<Instant>,
+    leader_since: Instant,
+    now: Instant,
+    rules: &Liveness,
+) -> bool {
+    if now.saturating_duration_since(leader_since) < rules.grace {
         return true;
     }
-    last.is_some_and(|t| now.saturating_duration_since(t) < DOWN_AFTER)
+    last.is_some_and(|t| now.saturating_duration_since(t) < rules.down_after)
 }
 
 /// The scheduler's view of every node: the node records (role, availability, labels),
 /// their reported descriptions (platform with Go's architecture name, capacity, engine
 /// labels) and liveness from the
-/// leader's heartbeat table (`leader_since`, `beats`) at `now`. A node without a
-/// description is never ready.
+/// leader's heartbeat table (`leader_since`, `beats`) at `now` under `rules`. A node
+/// without a description is never ready.
 pub fn node_infos(
     nodes: &BTreeMap<NodeId, NodeRecord>,
     leader_since: Instant,
     beats: &BTreeMap<NodeId, Instant>,
     now: Instant,
+    rules: &Liveness,
 ) -> Vec<NodeInfo> {
     nodes
         .values()
@@ -100,7 +132,7 @@ pub fn node_infos(
                 role: n.role.as_str().to_string(),
                 active: n.availability == Availability::Active,
                 drain: n.availability == Availability::Drain,
-                ready: d.is_some() && is_live(beats.get(&n.id).copied(), leader_since, now),
+                ready: d.is_some() && is_live(beats.get(&n.id).copied(), leader_since, now, rules),
                 platform: Platform {
                     os: d.map(|d| d.os.clone()).unwrap_or_default(),
                     architecture: d
@@ -200,16 +232,17 @@ impl Wake {
 }
 
 /// The next instant after `now` at which [`is_live`] may turn false for a node that is
-/// live now: the end of the leader grace, or a heartbeat turning [`DOWN_AFTER`] old.
+/// live now: the end of the leader grace, or a heartbeat turning `rules.down_after` old.
 pub fn next_liveness_change(
     leader_since: Instant,
     beats: &BTreeMap<NodeId, Instant>,
     now: Instant,
+    rules: &Liveness,
 ) -> Option<Instant> {
-    let grace_end = leader_since + LEADER_GRACE;
+    let grace_end = leader_since + rules.grace;
     let stale = beats
         .values()
-        .map(|t| *t + DOWN_AFTER)
+        .map(|t| *t + rules.down_after)
         .filter(|t| *t > now)
         .min();
     [(grace_end > now).then_some(grace_end), stale]
@@ -224,20 +257,27 @@ async fn pass(node: &ClusterNode, cache: &mut SpecCache) -> Wake {
         return Wake::default();
     };
     let now = Instant::now();
-    let liveness = next_liveness_change(leader_since, &beats, now);
     let now_ns = unix_nanos();
-    let plan = node.state_view().read(|state: &ClusterState| {
+    let (plan, liveness) = node.state_view().read(|state: &ClusterState| {
+        let rules = Liveness::of(&state.settings);
+        let liveness = next_liveness_change(leader_since, &beats, now, &rules);
         let specs = cache.specs(state);
-        let nodes = node_infos(&state.nodes, leader_since, &beats, now);
+        let nodes = node_infos(&state.nodes, leader_since, &beats, now, &rules);
         let mut new_id = || berth_orchestrator::task_id_from_bytes(rand::random());
-        berth_orchestrator::plan(
+        let config = berth_orchestrator::PlanConfig {
+            task_history_retention: state.settings.task_history_retention(),
+            ..berth_orchestrator::PlanConfig::default()
+        };
+        let plan = berth_orchestrator::plan_with(
             &state.services,
             &specs,
             &state.tasks,
             &nodes,
             now_ns,
             &mut new_id,
-        )
+            &config,
+        );
+        (plan, liveness)
     });
     let wake = Wake {
         plan: plan.wake_at,
@@ -288,17 +328,20 @@ mod tests {
         .into();
         // Node 2's heartbeat goes stale 500 ms from now, before the grace ends (2 s).
         assert_eq!(
-            next_liveness_change(since, &beats, now),
+            next_liveness_change(since, &beats, now, &Liveness::default()),
             Some(now + Duration::from_millis(500))
         );
         // After the grace, with node 1 only: when its heartbeat goes stale.
         let later = since + Duration::from_secs(4);
         let beats: BTreeMap<NodeId, Instant> = [(1, later)].into();
         assert_eq!(
-            next_liveness_change(since, &beats, later),
-            Some(later + DOWN_AFTER)
+            next_liveness_change(since, &beats, later, &Liveness::default()),
+            Some(later + Liveness::default().down_after)
         );
-        assert_eq!(next_liveness_change(since, &BTreeMap::new(), later), None);
+        assert_eq!(
+            next_liveness_change(since, &BTreeMap::new(), later, &Liveness::default()),
+            None
+        );
         let wake = Wake {
             plan: Some(1_000_000_100),
             liveness: Some(later + Duration::from_millis(300)),
@@ -413,23 +456,55 @@ mod tests {
     fn liveness_follows_heartbeats_after_the_grace_period() {
         let since = Instant::now();
         let now = since + Duration::from_secs(10);
-        assert!(is_live(Some(now - Duration::from_millis(1400)), since, now));
+        let rules = Liveness::default();
+        assert!(is_live(
+            Some(now - Duration::from_millis(1400)),
+            since,
+            now,
+            &rules
+        ));
         assert!(!is_live(
             Some(now - Duration::from_millis(1500)),
             since,
-            now
+            now,
+            &rules
         ));
-        assert!(!is_live(None, since, now));
+        assert!(!is_live(None, since, now, &rules));
+        // A slower heartbeat (`--dispatcher-heartbeat 1s`): down after 6 s, 12 s of grace.
+        let slow = Liveness::of(&ClusterSettings {
+            heartbeat_period_ns: 1_000_000_000,
+            ..ClusterSettings::default()
+        });
+        assert_eq!(
+            slow,
+            Liveness {
+                down_after: Duration::from_secs(6),
+                grace: Duration::from_secs(12)
+            }
+        );
+        let later = since + Duration::from_secs(20);
+        assert!(is_live(
+            Some(later - Duration::from_secs(5)),
+            since,
+            later,
+            &slow
+        ));
     }
 
     #[test]
     fn every_node_is_live_during_the_grace_after_a_leader_change() {
         let since = Instant::now();
         let now = since + Duration::from_millis(2900);
-        assert!(is_live(None, since, now));
-        assert!(is_live(Some(since - Duration::from_secs(60)), since, now));
+        let rules = Liveness::default();
+        assert!(is_live(None, since, now, &rules));
+        assert!(is_live(
+            Some(since - Duration::from_secs(60)),
+            since,
+            now,
+            &rules
+        ));
         let after = since + LEADER_GRACE;
-        assert!(!is_live(None, since, after));
+        assert!(!is_live(None, since, after, &rules));
     }
 
     #[test]
@@ -450,7 +525,7 @@ mod tests {
             (4, now - Duration::from_secs(2)),
         ]
         .into();
-        let infos = node_infos(&nodes, since, &beats, now);
+        let infos = node_infos(&nodes, since, &beats, now, &Liveness::default());
         assert_eq!(infos.len(), 4);
         let one = &infos[0];
         assert_eq!(one.id_str, node_id_str(1));

@@ -125,7 +125,8 @@ pub struct TaskFilters {
     pub names: Vec<String>,
     /// Task id prefixes.
     pub ids: Vec<String>,
-    /// `key` or `key=value` on the task's labels.
+    /// `key` or `key=value` on the labels of the task's service (swarmkit's
+    /// `ServiceAnnotations`).
     pub labels: Vec<String>,
     /// `_up-to-date=true` (the docker CLI's progress display): only tasks created from
     /// their service's current spec version.
@@ -649,7 +650,13 @@ impl ServicesService {
                         || filters.names.iter().any(|n| name.starts_with(n.as_str())))
                     && (filters.ids.is_empty()
                         || filters.ids.iter().any(|i| task.id.starts_with(i.as_str())))
-                    && labels_match(&filters.labels, &BTreeMap::new())
+                    // swarmkit matches a task's `ServiceAnnotations.Labels` (`docker
+                    // stack ps` lists by `com.docker.stack.namespace`).
+                    && (filters.labels.is_empty()
+                        || labels_match(
+                            &filters.labels,
+                            &service.map(|svc| spec_labels(&svc.spec)).unwrap_or_default(),
+                        ))
                     && (!filters.up_to_date || service.is_some_and(|svc| up_to_date(svc, task)));
                 if keep {
                     out.push(task_view(service, task));
