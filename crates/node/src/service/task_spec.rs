@@ -967,8 +967,11 @@ mod tests {
             b["HostConfig"]["PortBindings"]["80/tcp"][0]["HostPort"],
             "8080"
         );
-        let e = err(spec(json!([{"TargetPort": 80}])));
-        assert!(e.contains("not supported by berth"), "{e}");
+        // No published port: the cluster allocates one (Service::dynamic_ports); the
+        // container only exposes its port, as for any ingress port.
+        let (_, b) = build(spec(json!([{"TargetPort": 80}]))).unwrap();
+        assert!(b["HostConfig"]["PortBindings"].is_null(), "{b}");
+        assert_eq!(b["ExposedPorts"], json!({"80/tcp": {}}));
         let e = err(spec(json!([{"TargetPort": 80, "PublishedPort": 8080},
                                 {"TargetPort": 81, "PublishedPort": 8080, "PublishMode": "host"}])));
         assert!(
