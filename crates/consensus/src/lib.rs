@@ -62,6 +62,6 @@ pub use error::ConsensusError;
 pub use pki::JoinToken;
 pub use state::{
     Availability, ClusterState, Command, NodeDescription, NodeId, NodeRecord, NodeRole, NodeUpdate,
-    Rejection, Response,
+    ObjectKind, Rejection, Response, SealedObject,
 };
 pub use store::StateView;

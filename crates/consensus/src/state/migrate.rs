@@ -9,13 +9,14 @@
 //! | 1 | cluster id, last index, nodes (no description), revoked certs, token generations |
 //! | 2 | format 1 + node `description`, `services`, `tasks` |
 //! | 3 | format 2 + node `wg_public_key`, `networks`, `endpoints`, `address_pools` |
+//! | 4 | format 3 + `secrets`, `configs` (sealed objects) |
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_orchestrator::{Service, Task};
 use serde::Deserialize;
 
-use super::networks::{derived_ingress_id, AddressPools};
+use super::networks::{derived_ingress_id, AddressPools, Network, NetworkEndpoint};
 use super::{
     Availability, ClusterState, NodeDescription, NodeId, NodeRecord, NodeRole, TokenGenerations,
 };
@@ -92,6 +93,8 @@ pub(super) fn migrate_v1(v1: StateV1) -> ClusterState {
         networks: BTreeMap::new(),
         endpoints: BTreeMap::new(),
         address_pools: AddressPools::default(),
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     }
     .with_ingress()
 }
@@ -169,8 +172,90 @@ pub(super) fn migrate_v2(v2: StateV2) -> ClusterState {
         networks: BTreeMap::new(),
         endpoints: BTreeMap::new(),
         address_pools: AddressPools::default(),
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     }
     .with_ingress()
+}
+
+/// Format 3's `ClusterState` (networks, endpoints and address pools are the current
+/// types, unchanged since format 3; services and tasks as in format 2).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StateV3 {
+    cluster_id: Option<String>,
+    last_index: u64,
+    nodes: BTreeMap<NodeId, NodeRecordV3>,
+    revoked_certs: BTreeSet<String>,
+    tokens: TokenGenerationsV1,
+    #[serde(default)]
+    services: BTreeMap<String, Service>,
+    #[serde(default)]
+    tasks: BTreeMap<String, Task>,
+    networks: BTreeMap<String, Network>,
+    endpoints: BTreeMap<String, NetworkEndpoint>,
+    address_pools: AddressPools,
+}
+
+/// Format 3's `NodeRecord`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeRecordV3 {
+    id: NodeId,
+    hostname: String,
+    addr: String,
+    role: NodeRole,
+    availability: Availability,
+    labels: BTreeMap<String, String>,
+    cert_fingerprint: String,
+    created_index: u64,
+    version: u64,
+    #[serde(default)]
+    description: Option<NodeDescription>,
+    #[serde(default)]
+    wg_public_key: Option<String>,
+}
+
+/// Format 3 to the current state: no secrets and no configs yet.
+pub(super) fn migrate_v3(v3: StateV3) -> ClusterState {
+    ClusterState {
+        cluster_id: v3.cluster_id,
+        last_index: v3.last_index,
+        nodes: v3
+            .nodes
+            .into_iter()
+            .map(|(id, n)| {
+                (
+                    id,
+                    NodeRecord {
+                        id: n.id,
+                        hostname: n.hostname,
+                        addr: n.addr,
+                        role: n.role,
+                        availability: n.availability,
+                        labels: n.labels,
+                        cert_fingerprint: n.cert_fingerprint,
+                        created_index: n.created_index,
+                        version: n.version,
+                        description: n.description,
+                        wg_public_key: n.wg_public_key,
+                    },
+                )
+            })
+            .collect(),
+        revoked_certs: v3.revoked_certs,
+        tokens: TokenGenerations {
+            manager: v3.tokens.manager,
+            worker: v3.tokens.worker,
+        },
+        services: v3.services,
+        tasks: v3.tasks,
+        networks: v3.networks,
+        endpoints: v3.endpoints,
+        address_pools: v3.address_pools,
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
+    }
 }
 
 impl ClusterState {

@@ -170,6 +170,7 @@ impl ClusterState {
             });
         }
         self.service_networks(&service.spec)?;
+        self.check_references(&service.spec)?;
         self.check_port_conflicts(&service.spec, None)?;
         let mut service = service.clone();
         service.version = index;
@@ -192,6 +193,7 @@ impl ClusterState {
         at: Nanos,
     ) -> Result<Response, Rejection> {
         self.service_networks(spec)?;
+        self.check_references(spec)?;
         self.check_port_conflicts(spec, Some(id))?;
         let service = self
             .services

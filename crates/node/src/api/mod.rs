@@ -16,6 +16,7 @@ pub(crate) mod events;
 pub(crate) mod filters;
 mod images;
 mod networks;
+mod objects;
 mod services;
 mod stream;
 mod swarm;
@@ -165,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .merge(container_fs::routes())
         .merge(networks::routes())
         .merge(swarm::routes())
+        .merge(objects::routes())
         .merge(services::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::common_headers))

@@ -12,6 +12,7 @@ pub mod events;
 pub mod images;
 pub mod mesh;
 pub mod networks;
+pub mod objects;
 pub mod orchestrator;
 // The state -> data plane mapping; its reconcile loop is not wired yet (only its tests
 // use it).
@@ -21,5 +22,6 @@ pub mod overlay_plane;
 pub mod pattern;
 pub mod peers;
 pub mod services;
+pub mod task_files;
 pub mod task_spec;
 pub mod volumes;

@@ -869,7 +869,7 @@ fn rejection_error(r: Rejection) -> ServiceError {
         Rejection::NoPreviousSpec { id } => {
             ServiceError::invalid(format!("service {id} does not have a previous spec"))
         }
-        r @ Rejection::PortInUse { .. } => {
+        r @ (Rejection::PortInUse { .. } | Rejection::ObjectRefsNotFound { .. }) => {
             ServiceError::invalid(format!("rpc error: code = InvalidArgument desc = {r}"))
         }
         Rejection::ServiceRename { .. } => ServiceError::invalid(
@@ -1181,7 +1181,7 @@ mod tests {
         assert!(validate_spec(&secrets)
             .unwrap_err()
             .to_string()
-            .contains("Secrets"));
+            .contains("malformed secret reference"));
     }
 
     fn state_with(services: &[(&str, &str)]) -> ClusterState {
