@@ -16,6 +16,12 @@
 //!   Another service publishing 8080 is refused with swarmkit's message. Removing the
 //!   service leaves no nftables table, rule or overlay link of the mesh on any host.
 //! - `mode=host`: only the host that runs the task answers.
+//! - `-p 80` (no published port): the cluster allocates one from Swarm's dynamic range
+//!   30000-32767, the same on every host, shown in `Endpoint.Ports` (the spec keeps 0) and
+//!   by `service ls`; a second such service gets another; asking for an allocated port is
+//!   refused; an update keeps it. UDP crosses the mesh too, and its task also sees the
+//!   client's own address (a static UDP server from `tests/fixtures/mesh/udp_peer.c`,
+//!   bind-mounted into the tasks).
 //!
 //! The task is busybox httpd with a CGI script that prints `REMOTE_ADDR`.
 //!
@@ -302,5 +308,192 @@ fn mode_host_answers_only_on_the_hosts_that_run_a_task() -> Result<()> {
         wait_clean(&c, i, 8081)?;
     }
     drop(client);
+    Ok(())
+}
+
+/// `python3` in the client namespace: one UDP datagram to `ip:port`; the answer, or `None`.
+fn fetch_udp(client: &NetnsGuard, ip: &str, port: u16) -> Result<Option<String>> {
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(3)\n\
+         s.sendto(b'hello', ('{ip}', {port}))\nprint(s.recvfrom(600)[0].decode())"
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", client.name(), "python3", "-c", &script])
+        .output()
+        .context("run python3 in the client namespace")?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
+
+/// The published port of `service`'s first `Endpoint.Ports` entry, and that entry's
+/// `Endpoint.Spec.Ports` counterpart.
+fn endpoint_port(c: &Cluster, i: usize, service: &str) -> Result<(u64, Value)> {
+    let v: Value = serde_json::from_str(&c.h(i).docker_ok(&["service", "inspect", service])?)?;
+    let endpoint = &v[0]["Endpoint"];
+    let published = endpoint["Ports"][0]["PublishedPort"]
+        .as_u64()
+        .with_context(|| format!("no published port: {endpoint}"))?;
+    Ok((published, endpoint["Spec"]["Ports"][0].clone()))
+}
+
+#[test]
+fn dynamic_ports_come_from_30000_and_udp_crosses_the_mesh_with_the_client_address() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    // The UDP server, static so that it runs in busybox.
+    let dir = tempfile::Builder::new().prefix("berth-e2e-udp").tempdir()?;
+    let server = dir.path().join("udp_peer");
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/mesh/udp_peer.c");
+    let built = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&server)
+        .arg(source)
+        .output()?;
+    ensure!(
+        built.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let mut c = Cluster::new(3)?.with_task_cleanup();
+    c.form(1)?;
+    let client = NetnsGuard::create()?;
+    let client_addr = c.lan.attach(client.name())?;
+
+    // `-p 80`: a port from the dynamic range, the same on every host.
+    let name = format!("dyn{}", std::process::id());
+    c.h(1).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "-q",
+        "--name",
+        &name,
+        "--replicas",
+        "2",
+        "-p",
+        "80",
+        &img,
+        "sh",
+        "-c",
+        PEER_SERVER,
+    ])?;
+    wait_tasks(&c, &name, 2)?;
+    let (port, spec_port) = endpoint_port(&c, 0, &name)?;
+    ensure!((30000..=32767).contains(&port), "allocated {port}");
+    ensure!(
+        spec_port["PublishedPort"].as_u64().unwrap_or(0) == 0 && spec_port["TargetPort"] == 80,
+        "the spec keeps what the client sent: {spec_port}"
+    );
+    for i in 1..3 {
+        ensure!(
+            endpoint_port(&c, i, &name)?.0 == port,
+            "host {i} shows another port"
+        );
+    }
+    let ls = c.h(2).docker_ok(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("name={name}"),
+        "--format",
+        "{{.Ports}}",
+    ])?;
+    ensure!(
+        ls.trim() == format!("*:{port}->80/tcp"),
+        "service ls PORTS: {ls:?}"
+    );
+    for (i, h) in c.hosts.iter().enumerate() {
+        let url = format!("http://{}:{port}/cgi-bin/peer", h.addr);
+        let body = retry(CONVERGE, || fetch(&client, &url))
+            .with_context(|| format!("host {i} ({url}) never answered"))?;
+        ensure!(peer(&body) == client_addr, "host {i}: {body:?}");
+    }
+
+    // A second dynamic service gets another port; asking for the first one is refused.
+    let other = format!("{name}b");
+    c.h(0).docker_ok(&[
+        "service", "create", "--detach", "-q", "--name", &other, "-p", "8080", &img, "sleep",
+        "1000",
+    ])?;
+    let (other_port, _) = endpoint_port(&c, 0, &other)?;
+    ensure!(
+        (30000..=32767).contains(&other_port) && other_port != port,
+        "second service got {other_port}, first has {port}"
+    );
+    let out = c.h(2).docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &format!("{name}c"),
+        "--publish",
+        &format!("{port}:80"),
+        &img,
+        "sleep",
+        "1000",
+    ])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "a third service got the allocated {port}"
+    );
+    ensure!(
+        err.contains(&format!(
+            "port '{port}' is already in use by service '{name}'"
+        )),
+        "{err}"
+    );
+    // An update keeps the allocation.
+    c.h(0)
+        .docker_ok(&["service", "update", "--detach", "--env-add", "X=1", &name])?;
+    ensure!(
+        endpoint_port(&c, 1, &name)?.0 == port,
+        "the update moved the port"
+    );
+    c.h(0).docker_ok(&["service", "rm", &name, &other])?;
+
+    // UDP through the mesh: every host answers, and the task sees the client.
+    let udp = format!("udp{}", std::process::id());
+    c.h(0).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "-q",
+        "--name",
+        &udp,
+        "--replicas",
+        "2",
+        "--publish",
+        "published=5353,target=53,protocol=udp",
+        "--mount",
+        &format!(
+            "type=bind,source={},target=/udp_peer,readonly",
+            server.display()
+        ),
+        &img,
+        "/udp_peer",
+        "53",
+    ])?;
+    wait_tasks(&c, &udp, 2)?;
+    for (i, h) in c.hosts.iter().enumerate() {
+        let body = retry(CONVERGE, || fetch_udp(&client, &h.addr.to_string(), 5353))
+            .with_context(|| format!("host {i} never answered UDP 5353"))?;
+        ensure!(
+            body.strip_prefix("client=")
+                .and_then(|r| r.split(' ').next())
+                == Some(client_addr.to_string().as_str()),
+            "host {i} answered {body:?}; the task should see the client {client_addr}"
+        );
+    }
+    c.h(0).docker_ok(&["service", "rm", &udp])?;
+    for i in 0..3 {
+        wait_clean(&c, i, u16::try_from(port)?)?;
+        wait_clean(&c, i, 5353)?;
+    }
+    drop(client);
+    drop(c);
+    drop(dir);
     Ok(())
 }

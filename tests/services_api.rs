@@ -317,11 +317,15 @@ fn service_bad_input_gets_a_4xx_and_writes_nothing() -> Result<()> {
             "name must be valid as a DNS name component",
         ),
         (
-            vec!["--name", "p1", "-p", "80", &img],
-            "an ingress port without a published port (Swarm allocates one from 30000-32767) is not supported by berth",
-        ),
-        (
-            vec!["--name", "p2", "--endpoint-mode", "dnsrr", "-p", "8080:80", &img],
+            vec![
+                "--name",
+                "p2",
+                "--endpoint-mode",
+                "dnsrr",
+                "-p",
+                "8080:80",
+                &img,
+            ],
             "EndpointSpec: port published with ingress mode can't be used with dnsrr mode",
         ),
         (

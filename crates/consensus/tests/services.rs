@@ -31,6 +31,7 @@ fn service(id: &str, name: &str) -> Service {
         previous_image: None,
         previous_template_version: None,
         update_status: None,
+        dynamic_ports: Vec::new(),
     }
 }
 

@@ -132,6 +132,7 @@ fn bench_plan(name: &str, replicas: u64, node_count: u64, runs: usize, steady: b
         previous_image: None,
         previous_template_version: None,
         update_status: None,
+        dynamic_ports: Vec::new(),
     };
     let services = BTreeMap::from([(service.id.clone(), service)]);
     let specs = BTreeMap::from([("bench-service".to_string(), spec)]);

@@ -38,9 +38,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 pub use model::{
-    Constraint, ConstraintOp, Nanos, NodeId, NodeInfo, Placement, Platform, RegistryAuth,
-    Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
-    TaskStatus,
+    Constraint, ConstraintOp, DynamicPort, Nanos, NodeId, NodeInfo, Placement, Platform,
+    RegistryAuth, Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec,
+    Task, TaskState, TaskStatus,
 };
 pub use schedule::{NoSuitableNode, Scheduler};
 pub use spec::SpecError;

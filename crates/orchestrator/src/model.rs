@@ -70,6 +70,27 @@ pub struct Service {
     /// (see [`crate::update`]); `None` until one starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_status: Option<crate::update::UpdateStatus>,
+    /// The published ports the cluster chose for the spec's ingress ports that name no
+    /// `PublishedPort` (`docker service create -p 80`), from swarmkit's dynamic range
+    /// 30000-32767 (Docker's `Endpoint.Ports` shows them; the spec keeps 0). Allocated by
+    /// the replicated state when the service is created or updated, kept across updates
+    /// for the same target and protocol, freed with the service. Empty for services stored
+    /// before this field existed and for services without such ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dynamic_ports: Vec<DynamicPort>,
+}
+
+/// One port allocated to a [`Service`] from the dynamic range (see
+/// [`Service::dynamic_ports`]): the spec's `TargetPort` and `Protocol` it serves, and the
+/// published port the routing mesh answers on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DynamicPort {
+    /// The spec port's `TargetPort` (the container's port).
+    pub target: u16,
+    /// `tcp`, `udp` or `sctp`, lower case.
+    pub protocol: String,
+    /// The allocated published port, 30000-32767.
+    pub published: u16,
 }
 
 /// A registry username and password (or personal access token), as `X-Registry-Auth`

@@ -95,6 +95,7 @@ impl World {
                 previous_image: old.as_ref().map(|o| o.image.clone()),
                 previous_template_version: old.map(|o| o.template_version),
                 update_status: None,
+                dynamic_ports: Vec::new(),
                 registry_auth: None,
                 image: image.into(),
                 version: self.index,

@@ -353,6 +353,13 @@ pub enum Rejection {
         /// `an ingress port` or `a host-published port`.
         mode: String,
     },
+    /// An ingress port without a published number needs one from the dynamic range
+    /// ([`super::DYNAMIC_PORT_RANGE`]) and every port of it is published already.
+    #[error("no published port is free in the dynamic range 30000-32767 for {protocol}")]
+    DynamicPortsExhausted {
+        /// `tcp`, `udp` or `sctp`.
+        protocol: String,
+    },
     /// An update changed the service's name (swarmkit's wording).
     #[error("renaming services is not supported")]
     ServiceRename {

@@ -35,7 +35,9 @@ pub use networks::{
 };
 pub use node::{Availability, NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
 pub use secrets::{spec_references, ObjectKind, SealedObject};
-pub use services::{published_ports, service_name, ASSIGNED_MESSAGE, PENDING_MESSAGE};
+pub use services::{
+    service_name, service_ports, ServicePort, ASSIGNED_MESSAGE, DYNAMIC_PORT_RANGE, PENDING_MESSAGE,
+};
 
 use crate::error::ConsensusError;
 

@@ -290,7 +290,7 @@ pub fn publishes_ingress(spec: &serde_json::Value) -> bool {
             ports.iter().any(|p| {
                 p.get("PublishMode")
                     .and_then(|m| m.as_str())
-                    .is_none_or(|m| m == "ingress")
+                    .is_none_or(|m| m.is_empty() || m == "ingress")
             })
         })
 }
@@ -1132,6 +1132,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         }
     }
 

@@ -81,19 +81,39 @@ fn holds_slot(desired: TaskState) -> bool {
     matches!(desired, TaskState::Running | TaskState::Complete)
 }
 
-/// One published port of a spec's `EndpointSpec.Ports`: `(published, protocol, ingress)`;
-/// ports without a published number (`0`, dynamic) are left out.
-pub fn published_ports(spec: &serde_json::Value) -> Vec<(u16, String, bool)> {
+/// swarmkit's dynamic port range (manager/allocator/portallocator.go `dynamicPortStart`
+/// to `dynamicPortEnd`): ingress ports that name no published port get one from it.
+pub const DYNAMIC_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// One port a service publishes, as the routing mesh and Docker's `Endpoint.Ports` see
+/// it: the published port (for a dynamic ingress port, the one the cluster allocated),
+/// the container's target port, the protocol (`tcp`, `udp`, `sctp`, lower case) and
+/// whether it is published in ingress mode (the mesh) or host mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `PublishedPort`, 1-65535.
+    pub published: u16,
+    /// `TargetPort`.
+    pub target: u16,
+    /// `Protocol`, lower case, `tcp` when the spec gives none.
+    pub protocol: String,
+    /// `PublishMode` is `ingress` (or empty, Docker's default) rather than `host`.
+    pub ingress: bool,
+}
+
+/// The spec's `EndpointSpec.Ports` as written: `published` is 0 where the spec names none.
+fn spec_ports(spec: &serde_json::Value) -> Vec<ServicePort> {
     spec.pointer("/EndpointSpec/Ports")
         .and_then(|p| p.as_array())
         .into_iter()
         .flatten()
         .filter_map(|p| {
-            let published = u16::try_from(p.get("PublishedPort")?.as_u64()?).ok()?;
-            if published == 0 {
-                return None;
-            }
-            let proto = p
+            let number = |key: &str| {
+                p.get(key)
+                    .and_then(|v| v.as_u64())
+                    .map_or(Some(0), |n| u16::try_from(n).ok())
+            };
+            let protocol = p
                 .get("Protocol")
                 .and_then(|v| v.as_str())
                 .filter(|v| !v.is_empty())
@@ -103,7 +123,36 @@ pub fn published_ports(spec: &serde_json::Value) -> Vec<(u16, String, bool)> {
                 .get("PublishMode")
                 .and_then(|m| m.as_str())
                 .is_none_or(|m| m.is_empty() || m == "ingress");
-            Some((published, proto, ingress))
+            Some(ServicePort {
+                published: number("PublishedPort")?,
+                target: number("TargetPort")?,
+                protocol,
+                ingress,
+            })
+        })
+        .collect()
+}
+
+/// The ports a service publishes: the spec's ports with a published number, and its
+/// ingress ports without one with the number the cluster allocated
+/// ([`Service::dynamic_ports`], matched by target port and protocol). Host-mode ports
+/// without a number are left out (Docker lets the node pick one per task; berth refuses
+/// them when the task is created).
+pub fn service_ports(service: &Service) -> Vec<ServicePort> {
+    spec_ports(&service.spec)
+        .into_iter()
+        .filter_map(|mut port| {
+            if port.published == 0 {
+                if !port.ingress {
+                    return None;
+                }
+                port.published = service
+                    .dynamic_ports
+                    .iter()
+                    .find(|d| d.target == port.target && d.protocol == port.protocol)?
+                    .published;
+            }
+            Some(port)
         })
         .collect()
 }
@@ -115,10 +164,10 @@ impl ClusterState {
     /// the service being updated.
     pub(super) fn check_port_conflicts(
         &self,
-        spec: &serde_json::Value,
+        service: &Service,
         except: Option<&str>,
     ) -> Result<(), Rejection> {
-        let mine = published_ports(spec);
+        let mine = service_ports(service);
         if mine.is_empty() {
             return Ok(());
         }
@@ -126,13 +175,15 @@ impl ClusterState {
             if Some(other.id.as_str()) == except {
                 continue;
             }
-            for (port, proto, ingress) in published_ports(&other.spec) {
+            for theirs in service_ports(other) {
                 let meets = |want_ingress: Option<bool>| {
-                    mine.iter().any(|(p, pr, i)| {
-                        *p == port && *pr == proto && want_ingress.is_none_or(|w| w == *i)
+                    mine.iter().any(|p| {
+                        p.published == theirs.published
+                            && p.protocol == theirs.protocol
+                            && want_ingress.is_none_or(|w| w == p.ingress)
                     })
                 };
-                let mode = if ingress {
+                let mode = if theirs.ingress {
                     // Any port of ours on it conflicts.
                     meets(None).then_some("an ingress port")
                 } else {
@@ -140,7 +191,7 @@ impl ClusterState {
                 };
                 if let Some(mode) = mode {
                     return Err(Rejection::PortInUse {
-                        port,
+                        port: theirs.published,
                         name: service_name(&other.spec).unwrap_or_default().to_string(),
                         id: other.id.clone(),
                         mode: mode.to_string(),
@@ -149,6 +200,82 @@ impl ClusterState {
             }
         }
         Ok(())
+    }
+
+    /// The dynamic ports `service` should have for its current spec: one per ingress port
+    /// without a published number, keeping the number it already has for the same target
+    /// port and protocol, else the lowest in [`DYNAMIC_PORT_RANGE`] that no other service
+    /// publishes with that protocol and that the spec does not name itself (swarmkit's
+    /// portallocator, which also hands out the lowest free port).
+    ///
+    /// # Errors
+    /// [`Rejection::DynamicPortsExhausted`] when the range has no free port left.
+    fn dynamic_ports_for(
+        &self,
+        service: &Service,
+    ) -> Result<Vec<berth_orchestrator::DynamicPort>, Rejection> {
+        let wanted: Vec<ServicePort> = spec_ports(&service.spec)
+            .into_iter()
+            .filter(|p| p.published == 0 && p.ingress)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let named = spec_ports(&service.spec);
+        let mut allocated: Vec<berth_orchestrator::DynamicPort> = Vec::new();
+        for port in wanted {
+            if allocated
+                .iter()
+                .any(|d| d.target == port.target && d.protocol == port.protocol)
+            {
+                continue;
+            }
+            let kept = service
+                .dynamic_ports
+                .iter()
+                .find(|d| d.target == port.target && d.protocol == port.protocol)
+                .map(|d| d.published);
+            let taken = |candidate: u16| {
+                named
+                    .iter()
+                    .any(|p| p.published == candidate && p.protocol == port.protocol)
+                    || allocated
+                        .iter()
+                        .any(|d| d.published == candidate && d.protocol == port.protocol)
+                    || self.services.values().any(|other| {
+                        other.id != service.id
+                            && service_ports(other)
+                                .iter()
+                                .any(|p| p.published == candidate && p.protocol == port.protocol)
+                    })
+            };
+            let published = kept
+                .filter(|&p| !taken(p))
+                .or_else(|| DYNAMIC_PORT_RANGE.clone().find(|&p| !taken(p)))
+                .ok_or_else(|| Rejection::DynamicPortsExhausted {
+                    protocol: port.protocol.clone(),
+                })?;
+            allocated.push(berth_orchestrator::DynamicPort {
+                target: port.target,
+                protocol: port.protocol,
+                published,
+            });
+        }
+        Ok(allocated)
+    }
+
+    /// After a rollback replaced a service's spec: give the restored spec its dynamic
+    /// ports (kept where the target and protocol match). A shortage leaves the ports as
+    /// they were: the rollback stands, as the restored spec was valid once.
+    fn reallocate_dynamic_ports(&mut self, id: &str) {
+        let Some(service) = self.services.get(id) else {
+            return;
+        };
+        if let Ok(ports) = self.dynamic_ports_for(service) {
+            if let Some(service) = self.services.get_mut(id) {
+                service.dynamic_ports = ports;
+            }
+        }
     }
 
     pub(super) fn create_service(
@@ -171,8 +298,11 @@ impl ClusterState {
         }
         self.service_networks(&service.spec)?;
         self.check_references(&service.spec)?;
-        self.check_port_conflicts(&service.spec, None)?;
         let mut service = service.clone();
+        // What a client sends is not an allocation: the state makes its own.
+        service.dynamic_ports = Vec::new();
+        service.dynamic_ports = self.dynamic_ports_for(&service)?;
+        self.check_port_conflicts(&service, None)?;
         service.version = index;
         service.template_version = index;
         self.services.insert(service.id.clone(), service.clone());
@@ -194,7 +324,15 @@ impl ClusterState {
     ) -> Result<Response, Rejection> {
         self.service_networks(spec)?;
         self.check_references(spec)?;
-        self.check_port_conflicts(spec, Some(id))?;
+        let current = self
+            .services
+            .get(id)
+            .ok_or_else(|| Rejection::ServiceNotFound { id: id.to_string() })?;
+        let mut candidate = current.clone();
+        candidate.spec = spec.clone();
+        candidate.dynamic_ports = self.dynamic_ports_for(&candidate)?;
+        self.check_port_conflicts(&candidate, Some(id))?;
+        let dynamic_ports = candidate.dynamic_ports;
         let service = self
             .services
             .get_mut(id)
@@ -223,6 +361,7 @@ impl ClusterState {
         service.previous_template_version = Some(old_template);
         let previous = std::mem::replace(&mut service.spec, spec.clone());
         service.previous_spec = Some(previous);
+        service.dynamic_ports = dynamic_ports;
         let previous_image = std::mem::replace(&mut service.image, image.to_string());
         service.previous_image = Some(previous_image);
         // A new update starts from no status (swarmkit's controlapi resets it), so a
@@ -263,7 +402,8 @@ impl ClusterState {
             });
         }
         roll_back(service, index, at, UpdateStatus::manual_rollback(at), true)?;
-        let service = service.clone();
+        self.reallocate_dynamic_ports(id);
+        let service = self.services[id].clone();
         let _ = self.sync_service_vips(&service);
         Ok(Response::Service { service })
     }
@@ -468,7 +608,8 @@ impl ClusterState {
             return Ok(());
         }
         roll_back(service, index, at, status.clone(), false)?;
-        let service = service.clone();
+        self.reallocate_dynamic_ports(service_id);
+        let service = self.services[service_id].clone();
         let _ = self.sync_service_vips(&service);
         Ok(())
     }
@@ -605,6 +746,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         }
     }
 
@@ -708,6 +850,117 @@ mod tests {
 
     fn status(state: TaskState, at: u64) -> TaskStatus {
         TaskStatus::new(state, at, state.as_str())
+    }
+
+    #[test]
+    fn dynamic_ingress_ports_are_allocated_kept_and_freed() {
+        let mut state = cluster();
+        let with_ports = |id: &str, name: &str, ports: serde_json::Value| {
+            let mut s = service(id, name);
+            s.spec["EndpointSpec"] = json!({ "Ports": ports });
+            s
+        };
+        let dynamic = |state: &ClusterState, id: &str| {
+            service_ports(&state.services[id])
+                .into_iter()
+                .map(|p| (p.published, p.target, p.protocol))
+                .collect::<Vec<_>>()
+        };
+        // A client-sent allocation is ignored; the lowest free port is taken.
+        let mut first = with_ports("s1", "web", json!([{"TargetPort": 80}]));
+        first.dynamic_ports = vec![berth_orchestrator::DynamicPort {
+            target: 80,
+            protocol: "tcp".into(),
+            published: 31000,
+        }];
+        create(&mut state, 4, first);
+        assert_eq!(dynamic(&state, "s1"), vec![(30000, 80, "tcp".to_string())]);
+        assert_eq!(
+            state.services["s1"]
+                .spec
+                .pointer("/EndpointSpec/Ports/0/PublishedPort"),
+            None,
+            "the spec stays as the client wrote it"
+        );
+        // A second service gets the next one; a spec naming 30001 skips it; udp has its own.
+        create(
+            &mut state,
+            5,
+            with_ports(
+                "s2",
+                "api",
+                json!([{"TargetPort": 8080},
+                       {"TargetPort": 9, "PublishedPort": 30001},
+                       {"TargetPort": 53, "Protocol": "udp"}]),
+            ),
+        );
+        assert_eq!(
+            dynamic(&state, "s2"),
+            vec![
+                (30002, 8080, "tcp".to_string()),
+                (30001, 9, "tcp".to_string()),
+                (30000, 53, "udp".to_string())
+            ]
+        );
+        // Asking for an allocated port explicitly is a conflict.
+        let taken = with_ports(
+            "s3",
+            "late",
+            json!([{"TargetPort": 80, "PublishedPort": 30000}]),
+        );
+        assert!(matches!(
+            rejected(create(&mut state, 6, taken)),
+            Rejection::PortInUse { port: 30000, .. }
+        ));
+        // An update keeps the port of the same target; a new target gets a new port; a
+        // port the update drops is freed.
+        let version = state.services["s1"].version;
+        let spec = with_ports(
+            "s1",
+            "web",
+            json!([{"TargetPort": 80}, {"TargetPort": 443}]),
+        )
+        .spec;
+        let r = state.apply(
+            7,
+            &Command::UpdateService {
+                id: "s1".into(),
+                expected_version: version,
+                spec,
+                image: "img".into(),
+                registry_auth: None,
+                at: 7,
+            },
+        );
+        assert!(matches!(r, Response::Service { .. }), "{r:?}");
+        assert_eq!(
+            dynamic(&state, "s1"),
+            vec![
+                (30000, 80, "tcp".to_string()),
+                (30003, 443, "tcp".to_string())
+            ]
+        );
+        // The manual rollback restores the first spec and its port only.
+        let version = state.services["s1"].version;
+        let r = state.apply(
+            8,
+            &Command::RollbackService {
+                id: "s1".into(),
+                expected_version: version,
+                at: 8,
+            },
+        );
+        assert!(matches!(r, Response::Service { .. }), "{r:?}");
+        assert_eq!(dynamic(&state, "s1"), vec![(30000, 80, "tcp".to_string())]);
+        // Removing a service frees its ports for the next one.
+        let r = state.apply(9, &Command::RemoveService { id: "s2".into() });
+        assert!(matches!(r, Response::ServiceRemoved { .. }), "{r:?}");
+        create(
+            &mut state,
+            10,
+            with_ports("s4", "next", json!([{"TargetPort": 1}])),
+        );
+        assert_eq!(dynamic(&state, "s4"), vec![(30001, 1, "tcp".to_string())]);
     }
 
     #[test]

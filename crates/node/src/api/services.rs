@@ -124,8 +124,31 @@ fn shown_spec(spec: &Value, image: Option<&str>) -> Value {
     spec
 }
 
+/// `Endpoint.Ports`: the spec's ports as [`spec_endpoint_ports`] shows them, with the
+/// published port the cluster allocated in place of 0 for dynamic ingress ports
+/// (Swarm shows the allocation there, and keeps 0 in `Endpoint.Spec.Ports`).
+fn endpoint_ports(service: &berth_orchestrator::Service) -> Vec<Value> {
+    let mut ports = spec_endpoint_ports(&service.spec);
+    for p in &mut ports {
+        let number = |key: &str| p.get(key).and_then(Value::as_u64).unwrap_or(0);
+        if number("PublishedPort") != 0 || p["PublishMode"] != "ingress" {
+            continue;
+        }
+        let target = number("TargetPort");
+        let protocol = p["Protocol"].as_str().unwrap_or("tcp").to_ascii_lowercase();
+        if let Some(d) = service
+            .dynamic_ports
+            .iter()
+            .find(|d| u64::from(d.target) == target && d.protocol == protocol)
+        {
+            p["PublishedPort"] = json!(d.published);
+        }
+    }
+    ports
+}
+
 /// `EndpointSpec.Ports` with Docker's defaults (`tcp`, `ingress`).
-fn endpoint_ports(spec: &Value) -> Vec<Value> {
+fn spec_endpoint_ports(spec: &Value) -> Vec<Value> {
     spec.pointer("/EndpointSpec/Ports")
         .and_then(Value::as_array)
         .map(|ports| {
@@ -150,7 +173,8 @@ fn service_json(view: &ServiceView, insert: bool) -> Value {
     if insert {
         insert_defaults(&mut spec, view);
     }
-    let ports = endpoint_ports(&s.spec);
+    let spec_ports = spec_endpoint_ports(&s.spec);
+    let ports = endpoint_ports(s);
     let mode = s
         .spec
         .pointer("/EndpointSpec/Mode")
@@ -159,7 +183,7 @@ fn service_json(view: &ServiceView, insert: bool) -> Value {
         .unwrap_or("vip");
     let has_networks = !crate::service::task_spec::service_attachments(&s.spec).is_empty();
     let mut endpoint = if !ports.is_empty() {
-        json!({"Spec": {"Mode": mode, "Ports": ports}, "Ports": ports})
+        json!({"Spec": {"Mode": mode, "Ports": spec_ports}, "Ports": ports})
     } else if has_networks {
         json!({"Spec": {"Mode": mode}})
     } else {
@@ -481,6 +505,7 @@ mod tests {
                 previous_image: None,
                 previous_template_version: None,
                 update_status: None,
+                dynamic_ports: Vec::new(),
             },
             counts: None,
         }

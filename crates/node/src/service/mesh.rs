@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use berth_consensus::state::{published_ports, EndpointOwner};
+use berth_consensus::state::{service_ports, EndpointOwner};
 use berth_consensus::{ClusterState, NodeId};
 use berth_orchestrator::TaskState;
 use berth_overlay_net::overlay::IngressRule;
@@ -75,7 +75,6 @@ pub fn ingress_rules(state: &ClusterState) -> Vec<IngressRule> {
     };
     let mut rules = Vec::new();
     for service in state.services.values() {
-        let targets = target_ports(&service.spec);
         let mut backends: Vec<Ipv4Addr> = state
             .endpoints_of_network(&ingress.id)
             .filter(|e| match &e.owner {
@@ -91,21 +90,19 @@ pub fn ingress_rules(state: &ClusterState) -> Vec<IngressRule> {
             .map(|e| e.ip)
             .collect();
         backends.sort();
-        for ((published, proto, ingress_mode), target) in
-            published_ports(&service.spec).into_iter().zip(targets)
-        {
-            let protocol = match proto.as_str() {
+        for port in service_ports(service) {
+            let protocol = match port.protocol.as_str() {
                 "tcp" => Protocol::Tcp,
                 "udp" => Protocol::Udp,
                 _ => continue, // refused at create (task_spec)
             };
-            if !ingress_mode || backends.is_empty() {
+            if !port.ingress || backends.is_empty() {
                 continue;
             }
             rules.push(IngressRule {
-                published,
+                published: port.published,
                 protocol,
-                target_port: target,
+                target_port: port.target,
                 backends: backends.clone(),
             });
         }
@@ -155,26 +152,6 @@ pub fn local_ingress_tasks(
     out
 }
 
-/// `TargetPort` of each port that [`published_ports`] lists, in the same order.
-fn target_ports(spec: &serde_json::Value) -> Vec<u16> {
-    spec.pointer("/EndpointSpec/Ports")
-        .and_then(|p| p.as_array())
-        .into_iter()
-        .flatten()
-        .filter(|p| {
-            p.get("PublishedPort")
-                .and_then(|v| v.as_u64())
-                .is_some_and(|v| v > 0 && v <= u64::from(u16::MAX))
-        })
-        .map(|p| {
-            p.get("TargetPort")
-                .and_then(|v| v.as_u64())
-                .and_then(|v| u16::try_from(v).ok())
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use berth_consensus::state::NodeSpec;
@@ -210,6 +187,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         }
     }
 

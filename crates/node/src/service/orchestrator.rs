@@ -329,6 +329,7 @@ mod tests {
                 previous_image: None,
                 previous_template_version: None,
                 update_status: None,
+                dynamic_ports: Vec::new(),
             };
         let mut state = ClusterState::default();
         state.services.insert(

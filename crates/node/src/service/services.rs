@@ -307,6 +307,7 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         previous_image: None,
         previous_template_version: None,
         update_status: None,
+        dynamic_ports: Vec::new(),
     };
     let slot = match parsed.mode {
         ServiceMode::Global | ServiceMode::GlobalJob => 0,
@@ -464,6 +465,7 @@ impl ServicesService {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         };
         match self.write(Command::CreateService { service }).await? {
             Response::Service { service } => Ok(Written {
@@ -869,7 +871,9 @@ fn rejection_error(r: Rejection) -> ServiceError {
         Rejection::NoPreviousSpec { id } => {
             ServiceError::invalid(format!("service {id} does not have a previous spec"))
         }
-        r @ (Rejection::PortInUse { .. } | Rejection::ObjectRefsNotFound { .. }) => {
+        r @ (Rejection::PortInUse { .. }
+        | Rejection::DynamicPortsExhausted { .. }
+        | Rejection::ObjectRefsNotFound { .. }) => {
             ServiceError::invalid(format!("rpc error: code = InvalidArgument desc = {r}"))
         }
         Rejection::ServiceRename { .. } => ServiceError::invalid(
@@ -1095,6 +1099,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         };
         assert!(
             up_to_date(&svc, &t(7)),
@@ -1130,6 +1135,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         };
         assert_eq!(pull_credentials(&svc), Credentials::Anonymous);
         svc.registry_auth = Some(auth);
@@ -1203,6 +1209,7 @@ mod tests {
                     previous_image: None,
                     previous_template_version: None,
                     update_status: None,
+                    dynamic_ports: Vec::new(),
                 },
             );
         }
@@ -1261,6 +1268,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         };
         let task = |state: TaskState, desired: TaskState| Task {
             id: "t".into(),

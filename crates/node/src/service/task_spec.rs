@@ -390,8 +390,7 @@ pub fn service_attachments(spec: &Value) -> Vec<NetworkAttachment> {
 /// task, task.id, task.name}. `Image` is the task's pinned `task.image`.
 ///
 /// Errors (`InvalidArgument`, the API answers 400): a field berth cannot honour, named
-/// (`TaskTemplate.ContainerSpec.Secrets is not supported by berth ...`); an ingress-mode
-/// port without a published port; a create body the container path would refuse (its message, prefixed
+/// (`TaskTemplate.ContainerSpec.Secrets is not supported by berth ...`); a create body the container path would refuse (its message, prefixed
 /// with `invalid task template: `).
 pub fn task_container(
     service: &Service,
@@ -731,8 +730,8 @@ type PortMaps = (Map<String, Value>, Map<String, Value>);
 
 /// `EndpointSpec.Ports` with `PublishMode: host` as `(PortBindings, ExposedPorts)`.
 /// Ingress ports (the routing mesh, the CLI's default for `-p`) are only exposed: every
-/// node publishes them (`service::mesh`); one without a published port (Swarm's dynamic
-/// allocation) is refused by name. swarmkit's spec checks: no ingress port with `dnsrr`,
+/// node publishes them (`service::mesh`), those without a published port on the one the
+/// cluster state allocated from 30000-32767 (`Service::dynamic_ports`). swarmkit's spec checks: no ingress port with `dnsrr`,
 /// no published port twice.
 fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
     let mut bindings = Map::new();
@@ -818,11 +817,6 @@ fn host_ports(endpoint: Option<&Value>) -> Result<PortMaps, ServiceError> {
             ));
         }
         if ingress {
-            if published == 0 {
-                return Err(invalid(format!(
-                    "port {target}/{proto}: an ingress port without a published port (Swarm allocates one from 30000-32767) is not supported by berth; give one (--publish published=PORT,target={target})"
-                )));
-            }
             // The routing mesh publishes it on every node (service::mesh), not the container.
             exposed.insert(format!("{target}/{proto}"), json!({}));
             continue;
@@ -880,6 +874,7 @@ mod tests {
             previous_image: None,
             previous_template_version: None,
             update_status: None,
+            dynamic_ports: Vec::new(),
         }
     }
 
