@@ -47,6 +47,19 @@ fn fails(c: &Cluster, i: usize, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// `docker ARGS` on host `i` until it succeeds (a node's replica may lag a write made
+/// through another node by a heartbeat); its stdout.
+fn eventually_ok(c: &Cluster, i: usize, args: &[&str]) -> Result<String> {
+    retry(Duration::from_secs(10), || {
+        let out = c.h(i).docker(args)?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    })
+    .with_context(|| format!("docker {args:?} on host {i}"))
+}
+
 /// `docker secret create NAME -` on host `i` with `value` on stdin; returns the id.
 fn create_secret_stdin(
     c: &Cluster,
@@ -217,7 +230,7 @@ fn secrets_reach_their_tasks_in_memory_and_no_node_stores_them_in_plain_text() -
     let id = create_secret_stdin(&c, 0, &name, &secret, &["env=test"])?;
     ensure!(id.len() == 25, "secret id {id:?}");
     let other = create_secret_stdin(&c, 1, &format!("other{n}"), "not the marker", &[])?;
-    let inspect = c.h(2).docker_ok(&["secret", "inspect", &name])?;
+    let inspect = eventually_ok(&c, 2, &["secret", "inspect", &name])?;
     ensure!(!inspect.contains(&secret), "{inspect}");
     let v: serde_json::Value = serde_json::from_str(&inspect)?;
     ensure!(
@@ -226,41 +239,59 @@ fn secrets_reach_their_tasks_in_memory_and_no_node_stores_them_in_plain_text() -
     );
     ensure!(v[0]["Spec"].get("Data").is_none(), "{v}");
     ensure!(v[0]["Spec"]["Labels"]["env"] == "test", "{v}");
-    let dup = fails(&c, 0, &["secret", "create", &name, "/dev/null"])?;
+    let dir = tempfile::tempdir()?;
+    let other_file = dir.path().join("other");
+    std::fs::write(&other_file, "x")?;
+    let dup = fails(
+        &c,
+        0,
+        &["secret", "create", &name, &other_file.display().to_string()],
+    )?;
     ensure!(
-        dup.contains("already exists") || dup.contains("data must be"),
+        dup.contains(&format!(
+            "rpc error: code = AlreadyExists desc = secret {name} already exists"
+        )),
         "{dup}"
     );
 
     // ls filters.
-    let ls = |filter: &str| -> Result<Vec<String>> {
-        Ok(c.h(1)
-            .docker_ok(&["secret", "ls", "--filter", filter, "--format", "{{.Name}}"])?
-            .lines()
-            .map(str::to_string)
-            .collect())
+    let ls = |filter: &str, want: &str| -> Result<()> {
+        let mut last = String::new();
+        retry(Duration::from_secs(10), || {
+            last =
+                c.h(1)
+                    .docker_ok(&["secret", "ls", "--filter", filter, "--format", "{{.Name}}"])?;
+            Ok((last.trim() == want).then_some(()))
+        })
+        .with_context(|| format!("secret ls --filter {filter}: {last:?}, not {want:?}"))
     };
-    ensure!(ls(&format!("name=pw{n}"))? == vec![name.clone()]);
-    ensure!(ls("label=env=test")? == vec![name.clone()]);
-    ensure!(ls(&format!("id={}", &other[..8]))? == vec![format!("other{n}")]);
+    ls(&format!("name=pw{n}"), &name)?;
+    ls("label=env=test", &name)?;
+    ls(&format!("id={}", &other[..8]), &format!("other{n}"))?;
     let bad = fails(&c, 0, &["secret", "ls", "--filter", "bogus=1"])?;
-    ensure!(bad.contains("Invalid filter 'bogus'"), "{bad}");
+    ensure!(
+        bad.to_lowercase().contains("invalid filter 'bogus'"),
+        "{bad}"
+    );
 
     // A config from a file.
-    let dir = tempfile::tempdir()?;
     let conf_file = dir.path().join("app.conf");
     let conf_value = format!("config-{n}\n");
     std::fs::write(&conf_file, &conf_value)?;
     let conf = format!("conf{n}");
     c.h(0)
         .docker_ok(&["config", "create", &conf, &conf_file.display().to_string()])?;
-    let shown = c.h(1).docker_ok(&[
-        "config",
-        "inspect",
-        "--format",
-        "{{json .Spec.Data}}",
-        &conf,
-    ])?;
+    let shown = eventually_ok(
+        &c,
+        1,
+        &[
+            "config",
+            "inspect",
+            "--format",
+            "{{json .Spec.Data}}",
+            &conf,
+        ],
+    )?;
     {
         use base64::Engine as _;
         let b64: String = serde_json::from_str(shown.trim())?;
