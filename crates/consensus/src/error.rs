@@ -180,6 +180,12 @@ pub enum ConsensusError {
         /// The node the request named.
         node_id: NodeId,
     },
+    /// A secret or config value could not be sealed or opened (wrong key, altered value).
+    #[error("secret store: {reason}")]
+    Seal {
+        /// What failed.
+        reason: &'static str,
+    },
     /// The node was shut down.
     #[error("the node is shut down")]
     Shutdown,

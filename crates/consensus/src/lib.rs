@@ -62,7 +62,7 @@ pub use error::ConsensusError;
 pub use pki::JoinToken;
 pub use state::{
     Availability, ClusterSettings, ClusterState, Command, NodeDescription, NodeId, NodeRecord,
-    NodeRole, NodeUpdate, Rejection, Response,
+    NodeRole, NodeUpdate, ObjectKind, Rejection, Response, SealedObject,
 };
 pub use store::StateView;
 pub use transport::task_logs::{

@@ -195,6 +195,7 @@ async fn run(cfg: config::Config) -> Result<()> {
         service::agent::Agent {
             containers: containers.clone(),
             images: images.clone(),
+            task_files: service::task_files::TaskFiles::new(&cfg.exec_root),
             engine: std::sync::Arc::new(service::agent::EngineFacts {
                 cpus: engine.cpus as u64,
                 memory_bytes: engine.memory_bytes,

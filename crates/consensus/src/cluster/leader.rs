@@ -8,10 +8,19 @@ use openraft::{BasicNode, ChangeMembers};
 
 use super::NodeCore;
 use crate::error::ConsensusError;
+use crate::pki::seal::{config_aad, secret_aad, AtRestKey};
 use crate::pki::{self, token, JoinToken};
-use crate::state::{Command, NodeId, NodeRole, NodeSpec, Rejection, Response};
+use crate::state::{Command, NodeId, NodeRole, NodeSpec, ObjectKind, Rejection, Response};
 use crate::transport::join::{JoinApplication, JoinGrant};
-use crate::transport::leader_op::{LeaderReply, LeaderRequest};
+use crate::transport::leader_op::{LeaderReply, LeaderRequest, PlainValue};
+
+/// Associated data of an object's value.
+fn object_aad(kind: ObjectKind, id: &str) -> Vec<u8> {
+    match kind {
+        ObjectKind::Secret => secret_aad(id),
+        ObjectKind::Config => config_aad(id),
+    }
+}
 
 /// How long adding a learner may take to catch up before the join fails (retryable).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -232,6 +241,44 @@ impl NodeCore {
                 let (response, index) = self.write_local(Command::RotateJoinToken { role }).await?;
                 Ok(LeaderReply::Written { response, index })
             }
+            LeaderRequest::Seal { kind, id, value } => {
+                let key = self.at_rest_key().await?;
+                let aad = object_aad(kind, &id);
+                Ok(LeaderReply::Sealed {
+                    sealed: key.seal_random(&aad, &value.to_bytes()?),
+                })
+            }
+            LeaderRequest::Open { kind, ids, task } => {
+                if kind == ObjectKind::Secret {
+                    let Some(task) = &task else {
+                        return Err(Rejection::ObjectNotForTask {
+                            kind,
+                            id: ids.first().cloned().unwrap_or_default(),
+                            task: String::new(),
+                        }
+                        .into());
+                    };
+                    self.authorize_node(caller_fp, task.node_id)?;
+                    for id in &ids {
+                        self.state
+                            .read(|s| s.task_may_read(kind, id, &task.task_id, task.node_id))?;
+                    }
+                }
+                let key = self.at_rest_key().await?;
+                let mut values = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let sealed = self
+                        .state
+                        .read(|s| s.objects(kind).get(&id).map(|o| o.data.clone()))
+                        .ok_or_else(|| Rejection::ObjectNotFound {
+                            kind,
+                            id: id.clone(),
+                        })?;
+                    let plain = key.open(&object_aad(kind, &id), &sealed)?;
+                    values.push((id, PlainValue::from_bytes(&plain)));
+                }
+                Ok(LeaderReply::Opened { values })
+            }
             LeaderRequest::Heartbeat { node_id } => {
                 self.authorize_node(caller_fp, node_id)?;
                 if self.record_heartbeat(node_id) {
@@ -265,6 +312,15 @@ impl NodeCore {
         } else {
             Err(ConsensusError::NotCallerNode { node_id })
         }
+    }
+
+    /// The at-rest key of secret and config values, derived from this manager's CA key.
+    async fn at_rest_key(&self) -> Result<AtRestKey, ConsensusError> {
+        let ca_key = self.ensure_ca_key().await?;
+        let cluster_id = self
+            .state
+            .read(|s| s.cluster_id.clone().unwrap_or_default());
+        AtRestKey::derive(&ca_key, &cluster_id)
     }
 
     fn give_ca_key(&self, caller_fp: &str) -> Result<LeaderReply, ConsensusError> {

@@ -43,14 +43,18 @@ use config::NodeFile;
 pub use config::{ClusterConfig, RaftTuning};
 
 use crate::error::ConsensusError;
+use crate::pki::seal::Sealed;
 use crate::pki::{self, tls, JoinToken, NodeIdentity};
 use crate::raft_types::Raft;
+use crate::state::ObjectKind;
 use crate::state::{
     ClusterState, Command, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate, Response,
 };
 use crate::store::{self, StateView};
 use crate::transport::join::{JoinApplication, JoinGrant};
-use crate::transport::leader_op::{LeaderReply, LeaderRequest, RemoteError};
+use crate::transport::leader_op::{
+    LeaderReply, LeaderRequest, PlainValue, RemoteError, TaskCaller,
+};
 use crate::transport::network::{Network, PeerChannels};
 use crate::transport::pb::cluster_client::ClusterClient;
 use crate::transport::pb::tasks_client::TasksClient;
@@ -580,6 +584,55 @@ impl ClusterNode {
                 self.wait_applied_locally(index).await;
                 Ok(response)
             }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Seals `value` of the new object `id` of `kind` with the cluster's at-rest key (on the
+    /// leader, which holds the CA key it is derived from; the value crosses only the mTLS
+    /// channel). The sealed value goes into [`Command::CreateObject`].
+    pub async fn seal_object(
+        &self,
+        kind: ObjectKind,
+        id: &str,
+        value: &[u8],
+    ) -> Result<Sealed, ConsensusError> {
+        let op = LeaderRequest::Seal {
+            kind,
+            id: id.to_string(),
+            value: PlainValue::from_bytes(value),
+        };
+        match self.core.on_leader(op).await? {
+            LeaderReply::Sealed { sealed } => Ok(sealed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The values of objects `ids` of `kind`, opened by the leader. Secrets need `task`:
+    /// a task of this node whose service references each of them (the leader checks this
+    /// node's certificate); configs are open to any member. Errors: a `Rejected`
+    /// ([`Rejection::ObjectNotFound`](crate::Rejection::ObjectNotFound),
+    /// `ObjectNotForTask`, `NotTaskNode`), [`ConsensusError::Seal`] (a value that does not
+    /// open), leader and transport errors.
+    pub async fn open_objects(
+        &self,
+        kind: ObjectKind,
+        ids: Vec<String>,
+        task: Option<String>,
+    ) -> Result<Vec<(String, Vec<u8>)>, ConsensusError> {
+        let op = LeaderRequest::Open {
+            kind,
+            ids,
+            task: task.map(|task_id| TaskCaller {
+                node_id: self.core.id,
+                task_id,
+            }),
+        };
+        match self.core.on_leader(op).await? {
+            LeaderReply::Opened { values } => values
+                .into_iter()
+                .map(|(id, v)| Ok((id, v.to_bytes()?)))
+                .collect(),
             other => Err(unexpected(other)),
         }
     }

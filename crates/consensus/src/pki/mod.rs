@@ -12,8 +12,10 @@
 //!  join:  joiner: key + CSR ──(secret)──> manager: checks secret, signs ──> node.crt
 //! ```
 //!
-//! Every node holds `ca.crt`, `node.crt`, `node.key`; only managers hold `ca.key`.
+//! Every node holds `ca.crt`, `node.crt`, `node.key`; only managers hold `ca.key`. The
+//! key that encrypts secret and config objects at rest is derived from `ca.key` ([`seal`]).
 
+pub mod seal;
 pub mod tls;
 pub mod token;
 

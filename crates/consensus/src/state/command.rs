@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::networks::{AddressPools, EndpointOwner, Network, NetworkEndpoint, NetworkSpec};
 use super::node::{NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
 use super::settings::ClusterSettings;
+use super::secrets::{ObjectKind, SealedObject};
 
 /// A change to the cluster state. Applied by [`ClusterState::apply`](super::ClusterState::apply).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,8 +63,10 @@ pub enum Command {
     /// become the entry's index; `created_at`/`updated_at` are taken as given. Refused when
     /// the id exists ([`Rejection::ServiceExists`]), the spec has no `Name`
     /// ([`Rejection::ServiceNameMissing`]), another service has the name, compared
-    /// case-insensitively as swarmkit's store does ([`Rejection::ServiceNameConflict`]), or
-    /// a published port meets another service's ([`Rejection::PortInUse`]).
+    /// case-insensitively as swarmkit's store does ([`Rejection::ServiceNameConflict`]),
+    /// a published port meets another service's ([`Rejection::PortInUse`]), or a secret or
+    /// config reference names no object of that id and name
+    /// ([`Rejection::ObjectRefsNotFound`]).
     CreateService {
         /// The service; `service.spec["Name"]` is its name.
         service: Service,
@@ -75,8 +78,9 @@ pub enum Command {
     /// (`berth_orchestrator::spec::same_task_template`: `TaskTemplate` with `ForceUpdate`,
     /// `EndpointSpec`, the pinned image), so the orchestrator rolls the tasks. Refused when
     /// the service is missing ([`Rejection::ServiceNotFound`]), at another version
-    /// ([`Rejection::ServiceVersion`]), renamed ([`Rejection::ServiceRename`]) or when a
-    /// published port meets another service's ([`Rejection::PortInUse`]).
+    /// ([`Rejection::ServiceVersion`]), renamed ([`Rejection::ServiceRename`]), when a
+    /// published port meets another service's ([`Rejection::PortInUse`]) or a secret or
+    /// config reference names no object ([`Rejection::ObjectRefsNotFound`]).
     UpdateService {
         /// Service id.
         id: String,
@@ -221,6 +225,41 @@ pub enum Command {
         /// All the settings (the API merged the client's changes into the current ones);
         /// `version` is ignored.
         settings: ClusterSettings,
+    },
+    /// Record a secret or config (`POST /secrets/create`, `/configs/create`) whose value
+    /// the driver sealed ([`crate::pki::seal`]); `version` becomes the entry's index.
+    /// Refused when the id exists ([`Rejection::ObjectExists`]) or another object of the
+    /// kind has the name, compared case-insensitively ([`Rejection::ObjectNameConflict`]).
+    CreateObject {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The object (value sealed).
+        object: SealedObject,
+    },
+    /// Replace an object's labels (`POST /secrets/{id}/update?version=`): the only change
+    /// Swarm allows. `version` becomes the entry's index, `updated_at` = `at`. Refused when
+    /// missing ([`Rejection::ObjectNotFound`]) or at another version
+    /// ([`Rejection::ObjectVersion`]).
+    UpdateObject {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// Object id.
+        id: String,
+        /// The version the client read.
+        expected_version: u64,
+        /// The new labels.
+        labels: std::collections::BTreeMap<String, String>,
+        /// When (unix ns, chosen by the driver).
+        at: Nanos,
+    },
+    /// Forget an object (`DELETE /secrets/{id}`). Refused when missing
+    /// ([`Rejection::ObjectNotFound`]) or while a service's spec references it
+    /// ([`Rejection::ObjectInUse`]).
+    RemoveObject {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// Object id.
+        id: String,
     },
 }
 
@@ -509,6 +548,71 @@ pub enum Rejection {
         /// Reported state.
         reported: TaskState,
     },
+    /// A secret or config with this id exists.
+    #[error("{kind} {id} already exists")]
+    ObjectExists {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The id.
+        id: String,
+    },
+    /// Another object of the kind has this name (swarmkit's `AlreadyExists` text).
+    #[error("{kind} {name} already exists")]
+    ObjectNameConflict {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The name.
+        name: String,
+    },
+    /// No object of the kind with this id.
+    #[error("{kind} {id} not found")]
+    ObjectNotFound {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The id.
+        id: String,
+    },
+    /// Optimistic concurrency check of an object update failed (swarmkit's text).
+    #[error("update out of sequence")]
+    ObjectVersion {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The id.
+        id: String,
+        /// Version the client read.
+        expected: u64,
+        /// Version found.
+        actual: u64,
+    },
+    /// Removal of an object services reference (swarmkit's text).
+    #[error("{kind} '{name}' is in use by the following {}: {}", if services.len() == 1 { "service" } else { "services" }, services.join(", "))]
+    ObjectInUse {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// Its name.
+        name: String,
+        /// Names of the services using it.
+        services: Vec<String>,
+    },
+    /// A service spec references objects that do not exist, or by another name
+    /// (swarmkit's `checkSecretExistence` text).
+    #[error("{kind}{} not found: {}", if names.len() == 1 { "" } else { "s" }, names.join(", "))]
+    ObjectRefsNotFound {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The names referenced.
+        names: Vec<String>,
+    },
+    /// A node asked for the value of an object the task's service does not reference.
+    #[error("{kind} {id} is not used by task {task}")]
+    ObjectNotForTask {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The object.
+        id: String,
+        /// The task.
+        task: String,
+    },
 }
 
 /// Result of applying one log entry.
@@ -594,6 +698,20 @@ pub enum Response {
     Batch {
         /// One per command.
         responses: Vec<Response>,
+    },
+    /// A secret or config as recorded.
+    Object {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The object.
+        object: SealedObject,
+    },
+    /// A secret or config was removed.
+    ObjectRemoved {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// Its id.
+        id: String,
     },
     /// The command was refused; the state is unchanged.
     Rejected {

@@ -9,7 +9,7 @@
 //! | 1 | cluster id, last index, nodes (no description), revoked certs, token generations |
 //! | 2 | format 1 + node `description`, `services`, `tasks` |
 //! | 3 | format 2 + node `wg_public_key`, `networks`, `endpoints`, `address_pools` |
-//! | 4 | format 3 + `settings` (`docker swarm update`) |
+//! | 4 | format 3 + `settings` (`docker swarm update`), `secrets`, `configs` (sealed objects) |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,6 +95,8 @@ pub(super) fn migrate_v1(v1: StateV1) -> ClusterState {
         endpoints: BTreeMap::new(),
         address_pools: AddressPools::default(),
         settings: ClusterSettings::default(),
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     }
     .with_ingress()
     .with_settings_version()
@@ -174,6 +176,8 @@ pub(super) fn migrate_v2(v2: StateV2) -> ClusterState {
         endpoints: BTreeMap::new(),
         address_pools: AddressPools::default(),
         settings: ClusterSettings::default(),
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     }
     .with_ingress()
     .with_settings_version()
@@ -218,7 +222,8 @@ struct NodeRecordV3 {
 }
 
 /// Format 3 to the current state: the cluster gets berth's default settings, at the
-/// version of the last applied entry (the CLI reads it before `swarm update`).
+/// version of the last applied entry (the CLI reads it before `swarm update`), and no
+/// secrets and no configs.
 pub(super) fn migrate_v3(v3: StateV3) -> ClusterState {
     let settings = ClusterSettings {
         version: if v3.cluster_id.is_some() {
@@ -264,6 +269,8 @@ pub(super) fn migrate_v3(v3: StateV3) -> ClusterState {
         endpoints: v3.endpoints,
         address_pools: v3.address_pools,
         settings,
+        secrets: BTreeMap::new(),
+        configs: BTreeMap::new(),
     }
 }
 

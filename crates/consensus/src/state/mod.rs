@@ -1,8 +1,8 @@
 //! The replicated cluster state: a deterministic `apply(index, command) -> response`.
 //!
 //! Owns: the cluster objects (nodes, services, tasks, overlay networks and their endpoints
-//! with the address allocation; secrets and configs
-//! later), the commands that change them, and the versioned encoding of the whole state
+//! with the address allocation; secret and config objects with their values sealed,
+//! [`secrets`]), the commands that change them, and the versioned encoding of the whole state
 //! (used for Raft snapshots and the state-machine record in redb).
 //!
 //! Does not own: storage, Raft, the network, clocks or randomness. Everything random (node
@@ -19,6 +19,7 @@ mod command;
 mod migrate;
 mod networks;
 mod node;
+mod secrets;
 mod services;
 mod settings;
 
@@ -34,6 +35,7 @@ pub use networks::{
     DEFAULT_MASK_LENGTH, DEFAULT_POOL, FIRST_VNI, INGRESS_NAME, INGRESS_VNI,
 };
 pub use node::{Availability, NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
+pub use secrets::{spec_references, ObjectKind, SealedObject};
 pub use services::{
     service_name, service_ports, ServicePort, ASSIGNED_MESSAGE, DYNAMIC_PORT_RANGE, PENDING_MESSAGE,
 };
@@ -93,6 +95,10 @@ pub struct ClusterState {
     pub address_pools: AddressPools,
     /// The cluster settings (`docker swarm update`).
     pub settings: ClusterSettings,
+    /// Secret objects (values sealed), by id.
+    pub secrets: BTreeMap<String, SealedObject>,
+    /// Config objects (values sealed), by id.
+    pub configs: BTreeMap<String, SealedObject>,
 }
 
 /// On-disk / on-wire envelope of the state as read. `format` selects the decoder; older
@@ -259,6 +265,15 @@ impl ClusterState {
                 expected_version,
                 settings,
             } => self.update_settings(index, *expected_version, settings),
+            Command::CreateObject { kind, object } => self.create_object(index, *kind, object),
+            Command::UpdateObject {
+                kind,
+                id,
+                expected_version,
+                labels,
+                at,
+            } => self.update_object(index, *kind, id, *expected_version, labels, *at),
+            Command::RemoveObject { kind, id } => self.remove_object(*kind, id),
             Command::SetNodeDescription { id, description } => {
                 let node = self
                     .nodes
@@ -719,7 +734,7 @@ mod tests {
     /// A format-3 encoding (before cluster settings; `encode` of that code, field for
     /// field): a node with its WireGuard key, a custom pool, the `ingress` network, an
     /// overlay network with a task endpoint. Everything comes through; the cluster gets
-    /// the default settings at its last index.
+    /// the default settings at its last index (and no secrets or configs).
     #[test]
     fn format_3_is_migrated() {
         let v3 = r#"{"format":3,"state":{"cluster_id":"c3","last_index":12,"nodes":{"1":{"id":1,"hostname":"m1","addr":"127.0.0.1:7001","role":"manager","availability":"active","labels":{},"cert_fingerprint":"fp1","created_index":1,"version":3,"description":null,"wg_public_key":"d2c="}},"revoked_certs":[],"tokens":{"manager":0,"worker":1},"services":{},"tasks":{},"networks":{"n1":{"id":"n1","spec":{"name":"back","attachable":true,"internal":false,"ingress":false,"labels":{"com.docker.stack.namespace":"s"},"options":{},"subnet":null,"gateway":null,"ip_range":null},"vni":4097,"subnet":"10.20.1.0/24","gateway":"10.20.1.1","created_at":5,"version":7}},"endpoints":{"e1":{"id":"e1","network_id":"n1","node_id":1,"owner":{"kind":"task","id":"t1","service_id":"s1"},"ip":"10.20.1.2","mac":[2,66,10,20,1,2]}},"address_pools":{"pools":["10.20.0.0/16"],"mask_length":24}}}"#;
@@ -740,19 +755,45 @@ mod tests {
                 ..ClusterSettings::default()
             }
         );
-        // Format 4 is format 3 plus `settings`: the current encoding without them is the
-        // captured body.
+        // Format 4 is format 3 plus `settings`, `secrets` and `configs`: the current
+        // encoding without them is the captured body.
         let again = state.encode().unwrap();
         let mut envelope: serde_json::Value = serde_json::from_slice(&again).unwrap();
         assert_eq!(envelope["format"], 4);
-        envelope["state"]
-            .as_object_mut()
-            .unwrap()
-            .remove("settings");
+        let body = envelope["state"].as_object_mut().unwrap();
+        for added in ["settings", "secrets", "configs"] {
+            body.remove(added);
+        }
         let captured: serde_json::Value = serde_json::from_str(v3).unwrap();
         assert_eq!(envelope["state"], captured["state"]);
         assert_eq!(ClusterState::decode(&again).unwrap(), state);
         let odd = v3.replace(r#""last_index":12"#, r#""last_index":12,"settings":{}"#);
+        assert!(matches!(
+            ClusterState::decode(odd.as_bytes()),
+            Err(ConsensusError::Decode { .. })
+        ));
+    }
+
+    /// A format-3 encoding as berth wrote it before secrets and configs existed (captured
+    /// from that code's `encode`: a node with a WireGuard key, the ingress and an attachable
+    /// network with a container's endpoint): everything comes through, with no secrets and
+    /// no configs; encoding again writes the current format.
+    #[test]
+    fn format_3_is_migrated_with_no_secrets_or_configs() {
+        let v3 = r#"{"format":3,"state":{"cluster_id":"c3","last_index":4,"nodes":{"1":{"id":1,"hostname":"m1","addr":"127.0.0.1:7001","role":"manager","availability":"active","labels":{},"cert_fingerprint":"fp1","created_index":1,"version":2,"description":null,"wg_public_key":"d2drZXk="}},"revoked_certs":[],"tokens":{"manager":0,"worker":0},"services":{},"tasks":{},"networks":{"i3c0000000000000000000000":{"id":"i3c0000000000000000000000","spec":{"name":"ingress","attachable":false,"internal":false,"ingress":true,"labels":{},"options":{},"subnet":null,"gateway":null,"ip_range":null},"vni":4096,"subnet":"10.0.0.0/24","gateway":"10.0.0.1","created_at":0,"version":1},"n1":{"id":"n1","spec":{"name":"backend","attachable":true,"internal":false,"ingress":false,"labels":{},"options":{},"subnet":null,"gateway":null,"ip_range":null},"vni":4097,"subnet":"10.0.1.0/24","gateway":"10.0.1.1","created_at":5,"version":3}},"endpoints":{"e1":{"id":"e1","network_id":"n1","node_id":1,"owner":{"kind":"container","id":"k1","name":"app","aliases":[]},"ip":"10.0.1.2","mac":[2,66,10,0,1,2]}},"address_pools":{"pools":["10.0.0.0/8"],"mask_length":24}}}"#;
+        let state = ClusterState::decode(v3.as_bytes()).unwrap();
+        assert_eq!(state.nodes[&1].wg_public_key.as_deref(), Some("d2drZXk="));
+        assert_eq!(state.networks.len(), 2);
+        assert_eq!(state.networks["n1"].vni, FIRST_VNI);
+        assert_eq!(state.endpoints["e1"].ip.to_string(), "10.0.1.2");
+        assert_eq!(state.address_pools, AddressPools::default());
+        assert!(state.secrets.is_empty() && state.configs.is_empty());
+        assert_eq!(state.last_index, 4);
+        let again = state.encode().unwrap();
+        let envelope: serde_json::Value = serde_json::from_slice(&again).unwrap();
+        assert_eq!(envelope["format"], STATE_FORMAT);
+        assert_eq!(ClusterState::decode(&again).unwrap(), state);
+        let odd = v3.replace(r#""last_index":4"#, r#""last_index":4,"secrets":{}"#);
         assert!(matches!(
             ClusterState::decode(odd.as_bytes()),
             Err(ConsensusError::Decode { .. })

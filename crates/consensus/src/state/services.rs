@@ -297,6 +297,7 @@ impl ClusterState {
             });
         }
         self.service_networks(&service.spec)?;
+        self.check_references(&service.spec)?;
         let mut service = service.clone();
         // What a client sends is not an allocation: the state makes its own.
         service.dynamic_ports = Vec::new();
@@ -322,6 +323,7 @@ impl ClusterState {
         at: Nanos,
     ) -> Result<Response, Rejection> {
         self.service_networks(spec)?;
+        self.check_references(spec)?;
         let current = self
             .services
             .get(id)

@@ -5,7 +5,49 @@ use serde::{Deserialize, Serialize};
 use super::join::{JoinApplication, JoinGrant};
 use super::pb::{ForwardRequest, ForwardResponse};
 use crate::error::ConsensusError;
-use crate::state::{ClusterState, Command, NodeId, NodeRole, NodeUpdate, Rejection, Response};
+use crate::pki::seal::Sealed;
+use crate::state::{
+    ClusterState, Command, NodeId, NodeRole, NodeUpdate, ObjectKind, Rejection, Response,
+};
+
+/// A secret or config value in plain text on the wire (inside the mTLS channel only):
+/// base64 in the JSON body; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PlainValue(pub String);
+
+impl PlainValue {
+    /// Wraps `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        PlainValue(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// The bytes (a malformed value is a decode error).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ConsensusError> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.0)
+            .map_err(|_| ConsensusError::Seal {
+                reason: "malformed plain value on the wire",
+            })
+    }
+}
+
+impl std::fmt::Debug for PlainValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlainValue(<redacted>)")
+    }
+}
+
+/// The task on whose behalf a node asks for secret values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskCaller {
+    /// The node running the task (checked against the caller's certificate).
+    pub node_id: NodeId,
+    /// The task.
+    pub task_id: String,
+}
 
 /// Encoding of the forward envelope's body written by this build (JSON).
 pub const FORWARD_FORMAT: u32 = 1;
@@ -63,6 +105,26 @@ pub enum LeaderRequest {
         /// The node.
         node_id: NodeId,
     },
+    /// Seal a new object's value with the at-rest key (any cluster member may ask:
+    /// sealing reveals nothing).
+    Seal {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// The object's id (bound as associated data).
+        id: String,
+        /// The value.
+        value: PlainValue,
+    },
+    /// Open objects' values. Configs: any member (Swarm shows a config's data in inspect).
+    /// Secrets: only for `task`, from the task's node, when its service references them.
+    Open {
+        /// Secret or config.
+        kind: ObjectKind,
+        /// Object ids.
+        ids: Vec<String>,
+        /// The task asking (required for secrets).
+        task: Option<TaskCaller>,
+    },
 }
 
 /// The leader's answer.
@@ -100,6 +162,16 @@ pub enum LeaderReply {
         manager: String,
         /// Worker token.
         worker: String,
+    },
+    /// A sealed value.
+    Sealed {
+        /// It.
+        sealed: Sealed,
+    },
+    /// Opened values, in the order asked.
+    Opened {
+        /// (object id, value).
+        values: Vec<(String, PlainValue)>,
     },
     /// Done, nothing to return.
     Done,

@@ -17,6 +17,7 @@ pub(crate) mod filters;
 mod images;
 mod networks;
 mod service_logs;
+mod objects;
 mod services;
 mod stream;
 mod swarm;
@@ -166,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .merge(container_fs::routes())
         .merge(networks::routes())
         .merge(swarm::routes())
+        .merge(objects::routes())
         .merge(services::routes())
         .merge(service_logs::routes())
         .fallback(error::not_found)

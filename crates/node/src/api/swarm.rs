@@ -70,6 +70,13 @@ async fn init(
             "{field} is not supported by berth yet"
         )))
     };
+    // Autolock is refused rather than implemented: its key-encryption key would have to
+    // wrap every manager's `pki/ca.key` (from which the at-rest key of secrets and configs
+    // is derived, `berth_consensus::pki::seal`) and its node key, and a locked manager
+    // would then need `swarm unlock` before it can join the Raft group or serve TLS, a
+    // start-up state berthd does not have. Without it, as in Swarm without autolock, the
+    // keys are plain files (mode 0600) on each manager's disk, outside the replicated
+    // state, so a copy of the Raft log or a snapshot alone opens no secret.
     if body.auto_lock_managers {
         return refuse("AutoLockManagers (docker swarm init --autolock)");
     }

@@ -97,6 +97,8 @@ pub struct Agent {
     pub images: ImageService,
     /// What the node description says.
     pub engine: Arc<EngineFacts>,
+    /// Where tasks' secret and config files are mounted from (tmpfs per task).
+    pub task_files: super::task_files::TaskFiles,
 }
 
 /// Starts the supervisor: while the cluster is active it runs the heartbeat, the
@@ -293,6 +295,13 @@ async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
         };
         if due {
             agent.remove_vanished(&me_str, &all_ids).await;
+            let files = agent.task_files.clone();
+            let keep = present.clone();
+            let _ = blocking(move || {
+                files.sweep(&keep);
+                Ok(())
+            })
+            .await;
             cleaned = Some((all_ids, std::time::Instant::now()));
         }
         tokio::select! {
@@ -359,6 +368,7 @@ impl Agent {
                     tracing::warn!(container = %cid, task = %task, error = %e, "removing a task container after leaving the cluster");
                 }
             }
+            this.task_files.sweep(&HashSet::new());
             Ok(())
         })
         .await;
@@ -548,14 +558,17 @@ impl Worker {
         }
         let me = node_id_str(self.me);
         let created = match super::task_spec::task_container(service, task, &me) {
-            Ok((name, body)) => {
-                let svc = self.agent.containers.clone();
-                blocking(move || {
-                    let body = super::containers::config::create_body_from_json(body)?;
-                    svc.create_blocking(Some(&name), body)
-                })
-                .await
-            }
+            Ok((name, mut body)) => match self.mount_task_files(service, task, &mut body).await {
+                Err(e) => Err(e),
+                Ok(()) => {
+                    let svc = self.agent.containers.clone();
+                    blocking(move || {
+                        let body = super::containers::config::create_body_from_json(body)?;
+                        svc.create_blocking(Some(&name), body)
+                    })
+                    .await
+                }
+            },
             Err(e) => Err(e),
         };
         let cid = match created {
@@ -568,6 +581,83 @@ impl Worker {
             }
         };
         self.resume(view, cid).await
+    }
+
+    /// Puts the task's secret and config files on its tmpfs and adds their bind mounts to
+    /// the create `body`. The values come from the leader (secrets only for this node's
+    /// task whose service references them), over the cluster's mTLS transport, into
+    /// memory and the tmpfs only.
+    async fn mount_task_files(
+        &self,
+        service: &Service,
+        task: &Task,
+        body: &mut serde_json::Value,
+    ) -> Result<(), ServiceError> {
+        use berth_consensus::ObjectKind;
+        let refs = super::task_spec::task_files(&service.spec)?;
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let mut values = std::collections::HashMap::new();
+        for kind in [ObjectKind::Secret, ObjectKind::Config] {
+            let mut ids: Vec<String> = refs
+                .iter()
+                .filter(|r| r.kind == kind)
+                .map(|r| r.id.clone())
+                .collect();
+            ids.sort();
+            ids.dedup();
+            if ids.is_empty() {
+                continue;
+            }
+            let for_task = (kind == ObjectKind::Secret).then(|| task.id.clone());
+            let opened =
+                self.node
+                    .open_objects(kind, ids, for_task)
+                    .await
+                    .map_err(|e| match e {
+                        ConsensusError::Rejected(r) => super::objects::rejection_error(r),
+                        e => super::cluster::cluster_error(e),
+                    })?;
+            for (id, v) in opened {
+                values.insert((kind, id), v);
+            }
+        }
+        let files: Vec<super::task_files::TaskFile> = refs
+            .iter()
+            .map(|r| super::task_files::TaskFile {
+                target: r.target.clone(),
+                data: values
+                    .get(&(r.kind, r.id.clone()))
+                    .cloned()
+                    .unwrap_or_default(),
+                uid: r.uid,
+                gid: r.gid,
+                mode: r.mode,
+            })
+            .collect();
+        for mut v in values.into_values() {
+            v.fill(0);
+        }
+        let tf = self.agent.task_files.clone();
+        let task_id = task.id.clone();
+        let mounts = blocking(move || tf.prepare(&task_id, &files)).await?;
+        let host_config = body.as_object_mut().map(|o| {
+            o.entry("HostConfig")
+                .or_insert_with(|| serde_json::json!({}))
+        });
+        if let Some(hc) = host_config.and_then(serde_json::Value::as_object_mut) {
+            let list = hc
+                .entry("Mounts")
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if list.is_null() {
+                *list = serde_json::Value::Array(Vec::new());
+            }
+            if let Some(a) = list.as_array_mut() {
+                a.extend(mounts);
+            }
+        }
+        Ok(())
     }
 
     /// Continues with an existing container `cid`: created -> start it; running -> report

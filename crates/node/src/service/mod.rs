@@ -12,6 +12,7 @@ pub mod events;
 pub mod images;
 pub mod mesh;
 pub mod networks;
+pub mod objects;
 pub mod orchestrator;
 // The state -> data plane mapping; its reconcile loop is not wired yet (only its tests
 // use it).
@@ -22,5 +23,6 @@ pub mod pattern;
 pub mod peers;
 pub mod services;
 pub mod task_logs;
+pub mod task_files;
 pub mod task_spec;
 pub mod volumes;

@@ -878,7 +878,9 @@ fn rejection_error(r: Rejection) -> ServiceError {
         Rejection::NoPreviousSpec { id } => {
             ServiceError::invalid(format!("service {id} does not have a previous spec"))
         }
-        r @ (Rejection::PortInUse { .. } | Rejection::DynamicPortsExhausted { .. }) => {
+        r @ (Rejection::PortInUse { .. }
+        | Rejection::DynamicPortsExhausted { .. }
+        | Rejection::ObjectRefsNotFound { .. }) => {
             ServiceError::invalid(format!("rpc error: code = InvalidArgument desc = {r}"))
         }
         Rejection::ServiceRename { .. } => ServiceError::invalid(
@@ -1192,7 +1194,7 @@ mod tests {
         assert!(validate_spec(&secrets)
             .unwrap_err()
             .to_string()
-            .contains("Secrets"));
+            .contains("malformed secret reference"));
     }
 
     fn state_with(services: &[(&str, &str)]) -> ClusterState {

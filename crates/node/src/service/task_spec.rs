@@ -28,6 +28,8 @@ use std::collections::BTreeMap;
 use berth_orchestrator::{Service, Task};
 use serde_json::{json, Map, Value};
 
+use berth_consensus::ObjectKind;
+
 use crate::error::ServiceError;
 use crate::service::containers::config::{create_body_from_json, is_unset, parse_create};
 
@@ -73,6 +75,8 @@ const CONTAINER_SPEC_KEYS: &[&str] = &[
     "CapabilityDrop",
     "Ulimits",
     "OomScoreAdj",
+    "Secrets",
+    "Configs",
 ];
 
 /// `Resources.Limits` keys mapped onto `HostConfig`.
@@ -160,6 +164,136 @@ fn no_template(value: &str, field: &str) -> Result<(), ServiceError> {
         ));
     }
     Ok(())
+}
+
+/// Where a task's secret files go when `File.Name` is relative (Docker's).
+pub const SECRETS_DIR: &str = "/run/secrets";
+
+/// A secret or config file of a task's container (`ContainerSpec.Secrets[]` /
+/// `Configs[]` with its `File` target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFileRef {
+    /// Secret or config.
+    pub kind: ObjectKind,
+    /// The object's id (`SecretID` / `ConfigID`).
+    pub id: String,
+    /// Its name (`SecretName` / `ConfigName`).
+    pub name: String,
+    /// Absolute path in the container: a secret's relative `File.Name` is under
+    /// [`SECRETS_DIR`], a config's under `/` (dockerd's `getSecretTargetPath` /
+    /// `getConfigTargetPath`).
+    pub target: String,
+    /// `File.UID` (numeric string in the spec; `0` when empty).
+    pub uid: u32,
+    /// `File.GID`.
+    pub gid: u32,
+    /// `File.Mode` (permission bits; Docker's CLI sends 0444 by default).
+    pub mode: u32,
+}
+
+/// The secret and config files of a spec's tasks, checked as swarmkit's
+/// `validateSecretRefsSpec` / `validateConfigRefsSpec` do (its wording): each reference
+/// names its object's id and name and a `File` target with a name, and no two share a
+/// target. A config's `Runtime` target (Windows credential specs) is refused by name.
+pub fn task_files(spec: &Value) -> Result<Vec<TaskFileRef>, ServiceError> {
+    let rpc = |m: String| invalid(format!("rpc error: code = InvalidArgument desc = {m}"));
+    let mut out: Vec<TaskFileRef> = Vec::new();
+    for kind in [ObjectKind::Secret, ObjectKind::Config] {
+        let list_field = format!("TaskTemplate.ContainerSpec.{}", kind.spec_list());
+        let refs = match spec.pointer(&format!("/TaskTemplate/ContainerSpec/{}", kind.spec_list()))
+        {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(a)) => a,
+            Some(_) => return Err(invalid(format!("{list_field} must be a list"))),
+        };
+        let (id_key, name_key) = match kind {
+            ObjectKind::Secret => ("SecretID", "SecretName"),
+            ObjectKind::Config => ("ConfigID", "ConfigName"),
+        };
+        for r in refs {
+            let r = object(Some(r), &list_field)?
+                .ok_or_else(|| rpc(format!("malformed {kind} reference")))?;
+            if let Some(k) = first_unknown(r, &[id_key, name_key, "File", "Runtime"]) {
+                return Err(refused(&format!("{list_field}.{k}"), ""));
+            }
+            let id = string(r.get(id_key), id_key)?;
+            let name = string(r.get(name_key), name_key)?;
+            if id.is_empty() || name.is_empty() {
+                return Err(rpc(format!("malformed {kind} reference")));
+            }
+            let file = object(r.get("File"), &format!("{list_field}.File"))?;
+            if file.is_none() && r.get("Runtime").is_some_and(|v| !v.is_null()) {
+                return Err(refused(
+                    &format!("{list_field}.Runtime"),
+                    ": runtime targets are Windows credential specs",
+                ));
+            }
+            let file =
+                file.ok_or_else(|| rpc(format!("malformed {kind} reference, no target provided")))?;
+            let file_name = string(file.get("Name"), "File.Name")?;
+            if file_name.is_empty() {
+                return Err(rpc(format!(
+                    "malformed file {kind} reference, invalid target file name provided"
+                )));
+            }
+            let number = |k: &str| -> Result<u32, ServiceError> {
+                let v = string(file.get(k), &format!("File.{k}"))?;
+                if v.is_empty() {
+                    return Ok(0);
+                }
+                v.parse::<u32>()
+                    .map_err(|_| invalid(format!("{list_field}.File.{k} {v:?} is not a numeric id (berth does not look up user or group names for {kind} files)")))
+            };
+            let mode = integer(file.get("Mode"), &format!("{list_field}.File.Mode"))?.map_or(
+                Ok(0o444),
+                |m| {
+                    u32::try_from(m)
+                        .ok()
+                        .filter(|m| m & !0o7777 == 0)
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "{list_field}.File.Mode {m} is not a file permission"
+                            ))
+                        })
+                },
+            )?;
+            let target = if file_name.starts_with('/') {
+                file_name.clone()
+            } else {
+                match kind {
+                    ObjectKind::Secret => format!("{SECRETS_DIR}/{file_name}"),
+                    ObjectKind::Config => format!("/{file_name}"),
+                }
+            };
+            if file_name.split('/').any(|c| c == "..") {
+                return Err(invalid(format!(
+                    "{list_field}.File.Name {file_name:?} must not contain '..'"
+                )));
+            }
+            if let Some(prev) = out.iter().find(|f| f.kind == kind && f.target == target) {
+                return Err(rpc(format!(
+                    "{kind} references '{}' and '{name}' have a conflicting target: '{file_name}'",
+                    prev.name
+                )));
+            }
+            if let Some(prev) = out.iter().find(|f| f.target == target) {
+                return Err(invalid(format!(
+                    "{} {} and {kind} {name} have the same target {target}",
+                    prev.kind, prev.name
+                )));
+            }
+            out.push(TaskFileRef {
+                kind,
+                id,
+                name,
+                uid: number("UID")?,
+                gid: number("GID")?,
+                mode,
+                target,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The service's name (`Spec.Name`).
@@ -287,12 +421,9 @@ pub fn task_container(
     let cs = object(template.get("ContainerSpec"), "TaskTemplate.ContainerSpec")?
         .ok_or_else(|| invalid("TaskTemplate: ContainerSpec is required"))?;
     if let Some(k) = first_unknown(cs, CONTAINER_SPEC_KEYS) {
-        let why = match k {
-            "Secrets" | "Configs" => " yet: secrets and configs come with the service lifecycle",
-            _ => "",
-        };
-        return Err(refused(&format!("TaskTemplate.ContainerSpec.{k}"), why));
+        return Err(refused(&format!("TaskTemplate.ContainerSpec.{k}"), ""));
     }
+    task_files(spec)?;
     let f = |k: &str| format!("TaskTemplate.ContainerSpec.{k}");
     if string(cs.get("Image"), &f("Image"))?.is_empty() {
         return Err(invalid("ContainerSpec: image reference must be provided"));
@@ -897,15 +1028,53 @@ mod tests {
     }
 
     #[test]
+    fn secret_and_config_files_follow_swarmkit() {
+        let files = task_files(&spec_with(json!({"Image": "busybox",
+            "Secrets": [
+                {"SecretID": "s1", "SecretName": "pw", "File": {"Name": "pw", "UID": "0", "GID": "0", "Mode": 292}},
+                {"SecretID": "s2", "SecretName": "key", "File": {"Name": "/etc/key", "UID": "33", "GID": "44", "Mode": 256}}],
+            "Configs": [{"ConfigID": "c1", "ConfigName": "conf", "File": {"Name": "/etc/app.conf", "UID": "", "GID": "", "Mode": 416}}]})))
+        .unwrap();
+        let targets: Vec<_> = files
+            .iter()
+            .map(|f| (f.target.as_str(), f.uid, f.gid, f.mode))
+            .collect();
+        assert_eq!(
+            targets,
+            vec![
+                ("/run/secrets/pw", 0, 0, 0o444),
+                ("/etc/key", 33, 44, 0o400),
+                ("/etc/app.conf", 0, 0, 0o640)
+            ]
+        );
+        assert_eq!(files[2].kind, ObjectKind::Config);
+        let e = err(spec_with(
+            json!({"Image": "busybox", "Secrets": [{"SecretName": "s", "File": {"Name": "s"}}]}),
+        ));
+        assert!(e.contains("malformed secret reference"), "{e}");
+        let e = err(spec_with(
+            json!({"Image": "busybox", "Secrets": [{"SecretID": "1", "SecretName": "s"}]}),
+        ));
+        assert!(e.contains("no target provided"), "{e}");
+        let e = err(spec_with(json!({"Image": "busybox", "Secrets": [
+            {"SecretID": "1", "SecretName": "a", "File": {"Name": "x"}},
+            {"SecretID": "2", "SecretName": "b", "File": {"Name": "x"}}]})));
+        assert!(
+            e.contains("secret references 'a' and 'b' have a conflicting target: 'x'"),
+            "{e}"
+        );
+        let e = err(spec_with(
+            json!({"Image": "busybox", "Configs": [{"ConfigID": "1", "ConfigName": "c", "Runtime": {}}]}),
+        ));
+        assert!(e.contains("Configs.Runtime"), "{e}");
+        let e = err(spec_with(
+            json!({"Image": "busybox", "Secrets": [{"SecretID": "1", "SecretName": "s", "File": {"Name": "s", "UID": "www-data"}}]}),
+        ));
+        assert!(e.contains("UID"), "{e}");
+    }
+
+    #[test]
     fn what_berth_cannot_honour_is_refused_by_name() {
-        let e = err(spec_with(
-            json!({"Image": "busybox", "Secrets": [{"SecretName": "s"}]}),
-        ));
-        assert!(e.contains("TaskTemplate.ContainerSpec.Secrets"), "{e}");
-        let e = err(spec_with(
-            json!({"Image": "busybox", "Configs": [{"ConfigName": "c"}]}),
-        ));
-        assert!(e.contains("TaskTemplate.ContainerSpec.Configs"), "{e}");
         let e = err(spec_with(
             json!({"Image": "busybox", "Privileges": {"CredentialSpec": {"File": "x"}}}),
         ));
