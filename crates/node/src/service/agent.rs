@@ -674,7 +674,8 @@ impl Worker {
         };
         match rec.state.status.as_str() {
             "running" | "paused" | "restarting" => {
-                if self.reported < TaskState::Running && !self.healthy_or_reported(view, &cid).await
+                if self.reported < TaskState::Running
+                    && !self.healthy_or_reported(view, &cid).await?
                 {
                     return Ok(());
                 }
@@ -716,7 +717,7 @@ impl Worker {
         let svc = self.agent.containers.clone();
         let id = cid.clone();
         let started = blocking(move || svc.start_blocking(&id)).await;
-        if started.is_ok() && !self.healthy_or_reported(view, &cid).await {
+        if started.is_ok() && !self.healthy_or_reported(view, &cid).await? {
             return Ok(());
         }
         let rec = self.agent.containers.get(&cid).ok();
@@ -847,25 +848,30 @@ impl Worker {
 
     /// A started container with a health check stays `starting` until its first
     /// `healthy` (Swarm's executor), so that an update counts it as running only then.
-    /// `true`: report it running now (healthy, or no health check). `false`: its end is
-    /// already reported (unhealthy: stopped and failed; exited: its exit) or the task's
-    /// desired state moved on (the run loop re-evaluates).
-    async fn healthy_or_reported(&mut self, view: &TaskView, cid: &str) -> bool {
+    /// `Ok(true)`: report it running now (healthy, or no health check). `Ok(false)`: its
+    /// end is already reported (unhealthy: stopped and failed; exited: its exit) or the
+    /// task changed (the run loop re-evaluates). `Err`: the task is gone (the worker ends).
+    async fn healthy_or_reported(&mut self, view: &TaskView, cid: &str) -> Result<bool, String> {
         let outcome = tokio::select! {
             o = health_change(&self.agent.containers, cid, true) => o,
-            _ = self.rx.changed() => return false,
+            r = self.rx.changed() => {
+                return match r {
+                    Ok(()) => Ok(false),
+                    Err(_) => Err("task deleted".into()),
+                }
+            }
         };
         match outcome {
-            HealthOutcome::Healthy => true,
+            HealthOutcome::Healthy => Ok(true),
             HealthOutcome::Unhealthy => {
                 self.fail_unhealthy(view, cid).await;
-                false
+                Ok(false)
             }
             HealthOutcome::Exited(code) => {
                 let s = self.exit_status(cid, code);
                 self.unplug(view).await;
                 self.report(&view.task, s).await;
-                false
+                Ok(false)
             }
         }
     }
