@@ -133,10 +133,12 @@ fn address(c: &Cluster, i: usize, name: &str, net: &str) -> Result<String> {
 /// The VNI of overlay `net`.
 fn vni(c: &Cluster, net: &str) -> Result<u32> {
     let v: Value = serde_json::from_str(&c.h(0).docker_ok(&["network", "inspect", net])?)?;
-    Ok(v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()?)
+    Ok(
+        v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()?,
+    )
 }
 
 /// Fetches the server's file from the client; returns (bytes, marker lines) as the client
@@ -270,7 +272,9 @@ fn an_encrypted_overlay_carries_only_wireguard_on_the_underlay() -> Result<()> {
     let (enc_vni, plain_vni) = (vni(&c, &enc)?, vni(&c, &plain)?);
     for i in [1, 2] {
         retry(CONVERGE, || {
-            let out = c.h(i).docker_ok(&["network", "ls", "--format", "{{.Name}}"])?;
+            let out = c
+                .h(i)
+                .docker_ok(&["network", "ls", "--format", "{{.Name}}"])?;
             Ok((out.contains(&enc) && out.contains(&plain)).then_some(()))
         })?;
     }
@@ -282,10 +286,27 @@ fn an_encrypted_overlay_carries_only_wireguard_on_the_underlay() -> Result<()> {
     for (net, tag) in [(&enc, "e"), (&plain, "p")] {
         let (srv, cli) = (format!("srv{tag}{pid}"), format!("cli{tag}{pid}"));
         c.h(2).docker_ok(&[
-            "run", "-d", "--name", &srv, "--network", net, &img, "sh", "-c", &server,
+            "run",
+            "-d",
+            "--name",
+            &srv,
+            "--network",
+            net,
+            &img,
+            "sh",
+            "-c",
+            &server,
         ])?;
         c.h(0).docker_ok(&[
-            "run", "-d", "--name", &cli, "--network", net, &img, "sleep", "3600",
+            "run",
+            "-d",
+            "--name",
+            &cli,
+            "--network",
+            net,
+            &img,
+            "sleep",
+            "3600",
         ])?;
         let ip = address(&c, 2, &srv, net)?;
         // The server answers (and, encrypted, the tunnel has its handshake).
@@ -366,7 +387,10 @@ fn an_encrypted_overlay_carries_only_wireguard_on_the_underlay() -> Result<()> {
     let cap = Capture::start(&c, 0, &path)?;
     let (bytes, _) = fetch(&c, cli, ip, &reversed)?;
     let raw = cap.stop()?;
-    ensure!(bytes == SIZE, "plain overlay: the client got {bytes} of {SIZE}");
+    ensure!(
+        bytes == SIZE,
+        "plain overlay: the client got {bytes} of {SIZE}"
+    );
     let vxlan = read_capture(&path, &["udp", "port", "4789"])?;
     println!(
         "plain capture: {} bytes, {} VXLAN packets",
@@ -376,10 +400,15 @@ fn an_encrypted_overlay_carries_only_wireguard_on_the_underlay() -> Result<()> {
     ensure!(
         contains(&raw, marker.as_bytes()),
         "the capture did not see the plain overlay's marker: the method is blind: {:#?}",
-        read_capture(&path, &[])?.iter().take(30).collect::<Vec<_>>()
+        read_capture(&path, &[])?
+            .iter()
+            .take(30)
+            .collect::<Vec<_>>()
     );
     ensure!(
-        vxlan.iter().any(|l| l.contains(&format!("vni {plain_vni}"))),
+        vxlan
+            .iter()
+            .any(|l| l.contains(&format!("vni {plain_vni}"))),
         "no VXLAN of VNI {plain_vni} seen for the plain overlay: {vxlan:#?}"
     );
     ensure!(

@@ -362,7 +362,11 @@ mod tests {
             },
         );
         let keys: Vec<String> = (0..3)
-            .map(|_| berth_overlay_net::wireguard::WgKeyPair::generate().public_key().to_string())
+            .map(|_| {
+                berth_overlay_net::wireguard::WgKeyPair::generate()
+                    .public_key()
+                    .to_string()
+            })
             .collect();
         for (i, id) in [1u64, 2].into_iter().enumerate() {
             state.apply(

@@ -441,7 +441,9 @@ impl OverlayPlane {
                 public_key: public,
             };
             match self.inner.cluster.write(command).await {
-                Ok(Ok(_)) => tracing::info!(key = %key.public_key(), "WireGuard public key published"),
+                Ok(Ok(_)) => {
+                    tracing::info!(key = %key.public_key(), "WireGuard public key published")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "publishing the WireGuard key"),
                 Err(e) => tracing::warn!(error = %e, "publishing the WireGuard key"),
             }
