@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Overlay throughput: iperf3 (Debian package) container to container across two hosts over
-# berth's VXLAN overlay, against the hosts' underlay veth; hosts and containers are network
-# namespaces made and deleted by the benchmark (crates/overlay-net/examples/overlay_bench.rs).
-# Needs root. Goal (issue #16): the overlay at least 90% of the underlay.
+# berth's VXLAN overlay and over an encrypted overlay (VXLAN inside berth's WireGuard device:
+# the kernel module where present, boringtun in-process otherwise), against the hosts'
+# underlay veth; hosts and containers are network namespaces made and deleted by the
+# benchmark (crates/overlay-net/examples/overlay_bench.rs). Needs root. Goal (issue #16):
+# the overlay at least 90% of the underlay.
 #
 #   sudo bash bench/overlay.sh [rounds=5] [seconds=5]
 set -euo pipefail

@@ -176,14 +176,6 @@ fn overlay_networks_are_cluster_objects_seen_from_every_node() -> Result<()> {
         &["run", "--rm", "--network", &other, "busybox", "true"],
     )?;
     ensure!(e.contains("not manually attachable"), "{e}");
-    // An encrypted overlay cannot carry containers until its WireGuard tunnels are wired:
-    // refused, never plain text on the underlay.
-    let e = fails(
-        &c,
-        1,
-        &["run", "--rm", "--network", &name, "busybox", "true"],
-    )?;
-    ensure!(e.contains("encrypted overlay networks"), "{e}");
     // Removal from another node; gone everywhere.
     c.h(1).docker_ok(&["network", "rm", &name])?;
     c.h(2).docker_ok(&["network", "rm", &other])?;

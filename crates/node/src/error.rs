@@ -24,6 +24,9 @@ pub enum ServiceError {
     /// Networking failed (500).
     #[error(transparent)]
     Network(Box<berth_overlay_net::NetError>),
+    /// The WireGuard device of encrypted overlays failed (500).
+    #[error(transparent)]
+    WireGuard(Box<berth_overlay_net::wireguard::WgError>),
     /// Not possible in this node's current state, or the cluster cannot be reached (503).
     #[error("{message}")]
     Unavailable { message: String },

@@ -1,11 +1,16 @@
 //! iperf3 throughput, container to container across two "hosts", over berth's VXLAN overlay
-//! against the hosts' underlay veth. Run by `bench/overlay.sh` (root).
+//! and over an encrypted overlay (VXLAN inside berth's WireGuard device), against the hosts'
+//! underlay veth. Run by `bench/overlay.sh` (root).
 //!
 //! Two hosts are network namespaces joined by a veth bridge in a "lan" namespace; on each
-//! host `OverlayDriver` realises one overlay (VNI 4200, MTU 1450) and attaches one container
-//! namespace. Rounds alternate underlay (host 1 -> host 2) and overlay (container on host 1
-//! -> container on host 2), `iperf3 -t SECONDS` each; prints the medians and their ratio.
-//! Every namespace is deleted at the end, also on failure.
+//! host `OverlayDriver` realises two overlays as berthd does: a plain one (VNI 4200, MTU
+//! 1450) and an encrypted one (VNI 4201, MTU 1370, FDB entries to the peer's tunnel
+//! address, the host table's drop rules), a `WgDevice` (kernel module where present,
+//! boringtun in this process otherwise; tunnel addresses in 169.254.64.0/18 as berthd's),
+//! and one container namespace on each overlay. Rounds alternate underlay (host 1 -> host
+//! 2), overlay and encrypted overlay (container on host 1 -> container on host 2),
+//! `iperf3 -t SECONDS` each; prints the medians and their ratios. Every namespace is
+//! deleted at the end, also on failure.
 //!
 //! `cargo run --release -p berth-overlay-net --example overlay_bench -- [rounds] [seconds]`
 
@@ -14,6 +19,9 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use berth_overlay_net::overlay::*;
+use berth_overlay_net::wireguard::{
+    WgBackend, WgConfig, WgDevice, WgKeyPair, WgPeer, DEFAULT_LISTEN_PORT, DEFAULT_MTU,
+};
 
 struct Ns(String);
 
@@ -130,29 +138,80 @@ fn main() -> Result<()> {
         h.ip(&["link", "set", "uplink", "up"])?;
     }
     let containers = [Ns::new("c1")?, Ns::new("c2")?];
+    let enc_containers = [Ns::new("e1")?, Ns::new("e2")?];
     let cip = |i: usize| Ipv4Addr::new(10, 0, 42, i as u8 + 2);
+    let eip = |i: usize| Ipv4Addr::new(10, 0, 43, i as u8 + 2);
+    let tunnel = |i: usize| Ipv4Addr::new(169, 254, 64, i as u8 + 1);
     let spec = OverlaySpec {
         id: "bench".into(),
         vni: 4200,
         subnet: "10.0.42.0/24".into(),
         ..OverlaySpec::default()
     };
+    let enc_spec = OverlaySpec {
+        id: "benchenc".into(),
+        vni: 4201,
+        subnet: "10.0.43.0/24".into(),
+        mtu: DEFAULT_MTU - 50,
+        encrypted: true,
+        ..OverlaySpec::default()
+    };
+    // One WireGuard device per host, named as the driver's names give it, peering the other.
+    let keys = [WgKeyPair::generate(), WgKeyPair::generate()];
+    let mut devices = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
+        let key = keys[i].clone();
+        let peer = WgPeer {
+            public_key: keys[1 - i].public_key(),
+            endpoint: std::net::SocketAddr::from((under(1 - i), DEFAULT_LISTEN_PORT)),
+            tunnel_ip: tunnel(1 - i),
+        };
+        let mut dev = h.block_on(move || {
+            Box::pin(async move {
+                let dev = WgDevice::start(
+                    &WgConfig {
+                        name: OverlayNames::new("bb")?.wireguard(),
+                        listen_port: DEFAULT_LISTEN_PORT,
+                        tunnel_addr: tunnel(i),
+                        prefix: 18,
+                        mtu: DEFAULT_MTU,
+                        backend: WgBackend::Auto,
+                    },
+                    &key,
+                )
+                .await?;
+                Ok(dev)
+            })
+        })?;
+        dev.set_peers(&[peer])?;
+        devices.push(dev);
+    }
+    let backend = devices[0].backend();
+    for (i, h) in hosts.iter().enumerate() {
+        let mut endpoints: Vec<OverlayEndpoint> = (0..2)
+            .map(|j| OverlayEndpoint {
+                id: format!("c{j}"),
+                network_id: "bench".into(),
+                ip: cip(j),
+                mac: mac_for_ip(cip(j)),
+                node_addr: under(j),
+                local: i == j,
+            })
+            .collect();
+        endpoints.extend((0..2).map(|j| OverlayEndpoint {
+            id: format!("e{j}"),
+            network_id: "benchenc".into(),
+            ip: eip(j),
+            mac: mac_for_ip(eip(j)),
+            node_addr: if i == j { under(j) } else { tunnel(j) },
+            local: i == j,
+        }));
         let desired = OverlayDesired {
             local_addr: under(i),
-            networks: vec![spec.clone()],
-            endpoints: (0..2)
-                .map(|j| OverlayEndpoint {
-                    id: format!("c{j}"),
-                    network_id: "bench".into(),
-                    ip: cip(j),
-                    mac: mac_for_ip(cip(j)),
-                    node_addr: under(j),
-                    local: i == j,
-                })
-                .collect(),
+            networks: vec![spec.clone(), enc_spec.clone()],
+            endpoints,
         };
-        let c = containers[i].path();
+        let (c, e) = (containers[i].path(), enc_containers[i].path());
         h.block_on(move || {
             Box::pin(async move {
                 let mut d = OverlayDriver::new(OverlayConfig {
@@ -162,12 +221,14 @@ fn main() -> Result<()> {
                 d.reconcile(&desired).await?;
                 d.attach("bench", &c, "eth0", cip(i), 24, mac_for_ip(cip(i)), None)
                     .await?;
+                d.attach("benchenc", &e, "eth0", eip(i), 24, mac_for_ip(eip(i)), None)
+                    .await?;
                 Ok(())
             })
         })?;
     }
 
-    let (mut u, mut o) = (Vec::new(), Vec::new());
+    let (mut u, mut o, mut w) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..rounds {
         u.push(iperf(&hosts[1], &hosts[0], &under(1).to_string(), seconds)?);
         o.push(iperf(
@@ -176,17 +237,37 @@ fn main() -> Result<()> {
             &cip(1).to_string(),
             seconds,
         )?);
+        w.push(iperf(
+            &enc_containers[1],
+            &enc_containers[0],
+            &eip(1).to_string(),
+            seconds,
+        )?);
         eprintln!(
-            "round {}: underlay {:.2} Gbit/s, overlay {:.2} Gbit/s",
+            "round {}: underlay {:.2} Gbit/s, overlay {:.2} Gbit/s, encrypted overlay ({backend:?} WireGuard) {:.2} Gbit/s",
             r + 1,
             u[r],
-            o[r]
+            o[r],
+            w[r]
         );
     }
-    let (mu, mo) = (median(u), median(o));
+    for (dev, h) in devices.into_iter().zip(&hosts) {
+        h.block_on(move || {
+            Box::pin(async move {
+                dev.teardown().await?;
+                Ok(())
+            })
+        })?;
+    }
+    let (mu, mo, mw) = (median(u), median(o), median(w));
     println!(
         "| iperf3 TCP, {rounds} rounds x {seconds} s, alternating | underlay veth {mu:.2} Gbit/s | VXLAN overlay {mo:.2} Gbit/s | overlay / underlay {:.2} |",
         mo / mu
+    );
+    println!(
+        "| iperf3 TCP, {rounds} rounds x {seconds} s, alternating | underlay veth {mu:.2} Gbit/s | encrypted overlay ({backend:?} WireGuard) {mw:.2} Gbit/s | encrypted / underlay {:.3}, encrypted / overlay {:.3} |",
+        mw / mu,
+        mw / mo
     );
     Ok(())
 }

@@ -180,6 +180,7 @@ fn spec(id: &str, vni: u32, subnet: &str, gw: &str) -> OverlaySpec {
         mtu: 0,
         internal: false,
         host_address: None,
+        encrypted: false,
     }
 }
 
@@ -586,6 +587,7 @@ fn the_routing_mesh_reaches_a_task_on_another_host_and_keeps_the_client_address(
         mtu: 0,
         internal: false,
         host_address: Some(node_ingress(i)),
+        encrypted: false,
     };
     // The nodes' ingress addresses are endpoints too (like Swarm's ingress-sbox).
     let eps = vec![

@@ -29,12 +29,12 @@ const LEADERSHIP_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a linearizable read waits for the leader to apply its log (retryable after).
 const READ_APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The nodes `command` speaks for (observed task status, node description), in batches
-/// too: only those nodes may send it.
+/// The nodes `command` speaks for (observed task status, node description, WireGuard
+/// key), in batches too: only those nodes may send it.
 fn nodes_speaking(command: &Command, out: &mut Vec<NodeId>) {
     match command {
         Command::UpdateTaskStatus { node_id, .. } => out.push(*node_id),
-        Command::SetNodeDescription { id, .. } => out.push(*id),
+        Command::SetNodeDescription { id, .. } | Command::SetNodeWgKey { id, .. } => out.push(*id),
         Command::Batch { commands } => {
             for c in commands {
                 nodes_speaking(c, out);

@@ -50,7 +50,8 @@ impl From<ServiceError> for ApiError {
             | ServiceError::Io { .. }
             | ServiceError::Image(_)
             | ServiceError::Runtime(_)
-            | ServiceError::Network(_)) => {
+            | ServiceError::Network(_)
+            | ServiceError::WireGuard(_)) => {
                 tracing::error!(error = %e, "internal error");
                 ApiError::Internal(e.to_string())
             }

@@ -888,13 +888,6 @@ pub async fn refuse_overlay_attach(st: &AppState, network: &str) -> Result<(), A
             "Could not attach to network {network}: rpc error: code = PermissionDenied desc = network {network} not manually attachable"
         )));
     }
-    if net.spec.encrypted() {
-        // Its traffic would cross the underlay in plain text: refused until the WireGuard
-        // tunnels (berth_overlay_net::wireguard) carry encrypted overlays.
-        return Err(ApiError::NotImplemented(format!(
-            "Could not attach to network {network}: encrypted overlay networks (--opt encrypted) cannot carry containers in berth yet"
-        )));
-    }
     if st.networks.overlay().is_none() {
         return Err(ApiError::NotImplemented(format!(
             "attaching containers to the overlay network {network}: this berthd has no overlay data plane"

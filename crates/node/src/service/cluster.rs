@@ -435,6 +435,8 @@ impl ClusterService {
             dir.join("node.json"),
             dir.join("pki"),
             ListenFile::path(dir),
+            // The node's WireGuard key (service::overlay_plane) goes with its membership.
+            dir.join("wg.key"),
         ] {
             let r = if p.is_dir() {
                 std::fs::remove_dir_all(&p)

@@ -33,6 +33,20 @@
 //! embedded DNS answers service names (VIP, or task addresses for `dnsrr`), their aliases,
 //! `tasks.<service>` and task container names ([`service_names`]).
 //!
+//! Encrypted overlays (`--opt encrypted`): this node's WireGuard key pair lives in
+//! `<data-root>/cluster/wg.key` (mode 0600, made at the first reconcile of a membership,
+//! removed with the membership on leave), its public half in the node record
+//! (`SetNodeWgKey`, written whenever the replica's differs). While the node realises an
+//! encrypted network, one WireGuard device `<prefix>wg` (kernel module where present,
+//! boringtun in this process otherwise) carries them all: its address is the node's
+//! tunnel address ([`tunnel_addresses`](super::overlay::tunnel_addresses), in
+//! 169.254.64.0/18), its peers are the other nodes with keys (replaced on every reconcile,
+//! so a removed node's peer goes). The VXLAN FDB entries of encrypted networks point at
+//! the peers' tunnel addresses, and the host table drops their VXLAN off the tunnel.
+//! A userspace device lives and dies with berthd: while berthd is down (a restart, a
+//! crash), encrypted overlays carry nothing; the first reconcile after the start makes the
+//! device again (same key, so peers accept the new handshake).
+//!
 //! The routing mesh ([`super::mesh`]): each reconcile commits or releases this node's
 //! sandbox endpoint on `ingress`, sets the published ports' DNAT rules in the host table,
 //! and programs the return path of the local running tasks on `ingress` when the set of
@@ -50,11 +64,14 @@ use berth_consensus::{ClusterState, Command, NodeId, Response};
 use berth_orchestrator::TaskState;
 use berth_overlay_net::dns::{DnsRecords, DnsServer};
 use berth_overlay_net::overlay::{IngressReturn, OverlayConfig, OverlayDriver, VipRule};
+use berth_overlay_net::wireguard::{
+    PeerOp, WgBackend, WgConfig, WgDevice, WgError, WgKeyPair, WgPublicKey,
+};
 use tokio::sync::Mutex;
 
-use super::cluster::{ClusterPhase, ClusterService};
+use super::cluster::{node_id_str, ClusterPhase, ClusterService};
 use super::mesh;
-use super::overlay::{desired_overlays, vip_rules};
+use super::overlay::{desired_overlays, desired_wireguard, vip_rules, WgDesired};
 use crate::error::ServiceError;
 
 /// How long a node waits for its replica to catch up with a write it made.
@@ -101,6 +118,26 @@ struct Plane {
     vips: Mutex<HashMap<PathBuf, Vec<VipRule>>>,
     /// Where container namespace files live (`<netns_dir>/<container id>`).
     netns_dir: PathBuf,
+    /// The WireGuard side of encrypted overlays.
+    wg: Mutex<WgPlane>,
+    /// `<data-root>/cluster/wg.key`.
+    wg_key_path: PathBuf,
+    /// The device name, `<prefix>wg`.
+    wg_name: String,
+}
+
+/// This node's WireGuard key and device.
+#[derive(Default)]
+struct WgPlane {
+    /// The key pair of the membership with this node id.
+    key: Option<(NodeId, WgKeyPair)>,
+    /// The running device and its tunnel address.
+    device: Option<(WgDevice, Ipv4Addr)>,
+    /// The node each configured peer stands for (for the logs).
+    peers: BTreeMap<WgPublicKey, NodeId>,
+    /// Whether no device of ours is known to exist (checked once after a stop, so the
+    /// reconciles without encrypted networks do not list links every time).
+    gone: bool,
 }
 
 /// This node's overlay data plane. Cheap to clone.
@@ -140,6 +177,7 @@ impl OverlayPlane {
             ..OverlayConfig::default()
         })
         .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        let wg_name = driver.names().wireguard();
         Ok(OverlayPlane {
             inner: Arc::new(Plane {
                 cluster,
@@ -150,6 +188,9 @@ impl OverlayPlane {
                 ingress_tasks: Mutex::new(HashMap::new()),
                 vips: Mutex::new(HashMap::new()),
                 netns_dir,
+                wg: Mutex::new(WgPlane::default()),
+                wg_key_path: data_root.join("cluster").join("wg.key"),
+                wg_name,
             }),
         })
     }
@@ -173,9 +214,15 @@ impl OverlayPlane {
             return Ok(());
         };
         self.sync_sandbox(&state, node.id()).await;
+        let key = self.sync_wg_key(&state, node.id()).await;
         let Some(desired) = desired_overlays(&state, node.id()) else {
             return Ok(());
         };
+        // The tunnel first, so the VXLAN entries of encrypted networks lead somewhere.
+        let wg = desired_wireguard(&state, node.id(), &desired);
+        if let (Some(want), Some(key)) = (&wg, &key) {
+            self.sync_wg(want, key).await?;
+        }
         let mut d = self.inner.driver.lock().await;
         if desired.networks.is_empty() {
             // Nothing realised here: no link and no host table either (once; also clears
@@ -190,6 +237,9 @@ impl OverlayPlane {
         d.reconcile(&desired)
             .await
             .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        if wg.is_none() {
+            self.stop_wg().await;
+        }
         // The routing mesh's published ports, on a node that holds its ingress sandbox.
         let rules = if desired.networks.iter().any(|n| n.host_address.is_some()) {
             mesh::ingress_rules(&state)
@@ -347,6 +397,139 @@ impl OverlayPlane {
         self.inner.dns.lock().await.clear();
         if let Err(e) = self.inner.driver.lock().await.teardown().await {
             tracing::warn!(error = %e, "overlay teardown");
+        }
+        self.stop_wg().await;
+    }
+
+    /// This node's WireGuard key pair (loaded from, or made and saved to,
+    /// `<data-root>/cluster/wg.key`), published in its node record when the replica's
+    /// differs. `None` (logged) when the key file cannot be read or written.
+    async fn sync_wg_key(&self, state: &ClusterState, me: NodeId) -> Option<WgKeyPair> {
+        let key = {
+            let mut wg = self.inner.wg.lock().await;
+            match &wg.key {
+                Some((id, k)) if *id == me => k.clone(),
+                _ => {
+                    let path = &self.inner.wg_key_path;
+                    let k = if path.exists() {
+                        WgKeyPair::load(path)
+                    } else {
+                        let k = WgKeyPair::generate();
+                        k.save(path).map(|()| k)
+                    };
+                    match k {
+                        Ok(k) => {
+                            wg.key = Some((me, k.clone()));
+                            k
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "WireGuard key of this node");
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        let public = key.public_key().to_string();
+        let published = state
+            .nodes
+            .get(&me)
+            .and_then(|n| n.wg_public_key.as_deref());
+        if state.nodes.contains_key(&me) && published != Some(public.as_str()) {
+            let command = Command::SetNodeWgKey {
+                id: me,
+                public_key: public,
+            };
+            match self.inner.cluster.write(command).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(key = %key.public_key(), "WireGuard public key published")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "publishing the WireGuard key"),
+                Err(e) => tracing::warn!(error = %e, "publishing the WireGuard key"),
+            }
+        }
+        Some(key)
+    }
+
+    /// Brings the WireGuard device to `want`: started (or restarted when the tunnel
+    /// address moved) with `key`, its peers replaced by `want.peers`.
+    async fn sync_wg(&self, want: &WgDesired, key: &WgKeyPair) -> Result<(), ServiceError> {
+        let wgerr = |e: WgError| ServiceError::WireGuard(Box::new(e));
+        let mut wg = self.inner.wg.lock().await;
+        if let Some((dev, addr)) = wg.device.take() {
+            if addr == want.tunnel_addr && dev.public_key() == key.public_key() {
+                wg.device = Some((dev, addr));
+            } else if let Err(e) = dev.teardown().await {
+                tracing::warn!(error = %e, "WireGuard device restart");
+            }
+        }
+        if wg.device.is_none() {
+            let config = WgConfig {
+                name: self.inner.wg_name.clone(),
+                listen_port: super::overlay::WG_PORT,
+                tunnel_addr: want.tunnel_addr,
+                prefix: super::overlay::TUNNEL_NET.1,
+                mtu: berth_overlay_net::wireguard::DEFAULT_MTU,
+                backend: WgBackend::Auto,
+            };
+            let dev = WgDevice::start(&config, key).await.map_err(wgerr)?;
+            tracing::info!(
+                device = %config.name,
+                backend = ?dev.backend(),
+                tunnel = %want.tunnel_addr,
+                "WireGuard device started"
+            );
+            wg.device = Some((dev, want.tunnel_addr));
+            wg.peers.clear();
+            wg.gone = false;
+        }
+        let peers: Vec<_> = want.peers.iter().map(|(_, p)| p.clone()).collect();
+        let nodes: BTreeMap<WgPublicKey, NodeId> = want
+            .peers
+            .iter()
+            .map(|(id, p)| (p.public_key, *id))
+            .collect();
+        let Some((dev, _)) = wg.device.as_mut() else {
+            return Ok(());
+        };
+        let ops = dev.set_peers(&peers).map_err(wgerr)?;
+        for op in &ops {
+            match op {
+                PeerOp::Remove(k) => tracing::info!(
+                    node = %wg.peers.get(k).or(nodes.get(k)).map(|id| node_id_str(*id)).unwrap_or_default(),
+                    key = %k,
+                    "WireGuard peer removed"
+                ),
+                PeerOp::Add(p) => tracing::info!(
+                    node = %nodes.get(&p.public_key).map(|id| node_id_str(*id)).unwrap_or_default(),
+                    key = %p.public_key,
+                    endpoint = %p.endpoint,
+                    tunnel = %p.tunnel_ip,
+                    "WireGuard peer added"
+                ),
+            }
+        }
+        wg.peers = nodes;
+        Ok(())
+    }
+
+    /// Stops the WireGuard device if one runs, and removes a link of its name left by an
+    /// earlier berthd (a kernel device outlives its process).
+    async fn stop_wg(&self) {
+        let mut wg = self.inner.wg.lock().await;
+        if wg.gone && wg.device.is_none() {
+            return;
+        }
+        wg.peers.clear();
+        if let Some((dev, _)) = wg.device.take() {
+            match dev.teardown().await {
+                Ok(()) => tracing::info!(device = %self.inner.wg_name, "WireGuard device stopped"),
+                Err(e) => tracing::warn!(error = %e, "WireGuard device teardown"),
+            }
+        }
+        match WgDevice::remove_stale(&self.inner.wg_name).await {
+            Ok(_) => wg.gone = true,
+            Err(e) => tracing::warn!(error = %e, "removing a leftover WireGuard device"),
         }
     }
 

@@ -198,7 +198,13 @@ impl OverlayDriver {
     }
 
     async fn sync_table(&mut self, force: bool) -> Result<()> {
-        let script = render_host_table(&self.desired, &self.names, &self.ingress, &self.host_ports);
+        let script = render_host_table(
+            &self.desired,
+            &self.names,
+            self.config.vxlan_port,
+            &self.ingress,
+            &self.host_ports,
+        );
         if !force && self.applied_table.as_deref() == Some(script.as_str()) {
             return Ok(());
         }

@@ -124,6 +124,12 @@ pub struct OverlaySpec {
     /// ingress network, like Swarm's `ingress-sbox`); other nodes' addresses must appear as
     /// ordinary endpoints (MAC [`mac_for_ip`]) so they get FDB/neighbour entries.
     pub host_address: Option<Ipv4Addr>,
+    /// `--opt encrypted`: the caller gives remote endpoints the WireGuard tunnel address
+    /// of their node as [`OverlayEndpoint::node_addr`] (so VXLAN's UDP rides inside the
+    /// instance's WireGuard device [`OverlayNames::wireguard`]), and the host table drops
+    /// VXLAN packets of this VNI that arrive from, or would leave through, any other
+    /// interface ([`render_host_table`]): never plain text on the underlay.
+    pub encrypted: bool,
 }
 
 impl OverlaySpec {
@@ -270,6 +276,12 @@ impl OverlayNames {
             h = h.wrapping_mul(0x0100_0193);
         }
         format!("{}v{h:08x}", self.prefix)
+    }
+
+    /// The instance's WireGuard device (one per node, carrying every encrypted network):
+    /// `<prefix>wg`. It carries no instance alias: the VXLAN plan never sees it.
+    pub fn wireguard(&self) -> String {
+        format!("{}wg", self.prefix)
     }
 
     /// nftables table (family `ip`) of this instance in the host namespace.
@@ -723,9 +735,18 @@ pub(crate) fn numgen_map(backends: &[Ipv4Addr]) -> String {
 /// (pure): outbound masquerade of non-internal overlay subnets, isolation between overlay
 /// bridges and of internal ones, the routing mesh and `mode=host` DNATs. Traffic that was
 /// DNATed (mesh, host ports) is never masqueraded, so tasks see client addresses.
+///
+/// With encrypted networks ([`OverlaySpec::encrypted`]): chains `tunnel_in` and `tunnel_out`
+/// (filter hooks input and output) drop
+/// VXLAN packets (UDP `vxlan_port`) whose VNI (RFC 7348 §5: the 24 bits after the first 4
+/// bytes of the VXLAN header, i.e. bits 96..120 after the start of the UDP header) is an
+/// encrypted network's, unless they come in from or go out through the WireGuard device
+/// [`OverlayNames::wireguard`]: a plain VXLAN packet of an encrypted network crafted on
+/// the underlay never reaches its bridge, and a stale entry never sends one out.
 pub fn render_host_table(
     desired: &OverlayDesired,
     names: &OverlayNames,
+    vxlan_port: u16,
     ingress: &[IngressRule],
     host_ports: &[HostPortRule],
 ) -> String {
@@ -803,7 +824,25 @@ pub fn render_host_table(
             );
         }
     }
-    s.push_str("\t}\n}\n");
+    s.push_str("\t}\n");
+
+    let encrypted: Vec<String> = nets
+        .iter()
+        .filter(|n| n.encrypted)
+        .map(|n| n.vni.to_string())
+        .collect();
+    if !encrypted.is_empty() {
+        let wg = names.wireguard();
+        let vnis = encrypted.join(", ");
+        let _ = write!(
+            s,
+            "\tchain tunnel_in {{\n\t\ttype filter hook input priority filter; policy accept;\n\t\t\
+             iifname != \"{wg}\" udp dport {vxlan_port} @th,96,24 {{ {vnis} }} counter drop\n\t}}\n\
+             \tchain tunnel_out {{\n\t\ttype filter hook output priority filter; policy accept;\n\t\t\
+             oifname != \"{wg}\" udp dport {vxlan_port} @th,96,24 {{ {vnis} }} counter drop\n\t}}\n"
+        );
+    }
+    s.push_str("}\n");
     s
 }
 

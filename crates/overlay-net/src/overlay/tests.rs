@@ -24,6 +24,7 @@ fn spec(id: &str, vni: u32, subnet: &str) -> OverlaySpec {
         mtu: 0,
         internal: false,
         host_address: None,
+        encrypted: false,
     }
 }
 
@@ -395,6 +396,7 @@ fn host_table_meshes_without_snat_and_isolates_overlays() {
     let s = render_host_table(
         &d,
         &names(),
+        4789,
         &[
             IngressRule {
                 published: 8080,
@@ -430,6 +432,36 @@ fn host_table_meshes_without_snat_and_isolates_overlays() {
     assert!(s.contains("iifname \"t1b001002\" oifname != \"t1b001002\" drop"));
     assert!(s.contains("iifname \"t1b001001\" oifname { \"t1b001002\" } drop"));
     assert!(!s.contains("snat"));
+    // No encrypted network: no filter on VXLAN.
+    assert!(!s.contains("hook input") && !s.contains("@th"));
+}
+
+#[test]
+fn host_table_drops_plain_vxlan_of_encrypted_networks_off_the_tunnel() {
+    let mut d = desired();
+    let mut enc = spec("n3", 4099, "10.0.3.0/24");
+    enc.encrypted = true;
+    d.networks.push(enc);
+    let s = render_host_table(&d, &names(), 4789, &[], &[]);
+    assert_eq!(names().wireguard(), "t1wg");
+    assert!(
+        s.contains("iifname != \"t1wg\" udp dport 4789 @th,96,24 { 4099 } counter drop"),
+        "{s}"
+    );
+    assert!(
+        s.contains("oifname != \"t1wg\" udp dport 4789 @th,96,24 { 4099 } counter drop"),
+        "{s}"
+    );
+    // The plain network's VNI is not filtered.
+    assert!(!s.contains("4097 }"), "{s}");
+    // nft refuses two chains of one name in a table.
+    let chains: Vec<&str> = s
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("chain "))
+        .collect();
+    let unique: std::collections::BTreeSet<&&str> = chains.iter().collect();
+    assert_eq!(unique.len(), chains.len(), "{s}");
+    assert!(s.ends_with("\t}\n}\n"), "{s}");
 }
 
 /// berthd keeps the driver behind a `tokio::sync::Mutex` and awaits it from spawned tasks:
