@@ -220,17 +220,47 @@ fn stack_deploy_ls_ps_services_and_redeploy() -> Result<()> {
     nothing_left(&e, &stack, &net)
 }
 
-/// `docker stack rm` also lists the stack's secrets and configs (`GET /secrets`,
-/// `GET /configs`), which this branch does not serve yet: they come with the secrets
-/// branch (issue #18), which un-ignores this test.
+/// A stack with a secret and a config (both from files next to the compose file) used by
+/// its service: the task reads them at their targets; `docker stack rm` removes the
+/// services, the network, the secret and the config (the CLI lists them with the
+/// `com.docker.stack.namespace` label filter).
 #[test]
-#[ignore = "docker stack rm lists /secrets and /configs: served once the secrets branch is merged"]
-fn stack_rm_leaves_nothing() -> Result<()> {
+fn stack_with_a_secret_and_a_config_deploys_and_rm_leaves_nothing() -> Result<()> {
     let e = DockerEnv::new()?;
     e.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
     let stack = unique("sr");
     let dir = tempfile::tempdir()?;
-    let file = compose_file(dir.path(), &e.img("busybox:latest"))?;
+    let marker = format!("stack-secret-{}", std::process::id());
+    std::fs::write(dir.path().join("token.txt"), &marker)?;
+    std::fs::write(dir.path().join("app.conf"), "listen=8080\n")?;
+    let file = dir.path().join("compose.yml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"version: "3.8"
+services:
+  web:
+    image: {image}
+    command: ["sleep", "1000000"]
+    networks: [back]
+    secrets: [token]
+    configs:
+      - source: app
+        target: /etc/app.conf
+        mode: 0440
+networks:
+  back:
+    driver: overlay
+secrets:
+  token:
+    file: ./token.txt
+configs:
+  app:
+    file: ./app.conf
+"#,
+            image = e.img("busybox:latest")
+        ),
+    )?;
     e.ok(&[
         "stack",
         "deploy",
@@ -239,14 +269,51 @@ fn stack_rm_leaves_nothing() -> Result<()> {
         file.to_str().context("path")?,
         &stack,
     ])?;
+    let secrets = e.ok(&["secret", "ls", "--format", "{{.Name}}"])?;
+    ensure!(
+        secrets.contains(&format!("{stack}_token")),
+        "secret ls: {secrets}"
+    );
+    let configs = e.ok(&["config", "ls", "--format", "{{.Name}}"])?;
+    ensure!(
+        configs.contains(&format!("{stack}_app")),
+        "config ls: {configs}"
+    );
+    let container = retry(CONVERGE, || {
+        let ids = e.ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={stack}_web"),
+        ])?;
+        Ok(ids.lines().next().map(str::to_string))
+    })
+    .context("the stack's web task never ran")?;
+    let read = e.ok(&["exec", &container, "cat", "/run/secrets/token"])?;
+    ensure!(
+        read == marker,
+        "the task read {read:?} at /run/secrets/token"
+    );
+    let conf = e.ok(&["exec", &container, "stat", "-c", "%a %s", "/etc/app.conf"])?;
+    ensure!(conf.trim() == "440 12", "config at /etc/app.conf: {conf}");
+
     let net = format!("{stack}_back");
     let out = e.ok(&["stack", "rm", &stack])?;
     ensure!(
         out.contains(&format!("Removing service {stack}_web"))
-            && out.contains(&format!("Removing network {net}")),
+            && out.contains(&format!("Removing network {net}"))
+            && out.contains(&format!("Removing secret {stack}_token"))
+            && out.contains(&format!("Removing config {stack}_app")),
         "stack rm printed: {out}"
     );
-    nothing_left(&e, &stack, &net)
+    nothing_left(&e, &stack, &net)?;
+    let secrets = e.ok(&["secret", "ls", "-q"])?;
+    let configs = e.ok(&["config", "ls", "-q"])?;
+    ensure!(
+        secrets.trim().is_empty() && configs.trim().is_empty(),
+        "left after stack rm: secrets {secrets:?}, configs {configs:?}"
+    );
+    Ok(())
 }
 
 /// No service, container or network of the stack is left, and the stack commands say so.

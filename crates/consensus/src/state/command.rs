@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::networks::{AddressPools, EndpointOwner, Network, NetworkEndpoint, NetworkSpec};
 use super::node::{NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
-use super::settings::ClusterSettings;
 use super::secrets::{ObjectKind, SealedObject};
+use super::settings::ClusterSettings;
 
 /// A change to the cluster state. Applied by [`ClusterState::apply`](super::ClusterState::apply).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@ pub mod overlay_plane;
 pub mod pattern;
 pub mod peers;
 pub mod services;
-pub mod task_logs;
 pub mod task_files;
+pub mod task_logs;
 pub mod task_spec;
 pub mod volumes;
