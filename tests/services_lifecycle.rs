@@ -11,6 +11,10 @@
 //!   check stays `Starting` until its container is healthy (so an update, which waits for
 //!   its new tasks to run, waits for them to be healthy).
 //!
+//! - A rolling update from image A to B, parallelism 1, delay 2 s, 4 replicas over 3
+//!   managers, sampled all along: old and new side by side, never fewer than 3 running,
+//!   all 4 on B at the end; back with start-first: never fewer than 4.
+//!
 //! Cleanup: [`Cluster::with_task_cleanup`] removes every service and container, then each
 //! berthd and its netns, then the LAN.
 
@@ -448,5 +452,166 @@ fn a_task_with_a_health_check_is_starting_until_healthy() -> Result<()> {
         .docker_ok(&["exec", &container, "touch", "/tmp/ready"])?;
     let running = running_tasks(&c, &svc, 1)?;
     ensure!(running[0].id == tasks[0].id, "{running:?} {tasks:?}");
+    Ok(())
+}
+
+/// The running tasks of `service` (desired and observed `Running`), by image: how many run
+/// image `a` and how many image `b` (matched by name in the task's image reference).
+fn running_by_image(
+    c: &Cluster,
+    i: usize,
+    service: &str,
+    a: &str,
+    b: &str,
+) -> Result<(usize, usize)> {
+    let out = c.h(i).docker_ok(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Image}}|{{.CurrentState}}",
+        service,
+    ])?;
+    let mut counts = (0, 0);
+    for line in out.lines() {
+        let Some((image, state)) = line.split_once('|') else {
+            continue;
+        };
+        if !state.starts_with("Running") {
+            continue;
+        }
+        let name = image.rsplit('/').next().unwrap_or(image);
+        if name.starts_with(&format!("{a}:")) {
+            counts.0 += 1;
+        } else if name.starts_with(&format!("{b}:")) {
+            counts.1 += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// Runs `docker service update ARGS SERVICE` (detached) on host 0 and samples the running
+/// tasks on host 1 until all `replicas` run image `to`; every sample `(from, to)` seen.
+fn sample_update(
+    c: &Cluster,
+    service: &str,
+    (from, to): (&str, &str),
+    replicas: usize,
+    args: &[&str],
+) -> Result<Vec<(usize, usize)>> {
+    let mut update = vec!["service", "update", "--detach"];
+    update.extend_from_slice(args);
+    update.push(service);
+    c.h(0).docker_ok(&update)?;
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (old, new) = running_by_image(c, 1, service, from, to)?;
+        samples.push((old, new));
+        if new == replicas && old == 0 {
+            return Ok(samples);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the update from {from} to {to} never finished; samples (old, new): {samples:?}; service ps: {}",
+            c.h(0)
+                .docker_ok(&["service", "ps", "--no-trunc", service])
+                .unwrap_or_else(|e| e.to_string())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A rolling update from image A (busybox) to image B (web) on 4 replicas over 3 managers,
+/// `--update-parallelism 1 --update-delay 2s` (stop-first): sampled all along, old and new
+/// tasks run side by side and never fewer than 3 run; it ends with all 4 on B. Back to A
+/// with `--update-order start-first`: never fewer than 4 run.
+#[test]
+fn a_rolling_update_keeps_replicas_running_and_start_first_keeps_all() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let (a, b) = (fx.reference("busybox:latest"), fx.reference("web:latest"));
+    let c = Cluster::new(3)?.with_task_cleanup();
+    c.form(3)?;
+    let name = format!("roll{}", std::process::id());
+    c.h(0).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "-q",
+        "--name",
+        &name,
+        "--replicas",
+        "4",
+        &a,
+        "sleep",
+        "1000000",
+    ])?;
+    retry(CONVERGE, || {
+        Ok((running_by_image(&c, 1, &name, "busybox", "web")? == (4, 0)).then_some(()))
+    })
+    .context("4 replicas of A never ran")?;
+
+    let samples = sample_update(
+        &c,
+        &name,
+        ("busybox", "web"),
+        4,
+        &[
+            "--image",
+            &b,
+            "--update-parallelism",
+            "1",
+            "--update-delay",
+            "2s",
+            "--update-order",
+            "stop-first",
+        ],
+    )?;
+    println!("stop-first samples (A, B): {samples:?}");
+    ensure!(
+        samples.iter().all(|(old, new)| old + new >= 3),
+        "fewer than 3 tasks ran during the stop-first update: {samples:?}"
+    );
+    ensure!(
+        samples.iter().any(|&(old, new)| old > 0 && new > 0),
+        "old and new never ran side by side: {samples:?}"
+    );
+
+    let samples = sample_update(
+        &c,
+        &name,
+        ("web", "busybox"),
+        4,
+        &[
+            "--image",
+            &a,
+            "--update-parallelism",
+            "1",
+            "--update-delay",
+            "2s",
+            "--update-order",
+            "start-first",
+        ],
+    )?;
+    println!("start-first samples (B, A): {samples:?}");
+    ensure!(
+        samples.iter().all(|(old, new)| old + new >= 4),
+        "fewer than 4 tasks ran during the start-first update: {samples:?}"
+    );
+    // Completed once the last task has run for the monitor period (5 s by default).
+    retry(CONVERGE, || {
+        let state = c.h(2).docker_ok(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.UpdateStatus.State}}",
+            &name,
+        ])?;
+        Ok((state.trim() == "completed").then_some(()))
+    })
+    .context("UpdateStatus never completed")?;
+    c.h(0).docker_ok(&["service", "rm", &name])?;
     Ok(())
 }
