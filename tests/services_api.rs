@@ -369,6 +369,7 @@ fn service_bad_input_gets_a_4xx_and_writes_nothing() -> Result<()> {
     c["TaskTemplate"]["Placement"] = json!({"Constraints": ["node.labels.zone"]});
     let (code, body) = curl(&e.d, "POST", "/v1.44/services/create", Some(&c))?;
     ensure!(code == 400, "malformed constraint: {code} {body}");
+    // A secret reference without a target (swarmkit's validation and words).
     let mut s = spec("s1", &img);
     s["TaskTemplate"]["ContainerSpec"]["Secrets"] = json!([{"SecretName": "x", "SecretID": "y"}]);
     let (code, body) = curl(&e.d, "POST", "/v1.44/services/create", Some(&s))?;
@@ -377,7 +378,7 @@ fn service_bad_input_gets_a_4xx_and_writes_nothing() -> Result<()> {
             && body["message"]
                 .as_str()
                 .unwrap_or("")
-                .contains("TaskTemplate.ContainerSpec.Secrets"),
+                .contains("malformed secret reference, no target provided"),
         "secrets: {code} {body}"
     );
 
