@@ -12,8 +12,9 @@
 //! - A container on host 0 fetches 200 KB holding a marker string from a container on
 //!   host 2 over an encrypted overlay; the transfer completes with every byte. A capture on
 //!   host 0's underlay during it holds only WireGuard (UDP 51820), cluster traffic (TCP
-//!   2377) and link housekeeping (ARP, IPv6 neighbour discovery and multicast listener reports): never the marker, never
-//!   VXLAN of the encrypted network's VNI.
+//!   2377) and link housekeeping (ARP, IPv6 neighbour discovery and multicast listener
+//!   reports): never the marker, never VXLAN of the encrypted network's VNI; the WireGuard
+//!   device's own counters show the transfer went through the tunnel.
 //! - The capture method sees plain text when there is some: the same transfer over a plain
 //!   overlay alongside (which still works) shows the marker and VXLAN of its VNI.
 //! - A plain VXLAN packet of the encrypted VNI sent from host 1's underlay to host 0 is
