@@ -214,47 +214,45 @@ impl ClusterState {
         &self,
         service: &Service,
     ) -> Result<Vec<berth_orchestrator::DynamicPort>, Rejection> {
-        let wanted: Vec<ServicePort> = spec_ports(&service.spec)
-            .into_iter()
-            .filter(|p| p.published == 0 && p.ingress)
-            .collect();
-        if wanted.is_empty() {
+        let spec = spec_ports(&service.spec);
+        if !spec.iter().any(|p| p.published == 0 && p.ingress) {
             return Ok(Vec::new());
         }
-        let named = spec_ports(&service.spec);
+        // Every (port, protocol) published already: by the spec itself, by other services
+        // (their dynamic ports included); allocations are added as they are made.
+        let mut taken: std::collections::BTreeSet<(u16, String)> = spec
+            .iter()
+            .filter(|p| p.published != 0)
+            .map(|p| (p.published, p.protocol.clone()))
+            .collect();
+        for other in self.services.values().filter(|o| o.id != service.id) {
+            taken.extend(
+                service_ports(other)
+                    .into_iter()
+                    .map(|p| (p.published, p.protocol)),
+            );
+        }
         let mut allocated: Vec<berth_orchestrator::DynamicPort> = Vec::new();
-        for port in wanted {
+        for port in spec.into_iter().filter(|p| p.published == 0 && p.ingress) {
             if allocated
                 .iter()
                 .any(|d| d.target == port.target && d.protocol == port.protocol)
             {
                 continue;
             }
+            let free = |candidate: u16| !taken.contains(&(candidate, port.protocol.clone()));
             let kept = service
                 .dynamic_ports
                 .iter()
                 .find(|d| d.target == port.target && d.protocol == port.protocol)
                 .map(|d| d.published);
-            let taken = |candidate: u16| {
-                named
-                    .iter()
-                    .any(|p| p.published == candidate && p.protocol == port.protocol)
-                    || allocated
-                        .iter()
-                        .any(|d| d.published == candidate && d.protocol == port.protocol)
-                    || self.services.values().any(|other| {
-                        other.id != service.id
-                            && service_ports(other)
-                                .iter()
-                                .any(|p| p.published == candidate && p.protocol == port.protocol)
-                    })
-            };
             let published = kept
-                .filter(|&p| !taken(p))
-                .or_else(|| DYNAMIC_PORT_RANGE.clone().find(|&p| !taken(p)))
+                .filter(|&p| free(p))
+                .or_else(|| DYNAMIC_PORT_RANGE.clone().find(|&p| free(p)))
                 .ok_or_else(|| Rejection::DynamicPortsExhausted {
                     protocol: port.protocol.clone(),
                 })?;
+            taken.insert((published, port.protocol.clone()));
             allocated.push(berth_orchestrator::DynamicPort {
                 target: port.target,
                 protocol: port.protocol,

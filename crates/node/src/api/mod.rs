@@ -276,7 +276,8 @@ pub async fn serve_unix(
 /// can take more than that when the bytes are already waiting (seen under load: a 1.1 MiB
 /// head parsed whole and answered 200), so [`serve_listener`] checks the parsed head too.
 fn head_bytes<B>(req: &Request<B>) -> usize {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
     req.headers()
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
