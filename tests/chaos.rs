@@ -548,3 +548,49 @@ fn a_restart_releases_the_namespace_of_a_container_without_record() -> Result<()
     e.ok(&["exec", &kept, "true"])?;
     Ok(())
 }
+
+/// A removal cut short by kill -9 after the runtime's part (state directory, rootfs
+/// snapshot, both moved to the trash) and before the record was deleted: the restarted
+/// daemon finishes it, so no container record points at data that no longer exists and
+/// the name is free again.
+#[test]
+fn a_restart_finishes_a_removal_cut_short() -> Result<()> {
+    let mut e = DockerEnv::new()?;
+    let bb = e.img("busybox:latest");
+    e.ok(&["pull", &bb])?;
+    let name = format!("cut-{}", std::process::id());
+    let cut = e
+        .ok(&["run", "--name", &name, &bb, "true"])
+        .and_then(|_| e.ok(&["inspect", "-f", "{{.Id}}", &name]))?
+        .trim()
+        .to_string();
+    let kept = e.ok(&["create", &bb, "true"])?.trim().to_string();
+    e.d.kill9()?;
+    // What `Runtime::delete` does before the daemon deletes the record.
+    let runtime = e.d.data_root().join("runtime");
+    let trash = runtime.join("trash");
+    std::fs::create_dir_all(&trash)?;
+    for (dir, tag) in [
+        (runtime.join("containers").join(&cut), "state"),
+        (runtime.join("snapshots").join("active").join(&cut), "upper"),
+    ] {
+        ensure!(dir.is_dir(), "{} does not exist", dir.display());
+        std::fs::rename(&dir, trash.join(format!("{cut}.{tag}")))?;
+    }
+    e.d.restart()?;
+    let all = lines(&e, &["ps", "-aq", "--no-trunc"])?;
+    ensure!(
+        !all.contains(&cut),
+        "the half-removed container is still listed: {all:?}"
+    );
+    ensure!(all.contains(&kept), "the other container is gone: {all:?}");
+    let out = e.d.docker(&["inspect", &cut])?;
+    ensure!(
+        !out.status.success(),
+        "inspect of the removed container worked"
+    );
+    e.ok(&["run", "--rm", "--name", &name, &bb, "true"])
+        .context("the name of the removed container is not free")?;
+    e.ok(&["rm", &kept])?;
+    Ok(())
+}

@@ -312,6 +312,22 @@ impl ContainerService {
         for id in ids {
             let info = match self.inner.runtime.inspect(&id) {
                 Ok(i) => i,
+                // A removal cut short: the runtime's part (state, rootfs snapshot) is gone,
+                // the record was not deleted yet. The removal is finished, so no record
+                // points at data that no longer exists.
+                Err(berth_runtime::RuntimeError::NotFound { .. }) => {
+                    let Some(rec) = self.table().records.get(&id).cloned() else {
+                        continue;
+                    };
+                    tracing::warn!(container = %id, "finishing the removal of a container whose runtime state is gone (removal interrupted)");
+                    match self.forget(&rec, false) {
+                        Ok(()) => self.event("destroy", &rec, &[]),
+                        Err(e) => {
+                            tracing::warn!(container = %id, error = %e, "finish an interrupted removal")
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(container = %id, error = %e, "container lost its runtime state");
                     continue;
@@ -1402,6 +1418,19 @@ impl ContainerService {
                 return Err(ServiceError::runtime(e));
             }
         }
+        self.forget(&rec, volumes)?;
+        self.event("destroy", &rec, &[]);
+        Ok(())
+    }
+
+    /// The second half of a removal, once the runtime holds nothing of `rec`'s container:
+    /// its network endpoints, its claims on volumes (anonymous ones removed when
+    /// `volumes`), its record and its in-memory state go.
+    ///
+    /// # Errors
+    /// The record store's, when the record cannot be deleted.
+    fn forget(&self, rec: &ContainerRecord, volumes: bool) -> Result<(), ServiceError> {
+        let id = rec.id.clone();
         self.inner.networks.detach_blocking(&id);
         for m in rec.mounts.iter().filter(|m| m.kind == "volume") {
             self.inner.volumes.release(&m.name, &id);
@@ -1428,7 +1457,6 @@ impl ContainerService {
                 l.running = false;
             });
         }
-        self.event("destroy", &rec, &[]);
         Ok(())
     }
 
