@@ -682,12 +682,18 @@ def running(s):
 s = c.services.create(os.environ["IMG"], command=["sleep", "1000000"], name="py",
                       mode=docker.types.ServiceMode("replicated", replicas=2))
 wait(lambda: len(running(s)) == 2, "2 running")
+first = sorted(t["ID"] for t in running(s))
 s.scale(4)
 s.reload()
 assert s.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 4, \
     "read right after scale on the same node: %r" % s.attrs["Spec"]["Mode"]
 wait(lambda: len(running(s)) == 4, "4 running")
-names = sorted(t["Slot"] for t in running(s))
+# scale() sends back the spec read with insertDefaults=true: the same tasks keep running.
+time.sleep(1)
+now = running(s)
+kept = sorted(t["ID"] for t in now if t["ID"] in first)
+assert kept == first, "scale replaced tasks: %r, running now %r" % (first, now)
+names = sorted(t["Slot"] for t in now)
 listed = [x.name for x in c.services.list()]
 s.remove()
 wait(lambda: not c.services.list(), "no services")

@@ -34,6 +34,9 @@ pub struct SpecError(pub String);
 /// Docker's default restart delay (swarmkit `api/defaults`): 5 s, in ns.
 pub const DEFAULT_RESTART_DELAY: u64 = 5_000_000_000;
 
+/// Docker's default `ContainerSpec.StopGracePeriod` (swarmkit `api/defaults`): 10 s, in ns.
+pub const DEFAULT_STOP_GRACE_PERIOD: u64 = 10_000_000_000;
+
 impl ServiceSpec {
     /// Parse the orchestration part of a Docker ServiceSpec JSON (`Name`, `Mode`,
     /// `TaskTemplate.RestartPolicy/Placement/Resources.Reservations`), Docker's defaults
@@ -191,7 +194,39 @@ pub fn same_task_template(
         comparable(old_spec.get(k).unwrap_or(&Value::Null))
             == comparable(new_spec.get(k).unwrap_or(&Value::Null))
     };
-    old_image == new_image && same("TaskTemplate") && same("EndpointSpec")
+    old_image == new_image
+        && template_as_meant(old_spec) == template_as_meant(new_spec)
+        && same("EndpointSpec")
+}
+
+/// A service spec's `TaskTemplate` as [`comparable`] gives it, with the defaults that
+/// `GET /services/{id}?insertDefaults=true` shows taken out again where they are spelled
+/// out: `ContainerSpec.StopGracePeriod` of 10 s, `RestartPolicy.Condition` `any` (jobs:
+/// `on-failure`) and `RestartPolicy.Delay` of 5 s. docker-py's `Service.scale` and
+/// `update_service(fetch_current_spec=True)` send back such a spec; it gives tasks the same
+/// thing to run, so it must not redeploy them.
+fn template_as_meant(spec: &Value) -> Value {
+    let mut t = spec.get("TaskTemplate").cloned().unwrap_or(Value::Null);
+    let is_job = spec
+        .get("Mode")
+        .and_then(Value::as_object)
+        .is_some_and(|m| m.contains_key("ReplicatedJob") || m.contains_key("GlobalJob"));
+    let is = |v: Option<&Value>, n: u64| v.and_then(Value::as_f64) == Some(n as f64);
+    if let Some(cs) = t.get_mut("ContainerSpec").and_then(Value::as_object_mut) {
+        if is(cs.get("StopGracePeriod"), DEFAULT_STOP_GRACE_PERIOD) {
+            cs.remove("StopGracePeriod");
+        }
+    }
+    if let Some(rp) = t.get_mut("RestartPolicy").and_then(Value::as_object_mut) {
+        let default_condition = if is_job { "on-failure" } else { "any" };
+        if rp.get("Condition").and_then(Value::as_str) == Some(default_condition) {
+            rp.remove("Condition");
+        }
+        if is(rp.get("Delay"), DEFAULT_RESTART_DELAY) {
+            rp.remove("Delay");
+        }
+    }
+    comparable(&t)
 }
 
 /// A spec part as it means, not as it was spelled: zero values dropped (a client that
@@ -1066,5 +1101,36 @@ mod tests {
         let mut d = b.clone();
         d["EndpointSpec"] = json!({"Mode": "dnsrr"});
         assert!(!same_task_template(&b, "i", &d, "i"));
+    }
+
+    #[test]
+    fn defaults_spelled_out_by_insert_defaults_do_not_change_the_template() {
+        // What docker-py creates, and what its `scale` sends back after reading the
+        // service with insertDefaults=true.
+        let created = json!({"TaskTemplate": {"ContainerSpec": {"Image": "bb", "Command": ["sleep", "9"]}},
+                             "Mode": {"Replicated": {"Replicas": 2}}});
+        let mut scaled = created.clone();
+        scaled["Mode"]["Replicated"]["Replicas"] = json!(4);
+        scaled["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"] = json!(10_000_000_000u64);
+        scaled["TaskTemplate"]["RestartPolicy"] =
+            json!({"Condition": "any", "Delay": 5_000_000_000u64, "MaxAttempts": 0});
+        assert!(same_task_template(&created, "i", &scaled, "i"));
+        // A value that is not the default is a change, either way round.
+        let mut other = scaled.clone();
+        other["TaskTemplate"]["RestartPolicy"]["Delay"] = json!(6_000_000_000u64);
+        assert!(!same_task_template(&created, "i", &other, "i"));
+        assert!(!same_task_template(&other, "i", &created, "i"));
+        let mut grace = scaled.clone();
+        grace["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"] = json!(1_000_000_000u64);
+        assert!(!same_task_template(&created, "i", &grace, "i"));
+        // Jobs default to on-failure: `any` is a change for them.
+        let job = json!({"TaskTemplate": {"ContainerSpec": {"Image": "bb"}},
+                         "Mode": {"ReplicatedJob": {"MaxConcurrent": 1}}});
+        let mut job_any = job.clone();
+        job_any["TaskTemplate"]["RestartPolicy"] = json!({"Condition": "any"});
+        assert!(!same_task_template(&job, "i", &job_any, "i"));
+        let mut job_default = job.clone();
+        job_default["TaskTemplate"]["RestartPolicy"] = json!({"Condition": "on-failure"});
+        assert!(same_task_template(&job, "i", &job_default, "i"));
     }
 }

@@ -72,7 +72,7 @@ fn insert_defaults(spec: &mut Value, view: &ServiceView) {
     if let Some(t) = template {
         if let Some(cs) = t.get_mut("ContainerSpec").and_then(Value::as_object_mut) {
             cs.entry("StopGracePeriod")
-                .or_insert(json!(10_000_000_000u64));
+                .or_insert(json!(berth_orchestrator::spec::DEFAULT_STOP_GRACE_PERIOD));
         }
         let r = &view.spec.restart;
         let condition = match r.condition {

@@ -52,7 +52,8 @@ pub const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
 /// The label naming the node a task container was created for.
 pub const NODE_ID_LABEL: &str = "com.docker.swarm.node.id";
 /// Swarm's default `StopGracePeriod`.
-const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+const DEFAULT_STOP_GRACE: Duration =
+    Duration::from_nanos(berth_orchestrator::spec::DEFAULT_STOP_GRACE_PERIOD);
 /// How long one heartbeat may take before the next is sent.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The task loop re-reads the state at least this often (retries of cleanups).
