@@ -160,6 +160,23 @@ fn scan(root: &Path, needles: &[Vec<u8>]) -> Result<(Vec<String>, usize)> {
     Ok((found, scanned))
 }
 
+/// The last log indexes of the Raft snapshots a berthd log says it wrote (built here or
+/// installed from the leader): its `raft snapshot ... index=N` lines.
+fn snapshot_indexes(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("raft snapshot"))
+        .filter_map(|l| {
+            let digits: String = l
+                .split_once("index=")?
+                .1
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
 /// Scans every host's root for `secret` (its bytes and its base64); fails on any match.
 fn scan_hosts(c: &Cluster, secret: &str, when: &str) -> Result<()> {
     use base64::Engine as _;
@@ -402,6 +419,27 @@ fn secrets_reach_their_tasks_in_memory_and_no_node_stores_them_in_plain_text() -
         .h(py_host)
         .docker_ok(&["exec", &py_cid, "cat", "/etc/py.conf"])?;
     ensure!(read == format!("py-config-py{n}"), "{read:?}");
+
+    // A Raft snapshot on every node taken after both secrets were written, so the scan
+    // below covers snapshots as well as the log and the applied state.
+    let mut newest = 0u64;
+    for s in [name.clone(), format!("py{n}-py")] {
+        let index = c
+            .h(0)
+            .docker_ok(&["secret", "inspect", "-f", "{{.Version.Index}}", &s])?;
+        newest = newest.max(index.trim().parse()?);
+    }
+    c.h(0)
+        .docker_ok(&["swarm", "update", "--snapshot-interval", "1"])?;
+    for i in 0..c.hosts.len() {
+        retry(CONVERGE, || {
+            Ok(snapshot_indexes(&c.h(i).log())
+                .into_iter()
+                .any(|x| x >= newest)
+                .then_some(()))
+        })
+        .with_context(|| format!("host {i}: no Raft snapshot at or after index {newest}"))?;
+    }
 
     // Nothing on any disk, while the tasks run.
     scan_hosts(&c, &secret, "tasks running")?;

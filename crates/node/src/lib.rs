@@ -39,6 +39,8 @@ pub fn main() -> Result<()> {
                 .context("invalid --log-level")?,
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file or journald gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     spawn_heap_trimmer();
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -249,6 +249,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         blocking(move || write_sm_records(&db, vec![(SNAPSHOT, bytes)], Durability::Immediate))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        tracing::info!(
+            index = index_of(meta.last_log_id),
+            bytes = data.len(),
+            "raft snapshot written"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -342,6 +347,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         )
         .await
         .map_err(sm_write_err)?;
+        tracing::info!(
+            index = index_of(meta.last_log_id),
+            "raft snapshot installed from the leader and written"
+        );
         self.applied.send_replace(index_of(meta.last_log_id));
         Ok(())
     }
