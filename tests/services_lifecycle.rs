@@ -5,7 +5,8 @@
 //!   with Swarm's `service.slot.task@node` prefixes (`--no-task-ids`: `service.slot@node`;
 //!   `--raw`: none), stderr to stderr, `--tail`, `--timestamps`, `--since`; `-f` keeps
 //!   bringing new lines of all three, and ending the client stops the readers on every
-//!   node. Query parameters berth does not know are refused by name (400).
+//!   node; tasks a scale places later on nodes that had none join a running `-f`. Query
+//!   parameters berth does not know are refused by name (400).
 //! - Health: a task whose container turns unhealthy is stopped, failed with Swarm's
 //!   `unhealthy container` (shown by `docker service ps`) and replaced; a task with a health
 //!   check stays `Starting` until its container is healthy (so an update, which waits for
@@ -330,6 +331,102 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
             )
         })?;
     }
+    Ok(())
+}
+
+/// `docker service logs -f` started while the service has one task: the tasks a scale
+/// puts on the two other nodes join the stream (their nodes had nothing to stream when
+/// the request came).
+#[test]
+fn service_logs_follow_brings_tasks_placed_later_on_other_nodes() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let c = Cluster::new(3)?.with_task_cleanup();
+    c.form(3)?;
+    let svc = format!("later{}", std::process::id());
+    c.h(0).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &svc,
+        "--replicas",
+        "1",
+        "--replicas-max-per-node",
+        "1",
+        &img,
+        "sh",
+        "-c",
+        TICKER,
+    ])?;
+    running_tasks(&c, &svc, 1)?;
+    let mut child = c
+        .h(1)
+        .docker_cmd(&["service", "logs", "-f", &svc])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The first task's lines come before the scale.
+    let first = rx
+        .recv_timeout(CONVERGE)
+        .context("no line from the first task")?;
+    c.h(0)
+        .docker_ok(&["service", "scale", "--detach", &format!("{svc}=3")])?;
+    let tasks = running_tasks(&c, &svc, 3)?;
+    let hosts_with_tasks = (0..3)
+        .filter(|&i| {
+            c.h(i)
+                .docker_ok(&[
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=com.docker.swarm.service.name={svc}"),
+                ])
+                .is_ok_and(|o| !o.trim().is_empty())
+        })
+        .count();
+    ensure!(
+        hosts_with_tasks == 3,
+        "one task per node expected: {tasks:?}"
+    );
+    // Every task's lines (the prefix is service.slot.<task id, 12 characters>@node).
+    let want: BTreeSet<String> = tasks.iter().map(|t| t.id[..12].to_string()).collect();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let deadline = Instant::now() + CONVERGE;
+    let mut line = first;
+    loop {
+        for prefix in ticks(&line).into_keys() {
+            let task = prefix.trim().split('@').next().unwrap_or_default();
+            if let Some((_, id)) = task.rsplit_once('.') {
+                seen.insert(id.to_string());
+            }
+        }
+        if seen == want {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        line = match rx.recv_timeout(left) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("follow: lines only from tasks {seen:?} of {want:?}");
+            }
+        };
+    }
+    child.kill()?;
+    child.wait()?;
+    let _ = reader.join();
     Ok(())
 }
 

@@ -17,8 +17,11 @@
 //!     └──── framed lines, merged ◄───────────────────────────────────────────────┘
 //! ```
 //!
-//! When the client goes away, every per-node task sees its channel closed and drops its
-//! stream, which cancels the remote call and stops the readers there.
+//! With `follow`, a node that gets one of the query's tasks later (a scale, a
+//! rescheduled task) joins the stream when the replicated state shows it; each node's own
+//! reader picks up its new tasks itself. When the client goes away, every per-node task
+//! sees its channel closed and drops its stream, which cancels the remote call and stops
+//! the readers there.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -275,65 +278,39 @@ fn stream_logs(
         .cluster
         .node()
         .ok_or_else(|| ApiError::Unavailable("This node is not part of a swarm".into()))?;
-    let me = node.id();
     let nodes = node.state_view().read(|s| nodes_of(s, &query));
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, Infallible>>(256);
+    let mut asked = BTreeSet::new();
     for (id, addr) in nodes {
-        let tx = tx.clone();
-        let query = query.clone();
-        let req = req.clone();
-        let node = node.clone();
-        let local = (id == me).then(|| TaskLogReader::new(st.containers.clone()));
+        asked.insert(id);
+        spawn_node_stream(st, &node, id, addr, &query, &req, tty, tx.clone());
+    }
+    if query.follow {
+        // Tasks scheduled later onto nodes that had none of the query's tasks yet: their
+        // nodes join the stream as the replicated state shows them.
+        let st = st.clone();
+        let weak = std::sync::Arc::downgrade(&node);
+        let mut applied = node.applied_watch();
+        drop(node);
         tokio::spawn(async move {
-            let opened: Result<NodeLines, String> = match local {
-                Some(reader) => reader
-                    .open(query)
-                    .map(|rx| {
-                        futures::stream::unfold(rx, |mut rx| async move {
-                            let mut lines = Vec::new();
-                            (rx.recv_many(&mut lines, 256).await > 0).then_some((Ok(lines), rx))
-                        })
-                        .boxed()
-                    })
-                    .map_err(|e| e.to_string()),
-                None => match node.task_logs(&addr, &query).await {
-                    Ok(s) => Ok(s.map(|r| r.map_err(|e| error_chain(&e))).boxed()),
-                    Err(e) => Err(error_chain(&e)),
-                },
-            };
-            // The cluster node is not held while streaming (a leave must not wait for a
-            // follow to end).
-            drop(node);
-            let mut lines = match opened {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Ok(error_payload(&e, tty))).await;
-                    return;
-                }
-            };
             loop {
-                let next = tokio::select! {
+                tokio::select! {
                     _ = tx.closed() => return,
-                    next = lines.next() => next,
-                };
-                match next {
-                    None => return,
-                    Some(Ok(batch)) => {
-                        for line in &batch {
-                            if tx.send(Ok(payload(line, &req, tty))).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let _ = tx.send(Ok(error_payload(&e, tty))).await;
-                        return;
+                    changed = applied.changed() => if changed.is_err() { return },
+                }
+                // Not held between changes: a leave must not wait for a follow to end.
+                let Some(node) = weak.upgrade() else { return };
+                let nodes = node.state_view().read(|s| nodes_of(s, &query));
+                for (id, addr) in nodes {
+                    if asked.insert(id) {
+                        spawn_node_stream(&st, &node, id, addr, &query, &req, tty, tx.clone());
                     }
                 }
             }
         });
+    } else {
+        drop(tx);
     }
-    drop(tx);
     // dockerd: a raw stream for a TTY, and for clients older than 1.42.
     let multiplexed = !tty && version.is_none_or(|v| v.0 >= ApiVersion(1, 42));
     let ct = if multiplexed {
@@ -345,6 +322,74 @@ fn stream_logs(
         .header(header::CONTENT_TYPE, ct)
         .body(channel_body(rx))
         .expect("valid response"))
+}
+
+/// Streams node `id`'s lines for `query` into `tx` (this node's reader directly, another
+/// node over the cluster transport at `addr`), until that node's stream ends or the client
+/// goes away (`tx` closed). A node that cannot be asked adds one error line.
+#[allow(clippy::too_many_arguments)]
+fn spawn_node_stream(
+    st: &AppState,
+    node: &std::sync::Arc<berth_consensus::ClusterNode>,
+    id: NodeId,
+    addr: String,
+    query: &TaskLogQuery,
+    req: &LogsRequest,
+    tty: bool,
+    tx: mpsc::Sender<Result<Vec<u8>, Infallible>>,
+) {
+    let query = query.clone();
+    let req = req.clone();
+    let node = node.clone();
+    let local = (id == node.id()).then(|| TaskLogReader::new(st.containers.clone()));
+    tokio::spawn(async move {
+        let opened: Result<NodeLines, String> = match local {
+            Some(reader) => reader
+                .open(query)
+                .map(|rx| {
+                    futures::stream::unfold(rx, |mut rx| async move {
+                        let mut lines = Vec::new();
+                        (rx.recv_many(&mut lines, 256).await > 0).then_some((Ok(lines), rx))
+                    })
+                    .boxed()
+                })
+                .map_err(|e| e.to_string()),
+            None => match node.task_logs(&addr, &query).await {
+                Ok(s) => Ok(s.map(|r| r.map_err(|e| error_chain(&e))).boxed()),
+                Err(e) => Err(error_chain(&e)),
+            },
+        };
+        // The cluster node is not held while streaming (a leave must not wait for a
+        // follow to end).
+        drop(node);
+        let mut lines = match opened {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Ok(error_payload(&e, tty))).await;
+                return;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                next = lines.next() => next,
+            };
+            match next {
+                None => return,
+                Some(Ok(batch)) => {
+                    for line in &batch {
+                        if tx.send(Ok(payload(line, &req, tty))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = tx.send(Ok(error_payload(&e, tty))).await;
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// `error: cause: cause`.

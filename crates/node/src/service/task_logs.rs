@@ -84,11 +84,13 @@ impl TaskLogReader {
         TaskLogReader { containers }
     }
 
-    /// The task containers `query` selects now, oldest first.
+    /// The task containers `query` selects now, oldest first: those that have started (a
+    /// container only created has no log yet; a follow's next scan takes it once it runs).
     fn scan(&self, query: &TaskLogQuery) -> Vec<Selected> {
         let mut recs = self.containers.with_label(TASK_ID_LABEL);
         recs.sort_by(|a, b| a.created.cmp(&b.created));
         recs.iter()
+            .filter(|r| r.state.status != "created")
             .filter_map(|r| select(&r.id, &r.labels, query))
             .collect()
     }
