@@ -128,6 +128,7 @@ async fn run(cfg: config::Config) -> Result<()> {
         berth_registry_mirror::ClientConfig {
             insecure_registries: cfg.insecure_registries.clone(),
             mirrors,
+            read_timeout: Some(berth_registry_mirror::client::READ_TIMEOUT),
             ..Default::default()
         },
     )
@@ -141,7 +142,7 @@ async fn run(cfg: config::Config) -> Result<()> {
             let client =
                 berth_registry_mirror::RegistryClient::new(berth_registry_mirror::ClientConfig {
                     insecure_registries: cfg.insecure_registries.clone(),
-                    read_timeout: Some(berth_registry_mirror::client::MIRROR_READ_TIMEOUT),
+                    read_timeout: Some(berth_registry_mirror::client::READ_TIMEOUT),
                     ..Default::default()
                 })
                 .context("registry client of the mirror")?;

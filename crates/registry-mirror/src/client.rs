@@ -30,10 +30,12 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::MANIFEST_ACCEPT;
 
-/// The read timeout of a mirror's registry client ([`ClientConfig::read_timeout`]): 30 s
-/// without a byte from a registry ends the request (a blob download then resumes from the
-/// next source, or fails with nothing stored).
-pub const MIRROR_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The read timeout berthd gives its registry clients, the engine's (pulls, pushes) and its
+/// mirror's ([`ClientConfig::read_timeout`]): 30 s without a byte from a registry ends the
+/// request (a blob download then resumes from the next source, or fails with nothing
+/// stored), so a registry that stops answering fails a `docker pull` instead of hanging
+/// it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of a [`RegistryClient`].
 #[derive(Debug, Clone)]
@@ -45,12 +47,13 @@ pub struct ClientConfig {
     pub user_agent: String,
     /// Connect timeout per request.
     pub connect_timeout: Duration,
-    /// Read timeout (reqwest's `read_timeout`): the longest wait for a response's headers,
-    /// counted from the start of the request, then for each next chunk of its body. A
-    /// registry that accepts the connection and then says nothing fails the request with
-    /// a transport error (a 503 from a mirror) instead of holding it forever. Only for
-    /// clients that never upload (a mirror's, [`MIRROR_READ_TIMEOUT`]): an upload whose
-    /// body takes longer than this to send would fail. Default `None` (no timeout).
+    /// Read timeout (reqwest's `read_timeout`) of every request that sends no body: the
+    /// longest wait for a response's headers, counted from the start of the request, then
+    /// for each next chunk of its body. A registry that accepts the connection and then
+    /// says nothing fails the request with a transport error (a 503 from a mirror) instead
+    /// of holding it forever. Uploads (`PUT`, `PATCH`) go through a client without it: the
+    /// clock would run while their body is still being sent. Default `None` (no timeout);
+    /// berthd uses [`READ_TIMEOUT`].
     pub read_timeout: Option<Duration>,
     /// Extra trusted CA certificates (PEM), beside the system roots (Docker's
     /// `certs.d/<host>/ca.crt`).
@@ -140,7 +143,10 @@ type AuthKey = (String, String, String);
 /// tokens per (registry, scope).
 #[derive(Debug, Clone)]
 pub struct RegistryClient {
+    /// Requests without a body, with the configured read timeout.
     http: reqwest::Client,
+    /// Uploads (`PUT`, `PATCH`): the same settings without the read timeout.
+    uploads: reqwest::Client,
     config: Arc<ClientConfig>,
     /// (registry, scope, credentials identity) -> the `Authorization` value that worked.
     auth_cache: Arc<Mutex<HashMap<AuthKey, String>>>,
@@ -166,26 +172,32 @@ fn install_crypto_provider() {
 impl RegistryClient {
     pub fn new(config: ClientConfig) -> Result<Self> {
         install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30));
-        if let Some(t) = config.read_timeout {
-            builder = builder.read_timeout(t);
-        }
-        for pem in &config.extra_root_certs_pem {
-            let cert = reqwest::Certificate::from_pem(pem).map_err(|source| Error::Transport {
-                url: "<extra root certificate>".into(),
+        let build = |read_timeout: Option<Duration>| -> Result<reqwest::Client> {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(config.user_agent.clone())
+                .connect_timeout(config.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(30));
+            if let Some(t) = read_timeout {
+                builder = builder.read_timeout(t);
+            }
+            for pem in &config.extra_root_certs_pem {
+                let cert =
+                    reqwest::Certificate::from_pem(pem).map_err(|source| Error::Transport {
+                        url: "<extra root certificate>".into(),
+                        source,
+                    })?;
+                builder = builder.add_root_certificate(cert);
+            }
+            builder.build().map_err(|source| Error::Transport {
+                url: String::new(),
                 source,
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let http = builder.build().map_err(|source| Error::Transport {
-            url: String::new(),
-            source,
-        })?;
+            })
+        };
+        let http = build(config.read_timeout)?;
+        let uploads = build(None)?;
         Ok(RegistryClient {
             http,
+            uploads,
             config: Arc::new(config),
             auth_cache: Arc::default(),
             schemes: Arc::default(),
@@ -257,7 +269,12 @@ impl RegistryClient {
         let mut attempt_auth = cached.or_else(|| repo.credentials.preemptive_header());
         let mut refused_body = None;
         for attempt in 0..2 {
-            let mut req = build(self.http.request(method.clone(), url));
+            let client = if method == Method::PUT || method == Method::PATCH {
+                &self.uploads
+            } else {
+                &self.http
+            };
+            let mut req = build(client.request(method.clone(), url));
             if let Some(h) = &attempt_auth {
                 req = req.header(AUTHORIZATION, h);
             }

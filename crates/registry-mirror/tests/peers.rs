@@ -726,3 +726,112 @@ async fn a_registry_that_accepts_and_never_answers_is_an_error_not_a_hang() {
         "the requests reached the silent server"
     );
 }
+
+/// A minimal registry for one blob upload: `POST .../blobs/uploads/` answers 202 with a
+/// Location, `PUT` reads its whole body, then answers 201. Anything else (a TLS probe)
+/// closes the connection. Returns its address and the PUT bodies' sizes as they arrive.
+fn slow_reader_registry() -> (SocketAddr, Arc<std::sync::Mutex<Vec<usize>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let puts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = puts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut head = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => head.push(line),
+                        }
+                    }
+                    let method = head.first().and_then(|l| l.split(' ').next());
+                    let length: usize = head
+                        .iter()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reply = match method {
+                        Some("POST") => "HTTP/1.1 202 Accepted\r\nLocation: /v2/team/app/blobs/uploads/u1\r\nContent-Length: 0\r\n\r\n",
+                        Some("PUT") => {
+                            seen.lock().unwrap().push(length);
+                            "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+                        }
+                        _ => return,
+                    };
+                    if w.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, puts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_time_out_but_an_upload_slower_than_the_read_timeout_goes_through() {
+    let timeout = Duration::from_millis(300);
+    let client = RegistryClient::new(ClientConfig {
+        read_timeout: Some(timeout),
+        ..Default::default()
+    })
+    .unwrap();
+
+    // A registry that accepts and never answers: a pull's manifest request ends in an
+    // error once the read timeout passes, it does not hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let repo = |addr: SocketAddr| berth_registry_mirror::client::Repository {
+        host: addr.to_string(),
+        path: "team/app".into(),
+        credentials: Default::default(),
+    };
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.get_manifest(&repo(silent_addr), "latest"),
+    )
+    .await
+    .expect("a silent registry must fail the request, not hang it");
+    assert!(got.is_err(), "a manifest from a silent registry");
+
+    // An upload whose body takes 4 read timeouts to send, to a registry that answers once
+    // it has all of it: not cut by the read timeout.
+    let (addr, puts) = slow_reader_registry();
+    let chunk = 64 * 1024;
+    let body = move || {
+        reqwest::Body::wrap_stream(futures::stream::unfold(0, move |i| async move {
+            if i == 4 {
+                return None;
+            }
+            tokio::time::sleep(timeout).await;
+            Some((Ok::<_, std::io::Error>(vec![b'x'; chunk]), i + 1))
+        }))
+    };
+    let digest = Digest::of(&vec![b'x'; 4 * chunk]);
+    client
+        .upload_blob(&repo(addr), &digest, 4 * chunk as u64, &body)
+        .await
+        .expect("an upload slower than the read timeout");
+    assert_eq!(*puts.lock().unwrap(), vec![4 * chunk]);
+}

@@ -105,7 +105,7 @@ async fn main() -> Result<(), BoxError> {
     let blobs = BlobStore::open(args.data_root.join("blobs"))?;
     let client = RegistryClient::new(ClientConfig {
         insecure_registries: args.insecure,
-        read_timeout: Some(berth_registry_mirror::client::MIRROR_READ_TIMEOUT),
+        read_timeout: Some(berth_registry_mirror::client::READ_TIMEOUT),
         ..ClientConfig::default()
     })?;
     let mirror = Mirror::new(args.config, blobs, client, Arc::new(NoLocalImages))?;
