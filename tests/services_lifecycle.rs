@@ -141,13 +141,14 @@ fn raw_get(c: &Cluster, i: usize, path: &str) -> Result<(String, String)> {
 const TICKER: &str =
     "echo to-stderr >&2; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done";
 
-#[test]
-fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> {
+/// A 3-manager cluster with a service `NAME` of `replicas` TICKER tasks, at most one per
+/// node; returns the cluster and the service's name.
+fn ticker_service(prefix: &str, replicas: u32) -> Result<(Cluster, String)> {
     let fx = berth_testkit::Fixture::from_env()?;
     let img = fx.reference("busybox:latest");
     let c = Cluster::new(3)?.with_task_cleanup();
     c.form(3)?;
-    let svc = format!("logs{}", std::process::id());
+    let svc = format!("{prefix}{}", std::process::id());
     c.h(0).docker_ok(&[
         "service",
         "create",
@@ -155,7 +156,7 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
         "--name",
         &svc,
         "--replicas",
-        "3",
+        &replicas.to_string(),
         "--replicas-max-per-node",
         "1",
         &img,
@@ -163,7 +164,12 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
         "-c",
         TICKER,
     ])?;
-    let tasks = running_tasks(&c, &svc, 3)?;
+    Ok((c, svc))
+}
+
+/// The 3 running tasks of `service`, checked to run one on each of the 3 hosts.
+fn one_task_per_host(c: &Cluster, service: &str) -> Result<Vec<TaskRow>> {
+    let tasks = running_tasks(c, service, 3)?;
     let hosts_with_tasks: BTreeSet<usize> = (0..3)
         .filter(|&i| {
             c.h(i)
@@ -171,7 +177,7 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
                     "ps",
                     "-q",
                     "--filter",
-                    &format!("label=com.docker.swarm.service.name={svc}"),
+                    &format!("label=com.docker.swarm.service.name={service}"),
                 ])
                 .is_ok_and(|o| !o.trim().is_empty())
         })
@@ -180,6 +186,39 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
         hosts_with_tasks.len() == 3,
         "one task per node expected: {hosts_with_tasks:?} {tasks:?}"
     );
+    Ok(tasks)
+}
+
+/// `docker service logs -f SERVICE` on host `i`: the client and its stdout lines.
+fn follow_logs(
+    c: &Cluster,
+    i: usize,
+    service: &str,
+) -> Result<(std::process::Child, std::sync::mpsc::Receiver<String>)> {
+    let mut child = c
+        .h(i)
+        .docker_cmd(&["service", "logs", "-f", service])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    // Ends when the client's stdout closes (the client is killed) or `rx` is dropped.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    Ok((child, rx))
+}
+
+#[test]
+fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> {
+    let (c, svc) = ticker_service("logs", 3)?;
+    let tasks = one_task_per_host(&c, &svc)?;
     // The CLI's prefix: service.slot.<task id, 12 characters>@<node hostname>.
     let prefixes: BTreeMap<String, String> = tasks
         .iter()
@@ -278,22 +317,7 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
     let readers_before: Vec<usize> = (0..3)
         .map(|i| log_count(&c, i, "task log follow ended"))
         .collect();
-    let mut child = c
-        .h(2)
-        .docker_cmd(&["service", "logs", "-f", &svc])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, rx) = follow_logs(&c, 2, &svc)?;
     let baseline = ticks(&service_logs(&c, 0, &[], &svc)?.0);
     let mut fresh: BTreeSet<String> = BTreeSet::new();
     let deadline = Instant::now() + CONVERGE;
@@ -314,7 +338,6 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
     }
     child.kill()?;
     child.wait()?;
-    let _ = reader.join();
     // Ending the client ends the readers on every node: each node's follow loop stops and
     // every reader it started ends.
     for (i, before) in readers_before.iter().enumerate() {
@@ -339,66 +362,16 @@ fn service_logs_merge_every_node_with_swarm_prefixes_and_follow() -> Result<()> 
 /// the request came).
 #[test]
 fn service_logs_follow_brings_tasks_placed_later_on_other_nodes() -> Result<()> {
-    let fx = berth_testkit::Fixture::from_env()?;
-    let img = fx.reference("busybox:latest");
-    let c = Cluster::new(3)?.with_task_cleanup();
-    c.form(3)?;
-    let svc = format!("later{}", std::process::id());
-    c.h(0).docker_ok(&[
-        "service",
-        "create",
-        "--detach",
-        "--name",
-        &svc,
-        "--replicas",
-        "1",
-        "--replicas-max-per-node",
-        "1",
-        &img,
-        "sh",
-        "-c",
-        TICKER,
-    ])?;
+    let (c, svc) = ticker_service("later", 1)?;
     running_tasks(&c, &svc, 1)?;
-    let mut child = c
-        .h(1)
-        .docker_cmd(&["service", "logs", "-f", &svc])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, rx) = follow_logs(&c, 1, &svc)?;
     // The first task's lines come before the scale.
     let first = rx
         .recv_timeout(CONVERGE)
         .context("no line from the first task")?;
     c.h(0)
         .docker_ok(&["service", "scale", "--detach", &format!("{svc}=3")])?;
-    let tasks = running_tasks(&c, &svc, 3)?;
-    let hosts_with_tasks = (0..3)
-        .filter(|&i| {
-            c.h(i)
-                .docker_ok(&[
-                    "ps",
-                    "-q",
-                    "--filter",
-                    &format!("label=com.docker.swarm.service.name={svc}"),
-                ])
-                .is_ok_and(|o| !o.trim().is_empty())
-        })
-        .count();
-    ensure!(
-        hosts_with_tasks == 3,
-        "one task per node expected: {tasks:?}"
-    );
+    let tasks = one_task_per_host(&c, &svc)?;
     // Every task's lines (the prefix is service.slot.<task id, 12 characters>@node).
     let want: BTreeSet<String> = tasks.iter().map(|t| t.id[..12].to_string()).collect();
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -426,7 +399,6 @@ fn service_logs_follow_brings_tasks_placed_later_on_other_nodes() -> Result<()> 
     }
     child.kill()?;
     child.wait()?;
-    let _ = reader.join();
     Ok(())
 }
 
