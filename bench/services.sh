@@ -43,6 +43,7 @@
 #   bash bench/services.sh                    # both engines; builds berthd (release)
 #   ENGINES=dockerd RUNS=3 bash bench/services.sh
 #   WHAT="d" bash bench/services.sh          # only some of (a), (c), (d); default all
+#   HOLD=600 WHAT=d bash bench/services.sh   # on a (d) failure, keep the hosts 600 s to look
 #   BERTHD=target/debug/berthd bash bench/services.sh
 #
 # Cleans up everything it started, on any exit: services, daemons and their containerd/shims
