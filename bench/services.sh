@@ -6,6 +6,16 @@
 #       kill until every replica of a 10-replica service runs again on the other nodes
 #       (a task counts once the node that runs it reports it running). Median of RUNS.
 #   (c) `service create --replicas 50` until all 50 run on the 5 nodes. Median of RUNS.
+#   (d) a service on an overlay network, reached by name from a client container on the same
+#       network on another host: the time from `docker service create` (one replica, a busybox
+#       httpd, constrained to the workers; the client runs on host 1, a manager) until the
+#       client gets an answer by the service's name: one `docker exec` started before the
+#       create starts a `wget` every 50 ms inside the client and reports the earliest
+#       answer's time. berth: the name is the service's VIP
+#       (nftables DNAT in the client's namespace) and, as a second row, the same with
+#       `--endpoint-mode dnsrr` (the name resolves to the task's address); dockerd: dnsrr
+#       only (no IPVS here, so its VIP cannot answer). The time until the task runs (the
+#       tasks API, polled from the host) is given beside it. Median of RUNS.
 #
 # Layout, per engine:
 #
@@ -32,6 +42,8 @@
 #
 #   bash bench/services.sh                    # both engines; builds berthd (release)
 #   ENGINES=dockerd RUNS=3 bash bench/services.sh
+#   WHAT="d" bash bench/services.sh          # only some of (a), (c), (d); default all
+#   HOLD=600 WHAT=d bash bench/services.sh   # on a (d) failure, keep the hosts 600 s to look
 #   BERTHD=target/debug/berthd bash bench/services.sh
 #
 # Cleans up everything it started, on any exit: services, daemons and their containerd/shims
@@ -52,6 +64,7 @@ BERTHD=${BERTHD:-target/release/berthd}
 runs=${RUNS:-5}
 replicas=${REPLICAS:-10}
 many=${MANY:-50}
+what=" ${WHAT:-a c d} "
 reg=$BERTH_TEST_REGISTRY
 img=$reg/busybox:latest
 docker=$(command -v docker)
@@ -256,6 +269,17 @@ bench_engine() {
     for i in 1 2 3 4 5; do start_host "$e" "$i"; done
     form "$e"
     for i in 1 2 3 4 5; do D "$e" "$i" pull -q "$img" >/dev/null; done
+    [[ $what == *" d "* ]] && bench_vip "$e"
+    [[ $what == *" c "* ]] && bench_create "$e"
+    [[ $what == *" a "* ]] && bench_node_loss "$e"
+    for i in 1 2 3 4 5; do
+        D "$e" "$i" ps -aq 2>/dev/null | xargs -r env DOCKER_HOST=unix://$(sock "$e" "$i") "$docker" rm -f >/dev/null 2>&1 || true
+    done
+    for i in 1 2 3 4 5; do stop_host "$e" "$i"; done
+}
+
+bench_create() {
+    local e=$1 r
     log "$e: (c) create --replicas $many, $runs runs"
     local cs=()
     for r in $(seq 1 "$runs"); do
@@ -268,6 +292,10 @@ bench_engine() {
         remove_service "$e" 1 "c$r"
     done
     c_ms[$e]="${cs[*]}"
+}
+
+bench_node_loss() {
+    local e=$1 r
     log "$e: (a) node loss, $runs runs"
     local as=()
     for r in $(seq 1 "$runs"); do
@@ -297,10 +325,71 @@ bench_engine() {
         remove_service "$e" 1 "a$r"
     done
     a_ms[$e]="${as[*]}"
-    for i in 1 2 3 4 5; do
-        D "$e" "$i" ps -aq 2>/dev/null | xargs -r env DOCKER_HOST=unix://$(sock "$e" "$i") "$docker" rm -f >/dev/null 2>&1 || true
+}
+
+# (d) for engine $1 in endpoint mode $2 (vip or dnsrr): RUNS times a 1-replica httpd service
+# on the overlay network, the client on host 1 polling http://NAME:8080/ by name.
+declare -A d_ms d_run_ms
+bench_vip_mode() {
+    local e=$1 mode=$2 r key=$1-$2
+    local ds=() rs=()
+    for r in $(seq 1 "$runs"); do
+        local svc=d$mode$r t0 v run_ms
+        rm -f "$work/d-done"
+        # The poller starts first and fails (the name is unknown, or nothing answers yet) until
+        # the service answers. It starts an attempt every 50 ms without waiting for the last
+        # (an attempt sent before the path exists can hang until its timeout: busybox's
+        # timeout counts whole seconds, and Debian's busybox 1.35 wget crashes with its own
+        # -T), and prints the uptime (/proc/uptime, the same clock inside the container,
+        # 10 ms steps) at the earliest answer, so the exec's own latency is not counted.
+        D "$e" 1 exec vipclient sh -c "
+            rm -f /tmp/ok.*; i=0
+            while ! ls /tmp/ok.* >/dev/null 2>&1; do
+                i=\$((i + 1))
+                (timeout 3 wget -q -O /dev/null http://$svc:8080/ && cut -d' ' -f1 /proc/uptime >/tmp/ok.\$i) >/dev/null 2>&1 </dev/null &
+                sleep 0.05
+            done
+            sleep 0.2; cat /tmp/ok.* | sort -n | head -1" >"$work/d-done" &
+        local poller=$!
+        sleep 0.5
+        local up0
+        up0=$(cut -d' ' -f1 /proc/uptime)
+        t0=$(date +%s%N)
+        # shellcheck disable=SC2046
+        D "$e" 1 service create --detach -q --name "$svc" --replicas 1 --network vipnet \
+            --constraint node.role==worker $( [ "$mode" = dnsrr ] && echo "--endpoint-mode dnsrr" ) \
+            "$img" sh -c 'mkdir -p /www && hostname >/www/index.html && exec httpd -f -p 8080 -h /www' >/dev/null
+        run_ms=$(wait_running "$e" 1 "$svc" 1 "" "$t0")
+        local waited=0
+        while kill -0 "$poller" 2>/dev/null && [ "$waited" -lt 1200 ]; do sleep 0.05; waited=$((waited + 1)); done
+        if [ ! -s "$work/d-done" ]; then
+            kill "$poller" 2>/dev/null || true
+            log "$e ($mode): $svc never answered by name: $(D "$e" 1 service ps "$svc" 2>&1 | head)"
+            log "client: $(D "$e" 1 exec vipclient sh -c "cat /etc/resolv.conf; ip -4 addr; ip route; nslookup $svc; timeout 2 wget -O - http://$svc:8080/ 2>&1" 2>&1)"
+            [ -n "${HOLD:-}" ] && { log "holding for $HOLD s (work dir $work)"; sleep "$HOLD"; }
+            return 1
+        fi
+        wait "$poller" 2>/dev/null || true
+        v=$(awk -v a="$(cat "$work/d-done")" -v b="$up0" 'BEGIN { printf "%d", (a - b) * 1000 }')
+        ds+=("$v"); rs+=("$run_ms")
+        log "$e: (d, $mode) run $r: answering after $v ms (task running after $run_ms ms); load $(cut -d' ' -f1 /proc/loadavg)"
+        remove_service "$e" 1 "$svc"
     done
-    for i in 1 2 3 4 5; do stop_host "$e" "$i"; done
+    d_ms[$key]="${ds[*]}"
+    d_run_ms[$key]="${rs[*]}"
+}
+
+bench_vip() {
+    local e=$1
+    log "$e: (d) service answering by name on an overlay, $runs runs"
+    D "$e" 1 network create -d overlay --attachable vipnet >/dev/null
+    D "$e" 1 run -d -q --name vipclient --network vipnet "$img" sleep 1000000 >/dev/null
+    case $e in
+    berth) bench_vip_mode "$e" vip; bench_vip_mode "$e" dnsrr ;;
+    dockerd) bench_vip_mode "$e" dnsrr ;;
+    esac
+    D "$e" 1 rm -f vipclient >/dev/null
+    D "$e" 1 network rm vipnet >/dev/null || true
 }
 
 for e in $ENGINES; do bench_engine "$e"; done
@@ -318,7 +407,12 @@ row() {
     [ -n "$d" ] && dm=$(median $d)
     echo "| $what | $bm (${b:-not run}) | $dm (${d:-not run}) | $( [ "$bm" != - ] && [ "$dm" != - ] && ratio "$bm" "$dm" || echo -) |"
 }
-row "(a) node loss: kill -9 + link cut of a worker until $replicas/$replicas run elsewhere" "${a_ms[berth]:-}" "${a_ms[dockerd]:-}"
-row "(c) \`service create --replicas $many\` until $many run" "${c_ms[berth]:-}" "${c_ms[dockerd]:-}"
+[[ $what == *" a "* ]] && row "(a) node loss: kill -9 + link cut of a worker until $replicas/$replicas run elsewhere" "${a_ms[berth]:-}" "${a_ms[dockerd]:-}"
+[[ $what == *" c "* ]] && row "(c) \`service create --replicas $many\` until $many run" "${c_ms[berth]:-}" "${c_ms[dockerd]:-}"
+if [[ $what == *" d "* ]]; then
+    row "(d) \`service create\` on an overlay until the client on another host gets an answer by name: berth VIP vs dockerd dnsrr" "${d_ms[berth-vip]:-}" "${d_ms[dockerd-dnsrr]:-}"
+    row "(d) the same, both dnsrr" "${d_ms[berth-dnsrr]:-}" "${d_ms[dockerd-dnsrr]:-}"
+    row "(d) \`service create\` until its task runs (berth VIP runs / dockerd)" "${d_run_ms[berth-vip]:-}" "${d_run_ms[dockerd-dnsrr]:-}"
+fi
 echo
 echo "Versions: docker CLI $("$docker" version --format '{{.Client.Version}}' 2>/dev/null); $(dockerd --version); berthd: $BERTHD."

@@ -12,6 +12,11 @@
 //! `iperf3 -t SECONDS` each; prints the medians and their ratios. Every namespace is
 //! deleted at the end, also on failure.
 //!
+//! `BRIDGE_NF_CALL_IPTABLES=0` sets that sysctl in the two host namespaces (each namespace
+//! has its own; 1, the kernel's default once `br_netfilter` is loaded, otherwise): bridged
+//! IPv4 frames then skip the host's IPv4 netfilter hooks. berthd never changes it (Docker's
+//! and Kubernetes' bridges rely on it); the switch only measures what those hooks cost.
+//!
 //! `cargo run --release -p berth-overlay-net --example overlay_bench -- [rounds] [seconds]`
 
 use std::net::Ipv4Addr;
@@ -82,8 +87,18 @@ fn sh(cmd: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// One iperf3 run from `client` to `server_ip` served in `server`; Gbit/s received.
-fn iperf(server: &Ns, client: &Ns, server_ip: &str, seconds: u32) -> Result<f64> {
+/// One iperf3 run's result.
+struct Run {
+    /// Gbit/s received.
+    gbits: f64,
+    /// Bytes received.
+    bytes: f64,
+    /// TCP retransmissions of the sender.
+    retransmits: u64,
+}
+
+/// One iperf3 run from `client` to `server_ip` served in `server`.
+fn iperf(server: &Ns, client: &Ns, server_ip: &str, seconds: u32) -> Result<Run> {
     let mut srv = Command::new("ip")
         .args([
             "netns", "exec", &server.0, "iperf3", "-s", "-1", "-B", server_ip,
@@ -107,10 +122,30 @@ fn iperf(server: &Ns, client: &Ns, server_ip: &str, seconds: u32) -> Result<f64>
     let _ = srv.wait();
     let json = json.context("iperf3 client never succeeded")?;
     let v: serde_json::Value = serde_json::from_str(&json)?;
-    let bps = v["end"]["sum_received"]["bits_per_second"]
+    let sum = &v["end"]["sum_received"];
+    let bps = sum["bits_per_second"]
         .as_f64()
         .context("no end.sum_received.bits_per_second")?;
-    Ok(bps / 1e9)
+    let bytes = sum["bytes"].as_f64().context("no end.sum_received.bytes")?;
+    let retransmits = v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    Ok(Run {
+        gbits: bps / 1e9,
+        bytes,
+        retransmits,
+    })
+}
+
+/// Bytes host 1's WireGuard device has sent to its peer so far.
+fn wg_tx(dev: &WgDevice) -> Result<u64> {
+    Ok(dev.stats()?.peers.iter().map(|p| p.tx_bytes).sum())
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -123,6 +158,7 @@ fn main() -> Result<()> {
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let seconds: u32 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
 
+    let bridge_nf = std::env::var("BRIDGE_NF_CALL_IPTABLES").ok();
     let lan = Ns::new("lan")?;
     lan.ip(&["link", "add", "lanbr", "type", "bridge"])?;
     lan.ip(&["link", "set", "lanbr", "up"])?;
@@ -136,22 +172,44 @@ fn main() -> Result<()> {
         lan.ip(&["link", "set", &port, "master", "lanbr", "up"])?;
         h.ip(&["addr", "add", &format!("{}/24", under(i)), "dev", "uplink"])?;
         h.ip(&["link", "set", "uplink", "up"])?;
+        if let Some(v) = &bridge_nf {
+            sh(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &h.0,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.bridge.bridge-nf-call-iptables={v}"),
+                ],
+            )?;
+        }
     }
+    eprintln!(
+        "bridge-nf-call-iptables in the hosts: {}",
+        bridge_nf.as_deref().unwrap_or("kernel default")
+    );
     let containers = [Ns::new("c1")?, Ns::new("c2")?];
     let enc_containers = [Ns::new("e1")?, Ns::new("e2")?];
     let cip = |i: usize| Ipv4Addr::new(10, 0, 42, i as u8 + 2);
     let eip = |i: usize| Ipv4Addr::new(10, 0, 43, i as u8 + 2);
     let tunnel = |i: usize| Ipv4Addr::new(169, 254, 64, i as u8 + 1);
+    // As berthd: the gateway on every node's bridge (outbound NAT in the host table), the
+    // default route of a task through it.
+    let (gw, egw) = (Ipv4Addr::new(10, 0, 42, 1), Ipv4Addr::new(10, 0, 43, 1));
     let spec = OverlaySpec {
         id: "bench".into(),
         vni: 4200,
         subnet: "10.0.42.0/24".into(),
+        gateway: Some(gw),
         ..OverlaySpec::default()
     };
     let enc_spec = OverlaySpec {
         id: "benchenc".into(),
         vni: 4201,
         subnet: "10.0.43.0/24".into(),
+        gateway: Some(egw),
         mtu: DEFAULT_MTU - 50,
         encrypted: true,
         ..OverlaySpec::default()
@@ -219,36 +277,74 @@ fn main() -> Result<()> {
                     ..OverlayConfig::default()
                 })?;
                 d.reconcile(&desired).await?;
-                d.attach("bench", &c, "eth0", cip(i), 24, mac_for_ip(cip(i)), None)
-                    .await?;
-                d.attach("benchenc", &e, "eth0", eip(i), 24, mac_for_ip(eip(i)), None)
-                    .await?;
+                d.attach(
+                    "bench",
+                    &c,
+                    "eth0",
+                    cip(i),
+                    24,
+                    mac_for_ip(cip(i)),
+                    Some(gw),
+                )
+                .await?;
+                d.attach(
+                    "benchenc",
+                    &e,
+                    "eth0",
+                    eip(i),
+                    24,
+                    mac_for_ip(eip(i)),
+                    Some(egw),
+                )
+                .await?;
                 Ok(())
             })
         })?;
     }
 
+    // Sanity: the plain overlay must not touch the WireGuard device, the encrypted one
+    // must carry all of its bytes through it (WireGuard's bytes over iperf3's payload bytes:
+    // at least 1, plus the TCP/IP, VXLAN and WireGuard headers).
     let (mut u, mut o, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    let mut wg_share = Vec::new();
     for r in 0..rounds {
-        u.push(iperf(&hosts[1], &hosts[0], &under(1).to_string(), seconds)?);
-        o.push(iperf(
-            &containers[1],
-            &containers[0],
-            &cip(1).to_string(),
-            seconds,
-        )?);
-        w.push(iperf(
+        let load_before = load();
+        let ru = iperf(&hosts[1], &hosts[0], &under(1).to_string(), seconds)?;
+        let tx0 = wg_tx(&devices[0])?;
+        let ro = iperf(&containers[1], &containers[0], &cip(1).to_string(), seconds)?;
+        let tx1 = wg_tx(&devices[0])?;
+        let rw = iperf(
             &enc_containers[1],
             &enc_containers[0],
             &eip(1).to_string(),
             seconds,
-        )?);
+        )?;
+        let tx2 = wg_tx(&devices[0])?;
+        u.push(ru.gbits);
+        o.push(ro.gbits);
+        w.push(rw.gbits);
+        // Keepalives and handshakes are a few hundred bytes at most.
+        if tx1.saturating_sub(tx0) > 4096 {
+            bail!(
+                "the plain overlay sent {} bytes through WireGuard",
+                tx1.saturating_sub(tx0)
+            );
+        }
+        let share = tx2.saturating_sub(tx1) as f64 / rw.bytes;
+        if share < 1.0 {
+            bail!("the encrypted overlay sent only {share:.3}x its payload through WireGuard");
+        }
+        wg_share.push(share);
         eprintln!(
-            "round {}: underlay {:.2} Gbit/s, overlay {:.2} Gbit/s, encrypted overlay ({backend:?} WireGuard) {:.2} Gbit/s",
+            "round {}: underlay {:.2} Gbit/s ({} retransmits), overlay {:.2} Gbit/s ({}), encrypted overlay ({backend:?} WireGuard) {:.2} Gbit/s ({}; WireGuard sent {share:.3}x the payload); load {load_before} -> {}",
             r + 1,
-            u[r],
-            o[r],
-            w[r]
+            ru.gbits,
+            ru.retransmits,
+            ro.gbits,
+            ro.retransmits,
+            rw.gbits,
+            rw.retransmits,
+            load()
         );
     }
     for (dev, h) in devices.into_iter().zip(&hosts) {
@@ -268,6 +364,14 @@ fn main() -> Result<()> {
         "| iperf3 TCP, {rounds} rounds x {seconds} s, alternating | underlay veth {mu:.2} Gbit/s | encrypted overlay ({backend:?} WireGuard) {mw:.2} Gbit/s | encrypted / underlay {:.3}, encrypted / overlay {:.3} |",
         mw / mu,
         mw / mo
+    );
+    println!(
+        "WireGuard bytes sent / iperf3 payload bytes, encrypted rounds: {}",
+        wg_share
+            .iter()
+            .map(|s| format!("{s:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     Ok(())
 }
