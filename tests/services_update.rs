@@ -231,7 +231,15 @@ fn a_failing_update_pauses_and_docker_service_rollback_returns_to_the_previous_s
             .docker(&["service", "rollback", "--detach", "fresh"])?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("does not have a previous spec"), "{err}");
+    let id = s.svc("fresh", "{{.ID}}")?;
+    // dockerd passes swarmkit's gRPC error text through.
+    assert_eq!(
+        err.trim(),
+        format!(
+            "Error response from daemon: rpc error: code = FailedPrecondition desc = \
+             service {id} does not have a previous spec"
+        )
+    );
 
     // `docker service update --rollback` after a good update returns to the spec before.
     s.e.ok(&[

@@ -568,10 +568,7 @@ impl ServicesService {
             // come back as they were (no new resolution), `UpdateStatus` says so and the
             // orchestrator rolls the tasks back paced by `RollbackConfig`.
             if current.previous_spec.is_none() {
-                return Err(ServiceError::invalid(format!(
-                    "service {} does not have a previous spec",
-                    current.id
-                )));
+                return Err(no_previous_spec(&current.id));
             }
             self.write(Command::RollbackService {
                 id: current.id.clone(),
@@ -859,6 +856,14 @@ fn distribution_error(e: ImageError, credentials: &Credentials) -> ServiceError 
     }
 }
 
+/// swarmkit's answer to a rollback of a service never updated (controlapi `UpdateService`:
+/// `codes.FailedPrecondition`, which dockerd answers with 400 and the gRPC text).
+fn no_previous_spec(id: &str) -> ServiceError {
+    ServiceError::invalid(format!(
+        "rpc error: code = FailedPrecondition desc = service {id} does not have a previous spec"
+    ))
+}
+
 fn name_conflict(name: &str) -> ServiceError {
     ServiceError::conflict(format!(
         "rpc error: code = AlreadyExists desc = name conflicts with an existing object: service {name} already exists"
@@ -875,9 +880,7 @@ fn rejection_error(r: Rejection) -> ServiceError {
         Rejection::ServiceNotFound { id } => {
             ServiceError::not_found(format!("service {id} not found"))
         }
-        Rejection::NoPreviousSpec { id } => {
-            ServiceError::invalid(format!("service {id} does not have a previous spec"))
-        }
+        Rejection::NoPreviousSpec { id } => no_previous_spec(&id),
         r @ (Rejection::PortInUse { .. }
         | Rejection::DynamicPortsExhausted { .. }
         | Rejection::ObjectRefsNotFound { .. }) => {
