@@ -1,4 +1,4 @@
-//! Issue #18 tried the way a Swarm user would (real docker CLI), kept as reproductions.
+//! Update order, tried the way a Swarm user would (real docker CLI): reproductions of known bugs.
 //!
 //! - `stop_first_update_starts_the_new_task_after_the_old_one_stopped`: with the default
 //!   `--update-order stop-first`, swarmkit's updater creates the replacement but holds its
