@@ -1,12 +1,11 @@
-//! Update order, tried the way a Swarm user would (real docker CLI): reproductions of known bugs.
+//! Update order, the way a Swarm user sees it (real docker CLI).
 //!
 //! - `stop_first_update_starts_the_new_task_after_the_old_one_stopped`: with the default
-//!   `--update-order stop-first`, swarmkit's updater creates the replacement but holds its
-//!   start until the old task has stopped (restart supervisor `DelayStart(.., waitStop=true)`,
-//!   at most 1 minute), so a one-replica service never runs two containers. berth starts
-//!   the replacement at once: the old container (`sleep`, which ignores SIGTERM, so it
-//!   lives out its stop grace period) and the new one run side by side. Known bug, ignored
-//!   until fixed.
+//!   `--update-order stop-first`, the replacement is created and prepared but held at
+//!   desired `Ready` until the old task has stopped (swarmkit's restart supervisor,
+//!   `DelayStart(.., waitStop=true)`, at most 1 minute), so a one-replica service never
+//!   runs two containers, even when the old one (`sleep`, which ignores SIGTERM) lives out
+//!   its stop grace period.
 //!
 //! Cleanup: the service is removed on the way out; [`DockerEnv`] removes every container,
 //! then berthd and its netns.
@@ -29,7 +28,6 @@ impl Drop for ServiceGuard<'_> {
 }
 
 #[test]
-#[ignore = "known bug: stop-first starts the replacement before the old task stopped"]
 fn stop_first_update_starts_the_new_task_after_the_old_one_stopped() -> Result<()> {
     let e = DockerEnv::new()?;
     e.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;

@@ -115,6 +115,17 @@ impl Reconciled {
         }
     }
 
+    /// Holds the task the last `create` made at desired state `Ready`.
+    fn hold_last_created(&mut self) {
+        let task = match self.changes.last_mut() {
+            Some(TaskChange::Create { task }) => Some(task),
+            _ => self.preassigned.last_mut(),
+        };
+        if let Some(task) = task {
+            task.desired_state = TaskState::Ready;
+        }
+    }
+
     fn wake(&mut self, at: Nanos) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
@@ -129,6 +140,10 @@ impl Reconciled {
 fn deletable(t: &Task) -> bool {
     t.status.state.is_terminal() || t.node_id.is_none()
 }
+
+/// How long a stop-first replacement is held at `Ready` waiting for the task it replaces
+/// to stop (swarmkit's restart supervisor: 1 minute), in nanoseconds.
+pub const HELD_START_TIMEOUT: Nanos = 60_000_000_000;
 
 /// The desired state of a live task of this mode.
 fn live_state(mode: &ServiceMode) -> TaskState {
@@ -444,6 +459,9 @@ impl ServiceReconciler<'_, '_, '_, '_> {
             if self.out.desired_of(t) > live {
                 continue;
             }
+            if self.out.desired_of(t) == TaskState::Ready && !t.status.state.is_terminal() {
+                self.promote_held(t, all);
+            }
             if t.status.state.is_terminal() {
                 if is_job && t.status.state == TaskState::Complete {
                     outcome = SlotOutcome::Done;
@@ -619,7 +637,13 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 .copied()
                 .filter(|t| !self.out.deleted.contains(&t.id))
                 .collect();
-            let live = |t: &Task| self.out.desired_of(t) == TaskState::Running;
+            // A held stop-first replacement (desired `Ready`) is live: it holds its place.
+            let live = |t: &Task| {
+                matches!(
+                    self.out.desired_of(t),
+                    TaskState::Ready | TaskState::Running
+                )
+            };
             let old_live: Vec<&Task> = tasks
                 .iter()
                 .copied()
@@ -768,12 +792,44 @@ impl ServiceReconciler<'_, '_, '_, '_> {
         if self.created >= self.ctx.max_new_tasks {
             return false;
         }
+        let mut hold = false;
         if order == UpdateOrder::StopFirst {
             for t in old {
                 self.out.set_desired(t, TaskState::Shutdown);
+                hold |= self.may_still_run(t);
             }
         }
-        self.create(place, Vec::new())
+        if !self.create(place, Vec::new()) {
+            return false;
+        }
+        if hold {
+            // Stop-first: the new task is prepared but held at `Ready` until the old one
+            // is down (see `promote_held`).
+            self.out.hold_last_created();
+        }
+        true
+    }
+
+    /// Whether `t` may still have a process running that its node will stop and report:
+    /// not terminal, and on a node that is ready (a lost node's task is not waited for).
+    fn may_still_run(&self, t: &Task) -> bool {
+        !t.status.state.is_terminal()
+            && t.node_id
+                .is_some_and(|n| self.ctx.nodes.get(&n).is_some_and(|n| n.ready))
+    }
+
+    /// A task held at desired `Ready` (a stop-first replacement) goes to `Running` once no
+    /// other task of its place may still run ([`Self::may_still_run`]), or
+    /// [`HELD_START_TIMEOUT`] after it was created, as swarmkit's restart supervisor
+    /// (`DelayStart` with `waitStop`) lets it; until then the pass wakes at that deadline.
+    fn promote_held(&mut self, held: &Task, all: &[&Task]) {
+        let waiting = all.iter().any(|o| o.id != held.id && self.may_still_run(o));
+        let deadline = held.created_at.saturating_add(HELD_START_TIMEOUT);
+        if waiting && self.ctx.now < deadline {
+            self.out.wake(deadline);
+        } else {
+            self.out.set_desired(held, TaskState::Running);
+        }
     }
 
     fn remove(&mut self, t: &Task) {

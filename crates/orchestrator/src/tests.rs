@@ -150,7 +150,10 @@ impl World {
                         t.service_id == task.service_id
                             && t.slot == task.slot
                             && (task.slot != 0 || t.node_id == task.node_id)
-                            && matches!(t.desired_state, TaskState::Running | TaskState::Complete)
+                            && matches!(
+                                t.desired_state,
+                                TaskState::Ready | TaskState::Running | TaskState::Complete
+                            )
                             && !(replacement && t.template_version != task.template_version)
                     });
                     if taken || self.tasks.contains_key(&task.id) {
@@ -167,7 +170,7 @@ impl World {
                         if t.node_id.is_none()
                             && matches!(
                                 t.desired_state,
-                                TaskState::Running | TaskState::Complete
+                                TaskState::Ready | TaskState::Running | TaskState::Complete
                             ) =>
                     {
                         t.node_id = Some(*node_id);
@@ -260,6 +263,12 @@ impl World {
                 continue;
             }
             match t.desired_state {
+                // Held (stop-first): prepared, not started.
+                TaskState::Ready => {
+                    if t.status.state < TaskState::Ready {
+                        t.status = TaskStatus::new(TaskState::Ready, self.now, "prepared");
+                    }
+                }
                 TaskState::Running | TaskState::Complete => {
                     if t.status.state != TaskState::Running {
                         t.status = TaskStatus::new(TaskState::Running, self.now, "started");
@@ -300,7 +309,10 @@ impl World {
             .values()
             .filter(|t| {
                 t.service_id == service
-                    && matches!(t.desired_state, TaskState::Running | TaskState::Complete)
+                    && matches!(
+                        t.desired_state,
+                        TaskState::Ready | TaskState::Running | TaskState::Complete
+                    )
             })
             .collect()
     }
@@ -327,7 +339,10 @@ impl World {
     fn assert_no_duplicates(&self) {
         let mut seen = std::collections::BTreeSet::new();
         for t in self.tasks.values() {
-            if matches!(t.desired_state, TaskState::Running | TaskState::Complete) {
+            if matches!(
+                t.desired_state,
+                TaskState::Ready | TaskState::Running | TaskState::Complete
+            ) {
                 let key = (
                     t.service_id.clone(),
                     t.slot,
@@ -1501,7 +1516,8 @@ impl World {
     /// Passes and agents until a pass decides nothing, checking after every pass that a
     /// repeated pass on the applied state decides nothing, that no slot holds two tasks of
     /// one template, and that at least `min_running` tasks run (measured after the pass
-    /// and after the agents acted). Returns the number of tasks created by each pass.
+    /// and after the agents acted). Returns the number of tasks created by each pass (passes
+    /// that only start held stop-first replacements left out).
     fn roll(&mut self, service: &str, min_running: usize) -> Vec<usize> {
         let mut created = Vec::new();
         for _ in 0..60 {
@@ -1523,7 +1539,11 @@ impl World {
             if p.changes.is_empty() {
                 return created;
             }
-            created.push(creates(&p).len());
+            // A pass that only lets held stop-first replacements start is not a step of
+            // the update's pacing.
+            if !only_starts_held(&p) {
+                created.push(creates(&p).len());
+            }
         }
         panic!("the update did not finish");
     }
@@ -1533,6 +1553,76 @@ impl World {
         assert_eq!(self.by_template(service), (n, 0));
         assert_eq!(self.running_live(service), n);
     }
+}
+
+/// The pass only moves held tasks (desired `Ready`) on to `Running`.
+fn only_starts_held(p: &Plan) -> bool {
+    !p.changes.is_empty()
+        && p.changes.iter().all(|c| {
+            matches!(
+                c,
+                TaskChange::SetDesired {
+                    desired: TaskState::Running,
+                    ..
+                }
+            )
+        })
+}
+
+/// Stop-first (the default): the replacement is created and prepared but held at desired
+/// `Ready` until the task it replaces has stopped (swarmkit's restart supervisor,
+/// `DelayStart` with `waitStop`), at most [`reconcile::HELD_START_TIMEOUT`]; a task on a
+/// lost node is not waited for.
+#[test]
+fn a_stop_first_replacement_starts_only_once_the_old_task_stopped() {
+    let mut w = World::new(3);
+    w.set_service("s1", replicated(1));
+    w.settle();
+    let old = w.live("s1")[0].id.clone();
+    w.set_service_image("s1", replicated(1), "busybox@sha256:11");
+    let p = w.step();
+    let new = creates(&p)[0].id.clone();
+    assert_eq!(w.tasks[&new].desired_state, TaskState::Ready);
+    assert_eq!(w.tasks[&old].desired_state, TaskState::Shutdown);
+    // The old task takes its time to stop (its stop grace period): the new one waits,
+    // and the pass says when it stops waiting.
+    let p = w.step();
+    assert!(p.changes.is_empty(), "{:#?}", p.changes);
+    assert_eq!(
+        p.wake_at,
+        Some(w.tasks[&new].created_at + reconcile::HELD_START_TIMEOUT)
+    );
+    w.now += 10 * S;
+    w.task_exits(&old, TaskState::Shutdown, 137);
+    let p = w.step();
+    assert!(only_starts_held(&p), "{:#?}", p.changes);
+    assert_eq!(w.tasks[&new].desired_state, TaskState::Running);
+
+    // An old task that never reports its stop: started after the timeout.
+    w.settle();
+    let old = w.live("s1")[0].id.clone();
+    w.set_service_image("s1", replicated(1), "busybox@sha256:22");
+    let new = creates(&w.step())[0].id.clone();
+    w.now += reconcile::HELD_START_TIMEOUT - 1;
+    assert!(w.step().changes.is_empty());
+    w.now += 1;
+    assert!(only_starts_held(&w.step()));
+    assert_eq!(w.tasks[&new].desired_state, TaskState::Running);
+    assert_ne!(w.tasks[&old].status.state, TaskState::Shutdown);
+
+    // The old task's node is lost: nothing to wait for.
+    w.agents();
+    w.settle();
+    let old = w.live("s1")[0].clone();
+    w.set_service_image("s1", replicated(1), "busybox@sha256:33");
+    let new = creates(&w.step())[0].id.clone();
+    w.node_mut(old.node_id.unwrap()).ready = false;
+    let p = w.step();
+    assert!(
+        p.changes.iter().any(|c| matches!(c, TaskChange::SetDesired { task_id, desired: TaskState::Running } if *task_id == new)),
+        "{:#?}",
+        p.changes
+    );
 }
 
 #[test]
@@ -1593,9 +1683,12 @@ fn update_delay_waits_after_each_replacement_runs() {
     w.set_service("s1", spec.clone());
     w.settle();
     w.set_service_image("s1", spec, "busybox@sha256:11");
-    // The first replacement starts at once.
+    // The first replacement starts at once (stop-first: held at `Ready` until the old
+    // task stopped, then started by the next pass).
     let p = w.step();
     assert_eq!(creates(&p).len(), 1);
+    w.agents();
+    assert!(only_starts_held(&w.step()));
     w.agents();
     let started = w.now;
     // Not the next one before the delay has passed since it ran.
@@ -1609,6 +1702,8 @@ fn update_delay_waits_after_each_replacement_runs() {
     w.now = started + 10 * S;
     let p = w.step();
     assert_eq!(creates(&p).len(), 1);
+    w.agents();
+    assert!(only_starts_held(&w.step()));
     w.agents();
     w.now += 10 * S;
     let p = w.step();
@@ -1907,6 +2002,9 @@ fn monitor_bounds_what_counts_as_a_failure_and_continue_ignores_failures() {
         w.set_service_image("s1", spec.clone(), "busybox@sha256:11");
         let p = w.step();
         let new = creates(&p)[0].id.clone();
+        w.agents();
+        // Held until the old task stopped, then started.
+        assert!(only_starts_held(&w.step()));
         w.agents();
         w.now += fails_after;
         w.task_exits(&new, TaskState::Failed, 1);

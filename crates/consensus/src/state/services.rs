@@ -37,7 +37,6 @@ fn same_name(a: &str, b: &str) -> bool {
     a == b || a.to_lowercase() == b.to_lowercase()
 }
 
-/// A desired state that holds a task's slot: a replacement must move it on first.
 /// Rolls `service` back to its previous spec, pinned image and template version, with
 /// `status`: `keep_previous` swaps them (the manual rollback: a second one returns),
 /// otherwise nothing previous is left (the automatic rollback, as swarmkit's updater).
@@ -77,8 +76,13 @@ fn roll_back(
     Ok(())
 }
 
+/// A desired state that holds a task's slot: a replacement must move it on first.
+/// `Ready` is a stop-first replacement held until the task it replaces is down.
 fn holds_slot(desired: TaskState) -> bool {
-    matches!(desired, TaskState::Running | TaskState::Complete)
+    matches!(
+        desired,
+        TaskState::Ready | TaskState::Running | TaskState::Complete
+    )
 }
 
 /// swarmkit's dynamic port range (manager/allocator/portallocator.go `dynamicPortStart`

@@ -399,6 +399,12 @@ enum Action {
 
 fn next_action(desired: TaskState, observed: TaskState) -> Action {
     match desired {
+        // Held (a stop-first replacement waiting for the task it replaces to stop):
+        // prepared up to `Ready` (image pulled, container created), not started.
+        TaskState::Ready if observed < TaskState::Ready => Action::BringUp,
+        TaskState::Ready if observed >= TaskState::Running && !observed.is_terminal() => {
+            Action::WatchExit
+        }
         TaskState::Running | TaskState::Complete if !observed.is_terminal() => {
             if observed < TaskState::Running {
                 Action::BringUp
@@ -750,10 +756,14 @@ impl Worker {
         message: &str,
         cid: Option<&str>,
     ) -> Result<Step, String> {
-        if !matches!(
-            self.rx.borrow().task.desired_state,
-            TaskState::Running | TaskState::Complete
-        ) {
+        let desired = self.rx.borrow().task.desired_state;
+        let wanted = match desired {
+            TaskState::Running | TaskState::Complete => true,
+            // Held: up to `Ready`, no further until the desired state moves on.
+            TaskState::Ready => state <= TaskState::Ready,
+            _ => false,
+        };
+        if !wanted {
             return Ok(Step::Changed);
         }
         if self.reported >= state {
@@ -1086,6 +1096,12 @@ mod tests {
             next_action(Remove, Running),
             Action::Remove { report: true }
         );
+        // Held at `Ready` (stop-first): prepared, then nothing until it may start.
+        for observed in [Assigned, Accepted, Preparing] {
+            assert_eq!(next_action(Ready, observed), Action::BringUp);
+        }
+        assert_eq!(next_action(Ready, Ready), Action::Idle);
+        assert_eq!(next_action(Ready, Failed), Action::Idle);
     }
 
     #[test]
