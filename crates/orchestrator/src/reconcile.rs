@@ -115,17 +115,6 @@ impl Reconciled {
         }
     }
 
-    /// Holds the task the last `create` made at desired state `Ready`.
-    fn hold_last_created(&mut self) {
-        let task = match self.changes.last_mut() {
-            Some(TaskChange::Create { task }) => Some(task),
-            _ => self.preassigned.last_mut(),
-        };
-        if let Some(task) = task {
-            task.desired_state = TaskState::Ready;
-        }
-    }
-
     fn wake(&mut self, at: Nanos) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
@@ -391,23 +380,30 @@ impl ServiceReconciler<'_, '_, '_, '_> {
     /// Creates a task (`false`: this pass has created its share for the service; the next
     /// pass continues).
     fn create(&mut self, place: Place, restart_times: Vec<Nanos>) -> bool {
+        self.create_task(place, restart_times, false)
+    }
+
+    /// [`Self::create`], the new task held at desired state `Ready` when `held` (a
+    /// stop-first replacement, see [`Self::promote_held`]).
+    fn create_task(&mut self, place: Place, restart_times: Vec<Nanos>, held: bool) -> bool {
         if self.created >= self.ctx.max_new_tasks {
             return false;
         }
         self.created += 1;
         self.created_in.insert(place.key());
         let id = (self.new_id)();
-        match place {
-            Place::Slot(slot) => {
-                let task = self.new.build(id, slot, None, self.ctx.now, restart_times);
-                self.out.changes.push(TaskChange::Create { task });
-            }
-            Place::Node(node) => {
-                let task = self
-                    .new
-                    .build(id, 0, Some(node), self.ctx.now, restart_times);
-                self.out.preassigned.push(task);
-            }
+        let (slot, node) = match place {
+            Place::Slot(slot) => (slot, None),
+            Place::Node(node) => (0, Some(node)),
+        };
+        let mut task = self.new.build(id, slot, node, self.ctx.now, restart_times);
+        if held {
+            task.desired_state = TaskState::Ready;
+        }
+        if node.is_some() {
+            self.out.preassigned.push(task);
+        } else {
+            self.out.changes.push(TaskChange::Create { task });
         }
         true
     }
@@ -799,15 +795,9 @@ impl ServiceReconciler<'_, '_, '_, '_> {
                 hold |= self.may_still_run(t);
             }
         }
-        if !self.create(place, Vec::new()) {
-            return false;
-        }
-        if hold {
-            // Stop-first: the new task is prepared but held at `Ready` until the old one
-            // is down (see `promote_held`).
-            self.out.hold_last_created();
-        }
-        true
+        // Stop-first: the new task is prepared but held at `Ready` until the old one is
+        // down (see `promote_held`).
+        self.create_task(place, Vec::new(), hold)
     }
 
     /// Whether `t` may still have a process running that its node will stop and report:
