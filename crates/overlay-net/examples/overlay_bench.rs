@@ -8,7 +8,9 @@
 //! address, the host table's drop rules), a `WgDevice` (kernel module where present,
 //! boringtun in this process otherwise; tunnel addresses in 169.254.64.0/18 as berthd's),
 //! and one container namespace on each overlay. Rounds alternate underlay (host 1 -> host
-//! 2), overlay and encrypted overlay (container on host 1 -> container on host 2),
+//! 2), bare VXLAN (host 1 -> host 2 over an address right on a kernel VXLAN device with the
+//! same static entries: the floor any VXLAN overlay starts from), overlay and encrypted
+//! overlay (container on host 1 -> container on host 2),
 //! `iperf3 -t SECONDS` each; prints the medians and their ratios. Every namespace is
 //! deleted at the end, also on failure.
 //!
@@ -190,6 +192,64 @@ fn main() -> Result<()> {
         "bridge-nf-call-iptables in the hosts: {}",
         bridge_nf.as_deref().unwrap_or("kernel default")
     );
+    // The kernel's VXLAN alone, for the overlay's floor: an address right on a VXLAN device
+    // in each host namespace (no bridge, no veth, no container namespace), with the same
+    // static FDB and neighbour entries the driver programs.
+    let bare = |i: usize| Ipv4Addr::new(10, 0, 44, i as u8 + 1);
+    for (i, h) in hosts.iter().enumerate() {
+        let local = under(i).to_string();
+        h.ip(&[
+            "link",
+            "add",
+            "barevx",
+            "type",
+            "vxlan",
+            "id",
+            "4299",
+            "dstport",
+            "4789",
+            "local",
+            &local,
+            "nolearning",
+            "proxy",
+        ])?;
+        let mac = format_mac(&mac_for_ip(bare(i)));
+        h.ip(&[
+            "link", "set", "barevx", "address", &mac, "mtu", "1450", "up",
+        ])?;
+        h.ip(&["addr", "add", &format!("{}/24", bare(i)), "dev", "barevx"])?;
+        let peer_mac = format_mac(&mac_for_ip(bare(1 - i)));
+        let peer = under(1 - i).to_string();
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &h.0,
+                "bridge",
+                "fdb",
+                "append",
+                &peer_mac,
+                "dev",
+                "barevx",
+                "dst",
+                &peer,
+                "self",
+                "permanent",
+            ],
+        )?;
+        h.ip(&[
+            "neigh",
+            "add",
+            &bare(1 - i).to_string(),
+            "lladdr",
+            &peer_mac,
+            "dev",
+            "barevx",
+            "nud",
+            "permanent",
+        ])?;
+    }
     let containers = [Ns::new("c1")?, Ns::new("c2")?];
     let enc_containers = [Ns::new("e1")?, Ns::new("e2")?];
     let cip = |i: usize| Ipv4Addr::new(10, 0, 42, i as u8 + 2);
@@ -305,11 +365,12 @@ fn main() -> Result<()> {
     // Sanity: the plain overlay must not touch the WireGuard device, the encrypted one
     // must carry all of its bytes through it (WireGuard's bytes over iperf3's payload bytes:
     // at least 1, plus the TCP/IP, VXLAN and WireGuard headers).
-    let (mut u, mut o, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut u, mut b, mut o, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut wg_share = Vec::new();
     for r in 0..rounds {
         let load_before = load();
         let ru = iperf(&hosts[1], &hosts[0], &under(1).to_string(), seconds)?;
+        let rb = iperf(&hosts[1], &hosts[0], &bare(1).to_string(), seconds)?;
         let tx0 = wg_tx(&devices[0])?;
         let ro = iperf(&containers[1], &containers[0], &cip(1).to_string(), seconds)?;
         let tx1 = wg_tx(&devices[0])?;
@@ -321,6 +382,7 @@ fn main() -> Result<()> {
         )?;
         let tx2 = wg_tx(&devices[0])?;
         u.push(ru.gbits);
+        b.push(rb.gbits);
         o.push(ro.gbits);
         w.push(rw.gbits);
         // Keepalives and handshakes are a few hundred bytes at most.
@@ -336,10 +398,12 @@ fn main() -> Result<()> {
         }
         wg_share.push(share);
         eprintln!(
-            "round {}: underlay {:.2} Gbit/s ({} retransmits), overlay {:.2} Gbit/s ({}), encrypted overlay ({backend:?} WireGuard) {:.2} Gbit/s ({}; WireGuard sent {share:.3}x the payload); load {load_before} -> {}",
+            "round {}: underlay {:.2} Gbit/s ({} retransmits), bare VXLAN {:.2} Gbit/s ({}), overlay {:.2} Gbit/s ({}), encrypted overlay ({backend:?} WireGuard) {:.2} Gbit/s ({}; WireGuard sent {share:.3}x the payload); load {load_before} -> {}",
             r + 1,
             ru.gbits,
             ru.retransmits,
+            rb.gbits,
+            rb.retransmits,
             ro.gbits,
             ro.retransmits,
             rw.gbits,
@@ -355,7 +419,12 @@ fn main() -> Result<()> {
             })
         })?;
     }
-    let (mu, mo, mw) = (median(u), median(o), median(w));
+    let (mu, mb, mo, mw) = (median(u), median(b), median(o), median(w));
+    println!(
+        "| iperf3 TCP, {rounds} rounds x {seconds} s, alternating | underlay veth {mu:.2} Gbit/s | bare VXLAN (kernel device, host to host) {mb:.2} Gbit/s | bare VXLAN / underlay {:.2}, overlay / bare VXLAN {:.2} |",
+        mb / mu,
+        mo / mb
+    );
     println!(
         "| iperf3 TCP, {rounds} rounds x {seconds} s, alternating | underlay veth {mu:.2} Gbit/s | VXLAN overlay {mo:.2} Gbit/s | overlay / underlay {:.2} |",
         mo / mu

@@ -392,6 +392,25 @@ fn transfer(from: &TestNetns, to: &TestNetns, to_ip: Ipv4Addr, data: &[u8]) -> R
         .map_err(|_| anyhow::anyhow!("server panicked"))?
 }
 
+/// The receive buffers (`ss` "rb", bytes: twice what `SO_RCVBUF` was given) of the UDP
+/// sockets bound to the WireGuard port in `host`.
+fn wg_receive_buffers(host: &TestNetns) -> Result<Vec<usize>> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &host.name, "ss", "-Hnuam"])
+        .args(["sport", "=", &format!(":{WG_PORT}")])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .split("rb")
+        .skip(1)
+        .filter_map(|t| {
+            t.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .collect())
+}
+
 fn listens_on_wg_port(host: &TestNetns) -> bool {
     Command::new("ip")
         .args(["netns", "exec", &host.name, "ss", "-Hnuln"])
@@ -451,6 +470,13 @@ fn encrypted_overlay_crosses_the_underlay_only_as_wireguard() -> Result<()> {
         assert!(
             listens_on_wg_port(&hosts[i]),
             "device listens on UDP {WG_PORT}"
+        );
+        // boringtun reads more slowly than the kernel delivers: with the default receive
+        // buffer a single TCP stream lost a fifth of its datagrams (bench/README.md).
+        let buffers = wg_receive_buffers(&hosts[i])?;
+        assert!(
+            buffers.len() >= 2 && buffers.iter().all(|&b| b >= USERSPACE_UDP_RECEIVE_BUFFER),
+            "the IPv4 and IPv6 listen sockets have enlarged receive buffers: {buffers:?}"
         );
         assert!(
             !std::path::Path::new(&format!("/var/run/wireguard/{}.sock", dev.name())).exists(),

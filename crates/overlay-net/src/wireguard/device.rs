@@ -116,6 +116,14 @@ impl std::fmt::Debug for WgDevice {
 /// small and the device shares them with containers).
 const USERSPACE_THREADS: usize = 2;
 
+/// Receive buffer of a userspace device's UDP sockets, in bytes (the kernel reports twice
+/// this, its bookkeeping share included). The default (`net.core.rmem_default`, 208 KiB on
+/// Debian) overflows under one TCP stream: boringtun's threads read more slowly than the
+/// kernel delivers, and on 2026-12-02 19% of the datagrams of a transfer were dropped
+/// (`RcvbufErrors`), TCP resent 30% more bytes and carried 0.35 Gbit/s; with 8 MiB nothing
+/// was dropped and it carried 0.55 Gbit/s (bench/README.md, Overlay).
+pub const USERSPACE_UDP_RECEIVE_BUFFER: usize = 8 << 20;
+
 /// Bound on one UAPI round trip: a device whose threads died must not hang berthd.
 const UAPI_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -282,7 +290,10 @@ impl WgDevice {
             name,
             DeviceConfig {
                 n_threads: USERSPACE_THREADS,
-                use_connected_socket: true,
+                // Every peer's datagrams arrive on the listen sockets, whose receive buffer
+                // `enlarge_receive_buffers` sets; a per-peer connected socket, opened after a
+                // handshake, would have the kernel's default again.
+                use_connected_socket: false,
                 use_multi_queue: true,
                 // boringtun owns this end from here on (it closes it when it exits).
                 uapi_fd: theirs.into_raw_fd(),
@@ -314,6 +325,24 @@ impl WgDevice {
                     &uapi::device_request(key.private_bytes(), config.listen_port),
                     "set private_key and listen_port",
                 )?;
+                let port = match config.listen_port {
+                    0 => self.stats()?.listen_port.unwrap_or(0),
+                    port => port,
+                };
+                match enlarge_receive_buffers(port, USERSPACE_UDP_RECEIVE_BUFFER) {
+                    Ok(0) => tracing::warn!(
+                        device = %self.name,
+                        port,
+                        "no UDP socket of the WireGuard device found: receive buffers left at the kernel default"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        device = %self.name,
+                        port,
+                        error = %e,
+                        "could not enlarge the WireGuard device's receive buffers"
+                    ),
+                }
             }
             Inner::Kernel { iface } => {
                 wireguard_control::DeviceUpdate::new()
@@ -623,4 +652,54 @@ impl Drop for WgDevice {
             }
         }
     }
+}
+
+/// Sets the receive buffer of every UDP socket of this process bound to `port` (a
+/// userspace device's IPv4 and IPv6 listen sockets, which boringtun opens without a way to
+/// size them) to `bytes`, with `SO_RCVBUFFORCE` (CAP_NET_ADMIN; not capped by
+/// `net.core.rmem_max`), else `SO_RCVBUF` (capped). Returns how many sockets it set.
+///
+/// The sockets are found through `/proc/self/fd`: sockets of type `SOCK_DGRAM` whose local
+/// address has that port. Sockets of other devices of this process on the same port (other
+/// network namespaces) are set too, which they want as well.
+///
+/// # Errors
+/// `/proc/self/fd` unreadable, or a matching socket refused both options.
+fn enlarge_receive_buffers(port: u16, bytes: usize) -> std::io::Result<usize> {
+    use nix::sys::socket::{
+        getsockname, getsockopt, setsockopt, sockopt, SockType, SockaddrStorage,
+    };
+    use std::os::fd::BorrowedFd;
+    let mut set = 0;
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let Some(fd) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<std::os::fd::RawFd>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the descriptor is only borrowed for the calls below; if another thread
+        // closed it meanwhile, the calls fail (EBADF) or act on a socket that matches the
+        // same test, which is harmless.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        if getsockopt(&borrowed, sockopt::SockType) != Ok(SockType::Datagram) {
+            continue;
+        }
+        let Ok(local) = getsockname::<SockaddrStorage>(fd) else {
+            continue;
+        };
+        let local_port = local
+            .as_sockaddr_in()
+            .map(|a| a.port())
+            .or_else(|| local.as_sockaddr_in6().map(|a| a.port()));
+        if local_port != Some(port) || port == 0 {
+            continue;
+        }
+        setsockopt(&borrowed, sockopt::RcvBufForce, &bytes)
+            .or_else(|_| setsockopt(&borrowed, sockopt::RcvBuf, &bytes))
+            .map_err(std::io::Error::from)?;
+        set += 1;
+    }
+    Ok(set)
 }

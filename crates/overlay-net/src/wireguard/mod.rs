@@ -95,7 +95,10 @@ mod keys;
 mod plan;
 pub mod uapi;
 
-pub use device::{kernel_module_present, WgBackend, WgConfig, WgDevice, WgPeerStats, WgStats};
+pub use device::{
+    kernel_module_present, WgBackend, WgConfig, WgDevice, WgPeerStats, WgStats,
+    USERSPACE_UDP_RECEIVE_BUFFER,
+};
 pub use error::WgError;
 pub use keys::{WgKeyPair, WgPublicKey};
 pub use plan::{plan_peers, ObservedPeer, PeerOp, WgPeer};
