@@ -2,7 +2,8 @@
 # Overlay throughput: iperf3 (Debian package) container to container across two hosts over
 # berth's VXLAN overlay and over an encrypted overlay (VXLAN inside berth's WireGuard device:
 # the kernel module where present, boringtun in-process otherwise), against the hosts'
-# underlay veth; hosts and containers are network namespaces made and deleted by the
+# underlay veth, and over a bare kernel VXLAN device host to host (no bridge, veth or container:
+# the floor any VXLAN overlay starts from); hosts and containers are network namespaces made and deleted by the
 # benchmark (crates/overlay-net/examples/overlay_bench.rs). Needs root. Goal (issue #16):
 # the overlay at least 90% of the underlay. Every round checks that the plain overlay sent
 # nothing through WireGuard and the encrypted one all of its bytes; load averages printed.
