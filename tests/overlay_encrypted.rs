@@ -456,3 +456,118 @@ fn an_encrypted_overlay_carries_only_wireguard_on_the_underlay() -> Result<()> {
     println!("input drop rule: {before} -> {after} packets");
     Ok(())
 }
+
+/// Holds UDP port 51820 inside host `i`'s network namespace (as a second berthd or another
+/// WireGuard would) until dropped.
+fn occupy_wireguard_port(c: &Cluster, i: usize) -> Result<std::net::UdpSocket> {
+    use std::os::fd::AsFd;
+    let netns = c.h(i).netns();
+    std::thread::spawn(move || -> Result<std::net::UdpSocket> {
+        let f = std::fs::File::open(&netns)?;
+        nix_setns(f.as_fd())?;
+        Ok(std::net::UdpSocket::bind("0.0.0.0:51820")?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("binding thread panicked"))?
+}
+
+/// A node whose namespace already has UDP 51820 taken still carries encrypted overlays: its
+/// device listens on a port the kernel picks, the port goes into its node record, and the
+/// other node's device sends there. Before, the device failed to start (EADDRINUSE) and
+/// nothing reached that node's containers.
+#[test]
+fn a_node_whose_wireguard_port_is_taken_still_carries_encrypted_overlays() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let c = Cluster::new(2)?.with_task_cleanup();
+    c.form(1)?;
+    let _taken = occupy_wireguard_port(&c, 1)?;
+    let pid = std::process::id();
+    let enc = format!("encp{pid}");
+    c.h(0).docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--attachable",
+        "--opt",
+        "encrypted",
+        &enc,
+    ])?;
+    retry(CONVERGE, || {
+        let out = c
+            .h(1)
+            .docker_ok(&["network", "ls", "--format", "{{.Name}}"])?;
+        Ok(out.contains(&enc).then_some(()))
+    })?;
+    let (srv, cli) = (format!("srvp{pid}"), format!("clip{pid}"));
+    c.h(1).docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &srv,
+        "--network",
+        &enc,
+        &img,
+        "sh",
+        "-c",
+        "mkdir -p /www && seq 1 20000 > /www/big && echo ready > /www/ready && exec httpd -f -p 80 -h /www",
+    ])?;
+    c.h(0).docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &cli,
+        "--network",
+        &enc,
+        &img,
+        "sleep",
+        "3600",
+    ])?;
+    let ip = address(&c, 1, &srv, &enc)?;
+    retry(CONVERGE, || {
+        let out = c.h(0).docker(&[
+            "exec",
+            &cli,
+            "sh",
+            "-c",
+            &format!("timeout 5 wget -q -O - http://{ip}/ready"),
+        ])?;
+        Ok((String::from_utf8_lossy(&out.stdout).trim() == "ready").then_some(()))
+    })
+    .with_context(|| format!("the server never answered: {}", diagnose(&c)))?;
+    let out = c.h(0).docker_ok(&[
+        "exec",
+        &cli,
+        "sh",
+        "-c",
+        &format!("timeout 60 wget -q -O - http://{ip}/big | tail -n 1"),
+    ])?;
+    ensure!(out.trim() == "20000", "the client got: {out}");
+    ensure!(
+        wireguard_bytes(&c, 1)? > 100_000,
+        "the transfer did not go through host 1's WireGuard device"
+    );
+    // Host 1's device listens elsewhere, and says so.
+    let log = c.h(1).log();
+    let started = log
+        .lines()
+        .find(|l| l.contains("WireGuard device started"))
+        .context("host 1 never started its WireGuard device")?;
+    let port: u16 = started
+        .split("port=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("no port in: {started}"))?;
+    ensure!(
+        port != 51820,
+        "host 1's device claims the taken port: {started}"
+    );
+    let listening = c.h(1).in_netns("ss", &["-Hnuln"]).output()?;
+    ensure!(
+        String::from_utf8_lossy(&listening.stdout).contains(&format!(":{port} ")),
+        "nothing listens on UDP {port} in host 1's namespace"
+    );
+    Ok(())
+}

@@ -206,6 +206,10 @@ pub enum Command {
         id: NodeId,
         /// Base64 public key.
         public_key: String,
+        /// The UDP port its device listens on when it is not the default 51820 (another
+        /// process of the node's network namespace had that one); `None`: 51820.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        listen_port: Option<u16>,
     },
     /// A node reports its platform, resources and engine (its agent, at start). The record's
     /// `version` moves only when the description changed.

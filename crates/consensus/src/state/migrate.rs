@@ -80,6 +80,7 @@ pub(super) fn migrate_v1(v1: StateV1) -> ClusterState {
                         version: n.version,
                         description: None,
                         wg_public_key: None,
+                        wg_listen_port: None,
                     },
                 )
             })
@@ -161,6 +162,7 @@ pub(super) fn migrate_v2(v2: StateV2) -> ClusterState {
                         version: n.version,
                         description: n.description,
                         wg_public_key: None,
+                        wg_listen_port: None,
                     },
                 )
             })
@@ -254,6 +256,7 @@ pub(super) fn migrate_v3(v3: StateV3) -> ClusterState {
                         version: n.version,
                         description: n.description,
                         wg_public_key: n.wg_public_key,
+                        wg_listen_port: None,
                     },
                 )
             })

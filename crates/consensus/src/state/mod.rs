@@ -258,9 +258,11 @@ impl ClusterState {
                 requested_ip,
             } => self.attach_endpoint(id, network, *node_id, owner, *requested_ip),
             Command::DetachEndpoint { id, node_id } => self.detach_endpoint(id, *node_id),
-            Command::SetNodeWgKey { id, public_key } => {
-                self.set_node_wg_key(index, *id, public_key)
-            }
+            Command::SetNodeWgKey {
+                id,
+                public_key,
+                listen_port,
+            } => self.set_node_wg_key(index, *id, public_key, *listen_port),
             Command::UpdateClusterSettings {
                 expected_version,
                 settings,
@@ -304,6 +306,7 @@ impl ClusterState {
             version: index,
             description: None,
             wg_public_key: None,
+            wg_listen_port: None,
         };
         self.nodes.insert(spec.id, node.clone());
         Ok(node)

@@ -793,13 +793,15 @@ impl ClusterState {
         index: u64,
         id: NodeId,
         public_key: &str,
+        listen_port: Option<u16>,
     ) -> Result<Response, Rejection> {
         let node = self
             .nodes
             .get_mut(&id)
             .ok_or(Rejection::NodeNotFound { id })?;
-        if node.wg_public_key.as_deref() != Some(public_key) {
+        if node.wg_public_key.as_deref() != Some(public_key) || node.wg_listen_port != listen_port {
             node.wg_public_key = Some(public_key.to_string());
+            node.wg_listen_port = listen_port;
             node.version = index;
         }
         Ok(Response::Node { node: node.clone() })
@@ -1335,9 +1337,28 @@ mod tests {
             &Command::SetNodeWgKey {
                 id: 2,
                 public_key: "k2".into(),
+                listen_port: None,
             },
         );
         assert_eq!(state.nodes[&2].wg_public_key.as_deref(), Some("k2"));
+        assert_eq!(state.nodes[&2].wg_listen_port, None);
         assert_eq!(state.nodes[&2].version, 4);
+        // The same key on another port (51820 was taken in the node's namespace).
+        state.apply(
+            5,
+            &Command::SetNodeWgKey {
+                id: 2,
+                public_key: "k2".into(),
+                listen_port: Some(40123),
+            },
+        );
+        assert_eq!(state.nodes[&2].wg_listen_port, Some(40123));
+        assert_eq!(state.nodes[&2].version, 5);
+        // A command written before the field existed still reads (default port).
+        let old: Command =
+            serde_json::from_str(r#"{"type":"set_node_wg_key","id":2,"public_key":"k3"}"#).unwrap();
+        state.apply(6, &old);
+        assert_eq!(state.nodes[&2].wg_public_key.as_deref(), Some("k3"));
+        assert_eq!(state.nodes[&2].wg_listen_port, None);
     }
 }

@@ -94,6 +94,10 @@ pub struct NodeRecord {
     /// Its WireGuard public key (base64), set by `SetNodeWgKey`; `None` until it has.
     #[serde(default)]
     pub wg_public_key: Option<String>,
+    /// The UDP port its WireGuard device listens on, set by `SetNodeWgKey`; `None`: the
+    /// default, 51820 (the node's device got it, or the record predates the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wg_listen_port: Option<u16>,
 }
 
 /// What a node reports about itself (Docker's `Node.Description`): platform, capacity and

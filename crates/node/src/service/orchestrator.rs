@@ -449,6 +449,7 @@ mod tests {
                 engine_labels: [("disk".to_string(), "ssd".to_string())].into(),
             }),
             wg_public_key: None,
+            wg_listen_port: None,
         }
     }
 

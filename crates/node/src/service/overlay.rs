@@ -36,9 +36,10 @@ use berth_overlay_net::wireguard::{WgPeer, WgPublicKey};
 /// routed off the link, so it cannot meet an overlay subnet from the address pools).
 pub const TUNNEL_NET: (Ipv4Addr, u8) = (Ipv4Addr::new(169, 254, 64, 0), 18);
 
-/// The UDP port of every node's WireGuard device (the one `wg-quick` examples use). Fixed
-/// like VXLAN's 4789: two berthd in one network namespace cannot both carry encrypted
-/// overlays (the second device fails with EADDRINUSE, reported by the reconcile).
+/// The UDP port of a node's WireGuard device (the one `wg-quick` examples use). When another
+/// process of the node's network namespace has it (a second berthd), the device listens on
+/// a port the kernel picks and the node record carries it (`wg_listen_port`); peers send to
+/// the port of the record.
 pub const WG_PORT: u16 = berth_overlay_net::wireguard::DEFAULT_LISTEN_PORT;
 
 /// MTU of an encrypted overlay network: the WireGuard device's 1420 minus 50 bytes of VXLAN.
@@ -107,7 +108,10 @@ pub fn desired_wireguard(
                 n.id,
                 WgPeer {
                     public_key,
-                    endpoint: std::net::SocketAddr::new(addr.into(), WG_PORT),
+                    endpoint: std::net::SocketAddr::new(
+                        addr.into(),
+                        n.wg_listen_port.unwrap_or(WG_PORT),
+                    ),
                     tunnel_ip: *tunnels.get(&n.id)?,
                 },
             ))
@@ -374,6 +378,7 @@ mod tests {
                 &Command::SetNodeWgKey {
                     id,
                     public_key: keys[i].clone(),
+                    listen_port: None,
                 },
             );
         }
@@ -405,8 +410,20 @@ mod tests {
         assert_eq!(peer.public_key.to_string(), keys[1]);
         assert_eq!(peer.endpoint, "10.77.0.2:51820".parse().unwrap());
         assert_eq!(peer.tunnel_ip, tunnels[&2]);
+        // Node 2's device got another port (51820 was taken in its namespace): the peer's
+        // endpoint follows its record.
+        state.apply(
+            10,
+            &Command::SetNodeWgKey {
+                id: 2,
+                public_key: keys[1].clone(),
+                listen_port: Some(40123),
+            },
+        );
+        let wg = desired_wireguard(&state, 1, &desired_overlays(&state, 1).unwrap()).unwrap();
+        assert_eq!(wg.peers[0].1.endpoint, "10.77.0.2:40123".parse().unwrap());
         // Node 2 is removed: node 1's device drops its peer.
-        state.apply(10, &Command::RemoveNode { id: 2 });
+        state.apply(11, &Command::RemoveNode { id: 2 });
         let d1 = desired_overlays(&state, 1).unwrap();
         assert!(desired_wireguard(&state, 1, &d1).unwrap().peers.is_empty());
         assert!(d1.endpoints.iter().all(|e| e.local));

@@ -35,8 +35,9 @@
 //!
 //! Encrypted overlays (`--opt encrypted`): this node's WireGuard key pair lives in
 //! `<data-root>/cluster/wg.key` (mode 0600, made at the first reconcile of a membership,
-//! removed with the membership on leave), its public half in the node record
-//! (`SetNodeWgKey`, written whenever the replica's differs). While the node realises an
+//! removed with the membership on leave), its public half in the node record with the
+//! device's UDP port when it is not the default 51820 (`SetNodeWgKey`, written whenever the
+//! replica's differs). While the node realises an
 //! encrypted network, one WireGuard device `<prefix>wg` (kernel module where present,
 //! boringtun in this process otherwise) carries them all: its address is the node's
 //! tunnel address ([`tunnel_addresses`](super::overlay::tunnel_addresses), in
@@ -133,6 +134,9 @@ struct WgPlane {
     key: Option<(NodeId, WgKeyPair)>,
     /// The running device and its tunnel address.
     device: Option<(WgDevice, Ipv4Addr)>,
+    /// The UDP port the running device listens on (`WG_PORT` unless another process of
+    /// this network namespace had it).
+    port: u16,
     /// The node each configured peer stands for (for the logs).
     peers: BTreeMap<WgPublicKey, NodeId>,
     /// Whether no device of ours is known to exist (checked once after a stop, so the
@@ -221,7 +225,10 @@ impl OverlayPlane {
         // The tunnel first, so the VXLAN entries of encrypted networks lead somewhere.
         let wg = desired_wireguard(&state, node.id(), &desired);
         if let (Some(want), Some(key)) = (&wg, &key) {
-            self.sync_wg(want, key).await?;
+            if self.sync_wg(want, key).await? {
+                // The port it got goes into the node record.
+                self.sync_wg_key(&state, node.id()).await;
+            }
         }
         let mut d = self.inner.driver.lock().await;
         if desired.networks.is_empty() {
@@ -405,9 +412,10 @@ impl OverlayPlane {
     /// `<data-root>/cluster/wg.key`), published in its node record when the replica's
     /// differs. `None` (logged) when the key file cannot be read or written.
     async fn sync_wg_key(&self, state: &ClusterState, me: NodeId) -> Option<WgKeyPair> {
-        let key = {
+        let (key, running_port) = {
             let mut wg = self.inner.wg.lock().await;
-            match &wg.key {
+            let running_port = wg.device.is_some().then_some(wg.port);
+            let key = match &wg.key {
                 Some((id, k)) if *id == me => k.clone(),
                 _ => {
                     let path = &self.inner.wg_key_path;
@@ -428,21 +436,30 @@ impl OverlayPlane {
                         }
                     }
                 }
-            }
+            };
+            (key, running_port)
         };
         let public = key.public_key().to_string();
-        let published = state
-            .nodes
-            .get(&me)
-            .and_then(|n| n.wg_public_key.as_deref());
-        if state.nodes.contains_key(&me) && published != Some(public.as_str()) {
+        let Some(record) = state.nodes.get(&me) else {
+            return Some(key);
+        };
+        // The port to publish: the running device's (`None` for the default), else the one
+        // already published.
+        let port = match running_port {
+            Some(p) if p != super::overlay::WG_PORT => Some(p),
+            Some(_) => None,
+            None => record.wg_listen_port,
+        };
+        if record.wg_public_key.as_deref() != Some(public.as_str()) || record.wg_listen_port != port
+        {
             let command = Command::SetNodeWgKey {
                 id: me,
                 public_key: public,
+                listen_port: port,
             };
             match self.inner.cluster.write(command).await {
                 Ok(Ok(_)) => {
-                    tracing::info!(key = %key.public_key(), "WireGuard public key published")
+                    tracing::info!(key = %key.public_key(), port = port.unwrap_or(super::overlay::WG_PORT), "WireGuard public key published")
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "publishing the WireGuard key"),
                 Err(e) => tracing::warn!(error = %e, "publishing the WireGuard key"),
@@ -452,8 +469,11 @@ impl OverlayPlane {
     }
 
     /// Brings the WireGuard device to `want`: started (or restarted when the tunnel
-    /// address moved) with `key`, its peers replaced by `want.peers`.
-    async fn sync_wg(&self, want: &WgDesired, key: &WgKeyPair) -> Result<(), ServiceError> {
+    /// address moved) with `key`, its peers replaced by `want.peers`. The device listens on
+    /// `WG_PORT`, or, when another process of this network namespace has that port (a
+    /// second berthd), on a port the kernel picks, which the caller publishes in the node
+    /// record (`sync_wg_key`) for the peers. Returns whether it started the device.
+    async fn sync_wg(&self, want: &WgDesired, key: &WgKeyPair) -> Result<bool, ServiceError> {
         let wgerr = |e: WgError| ServiceError::WireGuard(Box::new(e));
         let mut wg = self.inner.wg.lock().await;
         if let Some((dev, addr)) = wg.device.take() {
@@ -463,8 +483,9 @@ impl OverlayPlane {
                 tracing::warn!(error = %e, "WireGuard device restart");
             }
         }
-        if wg.device.is_none() {
-            let config = WgConfig {
+        let started = wg.device.is_none();
+        if started {
+            let mut config = WgConfig {
                 name: self.inner.wg_name.clone(),
                 listen_port: super::overlay::WG_PORT,
                 tunnel_addr: want.tunnel_addr,
@@ -472,14 +493,33 @@ impl OverlayPlane {
                 mtu: berth_overlay_net::wireguard::DEFAULT_MTU,
                 backend: WgBackend::Auto,
             };
-            let dev = WgDevice::start(&config, key).await.map_err(wgerr)?;
+            let dev = match WgDevice::start(&config, key).await {
+                Err(e) if port_in_use(&e) => {
+                    tracing::warn!(
+                        port = config.listen_port,
+                        "WireGuard port in use in this network namespace: listening on a port the kernel picks, published for the peers"
+                    );
+                    config.listen_port = 0;
+                    WgDevice::start(&config, key).await.map_err(wgerr)?
+                }
+                r => r.map_err(wgerr)?,
+            };
+            let port = match dev.stats() {
+                Ok(s) => s.listen_port.unwrap_or(config.listen_port),
+                Err(e) => {
+                    let _ = dev.teardown().await;
+                    return Err(wgerr(e));
+                }
+            };
             tracing::info!(
                 device = %config.name,
                 backend = ?dev.backend(),
                 tunnel = %want.tunnel_addr,
+                port,
                 "WireGuard device started"
             );
             wg.device = Some((dev, want.tunnel_addr));
+            wg.port = port;
             wg.peers.clear();
             wg.gone = false;
         }
@@ -490,7 +530,7 @@ impl OverlayPlane {
             .map(|(id, p)| (p.public_key, *id))
             .collect();
         let Some((dev, _)) = wg.device.as_mut() else {
-            return Ok(());
+            return Ok(started);
         };
         let ops = dev.set_peers(&peers).map_err(wgerr)?;
         for op in &ops {
@@ -510,7 +550,7 @@ impl OverlayPlane {
             }
         }
         wg.peers = nodes;
-        Ok(())
+        Ok(started)
     }
 
     /// Stops the WireGuard device if one runs, and removes a link of its name left by an
@@ -1067,6 +1107,16 @@ pub fn spawn(plane: OverlayPlane) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// Whether starting a WireGuard device failed because its UDP port is taken (boringtun's
+/// UAPI answers `errno=EADDRINUSE`; the kernel module's configuration fails with it).
+fn port_in_use(e: &WgError) -> bool {
+    match e {
+        WgError::UapiErrno { errno, .. } => *errno == libc::EADDRINUSE,
+        WgError::Kernel { source, .. } => source.raw_os_error() == Some(libc::EADDRINUSE),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -122,6 +122,7 @@ mod tests {
             version: 1,
             description: None,
             wg_public_key: None,
+            wg_listen_port: None,
         };
         NodeView {
             record,
