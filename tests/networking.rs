@@ -243,6 +243,57 @@ fn user_networks_resolve_names_and_stay_apart() -> Result<()> {
         !name.status.success(),
         "netb resolved neta's container name"
     );
+
+    // An internal network resolves its names too (its own embedded DNS server, as dockerd
+    // answers on 127.0.0.11 there), and still has no way out.
+    e.ok(&["network", "create", "--internal", "neti"])?;
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "i1",
+        "--network",
+        "neti",
+        &bb,
+        "sleep",
+        "60",
+    ])?;
+    let inside = e.d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "neti",
+        &bb,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        "i1",
+    ])?;
+    assert!(
+        inside.status.success(),
+        "ping i1 on the internal network: {}{}",
+        String::from_utf8_lossy(&inside.stdout),
+        String::from_utf8_lossy(&inside.stderr)
+    );
+    let out = e.d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "neti",
+        &bb,
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        ip,
+    ])?;
+    assert!(
+        !out.status.success(),
+        "the internal network reached neta's container"
+    );
     Ok(())
 }
 
@@ -274,7 +325,16 @@ fn network_commands_create_inspect_connect_disconnect_remove() -> Result<()> {
     assert_eq!(subnet.trim(), "10.252.7.0/24 10.252.7.1");
 
     e.ok(&["run", "-d", "--name", "cc", &bb, "sleep", "60"])?;
-    e.ok(&["network", "connect", "net1", "cc"])?;
+    // `--ip` (EndpointConfig.IPAMConfig) is refused by name, not dropped: before, connect
+    // answered 200 and the container got the next free address.
+    let ip =
+        e.d.docker(&["network", "connect", "--ip", "10.252.7.200", "net1", "cc"])?;
+    let err = String::from_utf8_lossy(&ip.stderr);
+    assert!(
+        !ip.status.success() && err.contains("EndpointConfig.IPAMConfig is not supported by berth"),
+        "connect --ip: {err}"
+    );
+    e.ok(&["network", "connect", "--alias", "ccalias", "net1", "cc"])?;
     let addrs = e.ok(&["exec", "cc", "ip", "-4", "-o", "addr"])?;
     assert!(addrs.contains("10.252.7."), "{addrs}");
     let members = e.ok(&[

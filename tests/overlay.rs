@@ -434,3 +434,84 @@ fn containers_on_an_attachable_overlay_reach_each_other_across_hosts() -> Result
     }
     Ok(())
 }
+
+/// An `--internal` overlay across two hosts: its containers reach each other by name (the
+/// network's embedded DNS answers, as dockerd's does on internal networks; before, their
+/// resolv.conf named the host's resolver, unreachable from an internal network, and no
+/// name resolved), and still nothing outside: not another host's underlay address, not
+/// the host itself beyond DNS.
+#[test]
+fn an_internal_overlay_resolves_names_and_has_no_way_out() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let c = Cluster::new(2)?.with_task_cleanup();
+    c.form(1)?;
+    let pid = std::process::id();
+    let (net, a, b) = (format!("int{pid}"), format!("ia{pid}"), format!("ib{pid}"));
+    c.h(0).docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--attachable",
+        "--internal",
+        &net,
+    ])?;
+    berth_testkit::daemon::retry(std::time::Duration::from_secs(30), || {
+        Ok(ls(&c, 1)?.iter().any(|l| l.starts_with(&net)).then_some(()))
+    })?;
+    c.h(1).docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--network",
+        &net,
+        &img,
+        "sh",
+        "-c",
+        "mkdir -p /www && echo internal-ok > /www/index.html && exec httpd -f -p 80 -h /www",
+    ])?;
+    c.h(0).docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "--network",
+        &net,
+        &img,
+        "sleep",
+        "600",
+    ])?;
+    let page = berth_testkit::daemon::retry(std::time::Duration::from_secs(30), || {
+        let out = c.h(0).docker(&[
+            "exec",
+            &a,
+            "sh",
+            "-c",
+            &format!("timeout 5 wget -q -O - http://{b}/"),
+        ])?;
+        Ok(out
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+    })?;
+    ensure!(page.trim() == "internal-ok", "by name: {page}");
+    // No way out: not the other host's underlay address, not the host on the gateway.
+    let gateway = inspect(&c, 0, &net)?["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(!gateway.is_empty(), "no gateway in the network's IPAM");
+    // The gateway answers DNS only (ping would be answered on any other network).
+    for target in [c.hosts[1].addr.clone(), gateway] {
+        let out = c
+            .h(0)
+            .docker(&["exec", &a, "ping", "-c", "1", "-W", "2", &target])?;
+        ensure!(
+            !out.status.success(),
+            "the internal overlay reached {target}"
+        );
+    }
+    Ok(())
+}

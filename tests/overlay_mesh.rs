@@ -497,3 +497,75 @@ fn dynamic_ports_come_from_30000_and_udp_crosses_the_mesh_with_the_client_addres
     drop(dir);
     Ok(())
 }
+
+/// With the ingress network removed, a service that publishes in ingress mode is refused
+/// with swarmkit's FailedPrecondition (create and update); before, it was accepted and the
+/// port was published nowhere. `mode=host` needs no ingress network and is still accepted.
+#[test]
+fn without_an_ingress_network_the_mesh_is_refused_by_name() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let c = Cluster::new(1)?.with_task_cleanup();
+    c.form(1)?;
+    let rm = c
+        .h(0)
+        .docker_cmd(&["network", "rm", "ingress"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().map(|mut s| s.write_all(b"y\n"));
+            child.wait_with_output()
+        })?;
+    ensure!(
+        rm.status.success(),
+        "network rm ingress: {}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    const NEEDS: &str = "rpc error: code = FailedPrecondition desc = service needs ingress network, but no ingress network is present";
+    let create = c.h(0).docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "meshless",
+        "--publish",
+        "8086:80",
+        &img,
+        "sleep",
+        "600",
+    ])?;
+    let err = String::from_utf8_lossy(&create.stderr);
+    ensure!(
+        !create.status.success() && err.contains(NEEDS),
+        "create: {err}"
+    );
+    c.h(0).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "hostport",
+        "--publish",
+        "mode=host,published=8087,target=80",
+        &img,
+        "sleep",
+        "600",
+    ])?;
+    let update = c.h(0).docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--publish-add",
+        "8088:80",
+        "hostport",
+    ])?;
+    let err = String::from_utf8_lossy(&update.stderr);
+    ensure!(
+        !update.status.success() && err.contains(NEEDS),
+        "update: {err}"
+    );
+    Ok(())
+}

@@ -7,7 +7,7 @@
 //! container on the overlay, and a stranger on another overlay:
 //! - the client reaches `web` by name (its VIP, nftables DNAT in the client's namespace)
 //!   and, over repeated requests, every replica answers; the alias resolves to the VIP;
-//! - `tasks.web` resolves to the three task addresses; the `dnsrr` service resolves to its
+//! - `tasks.web` (and `tasks.<alias>`) resolves to the three task addresses; the `dnsrr` service resolves to its
 //!   task addresses and has no VIP; `service inspect` shows Swarm's `Endpoint.VirtualIPs`;
 //! - a task reaches the service by name from its own namespace;
 //! - scaled to 2, `tasks.web` and the VIP follow: only the 2 remaining replicas answer;
@@ -315,6 +315,10 @@ fn a_service_on_an_overlay_is_reached_by_name_and_balanced_over_its_tasks() -> R
     ensure!(alias == by_name, "site -> {alias:?}");
     let task_ips = resolves_to(&c, 0, &cli, "tasks.web", 3)?;
     ensure!(!task_ips.contains(&vip), "tasks.web -> {task_ips:?}");
+    // `tasks.<alias>` too, as libnetwork registers it (a stack's short service names are
+    // such aliases).
+    let alias_tasks = resolves_to(&c, 0, &cli, "tasks.site", 3)?;
+    ensure!(alias_tasks == task_ips, "tasks.site -> {alias_tasks:?}");
     let rr = resolves_to(&c, 0, &cli, "rr", 2)?;
     let rr_tasks = resolves_to(&c, 0, &cli, "tasks.rr", 2)?;
     ensure!(rr == rr_tasks, "rr -> {rr:?}, tasks.rr -> {rr_tasks:?}");

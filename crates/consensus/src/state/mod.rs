@@ -37,7 +37,8 @@ pub use networks::{
 pub use node::{Availability, NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
 pub use secrets::{spec_references, ObjectKind, SealedObject};
 pub use services::{
-    service_name, service_ports, ServicePort, ASSIGNED_MESSAGE, DYNAMIC_PORT_RANGE, PENDING_MESSAGE,
+    service_name, service_ports, spec_ports, ServicePort, ASSIGNED_MESSAGE, DYNAMIC_PORT_RANGE,
+    PENDING_MESSAGE,
 };
 pub use settings::{ClusterSettings, DOWN_AFTER_HEARTBEATS, MIN_HEARTBEAT_PERIOD_NS};
 

@@ -106,7 +106,7 @@ pub struct ServicePort {
 }
 
 /// The spec's `EndpointSpec.Ports` as written: `published` is 0 where the spec names none.
-fn spec_ports(spec: &serde_json::Value) -> Vec<ServicePort> {
+pub fn spec_ports(spec: &serde_json::Value) -> Vec<ServicePort> {
     spec.pointer("/EndpointSpec/Ports")
         .and_then(|p| p.as_array())
         .into_iter()

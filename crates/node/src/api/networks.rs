@@ -449,15 +449,11 @@ async fn remove(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct EndpointConfig {
-    aliases: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct ConnectBody {
     container: String,
-    endpoint_config: Option<EndpointConfig>,
+    /// Docker's `EndpointSettings`: only `Aliases` is honoured; any other key set (e.g.
+    /// `IPAMConfig` from `--ip`) is refused by `refuse_unsupported_endpoint`.
+    endpoint_config: Option<serde_json::Value>,
     force: Option<bool>,
 }
 
@@ -466,14 +462,21 @@ async fn connect(
     Path(id): Path<String>,
     JsonBody(b): JsonBody<ConnectBody>,
 ) -> Result<StatusCode, ApiError> {
+    let aliases: Vec<String> = match &b.endpoint_config {
+        Some(ep) => {
+            crate::service::containers::config::refuse_unsupported_endpoint(ep, "EndpointConfig")?;
+            match ep.get("Aliases") {
+                None | Some(serde_json::Value::Null) => Vec::new(),
+                Some(a) => serde_json::from_value(a.clone())
+                    .map_err(|e| ApiError::BadRequest(format!("EndpointConfig.Aliases: {e}")))?,
+            }
+        }
+        None => Vec::new(),
+    };
     refuse_overlay_attach(&st, &id).await?;
     let svc = st.containers.clone();
     let key = b.container.clone();
     let rec = blocking(move || svc.get(&key)).await?;
-    let aliases = b
-        .endpoint_config
-        .and_then(|e| e.aliases)
-        .unwrap_or_default();
     if let Some(net) = overlay_of(&st, &id).await {
         let att = st
             .networks

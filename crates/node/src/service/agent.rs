@@ -815,9 +815,10 @@ impl Worker {
         };
         let netns = networks.netns_path(cid);
         let attached = plane.attach_task(&task.id, &netns, 1).await?;
-        if let Some(a) = attached
-            .iter()
-            .find(|a| !a.network.spec.ingress && !a.network.spec.internal)
+        let own = || attached.iter().filter(|a| !a.network.spec.ingress);
+        if let Some(a) = own()
+            .find(|a| !a.network.spec.internal)
+            .or_else(|| own().next())
         {
             if let Err(e) = networks.point_resolv_at(cid, a.network.gateway) {
                 plane.detach_all(&netns).await;

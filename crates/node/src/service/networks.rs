@@ -334,9 +334,13 @@ impl NetworkService {
         names: &NameFiles,
     ) -> Result<(PathBuf, PathBuf), ServiceError> {
         let own: Vec<_> = endpoints.iter().map(|(_, e)| e.address).collect();
-        let embedded = endpoints
-            .iter()
-            .find(|(n, _)| !n.is_default && !n.internal)
+        // The DNS server of the first user-defined network with a way out, else of the
+        // first internal one (it answers the network's names; dockerd's embedded DNS serves
+        // internal networks too).
+        let user = || endpoints.iter().filter(|(n, _)| !n.is_default);
+        let embedded = user()
+            .find(|(n, _)| !n.internal)
+            .or_else(|| user().next())
             .map(|(n, _)| n.pool.gateway);
         self.write_name_files(
             container_id,
@@ -462,7 +466,8 @@ impl NetworkService {
                     return Err(e);
                 }
             };
-            let embedded = (!net.spec.internal).then_some(net.gateway);
+            // The network's embedded DNS server (internal networks have one too).
+            let embedded = Some(net.gateway);
             return match self.write_name_files(
                 container_id,
                 hostname,

@@ -256,10 +256,11 @@ impl OverlayPlane {
         d.set_published(rules, Vec::new())
             .await
             .map_err(|e| ServiceError::Network(Box::new(e)))?;
+        // Internal networks too (as dockerd's embedded DNS answers on them): their bridge
+        // carries the gateway address for it, and the host table lets only DNS in.
         let wanted: Vec<&Network> = desired
             .networks
             .iter()
-            .filter(|s| !s.internal)
             .filter_map(|s| state.networks.get(&s.id))
             .collect();
         let mut dns = self.inner.dns.lock().await;
@@ -1058,8 +1059,11 @@ pub fn service_names(
                 .map(|v| v.ip)
                 .collect()
         };
+        // `tasks.<alias>` too, as libnetwork registers it for every service alias (a stack's
+        // short service names are aliases on its networks).
+        let task_aliases = aliases.iter().map(|a| format!("tasks.{a}")).collect();
         out.push((name.clone(), aliases, front));
-        out.push((format!("tasks.{name}"), Vec::new(), task_ips));
+        out.push((format!("tasks.{name}"), task_aliases, task_ips));
         for (ip, cname) in tasks {
             out.push((cname, Vec::new(), vec![ip]));
         }

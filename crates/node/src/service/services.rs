@@ -426,6 +426,22 @@ impl ServicesService {
         self.cluster.commit_with(command, rejection_error).await
     }
 
+    /// swarmkit's controlapi (`CreateService`, `UpdateService`): a spec that publishes a
+    /// port in ingress mode (the routing mesh) needs the ingress network; without one (the
+    /// user removed it) it is refused with swarmkit's FailedPrecondition text instead of
+    /// being accepted with a port that nothing publishes.
+    fn refuse_without_ingress(&self, spec: &Value) -> Result<(), ServiceError> {
+        let wants_mesh = berth_consensus::state::spec_ports(spec)
+            .iter()
+            .any(|p| p.ingress);
+        if wants_mesh && self.read(|s| s.ingress_network().is_none())? {
+            return Err(ServiceError::invalid(
+                "rpc error: code = FailedPrecondition desc = service needs ingress network, but no ingress network is present",
+            ));
+        }
+        Ok(())
+    }
+
     /// `POST /services/create`: validates, pins the image, commits. A spec without a name
     /// gets a random one (as dockerd names it).
     pub async fn create(
@@ -446,6 +462,7 @@ impl ServicesService {
         }
         validate_spec(&spec)?;
         self.resolve_networks(&mut spec).await?;
+        self.refuse_without_ingress(&spec)?;
         let name = spec_name(&spec).to_string();
         if self.read(|s| name_taken(s, &name, None))? {
             return Err(name_conflict(&name));
@@ -584,6 +601,7 @@ impl ServicesService {
         let mut spec = normalize_spec(spec);
         validate_spec(&spec)?;
         self.resolve_networks(&mut spec).await?;
+        self.refuse_without_ingress(&spec)?;
         // New credentials replace the stored ones; without any, the service's own are
         // used (the CLI's `registryAuthFrom=spec`).
         let new_auth = registry_auth(&credentials);

@@ -192,11 +192,15 @@ pub fn answer(query: &[u8], records: &DnsRecords) -> DnsDecision {
     let Some(ips) = records.lookup(&q.name) else {
         return DnsDecision::Forward;
     };
-    let ips: &[Ipv4Addr] = if q.qtype == TYPE_A && q.qclass == CLASS_IN {
-        ips
+    let mut ips: Vec<Ipv4Addr> = if q.qtype == TYPE_A && q.qclass == CLASS_IN {
+        ips.to_vec()
     } else {
-        &[]
+        Vec::new()
     };
+    // A fresh order per answer, as libnetwork's resolver shuffles (`shuffleAddr`): clients
+    // take the first address, so `--endpoint-mode dnsrr` and `tasks.<service>` spread
+    // their connections over the tasks.
+    rand::seq::SliceRandom::shuffle(ips.as_mut_slice(), &mut rand::thread_rng());
     let mut out = Vec::with_capacity(q.end + ips.len() * 16);
     out.extend_from_slice(&query[0..2]); // id
     let rd = query[2] & 0x01;
@@ -207,7 +211,7 @@ pub fn answer(query: &[u8], records: &DnsRecords) -> DnsDecision {
     out.extend_from_slice(&0u16.to_be_bytes()); // nscount
     out.extend_from_slice(&0u16.to_be_bytes()); // arcount
     out.extend_from_slice(&query[12..q.end]);
-    for ip in ips {
+    for ip in &ips {
         out.extend_from_slice(&[0xc0, 0x0c]); // pointer to the question's name
         out.extend_from_slice(&TYPE_A.to_be_bytes());
         out.extend_from_slice(&CLASS_IN.to_be_bytes());
@@ -429,17 +433,12 @@ impl DnsServers {
     /// removed networks, and refreshes every server's records. Call after each change of
     /// the driver's state. Returns every bind error (other networks are still served).
     pub async fn sync(&mut self, state: &NetState, upstreams: &[SocketAddr]) -> Vec<NetError> {
-        self.servers.retain(|id, _| {
-            state
-                .networks
-                .get(id)
-                .is_some_and(|n| !n.is_default && !n.internal)
-        });
+        self.servers
+            .retain(|id, _| state.networks.get(id).is_some_and(|n| !n.is_default));
         let mut errors = Vec::new();
+        // Internal networks too: their bridge has the gateway address (dockerd's embedded
+        // DNS answers on internal networks as well).
         for net in state.networks.values().filter(|n| !n.is_default) {
-            if net.internal {
-                continue;
-            }
             if !self.servers.contains_key(&net.id) {
                 match DnsServer::bind(SocketAddrV4::new(net.pool.gateway, 53), upstreams.to_vec())
                     .await
@@ -504,6 +503,30 @@ mod tests {
         assert_eq!(&r[12..q.len()], &q[12..]);
         assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 2]);
         assert_eq!(&r[q.len()..q.len() + 2], &[0xc0, 0x0c]);
+    }
+
+    #[test]
+    fn answers_with_several_addresses_come_in_a_fresh_order() {
+        let mut r = DnsRecords::default();
+        let ips: Vec<Ipv4Addr> = (2..6).map(|i| Ipv4Addr::new(10, 0, 9, i)).collect();
+        for ip in &ips {
+            r.add("tasks.web", *ip);
+        }
+        let mut orders = std::collections::BTreeSet::new();
+        for id in 0..50 {
+            let DnsDecision::Reply(out) = answer(&query(id, "tasks.web", TYPE_A), &r) else {
+                panic!("not answered locally");
+            };
+            let got: Vec<[u8; 4]> = out[out.len() - 16 * ips.len()..]
+                .chunks(16)
+                .map(|rr| rr[12..16].try_into().unwrap())
+                .collect();
+            let mut sorted = got.clone();
+            sorted.sort();
+            assert_eq!(sorted, ips.iter().map(|i| i.octets()).collect::<Vec<_>>());
+            orders.insert(got);
+        }
+        assert!(orders.len() > 1, "always the same order: {orders:?}");
     }
 
     #[test]

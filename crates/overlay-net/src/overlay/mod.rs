@@ -112,13 +112,15 @@ pub struct OverlaySpec {
     pub vni: u32,
     /// IPv4 subnet, `"10.0.1.0/24"`.
     pub subnet: String,
-    /// The network's gateway. Put on the local bridge (on every node) unless the network is
-    /// `internal` or [`OverlaySpec::host_address`] is set.
+    /// The network's gateway. Put on the local bridge (on every node) unless
+    /// [`OverlaySpec::host_address`] is set: containers' way out (not for `internal`
+    /// networks) and the address of the network's embedded DNS server.
     pub gateway: Option<Ipv4Addr>,
     /// MTU of the bridge, VXLAN device and veths; 0 means [`DEFAULT_OVERLAY_MTU`].
     pub mtu: u32,
-    /// `--internal`: no address in the host namespace from the gateway, no outbound NAT, no
-    /// forwarding to or from other interfaces.
+    /// `--internal`: no outbound NAT, no forwarding to or from other interfaces, and from
+    /// the bridge the host answers DNS (UDP/TCP 53, the embedded server on the gateway
+    /// address) and nothing else (the host table's `internal_in` chain).
     pub internal: bool,
     /// This node's own address on this network (the routing mesh's per-node address on the
     /// ingress network, like Swarm's `ingress-sbox`); other nodes' addresses must appear as
@@ -149,8 +151,7 @@ impl OverlaySpec {
 
     /// The address the local bridge carries, if any (see the field docs).
     pub fn bridge_address(&self) -> Option<Ipv4Addr> {
-        self.host_address
-            .or(if self.internal { None } else { self.gateway })
+        self.host_address.or(self.gateway)
     }
 }
 
@@ -825,6 +826,22 @@ pub fn render_host_table(
         }
     }
     s.push_str("\t}\n");
+
+    let internal: Vec<String> = nets
+        .iter()
+        .filter(|n| n.internal)
+        .map(|n| format!("\"{}\"", names.bridge(n.vni)))
+        .collect();
+    if !internal.is_empty() {
+        let brs = internal.join(", ");
+        let _ = write!(
+            s,
+            "\tchain internal_in {{\n\t\ttype filter hook input priority filter; policy accept;\n\t\t\
+             iifname {{ {brs} }} meta l4proto {{ tcp, udp }} th dport 53 accept\n\t\t\
+             iifname {{ {brs} }} ct state established,related accept\n\t\t\
+             iifname {{ {brs} }} drop\n\t}}\n"
+        );
+    }
 
     let encrypted: Vec<String> = nets
         .iter()

@@ -340,13 +340,14 @@ fn removing_every_network_deletes_everything() {
 }
 
 #[test]
-fn bridge_address_is_the_host_address_else_the_gateway_of_non_internal_networks() {
+fn bridge_address_is_the_host_address_else_the_gateway() {
     let mut s = spec("n", 1, "10.0.0.0/24");
     assert_eq!(s.bridge_address(), None);
     s.gateway = Some(ip("10.0.0.1"));
     assert_eq!(s.bridge_address(), Some(ip("10.0.0.1")));
+    // Internal networks too: their embedded DNS server answers there.
     s.internal = true;
-    assert_eq!(s.bridge_address(), None);
+    assert_eq!(s.bridge_address(), Some(ip("10.0.0.1")));
     s.host_address = Some(ip("10.0.0.7"));
     assert_eq!(s.bridge_address(), Some(ip("10.0.0.7")));
     let d = OverlayDesired {
@@ -432,8 +433,13 @@ fn host_table_meshes_without_snat_and_isolates_overlays() {
     assert!(s.contains("iifname \"t1b001002\" oifname != \"t1b001002\" drop"));
     assert!(s.contains("iifname \"t1b001001\" oifname { \"t1b001002\" } drop"));
     assert!(!s.contains("snat"));
+    // From the internal network's bridge the host answers DNS only.
+    assert!(s.contains(
+        "iifname { \"t1b001002\" } meta l4proto { tcp, udp } th dport 53 accept\n\t\tiifname { \"t1b001002\" } ct state established,related accept\n\t\tiifname { \"t1b001002\" } drop"
+    ));
+    assert!(!s.contains("iifname { \"t1b001001\" }"));
     // No encrypted network: no filter on VXLAN.
-    assert!(!s.contains("hook input") && !s.contains("@th"));
+    assert!(!s.contains("@th,96"));
 }
 
 #[test]

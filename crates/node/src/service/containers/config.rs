@@ -574,13 +574,23 @@ pub fn refuse_unsupported(body: &ContainerCreateBody) -> Result<(), ServiceError
         .and_then(|n| n.get("EndpointsConfig"))
         .and_then(Value::as_object)
     {
-        for ep in eps.values().filter_map(Value::as_object) {
-            if let Some(k) = first_unsupported(ep, ENDPOINT_HONOURED, |_, _| false) {
-                return Err(unsupported(&format!(
-                    "NetworkingConfig.EndpointsConfig.{k}"
-                )));
-            }
+        for ep in eps.values() {
+            refuse_unsupported_endpoint(ep, "NetworkingConfig.EndpointsConfig")?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses an endpoint settings object (`NetworkingConfig.EndpointsConfig.<net>` of a
+/// container create, `EndpointConfig` of `POST /networks/{id}/connect`) that sets a key
+/// berth does not honour ([`ENDPOINT_HONOURED`]: `IPAMConfig` (`--ip`), `Links`,
+/// `MacAddress`, `DriverOpts`, ...); the error names `<section>.<Key>` (400).
+pub fn refuse_unsupported_endpoint(ep: &Value, section: &str) -> Result<(), ServiceError> {
+    if let Some(k) = ep
+        .as_object()
+        .and_then(|ep| first_unsupported(ep, ENDPOINT_HONOURED, |_, _| false))
+    {
+        return Err(unsupported(&format!("{section}.{k}")));
     }
     Ok(())
 }
