@@ -243,6 +243,41 @@ fn user_networks_resolve_names_and_stay_apart() -> Result<()> {
         !name.status.success(),
         "netb resolved neta's container name"
     );
+    // Nor by asking neta's DNS server (its gateway, reachable through the host) directly:
+    // it answers its own network only (REFUSED), as Docker's 127.0.0.11 does.
+    let gw = e.ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        "neta",
+    ])?;
+    let direct = e.d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "netb",
+        &bb,
+        "nslookup",
+        "a1",
+        gw.trim(),
+    ])?;
+    let said = String::from_utf8_lossy(&direct.stdout);
+    assert!(
+        !said.contains(ip),
+        "neta's DNS server answered a netb container: {said}"
+    );
+    let own = e.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "neta",
+        &bb,
+        "nslookup",
+        "a1",
+        gw.trim(),
+    ])?;
+    assert!(own.contains(ip), "neta's own container asked: {own}");
 
     // An internal network resolves its names too (its own embedded DNS server, as dockerd
     // answers on 127.0.0.11 there), and still has no way out.

@@ -990,6 +990,7 @@ fn dns_records(state: &ClusterState, n: &Network) -> DnsRecords {
     DnsRecords {
         names,
         upstreams: BTreeMap::new(),
+        clients: n.subnet.parse().ok(),
     }
 }
 

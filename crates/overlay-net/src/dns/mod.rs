@@ -51,9 +51,23 @@ pub struct DnsRecords {
     /// Container address to its own upstream resolvers (`--dns`, port 53), used instead
     /// of the server's (the host's) for queries from that address.
     pub upstreams: BTreeMap<Ipv4Addr, Vec<SocketAddr>>,
+    /// The network's subnet: queries from any other address (a container of another
+    /// network reaching this server's gateway address through the host) are refused
+    /// (REFUSED), as Docker's per-container 127.0.0.11 answers only for that container's
+    /// own networks. `None`: every client is answered.
+    pub clients: Option<crate::ipam::Ipv4Net>,
 }
 
 impl DnsRecords {
+    /// Whether a query from `client` is this network's to answer ([`DnsRecords::clients`]).
+    pub fn serves(&self, client: std::net::IpAddr) -> bool {
+        match (self.clients, client) {
+            (None, _) => true,
+            (Some(net), std::net::IpAddr::V4(ip)) => net.contains(ip),
+            (Some(_), std::net::IpAddr::V6(_)) => false,
+        }
+    }
+
     fn add(&mut self, name: &str, ip: Ipv4Addr) {
         let key = name.trim_end_matches('.').to_ascii_lowercase();
         if key.is_empty() {
@@ -85,7 +99,10 @@ impl DnsRecords {
 /// `<name>.<network name>`, as Docker answers), its aliases on this network and its
 /// 12-character short id.
 pub fn records_for(state: &NetState, network_id: &str) -> DnsRecords {
-    let mut r = DnsRecords::default();
+    let mut r = DnsRecords {
+        clients: state.networks.get(network_id).map(|n| n.pool.subnet),
+        ..DnsRecords::default()
+    };
     let net_name = state.networks.get(network_id).map(|n| n.name.as_str());
     for ep in state.endpoints_of(network_id) {
         r.add(&ep.container_name, ep.address);
@@ -135,6 +152,8 @@ pub enum DnsDecision {
     Forward,
     /// Not a parseable query: ignore it.
     Drop,
+    /// A client outside the network ([`DnsRecords::clients`]): answer REFUSED.
+    Refuse,
 }
 
 struct Question {
@@ -220,6 +239,19 @@ pub fn answer(query: &[u8], records: &DnsRecords) -> DnsDecision {
         out.extend_from_slice(&ip.octets());
     }
     DnsDecision::Reply(out)
+}
+
+/// The REFUSED answer (RFC 1035 §4.1.1, RCODE 5) to `query`: its id and question, no
+/// records. `None` for a message too short to be a query.
+fn refused(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = query.to_vec();
+    out[2] = 0x80 | (query[2] & 0x79); // QR=1, opcode and RD kept, AA and TC off
+    out[3] = 0x80 | 5; // RA=1, RCODE REFUSED
+    out[6..12].fill(0); // no answer, authority or additional records
+    Some(out)
 }
 
 /// One DNS server (UDP and TCP on the same port) for one network. Stops when dropped.
@@ -323,7 +355,14 @@ async fn serve_tcp_client(
 ) {
     let client = stream.peer_addr().ok().map(|a| a.ip());
     while let Some(query) = read_framed(&mut stream).await {
-        let decision = answer(&query, &records.read().unwrap_or_else(|e| e.into_inner()));
+        let decision = {
+            let r = records.read().unwrap_or_else(|e| e.into_inner());
+            if !client.is_some_and(|c| r.serves(c)) {
+                DnsDecision::Refuse
+            } else {
+                answer(&query, &r)
+            }
+        };
         let reply = match decision {
             DnsDecision::Reply(reply) => reply,
             DnsDecision::Forward => match forward_tcp(
@@ -332,6 +371,10 @@ async fn serve_tcp_client(
             )
             .await
             {
+                Some(reply) => reply,
+                None => return,
+            },
+            DnsDecision::Refuse => match refused(&query) {
                 Some(reply) => reply,
                 None => return,
             },
@@ -375,7 +418,14 @@ async fn serve(
             }
         };
         let query = buf[..n].to_vec();
-        let decision = answer(&query, &records.read().unwrap_or_else(|e| e.into_inner()));
+        let decision = {
+            let r = records.read().unwrap_or_else(|e| e.into_inner());
+            if r.serves(client.ip()) {
+                answer(&query, &r)
+            } else {
+                DnsDecision::Refuse
+            }
+        };
         match decision {
             DnsDecision::Reply(reply) => {
                 let _ = socket.send_to(&reply, client).await;
@@ -388,6 +438,11 @@ async fn serve(
                         let _ = socket.send_to(&reply, client).await;
                     }
                 });
+            }
+            DnsDecision::Refuse => {
+                if let Some(reply) = refused(&query) {
+                    let _ = socket.send_to(&reply, client).await;
+                }
             }
             DnsDecision::Drop => {}
         }
@@ -612,6 +667,42 @@ mod tests {
             "web's --dns servers"
         );
         assert_eq!(r.upstreams_for(Ipv4Addr::new(10, 1, 0, 3).into()), None);
+    }
+
+    #[tokio::test]
+    async fn clients_outside_the_network_are_refused() {
+        let server = DnsServer::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), vec![])
+            .await
+            .unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ask = |id| {
+            let q = query(id, "web", TYPE_A);
+            let (client, server) = (&client, server.local_addr());
+            async move {
+                client.send_to(&q, server).await.unwrap();
+                let mut buf = [0u8; 512];
+                let (n, _) =
+                    tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                buf[..n].to_vec()
+            }
+        };
+        // Another network's subnet: REFUSED, no answer records, the question echoed.
+        let mut r = records();
+        r.clients = Some("10.1.0.0/24".parse().unwrap());
+        server.set_records(r.clone());
+        let reply = ask(3).await;
+        assert_eq!(&reply[0..2], &3u16.to_be_bytes());
+        assert_eq!(reply[3] & 0x0f, 5, "RCODE REFUSED");
+        assert_eq!(&reply[6..8], &[0, 0], "no answers");
+        // The client's own network: answered.
+        r.clients = Some("127.0.0.0/8".parse().unwrap());
+        server.set_records(r);
+        let reply = ask(4).await;
+        assert_eq!(reply[3] & 0x0f, 0);
+        assert_eq!(&reply[reply.len() - 4..], &[10, 1, 0, 2]);
     }
 
     #[tokio::test]
