@@ -147,6 +147,12 @@ fn overlay_networks_are_cluster_objects_seen_from_every_node() -> Result<()> {
     // Refusals: a taken name, an overlapping subnet, an unknown option.
     let e = fails(&c, 1, &["network", "create", "-d", "overlay", &name])?;
     ensure!(e.contains("already exists"), "{e}");
+    // A local bridge network may not take an overlay's name either (dockerd's words).
+    let e = fails(&c, 1, &["network", "create", &name])?;
+    ensure!(
+        e.contains(&format!("network with name {name} already exists")),
+        "{e}"
+    );
     let e = fails(
         &c,
         1,

@@ -392,6 +392,19 @@ async fn create(
         ipam_options: ipam.options,
         attachable: b.attachable.unwrap_or(false),
     };
+    // A swarm-scoped network of that name (seen from this node) counts too, as dockerd
+    // refuses a local network named like an overlay (and the overlay create above refuses
+    // the reverse); two networks of one name would make `--network NAME` ambiguous.
+    if st
+        .cluster
+        .local_cluster_state()
+        .is_some_and(|s| s.networks.values().any(|n| n.spec.name == b.name))
+    {
+        return Err(ApiError::Conflict(format!(
+            "network with name {} already exists",
+            b.name
+        )));
+    }
     let net = st
         .networks
         .create(
