@@ -324,3 +324,49 @@ fn leaving_crashing_and_removing_leave_no_overlay_residue() -> Result<()> {
     }
     Ok(())
 }
+
+/// A `docker run` on an overlay while the cluster has no quorum fails (no commit within
+/// 10 s), but its endpoint was written and commits once quorum is back: the container was
+/// never made, so nothing released it and `docker network rm` said "in use" forever. The
+/// node's agent now releases endpoints whose container it does not know.
+#[test]
+fn an_endpoint_of_a_run_that_failed_without_quorum_is_released() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let mut c = Cluster::new(2)?.with_task_cleanup();
+    c.form(2)?;
+    let net = format!("phn{}", std::process::id());
+    c.h(0)
+        .docker_ok(&["network", "create", "-d", "overlay", "--attachable", &net])?;
+    c.hosts[1].d.stop()?;
+    let run = c.h(0).docker(&[
+        "run",
+        "-d",
+        "--name",
+        "phantom",
+        "--network",
+        &net,
+        &img,
+        "sleep",
+        "600",
+    ])?;
+    ensure!(
+        !run.status.success(),
+        "run without quorum succeeded: {}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    c.hosts[1].d.restart()?;
+    let started = Instant::now();
+    retry(DEADLINE, || {
+        let rm = c.h(0).docker(&["network", "rm", &net])?;
+        Ok(rm.status.success().then_some(()))
+    })
+    .with_context(|| format!("network {net} stayed in use: {}", c.h(0).log()))?;
+    println!(
+        "network removable {:?} after quorum came back",
+        started.elapsed()
+    );
+    let ps = c.h(0).docker_ok(&["ps", "-aq"])?;
+    ensure!(ps.trim().is_empty(), "a container was made after all: {ps}");
+    Ok(())
+}

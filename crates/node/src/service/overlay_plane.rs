@@ -824,6 +824,12 @@ impl OverlayPlane {
             .collect()
     }
 
+    /// Releases endpoint `endpoint_id` of this node through the cluster (logged, not
+    /// returned, on failure; the next sweep tries again).
+    pub async fn release_endpoint(&self, endpoint_id: &str) {
+        self.release(endpoint_id).await
+    }
+
     async fn release(&self, endpoint_id: &str) {
         let Some(node) = self.inner.cluster.node() else {
             return;
@@ -1114,6 +1120,25 @@ pub fn spawn(plane: OverlayPlane) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// Endpoints of node `me` owned by a container that `known` does not know (neither a
+/// container of the node nor one being created): left when a `docker run` failed after its
+/// `AttachEndpoint` was written but before the cluster confirmed it (no quorum for 10 s,
+/// committed later), so nothing released them; they would keep the network "in use"
+/// forever. The node's agent releases them.
+pub fn phantom_container_endpoints(
+    state: &ClusterState,
+    me: NodeId,
+    known: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    state
+        .endpoints
+        .values()
+        .filter(|e| e.node_id == Some(me))
+        .filter(|e| matches!(&e.owner, EndpointOwner::Container { id, .. } if !known(id)))
+        .map(|e| e.id.clone())
+        .collect()
+}
+
 /// Whether starting a WireGuard device failed because its UDP port is taken (boringtun's
 /// UAPI answers `errno=EADDRINUSE`; the kernel module's configuration fails with it).
 fn port_in_use(e: &WgError) -> bool {
@@ -1197,5 +1222,16 @@ mod tests {
         assert_eq!(r.lookup("site").unwrap(), ip.as_slice());
         assert_eq!(r.lookup("web012345678").unwrap(), ip.as_slice());
         assert!(r.lookup("other").is_none());
+        // The DNS server of `a` answers clients on `a` only.
+        assert!(r.serves(ip[0].into()));
+        assert!(!r.serves("192.0.2.1".parse().unwrap()));
+
+        // An endpoint of a container the node does not know (its `docker run` failed after
+        // the endpoint was written) is a phantom; known containers' are not, nor another
+        // node's.
+        let phantoms = phantom_container_endpoints(&state, 1, |id| id.starts_with("web"));
+        assert_eq!(phantoms, vec!["e5".to_string()]);
+        assert!(phantom_container_endpoints(&state, 2, |_| false).is_empty());
+        assert!(phantom_container_endpoints(&state, 1, |_| true).is_empty());
     }
 }

@@ -301,6 +301,13 @@ impl ContainerService {
         self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether `id` (a full container id) is a container of this daemon or one being
+    /// created (its name reserved): the test for an overlay endpoint whose container was
+    /// never made ([`crate::service::overlay_plane::phantom_container_endpoints`]).
+    pub fn is_known(&self, id: &str) -> bool {
+        self.table().names.resolve(id).is_ok_and(|full| full == id)
+    }
+
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.inner.runtime
     }
