@@ -265,6 +265,19 @@ mod tests {
         assert!(!matches!(r, Response::Rejected { .. }), "{r:?}");
         let ip = state.task_endpoints("t1").next().unwrap().ip;
         assert!(ingress_rules(&state).is_empty());
+        // Node 1 programs FDB/neighbour entries for the remote task's address until the
+        // task has ended (its address stays allocated with the task record).
+        let programmed = |s: &ClusterState| {
+            crate::service::overlay::desired_overlays(s, 1)
+                .unwrap()
+                .endpoints
+                .iter()
+                .any(|e| e.ip == ip)
+        };
+        assert!(programmed(&state));
+        state.tasks.get_mut("t1").unwrap().status.state = TaskState::Shutdown;
+        assert!(!programmed(&state), "an ended task keeps an entry");
+        state.tasks.get_mut("t1").unwrap().status.state = TaskState::Assigned;
         state.tasks.get_mut("t1").unwrap().status.state = TaskState::Running;
         let rules = ingress_rules(&state);
         assert_eq!(

@@ -144,6 +144,18 @@ fn spec_of(n: &Network, host_address: Option<Ipv4Addr>) -> OverlaySpec {
     }
 }
 
+/// Whether `owner` is a task whose observed state is terminal (complete, shutdown,
+/// failed, rejected, orphaned, removed).
+fn ended_task(state: &ClusterState, owner: &EndpointOwner) -> bool {
+    match owner {
+        EndpointOwner::Task { id, .. } => state
+            .tasks
+            .get(id)
+            .is_some_and(|t| t.status.state.is_terminal()),
+        _ => false,
+    }
+}
+
 /// What node `me` must realise; `None` when its own record or address is unknown.
 pub fn desired_overlays(state: &ClusterState, me: NodeId) -> Option<OverlayDesired> {
     let local_addr = node_underlay_addr(state, me)?;
@@ -167,6 +179,13 @@ pub fn desired_overlays(state: &ClusterState, me: NodeId) -> Option<OverlayDesir
             let Some(node) = e.node_id else { continue };
             if node == me && e.owner == EndpointOwner::NodeSandbox {
                 host_address = Some(e.ip);
+                continue;
+            }
+            // A remote task that has ended keeps its address until its record goes (task
+            // history), but nothing answers there any more: no FDB or neighbour entry for it
+            // (swarmkit frees a dead task's attachments; an entry left to a node for an
+            // address nobody holds is the stale state this plane exists to avoid).
+            if node != me && ended_task(state, &e.owner) {
                 continue;
             }
             let node_addr = if encrypted && node != me {
