@@ -214,6 +214,29 @@ fn a_published_port_answers_on_every_host_and_the_task_sees_the_client() -> Resu
         }
     }
     println!("tasks that served: {served_by:?}");
+    // On a node itself, through 127.0.0.1 too (the Swarm tutorial's `curl localhost:8080`).
+    for i in 0..3 {
+        let body = retry(CONVERGE, || {
+            let out = c
+                .h(i)
+                .in_netns(
+                    "curl",
+                    &[
+                        "-s",
+                        "--max-time",
+                        "5",
+                        "http://127.0.0.1:8080/cgi-bin/peer",
+                    ],
+                )
+                .output()?;
+            Ok(out
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
+        })
+        .with_context(|| format!("host {i} never answered on 127.0.0.1:8080"))?;
+        ensure!(body.contains("task="), "host {i} on 127.0.0.1: {body:?}");
+    }
 
     // Another service may not take 8080 (swarmkit's check and words).
     let out = c.h(0).docker(&[

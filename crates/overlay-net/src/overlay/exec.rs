@@ -167,6 +167,15 @@ impl OverlayDriver {
         for op in &plan {
             self.apply(op).await?;
         }
+        for n in desired.networks.iter().filter(|n| n.host_address.is_some()) {
+            // The routing mesh's local clients on 127.0.0.1: their DNATed packets leave by
+            // this bridge (masqueraded by the host table), which the kernel refuses for a
+            // loopback source unless `route_localnet` is on, here only (as on berth's
+            // bridges, see `links`). Written in the calling thread's namespace.
+            let key = format!("net/ipv4/conf/{}/route_localnet", self.names.bridge(n.vni));
+            std::fs::write(format!("/proc/sys/{key}"), "1")
+                .map_err(|source| NetError::Sysctl { key, source })?;
+        }
         if desired
             .networks
             .iter()

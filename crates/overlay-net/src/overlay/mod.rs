@@ -757,7 +757,15 @@ pub fn render_host_table(
     nets.sort_by_key(|n| n.vni);
 
     s.push_str("\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
-    s.push_str("\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tip daddr != 127.0.0.0/8 fib daddr type local jump published\n\t}\n");
+    // Local clients too, 127.0.0.1 included (`curl localhost:8080` on a node, as Docker's
+    // mesh answers it): the reply path needs the masquerade below and `route_localnet` on
+    // the ingress bridge (set by the executor).
+    let meshed = nets.iter().any(|n| n.host_address.is_some());
+    if meshed {
+        s.push_str("\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tfib daddr type local jump published\n\t}\n");
+    } else {
+        s.push_str("\tchain output {\n\t\ttype nat hook output priority -100; policy accept;\n\t\tip daddr != 127.0.0.0/8 fib daddr type local jump published\n\t}\n");
+    }
     s.push_str("\tchain published {\n");
     let mut ingress: Vec<&IngressRule> =
         ingress.iter().filter(|r| !r.backends.is_empty()).collect();
@@ -787,6 +795,15 @@ pub fn render_host_table(
     s.push_str(
         "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n",
     );
+    // A local client of the mesh on 127.0.0.1: its DNATed packets leave through the ingress
+    // bridge with the node's ingress address, so the task's reply comes back here.
+    for n in nets.iter().filter(|n| n.host_address.is_some()) {
+        let _ = writeln!(
+            s,
+            "\t\toifname \"{}\" ip saddr 127.0.0.0/8 masquerade",
+            names.bridge(n.vni)
+        );
+    }
     for n in &nets {
         if n.internal || n.bridge_address().is_none() {
             continue;

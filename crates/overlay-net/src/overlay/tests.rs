@@ -491,3 +491,19 @@ fn driver_futures_are_send(d: &mut OverlayDriver, desired: &OverlayDesired, p: &
     fn sync<T: Send + Sync>() {}
     sync::<OverlayDriver>();
 }
+
+#[test]
+fn a_node_with_the_mesh_answers_local_clients_on_loopback_too() {
+    let mut d = desired();
+    d.networks[0].host_address = Some(ip("10.0.0.2"));
+    let s = render_host_table(&d, &names(), 4789, &[], &[]);
+    assert!(s.contains("type nat hook output priority -100; policy accept;\n\t\tfib daddr type local jump published"));
+    assert!(s.contains(&format!(
+        "oifname \"{}\" ip saddr 127.0.0.0/8 masquerade",
+        names().bridge(d.networks[0].vni)
+    )));
+    // Without the mesh, loopback is left alone.
+    let s = render_host_table(&desired(), &names(), 4789, &[], &[]);
+    assert!(s.contains("ip daddr != 127.0.0.0/8 fib daddr type local jump published"));
+    assert!(!s.contains("127.0.0.0/8 masquerade"));
+}
