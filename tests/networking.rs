@@ -293,38 +293,29 @@ fn user_networks_resolve_names_and_stay_apart() -> Result<()> {
         "sleep",
         "60",
     ])?;
-    let inside = e.d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "neti",
-        &bb,
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "3",
-        "i1",
-    ])?;
+    let ping_from_neti = |target: &str| {
+        e.d.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "neti",
+            &bb,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "3",
+            target,
+        ])
+    };
+    let inside = ping_from_neti("i1")?;
     assert!(
         inside.status.success(),
         "ping i1 on the internal network: {}{}",
         String::from_utf8_lossy(&inside.stdout),
         String::from_utf8_lossy(&inside.stderr)
     );
-    let out = e.d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "neti",
-        &bb,
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        ip,
-    ])?;
+    let out = ping_from_neti(ip)?;
     assert!(
         !out.status.success(),
         "the internal network reached neta's container"

@@ -235,6 +235,22 @@ fn diagnose(c: &Cluster) -> String {
 /// Bytes received plus sent by host `i`'s WireGuard device (the TUN link berthd names
 /// `<prefix>wg`), from `ip -s -j link`: what went through the tunnel, whatever a capture
 /// under load may miss.
+/// Waits until client container `cli` on host 0 gets `ready` from `http://{ip}/ready` (the
+/// first answer over an encrypted network also completes the tunnel's handshake).
+fn wait_ready(c: &Cluster, cli: &str, ip: &str) -> Result<()> {
+    retry(CONVERGE, || {
+        let out = c.h(0).docker(&[
+            "exec",
+            cli,
+            "sh",
+            "-c",
+            &format!("timeout 5 wget -q -O - http://{ip}/ready"),
+        ])?;
+        Ok((String::from_utf8_lossy(&out.stdout).trim() == "ready").then_some(()))
+    })
+    .with_context(|| format!("the server never answered: {}", diagnose(c)))
+}
+
 fn wireguard_bytes(c: &Cluster, i: usize) -> Result<u64> {
     let out = c
         .h(i)
@@ -334,17 +350,7 @@ fn an_encrypted_overlay_carries_only_wireguard_on_the_underlay() -> Result<()> {
         let ip = address(&c, 2, &srv, net)?;
         // The server answers (and, encrypted, the tunnel has its handshake).
         let started = std::time::Instant::now();
-        retry(CONVERGE, || {
-            let out = c.h(0).docker(&[
-                "exec",
-                &cli,
-                "sh",
-                "-c",
-                &format!("timeout 5 wget -q -O - http://{ip}/ready"),
-            ])?;
-            Ok((String::from_utf8_lossy(&out.stdout).trim() == "ready").then_some(()))
-        })
-        .with_context(|| format!("the server on {net} never answered: {}", diagnose(&c)))?;
+        wait_ready(&c, &cli, &ip).with_context(|| format!("the server on {net}"))?;
         println!("{net}: first answer after {:?}", started.elapsed());
         servers.push((ip, cli));
     }
@@ -525,17 +531,7 @@ fn a_node_whose_wireguard_port_is_taken_still_carries_encrypted_overlays() -> Re
         "3600",
     ])?;
     let ip = address(&c, 1, &srv, &enc)?;
-    retry(CONVERGE, || {
-        let out = c.h(0).docker(&[
-            "exec",
-            &cli,
-            "sh",
-            "-c",
-            &format!("timeout 5 wget -q -O - http://{ip}/ready"),
-        ])?;
-        Ok((String::from_utf8_lossy(&out.stdout).trim() == "ready").then_some(()))
-    })
-    .with_context(|| format!("the server never answered: {}", diagnose(&c)))?;
+    wait_ready(&c, &cli, &ip)?;
     let out = c.h(0).docker_ok(&[
         "exec",
         &cli,
