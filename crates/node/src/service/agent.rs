@@ -34,7 +34,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_consensus::state::EndpointOwner;
 use berth_consensus::{ClusterNode, Command, ConsensusError, NodeDescription, NodeId};
 use berth_orchestrator::{Service, Task, TaskState, TaskStatus};
 use berth_registry_mirror::Credentials;
@@ -316,34 +315,24 @@ async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
 
 impl Agent {
     /// Releases this node's overlay endpoints whose container was never made
-    /// ([`phantom_container_endpoints`](super::overlay_plane::phantom_container_endpoints)).
+    /// ([`container_endpoints`](super::overlay_plane::container_endpoints) whose container
+    /// [`ContainerService::is_known`] does not know).
     async fn release_phantom_endpoints(&self, node: &ClusterNode) {
         let Some(plane) = self.containers.networks().overlay() else {
             return;
         };
         let me = node.id();
-        // Candidates under the state's lock, the container table consulted after it.
-        let candidates: Vec<(String, String)> = node.state_view().read(|s| {
-            s.endpoints
-                .values()
-                .filter(|e| e.node_id == Some(me))
-                .filter_map(|e| match &e.owner {
-                    EndpointOwner::Container { id, .. } => Some((e.id.clone(), id.clone())),
-                    _ => None,
-                })
-                .collect()
-        });
-        if candidates.is_empty() {
-            return;
-        }
-        let unknown: HashSet<String> = candidates
-            .iter()
+        // The state's read lock is not held while the container table is consulted; an
+        // endpoint read here was written after its container's name was reserved, so a
+        // container being created counts as known.
+        let mine = node
+            .state_view()
+            .read(|s| super::overlay_plane::container_endpoints(s, me));
+        let phantoms = mine
+            .into_iter()
             .filter(|(_, cid)| !self.containers.is_known(cid))
-            .map(|(_, cid)| cid.clone())
-            .collect();
-        let phantoms = node.state_view().read(|s| {
-            super::overlay_plane::phantom_container_endpoints(s, me, |cid| !unknown.contains(cid))
-        });
+            .map(|(ep, _)| ep)
+            .collect::<Vec<_>>();
         for ep in phantoms {
             tracing::info!(endpoint = %ep, "releasing an overlay endpoint whose container was never made");
             plane.release_endpoint(&ep).await;

@@ -1120,22 +1120,20 @@ pub fn spawn(plane: OverlayPlane) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Endpoints of node `me` owned by a container that `known` does not know (neither a
-/// container of the node nor one being created): left when a `docker run` failed after its
-/// `AttachEndpoint` was written but before the cluster confirmed it (no quorum for 10 s,
-/// committed later), so nothing released them; they would keep the network "in use"
-/// forever. The node's agent releases them.
-pub fn phantom_container_endpoints(
-    state: &ClusterState,
-    me: NodeId,
-    known: impl Fn(&str) -> bool,
-) -> Vec<String> {
+/// The endpoints of node `me` owned by containers, as (endpoint id, container id). The
+/// node's agent releases those whose container it does not know (neither one of the node
+/// nor one being created): left when a `docker run` failed after its `AttachEndpoint` was
+/// written but before the cluster confirmed it (no quorum for 10 s, committed later), they
+/// would keep the network "in use" forever.
+pub fn container_endpoints(state: &ClusterState, me: NodeId) -> Vec<(String, String)> {
     state
         .endpoints
         .values()
         .filter(|e| e.node_id == Some(me))
-        .filter(|e| matches!(&e.owner, EndpointOwner::Container { id, .. } if !known(id)))
-        .map(|e| e.id.clone())
+        .filter_map(|e| match &e.owner {
+            EndpointOwner::Container { id, .. } => Some((e.id.clone(), id.clone())),
+            _ => None,
+        })
         .collect()
 }
 
@@ -1229,9 +1227,18 @@ mod tests {
         // An endpoint of a container the node does not know (its `docker run` failed after
         // the endpoint was written) is a phantom; known containers' are not, nor another
         // node's.
-        let phantoms = phantom_container_endpoints(&state, 1, |id| id.starts_with("web"));
-        assert_eq!(phantoms, vec!["e5".to_string()]);
-        assert!(phantom_container_endpoints(&state, 2, |_| false).is_empty());
-        assert!(phantom_container_endpoints(&state, 1, |_| true).is_empty());
+        let phantoms = |me, known: &dyn Fn(&str) -> bool| -> Vec<String> {
+            container_endpoints(&state, me)
+                .into_iter()
+                .filter(|(_, cid)| !known(cid))
+                .map(|(ep, _)| ep)
+                .collect()
+        };
+        assert_eq!(
+            phantoms(1, &|id| id.starts_with("web")),
+            vec!["e5".to_string()]
+        );
+        assert!(phantoms(2, &|_| false).is_empty());
+        assert!(phantoms(1, &|_| true).is_empty());
     }
 }

@@ -303,7 +303,7 @@ impl ContainerService {
 
     /// Whether `id` (a full container id) is a container of this daemon or one being
     /// created (its name reserved): the test for an overlay endpoint whose container was
-    /// never made ([`crate::service::overlay_plane::phantom_container_endpoints`]).
+    /// never made ([`crate::service::overlay_plane::container_endpoints`]).
     pub fn is_known(&self, id: &str) -> bool {
         self.table().names.resolve(id).is_ok_and(|full| full == id)
     }
