@@ -592,3 +592,152 @@ fn without_an_ingress_network_the_mesh_is_refused_by_name() -> Result<()> {
     );
     Ok(())
 }
+
+/// `--network host` (Swarm's predefined `host` network): every task runs in its node's
+/// own namespace and serves on the node's port itself, the client's address unchanged;
+/// the spec names the predefined network's swarm id, which `network inspect` shows with
+/// scope `swarm` (and `service inspect --pretty` as `host`). `host` next to another
+/// network or with a mesh port is refused at create (dockerd accepts the spec and then
+/// rejects every task); `none` is not a swarm network (404 as in dockerd); `bridge` puts
+/// the task on the node's default bridge.
+#[test]
+fn services_on_the_host_network_serve_from_the_nodes_namespace() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let mut c = Cluster::new(2)?.with_task_cleanup();
+    c.form(1)?;
+    let client = NetnsGuard::create()?;
+    let client_addr = c.lan.attach(client.name())?;
+    let name = format!("onhost{}", std::process::id());
+    let server = PEER_SERVER.replace("-p 80 ", "-p 8089 ");
+    c.h(0).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "-q",
+        "--name",
+        &name,
+        "--mode",
+        "global",
+        "--network",
+        "host",
+        "--publish",
+        "published=8089,target=8089,mode=host",
+        &img,
+        "sh",
+        "-c",
+        &server,
+    ])?;
+    let hosts = wait_tasks(&c, &name, 2)?;
+    ensure!(hosts == [0, 1], "{hosts:?}");
+    for (i, h) in c.hosts.iter().enumerate() {
+        let url = format!("http://{}:8089/cgi-bin/peer", h.addr);
+        let body = retry(CONVERGE, || fetch(&client, &url))
+            .with_context(|| format!("host {i} ({url}) never answered"))?;
+        ensure!(peer(&body) == client_addr, "{body:?}");
+        let mode = c.h(i).docker_ok(&[
+            "ps",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={name}"),
+            "--format",
+            "{{.Networks}}",
+        ])?;
+        ensure!(mode.trim() == "host", "host {i}: task networks {mode:?}");
+    }
+    let vips = c.h(0).docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Endpoint.VirtualIPs}}",
+        &name,
+    ])?;
+    let vips: Value = serde_json::from_str(vips.trim())?;
+    let net_id = vips[0]["NetworkID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        vips.as_array().map(Vec::len) == Some(1) && vips[0].get("Addr").is_none(),
+        "{vips}"
+    );
+    let net = c.h(1).docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{.Name}} {{.Scope}} {{.Driver}}",
+        &net_id,
+    ])?;
+    ensure!(net.trim() == "host swarm host", "{net}");
+    let pretty = c
+        .h(0)
+        .docker_ok(&["service", "inspect", "--pretty", &name])?;
+    ensure!(pretty.contains("Networks: host"), "{pretty}");
+
+    let refused = |args: &[&str], want: &str| -> Result<()> {
+        let mut all = vec!["service", "create", "--detach", "--name", "refused"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[img.as_str(), "sleep", "600"]);
+        let out = c.h(0).docker(&all)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+        Ok(())
+    };
+    c.h(0)
+        .docker_ok(&["network", "create", "-d", "overlay", "hostov"])?;
+    refused(
+        &["--network", "host", "--network", "hostov"],
+        "cannot be connected to any other network",
+    )?;
+    refused(
+        &["--network", "host", "--publish", "8090:80"],
+        "cannot publish ports through the routing mesh",
+    )?;
+    refused(
+        &[
+            "--network",
+            "host",
+            "--publish",
+            "mode=host,published=8090,target=80",
+        ],
+        "published port 8090 must equal target port 80",
+    )?;
+    refused(&["--network", "none"], "network none not found")?;
+    ensure!(
+        c.h(0)
+            .docker(&["service", "inspect", "refused"])?
+            .status
+            .code()
+            == Some(1),
+        "a refused service was created"
+    );
+
+    let bridged = format!("onbridge{}", std::process::id());
+    c.h(0).docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "-q",
+        "--name",
+        &bridged,
+        "--network",
+        "bridge",
+        &img,
+        "sleep",
+        "600",
+    ])?;
+    let on = wait_tasks(&c, &bridged, 1)?;
+    let nets = c.h(on[0]).docker_ok(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={bridged}"),
+        "--format",
+        "{{.Networks}}",
+    ])?;
+    ensure!(nets.trim() == "bridge", "{nets:?}");
+    c.h(0).docker_ok(&["service", "rm", &name, &bridged])?;
+    drop(client);
+    Ok(())
+}

@@ -329,16 +329,91 @@ impl ClusterState {
         self.endpoints.values().filter(move |e| e.network_id == id)
     }
 
-    /// The networks of a service (resolved targets, `ingress` first when it publishes
-    /// through the mesh). Errors with the first target that names no network.
+    /// The swarm's predefined network (`host` or `bridge`) that `r` names: its name, or
+    /// its id ([`predefined_network_id`]), when no swarm network of that name or id exists
+    /// (those come first, as in [`ClusterState::network_by_ref`]). `None` before the cluster
+    /// is initialised.
+    pub fn predefined_network(&self, r: &str) -> Option<(PredefinedNetwork, String)> {
+        let cluster_id = self.cluster_id.as_deref()?;
+        if self.network_by_ref(r).is_some() {
+            return None;
+        }
+        [PredefinedNetwork::Host, PredefinedNetwork::Bridge]
+            .into_iter()
+            .map(|p| (p, predefined_network_id(cluster_id, p)))
+            .find(|(p, id)| r == p.name() || r == id)
+    }
+
+    /// The predefined networks a service's spec names (`--network host` / `bridge`), in
+    /// the spec's order, with their ids.
+    pub fn service_predefined_networks(
+        &self,
+        spec: &serde_json::Value,
+    ) -> Vec<(PredefinedNetwork, String)> {
+        service_network_targets(spec)
+            .iter()
+            .filter_map(|t| self.predefined_network(t))
+            .collect()
+    }
+
+    /// Whether the service's tasks run in their node's network namespace (`--network
+    /// host`).
+    pub fn service_uses_host_network(&self, spec: &serde_json::Value) -> bool {
+        self.service_predefined_networks(spec)
+            .iter()
+            .any(|(p, _)| *p == PredefinedNetwork::Host)
+    }
+
+    /// The overlay networks of a service (resolved targets, `ingress` first when it
+    /// publishes through the mesh); the predefined `host` and `bridge` networks are not
+    /// among them (they are the node's own, nothing is allocated on them). Errors with the
+    /// first target that names no network, and for `host` next to any other network or
+    /// with a port published through the mesh: a task in its node's namespace can join no
+    /// other network (dockerd's executor rejects such a task with "container sharing
+    /// network namespace with another container or host cannot be connected to any other
+    /// network"; berth refuses the spec instead of failing every task).
     pub fn service_networks(&self, spec: &serde_json::Value) -> Result<Vec<String>, Rejection> {
+        let targets = service_network_targets(spec);
+        if targets.iter().any(|t| {
+            matches!(
+                self.predefined_network(t),
+                Some((PredefinedNetwork::Host, _))
+            )
+        }) {
+            if targets.len() > 1 {
+                return Err(Rejection::NetworkInvalid {
+                    detail: "a service on the host network cannot be connected to any other network: a container sharing the network namespace of its host cannot be connected to any other network".into(),
+                });
+            }
+            if publishes_ingress(spec) {
+                return Err(Rejection::NetworkInvalid {
+                    detail: "a service on the host network cannot publish ports through the routing mesh (ingress mode): publish them with mode=host".into(),
+                });
+            }
+            // Its tasks listen on the node's ports themselves: nothing maps one port to
+            // another (dockerd discards such a mapping; berth says so instead).
+            if let Some(p) = super::spec_ports(spec)
+                .into_iter()
+                .find(|p| p.published != p.target)
+            {
+                return Err(Rejection::NetworkInvalid {
+                    detail: format!(
+                        "a service on the host network listens on its target ports itself: published port {} must equal target port {}",
+                        p.published, p.target
+                    ),
+                });
+            }
+        }
         let mut out = Vec::new();
         if publishes_ingress(spec) {
             if let Some(ingress) = self.ingress_network() {
                 out.push(ingress.id.clone());
             }
         }
-        for target in service_network_targets(spec) {
+        for target in targets {
+            if self.predefined_network(&target).is_some() {
+                continue;
+            }
             let net = self
                 .network_by_ref(&target)
                 .ok_or_else(|| Rejection::NetworkNotFound { id: target.clone() })?;
@@ -819,6 +894,42 @@ impl ClusterState {
             self.networks.insert(id.to_string(), network);
         }
     }
+}
+
+/// Swarm's predefined networks: the node-local `host` and `bridge` networks, which a
+/// service may name (`docker service create --network host`). swarmkit keeps them as
+/// networks labelled `com.docker.swarm.predefined` with swarm ids; berth keeps no record
+/// and derives their ids from the cluster id ([`predefined_network_id`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PredefinedNetwork {
+    /// The node's own network namespace.
+    Host,
+    /// The node's default bridge (`docker0`'s equivalent).
+    Bridge,
+}
+
+impl PredefinedNetwork {
+    /// `host` or `bridge`: the network's name, and also its driver's.
+    pub fn name(self) -> &'static str {
+        match self {
+            PredefinedNetwork::Host => "host",
+            PredefinedNetwork::Bridge => "bridge",
+        }
+    }
+}
+
+/// The swarm id of a predefined network in the cluster `cluster_id`: 25 lowercase base-36
+/// characters like every swarm id, the same on every replica.
+pub fn predefined_network_id(cluster_id: &str, network: PredefinedNetwork) -> String {
+    let mut id = derived_ingress_id(cluster_id);
+    id.replace_range(
+        0..1,
+        match network {
+            PredefinedNetwork::Host => "h",
+            PredefinedNetwork::Bridge => "b",
+        },
+    );
+    id
 }
 
 /// The `ingress` network's id for a cluster that did not choose one (log entries and
@@ -1327,6 +1438,71 @@ mod tests {
             Rejection::NetworkNotFound { id: "nope".into() }
         );
         assert!(!state.services.contains_key("s2"));
+    }
+
+    #[test]
+    fn services_may_name_the_predefined_host_and_bridge_networks() {
+        let mut state = cluster(None);
+        create(&mut state, 4, "n1", named("front"));
+        let host = predefined_network_id("c", PredefinedNetwork::Host);
+        let bridge = predefined_network_id("c", PredefinedNetwork::Bridge);
+        assert_eq!((host.len(), bridge.len()), (25, 25));
+        assert_ne!(host, bridge);
+        assert_eq!(
+            state.predefined_network("host"),
+            Some((PredefinedNetwork::Host, host.clone()))
+        );
+        assert_eq!(
+            state.predefined_network(&bridge),
+            Some((PredefinedNetwork::Bridge, bridge.clone()))
+        );
+        assert_eq!(state.predefined_network("none"), None);
+        assert_eq!(state.predefined_network("front"), None);
+        let spec = |nets: serde_json::Value, ports: serde_json::Value| {
+            json!({
+                "Name": "w",
+                "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": nets},
+                "EndpointSpec": {"Ports": ports}
+            })
+        };
+        // Host alone (and with host-mode ports): nothing allocated, no VIP.
+        let on_host = spec(
+            json!([{"Target": host}]),
+            json!([{"TargetPort": 80, "PublishedPort": 80, "PublishMode": "host"}]),
+        );
+        assert_eq!(state.service_networks(&on_host), Ok(Vec::new()));
+        assert!(state.service_uses_host_network(&on_host));
+        let r = state.apply(
+            5,
+            &Command::CreateService {
+                service: service("s1", on_host),
+            },
+        );
+        assert!(matches!(r, Response::Service { .. }), "{r:?}");
+        assert_eq!(state.service_vips("s1").count(), 0);
+        state.apply(6, &Command::RemoveService { id: "s1".into() });
+        // Bridge next to an overlay: only the overlay is the cluster's.
+        let both = spec(json!([{"Target": bridge}, {"Target": "n1"}]), json!([]));
+        assert_eq!(state.service_networks(&both), Ok(vec!["n1".to_string()]));
+        assert!(!state.service_uses_host_network(&both));
+        // Host with another network, or with a mesh port: refused.
+        for bad in [
+            spec(json!([{"Target": host}, {"Target": "n1"}]), json!([])),
+            spec(json!([{"Target": "host"}]), json!([{"TargetPort": 80}])),
+            spec(
+                json!([{"Target": "host"}]),
+                json!([{"TargetPort": 80, "PublishedPort": 8080, "PublishMode": "host"}]),
+            ),
+        ] {
+            let r = rejected(state.apply(
+                7,
+                &Command::CreateService {
+                    service: service("s2", bad),
+                },
+            ));
+            assert!(matches!(r, Rejection::NetworkInvalid { .. }), "{r:?}");
+            assert!(!state.services.contains_key("s2"));
+        }
     }
 
     #[test]

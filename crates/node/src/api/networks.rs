@@ -200,12 +200,38 @@ async fn inspect(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let state = st.networks.state().await;
-    Ok(Json(find(
-        &state,
-        &st.networks.meta(),
-        overlay_networks(&st),
-        &id,
-    )?))
+    match find(&state, &st.networks.meta(), overlay_networks(&st), &id) {
+        Err(ApiError::NotFound(m)) => predefined_network(&st, &id)
+            .map(Json)
+            .ok_or(ApiError::NotFound(m)),
+        found => found.map(Json),
+    }
+}
+
+/// Swarm's record of a predefined network (`host`, `bridge`) by its swarm id, which a
+/// service's `Spec.TaskTemplate.Networks[].Target` holds (`docker service inspect
+/// --pretty` looks it up to print the name): dockerd 20.10's shape of it, scope `swarm`,
+/// label `com.docker.swarm.predefined`. By name, the node's own network answers.
+fn predefined_network(st: &AppState, id: &str) -> Option<Value> {
+    let state = st.cluster.local_cluster_state()?;
+    let (kind, pid) = state.predefined_network(id).filter(|(_, pid)| pid == id)?;
+    Some(json!({
+        "Name": kind.name(),
+        "Id": pid,
+        "Created": "0001-01-01T00:00:00Z",
+        "Scope": "swarm",
+        "Driver": kind.name(),
+        "EnableIPv6": false,
+        "IPAM": {"Driver": "", "Options": null, "Config": []},
+        "Internal": false,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": null,
+        "Options": null,
+        "Labels": {"com.docker.swarm.predefined": "true"},
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize)]

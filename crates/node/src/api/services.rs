@@ -199,7 +199,10 @@ fn service_json(view: &ServiceView, insert: bool) -> Value {
         endpoint["VirtualIPs"] = view
             .virtual_ips
             .iter()
-            .map(|(net, addr)| json!({"NetworkID": net, "Addr": addr}))
+            .map(|(net, addr)| match addr {
+                Some(addr) => json!({"NetworkID": net, "Addr": addr}),
+                None => json!({"NetworkID": net}),
+            })
             .collect();
     }
     let mut v = json!({

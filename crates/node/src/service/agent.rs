@@ -590,7 +590,8 @@ impl Worker {
             return Ok(());
         }
         let me = node_id_str(self.me);
-        let created = match super::task_spec::task_container(service, task, &me) {
+        let host_network = self.uses_host_network(service);
+        let created = match super::task_spec::task_container(service, task, &me, host_network) {
             Ok((name, mut body)) => match self.mount_task_files(service, task, &mut body).await {
                 Err(e) => Err(e),
                 Ok(()) => {
@@ -836,6 +837,14 @@ impl Worker {
     /// of its first non-ingress overlay. Nothing to do for a task without networks.
     async fn plug(&self, task: &Task, cid: &str) -> Result<(), ServiceError> {
         let networks = self.agent.containers.networks();
+        let service = self
+            .node
+            .state_view()
+            .read(|s| s.services.get(&task.service_id).cloned());
+        if service.is_some_and(|s| self.uses_host_network(&s)) {
+            // In the node's own namespace: no overlay to join, the host's resolv.conf.
+            return Ok(());
+        }
         let Some(plane) = networks.overlay() else {
             return Ok(());
         };
@@ -852,6 +861,13 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Whether the service's tasks run on the node's network (`--network host`).
+    fn uses_host_network(&self, service: &Service) -> bool {
+        self.node
+            .state_view()
+            .read(|s| s.service_uses_host_network(&service.spec))
     }
 
     /// Unplugs the task's container from every overlay (it stopped: its addresses stop

@@ -63,22 +63,34 @@ pub struct ServiceView {
     /// Task counts, when asked for.
     pub counts: Option<ServiceCounts>,
     /// Its virtual IPs as Swarm's `Endpoint.VirtualIPs` shows them: (network id,
-    /// `address/prefix length`), one per network (none for `dnsrr`).
-    pub virtual_ips: Vec<(String, String)>,
+    /// `address/prefix length`), one per network (none for `dnsrr`); the predefined `host`
+    /// and `bridge` networks have no address (`None`), as in Swarm.
+    pub virtual_ips: Vec<(String, Option<String>)>,
 }
 
 /// The virtual IPs of service `id` in the replicated state, ordered by network id.
-fn virtual_ips(s: &ClusterState, id: &str) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = s
+fn virtual_ips(s: &ClusterState, id: &str) -> Vec<(String, Option<String>)> {
+    let mut v: Vec<(String, Option<String>)> = s
         .service_vips(id)
         .filter_map(|e| {
             let net = s.networks.get(&e.network_id)?;
             Some((
                 e.network_id.clone(),
-                format!("{}/{}", e.ip, net.subnet_net().len),
+                Some(format!("{}/{}", e.ip, net.subnet_net().len)),
             ))
         })
         .collect();
+    if let Some(svc) = s
+        .services
+        .get(id)
+        .filter(|svc| !berth_consensus::state::is_dnsrr(&svc.spec))
+    {
+        v.extend(
+            s.service_predefined_networks(&svc.spec)
+                .into_iter()
+                .map(|(_, net)| (net, None)),
+        );
+    }
     v.sort();
     v
 }
@@ -279,8 +291,9 @@ pub fn normalize_spec(mut spec: Value) -> Value {
 }
 
 /// Validates a spec as create and update need it: the orchestration part, then a dry run
-/// of a task's container (what its create body would be refused for).
-pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
+/// of a task's container (what its create body would be refused for), on the node's
+/// network when `host_network` (the spec names the predefined `host` network).
+pub fn validate_spec(spec: &Value, host_network: bool) -> Result<ServiceSpec, ServiceError> {
     if !spec.is_object() {
         return Err(ServiceError::invalid(
             "the service spec must be a JSON object",
@@ -330,7 +343,7 @@ pub fn validate_spec(spec: &Value) -> Result<ServiceSpec, ServiceError> {
         created_at: 0,
         version: 0,
     };
-    task_container(&service, &task, &node_id_str(1))?;
+    task_container(&service, &task, &node_id_str(1), host_network)?;
     Ok(parsed)
 }
 
@@ -356,10 +369,10 @@ impl ServicesService {
 
     /// Resolves each `Networks[].Target` of the spec (`TaskTemplate.Networks`, else the
     /// deprecated top-level list) to the swarm network's id, as dockerd's
-    /// `populateNetworkID` does. Errors: Docker's predefined node-local networks (`bridge`,
-    /// `host`, `none`: 400, not supported by berth for services); another local network
-    /// (403, dockerd's "cannot be used with services" text); no such network (404,
-    /// "network X not found").
+    /// `populateNetworkID` does; `host` and `bridge` resolve to the swarm's predefined
+    /// networks (`berth_consensus::state::PredefinedNetwork`). Errors: another local network
+    /// (403, dockerd's "cannot be used with services" text); no such network, `none`
+    /// among them (404, "network X not found").
     async fn resolve_networks(&self, spec: &mut Value) -> Result<(), ServiceError> {
         let pointer = if spec
             .pointer("/TaskTemplate/Networks")
@@ -384,24 +397,44 @@ impl ServicesService {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let found = self.read(|s| s.network_by_ref(&target).map(|n| n.id.clone()))?;
+            let found = self.read(|s| {
+                s.network_by_ref(&target)
+                    .map(|n| n.id.clone())
+                    .or_else(|| s.predefined_network(&target).map(|(_, id)| id))
+            })?;
             let id = match found {
                 Some(id) => id,
-                None if matches!(target.as_str(), "bridge" | "host" | "none") => {
-                    return Err(ServiceError::invalid(format!(
-                        "the predefined network {target} is not supported by berth for services: tasks use the node's default bridge unless they name overlay networks"
-                    )))
-                }
+                // The CLI sends a local network's id (it looks the name up first): a
+                // predefined one stands for the swarm's network of that name, as in
+                // dockerd's `populateNetworkID`; `none` has no swarm counterpart.
                 None => {
-                    if let Some(ln) = local.as_ref().and_then(|l| l.find_network(&target).ok()) {
-                        return Err(ServiceError::Forbidden {
-                            message: format!(
-                                "The network {} cannot be used with services. Only networks scoped to the swarm can be used, such as those created with the overlay driver.",
-                                ln.name
-                            ),
-                        });
+                    let ln = local.as_ref().and_then(|l| l.find_network(&target).ok());
+                    // The namespace-mode networks are no records of the local state.
+                    let name = match (&ln, target.as_str()) {
+                        (Some(ln), _) => ln.name.as_str(),
+                        (None, crate::service::networks::HOST_NETWORK_ID) => "host",
+                        (None, crate::service::networks::NONE_NETWORK_ID) => "none",
+                        (None, t) => t,
+                    };
+                    match self.read(|s| s.predefined_network(name))? {
+                        Some((_, id)) => id,
+                        None if name == "none" => {
+                            return Err(ServiceError::not_found("network none not found"))
+                        }
+                        None => {
+                            if let Some(ln) = ln {
+                                return Err(ServiceError::Forbidden {
+                                    message: format!(
+                                        "The network {} cannot be used with services. Only networks scoped to the swarm can be used, such as those created with the overlay driver.",
+                                        ln.name
+                                    ),
+                                });
+                            }
+                            return Err(ServiceError::not_found(format!(
+                                "network {target} not found"
+                            )));
+                        }
                     }
-                    return Err(ServiceError::not_found(format!("network {target} not found")));
                 }
             };
             n["Target"] = Value::String(id);
@@ -460,8 +493,9 @@ impl ServicesService {
                 o.insert("Name".into(), Value::String(name));
             }
         }
-        validate_spec(&spec)?;
         self.resolve_networks(&mut spec).await?;
+        let host_network = self.read(|s| s.service_uses_host_network(&spec))?;
+        validate_spec(&spec, host_network)?;
         self.refuse_without_ingress(&spec)?;
         let name = spec_name(&spec).to_string();
         if self.read(|s| name_taken(s, &name, None))? {
@@ -599,8 +633,9 @@ impl ServicesService {
             });
         }
         let mut spec = normalize_spec(spec);
-        validate_spec(&spec)?;
         self.resolve_networks(&mut spec).await?;
+        let host_network = self.read(|s| s.service_uses_host_network(&spec))?;
+        validate_spec(&spec, host_network)?;
         self.refuse_without_ingress(&spec)?;
         // New credentials replace the stored ones; without any, the service's own are
         // used (the CLI's `registryAuthFrom=spec`).
@@ -1089,7 +1124,7 @@ mod tests {
             json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
             "Mode": {"replicated": {"Replicas": -1}}}),
         );
-        assert!(validate_spec(&neg)
+        assert!(validate_spec(&neg, false)
             .unwrap_err()
             .to_string()
             .contains("cannot unmarshal number -1"));
@@ -1185,34 +1220,34 @@ mod tests {
     #[test]
     fn specs_are_validated_before_anything_is_written() {
         let ok = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}});
-        assert!(validate_spec(&ok).is_ok());
+        assert!(validate_spec(&ok, false).is_ok());
         let bad_name =
             json!({"Name": "bad_name!", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}});
         assert_eq!(
-            validate_spec(&bad_name).unwrap_err().to_string(),
+            validate_spec(&bad_name, false).unwrap_err().to_string(),
             "rpc error: code = InvalidArgument desc = name must be valid as a DNS name component"
         );
         let neg = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}},
                          "Mode": {"Replicated": {"Replicas": -1}}});
-        assert!(validate_spec(&neg)
+        assert!(validate_spec(&neg, false)
             .unwrap_err()
             .to_string()
             .contains("cannot unmarshal number -1"));
         let constraint = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"},
                                 "Placement": {"Constraints": ["node.role=worker"]}}});
-        assert!(validate_spec(&constraint)
+        assert!(validate_spec(&constraint, false)
             .unwrap_err()
             .to_string()
             .contains("constraint expected one operator"));
         let no_image = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {}}});
-        assert!(validate_spec(&no_image)
+        assert!(validate_spec(&no_image, false)
             .unwrap_err()
             .to_string()
             .contains("image reference must be provided"));
         let bad_ref = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "UPPER"}}});
-        assert!(validate_spec(&bad_ref).is_err());
+        assert!(validate_spec(&bad_ref, false).is_err());
         let secrets = json!({"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Secrets": [{"SecretName": "x"}]}}});
-        assert!(validate_spec(&secrets)
+        assert!(validate_spec(&secrets, false)
             .unwrap_err()
             .to_string()
             .contains("malformed secret reference"));

@@ -389,6 +389,11 @@ pub fn service_attachments(spec: &Value) -> Vec<NetworkAttachment> {
 /// restarts), with Swarm's labels com.docker.swarm.{node.id, service.id, service.name,
 /// task, task.id, task.name}. `Image` is the task's pinned `task.image`.
 ///
+/// `host_network`: the service names the swarm's predefined `host` network
+/// (`ClusterState::service_uses_host_network`): the container gets `NetworkMode` `host`
+/// and its host-mode published ports are the ports it listens on itself, so no port
+/// bindings (dockerd discards them for host-network containers too).
+///
 /// Errors (`InvalidArgument`, the API answers 400): a field berth cannot honour, named
 /// (`TaskTemplate.ContainerSpec.Secrets is not supported by berth ...`); a create body the container path would refuse (its message, prefixed
 /// with `invalid task template: `).
@@ -396,6 +401,7 @@ pub fn task_container(
     service: &Service,
     task: &Task,
     node_id: &str,
+    host_network: bool,
 ) -> Result<(String, Value), ServiceError> {
     let spec = &service.spec;
     let name = task_container_name(service, task, node_id);
@@ -656,7 +662,9 @@ pub fn task_container(
 
     // Published ports: host mode binds on the node running the task.
     let (bindings, exposed) = host_ports(spec.get("EndpointSpec"))?;
-    if !bindings.is_empty() {
+    if host_network {
+        host.insert("NetworkMode".into(), json!("host"));
+    } else if !bindings.is_empty() {
         host.insert("PortBindings".into(), Value::Object(bindings));
     }
     if !exposed.is_empty() {
@@ -902,7 +910,7 @@ mod tests {
     }
 
     fn build(spec: Value) -> Result<(String, Value), ServiceError> {
-        task_container(&service(spec), &task(2), "0000000000000007")
+        task_container(&service(spec), &task(2), "0000000000000007", false)
     }
 
     fn err(spec: Value) -> String {
@@ -932,6 +940,7 @@ mod tests {
             &service(spec_with(json!({"Image": "busybox"}))),
             &task(0),
             "00000000000000aa",
+            false,
         )
         .unwrap();
         assert_eq!(global.0, "web.00000000000000aa.task000000000000000000001");
