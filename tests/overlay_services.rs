@@ -391,6 +391,56 @@ fn a_service_on_an_overlay_is_reached_by_name_and_balanced_over_its_tasks() -> R
     ])?;
     ensure!(out.trim() == "done", "a container on {far} got: {out}");
 
+    // A task shows its overlay as its network (inspect, `ps --filter network=`), not the
+    // gateway bridge it gets out through; and a plain container of its host cannot reach
+    // it there (Swarm's docker_gwbridge, inter-container communication off).
+    let shown = c.h(*h).docker_ok(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        task_container,
+    ])?;
+    ensure!(shown.trim() == net, "task networks: {shown:?}");
+    let on_net = c.h(*h).docker_ok(&[
+        "ps",
+        "--filter",
+        &format!("network={net}"),
+        "--format",
+        "{{.Names}}",
+    ])?;
+    ensure!(
+        on_net.lines().any(|l| l == task_container),
+        "ps --filter network={net}: {on_net:?}"
+    );
+    let gw_addrs = c.h(*h).docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.IPv4Address}} {{end}}",
+        "docker_gwbridge",
+    ])?;
+    let gw_addrs: Vec<&str> = gw_addrs
+        .split_whitespace()
+        .filter_map(|a| a.split('/').next())
+        .collect();
+    ensure!(!gw_addrs.is_empty(), "no task on docker_gwbridge");
+    let probe = gw_addrs
+        .iter()
+        .map(|a| format!("timeout 3 wget -q -O - http://{a}/ 2>/dev/null && echo REACHED {a};"))
+        .collect::<String>();
+    let plain = c.h(*h).docker_ok(&[
+        "run",
+        "--rm",
+        &img,
+        "sh",
+        "-c",
+        &format!("{probe} echo done"),
+    ])?;
+    ensure!(
+        plain.trim() == "done",
+        "a default-bridge container reached a task: {plain}"
+    );
+
     // Scaled to 2: DNS and the VIP follow the tasks.
     c.h(0)
         .docker_ok(&["service", "scale", "--detach", "web=2"])?;

@@ -75,6 +75,7 @@ fn containers_on_one_bridge_reach_each_other_and_other_bridges_are_isolated() ->
                 gateway: None,
                 internal: false,
                 mtu: Some(1400),
+                icc: true,
             })
             .await?;
         let ea = d.connect(endpoint('a', "bridge", &a, &[])).await?;
@@ -354,6 +355,7 @@ fn embedded_dns_resolves_names_on_the_same_user_network_only() -> Result<()> {
                 gateway: None,
                 internal: false,
                 mtu: None,
+                icc: true,
             })
             .await?;
         let other = d
@@ -364,6 +366,7 @@ fn embedded_dns_resolves_names_on_the_same_user_network_only() -> Result<()> {
                 gateway: None,
                 internal: false,
                 mtu: None,
+                icc: true,
             })
             .await?;
         d.connect(endpoint('1', "app", &a, &[])).await?;
@@ -471,6 +474,7 @@ fn internal_network_has_no_way_out() -> Result<()> {
             gateway: None,
             internal: true,
             mtu: None,
+            icc: true,
         })
         .await?;
         d.ensure_default_network(&hex('0')).await?;
@@ -487,6 +491,41 @@ fn internal_network_has_no_way_out() -> Result<()> {
         assert!(
             !b.ping(&ea.address.to_string()),
             "reached into an internal network"
+        );
+        d.teardown_host().await?;
+        anyhow::Ok(())
+    })
+}
+
+/// `enable_icc=false` (Docker's option, berth's `icc: false`): two containers of the
+/// network cannot reach each other, each still reaches the gateway and the world.
+#[test]
+fn without_icc_containers_reach_the_gateway_and_out_but_not_each_other() -> Result<()> {
+    require_root();
+    let host = TestNetns::new()?;
+    let remote = TestNetns::new()?;
+    let (a, b) = (TestNetns::new()?, TestNetns::new()?);
+    let (_, remote_ip) = uplink(&host, &remote, 5)?;
+    host.block_on(|| async {
+        let mut d = driver(NetState::default())?;
+        let net = d
+            .create_network(NetworkRequest {
+                id: hex('f'),
+                name: "gw".into(),
+                subnet: Some("10.251.0.0/24".parse()?),
+                gateway: None,
+                internal: false,
+                mtu: None,
+                icc: false,
+            })
+            .await?;
+        d.connect(endpoint('a', "gw", &a, &[])).await?;
+        let eb = d.connect(endpoint('b', "gw", &b, &[])).await?;
+        assert!(a.ping(&net.pool.gateway.to_string()), "gateway unreachable");
+        assert!(a.reaches(&remote_ip.to_string()), "no way out");
+        assert!(
+            !a.ping(&eb.address.to_string()),
+            "containers of an icc=false network reach each other"
         );
         d.teardown_host().await?;
         anyhow::Ok(())
@@ -530,6 +569,7 @@ fn nft_transactions_are_all_or_nothing_and_deleting_the_table_is_idempotent() ->
                 is_default: true,
                 internal: false,
                 mtu: None,
+                icc: true,
             },
         );
         let good = Ruleset::from_state(&state).render();

@@ -284,6 +284,19 @@ struct CreateBody {
 
 /// The bridge driver option berth honours (the MTU of the bridge and its veths).
 const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+/// The bridge driver option for inter-container communication (`false`: the network's
+/// containers reach the gateway but not each other).
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+/// A boolean as Go's `strconv.ParseBool` reads it (what dockerd's bridge driver uses for
+/// its options): `1 t T TRUE true True` and `0 f F FALSE false False`.
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
 
 async fn create(
     State(st): State<AppState>,
@@ -345,14 +358,19 @@ async fn create(
     }
     let options = b.options.unwrap_or_default();
     let mut mtu = None;
+    let mut icc = true;
     for (k, v) in &options {
         if k == MTU_OPTION {
             mtu = Some(v.parse::<u32>().ok().filter(|m| *m >= 68).ok_or_else(|| {
                 ApiError::BadRequest(format!("invalid value {v:?} for option {MTU_OPTION}"))
             })?);
+        } else if k == ICC_OPTION {
+            icc = parse_bool(v).ok_or_else(|| {
+                ApiError::BadRequest(format!("invalid value {v:?} for option {ICC_OPTION}"))
+            })?;
         } else {
             return Err(ApiError::BadRequest(format!(
-                "network option {k:?} is not supported by berth's bridge driver (supported: {MTU_OPTION})"
+                "network option {k:?} is not supported by berth's bridge driver (supported: {MTU_OPTION}, {ICC_OPTION})"
             )));
         }
     }
@@ -441,6 +459,7 @@ async fn create(
                 gateway,
                 internal: b.internal.unwrap_or(false),
                 mtu,
+                icc,
             },
             meta,
         )

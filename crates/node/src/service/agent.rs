@@ -45,6 +45,8 @@ use super::containers::health::HealthStatus;
 use super::containers::{blocking, ContainerService, WaitCondition};
 use super::images::ImageService;
 use super::orchestrator::unix_nanos;
+use super::overlay_plane::OverlayAttachment;
+use super::task_spec::TaskNetworkMode;
 use crate::error::ServiceError;
 
 /// The label naming a task container's task.
@@ -590,8 +592,21 @@ impl Worker {
             return Ok(());
         }
         let me = node_id_str(self.me);
-        let host_network = self.uses_host_network(service);
-        let created = match super::task_spec::task_container(service, task, &me, host_network) {
+        let gateway_bridge = match self.gateway_bridge(service).await {
+            Ok(g) => g,
+            Err(e) => {
+                let mut s = self.status(TaskState::Rejected, "preparing");
+                s.err = Some(e.to_string());
+                self.report(task, s).await;
+                return Ok(());
+            }
+        };
+        let network = match &gateway_bridge {
+            _ if self.uses_host_network(service) => TaskNetworkMode::Host,
+            Some(name) => TaskNetworkMode::Network(name),
+            None => TaskNetworkMode::DefaultBridge,
+        };
+        let created = match super::task_spec::task_container(service, task, &me, network) {
             Ok((name, mut body)) => match self.mount_task_files(service, task, &mut body).await {
                 Err(e) => Err(e),
                 Ok(()) => {
@@ -841,7 +856,7 @@ impl Worker {
             .node
             .state_view()
             .read(|s| s.services.get(&task.service_id).cloned());
-        if service.is_some_and(|s| self.uses_host_network(&s)) {
+        if service.as_ref().is_some_and(|s| self.uses_host_network(s)) {
             // In the node's own namespace: no overlay to join, the host's resolv.conf.
             return Ok(());
         }
@@ -850,6 +865,25 @@ impl Worker {
         };
         let netns = networks.netns_path(cid);
         let attached = plane.attach_task(&task.id, &netns, 1).await?;
+        // What inspect and `ps --filter network=` show of the task: its overlays.
+        let aliases = service
+            .as_ref()
+            .map(|s| super::task_spec::service_attachments(&s.spec))
+            .unwrap_or_default();
+        for a in &attached {
+            let endpoint = OverlayAttachment {
+                network: a.network.clone(),
+                endpoint_id: format!("task-{}-{}", task.id, a.network.id),
+                ip: a.ip,
+                mac: a.mac,
+                aliases: aliases
+                    .iter()
+                    .filter(|n| n.target == a.network.id || n.target == a.network.spec.name)
+                    .flat_map(|n| n.aliases.clone())
+                    .collect(),
+            };
+            self.agent.containers.add_overlay_endpoint(cid, &endpoint);
+        }
         let own = || attached.iter().filter(|a| !a.network.spec.ingress);
         if let Some(a) = own()
             .find(|a| !a.network.spec.internal)
@@ -861,6 +895,26 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// The gateway bridge a task of `service` joins (made on first need): for a task on
+    /// overlay networks that names neither of Swarm's predefined networks, as Swarm's
+    /// `docker_gwbridge`; `None` otherwise (the default bridge, or the node's network).
+    async fn gateway_bridge(&self, service: &Service) -> Result<Option<String>, ServiceError> {
+        let wants = self.node.state_view().read(|s| {
+            s.service_predefined_networks(&service.spec).is_empty()
+                && s.service_networks(&service.spec)
+                    .is_ok_and(|nets| !nets.is_empty())
+        });
+        if !wants {
+            return Ok(None);
+        }
+        self.agent
+            .containers
+            .networks()
+            .ensure_gateway_bridge()
+            .await
+            .map(Some)
     }
 
     /// Whether the service's tasks run on the node's network (`--network host`).
@@ -880,6 +934,9 @@ impl Worker {
         if let Some(plane) = networks.overlay() {
             plane.detach_all(&networks.netns_path(&cid)).await;
         }
+        self.agent
+            .containers
+            .forget_endpoints(&cid, |e| e.endpoint_id.starts_with("task-"));
     }
 
     /// Stops the task's container (its `StopGracePeriod`, default 10 s) if it runs.

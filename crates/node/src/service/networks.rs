@@ -24,6 +24,9 @@ use crate::error::ServiceError;
 use crate::service::overlay_plane::{OverlayAttachment, OverlayPlane};
 use crate::service::volumes::random_hex64;
 
+/// The name of Swarm's gateway bridge ([`NetworkService::ensure_gateway_bridge`]).
+pub const GATEWAY_BRIDGE_NAME: &str = "docker_gwbridge";
+
 /// IDs of the two namespace-mode networks, fixed so they are stable across restarts.
 pub const HOST_NETWORK_ID: &str =
     "4a6f5f9b2c3d8e1f0a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f";
@@ -277,6 +280,59 @@ impl NetworkService {
         }
         self.saved(&d).await;
         r
+    }
+
+    /// Swarm's gateway bridge (`docker_gwbridge`): the local network through which a task
+    /// on overlay networks reaches the world and its host-mode published ports are
+    /// reached, with inter-container communication off, so tasks of different overlays
+    /// (and plain containers) cannot meet on it, as in Swarm. Made on first need from the
+    /// local pool; one the user made beforehand (Docker's way to pick its subnet) is used
+    /// as it is. Answers its name. Errors: the create's (pool exhausted: 400/500).
+    pub async fn ensure_gateway_bridge(&self) -> Result<String, ServiceError> {
+        if self.find_gateway_bridge().await {
+            return Ok(GATEWAY_BRIDGE_NAME.to_string());
+        }
+        let req = NetworkRequest {
+            id: random_hex64(),
+            name: GATEWAY_BRIDGE_NAME.to_string(),
+            subnet: None,
+            gateway: None,
+            internal: false,
+            mtu: None,
+            icc: false,
+        };
+        let meta = NetworkMeta {
+            created: String::new(),
+            // dockerd's options for it, but its device name (berth names every bridge
+            // per instance).
+            options: [
+                ("com.docker.network.bridge.enable_icc", "false"),
+                ("com.docker.network.bridge.enable_ip_masquerade", "true"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            labels: BTreeMap::new(),
+            ipam_driver: "default".into(),
+            ipam_options: None,
+            attachable: false,
+        };
+        match self.create(req, meta).await {
+            Ok(_) => Ok(GATEWAY_BRIDGE_NAME.to_string()),
+            // Another task made it meanwhile.
+            Err(_) if self.find_gateway_bridge().await => Ok(GATEWAY_BRIDGE_NAME.to_string()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find_gateway_bridge(&self) -> bool {
+        self.inner
+            .driver
+            .lock()
+            .await
+            .state()
+            .find_network(GATEWAY_BRIDGE_NAME)
+            .is_ok()
     }
 
     fn meta_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, NetworkMeta>> {

@@ -343,7 +343,12 @@ pub fn validate_spec(spec: &Value, host_network: bool) -> Result<ServiceSpec, Se
         created_at: 0,
         version: 0,
     };
-    task_container(&service, &task, &node_id_str(1), host_network)?;
+    let network = if host_network {
+        super::task_spec::TaskNetworkMode::Host
+    } else {
+        super::task_spec::TaskNetworkMode::DefaultBridge
+    };
+    task_container(&service, &task, &node_id_str(1), network)?;
     Ok(parsed)
 }
 

@@ -389,19 +389,33 @@ pub fn service_attachments(spec: &Value) -> Vec<NetworkAttachment> {
 /// restarts), with Swarm's labels com.docker.swarm.{node.id, service.id, service.name,
 /// task, task.id, task.name}. `Image` is the task's pinned `task.image`.
 ///
-/// `host_network`: the service names the swarm's predefined `host` network
-/// (`ClusterState::service_uses_host_network`): the container gets `NetworkMode` `host`
-/// and its host-mode published ports are the ports it listens on itself, so no port
-/// bindings (dockerd discards them for host-network containers too).
+/// `network`: where the container's namespace plugs in besides its overlays
+/// ([`TaskNetworkMode`]).
 ///
 /// Errors (`InvalidArgument`, the API answers 400): a field berth cannot honour, named
 /// (`TaskTemplate.ContainerSpec.Secrets is not supported by berth ...`); a create body the container path would refuse (its message, prefixed
 /// with `invalid task template: `).
+/// Where a task container's own network namespace plugs in, besides the overlay networks
+/// the agent plugs in before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskNetworkMode<'a> {
+    /// The node's default bridge: a task on no overlay network, or one naming Swarm's
+    /// predefined `bridge` network.
+    DefaultBridge,
+    /// The node's own namespace (`--network host`, Swarm's predefined `host` network):
+    /// its host-mode published ports are the ports it listens on itself, so no port
+    /// bindings (dockerd discards them for host-network containers too).
+    Host,
+    /// A local network by name: Swarm's gateway bridge (`docker_gwbridge`) for a task on
+    /// overlay networks, its way out and the way in for its host-mode published ports.
+    Network(&'a str),
+}
+
 pub fn task_container(
     service: &Service,
     task: &Task,
     node_id: &str,
-    host_network: bool,
+    network: TaskNetworkMode<'_>,
 ) -> Result<(String, Value), ServiceError> {
     let spec = &service.spec;
     let name = task_container_name(service, task, node_id);
@@ -662,9 +676,16 @@ pub fn task_container(
 
     // Published ports: host mode binds on the node running the task.
     let (bindings, exposed) = host_ports(spec.get("EndpointSpec"))?;
-    if host_network {
-        host.insert("NetworkMode".into(), json!("host"));
-    } else if !bindings.is_empty() {
+    match network {
+        TaskNetworkMode::Host => {
+            host.insert("NetworkMode".into(), json!("host"));
+        }
+        TaskNetworkMode::Network(name) => {
+            host.insert("NetworkMode".into(), json!(name));
+        }
+        TaskNetworkMode::DefaultBridge => {}
+    }
+    if network != TaskNetworkMode::Host && !bindings.is_empty() {
         host.insert("PortBindings".into(), Value::Object(bindings));
     }
     if !exposed.is_empty() {
@@ -910,7 +931,12 @@ mod tests {
     }
 
     fn build(spec: Value) -> Result<(String, Value), ServiceError> {
-        task_container(&service(spec), &task(2), "0000000000000007", false)
+        task_container(
+            &service(spec),
+            &task(2),
+            "0000000000000007",
+            TaskNetworkMode::DefaultBridge,
+        )
     }
 
     fn err(spec: Value) -> String {
@@ -940,7 +966,7 @@ mod tests {
             &service(spec_with(json!({"Image": "busybox"}))),
             &task(0),
             "00000000000000aa",
-            false,
+            TaskNetworkMode::DefaultBridge,
         )
         .unwrap();
         assert_eq!(global.0, "web.00000000000000aa.task000000000000000000001");

@@ -623,6 +623,7 @@ mod tests {
                     is_default: false,
                     internal: false,
                     mtu: None,
+                    icc: true,
                 },
             );
         }

@@ -76,6 +76,10 @@ pub struct NetworkRequest {
     pub internal: bool,
     /// `--opt com.docker.network.driver.mtu`; `None` uses [`DriverConfig::mtu`].
     pub mtu: Option<u32>,
+    /// `--opt com.docker.network.bridge.enable_icc` (Docker's default, `true`): whether
+    /// the network's containers reach each other; `false` isolates every port
+    /// ([`Network::icc`]).
+    pub icc: bool,
 }
 
 /// Attaching a container to a network (`docker run --network`, `docker network connect`).
@@ -304,6 +308,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
             is_default: false,
             internal: req.internal,
             mtu: req.mtu.or(self.config.mtu),
+            icc: req.icc,
         })
     }
 
@@ -338,6 +343,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
             gateway: self.config.default_gateway,
             internal: false,
             mtu: None,
+            icc: true,
         };
         let mut net = self.validate_network(&req, DEFAULT_BRIDGE_DEVICE).await?;
         net.is_default = true;
@@ -581,6 +587,7 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
                 },
                 LinkOp::SetHairpin {
                     link: ep.host_veth.clone(),
+                    isolated: !net.icc,
                 },
                 LinkOp::SetUp {
                     netns: Netns::Host,

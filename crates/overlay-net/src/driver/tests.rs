@@ -64,6 +64,7 @@ fn user_net(id: char, name: &str, subnet: Option<&str>) -> NetworkRequest {
         gateway: None,
         internal: false,
         mtu: None,
+        icc: true,
     }
 }
 

@@ -341,6 +341,7 @@ mod tests {
                     is_default: name == "bridge",
                     internal,
                     mtu: None,
+                    icc: true,
                 },
             );
         }

@@ -78,10 +78,15 @@ pub enum LinkOp {
     /// Turn on hairpin mode on a bridge port: a frame may leave by the port it came in. Routed
     /// traffic does not need it, but with `br_netfilter` loaded DNAT happens while bridging,
     /// and a container reaching its own published port then needs it (Docker sets it too
-    /// when it runs without its userland proxy).
+    /// when it runs without its userland proxy). With `isolated`, also the kernel's port
+    /// isolation (`bridge link set ... isolated on`, Linux 4.18): the port exchanges frames
+    /// with the bridge itself (the gateway) but with no other isolated port, which is how
+    /// berth honours Docker's `com.docker.network.bridge.enable_icc=false`.
     SetHairpin {
         /// The port.
         link: String,
+        /// Isolate it from the bridge's other isolated ports.
+        isolated: bool,
     },
     /// Add an IPv4 address (replacing an identical one).
     AddAddress {
@@ -213,6 +218,7 @@ pub fn endpoint_setup_plan(ep: &Endpoint, net: &Network) -> Vec<LinkOp> {
         },
         LinkOp::SetHairpin {
             link: ep.host_veth.clone(),
+            isolated: !net.icc,
         },
         LinkOp::SetUp {
             netns: Netns::Host,
@@ -297,6 +303,7 @@ mod tests {
             is_default: false,
             internal: false,
             mtu: Some(1450),
+            icc: true,
         }
     }
 
@@ -372,7 +379,8 @@ mod tests {
             bridge: "br-ffffffffffff".into()
         }));
         assert!(plan.contains(&LinkOp::SetHairpin {
-            link: ep().host_veth
+            link: ep().host_veth,
+            isolated: false,
         }));
         let second = endpoint_setup_plan(
             &Endpoint {

@@ -205,11 +205,16 @@ impl LinkExecutor for RtnetlinkExecutor {
                     .await
                     .map_err(netlink_err(op))
             }
-            LinkOp::SetHairpin { link } => {
+            LinkOp::SetHairpin { link, isolated } => {
                 let h = &self.host;
                 let index = link_index(h, link, op).await?;
                 h.link()
-                    .set_port(LinkBridgePort::new(index).hairpin(true).build())
+                    .set_port(
+                        LinkBridgePort::new(index)
+                            .hairpin(true)
+                            .isolated(*isolated)
+                            .build(),
+                    )
                     .execute()
                     .await
                     .map_err(netlink_err(op))

@@ -45,6 +45,16 @@ pub struct Network {
     /// `--mtu`); `None` is the kernel's default, 1500.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// Inter-container communication (Docker's `com.docker.network.bridge.enable_icc`,
+    /// default on): off, every container port of the bridge is isolated
+    /// ([`crate::links::LinkOp::SetHairpin`]), so its containers reach the gateway (and
+    /// through it the world, and published ports) but not each other.
+    #[serde(default = "icc_default")]
+    pub icc: bool,
+}
+
+fn icc_default() -> bool {
+    true
 }
 
 impl Network {
@@ -249,6 +259,7 @@ mod tests {
                 is_default: true,
                 internal: false,
                 mtu: None,
+                icc: true,
             },
         );
         s.networks.insert(
@@ -261,6 +272,7 @@ mod tests {
                 is_default: false,
                 internal: false,
                 mtu: Some(1400),
+                icc: true,
             },
         );
         s

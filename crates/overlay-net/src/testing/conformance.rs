@@ -102,7 +102,12 @@ pub async fn link_executor_suite<L: LinkExecutor>(links: &L, container_netns: &P
         "set master",
     );
     ok(
-        links.apply(&LinkOp::SetHairpin { link: veth.into() }).await,
+        links
+            .apply(&LinkOp::SetHairpin {
+                link: veth.into(),
+                isolated: true,
+            })
+            .await,
         "hairpin",
     );
     ok(

@@ -33,6 +33,8 @@ pub struct FakeLink {
     pub up: bool,
     /// Hairpin mode on (bridge ports).
     pub hairpin: bool,
+    /// Port isolation on (bridge ports).
+    pub isolated: bool,
     /// MTU, if set.
     pub mtu: Option<u32>,
     /// Addresses.
@@ -141,6 +143,7 @@ impl FakeLinks {
                     alias: alias.map(str::to_string),
                     up: true,
                     hairpin: false,
+                    isolated: false,
                     mtu: None,
                     addresses: vec![],
                     peer: None,
@@ -203,6 +206,7 @@ impl LinkExecutor for FakeLinks {
             alias: alias.map(str::to_string),
             up: false,
             hairpin: false,
+            isolated: false,
             mtu: None,
             addresses: vec![],
             peer: None,
@@ -260,7 +264,7 @@ impl LinkExecutor for FakeLinks {
                 let id = find(&inner, &Netns::Host, link).ok_or_else(|| not_found(link))?;
                 inner.links.get_mut(&id).unwrap().1.master = Some(bridge.clone());
             }
-            LinkOp::SetHairpin { link } => {
+            LinkOp::SetHairpin { link, isolated } => {
                 let id = find(&inner, &Netns::Host, link).ok_or_else(|| not_found(link))?;
                 let l = &mut inner.links.get_mut(&id).unwrap().1;
                 if l.master.is_none() {
@@ -270,6 +274,7 @@ impl LinkExecutor for FakeLinks {
                     });
                 }
                 l.hairpin = true;
+                l.isolated = *isolated;
             }
             LinkOp::AddAddress {
                 netns,

@@ -253,8 +253,7 @@ impl ListFilter {
                 if r.endpoints.is_empty() {
                     r.spec.network.mode_name() == n
                 } else {
-                    r.endpoints
-                        .iter()
+                    r.shown_endpoints()
                         .any(|e| e.network == n || e.network_id.starts_with(n))
                 }
             })

@@ -481,6 +481,11 @@ impl ContainerService {
         self.update(id, |r| r.endpoints.push(e));
     }
 
+    /// Forgets the endpoints `which` picks (a task's overlays, unplugged when it stops).
+    pub fn forget_endpoints(&self, id: &str, which: impl Fn(&record::Endpoint) -> bool) {
+        self.update(id, |r| r.endpoints.retain(|e| !which(e)));
+    }
+
     /// Forgets an endpoint removed by `docker network disconnect`.
     pub fn remove_endpoint(&self, id: &str, network_id: &str) {
         self.update(id, |r| r.endpoints.retain(|e| e.network_id != network_id));

@@ -178,6 +178,16 @@ impl ContainerRecord {
         Value::Object(m)
     }
 
+    /// The endpoints inspect and `ps` show: a swarm task's endpoint on the gateway bridge
+    /// is its namespace's way out, not one of its networks (dockerd shows only a task's
+    /// overlays and lists the gateway endpoint under `docker_gwbridge` alone).
+    pub fn shown_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        let task = self.labels.contains_key("com.docker.swarm.task.id");
+        self.endpoints
+            .iter()
+            .filter(move |e| !(task && e.network == crate::service::networks::GATEWAY_BRIDGE_NAME))
+    }
+
     fn networks(&self) -> Value {
         let mut m = serde_json::Map::new();
         if self.endpoints.is_empty() {
@@ -190,7 +200,7 @@ impl ContainerRecord {
                 );
             }
         }
-        for e in &self.endpoints {
+        for e in self.shown_endpoints() {
             m.insert(
                 e.network.clone(),
                 json!({
@@ -353,10 +363,10 @@ impl ContainerRecord {
                 "Bridge": "",
                 "SandboxID": "",
                 "Ports": self.port_map(),
-                "IPAddress": self.endpoints.first().map(|e| e.ip_address.clone()).unwrap_or_default(),
-                "IPPrefixLen": self.endpoints.first().map_or(0, |e| e.prefix_len),
-                "Gateway": self.endpoints.first().map(|e| e.gateway.clone()).unwrap_or_default(),
-                "MacAddress": self.endpoints.first().map(|e| e.mac_address.clone()).unwrap_or_default(),
+                "IPAddress": self.shown_endpoints().next().map(|e| e.ip_address.clone()).unwrap_or_default(),
+                "IPPrefixLen": self.shown_endpoints().next().map_or(0, |e| e.prefix_len),
+                "Gateway": self.shown_endpoints().next().map(|e| e.gateway.clone()).unwrap_or_default(),
+                "MacAddress": self.shown_endpoints().next().map(|e| e.mac_address.clone()).unwrap_or_default(),
                 "Networks": self.networks(),
             },
         });
