@@ -363,6 +363,31 @@ fn network_commands_create_inspect_connect_disconnect_remove() -> Result<()> {
     e.ok(&["network", "connect", "--alias", "ccalias", "net1", "cc"])?;
     let addrs = e.ok(&["exec", "cc", "ip", "-4", "-o", "addr"])?;
     assert!(addrs.contains("10.252.7."), "{addrs}");
+    // Started on the default bridge (the host's resolvers), connected later: it now asks
+    // net1's embedded DNS and resolves its new neighbours, as with dockerd.
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dd",
+        "--network",
+        "net1",
+        &bb,
+        "sleep",
+        "60",
+    ])?;
+    let dd_ip = e.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.net1.IPAddress}}",
+        "dd",
+    ])?;
+    let looked = e.ok(&["exec", "cc", "nslookup", "dd"])?;
+    assert!(
+        looked.contains(dd_ip.trim()),
+        "nslookup dd from cc: {looked}"
+    );
+    e.ok(&["rm", "-f", "dd"])?;
     let members = e.ok(&[
         "network",
         "inspect",

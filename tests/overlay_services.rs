@@ -412,6 +412,17 @@ fn a_service_on_an_overlay_is_reached_by_name_and_balanced_over_its_tasks() -> R
         on_net.lines().any(|l| l == task_container),
         "ps --filter network={net}: {on_net:?}"
     );
+    let members = c.h(*h).docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .Containers}}{{.Name}} {{end}}",
+        &net,
+    ])?;
+    ensure!(
+        members.split_whitespace().any(|m| m == task_container),
+        "network inspect {net} names {members:?}, not the task container {task_container}"
+    );
     let gw_addrs = c.h(*h).docker_ok(&[
         "network",
         "inspect",

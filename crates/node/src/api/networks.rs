@@ -535,12 +535,22 @@ async fn connect(
     let svc = st.containers.clone();
     let key = b.container.clone();
     let rec = blocking(move || svc.get(&key)).await?;
+    // A container so far only on the default bridge asks the host's resolvers; joining a
+    // network with embedded DNS points it at that network's server (dockerd rewrites
+    // resolv.conf to its 127.0.0.11 then), or it would not resolve its new neighbours.
+    let had_embedded_dns = rec
+        .endpoints
+        .iter()
+        .any(|e| e.network != berth_overlay_net::state::DEFAULT_NETWORK_NAME);
     if let Some(net) = overlay_of(&st, &id).await {
         let att = st
             .networks
             .connect_overlay(&rec.id, &rec.name, &net, aliases)
             .await?;
         st.containers.add_overlay_endpoint(&rec.id, &att);
+        if !had_embedded_dns {
+            st.networks.point_resolv_at(&rec.id, net.gateway)?;
+        }
         st.events.publish(Event::now(
             "network",
             "connect",
@@ -564,6 +574,9 @@ async fn connect(
         )
         .await?;
     st.containers.add_endpoint(&rec.id, &net, &ep);
+    if !had_embedded_dns && !net.is_default {
+        st.networks.point_resolv_at(&rec.id, net.pool.gateway)?;
+    }
     st.events.publish(Event::now(
         "network",
         "connect",
@@ -716,9 +729,19 @@ fn overlay_json(
             let (key, name) = match &e.owner {
                 EndpointOwner::Container { id, name, .. } => (id.clone(), name.clone()),
                 EndpointOwner::Task { id, .. } => {
-                    let task = state.tasks.get(id)?;
+                    // Only a running task's container holds its endpoint (a stopped one
+                    // was unplugged), as dockerd lists live endpoints only.
+                    let task = state
+                        .tasks
+                        .get(id)
+                        .filter(|t| t.status.state == berth_orchestrator::TaskState::Running)?;
                     let cid = task.status.container_id.clone()?;
-                    (cid, id.clone())
+                    let node = crate::service::cluster::node_id_str(task.node_id?);
+                    let name = state.services.get(&task.service_id).map_or_else(
+                        || id.clone(),
+                        |s| crate::service::task_spec::task_container_name(s, task, &node),
+                    );
+                    (cid, name)
                 }
                 EndpointOwner::NodeSandbox => (
                     format!("{}-sbox", n.spec.name),
