@@ -558,7 +558,18 @@ impl ServicesService {
         filters: &ServiceFilters,
         status: bool,
     ) -> Result<Vec<ServiceView>, ServiceError> {
-        let (services, tasks, nodes) = self.read(|s| {
+        // Members that are up, as `node ls` shows them.
+        let active: std::collections::HashSet<berth_consensus::NodeId> = if status {
+            self.cluster
+                .nodes()?
+                .into_iter()
+                .filter(|n| n.reachable)
+                .map(|n| n.record.id)
+                .collect()
+        } else {
+            Default::default()
+        };
+        let (services, tasks) = self.read(|s| {
             let tasks: Vec<Task> = if status {
                 s.tasks.values().cloned().collect()
             } else {
@@ -570,7 +581,6 @@ impl ServicesService {
                     .map(|svc| (svc.clone(), virtual_ips(s, &svc.id)))
                     .collect::<Vec<_>>(),
                 tasks,
-                s.nodes.len() as u64,
             )
         })?;
         let mut out = Vec::new();
@@ -594,7 +604,7 @@ impl ServicesService {
             if !keep {
                 continue;
             }
-            let counts = status.then(|| counts(&service, &spec, &tasks, nodes));
+            let counts = status.then(|| counts(&service, &spec, &tasks, &active));
             out.push(ServiceView {
                 service,
                 spec,
@@ -1086,13 +1096,20 @@ fn task_view(service: Option<&Service>, task: &Task) -> TaskView {
     }
 }
 
-/// Docker's `ServiceStatus` of one service.
-fn counts(service: &Service, spec: &ServiceSpec, tasks: &[Task], _nodes: u64) -> ServiceCounts {
+/// Docker's `ServiceStatus` of one service. `active`: the nodes that are members and up;
+/// a task on any other node (down, left, removed) reports no more, so its last `running`
+/// does not count (dockerd counts running tasks on active nodes only).
+fn counts(
+    service: &Service,
+    spec: &ServiceSpec,
+    tasks: &[Task],
+    active: &std::collections::HashSet<berth_consensus::NodeId>,
+) -> ServiceCounts {
     let mine = tasks.iter().filter(|t| t.service_id == service.id);
     let mut c = ServiceCounts::default();
     let mut desired_running = 0;
     for t in mine {
-        if t.status.state == TaskState::Running {
+        if t.status.state == TaskState::Running && t.node_id.is_some_and(|n| active.contains(&n)) {
             c.running += 1;
         }
         if t.status.state == TaskState::Complete && t.job_iteration == service.job_iteration {
@@ -1361,15 +1378,19 @@ mod tests {
         ];
         let spec =
             ServiceSpec::from_docker(&json!({"Mode": {"Replicated": {"Replicas": 3}}})).unwrap();
+        let active = std::collections::HashSet::from([1]);
         assert_eq!(
-            counts(&svc, &spec, &tasks, 1),
+            counts(&svc, &spec, &tasks, &active),
             ServiceCounts {
                 running: 1,
                 desired: 3,
                 completed: 0
             }
         );
+        // A node that left (or is down) no longer vouches for its task running.
+        let gone = std::collections::HashSet::from([2]);
+        assert_eq!(counts(&svc, &spec, &tasks, &gone).running, 0);
         let spec = ServiceSpec::from_docker(&json!({"Mode": {"Global": {}}})).unwrap();
-        assert_eq!(counts(&svc, &spec, &tasks, 1).desired, 2);
+        assert_eq!(counts(&svc, &spec, &tasks, &active).desired, 2);
     }
 }
