@@ -246,6 +246,21 @@ fn leaving_crashing_and_removing_leave_no_overlay_residue() -> Result<()> {
     until_clean("host 2's overlay links and table after leaving", || {
         overlay_residue(&c, 2)
     })?;
+    // Its containers no longer claim the swarm's networks (dockerd: `Networks: {}`).
+    for net in [&enc, &plain] {
+        until_clean(
+            &format!("host 2's container on {net} after leaving"),
+            || {
+                let shown = c.h(2).docker_ok(&[
+                    "inspect",
+                    "-f",
+                    "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+                    &name(net, 2),
+                ])?;
+                Ok(shown.split_whitespace().map(str::to_string).collect())
+            },
+        )?;
+    }
 
     // Host 0's berthd dies with SIGKILL and starts again: it reconciles.
     let wg_before = links_of_kind(&c, 0, "tun")?;

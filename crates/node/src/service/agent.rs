@@ -133,6 +133,13 @@ pub fn spawn(cluster: ClusterService, agent: Agent) -> tokio::task::JoinHandle<(
                 ClusterPhase::Left { node_id } => {
                     running = None;
                     agent.remove_task_containers(&node_id_str(node_id)).await;
+                    // The swarm's networks are gone from this node (the overlay plane tore
+                    // them down): plain containers keep only their local networks, as
+                    // with dockerd.
+                    let local = agent.containers.networks().state().await;
+                    agent.containers.forget_endpoints_everywhere(|e| {
+                        !local.networks.contains_key(&e.network_id)
+                    });
                 }
             }
             // The loops run until the phase changes; one that ends on its own panicked

@@ -486,6 +486,21 @@ impl ContainerService {
         self.update(id, |r| r.endpoints.retain(|e| !which(e)));
     }
 
+    /// Forgets, in every container, the endpoints `which` picks (the overlays, after this
+    /// node left the swarm: their networks are gone here).
+    pub fn forget_endpoints_everywhere(&self, which: impl Fn(&record::Endpoint) -> bool) {
+        let ids: Vec<String> = self
+            .table()
+            .records
+            .iter()
+            .filter(|(_, r)| r.endpoints.iter().any(&which))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            self.forget_endpoints(&id, &which);
+        }
+    }
+
     /// Forgets an endpoint removed by `docker network disconnect`.
     pub fn remove_endpoint(&self, id: &str, network_id: &str) {
         self.update(id, |r| r.endpoints.retain(|e| e.network_id != network_id));
