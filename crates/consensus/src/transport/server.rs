@@ -216,6 +216,11 @@ pub(crate) async fn serve(
                     Ok(Ok(stream)) => {
                         let _ = tx.send(stream).await;
                     }
+                    // A connection closed before any byte is the members' reachability
+                    // probe (a plain TCP connect, every second): not worth a line.
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        tracing::trace!("connection closed before the TLS handshake");
+                    }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake refused"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 }
