@@ -346,6 +346,13 @@ impl ClusterService {
         self.save_listen_addr(listen)?;
         tracing::info!(node = %node_id_str(node.id()), %remote, "joined cluster");
         self.activate(node);
+        // The CLI asks `/info` right after the join to print the role ("joined a swarm as
+        // a manager"): answer once this node's own record, its role, reached its replica
+        // (at most 5 s; the join itself is done either way).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.node().is_some_and(|n| n.role().is_none()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 
