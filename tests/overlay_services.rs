@@ -412,6 +412,38 @@ fn a_service_on_an_overlay_is_reached_by_name_and_balanced_over_its_tasks() -> R
         on_net.lines().any(|l| l == task_container),
         "ps --filter network={net}: {on_net:?}"
     );
+    // Swarm's `NetworksAttachments` of each task: its overlay and its address there.
+    let task_ids = c.h(0).docker_ok(&[
+        "service",
+        "ps",
+        "-q",
+        "--filter",
+        "desired-state=running",
+        "web",
+    ])?;
+    for id in task_ids.lines() {
+        let v: Value = serde_json::from_str(&c.h(0).docker_ok(&[
+            "inspect",
+            "--type",
+            "task",
+            "--format",
+            "{{json .NetworksAttachments}}",
+            id,
+        ])?)?;
+        let on_net = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["Network"]["Spec"]["Name"] == net.as_str())
+            .with_context(|| format!("task {id} attachments: {v}"))?;
+        let addr = on_net["Addresses"][0].as_str().unwrap_or_default();
+        ensure!(
+            addr.ends_with("/24")
+                && task_ips.contains(addr.trim_end_matches("/24"))
+                && on_net["Network"]["ID"] == net_id.as_str(),
+            "task {id}: {on_net}"
+        );
+    }
     let members = c.h(*h).docker_ok(&[
         "network",
         "inspect",

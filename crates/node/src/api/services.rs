@@ -292,7 +292,58 @@ fn task_json(view: &TaskView) -> Value {
     if t.job_iteration != 0 {
         v["JobIteration"] = json!({"Index": t.job_iteration});
     }
+    if !view.networks.is_empty() {
+        v["NetworksAttachments"] = view
+            .networks
+            .iter()
+            .map(|(n, addr)| json!({"Network": swarm_network_json(n), "Addresses": [addr]}))
+            .collect();
+    }
     v
+}
+
+/// An overlay network as the swarm API (not the Engine's `/networks`) shows it, dockerd
+/// 20.10's `swarm.Network`: what a task's `NetworksAttachments[].Network` holds.
+fn swarm_network_json(n: &berth_consensus::state::Network) -> Value {
+    let ipam = json!({
+        "Driver": {"Name": "default"},
+        "Configs": [{"Subnet": n.subnet, "Gateway": n.gateway.to_string()}],
+    });
+    let mut spec = json!({
+        "Name": n.spec.name,
+        "Labels": n.spec.labels,
+        "DriverConfiguration": {"Name": "overlay"},
+        "IPAMOptions": ipam,
+        "Scope": "swarm",
+    });
+    for (key, on) in [
+        ("Internal", n.spec.internal),
+        ("Attachable", n.spec.attachable),
+        ("Ingress", n.spec.ingress),
+    ] {
+        if on {
+            spec[key] = json!(true);
+        }
+    }
+    let mut options: Map<String, Value> = n
+        .spec
+        .options
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    options.insert(
+        "com.docker.network.driver.overlay.vxlanid_list".into(),
+        json!(n.vni.to_string()),
+    );
+    json!({
+        "ID": n.id,
+        "Version": {"Index": n.version},
+        "CreatedAt": time(n.created_at),
+        "UpdatedAt": time(n.created_at),
+        "Spec": spec,
+        "DriverState": {"Name": "overlay", "Options": options},
+        "IPAMOptions": ipam,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -605,8 +656,10 @@ mod tests {
             node_id: Some("000000000000000a".into()),
             global: false,
             ports: Vec::new(),
+            networks: Vec::new(),
         };
         let j = task_json(&t);
+        assert!(j.get("NetworksAttachments").is_none());
         assert_eq!(j["Slot"], 2);
         assert_eq!(j["NodeID"], "000000000000000a");
         assert_eq!(j["DesiredState"], "running");

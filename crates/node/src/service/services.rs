@@ -109,6 +109,9 @@ pub struct TaskView {
     /// `Status.PortStatus.Ports` of a running task: its service's host-mode published
     /// ports with a fixed published port (bound by the container on its node).
     pub ports: Vec<Value>,
+    /// Swarm's `NetworksAttachments`: each overlay the task is on, with its address
+    /// (`address/prefix length`), allocated with its assignment.
+    pub networks: Vec<(berth_consensus::state::Network, String)>,
 }
 
 /// List filters of `GET /services`, already validated.
@@ -724,7 +727,7 @@ impl ServicesService {
                         ))
                     && (!filters.up_to_date || service.is_some_and(|svc| up_to_date(svc, task)));
                 if keep {
-                    out.push(task_view(service, task));
+                    out.push(task_view(s, service, task));
                 }
             }
             Ok(out)
@@ -736,7 +739,7 @@ impl ServicesService {
     pub fn task(&self, key: &str) -> Result<TaskView, ServiceError> {
         self.read(|s| {
             if let Some(t) = s.tasks.get(key) {
-                return Ok(task_view(s.services.get(&t.service_id), t));
+                return Ok(task_view(s, s.services.get(&t.service_id), t));
             }
             let by_name: Vec<&Task> = s
                 .tasks
@@ -752,7 +755,7 @@ impl ServicesService {
                 by_name
             };
             match matches.as_slice() {
-                [t] => Ok(task_view(s.services.get(&t.service_id), t)),
+                [t] => Ok(task_view(s, s.services.get(&t.service_id), t)),
                 [] => Err(ServiceError::not_found(format!("task {key} not found"))),
                 many => Err(ServiceError::invalid(format!(
                     "task {key} is ambiguous ({} matches found)",
@@ -1053,7 +1056,15 @@ fn up_to_date(service: &Service, task: &Task) -> bool {
     task.template_version == service.template_version
 }
 
-fn task_view(service: Option<&Service>, task: &Task) -> TaskView {
+fn task_view(state: &ClusterState, service: Option<&Service>, task: &Task) -> TaskView {
+    let mut networks: Vec<(berth_consensus::state::Network, String)> = state
+        .task_endpoints(&task.id)
+        .filter_map(|e| {
+            let net = state.networks.get(&e.network_id)?;
+            Some((net.clone(), format!("{}/{}", e.ip, net.subnet_net().len)))
+        })
+        .collect();
+    networks.sort_by(|a, b| a.0.id.cmp(&b.0.id));
     let mut template = service
         .and_then(|s| s.spec.get("TaskTemplate").cloned())
         .unwrap_or(Value::Null);
@@ -1093,6 +1104,7 @@ fn task_view(service: Option<&Service>, task: &Task) -> TaskView {
         node_id: task.node_id.map(node_id_str),
         global,
         ports,
+        networks,
     }
 }
 
