@@ -521,3 +521,64 @@ fn an_internal_overlay_resolves_names_and_has_no_way_out() -> Result<()> {
     }
     Ok(())
 }
+
+/// `--opt com.docker.network.driver.mtu` on an overlay (dockerd's overlay driver honours
+/// it: networks whose underlay carries less than 1500 bytes): the containers' interface
+/// on it has that MTU; a value that is no MTU, or one above what an encrypted overlay's
+/// WireGuard carries, is refused by name.
+#[test]
+fn an_overlay_mtu_option_sets_the_containers_interface_mtu() -> Result<()> {
+    let fx = berth_testkit::Fixture::from_env()?;
+    let img = fx.reference("busybox:latest");
+    let c = Cluster::new(1)?.with_task_cleanup();
+    c.form(1)?;
+    let net = format!("mtu{}", std::process::id());
+    const MTU: &str = "com.docker.network.driver.mtu";
+    c.h(0).docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--attachable",
+        "-o",
+        &format!("{MTU}=1400"),
+        &net,
+    ])?;
+    let mtu = c.h(0).docker_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        &img,
+        "cat",
+        "/sys/class/net/eth0/mtu",
+    ])?;
+    ensure!(mtu.trim() == "1400", "eth0 mtu {mtu:?}");
+    for (opts, want) in [
+        (
+            vec!["-o", "com.docker.network.driver.mtu=big"],
+            "invalid value \"big\"",
+        ),
+        (
+            vec![
+                "-o",
+                "encrypted",
+                "-o",
+                "com.docker.network.driver.mtu=1450",
+            ],
+            "too large for an encrypted overlay",
+        ),
+    ] {
+        let mut args = vec!["network", "create", "-d", "overlay"];
+        args.extend(opts);
+        args.push("mtubad");
+        let out = c.h(0).docker(&args)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+    c.h(0).docker_ok(&["network", "rm", &net])?;
+    Ok(())
+}

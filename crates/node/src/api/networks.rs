@@ -844,10 +844,24 @@ async fn create_overlay(
         ));
     }
     let options = b.options.unwrap_or_default();
-    if let Some(k) = options.keys().find(|k| k.as_str() != "encrypted") {
+    if let Some(k) = options
+        .keys()
+        .find(|k| k.as_str() != "encrypted" && k.as_str() != MTU_OPTION)
+    {
         return Err(ApiError::BadRequest(format!(
-            "network option {k:?} is not supported by berth's overlay driver (supported: encrypted)"
+            "network option {k:?} is not supported by berth's overlay driver (supported: encrypted, {MTU_OPTION})"
         )));
+    }
+    if let Some(v) = options.get(MTU_OPTION) {
+        let mtu = crate::service::overlay::overlay_mtu_option(v).ok_or_else(|| {
+            ApiError::BadRequest(format!("invalid value {v:?} for option {MTU_OPTION}"))
+        })?;
+        let most = crate::service::overlay::ENCRYPTED_MTU;
+        if options.contains_key("encrypted") && mtu > most {
+            return Err(ApiError::BadRequest(format!(
+                "option {MTU_OPTION}={mtu} is too large for an encrypted overlay: its VXLAN rides in WireGuard, at most {most}"
+            )));
+        }
     }
     let ipam = b.ipam.unwrap_or(Ipam {
         driver: None,

@@ -130,14 +130,27 @@ pub fn node_underlay_addr(state: &ClusterState, id: NodeId) -> Option<Ipv4Addr> 
     host.trim_matches(['[', ']']).parse().ok()
 }
 
+/// An overlay's `com.docker.network.driver.mtu` option: the MTU of its bridge, VXLAN
+/// device and container interfaces (68 bytes, IPv4's minimum, to 65535); `None` when it is
+/// not such a number.
+pub fn overlay_mtu_option(v: &str) -> Option<u32> {
+    v.parse::<u32>().ok().filter(|m| (68..=65535).contains(m))
+}
+
 fn spec_of(n: &Network, host_address: Option<Ipv4Addr>) -> OverlaySpec {
     let encrypted = n.spec.encrypted();
+    // The create checked the option (a number, no more than an encrypted overlay allows).
+    let chosen = n
+        .spec
+        .options
+        .get("com.docker.network.driver.mtu")
+        .and_then(|v| overlay_mtu_option(v));
     OverlaySpec {
         id: n.id.clone(),
         vni: n.vni,
         subnet: n.subnet.clone(),
         gateway: Some(n.gateway),
-        mtu: if encrypted { ENCRYPTED_MTU } else { 0 },
+        mtu: chosen.unwrap_or(if encrypted { ENCRYPTED_MTU } else { 0 }),
         internal: n.spec.internal,
         host_address,
         encrypted,
