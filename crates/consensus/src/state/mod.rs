@@ -31,9 +31,9 @@ use serde::{Deserialize, Serialize};
 pub use command::{Command, InitNetworking, Rejection, Response};
 pub use networks::{
     derived_ingress_id, is_dnsrr, mac_for_ip, predefined_network_id, publishes_ingress,
-    service_network_targets, AddressPools, EndpointOwner, Ipv4Net, Network, NetworkEndpoint,
-    NetworkSpec, PredefinedNetwork, DEFAULT_MASK_LENGTH, DEFAULT_POOL, FIRST_VNI, INGRESS_NAME,
-    INGRESS_VNI,
+    service_network_targets, task_endpoint_id, AddressPools, EndpointOwner, Ipv4Net, Network,
+    NetworkEndpoint, NetworkSpec, PredefinedNetwork, DEFAULT_MASK_LENGTH, DEFAULT_POOL, FIRST_VNI,
+    INGRESS_NAME, INGRESS_VNI,
 };
 pub use node::{Availability, NodeDescription, NodeId, NodeRecord, NodeRole, NodeSpec, NodeUpdate};
 pub use secrets::{spec_references, ObjectKind, SealedObject};

@@ -814,7 +814,7 @@ impl ClusterState {
             return;
         };
         for net in nets {
-            let id = format!("task-{}-{}", task.id, net);
+            let id = task_endpoint_id(&task.id, &net);
             if self.endpoints.contains_key(&id) {
                 continue;
             }
@@ -894,6 +894,12 @@ impl ClusterState {
             self.networks.insert(id.to_string(), network);
         }
     }
+}
+
+/// The id of task `task_id`'s endpoint on network `network_id` (the leader allocates it
+/// with the task's assignment).
+pub fn task_endpoint_id(task_id: &str, network_id: &str) -> String {
+    format!("task-{task_id}-{network_id}")
 }
 
 /// Swarm's predefined networks: the node-local `host` and `bridge` networks, which a

@@ -133,13 +133,8 @@ pub fn spawn(cluster: ClusterService, agent: Agent) -> tokio::task::JoinHandle<(
                 ClusterPhase::Left { node_id } => {
                     running = None;
                     agent.remove_task_containers(&node_id_str(node_id)).await;
-                    // The swarm's networks are gone from this node (the overlay plane tore
-                    // them down): plain containers keep only their local networks, as
-                    // with dockerd.
-                    let local = agent.containers.networks().state().await;
-                    agent.containers.forget_endpoints_everywhere(|e| {
-                        !local.networks.contains_key(&e.network_id)
-                    });
+                    // The overlay plane tears the swarm's networks down here.
+                    agent.containers.forget_swarm_endpoints(None).await;
                 }
             }
             // The loops run until the phase changes; one that ends on its own panicked
@@ -880,7 +875,7 @@ impl Worker {
         for a in &attached {
             let endpoint = OverlayAttachment {
                 network: a.network.clone(),
-                endpoint_id: format!("task-{}-{}", task.id, a.network.id),
+                endpoint_id: berth_consensus::state::task_endpoint_id(&task.id, &a.network.id),
                 ip: a.ip,
                 mac: a.mac,
                 aliases: aliases
@@ -943,7 +938,8 @@ impl Worker {
         }
         self.agent
             .containers
-            .forget_endpoints(&cid, |e| e.endpoint_id.starts_with("task-"));
+            .forget_swarm_endpoints(Some(&cid))
+            .await;
     }
 
     /// Stops the task's container (its `StopGracePeriod`, default 10 s) if it runs.

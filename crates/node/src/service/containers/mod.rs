@@ -481,23 +481,22 @@ impl ContainerService {
         self.update(id, |r| r.endpoints.push(e));
     }
 
-    /// Forgets the endpoints `which` picks (a task's overlays, unplugged when it stops).
-    pub fn forget_endpoints(&self, id: &str, which: impl Fn(&record::Endpoint) -> bool) {
-        self.update(id, |r| r.endpoints.retain(|e| !which(e)));
-    }
-
-    /// Forgets, in every container, the endpoints `which` picks (the overlays, after this
-    /// node left the swarm: their networks are gone here).
-    pub fn forget_endpoints_everywhere(&self, which: impl Fn(&record::Endpoint) -> bool) {
+    /// Forgets the swarm (overlay) endpoints of container `id`, or of every container when
+    /// `None`: the endpoints on no local network. For a task that stopped (it was
+    /// unplugged) and after this node left the swarm (the overlays are gone here), so
+    /// inspect and `ps` show only what the container is still on, as dockerd does.
+    pub async fn forget_swarm_endpoints(&self, id: Option<&str>) {
+        let local = self.inner.networks.state().await;
+        let swarm = |e: &record::Endpoint| !local.networks.contains_key(&e.network_id);
         let ids: Vec<String> = self
             .table()
             .records
             .iter()
-            .filter(|(_, r)| r.endpoints.iter().any(&which))
-            .map(|(id, _)| id.clone())
+            .filter(|(rid, r)| id.is_none_or(|id| id == *rid) && r.endpoints.iter().any(swarm))
+            .map(|(rid, _)| rid.clone())
             .collect();
-        for id in ids {
-            self.forget_endpoints(&id, &which);
+        for rid in ids {
+            self.update(&rid, |r| r.endpoints.retain(|e| !swarm(e)));
         }
     }
 
