@@ -593,6 +593,18 @@ fn without_an_ingress_network_the_mesh_is_refused_by_name() -> Result<()> {
     Ok(())
 }
 
+/// The `docker ps` Networks column of `service`'s tasks on host `i`.
+fn task_networks(c: &Cluster, i: usize, service: &str) -> Result<String> {
+    let out = c.h(i).docker_ok(&[
+        "ps",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={service}"),
+        "--format",
+        "{{.Networks}}",
+    ])?;
+    Ok(out.trim().to_string())
+}
+
 /// `--network host` (Swarm's predefined `host` network): every task runs in its node's
 /// own namespace and serves on the node's port itself, the client's address unchanged;
 /// the spec names the predefined network's swarm id, which `network inspect` shows with
@@ -635,14 +647,8 @@ fn services_on_the_host_network_serve_from_the_nodes_namespace() -> Result<()> {
         let body = retry(CONVERGE, || fetch(&client, &url))
             .with_context(|| format!("host {i} ({url}) never answered"))?;
         ensure!(peer(&body) == client_addr, "{body:?}");
-        let mode = c.h(i).docker_ok(&[
-            "ps",
-            "--filter",
-            &format!("label=com.docker.swarm.service.name={name}"),
-            "--format",
-            "{{.Networks}}",
-        ])?;
-        ensure!(mode.trim() == "host", "host {i}: task networks {mode:?}");
+        let mode = task_networks(&c, i, &name)?;
+        ensure!(mode == "host", "host {i}: task networks {mode:?}");
     }
     let vips = c.h(0).docker_ok(&[
         "service",
@@ -729,14 +735,8 @@ fn services_on_the_host_network_serve_from_the_nodes_namespace() -> Result<()> {
         "600",
     ])?;
     let on = wait_tasks(&c, &bridged, 1)?;
-    let nets = c.h(on[0]).docker_ok(&[
-        "ps",
-        "--filter",
-        &format!("label=com.docker.swarm.service.name={bridged}"),
-        "--format",
-        "{{.Networks}}",
-    ])?;
-    ensure!(nets.trim() == "bridge", "{nets:?}");
+    let nets = task_networks(&c, on[0], &bridged)?;
+    ensure!(nets == "bridge", "{nets:?}");
     c.h(0).docker_ok(&["service", "rm", &name, &bridged])?;
     drop(client);
     Ok(())
