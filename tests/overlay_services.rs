@@ -393,7 +393,8 @@ fn a_service_on_an_overlay_is_reached_by_name_and_balanced_over_its_tasks() -> R
 
     // A task shows its overlay as its network (inspect, `ps --filter network=`), not the
     // gateway bridge it gets out through; and a plain container of its host cannot reach
-    // it there (Swarm's docker_gwbridge, inter-container communication off).
+    // it there (Swarm's docker_gwbridge, inter-container communication off) nor on the
+    // overlay.
     let shown = c.h(*h).docker_ok(&[
         "inspect",
         "-f",
@@ -467,8 +468,11 @@ fn a_service_on_an_overlay_is_reached_by_name_and_balanced_over_its_tasks() -> R
         .filter_map(|a| a.split('/').next())
         .collect();
     ensure!(!gw_addrs.is_empty(), "no task on docker_gwbridge");
+    // Nor through the node's routes into the overlay (the tasks' overlay addresses).
     let probe = gw_addrs
         .iter()
+        .copied()
+        .chain(task_ips.iter().map(String::as_str))
         .map(|a| format!("timeout 3 wget -q -O - http://{a}/ 2>/dev/null && echo REACHED {a};"))
         .collect::<String>();
     let plain = c.h(*h).docker_ok(&[

@@ -824,6 +824,17 @@ pub fn render_host_table(
         if n.internal {
             let _ = writeln!(s, "\t\tiifname \"{br}\" oifname != \"{br}\" drop");
             let _ = writeln!(s, "\t\toifname \"{br}\" iifname != \"{br}\" drop");
+        } else {
+            // Nothing enters an overlay from elsewhere on the node (another overlay, a
+            // local bridge, the gateway bridge, the LAN routing through the node) but
+            // answers to its own containers' connections and the DNAT'd traffic above
+            // (the routing mesh, published ports): as isolated as Swarm's overlays, which
+            // live in namespaces of their own.
+            let _ = writeln!(
+                s,
+                "\t\toifname \"{br}\" iifname != \"{br}\" ct state established,related accept"
+            );
+            let _ = writeln!(s, "\t\toifname \"{br}\" iifname != \"{br}\" drop");
         }
     }
     if nets.len() > 1 {
