@@ -873,6 +873,7 @@ pub fn parse_gateway(s: &str) -> Result<std::net::Ipv4Addr, ServiceError> {
 fn resolv_with_nameserver(old: &str, server: std::net::Ipv4Addr) -> String {
     let mut out = String::new();
     let mut placed = false;
+    let mut options = false;
     let line_for = format!("nameserver {server}\n");
     for line in old.lines() {
         let t = line.trim_start();
@@ -883,15 +884,28 @@ fn resolv_with_nameserver(old: &str, server: std::net::Ipv4Addr) -> String {
             }
             continue;
         }
-        if !placed && t.starts_with("options") {
-            out.push_str(&line_for);
-            placed = true;
+        if t.starts_with("options") {
+            if !placed {
+                out.push_str(&line_for);
+                placed = true;
+            }
+            options = true;
+            // The embedded DNS's `ndots:0` (libnetwork's rule) unless one is given.
+            out.push_str(line);
+            if !t.split_whitespace().any(|o| o.starts_with("ndots:")) {
+                out.push_str(" ndots:0");
+            }
+            out.push('\n');
+            continue;
         }
         out.push_str(line);
         out.push('\n');
     }
     if !placed {
         out.push_str(&line_for);
+    }
+    if !options {
+        out.push_str("options ndots:0\n");
     }
     out
 }
@@ -914,6 +928,13 @@ mod tests {
             resolv_with_nameserver("options ndots:0\n", ip),
             "nameserver 10.0.1.1\noptions ndots:0\n"
         );
-        assert_eq!(resolv_with_nameserver("", ip), "nameserver 10.0.1.1\n");
+        assert_eq!(
+            resolv_with_nameserver("", ip),
+            "nameserver 10.0.1.1\noptions ndots:0\n"
+        );
+        assert_eq!(
+            resolv_with_nameserver("search s\nnameserver 1.1.1.1\noptions edns0\n", ip),
+            "search s\nnameserver 10.0.1.1\noptions edns0 ndots:0\n"
+        );
     }
 }

@@ -106,13 +106,18 @@ pub fn render_resolv_conf(host_resolv_conf: &str, opts: &ResolvConfOptions) -> S
     } else {
         opts.search.clone()
     };
-    let options: Vec<String> = if opts.options.is_empty() {
+    let mut options: Vec<String> = if opts.options.is_empty() {
         directives(host_resolv_conf, "options")
             .flat_map(|v| v.split_whitespace().map(str::to_string))
             .collect()
     } else {
         opts.options.clone()
     };
+    // libnetwork's rule for the embedded DNS: `ndots:0` unless an ndots is given, so a
+    // search domain never turns a container's name into another host's.
+    if opts.embedded_dns.is_some() && !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.push("ndots:0".into());
+    }
 
     // dockerd's order (libnetwork's resolvconf.Build): search, nameservers, options.
     let mut s = String::new();
@@ -202,6 +207,12 @@ mod tests {
             text.starts_with("search corp.example lab\nnameserver 127.0.0.11\n"),
             "{text}"
         );
+        assert!(text.contains("\noptions edns0 trust-ad ndots:0\n"), "{text}");
+        let kept = ResolvConfOptions {
+            options: vec!["ndots:3".into()],
+            ..opts.clone()
+        };
+        assert!(render_resolv_conf(HOST, &kept).contains("\noptions ndots:3\n"));
         assert!(text.contains("# ExtServers: [host(10.0.0.2)]"));
         assert!(!text.contains("nameserver 10.0.0.2"));
     }
