@@ -737,6 +737,27 @@ fn services_on_the_host_network_serve_from_the_nodes_namespace() -> Result<()> {
     let on = wait_tasks(&c, &bridged, 1)?;
     let nets = task_networks(&c, on[0], &bridged)?;
     ensure!(nets == "bridge", "{nets:?}");
+    // `--network-rm bridge`: the CLI looks the name up with `scope=swarm`, which must give
+    // the swarm's predefined network the spec holds, not the node's own.
+    c.h(0).docker_ok(&[
+        "service",
+        "update",
+        "--detach",
+        "--network-rm",
+        "bridge",
+        &bridged,
+    ])?;
+    let left = c.h(0).docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.Networks}}",
+        &bridged,
+    ])?;
+    ensure!(
+        matches!(left.trim(), "null" | "[]"),
+        "after --network-rm bridge: {left}"
+    );
     c.h(0).docker_ok(&["service", "rm", &name, &bridged])?;
     drop(client);
     Ok(())

@@ -195,15 +195,49 @@ fn find(
     }
 }
 
+/// `GET /networks/{id}` query: `scope` limits the lookup to `local` or `swarm` networks
+/// (the CLI asks `scope=swarm` to resolve `service update --network-rm NAME`); `verbose`
+/// (Swarm's per-service detail) is not kept by berth and refused when true.
+#[derive(Debug, Default, Deserialize)]
+struct InspectQuery {
+    scope: Option<String>,
+    verbose: Option<String>,
+}
+
 async fn inspect(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<InspectQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let state = st.networks.state().await;
-    match find(&state, &st.networks.meta(), overlay_networks(&st), &id) {
-        Err(ApiError::NotFound(m)) => predefined_network(&st, &id)
-            .map(Json)
-            .ok_or(ApiError::NotFound(m)),
+    if q.verbose
+        .as_deref()
+        .is_some_and(|v| v == "1" || v == "true")
+    {
+        return Err(ApiError::BadRequest(
+            "verbose network inspect (the per-service detail of swarm networks) is not supported by berth".into(),
+        ));
+    }
+    let scope = q.scope.as_deref().unwrap_or_default();
+    let (state, meta) = match scope {
+        "" | "local" => (st.networks.state().await, st.networks.meta()),
+        "swarm" => (NetState::default(), BTreeMap::new()),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid scope {other:?}: local or swarm"
+            )))
+        }
+    };
+    let overlays = if scope == "local" {
+        Vec::new()
+    } else {
+        overlay_networks(&st)
+    };
+    match find(&state, &meta, overlays, &id) {
+        Err(ApiError::NotFound(m)) if scope != "local" => {
+            predefined_network(&st, &id, scope == "swarm")
+                .map(Json)
+                .ok_or(ApiError::NotFound(m))
+        }
         found => found.map(Json),
     }
 }
@@ -211,10 +245,13 @@ async fn inspect(
 /// Swarm's record of a predefined network (`host`, `bridge`) by its swarm id, which a
 /// service's `Spec.TaskTemplate.Networks[].Target` holds (`docker service inspect
 /// --pretty` looks it up to print the name): dockerd 20.10's shape of it, scope `swarm`,
-/// label `com.docker.swarm.predefined`. By name, the node's own network answers.
-fn predefined_network(st: &AppState, id: &str) -> Option<Value> {
+/// label `com.docker.swarm.predefined`. By name only when `by_name` (`scope=swarm`);
+/// otherwise the node's own network of that name answers.
+fn predefined_network(st: &AppState, id: &str, by_name: bool) -> Option<Value> {
     let state = st.cluster.local_cluster_state()?;
-    let (kind, pid) = state.predefined_network(id).filter(|(_, pid)| pid == id)?;
+    let (kind, pid) = state
+        .predefined_network(id)
+        .filter(|(_, pid)| by_name || pid == id)?;
     Some(json!({
         "Name": kind.name(),
         "Id": pid,

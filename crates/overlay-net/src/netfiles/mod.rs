@@ -207,7 +207,10 @@ mod tests {
             text.starts_with("search corp.example lab\nnameserver 127.0.0.11\n"),
             "{text}"
         );
-        assert!(text.contains("\noptions edns0 trust-ad ndots:0\n"), "{text}");
+        assert!(
+            text.contains("\noptions edns0 trust-ad ndots:0\n"),
+            "{text}"
+        );
         let kept = ResolvConfOptions {
             options: vec!["ndots:3".into()],
             ..opts.clone()
