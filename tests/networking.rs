@@ -387,7 +387,40 @@ fn network_commands_create_inspect_connect_disconnect_remove() -> Result<()> {
         looked.contains(dd_ip.trim()),
         "nslookup dd from cc: {looked}"
     );
-    e.ok(&["rm", "-f", "dd"])?;
+    // On a second user network too: one server (net1's) answers the names of both, as
+    // Docker's per-container resolver does; a container of net2 alone still gets none of
+    // net1's.
+    e.ok(&["network", "create", "--subnet", "10.252.8.0/24", "net2"])?;
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ee",
+        "--network",
+        "net2",
+        &bb,
+        "sleep",
+        "60",
+    ])?;
+    e.ok(&["network", "connect", "net2", "cc"])?;
+    let ee_ip = e.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.net2.IPAddress}}",
+        "ee",
+    ])?;
+    for (name, ip) in [("ee", ee_ip.trim()), ("dd", dd_ip.trim())] {
+        let looked = e.ok(&["exec", "cc", "nslookup", name])?;
+        assert!(looked.contains(ip), "nslookup {name} from cc: {looked}");
+    }
+    let stray = e.d.docker(&["exec", "ee", "nslookup", "dd"])?;
+    assert!(
+        !String::from_utf8_lossy(&stray.stdout).contains(dd_ip.trim()),
+        "ee (net2 only) resolved net1's dd"
+    );
+    e.ok(&["network", "disconnect", "net2", "cc"])?;
+    e.ok(&["rm", "-f", "dd", "ee"])?;
+    e.ok(&["network", "rm", "net2"])?;
     let members = e.ok(&[
         "network",
         "inspect",

@@ -13,7 +13,8 @@
 //! - scaled to 2, `tasks.web` and the VIP follow: only the 2 remaining replicas answer;
 //! - the container on the other overlay neither resolves nor reaches `web`.
 //!
-//! Refusals: an unknown network (404 "network X not found") and a local network (403,
+//! Refusals: an unknown network (404 "network X not found") and a local network (the CLI,
+//! resolving it with `scope=swarm`: 404 as with dockerd; the API given its name: 403,
 //! dockerd's "cannot be used with services") write nothing.
 //!
 //! Cleanup: [`Cluster::with_task_cleanup`] removes every service and container, then each
@@ -192,9 +193,28 @@ fn a_service_on_an_overlay_is_reached_by_name_and_balanced_over_its_tasks() -> R
             &img,
         ],
     )?;
+    // The CLI resolves the name with `scope=swarm` first: not found, as with dockerd.
+    ensure!(e.contains(&format!("network {local} not found")), "{e}");
+    // A client that sends the name as it is (the API alone) gets dockerd's 403.
+    let body = format!(
+        r#"{{"Name":"nope","TaskTemplate":{{"ContainerSpec":{{"Image":"{img}"}},"Networks":[{{"Target":"{local}"}}]}}}}"#
+    );
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(c.h(0).socket())
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            "http://berth/services/create",
+        ])
+        .output()?;
+    let answer = String::from_utf8_lossy(&out.stdout);
     ensure!(
-        e.contains(&format!("The network {local} cannot be used with services")),
-        "{e}"
+        answer.ends_with("\n403")
+            && answer.contains(&format!("The network {local} cannot be used with services")),
+        "{answer}"
     );
     c.h(0).docker_ok(&["network", "rm", &local])?;
     let ls = c.h(0).docker_ok(&["service", "ls", "-q"])?;
@@ -390,6 +410,36 @@ fn a_service_on_an_overlay_is_reached_by_name_and_balanced_over_its_tasks() -> R
         ),
     ])?;
     ensure!(out.trim() == "done", "a container on {far} got: {out}");
+    // A container on both overlays resolves the names of both (the server of its first
+    // network answers for the other too).
+    let dual = format!("dual{pid}");
+    c.h(1).docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &dual,
+        "--network",
+        &net,
+        &img,
+        "sleep",
+        "3600",
+    ])?;
+    c.h(1).docker_ok(&["network", "connect", &far, &dual])?;
+    let sip = c.h(1).docker_ok(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{far}\").IPAddress}}}}"),
+        &stranger,
+    ])?;
+    ensure!(
+        resolves_to(&c, 1, &dual, &stranger, 1)? == BTreeSet::from([sip.trim().to_string()]),
+        "{dual} does not resolve {stranger} on {far}"
+    );
+    ensure!(
+        resolves_to(&c, 1, &dual, "web", 1)? == BTreeSet::from([vip.clone()]),
+        "{dual} does not resolve web on {net}"
+    );
+    c.h(1).docker_ok(&["rm", "-f", &dual])?;
 
     // A task shows its overlay as its network (inspect, `ps --filter network=`), not the
     // gateway bridge it gets out through; and a plain container of its host cannot reach

@@ -662,6 +662,15 @@ async fn disconnect(
         .find_network(&id)
         .map_err(|e| ApiError::NotFound(e.to_string()))?
         .clone();
+    if net.name == crate::service::networks::GATEWAY_BRIDGE_NAME
+        && rec.labels.contains_key("com.docker.swarm.task.id")
+    {
+        // The task's only way out, which inspect does not list as one of its networks.
+        return Err(ApiError::Forbidden(format!(
+            "container {} is a swarm task: it cannot be disconnected from {}, its way out",
+            rec.id, net.name
+        )));
+    }
     st.networks.disconnect(&rec.id, &net.id).await?;
     st.containers.remove_endpoint(&rec.id, &net.id);
     st.events.publish(Event::now(

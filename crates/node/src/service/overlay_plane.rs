@@ -263,6 +263,7 @@ impl OverlayPlane {
             .iter()
             .filter_map(|s| state.networks.get(&s.id))
             .collect();
+        let mut records = dns_records_with_neighbours(&state, &wanted);
         let mut dns = self.inner.dns.lock().await;
         dns.retain(|id, _| wanted.iter().any(|n| &n.id == id));
         for n in wanted {
@@ -282,7 +283,9 @@ impl OverlayPlane {
                     }
                 }
             }
-            dns[&n.id].set_records(dns_records(&state, n));
+            if let Some(r) = records.remove(&n.id) {
+                dns[&n.id].set_records(r);
+            }
         }
         drop(dns);
         let wanted = local_vip_rules(&state, node.id(), &self.inner.netns_dir);
@@ -959,6 +962,39 @@ pub fn local_vip_rules(
         .collect()
 }
 
+/// [`dns_records`] of each of `nets`, each with its clients' other overlays' names (a
+/// container or task on several overlays asks the server of one and resolves the names of
+/// all: [`DnsRecords::neighbours`]), by network id.
+fn dns_records_with_neighbours(
+    state: &ClusterState,
+    nets: &[&Network],
+) -> BTreeMap<String, DnsRecords> {
+    let own: BTreeMap<String, DnsRecords> = nets
+        .iter()
+        .map(|n| (n.id.clone(), dns_records(state, n)))
+        .collect();
+    let owner_of = |e: &berth_consensus::state::NetworkEndpoint| match &e.owner {
+        EndpointOwner::Container { id, .. } | EndpointOwner::Task { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    let mut out = BTreeMap::new();
+    for n in nets {
+        let mut r = own[&n.id].clone();
+        r.add_neighbours(state.endpoints_of_network(&n.id).filter_map(|e| {
+            let owner = owner_of(e)?;
+            let others = state
+                .endpoints
+                .values()
+                .filter(|o| o.network_id != n.id && owner_of(o).as_ref() == Some(&owner))
+                .filter_map(|o| own.get(&o.network_id))
+                .collect();
+            Some((e.ip, others))
+        }));
+        out.insert(n.id.clone(), r);
+    }
+    out
+}
+
 /// The names overlay `n` answers: every container endpoint on it, anywhere in the cluster.
 fn dns_records(state: &ClusterState, n: &Network) -> DnsRecords {
     let mut names: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
@@ -995,8 +1031,8 @@ fn dns_records(state: &ClusterState, n: &Network) -> DnsRecords {
     }
     DnsRecords {
         names,
-        upstreams: BTreeMap::new(),
         clients: n.subnet.parse().ok(),
+        ..DnsRecords::default()
     }
 }
 

@@ -56,6 +56,11 @@ pub struct DnsRecords {
     /// (REFUSED), as Docker's per-container 127.0.0.11 answers only for that container's
     /// own networks. `None`: every client is answered.
     pub clients: Option<crate::ipam::Ipv4Net>,
+    /// Client address to the names of the client's OTHER networks (a container on
+    /// several networks asks one server, the one its resolv.conf names, and resolves the
+    /// names of all its networks, as with Docker's per-container resolver). Looked up
+    /// after [`DnsRecords::names`].
+    pub neighbours: BTreeMap<Ipv4Addr, BTreeMap<String, Vec<Ipv4Addr>>>,
 }
 
 impl DnsRecords {
@@ -93,6 +98,45 @@ impl DnsRecords {
             .get(&name.trim_end_matches('.').to_ascii_lowercase())
             .map(Vec::as_slice)
     }
+
+    /// Addresses for a name as `client` sees them: this network's names, then those of
+    /// the client's other networks ([`DnsRecords::neighbours`]).
+    pub fn lookup_for(&self, name: &str, client: Option<std::net::IpAddr>) -> Option<&[Ipv4Addr]> {
+        self.lookup(name).or_else(|| {
+            let std::net::IpAddr::V4(ip) = client? else {
+                return None;
+            };
+            self.neighbours
+                .get(&ip)?
+                .get(&name.trim_end_matches('.').to_ascii_lowercase())
+                .map(Vec::as_slice)
+        })
+    }
+
+    /// Gives each client with endpoints on other networks the names of those networks:
+    /// `others(client)` lists the client's other networks' records, by the client's
+    /// address on this one.
+    pub fn add_neighbours<'a>(
+        &mut self,
+        clients: impl IntoIterator<Item = (Ipv4Addr, Vec<&'a DnsRecords>)>,
+    ) {
+        for (client, others) in clients {
+            let mut names: BTreeMap<String, Vec<Ipv4Addr>> = BTreeMap::new();
+            for other in others {
+                for (name, ips) in &other.names {
+                    let e = names.entry(name.clone()).or_default();
+                    for ip in ips {
+                        if !e.contains(ip) {
+                            e.push(*ip);
+                        }
+                    }
+                }
+            }
+            if !names.is_empty() {
+                self.neighbours.insert(client, names);
+            }
+        }
+    }
 }
 
 /// The records of one network: each attached container's name (also as
@@ -127,6 +171,32 @@ pub fn records_for(state: &NetState, network_id: &str) -> DnsRecords {
         }
     }
     r
+}
+
+/// [`records_for`] of every user-defined network, each with its clients' other networks'
+/// names ([`DnsRecords::neighbours`]): by network id.
+pub fn records_with_neighbours(state: &NetState) -> BTreeMap<String, DnsRecords> {
+    let own: BTreeMap<String, DnsRecords> = state
+        .networks
+        .values()
+        .filter(|n| !n.is_default)
+        .map(|n| (n.id.clone(), records_for(state, &n.id)))
+        .collect();
+    let mut out = BTreeMap::new();
+    for (id, records) in &own {
+        let mut r = records.clone();
+        r.add_neighbours(state.endpoints_of(id).map(|ep| {
+            let others = state
+                .endpoints
+                .values()
+                .filter(|o| o.container_id == ep.container_id && o.network_id != *id)
+                .filter_map(|o| own.get(&o.network_id))
+                .collect();
+            (ep.address, others)
+        }));
+        out.insert(id.clone(), r);
+    }
+    out
 }
 
 /// The resolvers a forwarded query from `client` goes to: the container's own (`--dns`)
@@ -204,11 +274,11 @@ fn parse_question(packet: &[u8]) -> Option<Question> {
 /// A local name gets an authoritative reply: its A records for an A query, no records
 /// (NOERROR) for any other type, so clients do not go looking elsewhere. Anything else is
 /// forwarded.
-pub fn answer(query: &[u8], records: &DnsRecords) -> DnsDecision {
+pub fn answer(query: &[u8], records: &DnsRecords, client: Option<std::net::IpAddr>) -> DnsDecision {
     let Some(q) = parse_question(query) else {
         return DnsDecision::Drop;
     };
-    let Some(ips) = records.lookup(&q.name) else {
+    let Some(ips) = records.lookup_for(&q.name, client) else {
         return DnsDecision::Forward;
     };
     let mut ips: Vec<Ipv4Addr> = if q.qtype == TYPE_A && q.qclass == CLASS_IN {
@@ -360,7 +430,7 @@ async fn serve_tcp_client(
             if !client.is_some_and(|c| r.serves(c)) {
                 DnsDecision::Refuse
             } else {
-                answer(&query, &r)
+                answer(&query, &r, client)
             }
         };
         let reply = match decision {
@@ -421,7 +491,7 @@ async fn serve(
         let decision = {
             let r = records.read().unwrap_or_else(|e| e.into_inner());
             if r.serves(client.ip()) {
-                answer(&query, &r)
+                answer(&query, &r, Some(client.ip()))
             } else {
                 DnsDecision::Refuse
             }
@@ -507,7 +577,11 @@ impl DnsServers {
                     }
                 }
             }
-            self.servers[&net.id].set_records(records_for(state, &net.id));
+        }
+        for (id, records) in records_with_neighbours(state) {
+            if let Some(server) = self.servers.get(&id) {
+                server.set_records(records);
+            }
         }
         errors
     }
@@ -547,7 +621,7 @@ mod tests {
     #[test]
     fn answers_local_names_with_a_records() {
         let q = query(0xbeef, "WEB", TYPE_A);
-        let DnsDecision::Reply(r) = answer(&q, &records()) else {
+        let DnsDecision::Reply(r) = answer(&q, &records(), None) else {
             panic!("expected a reply")
         };
         assert_eq!(&r[0..2], &[0xbe, 0xef]);
@@ -569,7 +643,7 @@ mod tests {
         }
         let mut orders = std::collections::BTreeSet::new();
         for id in 0..50 {
-            let DnsDecision::Reply(out) = answer(&query(id, "tasks.web", TYPE_A), &r) else {
+            let DnsDecision::Reply(out) = answer(&query(id, "tasks.web", TYPE_A), &r, None) else {
                 panic!("not answered locally");
             };
             let got: Vec<[u8; 4]> = out[out.len() - 16 * ips.len()..]
@@ -586,7 +660,7 @@ mod tests {
 
     #[test]
     fn other_types_of_local_names_get_an_empty_answer() {
-        let DnsDecision::Reply(r) = answer(&query(1, "db", 28), &records()) else {
+        let DnsDecision::Reply(r) = answer(&query(1, "db", 28), &records(), None) else {
             panic!("expected a reply")
         };
         assert_eq!(u16::from_be_bytes([r[6], r[7]]), 0);
@@ -596,15 +670,15 @@ mod tests {
     #[test]
     fn unknown_names_are_forwarded_and_garbage_dropped() {
         assert_eq!(
-            answer(&query(1, "example.org", TYPE_A), &records()),
+            answer(&query(1, "example.org", TYPE_A), &records(), None),
             DnsDecision::Forward
         );
-        assert_eq!(answer(&[0u8; 5], &records()), DnsDecision::Drop);
+        assert_eq!(answer(&[0u8; 5], &records(), None), DnsDecision::Drop);
         let mut response = query(1, "web", TYPE_A);
         response[2] |= 0x80;
-        assert_eq!(answer(&response, &records()), DnsDecision::Drop);
+        assert_eq!(answer(&response, &records(), None), DnsDecision::Drop);
         let truncated = &query(1, "web", TYPE_A)[..15];
-        assert_eq!(answer(truncated, &records()), DnsDecision::Drop);
+        assert_eq!(answer(truncated, &records(), None), DnsDecision::Drop);
     }
 
     #[test]
@@ -668,6 +742,31 @@ mod tests {
             "web's --dns servers"
         );
         assert_eq!(r.upstreams_for(Ipv4Addr::new(10, 1, 0, 3).into()), None);
+
+        // "app" is on both networks (a front/back layout): asking n1's server, it resolves
+        // n2's "db" too; "web", on n1 only, still does not.
+        let mut app1 = ep("e3", "n1", "app", [10, 1, 0, 4]);
+        app1.container_id = "app0123456789abcdef".into();
+        let mut app2 = ep("e4", "n2", "app", [10, 1, 0, 5]);
+        app2.container_id = app1.container_id.clone();
+        s.endpoints.insert("e3".into(), app1);
+        s.endpoints.insert("e4".into(), app2);
+        let all = records_with_neighbours(&s);
+        let n1 = &all["n1"];
+        let db = Some(&[Ipv4Addr::new(10, 1, 0, 3)][..]);
+        assert_eq!(
+            n1.lookup_for("db", Some(Ipv4Addr::new(10, 1, 0, 4).into())),
+            db
+        );
+        assert_eq!(
+            n1.lookup_for("db", Some(Ipv4Addr::new(10, 1, 0, 2).into())),
+            None
+        );
+        assert_eq!(n1.lookup_for("db", None), None);
+        assert_eq!(
+            all["n2"].lookup_for("web", Some(Ipv4Addr::new(10, 1, 0, 5).into())),
+            Some(&[Ipv4Addr::new(10, 1, 0, 2)][..])
+        );
     }
 
     #[tokio::test]
