@@ -437,6 +437,13 @@ fn network_commands_create_inspect_connect_disconnect_remove() -> Result<()> {
     e.ok(&["network", "disconnect", "net1", "cc"])?;
     let addrs = e.ok(&["exec", "cc", "ip", "-4", "-o", "addr"])?;
     assert!(!addrs.contains("10.252.7."), "{addrs}");
+    // Off its last network with embedded DNS: its resolvers are the host's again, not a
+    // server that no longer answers it.
+    let resolv = e.ok(&["exec", "cc", "cat", "/etc/resolv.conf"])?;
+    assert!(
+        !resolv.contains("10.252.7.1") && resolv.contains("nameserver "),
+        "{resolv}"
+    );
     e.ok(&["network", "rm", "net1"])?;
     assert!(!e
         .d

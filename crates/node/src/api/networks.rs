@@ -627,6 +627,28 @@ async fn connect(
     Ok(StatusCode::OK)
 }
 
+/// Points the container's resolv.conf at the embedded DNS of a network it is still on
+/// (the one it left may have been the one named there; the names of all its networks are
+/// answered by each), or, with none left, back at what it had before it first joined one.
+fn resolve_after_disconnect(
+    st: &AppState,
+    rec: &crate::service::containers::record::ContainerRecord,
+    left: &str,
+) -> Result<(), ApiError> {
+    let next = rec
+        .endpoints
+        .iter()
+        .filter(|e| {
+            e.network_id != left && e.network != berth_overlay_net::state::DEFAULT_NETWORK_NAME
+        })
+        .find_map(|e| e.gateway.parse::<std::net::Ipv4Addr>().ok());
+    match next {
+        Some(gateway) => st.networks.point_resolv_at(&rec.id, gateway)?,
+        None => st.networks.restore_resolv(&rec.id)?,
+    }
+    Ok(())
+}
+
 async fn disconnect(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -645,6 +667,7 @@ async fn disconnect(
         }
         st.networks.disconnect_overlay(&rec.id, &net.id).await;
         st.containers.remove_endpoint(&rec.id, &net.id);
+        resolve_after_disconnect(&st, &rec, &net.id)?;
         st.events.publish(Event::now(
             "network",
             "disconnect",
@@ -673,6 +696,7 @@ async fn disconnect(
     }
     st.networks.disconnect(&rec.id, &net.id).await?;
     st.containers.remove_endpoint(&rec.id, &net.id);
+    resolve_after_disconnect(&st, &rec, &net.id)?;
     st.events.publish(Event::now(
         "network",
         "disconnect",

@@ -716,8 +716,31 @@ impl NetworkService {
         let (_, resolv) = self.files(container_id);
         let old =
             std::fs::read_to_string(&resolv).map_err(|e| ServiceError::io("read", &resolv, e))?;
+        // The first time, keep what it was (the host's resolvers of a container that
+        // started on the default bridge), for `restore_resolv`.
+        let saved = resolv.with_extension("conf.before");
+        if !saved.exists() {
+            std::fs::write(&saved, &old).map_err(|e| ServiceError::io("write", &saved, e))?;
+        }
         std::fs::write(&resolv, resolv_with_nameserver(&old, server))
             .map_err(|e| ServiceError::io("write", &resolv, e))
+    }
+
+    /// After `docker network disconnect` took the container off its last network with
+    /// embedded DNS: its resolv.conf as it was before [`NetworkService::point_resolv_at`]
+    /// first changed it (the host's resolvers, its `--dns`), so it keeps resolving the
+    /// world. Nothing to do when it never was changed.
+    pub fn restore_resolv(&self, container_id: &str) -> Result<(), ServiceError> {
+        let (_, resolv) = self.files(container_id);
+        let saved = resolv.with_extension("conf.before");
+        match std::fs::read_to_string(&saved) {
+            Ok(text) => {
+                std::fs::write(&resolv, text).map_err(|e| ServiceError::io("write", &resolv, e))?;
+                std::fs::remove_file(&saved).map_err(|e| ServiceError::io("remove", &saved, e))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ServiceError::io("read", &saved, e)),
+        }
     }
 
     /// Hands over the overlay data plane (once, at start-up).
