@@ -113,6 +113,10 @@ fn hosts_and_resolv_conf_are_written_for_every_network_mode() -> Result<()> {
     let (hosts, resolv) = out.split_once("==\n").unwrap();
     assert!(hosts.ends_with("1.2.3.4\tfoo\n::1\tsix\n"), "{hosts}");
     assert!(resolv.contains("nameserver 9.9.9.9\n"), "{resolv}");
+    // On the host's network, the host's name (dockerd's), not the container's short id.
+    let name = e.ok(&["run", "--rm", "--network", "host", bb.as_str(), "hostname"])?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")?;
+    assert_eq!(name.trim(), host.trim());
     // The default bridge: extra hosts before the container's own address.
     let mut a = vec!["run", "--rm"];
     a.extend(opts);

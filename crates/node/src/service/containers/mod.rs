@@ -807,10 +807,22 @@ impl ContainerService {
                 });
             }
         }
+        // As dockerd: the short id, but on the host's network the host's own name.
+        let host_name = || {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        };
         let hostname = spec
             .run
             .hostname
             .clone()
+            .or_else(|| {
+                (spec.network == NetworkChoice::Host)
+                    .then(host_name)
+                    .flatten()
+            })
             .unwrap_or_else(|| id[..12].to_string());
         spec.run.hostname = Some(hostname.clone());
         let layers: Vec<String> = details
