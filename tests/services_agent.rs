@@ -620,3 +620,35 @@ fn service_update_replaces_running_tasks_and_the_cli_sees_it_converge() -> Resul
     }
     Ok(())
 }
+
+/// `docker restart` of a task's container ends its task (the restart kills it: the task
+/// fails and is replaced); the restarted container is stopped again rather than left
+/// running beside the replacement, task-less (holding its ports).
+#[test]
+fn a_restarted_task_container_does_not_keep_running_beside_its_replacement() -> Result<()> {
+    let s = Swarm::new()?;
+    let bb = s.e.img("busybox:latest");
+    s.e.ok(&[
+        "service", "create", "--detach", "--name", "rs", &bb, "sleep", "1000",
+    ])?;
+    let first = s.running("rs", 1)?.remove(0);
+    s.e.ok(&["restart", "-t", "1", &first])?;
+    let second = s.eventually("a replacement task running", || {
+        let rows = s.containers("rs", false)?;
+        Ok(rows
+            .iter()
+            .find(|r| r.0 != first && r.2.starts_with("Up"))
+            .map(|r| r.0.clone()))
+    })?;
+    s.eventually("the restarted container of the ended task to stop", || {
+        let running = s.e.inspect(&first, "{{.State.Running}}")?;
+        Ok((running.trim() == "false").then_some(()))
+    })?;
+    let rows = s.containers("rs", false)?;
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        [second.as_str()],
+        "{rows:?}"
+    );
+    Ok(())
+}

@@ -253,6 +253,13 @@ async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
             let all: HashSet<String> = s.tasks.keys().cloned().collect();
             (mine, all)
         });
+        // Tasks of this node that ended (their container must not run: a `docker restart`
+        // of it would otherwise leave a task-less container serving, holding its ports).
+        let ended: HashSet<String> = mine
+            .iter()
+            .filter(|v| v.task.status.state > TaskState::Running)
+            .map(|v| v.task.id.clone())
+            .collect();
         let mut present = HashSet::new();
         for view in mine {
             let id = view.task.id.clone();
@@ -300,6 +307,7 @@ async fn task_loop(agent: Agent, node: Arc<ClusterNode>) {
         };
         if due {
             agent.remove_vanished(&me_str, &all_ids).await;
+            agent.stop_ended(&me_str, &ended).await;
             agent.release_phantom_endpoints(&node).await;
             let files = agent.task_files.clone();
             let keep = present.clone();
@@ -381,6 +389,43 @@ impl Agent {
                     Err(ServiceError::NotFound { .. }) => {}
                     Err(e) => {
                         tracing::warn!(container = %cid, task = %task, error = %e, "removing a task container")
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Stops this node's running task containers whose task ended (`ended`: failed,
+    /// complete, shut down...): nothing of the task should run any more, and the
+    /// orchestrator has replaced it.
+    async fn stop_ended(&self, me: &str, ended: &HashSet<String>) {
+        if ended.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        let me = me.to_string();
+        let ended = ended.clone();
+        let _ = blocking(move || {
+            for (cid, task) in this.task_containers(&me) {
+                if !ended.contains(&task) {
+                    continue;
+                }
+                let running = this
+                    .containers
+                    .get(&cid)
+                    .is_ok_and(|r| matches!(r.state.status.as_str(), "running" | "paused"));
+                if !running {
+                    continue;
+                }
+                match this.containers.stop_blocking(&cid, Some(DEFAULT_STOP_GRACE), None) {
+                    Ok(()) => {
+                        tracing::info!(container = %cid, task = %task, "stopped the container of an ended task")
+                    }
+                    Err(ServiceError::NotFound { .. } | ServiceError::NotModified { .. }) => {}
+                    Err(e) => {
+                        tracing::warn!(container = %cid, task = %task, error = %e, "stopping an ended task's container")
                     }
                 }
             }
