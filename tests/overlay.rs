@@ -525,7 +525,8 @@ fn an_internal_overlay_resolves_names_and_has_no_way_out() -> Result<()> {
 /// `--opt com.docker.network.driver.mtu` on an overlay (dockerd's overlay driver honours
 /// it: networks whose underlay carries less than 1500 bytes): the containers' interface
 /// on it has that MTU; a value that is no MTU, or one above what an encrypted overlay's
-/// WireGuard carries, is refused by name.
+/// WireGuard carries, is refused by name. A container joining the default bridge, the
+/// overlay, then a local network gets `eth0`..`eth2` (the drivers share the names).
 #[test]
 fn an_overlay_mtu_option_sets_the_containers_interface_mtu() -> Result<()> {
     let fx = berth_testkit::Fixture::from_env()?;
@@ -554,6 +555,21 @@ fn an_overlay_mtu_option_sets_the_containers_interface_mtu() -> Result<()> {
         "/sys/class/net/eth0/mtu",
     ])?;
     ensure!(mtu.trim() == "1400", "eth0 mtu {mtu:?}");
+    // A container on the default bridge, then the overlay, then a local network: each
+    // interface gets a free name (the local driver counted only its own: "eth1 exists").
+    let both = format!("{net}c");
+    let local = format!("{net}l");
+    c.h(0)
+        .docker_ok(&["run", "-d", "--name", &both, &img, "sleep", "600"])?;
+    c.h(0).docker_ok(&["network", "connect", &net, &both])?;
+    c.h(0).docker_ok(&["network", "create", &local])?;
+    c.h(0).docker_ok(&["network", "connect", &local, &both])?;
+    let links = c.h(0).docker_ok(&["exec", &both, "ls", "/sys/class/net"])?;
+    let mut links: Vec<&str> = links.split_whitespace().collect();
+    links.sort();
+    ensure!(links == ["eth0", "eth1", "eth2", "lo"], "{links:?}");
+    c.h(0).docker_ok(&["rm", "-f", &both])?;
+    c.h(0).docker_ok(&["network", "rm", &local])?;
     for (opts, want) in [
         (
             vec!["-o", "com.docker.network.driver.mtu=big"],

@@ -132,6 +132,7 @@ fn main() -> Result<()> {
                             address: None,
                             ports: vec![],
                             dns_servers: vec![],
+                            taken_ifnames: vec![],
                         })
                         .await?;
                     ips.push(ep.address.to_string());

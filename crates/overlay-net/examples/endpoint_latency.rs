@@ -116,6 +116,7 @@ fn main() -> Result<()> {
                             vec![]
                         },
                         dns_servers: vec![],
+                        taken_ifnames: Vec::new(),
                     };
                     let t = Instant::now();
                     let ep = d.connect(req).await?;

@@ -72,6 +72,7 @@
 //!     container_name: "web".into(), aliases: vec![], network: "bridge".into(),
 //!     netns: "/run/berth/netns/cccc".into(), address: None,
 //!     ports: vec![PortRequest::parse("18080:8080")?], dns_servers: vec![],
+//!     taken_ifnames: vec![],
 //! }).await?;
 //! let _saved = driver.state().to_json();            // persist after every change
 //! driver.disconnect(&ep.id).await?;

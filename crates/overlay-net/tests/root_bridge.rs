@@ -39,6 +39,7 @@ fn endpoint(id: char, network: &str, ns: &TestNetns, ports: &[&str]) -> Endpoint
             .map(|p| PortRequest::parse(p).unwrap())
             .collect(),
         dns_servers: vec![],
+        taken_ifnames: Vec::new(),
     }
 }
 
@@ -665,5 +666,6 @@ fn endpoint_at(id: char, network: &str, netns: &std::path::Path) -> EndpointRequ
         address: None,
         ports: vec![],
         dns_servers: vec![],
+        taken_ifnames: Vec::new(),
     }
 }

@@ -556,6 +556,7 @@ impl NetworkService {
             address: None,
             ports,
             dns_servers: names.resolv.nameservers.clone(),
+            taken_ifnames: Vec::new(),
         }));
         let (net, ep) = match result {
             Ok(x) => x,
@@ -611,6 +612,10 @@ impl NetworkService {
                 "container {container_id} has no network namespace of its own (host or none mode)"
             )));
         }
+        // Its overlays' interfaces are not this driver's: it must not reuse their names.
+        let taken_ifnames = berth_overlay_net::links::link_names_in(&netns)
+            .await
+            .map_err(net_error)?;
         self.join(EndpointRequest {
             endpoint_id: random_hex64(),
             container_id: container_id.to_string(),
@@ -621,6 +626,7 @@ impl NetworkService {
             address: None,
             ports: Vec::new(),
             dns_servers,
+            taken_ifnames,
         })
         .await
     }
@@ -803,17 +809,15 @@ impl NetworkService {
                 ),
             });
         }
-        let bridges = self
-            .inner
-            .driver
-            .lock()
+        // The first `ethN` free in its namespace (bridges and overlays number theirs
+        // independently; a disconnect leaves a gap).
+        let taken = berth_overlay_net::links::link_names_in(&netns)
             .await
-            .state()
-            .endpoints
-            .values()
-            .filter(|e| e.container_id == container_id)
-            .count();
-        let ifname = format!("eth{}", bridges + existing.len());
+            .map_err(net_error)?;
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !taken.contains(n))
+            .expect("an unused ethN exists");
         plane
             .attach(
                 container_id,

@@ -104,6 +104,9 @@ pub struct EndpointRequest {
     pub ports: Vec<PortRequest>,
     /// `--dns`: see [`Endpoint::dns_servers`].
     pub dns_servers: Vec<std::net::IpAddr>,
+    /// Interface names already in the namespace that this driver does not own (an
+    /// overlay's `ethN`): the new interface takes none of them.
+    pub taken_ifnames: Vec<String>,
 }
 
 /// What start-up reconciliation found and must do (pure output of [`plan_reconcile`]).
@@ -412,7 +415,9 @@ impl<L: LinkExecutor, F: Firewall, P: PortProbe> BridgeDriver<L, F, P> {
         }
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
-            .find(|name| !siblings.iter().any(|e| &e.ifname == name))
+            .find(|name| {
+                !siblings.iter().any(|e| &e.ifname == name) && !req.taken_ifnames.contains(name)
+            })
             .expect("an unused ethN exists");
         let default_route = siblings.is_empty();
 

@@ -53,6 +53,7 @@ fn ep_req(
             .map(|p| PortRequest::parse(p).unwrap())
             .collect(),
         dns_servers: vec![],
+        taken_ifnames: vec![],
     }
 }
 

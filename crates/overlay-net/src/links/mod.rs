@@ -27,7 +27,7 @@ use crate::error::{NetError, Result};
 use crate::ipam::Ipv4Net;
 use crate::state::{Endpoint, Network};
 
-pub use rtnetlink_exec::RtnetlinkExecutor;
+pub use rtnetlink_exec::{link_names_in, RtnetlinkExecutor};
 
 /// The `ifalias` berth puts on every link it creates.
 pub const BERTH_ALIAS: &str = "berth";

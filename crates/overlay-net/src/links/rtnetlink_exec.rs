@@ -61,6 +61,33 @@ impl RtnetlinkExecutor {
     }
 }
 
+/// The names of the links in the namespace file `path` (a container's `lo`, `eth0`, ...),
+/// which every driver plugging interfaces into it must avoid. Errors: the namespace
+/// cannot be entered, the dump fails.
+pub async fn link_names_in(path: &Path) -> Result<Vec<String>> {
+    let handle = handle_in_netns(path).await?;
+    let msgs: Vec<LinkMessage> =
+        handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetError::NetlinkDump {
+                what: "links",
+                source,
+            })?;
+    Ok(msgs
+        .iter()
+        .filter_map(|m| {
+            m.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })
+        })
+        .collect())
+}
+
 /// Opens a netlink connection inside the namespace file `path`.
 pub(crate) async fn handle_in_netns(path: &Path) -> Result<Handle> {
     let netns_err = |path: &Path, source: std::io::Error| NetError::Netns {
