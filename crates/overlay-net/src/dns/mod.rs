@@ -113,9 +113,9 @@ impl DnsRecords {
         })
     }
 
-    /// Gives each client with endpoints on other networks the names of those networks:
-    /// `others(client)` lists the client's other networks' records, by the client's
-    /// address on this one.
+    /// Gives each client with endpoints on other networks the names of those networks
+    /// ([`DnsRecords::neighbours`]): `clients` pairs a client's address on this network
+    /// with the records of its other networks.
     pub fn add_neighbours<'a>(
         &mut self,
         clients: impl IntoIterator<Item = (Ipv4Addr, Vec<&'a DnsRecords>)>,
@@ -273,7 +273,8 @@ fn parse_question(packet: &[u8]) -> Option<Question> {
 ///
 /// A local name gets an authoritative reply: its A records for an A query, no records
 /// (NOERROR) for any other type, so clients do not go looking elsewhere. Anything else is
-/// forwarded.
+/// forwarded. `client`: the asking address, whose other networks' names count too
+/// ([`DnsRecords::lookup_for`]).
 pub fn answer(query: &[u8], records: &DnsRecords, client: Option<std::net::IpAddr>) -> DnsDecision {
     let Some(q) = parse_question(query) else {
         return DnsDecision::Drop;

@@ -65,27 +65,34 @@ impl RtnetlinkExecutor {
 /// which every driver plugging interfaces into it must avoid. Errors: the namespace
 /// cannot be entered, the dump fails.
 pub async fn link_names_in(path: &Path) -> Result<Vec<String>> {
-    let handle = handle_in_netns(path).await?;
-    let msgs: Vec<LinkMessage> =
-        handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetError::NetlinkDump {
-                what: "links",
-                source,
-            })?;
-    Ok(msgs
-        .iter()
+    let msgs = dump_links(&handle_in_netns(path).await?).await?;
+    Ok(link_names(&msgs).into_values().collect())
+}
+
+/// Every link of the namespace `handle` is in.
+async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>> {
+    handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| NetError::NetlinkDump {
+            what: "links",
+            source,
+        })
+}
+
+/// Link index to name, of the dumped links that carry one.
+fn link_names(msgs: &[LinkMessage]) -> std::collections::HashMap<u32, String> {
+    msgs.iter()
         .filter_map(|m| {
             m.attributes.iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n.clone()),
+                LinkAttribute::IfName(n) => Some((m.header.index, n.clone())),
                 _ => None,
             })
         })
-        .collect())
+        .collect()
 }
 
 /// Opens a netlink connection inside the namespace file `path`.
@@ -304,26 +311,8 @@ impl LinkExecutor for RtnetlinkExecutor {
     }
 
     async fn list_links(&self) -> Result<Vec<ObservedLink>> {
-        let msgs: Vec<LinkMessage> = self
-            .host
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|source| NetError::NetlinkDump {
-                what: "links",
-                source,
-            })?;
-        let names: std::collections::HashMap<u32, String> = msgs
-            .iter()
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some((m.header.index, n.clone())),
-                    _ => None,
-                })
-            })
-            .collect();
+        let msgs = dump_links(&self.host).await?;
+        let names = link_names(&msgs);
         Ok(msgs
             .iter()
             .map(|m| {
