@@ -686,7 +686,9 @@ async fn disconnect(
         .map_err(|e| ApiError::NotFound(e.to_string()))?
         .clone();
     if net.name == crate::service::networks::GATEWAY_BRIDGE_NAME
-        && rec.labels.contains_key("com.docker.swarm.task.id")
+        && rec
+            .labels
+            .contains_key(crate::service::agent::TASK_ID_LABEL)
     {
         // The task's only way out, which inspect does not list as one of its networks.
         return Err(ApiError::Forbidden(format!(

@@ -49,7 +49,7 @@ use super::overlay_plane::OverlayAttachment;
 use super::task_spec::TaskNetworkMode;
 use crate::error::ServiceError;
 
-/// The label naming a task container's task.
+/// The label naming a task container's task (what marks a container as a task: `ps --filter is-task`).
 pub const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
 /// The label naming the node a task container was created for.
 pub const NODE_ID_LABEL: &str = "com.docker.swarm.node.id";

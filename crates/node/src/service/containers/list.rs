@@ -47,9 +47,6 @@ const STATES: &[&str] = &[
 
 const HEALTH: &[&str] = &["starting", "healthy", "unhealthy", "none"];
 
-/// The label dockerd's swarm puts on task containers (its `Managed` flag).
-pub const TASK_LABEL: &str = "com.docker.swarm.task.id";
-
 /// Validated `docker ps` filters.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
@@ -232,7 +229,7 @@ impl ListFilter {
             })
             && self
                 .is_task
-                .is_none_or(|t| t == r.labels.contains_key(TASK_LABEL))
+                .is_none_or(|t| t == r.labels.contains_key(crate::service::agent::TASK_ID_LABEL))
             && (self.exited.is_empty()
                 || (!running
                     && !r.state.started_at.is_empty()

@@ -182,7 +182,9 @@ impl ContainerRecord {
     /// is its namespace's way out, not one of its networks (dockerd shows only a task's
     /// overlays and lists the gateway endpoint under `docker_gwbridge` alone).
     pub fn shown_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        let task = self.labels.contains_key("com.docker.swarm.task.id");
+        let task = self
+            .labels
+            .contains_key(crate::service::agent::TASK_ID_LABEL);
         self.endpoints
             .iter()
             .filter(move |e| !(task && e.network == crate::service::networks::GATEWAY_BRIDGE_NAME))
