@@ -270,11 +270,11 @@ fn network_create_fields_are_shown_back_and_survive_a_restart() -> Result<()> {
         "network",
         "create",
         "--opt",
-        "com.docker.network.bridge.enable_icc=false",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
         "x",
     ])?;
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("enable_icc"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("enable_ip_masquerade"));
     d.docker_ok(&["network", "rm", "kept"])?;
     Ok(())
 }
