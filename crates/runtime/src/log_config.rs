@@ -328,13 +328,18 @@ pub fn parse_human_size(s: &str) -> Result<u64, LogConfigError> {
     Ok((n * mult) as u64)
 }
 
-/// Go's `strconv.ParseBool`.
-fn parse_go_bool(s: &str) -> Result<bool, LogConfigError> {
+/// Go's `strconv.ParseBool`, which dockerd uses for boolean driver options (logging,
+/// network): `1 t T TRUE true True` and `0 f F FALSE false False`; anything else `None`.
+pub fn go_parse_bool(s: &str) -> Option<bool> {
     match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(LogConfigError::InvalidBool { value: s.into() }),
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
+}
+
+fn parse_go_bool(s: &str) -> Result<bool, LogConfigError> {
+    go_parse_bool(s).ok_or_else(|| LogConfigError::InvalidBool { value: s.into() })
 }
 
 #[cfg(test)]

@@ -325,16 +325,6 @@ const MTU_OPTION: &str = "com.docker.network.driver.mtu";
 /// containers reach the gateway but not each other).
 const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
 
-/// A boolean as Go's `strconv.ParseBool` reads it (what dockerd's bridge driver uses for
-/// its options): `1 t T TRUE true True` and `0 f F FALSE false False`.
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 async fn create(
     State(st): State<AppState>,
     JsonBody(raw): JsonBody<Value>,
@@ -398,11 +388,11 @@ async fn create(
     let mut icc = true;
     for (k, v) in &options {
         if k == MTU_OPTION {
-            mtu = Some(v.parse::<u32>().ok().filter(|m| *m >= 68).ok_or_else(|| {
+            mtu = Some(crate::service::overlay::mtu_option(v).ok_or_else(|| {
                 ApiError::BadRequest(format!("invalid value {v:?} for option {MTU_OPTION}"))
             })?);
         } else if k == ICC_OPTION {
-            icc = parse_bool(v).ok_or_else(|| {
+            icc = berth_runtime::log_config::go_parse_bool(v).ok_or_else(|| {
                 ApiError::BadRequest(format!("invalid value {v:?} for option {ICC_OPTION}"))
             })?;
         } else {
@@ -925,7 +915,7 @@ async fn create_overlay(
         )));
     }
     if let Some(v) = options.get(MTU_OPTION) {
-        let mtu = crate::service::overlay::overlay_mtu_option(v).ok_or_else(|| {
+        let mtu = crate::service::overlay::mtu_option(v).ok_or_else(|| {
             ApiError::BadRequest(format!("invalid value {v:?} for option {MTU_OPTION}"))
         })?;
         let most = crate::service::overlay::ENCRYPTED_MTU;

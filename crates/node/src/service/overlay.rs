@@ -130,10 +130,10 @@ pub fn node_underlay_addr(state: &ClusterState, id: NodeId) -> Option<Ipv4Addr> 
     host.trim_matches(['[', ']']).parse().ok()
 }
 
-/// An overlay's `com.docker.network.driver.mtu` option: the MTU of its bridge, VXLAN
-/// device and container interfaces (68 bytes, IPv4's minimum, to 65535); `None` when it is
-/// not such a number.
-pub fn overlay_mtu_option(v: &str) -> Option<u32> {
+/// A network's `com.docker.network.driver.mtu` option (bridge and overlay networks): the
+/// MTU of its bridge, VXLAN device and container interfaces (68 bytes, IPv4's minimum, to
+/// 65535); `None` when it is not such a number.
+pub fn mtu_option(v: &str) -> Option<u32> {
     v.parse::<u32>().ok().filter(|m| (68..=65535).contains(m))
 }
 
@@ -144,7 +144,7 @@ fn spec_of(n: &Network, host_address: Option<Ipv4Addr>) -> OverlaySpec {
         .spec
         .options
         .get("com.docker.network.driver.mtu")
-        .and_then(|v| overlay_mtu_option(v));
+        .and_then(|v| mtu_option(v));
     OverlaySpec {
         id: n.id.clone(),
         vni: n.vni,
