@@ -334,10 +334,16 @@ impl ClusterState {
     /// (those come first, as in [`ClusterState::network_by_ref`]). `None` before the cluster
     /// is initialised.
     pub fn predefined_network(&self, r: &str) -> Option<(PredefinedNetwork, String)> {
-        let cluster_id = self.cluster_id.as_deref()?;
         if self.network_by_ref(r).is_some() {
             return None;
         }
+        self.predefined_by_ref(r)
+    }
+
+    /// [`ClusterState::predefined_network`] without the look at the swarm's own networks
+    /// (for a caller that made it).
+    fn predefined_by_ref(&self, r: &str) -> Option<(PredefinedNetwork, String)> {
+        let cluster_id = self.cluster_id.as_deref()?;
         [PredefinedNetwork::Host, PredefinedNetwork::Bridge]
             .into_iter()
             .map(|p| (p, predefined_network_id(cluster_id, p)))
@@ -373,13 +379,22 @@ impl ClusterState {
     /// network namespace with another container or host cannot be connected to any other
     /// network"; berth refuses the spec instead of failing every task).
     pub fn service_networks(&self, spec: &serde_json::Value) -> Result<Vec<String>, Rejection> {
-        let targets = service_network_targets(spec);
-        if targets.iter().any(|t| {
-            matches!(
-                self.predefined_network(t),
-                Some((PredefinedNetwork::Host, _))
-            )
-        }) {
+        // Each target looked up once: a swarm network, else a predefined one.
+        let targets: Vec<(String, Option<&Network>, Option<PredefinedNetwork>)> =
+            service_network_targets(spec)
+                .into_iter()
+                .map(|t| match self.network_by_ref(&t) {
+                    Some(n) => (t, Some(n), None),
+                    None => {
+                        let p = self.predefined_by_ref(&t).map(|(p, _)| p);
+                        (t, None, p)
+                    }
+                })
+                .collect();
+        if targets
+            .iter()
+            .any(|(_, _, p)| *p == Some(PredefinedNetwork::Host))
+        {
             if targets.len() > 1 {
                 return Err(Rejection::NetworkInvalid {
                     detail: "a service on the host network cannot be connected to any other network: a container sharing the network namespace of its host cannot be connected to any other network".into(),
@@ -410,13 +425,11 @@ impl ClusterState {
                 out.push(ingress.id.clone());
             }
         }
-        for target in targets {
-            if self.predefined_network(&target).is_some() {
+        for (target, net, predefined) in targets {
+            if predefined.is_some() {
                 continue;
             }
-            let net = self
-                .network_by_ref(&target)
-                .ok_or_else(|| Rejection::NetworkNotFound { id: target.clone() })?;
+            let net = net.ok_or(Rejection::NetworkNotFound { id: target })?;
             if net.spec.ingress {
                 return Err(Rejection::NetworkInvalid {
                     detail:
