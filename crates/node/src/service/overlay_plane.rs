@@ -973,20 +973,31 @@ fn dns_records_with_neighbours(
         .iter()
         .map(|n| (n.id.clone(), dns_records(state, n)))
         .collect();
-    let owner_of = |e: &berth_consensus::state::NetworkEndpoint| match &e.owner {
-        EndpointOwner::Container { id, .. } | EndpointOwner::Task { id, .. } => Some(id.clone()),
-        _ => None,
-    };
+    fn owner_of(e: &berth_consensus::state::NetworkEndpoint) -> Option<&str> {
+        match &e.owner {
+            EndpointOwner::Container { id, .. } | EndpointOwner::Task { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+    // Each container's or task's networks, gathered once.
+    let mut networks_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in state.endpoints.values() {
+        if let Some(owner) = owner_of(e) {
+            networks_of
+                .entry(owner)
+                .or_default()
+                .push(e.network_id.as_str());
+        }
+    }
     let mut out = BTreeMap::new();
     for n in nets {
         let mut r = own[&n.id].clone();
         r.add_neighbours(state.endpoints_of_network(&n.id).filter_map(|e| {
-            let owner = owner_of(e)?;
-            let others = state
-                .endpoints
-                .values()
-                .filter(|o| o.network_id != n.id && owner_of(o).as_ref() == Some(&owner))
-                .filter_map(|o| own.get(&o.network_id))
+            let others = networks_of
+                .get(owner_of(e)?)?
+                .iter()
+                .filter(|o| **o != n.id.as_str())
+                .filter_map(|o| own.get(*o))
                 .collect();
             Some((e.ip, others))
         }));

@@ -182,15 +182,22 @@ pub fn records_with_neighbours(state: &NetState) -> BTreeMap<String, DnsRecords>
         .filter(|n| !n.is_default)
         .map(|n| (n.id.clone(), records_for(state, &n.id)))
         .collect();
+    // Each container's networks, gathered once.
+    let mut networks_of: HashMap<&str, Vec<&str>> = HashMap::new();
+    for ep in state.endpoints.values() {
+        networks_of
+            .entry(ep.container_id.as_str())
+            .or_default()
+            .push(ep.network_id.as_str());
+    }
     let mut out = BTreeMap::new();
     for (id, records) in &own {
         let mut r = records.clone();
         r.add_neighbours(state.endpoints_of(id).map(|ep| {
-            let others = state
-                .endpoints
-                .values()
-                .filter(|o| o.container_id == ep.container_id && o.network_id != *id)
-                .filter_map(|o| own.get(&o.network_id))
+            let others = networks_of[ep.container_id.as_str()]
+                .iter()
+                .filter(|n| **n != id.as_str())
+                .filter_map(|n| own.get(*n))
                 .collect();
             (ep.address, others)
         }));
