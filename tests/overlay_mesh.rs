@@ -711,6 +711,10 @@ fn services_on_the_host_network_serve_from_the_nodes_namespace() -> Result<()> {
         "published port 8090 must equal target port 80",
     )?;
     refused(&["--network", "none"], "network none not found")?;
+    refused(
+        &["--network", "name=bridge,alias=front"],
+        "network aliases are not supported on the bridge network",
+    )?;
     ensure!(
         c.h(0)
             .docker(&["service", "inspect", "refused"])?

@@ -445,6 +445,18 @@ impl ServicesService {
                     }
                 }
             };
+            // The node's own networks have no service discovery: an alias there would
+            // name nothing.
+            let aliased = n
+                .get("Aliases")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+            let predefined = self.read(|s| s.predefined_network(&id).map(|(p, _)| p.name()))?;
+            if let (true, Some(name)) = (aliased, predefined) {
+                return Err(ServiceError::invalid(format!(
+                    "network aliases are not supported on the {name} network: it has no service discovery (use an overlay network)"
+                )));
+            }
             n["Target"] = Value::String(id);
             resolved.push(n);
         }
